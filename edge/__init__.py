@@ -1,0 +1,7 @@
+"""Ganglion's device side: model backends, the supervised daemon, MQTT telemetry.
+
+Nothing in this package imports ``converters`` or ``onnx``: a device has neither.
+``tests/test_boundaries.py`` holds that line.
+"""
+
+__version__ = "0.1.0"

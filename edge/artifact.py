@@ -1,0 +1,142 @@
+"""The ``.gpk`` artifact: one zip with model file(s), ``manifest.json`` and ``signature``.
+
+    manifest.json   name, version, source model hash, converter version, inputs/outputs
+                    (dtype, shape, layout, quant params), preprocessing, labels, calibration
+                    method, fidelity report, and ``files``: {member name: sha256}
+    signature       hex ed25519 signature over the exact bytes of manifest.json (optional)
+    <models>        e.g. model.tflite, model.qdq.onnx
+
+Reading verifies before anything is used: member names are plain (no '/', '..', absolute
+paths), the member set equals the manifest's ``files`` plus the two fixed members, every hash
+matches, and when trusted keys are given the signature must verify. Writing goes to a temp file
+and is renamed into place, so a failure never leaves a half-written artifact.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+SIGNATURE = "signature"
+FORMAT_VERSION = 1
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class Artifact:
+    manifest: dict
+    files: dict[str, bytes]     # model files by member name
+    signed: bool
+
+    def model_bytes(self, fmt: str) -> bytes:
+        """The model for a format: 'tflite' or 'onnx' (QDQ)."""
+        for entry in self.manifest.get("models", []):
+            if entry.get("format") == fmt:
+                return self.files[entry["file"]]
+        have = sorted({e.get("format") for e in self.manifest.get("models", [])})
+        raise ArtifactError(f"artifact holds no {fmt} model (it has: {', '.join(have) or 'none'})",
+                            code="artifact.no_format",
+                            hint="re-convert with the target this board needs (--target tflite|qdq|both)")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def pack(manifest: dict, files: dict[str, bytes], private_key=None) -> bytes:
+    """Build the artifact bytes. ``private_key`` is an ed25519 key from firmware.keys."""
+    for name in files:
+        _check_member_name(name)
+    manifest = dict(manifest)
+    manifest["format_version"] = FORMAT_VERSION
+    manifest["files"] = {name: sha256(data) for name, data in sorted(files.items())}
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MANIFEST, manifest_bytes)
+        for name, data in sorted(files.items()):
+            zf.writestr(name, data)
+        if private_key is not None:
+            from firmware import keys
+            zf.writestr(SIGNATURE, keys.sign(private_key, manifest_bytes))
+    return buf.getvalue()
+
+
+def write(path: str | Path, manifest: dict, files: dict[str, bytes], private_key=None) -> None:
+    atomic_write(path, pack(manifest, files, private_key))
+
+
+def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifact:
+    """Open and fully verify an artifact. Raises ArtifactError / SignatureError."""
+    where = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"not a readable .gpk artifact: {exc}", where=where,
+                            hint="the file is truncated or not an artifact; convert it again")
+    with zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        for name, info in infos.items():
+            _check_member_name(name, where)
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise ArtifactError(f"member {name} is too large ({info.file_size} bytes)", where=where)
+        if MANIFEST not in infos:
+            raise ArtifactError("artifact has no manifest.json", where=where)
+        manifest_bytes = zf.read(MANIFEST)
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError as exc:
+            raise ArtifactError(f"manifest.json is not JSON: {exc}", where=where)
+        expected = manifest.get("files")
+        if not isinstance(expected, dict):
+            raise ArtifactError("manifest has no 'files' table", where=where)
+        extra = set(infos) - set(expected) - {MANIFEST, SIGNATURE}
+        missing = set(expected) - set(infos)
+        if extra or missing:
+            raise ArtifactError(f"members do not match the manifest (extra: {sorted(extra)}, "
+                                f"missing: {sorted(missing)})", where=where, code="artifact.members")
+        signature = zf.read(SIGNATURE).decode() if SIGNATURE in infos else None
+        if trusted_keys:
+            from firmware import keys
+            keys.verify(trusted_keys, manifest_bytes, signature, where=where)
+        files = {}
+        for name, digest in expected.items():
+            data = zf.read(name)
+            if sha256(data) != digest:
+                raise ArtifactError(f"member {name} does not match its sha256", where=where,
+                                    code="artifact.hash", hint="the artifact was altered or corrupted")
+            files[name] = data
+    return Artifact(manifest=manifest, files=files, signed=signature is not None)
+
+
+def _check_member_name(name: str, where: str | None = None) -> None:
+    if (not name or name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/")
+            or "/" in name or "\\" in name or ":" in name):
+        raise ArtifactError(f"unsafe member name {name!r} (paths are not allowed in an artifact)",
+                            where=where, code="artifact.unsafe_path")

@@ -1,0 +1,82 @@
+"""Find a LiteRT (TFLite) interpreter: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
+
+``ai-edge-litert`` is the maintained successor of ``tflite-runtime`` (which fails with NumPy 2 at
+the first interpreter it builds). Everything in Ganglion builds interpreters through
+``make_interpreter`` so the choice, and the message when none is present, live in one place.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from edge.errors import RuntimeBackendError
+
+# Tried in order; (import name, module that holds Interpreter / load_delegate).
+CANDIDATES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+@dataclass(frozen=True)
+class LiteRT:
+    name: str            # which package provided it
+    module: ModuleType   # has Interpreter and load_delegate
+
+    @property
+    def version(self) -> str:
+        top = importlib.import_module(self.name)
+        return getattr(top, "__version__", "unknown")
+
+
+_found: LiteRT | None = None
+
+
+def find_litert() -> LiteRT:
+    """Return the first LiteRT implementation that imports, or raise with an install hint."""
+    global _found
+    if _found is not None:
+        return _found
+    errors = []
+    for name, module_name in CANDIDATES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        _found = LiteRT(name=name, module=module)
+        return _found
+    raise RuntimeBackendError(
+        "no LiteRT interpreter is installed (" + "; ".join(errors) + ")",
+        code="runtime.no_litert",
+        hint="pip install ai-edge-litert  (the maintained successor of tflite-runtime)")
+
+
+def make_interpreter(model: bytes | str, *, num_threads: int | None = None,
+                     delegates: list | None = None, use_xnnpack: bool = True,
+                     preserve_all_tensors: bool = False):
+    """Build and allocate an interpreter from a path or flatbuffer bytes."""
+    lite = find_litert()
+    kwargs = {}
+    if isinstance(model, (bytes, bytearray)):
+        kwargs["model_content"] = bytes(model)
+    else:
+        kwargs["model_path"] = str(model)
+    if num_threads is not None:
+        kwargs["num_threads"] = num_threads
+    if delegates:
+        kwargs["experimental_delegates"] = delegates
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+    if not use_xnnpack:
+        kwargs["experimental_op_resolver_type"] = lite.module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interp = lite.module.Interpreter(**kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise RuntimeBackendError(f"LiteRT could not load the model: {exc}",
+                                  code="runtime.model_load",
+                                  hint="run 'ganglion inspect' on the file; re-convert it") from exc
+    return interp

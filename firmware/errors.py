@@ -1,0 +1,21 @@
+"""Firmware errors: everything a bundle, signature or slot can get wrong."""
+from edge.errors import GanglionError
+
+
+class FirmwareError(GanglionError):
+    code = "firmware"
+    exit_code = 5
+
+
+class SignatureError(FirmwareError):
+    """A signature is missing, malformed or made by an untrusted key."""
+    code = "firmware.signature"
+
+
+class BundleError(FirmwareError):
+    """A bundle is corrupt, tampered with, or holds an unsafe member."""
+    code = "firmware.bundle"
+
+
+class SlotError(FirmwareError):
+    code = "firmware.slot"

@@ -1,0 +1,85 @@
+"""ed25519 keys: generate, load, sign, verify. The one module that touches ``cryptography``.
+
+Keys are stored as PEM (PKCS#8 private, SubjectPublicKeyInfo public). A signature is the
+raw 64-byte ed25519 signature over exact bytes (a manifest), stored hex-encoded beside them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from firmware.errors import SignatureError
+
+
+def generate(private_path: str | Path, public_path: str | Path | None = None) -> tuple[Path, Path]:
+    """Write a new key pair; the private key file is created 0600 and never overwritten."""
+    private_path = Path(private_path)
+    public_path = Path(public_path) if public_path else private_path.with_suffix(".pub")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SignatureError(f"refusing to overwrite an existing key: {private_path}",
+                             code="keys.exists", hint="choose another path or delete the old key")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public_path.write_bytes(public_bytes_pem(key.public_key()))
+    return private_path, public_path
+
+
+def public_bytes_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private(path: str | Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise SignatureError(f"cannot read private key: {exc}", where=str(path),
+                             code="keys.unreadable", hint="create one with 'ganglion keys generate'")
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError("not an ed25519 private key", where=str(path), code="keys.wrong_type")
+    return key
+
+
+def load_public(path: str | Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise SignatureError(f"cannot read public key: {exc}", where=str(path),
+                             code="keys.unreadable", hint="pass the .pub file made by 'ganglion keys generate'")
+    if not isinstance(key, Ed25519PublicKey):
+        raise SignatureError("not an ed25519 public key", where=str(path), code="keys.wrong_type")
+    return key
+
+
+def sign(key: Ed25519PrivateKey, data: bytes) -> str:
+    """Hex signature over ``data``."""
+    return key.sign(data).hex()
+
+
+def verify(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature_hex: str | None,
+           *, where: str | None = None) -> None:
+    """Raise SignatureError unless one of the trusted ``keys`` signed ``data``."""
+    if not signature_hex:
+        raise SignatureError("not signed, but a trusted key is configured", where=where,
+                             code="signature.missing", hint="sign it with --key when building")
+    try:
+        raw = bytes.fromhex(signature_hex.strip())
+    except ValueError:
+        raise SignatureError("signature is not hex", where=where, code="signature.malformed")
+    for key in keys if isinstance(keys, list) else [keys]:
+        try:
+            key.verify(raw, data)
+            return
+        except InvalidSignature:
+            continue
+    raise SignatureError("signature does not match any trusted key", where=where,
+                         code="signature.invalid",
+                         hint="the file was altered, or signed with a key you do not trust")
