@@ -1,0 +1,268 @@
+"""Range observers: turn the values a tensor takes during calibration into one (lo, hi) range.
+
+Each observer is a small class with ``update(values)`` (called once per sample, so memory stays
+bounded no matter how many samples there are) and ``range() -> (lo, hi)``. They are listed in
+``OBSERVERS``; ``make("percentile:99.9")`` builds one from its registry name and optional argument.
+
+    minmax       the exact observed min and max: covers every value, outliers included
+    percentile   clips each tail at a percentile (default 99.99); a side the data never crosses
+                 (e.g. the zero side of a ReLU output) keeps its exact bound
+    entropy      TensorRT-style KL calibration: picks the |x| threshold whose 8-bit histogram
+                 loses the least information (2048 bins)
+    mse          searches the clip range that minimises the expected quantization MSE
+
+The three clipping observers share ``RunningHistogram``: a signed histogram over [-R, R] whose
+radius R doubles (merging bins pairwise, which is exact) when a sample exceeds it, so one pass
+over the data suffices. Non-finite values (e.g. -inf attention masks) are ignored: int8 cannot
+represent them and they would otherwise make every range infinite.
+
+The ranges are the observed ones; making them contain zero (as the int8 spec needs) is the
+quantizer's job.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.errors import UsageError
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Flattened values, with NaN/Inf dropped only when there are any (the common case is cheap)."""
+    flat = np.asarray(values).reshape(-1)
+    if flat.size and not np.isfinite(flat.min() + flat.max()):
+        flat = flat[np.isfinite(flat)]
+    return flat
+
+
+class MinMax:
+    """Running exact min and max."""
+
+    def __init__(self):
+        self.lo = math.inf
+        self.hi = -math.inf
+
+    def update(self, values: np.ndarray) -> None:
+        flat = _finite(values)
+        if flat.size:
+            self.lo = min(self.lo, float(flat.min()))
+            self.hi = max(self.hi, float(flat.max()))
+
+    @property
+    def seen(self) -> bool:
+        return self.lo <= self.hi
+
+    def range(self) -> tuple[float, float]:
+        return (self.lo, self.hi) if self.seen else (0.0, 0.0)
+
+
+class RunningHistogram(MinMax):
+    """A signed histogram over [-radius, radius] that grows by doubling its radius.
+
+    Doubling merges adjacent bin pairs into the middle half of the new bin array, so no count is
+    ever interpolated. The radius ends within (amax, 2*amax], so at least a quarter of the bins
+    cover the data: 8192 bins keep >= 2048 bins on the busy side, the resolution TensorRT's
+    entropy calibrator uses.
+    """
+
+    def __init__(self, bins: int = 8192):
+        super().__init__()
+        self.bins = bins
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.radius = 0.0
+        self.pending_zeros = 0      # all-zero samples seen before any non-zero value set a radius
+
+    def update(self, values: np.ndarray) -> None:
+        flat = _finite(values)
+        if not flat.size:
+            return
+        lo, hi = float(flat.min()), float(flat.max())
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        amax = max(-lo, hi)
+        if self.radius == 0.0:
+            if amax == 0.0:
+                self.pending_zeros += flat.size
+                return
+            self.radius = amax
+            self.counts[self.bins // 2] += self.pending_zeros
+        while amax > self.radius:
+            self._double()
+        scale = self.bins / (2.0 * self.radius)
+        idx = ((flat.astype(np.float64) + self.radius) * scale).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=self.bins)
+
+    def _double(self) -> None:
+        merged = self.counts.reshape(-1, 2).sum(axis=1)
+        quarter = self.bins // 4
+        self.counts = np.zeros_like(self.counts)
+        self.counts[quarter:quarter + merged.size] = merged
+        self.radius *= 2.0
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.pending_zeros
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(-self.radius, self.radius, self.bins + 1)
+
+    def quantile(self, q: float) -> float:
+        """Value below which a fraction ``q`` of the samples lie (linear inside a bin)."""
+        if self.radius == 0.0:
+            return 0.0
+        cdf = np.cumsum(self.counts) / self.counts.sum()
+        i = int(np.searchsorted(cdf, q, side="left"))
+        i = min(i, self.bins - 1)
+        before = cdf[i - 1] if i > 0 else 0.0
+        inside = (q - before) / max(cdf[i] - before, 1e-300)
+        edges = self.edges()
+        return float(edges[i] + min(max(inside, 0.0), 1.0) * (edges[i + 1] - edges[i]))
+
+    def abs_counts(self) -> tuple[np.ndarray, float]:
+        """Histogram of |x| over [0, radius] (bins/2 bins) and its bin width."""
+        half = self.bins // 2
+        return self.counts[half:] + self.counts[:half][::-1], self.radius / half
+
+
+class Percentile(RunningHistogram):
+    """Clip each tail at ``percentile``; a side the data never crosses keeps its exact bound."""
+
+    def __init__(self, percentile: float = 99.99):
+        super().__init__()
+        if not 50.0 < percentile <= 100.0:
+            raise UsageError(f"percentile must be in (50, 100], got {percentile}",
+                             hint="e.g. --calib-method percentile:99.99")
+        self.percentile = percentile
+
+    def range(self) -> tuple[float, float]:
+        if not self.seen or self.radius == 0.0:
+            return super().range()
+        tail = 1.0 - self.percentile / 100.0
+        lo = self.lo if self.lo >= 0.0 else max(self.lo, min(self.quantile(tail), 0.0))
+        hi = self.hi if self.hi <= 0.0 else min(self.hi, max(self.quantile(1.0 - tail), 0.0))
+        return lo, hi
+
+
+def kl_threshold(hist: np.ndarray, levels: int, stride: int = 4) -> int:
+    """TensorRT-style entropy calibration on a histogram of |x|: return the bin count to keep.
+
+    For each candidate cut ``i``, P is hist[:i] with the clipped tail folded into its last bin,
+    and Q is hist[:i] squeezed into ``levels`` quantization levels and expanded back (each
+    level's mass spread evenly over the bins that held data). The cut with the smallest KL(P||Q)
+    wins. Candidates step by ``stride`` bins to keep the search fast in pure NumPy.
+    """
+    hist = hist.astype(np.float64)
+    n = hist.size
+    if n <= levels:
+        return n
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])   # tail[i] = sum(hist[i:])
+    best_i, best_kl = n, math.inf
+    for i in list(range(levels, n, stride)) + [n]:
+        p = hist[:i].copy()
+        p[-1] += tail[i]
+        starts = np.linspace(0, i, levels + 1).astype(np.int64)[:-1]
+        sums = np.add.reduceat(hist[:i], starts)
+        nonzero = np.add.reduceat((hist[:i] > 0).astype(np.float64), starts)
+        per_bin = np.divide(sums, nonzero, out=np.zeros_like(sums), where=nonzero > 0)
+        sizes = np.diff(np.append(starts, i))
+        q = np.repeat(per_bin, sizes) * (hist[:i] > 0)
+        kl = _kl(p, q)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return best_i
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(P||Q) of two unnormalised histograms; Q is smoothed where P has mass and Q has none."""
+    p = p / p.sum()
+    q_sum = q.sum()
+    if q_sum <= 0:
+        return math.inf
+    q = np.where((q == 0) & (p > 0), 1e-4 / p.size, q / q_sum)
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+class Entropy(RunningHistogram):
+    """KL-divergence calibration (TensorRT's int8 entropy calibrator), 2048 bins of |x|.
+
+    Two-sided tensors get 128 levels per side (int8 spends one sign bit); one-sided tensors such
+    as ReLU outputs are quantized asymmetrically over [0, T], so they get all 255 levels.
+    """
+
+    BINS = 2048
+
+    def range(self) -> tuple[float, float]:
+        if not self.seen or self.radius == 0.0:
+            return super().range()
+        counts, width = self.abs_counts()
+        amax = max(-self.lo, self.hi)
+        hist = _resample(counts, width, amax, self.BINS)
+        levels = 255 if self.lo >= 0.0 or self.hi <= 0.0 else 128
+        keep = kl_threshold(hist, levels)
+        threshold = amax * keep / self.BINS
+        return max(self.lo, -threshold), min(self.hi, threshold)
+
+
+def _resample(counts: np.ndarray, width: float, amax: float, bins: int) -> np.ndarray:
+    """Counts over [0, len*width] re-binned to ``bins`` bins over [0, amax] (via the CDF)."""
+    cum = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    old_edges = np.arange(cum.size) * width
+    new_edges = np.linspace(0.0, amax, bins + 1)
+    new_cum = np.interp(new_edges, old_edges, cum)
+    new_cum[-1] = cum[-1]        # values just above amax (bin rounding) stay in the last bin
+    return np.diff(new_cum)
+
+
+class MSE(RunningHistogram):
+    """Search ranges shrunk from (min, max) by a factor, keep the one with least expected MSE.
+
+    The expected error of a candidate is the clipping error of the values outside it plus the
+    uniform rounding noise scale**2 / 12 of the values inside (255 steps of int8).
+    """
+
+    CANDIDATES = 200
+
+    def range(self) -> tuple[float, float]:
+        if not self.seen or self.radius == 0.0:
+            return super().range()
+        edges = self.edges()
+        centres = (edges[:-1] + edges[1:]) / 2.0
+        mask = self.counts > 0
+        x, n = centres[mask], self.counts[mask].astype(np.float64)
+        alphas = np.linspace(1.0 / self.CANDIDATES, 1.0, self.CANDIDATES)[:, None]
+        lo, hi = min(self.lo, 0.0) * alphas, max(self.hi, 0.0) * alphas
+        scale = (hi - lo) / 255.0
+        clipped = np.clip(x[None, :], lo, hi)
+        inside = (x[None, :] >= lo) & (x[None, :] <= hi)
+        err = (n * (x - clipped) ** 2).sum(axis=1) + (n * inside).sum(axis=1) * scale[:, 0] ** 2 / 12
+        best = float(alphas[int(np.argmin(err)), 0])
+        return max(self.lo, min(self.lo, 0.0) * best), min(self.hi, max(self.hi, 0.0) * best)
+
+
+# The registry: name -> (class, type of its optional ":argument").
+OBSERVERS: dict[str, tuple[type, type | None]] = {
+    "minmax": (MinMax, None),
+    "percentile": (Percentile, float),
+    "entropy": (Entropy, None),
+    "mse": (MSE, None),
+}
+
+
+def make(method: str):
+    """Build an observer from ``name`` or ``name:argument`` (e.g. ``percentile:99.9``)."""
+    name, _, arg = str(method).partition(":")
+    if name not in OBSERVERS:
+        raise UsageError(f"unknown calibration method {method!r}",
+                         hint=f"choose one of: {', '.join(OBSERVERS)} (percentile takes :P, e.g. percentile:99.9)")
+    cls, arg_type = OBSERVERS[name]
+    if not arg:
+        return cls()
+    if arg_type is None:
+        raise UsageError(f"calibration method {name!r} takes no argument (got {method!r})")
+    try:
+        value = arg_type(arg)
+    except ValueError:
+        raise UsageError(f"bad argument {arg!r} for calibration method {name!r}") from None
+    return cls(value)

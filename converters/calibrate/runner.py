@@ -1,0 +1,142 @@
+"""Run the float ONNX graph in onnxruntime over calibration samples and observe every float tensor.
+
+``collect_ranges`` exposes each float intermediate as an extra graph output (so one run yields
+all activations of one sample), feeds the samples one at a time and hands each tensor to its
+observer, which keeps only a running summary: memory is one sample's activations plus one small
+histogram per tensor, whatever the number of samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+
+import numpy as np
+import onnx
+
+from converters.calibrate import observers
+from converters.errors import CalibrationDataError, ModelLoadError
+
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                         onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
+
+
+def float_tensor_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(float graph inputs, float node outputs in graph order), initializers excluded."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    initializers = {init.name for init in graph.initializer}
+    inputs = [vi.name for vi in graph.input
+              if vi.name not in initializers and types.get(vi.name) in FLOAT_TYPES]
+    seen, produced = set(), []
+    for node in graph.node:
+        for name in node.output:
+            if name and name not in seen and types.get(name) in FLOAT_TYPES:
+                seen.add(name)
+                produced.append(name)
+    return inputs, produced
+
+
+def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are exactly ``names`` (types from shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    infos = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    del exposed.graph.output[:]
+    for name in names:
+        info = onnx.ValueInfoProto()
+        info.name = name
+        info.type.tensor_type.elem_type = infos[name].type.tensor_type.elem_type
+        exposed.graph.output.append(info)
+    return exposed
+
+
+def make_session(model: onnx.ModelProto):
+    """An onnxruntime CPU session; load failures become ModelLoadError."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    # Basic optimisations only: constant folding is harmless, but fusions could change values
+    # we are about to observe, and every tensor is a graph output anyway.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        older = _supported_ir_version(str(exc))
+        if older is not None and older < model.ir_version:
+            # onnx's helpers stamp the newest IR version, often newer than onnxruntime reads;
+            # the graph itself rarely uses anything of the newer IR, so try the older stamp.
+            retry = onnx.ModelProto()
+            retry.CopyFrom(model)
+            retry.ir_version = older
+            return make_session(retry)
+        raise ModelLoadError(f"onnxruntime cannot load the model for calibration: {exc}",
+                             hint="check the model with 'ganglion inspect'; it must run in onnxruntime") from exc
+
+
+def _supported_ir_version(message: str) -> int | None:
+    match = re.search(r"max supported IR version: (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def check_feeds(sample: dict, session, index: int) -> dict[str, np.ndarray]:
+    """The sample's arrays for the session's inputs; missing names are a CalibrationDataError."""
+    wanted = [i.name for i in session.get_inputs()]
+    missing = [name for name in wanted if name not in sample]
+    if missing:
+        raise CalibrationDataError(
+            f"calibration sample {index} has no value for input(s) {missing}",
+            where=f"sample {index}", hint=f"the model's inputs are {wanted}; got {sorted(sample)}")
+    return {name: sample[name] for name in wanted}
+
+
+def _iterate(samples, progress: bool):
+    if not progress:
+        return contextlib.nullcontext(samples)
+    return _progressbar(samples)
+
+
+def _progressbar(samples):
+    import click
+    return click.progressbar(samples, label="calibrating", file=sys.stderr,
+                             show_pos=True, show_eta=True)
+
+
+def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], *,
+                   method: str = "minmax", progress: bool = True) -> dict[str, tuple[float, float]]:
+    """Observed (lo, hi) for every float tensor (graph inputs, intermediates, outputs) by ONNX name.
+
+    ``method`` names an observer in ``observers.OBSERVERS`` (``percentile:99.9`` passes an
+    argument). Tensors that never held a finite value get no entry.
+    """
+    observers.make(method)              # fail fast on a bad method name, before any work
+    if not samples:
+        raise CalibrationDataError("no calibration samples were given",
+                                   hint="pass a .npy/.npz file or an image folder with --calib")
+    input_names, produced = float_tensor_names(model)
+    session = make_session(expose(model, produced))
+    found = {name: observers.make(method) for name in input_names + produced}
+    with _iterate(samples, progress) as items:
+        for index, sample in enumerate(items):
+            feeds = check_feeds(sample, session, index)
+            outputs = _run(session, produced, feeds, index)
+            for name in input_names:
+                found[name].update(feeds[name])
+            for name, value in zip(produced, outputs):
+                found[name].update(value)
+            del outputs
+    return {name: obs.range() for name, obs in found.items() if obs.seen}
+
+
+def _run(session, names: list[str], feeds: dict, index: int) -> list[np.ndarray]:
+    try:
+        return session.run(names, feeds)
+    except Exception as exc:  # onnxruntime's errors are not a public hierarchy
+        shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in feeds.items()}
+        raise CalibrationDataError(
+            f"onnxruntime failed on calibration sample {index}: {exc}", where=f"sample {index}",
+            hint=f"the sample holds {shapes}; it must match the model's input shapes and dtypes") from exc

@@ -1,0 +1,98 @@
+"""collect_ranges against a real onnxruntime: the ranges it reports are the ones the graph takes."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converters.calibrate import collect_ranges
+from converters.errors import CalibrationDataError
+from edge.errors import UsageError
+
+
+def affine_relu_model() -> onnx.ModelProto:
+    """y = Relu(x * 2 + 1) -> ReduceMean: every intermediate is easy to recompute in NumPy."""
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "one"], ["shifted"]),
+        helper.make_node("Relu", ["shifted"], ["act"]),
+        helper.make_node("ReduceMean", ["act"], ["y"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+         numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def samples(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(0, 1 + i, size=(1, 16)).astype(np.float32)} for i in range(count)]
+
+
+def test_minmax_ranges_match_numpy_for_every_tensor():
+    data = samples(12)
+    ranges = collect_ranges(affine_relu_model(), data, progress=False)
+    x = np.stack([s["x"] for s in data])
+    expected = {"x": x, "scaled": x * 2, "shifted": x * 2 + 1, "act": np.maximum(x * 2 + 1, 0),
+                "y": np.maximum(x * 2 + 1, 0).mean(axis=-1)}
+    assert set(ranges) == set(expected)        # inputs, intermediates, outputs; no initializers
+    for name, values in expected.items():
+        assert ranges[name] == pytest.approx((values.min(), values.max()), rel=1e-5), name
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse", "percentile:99"])
+def test_clipping_methods_stay_inside_minmax(method):
+    data = samples(12)
+    model = affine_relu_model()
+    full = collect_ranges(model, data, progress=False)
+    clipped = collect_ranges(model, data, method=method, progress=False)
+    assert set(clipped) == set(full)
+    for name, (lo, hi) in clipped.items():
+        assert full[name][0] <= lo <= hi <= full[name][1], (name, (lo, hi), full[name])
+    assert clipped["act"][0] == 0.0            # ReLU output: the zero side is never clipped
+
+
+def test_works_with_the_newest_ir_version_stamp():
+    model = affine_relu_model()
+    model.ir_version = onnx.IR_VERSION         # may be newer than onnxruntime reads
+    assert "act" in collect_ranges(model, samples(2), progress=False)
+
+
+def test_missing_input_is_a_calibration_error():
+    with pytest.raises(CalibrationDataError, match="no value for input"):
+        collect_ranges(affine_relu_model(), [{"z": np.zeros((1, 16), np.float32)}], progress=False)
+
+
+def test_wrong_shape_is_a_calibration_error_naming_the_sample():
+    bad = samples(2) + [{"x": np.zeros((1, 7), np.float32)}]
+    with pytest.raises(CalibrationDataError) as info:
+        collect_ranges(affine_relu_model(), bad, progress=False)
+    assert info.value.where == "sample 2"
+
+
+def test_empty_samples_and_unknown_method():
+    with pytest.raises(CalibrationDataError):
+        collect_ranges(affine_relu_model(), [], progress=False)
+    with pytest.raises(UsageError):
+        collect_ranges(affine_relu_model(), samples(1), method="magic", progress=False)
+
+
+def test_progress_bar_goes_to_stderr(capfd):
+    collect_ranges(affine_relu_model(), samples(3), progress=True)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "calibrating" in err
+
+
+def test_cnn_example_has_a_range_per_float_tensor(resnet_tiny_path):
+    model = onnx.load(str(resnet_tiny_path))
+    rng = np.random.default_rng(1)
+    data = [{model.graph.input[0].name: rng.normal(size=(1, 3, 64, 64)).astype(np.float32)}
+            for _ in range(3)]
+    ranges = collect_ranges(model, data, method="entropy", progress=False)
+    produced = {o for n in model.graph.node for o in n.output}
+    assert produced <= set(ranges)
+    assert all(np.isfinite(lo) and np.isfinite(hi) and lo <= hi for lo, hi in ranges.values())
