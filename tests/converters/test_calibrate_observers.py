@@ -1,0 +1,138 @@
+"""Observers on synthetic distributions, checked with a real int8 fake-quantizer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converters.calibrate import observers
+from converters.calibrate.observers import OBSERVERS, RunningHistogram, make
+from edge.errors import UsageError
+
+
+def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Asymmetric int8 as the TFLite spec does it: the range is widened to contain 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / 255.0
+    zero_point = np.round(-128 - lo / scale)
+    q = np.clip(np.round(x / scale) + zero_point, -128, 127)
+    return (q - zero_point) * scale
+
+
+def quant_mse(x, rng):
+    return float(np.mean((fake_quant(x, *rng) - x) ** 2))
+
+
+def observe(method: str, chunks) -> tuple[float, float]:
+    obs = make(method)
+    for chunk in chunks:
+        obs.update(chunk)
+    return obs.range()
+
+
+@pytest.fixture(scope="module")
+def laplace_with_outliers():
+    rng = np.random.default_rng(0)
+    bulk = rng.laplace(0.0, 1.0, size=200_000).astype(np.float32)
+    outliers = np.array([60.0, -45.0, 80.0] * 4, np.float32)
+    data = np.concatenate([bulk, outliers])
+    rng.shuffle(data)
+    return bulk, outliers, np.array_split(data, 20)    # 20 "samples", fed one at a time
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_clipping_observers_beat_minmax_on_the_bulk(method, laplace_with_outliers):
+    bulk, _, chunks = laplace_with_outliers
+    full = observe("minmax", chunks)
+    clipped = observe(method, chunks)
+    assert quant_mse(bulk, clipped) < 0.5 * quant_mse(bulk, full), (method, clipped, full)
+    assert clipped[1] - clipped[0] < 0.5 * (full[1] - full[0])
+
+
+def test_mse_has_the_least_total_error_of_all_observers(laplace_with_outliers):
+    # MSE optimises squared error over *all* values, so a few huge outliers pull it wide (they
+    # dominate the sum); it still clips some and beats every other observer on its own metric.
+    bulk, outliers, chunks = laplace_with_outliers
+    data = np.concatenate(chunks)
+    errors = {m: quant_mse(data, observe(m, chunks)) for m in OBSERVERS}
+    assert min(errors, key=errors.get) == "mse", errors
+    assert observe("mse", chunks)[1] < observe("minmax", chunks)[1]
+
+
+def test_mse_clips_a_plain_laplacian_tail():
+    bulk = np.random.default_rng(5).laplace(0.0, 1.0, size=200_000).astype(np.float32)
+    chunks = np.array_split(bulk, 10)
+    full, best = observe("minmax", chunks), observe("mse", chunks)
+    assert best[1] - best[0] < 0.9 * (full[1] - full[0])
+    assert quant_mse(bulk, best) < 0.9 * quant_mse(bulk, full)
+
+
+def test_minmax_covers_every_value(laplace_with_outliers):
+    bulk, outliers, chunks = laplace_with_outliers
+    lo, hi = observe("minmax", chunks)
+    assert (lo, hi) == (-45.0, 80.0)
+    everything = np.concatenate([bulk, outliers])
+    assert np.abs(fake_quant(everything, lo, hi) - everything).max() <= (hi - lo) / 255
+
+
+@pytest.mark.parametrize("method", ["entropy", "mse", "percentile"])
+def test_no_outliers_means_little_clipping(method):
+    # A uniform distribution has no tail worth cutting: every observer should keep ~all of it.
+    data = np.random.default_rng(1).uniform(-3.0, 3.0, size=100_000).astype(np.float32)
+    lo, hi = observe(method, np.array_split(data, 10))
+    assert lo < -2.7 and hi > 2.7, (method, lo, hi)
+
+
+def test_one_sided_data_keeps_its_zero_side():
+    relu = np.maximum(np.random.default_rng(2).normal(size=50_000), 0).astype(np.float32)
+    for method in ("percentile", "entropy", "mse"):
+        lo, hi = observe(method, [relu])
+        assert lo == 0.0 and 0.0 < hi <= relu.max(), method
+
+
+def test_percentile_matches_numpy_quantiles():
+    data = np.random.default_rng(3).normal(size=400_000).astype(np.float32)
+    lo, hi = observe("percentile:99", np.array_split(data, 8))
+    assert lo == pytest.approx(np.quantile(data, 0.01), abs=0.01)
+    assert hi == pytest.approx(np.quantile(data, 0.99), abs=0.01)
+
+
+def test_histogram_growth_is_exact():
+    # Radius doubling merges bins pairwise; the result equals filling at the final radius.
+    rng = np.random.default_rng(4)
+    small, large = rng.normal(0, 0.1, 10_000), rng.normal(0, 5.0, 10_000)
+    grown = RunningHistogram()
+    grown.update(small)
+    grown.update(large)
+    direct = RunningHistogram()
+    direct.radius = grown.radius
+    direct.update(np.concatenate([small, large]))
+    assert grown.radius >= np.abs(large).max()
+    assert np.abs(grown.counts - direct.counts).sum() <= 4   # float rounding at bin edges only
+    assert grown.total == 20_000
+
+
+def test_non_finite_values_are_ignored_and_zeros_handled():
+    for method in OBSERVERS:
+        obs = make(method)
+        obs.update(np.zeros(10, np.float32))            # all-zero sample before any range exists
+        obs.update(np.array([-np.inf, 1.0, np.nan, -2.0, np.inf], np.float32))
+        lo, hi = obs.range()
+        assert np.isfinite(lo) and np.isfinite(hi) and -2.0 <= lo <= 0.0 < hi <= 1.0, method
+    assert make("entropy").range() == (0.0, 0.0) and not make("mse").seen
+
+
+def test_registry_and_arguments():
+    assert set(OBSERVERS) == {"minmax", "percentile", "entropy", "mse"}
+    assert make("percentile:99.9").percentile == 99.9
+    for bad in ("nope", "minmax:3", "percentile:abc", "percentile:20"):
+        with pytest.raises(UsageError):
+            make(bad)
+
+
+def test_kl_threshold_cuts_a_long_thin_tail():
+    # An exponential bulk (|x| of a Laplacian) that empties out by bin ~550, plus one outlier
+    # at the far end: the kept range must end near the bulk, far from the outlier.
+    hist = np.floor(1e6 * np.exp(-np.arange(2048) / 40.0))
+    hist[2040] = 1.0
+    keep = observers.kl_threshold(hist, 128)
+    assert 128 <= keep < 600
