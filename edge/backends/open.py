@@ -1,0 +1,104 @@
+"""``open_backend``: the one door from a model file to a running backend.
+
+Accepts a ``.gpk`` artifact (verified by ``edge.artifact.read``: every member's sha256, and the
+signature when trusted keys are configured), a bare ``.tflite`` or a bare ``.onnx``. For an
+artifact the model format comes from, in order: an explicit ``backend``, the board's backend,
+then what is installed here (LiteRT first: it is the device default).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge import artifact as gpk
+from edge.errors import InputError, RuntimeBackendError, UsageError
+
+FORMAT_OF_BACKEND = {"litert": "tflite", "onnxruntime": "onnx"}
+BACKEND_OF_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
+
+
+def open_backend(source, *, board=None, threads: int | None = None, delegate: str | None = None,
+                 allow_cpu_fallback: bool = False, trusted_keys=None, backend: str | None = None,
+                 providers: list[str] | None = None, engine_cache_dir: str | None = None):
+    """Open ``source`` (.gpk/.tflite/.onnx path) on the right backend. See ARCHITECTURE.md."""
+    board = _board(board)
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}", where=str(path), code="input.not_found")
+    backend = backend or _board_attr(board, "backend")
+    threads = threads or _board_attr(board, "threads")
+    delegate = delegate or _board_attr(board, "delegate")
+    providers = providers or _board_attr(board, "providers")
+    manifest, model = None, str(path)
+    if path.suffix == ".gpk":
+        art = gpk.read(path, trusted_keys=_keys(trusted_keys))
+        if trusted_keys and not art.signed:
+            raise InputError("artifact is not signed but trusted keys are configured", where=str(path),
+                             code="artifact.unsigned")
+        manifest = art.manifest
+        backend = backend or _default_backend(art)
+        model = art.model_bytes(FORMAT_OF_BACKEND.get(backend, "tflite"))
+    elif path.suffix in BACKEND_OF_SUFFIX:
+        backend = BACKEND_OF_SUFFIX[path.suffix] if backend in (None, "auto") else backend
+        if BACKEND_OF_SUFFIX[path.suffix] != backend:
+            raise UsageError(f"a {path.suffix} file cannot run on the {backend} backend", where=str(path),
+                             code="usage.backend_mismatch")
+    else:
+        raise InputError(f"unknown model file type {path.suffix!r}", where=str(path), code="input.model_type",
+                         hint="pass a .gpk artifact, a .tflite or an .onnx file")
+    result = _make(backend, model, threads=threads, delegate=delegate, providers=providers,
+                   allow_cpu_fallback=allow_cpu_fallback, engine_cache_dir=engine_cache_dir, where=str(path))
+    result.manifest = manifest
+    result.source = str(path)
+    return result
+
+
+def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu_fallback, engine_cache_dir,
+          where):
+    if backend in (None, "auto", "litert"):
+        from edge.backends.litert_backend import LiteRTBackend
+        return LiteRTBackend(model, threads=threads, delegate=delegate,
+                             allow_cpu_fallback=allow_cpu_fallback, where=where)
+    if backend == "onnxruntime":
+        from edge.backends.ort_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(model, threads=threads, providers=providers,
+                                  allow_cpu_fallback=allow_cpu_fallback,
+                                  engine_cache_dir=engine_cache_dir, where=where)
+    raise UsageError(f"unknown backend {backend!r}", code="usage.backend", hint="use litert or onnxruntime")
+
+
+def _default_backend(art) -> str:
+    formats = {e.get("format") for e in art.manifest.get("models", [])}
+    if "tflite" in formats:
+        try:
+            from edge.litert import find_litert
+            find_litert()
+            return "litert"
+        except RuntimeBackendError:
+            if "onnx" not in formats:
+                raise
+    return "onnxruntime" if "onnx" in formats else "litert"
+
+
+def _board(board):
+    if board is None or not isinstance(board, str):
+        return board
+    try:
+        import boards
+        return boards.load(board)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"boards are not available here: {exc}", code="usage.board") from exc
+
+
+def _board_attr(board, name: str):
+    if board is None:
+        return None
+    value = getattr(board, name, None)
+    return value if value not in ("", [], ()) else None
+
+
+def _keys(trusted_keys):
+    """Accept key objects or paths to .pub files."""
+    if not trusted_keys:
+        return None
+    from firmware import keys
+    return [keys.load_public(k) if isinstance(k, (str, Path)) else k for k in trusted_keys]
