@@ -1,0 +1,220 @@
+"""Load calibration / holdout data into per-sample feed dicts shaped exactly like the model inputs.
+
+Accepted sources:
+
+    .npy           one input only: a single sample (the input's shape), a stack [N, *shape],
+                   or, when the batch dim is 1, a stack of unbatched samples [N, *shape[1:]]
+    .npz           one array per input name, first axis = samples (same shape rules per input)
+    image folder   JPEG/PNG files (sorted, recursive) for a single image input, decoded and
+                   preprocessed by a PreprocessSpec (converters.calibrate.preprocess)
+
+Everything is checked before use and reported as a CalibrationDataError naming the file, the
+input, what was expected and what was found: wrong shape, unsafe dtype, too few samples,
+NaN/Inf, missing input names, pickled objects (never loaded: np.load(allow_pickle=False)).
+Safe casts are applied with a CalibrationCastWarning that says so (float64 -> float32, or
+integer data into a float input, which often means unnormalised pixels).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters.calibrate.preprocess import PreprocessSpec
+from converters.errors import CalibrationDataError
+
+# Calibration ranges from fewer samples overfit them: percentile/entropy histograms need enough
+# values and one or two images rarely show an activation's real spread. 8 is a floor, not a
+# recommendation (100-500 representative samples is typical); verify passes min_samples=1.
+MIN_SAMPLES = 8
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+               9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+class CalibrationCastWarning(UserWarning):
+    """Data was cast to the model input's dtype (the cast was safe, but worth knowing about)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input as the data loader sees it. ``None`` in ``shape`` matches any size."""
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    def matches(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            want is None or want == got for want, got in zip(self.shape, shape))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def input_specs(model) -> list[TensorSpec]:
+    """TensorSpecs of an onnx.ModelProto's real inputs (initializers excluded)."""
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        tensor = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                      for d in tensor.shape.dim)
+        specs.append(TensorSpec(vi.name, shape, ONNX_DTYPES.get(tensor.elem_type, "float32")))
+    return specs
+
+
+def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int | None = None,
+                 min_samples: int = MIN_SAMPLES) -> list[dict[str, np.ndarray]]:
+    """One dict per sample, ``{input name: array shaped and typed like the input}``."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationDataError(f"calibration data not found: {path}", where=str(path),
+                                   hint="pass a .npy, a .npz or a folder of JPEG/PNG images")
+    if path.is_dir():
+        samples = _load_images(path, inputs, PreprocessSpec.parse(preprocess), limit)
+    elif path.suffix.lower() == ".npy":
+        samples = _load_npy(path, inputs)
+    elif path.suffix.lower() == ".npz":
+        samples = _load_npz(path, inputs)
+    else:
+        raise CalibrationDataError(f"unsupported calibration data file {path.name!r}", where=str(path),
+                                   hint="use .npy (one input), .npz (one array per input) or an image folder")
+    if limit is not None:
+        samples = samples[:limit]
+    if len(samples) < min_samples:
+        raise CalibrationDataError(
+            f"too few samples: expected at least {min_samples}, got {len(samples)}", where=str(path),
+            hint=f"calibration needs >= {min_samples} representative samples (100-500 is typical); "
+                 "ranges from fewer overfit them" + (f" (--num-calib is {limit})" if limit else ""))
+    return samples
+
+
+def _load_array(path: Path, key: str | None = None):
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        pickled = "pickle" in str(exc).lower()
+        raise CalibrationDataError(
+            f"cannot read {path.name}: {exc}", where=str(path),
+            hint="save plain numeric arrays (np.save / np.savez); pickled objects are never loaded"
+            if pickled else "the file is corrupt or not a NumPy file") from None
+    except (OSError, EOFError) as exc:
+        raise CalibrationDataError(f"cannot read {path.name}: {exc}", where=str(path),
+                                   hint="the file is truncated or not a NumPy file") from None
+
+
+def _load_npy(path: Path, inputs: list[TensorSpec]) -> list[dict]:
+    if len(inputs) != 1:
+        raise CalibrationDataError(
+            f"a .npy file holds one array but the model has {len(inputs)} inputs "
+            f"({[s.name for s in inputs]})", where=str(path),
+            hint="use a .npz with one array per input name: np.savez(f, **{name: array})")
+    array = _load_array(path)
+    spec = inputs[0]
+    return [{spec.name: s} for s in split_samples(array, spec, path)]
+
+
+def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict]:
+    with _load_array(path) as archive:
+        missing = [s.name for s in inputs if s.name not in archive.files]
+        if missing:
+            raise CalibrationDataError(
+                f"{path.name} has no array for input(s) {missing}", where=str(path),
+                hint=f"the arrays must be named after the model inputs {[s.name for s in inputs]}; "
+                     f"the file has {archive.files}")
+        columns = {}
+        for spec in inputs:
+            try:
+                array = archive[spec.name]
+            except ValueError as exc:      # an object array inside the archive
+                raise CalibrationDataError(f"cannot read array {spec.name!r} of {path.name}: {exc}",
+                                           where=str(path), hint="pickled objects are never loaded") from None
+            columns[spec.name] = split_samples(array, spec, path)
+    counts = {name: len(col) for name, col in columns.items()}
+    if len(set(counts.values())) > 1:
+        raise CalibrationDataError(f"inputs have different sample counts {counts}", where=str(path),
+                                   hint="every array's first axis counts samples; they must agree")
+    count = next(iter(counts.values()), 0)
+    return [{name: col[i] for name, col in columns.items()} for i in range(count)]
+
+
+def split_samples(array: np.ndarray, spec: TensorSpec, path: Path) -> list[np.ndarray]:
+    """Cut an array into samples shaped like ``spec``; check dtype and finiteness."""
+    shape = tuple(array.shape)
+    if spec.matches(shape):
+        stack = array[None]
+    elif spec.matches(shape[1:]):
+        stack = array
+    elif len(spec.shape) >= 1 and spec.shape[0] == 1 and spec.matches((1, *shape[1:])):
+        stack = array[:, None]
+    else:
+        raise CalibrationDataError(
+            f"input {spec.name!r}: expected shape {_fmt(spec.shape)} or a stack [N, ...] of it, "
+            f"got {list(shape)}", where=str(path),
+            hint="the first axis counts samples; the rest must match the model input")
+    stack = _cast(stack, spec, path)
+    bad = ~np.isfinite(stack.reshape(len(stack), -1)).all(axis=1) if stack.dtype.kind == "f" else None
+    if bad is not None and bad.any():
+        first = int(np.argmax(bad))
+        raise CalibrationDataError(
+            f"input {spec.name!r}: {int(bad.sum())} sample(s) hold NaN or Inf (first: sample {first})",
+            where=str(path), hint="clean or drop those samples; calibration needs finite values")
+    return list(stack)
+
+
+def _cast(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
+    want = np.dtype(spec.dtype)
+    got = array.dtype
+    if got == want:
+        return array
+    if want.kind == "f" and got.kind in "fiub":
+        if got.kind != "f":
+            _warn(f"input {spec.name!r}: {got} data cast to {want}; if these are raw pixels, "
+                  "they are not normalised (use an image folder with a preprocessing spec)", path)
+        elif got.itemsize > want.itemsize:
+            _warn(f"input {spec.name!r}: {got} data cast to {want} (precision beyond {want} is dropped)", path)
+        return array.astype(want)
+    if want.kind in "iu" and got.kind in "iub":
+        info = np.iinfo(want)
+        if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+            return array.astype(want)
+    raise CalibrationDataError(
+        f"input {spec.name!r}: expected dtype {want}, got {got}, which does not cast safely",
+        where=str(path), hint=f"save the data as {want}")
+
+
+def _warn(message: str, path: Path) -> None:
+    warnings.warn(f"{path.name}: {message}", CalibrationCastWarning, stacklevel=4)
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
+                 limit: int | None) -> list[dict]:
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise CalibrationDataError(
+            "an image folder feeds exactly one rank-4 image input; the model has "
+            f"{[(s.name, _fmt(s.shape)) for s in inputs]}", where=str(folder),
+            hint="for other models, save the samples as .npz (one array per input)")
+    from PIL import Image, UnidentifiedImageError
+    target = inputs[0]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if limit is not None:
+        files = files[:limit]
+    shape = tuple(1 if d is None else d for d in target.shape)
+    samples = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                array = spec.apply(image, shape)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise CalibrationDataError(f"cannot decode image {file.name}: {exc}", where=str(file),
+                                       hint="remove or re-save the file as JPEG/PNG") from None
+        samples.extend({target.name: s} for s in split_samples(array, target, file))
+    return samples
