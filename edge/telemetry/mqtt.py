@@ -1,0 +1,228 @@
+"""The one module in ``edge/`` that imports paho: a small MQTT 5 adapter over paho-mqtt 2.x.
+
+paho's ``Client`` mixes return codes, exceptions and callbacks; this adapter gives the rest of
+Ganglion a narrow surface and our own exceptions:
+
+    MqttClient(url, client_id=..., keepalive=..., will=Will(...), tls/credentials ...)
+      .start()                         connect in the background; reconnects with backoff forever
+      .connect(timeout)                start() and wait for CONNACK, or raise BrokerError
+      .publish(topic, payload, ...)    -> mid; QoS 1 PUBACKs arrive through ``on_publish(mid, ok)``
+      .publish_wait(...)               publish and block until the broker acknowledged it
+      .subscribe(filter, callback)     callback(Message); re-subscribed after every reconnect
+      .stop()                          clean disconnect (the Last Will is NOT sent)
+
+Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
+``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
+and are re-sent on reconnect (with DUP); ``on_connect``/``on_disconnect`` let the publisher know.
+Callbacks run on paho's network thread and must be quick; an exception in one is logged, never
+allowed to kill that thread.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.telemetry.config import BrokerUrl
+from edge.telemetry.errors import BrokerError, PublishError
+
+log = logging.getLogger("ganglion.telemetry.mqtt")
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message, with the MQTT 5 request/response properties we use."""
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+class MqttClient:
+    def __init__(self, url: BrokerUrl, *, client_id: str, keepalive: int = 30,
+                 username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                 will: Will | None = None, reconnect_min: float = 0.5, reconnect_max: float = 30.0,
+                 session_expiry: int = 0,
+                 on_connect: Callable[[], None] | None = None,
+                 on_disconnect: Callable[[str], None] | None = None,
+                 on_publish: Callable[[int, bool], None] | None = None):
+        self.url = url
+        self._keepalive = keepalive
+        self._session_expiry = session_expiry
+        self._hooks = (on_connect, on_disconnect, on_publish)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._subs: dict[str, tuple[int, Callable[[Message], None]]] = {}
+        self.last_error: str | None = None
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=paho.MQTTv5, reconnect_on_failure=True)
+        self._client.suppress_exceptions = True
+        self._client.max_inflight_messages_set(0)      # the publisher's own window governs in-flight
+        self._client.reconnect_delay_set(reconnect_min, reconnect_max)
+        user = username if username is not None else url.username
+        if user is not None:
+            self._client.username_pw_set(user, password if password is not None else url.password)
+        if url.tls:
+            self._set_tls(ca_file, cert_file, key_file)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+
+    def _set_tls(self, ca_file, cert_file, key_file) -> None:
+        try:
+            self._client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
+                                 cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise BrokerError(f"cannot set up TLS: {exc}", where=str(self.url), code="telemetry.tls",
+                              hint="check ca_file / cert_file / key_file exist and are PEM") from None
+
+    # -- connection -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background; paho's thread keeps reconnecting until ``stop()``."""
+        props = Properties(PacketTypes.CONNECT)
+        if self._session_expiry:
+            props.SessionExpiryInterval = self._session_expiry
+        try:
+            self._client.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
+                                       clean_start=not self._session_expiry, properties=props)
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot connect to {self.url}: {exc}", where=str(self.url)) from None
+        self._client.loop_start()
+
+    def connect(self, timeout: float = 10.0) -> "MqttClient":
+        self.start()
+        if not self.wait_connected(timeout):
+            self.stop()
+            raise BrokerError(f"no connection to {self.url} within {timeout:g}s"
+                              + (f" ({self.last_error})" if self.last_error else ""),
+                              where=str(self.url), hint="is the broker running and the URL right?")
+        return self
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self) -> None:
+        """Disconnect cleanly (no Last Will) and stop the network thread."""
+        self._connected.clear()
+        try:
+            self._client.disconnect()
+        except (OSError, ValueError):
+            pass
+        self._client.loop_stop()
+
+    # -- publish ----------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                response_topic: str | None = None, correlation: bytes | None = None) -> int:
+        """Hand a message to paho; returns its mid. While disconnected paho keeps it and sends it
+        after the reconnect, so only hard refusals raise (bad topic, too large, queue full)."""
+        return self._publish(topic, payload, qos, retain, response_topic, correlation).mid
+
+    def _publish(self, topic, payload, qos, retain, response_topic, correlation):
+        props = None
+        if response_topic is not None or correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
+            if correlation is not None:
+                props.CorrelationData = correlation
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except (ValueError, TypeError) as exc:
+            raise PublishError(f"cannot publish: {exc}", where=topic) from None
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise PublishError(f"publish refused: {paho.error_string(info.rc)}", where=topic)
+        return info
+
+    def publish_wait(self, topic: str, payload: bytes, *, timeout: float = 10.0, retain: bool = False,
+                     response_topic: str | None = None, correlation: bytes | None = None) -> None:
+        """Publish with QoS 1 and block until the broker's PUBACK, or raise PublishError."""
+        info = self._publish(topic, payload, 1, retain, response_topic, correlation)
+        try:
+            info.wait_for_publish(timeout)
+        except RuntimeError as exc:
+            raise PublishError(f"publish failed: {exc}", where=topic) from None
+        if not info.is_published():
+            raise PublishError(f"the broker did not acknowledge within {timeout:g}s", where=topic,
+                               hint="is the broker reachable?")
+
+    # -- subscribe --------------------------------------------------------------------------
+    def subscribe(self, topic_filter: str, callback: Callable[[Message], None], qos: int = 1) -> None:
+        """Route messages matching ``topic_filter`` to ``callback``; survives reconnects."""
+        with self._lock:
+            self._subs[topic_filter] = (qos, callback)
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subs.pop(topic_filter, None)
+        if self.connected:
+            self._client.unsubscribe(topic_filter)
+
+    # -- paho callbacks (network thread) ----------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused: {reason_code}"
+            log.warning("MQTT connect to %s refused: %s", self.url, reason_code)
+            return
+        with self._lock:
+            subs = [(f, q) for f, (q, _) in self._subs.items()]
+        if subs:
+            client.subscribe(subs)
+        self._connected.set()
+        self._call(self._hooks[0])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        self.last_error = f"disconnected: {reason_code}"
+        if was:
+            self._call(self._hooks[1], str(reason_code))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # MQTT 5 PUBACK reason codes >= 0x80 are refusals; "no matching subscribers" (0x10) is fine.
+        self._call(self._hooks[2], mid, not reason_code.is_failure)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        props = getattr(msg, "properties", None)
+        message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
+                          response_topic=getattr(props, "ResponseTopic", None),
+                          correlation=getattr(props, "CorrelationData", None))
+        with self._lock:
+            targets = [cb for f, (_, cb) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
+        for callback in targets:
+            self._call(callback, message)
+
+    @staticmethod
+    def _call(fn, *args) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:   # a bug in one handler must not stop paho's network thread
+            log.exception("MQTT callback %r failed", fn)

@@ -1,0 +1,151 @@
+"""The publisher: one thread that drains the spool to the broker, in order, with a bounded window.
+
+    spool (SQLite) --read(after=cursor)--> publish QoS 1 --PUBACK--> ack (delete from spool)
+
+At most ``window`` records await their PUBACK at once; that window is what turns a round trip per
+record into a stream (a local broker sustains thousands of records/s with 64 in flight). A record is
+deleted from the spool only after its PUBACK, in batches, so a crash replays what was not yet
+acknowledged: delivery is AT LEAST ONCE, and a consumer drops the rare duplicate by ``seq``.
+
+Order across outages: when the link drops, paho keeps the unacknowledged messages and re-sends
+them first thing after the reconnect. paho calls ``on_connect`` *before* it re-sends them, so the
+publisher holds new records back until every message from before the outage is acknowledged;
+otherwise a new record could overtake an old one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from edge.telemetry.errors import TelemetryError
+from edge.telemetry.spool import Spool
+
+log = logging.getLogger("ganglion.telemetry.publisher")
+
+
+class Publisher:
+    def __init__(self, spool: Spool, *, window: int = 64):
+        self.spool = spool
+        self.window = window
+        self.client = None                       # an MqttClient, set before start()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._inflight: dict[int, int] = {}      # mid -> seq
+        # PUBACKs that arrive before publish() returned the mid (paho's thread is fast). Mids of other
+        # publishes (replies, status) land here too and age out: paho's mid counter takes 65535
+        # publishes to wrap, so an entry older than a few seconds can never match a record.
+        self._early: dict[int, tuple[bool, float]] = {}
+        self._acked: list[int] = []
+        self._resync = False                     # after an outage: old in-flight must clear first
+        self._cursor = 0                         # highest seq handed to paho
+        self._thread: threading.Thread | None = None
+        self.counters = {"published": 0, "acked": 0, "rejected": 0, "reconnects": 0}
+
+    # -- hooks wired into MqttClient (paho's network thread) --------------------------------
+    def on_connect(self) -> None:
+        self._wake.set()
+
+    def on_disconnect(self, reason: str) -> None:
+        with self._lock:
+            self._resync = True
+            self.counters["reconnects"] += 1
+        log.info("broker link lost (%s); %d record(s) in flight will be re-sent", reason, len(self._inflight))
+
+    def on_publish(self, mid: int, ok: bool) -> None:
+        with self._lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                self._early[mid] = (ok, time.monotonic())
+                return
+            self._settle(seq, ok)
+        self._wake.set()
+
+    def _settle(self, seq: int, ok: bool) -> None:
+        # A refused record (MQTT 5 PUBACK >= 0x80, e.g. not authorized) is not retried forever: it is
+        # deleted and counted, or one bad record would block the stream.
+        self._acked.append(seq)
+        self.counters["acked" if ok else "rejected"] += 1
+        if not ok:
+            log.warning("broker refused record seq=%d", seq)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="ganglion-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._flush_acks()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                sent = self._step()
+            except TelemetryError as exc:      # the spool failed (disk full?): retry, stay up
+                log.error("publisher: %s", exc.render())
+                self._stopping.wait(1.0)
+                continue
+            if not sent:
+                self._wake.wait(0.5)
+
+    def _step(self) -> int:
+        """One round: delete acked records, then send what the window allows. Returns records sent."""
+        self._flush_acks()
+        client = self.client
+        with self._lock:
+            if self._resync and not self._inflight:
+                self._resync = False
+            room = 0 if self._resync else self.window - len(self._inflight)
+        if client is None or not client.connected or room <= 0:
+            return 0
+        records = self.spool.read(after=self._cursor, limit=room)
+        for record in records:
+            mid = client.publish(record.topic, record.payload, qos=record.qos, retain=record.retain)
+            with self._lock:
+                early = self._early.pop(mid, None)
+                if early is None:
+                    self._inflight[mid] = record.seq
+                else:
+                    self._settle(record.seq, early[0])
+                self.counters["published"] += 1
+            self._cursor = record.seq
+        return len(records)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            batch, self._acked = self._acked, []
+        if batch:
+            self.spool.ack(batch)
+        if self._early:
+            old = time.monotonic() - 5.0
+            with self._lock:
+                for mid in [m for m, (_, t) in self._early.items() if t < old]:
+                    del self._early[mid]
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the spool is empty and nothing is in flight (for a clean shutdown and tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._wake.set()
+            with self._lock:
+                busy = bool(self._inflight or self._acked)
+            if not busy and self.spool.stats()["depth"] == 0:
+                return True
+            time.sleep(0.01)
+        return False
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)

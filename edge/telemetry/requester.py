@@ -1,0 +1,115 @@
+"""The other end of commands: send one to a device and wait for its reply (CLI, tests, fleet tools).
+
+    with Requester("mqtt://127.0.0.1:1883") as req:
+        reply = req.call("cam1", "ping")                       # {"ok": true, "result": {...}, ...}
+        reply = req.call("cam1", "reload", {"model": "m.gpk"}, key=private_key)
+        reply = req.send_file("cam1", "deploy", "model.gpk")   # begin / missing chunks / commit
+
+Each requester listens on its own reply topic ``ganglion/v1/_requesters/<client id>/reply`` and
+matches replies by MQTT 5 correlation data, so many requesters can talk to one device at once.
+``call`` retries with the SAME command id on timeout: the device's idempotency table makes that safe.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from edge.telemetry.config import BrokerUrl, parse_broker_url
+from edge.telemetry.errors import CommandError, TelemetryError
+from edge.telemetry.mqtt import Message, MqttClient
+from edge.telemetry.signing import sign_command
+from edge.telemetry.topics import ROOT, command_topic
+
+
+class Requester:
+    def __init__(self, broker: str | BrokerUrl, *, ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None, username: str | None = None, password: str | None = None):
+        url = broker if isinstance(broker, BrokerUrl) else parse_broker_url(broker)
+        self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
+        self.reply_topic = f"{ROOT}/_requesters/{self.client_id}/reply"
+        self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
+        self._lock = threading.Lock()
+        self.client = MqttClient(url, client_id=self.client_id, username=username, password=password,
+                                 ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+        self.client.subscribe(self.reply_topic, self._on_reply)
+
+    def __enter__(self) -> "Requester":
+        self.client.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.stop()
+
+    def _on_reply(self, message: Message) -> None:
+        with self._lock:
+            slot = self._waiting.get(message.correlation or b"")
+        if slot is not None:
+            slot[1].append(message.payload)
+            slot[0].set()
+
+    def call_raw(self, device: str, verb: str, payload: bytes, *, timeout: float = 10.0) -> dict:
+        """Publish exact bytes as a command and return the parsed reply (used to test bad input)."""
+        corr = uuid.uuid4().bytes
+        done, box = threading.Event(), []
+        with self._lock:
+            self._waiting[corr] = (done, box)
+        try:
+            self.client.publish_wait(command_topic(device, verb), payload, response_topic=self.reply_topic,
+                                     correlation=corr, timeout=timeout)
+            if not done.wait(timeout):
+                raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
+                                     where=command_topic(device, verb), code="telemetry.timeout",
+                                     hint="is the device online? (ganglion telemetry watch)")
+            return json.loads(box[0])
+        finally:
+            with self._lock:
+                self._waiting.pop(corr, None)
+
+    def call(self, device: str, verb: str, args: dict | None = None, *, key=None, command_id: str | None = None,
+             timeout: float = 10.0, retries: int = 1) -> dict:
+        """Send ``verb`` with ``args`` (signed when ``key`` is given); return the reply dict."""
+        command = {"id": command_id or uuid.uuid4().hex, "args": args or {}}
+        if key is not None:
+            command = sign_command(key, command_topic(device, verb), command)
+        payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        for attempt in range(retries + 1):
+            try:
+                return self.call_raw(device, verb, payload, timeout=timeout)
+            except TelemetryError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")   # pragma: no cover
+
+    def send_file(self, device: str, verb: str, path: str | Path, *, args: dict | None = None, key=None,
+                  chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+        """Chunked transfer (transfer.py): resumes from what the device already has; returns the
+        commit reply. Raises CommandError when a step is refused."""
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        begin = self._ok(self.call(device, f"{verb}.begin", {
+            "sha256": digest, "size": len(data), "chunk_size": chunk_size, "name": Path(path).name,
+            "meta": meta or {}}, key=key, timeout=timeout))
+        have = set(begin["have"])
+        for index in range(begin["chunks"]):
+            if index not in have:
+                piece = data[index * chunk_size:(index + 1) * chunk_size]
+                self._ok(self.call(device, f"{verb}.chunk", {
+                    "transfer": digest, "index": index, "data": base64.b64encode(piece).decode(),
+                    "sha256": hashlib.sha256(piece).hexdigest()}, key=key, timeout=timeout))
+            if progress:
+                progress(index + 1, begin["chunks"])
+        return self.call(device, f"{verb}.commit", {"transfer": digest, **(args or {})}, key=key, timeout=timeout)
+
+    @staticmethod
+    def _ok(reply: dict) -> dict:
+        if not reply.get("ok"):
+            err = reply.get("error") or {}
+            raise CommandError(err.get("message", "command failed"), where=err.get("where"),
+                               hint=err.get("hint"), code=err.get("code") or "command.failed")
+        return reply["result"]

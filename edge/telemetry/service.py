@@ -1,0 +1,188 @@
+"""``Telemetry``: the device's one handle on MQTT -- spool, publisher, status, commands, transfers.
+
+    tm = Telemetry(TelemetryConfig(broker="mqtt://127.0.0.1:1883"), "cam1", "/var/lib/ganglion/spool.db")
+    tm.register_command("reload", lambda args: {...})
+    tm.start()                                   # returns at once; connects and reconnects in the background
+    tm.record("metrics", {"latency_ms": {"p95": 2.1}, "throughput": 480.0})   # -> seq, durable on disk
+    tm.record("results", {"label": "cat"}, subtopic="mobilenet")
+    tm.record("status", {"model": "mobilenet"})  # merged into the retained status document (no seq)
+    tm.stop()                                    # flush briefly, publish status offline, disconnect
+
+Wiring: ``record`` appends to the spool and wakes the publisher; the publisher drains it. The
+status document is retained and published directly on every (re)connect -- a last value, not a
+stream, so it is not spooled and takes no sequence number; the broker publishes the Last Will
+(status ``offline``) if the device vanishes without ``stop()``. Metrics get the spool's and the
+publisher's counters added under ``"telemetry"``; spool overflow is reported as an event.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from edge.telemetry.commands import CommandLog, CommandRouter
+from edge.telemetry.config import TelemetryConfig, check_device_id
+from edge.telemetry.errors import TelemetryError
+from edge.telemetry.mqtt import Message, MqttClient, Will
+from edge.telemetry.publisher import Publisher
+from edge.telemetry.spool import Spool
+from edge.telemetry.topics import command_topic, default_reply_topic, device_topic, envelope
+from edge.telemetry.transfer import TransferReceiver
+
+log = logging.getLogger("ganglion.telemetry")
+OVERFLOW_REPORT_S = 5.0     # at most one spool_overflow event per this many seconds
+
+
+class Telemetry:
+    def __init__(self, cfg: TelemetryConfig, device_id: str, spool_path: str | Path):
+        self.cfg = cfg
+        self.device_id = check_device_id(device_id)
+        self.spool_path = Path(spool_path)
+        self.spool = Spool(spool_path, max_records=cfg.spool_max_records, max_bytes=cfg.spool_max_bytes,
+                           sync=cfg.spool_sync)
+        self.publisher = Publisher(self.spool, window=cfg.inflight)
+        self._started_at = time.time()
+        self._status: dict = {"state": "online", "since": round(self._started_at, 3)}
+        self._status_lock = threading.Lock()
+        self._reported_dropped = self.spool.stats()["dropped"]
+        self._last_overflow_report = 0.0
+        url = cfg.url
+        will = envelope(None, self._started_at, self.device_id, "status", {"state": "offline", "reason": "lost"})
+        self.client = MqttClient(
+            url, client_id=f"ganglion-{self.device_id}", keepalive=cfg.keepalive,
+            username=cfg.username, password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+            key_file=cfg.key_file, will=Will(device_topic(self.device_id, "status"), will),
+            reconnect_min=cfg.reconnect_min, reconnect_max=cfg.reconnect_max,
+            on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
+            on_publish=self.publisher.on_publish)
+        self.publisher.client = self.client
+        self.commands = CommandRouter(
+            self.device_id, reply=self._send_reply, event=self._command_event,
+            log_db=CommandLog(self.spool_path), trusted_keys=_load_keys(cfg.command_keys),
+            window_s=cfg.command_window_s, max_bytes=cfg.command_max_bytes)
+        self.commands.register("ping", self._ping)
+        self.commands.register("status", self._status_cmd)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "Telemetry":
+        self.publisher.start()
+        self.client.subscribe(command_topic(self.device_id, "+"), self.commands.on_message)
+        self.client.start()
+        return self
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self.client.wait_connected(timeout)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every spooled record is acknowledged by the broker."""
+        return self.publisher.flush(timeout)
+
+    def stop(self, flush_timeout: float = 2.0) -> None:
+        """Flush briefly, announce ``offline`` (retained), disconnect. Unsent records stay spooled."""
+        if self.client.connected:
+            self.publisher.flush(flush_timeout)
+            try:
+                self.client.publish_wait(device_topic(self.device_id, "status"),
+                                         self._status_payload("offline", reason="stopped"), retain=True,
+                                         timeout=flush_timeout)
+            except TelemetryError as exc:
+                log.warning("could not announce offline: %s", exc.message)
+        self.commands.close()
+        self.publisher.stop()
+        self.client.stop()
+        self.spool.close()
+
+    # -- records -------------------------------------------------------------------------------
+    def record(self, kind: str, payload: dict, subtopic: str | None = None) -> int:
+        """Spool one record and return its seq (0 for ``status``, which is a retained last value)."""
+        topic = device_topic(self.device_id, kind, subtopic)
+        if kind == "status":
+            with self._status_lock:
+                self._status.update(payload)
+            if self.client.connected:
+                self._publish_status()
+            return 0
+        data = dict(payload)
+        if kind == "metrics":
+            data.setdefault("telemetry", self.stats())
+        now = time.time()
+        seq = self.spool.append(topic, lambda s: envelope(s, now, self.device_id, kind, data))
+        self.publisher.wake()
+        self._report_overflow()
+        return seq
+
+    def _report_overflow(self) -> None:
+        dropped = self.spool.stats()["dropped"]
+        now = time.monotonic()
+        if dropped > self._reported_dropped and now - self._last_overflow_report >= OVERFLOW_REPORT_S:
+            new, self._reported_dropped = dropped - self._reported_dropped, dropped
+            self._last_overflow_report = now
+            log.warning("telemetry spool full: dropped %d oldest record(s) (%d in total)", new, dropped)
+            topic = device_topic(self.device_id, "events")
+            data = {"event": "spool_overflow", "dropped": new, "dropped_total": dropped}
+            self.spool.append(topic, lambda s: envelope(s, time.time(), self.device_id, "events", data))
+
+    def stats(self) -> dict:
+        spool = self.spool.stats()
+        return {"connected": self.client.connected, "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
+                "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
+                "inflight": self.publisher.inflight, **self.publisher.counters,
+                "commands": dict(self.commands.counters)}
+
+    # -- commands and subscriptions ---------------------------------------------------------------
+    def register_command(self, verb: str, handler: Callable[[dict], dict]) -> None:
+        """``handler(args) -> dict`` runs on a worker thread; raise a GanglionError to refuse."""
+        self.commands.register(verb, handler)
+
+    def register_transfer(self, verb: str, on_complete: Callable[[Path, dict, dict], dict]) -> TransferReceiver:
+        """Chunked file transfer under ``<verb>.begin/.chunk/.status/.commit`` (see transfer.py)."""
+        root = Path(self.cfg.transfer_dir) if self.cfg.transfer_dir else self.spool_path.parent / "transfers"
+        receiver = TransferReceiver(root, max_bytes=self.cfg.transfer_max_bytes,
+                                    max_chunk=max(1024, self.cfg.command_max_bytes // 2))
+        receiver.install(self.register_command, verb, on_complete)
+        return receiver
+
+    def subscribe(self, topic: str, callback: Callable[[Message], None]) -> None:
+        """Input sources: ``callback(message)`` on paho's thread for every message on ``topic``."""
+        self.client.subscribe(topic, callback)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _on_connect(self) -> None:
+        self._publish_status()
+        self.publisher.on_connect()
+
+    def _status_payload(self, state: str, **extra) -> bytes:
+        with self._status_lock:
+            data = {**self._status, "state": state, **extra}
+        return envelope(None, time.time(), self.device_id, "status", data)
+
+    def _publish_status(self) -> None:
+        self.client.publish(device_topic(self.device_id, "status"), self._status_payload("online"), retain=True)
+
+    def _send_reply(self, topic: str | None, payload: bytes, correlation: bytes | None) -> None:
+        try:
+            self.client.publish(topic or default_reply_topic(self.device_id), payload, qos=1,
+                                correlation=correlation)
+        except TelemetryError as exc:
+            log.warning("could not send a command reply: %s", exc.message)
+
+    def _command_event(self, event: dict) -> None:
+        log.warning("command refused: %s", event)
+        self.record("events", event)
+
+    def _ping(self, args: dict) -> dict:
+        return {"pong": True, "uptime_s": round(time.time() - self._started_at, 3)}
+
+    def _status_cmd(self, args: dict) -> dict:
+        with self._status_lock:
+            status = dict(self._status)
+        return {"status": status, "telemetry": self.stats(), "verbs": self.commands.verbs}
+
+
+def _load_keys(paths) -> list:
+    if not paths:
+        return []
+    from firmware import keys
+    return [keys.load_public(p) for p in paths]
