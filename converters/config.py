@@ -1,0 +1,148 @@
+"""ConvertConfig: every choice a conversion makes, in one frozen, validated dataclass.
+
+The CLI builds one from flags, Python users build one directly, and ``converters.api.convert``
+is the only consumer. Validation happens here, once, before any file is read or written, so a
+contradictory request (``--io int8`` with ``--quantize none``, ``-o x.tflite`` with
+``--target qdq``) fails fast with a UsageError that says which flags clash.
+
+What is written follows the output suffix:
+
+    .gpk      the signed artifact (zip: model file(s) + manifest.json [+ signature])
+    .tflite   a bare TFLite flatbuffer (target tflite)
+    .onnx     a bare QDQ ONNX model (target qdq)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import UsageError
+
+TARGETS = ("tflite", "qdq", "both")
+QUANTIZE = ("int8", "float16", "dynamic", "none")
+IO_TYPES = ("float32", "int8", "uint8")
+LAYOUTS = ("onnx", "nhwc")
+OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+SUFFIX_TARGET = {".tflite": "tflite", ".onnx": "qdq"}     # bare model files; .gpk holds any target
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    model: Path
+    output: Path
+    target: str | None = None             # None: from the output suffix (.onnx -> qdq, else tflite)
+    quantize: str = "int8"
+    io: str = "float32"                   # artifact I/O type; float32 keeps the ONNX signature
+    layout: str = "onnx"                  # "nhwc": channels-last image inputs/outputs
+    observer: str = "minmax"              # "percentile:99.99" passes an argument
+    calib: Path | None = None             # .npy / .npz / image folder
+    preprocess: str | None = None         # spec for image folders (see converters.calibrate.preprocess)
+    num_calib: int | None = 100           # use at most this many calibration samples (None: all)
+    holdout: Path | None = None           # data for the fidelity report in the manifest
+    holdout_labels: Path | None = None    # ground-truth classes for the holdout (.npy/.txt)
+    labels: Path | None = None            # class names, one per line, stored in the manifest
+    keep_float: frozenset[str] = frozenset()   # ONNX node names left in float
+    auto_keep_float: int = 0              # also keep the N nodes that add the most error float
+    key: Path | None = None               # ed25519 private key: sign the .gpk manifest
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    name: str | None = None               # artifact name (default: the model file's stem)
+    version: str = "1.0.0"
+    progress: bool = True
+    extra: dict = field(default_factory=dict, compare=False)   # free-form manifest additions
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "output", Path(self.output))
+        object.__setattr__(self, "keep_float", frozenset(self.keep_float))
+        if self.target is None:
+            object.__setattr__(self, "target", SUFFIX_TARGET.get(self.output.suffix.lower(), "tflite"))
+        problems = self.problems()
+        if problems:
+            message, where, hint = problems[0]
+            if len(problems) > 1:        # report every clash at once, like the converter does
+                message += "; also: " + "; ".join(p[0] for p in problems[1:])
+            raise UsageError(message, where=where, hint=hint)
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def output_kind(self) -> str:
+        """'gpk', 'tflite' or 'onnx'."""
+        return self.output.suffix.lower().lstrip(".")
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """Model formats to build: a subset of ('tflite', 'qdq')."""
+        return ("tflite", "qdq") if self.target == "both" else (self.target,)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.quantize == "int8"
+
+    @property
+    def artifact_name(self) -> str:
+        return self.name or self.model.stem
+
+    @property
+    def shape_overrides(self) -> dict[str, list[int]]:
+        return {name: list(shape) for name, shape in self.input_shapes}
+
+    # --- validation -------------------------------------------------------------------------
+    def problems(self) -> list[tuple[str, str, str]]:
+        """Every (message, where, hint) wrong with this config; empty when it is usable."""
+        out = []
+
+        def bad(message, where, hint):
+            out.append((message, where, hint))
+
+        for value, allowed, flag in ((self.target, TARGETS, "--target"), (self.quantize, QUANTIZE, "--quantize"),
+                                     (self.io, IO_TYPES, "--io"), (self.layout, LAYOUTS, "--layout"),
+                                     (self.observer.split(":")[0], OBSERVERS, "--observer")):
+            if value not in allowed:
+                bad(f"{flag} {value!r} is not one of {', '.join(allowed)}", flag, f"use {flag} {allowed[0]}")
+        kind = self.output_kind
+        if kind not in ("gpk", "tflite", "onnx"):
+            bad(f"output {self.output.name!r} must end in .gpk, .tflite or .onnx", "-o/--output",
+                "use .gpk for the signed artifact, .tflite or .onnx for a bare model file")
+        elif kind != "gpk" and self.target != SUFFIX_TARGET[f".{kind}"]:
+            bad(f"-o {self.output.name} writes one bare {kind} model, but --target is {self.target}",
+                "--target", "write a .gpk to hold several models, or drop --target")
+        if self.quantize != "int8" and self.target in ("qdq", "both"):
+            bad(f"QDQ ONNX is an int8 format; --quantize {self.quantize} cannot produce it", "--target",
+                "use --target tflite for float16/dynamic/none")
+        if self.io != "float32" and self.quantize != "int8":
+            bad(f"--io {self.io} needs an int8 model (got --quantize {self.quantize})", "--io",
+                "drop --io, or use --quantize int8")
+        if self.needs_calibration and self.calib is None:
+            bad("int8 quantization needs calibration data", "--calib",
+                "pass --calib data.npz (one array per input, ~100 representative samples), "
+                "or --quantize float16|dynamic|none")
+        if self.num_calib is not None and self.num_calib < 1:
+            bad(f"--num-calib must be >= 1 (got {self.num_calib})", "--num-calib", "e.g. --num-calib 100")
+        if self.auto_keep_float < 0:
+            bad("--auto-keep-float must be >= 0", "--auto-keep-float", "e.g. --auto-keep-float 2")
+        if self.auto_keep_float and not self.needs_calibration:
+            bad("--auto-keep-float ranks int8 layers; it needs --quantize int8", "--auto-keep-float",
+                "drop --auto-keep-float")
+        if self.holdout_labels is not None and self.holdout is None:
+            bad("--holdout-labels needs --holdout", "--holdout-labels", "pass --holdout data.npz too")
+        if self.key is not None and kind != "gpk":
+            bad("--key signs a .gpk manifest; a bare model file cannot carry a signature", "--key",
+                "write -o model.gpk")
+        if self.model.resolve() == self.output.resolve():
+            bad("the output would overwrite the input model", "-o/--output", "choose another output path")
+        return out
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input=1,3,224,224' or 'input:1x3x224x224' -> ('input', (1, 3, 224, 224))."""
+    sep = "=" if "=" in text else ":"
+    name, _, dims = text.rpartition(sep)
+    try:
+        shape = tuple(int(d) for d in re.split(r"[,x]", dims))
+    except ValueError:          # empty or non-numeric dimension, e.g. "1,,8" or "1,N,8"
+        shape = ()
+    if not name or not shape or any(d < 1 for d in shape):
+        raise UsageError(f"cannot read input shape {text!r}", where="--input-shape",
+                         hint="write NAME=D0,D1,... e.g. --input-shape input=1,3,224,224")
+    return name, shape
