@@ -19,3 +19,18 @@ class BundleError(FirmwareError):
 
 class SlotError(FirmwareError):
     code = "firmware.slot"
+
+
+class BuildError(FirmwareError):
+    """A bundle cannot be built (board, wheels, artifact, config or self-test problem)."""
+    code = "firmware.build"
+
+
+class InstallError(FirmwareError):
+    """An install is refused (downgrade, failed version, wrong board) or cannot complete."""
+    code = "firmware.install"
+
+
+class HealthCheckError(FirmwareError):
+    """A slot's health check failed: missing wheels, model does not load, self-test mismatch."""
+    code = "firmware.health"

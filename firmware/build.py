@@ -1,0 +1,160 @@
+"""``firmware build``: one signed bundle for one board (wheels + artifact + config + golden self-test).
+
+Steps, each failing with a typed error before anything is written: load the board; open the .gpk
+(every member hash checked, its signature too when ``artifact_trust`` is given) and take the model
+in the board's preferred format; parse the daemon config as TOML; gather the board's wheels
+(``firmware.wheels``); run the model once to record the golden self-test; hash every member into
+the manifest; sign the manifest bytes; write the tar to a temp file beside ``out`` and rename it
+into place (never a half-written bundle).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import boards
+from edge import __version__
+from edge.artifact import read as read_artifact
+from edge.errors import GanglionError
+from firmware import keys, selftest, wheels
+from firmware.bundle import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, SAFE_NAME
+from firmware.errors import BuildError
+from firmware.slots import now, parse_version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | None = None,
+          cache=None, artifact_trust=None, progress=None) -> dict:
+    """Write the bundle to ``out`` and return its manifest. ``wheelhouse``: folder(s) or None."""
+    say = progress or (lambda message: None)
+    board = board if isinstance(board, boards.Board) else boards.load(board)
+    private = key if not isinstance(key, (str, Path)) else keys.load_private(key)
+    gpk_path = Path(artifact)
+    try:
+        gpk = read_artifact(gpk_path, trusted_keys=[keys.load_public(artifact_trust)]
+                            if artifact_trust else None)
+    except GanglionError as exc:
+        raise BuildError(f"artifact rejected: {exc.message}", where=str(gpk_path), code="firmware.artifact",
+                         hint=exc.hint) from exc
+    model = gpk.model_bytes(board.artifact.format)
+    version = _version(version, gpk.manifest)
+    config_bytes = _read_config(config)
+    say("collecting wheels")
+    wheel_paths = _collect_wheels(board, wheelhouse, cache)
+    say("recording the golden self-test")
+    try:
+        input_npz, expected_npz, selftest_entry = selftest.record(model, board.artifact.format)
+    except GanglionError as exc:
+        raise BuildError(f"the artifact does not run on the host: {exc.message}", where=str(gpk_path),
+                         code="firmware.selftest_record") from exc
+    members: dict[str, bytes | Path] = {
+        f"artifact/{_safe(gpk_path.name)}": gpk_path.read_bytes(),
+        "config/daemon.toml": config_bytes,
+        "selftest/input.npz": input_npz,
+        "selftest/expected.npz": expected_npz,
+    }
+    for path in wheel_paths:
+        members[f"wheels/{_safe(path.name)}"] = path
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "version": version, "board": board.name,
+        "architecture": board.architecture, "python": board.python.version,
+        "platform_tags": list(board.python.platform_tags), "created": now(),
+        "builder": f"ganglion {__version__}", "config": "config/daemon.toml",
+        "artifact": f"artifact/{_safe(gpk_path.name)}",
+        "model": {"name": gpk.manifest.get("name"), "version": gpk.manifest.get("version"),
+                  "format": board.artifact.format},
+        "selftest": {"input": "selftest/input.npz", "expected": "selftest/expected.npz", **selftest_entry},
+        "wheels": [{"file": f"wheels/{p.name}", "name": wheels.WheelName.parse(p.name).name,
+                    "version": wheels.WheelName.parse(p.name).version} for p in wheel_paths],
+        "members": {name: _digest(data) for name, data in sorted(members.items())},
+    }
+    raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    say("writing the bundle")
+    _write_tar(Path(out), raw, keys.sign(private, raw), members)
+    return manifest
+
+
+def _version(version: str | None, gpk_manifest: dict) -> str:
+    candidate = version or gpk_manifest.get("version")
+    try:
+        parse_version(candidate)
+    except GanglionError:
+        raise BuildError(f"bundle version {candidate!r} is not dotted integers", code="firmware.version",
+                         hint="pass --version 1.2.0; versions order installs and refuse downgrades")
+    return candidate
+
+
+def _read_config(config) -> bytes:
+    path = Path(config)
+    try:
+        data = path.read_bytes()
+        tomllib.loads(data.decode())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BuildError(f"daemon config is not readable TOML: {exc}", where=str(path),
+                         code="firmware.config")
+    return data
+
+
+def _collect_wheels(board, wheelhouse, cache) -> list[Path]:
+    if wheelhouse:
+        folders = [wheelhouse] if isinstance(wheelhouse, (str, Path)) else list(wheelhouse)
+        return wheels.from_wheelhouses(board, folders)
+    return wheels.fetch(board, cache)
+
+
+def _safe(name: str) -> str:
+    if not SAFE_NAME.fullmatch(name):
+        raise BuildError(f"file name {name!r} cannot be a bundle member", code="firmware.member_name",
+                         hint="rename it to letters, digits, '.', '_', '+', '-'")
+    return name
+
+
+def _digest(data: bytes | Path) -> dict:
+    if isinstance(data, bytes):
+        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    digest = hashlib.sha256()
+    with open(data, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "size": data.stat().st_size}
+
+
+def _write_tar(out: Path, manifest_raw: bytes, signature: str, members: dict) -> None:
+    """Manifest first, signature second, then members sorted: a reader meets the manifest first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add(tar, MANIFEST, manifest_raw)
+                _add(tar, SIGNATURE, signature.encode())
+                for name, data in sorted(members.items()):
+                    _add(tar, name, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | Path) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime, info.uid, info.gid = 0o644, 0, 0, 0
+    if isinstance(data, bytes):
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    else:
+        info.size = data.stat().st_size
+        with open(data, "rb") as fh:
+            tar.addfile(info, fh)

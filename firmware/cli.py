@@ -1,0 +1,181 @@
+"""``ganglion keys`` and ``ganglion firmware``: thin click wrappers over the verb modules.
+
+Every command prints a readable summary, or JSON with ``--json``; errors are typed
+(``firmware.errors``) and become one message and exit code 5 in ``edge.cli``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from firmware.slots import Layout
+
+
+def _echo(data: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _layout(root: str, board: str | None) -> Layout:
+    if not board:
+        return Layout(Path(root))
+    import boards
+    return Layout.for_root(root, boards.load(board))
+
+
+root_option = click.option("--root", required=True, type=click.Path(file_okay=False),
+                           help="Install root: / on a device, a folder in tests.")
+board_option = click.option("--board", default=None,
+                            help="Board whose [slots] layout the root uses (default layout otherwise).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+trust_option = click.option("--trust", "trust", multiple=True, required=True,
+                            type=click.Path(dir_okay=False, exists=True), help="Trusted public key (.pub).")
+
+
+@click.group()
+def keys():
+    """Generate ed25519 signing keys."""
+
+
+@keys.command("generate")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Private key path; the public key is written beside it as .pub.")
+def keys_generate(output):
+    """Write a new key pair: OUTPUT (private, 0600) and OUTPUT.pub."""
+    from firmware import keys as keymod
+    private = Path(output)
+    _, public = keymod.generate(private, private.with_name(private.name + ".pub"))
+    click.echo(f"private key: {private}\npublic key:  {public}")
+
+
+@click.group()
+def firmware():
+    """Build, verify, install, validate and revert firmware bundles (.fw)."""
+
+
+@firmware.command()
+@click.option("--board", required=True, help="Board name (ganglion boards list) or a .toml path.")
+@click.option("--artifact", required=True, type=click.Path(dir_okay=False, exists=True), help=".gpk artifact.")
+@click.option("--config", required=True, type=click.Path(dir_okay=False, exists=True), help="Daemon TOML.")
+@click.option("--key", required=True, type=click.Path(dir_okay=False, exists=True), help="Private key.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Bundle to write.")
+@click.option("--wheelhouse", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Take wheels from this folder instead of pip download (repeatable).")
+@click.option("--version", "version", default=None, help="Bundle version (dotted integers).")
+@click.option("--cache", default=None, type=click.Path(file_okay=False),
+              help="pip download cache (default ~/.cache/ganglion-wheels/BOARD).")
+@click.option("--artifact-trust", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Require the artifact to be signed by this public key.")
+def build(board, artifact, config, key, output, wheelhouse, version, cache, artifact_trust):
+    """Build a signed bundle for one board."""
+    from firmware.build import build as do_build
+    manifest = do_build(board, artifact, config, key, output, list(wheelhouse) or None, version=version,
+                        cache=cache, artifact_trust=artifact_trust,
+                        progress=lambda m: click.echo(f"  {m}", err=True))
+    size = Path(output).stat().st_size
+    click.echo(f"{output}: {manifest['board']} {manifest['version']}, {len(manifest['members'])} members "
+               f"({len(manifest['wheels'])} wheels), {size / 1e6:.1f} MB, signed")
+
+
+@firmware.command("inspect")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True))
+@click.option("--trust", multiple=True, type=click.Path(dir_okay=False, exists=True))
+@json_option
+def inspect_cmd(bundle, trust, as_json):
+    """Show a bundle's manifest and members (and whether a trusted key signed it)."""
+    from firmware.verify import inspect
+    info = inspect(bundle, list(trust) or None)
+    m = info["manifest"]
+    lines = [f"{bundle}: {m['board']} version {m['version']} ({m['architecture']}, python {m['python']}), "
+             f"built {m['created']} by {m['builder']}",
+             f"signed: {info['signed']}, verified: {info['verified']}"]
+    lines += [f"  {e['size']:>12}  {e['sha256'][:16]}  {name}" for name, e in sorted(info["members"].items())]
+    _echo(info, as_json, "\n".join(lines))
+
+
+@firmware.command("verify")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True))
+@trust_option
+def verify_cmd(bundle, trust):
+    """Check signature, every member hash, names and types. Exit 0 only if all pass."""
+    from firmware.verify import verify
+    manifest = verify(bundle, list(trust))
+    click.echo(f"OK: {bundle} is {manifest.board} {manifest.version}, {len(manifest.members)} members verified")
+
+
+@firmware.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True))
+@root_option
+@trust_option
+@click.option("--force", is_flag=True, help="Allow a downgrade, a reinstall or a failed version.")
+@board_option
+@json_option
+def install(bundle, root, trust, force, board, as_json):
+    """Verify BUNDLE, write the inactive slot, switch to it (it boots unvalidated)."""
+    from firmware.install import install as do_install
+    def progress(step, detail=None):
+        if not as_json:
+            click.echo(f"  {step} {detail or ''}", err=True)
+
+    result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress)
+    _echo(result, as_json, f"installed {result['version']} into slot {result['slot']} (unvalidated); "
+                           f"run 'ganglion firmware validate --root {root}'")
+
+
+@firmware.command()
+@root_option
+@board_option
+@json_option
+def status(root, board, as_json):
+    """Show which slot runs, what each slot holds and which versions failed."""
+    from firmware.status import render, status as do_status
+    info = do_status(root, layout=_layout(root, board))
+    _echo(info, as_json, render(info))
+
+
+@firmware.command()
+@root_option
+@board_option
+@click.option("--broker", default=None, help="host:port of an MQTT broker that must answer.")
+@click.option("--trust", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Re-verify the slot manifest's signature with this key.")
+@click.option("--threads", default=1, show_default=True)
+@json_option
+def validate(root, board, broker, trust, threads, as_json):
+    """Health-check the active slot: mark it valid, or revert it. Exit 5 if it failed."""
+    from firmware.validate import validate as do_validate
+    from firmware.errors import HealthCheckError
+    report = do_validate(root, trusted=list(trust) or None, broker=broker, threads=threads,
+                         layout=_layout(root, board))
+    if report["ok"]:
+        _echo(report, as_json, f"slot {report['slot']} ({report['version']}) is valid: "
+                               + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()))
+        return
+    _echo(report, as_json, f"slot {report['slot']} ({report['version']}) FAILED {report['failed_check']}: "
+                           f"{report['reason']}\nrevert: {report['revert']}")
+    raise HealthCheckError(f"validation failed: {report['reason']}", code="firmware.validation_failed")
+
+
+@firmware.command()
+@root_option
+@board_option
+@click.option("--reason", default="manual revert", show_default=True)
+@json_option
+def revert(root, board, reason, as_json):
+    """Make the previous valid slot active again."""
+    from firmware.revert import revert as do_revert
+    result = do_revert(root, reason, layout=_layout(root, board))
+    _echo(result, as_json, f"reverted from slot {result['from']} to {result['to']} ({result['version']})")
+
+
+@firmware.command()
+@root_option
+@board_option
+@json_option
+def boot(root, board, as_json):
+    """Start-up decision: count an unvalidated boot, revert past the bound; print the slot to run."""
+    from firmware.boot import boot as do_boot
+    result = do_boot(root, layout=_layout(root, board))
+    _echo(result, as_json, f"{result['action']}: slot {result['slot']} ({result['version']}, "
+                           f"{result['status']}) at {result['path']}")

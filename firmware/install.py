@@ -1,0 +1,161 @@
+"""``firmware install`` (apply): verify everything, write the inactive slot, switch atomically.
+
+Order, chosen so that a SIGKILL or power cut between any two steps leaves a bootable root:
+
+    1 verify     the whole bundle (signature, every member hash and size, names, types); nothing written
+    2 policy     board matches; not a failed version; not a downgrade or the running version
+                 (unless force); the running slot is validated (else installing would destroy the
+                 only known-good slot, the inactive one)
+    3 stage      members re-hashed while written to <slot>/../.<slot>.staging (a bundle that changes
+                 between 1 and 3 is caught here); wheels unpacked into staging/site; fsync
+    4 release    state: the target slot is "empty" (it is about to be replaced)      -- atomic rename
+    5 replace    delete the old slot folder, rename staging into place, fsync the parent
+    6 switch     state: target "unvalidated", active = target, previous = old active -- atomic rename
+
+Before 6 the old slot is still active and untouched; after 6 the new slot boots unvalidated and
+``validate`` or the boot counter decides (see ``boot.py``). Stale staging folders from an
+interrupted run are deleted at the next install. ``progress(step, detail)`` is called at every
+step and every member, which the OTA handler turns into events (and the tests into SIGKILLs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+from firmware.bundle import MANIFEST, SIGNATURE, check_member
+from firmware.errors import BundleError, InstallError
+from firmware.slots import Layout, SlotState, fsync_dir, now, parse_version
+from firmware.verify import verify
+from firmware import wheelinstall
+
+INSTALLED = "installed.json"
+
+
+def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None = None,
+            progress=None) -> dict:
+    """Install ``bundle`` into the inactive slot under ``root``; returns what was done."""
+    say = progress or (lambda step, detail=None: None)
+    layout = layout or Layout(Path(root))
+    say("verify", str(bundle))
+    manifest = verify(bundle, trusted)
+    backend = layout.backend()
+    state = backend.load()
+    check_policy(state, manifest.version, manifest.board, force)
+    target = state.inactive()
+    say("stage", target)
+    staging = _stage(bundle, manifest, layout, target, say)
+    say("release", target)
+    state.slots[target] = {"status": "empty"}
+    if state.previous == target:
+        state.previous = None
+    backend.save(state)
+    say("replace", target)
+    slot_dir = layout.slot_dir(target)
+    if slot_dir.exists():
+        shutil.rmtree(slot_dir)
+    os.replace(staging, slot_dir)
+    fsync_dir(slot_dir.parent)
+    say("switch", target)
+    old = state.active
+    state.slots[target] = {"status": "unvalidated", "version": manifest.version, "boot_count": 0,
+                           "installed": now(), "board": manifest.board}
+    state.previous = old if old and state.slots[old].get("status") == "valid" else None
+    state.active, state.board = target, manifest.board
+    state.note("installed", slot=target, version=manifest.version, previous=state.previous)
+    backend.save(state)
+    say("done", target)
+    return {"slot": target, "version": manifest.version, "previous": state.previous,
+            "status": "unvalidated"}
+
+
+def check_policy(state: SlotState, version: str, board: str, force: bool) -> None:
+    """Refuse what would be unsafe or a loop; ``force`` overrides all but a wrong board."""
+    if state.board and state.board != board:
+        raise InstallError(f"bundle is for board {board!r}, this root runs {state.board!r}",
+                           code="firmware.wrong_board", hint="build the bundle with --board " + state.board)
+    if force:
+        return
+    if version in state.failed_versions:
+        why = state.failed_versions[version].get("reason", "")
+        raise InstallError(f"version {version} already failed here ({why}); not retrying it",
+                           code="firmware.failed_version",
+                           hint="ship a fixed version with a higher number, or --force to try again")
+    current = state.active_version()
+    if current is None:
+        return
+    if state.slots[state.active].get("status") == "unvalidated":
+        raise InstallError(f"the running version {current} is not validated yet; installing now would "
+                           f"overwrite the only known-good slot", code="firmware.pending",
+                           hint="run 'ganglion firmware validate' or 'firmware revert' first")
+    if parse_version(version) < parse_version(current):
+        raise InstallError(f"downgrade from {current} to {version} refused", code="firmware.downgrade",
+                           hint="pass --force to install an older version on purpose")
+    if parse_version(version) == parse_version(current):
+        raise InstallError(f"version {version} is already running", code="firmware.same_version",
+                           hint="pass --force to reinstall it")
+
+
+def _stage(bundle, manifest, layout: Layout, target: str, say) -> Path:
+    """Second pass over the tar: write members into a fresh staging folder, re-hashing each."""
+    for name in ("a", "b"):
+        stale = layout.staging_dir(name)
+        if stale.exists():
+            shutil.rmtree(stale)
+    staging = layout.staging_dir(target)
+    staging.mkdir(parents=True)
+    try:
+        return _fill(bundle, manifest, staging, say)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a refused member leaves no half slot behind
+        raise
+
+
+def _fill(bundle, manifest, staging: Path, say) -> Path:
+    where, expected, dist_infos = str(bundle), manifest.members, []
+    with tarfile.open(bundle, mode="r:") as tar:
+        for info in tar:
+            check_member(info, where)
+            if info.name in (MANIFEST, SIGNATURE):
+                continue
+            say("write", info.name)
+            dest = staging / info.name
+            dest.parent.mkdir(exist_ok=True)
+            _copy_checked(tar.extractfile(info), dest, expected[info.name], where, info.name)
+            if info.name.startswith("wheels/"):
+                dist_infos.append(wheelinstall.unpack(dest, staging, f"{where}: {info.name}"))
+                dest.unlink()  # the unpacked site folder is what runs; RECORD proves it later
+    if (staging / "wheels").exists():
+        (staging / "wheels").rmdir()
+    (staging / MANIFEST).write_bytes(manifest.raw)
+    (staging / SIGNATURE).write_text(manifest.signature)
+    (staging / INSTALLED).write_text(json.dumps({"dist_infos": sorted(dist_infos)}, indent=2))
+    _fsync_tree(staging)
+    return staging
+
+
+def _copy_checked(src, dest: Path, entry: dict, where: str, name: str) -> None:
+    digest = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    if digest.hexdigest() != entry["sha256"]:
+        raise BundleError(f"member {name} changed after it was verified", where=where,
+                          code="firmware.hash", hint="the bundle file was modified during the install")
+
+
+def _fsync_tree(top: Path) -> None:
+    """Files are fsynced as written; this makes every folder entry durable too."""
+    for folder, _, files in os.walk(top):
+        for name in files:
+            if name in (MANIFEST, SIGNATURE, INSTALLED):
+                fd = os.open(Path(folder) / name, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+        fsync_dir(folder)

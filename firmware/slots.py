@@ -1,0 +1,177 @@
+"""A/B slot state: which slot runs, what each holds, and what failed, behind a two-method backend.
+
+The state is one small JSON document. Every change is a whole-document replacement through the
+backend's ``save``; the file backend writes a temp file, fsyncs it, renames it over the old one and
+fsyncs the folder, so a power cut or SIGKILL leaves either the old or the new state, never a mix.
+That rename is the atomic "switch" of an install.
+
+    {"active": "b", "previous": "a", "board": "rpi4", "max_boots": 3,
+     "slots": {"a": {"status": "valid", "version": "1.0.0", "boot_count": 0, ...},
+               "b": {"status": "unvalidated", "version": "1.1.0", "boot_count": 1, ...}},
+     "failed_versions": {"0.9.0": {"reason": "...", "at": "..."}},
+     "history": [{"at": "...", "event": "installed", ...}, ...]}
+
+Slot status: ``empty`` -> (install) ``unvalidated`` -> (validate) ``valid``, or -> (self-test
+fails / boot counter past ``max_boots``) ``failed``. Backends: ``FileStateBackend`` (devices and
+tests) and ``MemoryStateBackend`` (unit tests of the state logic).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from edge.artifact import atomic_write
+from firmware.errors import SlotError
+
+SLOTS = ("a", "b")
+STATUSES = ("empty", "unvalidated", "valid", "failed")
+DEFAULT_MAX_BOOTS = 3
+HISTORY_LIMIT = 50
+VERSION_RE = re.compile(r"\d+(\.\d+){0,3}")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'1.10.2' -> (1, 10, 2); bundles carry plain dotted integers so ordering is unambiguous."""
+    if not isinstance(text, str) or not VERSION_RE.fullmatch(text):
+        raise SlotError(f"version {text!r} is not dotted integers (e.g. 1.4.0)", code="firmware.version")
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (4 - len(parts))
+
+
+@dataclass
+class SlotState:
+    active: str | None = None
+    previous: str | None = None
+    board: str | None = None
+    max_boots: int = DEFAULT_MAX_BOOTS
+    slots: dict = field(default_factory=lambda: {s: {"status": "empty"} for s in SLOTS})
+    failed_versions: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+
+    def inactive(self) -> str:
+        return "b" if self.active == "a" else "a"
+
+    def slot(self, name: str) -> dict:
+        return self.slots[name]
+
+    def active_version(self) -> str | None:
+        return self.slots[self.active].get("version") if self.active else None
+
+    def note(self, event: str, **detail) -> None:
+        self.history.append({"at": now(), "event": event, **detail})
+        del self.history[:-HISTORY_LIMIT]
+
+    def to_dict(self) -> dict:
+        return {"format_version": 1, "active": self.active, "previous": self.previous,
+                "board": self.board, "max_boots": self.max_boots, "slots": self.slots,
+                "failed_versions": self.failed_versions, "history": self.history}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "SlotState":
+        try:
+            state = cls(active=data["active"], previous=data.get("previous"), board=data.get("board"),
+                        max_boots=int(data.get("max_boots", DEFAULT_MAX_BOOTS)),
+                        slots=data["slots"], failed_versions=data.get("failed_versions", {}),
+                        history=data.get("history", []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SlotError(f"slot state is malformed: {exc}", where=where, code="firmware.state")
+        if state.active not in (None, *SLOTS) or state.previous not in (None, *SLOTS) \
+                or set(state.slots) != set(SLOTS) \
+                or any(s.get("status") not in STATUSES for s in state.slots.values()):
+            raise SlotError("slot state names unknown slots or statuses", where=where, code="firmware.state")
+        return state
+
+
+class StateBackend(Protocol):
+    def load(self) -> SlotState: ...
+    def save(self, state: SlotState) -> None: ...
+
+
+class MemoryStateBackend:
+    """Keeps the state as JSON text in memory (round-trips like the file, so bugs show the same)."""
+
+    def __init__(self):
+        self.text: str | None = None
+
+    def load(self) -> SlotState:
+        if self.text is None:
+            return SlotState()
+        return SlotState.from_dict(json.loads(self.text), "<memory>")
+
+    def save(self, state: SlotState) -> None:
+        self.text = json.dumps(state.to_dict())
+
+
+class FileStateBackend:
+    """state.json under the install root; replaced atomically (temp + fsync + rename + dir fsync)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def load(self) -> SlotState:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return SlotState()
+        except OSError as exc:
+            raise SlotError(f"cannot read slot state: {exc}", where=str(self.path), code="firmware.state")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            # atomic_write never leaves a torn file, so this is outside damage: say so, do not guess.
+            raise SlotError(f"slot state is not JSON: {exc}", where=str(self.path), code="firmware.state",
+                            hint="restore it from the history or reinstall with --force")
+        return SlotState.from_dict(data, str(self.path))
+
+    def save(self, state: SlotState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(state.to_dict(), indent=2).encode())
+        fsync_dir(self.path.parent)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or unlink inside ``path`` durable (the directory entry itself is data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a root keeps its slots and state (the board TOML's [slots] table, root-relative)."""
+    root: Path
+    base: str = "ganglion"
+    a: str = "ganglion/slots/a"
+    b: str = "ganglion/slots/b"
+    state: str = "ganglion/state.json"
+
+    @classmethod
+    def for_root(cls, root: str | Path, board=None) -> "Layout":
+        if board is None:
+            return cls(Path(root))
+        s = board.slots
+        return cls(Path(root), base=s.base, a=s.a, b=s.b, state=s.state)
+
+    def slot_dir(self, name: str) -> Path:
+        return self.root / (self.a if name == "a" else self.b)
+
+    def staging_dir(self, name: str) -> Path:
+        path = self.slot_dir(name)
+        return path.with_name(f".{path.name}.staging")
+
+    def state_path(self) -> Path:
+        return self.root / self.state
+
+    def backend(self) -> FileStateBackend:
+        return FileStateBackend(self.state_path())

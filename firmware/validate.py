@@ -1,0 +1,153 @@
+"""``firmware validate``: the health check that turns an unvalidated slot into a valid one, or reverts it.
+
+Checks, in order (each a small function in ``CHECKS``; the first failure stops the list):
+    files     every member kept in the slot matches the slot's signed manifest (sha256 and size);
+              with ``trusted`` keys the manifest's signature is verified again
+    wheels    every unpacked wheel file matches its wheel's RECORD (``wheelinstall.check``)
+    selftest  in a child process with the slot's own site folder first on PYTHONPATH: the model
+              loads and the recorded input gives the golden output within tolerance
+    broker    (only with ``broker="host:port"``) an MQTT CONNECT is answered with CONNACK
+Pass: the slot is marked ``valid`` and its boot counter cleared. Fail: the slot is marked
+``failed``, its version recorded, and the previous valid slot made active (``revert``); the
+report says which check failed and why. A slot that is already valid is not checked again.
+
+The daemon calls ``validate(root, ...)`` once its tree is up (after ``boot``); under qemu the
+tests pass ``python=[qemu-aarch64-static, -L, SYSROOT, -cpu, cortex-a72, SYSROOT/usr/bin/python3.11]``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.errors import GanglionError
+from firmware import keys, wheelinstall
+from firmware.errors import HealthCheckError, SlotError
+from firmware.install import INSTALLED
+from firmware.revert import revert
+from firmware.slots import Layout, now
+
+CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion wheel still finds us
+
+
+def check_files(slot: Path, ctx: dict) -> str:
+    manifest_raw = (slot / "manifest.json").read_bytes()
+    if ctx.get("trusted"):
+        from firmware.verify import load_trusted
+        keys.verify(load_trusted(ctx["trusted"]), manifest_raw, (slot / "signature").read_text(),
+                    where=str(slot))
+    manifest = json.loads(manifest_raw)
+    if manifest["version"] != ctx["version"]:
+        raise HealthCheckError(f"slot holds version {manifest['version']}, state says {ctx['version']}",
+                               where=str(slot), code="firmware.slot_mismatch")
+    kept = [n for n in manifest["members"] if not n.startswith("wheels/")]
+    for name in kept:
+        data = (slot / name).read_bytes()
+        entry = manifest["members"][name]
+        if hashlib.sha256(data).hexdigest() != entry["sha256"] or len(data) != entry["size"]:
+            raise HealthCheckError(f"slot file {name} does not match the manifest", where=str(slot),
+                                   code="firmware.slot_damaged", hint="reinstall the bundle")
+    return f"{len(kept)} files match"
+
+
+def check_wheels(slot: Path, ctx: dict) -> str:
+    dist_infos = json.loads((slot / INSTALLED).read_text())["dist_infos"]
+    wheelinstall.require(slot, dist_infos)
+    return f"{len(dist_infos)} wheels intact"
+
+
+def check_selftest(slot: Path, ctx: dict) -> str:
+    runner = ctx.get("runner") or run_selftest_process
+    result = runner(slot, ctx)
+    if not result.get("ok"):
+        raise HealthCheckError(f"self-test failed: {result.get('reason')}", where=str(slot),
+                               code="firmware.selftest_failed")
+    return f"self-test matches (max |diff| {result.get('max_abs_diff', 0):.3g}, {result.get('runtime')})"
+
+
+def run_selftest_process(slot: Path, ctx: dict) -> dict:
+    """The slot's own wheels first on the path; a native crash is a failed check, not our crash."""
+    python = list(ctx.get("python") or [sys.executable])
+    env = dict(os.environ, PYTHONNOUSERSITE="1",
+               PYTHONPATH=os.pathsep.join([str(slot / "site"), str(CODE_ROOT)]))
+    cmd = python + ["-m", "firmware.selftest", "--slot", str(slot), "--threads", str(ctx.get("threads", 1))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=ctx.get("timeout", 300))
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "reason": f"self-test did not finish in {ctx.get('timeout', 300)} s"}
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "reason": f"self-test process exited {proc.returncode}: {tail}"}
+
+
+def check_broker(slot: Path, ctx: dict) -> str:
+    if not ctx.get("broker"):
+        return "skipped"
+    host, _, port = ctx["broker"].rpartition(":")
+    # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id "ganglion-validate".
+    client_id = b"ganglion-validate"
+    body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
+    packet = bytes([0x10, len(body)]) + body
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5) as sock:
+            sock.sendall(packet)
+            reply = sock.recv(4)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except (OSError, ValueError) as exc:
+        raise HealthCheckError(f"broker {ctx['broker']} not reachable: {exc}", code="firmware.broker")
+    if len(reply) < 4 or reply[0] != 0x20 or reply[3] != 0:
+        raise HealthCheckError(f"broker {ctx['broker']} refused the connection ({reply.hex()})",
+                               code="firmware.broker")
+    return "broker answered CONNACK"
+
+
+CHECKS = (("files", check_files), ("wheels", check_wheels), ("selftest", check_selftest),
+          ("broker", check_broker))
+
+
+def validate(root, *, trusted=None, broker: str | None = None, python=None, runner=None,
+             threads: int = 1, timeout: float = 300, layout: Layout | None = None) -> dict:
+    """Health-check the active slot; mark it valid or revert. Returns a report dict with ``ok``."""
+    layout = layout or Layout(Path(root))
+    backend = layout.backend()
+    state = backend.load()
+    if state.active is None:
+        raise SlotError("no firmware is installed here", where=str(layout.state_path()),
+                        code="firmware.not_installed")
+    name, slot_state = state.active, state.slots[state.active]
+    report = {"slot": name, "version": slot_state.get("version"), "checks": {}}
+    if slot_state.get("status") == "valid":
+        return {**report, "ok": True, "already_valid": True}
+    if slot_state.get("status") != "unvalidated":
+        raise SlotError(f"slot {name} is {slot_state.get('status')}, not awaiting validation",
+                        code="firmware.not_pending")
+    ctx = {"trusted": trusted, "broker": broker, "python": python, "runner": runner,
+           "threads": threads, "timeout": timeout, "version": slot_state.get("version")}
+    slot = layout.slot_dir(name)
+    for check_name, check in CHECKS:
+        try:
+            report["checks"][check_name] = check(slot, ctx)
+        except (GanglionError, OSError, ValueError, KeyError) as exc:
+            reason = exc.message if isinstance(exc, GanglionError) else f"{type(exc).__name__}: {exc}"
+            report.update(ok=False, failed_check=check_name, reason=reason)
+            report["revert"] = _revert(root, layout, f"{check_name}: {reason}")
+            return report
+    state = backend.load()
+    state.slots[name].update(status="valid", validated=now(), boot_count=0)
+    state.note("validated", slot=name, version=slot_state.get("version"))
+    backend.save(state)
+    return {**report, "ok": True}
+
+
+def _revert(root, layout: Layout, reason: str) -> dict:
+    try:
+        return revert(root, reason, mark_failed=True, layout=layout)
+    except SlotError as exc:
+        return {"error": exc.to_dict()}

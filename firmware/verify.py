@@ -1,0 +1,130 @@
+"""Verify a ``.fw`` bundle completely, writing nothing: the gate in front of every install.
+
+One forward pass over the tar checks each member's type, name and size (``bundle.check_member``)
+and hashes it; then the signature over manifest.json must verify with a trusted key, then the
+manifest's shape, then the member set and every sha256 and size must equal the manifest's. Only a
+bundle that passes all of it is returned as a ``BundleManifest``. ``inspect`` reads the same facts
+without requiring trust, for humans.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from firmware import keys
+from firmware.bundle import (MANIFEST, MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS, SIGNATURE,
+                             BundleManifest, check_manifest, check_member)
+from firmware.errors import BundleError, SignatureError
+
+CHUNK = 1 << 20
+
+
+def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
+    """Read the tar once: (manifest bytes, signature text, {member: {sha256, size}})."""
+    where = str(bundle)
+    try:
+        size = os.path.getsize(bundle)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle: {exc}", where=where, code="firmware.unreadable")
+    if size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"bundle is too large ({size} bytes)", where=where, code="firmware.too_large")
+    manifest_raw, signature, seen = None, None, {}
+    try:
+        with tarfile.open(bundle, mode="r:") as tar:
+            for info in tar:
+                check_member(info, where)
+                if info.name in seen or info.name in (MANIFEST, SIGNATURE) and \
+                        (manifest_raw if info.name == MANIFEST else signature) is not None:
+                    raise BundleError(f"bundle member {info.name!r} appears twice", where=where,
+                                      code="firmware.duplicate_member")
+                if len(seen) >= MAX_MEMBERS:
+                    raise BundleError("bundle has too many members", where=where, code="firmware.too_large")
+                fh = tar.extractfile(info)
+                if info.name in (MANIFEST, SIGNATURE):
+                    if info.size > MAX_MANIFEST_BYTES:
+                        raise BundleError(f"{info.name} is too large", where=where, code="firmware.too_large")
+                    data = fh.read()
+                    if info.name == MANIFEST:
+                        manifest_raw = data
+                    else:
+                        signature = data.decode("ascii", "replace")
+                    continue
+                seen[info.name] = {"sha256": _hash_stream(fh), "size": info.size}
+    except tarfile.TarError as exc:
+        raise BundleError(f"not a readable firmware bundle: {exc}", where=where, code="firmware.corrupt",
+                          hint="the file is truncated or damaged; transfer it again")
+    if manifest_raw is None:
+        raise BundleError("bundle has no manifest.json", where=where, code="firmware.manifest")
+    return manifest_raw, signature, seen
+
+
+def _hash_stream(fh) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(CHUNK), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(bundle: str | Path, trusted) -> BundleManifest:
+    """Everything about the bundle, or a typed error. ``trusted``: a public key, a list, or key paths."""
+    where = str(bundle)
+    trusted_keys = load_trusted(trusted)
+    manifest_raw, signature, seen = scan(bundle)
+    if signature is None:
+        raise SignatureError("bundle is not signed", where=where, code="signature.missing",
+                             hint="build it with --key; unsigned bundles are never installed")
+    keys.verify(trusted_keys, manifest_raw, signature, where=where)
+    data = _parse(manifest_raw, where)
+    expected = data["members"]
+    extra, missing = sorted(set(seen) - set(expected)), sorted(set(expected) - set(seen))
+    if extra or missing:
+        raise BundleError(f"members do not match the manifest (extra: {extra}, missing: {missing})",
+                          where=where, code="firmware.members")
+    for name, entry in expected.items():
+        if seen[name] != {"sha256": entry["sha256"], "size": entry["size"]}:
+            raise BundleError(f"member {name} does not match its sha256/size in the signed manifest",
+                              where=where, code="firmware.hash",
+                              hint="the bundle was altered or damaged in transit")
+    return BundleManifest(data=data, raw=manifest_raw, signature=signature)
+
+
+def _parse(manifest_raw: bytes, where: str) -> dict:
+    try:
+        data = json.loads(manifest_raw)
+    except ValueError as exc:
+        raise BundleError(f"manifest.json is not JSON: {exc}", where=where, code="firmware.manifest")
+    check_manifest(data, where)
+    return data
+
+
+def load_trusted(trusted) -> list:
+    """Accept a key, a list of keys, or paths to .pub files; an empty trust set is an error."""
+    items = trusted if isinstance(trusted, (list, tuple)) else [trusted]
+    out = []
+    for item in items:
+        if item is None:
+            continue
+        out.append(keys.load_public(item) if isinstance(item, (str, Path)) else item)
+    if not out:
+        raise SignatureError("no trusted key given", code="signature.no_trust",
+                             hint="pass --trust K.pub (made by 'ganglion keys generate')")
+    return out
+
+
+def inspect(bundle: str | Path, trusted=None) -> dict:
+    """Manifest and member listing for humans; ``verified`` says whether a trusted key signed it."""
+    manifest_raw, signature, seen = scan(bundle)
+    data = _parse(manifest_raw, str(bundle))
+    verified = None
+    if trusted:
+        try:
+            verify(bundle, trusted)
+            verified = True
+        except (BundleError, SignatureError) as exc:
+            verified = False
+            data = {**data, "verify_error": exc.to_dict()}
+    return {"manifest": data, "signed": signature is not None, "verified": verified,
+            "members": seen}

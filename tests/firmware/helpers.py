@@ -1,0 +1,101 @@
+"""Real parts for firmware tests: a tiny LiteRT model in a .gpk, small wheels, keys, bundles.
+
+The model is written with LiteRT's own flatbuffer schema (no TensorFlow): one FULLY_CONNECTED
+layer, float32 [1, 8] -> [1, 4], so building and self-testing a bundle costs milliseconds.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edge import artifact
+from firmware import build as fw_build
+from firmware import keys
+
+
+def tiny_tflite(scale: float = 1.0) -> bytes:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+    rng = np.random.default_rng(7)
+    weights = (rng.standard_normal((4, 8)) * scale).astype(np.float32)
+    bias = np.arange(4, dtype=np.float32)
+
+    def tensor(name, shape, buffer):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), s.TensorType.FLOAT32, buffer
+        return t
+
+    def buf(data=None):
+        b = s.BufferT()
+        b.data = None if data is None else list(data.tobytes())
+        return b
+
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
+    op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+    op.builtinOptions = s.FullyConnectedOptionsT()
+    graph = s.SubGraphT()
+    graph.tensors = [tensor("x", (1, 8), 1), tensor("w", (4, 8), 2), tensor("b", (4,), 3),
+                     tensor("y", (1, 4), 4)]
+    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
+    code.version = 1
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [buf(), buf(), buf(weights), buf(bias), buf()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def tiny_gpk(path: Path, version: str = "1.0.0", scale: float = 1.0) -> Path:
+    manifest = {"name": "tiny-fc", "version": version,
+                "models": [{"format": "tflite", "file": "model.tflite"}]}
+    artifact.write(path, manifest, {"model.tflite": tiny_tflite(scale)})
+    return path
+
+
+def make_wheel(folder: Path, name: str, version: str, files: dict[str, str],
+               tag: str = "py3-none-any") -> Path:
+    """A real, minimal wheel (PEP 427): files + METADATA + WHEEL + RECORD with sha256s."""
+    dist = f"{name}-{version}.dist-info"
+    contents = {path: text.encode() for path, text in files.items()}
+    contents[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    contents[f"{dist}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: ganglion-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
+    record = []
+    for path, data in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    contents[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
+    out = folder / f"{name}-{version}-{tag}.whl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, data in contents.items():
+            zf.writestr(path, data)
+    return out
+
+
+def keypair(folder: Path, name: str = "fw") -> tuple[Path, Path]:
+    return keys.generate(folder / f"{name}.key", folder / f"{name}.key.pub")
+
+
+CONFIG = b'[daemon]\ndevice_id = "test-device"\n\n[model]\npath = "artifact/model.gpk"\n'
+
+
+def bundle(folder: Path, key: Path, version: str, *, wheelhouse: Path, board: str = "x86_64-generic",
+           gpk: Path | None = None) -> Path:
+    """Build a real signed bundle for ``board`` from a local wheelhouse."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gpk = gpk or tiny_gpk(folder / f"model-{version}.gpk")
+    config = folder / "daemon.toml"
+    config.write_bytes(CONFIG)
+    out = folder / f"app-{version}.fw"
+    fw_build.build(board, gpk, config, key, out, wheelhouse, version=version)
+    return out
