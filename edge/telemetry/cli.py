@@ -1,0 +1,168 @@
+"""``ganglion telemetry``: watch a fleet, send commands and files to a device.
+
+    ganglion telemetry watch --broker mqtt://HOST:PORT [--json] [--once | --duration S] [--device ID ...]
+    ganglion telemetry send DEVICE VERB [--args JSON] [--key KEY.pem] [--id ID] [--timeout S]
+    ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--key KEY.pem] [--chunk-size N]
+
+The broker comes from ``--broker`` or ``$GANGLION_BROKER``; TLS with ``mqtts://`` and
+``--ca-file/--cert/--key-file``. ``send`` prints the device's reply as JSON and exits 6 when the
+device refused or failed the command.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from edge.errors import UsageError
+from edge.telemetry.errors import CommandError
+
+broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
+                             show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
+
+
+def tls_options(fn):
+    fn = click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA to trust (mqtts://).")(fn)
+    fn = click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False),
+                      help="Client certificate (mqtts://).")(fn)
+    fn = click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate key.")(fn)
+    fn = click.option("--username", envvar="GANGLION_MQTT_USER", help="Broker user ($GANGLION_MQTT_USER).")(fn)
+    fn = click.option("--password", envvar="GANGLION_MQTT_PASSWORD",
+                      help="Broker password ($GANGLION_MQTT_PASSWORD).")(fn)
+    return fn
+
+
+@click.group()
+def telemetry():
+    """Watch devices and send them commands over MQTT."""
+
+
+@telemetry.command()
+@broker_option
+@tls_options
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table (one line per refresh).")
+@click.option("--once", is_flag=True, help="Collect for --wait seconds, print once, exit.")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--wait", type=float, default=1.5, show_default=True, help="With --once: seconds to listen.")
+@click.option("--device", "devices", multiple=True, help="Only these devices (repeatable).")
+def watch(broker, ca_file, cert_file, key_file, username, password, as_json, once, duration, interval, wait,
+          devices):
+    """A live table of devices: online, model, p95 latency, throughput, errors, last seen."""
+    from edge.telemetry.config import parse_broker_url
+    from edge.telemetry.mqtt import MqttClient
+    from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
+
+    if interval <= 0 or (duration is not None and duration <= 0):
+        raise UsageError("--interval and --duration must be positive", code="usage.watch")
+    fleet = Fleet(devices)
+    client = MqttClient(parse_broker_url(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
+                        ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
+                        password=password)
+    for topic in SUBSCRIPTIONS:
+        client.subscribe(topic, fleet.on_message)
+    client.connect()
+    live = not once and not as_json and sys.stdout.isatty()
+    try:
+        if once:
+            time.sleep(wait)        # retained statuses arrive at once; metrics within their period
+            _show(fleet, as_json, False, render_table)
+            return
+        end = time.monotonic() + (duration if duration is not None else float("inf"))
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(interval, left))
+            _show(fleet, as_json, live, render_table)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.stop()
+
+
+def _show(fleet, as_json: bool, live: bool, render_table) -> None:
+    rows = fleet.snapshot()
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    if live:
+        click.clear()
+    click.echo(render_table(rows))
+    if not live:
+        click.echo("")
+
+
+def _parse_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        args = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--args is not JSON: {exc}", where="--args", code="usage.args") from None
+    if not isinstance(args, dict):
+        raise UsageError("--args must be a JSON object", where="--args", code="usage.args",
+                         hint="""e.g. --args '{"key": "value"}'""")
+    return args
+
+
+def _load_key(path):
+    if path is None:
+        return None
+    from firmware import keys
+    return keys.load_private(path)
+
+
+def _requester(broker, ca_file, cert_file, key_file, username, password):
+    from edge.telemetry.requester import Requester
+    return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
+                     password=password)
+
+
+@telemetry.command()
+@click.argument("device")
+@click.argument("verb")
+@broker_option
+@tls_options
+@click.option("--args", "args_json", help="Command arguments as a JSON object.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="ed25519 private key to sign with.")
+@click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
+def send(device, verb, broker, ca_file, cert_file, key_file, username, password, args_json, key, command_id,
+         timeout):
+    """Send VERB to DEVICE and print its reply (exit 6 if the device refused or failed it)."""
+    args, private = _parse_args(args_json), _load_key(key)
+    with _requester(broker, ca_file, cert_file, key_file, username, password) as req:
+        reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
+    _finish(reply)
+
+
+@telemetry.command("send-file")
+@click.argument("device")
+@click.argument("verb")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@broker_option
+@tls_options
+@click.option("--args", "args_json", help="Arguments for the final commit, as a JSON object.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="ed25519 private key to sign with.")
+@click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait per chunk.")
+def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username, password, args_json, key,
+              chunk_size, timeout):
+    """Send FILE to DEVICE in chunks (VERB.begin/.chunk/.commit); resumes what the device already has."""
+    args, private = _parse_args(args_json), _load_key(key)
+    with _requester(broker, ca_file, cert_file, key_file, username, password) as req:
+        with click.progressbar(length=1, label=f"sending {file}", file=sys.stderr) as bar:
+            def progress(done, total):
+                bar.length = total
+                bar.update(done - bar.pos)
+            reply = req.send_file(device, verb, file, args=args, key=private, chunk_size=chunk_size,
+                                  timeout=timeout, progress=progress)
+    _finish(reply)
+
+
+def _finish(reply: dict) -> None:
+    click.echo(json.dumps(reply, indent=2, sort_keys=True))
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise CommandError(err.get("message", "the device refused the command"), where=err.get("where"),
+                           hint=err.get("hint"), code=err.get("code") or "command.failed")
