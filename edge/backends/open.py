@@ -24,10 +24,12 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
     path = Path(source)
     if not path.is_file():
         raise InputError(f"model file not found: {path}", where=str(path), code="input.not_found")
-    backend = backend or _board_attr(board, "backend")
-    threads = threads or _board_attr(board, "threads")
-    delegate = delegate or _board_attr(board, "delegate")
-    providers = providers or _board_attr(board, "providers")
+    runtime = board_runtime(board)
+    backend = backend or runtime.get("backend")
+    threads = threads or runtime.get("threads")
+    delegate = delegate or runtime.get("delegate")
+    providers = providers or runtime.get("providers")
+    engine_cache_dir = engine_cache_dir or runtime.get("engine_cache_dir")
     manifest, model = None, str(path)
     if path.suffix == ".gpk":
         art = gpk.read(path, trusted_keys=_keys(trusted_keys))
@@ -89,11 +91,14 @@ def _board(board):
         raise UsageError(f"boards are not available here: {exc}", code="usage.board") from exc
 
 
-def _board_attr(board, name: str):
-    if board is None:
-        return None
-    value = getattr(board, name, None)
-    return value if value not in ("", [], ()) else None
+def board_runtime(board) -> dict:
+    """The runtime choices a board file makes (boards.schema.Runtime), as plain values."""
+    rt = getattr(board, "runtime", None)
+    if rt is None:
+        return {}
+    delegate = rt.delegate_library if rt.delegate in ("edgetpu", "gpu") and rt.delegate_library else None
+    return {"backend": rt.backend, "threads": rt.threads or None, "delegate": delegate,
+            "providers": list(rt.execution_providers) or None, "engine_cache_dir": rt.engine_cache_dir or None}
 
 
 def _keys(trusted_keys):

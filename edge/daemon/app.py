@@ -1,0 +1,194 @@
+"""The daemon: owns the queues, the worker pool, the sinks and the telemetry handle; runs the tree.
+
+Lifecycle: ``start()`` starts telemetry, then the supervision tree (``tree.build``), waits until a
+worker has loaded the model (or reports why it could not), then says READY to systemd and
+publishes status. ``run()`` blocks until a signal or until the root supervisor gives up, then
+``shutdown()`` stops the tree (reverse order) and answers everything still queued with an error,
+so no request is ever left without an answer.
+
+``submit`` is the one entry point for sources: bytes/arrays -> validated feeds -> bounded queue.
+Bad input is answered at once with an error result; the daemon carries on.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends.base import check_feeds
+from edge.daemon import sdnotify, tree
+from edge.daemon.batcher import Batcher, RequestQueue
+from edge.daemon.config import DaemonConfig
+from edge.daemon.decode import decode_payload, to_feeds
+from edge.daemon.messages import Request, Result, error_dict
+from edge.daemon.metrics import Metrics
+from edge.daemon.outbox import FanOut, LogOutbox
+from edge.daemon.pool import WorkerPool, fatal_error
+from edge.daemon.sinks import ResultRouter, make_sink
+from edge.daemon.sources import make_source
+from edge.daemon.worker import WorkerSpec
+from edge.errors import GanglionError, RuntimeBackendError
+from edge.preprocess import image_to_tensor
+
+log = logging.getLogger("ganglion.daemon")
+READY_TIMEOUT = 60.0
+
+
+def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
+    m = cfg.model
+    return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
+                      allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
+                      engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
+                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {})
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig, *, telemetry=None, outbox=None, log_stream=None,
+                 factory: str | None = None, factory_args: dict | None = None):
+        self.cfg, self.telemetry = cfg, telemetry
+        self.outbox = outbox or FanOut(telemetry, LogOutbox(log_stream))
+        self.recent_events: deque[dict] = deque(maxlen=100)
+        self.stop_event = threading.Event()
+        self.root_exit = None
+        self.started_at = time.monotonic()
+        self.ready_s: float | None = None
+        self.requests = RequestQueue(cfg.batch.queue_size, on_drop=lambda req: self.metrics.count("dropped"))
+        self.metrics = Metrics(pids=lambda: self.pool.pids(), queue_depth=lambda: len(self.requests),
+                               thermal_path=_thermal_path(cfg.board))
+        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=self.model_name)
+                 for s in cfg.sinks]
+        self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
+        self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
+                               deliver=self.router.deliver, on_event=self.event,
+                               start_method=cfg.workers.start_method)
+        self.batcher = Batcher(self.requests, self.pool.jobs, max_batch=cfg.batch.max_batch,
+                               budget_ms=cfg.batch.budget_ms)
+        self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
+                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
+                        for s in cfg.sources]
+        self.root, self.workers_sup = tree.build(self)
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.cfg.model.path).stem or "model"
+
+    # -- events --------------------------------------------------------------------------------
+    def event(self, ev: dict) -> None:
+        ev = {"ts": round(time.time(), 3), **ev}
+        self.recent_events.append(ev)
+        if ev.get("event") == "restart":
+            self.metrics.count("restarts")
+        elif ev.get("event") == "crash":
+            self.metrics.count("crashes")
+        self.outbox.record("events", ev)
+
+    # -- requests ------------------------------------------------------------------------------
+    def submit(self, source: str, value, meta: dict | None = None, on_done=None, live: bool = False) -> None:
+        """Validate one input and queue it; bad input is answered with an error result at once."""
+        meta = dict(meta or {})
+        info = self.pool.info
+        if info is None and not self.pool.ready.wait(READY_TIMEOUT):
+            return self.reject(source, RuntimeBackendError("no model worker is ready", code="runtime.unavailable"),
+                               meta, on_done)
+        info = self.pool.info
+        try:
+            feeds = self._feeds(value, info, live)
+            feeds, _ = check_feeds(info.inputs, feeds)
+        except GanglionError as exc:
+            return self.reject(source, exc, meta, on_done)
+        req = Request(source, feeds, meta, on_done)
+        if live:
+            self.requests.put_live(req)
+        elif not self.requests.put(req):
+            self.reject(source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"), meta,
+                        on_done)
+
+    def _feeds(self, value, info, live: bool) -> dict[str, np.ndarray]:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return decode_payload(bytes(value), info)
+        if live and isinstance(value, np.ndarray) and value.ndim == 3 and len(info.inputs) == 1:
+            spec = info.inputs[0]
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            return {spec.name: image_to_tensor(value, shape, info.preprocess, spec.dtype)}
+        return to_feeds(value, info)
+
+    def reject(self, source: str, err: GanglionError, meta: dict, on_done) -> None:
+        self.router.deliver(Result(Request(source, {}, meta, on_done), error=err.to_dict()))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "Daemon":
+        if self.telemetry is not None:
+            self.telemetry.start()
+        self.root.monitor(self._on_root_exit)
+        self.root.start()
+        self._await_model()
+        self.ready_s = time.monotonic() - self.started_at
+        sdnotify.notify("READY=1\nSTATUS=model loaded")
+        self.outbox.record("status", self.status())
+        return self
+
+    def _await_model(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.pool.ready.wait(0.05):
+            err = fatal_error(self.pool)
+            if err is not None or self.root_exit is not None or time.monotonic() > deadline:
+                self.shutdown()
+                raise err or RuntimeBackendError("no model worker became ready", code="runtime.unavailable",
+                                                 hint="see the events above")
+
+    def _on_root_exit(self, exit_) -> None:
+        self.root_exit = exit_
+        self.stop_event.set()
+
+    def run(self) -> int:
+        """Block until SIGTERM/SIGINT or escalation at the root; returns the exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        self.stop_event.wait()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        sdnotify.notify("STOPPING=1")
+        if self.root_exit is None:
+            self.root.stop(self.cfg.workers.shutdown_s)
+        self.requests.close()
+        reason = "the daemon is stopping" if self.root_exit is None else f"the daemon gave up: {self.root_exit.reason}"
+        for req in self.requests.drain():
+            self.router.deliver(Result(req, error=error_dict("runtime.unavailable", reason)))
+        self.pool.fail_pending(reason)
+        self.pool.jobs.close()
+        self.router.drain()
+        self.router.close()
+        self.outbox.record("metrics", self.metrics.snapshot())
+        if self.telemetry is not None:
+            self.telemetry.stop()
+        return 0 if self.root_exit is None else RuntimeBackendError.exit_code
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def status(self) -> dict:
+        info = self.pool.info
+        return {"state": "online", "model": self.model_name, "model_path": self.cfg.model.path,
+                "backend": info.backend if info else None, "workers": self.cfg.workers.count,
+                "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
+                "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
+                "inputs": [s.to_dict() for s in info.inputs] if info else []}
+
+
+def _thermal_path(board_name: str | None) -> str | None:
+    if not board_name:
+        return None
+    try:
+        import boards
+        sensors = boards.load(board_name).resources.thermal_sensors
+    except (ImportError, GanglionError, AttributeError):
+        return None
+    return sensors[0] if sensors else None
+

@@ -1,0 +1,90 @@
+"""Bytes from a source -> model feeds (one sample). Formats are sniffed, never guessed by name alone.
+
+    .npy       magic b"\\x93NUMPY"; loaded with allow_pickle=False
+    PNG/JPEG   magic bytes; decoded and preprocessed per the manifest (edge.preprocess)
+    JSON       {"inputs": {name: nested list}} or {"input": [...]} or a bare nested list
+    raw        exactly the byte size of the (single) input tensor, in its dtype, C order
+
+Every failure is an ``InputError`` naming the format and what was expected, so the source
+answers the request with an error and the daemon carries on.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edge import preprocess
+from edge.errors import InputError
+
+MAX_PAYLOAD = 64 * 2**20
+
+
+def decode_payload(data: bytes, info) -> dict[str, np.ndarray]:
+    if len(data) > MAX_PAYLOAD:
+        raise InputError(f"payload is too large ({len(data)} bytes)", code="input.too_large")
+    if data.startswith(preprocess.NPY_MAGIC):
+        return to_feeds(preprocess.load_npy(data), info)
+    if preprocess.is_image(data):
+        return image_feeds(data, info)
+    head = data[:1].strip() or data.lstrip()[:1]
+    if head in (b"{", b"["):
+        return json_feeds(data, info)
+    return raw_feeds(data, info)
+
+
+def image_feeds(data: bytes, info) -> dict[str, np.ndarray]:
+    spec = _single(info)
+    img = preprocess.decode_image(data, (info.preprocess or {}).get("color", "rgb"))
+    return {spec.name: preprocess.image_to_tensor(img, _concrete(spec.shape), info.preprocess, spec.dtype)}
+
+
+def json_feeds(data: bytes, info) -> dict[str, np.ndarray]:
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise InputError(f"payload is not valid JSON: {exc}", code="input.json") from exc
+    if isinstance(obj, dict):
+        obj = obj.get("inputs", obj.get("input"))
+        if obj is None:
+            raise InputError("JSON payload has no 'inputs'", code="input.json",
+                             hint='send {"inputs": {"<name>": [[...]]}} or a bare nested list')
+    if isinstance(obj, dict):
+        try:
+            return {str(k): np.asarray(v, dtype=np.float64) for k, v in obj.items()}
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"JSON input is not a numeric array: {exc}", code="input.json") from exc
+    try:
+        return to_feeds(np.asarray(obj, dtype=np.float64), info)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"JSON input is not a numeric array: {exc}", code="input.json") from exc
+
+
+def raw_feeds(data: bytes, info) -> dict[str, np.ndarray]:
+    spec = _single(info)
+    shape = _concrete(spec.shape)
+    want = int(np.prod(shape)) * np.dtype(spec.dtype).itemsize
+    if len(data) != want:
+        raise InputError(f"raw tensor payload has {len(data)} bytes, expected {want} "
+                         f"({spec.dtype} {list(shape)})", code="input.raw_size",
+                         hint="send .npy, JSON, PNG/JPEG, or exactly the input's bytes")
+    return {spec.name: np.frombuffer(data, dtype=spec.dtype).reshape(shape).copy()}
+
+
+def to_feeds(value, info) -> dict[str, np.ndarray]:
+    """An array (single-input models) or a dict of arrays -> feeds keyed by input name."""
+    if isinstance(value, dict):
+        return {str(k): np.asarray(v) for k, v in value.items()}
+    spec = _single(info)
+    return {spec.name: np.asarray(value)}
+
+
+def _single(info):
+    if len(info.inputs) != 1:
+        raise InputError(f"the model has {len(info.inputs)} inputs; name them",
+                         code="input.ambiguous", hint='use .npz or {"inputs": {name: ...}}')
+    return info.inputs[0]
+
+
+def _concrete(shape) -> tuple[int, ...]:
+    return tuple(1 if d in (-1, None) else int(d) for d in shape)

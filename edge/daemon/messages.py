@@ -1,0 +1,128 @@
+"""What flows through the daemon: requests from sources, jobs for workers, results for sinks.
+
+A ``Request`` is one sample (feeds with a batch axis of 1) plus where it came from; its
+``on_done`` is called exactly once with its ``Result`` -- a result or an error, never silence.
+``JobQueue`` is the bounded hand-off between the batcher and the worker dispatchers; retried
+jobs go to its front so a worker crash does not reorder work behind newer requests.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Request:
+    source: str
+    feeds: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+    on_done: Callable[["Result"], None] | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Result:
+    request: Request
+    outputs: dict[str, np.ndarray] | None = None
+    error: dict | None = None
+    latency_ms: float = 0.0
+    worker: str | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_record(self, labels: list[str] | None = None) -> dict:
+        """The JSON shape every sink writes (JSONL line, MQTT results payload, stdout)."""
+        rec = {"id": self.request.id, "source": self.request.source, **self.request.meta,
+               "ok": self.ok, "latency_ms": round(self.latency_ms, 3), "worker": self.worker}
+        if self.ok:
+            rec["outputs"] = {k: v[0].tolist() if v.shape[:1] == (1,) else v.tolist()
+                              for k, v in self.outputs.items()}
+            top = _top1(self.outputs, labels)
+            if top is not None:
+                rec["top1"] = top
+        else:
+            rec["error"] = self.error
+        return rec
+
+
+def _top1(outputs: dict[str, np.ndarray], labels: list[str] | None):
+    """For a single classifier output, the arg-max (and its label when the manifest has labels)."""
+    if len(outputs) != 1:
+        return None
+    value = next(iter(outputs.values()))
+    if value.ndim != 2 or value.shape[0] != 1 or value.shape[1] < 2 or value.dtype.kind != "f":
+        return None
+    idx = int(np.argmax(value[0]))
+    return {"index": idx, "label": labels[idx]} if labels and idx < len(labels) else {"index": idx}
+
+
+def error_dict(code: str, message: str, hint: str | None = None, where: str | None = None) -> dict:
+    return {"code": code, "message": message, "where": where, "hint": hint}
+
+
+@dataclass
+class Job:
+    requests: list[Request]
+    feeds: dict[str, np.ndarray]
+    attempts: int = 0
+    first_error: str | None = None
+
+
+class JobQueue:
+    """A bounded FIFO with a front door for retries, and ``close`` to release every waiter."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def wait_for_room(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.closed or len(self._items) < self.capacity, timeout)
+
+    def put(self, job: Job) -> None:
+        with self._cond:
+            self._items.append(job)
+            self._cond.notify_all()
+
+    def put_front(self, job: Job) -> None:
+        with self._cond:
+            self._items.appendleft(job)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Job | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self.closed, timeout):
+                return None
+            if self._items:
+                job = self._items.popleft()
+                self._cond.notify_all()
+                return job
+            return None
+
+    def drain(self) -> list[Job]:
+        with self._cond:
+            items, self._items = list(self._items), deque()
+            self._cond.notify_all()
+            return items
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,203 @@
+"""Model worker processes and the dispatchers that feed them; the retry-once rule lives here.
+
+Each ``WorkerSlot`` is one supervised child. Starting it spawns a worker process
+(``edge.daemon.worker.main``) and a dispatcher thread bound to that process's pipe. The
+dispatcher takes jobs from the shared ``JobQueue``, sends them, and waits for the answer. When the
+pipe breaks mid-job, the process died (SIGKILL, a segfault in a kernel): the job goes back to the
+front of the queue, split into single requests so a poison sample cannot take its batch-mates
+down with it, and each is tried once more. A request whose second attempt also dies is answered
+with a ``runtime.worker_crash`` error. Nothing is dropped: on shutdown, whatever is still queued
+is answered with an error too.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from typing import Callable
+
+from edge.daemon import wire
+from edge.daemon.messages import Job, JobQueue, Result, error_dict
+from edge.daemon.worker import WorkerSpec, main as worker_main
+from edge.errors import GanglionError, RuntimeBackendError
+from edge.supervisor import ProcessChild
+
+MAX_ATTEMPTS = 2
+READY_TIMEOUT = 120.0      # a TensorRT engine build on first start can take this long
+
+
+class ModelInfo:
+    """What the first ready worker told us: specs, preprocessing, labels."""
+
+    def __init__(self, header: dict):
+        from edge.backends.base import TensorSpec
+        self.inputs = [TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("scale"), d.get("zero_point"))
+                       for d in header["inputs"]]
+        self.outputs = [TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("scale"), d.get("zero_point"))
+                        for d in header["outputs"]]
+        self.backend = header.get("backend")
+        self.preprocess = header.get("preprocess") or {}
+        self.labels = header.get("labels") or []
+        self.model_name = header.get("model_name")
+
+
+class WorkerPool:
+    def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
+                 on_event: Callable[[dict], None], start_method: str = "spawn"):
+        self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.jobs = JobQueue(capacity=max(1, count))
+        self.ctx = multiprocessing.get_context(start_method)
+        self.slots = [WorkerSlot(f"worker-{i}", self) for i in range(count)]
+        self.info: ModelInfo | None = None
+        self.ready = threading.Event()
+        self.last_fatal: dict | None = None
+
+    def set_info(self, header: dict) -> None:
+        if self.info is None:
+            self.info = ModelInfo(header)
+        self.ready.set()
+        for event in header.get("events") or []:
+            self.on_event(event)
+
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.slots if s.pid]
+
+    def fail_pending(self, reason: str) -> int:
+        """Answer every queued job with an error (shutdown, or the workers' supervisor gave up)."""
+        jobs = self.jobs.drain()
+        for job in jobs:
+            self.answer_error(job, error_dict("runtime.unavailable", reason,
+                                              hint="see the daemon's events for why the workers stopped"))
+        return sum(len(j.requests) for j in jobs)
+
+    def answer_error(self, job: Job, err: dict, worker: str | None = None) -> None:
+        now = time.monotonic()
+        for req in job.requests:
+            self.deliver(Result(req, error=err, latency_ms=(now - req.created) * 1e3, worker=worker,
+                                attempts=job.attempts))
+
+
+class WorkerSlot:
+    def __init__(self, name: str, pool: WorkerPool):
+        self.name, self.pool = name, pool
+        self.pid: int | None = None
+
+    def start(self) -> "WorkerHandle":
+        parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
+        proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec),
+                                     name=f"ganglion-{self.name}", daemon=True)
+        proc.start()
+        child_conn.close()          # so a dead worker shows up as EOF on our end
+        self.pid = proc.pid
+        return WorkerHandle(self, proc, parent_conn)
+
+
+class WorkerHandle(ProcessChild):
+    """A running worker process plus the dispatcher thread that talks to it."""
+
+    def __init__(self, slot: WorkerSlot, proc, conn):
+        super().__init__(proc, slot.name)
+        self.slot, self.conn = slot, conn
+        self.stopping = threading.Event()
+        self._send_lock = threading.Lock()      # stop() and the dispatcher both write to the pipe
+        self._thread = threading.Thread(target=self._dispatch, name=f"dispatch-{slot.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self.stopping.set()
+        try:
+            with self._send_lock:
+                self.conn.send_bytes(wire.encode({"op": "stop"}))
+        except (OSError, ValueError):
+            pass
+        self.process.join(min(timeout, 1.0))
+        super().stop(timeout)
+        self._thread.join(timeout)
+        self.conn.close()
+
+    # -- dispatcher ----------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if not self._await_ready():
+            return
+        jobs = self.slot.pool.jobs
+        while not self.stopping.is_set():
+            job = jobs.get(timeout=0.2)
+            if job is None:
+                if not self.process.is_alive():
+                    return
+                continue
+            try:
+                with self._send_lock:
+                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds))
+                frame = self.conn.recv_bytes()
+            except (EOFError, OSError, ValueError):
+                self._lost(job)
+                return
+            self._answer(job, frame)
+
+    def _await_ready(self) -> bool:
+        pool = self.slot.pool
+        try:
+            if not self.conn.poll(READY_TIMEOUT):
+                raise EOFError
+            header, _ = wire.decode(self.conn.recv_bytes())
+        except (EOFError, OSError, GanglionError):
+            return False
+        if header.get("op") == "fatal":
+            pool.last_fatal = header.get("error")
+            pool.on_event({"event": "worker_fatal", "worker": self.slot.name, "error": header.get("error")})
+            return False
+        pool.set_info(header)
+        return True
+
+    def _answer(self, job: Job, frame: bytes) -> None:
+        pool, now = self.slot.pool, time.monotonic()
+        try:
+            header, tensors = wire.decode(frame)
+        except GanglionError as exc:
+            pool.answer_error(job, exc.to_dict(), self.slot.name)
+            return
+        if header.get("op") != "result":
+            pool.answer_error(job, header.get("error") or error_dict("runtime.inference", "worker error"),
+                              self.slot.name)
+            return
+        start = 0
+        for req in job.requests:
+            n = _samples(req)
+            outputs = {k: v[start:start + n] for k, v in tensors.items()}
+            start += n
+            pool.deliver(Result(req, outputs=outputs, latency_ms=(now - req.created) * 1e3,
+                                worker=self.slot.name, attempts=job.attempts + 1))
+
+    def _lost(self, job: Job) -> None:
+        """The worker died holding ``job``: retry each request once, then answer with an error."""
+        pool = self.slot.pool
+        self.process.join(1.0)
+        code = self.process.exitcode
+        reason = f"worker {self.slot.name} died (exit code {code})"
+        if self.stopping.is_set():
+            pool.jobs.put_front(job)            # we stopped it: not the request's fault
+            return
+        job.attempts += 1
+        if job.attempts >= MAX_ATTEMPTS:
+            pool.answer_error(job, error_dict("runtime.worker_crash",
+                                              f"the request crashed the worker twice; {reason}",
+                                              hint="the input may trigger a bug in the model's kernels"),
+                              self.slot.name)
+            return
+        singles = [Job([req], req.feeds, attempts=job.attempts, first_error=reason) for req in job.requests]
+        for one in reversed(singles):
+            pool.jobs.put_front(one)
+
+
+def _samples(req) -> int:
+    return next(iter(req.feeds.values())).shape[0] if req.feeds else 1
+
+
+def fatal_error(pool: WorkerPool) -> RuntimeBackendError | None:
+    """The worker's own report of why the model could not be opened, as a typed error."""
+    if not pool.last_fatal:
+        return None
+    err = pool.last_fatal
+    return RuntimeBackendError(err.get("message", "worker could not open the model"), where=err.get("where"),
+                               hint=err.get("hint"), code=err.get("code") or "runtime.backend")

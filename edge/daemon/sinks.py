@@ -1,0 +1,116 @@
+"""Result sinks (MQTT results, JSONL file, stdout) and the router thread that feeds them.
+
+The router takes finished ``Result``s from a queue, writes each to every sink, updates the
+metrics, and then calls the request's ``on_done`` (a watched-folder file moves to done/ or
+failed/ only after its result is written -- so a crash in between replays the file, never loses
+it). At shutdown ``drain`` writes whatever is left from the calling thread.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from pathlib import Path
+
+from edge.daemon.messages import Result
+from edge.errors import UsageError
+
+
+class JsonlSink:
+    name = "jsonl"
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, default=str) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class StdoutSink:
+    name = "stdout"
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class MqttSink:
+    """Results as telemetry records: ``ganglion/v1/<device>/results/<model>``."""
+    name = "mqtt"
+
+    def __init__(self, outbox, model_name: str):
+        self.outbox, self.model_name = outbox, model_name
+
+    def write(self, record: dict) -> None:
+        self.outbox.record("results", record, subtopic=self.model_name)
+
+    def close(self) -> None:
+        pass
+
+
+def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name: str = "model"):
+    """The sink registry: one line per kind."""
+    if kind == "jsonl":
+        if not path:
+            raise UsageError("a jsonl sink needs a path", code="usage.sink")
+        return JsonlSink(path)
+    if kind == "stdout":
+        return StdoutSink()
+    if kind == "mqtt":
+        if outbox is None:
+            raise UsageError("an mqtt sink needs a broker (--broker or [telemetry] broker)", code="usage.sink")
+        return MqttSink(outbox, model_name)
+    raise UsageError(f"unknown sink kind {kind!r}", code="usage.sink", hint="use jsonl, stdout or mqtt")
+
+
+class ResultRouter:
+    def __init__(self, sinks: list, metrics, labels=lambda: None):
+        self.sinks, self.metrics, self.labels = sinks, metrics, labels
+        self.queue: queue.Queue[Result] = queue.Queue()
+        self.answered = 0
+        self._lock = threading.Lock()
+
+    def deliver(self, result: Result) -> None:
+        self.queue.put(result)
+
+    def run(self, stop: threading.Event) -> None:
+        """Thread child body: route results until stopped."""
+        while not stop.is_set():
+            try:
+                result = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._route(result)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self._route(self.queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _route(self, result: Result) -> None:
+        with self._lock:           # drain() at shutdown may race the thread's last item
+            record = result.to_record(self.labels())
+            for sink in self.sinks:
+                sink.write(record)
+            self.metrics.observe(result.ok, result.latency_ms)
+            self.answered += 1
+            if result.request.on_done:
+                result.request.on_done(result)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

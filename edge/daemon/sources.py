@@ -1,0 +1,207 @@
+"""Input sources: a watched folder, an MQTT topic, a replay file, a camera. Each is a thread child.
+
+A source turns what it sees into ``submit(source, value, meta, on_done)`` calls on the daemon
+(``Daemon.submit``); the daemon validates, queues and answers. File and MQTT sources block when
+the queue is full (backpressure; they never drop); the camera drops the oldest frame instead.
+
+Watched folder: files appear in ``path``; each is read once, and after its result is written it
+moves to ``path/done/`` or, with a ``.error.json`` beside it, to ``path/failed/``. Names that start
+with '.' or end in ``.tmp``/``.part`` are ignored, so writers can copy-then-rename.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import InputError, UsageError
+from edge.preprocess import load_npy
+
+FOLDER_SUFFIXES = {".npy", ".npz", ".png", ".jpg", ".jpeg", ".json", ".bin", ".raw"}
+
+
+class FolderSource:
+    kind = "folder"
+
+    def __init__(self, daemon, path: str, poll_s: float = 0.1):
+        self.daemon, self.path, self.poll_s = daemon, Path(path), poll_s
+        self.name = f"folder:{self.path}"
+        for sub in ("", "done", "failed"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
+                if stop.is_set():
+                    return
+                if not self._eligible(entry):
+                    continue
+                with self._lock:
+                    self._inflight.add(entry.name)
+                self._submit(Path(entry.path))
+            stop.wait(self.poll_s)
+
+    def _eligible(self, entry) -> bool:
+        name = entry.name
+        if name.startswith(".") or name.endswith((".tmp", ".part")) or not entry.is_file():
+            return False
+        with self._lock:
+            if name in self._inflight:
+                return False
+        return Path(name).suffix.lower() in FOLDER_SUFFIXES
+
+    def _submit(self, path: Path) -> None:
+        meta = {"file": path.name}
+        try:
+            data = path.read_bytes()
+            value = data
+            if path.suffix.lower() == ".npz":
+                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                    value = {k: npz[k] for k in npz.files}
+            elif path.suffix.lower() == ".npy":
+                value = load_npy(data)         # a .npy that is not one is an error, not raw bytes
+        except InputError as exc:
+            self.daemon.reject(self.name, exc, meta, self._done(path))
+            return
+        except (OSError, ValueError, EOFError) as exc:
+            self.daemon.reject(self.name, InputError(f"cannot read {path.name}: {exc}", code="input.file"),
+                               meta, self._done(path))
+            return
+        self.daemon.submit(self.name, value, meta, self._done(path))
+
+    def _done(self, path: Path):
+        def on_done(result) -> None:
+            folder = "done" if result.ok else "failed"
+            target = self.path / folder / path.name
+            try:
+                os.replace(path, target)
+                if not result.ok:
+                    (self.path / folder / (path.name + ".error.json")).write_text(json.dumps(result.error))
+            except OSError:
+                pass       # the file vanished: nothing to move, the result is already written
+            with self._lock:
+                self._inflight.discard(path.name)
+        return on_done
+
+
+class ReplaySource:
+    """Replays a .npy (samples on axis 0) or .npz (one array per input) file, optionally at a rate."""
+    kind = "replay"
+
+    def __init__(self, daemon, path: str, rate_hz: float = 0.0, loop: bool = False):
+        self.daemon, self.path, self.rate, self.loop = daemon, Path(path), rate_hz, loop
+        self.name = f"replay:{self.path.name}"
+
+    def _samples(self) -> list:
+        try:
+            data = np.load(self.path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read replay file: {exc}", where=str(self.path), code="input.replay")
+        if isinstance(data, np.ndarray):
+            return [data[i:i + 1] for i in range(len(data))]
+        arrays = {k: data[k] for k in data.files}
+        n = len(next(iter(arrays.values())))
+        return [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
+
+    def run(self, stop: threading.Event) -> None:
+        samples = self._samples()
+        while True:
+            for i, sample in enumerate(samples):
+                if stop.is_set():
+                    return
+                self.daemon.submit(self.name, sample, {"index": i}, None)
+                if self.rate > 0:
+                    stop.wait(1.0 / self.rate)
+            if not self.loop:
+                return
+
+
+class MqttSource:
+    """Subscribes to an input topic through the telemetry client (the one paho user)."""
+    kind = "mqtt"
+
+    def __init__(self, daemon, topic: str, telemetry):
+        if telemetry is None:
+            raise UsageError("an mqtt source needs a broker (--broker or [telemetry] broker)", code="usage.source")
+        self.daemon, self.topic, self.telemetry = daemon, topic, telemetry
+        self.name = f"mqtt:{topic}"
+        self._subscribed = False
+
+    def run(self, stop: threading.Event) -> None:
+        if not self._subscribed:         # subscriptions survive a restart of this thread
+            self.telemetry.subscribe(self.topic, self._on_message)
+            self._subscribed = True
+        stop.wait()
+
+    def _on_message(self, *args) -> None:
+        topic, payload = _topic_payload(args, self.topic)
+        self.daemon.submit(self.name, payload, {"topic": topic}, None)
+
+
+def _topic_payload(args, default_topic: str) -> tuple[str, bytes]:
+    """Accept (payload), (topic, payload) or a paho-style message object from the telemetry layer."""
+    if len(args) == 1:
+        msg = args[0]
+        if isinstance(msg, (bytes, bytearray)):
+            return default_topic, bytes(msg)
+        return getattr(msg, "topic", default_topic), bytes(getattr(msg, "payload", b""))
+    return str(args[0]), bytes(args[1])
+
+
+class CameraSource:
+    """Frames from OpenCV (``camera`` extra); a full queue drops the oldest frame and counts it."""
+    kind = "camera"
+
+    def __init__(self, daemon, device: str | int = 0, fps: float = 0.0):
+        try:
+            import cv2
+        except ImportError as exc:
+            raise UsageError("the camera source needs OpenCV", code="usage.camera_extra",
+                             hint="pip install 'ganglion-edge[camera]'") from exc
+        self.cv2, self.daemon, self.fps = cv2, daemon, fps
+        self.device = int(device) if str(device).isdigit() else device
+        self.name = f"camera:{device}"
+
+    def run(self, stop: threading.Event) -> None:
+        cap = self.cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            raise InputError(f"cannot open camera {self.device}", code="input.camera")
+        try:
+            while not stop.is_set():
+                ok, frame = cap.read()
+                if not ok:
+                    raise InputError("camera stopped delivering frames", code="input.camera")
+                rgb = frame[..., ::-1]
+                self.daemon.submit(self.name, rgb, {"ts": time.time()}, None, live=True)
+                if self.fps > 0:
+                    stop.wait(1.0 / self.fps)
+        finally:
+            cap.release()
+
+
+def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rate_hz=0.0, loop=False,
+                device=0, fps=0.0):
+    """The source registry: one line per kind."""
+    if kind == "folder":
+        return FolderSource(daemon, _need(path, "folder", "path"))
+    if kind == "replay":
+        return ReplaySource(daemon, _need(path, "replay", "path"), rate_hz=rate_hz, loop=loop)
+    if kind == "mqtt":
+        return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry)
+    if kind == "camera":
+        return CameraSource(daemon, device, fps)
+    raise UsageError(f"unknown source kind {kind!r}", code="usage.source",
+                     hint="use folder, replay, mqtt or camera")
+
+
+def _need(value, kind: str, key: str):
+    if not value:
+        raise UsageError(f"a {kind} source needs '{key}'", code="usage.source")
+    return value

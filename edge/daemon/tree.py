@@ -1,0 +1,75 @@
+"""The supervision tree of ``ganglion run`` -- wired here and nowhere else.
+
+    root (rest_for_one)
+    ├── results      thread   writes results to the sinks, then tells the source (file -> done/)
+    ├── workers      supervisor (one_for_one, intensity from [workers])
+    │   └── worker-N process  one model backend each; a crash costs one restart
+    ├── batcher      thread   request queue -> micro-batches -> job queue
+    ├── sources      supervisor (one_for_one): folder / mqtt / replay (transient) / camera threads
+    ├── metrics      thread   a metrics record every [metrics] interval_s
+    └── watchdog     thread   WATCHDOG=1 to systemd while the tree is alive (only under systemd)
+
+Why rest_for_one at the root: everything after a child depends on it. If the workers'
+supervisor gives up and is restarted, the batcher and sources restart after it; the results
+writer, first in the list, keeps running and never loses an answer. If the root itself exceeds
+its intensity, the daemon exits non-zero and systemd (Restart=on-failure) takes over.
+Telemetry is outside the tree: it is started before it and stopped after it, so the last
+events (including the root's own escalation) are spooled and published.
+"""
+from __future__ import annotations
+
+from edge.daemon import sdnotify
+from edge.supervisor import ChildSpec, Restart, Strategy, Supervisor, ThreadChild
+
+
+def build(daemon) -> tuple[Supervisor, Supervisor]:
+    cfg = daemon.cfg
+    wcfg = cfg.workers
+    workers = Supervisor("workers", [
+        ChildSpec(slot.name, slot.start, shutdown=wcfg.shutdown_s, kind="process",
+                  note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}") for slot in daemon.pool.slots],
+        strategy=Strategy.ONE_FOR_ONE, max_restarts=wcfg.max_restarts, period=wcfg.period_s,
+        on_event=daemon.event)
+    children = [
+        _thread("results", daemon.router.run, f"sinks: {', '.join(s.kind for s in cfg.sinks) or 'none'}"),
+        ChildSpec("workers", workers.start, kind="supervisor", describe=workers.describe,
+                  shutdown=wcfg.shutdown_s * 2),
+        _thread("batcher", daemon.batcher.run,
+                f"max_batch {cfg.batch.max_batch}, budget {cfg.batch.budget_ms:g} ms, queue {cfg.batch.queue_size}"),
+    ]
+    if daemon.sources:
+        sources = Supervisor("sources", [
+            _thread(src.name, src.run, "", Restart.TRANSIENT if src.kind == "replay" else Restart.PERMANENT)
+            for src in daemon.sources], strategy=Strategy.ONE_FOR_ONE, max_restarts=5, period=10.0,
+            on_event=daemon.event)
+        children.append(ChildSpec("sources", sources.start, kind="supervisor", describe=sources.describe))
+    children.append(_thread("metrics", lambda stop: _report_metrics(daemon, stop),
+                            f"every {cfg.metrics.interval_s:g} s"))
+    interval = sdnotify.watchdog_interval() or (cfg.watchdog_s / 2 if cfg.watchdog_s else None)
+    if interval:
+        children.append(_thread("watchdog", lambda stop: _watchdog(stop, interval), f"every {interval:g} s"))
+    root = Supervisor("root", children, strategy=Strategy.REST_FOR_ONE, max_restarts=cfg.supervisor.max_restarts,
+                      period=cfg.supervisor.period_s, on_event=daemon.event)
+    return root, workers
+
+
+def describe(daemon) -> str:
+    """The text ``ganglion run --dry-run`` prints."""
+    tel = daemon.cfg.telemetry.get("broker")
+    head = [f"telemetry: {tel} as {daemon.cfg.device_id} (started before the tree, stopped after it)"
+            if tel else "telemetry: off (events and metrics go to stderr as JSON lines)"]
+    return "\n".join(head + daemon.root.describe())
+
+
+def _thread(name: str, body, note: str, restart: Restart = Restart.PERMANENT) -> ChildSpec:
+    return ChildSpec(name, lambda: ThreadChild(body, name), restart=restart, shutdown=2.0, kind="thread", note=note)
+
+
+def _report_metrics(daemon, stop) -> None:
+    while not stop.wait(daemon.cfg.metrics.interval_s):
+        daemon.outbox.record("metrics", daemon.metrics.snapshot())
+
+
+def _watchdog(stop, interval: float) -> None:
+    while not stop.wait(interval):
+        sdnotify.notify("WATCHDOG=1")

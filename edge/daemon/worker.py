@@ -1,0 +1,103 @@
+"""The model worker: a child process that owns one backend and answers run requests.
+
+Why a process: a segfault in a native kernel or a delegate kills this process only; the
+supervisor restarts it and the parent retries the request it held. The worker speaks
+``edge.daemon.wire`` frames over a pipe:
+
+    worker -> parent   {"op": "ready", "inputs": [...], "outputs": [...], "events": [...], "manifest": {...}}
+                       {"op": "fatal", "error": {...}}          (could not open the model; exits 3)
+    parent -> worker   {"op": "run", "id": n} + tensors         -> {"op": "result", "id": n} + tensors
+                                                                 | {"op": "error", "id": n, "error": {...}}
+    parent -> worker   {"op": "stop"}                            (exits 0; so does a closed pipe)
+
+``WorkerSpec`` is plain data (paths, numbers, an optional "module:function" factory for tests),
+so spawning a worker never sends code or untrusted objects through pickle.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from edge.daemon import wire
+from edge.errors import GanglionError
+
+EXIT_FATAL = 3
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    model: str
+    backend: str | None = None
+    board: str | None = None
+    threads: int | None = None
+    delegate: str | None = None
+    allow_cpu_fallback: bool = False
+    providers: tuple[str, ...] = ()
+    engine_cache_dir: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    dequantize: bool = True
+    factory: str | None = None        # "module:function" returning a backend (tests, plugins)
+    factory_args: dict = field(default_factory=dict)
+
+
+def open_for(spec: WorkerSpec):
+    if spec.factory:
+        module, attr = spec.factory.split(":")
+        return getattr(importlib.import_module(module), attr)(**spec.factory_args)
+    from edge.backends import open_backend
+    return open_backend(spec.model, board=spec.board, threads=spec.threads, delegate=spec.delegate,
+                        allow_cpu_fallback=spec.allow_cpu_fallback, trusted_keys=list(spec.trusted_keys),
+                        backend=spec.backend, providers=list(spec.providers) or None,
+                        engine_cache_dir=spec.engine_cache_dir)
+
+
+def main(conn, spec: WorkerSpec) -> None:
+    """Entry point of the worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        backend = open_for(spec)
+    except GanglionError as exc:
+        conn.send_bytes(wire.encode({"op": "fatal", "error": exc.to_dict()}))
+        os._exit(EXIT_FATAL)
+    manifest = getattr(backend, "manifest", None) or {}
+    conn.send_bytes(wire.encode({
+        "op": "ready", "pid": os.getpid(), "backend": backend.name,
+        "inputs": [s.to_dict() for s in backend.inputs()],
+        "outputs": [s.to_dict() for s in backend.outputs()],
+        "events": backend.events, "preprocess": manifest.get("preprocessing") or {},
+        "labels": manifest.get("labels") or [], "model_name": manifest.get("name")}))
+    serve(conn, backend, spec.dequantize)
+
+
+def serve(conn, backend, dequantize: bool) -> None:
+    from edge.backends.base import dequantize_outputs
+    outputs = backend.outputs()
+    while True:
+        try:
+            frame = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            header, tensors = wire.decode(frame)
+        except GanglionError as exc:
+            conn.send_bytes(wire.encode({"op": "error", "id": None, "error": exc.to_dict()}))
+            continue
+        if header.get("op") == "stop":
+            return
+        rid = header.get("id")
+        try:
+            result = backend.run(tensors)
+            if dequantize:
+                result = dequantize_outputs(outputs, result)
+            reply = wire.encode({"op": "result", "id": rid}, result)
+        except GanglionError as exc:
+            reply = wire.encode({"op": "error", "id": rid, "error": exc.to_dict()})
+        except Exception as exc:     # a backend bug answers this request; the worker lives on
+            reply = wire.encode({"op": "error", "id": rid, "error": {
+                "code": "runtime.inference", "message": f"{type(exc).__name__}: {exc}",
+                "where": getattr(backend, "source", None), "hint": None}})
+        conn.send_bytes(reply)
