@@ -1,0 +1,84 @@
+"""OTA: the ``deploy-firmware`` command. A received bundle file -> install -> validate -> events.
+
+The bytes arrive through the telemetry engineer's chunked transfer (``edge/telemetry/transfer.py``:
+``deploy-firmware.begin/.chunk/.status/.commit`` with per-chunk and whole-file sha256 and resume);
+on ``commit`` the assembled file is handed to ``deploy_firmware``, which
+
+    1 refuses a version this device already recorded as failed (never forced over MQTT: that is
+      how a fleet avoids an install -> fail -> revert -> install loop), then installs
+      (full verification first; ``force`` from the command only allows a downgrade/reinstall);
+    2 reports progress as ``{"event": "firmware", "phase": ...}`` records through ``emit``;
+    3 runs the health check at once and reports ``validated`` or ``reverted`` (with the reason).
+The reply tells the sender the outcome and whether the daemon must restart into the new slot.
+
+``register(telemetry, root, trusted)`` wires it into a running ``edge.telemetry.Telemetry``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from edge.errors import GanglionError
+from firmware.errors import InstallError
+from firmware.install import install
+from firmware.slots import Layout
+from firmware.validate import validate
+from firmware.verify import verify
+
+VERB = "deploy-firmware"
+Emit = Callable[[dict], None]
+
+
+def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: bool = False,
+                    layout: Layout | None = None, validate_options: dict | None = None) -> dict:
+    """Install and validate one received bundle; every phase is also an event through ``emit``."""
+    layout = layout or Layout(Path(root))
+
+    def event(phase: str, **detail) -> None:
+        emit({"event": "firmware", "phase": phase, **detail})
+
+    try:
+        manifest = verify(bundle, trusted)
+        version = manifest.version
+        failed = layout.backend().load().failed_versions
+        if version in failed:
+            raise InstallError(f"version {version} already failed on this device "
+                               f"({failed[version].get('reason')}); not retrying it",
+                               code="firmware.failed_version", hint="publish a fixed, higher version")
+        total = len(manifest.members)
+        event("installing", version=version, board=manifest.board, members=total)
+        written = [0]
+
+        def progress(step: str, detail=None) -> None:
+            if step == "write":
+                written[0] += 1
+                event("progress", version=version, done=written[0], total=total, member=detail)
+            elif step in ("switch",):
+                event("switching", version=version, slot=detail)
+
+        result = install(bundle, root, trusted, force, layout=layout, progress=progress)
+    except GanglionError as exc:
+        event("refused", error=exc.to_dict())
+        raise
+    event("installed", version=version, slot=result["slot"])
+    report = validate(root, layout=layout, **(validate_options or {}))
+    if report["ok"]:
+        event("validated", version=version, slot=result["slot"], checks=report["checks"])
+        return {"outcome": "validated", "version": version, "slot": result["slot"], "restart": True}
+    event("reverted", version=version, slot=result["slot"], failed_check=report.get("failed_check"),
+          reason=report.get("reason"), revert=report.get("revert"))
+    return {"outcome": "reverted", "version": version, "failed_check": report.get("failed_check"),
+            "reason": report.get("reason"), "restart": False}
+
+
+def on_complete(root, trusted, emit: Emit, **options) -> Callable[[Path, dict, dict], dict]:
+    """The ``on_complete(path, info, args)`` callback for ``TransferReceiver.install``."""
+    def handler(path: Path, info: dict, args: dict) -> dict:
+        return deploy_firmware(path, root, trusted, emit, force=bool(args.get("force", False)), **options)
+    return handler
+
+
+def register(telemetry, root, trusted, **options):
+    """Wire ``deploy-firmware.*`` into a running Telemetry; events go out as ``events`` records."""
+    emit = lambda payload: telemetry.record("events", payload)  # noqa: E731 - a one-line adapter
+    return telemetry.register_transfer(VERB, on_complete(root, trusted, emit, **options))

@@ -1,0 +1,171 @@
+"""Hostile or damaged bundles are refused before any byte is written under the install root.
+
+Each case starts from a root with a validated install, so "byte-identical before/after" covers a
+live slot, the other slot and the state file. Codes are asserted so a refusal for the wrong
+reason (e.g. a crash) does not pass.
+"""
+from __future__ import annotations
+
+import random
+import tarfile
+
+import pytest
+
+from firmware import selftest
+from firmware.errors import FirmwareError
+from firmware.install import install
+from firmware.validate import validate
+from tests.firmware import tarcraft
+from tests.firmware.conftest import snapshot
+
+
+def in_process(slot, ctx):
+    return selftest.run_slot(slot)
+
+
+@pytest.fixture
+def live_root(root, make_bundle, fw_keys):
+    install(make_bundle("1.0.0"), root, fw_keys["public"])
+    assert validate(root, runner=in_process)["ok"]
+    return root
+
+
+def refused(bundle, root, trust, code_prefix: str):
+    before = snapshot(root)
+    with pytest.raises(FirmwareError) as info:
+        install(bundle, root, trust)
+    assert info.value.code.startswith(code_prefix), info.value.render()
+    assert snapshot(root) == before
+    return info.value
+
+
+@pytest.mark.parametrize("where", ["manifest.json", "signature", "artifact/model-1.1.0.gpk",
+                                   "selftest/expected.npz", "wheels/ganglion_probe-1.0-py3-none-any.whl"])
+def test_one_flipped_bit_in_any_member_is_refused(live_root, make_bundle, fw_keys, tmp_path, where):
+    good = make_bundle("1.1.0")
+    with tarfile.open(good, "r:") as tar:
+        info = tar.getmember(where)
+    data = bytearray(good.read_bytes())
+    data[info.offset_data + info.size // 2] ^= 0x04
+    bad = tmp_path / "flipped.fw"
+    bad.write_bytes(bytes(data))
+    refused(bad, live_root, fw_keys["public"], ("firmware" if where != "signature" and where != "manifest.json"
+                                                 else "signature"))
+
+
+def test_random_bit_flips_are_refused_or_change_nothing_that_is_installed(tmp_path, make_bundle, fw_keys):
+    """Anywhere in the file: the install is refused, or the flip hit tar padding and what lands on
+    disk is exactly what the untouched bundle installs (the property that matters)."""
+    good = make_bundle("1.0.0")
+    reference_root = tmp_path / "reference"
+    install(good, reference_root, fw_keys["public"])
+    reference = {k: v for k, v in snapshot(reference_root).items() if "state.json" not in k}
+    original = good.read_bytes()
+    rng = random.Random(1234)
+    outcomes = {"refused": 0, "harmless": 0}
+    for trial in range(40):
+        data = bytearray(original)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        bad = tmp_path / f"flip-{trial}.fw"
+        bad.write_bytes(bytes(data))
+        root = tmp_path / f"root-{trial}"
+        root.mkdir()
+        try:
+            install(bad, root, fw_keys["public"])
+        except FirmwareError:
+            outcomes["refused"] += 1
+            assert snapshot(root) == {}
+            continue
+        outcomes["harmless"] += 1
+        assert {k: v for k, v in snapshot(root).items() if "state.json" not in k} == reference
+    assert outcomes["refused"] > 0
+
+
+def test_unsigned_bundle_is_refused(live_root, make_bundle, fw_keys, tmp_path):
+    entries = [e for e in tarcraft.read_entries(make_bundle("1.1.0")) if e[0].name != "signature"]
+    bad = tarcraft.write_entries(tmp_path / "unsigned.fw", entries)
+    assert refused(bad, live_root, fw_keys["public"], "signature.missing")
+
+
+def test_bundle_signed_by_an_untrusted_key_is_refused(live_root, make_bundle, fw_keys):
+    bad = make_bundle("1.1.0", key=fw_keys["other_private"])
+    refused(bad, live_root, fw_keys["public"], "signature.invalid")
+
+
+def test_replayed_older_version_is_refused_even_though_its_signature_is_valid(live_root, make_bundle,
+                                                                               fw_keys):
+    install(make_bundle("1.2.0"), live_root, fw_keys["public"])
+    assert validate(live_root, runner=in_process)["ok"]
+    old = make_bundle("1.1.0")
+    refused(old, live_root, fw_keys["public"], "firmware.downgrade")
+    install(old, live_root, fw_keys["public"], force=True)   # on purpose, it is allowed
+
+
+@pytest.mark.parametrize("name,code", [
+    ("../evil.txt", "firmware.unsafe_path"),
+    ("wheels/../../evil.txt", "firmware.unsafe_path"),
+    ("/etc/evil.txt", "firmware.unsafe_path"),
+    ("artifact/nested/evil.txt", "firmware.unsafe_path"),
+    ("elsewhere/evil.txt", "firmware.unsafe_path"),
+    ("wheels/./x.whl", "firmware.unsafe_path"),
+])
+def test_path_escapes_are_refused_even_when_signed_by_the_trusted_key(live_root, make_bundle, fw_keys,
+                                                                        tmp_path, name, code):
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    entries.append(tarcraft.file_entry(name, b"owned\n"))
+    bad = tarcraft.write_entries(tmp_path / "escape.fw", tarcraft.resign(entries, fw_keys["private"]))
+    refused(bad, live_root, fw_keys["public"], code)
+    assert not (live_root.parent / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("kind,linkname", [
+    (tarfile.SYMTYPE, "/etc/passwd"), (tarfile.LNKTYPE, "config/daemon.toml"),
+    (tarfile.CHRTYPE, ""), (tarfile.BLKTYPE, ""), (tarfile.FIFOTYPE, ""), (tarfile.DIRTYPE, ""),
+])
+def test_links_devices_and_folders_in_the_archive_are_refused(live_root, make_bundle, fw_keys, tmp_path,
+                                                              kind, linkname):
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    entries.insert(2, tarcraft.special_entry("wheels/special.whl", kind, linkname))
+    bad = tarcraft.write_entries(tmp_path / "special.fw", tarcraft.resign(entries, fw_keys["private"]))
+    refused(bad, live_root, fw_keys["public"], "firmware.unsafe_member")
+
+
+def test_a_duplicate_member_cannot_smuggle_a_second_version(live_root, make_bundle, fw_keys, tmp_path):
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    entries.append(tarcraft.file_entry("config/daemon.toml", b"evil = true\n"))
+    bad = tarcraft.write_entries(tmp_path / "dup.fw", entries)
+    refused(bad, live_root, fw_keys["public"], "firmware.duplicate_member")
+
+
+def test_a_member_not_in_the_signed_manifest_is_refused(live_root, make_bundle, fw_keys, tmp_path):
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    entries.append(tarcraft.file_entry("wheels/extra-1.0-py3-none-any.whl", b"PK"))
+    bad = tarcraft.write_entries(tmp_path / "extra.fw", entries)
+    refused(bad, live_root, fw_keys["public"], "firmware.members")
+
+
+def test_a_truncated_bundle_is_refused(live_root, make_bundle, fw_keys, tmp_path):
+    path = make_bundle("1.1.0")
+    good = path.read_bytes()
+    with tarfile.open(path, "r:") as tar:
+        last = tar.getmembers()[-1]
+    # the tail past the last member's data is zero padding; a cut there loses nothing
+    for cut in (100, len(good) // 3, last.offset_data + last.size // 2):
+        bad = tmp_path / f"cut-{cut}.fw"
+        bad.write_bytes(good[:cut])
+        refused(bad, live_root, fw_keys["public"], "firmware")
+
+
+def test_not_a_bundle_at_all_is_refused(live_root, fw_keys, tmp_path):
+    bad = tmp_path / "noise.fw"
+    bad.write_bytes(random.Random(5).randbytes(10000))
+    refused(bad, live_root, fw_keys["public"], "firmware")
+
+
+def test_a_bundle_for_another_board_is_refused_even_with_force(live_root, make_bundle, fw_keys):
+    other = make_bundle("1.1.0", board="qemu-aarch64")
+    before = snapshot(live_root)
+    with pytest.raises(FirmwareError) as info:
+        install(other, live_root, fw_keys["public"], force=True)
+    assert info.value.code == "firmware.wrong_board"
+    assert snapshot(live_root) == before
