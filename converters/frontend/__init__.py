@@ -1,0 +1,49 @@
+"""The converter's front door: load and check ONNX, make shapes static, build the IR.
+
+    load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21, static shapes
+    to_graph(model) -> converters.ir.Graph                    defaults filled, constants folded,
+                                                               opset quirks normalized
+
+Errors: ``ModelLoadError`` (corrupt/truncated file, unsafe external data, checker, opset) and
+``ShapeError`` (a dynamic dimension that cannot be fixed), both naming where and how to fix.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import onnx
+
+from converters.frontend import quirks, shapes
+from converters.frontend.load import check, default_opset, read_model
+from converters.frontend.to_ir import to_graph as _to_graph
+from converters.ir import Graph
+
+__all__ = ["load_model", "to_graph", "prepare"]
+
+
+def load_model(path: str | os.PathLike,
+               input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.ModelProto:
+    """Load ``path`` safely and return a checked model whose shapes are all inferred and static."""
+    model = read_model(path)
+    return prepare(model, input_shapes, where=str(path))
+
+
+def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+            where: str = "<model>") -> onnx.ModelProto:
+    """The in-memory half of ``load_model``: opset gate, checker, static shapes."""
+    default_opset(model)
+    check(model, where)
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
+    shapes.fix_input_shapes(model, input_shapes)
+    return shapes.infer(model)
+
+
+def to_graph(model: onnx.ModelProto) -> Graph:
+    """Build the IR: defaults filled, constant subgraphs folded, opset quirks normalized."""
+    from converters.passes import fold_constants  # the frontend folds before normalizing
+
+    graph = _to_graph(model)
+    fold_constants.run(graph)
+    quirks.normalize(graph)
+    return graph

@@ -1,0 +1,158 @@
+"""Conv (1-D, 2-D; groups, depthwise, strides, dilations, pads) and ConvTranspose.
+
+ONNX weights are [O, I/g, kH, kW]; TFLite wants CONV_2D [O, kH, kW, I] and DEPTHWISE_CONV_2D
+[1, kH, kW, C*m]. 1-D convolutions run as 2-D ones with a height of 1 (RESHAPE around). Grouped
+convolutions that are not depthwise run as SPLIT -> one CONV_2D per group -> CONCATENATION, the
+form every TFLite kernel (and XNNPACK) accepts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.lower import padding
+from converters.lower.context import LowerContext, options
+from converters.lower.registry import lowers
+
+
+def _check_conv(node, graph):
+    if graph.const(node.inputs[1]) is None:
+        return "weights must be constant"
+    if node.input(2) and graph.const(node.input(2)) is None:
+        return "bias must be constant"
+    if len(graph.tensors[node.inputs[0]].shape) not in (3, 4):
+        return "only 1-D and 2-D convolutions are supported"
+    return None
+
+
+def _as_2d(node) -> tuple[list[int], list[int], list[int], list[int]]:
+    k, s, d, p = (list(node.attrs[a]) for a in ("kernel_shape", "strides", "dilations", "pads"))
+    if len(k) == 1:  # 1-D: height 1
+        return [1, k[0]], [1, s[0]], [1, d[0]], [0, p[0], 0, p[1]]
+    return k, s, d, p
+
+
+@lowers("Conv", since=1, check=_check_conv)
+def conv(ctx: LowerContext, node) -> None:
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    w = ctx.g.const(node.inputs[1]).astype(np.float32)
+    bias = (ctx.g.const(node.input(2)).astype(np.float32) if node.input(2)
+            else np.zeros(w.shape[0], np.float32))
+    one_d = w.ndim == 3
+    if one_d:
+        w = w[:, :, None, :]
+        n, length, c = ctx.shape_of(x)
+        x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
+        out_n, out_l, out_c = ctx.shape_of(y)
+        y2d = ctx.temp([out_n, 1, out_l, out_c], "out_2d")
+    else:
+        y2d = y
+    k, s, d, pads = _as_2d(node)
+    spatial = list(ctx.shape_of(x)[1:3])
+    mode, explicit = padding.choose(spatial, k, s, d, pads)
+    if explicit:
+        x = padding.emit_pad(ctx, x, explicit)
+    group, cin = node.attrs.get("group", 1), ctx.shape_of(x)[3]
+    act = ctx.activation(node)
+    if group == 1:
+        _conv2d(ctx, x, y2d, w, bias, s, d, mode, act)
+    elif group == cin and w.shape[1] == 1:
+        _depthwise(ctx, x, y2d, w, bias, s, d, mode, act, w.shape[0] // cin)
+    else:
+        _grouped(ctx, x, y2d, w, bias, s, d, mode, act, group)
+    if one_d:
+        ctx.reshape(y2d, ctx.shape_of(y), out=y)
+
+
+def _conv2d(ctx, x, y, w, bias, s, d, mode, act) -> None:
+    opts = options("Conv2DOptions", padding=mode, strideH=s[0], strideW=s[1],
+                   dilationHFactor=d[0], dilationWFactor=d[1], fusedActivationFunction=act)
+    filt = ctx.const(w.transpose(0, 2, 3, 1), "filter")
+    ctx.emit("CONV_2D", [x, filt, ctx.const(bias, "bias")], [y], opts)
+
+
+def _depthwise(ctx, x, y, w, bias, s, d, mode, act, multiplier) -> None:
+    opts = options("DepthwiseConv2DOptions", padding=mode, strideH=s[0], strideW=s[1],
+                   dilationHFactor=d[0], dilationWFactor=d[1], depthMultiplier=multiplier,
+                   fusedActivationFunction=act)
+    filt = ctx.const(w[:, 0].transpose(1, 2, 0)[None], "filter")   # [1, kH, kW, C*m]
+    ctx.emit("DEPTHWISE_CONV_2D", [x, filt, ctx.const(bias, "bias")], [y], opts)
+
+
+def _grouped(ctx, x, y, w, bias, s, d, mode, act, group) -> None:
+    n, h, wd, c = ctx.shape_of(x)
+    parts = [ctx.temp([n, h, wd, c // group], f"group{i}") for i in range(group)]
+    ctx.emit("SPLIT", [ctx.const(np.array(3, np.int32), "axis"), x], parts,
+             options("SplitOptions", numSplits=group))
+    per = w.shape[0] // group
+    outs = []
+    for i, part in enumerate(parts):
+        out = ctx.temp(list(ctx.shape_of(y)[:3]) + [per], f"group{i}_out")
+        _conv2d(ctx, part, out, w[i * per:(i + 1) * per], bias[i * per:(i + 1) * per], s, d, mode, act)
+        outs.append(out)
+    ctx.emit("CONCATENATION", outs, [y], options("ConcatenationOptions", axis=3))
+
+
+def _check_conv_transpose(node, graph):
+    problem = _check_conv(node, graph)
+    if problem:
+        return problem
+    if node.attrs.get("group", 1) != 1:
+        return "grouped ConvTranspose is not supported"
+    if any(v != 1 for v in node.attrs["dilations"]):
+        return "dilated ConvTranspose is not supported (TRANSPOSE_CONV has no dilation)"
+    return None
+
+
+@lowers("ConvTranspose", since=1, check=_check_conv_transpose)
+def conv_transpose(ctx: LowerContext, node) -> None:
+    """TRANSPOSE_CONV with VALID padding gives the full output; ONNX pads are then cropped."""
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    w = ctx.g.const(node.inputs[1]).astype(np.float32)       # [I, O, kH(, kW)]
+    bias = ctx.g.const(node.input(2)).astype(np.float32) if node.input(2) else None
+    one_d = w.ndim == 3
+    if one_d:
+        w = w[:, :, None, :]
+        n, length, c = ctx.shape_of(x)
+        x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
+    k, s, _, pads = _as_2d(node)
+    outpad = list(node.attrs.get("output_padding") or [0, 0])
+    outpad = [0, outpad[0]] if one_d else outpad
+    n, h, wd, _ = ctx.shape_of(x)
+    full = [(h - 1) * s[0] + k[0], (wd - 1) * s[1] + k[1]]
+    cout = w.shape[1]
+    out_hw = [full[i] + outpad[i] - pads[i] - pads[2 + i] for i in range(2)]
+    exact = all(pads[i] == 0 and outpad[i] == 0 for i in range(2))
+    target = y if exact and not one_d else ctx.temp([n, *full, cout], "full")
+    shape = ctx.const(np.array([n, *full, cout], np.int32), "output_shape")
+    inputs = [shape, ctx.const(w.transpose(1, 2, 3, 0), "filter"), x]
+    inputs.append(ctx.const(bias, "bias") if bias is not None and exact else -1)
+    ctx.emit("TRANSPOSE_CONV", inputs, [target],
+             options("TransposeConvOptions", padding=padding.schema.Padding.VALID,
+                     strideH=s[0], strideW=s[1]))
+    if exact and not one_d:
+        return
+    cur = target
+    if not exact:
+        cur = _crop(ctx, cur, pads, outpad, full, out_hw, bias)
+    if one_d:
+        ctx.reshape(cur, ctx.shape_of(y), out=y)
+    else:
+        ctx.reshape(cur, ctx.shape_of(y), out=y, hint="copy")
+
+
+def _crop(ctx, cur, pads, outpad, full, out_hw, bias):
+    """Take [pad_begin, pad_begin + out) of the full output; zero-extend for output_padding."""
+    n, _, _, c = ctx.shape_of(cur)
+    extra = [max(0, pads[i] + out_hw[i] - full[i]) for i in range(2)]
+    if any(extra):
+        cur = padding.emit_pad(ctx, cur, [0, 0, extra[0], extra[1]], hint="output_padding")
+    begin = np.array([0, pads[0], pads[1], 0], np.int32)
+    size = np.array([n, out_hw[0], out_hw[1], c], np.int32)
+    out = ctx.temp(size, "cropped")
+    ctx.emit("SLICE", [cur, ctx.const(begin, "begin"), ctx.const(size, "size")], [out],
+             options("SliceOptions"))
+    if bias is not None:
+        biased = ctx.temp(size, "biased")
+        ctx.emit("ADD", [out, ctx.const(bias, "bias")], [biased], options("AddOptions"))
+        out = biased
+    return out

@@ -1,0 +1,57 @@
+"""Binary elementwise ops: Add, Sub, Mul, Div, Pow, Max, Min (numpy broadcasting, fused activation).
+
+Division by a constant becomes MUL by its reciprocal: it is faster and, unlike DIV, has an int8
+kernel. Pow with a constant exponent of 2 or 0.5 becomes MUL / SQRT for the same reasons.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.lower.context import LowerContext, options
+from converters.lower.registry import lowers
+
+BINARY = {"Add": ("ADD", "AddOptions"), "Sub": ("SUB", "SubOptions"), "Mul": ("MUL", "MulOptions"),
+          "Div": ("DIV", "DivOptions"), "Max": ("MAXIMUM", None), "Min": ("MINIMUM", None),
+          "Pow": ("POW", None)}
+WITH_ACTIVATION = {"Add", "Sub", "Mul", "Div"}
+
+
+def _check_binary(node, graph):
+    if len([i for i in node.inputs if i]) != 2:
+        return "only two inputs are supported"
+    return None
+
+
+def _binary(ctx: LowerContext, node, op: str, a: int, b: int) -> None:
+    opcode, opts_name = BINARY[op]
+    opts = None
+    if opts_name:
+        kwargs = {"fusedActivationFunction": ctx.activation(node)} if op in WITH_ACTIVATION else {}
+        opts = options(opts_name, **kwargs)
+    ctx.emit(opcode, [a, b], [ctx.output(node.outputs[0])], opts)
+
+
+def _lower_binary(ctx: LowerContext, node) -> None:
+    a_name, b_name = node.inputs[0], node.inputs[1]
+    b_const = ctx.stored(b_name)
+    if node.op == "Div" and b_const is not None and np.issubdtype(b_const.dtype, np.floating):
+        recip = ctx.const((1.0 / b_const.astype(np.float64)).astype(np.float32), "reciprocal")
+        _binary(ctx, node, "Mul", ctx.value(a_name), recip)
+        return
+    if node.op == "Pow" and b_const is not None and b_const.size == 1:
+        e = float(b_const.reshape(-1)[0])
+        x, y = ctx.value(a_name), ctx.output(node.outputs[0])
+        if e == 2.0:
+            ctx.emit("MUL", [x, x], [y], options("MulOptions"))
+            return
+        if e == 0.5:
+            ctx.emit("SQRT", [x], [y])
+            return
+        if e == 1.0:
+            ctx.reshape(x, ctx.shape_of(y), out=y, hint="copy")
+            return
+    _binary(ctx, node, node.op, ctx.value(a_name), ctx.value(b_name))
+
+
+for _op in BINARY:
+    lowers(_op, since=1, check=_check_binary)(_lower_binary)

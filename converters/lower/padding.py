@@ -1,0 +1,47 @@
+"""Map ONNX explicit pads onto TFLite's two padding modes (SAME / VALID) plus an explicit PAD.
+
+TFLite's SAME pads ``total = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`` with the
+smaller half first (tensorflow/lite/kernels/padding.h). ONNX pads are explicit; when they match
+SAME or are zero no extra op is needed, otherwise a PAD/PADV2 op runs first and the op uses VALID.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import ai_edge_litert.schema_py_generated as schema
+
+
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def choose(spatial: list[int], k: list[int], s: list[int], d: list[int], pads: list[int]):
+    """(padding enum, explicit pads or None). ``pads`` is ONNX [b1, b2, ..., e1, e2, ...]."""
+    n = len(spatial)
+    if not any(pads):
+        return schema.Padding.VALID, None
+    if all((pads[i], pads[n + i]) == same_pads(spatial[i], k[i], s[i], d[i]) for i in range(n)):
+        return schema.Padding.SAME, None
+    return schema.Padding.VALID, pads
+
+
+def emit_pad(ctx, src: int, pads: list[int], value: float = 0.0, hint: str = "padded") -> int:
+    """PAD (or PADV2 for a non-zero value) of the spatial dims of an NHWC(-like) tensor."""
+    shape = list(ctx.shape_of(src))
+    n = len(pads) // 2
+    table = np.zeros((len(shape), 2), np.int32)
+    for i in range(n):
+        table[1 + i] = (pads[i], pads[n + i])
+        shape[1 + i] += pads[i] + pads[n + i]
+    out = ctx.temp(shape, hint)
+    if value == 0.0:
+        ctx.emit("PAD", [src, ctx.const(table, "paddings")], [out], schema.PadOptionsT())
+    else:
+        ctx.emit("PADV2", [src, ctx.const(table, "paddings"),
+                           ctx.const(np.array([value], np.float32).reshape(()), "pad_value")],
+                 [out], schema.PadV2OptionsT())
+    return out

@@ -1,0 +1,130 @@
+"""Data-movement ops: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad,
+Identity, and the ``LayoutTranspose`` that the convert_layout pass inserts.
+
+Axes and pads are ONNX axes; ``ctx.axis`` maps them into the stored layout. Reshape-like ops always
+produce ONNX layout; their input may be stored permuted when the permutation only moves size-1
+dims (convert_layout checks that), so RESHAPE of the stored bytes is exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.lower.context import LowerContext, options
+from converters.lower.registry import lowers
+
+
+def _reshape(ctx: LowerContext, node) -> None:
+    ctx.reshape(ctx.value(node.inputs[0]), ctx.stored_shape(node.outputs[0]),
+                out=ctx.output(node.outputs[0]))
+
+
+for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"):
+    lowers(_op, since=1)(_reshape)
+
+
+def _transpose(ctx: LowerContext, src: int, perm, out: int) -> None:
+    if list(perm) == list(range(len(perm))):
+        ctx.reshape(src, ctx.shape_of(out), out=out, hint="copy")
+        return
+    ctx.emit("TRANSPOSE", [src, ctx.const(np.array(perm, np.int32), "perm")], [out],
+             options("TransposeOptions"))
+
+
+@lowers("LayoutTranspose", since=1, domain="ganglion")
+def layout_transpose(ctx: LowerContext, node) -> None:
+    _transpose(ctx, ctx.value(node.inputs[0]), node.attrs["perm"], ctx.output(node.outputs[0]))
+
+
+@lowers("Transpose", since=1)
+def transpose(ctx: LowerContext, node) -> None:
+    src, dst = node.inputs[0], node.outputs[0]
+    rank = len(ctx.onnx_shape(src))
+    cur = ctx.perm(src) or tuple(range(rank))
+    out = ctx.perm(dst) or tuple(range(rank))
+    t = node.attrs["perm"]
+    # stored_out = onnx_in.transpose([t[o] for o in out]); stored_in = onnx_in.transpose(cur)
+    _transpose(ctx, ctx.value(src), [cur.index(t[o]) for o in out], ctx.output(dst))
+
+
+@lowers("Concat", since=1)
+def concat(ctx: LowerContext, node) -> None:
+    axis = ctx.axis(node.outputs[0], node.attrs["axis"])
+    ctx.emit("CONCATENATION", [ctx.value(i) for i in node.inputs if i],
+             [ctx.output(node.outputs[0])],
+             options("ConcatenationOptions", axis=axis, fusedActivationFunction=ctx.activation(node)))
+
+
+@lowers("Split", since=1)
+def split(ctx: LowerContext, node) -> None:
+    axis = ctx.axis(node.inputs[0], node.attrs["axis"])
+    sizes = np.array(node.attrs["split"], np.int32)
+    outs = [ctx.output(o) for o in node.outputs]
+    ctx.emit("SPLIT_V", [ctx.value(node.inputs[0]), ctx.const(sizes, "sizes"),
+                         ctx.const(np.array(axis, np.int32), "axis")], outs,
+             options("SplitVOptions", numSplits=len(outs)))
+
+
+def _check_slice(node, graph):
+    return None if any(s != 0 for s in node.attrs.get("step", [1])) else "Slice step 0"
+
+
+@lowers("Slice", since=1, check=_check_slice)
+def slice_(ctx: LowerContext, node) -> None:
+    name = node.inputs[0]
+    rank = len(ctx.onnx_shape(name))
+    order = ctx.perm(name) or tuple(range(rank))
+    begin = [node.attrs["begin"][a] for a in order]
+    end = [node.attrs["end"][a] for a in order]
+    step = [node.attrs["step"][a] for a in order]
+    end_mask = 0
+    for i in range(rank):
+        if step[i] < 0 and end[i] < 0:      # "run past index 0": only expressible as a mask
+            end_mask |= 1 << i
+            end[i] = 0
+    ctx.emit("STRIDED_SLICE", [ctx.value(name), ctx.const(np.array(begin, np.int32), "begin"),
+                               ctx.const(np.array(end, np.int32), "end"),
+                               ctx.const(np.array(step, np.int32), "strides")],
+             [ctx.output(node.outputs[0])],
+             options("StridedSliceOptions", endMask=end_mask))
+
+
+def _check_pad(node, graph):
+    if node.attrs.get("mode", "constant") not in ("constant", "reflect"):
+        return f"Pad mode '{node.attrs.get('mode')}' is not supported (constant, reflect are)"
+    if any(p < 0 for p in node.attrs.get("pads", [])):
+        return "negative pads are not supported"
+    return None
+
+
+@lowers("Pad", since=11, check=_check_pad)
+def pad(ctx: LowerContext, node) -> None:
+    name = node.inputs[0]
+    rank = len(ctx.onnx_shape(name))
+    pads = node.attrs["pads"]
+    order = ctx.perm(name) or tuple(range(rank))
+    table = np.array([[pads[a], pads[rank + a]] for a in order], np.int32)
+    x, y = ctx.value(name), ctx.output(node.outputs[0])
+    mode, value = node.attrs.get("mode", "constant"), float(node.attrs.get("value", 0.0))
+    if mode == "reflect":
+        ctx.emit("MIRROR_PAD", [x, ctx.const(table, "paddings")], [y],
+                 options("MirrorPadOptions", mode=0))   # MirrorPadMode.REFLECT
+    elif value == 0.0:
+        ctx.emit("PAD", [x, ctx.const(table, "paddings")], [y], options("PadOptions"))
+    else:
+        ctx.emit("PADV2", [x, ctx.const(table, "paddings"),
+                           ctx.const(np.array(value, np.float32), "value")], [y],
+                 options("PadV2Options"))
+
+
+def _check_gather(node, graph):
+    return None if graph.const(node.inputs[1]) is not None else "Gather indices must be constant"
+
+
+@lowers("Gather", since=1, check=_check_gather)
+def gather(ctx: LowerContext, node) -> None:
+    name = node.inputs[0]
+    dim = ctx.onnx_shape(name)[node.attrs["axis"]]
+    idx = ctx.g.const(node.inputs[1]).astype(np.int64) % dim
+    ctx.emit("GATHER", [ctx.value(name), ctx.const(idx.astype(np.int32), "indices")],
+             [ctx.output(node.outputs[0])],
+             options("GatherOptions", axis=ctx.axis(name, node.attrs["axis"])))

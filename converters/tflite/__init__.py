@@ -1,0 +1,135 @@
+"""The TFLite backend: ONNX model -> IR -> passes -> lowering -> (quantization) -> flatbuffer.
+
+    build(model, ranges, options, *, samples=None) -> TFLiteResult
+
+``ranges`` maps ONNX tensor names to (min, max) from ``converters.calibrate.collect_ranges``;
+``samples`` (optional, the same calibration feeds) lets the backend measure ranges of tensors its
+own lowering creates by running the float TFLite model (see ``ranges.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from converters.errors import ConvertError
+from converters.frontend import to_graph
+from converters.lower import lower
+from converters.passes import run_pipeline
+from converters.tflite import ranges as ranges_mod
+from converters.tflite.graph import TGraph
+from converters.tflite.quantize import quantize_int8
+from converters.tflite.weights import to_dynamic, to_float16
+from converters.tflite.writer import serialize
+from edge.errors import UsageError
+
+QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+IO_TYPES = ("float32", "int8", "uint8")
+LAYOUTS = ("onnx", "nhwc")
+
+
+@dataclass(frozen=True)
+class TFLiteOptions:
+    quantize: str = "int8"            # int8 | float16 | dynamic | none
+    io: str = "float32"               # float32 | int8 | uint8 (int8 mode only)
+    layout: str = "onnx"              # onnx | nhwc (4-D inputs/outputs channels-last)
+    keep_float: frozenset = field(default_factory=frozenset)   # ONNX node names kept in float
+
+    def validate(self) -> None:
+        for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
+                                     (self.io, IO_TYPES, "--io"), (self.layout, LAYOUTS, "--layout")):
+            if value not in allowed:
+                raise UsageError(f"{flag} {value!r} is not one of {', '.join(allowed)}",
+                                 hint=f"use {flag} {allowed[0]}")
+        if self.io != "float32" and self.quantize != "int8":
+            raise UsageError(f"--io {self.io} needs --quantize int8", hint="drop --io or quantize to int8")
+
+
+@dataclass
+class IOSpec:
+    name: str
+    index: int
+    shape: list[int]
+    dtype: str
+    layout: str                      # "onnx" or "nhwc"
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TFLiteResult:
+    flatbuffer: bytes
+    tensor_map: dict[str, dict]       # onnx name -> {"index": int, "perm": list[int] | None}
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    ops: list[str]                    # emitted opcodes in order (for reports and tests)
+
+
+def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
+          *, samples: list[dict] | None = None) -> TFLiteResult:
+    options.validate()
+    graph = to_graph(model)
+    graph.io_layout, graph.quantize = options.layout, options.quantize
+    run_pipeline(graph)
+    tg = lower(graph)
+    if options.quantize == "int8":
+        if not ranges:
+            raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
+                               hint="pass --data with calibration samples, or --quantize float16")
+        by_index = _index_ranges(tg, ranges, samples)
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(options.keep_float))
+    elif options.quantize == "float16":
+        to_float16(tg)
+    elif options.quantize == "dynamic":
+        to_dynamic(tg)
+    names = _onnx_names(model)
+    flat = serialize(tg, description=f"ganglion {options.quantize}")
+    tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}
+                  for i, t in enumerate(tg.tensors) if t.name in names}
+    return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
+                        [op.opcode for op in tg.ops])
+
+
+def _onnx_names(model: onnx.ModelProto) -> set[str]:
+    g = model.graph
+    names = {v.name for v in g.input} | {v.name for v in g.output}
+    names |= {o for n in g.node for o in n.output}
+    return names
+
+
+def _index_ranges(tg: TGraph, ranges: dict, samples) -> dict[int, tuple]:
+    known = {}
+    for i, t in enumerate(tg.tensors):
+        if not t.is_const and t.name in ranges:
+            lo, hi = ranges[t.name]
+            known[i] = (float(lo), float(hi))
+    if samples:
+        flat = serialize(tg, description="ganglion float (range measurement)")
+        measured = ranges_mod.measure(flat, tg, samples, lambda s: _feeds(tg, s))
+        for i, rng in measured.items():
+            known.setdefault(i, rng)
+    return ranges_mod.derive(tg, known)
+
+
+def _feeds(tg: TGraph, sample: dict) -> dict[int, np.ndarray]:
+    feeds = {}
+    for i in tg.inputs:
+        t = tg.tensors[i]
+        value = np.asarray(sample[t.name], np.float32)
+        feeds[i] = np.ascontiguousarray(np.transpose(value, t.perm) if t.perm else value)
+    return feeds
+
+
+def _specs(tg: TGraph, indices: list[int]) -> list[IOSpec]:
+    out = []
+    for i in indices:
+        t = tg.tensors[i]
+        q = t.quant
+        out.append(IOSpec(t.name, i, list(t.shape), t.dtype, "nhwc" if t.perm else "onnx",
+                          float(q.scale[0]) if q is not None else None,
+                          int(q.zero_point[0]) if q is not None else None))
+    return out

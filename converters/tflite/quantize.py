@@ -1,0 +1,174 @@
+"""Full-integer int8 quantization of a lowered (float) TGraph, following the TFLite int8 spec.
+
+* activations: per-tensor asymmetric int8 from their range, widened to include 0 (so that zero
+  padding and ReLU are exact);
+* weights: per-channel symmetric int8, zero point 0, values in [-127, 127] (``rules.WEIGHTS``);
+* bias: int32, zero point 0, scale = input_scale * weight_scale[c];
+* other constant operands (ADD/MUL/PRELU...): per-tensor asymmetric from their own min/max;
+* ``rules.SAME_PARAMS`` ops share one set of parameters between their data inputs and outputs
+  (a union-find over tensors; each group's range is the union of its members' ranges);
+* ``rules.FIXED_OUTPUT`` ops get the parameters their lookup tables assume.
+
+An op without an int8 kernel, named in ``keep_float``, or touching a tensor without a range stays
+float: DEQUANTIZE before it, QUANTIZE after it (a "float island").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.errors import ConvertError
+from converters.tflite import io_edges
+from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
+
+
+def activation_params(lo: float, hi: float) -> QParams:
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / 255.0
+    zero_point = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    return QParams.per_tensor(scale, zero_point)
+
+
+def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
+                  keep_float: frozenset = frozenset()) -> None:
+    _clone_shared_constants(tg)
+    int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
+    domain = io_edges.initial_domains(tg, int8_ops, io)
+    io_edges.insert_conversions(tg, int8_ops, domain, ranges)
+    groups = _Groups()
+    for op in tg.ops:
+        if id(op) in int8_ops and op.opcode in SAME_PARAMS:
+            members = [op.inputs[i] for i in data_inputs(op.opcode, op.inputs)
+                       if i < len(op.inputs) and op.inputs[i] >= 0
+                       and not tg.tensors[op.inputs[i]].is_const] + list(op.outputs)
+            for m in members[1:]:
+                groups.union(members[0], m)
+    params = _assign(tg, int8_ops, domain, ranges, groups)
+    for index, q in params.items():
+        tg.tensors[index].dtype = "int8"
+        tg.tensors[index].quant = q
+    for op in tg.ops:
+        if id(op) in int8_ops:
+            _quantize_constants(tg, op, params, groups)
+    io_edges.finish_io(tg, io, ranges)
+
+
+def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:
+    if op.opcode not in INT8_OPS or op.node in keep_float:
+        return False
+    acts = [op.inputs[i] for i in data_inputs(op.opcode, op.inputs) if i < len(op.inputs)]
+    acts = [i for i in acts if i >= 0 and not tg.tensors[i].is_const]
+    if op.opcode not in FIXED_OUTPUT:
+        acts += op.outputs
+    return all(i in ranges for i in acts)
+
+
+def _clone_shared_constants(tg: TGraph) -> None:
+    """Give each (op, input) its own copy of a float constant: uses may need different params."""
+    seen: set[int] = set()
+    for op in tg.ops:
+        for pos, i in enumerate(op.inputs):
+            if i < 0 or not tg.tensors[i].is_const or tg.tensors[i].dtype != "float32":
+                continue
+            if i in seen:
+                t = tg.tensors[i]
+                op.inputs[pos] = tg.add(TTensor(f"{t.name}/copy{len(tg.tensors)}", t.shape, t.dtype,
+                                                data=t.data.copy()))
+            seen.add(i)
+
+
+class _Groups:
+    """Union-find over tensor indices for SAME_PARAMS constraints."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        while self.parent.get(x, x) != x:
+            x = self.parent[x] = self.parent.get(self.parent[x], self.parent[x])
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def _assign(tg, int8_ops, domain, ranges, groups) -> dict[int, QParams]:
+    members: dict[int, list[int]] = {}
+    for index, d in domain.items():
+        if d == "int8":
+            members.setdefault(groups.find(index), []).append(index)
+    fixed: dict[int, tuple] = {}
+    for op in tg.ops:
+        if id(op) in int8_ops and op.opcode in FIXED_OUTPUT:
+            for out in op.outputs:
+                root = groups.find(out)
+                if root in fixed and fixed[root] != FIXED_OUTPUT[op.opcode]:
+                    raise ConvertError(f"conflicting fixed int8 parameters around '{op.node}'",
+                                       code="convert.internal", where=op.node,
+                                       hint="keep this node in float with --keep-float")
+                fixed[root] = FIXED_OUTPUT[op.opcode]
+    params: dict[int, QParams] = {}
+    for root, idxs in members.items():
+        if root in fixed:
+            q = QParams.per_tensor(*fixed[root])
+        else:
+            rng = None
+            for i in idxs:
+                if i in ranges:
+                    r = ranges[i]
+                    rng = r if rng is None else (min(rng[0], r[0]), max(rng[1], r[1]))
+            if rng is None:
+                raise ConvertError(f"no calibration range for tensor '{tg.tensors[root].name}'",
+                                   code="convert.internal", where=tg.tensors[root].name,
+                                   hint="calibrate with data that reaches this tensor")
+            q = activation_params(*rng)
+        for i in idxs:
+            params[i] = q
+    return params
+
+
+def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], groups: _Groups) -> None:
+    weight_pos = WEIGHTS.get(op.opcode)
+    if weight_pos is not None:
+        w_i, axis, b_i = weight_pos
+        x = op.inputs[data_inputs(op.opcode, op.inputs)[0]]
+        w_scale = _per_channel(tg.tensors[op.inputs[w_i]], axis)
+        if b_i < len(op.inputs) and op.inputs[b_i] >= 0:
+            _bias(tg.tensors[op.inputs[b_i]], params[x].scale[0] * w_scale)
+    for pos in data_inputs(op.opcode, op.inputs):
+        if pos >= len(op.inputs) or op.inputs[pos] < 0:
+            continue
+        t = tg.tensors[op.inputs[pos]]
+        if not t.is_const or t.dtype != "float32":
+            continue
+        if op.opcode in SAME_PARAMS:
+            q = params[op.outputs[0]]
+        else:
+            q = activation_params(float(t.data.min()), float(t.data.max()))
+        t.data = np.clip(np.round(t.data / q.scale[0]) + q.zero_point[0], -128, 127).astype(np.int8)
+        t.dtype, t.quant = "int8", q
+
+
+def _per_channel(t: TTensor, axis: int) -> np.ndarray:
+    w = t.data.astype(np.float64)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    scale = np.abs(moved).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0 / 127.0)   # an all-zero channel: any scale is exact
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    t.data = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    t.dtype = "int8"
+    t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
+    return scale.astype(np.float32)
+
+
+def _bias(t: TTensor, scale: np.ndarray) -> None:
+    scale = np.broadcast_to(np.asarray(scale, np.float64), t.data.shape)
+    q = np.round(t.data.astype(np.float64) / scale)
+    t.data = np.clip(q, -2**31 + 1, 2**31 - 1).astype(np.int32)
+    t.dtype = "int32"
+    t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), 0)

@@ -1,0 +1,120 @@
+"""Ranges for every float tensor of a lowered graph, by TFLite tensor index.
+
+Tensors that hold an ONNX value take the calibration range for that name. Tensors the lowering
+created (temporaries of decompositions, layout copies, padded inputs) get a range in one of two
+ways, in this order:
+
+1. **measured**: when calibration samples are given, the float TFLite model runs on them in LiteRT
+   with ``preserve_all_tensors=True`` and each temporary's min/max is recorded;
+2. **derived**: otherwise exact interval rules per opcode: data movement keeps the input range,
+   activations map it through their function, arithmetic with a constant maps it exactly. Ops
+   with two activation inputs get no derived range (intervals would be loose), which makes them
+   float islands in the int8 graph rather than badly quantized ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.tflite.graph import TGraph
+from converters.tflite.rules import SAME_PARAMS, data_inputs
+
+ACT_CLAMP = {1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}   # ActivationFunctionType
+UNARY_FN = {
+    "RELU": lambda x: np.maximum(x, 0), "RELU6": lambda x: np.clip(x, 0, 6),
+    "RELU_N1_TO_1": lambda x: np.clip(x, -1, 1), "RELU_0_TO_1": lambda x: np.clip(x, 0, 1),
+    "LOGISTIC": lambda x: 1 / (1 + np.exp(-x)), "TANH": np.tanh,
+    "HARD_SWISH": lambda x: x * np.clip(x + 3, 0, 6) / 6, "ABS": np.abs, "NEG": np.negative,
+    "GELU": lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))),
+    "EXP": np.exp, "ELU": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+}
+WITHIN_INPUT = {"MEAN", "AVERAGE_POOL_2D", "SOFTMAX"}
+
+
+def union(a, b):
+    if a is None or b is None:
+        return a if b is None else b
+    return (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def derive(tg: TGraph, known: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+    """Fill ``known`` forward through the ops with exact interval rules; returns it."""
+    for op in tg.ops:
+        rng = _rule(tg, op, known)
+        if rng is None:
+            continue
+        act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
+        if act in ACT_CLAMP:
+            lo, hi = ACT_CLAMP[act]
+            rng = (float(np.clip(rng[0], lo, hi)), float(np.clip(rng[1], lo, hi)))
+        for out in op.outputs:
+            known.setdefault(out, rng)
+    return known
+
+
+def _rule(tg: TGraph, op, known):
+    ins = [op.inputs[i] for i in data_inputs(op.opcode, op.inputs) if i < len(op.inputs)]
+    ins = [i for i in ins if i >= 0]
+    if op.opcode in SAME_PARAMS or op.opcode in WITHIN_INPUT:
+        rng = None
+        for i in ins:
+            rng = union(rng, known.get(i) if not tg.tensors[i].is_const else _const_range(tg, i))
+        if op.opcode == "PAD":
+            rng = union(rng, (0.0, 0.0))
+        return rng
+    if op.opcode in UNARY_FN and ins and ins[0] in known:
+        lo, hi = known[ins[0]]
+        grid = np.concatenate([np.linspace(lo, hi, 2049), [lo, hi]])
+        with np.errstate(over="ignore"):
+            vals = UNARY_FN[op.opcode](grid)
+        return (float(np.min(vals)), float(np.max(vals)))
+    if op.opcode in ("ADD", "SUB", "MUL") and len(ins) == 2:
+        return _arith(tg, op.opcode, ins, known)
+    return None
+
+
+def _const_range(tg: TGraph, i: int):
+    data = tg.tensors[i].data
+    if data is None or not np.issubdtype(data.dtype, np.floating):
+        return None
+    return (float(data.min()), float(data.max()))
+
+
+def _arith(tg: TGraph, opcode: str, ins, known):
+    a, b = ins
+    consts = [tg.tensors[i].is_const for i in ins]
+    if opcode == "MUL" and a == b and a in known:
+        lo, hi = known[a]
+        top = max(lo * lo, hi * hi)
+        return (0.0 if lo <= 0 <= hi else min(lo * lo, hi * hi), top)
+    if consts.count(True) != 1:          # two activations: no exact interval, see module doc
+        return None
+    ra = _const_range(tg, a) if consts[0] else known.get(a)
+    rb = _const_range(tg, b) if consts[1] else known.get(b)
+    if ra is None or rb is None:
+        return None
+    if opcode == "ADD":
+        return (ra[0] + rb[0], ra[1] + rb[1])
+    if opcode == "SUB":
+        return (ra[0] - rb[1], ra[1] - rb[0])
+    corners = [ra[0] * rb[0], ra[0] * rb[1], ra[1] * rb[0], ra[1] * rb[1]]
+    return (min(corners), max(corners))
+
+
+def measure(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for) -> dict[int, tuple]:
+    """Min/max of every float tensor over ``samples``, running the float model in LiteRT."""
+    from edge.litert import make_interpreter
+
+    interp = make_interpreter(flatbuffer, preserve_all_tensors=True, num_threads=2)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    found: dict[int, tuple] = {}
+    wanted = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
+    for sample in samples:
+        for index, value in feeds_for(sample).items():
+            interp.set_tensor(index, value)
+        interp.invoke()
+        for i in wanted:
+            if i not in details:
+                continue
+            v = interp.get_tensor(i)
+            found[i] = union(found.get(i), (float(v.min()), float(v.max())))
+    return found

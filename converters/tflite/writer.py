@@ -1,0 +1,105 @@
+"""Serialize a TGraph into a .tflite flatbuffer with the schema's object API.
+
+Rules from the format (and FACTS.md): buffer 0 is the empty sentinel, every constant gets its own
+buffer, the file identifier is "TFL3", and every int8/uint8 tensor carries quantization
+parameters (checked in ``check_params`` before writing, since LiteRT accepts a nonzero weight
+zero point silently).
+"""
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+
+import ai_edge_litert.schema_py_generated as schema
+from converters.errors import ConvertError
+from converters.tflite.graph import TGraph
+
+TENSOR_TYPES = {"float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
+                "int8": schema.TensorType.INT8, "uint8": schema.TensorType.UINT8,
+                "int32": schema.TensorType.INT32, "int64": schema.TensorType.INT64,
+                "bool": schema.TensorType.BOOL, "int16": schema.TensorType.INT16}
+NP_TYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
+            "int32": np.int32, "int64": np.int64, "bool": np.bool_, "int16": np.int16}
+# The builtin-options union tag for an options object is its class name without the "T".
+OPTION_TYPES = {name: getattr(schema.BuiltinOptions, name)
+                for name in dir(schema.BuiltinOptions) if not name.startswith("_")}
+
+
+def serialize(tg: TGraph, description: str = "ganglion") -> bytes:
+    check_params(tg)
+    model = schema.ModelT()
+    model.version = 3
+    model.description = description
+    model.buffers = [schema.BufferT()]        # buffer 0: the empty sentinel
+    opcodes: dict[str, int] = {}
+    model.operatorCodes = []
+    sub = schema.SubGraphT()
+    sub.name = "main"
+    sub.tensors = [_tensor(t, model.buffers) for t in tg.tensors]
+    sub.inputs, sub.outputs = list(tg.inputs), list(tg.outputs)
+    sub.operators = [_operator(op, opcodes, model.operatorCodes) for op in tg.ops]
+    model.subgraphs = [sub]
+    builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _tensor(t, buffers) -> schema.TensorT:
+    out = schema.TensorT()
+    out.name = t.name
+    out.shape = np.array(t.shape, np.int32)
+    out.type = TENSOR_TYPES[t.dtype]
+    out.buffer = 0
+    if t.is_const:
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(np.ascontiguousarray(t.data, NP_TYPES[t.dtype]).tobytes(), np.uint8)
+        buffers.append(buf)
+        out.buffer = len(buffers) - 1
+    if t.quant is not None:
+        q = schema.QuantizationParametersT()
+        q.scale = [float(s) for s in t.quant.scale]
+        q.zeroPoint = [int(z) for z in t.quant.zero_point]
+        q.quantizedDimension = int(t.quant.axis)
+        out.quantization = q
+    return out
+
+
+def _operator(op, opcodes: dict[str, int], table: list) -> schema.OperatorT:
+    if op.opcode not in opcodes:
+        code = schema.OperatorCodeT()
+        value = getattr(schema.BuiltinOperator, op.opcode)
+        code.builtinCode = value
+        code.deprecatedBuiltinCode = min(value, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+        code.version = 1
+        opcodes[op.opcode] = len(table)
+        table.append(code)
+    out = schema.OperatorT()
+    out.opcodeIndex = opcodes[op.opcode]
+    out.inputs = list(op.inputs)
+    out.outputs = list(op.outputs)
+    if op.options is not None:
+        out.builtinOptionsType = OPTION_TYPES[type(op.options).__name__[:-1]]
+        out.builtinOptions = op.options
+    return out
+
+
+def check_params(tg: TGraph) -> None:
+    """Refuse parameters that LiteRT would accept but compute wrongly with."""
+    problems = []
+    for t in tg.tensors:
+        if t.dtype in ("int8", "uint8", "int16") and t.quant is None:
+            problems.append(f"{t.name}: {t.dtype} tensor without quantization parameters")
+            continue
+        if t.quant is None:
+            continue
+        scale, zp = t.quant.scale, t.quant.zero_point
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            problems.append(f"{t.name}: scale must be finite and > 0, got {scale[:4]}")
+        lo, hi = {"int8": (-128, 127), "uint8": (0, 255)}.get(t.dtype, (-2**31, 2**31 - 1))
+        if np.any(zp < lo) or np.any(zp > hi):
+            problems.append(f"{t.name}: zero point out of {t.dtype} range")
+        if t.is_const and t.dtype == "int8" and len(scale) > 1 and np.any(zp != 0):
+            problems.append(f"{t.name}: per-channel weights must have zero point 0")
+    if problems:
+        raise ConvertError("internal error: invalid quantization parameters:\n  " + "\n  ".join(problems),
+                           code="convert.internal", hint="please report this with the model")
