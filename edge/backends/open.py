@@ -7,10 +7,12 @@ then what is installed here (LiteRT first: it is the device default).
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 from edge import artifact as gpk
-from edge.errors import InputError, RuntimeBackendError, UsageError
+from edge.errors import ArtifactError, InputError, RuntimeBackendError, UsageError
 
 FORMAT_OF_BACKEND = {"litert": "tflite", "onnxruntime": "onnx"}
 BACKEND_OF_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
@@ -32,7 +34,7 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
     engine_cache_dir = engine_cache_dir or runtime.get("engine_cache_dir")
     manifest, model = None, str(path)
     if path.suffix == ".gpk":
-        art = gpk.read(path, trusted_keys=_keys(trusted_keys))
+        art = read_artifact(path, _keys(trusted_keys))
         if trusted_keys and not art.signed:
             raise InputError("artifact is not signed but trusted keys are configured", where=str(path),
                              code="artifact.unsigned")
@@ -66,6 +68,16 @@ def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu
                                   allow_cpu_fallback=allow_cpu_fallback,
                                   engine_cache_dir=engine_cache_dir, where=where)
     raise UsageError(f"unknown backend {backend!r}", code="usage.backend", hint="use litert or onnxruntime")
+
+
+def read_artifact(path: Path, trusted_keys):
+    """``edge.artifact.read`` with corrupt compressed data mapped to ArtifactError too (zipfile raises
+    its own BadZipFile / zlib errors when a member's bytes are damaged, not only its directory)."""
+    try:
+        return gpk.read(path, trusted_keys=trusted_keys)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ArtifactError(f"artifact is corrupt: {exc}", where=str(path), code="artifact.corrupt",
+                            hint="the file was damaged in transfer; copy or convert it again") from exc
 
 
 def _default_backend(art) -> str:

@@ -81,6 +81,8 @@ class WorkerSlot:
     def __init__(self, name: str, pool: WorkerPool):
         self.name, self.pool = name, pool
         self.pid: int | None = None
+        self.ready_at: float | None = None      # monotonic time the current process said ready
+        self.generation = 0
 
     def start(self) -> "WorkerHandle":
         parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
@@ -88,7 +90,8 @@ class WorkerSlot:
                                      name=f"ganglion-{self.name}", daemon=True)
         proc.start()
         child_conn.close()          # so a dead worker shows up as EOF on our end
-        self.pid = proc.pid
+        self.pid, self.ready_at = proc.pid, None
+        self.generation += 1
         return WorkerHandle(self, proc, parent_conn)
 
 
@@ -148,6 +151,7 @@ class WorkerHandle(ProcessChild):
             pool.on_event({"event": "worker_fatal", "worker": self.slot.name, "error": header.get("error")})
             return False
         pool.set_info(header)
+        self.slot.ready_at = time.monotonic()
         return True
 
     def _answer(self, job: Job, frame: bytes) -> None:

@@ -69,6 +69,9 @@ class Supervisor:
         """Stop children in reverse start order, then the loop (a normal exit, not reported up)."""
         if self._loop is None:
             return
+        if not self._loop.is_alive():           # it already gave up; its children are stopped
+            self._stop_children(list(self._handles))
+            return
         done = threading.Event()
         self._inbox.put(("stop", done))
         done.wait(timeout + sum(s.shutdown for s in self.specs))

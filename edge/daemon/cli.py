@@ -1,0 +1,177 @@
+"""``ganglion run`` (the daemon) and ``ganglion bench`` (device-side latency of a model).
+
+``run`` takes a TOML config, plain flags, or both (flags win). Paths in the config file are
+relative to the file; paths in flags are relative to the working directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edge.errors import UsageError
+
+
+def _abs(p: str | None) -> str | None:
+    return str(Path(p).resolve()) if p else None
+
+
+def build_config(config: str | None, flags: dict):
+    """TOML table (if any) + flags -> a checked DaemonConfig."""
+    from edge.daemon import config as cfgmod
+    if config:
+        base = cfgmod.load_toml(config)
+        table = cfgmod.dataclasses.asdict(base)
+    else:
+        table = {}
+    model = table.setdefault("model", {})
+    for key in ("backend", "threads", "delegate"):
+        if flags.get(key) is not None:
+            model[key] = flags[key]
+    if flags.get("model"):
+        model["path"] = _abs(flags["model"])
+    if flags.get("delegate"):
+        model["delegate"] = flags["delegate"]
+    if flags.get("allow_cpu_fallback"):
+        model["allow_cpu_fallback"] = True
+    if flags.get("trusted_key"):
+        model["trusted_keys"] = [_abs(k) for k in flags["trusted_key"]]
+    if flags.get("device_id"):
+        table["device_id"] = flags["device_id"]
+    if flags.get("board"):
+        table["board"] = flags["board"]
+    for section, key, flag in (("workers", "count", "workers"), ("batch", "max_batch", "max_batch"),
+                               ("batch", "budget_ms", "budget_ms"), ("metrics", "interval_s", "metrics_interval")):
+        if flags.get(flag) is not None:
+            table.setdefault(section, {})[key] = flags[flag]
+    tel = table.setdefault("telemetry", {})
+    if flags.get("broker"):
+        tel["broker"] = flags["broker"]
+    if flags.get("spool"):
+        tel["spool"] = _abs(flags["spool"])
+    sources = list(table.get("sources") or [])
+    sources += [{"kind": "folder", "path": _abs(d)} for d in flags.get("watch") or ()]
+    sources += [{"kind": "replay", "path": _abs(f)} for f in flags.get("replay") or ()]
+    sources += [{"kind": "mqtt", "topic": t} for t in flags.get("mqtt_input") or ()]
+    if flags.get("camera") is not None:
+        sources.append({"kind": "camera", "device": flags["camera"]})
+    sinks = list(table.get("sinks") or [])
+    sinks += [{"kind": "jsonl", "path": _abs(f)} for f in flags.get("jsonl") or ()]
+    if flags.get("stdout"):
+        sinks.append({"kind": "stdout"})
+    if not sinks:
+        sinks.append({"kind": "mqtt"} if tel.get("broker") else {"kind": "stdout"})
+    table["sources"], table["sinks"] = sources, sinks
+    table = {k: v for k, v in table.items() if v not in (None,)}
+    return cfgmod.from_dict(_drop_none(table)).check()
+
+
+def _drop_none(table):
+    if isinstance(table, dict):
+        return {k: _drop_none(v) for k, v in table.items() if v is not None}
+    if isinstance(table, list):
+        return [_drop_none(v) for v in table]
+    return table
+
+
+def make_telemetry(cfg):
+    """The real MQTT client when a broker is configured, else None."""
+    tel = dict(cfg.telemetry)
+    if not tel.get("broker"):
+        return None
+    from edge.telemetry import Telemetry, TelemetryConfig
+    spool = tel.pop("spool", None) or default_spool(cfg.device_id)
+    Path(spool).parent.mkdir(parents=True, exist_ok=True)
+    return Telemetry(TelemetryConfig.from_dict(tel), cfg.device_id, spool)
+
+
+def default_spool(device_id: str) -> str:
+    root = "/var/lib/ganglion" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/ganglion")
+    return os.path.join(root, device_id, "spool.db")
+
+
+@click.command("run")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file (see docs/daemon.md).")
+@click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
+@click.option("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, results).")
+@click.option("--device-id", help="Device id: one MQTT topic level.")
+@click.option("--watch", multiple=True, help="Watched folder (repeatable); files move to done/ or failed/.")
+@click.option("--replay", multiple=True, help=".npy/.npz file of samples to replay (repeatable).")
+@click.option("--mqtt-input", multiple=True, help="MQTT topic to take inputs from (repeatable).")
+@click.option("--camera", help="OpenCV camera index or URL (needs the camera extra).")
+@click.option("--jsonl", multiple=True, help="Write results to this JSONL file (repeatable).")
+@click.option("--stdout", is_flag=True, help="Write results to stdout as JSON lines.")
+@click.option("--board", help="Board name or .toml (threads, backend, delegate, thermal sensor).")
+@click.option("--backend", type=click.Choice(["litert", "onnxruntime"]), help="Override the board's backend.")
+@click.option("--threads", type=int, help="Interpreter threads per worker.")
+@click.option("--delegate", help="External delegate library path (e.g. libedgetpu.so.1).")
+@click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
+@click.option("--trusted-key", multiple=True, help="Public key (.pub); artifacts must be signed by one.")
+@click.option("--workers", type=int, help="Model worker processes.")
+@click.option("--max-batch", type=int, help="Largest micro-batch.")
+@click.option("--budget-ms", type=float, help="Longest a request waits for its batch to fill.")
+@click.option("--metrics-interval", type=float, help="Seconds between metrics records.")
+@click.option("--spool", help="Telemetry spool (SQLite) path.")
+@click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit.")
+@click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
+@click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
+def run(config, dry_run, print_systemd_unit, watchdog_sec, **flags):
+    """Run the supervised inference daemon."""
+    if print_systemd_unit:
+        args = [a for a in sys.argv[sys.argv.index("run") + 1:] if a != "--print-systemd-unit"] \
+            if "run" in sys.argv else []
+        from edge.daemon.sdnotify import unit_file
+        click.echo(unit_file(args, watchdog_s=watchdog_sec))
+        return
+    cfg = build_config(config, flags)
+    from edge.daemon.app import Daemon
+    from edge.daemon import tree
+    if dry_run:
+        daemon = Daemon(cfg)
+        click.echo(tree.describe(daemon))
+        return
+    telemetry = make_telemetry(cfg)
+    daemon = Daemon(cfg, telemetry=telemetry)
+    if telemetry is not None:
+        from edge.daemon.commands import register
+        register(daemon, telemetry)
+    code = daemon.run()
+    if code:
+        raise SystemExit(code)
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--runs", type=int, default=200, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts to compare.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--backend", type=click.Choice(["litert", "onnxruntime"]))
+@click.option("--board", help="Board name (its threads/delegate/backend apply unless overridden).")
+@click.option("--delegate", help="External delegate library path.")
+@click.option("--allow-cpu-fallback", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_cpu_fallback, as_json):
+    """Device-side latency benchmark of an artifact: warmup, N runs, p50/p95/p99 per thread count."""
+    from edge.daemon.benchmark import bench_model
+    try:
+        counts = [int(t) for t in threads.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--threads must be comma-separated integers, got {threads!r}", code="usage.flags")
+    if runs < 1 or warmup < 0 or batch < 1 or not counts:
+        raise UsageError("--runs and --batch must be >= 1, --warmup >= 0", code="usage.flags")
+    rows = [bench_model(model, runs=runs, warmup=warmup, threads=t, batch=batch, backend=backend, board=board,
+                        delegate=delegate, allow_cpu_fallback=allow_cpu_fallback, progress=not as_json)
+            for t in counts]
+    if as_json:
+        click.echo(json.dumps({"model": model, "results": rows}, indent=2))
+        return
+    click.echo(json.dumps({"model": model, "results": rows}))
+    head = f"{'backend':<12}{'threads':>8}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'inf/s':>10}"
+    click.echo(head)
+    for r in rows:
+        click.echo(f"{r['backend']:<12}{r['threads']:>8}{r['batch']:>6}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}"
+                   f"{r['p99_ms']:>10.3f}{r['mean_ms']:>10.3f}{r['throughput']:>10.1f}")
