@@ -16,6 +16,7 @@ import os
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import boards
@@ -46,6 +47,9 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     except GanglionError as exc:
         raise BuildError(f"artifact rejected: {exc.message}", where=str(gpk_path), code="firmware.artifact",
                          hint=exc.hint) from exc
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:   # edge.artifact lets a damaged zip entry through
+        raise BuildError(f"artifact is damaged: {exc}", where=str(gpk_path), code="firmware.artifact",
+                         hint="convert it again") from exc
     model = gpk.model_bytes(board.artifact.format)
     version = _version(version, gpk.manifest)
     config_bytes = _read_config(config)

@@ -20,10 +20,12 @@ import io
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from edge.errors import GanglionError
 from firmware.errors import BuildError, HealthCheckError
 
 SEED = 20260
@@ -129,7 +131,7 @@ def run_slot(slot: str | Path, *, threads: int = 1) -> dict:
         model = artifact.model_bytes(entry["format"])
         inputs = _load_npz((slot / entry["input"]).read_bytes())
         expected = _load_npz((slot / entry["expected"]).read_bytes())
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, GanglionError) as exc:
         raise HealthCheckError(f"self-test files unreadable: {exc}", where=str(slot),
                                code="firmware.selftest_files")
     started = time.perf_counter()

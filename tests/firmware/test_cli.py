@@ -1,0 +1,106 @@
+"""The ``ganglion keys`` / ``ganglion firmware`` commands end to end, through edge.cli.main (exit codes)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.cli import main
+from tests.firmware import helpers
+
+
+@pytest.fixture
+def host(tmp_path, wheelhouse):
+    helpers.tiny_gpk(tmp_path / "model.gpk")
+    (tmp_path / "daemon.toml").write_bytes(helpers.CONFIG)
+    assert main(["keys", "generate", "-o", str(tmp_path / "k")]) == 0
+    return tmp_path
+
+
+def build_args(host, wheelhouse, out, version="1.0.0", **extra):
+    args = ["firmware", "build", "--board", "x86_64-generic", "--artifact", str(host / "model.gpk"),
+            "--config", str(host / "daemon.toml"), "--key", str(host / "k"), "-o", str(out),
+            "--wheelhouse", str(wheelhouse), "--version", version]
+    for key, value in extra.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def test_full_cycle_through_the_cli(host, wheelhouse, capsys):
+    fw, root, pub = host / "app.fw", host / "root", str(host / "k.pub")
+    assert main(build_args(host, wheelhouse, fw)) == 0
+    assert main(["firmware", "verify", str(fw), "--trust", pub]) == 0
+    assert main(["firmware", "inspect", str(fw), "--trust", pub, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["firmware", "inspect", str(fw), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["verified"] is None and info["signed"] and info["manifest"]["version"] == "1.0.0"
+    assert main(["firmware", "install", str(fw), "--root", str(root), "--trust", pub]) == 0
+    capsys.readouterr()
+    assert main(["firmware", "boot", "--root", str(root), "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert (decision["action"], decision["slot"], decision["boot_count"]) == ("trial", "a", 1)
+    assert main(["firmware", "validate", "--root", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["firmware", "status", "--root", str(root)]) == 0
+    assert "* a: valid" in capsys.readouterr().out
+    fw2 = host / "app2.fw"
+    assert main(build_args(host, wheelhouse, fw2, "1.1.0")) == 0
+    assert main(["firmware", "install", str(fw2), "--root", str(root), "--trust", pub, "--json"]) == 0
+    assert main(["firmware", "validate", "--root", str(root)]) == 0
+    capsys.readouterr()
+    # a replayed older bundle: exit 5, one readable message, nothing changed
+    assert main(["firmware", "install", str(fw), "--root", str(root), "--trust", pub]) == 5
+    assert "error[firmware.downgrade]" in capsys.readouterr().err
+    assert main(["firmware", "revert", "--root", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["firmware", "status", "--root", str(root), "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert (state["active"], state["previous"]) == ("a", "b")
+
+
+def test_refusals_exit_5_with_one_message(host, wheelhouse, capsys, tmp_path):
+    fw, pub = host / "app.fw", str(host / "k.pub")
+    assert main(build_args(host, wheelhouse, fw)) == 0
+    data = bytearray(fw.read_bytes())
+    data[len(data) // 2] ^= 1
+    bad = tmp_path / "bad.fw"
+    bad.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["firmware", "verify", str(bad), "--trust", pub]) == 5
+    err = capsys.readouterr().err
+    assert err.startswith("error[firmware.") and "Traceback" not in err
+    assert main(["firmware", "install", str(bad), "--root", str(tmp_path / "r"), "--trust", pub]) == 5
+    assert not (tmp_path / "r" / "ganglion").exists()
+
+
+def test_keys_are_never_overwritten(host):
+    assert main(["keys", "generate", "-o", str(host / "k")]) == 5
+
+
+@pytest.mark.parametrize("problem,code", [
+    ("config", "firmware.config"), ("version", "firmware.version"), ("artifact", "firmware.artifact"),
+    ("wheels", "firmware.no_wheels"), ("board", "board.unknown"),
+])
+def test_build_failures_are_typed_and_write_no_bundle(host, wheelhouse, tmp_path, capsys, problem, code):
+    out = tmp_path / "out.fw"
+    args = build_args(host, wheelhouse, out)
+    if problem == "config":
+        (host / "daemon.toml").write_text("[daemon\n")
+    elif problem == "version":
+        args[args.index("--version") + 1] = "one.two"
+    elif problem == "artifact":
+        raw = bytearray((host / "model.gpk").read_bytes())
+        raw[len(raw) // 3] ^= 0xFF
+        (host / "model.gpk").write_bytes(bytes(raw))
+    elif problem == "wheels":
+        args[args.index("--board") + 1] = "rpi4"      # the test wheelhouse has no aarch64 wheels...
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        args[args.index("--wheelhouse") + 1] = str(empty)
+    elif problem == "board":
+        args[args.index("--board") + 1] = "rpi3"
+    capsys.readouterr()
+    assert main(args) != 0
+    assert f"error[{code}]" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out.fw.*"))
