@@ -1,0 +1,127 @@
+"""verify(): run a candidate (int8 TFLite, QDQ ONNX, or a .gpk holding either) and the float ONNX
+reference over the same samples, and build a VerifyReport.
+
+The candidate runs in the real runtime it ships for: LiteRT for .tflite (through
+edge.litert.make_interpreter), onnxruntime for QDQ .onnx. The reference always runs in
+onnxruntime. Per-layer comparison needs a TFLite candidate and its tensor_map (from the
+artifact manifest, or passed in).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from converters.verify import per_layer as layers
+from converters.verify.metrics import Accumulator, accuracy
+from converters.verify.report import VerifyReport
+from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError, align
+from edge.errors import UsageError
+
+
+def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> tuple[str, bytes, dict | None]:
+    """(format "tflite"|"onnx", model bytes, manifest or None) from a path or bytes."""
+    if isinstance(candidate, (bytes, bytearray)):
+        data, suffix = bytes(candidate), None
+    else:
+        path = Path(candidate)
+        if not path.is_file():
+            raise UsageError(f"candidate model not found: {path}")
+        data, suffix = path.read_bytes(), path.suffix.lower()
+    if suffix == ".gpk" or data[:2] == b"PK":
+        from edge import artifact
+        art = artifact.read(data, trusted_keys=trusted_keys)
+        kinds = [m.get("format") for m in art.manifest.get("models", [])]
+        chosen = fmt or ("tflite" if "tflite" in kinds else "onnx")
+        return chosen, art.model_bytes(chosen), art.manifest
+    if suffix == ".tflite" or data[4:8] == b"TFL3":
+        return "tflite", data, None
+    return "onnx", data, None
+
+
+def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: str | None = None,
+           labels: np.ndarray | None = None, per_layer: bool = False, tensor_map: dict | None = None,
+           trusted_keys=None, progress: bool = True) -> VerifyReport:
+    """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``."""
+    kind, data, manifest = open_candidate(candidate, fmt=fmt, trusted_keys=trusted_keys)
+    ref_model = reference if isinstance(reference, onnx.ModelProto) else onnx.load(str(reference))
+    if labels is not None and len(labels) != len(samples):
+        raise VerifyInputError(f"{len(labels)} labels for {len(samples)} samples",
+                               hint="labels must align one to one with the holdout samples")
+    ref_run = OnnxRunner(ref_model)
+    cand_run = _candidate_runner(kind, data, ref_run)
+    acc = {name: Accumulator() for name in ref_run.output_names}
+    first = ref_run.output_names[0]
+    ref_logits, cand_logits = [], []
+    with _bar(samples, progress) as items:
+        for sample in items:
+            ref_out, cand_out = ref_run.run(sample), cand_run.run(sample)
+            for name in ref_run.output_names:
+                acc[name].add(ref_out[name], align(cand_out[name], ref_out[name].shape))
+            if labels is not None:
+                ref_logits.append(ref_out[first])
+                cand_logits.append(cand_out[first])
+    report = VerifyReport(candidate=kind, samples=len(samples),
+                          outputs={name: a.result() for name, a in acc.items()})
+    if labels is not None:
+        report.accuracy = {"reference": accuracy(ref_logits, labels),
+                           "candidate": accuracy(cand_logits, labels), "labels": int(len(labels)),
+                           "output": first}
+    if per_layer:
+        report.per_layer = _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress)
+    return report
+
+
+def _candidate_runner(kind: str, data: bytes, ref_run: OnnxRunner):
+    if kind == "tflite":
+        return TFLiteRunner(data, ref_run.input_names, ref_run.output_names)
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:   # protobuf's DecodeError and friends
+        raise VerifyInputError(f"the candidate is neither TFLite nor readable ONNX: {exc}",
+                               hint="pass a .tflite, a QDQ .onnx or a .gpk artifact") from exc
+    run = OnnxRunner(model)
+    missing = [n for n in ref_run.output_names if n not in run.output_names]
+    if missing:
+        raise VerifyInputError(f"the candidate ONNX lacks the reference's outputs {missing}",
+                               hint="was it converted from this reference model?")
+    return run
+
+
+def _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress):
+    if kind != "tflite":
+        raise UsageError("--per-layer compares TFLite tensors; the candidate is QDQ ONNX",
+                         hint="verify the TFLite model of the artifact (--format tflite)")
+    tensor_map = tensor_map if tensor_map is not None else (manifest or {}).get("tensor_map")
+    if not tensor_map:
+        raise UsageError("--per-layer needs the tensor_map from the artifact manifest",
+                         hint="verify the .gpk written by 'ganglion convert' (a bare .tflite has none)")
+    return layers.compare_layers(ref_model, data, tensor_map, samples, progress=progress)
+
+
+def _bar(samples, progress: bool):
+    if not progress:
+        return contextlib.nullcontext(samples)
+    import click
+    return click.progressbar(samples, label="verifying", file=sys.stderr)
+
+
+def load_labels(path) -> np.ndarray:
+    """Ground-truth class indexes: .npy of integers (no pickle) or text, one integer per line."""
+    from converters.errors import CalibrationDataError
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            labels = np.load(path, allow_pickle=False)
+        else:
+            labels = np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
+    except (OSError, ValueError) as exc:
+        raise CalibrationDataError(f"cannot read labels from {path.name}: {exc}", where=str(path),
+                                   hint="labels are integers: a .npy array or one per line in text") from None
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise CalibrationDataError(f"labels must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}",
+                                   where=str(path), hint="one class index per holdout sample")
+    return labels.astype(np.int64)

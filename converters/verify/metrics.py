@@ -1,0 +1,102 @@
+"""Fidelity metrics between a reference (float) output and a candidate (quantized) output.
+
+    sqnr_db         10 log10(sum ref^2 / sum (ref - cand)^2): signal-to-quantization-noise in dB;
+                    every 6 dB is about one bit. Capped at SQNR_CAP (identical outputs).
+    cosine          cosine similarity of the flattened outputs (1 = same direction)
+    max_abs         the largest absolute difference
+    mean_abs        the mean absolute difference
+    top1_agreement  fraction of samples whose argmax over the last axis agrees (classifiers);
+                    None when the last axis has a single element
+    accuracy        top-1 accuracy against labels (in verify reports, for both models)
+
+``Accumulator`` streams: a verify run adds one sample at a time, so a holdout set of any size
+costs the memory of one sample. ``metrics(reference, candidate)`` is the one-shot form.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SQNR_CAP = 200.0      # dB; float64 rounding noise sits far below the 8-bit noise we measure
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    if noise_power <= 0.0:
+        return SQNR_CAP
+    if signal_power <= 0.0:
+        return -SQNR_CAP
+    return float(min(SQNR_CAP, 10.0 * math.log10(signal_power / noise_power)))
+
+
+class Accumulator:
+    """Running sums for one output (or one intermediate tensor) over many samples."""
+
+    def __init__(self):
+        self.signal = self.noise = self.dot = self.ref_norm = self.cand_norm = 0.0
+        self.abs_sum = self.max_abs = 0.0
+        self.count = 0
+        self.top1_hits = self.top1_total = 0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        cand = np.asarray(candidate, dtype=np.float64)
+        if ref.shape != cand.shape:
+            if ref.size != cand.size:
+                raise ValueError(f"shapes differ: reference {ref.shape}, candidate {cand.shape}")
+            cand = cand.reshape(ref.shape)
+        err = ref - cand
+        self.signal += float(np.sum(ref * ref))
+        self.noise += float(np.sum(err * err))
+        self.dot += float(np.sum(ref * cand))
+        self.ref_norm += float(np.sum(ref * ref))
+        self.cand_norm += float(np.sum(cand * cand))
+        if err.size:
+            self.abs_sum += float(np.sum(np.abs(err)))
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+        self.count += err.size
+        if ref.ndim >= 1 and ref.shape[-1] > 1:
+            hits = np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)
+            self.top1_hits += int(np.sum(hits))
+            self.top1_total += int(hits.size)
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.signal, self.noise)
+
+    @property
+    def nsr(self) -> float:
+        """Noise-to-signal power ratio (linear): what a layer's added error is measured in."""
+        if self.signal <= 0.0:
+            return 0.0 if self.noise <= 0.0 else math.inf
+        return self.noise / self.signal
+
+    def result(self) -> dict:
+        denom = math.sqrt(self.ref_norm * self.cand_norm)
+        if denom > 0:
+            cosine = self.dot / denom
+        else:
+            cosine = 1.0 if self.ref_norm == self.cand_norm else 0.0
+        return {
+            "sqnr_db": round(self.sqnr_db, 3),
+            "cosine": round(float(cosine), 6),
+            "max_abs": float(self.max_abs),
+            "mean_abs": float(self.abs_sum / self.count) if self.count else 0.0,
+            "top1_agreement": (round(self.top1_hits / self.top1_total, 6) if self.top1_total else None),
+        }
+
+
+def metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """sqnr_db, cosine, max_abs, mean_abs, top1_agreement of two arrays (same size)."""
+    acc = Accumulator()
+    acc.add(reference, candidate)
+    return acc.result()
+
+
+def accuracy(logits: list[np.ndarray] | np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy: argmax over the last axis of each sample's output against its label."""
+    predictions = np.array([int(np.argmax(np.asarray(x).reshape(-1))) for x in logits])
+    labels = np.asarray(labels).reshape(-1)
+    if predictions.size != labels.size:
+        raise ValueError(f"{predictions.size} predictions for {labels.size} labels")
+    return float(np.mean(predictions == labels)) if labels.size else 0.0
