@@ -1,0 +1,43 @@
+"""Backends that misbehave on purpose, loaded in real worker processes by "module:function" name.
+
+They stand in for a native kernel that segfaults: the worker process really dies with SIGSEGV,
+which is exactly what the supervisor and the retry logic must survive.
+"""
+import os
+import signal
+import time
+
+from edge.backends import MemoryBackend, TensorSpec
+
+SPECS = ([TensorSpec("x", "float32", (-1, 4))], [TensorSpec("y", "float32", (-1, 4))])
+
+
+def _segfault():
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(10)
+
+
+def always():
+    """Crashes on every request."""
+    return MemoryBackend(*SPECS, lambda f: _segfault())
+
+
+def on_poison():
+    """Crashes when any value is below -100 (a 'poison' sample); doubles otherwise."""
+    def fn(f):
+        if (f["x"] < -100).any():
+            _segfault()
+        return {"y": f["x"] * 2}
+    return MemoryBackend(*SPECS, fn)
+
+
+def slow(delay_s: float = 0.05):
+    def fn(f):
+        time.sleep(delay_s)
+        return {"y": f["x"] * 2}
+    return MemoryBackend(*SPECS, fn)
+
+
+def broken():
+    from edge.errors import RuntimeBackendError
+    raise RuntimeBackendError("this model cannot be opened", code="runtime.model_load")

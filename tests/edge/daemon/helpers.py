@@ -1,0 +1,58 @@
+"""Build daemons for tests and collect every answer they give."""
+from __future__ import annotations
+
+import threading
+import time
+
+from edge.daemon.app import Daemon
+from edge.daemon.config import from_dict
+from edge.daemon.outbox import MemoryOutbox
+
+
+def make_daemon(model, *, workers=1, max_restarts=3, period=10.0, root_restarts=2, root_period=30.0,
+                factory=None, factory_args=None, max_batch=8, budget_ms=2.0, queue=64, sources=(), sinks=(),
+                metrics_interval=30.0):
+    cfg = from_dict({
+        "model": {"path": str(model)},
+        "workers": {"count": workers, "max_restarts": max_restarts, "period_s": period, "shutdown_s": 2.0},
+        "supervisor": {"max_restarts": root_restarts, "period_s": root_period},
+        "batch": {"max_batch": max_batch, "budget_ms": budget_ms, "queue_size": queue},
+        "metrics": {"interval_s": metrics_interval},
+        "sources": list(sources), "sinks": list(sinks)}).check()
+    outbox = MemoryOutbox()
+    return Daemon(cfg, outbox=outbox, factory=factory, factory_args=factory_args), outbox
+
+
+class Collector:
+    """``on_done`` callbacks that remember every result by a caller-chosen key."""
+
+    def __init__(self):
+        self.results: dict = {}
+        self.lock = threading.Lock()
+        self.duplicates = 0
+
+    def cb(self, key):
+        def on_done(result):
+            with self.lock:
+                if key in self.results:
+                    self.duplicates += 1
+                self.results[key] = result
+        return on_done
+
+    def wait(self, n: int, timeout: float = 30.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.results) >= n:
+                    return True
+            time.sleep(0.01)
+        return False
+
+
+def wait_for(cond, timeout=10.0, step=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return False

@@ -1,0 +1,217 @@
+"""Worker processes under fire: SIGKILL under load, poison requests, crash loops, bad input.
+
+Real worker processes, real LiteRT (tests/edge/models.py); the misbehaving backends in crashy.py
+really die by SIGSEGV. The invariant everywhere: every request gets exactly one answer.
+"""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.edge import models
+from tests.edge.daemon.helpers import Collector, make_daemon, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _x(i):
+    return np.random.default_rng(i).normal(size=(1, models.IN)).astype(np.float32)
+
+
+def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tflite):
+    daemon, outbox = make_daemon(dense_tflite, workers=1, max_batch=4, budget_ms=1.0)
+    daemon.start()
+    got, n = Collector(), 400
+    try:
+        def load():
+            for i in range(n):
+                daemon.submit("test", _x(i), {"i": i}, got.cb(i))
+                time.sleep(0.001)
+        feeder = threading.Thread(target=load)
+        feeder.start()
+        assert got.wait(80, timeout=20)
+        slot = daemon.pool.slots[0]
+        old_pid = slot.pid
+        killed_at = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        assert wait_for(lambda: slot.pid != old_pid and slot.ready_at, timeout=5)
+        restart_s = slot.ready_at - killed_at
+        feeder.join()
+        assert got.wait(n, timeout=30)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert restart_s < 2.0, f"worker took {restart_s:.2f}s to come back"
+    assert len(got.results) == n and got.duplicates == 0
+    errors = [r for r in got.results.values() if not r.ok]
+    assert all(r.error["code"] == "runtime.worker_crash" for r in errors)
+    assert len(errors) <= 4                                      # at most the batch it held, after a retry
+    for i, r in got.results.items():
+        if r.ok:
+            np.testing.assert_allclose(r.outputs["y"], models.reference(_x(i)), rtol=1e-5, atol=1e-5)
+    kinds = [e["event"] for e in outbox.of("events")]
+    assert "crash" in kinds and "restart" in kinds
+    crash = next(e for e in outbox.of("events") if e["event"] == "crash")
+    assert "SIGKILL" in crash["reason"]
+
+
+def test_poison_request_is_retried_once_then_fails_alone(tmp_path):
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:on_poison",
+                                 max_batch=16, budget_ms=200, max_restarts=5)
+    daemon.start()
+    got = Collector()
+    try:
+        for i in range(8):
+            x = np.full((1, 4), -1000.0 if i == 3 else float(i), np.float32)
+            daemon.submit("test", x, {}, got.cb(i))
+        assert got.wait(8, timeout=30)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert not got.results[3].ok
+    assert got.results[3].error["code"] == "runtime.worker_crash" and got.results[3].attempts == 2
+    for i in set(range(8)) - {3}:
+        assert got.results[i].ok, got.results[i].error
+        assert got.results[i].outputs["y"].tolist() == [[2.0 * i] * 4]
+    assert daemon.metrics.totals["restarts"] == 2                # first try (batch) + retry (alone)
+
+
+def test_crash_on_every_request_escalates_and_stops_without_looping(tmp_path):
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:always",
+                                 max_restarts=2, period=30, root_restarts=1, root_period=60)
+    daemon.start()
+    got = Collector()
+    for i in range(6):
+        daemon.submit("test", np.ones((1, 4), np.float32), {}, got.cb(i))
+    assert daemon.stop_event.wait(60), "the root never gave up"
+    code = daemon.shutdown()
+    assert code != 0
+    assert got.wait(6, timeout=5) and got.duplicates == 0
+    assert all(not r.ok for r in got.results.values())
+    assert {r.error["code"] for r in got.results.values()} <= {"runtime.worker_crash", "runtime.unavailable"}
+    events = outbox.of("events")
+    escalations = [e for e in events if e["event"] == "escalation"]
+    assert [e["supervisor"] for e in escalations] == ["workers", "workers", "root"]
+    assert "max restart intensity" in escalations[0]["reason"] and "SIGSEGV" in escalations[0]["reason"]
+    restarts = [e for e in events if e["event"] == "restart"]
+    # Bounded, no endless loop: 2 worker restarts per life of the workers' supervisor, which the
+    # root restarts once (with the children after it, rest_for_one) before giving up itself.
+    assert len([e for e in restarts if e["supervisor"] == "workers"]) <= 4
+    root = [e["child"] for e in restarts if e["supervisor"] == "root"]
+    assert root == ["workers", "batcher", "metrics"]
+    assert all(not s.pid or not _alive(s.pid) for s in daemon.pool.slots)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:                                 # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_unopenable_model_fails_start_with_the_workers_reason(tmp_path):
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:broken")
+    with pytest.raises(Exception) as info:
+        daemon.start()
+    assert getattr(info.value, "code", "") == "runtime.model_load"
+    assert "cannot be opened" in str(info.value)
+
+
+@pytest.mark.parametrize("value, code", [
+    (np.zeros((1, 5), np.float32), "input.shape"),
+    (b"\x00\x01garbage", "input.raw_size"),
+    (b'{"inputs": {"x": [[1, 2]]}}', "input.shape"),
+    (b'{"inputs": [1, 2', "input.json"),
+    (b'{"nothing": 1}', "input.json"),
+    (b"\x93NUMPY\x01\x00garbage", "input.npy"),
+    (np.array(["a", "b", "c", "d"]), "input.dtype"),
+])
+def test_bad_inputs_are_answered_with_errors_and_the_daemon_stays_up(dense_tflite, value, code):
+    daemon, _ = make_daemon(dense_tflite)
+    daemon.start()
+    got = Collector()
+    try:
+        pid = daemon.pool.slots[0].pid
+        daemon.submit("test", value, {}, got.cb("bad"))
+        daemon.submit("test", _x(1), {}, got.cb("good"))
+        assert got.wait(2, timeout=20)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert got.results["bad"].error["code"] == code
+    assert got.results["good"].ok
+    assert daemon.pool.slots[0].pid == pid                       # no crash, no restart
+
+
+def test_pickled_npy_is_refused(dense_tflite, tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    daemon, _ = make_daemon(dense_tflite)
+    daemon.start()
+    got = Collector()
+    try:
+        daemon.submit("test", (tmp_path / "obj.npy").read_bytes(), {}, got.cb(0))
+        assert got.wait(1)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert got.results[0].error["code"] == "input.npy"
+
+
+def test_micro_batches_form_and_answers_stay_in_place(dense_tflite):
+    daemon, _ = make_daemon(dense_tflite, max_batch=8, budget_ms=30)
+    daemon.start()
+    got = Collector()
+    try:
+        for i in range(64):
+            daemon.submit("test", _x(i), {}, got.cb(i))
+        assert got.wait(64)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert daemon.batcher.batched_requests == 64
+    assert daemon.batcher.batches <= 32                           # batching happened
+    for i, r in got.results.items():
+        np.testing.assert_allclose(r.outputs["y"], models.reference(_x(i)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture, tol", [("dense_int8", 0.1), ("dense_onnx", 1e-5)])
+def test_int8_and_onnxruntime_models_serve_float_results(request, fixture, tol):
+    daemon, _ = make_daemon(request.getfixturevalue(fixture))
+    daemon.start()
+    got = Collector()
+    x = np.clip(np.random.default_rng(0).normal(size=(3, 4)), -3.9, 3.9).astype(np.float32)
+    try:
+        daemon.submit("test", x, {}, got.cb("three"))            # one request holding 3 samples
+        assert got.wait(1)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    r = got.results["three"]
+    assert r.ok and r.outputs["y"].dtype == np.float32 and r.outputs["y"].shape == (3, 3)
+    np.testing.assert_allclose(r.outputs["y"], models.reference(x), atol=tol, rtol=tol)
+
+
+def test_backpressure_blocks_file_sources_and_drops_nothing(tmp_path):
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:slow",
+                            factory_args={"delay_s": 0.02}, queue=2, max_batch=1)
+    daemon.start()
+    got, depths = Collector(), []
+    try:
+        for i in range(30):
+            daemon.submit("test", np.full((1, 4), i, np.float32), {}, got.cb(i))
+            depths.append(len(daemon.requests))
+        assert got.wait(30)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert max(depths) <= 2
+    assert sorted(got.results) == list(range(30)) and all(r.ok for r in got.results.values())
+    assert daemon.metrics.totals["dropped"] == 0
