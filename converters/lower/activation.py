@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from converters.lower.context import LowerContext, options
+from converters.lower.context import ACTIVATIONS, LowerContext, options
 from converters.lower.registry import lowers
 
 UNARY = {"Relu": "RELU", "Sigmoid": "LOGISTIC", "Tanh": "TANH", "HardSwish": "HARD_SWISH",
@@ -73,7 +73,8 @@ def prelu(ctx: LowerContext, node) -> None:
     x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     slope = ctx.stored(node.inputs[1]).astype(np.float32)
     rank = len(ctx.shape_of(x))
-    slope = slope.reshape((1,) * (rank - slope.ndim) + slope.shape)[1:]   # drop the batch dim
+    full = (1,) * (rank - slope.ndim) + slope.shape
+    slope = slope.reshape(full[1:])   # PRELU's alpha broadcasts against [H, W, C] (no batch dim)
     ctx.emit("PRELU", [x, ctx.const(slope, "alpha")], [y])
 
 
@@ -86,7 +87,7 @@ def hard_sigmoid(ctx: LowerContext, node) -> None:
     ctx.emit("MUL", [x, ctx.const(np.array(6 * a, np.float32), "six_alpha")], [scaled],
              options("MulOptions"))
     ctx.emit("ADD", [scaled, ctx.const(np.array(6 * b, np.float32), "six_beta")], [shifted],
-             options("AddOptions", fusedActivationFunction=2))  # RELU6 clamps to [0, 6]
+             options("AddOptions", fusedActivationFunction=ACTIVATIONS["RELU6"]))
     ctx.emit("MUL", [shifted, ctx.const(np.array(1 / 6, np.float32), "sixth")], [y],
              options("MulOptions"))
 

@@ -119,40 +119,35 @@ def conv_transpose(ctx: LowerContext, node) -> None:
     outpad = [0, outpad[0]] if one_d else outpad
     n, h, wd, _ = ctx.shape_of(x)
     full = [(h - 1) * s[0] + k[0], (wd - 1) * s[1] + k[1]]
-    cout = w.shape[1]
     out_hw = [full[i] + outpad[i] - pads[i] - pads[2 + i] for i in range(2)]
-    exact = all(pads[i] == 0 and outpad[i] == 0 for i in range(2))
-    target = y if exact and not one_d else ctx.temp([n, *full, cout], "full")
-    shape = ctx.const(np.array([n, *full, cout], np.int32), "output_shape")
-    inputs = [shape, ctx.const(w.transpose(1, 2, 3, 0), "filter"), x]
-    inputs.append(ctx.const(bias, "bias") if bias is not None and exact else -1)
-    ctx.emit("TRANSPOSE_CONV", inputs, [target],
+    # Output padding that reaches past the full output is zero-extended, and ONNX adds the bias
+    # there too: then the bias is added after the crop instead of inside TRANSPOSE_CONV.
+    extra = [max(0, pads[i] + out_hw[i] - full[i]) for i in range(2)]
+    late_bias = bias is not None and any(extra)
+    target = ctx.temp([n, *out_hw, w.shape[1]], "out_2d") if one_d else y
+    exact = not any(pads) and not any(extra)
+    full_t = target if exact else ctx.temp([n, *full, w.shape[1]], "full")
+    inputs = [ctx.const(np.array([n, *full, w.shape[1]], np.int32), "output_shape"),
+              ctx.const(w.transpose(1, 2, 3, 0), "filter"), x,
+              ctx.const(bias, "bias") if bias is not None and not late_bias else -1]
+    ctx.emit("TRANSPOSE_CONV", inputs, [full_t],
              options("TransposeConvOptions", padding=padding.schema.Padding.VALID,
                      strideH=s[0], strideW=s[1]))
-    if exact and not one_d:
-        return
-    cur = target
     if not exact:
-        cur = _crop(ctx, cur, pads, outpad, full, out_hw, bias)
+        _crop(ctx, full_t, pads, extra, out_hw, bias if late_bias else None, target)
     if one_d:
-        ctx.reshape(cur, ctx.shape_of(y), out=y)
-    else:
-        ctx.reshape(cur, ctx.shape_of(y), out=y, hint="copy")
+        ctx.reshape(target, ctx.shape_of(y), out=y)
 
 
-def _crop(ctx, cur, pads, outpad, full, out_hw, bias):
+def _crop(ctx, cur, pads, extra, out_hw, bias, target):
     """Take [pad_begin, pad_begin + out) of the full output; zero-extend for output_padding."""
     n, _, _, c = ctx.shape_of(cur)
-    extra = [max(0, pads[i] + out_hw[i] - full[i]) for i in range(2)]
     if any(extra):
         cur = padding.emit_pad(ctx, cur, [0, 0, extra[0], extra[1]], hint="output_padding")
     begin = np.array([0, pads[0], pads[1], 0], np.int32)
     size = np.array([n, out_hw[0], out_hw[1], c], np.int32)
-    out = ctx.temp(size, "cropped")
+    out = target if bias is None else ctx.temp(size, "cropped")
     ctx.emit("SLICE", [cur, ctx.const(begin, "begin"), ctx.const(size, "size")], [out],
              options("SliceOptions"))
     if bias is not None:
-        biased = ctx.temp(size, "biased")
-        ctx.emit("ADD", [out, ctx.const(bias, "bias")], [biased], options("AddOptions"))
-        out = biased
-    return out
+        ctx.emit("ADD", [out, ctx.const(bias, "bias")], [target], options("AddOptions"))

@@ -50,6 +50,8 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
         x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
     k, s, p, spatial = _pool_geometry(ctx, node, x)
     mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
+    if opcode == "AVERAGE_POOL_2D" and node.attrs.get("count_include_pad", 0) and any(p):
+        mode, explicit = padding.schema.Padding.VALID, p   # TFLite SAME would exclude the pads
     if explicit is not None and opcode == "AVERAGE_POOL_2D" and not node.attrs.get("count_include_pad", 0):
         mode, explicit = padding.schema.Padding.SAME, None   # only reached when pads match SAME
     if explicit is not None:

@@ -36,8 +36,24 @@ def union(a, b):
     return (min(a[0], b[0]), max(a[1], b[1]))
 
 
+MOVEMENT = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "SLICE", "STRIDED_SLICE", "PAD"}
+
+
 def derive(tg: TGraph, known: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-    """Fill ``known`` forward through the ops with exact interval rules; returns it."""
+    """Fill ``known`` with exact interval rules; returns it.
+
+    A backward sweep first gives the input of a pure data-movement op (the layout copy in front of
+    a graph output, a 1-D conv's 2-D view) its output's range; then a forward sweep applies the
+    per-opcode rules.
+    """
+    for op in reversed(tg.ops):
+        _backward_add(tg, op, known)
+        if op.opcode not in MOVEMENT and op.opcode != "CONCATENATION" or op.outputs[0] not in known:
+            continue
+        # CONCATENATION shares one set of int8 params between inputs and output anyway.
+        for i in op.inputs if op.opcode == "CONCATENATION" else op.inputs[:1]:
+            if i >= 0 and i not in known and not tg.tensors[i].is_const:
+                known[i] = known[op.outputs[0]]
     for op in tg.ops:
         rng = _rule(tg, op, known)
         if rng is None:
@@ -49,6 +65,19 @@ def derive(tg: TGraph, known: dict[int, tuple[float, float]]) -> dict[int, tuple
         for out in op.outputs:
             known.setdefault(out, rng)
     return known
+
+
+def _backward_add(tg: TGraph, op, known) -> None:
+    """ADD of a constant: the input's range is the output's minus the constant's."""
+    if op.opcode != "ADD" or op.outputs[0] not in known or op.inputs[0] in known:
+        return
+    x, c = op.inputs
+    if tg.tensors[x].is_const or not tg.tensors[c].is_const or getattr(
+            op.options, "fusedActivationFunction", 0):
+        return
+    cr, (lo, hi) = _const_range(tg, c), known[op.outputs[0]]
+    if cr is not None:
+        known[x] = (lo - cr[1], hi - cr[0])
 
 
 def _rule(tg: TGraph, op, known):

@@ -84,8 +84,50 @@ def output_scale(result, i: int = 0) -> float:
     for d in interp.get_tensor_details():
         if d["name"] in (f"{name}/int8", name) and d["dtype"] == np.int8:
             return float(d["quantization"][0])
-    raise AssertionError(f"no int8 tensor for output {name}")
+    return None   # the output is produced by a float island
 
 
 def opcodes(result) -> list[str]:
     return list(result.ops)
+
+
+def check(m, *, int8: bool = True, atol: float = 1e-4, steps: float = 3.0, expect=(), forbid=(),
+          samples=None, io_layout: str = "onnx", islands: int = 0):
+    """Convert ``m`` float (and int8), run both in LiteRT, compare with onnxruntime.
+
+    Float: |tflite - ort| <= atol + atol * |ort|. Int8: |tflite - ort| <= steps * output scale;
+    a single int8 op is off by up to ~1 step (input rounding, weight rounding, output rounding:
+    0.5 step each, partly cancelling) so 2-3 steps leaves room for the first two without hiding a
+    wrong scale or zero point, which shows as tens of steps. ``expect``/``forbid``: opcodes that
+    must / must not be in the float model. ``islands``: how many DEQUANTIZE ops besides the
+    output edges the int8 model may have (0 = every op runs in int8).
+    """
+    samples = samples or samples_for(m)
+    feeds = samples[0]
+    refs = ort_run(m, feeds)
+    res = convert(m, "none", layout=io_layout)
+    for ref, got in zip(refs, tflite_run(res, feeds)):
+        np.testing.assert_allclose(got, ref, atol=atol, rtol=atol)
+    for op in expect:
+        assert op in res.ops, f"{op} not in {res.ops}"
+    for op in forbid:
+        assert op not in res.ops, f"{op} in {res.ops}"
+    if not int8:
+        return res, None
+    q = convert(m, "int8", samples=samples, layout=io_layout)
+    assert q.ops.count("DEQUANTIZE") <= len(q.outputs) + islands, f"float islands in {q.ops}"
+    for i, (ref, got) in enumerate(zip(refs, tflite_run(q, feeds))):
+        scale = output_scale(q, i) or float(ref.max() - ref.min()) / 255
+        err = np.abs(got - ref).max() / scale
+        assert err <= steps, f"int8 output {i} off by {err:.2f} steps (scale {scale:.3g}); ops {q.ops}"
+    return res, q
+
+
+def one_node(op: str, inputs: dict, inits: dict | None = None, n_out: int = 1, opset: int = 17,
+             input_names: list[str] | None = None, **attrs):
+    """A one-node model: ``inputs`` are float activations, ``inits`` constants (in this order
+    unless ``input_names`` says otherwise); outputs y (or y0, y1, ...)."""
+    names = input_names or [*inputs, *(inits or {})]
+    outs = ["y"] if n_out == 1 else [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op, names, outs, **attrs)
+    return model([node], inputs, outs, inits, opset=opset)

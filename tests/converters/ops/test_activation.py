@@ -1,0 +1,63 @@
+"""Activations, Softmax and Erf/Gelu; Clip bounds map onto the RELU family or MAXIMUM/MINIMUM."""
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.converters.ops import harness as H
+
+X = {"x": (2, 3, 4, 5)}
+F32 = np.float32
+
+CASES = {
+    # id: (op, inits, attrs, opcode, int8 steps, opset)
+    "relu": ("Relu", {}, {}, "RELU", 2, 17),
+    "sigmoid": ("Sigmoid", {}, {}, "LOGISTIC", 2, 17),
+    "tanh": ("Tanh", {}, {}, "TANH", 2, 17),
+    "leaky": ("LeakyRelu", {}, dict(alpha=0.1), "LEAKY_RELU", 2, 17),
+    "hardswish": ("HardSwish", {}, {}, "HARD_SWISH", 2, 17),
+    "hardsigmoid": ("HardSigmoid", {}, dict(alpha=0.2, beta=0.5), "ADD", 3, 17),
+    "clip_relu6": ("Clip", {"lo": F32(0), "hi": F32(6)}, {}, "RELU6", 2, 17),
+    "clip_n1_1": ("Clip", {"lo": F32(-1), "hi": F32(1)}, {}, "RELU_N1_TO_1", 2, 17),
+    "clip_0_1": ("Clip", {"lo": F32(0), "hi": F32(1)}, {}, "RELU_0_TO_1", 3, 17),
+    "clip_other": ("Clip", {"lo": F32(-0.5), "hi": F32(1.5)}, {}, "MINIMUM", 2, 17),
+    "clip_min_only": ("Clip", {"lo": F32(-0.5)}, {}, "MAXIMUM", 2, 17),
+    "prelu": ("PRelu", {"slope": np.array([0.1, 0.2, 0.3], F32).reshape(3, 1, 1)}, {}, "PRELU", 2, 17),
+    "gelu": ("Gelu", {}, {}, "GELU", 2, 20),
+    "gelu_tanh": ("Gelu", {}, dict(approximate="tanh"), "GELU", 2, 20),
+    "softmax_last": ("Softmax", {}, dict(axis=-1), "SOFTMAX", 2, 17),
+    "softmax_axis1": ("Softmax", {}, dict(axis=1), "SOFTMAX", 2, 17),
+    "softmax_legacy": ("Softmax", {}, dict(axis=1), "SOFTMAX", 2, 11),
+    "logsoftmax": ("LogSoftmax", {}, dict(axis=-1), "LOG_SOFTMAX", 2, 17),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_activation(case):
+    op, inits, attrs, opcode, steps, opset = CASES[case]
+    names = ["x", *inits] if op != "Clip" or "hi" in inits else ["x", "lo"]
+    m = H.one_node(op, X, inits, opset=opset, input_names=names, **attrs)
+    H.check(m, expect=[opcode], steps=steps, atol=2e-4)
+
+
+def test_erf_float_and_int8_island():
+    m = H.one_node("Erf", X)
+    res, q = H.check(m, islands=2, steps=3, atol=1e-5)
+    assert "EXP" in res.ops and "DIV" in res.ops
+
+
+def test_exported_erf_gelu_becomes_one_gelu():
+    k = np.float32(np.sqrt(2.0))
+    nodes = [helper.make_node("Div", ["x", "k"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    m = H.model(nodes, {"x": (2, 16)}, ["y"], {"k": k, "one": F32(1), "half": F32(0.5)})
+    res, _ = H.check(m, steps=2)
+    assert res.ops == ["GELU"]
+
+
+def test_tanh_is_not_fused_into_conv():
+    """CONV_2D ignores a fused TANH (CalculateActivationRange), so it must stay a separate op."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])]
+    m = H.model(nodes, {"x": (1, 2, 5, 5)}, ["y"], {"w": rng.normal(0, 1, (3, 2, 1, 1)).astype(F32)})
+    H.check(m, expect=["CONV_2D", "TANH"], steps=2)

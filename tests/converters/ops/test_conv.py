@@ -1,0 +1,65 @@
+"""Conv / ConvTranspose: float and int8 against onnxruntime, plus the emitted opcodes."""
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.converters.ops import harness as H
+
+RNG = np.random.default_rng(1)
+
+
+def w(*shape, s=0.3):
+    return RNG.normal(0, s, shape).astype(np.float32)
+
+
+CONV_CASES = {
+    # id: (x shape, weight shape, attrs, expected opcode)
+    "3x3_pad1": ((1, 3, 12, 12), (8, 3, 3, 3), dict(pads=[1, 1, 1, 1]), "CONV_2D"),
+    "stride2_same_upper": ((1, 4, 11, 11), (6, 4, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER"), "CONV_2D"),
+    "same_lower": ((1, 4, 10, 10), (6, 4, 2, 2), dict(auto_pad="SAME_LOWER"), "PAD"),
+    "valid": ((1, 4, 9, 9), (6, 4, 3, 3), dict(auto_pad="VALID"), "CONV_2D"),
+    "asym_pads": ((1, 3, 9, 9), (5, 3, 3, 3), dict(pads=[0, 1, 2, 1]), "PAD"),
+    "dilated": ((1, 3, 14, 14), (4, 3, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), "CONV_2D"),
+    "rect_kernel": ((1, 3, 10, 12), (4, 3, 1, 5), dict(pads=[0, 2, 0, 2], strides=[1, 2]), "CONV_2D"),
+    "pointwise": ((1, 16, 7, 7), (24, 16, 1, 1), {}, "CONV_2D"),
+    "depthwise": ((1, 8, 10, 10), (8, 1, 3, 3), dict(group=8, pads=[1, 1, 1, 1]), "DEPTHWISE_CONV_2D"),
+    "depthwise_mult2_s2": ((1, 4, 10, 10), (8, 1, 3, 3), dict(group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
+                           "DEPTHWISE_CONV_2D"),
+    "groups2": ((1, 8, 8, 8), (6, 4, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "SPLIT"),
+    "conv1d": ((1, 4, 20), (6, 4, 3), dict(pads=[1, 1], strides=[2]), "CONV_2D"),
+    "conv1d_depthwise": ((1, 4, 16), (4, 1, 5), dict(group=4, pads=[2, 2]), "DEPTHWISE_CONV_2D"),
+}
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=list(CONV_CASES))
+def test_conv(case):
+    x_shape, w_shape, attrs, opcode = CONV_CASES[case]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    m = H.model([node], {"x": x_shape}, ["y"], {"w": w(*w_shape), "b": w(w_shape[0], s=0.1)})
+    H.check(m, expect=[opcode], forbid=[] if len(x_shape) == 3 else [], steps=3)
+
+
+def test_conv_without_bias_and_fused_relu6():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 8, 8)}, ["y"],
+                {"w": w(4, 3, 3, 3), "lo": np.float32(0), "hi": np.float32(6)})
+    res, _ = H.check(m, expect=["CONV_2D"], forbid=["RELU6", "MINIMUM"])
+    assert res.ops.count("CONV_2D") == 1
+
+
+CONV_T_CASES = {
+    "k3_s2": ((1, 4, 5, 5), (4, 6, 3, 3), dict(strides=[2, 2])),
+    "k4_s2_pad1": ((1, 4, 5, 5), (4, 3, 4, 4), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+    "outpad": ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
+    "k2_s2": ((1, 8, 6, 6), (8, 4, 2, 2), dict(strides=[2, 2])),
+    "1d": ((1, 4, 7), (4, 3, 3), dict(strides=[2])),
+}
+
+
+@pytest.mark.parametrize("case", CONV_T_CASES, ids=list(CONV_T_CASES))
+def test_conv_transpose(case):
+    x_shape, w_shape, attrs = CONV_T_CASES[case]
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
+    m = H.model([node], {"x": x_shape}, ["y"], {"w": w(*w_shape), "b": w(w_shape[1], s=0.1)})
+    H.check(m, expect=["TRANSPOSE_CONV"], steps=3)

@@ -1,0 +1,52 @@
+"""Pools and reductions (channels-last; explicit and SAME padding; ceil_mode; 1-D)."""
+import pytest
+
+from tests.converters.ops import harness as H
+
+X = {"x": (1, 4, 9, 9)}
+
+POOLS = {
+    "max_2x2": ("MaxPool", X, dict(kernel_shape=[2, 2], strides=[2, 2]), "MAX_POOL_2D"),
+    "max_3x3_pad1_s2": ("MaxPool", X, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                        "MAX_POOL_2D"),
+    "max_asym_pad": ("MaxPool", X, dict(kernel_shape=[3, 3], pads=[0, 0, 2, 2]), "PADV2"),
+    "max_ceil": ("MaxPool", X, dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), "MAX_POOL_2D"),
+    "max_same_upper": ("MaxPool", X, dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+                       "MAX_POOL_2D"),
+    "avg_2x2": ("AveragePool", X, dict(kernel_shape=[2, 2], strides=[2, 2]), "AVERAGE_POOL_2D"),
+    "avg_same_exclude_pad": ("AveragePool", X, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                             "AVERAGE_POOL_2D"),
+    "avg_include_pad": ("AveragePool", X, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                               count_include_pad=1), "PAD"),
+    "max_1d": ("MaxPool", {"x": (1, 3, 12)}, dict(kernel_shape=[3], strides=[2]), "MAX_POOL_2D"),
+    "avg_1d": ("AveragePool", {"x": (1, 3, 12)}, dict(kernel_shape=[2], strides=[2]), "AVERAGE_POOL_2D"),
+    "global_avg": ("GlobalAveragePool", X, {}, "MEAN"),
+    "global_max": ("GlobalMaxPool", X, {}, "REDUCE_MAX"),
+}
+
+
+@pytest.mark.parametrize("case", POOLS, ids=list(POOLS))
+def test_pool(case):
+    op, inputs, attrs, opcode = POOLS[case]
+    H.check(H.one_node(op, inputs, **attrs), expect=[opcode], steps=2)
+
+
+REDUCE = {
+    "mean_hw_keep": ("ReduceMean", dict(axes=[2, 3], keepdims=1), "MEAN", 13),
+    "mean_c_drop": ("ReduceMean", dict(axes=[1], keepdims=0), "MEAN", 13),
+    "mean_last": ("ReduceMean", dict(axes=[-1], keepdims=1), "MEAN", 13),
+    "max_hw": ("ReduceMax", dict(axes=[2, 3], keepdims=0), "REDUCE_MAX", 13),
+    "max_all": ("ReduceMax", dict(keepdims=1), "REDUCE_MAX", 13),
+}
+
+
+@pytest.mark.parametrize("case", REDUCE, ids=list(REDUCE))
+def test_reduce(case):
+    op, attrs, opcode, opset = REDUCE[case]
+    H.check(H.one_node(op, X, opset=opset, **attrs), expect=[opcode], steps=2)
+
+
+def test_reduce_mean_axes_as_input_opset18():
+    import numpy as np
+    m = H.one_node("ReduceMean", X, {"axes": np.array([2, 3], np.int64)}, opset=18, keepdims=1)
+    H.check(m, expect=["MEAN"], steps=2)
