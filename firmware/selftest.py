@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import sys
 import time
 import zipfile
@@ -137,7 +138,8 @@ def run_slot(slot: str | Path, *, threads: int = 1) -> dict:
     started = time.perf_counter()
     _, outputs, runtime = run_model(model, entry["format"], inputs, threads=threads)
     result = compare(expected, outputs, entry["atol"])
-    result.update(runtime=runtime, seconds=round(time.perf_counter() - started, 4))
+    result.update(runtime=runtime, seconds=round(time.perf_counter() - started, 4),
+                  machine=platform.machine(), python=platform.python_version())
     return result
 
 

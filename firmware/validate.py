@@ -66,7 +66,8 @@ def check_selftest(slot: Path, ctx: dict) -> str:
     if not result.get("ok"):
         raise HealthCheckError(f"self-test failed: {result.get('reason')}", where=str(slot),
                                code="firmware.selftest_failed")
-    return f"self-test matches (max |diff| {result.get('max_abs_diff', 0):.3g}, {result.get('runtime')})"
+    return (f"self-test matches (max |diff| {result.get('max_abs_diff', 0):.3g}, {result.get('runtime')}, "
+            f"{result.get('machine')}, python {result.get('python')})")
 
 
 def run_selftest_process(slot: Path, ctx: dict) -> dict:

@@ -1,0 +1,75 @@
+"""An aarch64 bundle for ``rpi4`` from REAL aarch64 wheels, installed into a folder, self-tested under qemu.
+
+scripts/prepare_qemu_aarch64.sh (cached under ~/.cache, outside git) provides a Debian bookworm
+arm64 sysroot with python3.11 and a Cortex-A72 /proc/cpuinfo, and the board's wheels downloaded by
+``firmware.wheels`` (ai-edge-litert, numpy and their dependencies, manylinux aarch64). Ganglion's
+own device packages go in as a wheel made here from the working tree (edge, firmware, boards: no
+converters, as on a device). The install unpacks aarch64 wheels on this x86_64 host; ``validate``
+then runs the slot's self-test with ``qemu-aarch64-static -L SYSROOT -cpu cortex-a72`` and the
+slot's own site folder, XNNPACK included, against the golden recorded on the host.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from firmware.install import install
+from firmware.status import status
+from firmware.validate import validate
+from tests.firmware import helpers
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+QEMU = shutil.which("qemu-aarch64-static")
+
+
+def ganglion_wheel(folder: Path) -> Path:
+    """The device packages of this working tree as a pure wheel (what a device installs)."""
+    files = {}
+    for package in ("edge", "firmware", "boards"):
+        for path in sorted((REPO / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
+                files[str(path.relative_to(REPO))] = path.read_text()
+    return helpers.make_wheel(folder, "ganglion_edge", "0.1.0", files)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    if QEMU is None:
+        pytest.skip("qemu-aarch64-static is not installed (scripts/setup.sh installs qemu-user-static)")
+    proc = subprocess.run(["bash", str(REPO / "scripts/prepare_qemu_aarch64.sh")], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return Path(values["SYSROOT"]), Path(values["WHEELHOUSE"])
+
+
+def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw_keys):
+    sysroot, wheelhouse = prepared
+    own = ganglion_wheel(tmp_path / "own-wheels")
+    gpk = helpers.tiny_gpk(tmp_path / "model.gpk")
+    config = tmp_path / "daemon.toml"
+    config.write_bytes(helpers.CONFIG)
+    bundle = tmp_path / "rpi4.fw"
+    from firmware.build import build
+    manifest = build("rpi4", gpk, config, fw_keys["private"], bundle, [wheelhouse, own.parent], version="1.0.0")
+    names = {w["name"] for w in manifest["wheels"]}
+    assert {"numpy", "ai_edge_litert", "ganglion_edge"} <= names
+    assert all("aarch64" in w["file"] or "-any." in w["file"] for w in manifest["wheels"])
+
+    root = tmp_path / "sdcard"
+    install(bundle, root, fw_keys["public"])
+    site = root / "ganglion/slots/a/site"
+    so = next(site.glob("ai_edge_litert/**/*.so"))
+    assert b"\x7fELF" == so.read_bytes()[:4] and so.read_bytes()[18] == 183   # e_machine = EM_AARCH64
+
+    python = [QEMU, "-L", str(sysroot), "-cpu", "cortex-a72", str(sysroot / "usr/bin/python3.11")]
+    report = validate(root, python=python, timeout=600)
+    print(json.dumps(report, indent=2))
+    assert report["ok"], json.dumps(report, indent=2)
+    assert "aarch64" in report["checks"]["selftest"] and "ai_edge_litert 2.3" in report["checks"]["selftest"]
+    assert status(root)["slots"]["a"]["status"] == "valid"
