@@ -1,7 +1,7 @@
 """Fuse a Relu / Clip that follows an op into that op's TFLite ``fused_activation_function``.
 
 TFLite kernels apply RELU, RELU6 and RELU_N1_TO_1 for free at the end of CONV_2D,
-DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, DIV, pools and CONCATENATION; in int8 the
+DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, DIV and pools; in int8 the
 clamp is folded into the output range. TANH is *not* fused: CONV_2D and friends compute their
 activation range with ``CalculateActivationRange``, which ignores kTfLiteActTanh, so a fused TANH
 would be dropped silently (tensorflow/lite/kernels/kernel_util.h).
@@ -12,8 +12,9 @@ import math
 
 from converters.ir import Graph, Node
 
-# ONNX producers whose TFLite lowering carries a fused activation.
-FUSIBLE_PRODUCERS = {"Conv", "Gemm", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "Concat"}
+# ONNX producers whose TFLite lowering applies a fused activation. (CONCATENATION has the field
+# but its kernel ignores it, so Concat is not here.)
+FUSIBLE_PRODUCERS = {"Conv", "Gemm", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool"}
 # (min, max) Clip bounds -> TFLite activation.
 CLIP_ACTIVATIONS = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, math.inf): "RELU"}
 

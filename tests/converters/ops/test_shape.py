@@ -1,0 +1,96 @@
+"""Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad, Gather."""
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.converters.ops import harness as H
+
+I64 = np.int64
+X = {"x": (2, 3, 4, 5)}
+
+CASES = {
+    # id: (op, inputs, inits, attrs, opcode, opset)
+    "reshape": ("Reshape", X, {"s": np.array([2, -1, 5], I64)}, {}, "RESHAPE", 17),
+    "reshape_zero": ("Reshape", X, {"s": np.array([0, 0, -1], I64)}, {}, "RESHAPE", 17),
+    "flatten": ("Flatten", X, {}, dict(axis=2), "RESHAPE", 17),
+    "squeeze": ("Squeeze", {"x": (2, 1, 4, 1)}, {"a": np.array([1, -1], I64)}, {}, "RESHAPE", 17),
+    "squeeze_attr_opset11": ("Squeeze", {"x": (2, 1, 4, 1)}, {}, dict(axes=[1]), "RESHAPE", 11),
+    "unsqueeze": ("Unsqueeze", X, {"a": np.array([0, 5], I64)}, {}, "RESHAPE", 17),
+    "transpose": ("Transpose", X, {}, dict(perm=[0, 2, 3, 1]), "TRANSPOSE", 17),
+    "transpose_default": ("Transpose", {"x": (3, 4, 5)}, {}, {}, "TRANSPOSE", 17),
+    "concat_axis1": ("Concat", {"a": (2, 3, 4), "b": (2, 5, 4)}, {}, dict(axis=1), "CONCATENATION", 17),
+    "concat_const": ("Concat", {"a": (2, 3)}, {"b": np.ones((2, 2), np.float32)}, dict(axis=-1),
+                     "CONCATENATION", 17),
+    "slice": ("Slice", X, {"s": np.array([1, 0], I64), "e": np.array([3, 4], I64),
+                           "ax": np.array([1, 3], I64)}, {}, "STRIDED_SLICE", 17),
+    "slice_steps": ("Slice", X, {"s": np.array([0, 4], I64), "e": np.array([4, 0], I64),
+                                 "ax": np.array([2, 3], I64), "st": np.array([2, -1], I64)}, {},
+                    "STRIDED_SLICE", 17),
+    "slice_reverse_all": ("Slice", {"x": (6,)}, {"s": np.array([-1], I64), "e": np.array([-100], I64),
+                                                 "ax": np.array([0], I64), "st": np.array([-1], I64)}, {},
+                          "STRIDED_SLICE", 17),
+    "pad_const": ("Pad", X, {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], I64)}, {}, "PAD", 17),
+    "pad_value": ("Pad", X, {"p": np.array([0, 1, 0, 0, 0, 1, 0, 0], I64), "v": np.float32(0.5)}, {},
+                  "PADV2", 17),
+    "pad_reflect": ("Pad", X, {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], I64)}, dict(mode="reflect"),
+                    "MIRROR_PAD", 17),
+    "gather": ("Gather", X, {"i": np.array([3, 0, -1], I64)}, dict(axis=2), "GATHER", 17),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_shape_op(case):
+    op, inputs, inits, attrs, opcode, opset = CASES[case]
+    m = H.one_node(op, inputs, inits, opset=opset, **attrs)
+    H.check(m, expect=[opcode], steps=1.01)   # pure data movement: only input rounding (1/2 step)
+
+
+SPLITS = {"equal": (None, 3, 18), "sizes_input": (np.array([1, 2, 3], I64), 3, 13),
+          "sizes_attr_opset11": ([2, 4], 2, 11)}
+
+
+@pytest.mark.parametrize("case", SPLITS, ids=list(SPLITS))
+def test_split(case):
+    sizes, n, opset = SPLITS[case]
+    attrs = dict(axis=1)
+    inits = {}
+    if opset == 18:
+        attrs["num_outputs"] = n
+    elif opset == 11:
+        attrs["split"] = sizes
+    else:
+        inits = {"s": sizes}
+    m = H.one_node("Split", {"x": (2, 6, 4)}, inits, n_out=n, opset=opset, **attrs)
+    H.check(m, expect=["SPLIT_V"], steps=1.01)
+
+
+def test_reshape_after_global_pool_needs_no_transpose():
+    """[N,C,1,1] stored as [N,1,1,C] has the same bytes: Flatten must not transpose."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 6, 6)}, ["y"], {"w": rng.normal(0, 1, (5, 3, 1, 1)).astype(np.float32)})
+    res, _ = H.check(m, steps=2)
+    assert res.ops.count("TRANSPOSE") == 1 and res.ops[0] == "TRANSPOSE", res.ops
+
+
+def test_transpose_that_undoes_the_layout_vanishes():
+    """Conv then Transpose(0,2,3,1) (an exporter's NHWC output) is a no-op on NHWC storage."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])]
+    m = H.model(nodes, {"x": (1, 3, 6, 6)}, ["y"], {"w": rng.normal(0, 1, (5, 3, 1, 1)).astype(np.float32)})
+    res, _ = H.check(m, steps=2)
+    assert res.ops.count("TRANSPOSE") == 1, res.ops   # only the input edge
+
+
+def test_concat_of_convs_stays_nhwc_and_shares_int8_params():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Conv", ["x", "w2"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 6, 6)}, ["y"], {"w1": rng.normal(0, 1, (4, 3, 1, 1)).astype(np.float32),
+                                                    "w2": rng.normal(0, 3, (2, 3, 1, 1)).astype(np.float32)})
+    res, _ = H.check(m, steps=2)
+    assert res.ops.count("TRANSPOSE") == 2, res.ops
