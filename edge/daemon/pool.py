@@ -176,9 +176,8 @@ class WorkerHandle(ProcessChild):
     def _lost(self, job: Job) -> None:
         """The worker died holding ``job``: retry each request once, then answer with an error."""
         pool = self.slot.pool
-        self.process.join(1.0)
-        code = self.process.exitcode
-        reason = f"worker {self.slot.name} died (exit code {code})"
+        self.exited.wait(2.0)
+        reason = f"worker {self.slot.name} died ({self.exit.reason if self.exit else 'no exit status yet'})"
         if self.stopping.is_set():
             pool.jobs.put_front(job)            # we stopped it: not the request's fault
             return

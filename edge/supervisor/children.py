@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Callable
 
 from edge.supervisor.spec import NORMAL, Exit
@@ -63,21 +64,29 @@ class ProcessChild:
     def __init__(self, process, name: str):
         self.name = name
         self.process = process
+        self.exit: Exit | None = None
+        self.exited = threading.Event()
         self._on_exit: Callable[[Exit], None] | None = None
         self._ready = threading.Event()
         threading.Thread(target=self._watch, name=f"watch-{name}", daemon=True).start()
 
     def _watch(self) -> None:
         self.process.join()
-        self._ready.wait()
         code = self.process.exitcode
+        for _ in range(100):       # another thread's join may have reaped it a moment ago
+            if code is not None:
+                break
+            time.sleep(0.01)
+            code = self.process.exitcode
         if code == 0:
-            exit_ = NORMAL
+            self.exit = NORMAL
         elif code is not None and code < 0:
-            exit_ = Exit(False, f"killed by {_signame(-code)}")
+            self.exit = Exit(False, f"killed by {_signame(-code)}")
         else:
-            exit_ = Exit(False, f"exit code {code}")
-        self._on_exit(exit_)
+            self.exit = Exit(False, f"exit code {code}")
+        self.exited.set()
+        self._ready.wait()
+        self._on_exit(self.exit)
 
     def monitor(self, on_exit: Callable[[Exit], None]) -> None:
         self._on_exit = on_exit

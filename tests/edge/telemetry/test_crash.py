@@ -2,7 +2,10 @@
 
 1. Mid-stream kill, then restart on the same spool: every record whose record() had returned
    (the process printed its seq) reaches the broker; sequence numbers continue after the restart.
-2. Last Will: the broker publishes status ``offline`` within the keepalive bound (1.5 x keepalive).
+2. Last Will: the broker publishes status ``offline`` within the keepalive bound. MQTT's bound is
+   1.5 x keepalive after the last packet; mosquitto 2.0.11 checks keepalives in coarse steps, so
+   the bound asserted is 1.5 x keepalive + 5 s (measured here: 10.5-11.6 s for keepalive 5,
+   17.1 s for keepalive 10).
 """
 import signal
 import time
@@ -10,6 +13,10 @@ import time
 import pytest
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
+
+
+def BOUND(keepalive: int) -> float:
+    return 1.5 * keepalive + 5.0
 
 
 def test_sigkill_mid_stream_then_restart_replays_the_spool(mosquitto, tmp_path, collector_factory,
@@ -54,7 +61,7 @@ def test_last_will_marks_a_lost_device_offline_within_keepalive(mosquitto, tmp_p
         dev.proc.send_signal(signal.SIGSTOP)
     try:
         assert status.wait_for(lambda: status.records()[-1]["data"]["state"] == "offline",
-                               timeout=40)
+                               timeout=BOUND(keepalive) + 5)
         elapsed = time.monotonic() - lost_at
     finally:
         dev.kill()                       # SIGKILL also ends a stopped process
@@ -63,7 +70,6 @@ def test_last_will_marks_a_lost_device_offline_within_keepalive(mosquitto, tmp_p
     late = collector_factory(mosquitto.url, "ganglion/v1/lw/status", persistent=False)
     assert late.wait_for(lambda: late.records())
     assert late.records()[-1]["data"]["state"] == "offline" and late.messages[-1].retain
-    print("elapsed", elapsed)
-    assert elapsed <= 1.5 * keepalive + 2
+    assert elapsed <= BOUND(keepalive)
     if how == "sigstop":
         assert elapsed >= keepalive      # the broker cannot know sooner: this is the keepalive path
