@@ -46,7 +46,7 @@ class Telemetry:
         self._started_at = time.time()
         self._status: dict = {"state": "online", "since": round(self._started_at, 3)}
         self._status_lock = threading.Lock()
-        self._reported_dropped = self.spool.stats()["dropped"]
+        self._reported_dropped = 0     # a restarted device re-reports the persistent total once
         self._last_overflow_report = 0.0
         url = cfg.url
         will = envelope(None, self._started_at, self.device_id, "status", {"state": "offline", "reason": "lost"})
@@ -110,13 +110,17 @@ class Telemetry:
         now = time.time()
         seq = self.spool.append(topic, lambda s: envelope(s, now, self.device_id, kind, data))
         self.publisher.wake()
-        self._report_overflow()
+        if self.client.connected:
+            self._report_overflow()
         return seq
 
-    def _report_overflow(self) -> None:
+    def _report_overflow(self, force: bool = False) -> None:
+        # Reported only while connected (and on every connect): an event spooled into a full spool
+        # during an outage would itself be the next record dropped. dropped_total is cumulative and
+        # persistent, so a lost report is made good by the next one.
         dropped = self.spool.stats()["dropped"]
         now = time.monotonic()
-        if dropped > self._reported_dropped and now - self._last_overflow_report >= OVERFLOW_REPORT_S:
+        if dropped > self._reported_dropped and (force or now - self._last_overflow_report >= OVERFLOW_REPORT_S):
             new, self._reported_dropped = dropped - self._reported_dropped, dropped
             self._last_overflow_report = now
             log.warning("telemetry spool full: dropped %d oldest record(s) (%d in total)", new, dropped)
@@ -151,6 +155,10 @@ class Telemetry:
     # -- internals -------------------------------------------------------------------------------
     def _on_connect(self) -> None:
         self._publish_status()
+        try:
+            self._report_overflow(force=True)
+        except TelemetryError as exc:
+            log.error("cannot report spool overflow: %s", exc.message)
         self.publisher.on_connect()
 
     def _status_payload(self, state: str, **extra) -> bytes:

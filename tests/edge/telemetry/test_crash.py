@@ -15,7 +15,7 @@ import pytest
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 
 
-def BOUND(keepalive: int) -> float:
+def will_bound(keepalive: int) -> float:
     return 1.5 * keepalive + 5.0
 
 
@@ -61,7 +61,7 @@ def test_last_will_marks_a_lost_device_offline_within_keepalive(mosquitto, tmp_p
         dev.proc.send_signal(signal.SIGSTOP)
     try:
         assert status.wait_for(lambda: status.records()[-1]["data"]["state"] == "offline",
-                               timeout=BOUND(keepalive) + 5)
+                               timeout=will_bound(keepalive) + 5)
         elapsed = time.monotonic() - lost_at
     finally:
         dev.kill()                       # SIGKILL also ends a stopped process
@@ -70,6 +70,6 @@ def test_last_will_marks_a_lost_device_offline_within_keepalive(mosquitto, tmp_p
     late = collector_factory(mosquitto.url, "ganglion/v1/lw/status", persistent=False)
     assert late.wait_for(lambda: late.records())
     assert late.records()[-1]["data"]["state"] == "offline" and late.messages[-1].retain
-    assert elapsed <= BOUND(keepalive)
+    assert elapsed <= will_bound(keepalive)
     if how == "sigstop":
         assert elapsed >= keepalive      # the broker cannot know sooner: this is the keepalive path
