@@ -1,0 +1,206 @@
+"""The one place that wires a conversion, and the verify entry point.
+
+    convert(cfg) : load -> calibrate -> tflite.build and/or qdq.build -> [auto keep-float]
+                   -> verify on holdout -> manifest -> write (atomic: nothing on failure)
+    verify(...)  : run an artifact and its float reference on the same data; metrics report
+
+Every stage is a call into the package that owns it (frontend, calibrate, tflite, qdq, verify);
+this module only decides the order, carries data between stages and assembles the manifest
+(``converters.manifest``). The output file is written last, by ``edge.artifact.atomic_write``,
+so any error before that leaves no file behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from converters import manifest as manifest_mod
+from converters.config import ConvertConfig
+from edge import artifact
+from edge.errors import UsageError
+
+MODEL_FILES = {"tflite": "model.tflite", "qdq": "model.qdq.onnx"}
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    manifest: dict
+    files: dict[str, bytes]
+    report: dict | None = None
+    keep_float: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"output": str(self.output), "bytes": self.output.stat().st_size,
+                "models": {name: len(data) for name, data in self.files.items()},
+                "keep_float": self.keep_float, "fidelity": self.report,
+                "inputs": self.manifest.get("inputs"), "outputs": self.manifest.get("outputs")}
+
+    def render(self) -> str:
+        lines = [f"wrote {self.output} ({self.output.stat().st_size:,} bytes)"]
+        for name, data in self.files.items():
+            lines.append(f"  {name:<16} {len(data):>12,} bytes")
+        if self.keep_float:
+            lines.append(f"  kept in float: {', '.join(self.keep_float)}")
+        for fmt, report in (self.report or {}).items():
+            lines += ["", f"fidelity of the {fmt} model on the holdout:", render_report(report)]
+        return "\n".join(lines)
+
+
+# --- convert -------------------------------------------------------------------------------------
+def convert(cfg: ConvertConfig) -> ConvertResult:
+    """Run the whole conversion described by ``cfg`` and write its output (see module doc)."""
+    from converters import frontend
+    model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
+    keep = set(cfg.keep_float)
+    _check_keep_float(model, keep)
+    ranges, calib = calibrate(model, cfg) if cfg.needs_calibration else (None, None)
+    holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
+    labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
+    if cfg.auto_keep_float:
+        keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
+    built = build_models(model, ranges, calib, cfg, frozenset(keep))
+    report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
+    man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
+    files = {MODEL_FILES[fmt]: data for fmt, (data, _) in built.items()}
+    _write(cfg, man, files)
+    return ConvertResult(cfg.output, man, files, report, sorted(keep))
+
+
+def calibrate(model: onnx.ModelProto, cfg: ConvertConfig):
+    """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``."""
+    from converters.calibrate import collect_ranges
+    samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib)
+    return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
+
+
+def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, min_samples=None):
+    """Per-sample feed dicts for ``model``'s inputs (calibrate.data does every check)."""
+    from converters.calibrate import data
+    kwargs = {} if min_samples is None else {"min_samples": min_samples}
+    return data.load_dataset(path, data.input_specs(model), preprocess=preprocess, limit=limit, **kwargs)
+
+
+def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str]) -> dict[str, tuple[bytes, object]]:
+    """{format: (bytes, build result)} for the formats ``cfg`` asks for."""
+    built = {}
+    if "tflite" in cfg.formats:
+        from converters import tflite
+        options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep)
+        result = tflite.build(model, ranges, options, samples=calib)
+        built["tflite"] = (result.flatbuffer, result)
+    if "qdq" in cfg.formats:
+        from converters import qdq
+        qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep)))
+        built["qdq"] = (qmodel.SerializeToString(), qmodel)
+    return built
+
+
+def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
+    """The ONNX nodes of the ``cfg.auto_keep_float`` layers that add the most int8 error.
+
+    A layer can span several ONNX nodes (Conv+Clip fused into one TFLite op); all of them are
+    kept, since keeping half of a fused pair in float would not remove the layer's error.
+    """
+    from converters import tflite
+    from converters.verify import per_layer
+    options = tflite.TFLiteOptions(quantize="int8", layout=cfg.layout, keep_float=frozenset(keep))
+    trial = tflite.build(model, ranges, options, samples=calib)
+    rows = per_layer.rank(model, trial.flatbuffer, trial.tensor_map, samples, progress=cfg.progress)
+    chosen: set[str] = set()
+    for row in rows[: cfg.auto_keep_float]:
+        chosen |= _span_nodes(model, row["tensor"], set(trial.tensor_map))
+    return chosen - keep
+
+
+def _span_nodes(model: onnx.ModelProto, tensor: str, mapped: set[str]) -> set[str]:
+    """Names of the nodes between ``tensor`` and its nearest mapped (TFLite-visible) ancestors."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found, stack = set(), [tensor]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in found:
+            continue
+        found.add(node.name)
+        stack.extend(i for i in node.input if i and i not in mapped)
+    return found
+
+
+def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True) -> dict:
+    """The verify report of each built model against the float model, keyed by format."""
+    from converters import verify as verifier
+    report = {}
+    for fmt, (data, result) in built.items():
+        tensor_map = getattr(result, "tensor_map", None)
+        rep = verifier.verify(data, model, samples, fmt="tflite" if fmt == "tflite" else "onnx",
+                              labels=labels, tensor_map=tensor_map, progress=progress)
+        report[fmt] = rep.to_dict()
+    return report
+
+
+def _check_keep_float(model: onnx.ModelProto, keep: set[str]) -> None:
+    names = {n.name for n in model.graph.node}
+    unknown = sorted(keep - names)
+    if unknown:
+        raise UsageError(f"--keep-float names unknown node(s): {', '.join(unknown)}", where="--keep-float",
+                         hint="node names are listed by 'ganglion inspect MODEL.onnx'")
+
+
+def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes]) -> None:
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.output_kind == "gpk":
+        key = None
+        if cfg.key is not None:
+            from firmware import keys
+            key = keys.load_private(cfg.key)
+        artifact.write(cfg.output, man, files, key)
+    else:
+        (data,) = files.values()
+        artifact.atomic_write(cfg.output, data)
+
+
+def load_labels(path) -> np.ndarray:
+    from converters.verify import load_labels as load
+    return load(path)
+
+
+# --- verify --------------------------------------------------------------------------------------
+def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, limit=None, preprocess=None,
+           trusted_keys=None, progress=True):
+    """VerifyReport of ``source`` (.gpk/.tflite/.onnx) against the float ``reference`` on ``data``.
+
+    The artifact is opened (and its signature checked against ``trusted_keys``, paths to .pub
+    files) before any data is read; an image folder uses the manifest's preprocessing unless
+    ``preprocess`` overrides it.
+    """
+    from converters import frontend
+    from converters import verify as verifier
+    keys = _public_keys(trusted_keys)
+    kind, model_bytes, manifest = verifier.open_candidate(Path(source), fmt=fmt, trusted_keys=keys)
+    ref = frontend.load_model(reference)
+    if preprocess is None and manifest:
+        preprocess = manifest.get("preprocessing")
+    samples = load_samples(data, ref, preprocess, limit=limit, min_samples=1)
+    truth = load_labels(labels) if labels is not None else None
+    if truth is not None and limit is not None:
+        truth = truth[:limit]
+    tensor_map = (manifest or {}).get("tensor_map")
+    return verifier.verify(model_bytes, ref, samples, fmt=kind, labels=truth, per_layer=per_layer,
+                           tensor_map=tensor_map, progress=progress)
+
+
+def _public_keys(paths):
+    if not paths:
+        return None
+    from firmware import keys
+    return [keys.load_public(p) for p in paths]
+
+
+def render_report(report) -> str:
+    from converters.verify import VerifyReport
+    if isinstance(report, dict):
+        report = VerifyReport.from_dict(report)
+    return report.render()

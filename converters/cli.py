@@ -1,0 +1,140 @@
+"""The converter's commands: ``ganglion convert``, ``ganglion verify``, ``ganglion inspect``.
+
+Thin on purpose: flags become a ``ConvertConfig`` (validated there), the work happens in
+``converters.api``, and this module only prints. Errors are typed (``GanglionError``) and turned
+into one message and an exit code by ``edge.cli.main``; a failed conversion writes no output file
+because ``api.convert`` writes last, atomically.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from converters.config import IO_TYPES, LAYOUTS, QUANTIZE, TARGETS, ConvertConfig, parse_shape
+
+EXISTING = click.Path(exists=True, dir_okay=True, path_type=Path)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _shapes(ctx, param, values):
+    return tuple(parse_shape(v) for v in values)
+
+
+@click.command("convert", context_settings={"max_content_width": 100})
+@click.argument("model", type=EXISTING_FILE)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output: .gpk (artifact), .tflite or .onnx (bare model). Default: MODEL's name + .gpk.")
+@click.option("--calib", type=EXISTING, help="Calibration data: .npy, .npz (one array per input) or an image folder.")
+@click.option("--target", type=click.Choice(TARGETS), help="Model(s) to build [default: from -o; .gpk -> tflite].")
+@click.option("--quantize", type=click.Choice(QUANTIZE), default="int8", show_default=True,
+              help="int8: full-integer; float16: half weights; dynamic: int8 weights only; none: float32.")
+@click.option("--io", "io_type", type=click.Choice(IO_TYPES), default="float32", show_default=True,
+              help="Input/output dtype of the artifact (int8/uint8 for camera pipelines and accelerators).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="onnx", show_default=True,
+              help="onnx keeps the ONNX signature (NCHW); nhwc takes channels-last frames.")
+@click.option("--observer", default="minmax", show_default=True,
+              help="Range observer: minmax, percentile[:99.99], entropy or mse.")
+@click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")
+@click.option("--preprocess", help="Preprocessing spec for image folders, recorded in the manifest.")
+@click.option("--holdout", type=EXISTING, help="Held-out data: verify the result and store the fidelity report.")
+@click.option("--holdout-labels", type=EXISTING_FILE, help="True classes of the holdout (.npy): adds accuracy.")
+@click.option("--labels", type=EXISTING_FILE, help="Class names, one per line, stored in the manifest.")
+@click.option("--keep-float", multiple=True, metavar="NODE", help="Keep this ONNX node in float (repeatable).")
+@click.option("--auto-keep-float", type=int, default=0, metavar="N",
+              help="Keep the N nodes that add the most int8 error in float (uses --holdout or --calib).")
+@click.option("--key", type=EXISTING_FILE, help="ed25519 private key (ganglion keys generate) to sign the .gpk.")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=_shapes, metavar="NAME=D0,D1,..",
+              help="Fix a dynamic input shape (repeatable).")
+@click.option("--name", help="Artifact name in the manifest [default: MODEL's stem].")
+@click.option("--version", "version", default="1.0.0", show_default=True, help="Artifact version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def convert(model, output, calib, target, quantize, io_type, layout, observer, num_calib, preprocess, holdout,
+            holdout_labels, labels, keep_float, auto_keep_float, key, input_shapes, name, version, as_json, quiet):
+    """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
+
+    \b
+    Examples:
+      ganglion convert model.onnx --calib calib.npz -o model.gpk
+      ganglion convert model.onnx --calib calib.npz --holdout holdout.npz -o model.gpk --key signer.key
+      ganglion convert model.onnx --calib imgs/ --preprocess preprocess.toml --target both -o m.gpk
+      ganglion convert model.onnx --calib calib.npz --io int8 --layout nhwc -o model.tflite
+      ganglion convert model.onnx --quantize none -o model_float.tflite
+      ganglion convert model.onnx --calib calib.npz --auto-keep-float 2 --holdout holdout.npz -o model.gpk
+
+    The .gpk holds the model(s) and a manifest (inputs/outputs with quant params, preprocessing,
+    labels, calibration method, and the fidelity report when --holdout is given), signed with --key.
+    On any error nothing is written.
+    """
+    from converters import api
+    cfg = ConvertConfig(
+        model=model, output=output or Path(model.stem + ".gpk"), target=target, quantize=quantize, io=io_type,
+        layout=layout, observer=observer, calib=calib, preprocess=preprocess, num_calib=num_calib,
+        holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
+        auto_keep_float=auto_keep_float, key=key, input_shapes=input_shapes, name=name, version=version,
+        progress=not quiet and not as_json)
+    result = api.convert(cfg)
+    if as_json:
+        click.echo(json.dumps(result.summary(), indent=2, default=str))
+        return
+    click.echo(result.render())
+
+
+@click.command("verify", context_settings={"max_content_width": 100})
+@click.argument("artifact", type=EXISTING_FILE)
+@click.option("--reference", required=True, type=EXISTING_FILE, help="The float ONNX model it came from.")
+@click.option("--data", required=True, type=EXISTING, help="Held-out inputs: .npy, .npz or an image folder.")
+@click.option("--labels", type=EXISTING_FILE, help="True classes (.npy or one integer per line): adds accuracy.")
+@click.option("--per-layer", is_flag=True, help="Rank layers by the error each one adds (which layer broke).")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]),
+              help="Which model of a .gpk to check [default: tflite if present].")
+@click.option("--limit", type=int, help="Use at most N samples.")
+@click.option("--preprocess", help="Preprocessing spec when --data is an image folder [default: the manifest's].")
+@click.option("--trusted-key", type=EXISTING_FILE, multiple=True, help="Refuse a .gpk not signed by this key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, as_json):
+    """Compare ARTIFACT (.gpk, .tflite or QDQ .onnx) with its float ONNX model.
+
+    Runs the artifact in the real LiteRT interpreter (onnxruntime for QDQ) and the reference in
+    onnxruntime on the same inputs, and reports SQNR (dB), cosine similarity, max abs error,
+    top-1 agreement, and accuracy when --labels are given.
+
+    \b
+    Examples:
+      ganglion verify model.gpk --reference model.onnx --data holdout.npz
+      ganglion verify model.gpk --reference model.onnx --data holdout.npz --labels labels.npy --per-layer
+      ganglion verify model.tflite --reference model.onnx --data holdout.npz --json
+    """
+    from converters import api
+    report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer, fmt=fmt, limit=limit,
+                        preprocess=preprocess, trusted_keys=list(trusted_key) or None, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    click.echo(report.render())
+
+
+@click.command("inspect", context_settings={"max_content_width": 100})
+@click.argument("path", type=EXISTING_FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def inspect_cmd(path, as_json):
+    """Show ops, tensors, quantization parameters and sizes of a .tflite, .onnx or .gpk file.
+
+    \b
+    Examples:
+      ganglion inspect model.gpk          (manifest, signature, then each model inside)
+      ganglion inspect model.tflite --json
+    """
+    from converters import inspect as inspector
+    info = inspector.inspect(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    click.echo(inspector.render(info))
+
+
+def main() -> None:  # pragma: no cover - `python -m converters.cli` convenience
+    convert.main(sys.argv[1:])

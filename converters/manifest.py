@@ -1,0 +1,130 @@
+"""The artifact manifest: what a device (and a person) needs to know about the model(s) inside.
+
+Follows shared/DESIGN.md "The quantized artifact". ``edge.artifact.pack`` adds ``files`` (sha256
+per member) and ``format_version``; the ed25519 signature covers the exact manifest bytes.
+
+    name, version               artifact identity (default name: the model file's stem)
+    converter                   {"name": "ganglion-edge", "version": ...}
+    source_model                {"file", "sha256", "opset", "producer"}
+    inputs / outputs            [{name, dtype, shape, layout, quant: {scale, zero_point} | null}]
+    preprocessing, labels       how raw data becomes input; class names (or null)
+    quantization                {mode, io, layout, observer, keep_float, weights/activations/bias scheme}
+    calibration                 {method, samples, source (file name), source_sha256} or null
+    fidelity                    the verify report per format, when --holdout was given
+    tensor_map                  ONNX tensor name -> TFLite tensor index and layout perm
+    models                      [{format: "tflite" | "onnx", file}]
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edge import __version__
+
+MODEL_ENTRIES = {"tflite": ("tflite", "model.tflite"), "qdq": ("onnx", "model.qdq.onnx")}
+SCHEMES = {
+    "int8": {"weights": "int8 per-channel symmetric (zero point 0)", "activations": "int8 per-tensor asymmetric",
+             "bias": "int32, scale = input_scale * weight_scale"},
+    "float16": {"weights": "float16", "activations": "float32", "bias": "float32"},
+    "dynamic": {"weights": "int8 per-channel symmetric (dequantized at run time)", "activations": "float32",
+                "bias": "float32"},
+    "none": {"weights": "float32", "activations": "float32", "bias": "float32"},
+}
+
+
+def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None, keep_float=()) -> dict:
+    """The manifest dict for a conversion (see the module doc for the fields)."""
+    tfl = built.get("tflite", (None, None))[1]
+    inputs, outputs = (_io(tfl.inputs), _io(tfl.outputs)) if tfl is not None else _onnx_io(model)
+    return {
+        "name": cfg.artifact_name,
+        "version": cfg.version,
+        "converter": {"name": "ganglion-edge", "version": __version__},
+        "source_model": _source(cfg.model, model),
+        "inputs": inputs,
+        "outputs": outputs,
+        "preprocessing": _preprocessing(cfg.preprocess),
+        "labels": _labels(cfg.labels),
+        "quantization": {"mode": cfg.quantize, "io": cfg.io, "layout": cfg.layout,
+                         "observer": cfg.observer if ranges is not None else None,
+                         "keep_float": list(keep_float), **SCHEMES[cfg.quantize]},
+        "calibration": _calibration(cfg) if ranges is not None else None,
+        "fidelity": report,
+        "tensor_map": _plain(getattr(tfl, "tensor_map", None) or {}),
+        "models": [{"format": MODEL_ENTRIES[f][0], "file": MODEL_ENTRIES[f][1]} for f in built],
+        **cfg.extra,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _source(path: Path, model: onnx.ModelProto) -> dict:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"file": path.name, "sha256": file_sha256(path), "opset": opset,
+            "producer": f"{model.producer_name} {model.producer_version}".strip() or None}
+
+
+def _calibration(cfg) -> dict:
+    source = Path(cfg.calib)
+    return {"method": cfg.observer, "max_samples": cfg.num_calib, "source": source.name,
+            "source_sha256": file_sha256(source) if source.is_file() else None}
+
+
+def _preprocessing(spec) -> dict | None:
+    if spec is None:
+        return None
+    from converters.calibrate.preprocess import PreprocessSpec
+    return PreprocessSpec.parse(spec).to_dict()
+
+
+def _labels(path) -> list[str] | None:
+    if path is None:
+        return None
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _io(specs) -> list[dict]:
+    return [_plain(s) for s in specs]
+
+
+def _onnx_io(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """I/O of a QDQ-only artifact: the ONNX signature (float32, ONNX layout, no quant params)."""
+    inits = {i.name for i in model.graph.initializer}
+
+    def entry(vi):
+        tt = vi.type.tensor_type
+        return {"name": vi.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name,
+                "shape": [d.dim_value for d in tt.shape.dim], "layout": "onnx", "quant": None}
+    return ([entry(vi) for vi in model.graph.input if vi.name not in inits],
+            [entry(vi) for vi in model.graph.output])
+
+
+def _plain(value):
+    """JSON-ready copy of specs/dataclasses/numpy values (the manifest is plain JSON)."""
+    if hasattr(value, "to_dict"):
+        return _plain(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.dtype):
+        return value.name
+    if isinstance(value, type) and issubclass(value, np.generic):
+        return np.dtype(value).name
+    return value

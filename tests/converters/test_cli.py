@@ -1,0 +1,152 @@
+"""`ganglion convert/verify/inspect` from the outside: help text, exit codes, and no output on failure.
+
+Runs the real command through ``edge.cli.main`` (the console-script entry point) in-process.
+The successful paths (convert -> verify -> inspect) are in test_digits_e2e.py.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", ["convert", "verify", "inspect"])
+def test_help_teaches_with_examples(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert "Examples:" in out
+    assert f"ganglion {command}" in out
+
+
+def test_convert_help_lists_the_main_flags(capsys):
+    _, out, _ = run(capsys, "convert", "--help")
+    for flag in ("--calib", "--target", "--quantize", "--io", "--layout", "--observer", "--holdout",
+                 "--keep-float", "--auto-keep-float", "--key", "--input-shape", "--num-calib"):
+        assert flag in out
+
+
+@pytest.fixture
+def digits_copy(tmp_path, digits_dir):
+    """The committed digits files, copied so tests can corrupt them."""
+    for name in ("digits_cnn.onnx", "calib.npz", "holdout.npz", "holdout_labels.npy", "labels.txt"):
+        shutil.copy(digits_dir / name, tmp_path / name)
+    return tmp_path
+
+
+def _assert_failed_cleanly(code, err, out_path, exit_code, fragment):
+    assert code == exit_code, err
+    assert fragment in err
+    assert not out_path.exists()
+    assert not list(out_path.parent.glob(f".{out_path.name}.*"))    # no temp file left either
+
+
+def test_corrupt_model_exits_3_and_writes_nothing(capsys, tmp_path, digits_copy):
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf" * 10)
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", bad, "--calib", digits_copy / "calib.npz", "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.model_load]")
+
+
+def test_truncated_model_exits_3_and_writes_nothing(capsys, tmp_path, digits_copy):
+    model = digits_copy / "digits_cnn.onnx"
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    out = tmp_path / "out.tflite"
+    code, _, err = run(capsys, "convert", cut, "--calib", digits_copy / "calib.npz", "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.")
+
+
+def test_wrong_shape_calibration_exits_3_and_writes_nothing(capsys, tmp_path, digits_copy):
+    bad = tmp_path / "bad_calib.npz"
+    np.savez(bad, input=np.zeros((20, 1, 7, 7), np.float32))
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", bad, "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.calibration_data]")
+    assert "input" in err
+
+
+def test_nan_calibration_exits_3_and_writes_nothing(capsys, tmp_path, digits_copy):
+    data = np.load(digits_copy / "calib.npz")["input"].copy()
+    data[3, 0, 2, 2] = np.nan
+    bad = tmp_path / "nan_calib.npz"
+    np.savez(bad, input=data)
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", bad, "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.calibration_data]")
+
+
+def test_wrong_input_name_in_npz_exits_3(capsys, tmp_path, digits_copy):
+    bad = tmp_path / "renamed.npz"
+    np.savez(bad, pixels=np.load(digits_copy / "calib.npz")["input"])
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", bad, "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "pixels")
+
+
+def test_int8_without_calibration_is_a_usage_error(capsys, tmp_path, digits_copy):
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "-o", out)
+    _assert_failed_cleanly(code, err, out, 2, "--calib")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["-o", "{tmp}/m.tflite", "--target", "qdq"], "--target"),
+    (["-o", "{tmp}/m.txt"], ".gpk, .tflite or .onnx"),
+    (["-o", "{tmp}/m.gpk", "--quantize", "none", "--io", "int8"], "--io int8"),
+    (["-o", "{tmp}/m.gpk", "--quantize", "float16", "--target", "both"], "QDQ"),
+    (["-o", "{tmp}/m.tflite", "--input-shape", "input=1,x,8"], "--input-shape"),
+])
+def test_contradictory_flags_are_usage_errors(capsys, tmp_path, digits_copy, flags, fragment):
+    argv = [f.format(tmp=tmp_path) for f in flags]
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib",
+                       digits_copy / "calib.npz", *argv)
+    assert code == 2, err
+    assert fragment in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("m.")] == []
+
+
+def test_unknown_keep_float_node_is_refused(capsys, tmp_path, digits_copy):
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                       "--keep-float", "no_such_node", "-o", out)
+    _assert_failed_cleanly(code, err, out, 2, "no_such_node")
+
+
+def test_unknown_input_shape_name_is_refused(capsys, tmp_path, digits_copy):
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                       "--input-shape", "pixels=1,1,8,8", "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "pixels")
+
+
+def test_missing_model_file_is_a_click_error(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", tmp_path / "nope.onnx", "-o", tmp_path / "x.gpk")
+    assert code == 2
+    assert "does not exist" in err
+
+
+def test_verify_refuses_a_tampered_artifact(capsys, tmp_path, digits_copy):
+    fake = tmp_path / "fake.gpk"
+    fake.write_bytes(b"PK\x03\x04 truncated zip")
+    code, _, err = run(capsys, "verify", fake, "--reference", digits_copy / "digits_cnn.onnx",
+                       "--data", digits_copy / "holdout.npz")
+    assert code == 3, err
+    assert "error[artifact" in err
+
+
+def test_inspect_refuses_garbage(capsys, tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    code, _, err = run(capsys, "inspect", bad)
+    assert code != 0
+    assert "error[" in err

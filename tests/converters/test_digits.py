@@ -1,0 +1,101 @@
+"""The one trained model: int8 accuracy on held-out digits stays within 1 point of float.
+
+The int8 TFLite runs in the real LiteRT interpreter; the float model in onnxruntime. The model
+and data are the committed files made by examples/models/digits_cnn.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from converters import api
+from converters.config import ConvertConfig
+from edge.litert import make_interpreter
+
+
+@pytest.fixture(scope="module")
+def holdout(digits_dir):
+    x = np.load(digits_dir / "holdout.npz", allow_pickle=False)["input"]
+    y = np.load(digits_dir / "holdout_labels.npy", allow_pickle=False)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def float_accuracy(digits_dir, holdout):
+    x, y = holdout
+    sess = ort.InferenceSession(str(digits_dir / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
+    pred = np.array([sess.run(None, {"input": xi[None]})[0].argmax() for xi in x])
+    return float(np.mean(pred == y))
+
+
+def litert_predictions(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    """Argmax of the TFLite model on each sample, quantizing/dequantizing integer I/O itself."""
+    interp = make_interpreter(flatbuffer)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    preds = []
+    for xi in x:
+        value = xi[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            value = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        if tuple(inp["shape"]) != value.shape:          # --layout nhwc
+            value = value.transpose(0, 2, 3, 1)
+        interp.set_tensor(inp["index"], value)
+        interp.invoke()
+        logits = interp.get_tensor(out["index"]).astype(np.float32)
+        preds.append(logits.argmax())
+    return np.array(preds)
+
+
+def convert(tmp_path, digits_dir, output: str, **kw) -> api.ConvertResult:
+    cfg = ConvertConfig(model=digits_dir / "digits_cnn.onnx", output=tmp_path / output,
+                        calib=digits_dir / "calib.npz", progress=False, **kw)
+    return api.convert(cfg)
+
+
+def test_committed_float_model_is_accurate(float_accuracy):
+    assert float_accuracy >= 0.95
+
+
+def test_int8_tflite_accuracy_within_one_point_of_float(tmp_path, digits_dir, holdout, float_accuracy):
+    convert(tmp_path, digits_dir, "digits.tflite")
+    flatbuffer = (tmp_path / "digits.tflite").read_bytes()
+    x, y = holdout
+    int8_accuracy = float(np.mean(litert_predictions(flatbuffer, x) == y))
+    print(f"\ndigits holdout accuracy: float {float_accuracy:.4f}, int8 TFLite {int8_accuracy:.4f}")
+    assert int8_accuracy >= float_accuracy - 0.01
+
+
+@pytest.mark.parametrize("io, layout", [("int8", "onnx"), ("uint8", "nhwc")])
+def test_integer_io_keeps_accuracy(tmp_path, digits_dir, holdout, float_accuracy, io, layout):
+    convert(tmp_path, digits_dir, "digits.tflite", io=io, layout=layout)
+    x, y = holdout
+    accuracy = float(np.mean(litert_predictions((tmp_path / "digits.tflite").read_bytes(), x) == y))
+    assert accuracy >= float_accuracy - 0.01
+
+
+def test_qdq_onnx_accuracy_within_one_point_of_float(tmp_path, digits_dir, holdout, float_accuracy):
+    convert(tmp_path, digits_dir, "digits.qdq.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "digits.qdq.onnx"), providers=["CPUExecutionProvider"])
+    x, y = holdout
+    pred = np.array([sess.run(None, {"input": xi[None]})[0].argmax() for xi in x])
+    assert float(np.mean(pred == y)) >= float_accuracy - 0.01
+
+
+def test_training_script_reproduces_the_committed_split(digits_dir):
+    """The split and data files come from the script (BLAS-independent parts compared exactly)."""
+    from examples.models import digits_cnn
+    x_tr, x_ho, _, y_ho = digits_cnn.load_split()
+    np.testing.assert_array_equal(x_ho, np.load(digits_dir / "holdout.npz")["input"])
+    np.testing.assert_array_equal(y_ho, np.load(digits_dir / "holdout_labels.npy"))
+    np.testing.assert_array_equal(x_tr[:200], np.load(digits_dir / "calib.npz")["input"])
+
+
+def test_training_reaches_95_percent_quickly():
+    """A short run of the real training loop (5 epochs) already generalises."""
+    from examples.models import digits_cnn
+    x_tr, x_ho, y_tr, y_ho = digits_cnn.load_split()
+    params = digits_cnn.train(x_tr, y_tr, epochs=5)
+    assert digits_cnn.accuracy(params, x_ho, y_ho) >= 0.95
