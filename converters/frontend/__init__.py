@@ -44,6 +44,9 @@ def to_graph(model: onnx.ModelProto) -> Graph:
     from converters.passes import fold_constants  # the frontend folds before normalizing
 
     graph = _to_graph(model)
-    fold_constants.run(graph)
+    for _ in range(8):  # folding can expose shapes, and new shapes can expose more folding
+        folded = fold_constants.run(graph)
+        if not (shapes.complete_shapes(graph) or folded):
+            break
     quirks.normalize(graph)
     return graph

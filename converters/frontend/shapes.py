@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import onnx
 
 from converters.errors import ShapeError
@@ -93,3 +94,39 @@ def static_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
             return None
         dims.append(int(d.dim_value))
     return tuple(dims)
+
+
+def complete_shapes(graph) -> bool:
+    """Infer shapes ONNX's whole-model inference left unknown, one node at a time, now that
+    constant folding has turned shape subgraphs into initializers (e.g. Reshape's target)."""
+    from onnx import helper, numpy_helper
+
+    from converters.passes.fold_constants import _proto_attrs
+
+    changed = False
+    for node in graph.nodes:
+        outs = [graph.tensors[o] for o in node.outputs if o]
+        if node.domain or all(t.shape is not None for t in outs):
+            continue
+        ins = [graph.tensors[i] for i in node.inputs if i]
+        if any(t.shape is None or t.dtype is None for t in ins):
+            continue
+        inits = [numpy_helper.from_array(t.data, t.name) for t in ins if t.data is not None]
+        infos = [helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(t.dtype),
+                                               list(t.shape)) for t in ins if t.data is None]
+        proto = helper.make_node(node.op, node.inputs, node.outputs, **_proto_attrs(node.attrs))
+        g = helper.make_graph([proto], "one", infos, [helper.make_empty_tensor_value_info(o)
+                                                        for o in node.outputs if o], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
+        try:
+            inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+        except Exception:
+            continue
+        for vi in [*inferred.graph.output, *inferred.graph.value_info]:
+            t = graph.tensors.get(vi.name)
+            shape = static_shape(vi)
+            if t is not None and t.shape is None and shape is not None:
+                t.shape = shape
+                t.dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+                changed = True
+    return changed
