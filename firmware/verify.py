@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import tarfile
+import zipfile
 from pathlib import Path
 
-from firmware import keys
+from firmware import keys, wheelinstall
 from firmware.bundle import (MANIFEST, MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS, SIGNATURE,
                              BundleManifest, check_manifest, check_member)
 from firmware.errors import BundleError, SignatureError
@@ -53,12 +54,24 @@ def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
                         signature = data.decode("ascii", "replace")
                     continue
                 seen[info.name] = {"sha256": _hash_stream(fh), "size": info.size}
+                if info.name.startswith("wheels/"):
+                    fh.seek(0)
+                    _check_wheel(fh, f"{where}: {info.name}")
     except tarfile.TarError as exc:
         raise BundleError(f"not a readable firmware bundle: {exc}", where=where, code="firmware.corrupt",
                           hint="the file is truncated or damaged; transfer it again")
     if manifest_raw is None:
         raise BundleError("bundle has no manifest.json", where=where, code="firmware.manifest")
     return manifest_raw, signature, seen
+
+
+def _check_wheel(fh, where: str) -> None:
+    """A wheel's zip entries are checked here too, so a hostile wheel is refused before any write."""
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            wheelinstall.check_zip(zf, where)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"wheel is not a readable zip: {exc}", where=where, code="firmware.wheel")
 
 
 def _hash_stream(fh) -> str:

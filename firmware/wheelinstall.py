@@ -36,9 +36,7 @@ def unpack(wheel, slot: Path, where: str) -> str:
     except (zipfile.BadZipFile, OSError) as exc:
         raise BundleError(f"wheel is not a readable zip: {exc}", where=where, code="firmware.wheel")
     with zf:
-        infos = zf.infolist()
-        if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
-            raise BundleError("wheel unpacks to too many bytes", where=where, code="firmware.too_large")
+        infos = check_zip(zf, where)
         dist_info = None
         for info in infos:
             name = _check(info, where)
@@ -61,6 +59,16 @@ def unpack(wheel, slot: Path, where: str) -> str:
     if dist_info is None:
         raise BundleError("wheel has no .dist-info/RECORD", where=where, code="firmware.wheel")
     return dist_info
+
+
+def check_zip(zf: zipfile.ZipFile, where: str) -> list[zipfile.ZipInfo]:
+    """Every entry of a wheel is safe to unpack (called by verify, before anything is written)."""
+    infos = zf.infolist()
+    if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
+        raise BundleError("wheel unpacks to too many bytes", where=where, code="firmware.too_large")
+    for info in infos:
+        _check(info, where)
+    return infos
 
 
 def _check(info: zipfile.ZipInfo, where: str) -> PurePosixPath | None:

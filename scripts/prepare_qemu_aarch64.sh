@@ -14,8 +14,8 @@ CACHE=${GANGLION_QEMU_CACHE:-$HOME/.cache/ganglion-qemu}
 SYSROOT=$CACHE/sysroot-bookworm-arm64
 WHEELHOUSE=${GANGLION_WHEEL_CACHE:-$HOME/.cache/ganglion-wheels}/rpi4
 PY=${PYTHON:-.venv/bin/python}
-# The minimal set for `python3.11 -c "import numpy, ai_edge_litert"` (found by trial: python's own
-# dependencies, plus libstdc++/libgcc for LiteRT's C++ extension).
+# What `python3.11 -c "import numpy, ai_edge_litert"` needs: python3.11's own dependencies (from
+# `apt-cache depends`, less the ones only optional modules use), plus libstdc++/libgcc for LiteRT.
 PKGS=(libc6 libgcc-s1 libstdc++6 zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libuuid1
       libcrypt1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8
       libpython3.11-minimal libpython3.11-stdlib python3.11-minimal)

@@ -139,7 +139,7 @@ def test_a_duplicate_member_cannot_smuggle_a_second_version(live_root, make_bund
 
 def test_a_member_not_in_the_signed_manifest_is_refused(live_root, make_bundle, fw_keys, tmp_path):
     entries = tarcraft.read_entries(make_bundle("1.1.0"))
-    entries.append(tarcraft.file_entry("wheels/extra-1.0-py3-none-any.whl", b"PK"))
+    entries.append(tarcraft.file_entry("config/extra.toml", b"x = 1\n"))
     bad = tarcraft.write_entries(tmp_path / "extra.fw", entries)
     refused(bad, live_root, fw_keys["public"], "firmware.members")
 
@@ -169,3 +169,24 @@ def test_a_bundle_for_another_board_is_refused_even_with_force(live_root, make_b
         install(other, live_root, fw_keys["public"], force=True)
     assert info.value.code == "firmware.wrong_board"
     assert snapshot(live_root) == before
+
+
+@pytest.mark.parametrize("entry", ["../../escape.py", "/abs/escape.py", "pkg/../../escape.py", "symlink"])
+def test_a_hostile_wheel_inside_a_signed_bundle_is_refused_before_any_write(live_root, make_bundle, fw_keys,
+                                                                            tmp_path, entry):
+    import io
+    import stat
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("evil-1.0.dist-info/RECORD", "")
+        if entry == "symlink":
+            info = zipfile.ZipInfo("evil/link.py")
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+        else:
+            zf.writestr(entry, "owned = True\n")
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    entries.append(tarcraft.file_entry("wheels/evil-1.0-py3-none-any.whl", buf.getvalue()))
+    bad = tarcraft.write_entries(tmp_path / "evil-wheel.fw", tarcraft.resign(entries, fw_keys["private"]))
+    refused(bad, live_root, fw_keys["public"], "firmware.unsafe")
