@@ -1,0 +1,101 @@
+"""`ganglion telemetry watch|send|send-file` as a user runs them (subprocess, real broker, real device)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edge.telemetry import Telemetry, TelemetryConfig
+from edge.telemetry.watch import Fleet, render_table
+from edge.telemetry.mqtt import Message
+from firmware import keys
+
+pytestmark = pytest.mark.mqtt
+
+
+def ganglion(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, GANGLION_BROKER=""))
+
+
+@pytest.fixture
+def device(mosquitto, tmp_path):
+    tm = Telemetry(TelemetryConfig(broker=mosquitto.url), "cli-dev", tmp_path / "s.db")
+    tm.record("status", {"model": "digits"})
+    tm.register_transfer("deploy", lambda path, info, args: {"got": path.stat().st_size})
+    tm.start()
+    assert tm.wait_connected(10)
+    yield tm
+    tm.stop(flush_timeout=0.5)
+
+
+def test_send_prints_the_reply_and_exit_code_follows_it(mosquitto, device, tmp_path):
+    ok = ganglion("telemetry", "send", "cli-dev", "ping", "--broker", mosquitto.url)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["result"]["pong"] is True
+    unknown = ganglion("telemetry", "send", "cli-dev", "selfdestruct", "--broker", mosquitto.url)
+    assert unknown.returncode == 6 and "command.unknown_verb" in unknown.stderr
+    bad = ganglion("telemetry", "send", "cli-dev", "ping", "--args", "[1]", "--broker", mosquitto.url)
+    assert bad.returncode == 2 and "--args must be a JSON object" in bad.stderr
+    nobroker = ganglion("telemetry", "send", "cli-dev", "ping", "--broker", "http://x")
+    assert nobroker.returncode == 2 and "usage.broker_url" in nobroker.stderr
+
+
+def test_signed_send_and_send_file(mosquitto, tmp_path):
+    priv, pub = keys.generate(tmp_path / "ops.key")
+    tm = Telemetry(TelemetryConfig(broker=mosquitto.url, command_keys=(str(pub),)), "signed", tmp_path / "s.db")
+    tm.register_transfer("deploy", lambda path, info, args: {"got": path.stat().st_size, "slot": args.get("slot")})
+    tm.start()
+    try:
+        assert tm.wait_connected(10)
+        refused = ganglion("telemetry", "send", "signed", "ping", "--broker", mosquitto.url)
+        assert refused.returncode == 6 and "command.unauthorized" in refused.stderr
+        ok = ganglion("telemetry", "send", "signed", "ping", "--key", str(priv), "--broker", mosquitto.url)
+        assert ok.returncode == 0, ok.stderr
+        blob = tmp_path / "fw.bin"
+        blob.write_bytes(os.urandom(50_000))
+        sent = ganglion("telemetry", "send-file", "signed", "deploy", str(blob), "--chunk-size", "8192",
+                        "--args", '{"slot": "b"}', "--key", str(priv), "--broker", mosquitto.url)
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["result"] == {"got": 50_000, "slot": "b"}
+    finally:
+        tm.stop(flush_timeout=0.5)
+
+
+def test_watch_once_json_and_table(mosquitto, device):
+    # status is retained (seen at once); metrics are live, so they are sent while watch listens
+    watch = subprocess.Popen([sys.executable, "-m", "edge.cli", "telemetry", "watch", "--broker", mosquitto.url,
+                              "--once", "--json", "--wait", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        time.sleep(1.5)
+        device.record("metrics", {"latency_ms": {"p50": 1.0, "p95": 2.5}, "throughput": 480.0, "errors": 3})
+        stdout, stderr = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0, stderr
+    rows = json.loads(stdout)
+    assert [r["device"] for r in rows] == ["cli-dev"]
+    row = rows[0]
+    assert row["online"] is True and row["model"] == "digits" and row["p95_ms"] == 2.5
+    assert row["throughput"] == 480.0 and row["errors"] == 3 and row["last_seq"] == 1
+    table = ganglion("telemetry", "watch", "--broker", mosquitto.url, "--duration", "1.2", "--interval", "0.5")
+    assert table.returncode == 0 and "cli-dev" in table.stdout and "DEVICE" in table.stdout
+
+
+def test_fleet_ignores_garbage_and_tracks_offline():
+    fleet = Fleet()
+    fleet.on_message(Message("ganglion/v1/a/status", b"not json", 1, True))
+    fleet.on_message(Message("ganglion/v1/a/metrics", b'{"data": [1]}', 1, False))
+    fleet.on_message(Message("elsewhere/x", b"{}", 1, False))
+    assert fleet.bad_messages == 2 and fleet.snapshot() == []
+    fleet.on_message(Message("ganglion/v1/b/status",
+                             json.dumps({"seq": None, "ts": 100.0, "data": {"state": "offline"}}).encode(), 1, True))
+    fleet.on_message(Message("ganglion/v1/b/events",
+                             json.dumps({"seq": 9, "ts": 101.0, "data": {"event": "crash"}}).encode(), 1, False))
+    (row,) = fleet.snapshot()
+    assert row["online"] is False and row["errors"] == 1 and row["last_seq"] == 9
+    text = render_table(fleet.snapshot(), now=111.0)
+    assert "NO" in text and "10s ago" in text
