@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge.errors import UsageError
+from edge.errors import InputError, UsageError
 
 
 def _abs(p: str | None) -> str | None:
@@ -127,6 +127,8 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, **flags):
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return
     cfg = build_config(config, flags)
+    if not Path(cfg.model.path).is_file():
+        raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found")
     from edge.daemon.app import Daemon
     from edge.daemon import tree
     if dry_run:

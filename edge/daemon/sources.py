@@ -5,7 +5,8 @@ A source turns what it sees into ``submit(source, value, meta, on_done)`` calls 
 the queue is full (backpressure; they never drop); the camera drops the oldest frame instead.
 
 Watched folder: files appear in ``path``; each is read once, and after its result is written it
-moves to ``path/done/`` or, with a ``.error.json`` beside it, to ``path/failed/``. Names that start
+moves to ``path/done/`` or, with a ``.error.json`` beside it, to ``path/failed/``. A file the daemon could not answer because
+it was stopping stays where it is and is read again on the next start. Names that start
 with '.' or end in ``.tmp``/``.part`` are ignored, so writers can copy-then-rename.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 from edge.errors import InputError, UsageError
 from edge.preprocess import load_npy
 
+# Errors that say "the daemon could not answer now", not "this input is bad".
+RETRY_LATER = frozenset({"runtime.unavailable", "runtime.stopping"})
 FOLDER_SUFFIXES = {".npy", ".npz", ".png", ".jpg", ".jpeg", ".json", ".bin", ".raw"}
 
 
@@ -78,6 +81,10 @@ class FolderSource:
 
     def _done(self, path: Path):
         def on_done(result) -> None:
+            if not result.ok and result.error.get("code") in RETRY_LATER:
+                with self._lock:                   # not the file's fault: keep it for the next start
+                    self._inflight.discard(path.name)
+                return
             folder = "done" if result.ok else "failed"
             target = self.path / folder / path.name
             try:

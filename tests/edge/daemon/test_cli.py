@@ -1,0 +1,129 @@
+"""``ganglion run`` / ``bench`` / ``doctor`` as a user runs them: real subprocesses, real signals.
+
+The systemd side is real too: the test binds a unix datagram socket, passes it as NOTIFY_SOCKET,
+and reads the READY / WATCHDOG / STOPPING datagrams the daemon sends.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.edge import models
+
+pytestmark = pytest.mark.timeout(120)
+GANGLION = [str(Path(sys.executable).parent / "ganglion")]
+
+
+def ganglion(*args, **kw):
+    return subprocess.run(GANGLION + [str(a) for a in args], capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_dry_run_prints_the_tree(dense_tflite, tmp_path):
+    res = ganglion("run", "--model", dense_tflite, "--watch", tmp_path / "in", "--jsonl", tmp_path / "o.jsonl",
+                   "--workers", 2, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    for line in ["root (supervisor: rest_for_one", "workers (supervisor: one_for_one", "worker-0 (process",
+                 "worker-1 (process", "batcher (thread", "sources (supervisor", "folder:", "sinks: jsonl"]:
+        assert line in res.stdout
+
+
+def test_systemd_unit_uses_notify_and_a_watchdog(dense_tflite):
+    res = ganglion("run", "--model", dense_tflite, "--watch", "/srv/in", "--print-systemd-unit",
+                   "--watchdog-sec", 15)
+    assert res.returncode == 0, res.stderr
+    assert "Type=notify" in res.stdout and "WatchdogSec=15" in res.stdout
+    assert f"run --model {dense_tflite} --watch /srv/in" in res.stdout
+
+
+@pytest.mark.parametrize("config, code, needle", [
+    ("[model]\npath = 'm.tflite'\nthread = 2\n", 2, "model.thread"),
+    ("[batch]\nmax_batch = 0\n[model]\npath='m.tflite'\n", 2, "batch.max_batch"),
+    ("[model\n", 2, "not valid TOML"),
+    ("[model]\npath = 'missing.tflite'\n", 3, "model file not found"),
+])
+def test_bad_configs_fail_with_one_clear_message(tmp_path, config, code, needle):
+    (tmp_path / "m.tflite").write_bytes(models.dense_tflite())
+    cfg = tmp_path / "ganglion.toml"
+    cfg.write_text(config)
+    res = ganglion("run", "--config", cfg)
+    assert res.returncode == code, res.stderr
+    assert needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_run_watch_folder_with_systemd_notify_and_sigterm(dense_tflite, tmp_path):
+    inbox, out = tmp_path / "in", tmp_path / "results.jsonl"
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="200000")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(GANGLION + ["run", "--model", str(dense_tflite), "--watch", str(inbox),
+                                        "--jsonl", str(out), "--metrics-interval", "0.5"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    messages = []
+    try:
+        ready_s = _wait_datagram(sock, messages, "READY=1", timeout=20) - t0
+        arr = np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32)
+        np.save(inbox / "a.npy", arr)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (inbox / "done" / "a.npy").exists():
+            time.sleep(0.05)
+        _wait_datagram(sock, messages, "WATCHDOG=1", timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        _wait_datagram(sock, messages, "STOPPING=1", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    assert proc.returncode == 0, err
+    assert ready_s < 10                      # generous here; bench/daemon_bench.py measures it properly
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["ok"] and rec["file"] == "a.npy"
+    np.testing.assert_allclose(rec["outputs"]["y"], models.reference(arr)[0], rtol=1e-5, atol=1e-5)
+    kinds = [json.loads(line)["kind"] for line in err.splitlines() if line.startswith("{")]
+    assert "status" in kinds and "metrics" in kinds
+
+
+def _wait_datagram(sock, messages, wanted, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(wanted in m for m, _ in messages):
+            return next(t for m, t in messages if wanted in m)
+        try:
+            messages.append((sock.recv(4096).decode(), time.monotonic()))
+        except socket.timeout:
+            continue
+    raise AssertionError(f"no {wanted} from the daemon; got {[m for m, _ in messages]}")
+
+
+def test_bench_json(dense_tflite):
+    res = ganglion("bench", dense_tflite, "--runs", 30, "--warmup", 3, "--threads", "1,2", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [r["threads"] for r in data["results"]] == [1, 2]
+    for r in data["results"]:
+        assert r["runs"] == 30 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+
+
+def test_bench_rejects_bad_flags(dense_tflite):
+    res = ganglion("bench", dense_tflite, "--threads", "two")
+    assert res.returncode == 2 and "--threads" in res.stderr
+
+
+def test_doctor_json_reports_runtimes():
+    res = ganglion("doctor", "--json")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["litert"]["found"] and rep["litert"]["package"] == "ai_edge_litert"
+    assert "CPUExecutionProvider" in rep["onnxruntime"]["providers"]
+    assert rep["delegates"]["edgetpu"] is None or "path" in rep["delegates"]["edgetpu"]
+    assert rep["board"]["machine"]
