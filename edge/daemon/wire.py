@@ -25,7 +25,8 @@ _LEN = struct.Struct("<I")
 
 def encode(header: dict, tensors: dict[str, np.ndarray] | None = None) -> bytes:
     tensors = tensors or {}
-    arrays = [np.ascontiguousarray(a) for a in tensors.values()]
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+    arrays = [a if a.flags.c_contiguous else a.copy(order="C") for a in map(np.asarray, tensors.values())]
     header = dict(header, tensors=[{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)}
                                    for n, a in zip(tensors, arrays)])
     raw = json.dumps(header, separators=(",", ":")).encode()

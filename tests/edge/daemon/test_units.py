@@ -1,0 +1,230 @@
+"""Unit tests of the daemon's pure logic: wire framing, config schema, queues, decoding, metrics."""
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from edge.backends import TensorSpec
+from edge.daemon import config as cfgmod, sdnotify, wire
+from edge.daemon.batcher import Batcher, RequestQueue
+from edge.daemon.decode import decode_payload
+from edge.daemon.messages import JobQueue, Request
+from edge.daemon.metrics import Metrics
+from edge.errors import InputError, UsageError
+from edge.preprocess import decode_image, image_to_tensor
+
+
+class Info:
+    def __init__(self, shape=(1, 4), dtype="float32", preprocess=None):
+        self.inputs = [TensorSpec("x", dtype, shape)]
+        self.preprocess = preprocess or {}
+
+
+# -- wire --------------------------------------------------------------------------------------
+def test_wire_roundtrip_keeps_dtype_shape_and_bytes():
+    tensors = {"a": np.arange(12, dtype=np.int8).reshape(3, 4), "b": np.ones((2, 0), np.float32),
+               "c": np.array(3.5, np.float64)}
+    header, back = wire.decode(wire.encode({"op": "run", "id": 7}, tensors))
+    assert header["op"] == "run" and header["id"] == 7
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
+        np.testing.assert_array_equal(back[k], v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_wire_decode_of_hostile_bytes_is_an_input_error_or_a_valid_frame(data):
+    try:
+        header, tensors = wire.decode(data)
+    except InputError:
+        return
+    assert isinstance(header, dict) and all(isinstance(v, np.ndarray) for v in tensors.values())
+
+
+@pytest.mark.parametrize("meta", [{"dtype": "object", "shape": [1]}, {"dtype": "float32", "shape": [-1]},
+                                  {"dtype": "float32", "shape": [10]}, {"dtype": "float32", "shape": "x"}])
+def test_wire_refuses_bad_tensor_descriptions(meta):
+    raw = json.dumps({"op": "run", "tensors": [dict(meta, name="x")]}).encode()
+    with pytest.raises(InputError):
+        wire.decode(len(raw).to_bytes(4, "little") + raw + b"\0" * 8)
+
+
+def test_wire_refuses_trailing_bytes():
+    frame = wire.encode({"op": "x"}, {"t": np.zeros(2, np.float32)})
+    with pytest.raises(InputError):
+        wire.decode(frame + b"!")
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_toml_config_loads_with_paths_relative_to_the_file(tmp_path):
+    (tmp_path / "ganglion.toml").write_text("""
+device_id = "cam1"
+[model]
+path = "models/m.gpk"
+trusted_keys = ["keys/dev.pub"]
+threads = 2
+[batch]
+max_batch = 4
+budget_ms = 1.5
+[[sources]]
+kind = "folder"
+path = "in"
+[[sinks]]
+kind = "jsonl"
+path = "/var/log/r.jsonl"
+""")
+    cfg = cfgmod.load_toml(tmp_path / "ganglion.toml").check()
+    assert cfg.model.path == str(tmp_path / "models/m.gpk")
+    assert cfg.model.trusted_keys == (str(tmp_path / "keys/dev.pub"),)
+    assert cfg.sources[0].path == str(tmp_path / "in") and cfg.sinks[0].path == "/var/log/r.jsonl"
+    assert cfg.batch.budget_ms == 1.5 and cfg.model.threads == 2 and cfg.device_id == "cam1"
+
+
+@pytest.mark.parametrize("table, where", [
+    ({"model": {"path": "m", "thread": 1}}, "model"),
+    ({"model": {"path": "m", "threads": "4"}}, "model.threads"),
+    ({"model": {"path": "m", "allow_cpu_fallback": 1}}, "model.allow_cpu_fallback"),
+    ({"model": {"path": "m"}, "workers": {"count": 0}}, "workers.count"),
+    ({"model": {"path": "m"}, "workers": {"start_method": "threads"}}, "workers.start_method"),
+    ({"model": {}}, "model.path"),
+    ({"model": {"path": "m"}, "sinks": [{"kind": "mqtt"}]}, "telemetry.broker"),
+])
+def test_config_errors_name_the_key(table, where):
+    with pytest.raises(UsageError) as info:
+        cfgmod.from_dict(table).check()
+    assert info.value.where == where
+
+
+def test_config_replace_is_type_checked():
+    cfg = cfgmod.from_dict({"model": {"path": "m"}})
+    assert cfgmod.replace(cfg, "batch.max_batch", 3).batch.max_batch == 3
+    with pytest.raises(UsageError):
+        cfgmod.replace(cfg, "batch.max_batch", "three")
+    with pytest.raises(UsageError):
+        cfgmod.replace(cfg, "batch.nope", 1)
+
+
+# -- queues and batching -----------------------------------------------------------------------
+def _req(i, shape=(1, 4)):
+    return Request("t", {"x": np.full(shape, i, np.float32)})
+
+
+def test_live_queue_drops_the_oldest_and_counts_it():
+    dropped = []
+    q = RequestQueue(3, on_drop=dropped.append)
+    for i in range(5):
+        q.put_live(_req(i))
+    assert [int(r.feeds["x"][0, 0]) for r in dropped] == [0, 1]
+    assert [int(q.get(0).feeds["x"][0, 0]) for _ in range(3)] == [2, 3, 4]
+
+
+def test_blocking_queue_waits_for_room_and_refuses_after_close():
+    q = RequestQueue(1)
+    assert q.put(_req(0))
+    assert not q.put(_req(1), timeout=0.05)              # full: backpressure, not a drop
+    threading.Timer(0.05, lambda: q.get(0)).start()
+    assert q.put(_req(2), timeout=2)
+    q.close()
+    assert not q.put(_req(3), timeout=0.05)
+
+
+def test_batcher_respects_max_batch_and_never_mixes_shapes():
+    rq, jobs = RequestQueue(100), JobQueue(100)
+    for i in range(5):
+        rq.put(_req(i))
+    rq.put(_req(9, shape=(1, 2)))
+    rq.put(_req(10))
+    stop = threading.Event()
+    b = Batcher(rq, jobs, max_batch=3, budget_ms=20)
+    t = threading.Thread(target=b.run, args=(stop,))
+    t.start()
+    time.sleep(0.3)
+    stop.set()
+    t.join()
+    sizes = []
+    while (job := jobs.get(0)) is not None:
+        sizes.append([int(r.feeds["x"][0, 0]) for r in job.requests])
+        assert job.feeds["x"].shape[0] == len(job.requests)
+    assert sizes == [[0, 1, 2], [3, 4], [9], [10]]
+
+
+def test_batcher_waits_at_most_the_budget_for_a_lone_request():
+    rq, jobs = RequestQueue(10), JobQueue(10)
+    stop = threading.Event()
+    b = Batcher(rq, jobs, max_batch=8, budget_ms=30)
+    t = threading.Thread(target=b.run, args=(stop,))
+    t.start()
+    t0 = time.monotonic()
+    rq.put(_req(1))
+    job = jobs.get(2.0)
+    waited = time.monotonic() - t0
+    stop.set()
+    t.join()
+    assert len(job.requests) == 1 and waited < 1.0
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def _npy(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_payload_formats_are_sniffed():
+    info = Info()
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_array_equal(decode_payload(_npy(x), info)["x"], x)
+    np.testing.assert_array_equal(decode_payload(x.tobytes(), info)["x"], x)
+    np.testing.assert_array_equal(decode_payload(b"[[0, 1, 2, 3]]", info)["x"], x)
+    np.testing.assert_array_equal(decode_payload(b'{"inputs": {"x": [[0, 1, 2, 3]]}}', info)["x"], x)
+    with pytest.raises(InputError):
+        decode_payload(b"\x89PNG\r\n\x1a\n" + b"broken", Info(shape=(1, 3, 8, 8)))
+
+
+def test_images_are_resized_normalized_and_laid_out():
+    from PIL import Image
+    img = Image.fromarray(np.full((20, 30, 3), 255, np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    info = Info(shape=(1, 3, 8, 8), preprocess={"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    x = decode_payload(buf.getvalue(), info)["x"]
+    assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
+    np.testing.assert_allclose(x, 1.0, atol=1e-5)
+    nhwc = image_to_tensor(decode_image(buf.getvalue()), (1, 8, 8, 3), {}, "uint8")
+    assert nhwc.shape == (1, 8, 8, 3) and nhwc.dtype == np.uint8 and nhwc.max() == 255
+
+
+# -- metrics and systemd -----------------------------------------------------------------------
+def test_metrics_window_percentiles_and_process_figures(tmp_path):
+    sensor = tmp_path / "temp"
+    sensor.write_text("48250\n")
+    m = Metrics(thermal_path=str(sensor), queue_depth=lambda: 5)
+    for v in range(1, 101):
+        m.observe(v % 10 != 0, float(v))
+    snap = m.snapshot()
+    assert snap["latency_p50_ms"] == pytest.approx(50.5) and snap["latency_p99_ms"] == pytest.approx(99.01)
+    assert snap["results"] == 90 and snap["errors"] == 10 and snap["queue_depth"] == 5
+    assert snap["temperature_c"] == 48.2 and snap["rss_mb"] > 10
+    again = m.snapshot()
+    assert again["results"] == 0 and again["latency_p50_ms"] is None and again["total_results"] == 90
+
+
+def test_sd_notify_sends_a_datagram(tmp_path, monkeypatch):
+    path = str(tmp_path / "n.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    assert sdnotify.notify("READY=1")
+    assert sock.recv(100) == b"READY=1"
+    sock.close()
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not sdnotify.notify("READY=1")
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    assert sdnotify.watchdog_interval() == 1.5
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    assert sdnotify.watchdog_interval() is None           # the watchdog is for another process
