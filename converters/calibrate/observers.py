@@ -138,7 +138,7 @@ class Percentile(RunningHistogram):
         super().__init__()
         if not 50.0 < percentile <= 100.0:
             raise UsageError(f"percentile must be in (50, 100], got {percentile}",
-                             hint="e.g. --calib-method percentile:99.99")
+                             hint="e.g. --observer percentile:99.99")
         self.percentile = percentile
 
     def range(self) -> tuple[float, float]:
