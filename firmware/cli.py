@@ -114,11 +114,21 @@ def verify_cmd(bundle, trust):
 def install(bundle, root, trust, force, board, as_json):
     """Verify BUNDLE, write the inactive slot, switch to it (it boots unvalidated)."""
     from firmware.install import install as do_install
-    def progress(step, detail=None):
-        if not as_json:
-            click.echo(f"  {step} {detail or ''}", err=True)
+    bar = None
 
-    result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress)
+    def progress(step, detail=None):
+        nonlocal bar
+        if step == "verified" and not as_json:   # the member count is known once the bundle is verified
+            bar = click.progressbar(length=detail, label="verified; writing slot", file=None)
+            bar.__enter__()
+        elif step == "write" and bar is not None:
+            bar.update(1)
+
+    try:
+        result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
     _echo(result, as_json, f"installed {result['version']} into slot {result['slot']} (unvalidated); "
                            f"run 'ganglion firmware validate --root {root}'")
 
@@ -141,13 +151,17 @@ def status(root, board, as_json):
 @click.option("--trust", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Re-verify the slot manifest's signature with this key.")
 @click.option("--threads", default=1, show_default=True)
+@click.option("--python", "python", default=None,
+              help="Interpreter command for the self-test, e.g. 'qemu-aarch64-static -L SYSROOT -cpu "
+                   "cortex-a72 SYSROOT/usr/bin/python3.11' (default: this Python).")
 @json_option
-def validate(root, board, broker, trust, threads, as_json):
+def validate(root, board, broker, trust, threads, python, as_json):
     """Health-check the active slot: mark it valid, or revert it. Exit 5 if it failed."""
     from firmware.validate import validate as do_validate
     from firmware.errors import HealthCheckError
+    import shlex
     report = do_validate(root, trusted=list(trust) or None, broker=broker, threads=threads,
-                         layout=_layout(root, board))
+                         python=shlex.split(python) if python else None, layout=_layout(root, board))
     if report["ok"]:
         _echo(report, as_json, f"slot {report['slot']} ({report['version']}) is valid: "
                                + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()))

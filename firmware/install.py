@@ -42,6 +42,7 @@ def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None
     layout = layout or Layout(Path(root))
     say("verify", str(bundle))
     manifest = verify(bundle, trusted)
+    say("verified", len(manifest.members))
     backend = layout.backend()
     state = backend.load()
     check_policy(state, manifest.version, manifest.board, force)

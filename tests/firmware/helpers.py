@@ -54,10 +54,60 @@ def tiny_tflite(scale: float = 1.0) -> bytes:
     return bytes(builder.Output())
 
 
-def tiny_gpk(path: Path, version: str = "1.0.0", scale: float = 1.0) -> Path:
-    manifest = {"name": "tiny-fc", "version": version,
+def tiny_tflite_int8() -> bytes:
+    """The same layer, full-integer (TFLite int8 spec): int8 I/O and weights, int32 bias.
+
+    Scales are chosen so accumulators round near .5 often: the case where two CPUs' kernels may
+    land one int8 step apart, which the self-test tolerance must absorb and nothing more."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+    rng = np.random.default_rng(11)
+    weights = rng.integers(-127, 128, size=(4, 8)).astype(np.int8)
+    bias = rng.integers(-2000, 2000, size=4).astype(np.int32)
+    in_scale, w_scale, out_scale = 0.02, 0.01, 0.037
+
+    def quant(scale):
+        q = s.QuantizationParametersT()
+        q.scale, q.zeroPoint = [scale], [0]
+        return q
+
+    def tensor(name, shape, buffer, ttype, scale):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), ttype, buffer
+        t.quantization = quant(scale)
+        return t
+
+    def buf(data=None):
+        b = s.BufferT()
+        b.data = None if data is None else list(data.tobytes())
+        return b
+
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
+    op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+    op.builtinOptions = s.FullyConnectedOptionsT()
+    graph = s.SubGraphT()
+    graph.tensors = [tensor("x", (1, 8), 1, s.TensorType.INT8, in_scale),
+                     tensor("w", (4, 8), 2, s.TensorType.INT8, w_scale),
+                     tensor("b", (4,), 3, s.TensorType.INT32, in_scale * w_scale),
+                     tensor("y", (1, 4), 4, s.TensorType.INT8, out_scale)]
+    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
+    code.version = 4
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [buf(), buf(), buf(weights), buf(bias), buf()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def tiny_gpk(path: Path, version: str = "1.0.0", scale: float = 1.0, *, int8: bool = False) -> Path:
+    manifest = {"name": "tiny-fc-int8" if int8 else "tiny-fc", "version": version,
                 "models": [{"format": "tflite", "file": "model.tflite"}]}
-    artifact.write(path, manifest, {"model.tflite": tiny_tflite(scale)})
+    model = tiny_tflite_int8() if int8 else tiny_tflite(scale)
+    artifact.write(path, manifest, {"model.tflite": model})
     return path
 
 

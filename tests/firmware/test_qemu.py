@@ -48,10 +48,11 @@ def prepared():
     return Path(values["SYSROOT"]), Path(values["WHEELHOUSE"])
 
 
-def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw_keys):
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw_keys, int8):
     sysroot, wheelhouse = prepared
     own = ganglion_wheel(tmp_path / "own-wheels")
-    gpk = helpers.tiny_gpk(tmp_path / "model.gpk")
+    gpk = helpers.tiny_gpk(tmp_path / "model.gpk", int8=int8)
     config = tmp_path / "daemon.toml"
     config.write_bytes(helpers.CONFIG)
     bundle = tmp_path / "rpi4.fw"
