@@ -76,11 +76,13 @@ class RunningHistogram(MinMax):
         self.counts = np.zeros(bins, dtype=np.int64)
         self.radius = 0.0
         self.pending_zeros = 0      # all-zero samples seen before any non-zero value set a radius
+        self.exact_zeros = 0        # values exactly 0 (ReLU floors, padding): int8 keeps them exact
 
     def update(self, values: np.ndarray) -> None:
         flat, lo, hi = _finite(values)
         if not flat.size:
             return
+        self.exact_zeros += flat.size - int(np.count_nonzero(flat))
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         amax = max(-lo, hi)
         if self.radius == 0.0:
@@ -215,6 +217,11 @@ class Entropy(RunningHistogram):
         if not self.seen or self.radius == 0.0:
             return super().range()
         counts, width = self.abs_counts()
+        # Exact zeros are represented exactly whatever the range; left in, a ReLU's spike at 0
+        # dominates the KL sum and drives the cut far too low (each candidate is judged mostly
+        # on how it smears that one bin). TensorRT's calibrator has the same blind spot.
+        counts = counts.copy()
+        counts[0] = max(counts[0] - self.exact_zeros, 0)
         amax = max(-self.lo, self.hi)
         hist = _resample(counts, width, amax, self.BINS)
         levels = 255 if self.lo >= 0.0 or self.hi <= 0.0 else 128
