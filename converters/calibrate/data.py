@@ -145,7 +145,9 @@ def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict]:
 def split_samples(array: np.ndarray, spec: TensorSpec, path: Path) -> list[np.ndarray]:
     """Cut an array into samples shaped like ``spec``; check dtype and finiteness."""
     shape = tuple(array.shape)
-    if spec.matches(shape):
+    if spec.shape and spec.shape[0] is None and spec.matches(shape):
+        stack = array[:, None]          # dynamic batch: the first axis counts samples of batch 1
+    elif spec.matches(shape):
         stack = array[None]
     elif spec.matches(shape[1:]):
         stack = array

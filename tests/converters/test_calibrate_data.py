@@ -161,3 +161,9 @@ def test_input_specs_from_onnx(digits_dir):
     specs = input_specs(onnx.load(str(digits_dir / "digits_cnn.onnx")))
     assert specs == [TensorSpec("input", (1, 1, 8, 8), "float32")]
     assert len(load_dataset(digits_dir / "calib.npz", specs, limit=50)) == 50
+
+
+def test_dynamic_batch_dim_splits_into_batch_one_samples(tmp_path):
+    np.save(tmp_path / "x.npy", rand(12, 5))
+    samples = load_dataset(tmp_path / "x.npy", [TensorSpec("x", (None, 5))])
+    assert len(samples) == 12 and samples[0]["x"].shape == (1, 5)
