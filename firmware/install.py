@@ -7,7 +7,7 @@ Order, chosen so that a SIGKILL or power cut between any two steps leaves a boot
                  (unless force); the running slot is validated (else installing would destroy the
                  only known-good slot, the inactive one)
     3 stage      members re-hashed while written to <slot>/../.<slot>.staging (a bundle that changes
-                 between 1 and 3 is caught here); wheels unpacked into staging/site; fsync
+                 between 1 and 3 is caught here); wheels unpacked into staging/site; syncfs
     4 release    state: the target slot is "empty" (it is about to be replaced)      -- atomic rename
     5 replace    delete the old slot folder, rename staging into place, fsync the parent
     6 switch     state: target "unvalidated", active = target, previous = old active -- atomic rename
@@ -19,6 +19,7 @@ step and every member, which the OTA handler turns into events (and the tests in
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -144,19 +145,38 @@ def _copy_checked(src, dest: Path, entry: dict, where: str, name: str) -> None:
         for block in iter(lambda: src.read(1 << 20), b""):
             digest.update(block)
             out.write(block)
-        out.flush()
-        os.fsync(out.fileno())
     if digest.hexdigest() != entry["sha256"]:
         raise BundleError(f"member {name} changed after it was verified", where=where,
                           code="firmware.hash", hint="the bundle file was modified during the install")
 
 
 def _fsync_tree(top: Path) -> None:
-    """Files are fsynced as written; this makes every folder entry durable too."""
+    """Make the staging tree durable before the state points at it.
+
+    One ``syncfs(2)`` of the staging folder's filesystem flushes every file and folder entry at
+    once (what OSTree does); a wheel like numpy has a thousand files, and an fsync each made an
+    install several times slower. Where syncfs is missing, every file and folder is fsynced.
+    """
+    if _syncfs(top):
+        return
     for folder, _, files in os.walk(top):
         for name in files:
-            if name in (MANIFEST, SIGNATURE, INSTALLED):
-                fd = os.open(Path(folder) / name, os.O_RDONLY)
+            fd = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
                 os.fsync(fd)
+            finally:
                 os.close(fd)
         fsync_dir(folder)
+
+
+def _syncfs(path: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)

@@ -52,8 +52,7 @@ def unpack(wheel, slot: Path, where: str) -> str:
             with zf.open(info) as src, open(target, "wb") as dst:
                 for block in iter(lambda: src.read(1 << 20), b""):
                     dst.write(block)
-                dst.flush()
-                os.fsync(dst.fileno())
+            # no fsync per file: the installer makes the whole staging tree durable once (sync_tree)
             if (info.external_attr >> 16) & 0o111:
                 target.chmod(0o755)
     if dist_info is None:
