@@ -89,6 +89,9 @@ def _transpose_pads(node, x, y, k, s, d, pads, auto):
     pads = [0] * (2 * n)
     for i in range(n):
         total = s[i] * (x[2 + i] - 1) + outpad[i] + (k[i] - 1) * d[i] + 1 - y[2 + i]
+        if total < 0:   # output_shape larger than the full result: zero-extend at the end
+            outpad[i] -= total
+            continue
         small = total // 2
         # ONNX spec: SAME_UPPER puts the larger half at the end (as for Conv).
         pads[i], pads[n + i] = (total - small, small) if auto == "SAME_LOWER" else (small, total - small)
@@ -184,12 +187,27 @@ def _slice(node: Node, graph: Graph) -> None:
     node.inputs = node.inputs[:1]
 
 
-@quirk("Reshape", "Resize", "Dropout", "Upsample")
+@quirk("Reshape", "Resize", "Dropout")
 def _first_input_only(node: Node, graph: Graph) -> None:
-    # Output shapes are static after inference; the shape/scales/ratio inputs are not needed.
-    node.inputs = node.inputs[:1]
+    # Output shapes are static after inference; the shape/scales/ratio inputs are not needed,
+    # except to notice what cannot be expressed (training-mode Dropout, Resize's own scales).
     if node.op == "Dropout":
+        found, training = _const_input(node, graph, 2, "training_mode")
+        _, ratio = _const_input(node, graph, 1, "ratio")
+        node.attrs.pop("_unresolved", None)
+        identity = ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0
+        if node.input(2) and not identity and (not found or bool(np.asarray(training).reshape(-1)[0])):
+            node.attrs["_unresolved"] = "training-mode Dropout is random; export in eval mode"
+            node.attrs["_training"] = True
+        if len(node.outputs) > 1 and node.outputs[1]:
+            node.attrs["_unresolved"] = "Dropout mask output is not supported"
+            node.attrs["_training"] = True
         node.outputs = node.outputs[:1]
+    if node.op == "Resize" and node.input(2):
+        found, scales = _const_input(node, graph, 2, "scales")
+        if found and np.asarray(scales).size:
+            node.attrs["_scales"] = [float(v) for v in np.asarray(scales).reshape(-1)]
+    node.inputs = node.inputs[:1]
 
 
 @quirk("Concat", "Flatten", "Gather", "LayerNormalization", "Softmax", "LogSoftmax")

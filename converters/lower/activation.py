@@ -74,7 +74,8 @@ def prelu(ctx: LowerContext, node) -> None:
     slope = ctx.stored(node.inputs[1]).astype(np.float32)
     rank = len(ctx.shape_of(x))
     full = (1,) * (rank - slope.ndim) + slope.shape
-    slope = slope.reshape(full[1:])   # PRELU's alpha broadcasts against [H, W, C] (no batch dim)
+    if full[0] == 1:
+        slope = slope.reshape(full[1:])   # alpha as [H, W, C]: the form XNNPACK accepts
     ctx.emit("PRELU", [x, ctx.const(slope, "alpha")], [y])
 
 

@@ -85,9 +85,24 @@ def _add_const(ctx, x, c, y, act, beta=1.0):
 def matmul(ctx: LowerContext, node) -> None:
     a, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     b = ctx.g.const(node.inputs[1])
-    a_rank = len(ctx.onnx_shape(node.inputs[0]))
-    if b is not None and b.ndim == 2 and a_rank >= 2:
-        _fully_connected(ctx, a, b.T, None, y, ctx.activation(node), keep=a_rank > 2)
+    a_shape, b_shape = ctx.onnx_shape(node.inputs[0]), ctx.onnx_shape(node.inputs[1])
+    if b is not None and b.ndim == 2 and len(a_shape) >= 2:
+        _fully_connected(ctx, a, b.T, None, y, ctx.activation(node), keep=len(a_shape) > 2)
         return
-    ctx.emit("BATCH_MATMUL", [a, ctx.value(node.inputs[1])], [y],
-             options("BatchMatMulOptions", adjX=False, adjY=False))
+    bt = ctx.value(node.inputs[1])
+    # numpy semantics for 1-D operands: a vector is [1, K] on the left and [K, 1] on the right,
+    # and that dim is dropped from the result. BATCH_MATMUL needs rank >= 2, so reshape around it.
+    if len(a_shape) == 1:
+        a = ctx.reshape(a, [1, a_shape[0]], hint="a_2d")
+    if len(b_shape) == 1:
+        bt = ctx.reshape(bt, [b_shape[0], 1], hint="b_2d")
+    if len(a_shape) > 1 and len(b_shape) > 1:
+        target = y
+    else:
+        lead = list(np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])))
+        rows = [1] if len(a_shape) == 1 else [a_shape[-2]]
+        cols = [1] if len(b_shape) == 1 else [b_shape[-1]]
+        target = ctx.temp(lead + rows + cols, "matmul")
+    ctx.emit("BATCH_MATMUL", [a, bt], [target], options("BatchMatMulOptions", adjX=False, adjY=False))
+    if target != y:
+        ctx.reshape(target, ctx.shape_of(y), out=y)

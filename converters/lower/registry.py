@@ -60,6 +60,10 @@ def problems_of(graph: Graph) -> list[str]:
         if missing:
             problems.append(f"{label}: no static shape for {', '.join(missing)}")
             continue
+        empty = [t for t in (*node.inputs, *node.outputs) if t and 0 in graph.tensors[t].shape]
+        if empty:
+            problems.append(f"{label}: zero-size tensor(s) {', '.join(empty)} (TFLite shapes are non-empty)")
+            continue
         why = lw.check(node, graph) if lw.check else None
         if why:
             problems.append(f"{label}: {why}")

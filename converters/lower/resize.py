@@ -33,6 +33,10 @@ def _check_resize(node, graph):
         return "pytorch_half_pixel with an output size of 1 is not supported"
     if mode not in ("nearest", "linear"):
         return f"Resize mode '{mode}' is not supported (nearest, linear are)"
+    scales = node.attrs.get("_scales")
+    if scales and any(abs(scales[i] - y[i] / x[i]) > 1e-6 for i in (2, 3)):
+        return (f"Resize scales {scales[2:]} differ from the size ratio of the output "
+                f"({[y[i] / x[i] for i in (2, 3)]}); TFLite maps coordinates by the size ratio")
     if node.attrs.get("antialias", 0):
         return "antialiased Resize is not supported"
     return None

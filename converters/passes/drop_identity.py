@@ -14,7 +14,7 @@ DROPPABLE = {"Identity", "Dropout"}
 def run(graph: Graph) -> bool:
     changed = False
     for node in list(graph.nodes):
-        if node.op not in DROPPABLE or node.domain:
+        if node.op not in DROPPABLE or node.domain or node.attrs.get("_training"):
             continue
         src, dst = node.inputs[0], node.outputs[0]
         if dst in graph.outputs:
