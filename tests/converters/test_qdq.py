@@ -205,3 +205,18 @@ def test_bad_arguments():
         build(model, {}, keep_float={"nope"})
     with pytest.raises(UsageError):
         build(model, {}, profile="tflite")
+
+
+def test_tensorrt_profile_has_only_symmetric_int8(cnns):
+    # TensorRT's explicit quantization: INT8 only, zero point 0 everywhere, no int32 bias DQ.
+    for model, ranges, _ in cnns.values():
+        qdq_model = build(model, ranges, profile="tensorrt")
+        inits = {i.name: numpy_helper.to_array(i) for i in qdq_model.graph.initializer}
+        qdq_nodes = [n for n in qdq_model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        assert qdq_nodes
+        for node in qdq_nodes:
+            zero_point = inits[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+            if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+                assert inits[node.input[0]].dtype == np.int8
+                assert inits[node.input[0]].min() >= -127          # TensorRT weights: [-127, 127]
