@@ -164,3 +164,33 @@ def test_12_state_history_records_every_transition(root, make_bundle, fw_keys):
     validate(root, runner=in_process)
     events = [h["event"] for h in json.loads((root / "ganglion/state.json").read_text())["history"]]
     assert events == ["installed", "trial_boot", "validated"]
+
+
+@pytest.mark.mqtt
+def test_13_validate_can_require_the_broker(root, make_bundle, fw_keys, mosquitto):
+    install(make_bundle("1.0.0"), root, fw_keys["public"])
+    report = validate(root, runner=in_process, broker=f"{mosquitto.host}:{mosquitto.port}")
+    assert report["ok"] and report["checks"]["broker"] == "broker answered CONNACK"
+    install(make_bundle("1.1.0"), root, fw_keys["public"])
+    from tests.fixtures.broker import free_port
+    report = validate(root, runner=in_process, broker=f"127.0.0.1:{free_port()}")
+    assert not report["ok"] and report["failed_check"] == "broker"
+    assert report["revert"]["to"] == "a"
+
+
+def test_14_the_self_test_module_runs_standalone_and_exits_non_zero_on_failure(root, make_bundle, fw_keys):
+    import subprocess
+    import sys
+    install(make_bundle("1.0.0"), root, fw_keys["public"])
+    slot = root / "ganglion/slots/a"
+    ok = subprocess.run([sys.executable, "-m", "firmware.selftest", "--slot", str(slot)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    expected = slot / "selftest/expected.npz"
+    import numpy as np
+    with np.load(expected, allow_pickle=False) as npz:
+        arrays = {k: npz[k] + 1.0 for k in npz.files}
+    np.savez(expected, **arrays)
+    bad = subprocess.run([sys.executable, "-m", "firmware.selftest", "--slot", str(slot)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "differs" in json.loads(bad.stdout)["reason"]
