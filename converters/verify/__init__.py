@@ -8,8 +8,9 @@
 """
 from converters.verify.compare import load_labels, open_candidate, verify
 from converters.verify.metrics import Accumulator, accuracy, metrics
-from converters.verify.per_layer import LayerError, compare_layers
+from converters.verify.per_layer import LayerError, compare_layers, compare_layers_qdq
 from converters.verify.report import VerifyReport
 
-__all__ = ["Accumulator", "LayerError", "VerifyReport", "accuracy", "compare_layers", "load_labels",
+__all__ = ["Accumulator", "LayerError", "VerifyReport", "accuracy", "compare_layers", "compare_layers_qdq",
+           "load_labels",
            "metrics", "open_candidate", "verify"]

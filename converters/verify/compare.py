@@ -3,8 +3,8 @@ reference over the same samples, and build a VerifyReport.
 
 The candidate runs in the real runtime it ships for: LiteRT for .tflite (through
 edge.litert.make_interpreter), onnxruntime for QDQ .onnx. The reference always runs in
-onnxruntime. Per-layer comparison needs a TFLite candidate and its tensor_map (from the
-artifact manifest, or passed in).
+onnxruntime. Per-layer comparison of a TFLite candidate needs its tensor_map (from the artifact
+manifest, or passed in); a QDQ candidate is matched by tensor name.
 """
 from __future__ import annotations
 
@@ -93,8 +93,7 @@ def _candidate_runner(kind: str, data: bytes, ref_run: OnnxRunner):
 
 def _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress):
     if kind != "tflite":
-        raise UsageError("--per-layer compares TFLite tensors; the candidate is QDQ ONNX",
-                         hint="verify the TFLite model of the artifact (--format tflite)")
+        return layers.compare_layers_qdq(ref_model, data, samples, progress=progress)
     tensor_map = tensor_map if tensor_map is not None else (manifest or {}).get("tensor_map")
     if not tensor_map:
         raise UsageError("--per-layer needs the tensor_map from the artifact manifest",

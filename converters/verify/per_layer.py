@@ -1,4 +1,7 @@
-"""Per-layer error: which layer of a TFLite model broke the quantized result.
+"""Per-layer error: which layer of a quantized model broke the result.
+
+TFLite candidates are compared through their tensor map (below); QDQ ONNX candidates by tensor
+name (``compare_layers_qdq``), since the QDQ writer keeps the float graph's names.
 
 Inputs: the float ONNX model, the TFLite flatbuffer and its ``tensor_map``
 ``{onnx_name: {"index": tflite_tensor_index, "perm": [...] | None}}`` (written by
@@ -88,6 +91,45 @@ def compare_layers(model: onnx.ModelProto, tflite: bytes, tensor_map: dict, samp
                     value = value.transpose(entry["perm"])
                 acc[name].add(value, candidate.tensor(entry["index"]))
     return rank_layers(model, acc)
+
+
+def compare_layers_qdq(model: onnx.ModelProto, candidate: bytes, samples: list[dict],
+                       *, progress: bool = False) -> list[LayerError]:
+    """Per-layer errors of a QDQ ONNX candidate (onnxruntime on both sides), worst first.
+
+    The QDQ writer keeps tensor names, so no map is needed: a tensor with a Q/DQ pair is read
+    after its DequantizeLinear (its value as the next layers see it, own quantization included,
+    like a TFLite int8 tensor); a tensor without one (fused into a Relu, or a graph output) as is.
+    """
+    from converters.calibrate.runner import float_tensor_names
+    cand_model = onnx.load_from_string(candidate)
+    seen_as = _dequantized_names(cand_model)
+    _, produced = float_tensor_names(model)
+    _, cand_produced = float_tensor_names(cand_model)
+    available = set(cand_produced)
+    names = [n for n in produced if seen_as.get(n, n) in available]
+    if not names:
+        raise VerifyInputError("the QDQ model shares no tensor names with the reference",
+                               hint="was it converted from this reference model?")
+    reference = OnnxRunner(model, expose=names)
+    cand_run = OnnxRunner(cand_model, expose=[seen_as.get(n, n) for n in names])
+    acc = {name: Accumulator() for name in names}
+    with _bar(samples, progress) as items:
+        for sample in items:
+            ref, got = reference.run(sample), cand_run.run(sample)
+            for name in names:
+                acc[name].add(ref[name], got[seen_as.get(name, name)])
+    return rank_layers(model, acc)
+
+
+def _dequantized_names(model: onnx.ModelProto) -> dict[str, str]:
+    """tensor -> output of a DequantizeLinear(QuantizeLinear(tensor)) in a QDQ model."""
+    quantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in quantized:
+            found.setdefault(quantized[node.input[0]], node.output[0])
+    return found
 
 
 def rank(model: onnx.ModelProto, tflite: bytes, tensor_map: dict, samples: list[dict],

@@ -124,6 +124,21 @@ def test_per_layer_points_at_the_broken_layer(digits):
     assert by_name["relu_1"].sqnr_db > rows[0].sqnr_db + 10
 
 
+@pytest.mark.parametrize("profile", sorted(qdq.PROFILES))
+def test_per_layer_on_qdq_points_at_the_broken_layer(digits, profile):
+    model, ranges, holdout, _ = digits
+    broken = dict(ranges)
+    broken["relu_1"] = (0.0, ranges["relu_1"][1] / 25.0)       # only relu_1's own Q/DQ uses it
+    candidate = qdq.build(model, broken, profile=profile).SerializeToString()
+    report = verify(candidate, model, holdout[:40], per_layer=True, progress=False)
+    rows = report.per_layer
+    assert rows[0].tensor == "relu_1" and rows[0].own_sqnr_db < 5.0, rows[:2]
+    healthy = verify(qdq.build(model, ranges, profile=profile).SerializeToString(), model, holdout[:40],
+                     per_layer=True, progress=False).per_layer
+    assert {r.tensor for r in healthy} >= {"relu_0", "relu_1", "maxpool_1", "logits"}
+    assert min(r.own_sqnr_db for r in healthy) > 25.0
+
+
 def test_report_to_dict_and_render(digits):
     model, ranges, holdout, labels = digits
     result = build_tflite(model, ranges)
@@ -144,8 +159,6 @@ def test_verify_errors(digits, tmp_path):
         verify(flat, model, holdout[:10], labels=labels[:9], progress=False)
     with pytest.raises(UsageError, match="tensor_map"):
         verify(flat, model, holdout[:2], per_layer=True, progress=False)
-    with pytest.raises(UsageError, match="TFLite"):
-        verify(qdq.build(model, ranges).SerializeToString(), model, holdout[:2], per_layer=True, progress=False)
     with pytest.raises(VerifyInputError, match="malformed"):
         compare_layers(model, flat, {"relu_1": {"index": "x"}}, holdout[:2])
     with pytest.raises(VerifyInputError, match="names no tensor"):
