@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from converters.calibrate import observers
 from converters.calibrate.observers import OBSERVERS, RunningHistogram, make
@@ -144,3 +146,16 @@ def test_entropy_is_not_fooled_by_a_relu_zero_spike():
     relu = np.maximum(np.random.default_rng(2).normal(size=200_000), 0).astype(np.float32)
     lo, hi = observe("entropy", [relu])
     assert lo == 0.0 and hi > 3.5 and hi <= relu.max()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=1, max_size=50),
+                min_size=1, max_size=6),
+       st.sampled_from(sorted(OBSERVERS)))
+def test_any_data_any_observer_gives_a_range_inside_minmax(chunks, method):
+    arrays = [np.array(c, np.float32) for c in chunks]
+    lo, hi = observe(method, arrays)
+    data = np.concatenate(arrays)
+    assert data.min() <= lo <= hi <= data.max() or (lo, hi) == (0.0, 0.0) == (data.min(), data.max())
+    if method == "minmax":
+        assert (lo, hi) == (data.min(), data.max())
