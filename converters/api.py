@@ -91,12 +91,29 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str])
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep)
         result = tflite.build(model, ranges, options, samples=calib)
+        _self_check(result.flatbuffer)
         built["tflite"] = (result.flatbuffer, result)
     if "qdq" in cfg.formats:
         from converters import qdq
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep)))
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
     return built
+
+
+def _self_check(flatbuffer: bytes) -> None:
+    """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written."""
+    from converters.errors import ConvertError
+    from edge.errors import RuntimeBackendError
+    from edge.litert import make_interpreter
+    try:
+        make_interpreter(flatbuffer)
+    except RuntimeBackendError as exc:
+        if exc.code == "runtime.no_litert":
+            return                      # nothing to check with on this host; verify will say so
+        raise ConvertError(f"the converted TFLite model does not load in LiteRT: {exc.message}",
+                           code="convert.self_check",
+                           hint="this is a converter bug, please report it with the model; "
+                                "--keep-float on the failing node may work around it") from exc
 
 
 def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
