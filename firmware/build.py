@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import sys
 import tarfile
 import tempfile
@@ -52,7 +53,7 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
                          hint="convert it again") from exc
     model = gpk.model_bytes(board.artifact.format)
     version = _version(version, gpk.manifest)
-    config_bytes = _read_config(config)
+    config_bytes = _read_config(config, board, f"artifact/{_safe(gpk_path.name)}")
     say("collecting wheels")
     wheel_paths = _collect_wheels(board, wheelhouse, cache)
     say("recording the golden self-test")
@@ -98,14 +99,32 @@ def _version(version: str | None, gpk_manifest: dict) -> str:
     return candidate
 
 
-def _read_config(config) -> bytes:
+def _read_config(config, board, artifact_member: str) -> bytes:
+    """The daemon config must load with the daemon's own schema and agree with the bundle."""
     path = Path(config)
     try:
         data = path.read_bytes()
-        tomllib.loads(data.decode())
+        table = tomllib.loads(data.decode())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BuildError(f"daemon config is not readable TOML: {exc}", where=str(path),
                          code="firmware.config")
+    try:
+        from edge.daemon.config import from_dict
+    except ImportError:       # a build host without the daemon package: TOML syntax is all we check
+        return data
+    try:
+        cfg = from_dict(table, where=str(path))
+    except GanglionError as exc:
+        raise BuildError(f"daemon config: {exc.message}", where=f"{path}: {exc.where or ''}",
+                         code="firmware.config", hint=exc.hint) from exc
+    if cfg.board and cfg.board != board.name:
+        raise BuildError(f"daemon config says board {cfg.board!r}, the bundle is for {board.name!r}",
+                         where=f"{path}: board", code="firmware.config")
+    if cfg.model.path and posixpath.normpath(posixpath.join("config", cfg.model.path)) != artifact_member:
+        raise BuildError(f"daemon config's model.path {cfg.model.path!r} is not the bundled artifact",
+                         where=f"{path}: model.path", code="firmware.config",
+                         hint=f"in a bundle the config sits in config/: use path = \"../{artifact_member}\" "
+                              "or leave it out")
     return data
 
 

@@ -136,7 +136,7 @@ def keypair(folder: Path, name: str = "fw") -> tuple[Path, Path]:
     return keys.generate(folder / f"{name}.key", folder / f"{name}.key.pub")
 
 
-CONFIG = b'[daemon]\ndevice_id = "test-device"\n\n[model]\npath = "artifact/model.gpk"\n'
+CONFIG = b'device_id = "test-device"\n\n[workers]\ncount = 1\n'
 
 
 def bundle(folder: Path, key: Path, version: str, *, wheelhouse: Path, board: str = "x86_64-generic",

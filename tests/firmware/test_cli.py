@@ -104,3 +104,22 @@ def test_build_failures_are_typed_and_write_no_bundle(host, wheelhouse, tmp_path
     assert main(args) != 0
     assert f"error[{code}]" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.fw.*"))
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ('device_id = "d"\n[daemon]\nx = 1\n', "unknown setting"),
+    ('board = "rpi4"\n', "says board 'rpi4'"),
+    ('[model]\npath = "model.gpk"\n', "not the bundled artifact"),
+])
+def test_the_daemon_config_is_checked_with_the_daemon_schema(host, wheelhouse, tmp_path, capsys, config,
+                                                            fragment):
+    (host / "daemon.toml").write_text(config)
+    capsys.readouterr()
+    assert main(build_args(host, wheelhouse, tmp_path / "out.fw")) == 5
+    err = capsys.readouterr().err
+    assert "error[firmware.config]" in err and fragment in err
+
+
+def test_a_config_naming_the_bundled_artifact_is_accepted(host, wheelhouse, tmp_path):
+    (host / "daemon.toml").write_text('board = "x86_64-generic"\n[model]\npath = "../artifact/model.gpk"\n')
+    assert main(build_args(host, wheelhouse, tmp_path / "out.fw")) == 0
