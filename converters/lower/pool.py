@@ -55,7 +55,8 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
     if explicit is not None and opcode == "AVERAGE_POOL_2D" and not node.attrs.get("count_include_pad", 0):
         mode, explicit = padding.schema.Padding.SAME, None   # only reached when pads match SAME
     if explicit is not None:
-        value = 0.0 if opcode == "AVERAGE_POOL_2D" else float(np.finfo(np.float32).min)
+        value = 0.0 if opcode == "AVERAGE_POOL_2D" or _non_negative(ctx, node.inputs[0]) \
+            else float(np.finfo(np.float32).min)
         x = padding.emit_pad(ctx, x, explicit, value=value)
     target = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
     ctx.emit(opcode, [x], [target],
@@ -63,6 +64,19 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
                      filterWidth=k[1], fusedActivationFunction=ctx.activation(node)))
     if one_d:
         ctx.reshape(target, ctx.shape_of(y), out=y)
+
+
+NON_NEGATIVE_ACTS = {"RELU", "RELU6"}
+NON_NEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax"}
+
+
+def _non_negative(ctx: LowerContext, name: str) -> bool:
+    """True when the value is >= 0 by construction: zero padding is then exact for MaxPool, and
+    PAD (unlike PADV2 with the lowest value) is supported by XNNPACK's int8 path."""
+    producer = ctx.g.producers().get(name)
+    if producer is None:
+        return False
+    return producer.op in NON_NEGATIVE_OPS or producer.attrs.get("_activation") in NON_NEGATIVE_ACTS
 
 
 def _check_avg(node, graph):
