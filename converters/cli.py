@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from converters.config import IO_TYPES, LAYOUTS, QUANTIZE, TARGETS, ConvertConfig, parse_shape
+
+# verify --per-layer and range measurement keep every LiteRT tensor on purpose; LiteRT warns about
+# that on each interpreter, which only confuses a command-line user.
+warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
 
 EXISTING = click.Path(exists=True, dir_okay=True, path_type=Path)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)

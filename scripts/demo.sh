@@ -4,11 +4,12 @@
 # float model on the held-out digits, and print the report. Output goes to build/demo/ (or $OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 OUT=${OUT:-build/demo}
+mkdir -p "$OUT"
+echo "== set-up (log: $OUT/setup.log)"
+bash scripts/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; echo "set-up failed" >&2; exit 1; }
 DIGITS=examples/digits
 G=.venv/bin/ganglion
-mkdir -p "$OUT"
 # A throw-away signing key for the demo (never overwrite one that exists).
 [ -f "$OUT/demo.key" ] || .venv/bin/python -c "import sys; from firmware import keys; keys.generate(sys.argv[1])" "$OUT/demo.key"
 
