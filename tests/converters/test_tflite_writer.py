@@ -1,0 +1,63 @@
+"""Flatbuffer structure and the tensor_map contract (ONNX name -> TFLite index + perm)."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import ai_edge_litert.schema_py_generated as schema
+from converters import tflite
+from converters.calibrate.runner import expose
+from edge.litert import make_interpreter
+from tests.converters.ops import harness as H
+
+RNG = np.random.default_rng(11)
+
+
+def _cnn():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("Add", ["c2", "r1"], ["a"]),
+             helper.make_node("GlobalAveragePool", ["a"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    return H.model(nodes, {"x": (1, 3, 6, 6)}, ["y"],
+                   {"w": RNG.normal(0, 0.4, (4, 3, 3, 3)).astype(np.float32),
+                    "w2": RNG.normal(0, 0.4, (4, 4, 1, 1)).astype(np.float32)})
+
+
+def test_flatbuffer_structure():
+    res = tflite.build(_cnn(), None, tflite.TFLiteOptions(quantize="none"))
+    assert res.flatbuffer[4:8] == b"TFL3"
+    model = schema.ModelT.InitFromPackedBuf(res.flatbuffer, 0)
+    assert model.version == 3 and len(model.subgraphs) == 1
+    assert model.buffers[0].data is None                       # buffer 0: the empty sentinel
+    used = [t.buffer for t in model.subgraphs[0].tensors if t.buffer]
+    assert len(used) == len(set(used))                         # one buffer per constant
+
+
+def test_tensor_map_values_match_onnxruntime():
+    m = _cnn()
+    res = tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
+    names = ["r1", "c2", "a", "g", "y"]
+    assert set(names) <= set(res.tensor_map)
+    feeds = H.samples_for(m, 1)[0]
+    ref = dict(zip(names, H.ort_run(expose(m, names), feeds)))
+    interp = make_interpreter(res.flatbuffer, preserve_all_tensors=True, use_xnnpack=False)
+    interp.set_tensor(res.inputs[0].index, feeds["x"])
+    interp.invoke()
+    for name in names:
+        entry = res.tensor_map[name]
+        want = ref[name] if entry["perm"] is None else np.transpose(ref[name], entry["perm"])
+        np.testing.assert_allclose(interp.get_tensor(entry["index"]), want, atol=1e-5, rtol=1e-5)
+    assert res.tensor_map["r1"]["perm"] == [0, 2, 3, 1]        # activations inside are NHWC
+    assert res.tensor_map["y"]["perm"] is None
+
+
+def test_io_specs_describe_the_interpreter():
+    m = _cnn()
+    q = H.convert(m, "int8", samples=H.samples_for(m, 8), io="uint8")
+    interp = make_interpreter(q.flatbuffer)
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    assert inp["index"] == q.inputs[0].index and inp["dtype"] == np.uint8
+    assert inp["quantization"] == pytest.approx((q.inputs[0].scale, q.inputs[0].zero_point))
+    assert out["name"] == "y" and list(out["shape"]) == q.outputs[0].shape
+    assert q.inputs[0].to_dict()["name"] == "x"
