@@ -5,7 +5,7 @@ Ganglion a narrow surface and our own exceptions:
 
     MqttClient(url, client_id=..., keepalive=..., will=Will(...), tls/credentials ...)
       .start()                         connect in the background; reconnects with backoff forever
-      .connect(timeout)                start() and wait for CONNACK, or raise BrokerError
+      .connect(timeout)                start() and wait for CONNACK (+ SUBACK), or raise BrokerError
       .publish(topic, payload, ...)    -> mid; QoS 1 PUBACKs arrive through ``on_publish(mid, ok)``
       .publish_wait(...)               publish and block until the broker acknowledged it
       .subscribe(filter, callback)     callback(Message); re-subscribed after every reconnect
@@ -88,6 +88,8 @@ class MqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._suback_mid: int | None = None
 
     def _set_tls(self, ca_file, cert_file, key_file) -> None:
         try:
@@ -192,8 +194,22 @@ class MqttClient:
             return
         with self._lock:
             subs = [(f, q) for f, (q, _) in self._subs.items()]
-        if subs:
-            client.subscribe(subs)
+        if not subs:
+            self._ready()
+            return
+        # "connected" means subscribed too: until the SUBACK, a command sent to us would be lost.
+        rc, mid = client.subscribe(subs)
+        self._suback_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.warning("broker refused subscription(s): %s", ", ".join(refused))
+        if mid == self._suback_mid:
+            self._suback_mid = None
+            self._ready()
+
+    def _ready(self) -> None:
         self._connected.set()
         self._call(self._hooks[0])
 

@@ -22,6 +22,8 @@ from edge.telemetry.errors import TelemetryError
 from edge.telemetry.spool import Spool
 
 log = logging.getLogger("ganglion.telemetry.publisher")
+ACK_BATCH = 256          # delete acknowledged records once this many are pending ...
+ACK_INTERVAL_S = 0.1     # ... or this long after the last delete
 
 
 class Publisher:
@@ -40,6 +42,7 @@ class Publisher:
         self._acked: list[int] = []
         self._resync = False                     # after an outage: old in-flight must clear first
         self._cursor = 0                         # highest seq handed to paho
+        self._last_ack_flush = 0.0
         self._thread: threading.Thread | None = None
         self.counters = {"published": 0, "acked": 0, "rejected": 0, "reconnects": 0}
 
@@ -85,7 +88,7 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._flush_acks()
+        self._flush_acks(force=True)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -97,7 +100,7 @@ class Publisher:
                 self._stopping.wait(1.0)
                 continue
             if not sent:
-                self._wake.wait(0.5)
+                self._wake.wait(ACK_INTERVAL_S)
 
     def _step(self) -> int:
         """One round: delete acked records, then send what the window allows. Returns records sent."""
@@ -122,9 +125,14 @@ class Publisher:
             self._cursor = record.seq
         return len(records)
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self, force: bool = False) -> None:
+        # Deleting in batches keeps SQLite commits (and their fsyncs) off the per-record path.
+        now = time.monotonic()
         with self._lock:
+            if not force and len(self._acked) < ACK_BATCH and now - self._last_ack_flush < ACK_INTERVAL_S:
+                return
             batch, self._acked = self._acked, []
+            self._last_ack_flush = now
         if batch:
             self.spool.ack(batch)
         if self._early:
