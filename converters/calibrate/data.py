@@ -197,6 +197,20 @@ def _fmt(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _check_channels(target: TensorSpec, spec: PreprocessSpec, folder: Path) -> None:
+    """Catch an RGB spec for a grayscale model (and the like) before decoding anything."""
+    from converters.calibrate.preprocess import CHANNELS
+    shape = tuple(1 if d is None else d for d in target.shape)
+    layout = spec.resolve_layout(shape)
+    have = shape[1] if layout == "NCHW" else shape[3]
+    want = CHANNELS[spec.channels]
+    if have != want:
+        raise CalibrationDataError(
+            f"input {target.name!r} {_fmt(target.shape)} takes {have} channel(s) ({layout}), but the "
+            f"preprocessing makes {want} (channels={spec.channels!r})", where=str(folder),
+            hint='set "channels" to "L" for 1 channel or "RGB"/"BGR" for 3, and "layout" if needed')
+
+
 def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
                  limit: int | None) -> list[dict]:
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -206,6 +220,7 @@ def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
             hint="for other models, save the samples as .npz (one array per input)")
     from PIL import Image, UnidentifiedImageError
     target = inputs[0]
+    _check_channels(target, spec, folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if limit is not None:
         files = files[:limit]

@@ -167,3 +167,11 @@ def test_dynamic_batch_dim_splits_into_batch_one_samples(tmp_path):
     np.save(tmp_path / "x.npy", rand(12, 5))
     samples = load_dataset(tmp_path / "x.npy", [TensorSpec("x", (None, 5))])
     assert len(samples) == 12 and samples[0]["x"].shape == (1, 5)
+
+
+def test_image_channels_must_match_the_input(tmp_path):
+    write_images(tmp_path / "imgs", 8)
+    gray = [TensorSpec("image", (1, 1, 8, 8))]
+    assert "channels" in error_of(tmp_path, "imgs", gray).hint
+    samples = load_dataset(tmp_path / "imgs", gray, preprocess='channels = "L"')
+    assert samples[0]["image"].shape == (1, 1, 8, 8)
