@@ -54,8 +54,10 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
-    model = _prepared(model)
     keep = _check_keep_float(model.graph, keep_float)
+    model, folded = _prepared(model)
+    # keeping a BatchNormalization float means keeping the Conv it was folded into float
+    keep = keep | {conv for bn, conv in folded.items() if bn in keep}
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep)
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
@@ -68,7 +70,7 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     return model
 
 
-def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     """A copy with opset >= 13, BatchNormalization folded, and inferred value types."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -80,9 +82,9 @@ def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:  # the converter raises assorted internal errors
             raise ConvertError(f"cannot raise opset {opset} to {MIN_OPSET} for QDQ: {exc}",
                                code="convert.qdq", hint="export the model with opset >= 13") from exc
-    fold.fold(copy.graph)
+    folded = fold.fold(copy.graph)
     del copy.graph.value_info[:]          # re-inferred below for the folded graph
-    return onnx.shape_inference.infer_shapes(copy)
+    return onnx.shape_inference.infer_shapes(copy), folded
 
 
 def _check_keep_float(graph, keep_float) -> frozenset[str]:

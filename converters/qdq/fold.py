@@ -13,9 +13,9 @@ import onnx
 from onnx import numpy_helper
 
 
-def fold(graph: onnx.GraphProto) -> int:
-    """Fold in place; return how many nodes were removed."""
-    removed = _drop_identities(graph)
+def fold(graph: onnx.GraphProto) -> dict[str, str]:
+    """Fold in place; return {folded BatchNormalization node name: the Conv it went into}."""
+    _drop_identities(graph)
     inits = {i.name: i for i in graph.initializer}
     outputs = {o.name for o in graph.output}
     users: dict[str, int] = {}
@@ -32,12 +32,12 @@ def fold(graph: onnx.GraphProto) -> int:
                 or bn.input[0] in outputs or not all(n in inits for n in list(bn.input[1:5]) + list(conv.input[1:]))):
             continue
         _fold_pair(graph, conv, bn, inits)
-        doomed.append(bn)
-    for bn in doomed:
+        doomed.append((bn, conv.name))
+    for bn, _ in doomed:
         graph.node.remove(bn)
     if doomed:
         _drop_dead_initializers(graph)
-    return removed + len(doomed)
+    return {bn.name: conv_name for bn, conv_name in doomed if bn.name}
 
 
 def _drop_dead_initializers(graph: onnx.GraphProto) -> None:

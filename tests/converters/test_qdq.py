@@ -220,3 +220,19 @@ def test_tensorrt_profile_has_only_symmetric_int8(cnns):
             if node.op_type == "DequantizeLinear" and node.input[0] in inits:
                 assert inits[node.input[0]].dtype == np.int8
                 assert inits[node.input[0]].min() >= -127          # TensorRT weights: [-127, 127]
+
+
+def test_keep_float_on_a_folded_batchnorm_keeps_its_conv_float(cnns):
+    # auto keep-float names every node of a layer span (Conv, BatchNormalization, Clip); the BN is
+    # folded away here, so keeping it means keeping the Conv it went into.
+    model, ranges, holdout = cnns["mobilenet_v2_small"]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    conv = producer[bn.input[0]]
+    qdq_model = build(model, ranges, keep_float={bn.name})
+    folded_conv = next(n for n in qdq_model.graph.node if n.name == conv.name)
+    assert folded_conv.output[0] == bn.output[0]
+    made_by = producers(qdq_model)
+    assert folded_conv.input[1] not in made_by                  # float weight, no DequantizeLinear
+    assert init_array(qdq_model, folded_conv.input[1]).dtype == np.float32
+    session(qdq_model).run(None, holdout[0])
