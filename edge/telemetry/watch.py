@@ -1,8 +1,10 @@
 """The fleet view behind ``ganglion telemetry watch``: fold status/metrics/events into one row per device.
 
-Reads only what devices publish (DESIGN.md topics). From metrics it understands these fields, so a
-daemon should use these names: ``model``, ``latency_ms: {p50, p95, p99}``, ``throughput`` (per second),
-``errors`` (a running count); ``events`` with ``event: crash|restart|...`` count as errors too.
+Reads only what devices publish (DESIGN.md topics). From metrics it understands the daemon's names
+(edge/daemon/metrics.py): ``latency_p95_ms`` (or ``latency_ms: {"p95": ...}``), ``throughput`` (per
+second), ``total_errors`` (a running count; ``errors`` is taken as a running count when there is
+no total), ``model``; from status: ``state`` and ``model``. Events whose ``event`` is in
+ERROR_EVENTS also count as errors when metrics carry no count.
 """
 from __future__ import annotations
 
@@ -66,13 +68,14 @@ class Fleet:
     @staticmethod
     def _metrics(row: DeviceRow, data: dict) -> None:
         latency = data.get("latency_ms")
-        p95 = latency.get("p95") if isinstance(latency, dict) else data.get("p95_ms")
+        p95 = latency.get("p95") if isinstance(latency, dict) else data.get("latency_p95_ms", data.get("p95_ms"))
         if isinstance(p95, (int, float)):
             row.p95_ms = float(p95)
         if isinstance(data.get("throughput"), (int, float)):
             row.throughput = float(data["throughput"])
-        if isinstance(data.get("errors"), int):
-            row.errors = max(row.errors, data["errors"])
+        errors = data.get("total_errors", data.get("errors"))
+        if isinstance(errors, int) and not isinstance(errors, bool):
+            row.errors = max(row.errors, errors)
         if isinstance(data.get("model"), str):
             row.model = data["model"]
         if row.online is None:

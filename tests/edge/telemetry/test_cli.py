@@ -71,7 +71,9 @@ def test_watch_once_json_and_table(mosquitto, device):
                              text=True)
     try:
         time.sleep(1.5)
-        device.record("metrics", {"latency_ms": {"p50": 1.0, "p95": 2.5}, "throughput": 480.0, "errors": 3})
+        # the daemon's metric names (edge/daemon/metrics.py)
+        device.record("metrics", {"latency_p50_ms": 1.0, "latency_p95_ms": 2.5, "throughput": 480.0,
+                                  "errors": 0, "total_errors": 3})
         stdout, stderr = watch.communicate(timeout=30)
     finally:
         watch.kill()
@@ -97,5 +99,8 @@ def test_fleet_ignores_garbage_and_tracks_offline():
                              json.dumps({"seq": 9, "ts": 101.0, "data": {"event": "crash"}}).encode(), 1, False))
     (row,) = fleet.snapshot()
     assert row["online"] is False and row["errors"] == 1 and row["last_seq"] == 9
-    text = render_table(fleet.snapshot(), now=111.0)
+    fleet.on_message(Message("ganglion/v1/b/metrics", json.dumps(
+        {"seq": 10, "ts": 102.0, "data": {"latency_ms": {"p95": 4.0}, "errors": 7}}).encode(), 1, False))
+    assert fleet.snapshot()[0]["p95_ms"] == 4.0 and fleet.snapshot()[0]["errors"] == 7
+    text = render_table(fleet.snapshot(), now=112.0)
     assert "NO" in text and "10s ago" in text

@@ -1,5 +1,4 @@
 """Telemetry records through a real mosquitto: envelope, order, status and Last Will, overflow."""
-import json
 import time
 
 import pytest
