@@ -66,8 +66,8 @@ class Daemon:
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method)
-        self.batcher = Batcher(self.requests, self.pool.jobs, max_batch=cfg.batch.max_batch,
-                               budget_ms=cfg.batch.budget_ms)
+        self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
+        self.pool.take = self.batcher.take
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
                                     rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
                         for s in cfg.sources]

@@ -2,8 +2,8 @@
 
 A ``Request`` is one sample (feeds with a batch axis of 1) plus where it came from; its
 ``on_done`` is called exactly once with its ``Result`` -- a result or an error, never silence.
-``JobQueue`` is the bounded hand-off between the batcher and the worker dispatchers; retried
-jobs go to its front so a worker crash does not reorder work behind newer requests.
+``JobQueue`` holds jobs to retry after a worker crash; dispatchers look there before taking a
+new batch, so a crash does not reorder work behind newer requests.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class Job:
 
 
 class JobQueue:
-    """A bounded FIFO with a front door for retries, and ``close`` to release every waiter."""
+    """A FIFO with a front door for retries, and ``close`` to release every waiter."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity

@@ -2,7 +2,8 @@
 
 Each ``WorkerSlot`` is one supervised child. Starting it spawns a worker process
 (``edge.daemon.worker.main``) and a dispatcher thread bound to that process's pipe. The
-dispatcher takes jobs from the shared ``JobQueue``, sends them, and waits for the answer. When the
+dispatcher takes a retry from the pool's ``JobQueue`` if there is one, else a fresh micro-batch
+from the batcher (``take``), sends it, and waits for the answer. When the
 pipe breaks mid-job, the process died (SIGKILL, a segfault in a kernel): the job goes back to the
 front of the queue, split into single requests so a poison sample cannot take its batch-mates
 down with it, and each is tried once more. A request whose second attempt also dies is answered
@@ -45,7 +46,8 @@ class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
                  on_event: Callable[[dict], None], start_method: str = "spawn"):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
-        self.jobs = JobQueue(capacity=max(1, count))
+        self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
+        self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
         self.ctx = multiprocessing.get_context(start_method)
         self.slots = [WorkerSlot(f"worker-{i}", self) for i in range(count)]
         self.info: ModelInfo | None = None
@@ -122,9 +124,9 @@ class WorkerHandle(ProcessChild):
     def _dispatch(self) -> None:
         if not self._await_ready():
             return
-        jobs = self.slot.pool.jobs
+        pool = self.slot.pool
         while not self.stopping.is_set():
-            job = jobs.get(timeout=0.2)
+            job = pool.jobs.get(timeout=0) or pool.take(0.2)
             if job is None:
                 if not self.process.is_alive():
                     return

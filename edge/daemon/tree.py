@@ -3,14 +3,14 @@
     root (rest_for_one)
     ├── results      thread   writes results to the sinks, then tells the source (file -> done/)
     ├── workers      supervisor (one_for_one, intensity from [workers])
-    │   └── worker-N process  one model backend each; a crash costs one restart
-    ├── batcher      thread   request queue -> micro-batches -> job queue
+    │   └── worker-N process  one model backend each (its dispatcher thread takes micro-batches
+    │                         from the request queue when the worker is free); a crash costs one restart
     ├── sources      supervisor (one_for_one): folder / mqtt / replay (transient) / camera threads
     ├── metrics      thread   a metrics record every [metrics] interval_s
     └── watchdog     thread   WATCHDOG=1 to systemd while the tree is alive (only under systemd)
 
 Why rest_for_one at the root: everything after a child depends on it. If the workers'
-supervisor gives up and is restarted, the batcher and sources restart after it; the results
+supervisor gives up and is restarted, the sources restart after it; the results
 writer, first in the list, keeps running and never loses an answer. If the root itself exceeds
 its intensity, the daemon exits non-zero and systemd (Restart=on-failure) takes over.
 Telemetry is outside the tree: it is started before it and stopped after it, so the last
@@ -25,17 +25,17 @@ from edge.supervisor import ChildSpec, Restart, Strategy, Supervisor, ThreadChil
 def build(daemon) -> tuple[Supervisor, Supervisor]:
     cfg = daemon.cfg
     wcfg = cfg.workers
+    batching = f"batches of <= {cfg.batch.max_batch} within {cfg.batch.budget_ms:g} ms, queue {cfg.batch.queue_size}"
     workers = Supervisor("workers", [
         ChildSpec(slot.name, slot.start, shutdown=wcfg.shutdown_s, kind="process",
-                  note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}") for slot in daemon.pool.slots],
+                  note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}; {batching}")
+        for slot in daemon.pool.slots],
         strategy=Strategy.ONE_FOR_ONE, max_restarts=wcfg.max_restarts, period=wcfg.period_s,
         on_event=daemon.event)
     children = [
         _thread("results", daemon.router.run, f"sinks: {', '.join(s.kind for s in cfg.sinks) or 'none'}"),
         ChildSpec("workers", workers.start, kind="supervisor", describe=workers.describe,
                   shutdown=wcfg.shutdown_s * 2),
-        _thread("batcher", daemon.batcher.run,
-                f"max_batch {cfg.batch.max_batch}, budget {cfg.batch.budget_ms:g} ms, queue {cfg.batch.queue_size}"),
     ]
     if daemon.sources:
         sources = Supervisor("sources", [

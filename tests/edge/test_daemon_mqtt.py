@@ -6,7 +6,6 @@ daemon's commands (ping, config.get/set, reload, deploy) through the telemetry R
 """
 import io
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -13,7 +13,7 @@ from edge.backends import TensorSpec
 from edge.daemon import config as cfgmod, sdnotify, wire
 from edge.daemon.batcher import Batcher, RequestQueue
 from edge.daemon.decode import decode_payload
-from edge.daemon.messages import JobQueue, Request
+from edge.daemon.messages import Request
 from edge.daemon.metrics import Metrics
 from edge.errors import InputError, UsageError
 from edge.preprocess import decode_image, image_to_tensor
@@ -134,38 +134,39 @@ def test_blocking_queue_waits_for_room_and_refuses_after_close():
 
 
 def test_batcher_respects_max_batch_and_never_mixes_shapes():
-    rq, jobs = RequestQueue(100), JobQueue(100)
+    rq = RequestQueue(100)
     for i in range(5):
         rq.put(_req(i))
     rq.put(_req(9, shape=(1, 2)))
     rq.put(_req(10))
-    stop = threading.Event()
-    b = Batcher(rq, jobs, max_batch=3, budget_ms=20)
-    t = threading.Thread(target=b.run, args=(stop,))
-    t.start()
-    time.sleep(0.3)
-    stop.set()
-    t.join()
+    b = Batcher(rq, max_batch=3, budget_ms=20)
     sizes = []
-    while (job := jobs.get(0)) is not None:
+    while (job := b.take(0.05)) is not None:
         sizes.append([int(r.feeds["x"][0, 0]) for r in job.requests])
         assert job.feeds["x"].shape[0] == len(job.requests)
     assert sizes == [[0, 1, 2], [3, 4], [9], [10]]
+    assert (b.batches, b.batched_requests) == (4, 7)
 
 
 def test_batcher_waits_at_most_the_budget_for_a_lone_request():
-    rq, jobs = RequestQueue(10), JobQueue(10)
-    stop = threading.Event()
-    b = Batcher(rq, jobs, max_batch=8, budget_ms=30)
-    t = threading.Thread(target=b.run, args=(stop,))
-    t.start()
+    rq = RequestQueue(10)
+    b = Batcher(rq, max_batch=8, budget_ms=30)
+    threading.Timer(0.05, lambda: rq.put(_req(1))).start()
     t0 = time.monotonic()
-    rq.put(_req(1))
-    job = jobs.get(2.0)
+    job = b.take(2.0)
     waited = time.monotonic() - t0
-    stop.set()
-    t.join()
-    assert len(job.requests) == 1 and waited < 1.0
+    assert len(job.requests) == 1 and 0.03 < waited < 1.0
+    assert b.take(0.01) is None
+
+
+def test_batcher_fills_a_batch_from_requests_arriving_within_the_budget():
+    rq = RequestQueue(10)
+    b = Batcher(rq, max_batch=4, budget_ms=300)
+    rq.put(_req(0))
+    for i in range(1, 4):
+        threading.Timer(0.02 * i, lambda i=i: rq.put(_req(i))).start()
+    job = b.take(1.0)
+    assert [int(r.feeds["x"][0, 0]) for r in job.requests] == [0, 1, 2, 3]
 
 
 # -- decoding ----------------------------------------------------------------------------------

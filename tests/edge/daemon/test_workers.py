@@ -101,7 +101,7 @@ def test_crash_on_every_request_escalates_and_stops_without_looping(tmp_path):
     # root restarts once (with the children after it, rest_for_one) before giving up itself.
     assert len([e for e in restarts if e["supervisor"] == "workers"]) <= 4
     root = [e["child"] for e in restarts if e["supervisor"] == "root"]
-    assert root == ["workers", "batcher", "metrics"]
+    assert root == ["workers", "metrics"]
     assert all(not s.pid or not _alive(s.pid) for s in daemon.pool.slots)
 
 

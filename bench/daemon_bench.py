@@ -1,0 +1,223 @@
+"""Daemon vs bare interpreter, side by side: overhead per inference, throughput, RSS, time to ready.
+
+    .venv/bin/python bench/daemon_bench.py [--models digits,mobilenet_v2] [--runs 300] [--threads 2]
+                                           [--json out.json] [--workdir DIR]
+
+Each model is converted once to an int8 .gpk with ``ganglion convert`` (digits: its real
+calibration set; MobileNetV2-style 224x224: 64 N(0,1) samples). Then, each in a fresh child
+process so memory figures are clean:
+
+  bare       LiteRT interpreter, set_tensor/invoke/get_tensor, batch 1, RUNS timed calls
+             -> median ms, sequential inf/s, process RSS
+  daemon b1  Daemon (1 worker process), max_batch 1: submit one request, wait for its answer,
+             RUNS times -> median end-to-end ms (queue + IPC + worker + result routing)
+  daemon mb  the same daemon with max_batch 8 / budget 2 ms, RUNS*4 requests submitted at
+             once (open loop) -> inf/s; and RSS of the daemon process + its worker
+  ready      ``ganglion run --model M --watch DIR`` as a subprocess: spawn -> READY=1 on a real
+             NOTIFY_SOCKET (model loaded in a worker)
+
+Ratios: overhead = daemon b1 ms / bare ms - 1 (target <= 5%); throughput = daemon mb / bare
+(target >= 1); RSS delta = daemon (+ worker) - bare (target <= 40 MB); ready (target < 2 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GANGLION = str(Path(sys.executable).parent / "ganglion")
+
+
+def rss_mb(pids) -> float:
+    from edge.daemon.metrics import _rss
+    return round(sum(_rss(p) for p in pids) / 2**20, 1)
+
+
+# -- preparing models ----------------------------------------------------------------------------
+def prepare(name: str, workdir: Path) -> Path:
+    out = workdir / f"{name}.gpk"
+    if out.exists():
+        return out
+    if name == "digits":
+        onnx_path, calib = ROOT / "examples/digits/digits_cnn.onnx", ROOT / "examples/digits/calib.npz"
+    else:
+        import onnx
+        from examples.models import mobilenet_v2
+        onnx_path, calib = workdir / "mobilenet_v2.onnx", workdir / "mnv2_calib.npz"
+        onnx.save(mobilenet_v2.build(), str(onnx_path))
+        x = np.random.default_rng(0).normal(size=(64, 3, 224, 224)).astype(np.float32)
+        name_in = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+        np.savez(calib, **{name_in: x})
+    res = subprocess.run([GANGLION, "convert", str(onnx_path), "--calib", str(calib), "-o", str(out)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if res.returncode != 0:
+        raise SystemExit(f"convert {name} failed:\n{res.stderr[-2000:]}")
+    return out
+
+
+# -- children ------------------------------------------------------------------------------------
+def child_bare(model: str, runs: int, threads: int) -> dict:
+    from edge import artifact
+    from edge.daemon.benchmark import sample_feeds
+    from edge.backends.litert_backend import _spec
+    from edge.litert import make_interpreter
+    interp = make_interpreter(artifact.read(model).model_bytes("tflite"), num_threads=threads)
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    feeds = sample_feeds([_spec(d) for d in ins], 1)
+    arrays = [feeds[d["name"]] for d in ins]
+
+    def once():
+        for d, a in zip(ins, arrays):
+            interp.set_tensor(d["index"], a)
+        interp.invoke()
+        return [interp.get_tensor(d["index"]) for d in outs]
+    for _ in range(20):
+        once()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return {"ms": float(np.median(times) * 1e3), "inf_s": 1.0 / float(np.mean(times)), "rss_mb": rss_mb([os.getpid()])}
+
+
+def child_daemon(model: str, runs: int, threads: int) -> dict:
+    from edge.daemon.app import Daemon
+    from edge.daemon.benchmark import sample_feeds
+    from edge.daemon.config import from_dict
+    from edge.daemon.outbox import MemoryOutbox
+
+    def make(max_batch, budget):
+        cfg = from_dict({"model": {"path": model, "threads": threads}, "workers": {"count": 1},
+                         "batch": {"max_batch": max_batch, "budget_ms": budget, "queue_size": 4 * runs},
+                         "metrics": {"interval_s": 3600}}).check()
+        return Daemon(cfg, outbox=MemoryOutbox()).start()
+
+    d = make(1, 0.0)
+    feeds = sample_feeds(d.pool.info.inputs, 1)
+    done = threading.Event()
+    for _ in range(20):
+        done.clear()
+        d.submit("bench", dict(feeds), {}, lambda r: done.set())
+        done.wait()
+    times = []
+    for _ in range(runs):
+        done.clear()
+        t0 = time.perf_counter()
+        d.submit("bench", dict(feeds), {}, lambda r: done.set())
+        done.wait()
+        times.append(time.perf_counter() - t0)
+    d.stop()
+    d.shutdown()
+
+    d = make(8, 2.0)
+    n, count, all_done = runs * 4, [0], threading.Event()
+    lock = threading.Lock()
+
+    def on_done(_):
+        with lock:
+            count[0] += 1
+            if count[0] == n:
+                all_done.set()
+    for _ in range(20):                      # warm the new worker
+        ev = threading.Event()
+        d.submit("bench", dict(feeds), {}, lambda r, ev=ev: ev.set())
+        ev.wait()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        d.submit("bench", dict(feeds), {}, on_done)
+    all_done.wait()
+    elapsed = time.perf_counter() - t0
+    mean_batch = d.batcher.batched_requests / max(d.batcher.batches, 1)
+    rss = rss_mb([os.getpid(), *d.pool.pids()])
+    rss_parent = rss_mb([os.getpid()])
+    d.stop()
+    d.shutdown()
+    return {"ms": float(np.median(times) * 1e3), "mb_inf_s": n / elapsed, "mean_batch": round(mean_batch, 2),
+            "rss_mb": rss, "rss_parent_mb": rss_parent}
+
+
+def ready_time(model: str, threads: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "n.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(30)
+        t0 = time.monotonic()
+        proc = subprocess.Popen([GANGLION, "run", "--model", model, "--watch", os.path.join(tmp, "in"),
+                                 "--threads", str(threads)], env=dict(os.environ, NOTIFY_SOCKET=path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while b"READY=1" not in sock.recv(4096):
+                pass
+            return time.monotonic() - t0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            sock.close()
+
+
+def run_child(kind: str, model: Path, runs: int, threads: int) -> dict:
+    res = subprocess.run([sys.executable, __file__, "--child", kind, str(model), "--runs", str(runs),
+                          "--threads", str(threads)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{kind} child failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="digits,mobilenet_v2")
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--workdir")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "MODEL"))
+    args = ap.parse_args()
+    if args.child:
+        kind, model = args.child
+        fn = child_bare if kind == "bare" else child_daemon
+        print(json.dumps(fn(model, args.runs, args.threads)))
+        return
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ganglion-daemon-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models.split(","):
+        model = prepare(name, workdir)
+        bare = run_child("bare", model, args.runs, args.threads)
+        daemon = run_child("daemon", model, args.runs, args.threads)
+        ready = ready_time(str(model), args.threads)
+        rows.append({"model": name, "threads": args.threads, "runs": args.runs,
+                     "bare_ms": round(bare["ms"], 4), "daemon_ms": round(daemon["ms"], 4),
+                     "overhead": round(daemon["ms"] / bare["ms"] - 1, 4),
+                     "overhead_ms": round(daemon["ms"] - bare["ms"], 4),
+                     "bare_inf_s": round(bare["inf_s"], 1), "daemon_mb_inf_s": round(daemon["mb_inf_s"], 1),
+                     "throughput_ratio": round(daemon["mb_inf_s"] / bare["inf_s"], 3),
+                     "mean_batch": daemon["mean_batch"], "bare_rss_mb": bare["rss_mb"],
+                     "daemon_rss_mb": daemon["rss_mb"], "daemon_parent_rss_mb": daemon["rss_parent_mb"],
+                     "rss_delta_mb": round(daemon["rss_mb"] - bare["rss_mb"], 1), "ready_s": round(ready, 3)})
+    print(json.dumps({"bench": "daemon", "results": rows}, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"bench": "daemon", "results": rows}, indent=2))
+    cols = [("model", 14, "s"), ("bare_ms", 9, ".3f"), ("daemon_ms", 10, ".3f"), ("overhead", 9, ".1%"),
+            ("bare_inf_s", 11, ".0f"), ("daemon_mb_inf_s", 16, ".0f"), ("throughput_ratio", 17, ".2f"),
+            ("bare_rss_mb", 12, ".1f"), ("daemon_rss_mb", 14, ".1f"), ("rss_delta_mb", 13, ".1f"),
+            ("ready_s", 8, ".2f")]
+    print("".join(f"{c:>{w}}" for c, w, _ in cols))
+    for r in rows:
+        print("".join(f"{r[c]:>{w}{f}}" for c, w, f in cols))
+
+
+if __name__ == "__main__":
+    main()
