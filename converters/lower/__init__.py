@@ -7,6 +7,7 @@ Families: conv, matmul, elementwise, activation, pool, shape, norm, resize. Impo
 """
 from __future__ import annotations
 
+from converters.errors import ConvertError
 from converters.ir import Graph
 from converters.lower import activation, conv, elementwise, matmul, norm, pool, resize, shape  # noqa: F401
 from converters.lower.context import LowerContext
@@ -22,7 +23,15 @@ def lower(graph: Graph) -> TGraph:
     ctx.t.inputs = [ctx.value(name) for name in graph.inputs]
     for node in graph.nodes:
         ctx.node = node
-        find(node, graph.opset).fn(ctx, node)
+        try:
+            find(node, graph.opset).fn(ctx, node)
+        except ConvertError:
+            raise
+        except Exception as exc:  # a lowering bug or an input its check() did not foresee
+            raise ConvertError(f"cannot lower {node.op} '{node.name}': {type(exc).__name__}: {exc}",
+                               code="convert.lowering", where=f"node '{node.name}'",
+                               hint="please report this with the model; --keep-float will not "
+                                    "help, the op itself failed to lower") from exc
     ctx.node = None
     ctx.t.outputs = [ctx.value(name) for name in graph.outputs]
     return ctx.t

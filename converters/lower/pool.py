@@ -52,16 +52,27 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
     mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
     if opcode == "AVERAGE_POOL_2D" and node.attrs.get("count_include_pad", 0) and any(p):
         mode, explicit = padding.schema.Padding.VALID, p   # TFLite SAME would exclude the pads
-    if explicit is not None and opcode == "AVERAGE_POOL_2D" and not node.attrs.get("count_include_pad", 0):
-        mode, explicit = padding.schema.Padding.SAME, None   # only reached when pads match SAME
+    # TFLite's SAME average already divides by the real-element count; explicit pads with
+    # count_include_pad=0 pool over zeros and then rescale each window by k*k / real count.
+    rescale = (opcode == "AVERAGE_POOL_2D" and explicit is not None
+               and not node.attrs.get("count_include_pad", 0))
     if explicit is not None:
         value = 0.0 if opcode == "AVERAGE_POOL_2D" or _non_negative(ctx, node.inputs[0]) \
             else float(np.finfo(np.float32).min)
         x = padding.emit_pad(ctx, x, explicit, value=value)
-    target = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
+    final = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
+    target = ctx.temp(ctx.shape_of(final), "sum_like") if rescale else final
+    act = 0 if rescale else ctx.activation(node)
     ctx.emit(opcode, [x], [target],
              options("Pool2DOptions", padding=mode, strideH=s[0], strideW=s[1], filterHeight=k[0],
-                     filterWidth=k[1], fusedActivationFunction=ctx.activation(node)))
+                     filterWidth=k[1], fusedActivationFunction=act))
+    if rescale:
+        _, oh, ow, _ = ctx.shape_of(final)
+        counts = np.outer(_valid_counts(spatial[0], k[0], s[0], p[0], oh),
+                          _valid_counts(spatial[1], k[1], s[1], p[1], ow))
+        factor = (k[0] * k[1] / np.maximum(counts, 1)).astype(np.float32).reshape(1, oh, ow, 1)
+        ctx.emit("MUL", [target, ctx.const(factor, "count_rescale")], [final],
+                 options("MulOptions", fusedActivationFunction=ctx.activation(node)))
     if one_d:
         ctx.reshape(target, ctx.shape_of(y), out=y)
 
@@ -80,18 +91,13 @@ def _non_negative(ctx: LowerContext, name: str) -> bool:
 
 
 def _check_avg(node, graph):
-    problem = _check_pool(node, graph)
-    if problem or node.attrs.get("count_include_pad", 0):
-        return problem
-    x = graph.tensors[node.inputs[0]].shape
-    k, s, p = node.attrs["kernel_shape"], node.attrs["strides"], node.attrs["pads"]
-    n = len(k)
-    if any(p) and not node.attrs.get("ceil_mode", 0) and all(
-            (p[i], p[n + i]) == padding.same_pads(x[2 + i], k[i], s[i], 1) for i in range(n)):
-        return None
-    if any(p) or node.attrs.get("ceil_mode", 0):
-        return "AveragePool with count_include_pad=0 and non-SAME padding is not supported"
-    return None
+    return _check_pool(node, graph)
+
+
+def _valid_counts(size: int, k: int, s: int, pad_begin: int, out: int) -> np.ndarray:
+    """How many real (non-pad) elements each output window covers along one axis."""
+    starts = np.arange(out) * s - pad_begin
+    return np.clip(starts + k, 0, size) - np.clip(starts, 0, size)
 
 
 @lowers("MaxPool", since=1, check=_check_pool)

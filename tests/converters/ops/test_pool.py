@@ -50,3 +50,22 @@ def test_reduce_mean_axes_as_input_opset18():
     import numpy as np
     m = H.one_node("ReduceMean", X, {"axes": np.array([2, 3], np.int64)}, opset=18, keepdims=1)
     H.check(m, expect=["MEAN"], steps=2)
+
+
+AVG_EXCLUDE_PAD = {
+    "asym_pads": dict(kernel_shape=[3, 3], pads=[0, 1, 2, 1]),
+    "same_lower": dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"),
+    "ceil_mode": dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    "ceil_and_pads": dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+}
+
+
+@pytest.mark.parametrize("case", AVG_EXCLUDE_PAD, ids=list(AVG_EXCLUDE_PAD))
+def test_average_pool_excluding_explicit_pads(case):
+    """PAD zeros -> AVERAGE_POOL_2D (VALID) -> MUL by k*k / real-element count per window.
+
+    In int8 the rescale multiplies the pooled value's rounding error (half a step) by up to
+    k*k / count (9 for a corner window that sees one real element), hence the wider tolerance.
+    """
+    res, _ = H.check(H.one_node("AveragePool", {"x": (1, 4, 10, 10)}, **AVG_EXCLUDE_PAD[case]),
+                     expect=["AVERAGE_POOL_2D"], steps=5)
