@@ -55,8 +55,6 @@ def test_mobilenet_v2_int8_gpk(tmp_path, mobilenet_v2_small_path, small_calib_pa
     assert m["inputs"][0]["shape"] == [1, 3, 96, 96] and m["inputs"][0]["dtype"] == "float32"
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: MaxPool's PADV2 pad value (-inf) gets a 1e36 int8 scale that "
-                   "spreads to the pooled tensors; XNNPACK refuses the graph (convert.self_check catches it)")
 def test_resnet_tiny_int8_runs_in_litert(tmp_path, resnet_tiny_path):
     calib = tmp_path / "calib.npz"
     np.savez(calib, **random_calibration(resnet_tiny_path, 16))
