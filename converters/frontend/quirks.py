@@ -206,7 +206,13 @@ def _first_input_only(node: Node, graph: Graph) -> None:
     if node.op == "Resize" and node.input(2):
         found, scales = _const_input(node, graph, 2, "scales")
         if found and np.asarray(scales).size:
-            node.attrs["_scales"] = [float(v) for v in np.asarray(scales).reshape(-1)]
+            values = [float(v) for v in np.asarray(scales).reshape(-1)]
+            rank = _rank(graph, node.inputs[0])
+            axes = node.attrs.get("axes") or list(range(rank))   # opset 18: scales per listed axis
+            full = [1.0] * rank
+            for a, v in zip(axes, values):
+                full[int(a) % rank] = v
+            node.attrs["_scales"] = full
     node.inputs = node.inputs[:1]
 
 

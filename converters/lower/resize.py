@@ -24,7 +24,8 @@ def _check_resize(node, graph):
         return "only spatial resizing of 4-D tensors is supported"
     mode = node.attrs.get("mode", "nearest")
     ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel")
-    if mode == "nearest" and (ctm, node.attrs.get("nearest_mode", "round_prefer_floor")) not in NEAREST_OK:
+    nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
+    if mode == "nearest" and (ctm, nearest) not in NEAREST_OK and not _tie_free(ctm, nearest, x, y):
         return (f"nearest resize with {ctm}/{node.attrs.get('nearest_mode')} is not supported "
                 "(asymmetric/floor and half_pixel/round_prefer_ceil are)")
     if mode == "linear" and ctm not in LINEAR_OK:
@@ -40,6 +41,14 @@ def _check_resize(node, graph):
     if node.attrs.get("antialias", 0):
         return "antialiased Resize is not supported"
     return None
+
+
+def _tie_free(ctm: str, nearest: str, x, y) -> bool:
+    """Half-pixel nearest with an integer upscale never hits a .5 tie ((i + 0.5) / s is never an
+    integer), so round_prefer_floor equals TFLite's rounding there (the ONNX default mode)."""
+    integer_up = all(y[i] % x[i] == 0 for i in (2, 3))
+    return (ctm in ("half_pixel", "pytorch_half_pixel") and nearest.startswith("round_prefer")
+            and integer_up)
 
 
 @lowers("Resize", since=11, check=_check_resize)

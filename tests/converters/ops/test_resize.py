@@ -12,6 +12,8 @@ CASES = {
                                    nearest_mode="floor"), [1, 1, 2, 2], "RESIZE_NEAREST_NEIGHBOR"),
     "nearest_half_pixel_ceil": (dict(mode="nearest", coordinate_transformation_mode="half_pixel",
                                      nearest_mode="round_prefer_ceil"), [1, 1, 2, 3], "RESIZE_NEAREST_NEIGHBOR"),
+    "nearest_default_modes_x2": (dict(mode="nearest"), [1, 1, 2, 2], "RESIZE_NEAREST_NEIGHBOR"),
+    "nearest_default_modes_x3x1": (dict(mode="nearest"), [1, 1, 3, 1], "RESIZE_NEAREST_NEIGHBOR"),
     "linear_half_pixel": (dict(mode="linear", coordinate_transformation_mode="half_pixel"), [1, 1, 2, 2],
                           "RESIZE_BILINEAR"),
     "linear_align_corners": (dict(mode="linear", coordinate_transformation_mode="align_corners"),
@@ -34,3 +36,12 @@ def test_resize_by_sizes():
     m = H.one_node("Resize", X, {"roi": EMPTY, "scales": EMPTY, "sizes": np.array([1, 3, 10, 4], np.int64)},
                    mode="linear", coordinate_transformation_mode="half_pixel")
     H.check(m, expect=["RESIZE_BILINEAR"], steps=1.01)
+
+
+def test_nearest_default_modes_with_ties_are_refused():
+    """half_pixel + round_prefer_floor downscaling hits .5 ties that TFLite rounds the other way."""
+    from converters.errors import UnsupportedOpsError
+    m = H.one_node("Resize", {"x": (1, 3, 6, 6)}, {"roi": EMPTY, "scales": EMPTY,
+                                                   "sizes": np.array([1, 3, 4, 4], np.int64)}, mode="nearest")
+    with pytest.raises(UnsupportedOpsError, match="nearest"):
+        H.convert(m, "none")
