@@ -70,6 +70,8 @@ class RunningHistogram(MinMax):
     entropy calibrator uses.
     """
 
+    MIN_RADIUS = 1e-30
+
     def __init__(self, bins: int = 8192):
         super().__init__()
         self.bins = bins
@@ -89,7 +91,8 @@ class RunningHistogram(MinMax):
             if amax == 0.0:
                 self.pending_zeros += flat.size
                 return
-            self.radius = amax
+            # a floor keeps bins/(2*radius) finite in float32 for denormal-only data
+            self.radius = max(amax, self.MIN_RADIUS)
             self.counts[self.bins // 2] += self.pending_zeros
         while amax > self.radius:
             self._double()
@@ -100,6 +103,12 @@ class RunningHistogram(MinMax):
         pos += np.float32(self.radius * scale)
         np.clip(pos, 0, self.bins - 1, out=pos)
         self.counts += np.bincount(pos.astype(np.intp), minlength=self.bins)
+
+    def clamp(self, lo: float, hi: float) -> tuple[float, float]:
+        """A clipped range kept inside the observed one and ordered. Histogram estimates are
+        only bin-accurate, so e.g. a quantile of one-valued data can land just below its min."""
+        lo = min(max(lo, self.lo), self.hi)
+        return lo, min(max(hi, lo), self.hi)
 
     def _double(self) -> None:
         merged = self.counts.reshape(-1, 2).sum(axis=1)
@@ -149,7 +158,7 @@ class Percentile(RunningHistogram):
         tail = 1.0 - self.percentile / 100.0
         lo = self.lo if self.lo >= 0.0 else max(self.lo, min(self.quantile(tail), 0.0))
         hi = self.hi if self.hi <= 0.0 else min(self.hi, max(self.quantile(1.0 - tail), 0.0))
-        return lo, hi
+        return self.clamp(lo, hi)
 
 
 def kl_threshold(hist: np.ndarray, levels: int, stride: int = 4) -> int:
@@ -227,7 +236,7 @@ class Entropy(RunningHistogram):
         levels = 255 if self.lo >= 0.0 or self.hi <= 0.0 else 128
         keep = kl_threshold(hist, levels)
         threshold = amax * keep / self.BINS
-        return max(self.lo, -threshold), min(self.hi, threshold)
+        return self.clamp(-threshold, threshold)
 
 
 def _resample(counts: np.ndarray, width: float, amax: float, bins: int) -> np.ndarray:
@@ -261,7 +270,7 @@ class MSE(RunningHistogram):
         best = self._best(x, n, lo0, hi0, np.linspace(step, 1.0, self.CANDIDATES))
         # refine around the coarse optimum: the error curve is smooth, one more pass suffices
         best = self._best(x, n, lo0, hi0, np.clip(np.linspace(best - step, best + step, 21), step / 10, 1.0))
-        return max(self.lo, lo0 * best), min(self.hi, hi0 * best)
+        return self.clamp(lo0 * best, hi0 * best)
 
     @staticmethod
     def _best(x: np.ndarray, n: np.ndarray, lo0: float, hi0: float, alphas: np.ndarray) -> float:
