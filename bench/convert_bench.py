@@ -63,12 +63,15 @@ def samples(path: Path) -> list[np.ndarray]:
 
 # --- conversion, measured in a child process ---------------------------------------------------
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from edge.cli import main
 code = main(sys.argv[1:])
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"code": code, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_kb / 1024}))
+seconds = time.perf_counter() - t0
+# VmHWM is this process image's own peak RSS; ru_maxrss would also count the parent's pages
+# mapped at fork time (Linux carries it across exec).
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"code": code, "seconds": seconds, "peak_rss_mb": int(hwm) / 1024}))
 """
 
 
@@ -109,15 +112,19 @@ def ort_runner(model: bytes | str, threads: int):
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def median_ms(run, x, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        run(x)
-    times = []
+def median_ms(runners: dict, x, runs: int, warmup: int = 5) -> dict[str, float]:
+    """Median latency per runner; runners take turns each round, so background load on a shared
+    machine hits them alike and the ratios stay fair."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(x)
+    times = {name: [] for name in runners}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run(x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -158,7 +165,7 @@ def bench_model(name: str, folder: Path, args) -> dict:
     xs = samples(paths["eval"])
     outs = {k: np.concatenate([r(x) for x in xs]) for k, r in runners.items()}
     ref = outs["float_onnx_ort"]
-    latency = {k: median_ms(r, xs[0], args.runs) for k, r in runners.items()}
+    latency = median_ms(runners, xs[0], args.runs)
     onnx_bytes = paths["model"].stat().st_size
     return {
         "model": name, "conversion": conversion,
