@@ -281,11 +281,34 @@ def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def _short(value) -> str:
+    text = str(value)
+    if isinstance(value, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text[:12] + "..."           # a sha256: enough to recognise it
+    return text
+
+
+def _io_entry(v: dict) -> str:
+    if not isinstance(v, dict):
+        return str(v)
+    quant = v.get("quant") or ({"scale": v["scale"], "zero_point": v.get("zero_point")} if v.get("scale") else None)
+    text = f"{v.get('name')} {v.get('dtype')} {v.get('shape')} {v.get('layout', '')}".rstrip()
+    return text + (f" (scale {quant['scale']:.6g}, zp {quant['zero_point']})" if quant else "")
+
+
 def _render_gpk(info: dict) -> list[str]:
     m = info["manifest"]
     lines = [f"artifact {m.get('name', '?')} {m.get('version', '')}  signed: "
              f"{'yes (not checked: pass trusted keys to verify)' if info['signed'] else 'no'}"]
-    lines += [f"  {k}: {v}" for k, v in m.items() if k not in ("name", "version")]
+    for key, value in m.items():
+        if key in ("name", "version"):
+            continue
+        if key in ("inputs", "outputs") and isinstance(value, list):
+            lines += [f"  {key[:-1]}: {_io_entry(v)}" for v in value]
+        elif isinstance(value, dict):
+            lines.append(f"  {key}: " + ", ".join(f"{k}={_short(v)}" for k, v in value.items() if v not in (None, [], "")))
+        else:
+            lines.append(f"  {key}: {value}")
     lines.append("  files: " + ", ".join(f"{n} {_size(s)}" for n, s in info["files"].items()))
     for fmt, report in (info.get("fidelity") or {}).items():
         if isinstance(report, dict) and "outputs" in report:

@@ -26,6 +26,9 @@ def built(digits_dir, tmp_path_factory):
     (folder / "m.tflite").write_bytes(result.flatbuffer)
     (folder / "m.qdq.onnx").write_bytes(q)
     manifest = {"name": "digits", "version": "1.2.0", "tensor_map": result.tensor_map,
+                "inputs": [{"name": "input", "dtype": "int8", "shape": [1, 1, 8, 8], "layout": "onnx",
+                            "quant": {"scale": 0.5, "zero_point": -3}}],
+                "source_model": {"file": "d.onnx", "sha256": "ab" * 32},
                 "models": [{"format": "tflite", "file": "model.tflite"}, {"format": "onnx", "file": "model.qdq.onnx"}],
                 "fidelity": {"tflite": {"candidate": "tflite", "samples": 9,
                                         "outputs": {"logits": {"sqnr_db": 33.3, "top1_agreement": 1.0}}}}}
@@ -83,6 +86,8 @@ def test_gpk_summary_and_models(built):
     assert info["models"]["model.tflite"]["format"] == "tflite"
     text = inspector.render(info)
     assert "artifact digits 1.2.0" in text and "== model.qdq.onnx ==" in text and "SQNR 33.3 dB" in text
+    assert "input: input int8 [1, 1, 8, 8] onnx (scale 0.5, zp -3)" in text
+    assert "sha256=abababababab..." in text
     json.dumps(info)
 
 
