@@ -50,6 +50,7 @@ def run(graph: Graph) -> bool:
                 or len(producer.outputs) != 1):
             continue
         producer.attrs["_activation"] = act
+        producer.attrs.setdefault("_absorbed", []).append(node.name)   # for keep_float by name
         producer.outputs = [node.outputs[0]]
         producers[node.outputs[0]] = producer
         graph.nodes.remove(node)

@@ -51,6 +51,7 @@ def _fold_into_producer(graph: Graph, bn: Node, scale, shift) -> bool:
     else:
         return False
     producer.outputs = [bn.outputs[0]]
+    producer.attrs.setdefault("_absorbed", []).append(bn.name)
     graph.nodes.remove(bn)
     return True
 

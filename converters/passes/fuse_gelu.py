@@ -70,7 +70,8 @@ def run(graph: Graph) -> bool:
             continue
         at = min(graph.nodes.index(n) for n in matched)
         graph.nodes = [n for n in graph.nodes if n not in matched]
-        graph.nodes.insert(at, Node("Gelu", erf.name + "_gelu", [x], [out], {"approximate": "none"}))
+        graph.nodes.insert(at, Node("Gelu", erf.name + "_gelu", [x], [out],
+                                    {"approximate": "none", "_absorbed": [n.name for n in matched]}))
         changed = True
     if changed:
         graph.remove_unused()

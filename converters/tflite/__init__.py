@@ -73,15 +73,23 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
           *, samples: list[dict] | None = None) -> TFLiteResult:
     options.validate()
     graph = to_graph(model)
+    known = {n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)}
+    unknown = sorted(set(options.keep_float) - known - {""})
+    if unknown:
+        raise UsageError(f"--keep-float names unknown node(s): {', '.join(unknown)}",
+                         hint="use node names as 'ganglion inspect MODEL.onnx' lists them")
     graph.io_layout, graph.quantize = options.layout, options.quantize
     run_pipeline(graph)
+    # A fused node (Conv+BN+Relu) is one TFLite op: naming any of its ONNX nodes keeps it float.
+    keep = {n.name for n in graph.nodes
+            if {n.name, *n.attrs.get("_absorbed", [])} & set(options.keep_float)}
     tg = lower(graph)
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
         by_index = _index_ranges(tg, ranges, samples)
-        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(options.keep_float))
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep))
     elif options.quantize == "float16":
         to_float16(tg)
     elif options.quantize == "dynamic":

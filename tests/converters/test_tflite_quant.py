@@ -119,3 +119,22 @@ def test_bad_options_are_usage_errors():
                  dict(quantize="float16", io="int8")):
         with pytest.raises(UsageError):
             tflite.build(m, None, tflite.TFLiteOptions(**opts))
+
+
+def test_keep_float_unknown_node_is_usage_error():
+    from edge.errors import UsageError
+    m = H.one_node("Relu", {"x": (1, 4)})
+    with pytest.raises(UsageError, match="nope"):
+        tflite.build(m, {"x": (-1, 1), "y": (0, 1)}, tflite.TFLiteOptions(keep_float=frozenset({"nope"})))
+
+
+def test_keep_float_by_a_fused_nodes_name():
+    """Naming the Relu that was fused into the Conv keeps the fused CONV_2D float."""
+    m = _conv_model()
+    samples = H.samples_for(m, 8)
+    ranges = H.collect_ranges(m, samples, method="minmax", progress=False)
+    relu = next(n.name or f"Relu_{i}" for i, n in enumerate(m.graph.node) if n.op_type == "Relu")
+    q = tflite.build(m, ranges, tflite.TFLiteOptions(keep_float=frozenset({relu})))
+    _, tensors, ops = details(q)
+    (x, w, _), _ = _op_io(tensors, ops, "CONV_2D")
+    assert x["dtype"] == np.float32 and w["dtype"] == np.float32
