@@ -133,7 +133,8 @@ def measure(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for) -> di
     """Min/max of every float tensor over ``samples``, running the float model in LiteRT."""
     from edge.litert import make_interpreter
 
-    interp = make_interpreter(flatbuffer, preserve_all_tensors=True, num_threads=2)
+    # No XNNPACK: tensors inside a delegated partition are not preserved for reading.
+    interp = make_interpreter(flatbuffer, preserve_all_tensors=True, num_threads=2, use_xnnpack=False)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     found: dict[int, tuple] = {}
     wanted = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
