@@ -5,8 +5,9 @@
     cosine          cosine similarity of the flattened outputs (1 = same direction)
     max_abs         the largest absolute difference
     mean_abs        the mean absolute difference
-    top1_agreement  fraction of samples whose argmax over the last axis agrees (classifiers);
-                    None when the last axis has a single element
+    top1_agreement  fraction of argmaxes that agree: over the last axis ([N, classes]), or over
+                    the channel axis of [N, C, H, W] outputs (per pixel, segmentation maps);
+                    None when that axis has a single element
     accuracy        top-1 accuracy against labels (in verify reports, for both models)
 
 ``Accumulator`` streams: a verify run adds one sample at a time, so a holdout set of any size
@@ -55,8 +56,9 @@ class Accumulator:
             self.abs_sum += float(np.sum(np.abs(err)))
             self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
         self.count += err.size
-        if ref.ndim >= 1 and ref.shape[-1] > 1:
-            hits = np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)
+        axis = class_axis(ref.shape)
+        if axis is not None:
+            hits = np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis)
             self.top1_hits += int(np.sum(hits))
             self.top1_total += int(hits.size)
 
@@ -84,6 +86,15 @@ class Accumulator:
             "mean_abs": float(self.abs_sum / self.count) if self.count else 0.0,
             "top1_agreement": (round(self.top1_hits / self.top1_total, 6) if self.top1_total else None),
         }
+
+
+def class_axis(shape: tuple) -> int | None:
+    """The axis top-1 is taken over: channels (axis 1) of an ONNX [N, C, H, W...] output such as
+    a segmentation map, else the last axis ([N, classes], [N, T, vocab]); None for one class."""
+    axis = 1 if len(shape) >= 4 else len(shape) - 1
+    if axis < 0 or shape[axis] <= 1:
+        return None
+    return axis
 
 
 def metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:

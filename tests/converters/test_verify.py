@@ -186,3 +186,11 @@ def test_load_labels(tmp_path):
     for name in ("f.npy", "o.npy", "bad.txt"):
         with pytest.raises(CalibrationDataError):
             load_labels(tmp_path / name)
+
+
+def test_top1_of_a_segmentation_map_is_per_pixel_over_channels():
+    ref = np.zeros((1, 3, 2, 2))
+    ref[0, 2] = 1.0                                  # every pixel is class 2
+    cand = ref.copy()
+    cand[0, 0, 0, 0] = 5.0                           # one pixel of four flips to class 0
+    assert metrics(ref, cand)["top1_agreement"] == 0.75
