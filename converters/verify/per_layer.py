@@ -56,8 +56,10 @@ def _own_sqnr(added: float) -> float:
 
 
 def check_tensor_map(tensor_map: dict, model: onnx.ModelProto) -> dict[str, dict]:
-    """Entries whose ONNX name is a graph input or node output (others are ignored)."""
-    known = {vi.name for vi in model.graph.input} | {o for n in model.graph.node for o in n.output}
+    """Entries naming a float graph input or node output of ``model`` (others are ignored)."""
+    from converters.calibrate.runner import float_tensor_names
+    inputs, produced = float_tensor_names(model)     # float tensors with a known type only
+    known = set(inputs) | set(produced)
     clean = {}
     for name, entry in (tensor_map or {}).items():
         if name not in known:
