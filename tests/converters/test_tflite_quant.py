@@ -138,3 +138,18 @@ def test_keep_float_by_a_fused_nodes_name():
     _, tensors, ops = details(q)
     (x, w, _), _ = _op_io(tensors, ops, "CONV_2D")
     assert x["dtype"] == np.float32 and w["dtype"] == np.float32
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e4, 1e4, allow_nan=False), st.floats(0, 1e4, allow_nan=False))
+def test_activation_params_cover_the_range_and_represent_zero(lo, width):
+    hi = lo + width
+    q = activation_params(lo, hi)
+    scale, zp = float(q.scale[0]), int(q.zero_point[0])
+    assert -128 <= zp <= 127 and scale > 0    # real 0 is exactly the integer zp
+    # The int8 grid spans [min(lo, 0), max(hi, 0)] up to rounding of the zero point (half a step).
+    assert (-128 - zp) * scale <= min(lo, 0.0) + scale / 2 + 1e-9
+    assert (127 - zp) * scale >= max(hi, 0.0) - scale / 2 - 1e-9
