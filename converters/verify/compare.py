@@ -48,6 +48,8 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``."""
     kind, data, manifest = open_candidate(candidate, fmt=fmt, trusted_keys=trusted_keys)
     ref_model = reference if isinstance(reference, onnx.ModelProto) else onnx.load(str(reference))
+    if not samples:
+        raise VerifyInputError("no samples to verify with", hint="pass holdout data with --data")
     if labels is not None and len(labels) != len(samples):
         raise VerifyInputError(f"{len(labels)} labels for {len(samples)} samples",
                                hint="labels must align one to one with the holdout samples")

@@ -155,6 +155,8 @@ def test_report_to_dict_and_render(digits):
 def test_verify_errors(digits, tmp_path):
     model, ranges, holdout, labels = digits
     flat = build_tflite(model, ranges).flatbuffer
+    with pytest.raises(VerifyInputError, match="no samples"):
+        verify(flat, model, [], progress=False)
     with pytest.raises(VerifyInputError, match="labels"):
         verify(flat, model, holdout[:10], labels=labels[:9], progress=False)
     with pytest.raises(UsageError, match="tensor_map"):
