@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from edge.errors import UsageError
@@ -66,7 +66,7 @@ def check_device_id(device_id: str) -> str:
 class TelemetryConfig:
     broker: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_file: str | None = None          # TLS: trust this CA (mqtts:// uses the system store otherwise)
     cert_file: str | None = None        # TLS client certificate ...
     key_file: str | None = None         # ... and its private key

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from edge.telemetry.errors import TelemetryError
+from edge.telemetry.errors import PublishError, TelemetryError
 from edge.telemetry.spool import Spool
 
 log = logging.getLogger("ganglion.telemetry.publisher")
@@ -114,7 +114,14 @@ class Publisher:
             return 0
         records = self.spool.read(after=self._cursor, limit=room)
         for record in records:
-            mid = client.publish(record.topic, record.payload, qos=record.qos, retain=record.retain)
+            try:
+                mid = client.publish(record.topic, record.payload, qos=record.qos, retain=record.retain)
+            except PublishError as exc:     # paho refuses this record for good: drop it, count it
+                log.error("dropping record seq=%d: %s", record.seq, exc.message)
+                with self._lock:
+                    self._settle(record.seq, False)
+                self._cursor = record.seq
+                continue
             with self._lock:
                 early = self._early.pop(mid, None)
                 if early is None:

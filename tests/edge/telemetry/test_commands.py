@@ -173,3 +173,29 @@ def test_any_payload_gets_exactly_one_reply_and_never_raises(tmp_path, payload, 
     assert isinstance(reply["ok"], bool) and ("result" in reply) == reply["ok"]
     if not reply["ok"]:
         assert reply["error"]["code"].startswith(("command.", "input."))
+
+
+@pytest.mark.parametrize("workers, queue, code", [(2, 4, "command.in_progress"), (1, 1, "command.busy")])
+def test_a_duplicate_while_running_is_in_progress_and_a_full_queue_is_busy(tmp_path, workers, queue, code):
+    import threading
+    release, started = threading.Event(), threading.Event()
+    replies = []
+    router = CommandRouter("dev", reply=lambda t, p, c: replies.append(json.loads(p)), event=lambda e: None,
+                           log_db=CommandLog(tmp_path / "cmd.db"), workers=workers, queue=queue)
+
+    def slow(args):
+        started.set()
+        release.wait(5)
+        return {"done": True}
+    router.register("slow", slow)
+    msg = Message(TOPIC + "slow", json.dumps({"id": "one", "args": {}}).encode(), 1, False, "r", b"c")
+    router.on_message(msg)
+    assert started.wait(5)
+    router.on_message(msg)        # same id while the first still runs (a second worker, or no free slot)
+    deadline = time.monotonic() + 5
+    while not replies and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r["error"]["code"] for r in replies] == [code]
+    release.set()
+    router.close()
+    assert replies[-1]["ok"] and replies[-1]["result"] == {"done": True}

@@ -87,3 +87,22 @@ def test_the_file_is_wal_with_full_sync(tmp_path):
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2     # FULL
+
+
+def test_concurrent_appends_get_unique_gap_free_seqs(tmp_path):
+    import threading
+    spool = Spool(tmp_path / "s.db", sync="normal")
+    got, lock = [], threading.Lock()
+
+    def writer():
+        for _ in range(100):
+            seq = spool.append("t", payload)
+            with lock:
+                got.append(seq)
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, 401))
+    assert [r.seq for r in spool.read(limit=1000)] == list(range(1, 401))

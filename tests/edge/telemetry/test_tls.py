@@ -39,3 +39,21 @@ def test_tls_refusals(mosquitto_tls, tmp_path):
     with pytest.raises(BrokerError) as err:
         MqttClient(url, client_id="x", ca_file=str(tmp_path / "missing.crt"))
     assert err.value.code == "telemetry.tls"
+
+
+def test_username_password(mosquitto_auth, tmp_path):
+    url = parse_broker_url(mosquitto_auth.url)
+    with pytest.raises(BrokerError) as err:
+        MqttClient(url, client_id="anon", reconnect_max=1).connect(timeout=2)
+    assert "refused" in err.value.message or "no connection" in err.value.message
+    with pytest.raises(BrokerError):
+        MqttClient(url, client_id="wrong", username="device", password="nope", reconnect_max=1).connect(timeout=2)
+    user_in_url = mosquitto_auth.url.replace("mqtt://", "mqtt://device:s3cret@")
+    tm = Telemetry(TelemetryConfig(broker=user_in_url), "authed", tmp_path / "s.db").start()
+    try:
+        assert tm.wait_connected(10)
+        assert "s3cret" not in repr(TelemetryConfig(broker=mosquitto_auth.url, username="device", password="s3cret"))
+        with Requester(mosquitto_auth.url, username="device", password="s3cret") as req:
+            assert req.call("authed", "ping")["ok"]
+    finally:
+        tm.stop(flush_timeout=0.5)
