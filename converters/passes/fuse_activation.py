@@ -14,7 +14,7 @@ from converters.ir import Graph, Node
 
 # ONNX producers whose TFLite lowering applies a fused activation. (CONCATENATION has the field
 # but its kernel ignores it, so Concat is not here.)
-FUSIBLE_PRODUCERS = {"Conv", "Gemm", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool"}
+FUSIBLE_PRODUCERS = {"Conv", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool"}
 # (min, max) Clip bounds -> TFLite activation.
 CLIP_ACTIVATIONS = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, math.inf): "RELU"}
 
@@ -29,9 +29,11 @@ def activation_of(node: Node) -> str | None:
 
 
 def _fusible(producer: Node, graph: Graph) -> bool:
-    if producer.op == "MatMul":  # only when it lowers to FULLY_CONNECTED (constant 2-D weight)
+    if producer.op in ("MatMul", "Gemm"):
+        # Only when it lowers to FULLY_CONNECTED: a constant 2-D weight and an input of rank >= 2.
         w = graph.const(producer.inputs[1])
-        return w is not None and w.ndim == 2
+        a = graph.tensors[producer.inputs[0]].shape
+        return w is not None and w.ndim == 2 and a is not None and len(a) >= 2
     return producer.op in FUSIBLE_PRODUCERS and not producer.domain
 
 

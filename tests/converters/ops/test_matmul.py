@@ -41,3 +41,16 @@ def test_matmul(case):
     inputs, inits, opcode = MATMUL[case]
     m = H.one_node("MatMul", inputs, inits)
     H.check(m, expect=[opcode], steps=3)
+
+
+@pytest.mark.parametrize("op,inputs,inits", [
+    ("Gemm", {"a": (2, 6), "b": (6, 3)}, {}),              # activation weight: BATCH_MATMUL path
+    ("MatMul", {"a": (6,)}, {"b": w(6, 3)}),              # 1-D input: BATCH_MATMUL path
+    ("MatMul", {"a": (2, 6)}, {"b": w(6, 3)}),            # FULLY_CONNECTED with fused RELU
+])
+def test_relu_after_matmul_is_applied_whatever_the_lowering(op, inputs, inits):
+    from onnx import helper
+    names = [*inputs, *inits]
+    nodes = [helper.make_node(op, names, ["z"]), helper.make_node("Relu", ["z"], ["y"])]
+    m = H.model(nodes, inputs, ["y"], inits)
+    H.check(m, steps=3)
