@@ -25,7 +25,8 @@ from firmware.status import status
 from firmware.validate import check_files, check_wheels, validate
 
 REPO = Path(__file__).resolve().parents[2]
-RANDOM_RUNS = 45
+RANDOM_KILLS = 45          # random-moment kills wanted, on top of one kill per progress event
+MAX_RANDOM_ATTEMPTS = 150  # a loaded machine finishes some installs before the kill lands
 
 
 def in_process(slot, ctx):
@@ -84,7 +85,10 @@ def test_sigkill_at_every_step_and_at_random_points_always_leaves_a_valid_slot(r
         outcomes["switched"] += restart_and_check(root)["active"] != before
 
     rng = random.Random(20261121)
-    for _ in range(RANDOM_RUNS):                        # random moments inside the install
+    random_kills = 0
+    for _ in range(MAX_RANDOM_ATTEMPTS):                # random moments inside the install
+        if random_kills >= RANDOM_KILLS:
+            break
         before = status(root)["active"]
         proc = driver(make_bundle(next(versions)), root, pub, -1, wait=True)
         assert proc.stdout.readline().strip() == "ready"
@@ -93,11 +97,12 @@ def test_sigkill_at_every_step_and_at_random_points_always_leaves_a_valid_slot(r
         time.sleep(rng.uniform(0, duration * 1.5))
         proc.kill()
         proc.communicate(timeout=60)
-        outcomes["killed" if proc.returncode == -signal.SIGKILL else "completed"] += 1
+        killed = proc.returncode == -signal.SIGKILL
+        random_kills += killed
+        outcomes["killed" if killed else "completed"] += 1
         outcomes["switched"] += restart_and_check(root)["active"] != before
 
     print(f"n_events={n_events} install_seconds={duration:.3f} outcomes={outcomes}")
-    assert outcomes["killed"] + outcomes["completed"] >= 50
-    assert outcomes["killed"] >= 40
+    assert outcomes["killed"] >= n_events + RANDOM_KILLS >= 50, outcomes
     # Kills after the switch must have happened too, or the test proved only the easy half.
     assert outcomes["switched"] >= 1, outcomes
