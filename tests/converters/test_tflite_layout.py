@@ -36,7 +36,7 @@ class Chain:
 
     def step(self, x):
         n, c, h, w = self.shape
-        choice = self.rng.integers(0, 12)
+        choice = self.rng.integers(0, 18)
         r = self.rng
         if choice == 0:
             cout = int(r.integers(2, 7))
@@ -68,6 +68,25 @@ class Chain:
         if choice == 10:
             y = self.add("Mul", [x, x], self.shape)
             return self.add("Sigmoid", [y], self.shape)
+        if choice == 12:
+            wk = self.const(r.normal(0, 0.5, (c, 1, 3, 3)).astype(np.float32))
+            return self.add("Conv", [x, wk], [n, c, h, w], pads=[1, 1, 1, 1], group=c)
+        if choice == 13 and h <= 8:
+            wk = self.const(r.normal(0, 0.5, (c, 3, 2, 2)).astype(np.float32))
+            return self.add("ConvTranspose", [x, wk], [n, 3, 2 * h, 2 * w], strides=[2, 2])
+        if choice == 14 and h <= 8:
+            roi, sc = self.const(np.array([], np.float32)), self.const(np.array([1, 1, 2, 2], np.float32))
+            return self.add("Resize", [x, roi, sc], [n, c, 2 * h, 2 * w], mode="linear")
+        if choice == 15:
+            return self.add("HardSwish", [x], self.shape)
+        if choice == 16 and c >= 2:
+            sizes = self.const(np.array([1, c - 1], I64))
+            a, b = self.name("split"), self.name("split")
+            self.nodes.append(helper.make_node("Split", [x, sizes], [a, b], axis=1))
+            return self.add("Concat", [b, a], [n, c, h, w], axis=1)
+        if choice == 17:
+            params = [self.const(r.uniform(0.5, 1.5, c).astype(np.float32)) for _ in range(4)]
+            return self.add("BatchNormalization", [x, *params], self.shape)
         shape = self.const(np.array([n, c, h * w], I64))
         y = self.add("Reshape", [x, shape], [n, c, h * w])
         back = self.const(np.array([n, c, h, w], I64))
