@@ -6,7 +6,8 @@
              the runtime rejects can still be inspected): op counts, every tensor with dtype,
              shape, quantization (per-tensor scale/zero point, or per-channel count and range)
              and its constant-data size
-    .onnx    opset, op counts, inputs/outputs, initializer sizes by dtype, and the QDQ view:
+    .onnx    opset, op counts, node names (what --keep-float takes), inputs/outputs, initializer
+             sizes by dtype, and the QDQ view:
              quantized activations (QuantizeLinear scale/zero point) and weights dequantized
              from int8 initializers (per-channel or per-tensor); external data is never read
     .gpk     verified with edge.artifact.read (hashes; the signature is reported, not checked
@@ -168,6 +169,8 @@ def _onnx_info(model, size: int) -> dict:
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "metadata": {p.key: p.value for p in model.metadata_props},
             "op_counts": dict(Counter(ops).most_common()), "nodes": len(ops),
+            # node names are what --keep-float takes
+            "node_list": [{"name": n.name, "op": n.op_type, "outputs": list(n.output)} for n in g.node],
             "inputs": [_value_info(v) for v in g.input if v.name not in inits],
             "outputs": [_value_info(v) for v in g.output],
             "initializers": len(inits), "initializer_bytes_by_dtype": dict(init_bytes),
@@ -268,6 +271,12 @@ def _render_onnx(info: dict) -> list[str]:
     if info["metadata"]:
         lines.append("metadata: " + ", ".join(f"{k}={v}" for k, v in info["metadata"].items()))
     acts, weights = info["qdq"]["quantized_activations"], info["qdq"]["quantized_weights"]
+    if not acts and not weights:       # a float model: list the nodes (names for --keep-float)
+        lines += ["", f"  {'node':<32} {'op':<20} outputs"]
+        lines += [f"  {n['name'] or '(unnamed)':<32} {n['op']:<20} {', '.join(n['outputs'])}"
+                  for n in info["node_list"][:MAX_TENSOR_ROWS]]
+        if len(info["node_list"]) > MAX_TENSOR_ROWS:
+            lines.append(f"  ... {len(info['node_list']) - MAX_TENSOR_ROWS} more nodes (use --json)")
     if acts or weights:
         per_channel = sum(w["per_channel"] for w in weights)
         lines += ["", f"QDQ: {len(acts)} quantized activations, {len(weights)} quantized weights "

@@ -76,6 +76,10 @@ def test_float_onnx(digits_dir):
     expected = sum(int(np.prod(i.dims)) * 4 for i in model.graph.initializer)
     assert info["initializer_bytes_by_dtype"] == {"float32": expected}
     assert not info["qdq"]["quantized_activations"]
+    names = [n.name for n in model.graph.node]
+    assert [n["name"] for n in info["node_list"]] == names
+    text = inspector.render(info)
+    assert all(name in text for name in names)                # what --keep-float takes
 
 
 def test_gpk_summary_and_models(built):
