@@ -150,3 +150,92 @@ def test_inspect_refuses_garbage(capsys, tmp_path):
     code, _, err = run(capsys, "inspect", bad)
     assert code != 0
     assert "error[" in err
+
+
+def test_unsupported_ops_are_all_listed_at_once(capsys, tmp_path, digits_copy):
+    from onnx import TensorProto, helper
+    import onnx
+    graph = helper.make_graph(
+        [helper.make_node("Hardmax", ["x"], ["a"], name="hardmax_node"),
+         helper.make_node("Relu", ["a"], ["b"], name="relu_node"),
+         helper.make_node("Round", ["b"], ["y"], name="round_node")], "two_unsupported",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = tmp_path / "unsupported.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    out = tmp_path / "u.tflite"
+    code, _, err = run(capsys, "convert", model, "--quantize", "none", "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.unsupported_op]")
+    assert "hardmax_node" in err and "round_node" in err and "relu_node" not in err
+
+
+@pytest.fixture
+def converted_bare(tmp_path, digits_copy, capsys):
+    out = tmp_path / "d.tflite"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                       "-o", out, "-q")
+    assert code == 0, err
+    return out
+
+
+def test_convert_json_summary(capsys, tmp_path, digits_copy):
+    import json
+    out = tmp_path / "sub" / "d.gpk"            # a missing output folder is created
+    code, stdout, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib",
+                            digits_copy / "calib.npz", "-o", out, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["output"] == str(out) and summary["bytes"] == out.stat().st_size
+    assert summary["models"]["model.tflite"] > 1000
+    assert summary["inputs"][0]["name"] == "input"
+
+
+def test_verify_bare_tflite(capsys, converted_bare, digits_copy):
+    import json
+    code, stdout, err = run(capsys, "verify", converted_bare, "--reference", digits_copy / "digits_cnn.onnx",
+                            "--data", digits_copy / "holdout.npz", "--limit", "40", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["samples"] == 40 and report["outputs"]["logits"]["sqnr_db"] > 20
+
+
+def test_verify_per_layer_needs_the_artifact_tensor_map(capsys, converted_bare, digits_copy):
+    code, _, err = run(capsys, "verify", converted_bare, "--reference", digits_copy / "digits_cnn.onnx",
+                       "--data", digits_copy / "holdout.npz", "--per-layer")
+    assert code == 2, err
+    assert "tensor_map" in err
+
+
+def test_verify_label_count_mismatch_is_an_input_error(capsys, converted_bare, digits_copy, tmp_path):
+    short = tmp_path / "short.npy"
+    np.save(short, np.load(digits_copy / "holdout_labels.npy")[:10])
+    code, _, err = run(capsys, "verify", converted_bare, "--reference", digits_copy / "digits_cnn.onnx",
+                       "--data", digits_copy / "holdout.npz", "--labels", short)
+    assert code == 3, err
+    assert "labels" in err
+
+
+def test_verify_unsigned_artifact_with_trusted_key_exits_5(capsys, tmp_path, digits_copy):
+    from firmware import keys
+    _, public = keys.generate(tmp_path / "k.key")
+    out = tmp_path / "unsigned.gpk"
+    assert run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+               "-o", out, "-q")[0] == 0
+    code, _, err = run(capsys, "verify", out, "--reference", digits_copy / "digits_cnn.onnx",
+                       "--data", digits_copy / "holdout.npz", "--trusted-key", public)
+    assert code == 5
+    assert "signature.missing" in err
+
+
+@pytest.mark.parametrize("target", ["tflite", "onnx"])
+def test_inspect_bare_models_as_json(capsys, tmp_path, digits_copy, target):
+    import json
+    path = digits_copy / "digits_cnn.onnx"
+    if target == "tflite":
+        path = tmp_path / "d.tflite"
+        assert run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                   "-o", path, "-q")[0] == 0
+    code, stdout, err = run(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    text = json.dumps(json.loads(stdout))
+    assert ("CONV_2D" if target == "tflite" else "Conv") in text
