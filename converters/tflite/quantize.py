@@ -37,6 +37,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
+    _requantize_fixed_concat_inputs(tg, int8_ops, domain, ranges)
     groups = _Groups()
     for op in tg.ops:
         if id(op) in int8_ops and op.opcode in SAME_PARAMS:
@@ -63,6 +64,27 @@ def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:
     if op.opcode not in FIXED_OUTPUT:
         acts += op.outputs
     return all(i in ranges for i in acts)
+
+
+def _requantize_fixed_concat_inputs(tg: TGraph, int8_ops: set[int], domain: dict, ranges: dict) -> None:
+    """A CONCATENATION shares one set of params between all inputs; an input whose params are
+    fixed (a LOGISTIC's 1/256) would force them on the others and clip them. Such an input is
+    requantized (QUANTIZE int8 -> int8) into a tensor that can join the group."""
+    fixed_outputs = {o: op for op in tg.ops if id(op) in int8_ops and op.opcode in FIXED_OUTPUT
+                     for o in op.outputs}
+    new_ops: list[TOp] = []
+    for op in tg.ops:
+        if id(op) in int8_ops and op.opcode == "CONCATENATION":
+            for pos, i in enumerate(op.inputs):
+                if i in fixed_outputs:
+                    t = tg.tensors[i]
+                    copy = tg.add(TTensor(f"{t.name}/requant", t.shape, "float32", perm=t.perm))
+                    domain[copy] = "int8"
+                    ranges[copy] = ranges.get(i, (0.0, 1.0))
+                    new_ops.append(TOp("QUANTIZE", [i], [copy], None, op.node))
+                    op.inputs[pos] = copy
+        new_ops.append(op)
+    tg.ops[:] = new_ops
 
 
 def _clone_shared_constants(tg: TGraph) -> None:

@@ -94,3 +94,13 @@ def test_concat_of_convs_stays_nhwc_and_shares_int8_params():
                                                     "w2": rng.normal(0, 3, (2, 3, 1, 1)).astype(np.float32)})
     res, _ = H.check(m, steps=2)
     assert res.ops.count("TRANSPOSE") == 2, res.ops
+
+
+def test_concat_of_sigmoid_and_wide_tensor_is_not_clipped_in_int8():
+    """LOGISTIC's output params are fixed (1/256); the concat's other input spans [-4, 4]."""
+    nodes = [helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Concat", ["s", "b"], ["y"], axis=1)]
+    m = H.model(nodes, {"a": (1, 4, 3), "b": (1, 2, 3)}, ["y"])
+    samples = [{"a": s["a"], "b": s["b"] * 2} for s in H.samples_for(m)]
+    _, q = H.check(m, samples=samples, steps=2)
+    assert q.ops.count("QUANTIZE") == 3, q.ops    # two inputs + the requantized sigmoid output
