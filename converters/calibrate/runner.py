@@ -83,9 +83,9 @@ def _supported_ir_version(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def check_feeds(sample: dict, session, index: int) -> dict[str, np.ndarray]:
+def check_feeds(sample: dict, session, index: int, float_inputs=()) -> dict[str, np.ndarray]:
     """The sample's arrays for the session's inputs; missing names are a CalibrationDataError."""
-    wanted = [i.name for i in session.get_inputs()]
+    wanted = [i.name for i in session.get_inputs()] if session is not None else list(float_inputs)
     missing = [name for name in wanted if name not in sample]
     if missing:
         raise CalibrationDataError(
@@ -118,12 +118,13 @@ def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
         raise CalibrationDataError("no calibration samples were given",
                                    hint="pass a .npy/.npz file or an image folder with --calib")
     input_names, produced = float_tensor_names(model)
-    session = make_session(expose(model, produced))
+    # a graph whose nodes make no float tensor still has float inputs to observe
+    session = make_session(expose(model, produced)) if produced else None
     found = {name: observers.make(method) for name in input_names + produced}
     with _iterate(samples, progress) as items:
         for index, sample in enumerate(items):
-            feeds = check_feeds(sample, session, index)
-            outputs = _run(session, produced, feeds, index)
+            feeds = check_feeds(sample, session, index, input_names)
+            outputs = _run(session, produced, feeds, index) if session else []
             for name in input_names:
                 found[name].update(feeds[name])
             for name, value in zip(produced, outputs):
