@@ -1,4 +1,4 @@
-"""LayerNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL / MUL / ADD.
+"""LayerNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL (/ MUL scale / ADD bias).
 
 TFLite has no layer-norm builtin; this decomposition is what TensorFlow's own converter emits and
 every op in it has float and int8 kernels. (BatchNormalization never reaches lowering: the
@@ -22,12 +22,31 @@ def _check_layer_norm(node, graph):
 
 @lowers("LayerNormalization", since=17, check=_check_layer_norm)
 def layer_norm(ctx: LowerContext, node) -> None:
-    name = node.inputs[0]
-    x, y = ctx.value(name), ctx.output(node.outputs[0])
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    centered, inv = _statistics(ctx, node, x)
+    scale = ctx.g.const(node.inputs[1]).astype(np.float32)
+    bias = ctx.g.const(node.input(2)).astype(np.float32) if node.input(2) else None
+    if bias is not None and not np.any(bias):
+        bias = None                       # a zero bias (a fresh init) would cost an ADD
+    unit = bool(np.all(scale == 1.0))     # a unit scale would cost a MUL
+    steps = [("MUL", inv, "normalized")]
+    if not unit:
+        steps.append(("MUL", ctx.const(scale, "scale"), "scaled"))
+    if bias is not None:
+        steps.append(("ADD", ctx.const(bias, "bias"), "biased"))
+    cur = centered
+    for k, (opcode, operand, hint) in enumerate(steps):
+        out = y if k == len(steps) - 1 else ctx.temp(ctx.shape_of(x), hint)
+        ctx.emit(opcode, [cur, operand], [out], options("MulOptions" if opcode == "MUL" else "AddOptions"))
+        cur = out
+
+
+def _statistics(ctx: LowerContext, node, x: int) -> tuple[int, int]:
+    """(x - mean, 1 / sqrt(var + eps)) over the normalized axes, both as TFLite tensors."""
     shape = ctx.shape_of(x)
-    rank = len(shape)
-    axes = ctx.const(np.arange(node.attrs["axis"], rank, dtype=np.int32), "axes")
-    kept = [1 if i >= node.attrs["axis"] else s for i, s in enumerate(shape)]
+    axis = node.attrs["axis"]
+    axes = ctx.const(np.arange(axis, len(shape), dtype=np.int32), "axes")
+    kept = [1 if i >= axis else s for i, s in enumerate(shape)]
 
     def op(opcode, inputs, out_shape, opts, hint):
         out = ctx.temp(out_shape, hint)
@@ -39,12 +58,5 @@ def layer_norm(ctx: LowerContext, node) -> None:
     square = op("MUL", [centered, centered], shape, options("MulOptions"), "square")
     var = op("MEAN", [square, axes], kept, options("ReducerOptions", keepDims=True), "var")
     eps = ctx.const(np.array(node.attrs.get("epsilon", 1e-5), np.float32), "epsilon")
-    inv = op("RSQRT", [op("ADD", [var, eps], kept, options("AddOptions"), "var_eps")], kept, None,
-             "inv_std")
-    normed = op("MUL", [centered, inv], shape, options("MulOptions"), "normalized")
-    scale = ctx.g.const(node.inputs[1]).astype(np.float32)
-    bias = ctx.g.const(node.input(2)).astype(np.float32) if node.input(2) else None
-    scaled_out = y if bias is None else ctx.temp(shape, "scaled")
-    ctx.emit("MUL", [normed, ctx.const(scale, "scale")], [scaled_out], options("MulOptions"))
-    if bias is not None:
-        ctx.emit("ADD", [scaled_out, ctx.const(bias, "bias")], [y], options("AddOptions"))
+    var_eps = op("ADD", [var, eps], kept, options("AddOptions"), "var_eps")
+    return centered, op("RSQRT", [var_eps], kept, None, "inv_std")

@@ -116,6 +116,23 @@ def pad(ctx: LowerContext, node) -> None:
                  options("PadV2Options"))
 
 
+def _check_cast(node, graph):
+    src, dst = graph.tensors[node.inputs[0]].dtype, graph.tensors[node.outputs[0]].dtype
+    allowed = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_)}
+    if src not in allowed or dst not in allowed:
+        return f"Cast {src} -> {dst} is not supported"
+    return None
+
+
+@lowers("Cast", since=1, check=_check_cast)
+def cast(ctx: LowerContext, node) -> None:
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    if ctx.t.tensors[x].dtype == ctx.t.tensors[y].dtype:   # exporters emit float -> float casts
+        ctx.reshape(x, ctx.shape_of(y), out=y, hint="copy")
+    else:
+        ctx.emit("CAST", [x], [y])
+
+
 def _check_gather(node, graph):
     return None if graph.const(node.inputs[1]) is not None else "Gather indices must be constant"
 

@@ -22,7 +22,8 @@ SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool
            "Resize", "DepthToSpace", "SpaceToDepth"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Relu", "Clip", "LeakyRelu", "PRelu",
                "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Erf", "Gelu", "Sqrt", "Exp", "Log",
-               "Abs", "Neg", "Identity", "Dropout", "Reciprocal", "Elu", "Softplus", "Floor", "Ceil"}
+               "Abs", "Neg", "Identity", "Dropout", "Reciprocal", "Elu", "Softplus", "Floor", "Ceil",
+               "Cast"}
 KEEP_LAYOUT = {"Concat", "Split", "Slice", "Pad"}
 REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd"}
 RESHAPE_LIKE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}

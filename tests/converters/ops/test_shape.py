@@ -104,3 +104,11 @@ def test_concat_of_sigmoid_and_wide_tensor_is_not_clipped_in_int8():
     samples = [{"a": s["a"], "b": s["b"] * 2} for s in H.samples_for(m)]
     _, q = H.check(m, samples=samples, steps=2)
     assert q.ops.count("QUANTIZE") == 3, q.ops    # two inputs + the requantized sigmoid output
+
+
+def test_float_to_float_cast_is_a_copy_and_int_cast_uses_cast():
+    m = H.one_node("Cast", {"x": (2, 3)}, to=1)
+    res, _ = H.check(m, expect=["RESHAPE"], steps=1.01)
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=6), helper.make_node("Cast", ["i"], ["y"], to=1)]
+    m = H.model(nodes, {"x": (2, 3)}, ["y"])
+    H.check(m, expect=["CAST"], int8=False)
