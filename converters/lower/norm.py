@@ -1,7 +1,7 @@
 """LayerNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL (/ MUL scale / ADD bias).
 
-TFLite has no layer-norm builtin; this decomposition is what TensorFlow's own converter emits and
-every op in it has float and int8 kernels. (BatchNormalization never reaches lowering: the
+TFLite has no layer-norm builtin; every op of this decomposition has float and int8 kernels (the
+int8 graph needs measured ranges for its temporaries, see tflite/ranges.py). (BatchNormalization never reaches lowering: the
 fuse_conv_bn pass folds it or rewrites it as Mul + Add.)
 """
 from __future__ import annotations
