@@ -45,12 +45,17 @@ class PreprocessSpec:
     layout: str = "auto"
 
     def __post_init__(self):
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            value = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-            object.__setattr__(self, name, value)
-        if self.size is not None:
-            object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        try:
+            for name in ("mean", "std"):
+                value = getattr(self, name)
+                value = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+                object.__setattr__(self, name, value)
+            if self.size is not None:
+                object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+            object.__setattr__(self, "scale", float(self.scale))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"bad preprocessing spec: {exc}", code="convert.preprocess",
+                             hint="size: [h, w] integers; mean/std: numbers; scale: a number") from None
         problems = self._problems()
         if problems:
             raise UsageError("bad preprocessing spec: " + "; ".join(problems), code="convert.preprocess",

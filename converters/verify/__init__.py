@@ -7,10 +7,10 @@
     compare.py    verify(candidate, reference, samples, ...) -> VerifyReport
 """
 from converters.verify.compare import load_labels, open_candidate, verify
-from converters.verify.metrics import Accumulator, accuracy, metrics
+from converters.verify.metrics import Accumulator, VerifyInputError, accuracy, metrics
 from converters.verify.per_layer import LayerError, compare_layers, compare_layers_qdq
 from converters.verify.report import VerifyReport
 
-__all__ = ["Accumulator", "LayerError", "VerifyReport", "accuracy", "compare_layers", "compare_layers_qdq",
+__all__ = ["Accumulator", "LayerError", "VerifyInputError", "VerifyReport", "accuracy", "compare_layers", "compare_layers_qdq",
            "load_labels",
            "metrics", "open_candidate", "verify"]

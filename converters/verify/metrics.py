@@ -19,7 +19,14 @@ import math
 
 import numpy as np
 
+from converters.errors import ConvertError
+
 SQNR_CAP = 200.0      # dB; float64 rounding noise sits far below the 8-bit noise we measure
+
+
+class VerifyInputError(ConvertError):
+    """The candidate's inputs, outputs or labels cannot be matched to the reference's."""
+    code = "verify.mismatch"
 
 
 def sqnr_db(signal_power: float, noise_power: float) -> float:
@@ -44,7 +51,8 @@ class Accumulator:
         cand = np.asarray(candidate, dtype=np.float64)
         if ref.shape != cand.shape:
             if ref.size != cand.size:
-                raise ValueError(f"shapes differ: reference {ref.shape}, candidate {cand.shape}")
+                raise VerifyInputError(f"shapes differ: reference {list(ref.shape)}, candidate {list(cand.shape)}",
+                                       hint="compare outputs of the same model and sample")
             cand = cand.reshape(ref.shape)
         err = ref - cand
         self.signal += float(np.sum(ref * ref))
@@ -109,5 +117,6 @@ def accuracy(logits: list[np.ndarray] | np.ndarray, labels: np.ndarray) -> float
     predictions = np.array([int(np.argmax(np.asarray(x).reshape(-1))) for x in logits])
     labels = np.asarray(labels).reshape(-1)
     if predictions.size != labels.size:
-        raise ValueError(f"{predictions.size} predictions for {labels.size} labels")
+        raise VerifyInputError(f"{predictions.size} predictions for {labels.size} labels",
+                               hint="labels must align one to one with the samples")
     return float(np.mean(predictions == labels)) if labels.size else 0.0

@@ -18,16 +18,11 @@ import warnings
 import numpy as np
 import onnx
 
-from converters.errors import ConvertError
+from converters.verify.metrics import VerifyInputError
 from edge.litert import make_interpreter
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
-
-
-class VerifyInputError(ConvertError):
-    """The candidate's inputs or outputs cannot be matched to the reference model's."""
-    code = "verify.mismatch"
 
 
 class OnnxRunner:
