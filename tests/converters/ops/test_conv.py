@@ -44,8 +44,15 @@ def test_conv_without_bias_and_fused_relu6():
              helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
     m = H.model(nodes, {"x": (1, 3, 8, 8)}, ["y"],
                 {"w": w(4, 3, 3, 3), "lo": np.float32(0), "hi": np.float32(6)})
-    res, _ = H.check(m, expect=["CONV_2D"], forbid=["RELU6", "MINIMUM"])
+    res, q = H.check(m, expect=["CONV_2D"], forbid=["RELU6", "MINIMUM"])
     assert res.ops.count("CONV_2D") == 1
+    import ai_edge_litert.schema_py_generated as schema
+    for result in (res, q):
+        model = schema.ModelT.InitFromPackedBuf(result.flatbuffer, 0)
+        codes = [c.builtinCode for c in model.operatorCodes]
+        conv = next(o for o in model.subgraphs[0].operators
+                    if codes[o.opcodeIndex] == schema.BuiltinOperator.CONV_2D)
+        assert conv.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU6
 
 
 CONV_T_CASES = {
