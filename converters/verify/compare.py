@@ -47,7 +47,7 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
            trusted_keys=None, progress: bool = True) -> VerifyReport:
     """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``."""
     kind, data, manifest = open_candidate(candidate, fmt=fmt, trusted_keys=trusted_keys)
-    ref_model = reference if isinstance(reference, onnx.ModelProto) else onnx.load(str(reference))
+    ref_model = reference if isinstance(reference, onnx.ModelProto) else _load_reference(reference)
     if not samples:
         raise VerifyInputError("no samples to verify with", hint="pass holdout data with --data")
     if labels is not None and len(labels) != len(samples):
@@ -75,6 +75,15 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     if per_layer:
         report.per_layer = _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress)
     return report
+
+
+def _load_reference(path) -> onnx.ModelProto:
+    from converters.errors import ModelLoadError
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, OSError, onnx's own errors
+        raise ModelLoadError(f"cannot read the reference model: {exc}", where=str(path),
+                             hint="pass the float .onnx the artifact was converted from") from None
 
 
 def _candidate_runner(kind: str, data: bytes, ref_run: OnnxRunner):

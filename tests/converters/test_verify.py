@@ -165,6 +165,10 @@ def test_verify_errors(digits, tmp_path):
         compare_layers(model, flat, {"relu_1": {"index": "x"}}, holdout[:2])
     with pytest.raises(VerifyInputError, match="names no tensor"):
         compare_layers(model, flat, {"nope": {"index": 1}}, holdout[:2])
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    from converters.errors import ModelLoadError
+    with pytest.raises(ModelLoadError):
+        verify(flat, tmp_path / "bad.onnx", holdout[:2], progress=False)
     wrong = [{"input": np.zeros((1, 1, 9, 9), np.float32)}]
     with pytest.raises(VerifyInputError, match="shape"):
         verify(flat, onnx_with_input_shape(model, [1, 1, 9, 9]), wrong, progress=False)
