@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from edge.errors import UsageError
 from edge.telemetry.commands import CommandLog, CommandRouter
 from edge.telemetry.config import TelemetryConfig, check_device_id
 from edge.telemetry.errors import TelemetryError
@@ -97,22 +98,32 @@ class Telemetry:
     # -- records -------------------------------------------------------------------------------
     def record(self, kind: str, payload: dict, subtopic: str | None = None) -> int:
         """Spool one record and return its seq (0 for ``status``, which is a retained last value)."""
-        topic = device_topic(self.device_id, kind, subtopic)
+        device_topic(self.device_id, kind, subtopic)          # checks kind and subtopic
         if kind == "status":
             with self._status_lock:
                 self._status.update(payload)
             if self.client.connected:
                 self._publish_status()
             return 0
-        data = dict(payload)
-        if kind == "metrics":
-            data.setdefault("telemetry", self.stats())
+        return self.record_many(kind, [payload], subtopic)[0]
+
+    def record_many(self, kind: str, payloads: list[dict], subtopic: str | None = None) -> list[int]:
+        """Spool several records of one kind in one transaction (one fsync): e.g. a micro-batch's
+        results. Returns their seqs (consecutive)."""
+        topic = device_topic(self.device_id, kind, subtopic)
+        if kind == "status":
+            raise UsageError("status is a single retained document: use record('status', ...)",
+                             code="usage.telemetry_kind")
         now = time.time()
-        seq = self.spool.append(topic, lambda s: envelope(s, now, self.device_id, kind, data))
+        datas = [dict(p) for p in payloads]
+        if kind == "metrics":
+            for data in datas:
+                data.setdefault("telemetry", self.stats())
+        seqs = self.spool.append_many(topic, [_builder(now, self.device_id, kind, d) for d in datas])
         self.publisher.wake()
         if self.client.connected:
             self._report_overflow()
-        return seq
+        return seqs
 
     def _report_overflow(self, force: bool = False) -> None:
         # Reported only while connected (and on every connect): an event spooled into a full spool
@@ -187,6 +198,10 @@ class Telemetry:
         with self._status_lock:
             status = dict(self._status)
         return {"status": status, "telemetry": self.stats(), "verbs": self.commands.verbs}
+
+
+def _builder(ts: float, device: str, kind: str, data: dict):
+    return lambda seq: envelope(seq, ts, device, kind, data)
 
 
 def _load_keys(paths) -> list:

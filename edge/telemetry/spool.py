@@ -87,28 +87,37 @@ class Spool:
 
         Returns the seq once the record is durable. Drops the oldest records past the bound.
         """
+        return self.append_many(topic, [build], qos=qos, retain=retain)[0]
+
+    def append_many(self, topic: str, builds: list[Callable[[int], bytes]], *, qos: int = 1,
+                    retain: bool = False) -> list[int]:
+        """Store several records in ONE transaction (one fsync): consecutive seqs, all or none."""
+        if not builds:
+            return []
         with self._lock:
-            seq = self._last_seq + 1
-            payload = build(seq)
-            if len(payload) > self.max_bytes // 4:
-                raise SpoolError(f"record of {len(payload)} bytes is larger than a quarter of the spool",
-                                 where=topic, code="telemetry.record_too_large",
-                                 hint="send large blobs with a chunked transfer, not as telemetry")
+            first = self._last_seq + 1
+            rows = [(first + i, topic, build(first + i), qos, int(retain)) for i, build in enumerate(builds)]
+            for row in rows:
+                if len(row[2]) > self.max_bytes // 4:
+                    raise SpoolError(f"record of {len(row[2])} bytes is larger than a quarter of the spool",
+                                     where=topic, code="telemetry.record_too_large",
+                                     hint="send large blobs with a chunked transfer, not as telemetry")
+            size = sum(len(row[2]) for row in rows)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT INTO records(seq, topic, payload, qos, retain) VALUES (?,?,?,?,?)",
-                                 (seq, topic, payload, qos, int(retain)))
-                dropped = self._evict(self._count + 1, self._bytes + len(payload))
+                self._db.executemany("INSERT INTO records(seq, topic, payload, qos, retain) VALUES (?,?,?,?,?)",
+                                     rows)
+                dropped = self._evict(self._count + len(rows), self._bytes + size)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise SpoolError(f"cannot write to the telemetry spool: {exc}", where=str(self.path),
                                  hint="is the disk full?") from None
-            self._last_seq = seq
-            self._count += 1 - dropped[0]
-            self._bytes += len(payload) - dropped[1]
+            self._last_seq = first + len(rows) - 1
+            self._count += len(rows) - dropped[0]
+            self._bytes += size - dropped[1]
             self._dropped += dropped[0]
-            return seq
+            return [row[0] for row in rows]
 
     def _evict(self, count: int, nbytes: int) -> tuple[int, int]:
         """Inside a transaction: delete the oldest records until within bounds; count them."""

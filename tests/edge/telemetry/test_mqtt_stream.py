@@ -32,13 +32,14 @@ def test_records_arrive_in_order_with_seq_ts_device(mosquitto, device, collector
     for i in range(300):
         kind = ("metrics", "events", "results")[i % 3]
         sent.append(tm.record(kind, {"i": i}, subtopic="mnv2" if kind == "results" else None))
-    assert sent == list(range(1, 301))
+    sent += tm.record_many("results", [{"i": 300 + k} for k in range(20)], subtopic="mnv2")
+    assert sent == list(range(1, 321))
     assert tm.flush(20)
-    assert col.wait_for(lambda: len(col.seqs()) >= 300)
+    assert col.wait_for(lambda: len(col.seqs()) >= 320)
     records = [r for r in col.records() if r["seq"] is not None]
     assert [r["seq"] for r in records] == sent                     # exactly once, in order
     assert {r["device"] for r in records} == {"dev1"}
-    assert [r["data"]["i"] for r in records] == list(range(300))
+    assert [r["data"]["i"] for r in records] == list(range(320))
     topics = {m.topic for m in col.messages}
     assert {"ganglion/v1/dev1/metrics", "ganglion/v1/dev1/events", "ganglion/v1/dev1/results/mnv2"} <= topics
     metrics = [r for r in records if r["kind"] == "metrics"]

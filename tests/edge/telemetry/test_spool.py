@@ -106,3 +106,12 @@ def test_concurrent_appends_get_unique_gap_free_seqs(tmp_path):
         t.join()
     assert sorted(got) == list(range(1, 401))
     assert [r.seq for r in spool.read(limit=1000)] == list(range(1, 401))
+
+
+def test_append_many_is_one_all_or_nothing_transaction(tmp_path):
+    spool = Spool(tmp_path / "s.db", max_bytes=4096)
+    assert spool.append_many("t", [payload] * 5) == [1, 2, 3, 4, 5]
+    with pytest.raises(SpoolError):
+        spool.append_many("t", [payload, lambda seq: b"x" * 2000, payload])
+    assert spool.append_many("t", []) == []
+    assert spool.append("t", payload) == 6 and spool.stats()["depth"] == 6
