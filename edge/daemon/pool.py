@@ -19,6 +19,7 @@ from typing import Callable
 
 from edge.daemon import wire
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
+from edge.daemon.shm import Outbound
 from edge.daemon.worker import WorkerSpec, main as worker_main
 from edge.errors import GanglionError, RuntimeBackendError
 from edge.supervisor import ProcessChild
@@ -105,6 +106,7 @@ class WorkerHandle(ProcessChild):
         self.slot, self.conn = slot, conn
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()      # stop() and the dispatcher both write to the pipe
+        self.outbound = Outbound()              # large inputs go through shared memory
         self._thread = threading.Thread(target=self._dispatch, name=f"dispatch-{slot.name}", daemon=True)
         self._thread.start()
 
@@ -122,8 +124,13 @@ class WorkerHandle(ProcessChild):
 
     # -- dispatcher ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        if not self._await_ready():
-            return
+        try:
+            if self._await_ready():
+                self._serve()
+        finally:
+            self.outbound.close()
+
+    def _serve(self) -> None:
         pool = self.slot.pool
         while not self.stopping.is_set():
             job = pool.jobs.get(timeout=0) or pool.take(0.2)
@@ -133,7 +140,8 @@ class WorkerHandle(ProcessChild):
                 continue
             try:
                 with self._send_lock:
-                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds))
+                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds,
+                                                     self.outbound))
                 frame = self.conn.recv_bytes()
             except (EOFError, OSError, ValueError):
                 self._lost(job)

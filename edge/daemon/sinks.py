@@ -1,13 +1,17 @@
 """Result sinks (MQTT results, JSONL file, stdout) and the router thread that feeds them.
 
-The router takes finished ``Result``s from a queue, writes each to every sink, updates the
-metrics, and then calls the request's ``on_done`` (a watched-folder file moves to done/ or
+The router writes each finished ``Result`` to every sink, updates the metrics, and then calls
+the request's ``on_done`` (a watched-folder file moves to done/ or
 failed/ only after its result is written -- so a crash in between replays the file, never loses
-it). At shutdown ``drain`` writes whatever is left from the calling thread.
+it). With only fast sinks (JSONL, stdout) results are routed inline, on the thread that got
+them, saving a thread hand-off per request; when a sink may block (MQTT: the telemetry spool
+writes synchronously to disk) results queue for the router thread, so a slow disk never stalls
+a model worker. At shutdown ``drain`` writes whatever is left from the calling thread.
 """
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sys
 import threading
@@ -16,9 +20,12 @@ from pathlib import Path
 from edge.daemon.messages import Result
 from edge.errors import UsageError
 
+log = logging.getLogger("ganglion.daemon")
+
 
 class JsonlSink:
     name = "jsonl"
+    blocking = False
 
     def __init__(self, path: str):
         self.path = Path(path)
@@ -34,6 +41,7 @@ class JsonlSink:
 
 class StdoutSink:
     name = "stdout"
+    blocking = False
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
@@ -49,6 +57,7 @@ class StdoutSink:
 class MqttSink:
     """Results as telemetry records: ``ganglion/v1/<device>/results/<model>``."""
     name = "mqtt"
+    blocking = True
 
     def __init__(self, outbox, model_name: str):
         self.outbox, self.model_name = outbox, model_name
@@ -78,12 +87,16 @@ def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name: st
 class ResultRouter:
     def __init__(self, sinks: list, metrics, labels=lambda: None):
         self.sinks, self.metrics, self.labels = sinks, metrics, labels
+        self.inline = not any(getattr(s, "blocking", True) for s in sinks)
         self.queue: queue.Queue[Result] = queue.Queue()
         self.answered = 0
         self._lock = threading.Lock()
 
     def deliver(self, result: Result) -> None:
-        self.queue.put(result)
+        if self.inline:
+            self._route(result)
+        else:
+            self.queue.put(result)
 
     def run(self, stop: threading.Event) -> None:
         """Thread child body: route results until stopped."""
@@ -105,7 +118,11 @@ class ResultRouter:
         with self._lock:           # drain() at shutdown may race the thread's last item
             record = result.to_record(self.labels())
             for sink in self.sinks:
-                sink.write(record)
+                try:
+                    sink.write(record)
+                except Exception as exc:     # a full disk must not kill the thread that answers
+                    self.metrics.count("sink_errors")
+                    log.warning("sink %s failed: %s", sink.name, exc)
             self.metrics.observe(result.ok, result.latency_ms)
             self.answered += 1
             if result.request.on_done:

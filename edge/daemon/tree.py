@@ -33,7 +33,8 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
         strategy=Strategy.ONE_FOR_ONE, max_restarts=wcfg.max_restarts, period=wcfg.period_s,
         on_event=daemon.event)
     children = [
-        _thread("results", daemon.router.run, f"sinks: {', '.join(s.kind for s in cfg.sinks) or 'none'}"),
+        _thread("results", daemon.router.run, f"sinks: {', '.join(s.kind for s in cfg.sinks) or 'none'}"
+                + ("" if not daemon.router.inline else " (routed inline; this thread idles)")),
         ChildSpec("workers", workers.start, kind="supervisor", describe=workers.describe,
                   shutdown=wcfg.shutdown_s * 2),
     ]

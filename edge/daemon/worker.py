@@ -75,18 +75,21 @@ def main(conn, spec: WorkerSpec) -> None:
 
 def serve(conn, backend, dequantize: bool) -> None:
     from edge.backends.base import dequantize_outputs
+    from edge.daemon.shm import Inbound
     outputs = backend.outputs()
+    inbound = Inbound()
     while True:
         try:
             frame = conn.recv_bytes()
         except (EOFError, OSError):
             return
         try:
-            header, tensors = wire.decode(frame)
+            header, tensors = wire.decode(frame, inbound)
         except GanglionError as exc:
             conn.send_bytes(wire.encode({"op": "error", "id": None, "error": exc.to_dict()}))
             continue
         if header.get("op") == "stop":
+            inbound.close()
             return
         rid = header.get("id")
         try:
@@ -100,4 +103,5 @@ def serve(conn, backend, dequantize: bool) -> None:
             reply = wire.encode({"op": "error", "id": rid, "error": {
                 "code": "runtime.inference", "message": f"{type(exc).__name__}: {exc}",
                 "where": getattr(backend, "source", None), "hint": None}})
+        del tensors          # release shared-memory views before the parent reuses the segment
         conn.send_bytes(reply)

@@ -41,3 +41,15 @@ def slow(delay_s: float = 0.05):
 def broken():
     from edge.errors import RuntimeBackendError
     raise RuntimeBackendError("this model cannot be opened", code="runtime.model_load")
+
+
+BIG = 100_000       # 400 KB of float32 per sample: large enough for the shared-memory path
+
+
+def big():
+    """y = sum(x) per sample over a large input; crashes when the first value is -1."""
+    def fn(f):
+        if (f["x"][:, 0] == -1).any():
+            _segfault()
+        return {"y": f["x"].sum(axis=1, keepdims=True).repeat(4, axis=1)}
+    return MemoryBackend([TensorSpec("x", "float32", (-1, BIG))], [TensorSpec("y", "float32", (-1, 4))], fn)

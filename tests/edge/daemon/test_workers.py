@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,36 @@ def test_backpressure_blocks_file_sources_and_drops_nothing(tmp_path):
     assert max(depths) <= 2
     assert sorted(got.results) == list(range(30)) and all(r.ok for r in got.results.values())
     assert daemon.metrics.totals["dropped"] == 0
+
+
+def _segments():
+    return {p.name for p in Path("/dev/shm").iterdir()} if Path("/dev/shm").is_dir() else set()
+
+
+def test_large_inputs_travel_through_shared_memory_and_survive_a_crash(tmp_path):
+    from tests.edge.daemon.crashy import BIG
+    before = _segments()
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:big",
+                            max_batch=4, budget_ms=20, max_restarts=5)
+    daemon.start()
+    got = Collector()
+    xs = [np.random.default_rng(i).normal(size=(1, BIG)).astype(np.float32) for i in range(12)]
+    try:
+        for i, x in enumerate(xs):
+            daemon.submit("test", x, {}, got.cb(i))
+        assert got.wait(12)
+        during = _segments() - before
+        poison = np.full((1, BIG), -1.0, np.float32)
+        daemon.submit("test", poison, {}, got.cb("poison"))
+        daemon.submit("test", xs[0], {}, got.cb("after"))
+        assert got.wait(14)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert during, "expected a shared-memory segment for 400 KB inputs"
+    for i, x in enumerate(xs):
+        assert got.results[i].ok
+        np.testing.assert_allclose(got.results[i].outputs["y"][0], x.sum(), rtol=1e-4)
+    assert got.results["poison"].error["code"] == "runtime.worker_crash"
+    np.testing.assert_allclose(got.results["after"].outputs["y"][0], xs[0].sum(), rtol=1e-4)
+    assert wait_for(lambda: not (_segments() - before), timeout=5), "shared memory leaked"
