@@ -99,3 +99,24 @@ def test_training_reaches_95_percent_quickly():
     x_tr, x_ho, y_tr, y_ho = digits_cnn.load_split()
     params = digits_cnn.train(x_tr, y_tr, epochs=5)
     assert digits_cnn.accuracy(params, x_ho, y_ho) >= 0.95
+
+
+def test_image_folder_calibration_with_preprocessing(tmp_path, digits_dir, holdout, float_accuracy):
+    """Calibrate from PNG files (as a camera pipeline would save them) with a preprocessing spec."""
+    from PIL import Image
+    from edge import artifact
+    images = tmp_path / "images"
+    images.mkdir()
+    calib = np.load(digits_dir / "calib.npz")["input"][:40]
+    for i, x in enumerate(calib):
+        Image.fromarray(np.round(x[0] * 255).astype(np.uint8), mode="L").save(images / f"{i:03d}.png")
+    spec = '{"channels": "L", "scale": 0.00392156862745098}'
+    cfg = ConvertConfig(model=digits_dir / "digits_cnn.onnx", output=tmp_path / "img.gpk", calib=images,
+                        preprocess=spec, progress=False)
+    api.convert(cfg)
+    art = artifact.read(tmp_path / "img.gpk")
+    assert art.manifest["preprocessing"]["channels"] == "L"
+    assert art.manifest["calibration"]["source"] == "images"
+    x, y = holdout
+    accuracy = float(np.mean(litert_predictions(art.model_bytes("tflite"), x) == y))
+    assert accuracy >= float_accuracy - 0.01
