@@ -200,3 +200,20 @@ def test_top1_of_a_segmentation_map_is_per_pixel_over_channels():
     cand = ref.copy()
     cand[0, 0, 0, 0] = 5.0                           # one pixel of four flips to class 0
     assert metrics(ref, cand)["top1_agreement"] == 0.75
+
+
+def test_signed_artifact_checked_against_trusted_keys(digits, tmp_path):
+    from firmware import keys
+    from firmware.errors import SignatureError
+    model, ranges, holdout, _ = digits
+    flat = build_tflite(model, ranges).flatbuffer
+    keys.generate(tmp_path / "a.key", tmp_path / "a.pub")
+    keys.generate(tmp_path / "b.key", tmp_path / "b.pub")
+    manifest = {"name": "d", "models": [{"format": "tflite", "file": "model.tflite"}]}
+    artifact.write(tmp_path / "s.gpk", manifest, {"model.tflite": flat}, keys.load_private(tmp_path / "a.key"))
+    good = verify(tmp_path / "s.gpk", model, holdout[:5], trusted_keys=[keys.load_public(tmp_path / "a.pub")],
+                  progress=False)
+    assert good.summary["sqnr_db"] > 25.0
+    with pytest.raises(SignatureError):
+        verify(tmp_path / "s.gpk", model, holdout[:5], trusted_keys=[keys.load_public(tmp_path / "b.pub")],
+               progress=False)
