@@ -11,7 +11,7 @@ bash scripts/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; echo "se
 DIGITS=examples/digits
 G=.venv/bin/ganglion
 # A throw-away signing key for the demo (never overwrite one that exists).
-[ -f "$OUT/demo.key" ] || .venv/bin/python -c "import sys; from firmware import keys; keys.generate(sys.argv[1])" "$OUT/demo.key"
+[ -f "$OUT/demo.key" ] || "$G" keys generate -o "$OUT/demo.key"
 
 echo "== convert: ONNX -> int8 TFLite artifact (.gpk), calibrated on 100 training digits"
 "$G" convert "$DIGITS/digits_cnn.onnx" --calib "$DIGITS/calib.npz" --num-calib 100 \
@@ -21,7 +21,7 @@ echo "== convert: ONNX -> int8 TFLite artifact (.gpk), calibrated on 100 trainin
 echo
 echo "== verify: the artifact in LiteRT vs the float model in onnxruntime, on 450 held-out digits"
 "$G" verify "$OUT/digits.gpk" --reference "$DIGITS/digits_cnn.onnx" --data "$DIGITS/holdout.npz" \
-    --labels "$DIGITS/holdout_labels.npy" --trusted-key "$OUT/demo.pub" --per-layer
+    --labels "$DIGITS/holdout_labels.npy" --trusted-key "$OUT/demo.key.pub" --per-layer
 
 echo
 echo "== inspect: what is inside the artifact"
