@@ -151,7 +151,7 @@ def test_preprocess_spec_parsing(tmp_path):
     spec = PreprocessSpec.parse(str(tmp_path / "p.toml"))
     assert spec.size == (4, 4) and spec.mean == (0.5,) and spec.layout == "NHWC"
     assert PreprocessSpec.parse(spec.to_dict()) == spec
-    for bad in ('{"channels": "CMYK"}', '{"colour": "red"}', "std = [0, 1, 1]", "{not json", "layout = 3x",
+    for bad in (str(tmp_path / "missing.toml"), '{"channels": "CMYK"}', '{"colour": "red"}', "std = [0, 1, 1]", "{not json", "layout = 3x",
                 'mean = ["a"]', "size = 3", 'scale = "x"'):
         with pytest.raises(UsageError):
             PreprocessSpec.parse(bad)

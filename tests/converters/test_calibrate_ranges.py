@@ -114,3 +114,11 @@ def test_memory_does_not_grow_with_the_sample_count(resnet_tiny_path, method):
         peaks[count] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[12] < 1.5 * peaks[2], peaks
+
+
+def test_a_model_onnxruntime_cannot_run_is_a_model_load_error():
+    from converters.errors import ModelLoadError
+    model = affine_relu_model()
+    model.graph.node[1].op_type = "NoSuchOp"           # unknown to onnxruntime
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
+        collect_ranges(model, samples(2), progress=False)

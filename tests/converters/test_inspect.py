@@ -112,3 +112,14 @@ def test_not_a_model(tmp_path, built):
         with pytest.raises(InputError) as info:
             inspector.inspect(tmp_path / name)
         assert info.value.where and info.value.code.startswith("inspect")
+
+
+def test_external_data_is_counted_never_opened(tmp_path, digits_dir):
+    model = onnx.load(str(digits_dir / "digits_cnn.onnx"))
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()                 # inspect must not need (or read) it
+    info = inspector.inspect(tmp_path / "ext.onnx")
+    assert info["external_initializers"] == len(model.graph.initializer)
+    assert info["initializer_bytes_by_dtype"]["float32"] == sum(int(np.prod(i.dims)) * 4 for i in model.graph.initializer)
+    assert "external" in inspector.render(info)
