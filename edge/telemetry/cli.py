@@ -112,10 +112,10 @@ def _load_key(path):
     return keys.load_private(path)
 
 
-def _requester(broker, ca_file, cert_file, key_file, username, password):
+def _requester(broker, ca_file, cert_file, key_file, username, password, timeout):
     from edge.telemetry.requester import Requester
     return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
-                     password=password)
+                     password=password, connect_timeout=timeout)
 
 
 @telemetry.command()
@@ -126,12 +126,13 @@ def _requester(broker, ca_file, cert_file, key_file, username, password):
 @click.option("--args", "args_json", help="Command arguments as a JSON object.")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False), help="ed25519 private key to sign with.")
 @click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the broker and for the reply.")
 def send(device, verb, broker, ca_file, cert_file, key_file, username, password, args_json, key, command_id,
          timeout):
     """Send VERB to DEVICE and print its reply (exit 6 if the device refused or failed it)."""
     args, private = _parse_args(args_json), _load_key(key)
-    with _requester(broker, ca_file, cert_file, key_file, username, password) as req:
+    with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
         reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
     _finish(reply)
 
@@ -150,7 +151,7 @@ def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username
               chunk_size, timeout):
     """Send FILE to DEVICE in chunks (VERB.begin/.chunk/.commit); resumes what the device already has."""
     args, private = _parse_args(args_json), _load_key(key)
-    with _requester(broker, ca_file, cert_file, key_file, username, password) as req:
+    with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
         with click.progressbar(length=1, label=f"sending {file}", file=sys.stderr) as bar:
             def progress(done, total):
                 bar.length = total

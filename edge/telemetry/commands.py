@@ -9,6 +9,8 @@ What happens to a command, in order (each step can refuse it with an error reply
     5. id          seen before: the cached reply again, the handler does NOT run (idempotency);
                    same id with other verb/args -> command.id_reused; still running -> command.in_progress
     6. handler     ``handler(args) -> dict`` on a worker thread; GanglionError -> its code
+                   (the reply is stored after the handler returns: a device that dies DURING a
+                   handler runs it again when the sender retries -- at least once, not exactly once)
 
 Steps 1-4 are refusals: logged as a ``command_refused`` event, never cached (an attacker must not be
 able to plant a refusal under a legitimate id). The reply is ``{"id", "verb", "ok", "result" |
@@ -50,6 +52,7 @@ class CommandLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
                          "reply TEXT NOT NULL, at REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS commands_at ON commands(at)")
 
     def get(self, command_id: str) -> tuple[str, dict] | None:
         with self._lock:

@@ -132,6 +132,10 @@ class Publisher:
             self._cursor = record.seq
         return len(records)
 
+    def flush_acks(self) -> None:
+        """Delete every acknowledged record now (after stop(), before the spool closes)."""
+        self._flush_acks(force=True)
+
     def _flush_acks(self, force: bool = False) -> None:
         # Deleting in batches keeps SQLite commits (and their fsyncs) off the per-record path.
         now = time.monotonic()

@@ -28,8 +28,10 @@ from edge.telemetry.topics import ROOT, command_topic
 
 class Requester:
     def __init__(self, broker: str | BrokerUrl, *, ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, username: str | None = None, password: str | None = None):
+                 key_file: str | None = None, username: str | None = None, password: str | None = None,
+                 connect_timeout: float = 10.0):
         url = broker if isinstance(broker, BrokerUrl) else parse_broker_url(broker)
+        self.connect_timeout = connect_timeout
         self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
         self.reply_topic = f"{ROOT}/_requesters/{self.client_id}/reply"
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
@@ -39,7 +41,7 @@ class Requester:
         self.client.subscribe(self.reply_topic, self._on_reply)
 
     def __enter__(self) -> "Requester":
-        self.client.connect()
+        self.client.connect(self.connect_timeout)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -91,8 +91,9 @@ class Telemetry:
             except TelemetryError as exc:
                 log.warning("could not announce offline: %s", exc.message)
         self.commands.close()
-        self.publisher.stop()
+        self.publisher.stop()          # no new publishes ...
         self.client.stop()
+        self.publisher.flush_acks()    # ... and PUBACKs that came in meanwhile still delete their records
         self.spool.close()
 
     # -- records -------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class Telemetry:
 
     def stats(self) -> dict:
         spool = self.spool.stats()
-        return {"connected": self.client.connected, "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
+        return {"connected": self.client.connected, "last_error": self.client.last_error, "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
                 "commands": dict(self.commands.counters)}

@@ -41,6 +41,10 @@ def test_send_prints_the_reply_and_exit_code_follows_it(mosquitto, device, tmp_p
     assert bad.returncode == 2 and "--args must be a JSON object" in bad.stderr
     nobroker = ganglion("telemetry", "send", "cli-dev", "ping", "--broker", "http://x")
     assert nobroker.returncode == 2 and "usage.broker_url" in nobroker.stderr
+    down = ganglion("telemetry", "send", "cli-dev", "ping", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1")
+    assert down.returncode == 6 and "telemetry.broker" in down.stderr and "Traceback" not in down.stderr
+    offline = ganglion("telemetry", "send", "nobody-home", "ping", "--broker", mosquitto.url, "--timeout", "0.5")
+    assert offline.returncode == 6 and "telemetry.timeout" in offline.stderr
 
 
 def test_signed_send_and_send_file(mosquitto, tmp_path):
