@@ -3,6 +3,8 @@ import json
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.telemetry.errors import SpoolError
 from edge.telemetry.spool import Spool
@@ -115,3 +117,38 @@ def test_append_many_is_one_all_or_nothing_transaction(tmp_path):
         spool.append_many("t", [payload, lambda seq: b"x" * 2000, payload])
     assert spool.append_many("t", []) == []
     assert spool.append("t", payload) == 6 and spool.stats()["depth"] == 6
+
+
+ops = st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 8)),
+                         st.tuples(st.just("ack"), st.lists(st.integers(0, 40), max_size=6)),
+                         st.tuples(st.just("reopen"), st.none())), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops)
+def test_spool_matches_a_simple_model_under_any_sequence_of_operations(tmp_path_factory, ops):
+    """Model: an ordered dict seq -> payload, bounded to the newest 12; seqs never reused."""
+    path = tmp_path_factory.mktemp("spool") / "s.db"
+    spool, model, last, dropped = Spool(path, max_records=12), {}, 0, 0
+    for op, arg in ops:
+        if op == "append":
+            seqs = spool.append_many("t", [payload] * arg)
+            assert seqs == list(range(last + 1, last + arg + 1))
+            last = seqs[-1]
+            model.update({s: payload(s) for s in seqs})
+            while len(model) > 12:
+                del model[min(model)]
+                dropped += 1
+        elif op == "ack":
+            acked = [s for s in arg if s in model]
+            assert spool.ack(arg) == len(set(acked))
+            for s in acked:
+                model.pop(s, None)
+        else:
+            spool.close()
+            spool = Spool(path, max_records=12)
+        rows = spool.read(limit=100)
+        assert [(r.seq, r.payload) for r in rows] == sorted(model.items())
+        assert spool.stats() == {"depth": len(model), "bytes": sum(map(len, model.values())),
+                                 "dropped": dropped, "last_seq": last}
+    spool.close()
