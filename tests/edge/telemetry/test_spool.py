@@ -129,7 +129,7 @@ ops = st.lists(st.one_of(st.tuples(st.just("append"), st.integers(1, 8)),
 def test_spool_matches_a_simple_model_under_any_sequence_of_operations(tmp_path_factory, ops):
     """Model: an ordered dict seq -> payload, bounded to the newest 12; seqs never reused."""
     path = tmp_path_factory.mktemp("spool") / "s.db"
-    spool, model, last, dropped = Spool(path, max_records=12), {}, 0, 0
+    spool, model, last, dropped = Spool(path, max_records=12, sync="normal"), {}, 0, 0
     for op, arg in ops:
         if op == "append":
             seqs = spool.append_many("t", [payload] * arg)
@@ -146,7 +146,7 @@ def test_spool_matches_a_simple_model_under_any_sequence_of_operations(tmp_path_
                 model.pop(s, None)
         else:
             spool.close()
-            spool = Spool(path, max_records=12)
+            spool = Spool(path, max_records=12, sync="normal")
         rows = spool.read(limit=100)
         assert [(r.seq, r.payload) for r in rows] == sorted(model.items())
         assert spool.stats() == {"depth": len(model), "bytes": sum(map(len, model.values())),
