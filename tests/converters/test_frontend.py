@@ -174,3 +174,19 @@ def test_identity_and_dropout_are_dropped_and_output_name_kept():
     m = frontend.prepare(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     res = tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
     assert res.ops == ["RELU"] and res.outputs[0].name == "y"
+
+
+def test_a_failing_lowering_becomes_a_typed_error_naming_the_node(monkeypatch):
+    from converters.errors import ConvertError
+    from converters.lower import registry
+
+    def broken(ctx, node):
+        raise IndexError("boom")
+
+    key = "Relu"
+    monkeypatch.setitem(registry.LOWERINGS, key,
+                        [registry.Lowering(key, 1, broken, None)] + registry.LOWERINGS[key])
+    m = frontend.prepare(_relu_model(shape=(1, 3, 4, 4)))
+    with pytest.raises(ConvertError) as err:
+        tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
+    assert err.value.code == "convert.lowering" and "Relu" in err.value.where and "boom" in err.value.message
