@@ -113,8 +113,13 @@ def _index_ranges(tg: TGraph, ranges: dict, samples) -> dict[int, tuple]:
     known = {}
     for i, t in enumerate(tg.tensors):
         if not t.is_const and t.name in ranges:
-            lo, hi = ranges[t.name]
-            known[i] = (float(lo), float(hi))
+            lo, hi = (float(v) for v in ranges[t.name])
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                raise ConvertError(f"calibration range of '{t.name}' is invalid: ({lo}, {hi})",
+                                   code="convert.ranges", where=f"tensor '{t.name}'",
+                                   hint="the calibration data drives this tensor to NaN/Inf; "
+                                        "check the data and its preprocessing")
+            known[i] = (lo, hi)
     if samples:
         flat = serialize(tg, description="ganglion float (range measurement)")
         measured = ranges_mod.measure(flat, tg, samples, lambda s: _feeds(tg, s))

@@ -153,3 +153,11 @@ def test_activation_params_cover_the_range_and_represent_zero(lo, width):
     # The int8 grid spans [min(lo, 0), max(hi, 0)] up to rounding of the zero point (half a step).
     assert (-128 - zp) * scale <= min(lo, 0.0) + scale / 2 + 1e-9
     assert (127 - zp) * scale >= max(hi, 0.0) - scale / 2 - 1e-9
+
+
+@pytest.mark.parametrize("bad", [(float("nan"), 1.0), (0.0, float("inf")), (2.0, 1.0)])
+def test_invalid_ranges_are_reported_by_tensor(bad):
+    m = H.one_node("Relu", {"x": (1, 4)})
+    with pytest.raises(ConvertError) as err:
+        tflite.build(m, {"x": (-1.0, 1.0), "y": bad}, tflite.TFLiteOptions(quantize="int8"))
+    assert err.value.code == "convert.ranges" and "'y'" in err.value.where
