@@ -76,14 +76,11 @@ def main() -> None:
 
 def run(work: Path, sysroot: Path, wheelhouse: Path, args) -> dict:
     private, public = keys.generate(work / "k", work / "k.pub")
-    own = work / "own"
-    from tests.firmware.test_qemu import ganglion_wheel
-    ganglion_wheel(own)
     gpk = helpers.tiny_gpk(work / "m.gpk", int8=True)
     config = work / "daemon.toml"
     config.write_bytes(helpers.CONFIG)
     bundle = work / "rpi4.fw"
-    build_s = timed(lambda: build("rpi4", gpk, config, private, bundle, [wheelhouse, own], version="1.0.0"),
+    build_s = timed(lambda: build("rpi4", gpk, config, private, bundle, wheelhouse, version="1.0.0"),
                     max(1, args.runs // 2))
     size_mb = bundle.stat().st_size / 1e6
     def sha_pass():

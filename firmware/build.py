@@ -24,7 +24,7 @@ import boards
 from edge import __version__
 from edge.artifact import read as read_artifact
 from edge.errors import GanglionError
-from firmware import keys, selftest, wheels
+from firmware import keys, selftest, selfwheel, wheels
 from firmware.bundle import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, SAFE_NAME
 from firmware.errors import BuildError
 from firmware.slots import now, parse_version
@@ -36,8 +36,11 @@ else:  # pragma: no cover
 
 
 def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | None = None,
-          cache=None, artifact_trust=None, progress=None) -> dict:
-    """Write the bundle to ``out`` and return its manifest. ``wheelhouse``: folder(s) or None."""
+          cache=None, artifact_trust=None, include_self: bool = True, progress=None) -> dict:
+    """Write the bundle to ``out`` and return its manifest. ``wheelhouse``: folder(s) or None.
+
+    ``include_self``: add Ganglion's own device code as a wheel (``selfwheel``) unless a
+    ganglion_edge wheel is already among the board's wheels."""
     say = progress or (lambda message: None)
     board = board if isinstance(board, boards.Board) else boards.load(board)
     private = key if not isinstance(key, (str, Path)) else keys.load_private(key)
@@ -56,6 +59,17 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     config_bytes = _read_config(config, board, f"artifact/{_safe(gpk_path.name)}")
     say("collecting wheels")
     wheel_paths = _collect_wheels(board, wheelhouse, cache)
+    with tempfile.TemporaryDirectory(prefix="ganglion-build-") as tmp:
+        if include_self and not any(wheels.WheelName.parse(p.name).name.lower() == selfwheel.DIST
+                                    for p in wheel_paths):
+            wheel_paths.append(selfwheel.build_self_wheel(tmp))
+        return _assemble(board, gpk_path, gpk, model, version, config_bytes, wheel_paths, private,
+                         Path(out), say)
+
+
+def _assemble(board, gpk_path: Path, gpk, model: bytes, version: str, config_bytes: bytes,
+              wheel_paths: list[Path], private, out: Path, say) -> dict:
+    """Record the golden, hash every member into the manifest, sign it, write the tar."""
     say("recording the golden self-test")
     try:
         input_npz, expected_npz, selftest_entry = selftest.record(model, board.artifact.format)
@@ -85,7 +99,7 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     }
     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
     say("writing the bundle")
-    _write_tar(Path(out), raw, keys.sign(private, raw), members)
+    _write_tar(out, raw, keys.sign(private, raw), members)
     return manifest
 
 

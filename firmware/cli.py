@@ -67,11 +67,13 @@ def firmware():
               help="pip download cache (default ~/.cache/ganglion-wheels/BOARD).")
 @click.option("--artifact-trust", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Require the artifact to be signed by this public key.")
-def build(board, artifact, config, key, output, wheelhouse, version, cache, artifact_trust):
+@click.option("--no-self", is_flag=True,
+              help="Do not pack Ganglion's own device code (edge, firmware, boards) as a wheel.")
+def build(board, artifact, config, key, output, wheelhouse, version, cache, artifact_trust, no_self):
     """Build a signed bundle for one board."""
     from firmware.build import build as do_build
     manifest = do_build(board, artifact, config, key, output, list(wheelhouse) or None, version=version,
-                        cache=cache, artifact_trust=artifact_trust,
+                        cache=cache, artifact_trust=artifact_trust, include_self=not no_self,
                         progress=lambda m: click.echo(f"  {m}", err=True))
     size = Path(output).stat().st_size
     click.echo(f"{output}: {manifest['board']} {manifest['version']}, {len(manifest['members'])} members "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from firmware.bundle import (MANIFEST, MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, MAX
 from firmware.errors import BundleError, SignatureError
 
 CHUNK = 1 << 20
+SIGNATURE_RE = re.compile(r"[0-9a-f]{128}")
 
 
 def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
@@ -89,6 +91,10 @@ def verify(bundle: str | Path, trusted) -> BundleManifest:
     if signature is None:
         raise SignatureError("bundle is not signed", where=where, code="signature.missing",
                              hint="build it with --key; unsigned bundles are never installed")
+    if not SIGNATURE_RE.fullmatch(signature):
+        # one canonical spelling: hex is case-blind, so 'F' for 'f' would verify yet change the file
+        raise SignatureError("signature is not 128 lowercase hex digits", where=where,
+                             code="signature.malformed")
     keys.verify(trusted_keys, manifest_raw, signature, where=where)
     data = _parse(manifest_raw, where)
     expected = data["members"]

@@ -29,7 +29,8 @@ def test_deploy_installs_validates_and_reports_each_phase(root, make_bundle, fw_
     got = phases(events)
     assert got[0] == "installing" and got[-2:] == ["installed", "validated"]
     progress = [e for e in events if e["phase"] == "progress"]
-    assert progress[-1]["done"] == progress[-1]["total"] == 7
+    # 4 fixed members + 3 test wheels + Ganglion's own device wheel
+    assert progress[-1]["done"] == progress[-1]["total"] == 8
     assert status(root)["slots"]["a"]["status"] == "valid"
 
 

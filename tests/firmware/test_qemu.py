@@ -3,8 +3,8 @@
 scripts/prepare_qemu_aarch64.sh (cached under ~/.cache, outside git) provides a Debian bookworm
 arm64 sysroot with python3.11 and a Cortex-A72 /proc/cpuinfo, and the board's wheels downloaded by
 ``firmware.wheels`` (ai-edge-litert, numpy and their dependencies, manylinux aarch64). Ganglion's
-own device packages go in as a wheel made here from the working tree (edge, firmware, boards: no
-converters, as on a device). The install unpacks aarch64 wheels on this x86_64 host; ``validate``
+own device packages go in as the wheel ``firmware build`` packs by default (edge, firmware, boards:
+no converters, as on a device), so the self-test runs the slot's copy of Ganglion. The install unpacks aarch64 wheels on this x86_64 host; ``validate``
 then runs the slot's self-test with ``qemu-aarch64-static -L SYSROOT -cpu cortex-a72`` and the
 slot's own site folder, XNNPACK included, against the golden recorded on the host.
 """
@@ -27,16 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 QEMU = shutil.which("qemu-aarch64-static")
 
 
-def ganglion_wheel(folder: Path) -> Path:
-    """The device packages of this working tree as a pure wheel (what a device installs)."""
-    files = {}
-    for package in ("edge", "firmware", "boards"):
-        for path in sorted((REPO / package).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
-                files[str(path.relative_to(REPO))] = path.read_text()
-    return helpers.make_wheel(folder, "ganglion_edge", "0.1.0", files)
-
-
 @pytest.fixture(scope="module")
 def prepared():
     if QEMU is None:
@@ -51,13 +41,12 @@ def prepared():
 @pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
 def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw_keys, int8):
     sysroot, wheelhouse = prepared
-    own = ganglion_wheel(tmp_path / "own-wheels")
     gpk = helpers.tiny_gpk(tmp_path / "model.gpk", int8=int8)
     config = tmp_path / "daemon.toml"
     config.write_bytes(helpers.CONFIG)
     bundle = tmp_path / "rpi4.fw"
     from firmware.build import build
-    manifest = build("rpi4", gpk, config, fw_keys["private"], bundle, [wheelhouse, own.parent], version="1.0.0")
+    manifest = build("rpi4", gpk, config, fw_keys["private"], bundle, wheelhouse, version="1.0.0")
     names = {w["name"] for w in manifest["wheels"]}
     assert {"numpy", "ai_edge_litert", "ganglion_edge"} <= names
     assert all("aarch64" in w["file"] or "-any." in w["file"] for w in manifest["wheels"])
