@@ -1,4 +1,4 @@
-"""LayerNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL (/ MUL scale / ADD bias).
+"""LayerNormalization and InstanceNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL (/ MUL scale / ADD bias).
 
 TFLite has no layer-norm builtin; every op of this decomposition has float and int8 kernels (the
 int8 graph needs measured ranges for its temporaries, see tflite/ranges.py). (BatchNormalization never reaches lowering: the
@@ -23,9 +23,34 @@ def _check_layer_norm(node, graph):
 @lowers("LayerNormalization", since=17, check=_check_layer_norm)
 def layer_norm(ctx: LowerContext, node) -> None:
     x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
-    centered, inv = _statistics(ctx, node, x)
+    rank = len(ctx.shape_of(x))
+    centered, inv = _statistics(ctx, node, x, list(range(node.attrs["axis"], rank)))
     scale = ctx.g.const(node.inputs[1]).astype(np.float32)
     bias = ctx.g.const(node.input(2)).astype(np.float32) if node.input(2) else None
+    _affine(ctx, x, y, centered, inv, scale, bias)
+
+
+def _check_instance_norm(node, graph):
+    if graph.const(node.inputs[1]) is None or graph.const(node.inputs[2]) is None:
+        return "InstanceNormalization scale and bias must be constant"
+    if len(graph.tensors[node.inputs[0]].shape) not in (3, 4):
+        return "only 1-D and 2-D InstanceNormalization is supported"
+    return None
+
+
+@lowers("InstanceNormalization", since=1, check=_check_instance_norm)
+def instance_norm(ctx: LowerContext, node) -> None:
+    """Per-sample, per-channel statistics over the spatial axes (channels-last: 1 .. rank-2)."""
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    rank = len(ctx.shape_of(x))
+    centered, inv = _statistics(ctx, node, x, list(range(1, rank - 1)))
+    scale = ctx.g.const(node.inputs[1]).astype(np.float32)
+    bias = ctx.g.const(node.inputs[2]).astype(np.float32)
+    _affine(ctx, x, y, centered, inv, scale, bias)
+
+
+def _affine(ctx: LowerContext, x: int, y: int, centered: int, inv: int, scale, bias) -> None:
+    """y = centered * inv * scale + bias, skipping a unit scale and a zero bias."""
     if bias is not None and not np.any(bias):
         bias = None                       # a zero bias (a fresh init) would cost an ADD
     unit = bool(np.all(scale == 1.0))     # a unit scale would cost a MUL
@@ -41,12 +66,11 @@ def layer_norm(ctx: LowerContext, node) -> None:
         cur = out
 
 
-def _statistics(ctx: LowerContext, node, x: int) -> tuple[int, int]:
-    """(x - mean, 1 / sqrt(var + eps)) over the normalized axes, both as TFLite tensors."""
+def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int]) -> tuple[int, int]:
+    """(x - mean, 1 / sqrt(var + eps)) over ``stored_axes``, both as TFLite tensors."""
     shape = ctx.shape_of(x)
-    axis = node.attrs["axis"]
-    axes = ctx.const(np.arange(axis, len(shape), dtype=np.int32), "axes")
-    kept = [1 if i >= axis else s for i, s in enumerate(shape)]
+    axes = ctx.const(np.array(stored_axes, np.int32), "axes")
+    kept = [1 if i in stored_axes else s for i, s in enumerate(shape)]
 
     def op(opcode, inputs, out_shape, opts, hint):
         out = ctx.temp(out_shape, hint)

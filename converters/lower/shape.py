@@ -145,3 +145,32 @@ def gather(ctx: LowerContext, node) -> None:
     ctx.emit("GATHER", [ctx.value(name), ctx.const(idx.astype(np.int32), "indices")],
              [ctx.output(node.outputs[0])],
              options("GatherOptions", axis=ctx.axis(name, node.attrs["axis"])))
+
+
+def _check_depth_to_space(node, graph):
+    if len(graph.tensors[node.inputs[0]].shape) != 4:
+        return "only 4-D inputs are supported"
+    return None
+
+
+@lowers("SpaceToDepth", since=1, check=_check_depth_to_space)
+def space_to_depth(ctx: LowerContext, node) -> None:
+    # ONNX SpaceToDepth orders channels (block_y, block_x, c), exactly like TFLite's NHWC op.
+    ctx.emit("SPACE_TO_DEPTH", [ctx.value(node.inputs[0])], [ctx.output(node.outputs[0])],
+             options("SpaceToDepthOptions", blockSize=int(node.attrs["blocksize"])))
+
+
+@lowers("DepthToSpace", since=1, check=_check_depth_to_space)
+def depth_to_space(ctx: LowerContext, node) -> None:
+    """DCR mode is TFLite's DEPTH_TO_SPACE; CRD (channel-major) first regroups the channels."""
+    b = int(node.attrs["blocksize"])
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    if node.attrs.get("mode", "DCR") == "CRD":
+        n, h, w, c = ctx.shape_of(x)
+        # channel index c_out*b*b + by*b + bx  ->  (by*b + bx)*c_out + c_out
+        parts = ctx.reshape(x, [n, h, w, c // (b * b), b * b], hint="crd")
+        moved = ctx.temp([n, h, w, b * b, c // (b * b)], "dcr")
+        ctx.emit("TRANSPOSE", [parts, ctx.const(np.array([0, 1, 2, 4, 3], np.int32), "perm")], [moved],
+                 options("TransposeOptions"))
+        x = ctx.reshape(moved, [n, h, w, c], hint="dcr_flat")
+    ctx.emit("DEPTH_TO_SPACE", [x], [y], options("DepthToSpaceOptions", blockSize=b))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from converters.ir import Graph, Node, Tensor
 
 SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-           "Resize", "DepthToSpace", "SpaceToDepth"}
+           "Resize", "DepthToSpace", "SpaceToDepth", "InstanceNormalization"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Relu", "Clip", "LeakyRelu", "PRelu",
                "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Erf", "Gelu", "Sqrt", "Exp", "Log",
                "Abs", "Neg", "Identity", "Dropout", "Reciprocal", "Elu", "Softplus", "Floor", "Ceil",

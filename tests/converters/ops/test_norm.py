@@ -60,3 +60,13 @@ def test_layer_norm_fully_int8_with_measured_ranges():
     got = H.tflite_run(q, samples[0])[0]
     # Normalized values are O(1): the int8 chain (mean, variance, rsqrt) keeps them within ~0.1.
     assert np.abs(got - ref).max() < 0.15
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 4, 9)])
+def test_instance_norm(shape):
+    c = shape[1]
+    inits = {"s": RNG.uniform(0.5, 1.5, c).astype(np.float32), "b": RNG.normal(0, 0.1, c).astype(np.float32)}
+    m = H.one_node("InstanceNormalization", {"x": shape}, inits, epsilon=1e-5)
+    # Like LayerNorm, x - mean has no derived range without samples: a float island.
+    res, _ = H.check(m, expect=["MEAN", "RSQRT"], islands=3, steps=3, atol=2e-4)
+    assert res.ops.count("TRANSPOSE") == 2           # channels-last inside, ONNX layout at the edges

@@ -112,3 +112,13 @@ def test_float_to_float_cast_is_a_copy_and_int_cast_uses_cast():
     nodes = [helper.make_node("Cast", ["x"], ["i"], to=6), helper.make_node("Cast", ["i"], ["y"], to=1)]
     m = H.model(nodes, {"x": (2, 3)}, ["y"])
     H.check(m, expect=["CAST"], int8=False)
+
+
+@pytest.mark.parametrize("op,attrs,shape", [
+    ("SpaceToDepth", dict(blocksize=2), (1, 3, 6, 8)),
+    ("DepthToSpace", dict(blocksize=2, mode="DCR"), (1, 8, 3, 4)),
+    ("DepthToSpace", dict(blocksize=2, mode="CRD"), (1, 8, 3, 4)),
+])
+def test_depth_space(op, attrs, shape):
+    opcode = "SPACE_TO_DEPTH" if op == "SpaceToDepth" else "DEPTH_TO_SPACE"
+    H.check(H.one_node(op, {"x": shape}, **attrs), expect=[opcode], steps=1.01)
