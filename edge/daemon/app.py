@@ -55,6 +55,7 @@ class Daemon:
         self.recent_events: deque[dict] = deque(maxlen=100)
         self.stop_event = threading.Event()
         self.root_exit = None
+        self.exit_code = 0                  # set by whoever asks for a restart (firmware OTA)
         self.started_at = time.monotonic()
         self.ready_s: float | None = None
         self.requests = RequestQueue(cfg.batch.queue_size, on_drop=lambda req: self.metrics.count("dropped"))
@@ -145,11 +146,18 @@ class Daemon:
         self.root_exit = exit_
         self.stop_event.set()
 
-    def run(self) -> int:
-        """Block until SIGTERM/SIGINT or escalation at the root; returns the exit code."""
+    def run(self, on_ready=None) -> int:
+        """Block until SIGTERM/SIGINT or escalation at the root; returns the exit code.
+
+        ``on_ready(daemon) -> int`` runs once the model is loaded (firmware validation); a non-zero
+        result stops the daemon with that exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
+        if on_ready is not None:
+            self.exit_code = on_ready(self) or self.exit_code
+            if self.exit_code:
+                self.stop_event.set()
         self.stop_event.wait()
         return self.shutdown()
 
@@ -168,7 +176,9 @@ class Daemon:
         self.outbox.record("metrics", self.metrics.snapshot())
         if self.telemetry is not None:
             self.telemetry.stop()
-        return 0 if self.root_exit is None else RuntimeBackendError.exit_code
+        if self.root_exit is not None:
+            return RuntimeBackendError.exit_code
+        return self.exit_code
 
     def stop(self) -> None:
         self.stop_event.set()

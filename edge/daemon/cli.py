@@ -115,10 +115,12 @@ def default_spool(device_id: str) -> str:
 @click.option("--budget-ms", type=float, help="Longest a request waits for its batch to fill.")
 @click.option("--metrics-interval", type=float, help="Seconds between metrics records.")
 @click.option("--spool", help="Telemetry spool (SQLite) path.")
+@click.option("--firmware-root", help="Run the active A/B firmware slot under this root (model, config, "
+                                     "wheels from the slot; validated on a trial boot; OTA over MQTT).")
 @click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit.")
 @click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
-def run(config, dry_run, print_systemd_unit, watchdog_sec, **flags):
+def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flags):
     """Run the supervised inference daemon."""
     if print_systemd_unit:
         args = [a for a in sys.argv[sys.argv.index("run") + 1:] if a != "--print-systemd-unit"] \
@@ -126,6 +128,15 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, **flags):
         from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return
+    slot = None
+    if firmware_root and not dry_run:
+        from edge.daemon import firmware_hook
+        slot = firmware_hook.boot(firmware_root)
+        if slot is not None:
+            model, slot_config = firmware_hook.slot_defaults(slot)
+            flags["model"] = flags.get("model") or model
+            config = config or slot_config
+            firmware_hook.use_site(slot)
     cfg = build_config(config, flags)
     if not Path(cfg.model.path).is_file():
         raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found")
@@ -140,7 +151,15 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, **flags):
     if telemetry is not None:
         from edge.daemon.commands import register
         register(daemon, telemetry)
-    code = daemon.run()
+    on_ready = None
+    if slot is not None:
+        from edge.daemon import firmware_hook
+        daemon.event({"event": "firmware", "phase": "boot", **{k: slot.get(k) for k in (
+            "slot", "version", "action", "status")}})
+        if telemetry is not None:
+            firmware_hook.register_ota(daemon, telemetry, firmware_root)
+        on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
+    code = daemon.run(on_ready)
     if code:
         raise SystemExit(code)
 

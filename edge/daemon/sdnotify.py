@@ -49,6 +49,7 @@ def unit_file(args: list[str], *, watchdog_s: int = 30, user: str | None = None,
     lines = ["[Unit]", f"Description={description}", "Wants=network-online.target",
              "After=network-online.target", "", "[Service]", "Type=notify", f"ExecStart={cmd}",
              f"WorkingDirectory={os.getcwd()}", f"WatchdogSec={watchdog_s}", "NotifyAccess=main", "Restart=on-failure", "RestartSec=2",
+             "RestartForceExitStatus=75",
              "TimeoutStopSec=20", "KillMode=mixed"]
     if user:
         lines.append(f"User={user}")

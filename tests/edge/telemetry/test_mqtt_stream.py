@@ -90,5 +90,6 @@ def test_input_subscription_and_unknown_broker(mosquitto, device):
         time.sleep(0.02)
     assert got and got[0].payload == b"\x00\x01"
     closed = MqttClient(parse_broker_url("mqtt://127.0.0.1:1"), client_id="nobody", reconnect_max=1)
-    with pytest.raises(BrokerError):
+    with pytest.raises(BrokerError) as err:
         closed.connect(timeout=1.0)
+    assert "refused" in err.value.message.lower()

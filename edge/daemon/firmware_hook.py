@@ -1,0 +1,82 @@
+"""``ganglion run --firmware-root ROOT``: run the model of the active A/B firmware slot.
+
+Before the tree starts, ``firmware.boot.boot(root)`` decides which slot runs (counting trial
+boots, reverting a failed slot). The slot's ``site`` folder goes first on the workers' import
+path (spawned workers inherit the parent's ``sys.path``), its ``artifact/*.gpk`` is the model and
+its ``config/daemon.toml`` the configuration, unless flags say otherwise. Once the daemon is
+ready, a slot on trial is validated (``firmware.validate.validate``); if that fails the state
+already points at the previous slot and the daemon exits with ``EXIT_RESTART`` so systemd
+starts it again on the good slot. Over MQTT, ``deploy-firmware.*`` installs a new bundle
+(``firmware.ota``); a validated install also ends in ``EXIT_RESTART``.
+
+A root without firmware (``firmware.not_installed``) is not an error: the daemon runs from flags.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+from edge.errors import GanglionError, InputError
+
+EXIT_RESTART = 75        # EX_TEMPFAIL: "start me again"; the printed unit restarts on it
+
+
+def boot(root: str) -> dict | None:
+    from firmware.boot import boot as fw_boot
+    try:
+        return fw_boot(root)
+    except GanglionError as exc:
+        if exc.code == "firmware.not_installed":
+            return None
+        raise
+
+
+def slot_defaults(info: dict) -> tuple[str | None, str | None]:
+    """(model path, config path) found in the booted slot."""
+    slot = Path(info["path"])
+    gpks = sorted((slot / "artifact").glob("*.gpk"))
+    if len(gpks) > 1:
+        raise InputError(f"slot holds {len(gpks)} artifacts; pass --model", where=str(slot / "artifact"),
+                         code="input.ambiguous")
+    config = slot / "config" / "daemon.toml"
+    return (str(gpks[0]) if gpks else None), (str(config) if config.is_file() else None)
+
+
+def use_site(info: dict) -> None:
+    site = info.get("site")
+    if site and Path(site).is_dir() and site not in sys.path:
+        sys.path.insert(0, site)
+
+
+def validate_trial(daemon, root: str, info: dict) -> int:
+    """After ready: validate a slot on trial; the exit code to stop with, or 0 to keep running."""
+    if info.get("action") != "trial":
+        return 0
+    from firmware.validate import validate
+    broker = daemon.cfg.telemetry.get("broker")
+    hostport = broker.split("://", 1)[-1].rsplit("@", 1)[-1] if broker else None
+    report = validate(root, broker=hostport, trusted=list(daemon.cfg.model.trusted_keys) or None)
+    phase = "validated" if report.get("ok") else "reverted"
+    daemon.event({"event": "firmware", "phase": phase, "slot": info.get("slot"), "version": info.get("version"),
+                  **{k: report[k] for k in ("failed_check", "reason") if k in report}})
+    return 0 if report.get("ok") else EXIT_RESTART
+
+
+def register_ota(daemon, telemetry, root: str) -> None:
+    """``deploy-firmware.*`` over MQTT; needs trusted keys (bundles are always verified)."""
+    trusted = list(daemon.cfg.model.trusted_keys)
+    if not trusted:
+        daemon.event({"event": "firmware", "phase": "ota_disabled",
+                      "reason": "no trusted keys configured ([model] trusted_keys)"})
+        return
+    from firmware import ota
+    handler = ota.on_complete(root, trusted, lambda payload: telemetry.record("events", payload))
+
+    def on_complete(path, info, args):
+        reply = handler(path, info, args)
+        if reply.get("restart"):
+            daemon.exit_code = EXIT_RESTART
+            threading.Timer(1.0, daemon.stop).start()    # let the reply go out first
+        return reply
+    telemetry.register_transfer(ota.VERB, on_complete)
