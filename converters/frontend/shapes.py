@@ -120,7 +120,7 @@ def complete_shapes(graph) -> bool:
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
         try:
             inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
-        except Exception:
+        except Exception:  # the shape stays unknown; problems_of() reports the node with a reason
             continue
         for vi in [*inferred.graph.output, *inferred.graph.value_info]:
             t = graph.tensors.get(vi.name)
