@@ -61,3 +61,9 @@ def test_tanh_is_not_fused_into_conv():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])]
     m = H.model(nodes, {"x": (1, 2, 5, 5)}, ["y"], {"w": rng.normal(0, 1, (3, 2, 1, 1)).astype(F32)})
     H.check(m, expect=["CONV_2D", "TANH"], steps=2)
+
+
+def test_clip_with_only_max_input_opset11():
+    """Clip's optional min omitted as an empty input name (opset 11 style)."""
+    m = H.one_node("Clip", X, {"hi": F32(0.5)}, opset=11, input_names=["x", "", "hi"])
+    H.check(m, expect=["MINIMUM"], steps=2)

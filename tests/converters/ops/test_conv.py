@@ -61,6 +61,8 @@ CONV_T_CASES = {
     "outpad": ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
     "k2_s2": ((1, 8, 6, 6), (8, 4, 2, 2), dict(strides=[2, 2])),
     "1d": ((1, 4, 7), (4, 3, 3), dict(strides=[2])),
+    "same_upper": ((1, 3, 5, 5), (3, 2, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    "output_shape": ((1, 3, 4, 4), (3, 2, 3, 3), dict(strides=[3, 3], output_shape=[12, 13])),
 }
 
 
