@@ -1,6 +1,8 @@
 """Bundles follow the board: its artifact format, its runtime for the golden, its wheel tags."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ def test_wheel_tags_are_matched_like_pip_on_the_board(filename, board, fits):
 
 def test_pip_download_command_lists_every_platform_tag():
     board = boards.load("rpi4")
-    cmd = wheels.pip_download_command(board, helpers.Path("/tmp/x"))
+    cmd = wheels.pip_download_command(board, Path("/tmp/x"))
     assert cmd.count("--platform") == len(board.python.platform_tags) >= 3
     assert "--only-binary=:all:" in cmd and cmd[cmd.index("--python-version") + 1] == "3.11"
     assert cmd[-2:] == list(board.python.requirements)
