@@ -100,25 +100,41 @@ class MqttClient:
                               hint="check ca_file / cert_file / key_file exist and are PEM") from None
 
     # -- connection -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect in the background; paho's thread keeps reconnecting until ``stop()``."""
+    def _connect_args(self) -> dict:
         props = Properties(PacketTypes.CONNECT)
         if self._session_expiry:
             props.SessionExpiryInterval = self._session_expiry
+        return dict(host=self.url.host, port=self.url.port, keepalive=self._keepalive,
+                    clean_start=not self._session_expiry, properties=props)
+
+    def start(self) -> None:
+        """Connect in the background (a device must come up with its broker down); paho's thread
+        keeps reconnecting until ``stop()``."""
         try:
-            self._client.connect_async(self.url.host, self.url.port, keepalive=self._keepalive,
-                                       clean_start=not self._session_expiry, properties=props)
+            self._client.connect_async(**self._connect_args())
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to {self.url}: {exc}", where=str(self.url)) from None
         self._client.loop_start()
 
     def connect(self, timeout: float = 10.0) -> "MqttClient":
-        self.start()
+        """Connect now or raise BrokerError saying why (refused, TLS, auth) -- for tools and tests.
+        The first attempt is synchronous so its exception is ours to report; paho's thread takes
+        over afterwards (and reconnects)."""
+        self._client.connect_timeout = timeout
+        try:
+            self._client.connect(**self._connect_args())
+        except (OSError, ValueError) as exc:       # ssl.SSLError is an OSError
+            tls = isinstance(exc, ssl.SSLError)
+            raise BrokerError(f"cannot connect to {self.url}: {exc}", where=str(self.url),
+                              code="telemetry.tls" if tls else "telemetry.broker",
+                              hint="check the CA file and that the broker's certificate names this host"
+                              if tls else "is the broker running and the URL right?") from None
+        self._client.loop_start()
         if not self.wait_connected(timeout):
             self.stop()
             raise BrokerError(f"no connection to {self.url} within {timeout:g}s"
                               + (f" ({self.last_error})" if self.last_error else ""),
-                              where=str(self.url), hint="is the broker running and the URL right?")
+                              where=str(self.url), hint="check the credentials and the broker's log")
         return self
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -216,8 +232,8 @@ class MqttClient:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        self.last_error = f"disconnected: {reason_code}"
-        if was:
+        if was:       # otherwise keep the reason the CONNACK gave (e.g. not authorized)
+            self.last_error = f"disconnected: {reason_code}"
             self._call(self._hooks[1], str(reason_code))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
