@@ -50,16 +50,20 @@ class LiteRTBackend:
         try:
             loaded = lite.module.load_delegate(path)
         except (ValueError, OSError, RuntimeError) as exc:
-            if not allow_cpu_fallback:
-                raise RuntimeBackendError(
-                    f"the delegate {path} could not be loaded: {exc}", where=path,
-                    code="runtime.delegate_missing",
-                    hint="install the delegate library (see 'ganglion doctor'), or set "
-                         "allow_cpu_fallback = true to run on the CPU") from exc
-            self._fallback(path, str(exc))
-            return None
-        self.delegate = path
-        return [loaded]
+            reason = str(exc)
+        else:
+            self.delegate = path
+            return [loaded]
+        # Raised outside the except block, without chaining: LiteRT's half-built Delegate sits in
+        # that traceback and its __del__ misbehaves whenever the traceback is finally dropped.
+        if not allow_cpu_fallback:
+            raise RuntimeBackendError(
+                f"the delegate {path} could not be loaded: {reason}", where=path,
+                code="runtime.delegate_missing",
+                hint="install the delegate library (see 'ganglion doctor'), or set "
+                     "allow_cpu_fallback = true to run on the CPU")
+        self._fallback(path, reason)
+        return None
 
     def _fallback(self, path: str, reason: str) -> None:
         self.events.append({"event": "delegate_fallback", "delegate": path, "reason": reason,
