@@ -11,21 +11,34 @@ on ``commit`` the assembled file is handed to ``deploy_firmware``, which
     3 runs the health check at once and reports ``validated`` or ``reverted`` (with the reason).
 The reply tells the sender the outcome and whether the daemon must restart into the new slot.
 
-``register(telemetry, root, trusted)`` wires it into a running ``edge.telemetry.Telemetry``.
+``deploy-firmware-url`` is the same from a URL: ``{"url": "https://...", "sha256": "...", ["force"]}``;
+the device downloads it (http/https only, size bounded, the announced sha256 must match) into
+``<root>/ganglion/downloads`` and deploys it. The sha256 in the command binds the download to what
+the operator meant; the bundle's own signature still decides whether it is installed.
+
+``register(telemetry, root, trusted)`` wires both into a running ``edge.telemetry.Telemetry``.
 """
 from __future__ import annotations
 
+import hashlib
+import re
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
 from edge.errors import GanglionError
-from firmware.errors import InstallError
+from firmware.errors import FirmwareError, InstallError
 from firmware.install import install
 from firmware.slots import Layout
 from firmware.validate import validate
 from firmware.verify import verify
 
 VERB = "deploy-firmware"
+URL_VERB = "deploy-firmware-url"
+MAX_DOWNLOAD_BYTES = 1 << 30
+HEX64 = re.compile(r"[0-9a-f]{64}")
 Emit = Callable[[dict], None]
 
 
@@ -78,7 +91,58 @@ def on_complete(root, trusted, emit: Emit, **options) -> Callable[[Path, dict, d
     return handler
 
 
+def download(url: str, sha256: str, folder: Path, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Fetch ``url`` into ``folder`` (temp name), bounded, and check its sha256; typed errors only."""
+    def fail(message: str, code: str = "firmware.download"):
+        raise FirmwareError(message, where=url, code=code)
+
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        fail("only http:// and https:// URLs are fetched", "firmware.url")
+    if not isinstance(sha256, str) or not HEX64.fullmatch(sha256):
+        fail("'sha256' must be 64 lowercase hex digits", "firmware.url")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download.", suffix=".fw")
+    path, digest, size = Path(tmp), hashlib.sha256(), 0
+    try:
+        with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                size += len(block)
+                if size > max_bytes:
+                    fail(f"download is larger than {max_bytes} bytes", "firmware.too_large")
+                digest.update(block)
+                out.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        path.unlink(missing_ok=True)
+        fail(f"download failed: {exc}")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != sha256:
+        path.unlink(missing_ok=True)
+        fail("downloaded file does not match the announced sha256", "firmware.hash")
+    return path
+
+
+def url_handler(root, trusted, emit: Emit, **options) -> Callable[[dict], dict]:
+    """The ``deploy-firmware-url`` command handler: download, deploy, delete the download."""
+    folder = Path(root) / "ganglion" / "downloads"
+
+    def handler(args: dict) -> dict:
+        try:
+            path = download(args.get("url"), args.get("sha256"), folder)
+        except FirmwareError as exc:
+            emit({"event": "firmware", "phase": "refused", "error": exc.to_dict()})
+            raise
+        try:
+            return deploy_firmware(path, root, trusted, emit, force=bool(args.get("force", False)), **options)
+        finally:
+            path.unlink(missing_ok=True)
+    return handler
+
+
 def register(telemetry, root, trusted, **options):
-    """Wire ``deploy-firmware.*`` into a running Telemetry; events go out as ``events`` records."""
+    """Wire ``deploy-firmware.*`` and ``deploy-firmware-url`` into a running Telemetry; events go out
+    as ``events`` records. Returns the transfer receiver."""
     emit = lambda payload: telemetry.record("events", payload)  # noqa: E731 - a one-line adapter
+    telemetry.register_command(URL_VERB, url_handler(root, trusted, emit, **options))
     return telemetry.register_transfer(VERB, on_complete(root, trusted, emit, **options))

@@ -107,3 +107,42 @@ def test_deploy_over_mqtt_with_interrupted_and_resumed_chunks(mosquitto, tmp_pat
     finally:
         watcher.stop()
         tm.stop(flush_timeout=1)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on a free loopback port serving one folder."""
+    import functools
+    import http.server
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_deploy_from_a_url_checks_the_announced_sha256(root, make_bundle, fw_keys, http_folder):
+    folder, base = http_folder
+    bundle = make_bundle("4.0.0")
+    (folder / "app.fw").write_bytes(bundle.read_bytes())
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    events = []
+    handler = ota.url_handler(root, fw_keys["public"], events.append)
+    from firmware.errors import FirmwareError
+    for args, code in [({"url": f"{base}/app.fw", "sha256": "0" * 64}, "firmware.hash"),
+                       ({"url": f"file://{bundle}", "sha256": digest}, "firmware.url"),
+                       ({"url": f"{base}/missing.fw", "sha256": digest}, "firmware.download"),
+                       ({"url": f"{base}/app.fw", "sha256": "xyz"}, "firmware.url")]:
+        with pytest.raises(FirmwareError) as info:
+            handler(args)
+        assert info.value.code == code
+    assert not (root / "ganglion/slots").exists()
+    reply = handler({"url": f"{base}/app.fw", "sha256": digest})
+    assert reply["outcome"] == "validated" and reply["version"] == "4.0.0"
+    assert list((root / "ganglion/downloads").iterdir()) == []       # the download is not kept
+    assert phases(events).count("refused") == 4
