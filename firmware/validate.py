@@ -91,7 +91,9 @@ def run_selftest_process(slot: Path, ctx: dict) -> dict:
 def check_broker(slot: Path, ctx: dict) -> str:
     if not ctx.get("broker"):
         return "skipped"
-    host, _, port = ctx["broker"].rpartition(":")
+    host, sep, port = ctx["broker"].rpartition(":")
+    if not sep or not port.isdigit():         # "host" alone: MQTT's default port
+        host, port = ctx["broker"], "1883"
     # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id "ganglion-validate".
     client_id = b"ganglion-validate"
     body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id

@@ -194,3 +194,18 @@ def test_14_the_self_test_module_runs_standalone_and_exits_non_zero_on_failure(r
     bad = subprocess.run([sys.executable, "-m", "firmware.selftest", "--slot", str(slot)],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "differs" in json.loads(bad.stdout)["reason"]
+
+
+def test_15_a_broker_without_a_port_means_1883(monkeypatch):
+    from firmware import validate as validate_mod
+    from firmware.errors import HealthCheckError
+    dialed = []
+
+    def fake_connect(address, timeout):          # records where it would dial; refuses like a closed port
+        dialed.append(address)
+        raise ConnectionRefusedError("refused")
+    monkeypatch.setattr(validate_mod.socket, "create_connection", fake_connect)
+    for broker, address in [("10.0.0.5", ("10.0.0.5", 1883)), ("10.0.0.5:1884", ("10.0.0.5", 1884))]:
+        with pytest.raises(HealthCheckError):
+            validate_mod.check_broker(None, {"broker": broker})
+        assert dialed[-1] == address
