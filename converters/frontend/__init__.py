@@ -35,6 +35,9 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     default_opset(model)
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
+    if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions
+        from onnx.inliner import inline_local_functions
+        model = inline_local_functions(model)
     shapes.fix_input_shapes(model, input_shapes)
     return shapes.infer(model)
 

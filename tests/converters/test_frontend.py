@@ -190,3 +190,17 @@ def test_a_failing_lowering_becomes_a_typed_error_naming_the_node(monkeypatch):
     with pytest.raises(ConvertError) as err:
         tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
     assert err.value.code == "convert.lowering" and "Relu" in err.value.where and "boom" in err.value.message
+
+
+def test_local_functions_are_inlined():
+    """torch.onnx's dynamo exporter wraps modules in model-local functions; they must convert."""
+    fn = helper.make_function("my.fns", "Block", ["a"], ["b"],
+                              [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Sigmoid", ["r"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    g = helper.make_graph([helper.make_node("Block", ["x"], ["y"], domain="my.fns")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.fns", 1)],
+                          functions=[fn])
+    res = tflite.build(frontend.prepare(m), None, tflite.TFLiteOptions(quantize="none"))
+    assert res.ops == ["RELU", "LOGISTIC"]
