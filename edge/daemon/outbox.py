@@ -25,6 +25,9 @@ class MemoryOutbox:
             self.records.append((kind, payload, subtopic))
             return len(self.records)
 
+    def record_many(self, kind: str, payloads: list[dict], subtopic: str | None = None) -> list[int]:
+        return [self.record(kind, p, subtopic) for p in payloads]
+
     def of(self, kind: str) -> list[dict]:
         with self._lock:
             return [p for k, p, _ in self.records if k == kind]
@@ -59,3 +62,12 @@ class FanOut:
         for box in self.outboxes:
             seq = box.record(kind, payload, subtopic) or seq
         return seq
+
+    def record_many(self, kind: str, payloads: list[dict], subtopic: str | None = None) -> list[int]:
+        """Batches go to outboxes that take them whole (the telemetry spool: one fsync)."""
+        seqs: list[int] = []
+        for box in self.outboxes:
+            many = getattr(box, "record_many", None)
+            got = many(kind, payloads, subtopic) if many else [box.record(kind, p, subtopic) for p in payloads]
+            seqs = list(got) if any(got) else seqs
+        return seqs

@@ -21,6 +21,7 @@ from edge.daemon.messages import Result
 from edge.errors import UsageError
 
 log = logging.getLogger("ganglion.daemon")
+BURST = 256          # results written per spool transaction at most
 
 
 class JsonlSink:
@@ -65,6 +66,15 @@ class MqttSink:
     def write(self, record: dict) -> None:
         self.outbox.record("results", record, subtopic=self.model_name)
 
+    def write_many(self, records: list[dict]) -> None:
+        """One spool transaction (one fsync) for a burst of results, when the outbox can."""
+        many = getattr(self.outbox, "record_many", None)
+        if many is None:
+            for record in records:
+                self.write(record)
+        else:
+            many("results", records, subtopic=self.model_name)
+
     def close(self) -> None:
         pass
 
@@ -99,13 +109,18 @@ class ResultRouter:
             self.queue.put(result)
 
     def run(self, stop: threading.Event) -> None:
-        """Thread child body: route results until stopped."""
+        """Thread child body: route results until stopped, in bursts of what is waiting."""
         while not stop.is_set():
             try:
-                result = self.queue.get(timeout=0.2)
+                burst = [self.queue.get(timeout=0.2)]
             except queue.Empty:
                 continue
-            self._route(result)
+            while len(burst) < BURST:
+                try:
+                    burst.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._route_many(burst)
 
     def drain(self) -> None:
         while True:
@@ -115,18 +130,27 @@ class ResultRouter:
                 return
 
     def _route(self, result: Result) -> None:
-        with self._lock:           # drain() at shutdown may race the thread's last item
-            record = result.to_record(self.labels())
+        self._route_many([result])
+
+    def _route_many(self, results: list[Result]) -> None:
+        with self._lock:           # drain() at shutdown may race the thread's last burst
+            labels = self.labels()
+            records = [r.to_record(labels) for r in results]
             for sink in self.sinks:
                 try:
-                    sink.write(record)
+                    if len(records) > 1 and hasattr(sink, "write_many"):
+                        sink.write_many(records)
+                    else:
+                        for record in records:
+                            sink.write(record)
                 except Exception as exc:     # a full disk must not kill the thread that answers
                     self.metrics.count("sink_errors")
                     log.warning("sink %s failed: %s", sink.name, exc)
-            self.metrics.observe(result.ok, result.latency_ms)
-            self.answered += 1
-            if result.request.on_done:
-                result.request.on_done(result)
+            for result in results:
+                self.metrics.observe(result.ok, result.latency_ms)
+                self.answered += 1
+                if result.request.on_done:
+                    result.request.on_done(result)
 
     def close(self) -> None:
         for sink in self.sinks:

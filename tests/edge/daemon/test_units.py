@@ -229,3 +229,54 @@ def test_sd_notify_sends_a_datagram(tmp_path, monkeypatch):
     assert sdnotify.watchdog_interval() == 1.5
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert sdnotify.watchdog_interval() is None           # the watchdog is for another process
+
+
+# -- result routing ----------------------------------------------------------------------------
+def test_router_writes_bursts_to_blocking_sinks_and_answers_each_request_once():
+    import threading as th
+    from edge.daemon.messages import Result
+    from edge.daemon.outbox import FanOut, MemoryOutbox
+    from edge.daemon.sinks import MqttSink, ResultRouter
+
+    class Spool(MemoryOutbox):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def record_many(self, kind, payloads, subtopic=None):
+            self.calls.append(len(payloads))
+            return super().record_many(kind, payloads, subtopic)
+
+    spool, done = Spool(), []
+    router = ResultRouter([MqttSink(FanOut(spool), "m")], Metrics())
+    assert not router.inline                              # an MQTT sink may block: a thread routes
+    for i in range(50):
+        router.deliver(Result(Request("t", {}, {"i": i}, on_done=done.append),
+                              outputs={"y": np.zeros((1, 2), np.float32)}))
+    stop = th.Event()
+    t = th.Thread(target=router.run, args=(stop,))
+    t.start()
+    deadline = time.monotonic() + 5
+    while len(done) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    t.join()
+    assert len(done) == 50 and len(spool.of("results")) == 50
+    assert max(spool.calls) > 1                           # written in bursts, not one fsync each
+    assert [r["i"] for r in spool.of("results")] == list(range(50))
+
+
+def test_router_survives_a_failing_sink():
+    from edge.daemon.messages import Result
+    from edge.daemon.sinks import ResultRouter
+
+    class Full:
+        name, blocking = "full", False
+
+        def write(self, record):
+            raise OSError(28, "No space left on device")
+
+    m, done = Metrics(), []
+    router = ResultRouter([Full()], m)
+    router.deliver(Result(Request("t", {}, on_done=done.append), error={"code": "x"}))
+    assert len(done) == 1 and m.totals["sink_errors"] == 1

@@ -46,6 +46,9 @@ def test_broker_outage_of_30s_loses_nothing_and_keeps_order(mosquitto, tmp_path,
         flow(2.0)
         assert tm.flush(60), tm.stats()
         assert col.wait_for(lambda: set(col.seqs()) >= set(sent), timeout=30)
+        late = collector_factory(mosquitto.url, "ganglion/v1/outage/status", persistent=False)
+        assert late.wait_for(lambda: late.records())          # status re-announced after the reconnect
+        assert late.records()[-1]["data"]["state"] == "online" and late.messages[-1].retain
     finally:
         tm.stop(flush_timeout=1)
     got = col.seqs()
