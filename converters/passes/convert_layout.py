@@ -8,13 +8,17 @@ each tensor a ``perm`` (stored value = ``onnx_value.transpose(perm)``) in one fo
 * axis ops (Concat, Softmax, Reduce*, Split, Slice, Pad, Transpose) keep the layout and the
   lowering remaps their axes; a Transpose that only undoes the layout becomes a no-op;
 * Reshape-like ops accept a permuted input when the permutation only moves size-1 dims (the bytes
-  are identical, e.g. [N,1,1,C] after global pooling); everything else wants ONNX layout.
+  are identical, e.g. [N,1,1,C] after global pooling), or when a Flatten's result only feeds
+  constant-weight Gemm/MatMul (their weight rows are permuted instead: LeNet/VGG heads);
+  everything else wants ONNX layout.
 
 Where a demand differs from what a tensor holds, one ``LayoutTranspose`` node (domain "ganglion",
 attrs perm = permutation of the *stored* value) is inserted and shared by all consumers. So a
 plain CNN gets transposes only at its inputs and outputs, and none with ``io_layout="nhwc"``.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from converters.ir import Graph, Node, Tensor
 
@@ -46,6 +50,7 @@ class _Sweep:
         self.g = graph
         self.out_nodes: list[Node] = []
         self.cache: dict[tuple[str, tuple | None], str] = {}
+        self.consumers = graph.consumers()
         self.changed = False
 
     def perm(self, name: str):
@@ -175,9 +180,42 @@ def _reshape_like(s: _Sweep, node: Node) -> None:
     t = s.g.tensors[node.inputs[0]]
     if t.perm is not None:
         moved = [p for p in t.perm if t.shape[p] != 1]
-        if moved != sorted(moved):
+        if moved != sorted(moved) and not _flatten_into_weights(s, node):
             s.want(node, 0, None)
     s.set_out(node, None)
+
+
+def _flatten_into_weights(s: _Sweep, node: Node) -> bool:
+    """Flatten [N, C, H, W] -> [N, C*H*W] feeding only matrix products with a constant weight:
+    flatten the channels-last bytes as they are and permute the weight's rows instead, so no
+    TRANSPOSE runs (LeNet/VGG-style heads). The flattened tensor then no longer holds the ONNX
+    value, so it is renamed out of the ONNX namespace (tensor_map will not list it)."""
+    g, x, y = s.g, s.g.tensors[node.inputs[0]], node.outputs[0]
+    out_shape = g.tensors[y].shape
+    if (x.perm[0] != 0 or len(out_shape) != 2 or out_shape[0] != x.shape[0] or y in g.outputs):
+        return False
+    users = s.consumers.get(y, [])
+    if not users or not all(_takes_flat_input(g, u, y) for u in users):
+        return False
+    # stored row k holds ONNX row order[k]
+    order = np.arange(out_shape[1]).reshape(x.shape[1:]).transpose([p - 1 for p in x.perm[1:]]).reshape(-1)
+    for u in users:
+        w = g.const(u.inputs[1])
+        rows_first = not (u.op == "Gemm" and u.attrs.get("transB", 0))
+        u.inputs[1] = g.add_const(u.inputs[1] + "_nhwc_rows", w[order] if rows_first else w[:, order])
+    renamed = g.fresh(y + "_nhwc_flat")
+    g.tensors[renamed] = Tensor(renamed, g.tensors[y].shape, g.tensors[y].dtype)
+    node.outputs = [renamed]
+    for u in users:
+        u.inputs = [renamed if i == y else i for i in u.inputs]
+    return True
+
+
+def _takes_flat_input(g: Graph, user: Node, name: str) -> bool:
+    if user.op not in ("Gemm", "MatMul") or user.inputs[0] != name or user.inputs[1] == name:
+        return False
+    w = g.const(user.inputs[1])
+    return w is not None and w.ndim == 2 and not user.attrs.get("transA", 0)
 
 
 RULES = {**{op: _spatial for op in SPATIAL}, **{op: _elementwise for op in ELEMENTWISE},

@@ -122,3 +122,38 @@ def test_float_to_float_cast_is_a_copy_and_int_cast_uses_cast():
 def test_depth_space(op, attrs, shape):
     opcode = "SPACE_TO_DEPTH" if op == "SpaceToDepth" else "DEPTH_TO_SPACE"
     H.check(H.one_node(op, {"x": shape}, **attrs), expect=[opcode], steps=1.01)
+
+
+@pytest.mark.parametrize("head", ["flatten_gemm", "reshape_matmul", "flatten_gemm_notransb", "two_users"])
+def test_flatten_of_spatial_map_permutes_weights_instead_of_transposing(head):
+    """[N,C,H,W] (H,W > 1) -> Flatten -> Gemm: the channels-last bytes are flattened as they are
+    and the weight rows permuted, so no TRANSPOSE runs inside."""
+    rng = np.random.default_rng(3)
+    k = 4 * 3 * 3
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    inits = {"w": rng.normal(0, 0.5, (4, 2, 3, 3)).astype(np.float32),
+             "fc": rng.normal(0, 0.3, (5, k)).astype(np.float32), "fc_t": rng.normal(0, 0.3, (k, 5)).astype(np.float32),
+             "shape": np.array([1, k], I64)}
+    if head == "reshape_matmul":
+        nodes += [helper.make_node("Reshape", ["c", "shape"], ["f"]), helper.make_node("MatMul", ["f", "fc_t"], ["y"])]
+    elif head == "flatten_gemm_notransb":
+        nodes += [helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Gemm", ["f", "fc_t"], ["y"])]
+    else:
+        nodes += [helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    outputs = ["y"]
+    if head == "two_users":
+        nodes.append(helper.make_node("MatMul", ["f", "fc_t"], ["y2"]))
+        outputs.append("y2")
+    m = H.model(nodes, {"x": (1, 2, 3, 3)}, outputs, inits)
+    res, _ = H.check(m, steps=3)
+    assert res.ops.count("TRANSPOSE") == 1 and res.ops[0] == "TRANSPOSE", res.ops
+
+
+def test_flatten_that_is_also_an_output_keeps_onnx_order():
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    m = H.model(nodes, {"x": (1, 2, 3, 3)}, ["y", "f"], {"w": rng.normal(0, 0.5, (4, 2, 1, 1)).astype(np.float32),
+                                                        "fc": rng.normal(0, 0.3, (5, 36)).astype(np.float32)})
+    res, _ = H.check(m, steps=3)
+    assert res.ops.count("TRANSPOSE") == 2, res.ops          # input edge + back to NCHW for 'f'
