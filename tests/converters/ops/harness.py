@@ -31,9 +31,6 @@ def model(nodes, inputs: dict, outputs: list[str], inits: dict | None = None, op
 def samples_for(m: onnx.ModelProto, n: int = 8, seed: int = 0, low: float = -2.0, high: float = 2.0):
     rng = np.random.default_rng(seed)
     out = []
-    for vi in m.graph.input:
-        if vi.name in {i.name for i in m.graph.initializer}:
-            continue
     inits = {i.name for i in m.graph.initializer}
     specs = [(vi.name, [d.dim_value for d in vi.type.tensor_type.shape.dim])
              for vi in m.graph.input if vi.name not in inits]
