@@ -57,7 +57,11 @@ class IOSpec:
     zero_point: int | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """Flat scale/zero_point (as edge backends report them) plus the manifest's ``quant``."""
+        out = dict(self.__dict__)
+        out["quant"] = (None if self.scale is None
+                        else {"scale": self.scale, "zero_point": self.zero_point})
+        return out
 
 
 @dataclass

@@ -82,3 +82,12 @@ def test_measured_ranges_of_internal_tensors_are_real():
     x = np.stack([s["x"] for s in samples])
     true_var = x.var(axis=-1)
     assert measured[var] == pytest.approx((true_var.min(), true_var.max()), rel=1e-4)
+
+
+def test_io_spec_dict_has_flat_and_nested_quant():
+    m = _cnn()
+    q = H.convert(m, "int8", samples=H.samples_for(m, 4), io="int8")
+    d = q.inputs[0].to_dict()
+    assert d["quant"] == {"scale": d["scale"], "zero_point": d["zero_point"]} and d["scale"] > 0
+    f = tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
+    assert f.inputs[0].to_dict()["quant"] is None
