@@ -14,9 +14,10 @@ from pathlib import Path
 
 from firmware.errors import SlotError
 from firmware.revert import revert
-from firmware.slots import Layout
+from firmware.slots import Layout, with_lock
 
 
+@with_lock
 def boot(root, *, layout: Layout | None = None) -> dict:
     """Decide which slot runs now; returns {"slot", "path", "version", "action", ...}."""
     layout = layout or Layout(Path(root))

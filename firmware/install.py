@@ -44,6 +44,12 @@ def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None
     say("verify", str(bundle))
     manifest = verify(bundle, trusted)
     say("verified", len(manifest.members))
+    with layout.lock():
+        return _apply(bundle, manifest, layout, force, say)
+
+
+def _apply(bundle, manifest, layout: Layout, force: bool, say) -> dict:
+    """Steps 2-6, under the root's lock."""
     backend = layout.backend()
     state = backend.load()
     check_policy(state, manifest.version, manifest.board, force)

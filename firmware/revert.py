@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from firmware.errors import SlotError
-from firmware.slots import Layout, now
+from firmware.slots import Layout, with_lock, now
 
 
+@with_lock
 def revert(root, reason: str = "manual revert", *, mark_failed: bool = False,
            layout: Layout | None = None) -> dict:
     """Switch to the previous valid slot; returns {"from", "to", "version", "failed"}."""

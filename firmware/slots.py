@@ -17,9 +17,13 @@ tests) and ``MemoryStateBackend`` (unit tests of the state logic).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,3 +179,51 @@ class Layout:
 
     def backend(self) -> FileStateBackend:
         return FileStateBackend(self.state_path())
+
+    def lock_path(self) -> Path:
+        return self.root / self.base / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """One firmware operation at a time per root (an OTA install and a CLI revert must not mix).
+
+        flock(2), not a lock file's existence: the kernel drops the lock when its holder dies, so a
+        SIGKILLed install never leaves the root locked. Re-entrant within a process (validate ->
+        revert), since a second flock on a new descriptor would wait for ourselves."""
+        key = str(self.lock_path())
+        held = _held.__dict__.setdefault("counts", {})   # per thread: another thread must wait its turn
+        if held.get(key):
+            held[key] += 1
+            try:
+                yield
+            finally:
+                held[key] -= 1
+            return
+        self.lock_path().parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SlotError("another firmware operation is running on this root", where=key,
+                                code="firmware.busy", hint="wait for it to finish, then retry") from None
+            held[key] = 1
+            try:
+                yield
+            finally:
+                del held[key]
+        finally:
+            os.close(fd)   # closing the descriptor releases the flock
+
+
+_held = threading.local()
+
+
+def with_lock(fn):
+    """Run a verb ``fn(root, ..., layout=...)`` under its root's lock (see ``Layout.lock``)."""
+    @functools.wraps(fn)
+    def wrapper(root, *args, layout: "Layout | None" = None, **kwargs):
+        layout = layout or Layout(Path(root))
+        with layout.lock():
+            return fn(root, *args, layout=layout, **kwargs)
+    return wrapper

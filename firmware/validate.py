@@ -29,7 +29,7 @@ from firmware import keys, wheelinstall
 from firmware.errors import HealthCheckError, SlotError
 from firmware.install import INSTALLED
 from firmware.revert import revert
-from firmware.slots import Layout, now
+from firmware.slots import Layout, with_lock, now
 
 CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion wheel still finds us
 
@@ -115,6 +115,7 @@ CHECKS = (("files", check_files), ("wheels", check_wheels), ("selftest", check_s
           ("broker", check_broker))
 
 
+@with_lock
 def validate(root, *, trusted=None, broker: str | None = None, python=None, runner=None,
              threads: int = 1, timeout: float = 300, layout: Layout | None = None) -> dict:
     """Health-check the active slot; mark it valid or revert. Returns a report dict with ``ok``."""

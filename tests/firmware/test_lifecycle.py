@@ -209,3 +209,29 @@ def test_15_a_broker_without_a_port_means_1883(monkeypatch):
         with pytest.raises(HealthCheckError):
             validate_mod.check_broker(None, {"broker": broker})
         assert dialed[-1] == address
+
+
+def test_16_one_operation_per_root_and_a_killed_holder_leaves_no_stale_lock(root, make_bundle, fw_keys):
+    import signal
+    import subprocess
+    import sys
+    bundle = make_bundle("1.0.0")
+    lock = root / "ganglion" / ".lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for verb in (lambda: install(bundle, root, fw_keys["public"]), lambda: boot(root),
+                     lambda: revert(root)):
+            with pytest.raises(SlotError) as info:
+                verb()
+            assert info.value.code == "firmware.busy"
+        assert not (root / "ganglion/slots/a").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert install(bundle, root, fw_keys["public"])["slot"] == "a"    # the kernel dropped the lock
