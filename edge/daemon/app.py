@@ -66,7 +66,8 @@ class Daemon:
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
-                               start_method=cfg.workers.start_method)
+                               start_method=cfg.workers.start_method,
+                               request_timeout=cfg.workers.request_timeout_s)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take = self.batcher.take
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,

@@ -3,7 +3,7 @@
     device_id = "cam1"            board = "rpi4"          watchdog_s = 0 (from systemd when 0)
     [model]      path, backend, threads, delegate, allow_cpu_fallback, providers, engine_cache_dir,
                  trusted_keys, dequantize
-    [workers]    count, max_restarts, period_s, start_method, shutdown_s
+    [workers]    count, max_restarts, period_s, start_method, shutdown_s, request_timeout_s
     [supervisor] max_restarts, period_s            (the root: how often a subtree may be restarted)
     [batch]      max_batch, budget_ms, queue_size
     [metrics]    interval_s
@@ -51,6 +51,7 @@ class WorkersConfig:
     period_s: float = 5.0
     start_method: str = "spawn"
     shutdown_s: float = 3.0
+    request_timeout_s: float = 30.0       # a worker silent this long on one batch is killed (0: never)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class DaemonConfig:
         rules = [(self.workers.count >= 1, "workers.count", ">= 1"),
                  (self.workers.max_restarts >= 0, "workers.max_restarts", ">= 0"),
                  (self.workers.period_s > 0, "workers.period_s", "> 0"),
+                 (self.workers.request_timeout_s >= 0, "workers.request_timeout_s", ">= 0"),
                  (self.workers.start_method in ("spawn", "forkserver", "fork"), "workers.start_method",
                   "spawn, forkserver or fork"),
                  (1 <= self.batch.max_batch <= 1024, "batch.max_batch", "1..1024"),

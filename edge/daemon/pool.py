@@ -7,7 +7,8 @@ from the batcher (``take``), sends it, and waits for the answer. When the
 pipe breaks mid-job, the process died (SIGKILL, a segfault in a kernel): the job goes back to the
 front of the queue, split into single requests so a poison sample cannot take its batch-mates
 down with it, and each is tried once more. A request whose second attempt also dies is answered
-with a ``runtime.worker_crash`` error. Nothing is dropped: on shutdown, whatever is still queued
+with a ``runtime.worker_crash`` error. A worker that does not answer within the request timeout
+(a hung delegate) is killed and handled the same way. Nothing is dropped: on shutdown, whatever is still queued
 is answered with an error too.
 """
 from __future__ import annotations
@@ -45,8 +46,9 @@ class ModelInfo:
 
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
-                 on_event: Callable[[dict], None], start_method: str = "spawn"):
+                 on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.request_timeout = request_timeout
         self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
         self.ctx = multiprocessing.get_context(start_method)
@@ -142,11 +144,21 @@ class WorkerHandle(ProcessChild):
                 with self._send_lock:
                     self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds,
                                                      self.outbound))
+                self._await_answer()
                 frame = self.conn.recv_bytes()
             except (EOFError, OSError, ValueError):
                 self._lost(job)
                 return
             self._answer(job, frame)
+
+    def _await_answer(self) -> None:
+        """A hung kernel or delegate is a crash too: past the request timeout, kill the worker
+        (the pipe then reports EOF and the usual retry-once path answers the request)."""
+        timeout = self.slot.pool.request_timeout
+        if timeout and not self.conn.poll(timeout):
+            self.slot.pool.on_event({"event": "worker_hang", "worker": self.slot.name,
+                                     "reason": f"no answer within {timeout:g}s; killing it"})
+            self.process.kill()
 
     def _await_ready(self) -> bool:
         pool = self.slot.pool

@@ -53,3 +53,12 @@ def big():
             _segfault()
         return {"y": f["x"].sum(axis=1, keepdims=True).repeat(4, axis=1)}
     return MemoryBackend([TensorSpec("x", "float32", (-1, BIG))], [TensorSpec("y", "float32", (-1, 4))], fn)
+
+
+def hangs_on_poison():
+    """Never answers when any value is below -100 (a hung kernel); doubles otherwise."""
+    def fn(f):
+        if (f["x"] < -100).any():
+            time.sleep(3600)
+        return {"y": f["x"] * 2}
+    return MemoryBackend(*SPECS, fn)

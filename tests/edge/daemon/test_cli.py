@@ -127,3 +127,29 @@ def test_doctor_json_reports_runtimes():
     assert "CPUExecutionProvider" in rep["onnxruntime"]["providers"]
     assert rep["delegates"]["edgetpu"] is None or "path" in rep["delegates"]["edgetpu"]
     assert rep["board"]["machine"]
+
+
+def test_sigkill_of_the_daemon_leaves_no_orphan_workers(dense_tflite, tmp_path):
+    proc = subprocess.Popen(GANGLION + ["run", "--model", str(dense_tflite), "--watch", str(tmp_path / "in"),
+                                        "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = None
+    deadline = time.monotonic() + 30
+    while pids is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("{") and json.loads(line).get("kind") == "status":
+            pids = json.loads(line)["worker_pids"]
+    assert pids and len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "workers outlived their daemon"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

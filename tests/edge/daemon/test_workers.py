@@ -249,3 +249,21 @@ def test_large_inputs_travel_through_shared_memory_and_survive_a_crash(tmp_path)
     assert got.results["poison"].error["code"] == "runtime.worker_crash"
     np.testing.assert_allclose(got.results["after"].outputs["y"][0], xs[0].sum(), rtol=1e-4)
     assert wait_for(lambda: not (_segments() - before), timeout=5), "shared memory leaked"
+
+
+def test_a_hung_worker_is_killed_after_the_request_timeout(tmp_path):
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:hangs_on_poison",
+                                 request_timeout=0.5, max_restarts=5, max_batch=1)
+    daemon.start()
+    got = Collector()
+    try:
+        daemon.submit("test", np.full((1, 4), -1000.0, np.float32), {}, got.cb("hang"))
+        daemon.submit("test", np.ones((1, 4), np.float32), {}, got.cb("fine"))
+        assert got.wait(2, timeout=30)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert got.results["hang"].error["code"] == "runtime.worker_crash"
+    assert "SIGKILL" in got.results["hang"].error["message"]
+    assert got.results["fine"].ok
+    assert [e["event"] for e in outbox.of("events")].count("worker_hang") == 2
