@@ -72,3 +72,25 @@ def test_conv_transpose(case):
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
     m = H.model([node], {"x": x_shape}, ["y"], {"w": w(*w_shape), "b": w(w_shape[1], s=0.1)})
     H.check(m, expect=["TRANSPOSE_CONV"], steps=3)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_conv_geometry(seed):
+    """Random kernel, stride, dilation, explicit or auto padding and grouping, float and int8."""
+    r = np.random.default_rng(100 + seed)
+    c = int(r.choice([2, 4]))
+    group = int(r.choice([1, c, 2]))
+    cout = group * int(r.integers(1, 3))
+    k = [int(v) for v in r.integers(1, 5, 2)]
+    attrs = dict(strides=[int(v) for v in r.integers(1, 4, 2)], dilations=[int(v) for v in r.integers(1, 3, 2)],
+                 group=group)
+    if r.random() < 0.3:
+        attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+        if attrs["auto_pad"] != "VALID":
+            attrs["dilations"] = [1, 1]    # onnxruntime (the reference) refuses dilated SAME_*
+    else:
+        attrs["pads"] = [int(v) for v in r.integers(0, 3, 4)]
+    size = [int(v) for v in r.integers(7, 13, 2)]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=k, **attrs)
+    m = H.model([node], {"x": (1, c, *size)}, ["y"], {"w": w(cout, c // group, *k), "b": w(cout, s=0.1)})
+    H.check(m, steps=3)
