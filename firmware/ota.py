@@ -125,7 +125,8 @@ def download(url: str, sha256: str, folder: Path, *, max_bytes: int = MAX_DOWNLO
 
 def url_handler(root, trusted, emit: Emit, **options) -> Callable[[dict], dict]:
     """The ``deploy-firmware-url`` command handler: download, deploy, delete the download."""
-    folder = Path(root) / "ganglion" / "downloads"
+    layout = options.get("layout") or Layout(Path(root))
+    folder = layout.root / layout.base / "downloads"
 
     def handler(args: dict) -> dict:
         try:

@@ -122,3 +122,23 @@ def test_the_daemon_config_is_checked_with_the_daemon_schema(host, wheelhouse, t
 def test_a_config_naming_the_bundled_artifact_is_accepted(host, wheelhouse, tmp_path):
     (host / "daemon.toml").write_text('board = "x86_64-generic"\n[model]\npath = "../artifact/model.gpk"\n')
     assert main(build_args(host, wheelhouse, tmp_path / "out.fw")) == 0
+
+
+def test_a_board_with_its_own_slot_layout(host, wheelhouse, tmp_path, capsys):
+    import boards
+    text = (boards.BOARDS_DIR / "x86_64-generic.toml").read_text()
+    text = text.replace('a = "ganglion/slots/a"', 'a = "data/fw/one"').replace(
+        'b = "ganglion/slots/b"', 'b = "data/fw/two"').replace(
+        'state = "ganglion/state.json"', 'state = "data/fw/state.json"').replace(
+        'base = "ganglion"', 'base = "data/fw"')
+    board = tmp_path / "custom.toml"
+    board.write_text(text)
+    fw, root, pub = host / "app.fw", tmp_path / "root", str(host / "k.pub")
+    assert main(build_args(host, wheelhouse, fw)) == 0
+    assert main(["firmware", "install", str(fw), "--root", str(root), "--trust", pub, "--board", str(board)]) == 0
+    assert (root / "data/fw/one/manifest.json").is_file() and (root / "data/fw/state.json").is_file()
+    assert not (root / "ganglion").exists()
+    assert main(["firmware", "validate", "--root", str(root), "--board", str(board)]) == 0
+    capsys.readouterr()
+    assert main(["firmware", "status", "--root", str(root), "--board", str(board), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["slots"]["a"]["status"] == "valid"
