@@ -123,12 +123,17 @@ def _stage(bundle, manifest, layout: Layout, target: str, say) -> Path:
 
 
 def _fill(bundle, manifest, staging: Path, say) -> Path:
-    where, expected, dist_infos = str(bundle), manifest.members, []
+    where, expected, dist_infos, written = str(bundle), manifest.members, [], set()
+    changed = BundleError("the bundle file changed after it was verified", where=where, code="firmware.hash",
+                          hint="something modified the file during the install; transfer it again")
     with tarfile.open(bundle, mode="r:") as tar:
         for info in tar:
             check_member(info, where)
             if info.name in (MANIFEST, SIGNATURE):
                 continue
+            if info.name not in expected or info.name in written:
+                raise changed
+            written.add(info.name)
             say("write", info.name)
             dest = staging / info.name
             dest.parent.mkdir(exist_ok=True)
@@ -136,6 +141,8 @@ def _fill(bundle, manifest, staging: Path, say) -> Path:
             if info.name.startswith("wheels/"):
                 dist_infos.append(wheelinstall.unpack(dest, staging, f"{where}: {info.name}"))
                 dest.unlink()  # the unpacked site folder is what runs; RECORD proves it later
+    if written != set(expected):
+        raise changed
     if (staging / "wheels").exists():
         (staging / "wheels").rmdir()
     (staging / MANIFEST).write_bytes(manifest.raw)

@@ -190,3 +190,35 @@ def test_a_hostile_wheel_inside_a_signed_bundle_is_refused_before_any_write(live
     entries.append(tarcraft.file_entry("wheels/evil-1.0-py3-none-any.whl", buf.getvalue()))
     bad = tarcraft.write_entries(tmp_path / "evil-wheel.fw", tarcraft.resign(entries, fw_keys["private"]))
     refused(bad, live_root, fw_keys["public"], "firmware.unsafe")
+
+
+@pytest.mark.parametrize("swap", ["altered", "extra", "truncated"])
+def test_a_bundle_swapped_between_verify_and_write_is_caught(live_root, make_bundle, fw_keys, tmp_path, swap,
+                                                            monkeypatch):
+    """Time-of-check/time-of-use: the file is replaced right after verification; the re-hash during
+    staging catches it, the staging folder is removed and the live slots stay as they were."""
+    import shutil
+    from firmware import install as install_mod
+    good = make_bundle("1.1.0")
+    entries = tarcraft.read_entries(good)
+    if swap == "altered":
+        entries = [(i, (d[:-1] + b"#") if i.name == "config/daemon.toml" else d) for i, d in entries]
+    elif swap == "extra":
+        entries.append(tarcraft.file_entry("config/extra.toml", b"x = 1\n"))
+    else:
+        entries = entries[:-1]
+    evil = tarcraft.write_entries(tmp_path / "evil.fw", entries)
+    target = tmp_path / "swapped.fw"
+    shutil.copy(good, target)
+    real_verify = install_mod.verify
+
+    def verify_then_swap(bundle, trusted):
+        manifest = real_verify(bundle, trusted)
+        shutil.copy(evil, target)
+        return manifest
+    before = snapshot(live_root)
+    monkeypatch.setattr(install_mod, "verify", verify_then_swap)
+    with pytest.raises(FirmwareError) as info:
+        install(target, live_root, fw_keys["public"])
+    assert info.value.code == "firmware.hash"
+    assert snapshot(live_root) == before
