@@ -1,18 +1,20 @@
-"""Turn raw inputs (decoded images, arrays) into model feeds, following the artifact's manifest.
+"""Turn raw inputs (encoded images) into model feeds, exactly as the artifact was calibrated.
 
-The manifest's ``preprocessing`` block (all keys optional):
+The manifest's ``preprocessing`` block is written by the converter
+(``converters.calibrate.preprocess.PreprocessSpec.to_dict``); the device must apply the very same
+steps or the int8 ranges no longer fit the data. The keys, all optional:
 
-    {"resize": [H, W],            # default: the model input's spatial size
-     "scale": 0.00392156,         # multiply first (1/255 maps uint8 pixels to [0, 1])
-     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],   # then (x - mean) / std, per channel
-     "layout": "nchw" | "nhwc",   # default: guessed from the input shape (C in {1, 3} first -> nchw)
-     "color": "rgb" | "bgr" | "gray",
-    }
-A uint8 input with no preprocessing block gets raw pixels; everything else gets float32, and
-int8-input models are quantized by the backend with the input's own scale and zero point.
+    size      [H, W] to resize to (default: the model input's spatial size)
+    resize    "stretch" (default) or "crop": scale the shorter side to fit, then take the centre
+    channels  "RGB" (default), "BGR" (decoded RGB, then reversed) or "L" (gray)
+    scale     multiply pixels first (default 1/255)
+    mean, std per channel (1 value or one per channel): x = (pixel * scale - mean) / std
+    layout    "auto" (default: channels-first when dim 1 equals the channel count), "NCHW", "NHWC"
 
-Images decode with Pillow (the ``images`` extra) or, failing that, OpenCV; a clear error names the
-extra when neither is installed. Arrays that already have the input's shape pass through as is.
+Without a block, a uint8-input model gets raw pixels and a float model the defaults above with
+the channel count taken from its input. Decoding uses Pillow (the ``images`` extra); the resize is
+Pillow's bilinear, as in the converter. This module must not import ``converters`` (a device has
+no onnx); tests/edge/test_preprocess.py checks that both give identical tensors.
 """
 from __future__ import annotations
 
@@ -24,93 +26,104 @@ from edge.errors import InputError, UsageError
 
 PNG_MAGIC, JPEG_MAGIC, NPY_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY"
 MAX_PIXELS = 64_000_000      # refuse decompression bombs before decoding
+CHANNELS = {"RGB": 3, "BGR": 3, "L": 1}
 
 
 def is_image(data: bytes) -> bool:
     return data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)
 
 
-def decode_image(data: bytes, color: str = "rgb") -> np.ndarray:
-    """PNG/JPEG bytes -> HxWxC uint8 (C = 3, or 1 for gray)."""
+def _pil():
     try:
         from PIL import Image
-    except ImportError:
-        return _decode_cv2(data, color)
+    except ImportError as exc:
+        raise UsageError("decoding images needs Pillow", code="usage.images_extra",
+                         hint="pip install 'ganglion-edge[images]'") from exc
+    return Image
+
+
+def open_image(data: bytes):
+    """PNG/JPEG bytes -> a Pillow image (checked for size before its pixels are decoded)."""
+    Image = _pil()
     try:
         img = Image.open(io.BytesIO(data))
         if img.width * img.height > MAX_PIXELS:
             raise InputError(f"image is too large ({img.width}x{img.height})", code="input.image")
-        img = img.convert("L" if color == "gray" else "RGB")
-        arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot decode image: {exc}", code="input.image") from exc
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return arr[..., ::-1].copy() if color == "bgr" else arr
+    return img
 
 
-def _decode_cv2(data: bytes, color: str) -> np.ndarray:
-    try:
-        import cv2
-    except ImportError as exc:
-        raise UsageError("decoding images needs Pillow or OpenCV", code="usage.images_extra",
-                         hint="pip install 'ganglion-edge[images]'") from exc
-    flag = cv2.IMREAD_GRAYSCALE if color == "gray" else cv2.IMREAD_COLOR
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if arr is None:
-        raise InputError("cannot decode image", code="input.image")
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return arr if color == "bgr" or color == "gray" else arr[..., ::-1].copy()
-
-
-def layout_of(shape: tuple[int, ...], spec: dict) -> str:
-    if spec.get("layout") in ("nchw", "nhwc"):
-        return spec["layout"]
-    return "nchw" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "nhwc"
-
-
-def image_to_tensor(img: np.ndarray, input_shape: tuple[int, ...], spec: dict | None = None,
-                    input_dtype: str = "float32") -> np.ndarray:
-    """HxWxC uint8 -> a [1, ...] tensor for a 4-D image input, per the preprocessing spec."""
-    spec = {k: v for k, v in (spec or {}).items() if k != "dtype"}
+def spec_for(block: dict | None, input_shape: tuple[int, ...], input_dtype: str) -> dict | None:
+    """The effective spec; None means 'raw uint8 pixels'."""
+    if block:
+        spec = {"resize": "stretch", "channels": "RGB", "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0],
+                "layout": "auto", "size": None}
+        spec.update({k: v for k, v in block.items() if v is not None})
+        return spec
     if len(input_shape) != 4:
         raise InputError(f"an image was given but the model input has shape {list(input_shape)}",
                          code="input.not_image")
-    layout = layout_of(input_shape, spec)
-    h, w, c = (input_shape[2], input_shape[3], input_shape[1]) if layout == "nchw" else input_shape[1:4]
-    size = spec.get("resize") or [h, w]
-    img = _resize(img, int(size[0]), int(size[1]))
-    if img.shape[2] != c:
-        img = img.mean(axis=2, keepdims=True) if c == 1 else np.repeat(img[..., :1], c, axis=2)
-    if img.shape[0] != h or img.shape[1] != w:
-        raise InputError(f"resized image is {img.shape[:2]}, model wants {(h, w)}", code="input.shape")
-    if input_dtype == "uint8" and not any(k in spec for k in ("scale", "mean", "std")):
-        x = img                          # raw pixels for a uint8-input model with no preprocessing
-    else:
-        x = img.astype(np.float32) * float(spec.get("scale", 1.0))
-        if "mean" in spec:
-            x = x - np.asarray(spec["mean"], np.float32)
-        if "std" in spec:
-            x = x / np.asarray(spec["std"], np.float32)
-        # int8 inputs stay float here: the backend quantizes with the input's own scale/zero point
-    x = x[None]
-    if layout == "nchw":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x)
+    first = input_shape[1] in (1, 3)
+    count = input_shape[1] if first else input_shape[3]
+    channels = "L" if count == 1 else "RGB"
+    if input_dtype == "uint8":
+        return None
+    return {"resize": "stretch", "channels": channels, "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0],
+            "layout": "auto", "size": None}
 
 
-def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    if img.shape[:2] == (h, w):
-        return img
-    try:
-        from PIL import Image
-        mode = "L" if img.shape[2] == 1 else "RGB"
-        pil = Image.fromarray(img[..., 0] if mode == "L" else img, mode)
-        out = np.asarray(pil.resize((w, h), Image.BILINEAR))
-        return out[..., None] if out.ndim == 2 else out
-    except ImportError:
-        ys = (np.arange(h) * img.shape[0] / h).astype(int)
-        xs = (np.arange(w) * img.shape[1] / w).astype(int)
-        return img[ys][:, xs]              # nearest neighbour: good enough without Pillow
+def image_to_tensor(img, input_shape: tuple[int, ...], block: dict | None = None,
+                    input_dtype: str = "float32") -> np.ndarray:
+    """A Pillow image (or an HxWxC uint8 array, RGB) -> a [1, ...] tensor for a rank-4 input."""
+    if len(input_shape) != 4:
+        raise InputError(f"an image was given but the model input has shape {list(input_shape)}",
+                         code="input.not_image")
+    Image = _pil()
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+    spec = spec_for(block, input_shape, input_dtype)
+    if spec is None:
+        return _raw_pixels(img, input_shape)
+    count = CHANNELS.get(spec["channels"])
+    if count is None:
+        raise InputError(f"unknown channels {spec['channels']!r} in the manifest", code="input.preprocess")
+    layout = _layout(spec["layout"], input_shape, count)
+    h, w = spec["size"] or ((input_shape[2], input_shape[3]) if layout == "NCHW" else input_shape[1:3])
+    img = _resize(img.convert("L" if spec["channels"] == "L" else "RGB"), int(h), int(w), spec["resize"])
+    hwc = np.asarray(img, dtype=np.float32).reshape(int(h), int(w), -1)
+    if spec["channels"] == "BGR":
+        hwc = hwc[..., ::-1]
+    hwc = (hwc * np.float32(spec["scale"]) - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    out = hwc.transpose(2, 0, 1) if layout == "NCHW" else hwc
+    return np.ascontiguousarray(out[None], dtype=np.float32)
+
+
+def _layout(layout: str, shape: tuple[int, ...], count: int) -> str:
+    if layout in ("NCHW", "NHWC"):
+        return layout
+    return "NCHW" if shape[1] == count else "NHWC"
+
+
+def _resize(img, h: int, w: int, mode: str):
+    Image = _pil()
+    if mode == "crop":
+        ratio = max(h / img.height, w / img.width)
+        scaled = (max(w, round(img.width * ratio)), max(h, round(img.height * ratio)))
+        img = img.resize(scaled, Image.Resampling.BILINEAR)
+        left, top = (scaled[0] - w) // 2, (scaled[1] - h) // 2
+        return img.crop((left, top, left + w, top + h))
+    return img.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def _raw_pixels(img, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 models without a spec: resized pixels, laid out like the input."""
+    nchw = shape[1] in (1, 3) and shape[3] not in (1, 3)
+    c, h, w = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
+    img = _resize(img.convert("L" if c == 1 else "RGB"), h, w, "stretch")
+    hwc = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
+    return np.ascontiguousarray((hwc.transpose(2, 0, 1) if nchw else hwc)[None])
 
 
 def load_npy(data: bytes) -> np.ndarray:

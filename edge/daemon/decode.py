@@ -35,7 +35,7 @@ def decode_payload(data: bytes, info) -> dict[str, np.ndarray]:
 
 def image_feeds(data: bytes, info) -> dict[str, np.ndarray]:
     spec = _single(info)
-    img = preprocess.decode_image(data, (info.preprocess or {}).get("color", "rgb"))
+    img = preprocess.open_image(data)
     return {spec.name: preprocess.image_to_tensor(img, _concrete(spec.shape), info.preprocess, spec.dtype)}
 
 

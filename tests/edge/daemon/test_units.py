@@ -16,7 +16,7 @@ from edge.daemon.decode import decode_payload
 from edge.daemon.messages import Request
 from edge.daemon.metrics import Metrics
 from edge.errors import InputError, UsageError
-from edge.preprocess import decode_image, image_to_tensor
+from edge.preprocess import image_to_tensor, open_image
 
 
 class Info:
@@ -192,11 +192,11 @@ def test_images_are_resized_normalized_and_laid_out():
     img = Image.fromarray(np.full((20, 30, 3), 255, np.uint8))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    info = Info(shape=(1, 3, 8, 8), preprocess={"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    info = Info(shape=(1, 3, 8, 8), preprocess={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
     x = decode_payload(buf.getvalue(), info)["x"]
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     np.testing.assert_allclose(x, 1.0, atol=1e-5)
-    nhwc = image_to_tensor(decode_image(buf.getvalue()), (1, 8, 8, 3), {}, "uint8")
+    nhwc = image_to_tensor(open_image(buf.getvalue()), (1, 8, 8, 3), {}, "uint8")
     assert nhwc.shape == (1, 8, 8, 3) and nhwc.dtype == np.uint8 and nhwc.max() == 255
 
 
