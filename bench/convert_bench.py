@@ -112,19 +112,23 @@ def ort_runner(model: bytes | str, threads: int):
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def median_ms(runners: dict, x, runs: int, warmup: int = 5) -> dict[str, float]:
-    """Median latency per runner; runners take turns each round, so background load on a shared
-    machine hits them alike and the ratios stay fair."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run(x)
+def median_ms(runners: dict, x, runs: int, rounds: int = 5, warmup: int = 3) -> dict[str, tuple]:
+    """Median latency per runner, measured in blocks: each round runs every runner ``runs/rounds``
+    times in a row. Blocks (not one-by-one interleaving) keep one runtime's spinning worker threads
+    (onnxruntime spins after each run) from slowing the next; rounds spread background load on a
+    shared machine over all runners alike."""
     times = {name: [] for name in runners}
-    for _ in range(runs):
+    per_block = max(1, runs // rounds)
+    for _ in range(rounds):
         for name, run in runners.items():
-            t0 = time.perf_counter()
-            run(x)
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+            time.sleep(0.05)            # let the previous runtime's worker threads stop spinning
+            for _ in range(warmup):
+                run(x)
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                run(x)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -165,14 +169,18 @@ def bench_model(name: str, folder: Path, args) -> dict:
     xs = samples(paths["eval"])
     outs = {k: np.concatenate([r(x) for x in xs]) for k, r in runners.items()}
     ref = outs["float_onnx_ort"]
-    latency = median_ms(runners, xs[0], args.runs)
+    measured = median_ms(runners, xs[0], args.runs)
+    latency = {k: med for k, (med, _) in measured.items()}
+    fastest = {k: low for k, (_, low) in measured.items()}
     onnx_bytes = paths["model"].stat().st_size
     return {
         "model": name, "conversion": conversion,
         "size": {"float_onnx": onnx_bytes, "int8_tflite": len(int8), "ratio": len(int8) / onnx_bytes,
                  "gpk": gpk.stat().st_size, "gpk_ratio": gpk.stat().st_size / onnx_bytes},
         "latency_ms": latency,
+        "latency_min_ms": fastest,
         "speedup_int8_vs_float_tflite": latency["float_tflite"] / latency["ours_int8_tflite"],
+        "speedup_int8_vs_float_tflite_min": fastest["float_tflite"] / fastest["ours_int8_tflite"],
         "speedup_int8_vs_float_onnx": latency["float_onnx_ort"] / latency["ours_int8_tflite"],
         "sqnr_db": {"ours_int8_tflite": sqnr_db(ref, outs["ours_int8_tflite"]),
                     "ort_quantize_static": sqnr_db(ref, outs["ort_qdq_int8"]),
@@ -208,13 +216,14 @@ def count_inner_transposes(flatbuffer: bytes) -> int:
 # --- report -----------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     rows = [("model", "convert s", "peak MB", "tflite x", "gpk x", "int8 ms", "f32 tfl ms", "f32 ort ms",
-             "speedup", "SQNR ours", "SQNR ort", "inner TRANSPOSE")]
+             "speedup", "(min)", "SQNR ours", "SQNR ort", "inner TRANSPOSE")]
     for r in results:
         lat, sq = r["latency_ms"], r["sqnr_db"]
         rows.append((r["model"], f"{r['conversion']['wall_s']:.1f}", f"{r['conversion']['peak_rss_mb']:.0f}",
                      f"{r['size']['ratio']:.3f}", f"{r['size']['gpk_ratio']:.3f}",
-                     f"{lat['ours_int8_tflite']:.2f}", f"{lat['float_tflite']:.2f}",
-                     f"{lat['float_onnx_ort']:.2f}", f"{r['speedup_int8_vs_float_tflite']:.2f}x",
+                     f"{lat['ours_int8_tflite']:.3f}", f"{lat['float_tflite']:.3f}",
+                     f"{lat['float_onnx_ort']:.3f}", f"{r['speedup_int8_vs_float_tflite']:.2f}x",
+                     f"{r['speedup_int8_vs_float_tflite_min']:.2f}x",
                      f"{sq['ours_int8_tflite']:.1f}", f"{sq['ort_quantize_static']:.1f}", str(r["transpose_ops_inside"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
@@ -236,11 +245,14 @@ def main(argv=None) -> None:
                 results.append(bench_model(m, Path(tmp), args))
             except Exception as exc:    # one broken model must not hide the others' numbers
                 failed.append({"model": m, "error": f"{type(exc).__name__}: {exc}"})
-    doc = {"threads": args.threads, "runs": args.runs, "calib_samples": args.calib, "results": results,
-           "failed": failed}
+    # The load average says how much the (shared) machine disturbed the latency columns.
+    doc = {"threads": args.threads, "runs": args.runs, "calib_samples": args.calib,
+           "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "results": results, "failed": failed}
     print(json.dumps(doc, indent=2))
     print()
     print(table(results))
+    print(f"(load average {doc['loadavg_1m']:.2f} on {doc['cpus']} CPUs; latency columns are medians, "
+          "'(min)' is the speedup of the fastest runs)")
     for f in failed:
         print(f"FAILED {f['model']}: {f['error'][:300]}")
     if args.json:
