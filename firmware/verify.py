@@ -34,13 +34,14 @@ def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
         raise BundleError(f"cannot read bundle: {exc}", where=where, code="firmware.unreadable")
     if size > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle is too large ({size} bytes)", where=where, code="firmware.too_large")
-    manifest_raw, signature, seen = None, None, {}
+    fixed: dict[str, bytes] = {}          # manifest.json and signature, read whole (bounded)
+    seen: dict[str, dict] = {}            # every other member: its sha256 and size
     try:
         with tarfile.open(bundle, mode="r:") as tar:
             for info in tar:
                 check_member(info, where)
-                if info.name in seen or info.name in (MANIFEST, SIGNATURE) and \
-                        (manifest_raw if info.name == MANIFEST else signature) is not None:
+                if info.name in seen or info.name in fixed:
+                    # tar lets a later copy win on extraction: refuse the trick outright
                     raise BundleError(f"bundle member {info.name!r} appears twice", where=where,
                                       code="firmware.duplicate_member")
                 if len(seen) >= MAX_MEMBERS:
@@ -49,11 +50,7 @@ def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
                 if info.name in (MANIFEST, SIGNATURE):
                     if info.size > MAX_MANIFEST_BYTES:
                         raise BundleError(f"{info.name} is too large", where=where, code="firmware.too_large")
-                    data = fh.read()
-                    if info.name == MANIFEST:
-                        manifest_raw = data
-                    else:
-                        signature = data.decode("ascii", "replace")
+                    fixed[info.name] = fh.read()
                     continue
                 seen[info.name] = {"sha256": _hash_stream(fh), "size": info.size}
                 if info.name.startswith("wheels/"):
@@ -62,9 +59,10 @@ def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
     except tarfile.TarError as exc:
         raise BundleError(f"not a readable firmware bundle: {exc}", where=where, code="firmware.corrupt",
                           hint="the file is truncated or damaged; transfer it again")
-    if manifest_raw is None:
+    if MANIFEST not in fixed:
         raise BundleError("bundle has no manifest.json", where=where, code="firmware.manifest")
-    return manifest_raw, signature, seen
+    signature = fixed[SIGNATURE].decode("ascii", "replace") if SIGNATURE in fixed else None
+    return fixed[MANIFEST], signature, seen
 
 
 def _check_wheel(fh, where: str) -> None:

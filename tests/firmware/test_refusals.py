@@ -222,3 +222,11 @@ def test_a_bundle_swapped_between_verify_and_write_is_caught(live_root, make_bun
         install(target, live_root, fw_keys["public"])
     assert info.value.code == "firmware.hash"
     assert snapshot(live_root) == before
+
+
+def test_a_second_signature_member_is_refused(live_root, make_bundle, fw_keys, tmp_path):
+    entries = tarcraft.read_entries(make_bundle("1.1.0"))
+    signature = next(d for i, d in entries if i.name == "signature")
+    entries.append(tarcraft.file_entry("signature", signature))
+    bad = tarcraft.write_entries(tmp_path / "two-signatures.fw", entries)
+    refused(bad, live_root, fw_keys["public"], "firmware.duplicate_member")
