@@ -22,9 +22,6 @@ from converters.config import ConvertConfig
 from edge import artifact
 from edge.errors import UsageError
 
-MODEL_FILES = {"tflite": "model.tflite", "qdq": "model.qdq.onnx"}
-
-
 @dataclass
 class ConvertResult:
     output: Path
@@ -57,15 +54,16 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
     keep = set(cfg.keep_float)
     _check_keep_float(model, keep)
-    ranges, calib = calibrate(model, cfg) if cfg.needs_calibration else (None, None)
+    # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
+    ranges, calib = calibrate(model, cfg) if cfg.needs_calibration else (None, None)
     if cfg.auto_keep_float:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
     built = build_models(model, ranges, calib, cfg, frozenset(keep))
     report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
-    files = {MODEL_FILES[fmt]: data for fmt, (data, _) in built.items()}
+    files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
     _write(cfg, man, files)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
@@ -147,13 +145,14 @@ def _span_nodes(model: onnx.ModelProto, tensor: str, mapped: set[str]) -> set[st
 
 
 def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True) -> dict:
-    """The verify report of each built model against the float model, keyed by format."""
+    """The verify report of each built model against the float model, keyed by model format
+    ("tflite" | "onnx", as in the manifest's ``models`` and ``verify --format``)."""
     from converters import verify as verifier
     report = {}
-    for fmt, (data, result) in built.items():
-        tensor_map = getattr(result, "tensor_map", None)
-        rep = verifier.verify(data, model, samples, fmt="tflite" if fmt == "tflite" else "onnx",
-                              labels=labels, tensor_map=tensor_map, progress=progress)
+    for target, (data, result) in built.items():
+        fmt = manifest_mod.MODEL_ENTRIES[target][0]
+        rep = verifier.verify(data, model, samples, fmt=fmt, labels=labels,
+                              tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
 

@@ -50,7 +50,7 @@ def test_convert_writes_a_signed_artifact_with_a_full_manifest(converted, digits
     assert m["inputs"][0]["name"] == "input" and m["inputs"][0]["shape"] == [1, 1, 8, 8]
     assert m["outputs"][0]["name"] == "logits"
     assert "input" in m["tensor_map"] and "logits" in m["tensor_map"]
-    for fmt in ("tflite", "qdq"):
+    for fmt in ("tflite", "onnx"):
         fid = m["fidelity"][fmt]
         assert fid["samples"] == 450
         assert fid["accuracy"]["candidate"] >= fid["accuracy"]["reference"] - 0.01
