@@ -25,21 +25,29 @@ def _check_pool(node, graph):
         return "dilated pooling is not supported"
     if len(node.outputs) > 1 and node.outputs[1]:
         return "MaxPool indices output is not supported"
+    x, y = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
+    s, p = node.attrs["strides"], node.attrs["pads"]
+    n = len(s)
+    if node.attrs.get("ceil_mode", 0) and any((y[2 + i] - 1) * s[i] >= x[2 + i] + p[i] for i in range(n)):
+        # ONNX shape inference keeps a last window that starts in the end padding; onnxruntime
+        # and PyTorch drop it. Which one the model meant cannot be told, so refuse.
+        return "ceil_mode window that starts inside the end padding (ONNX and onnxruntime disagree)"
     return None
 
 
 def _pool_geometry(ctx, node, x):
+    """(kernel, strides, pads with the ceil_mode extension, the ONNX pads, spatial size), 2-D."""
     k, s, p = list(node.attrs["kernel_shape"]), list(node.attrs["strides"]), list(node.attrs["pads"])
     if len(k) == 1:
         k, s, p = [1, k[0]], [1, s[0]], [0, p[0], 0, p[1]]
+    onnx_pads = list(p)
     spatial = list(ctx.shape_of(x)[1:3])
     if node.attrs.get("ceil_mode", 0):
-        for i in range(2):
-            out = math.ceil((spatial[i] + p[i] + p[2 + i] - k[i]) / s[i]) + 1
-            if (out - 1) * s[i] >= spatial[i] + p[i]:   # the last window must start inside
-                out -= 1
-            p[2 + i] = max(p[2 + i], (out - 1) * s[i] + k[i] - spatial[i] - p[i])
-    return k, s, p, spatial
+        out_hw = list(ctx.onnx_shape(node.outputs[0])[2:])
+        out_hw = [1, out_hw[0]] if len(out_hw) == 1 else out_hw
+        for i in range(2):   # extend the end padding until the last (ceil) window fits
+            p[2 + i] = max(p[2 + i], (out_hw[i] - 1) * s[i] + k[i] - spatial[i] - p[i])
+    return k, s, p, onnx_pads, spatial
 
 
 def _pool(ctx: LowerContext, node, opcode: str) -> None:
@@ -48,33 +56,44 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
     if one_d:
         n, length, c = ctx.shape_of(x)
         x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
-    k, s, p, spatial = _pool_geometry(ctx, node, x)
+    k, s, p, onnx_pads, spatial = _pool_geometry(ctx, node, x)
     mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
-    if opcode == "AVERAGE_POOL_2D" and node.attrs.get("count_include_pad", 0) and any(p):
+    include_pad = bool(node.attrs.get("count_include_pad", 0))
+    if opcode == "AVERAGE_POOL_2D" and include_pad and any(p):
         mode, explicit = padding.schema.Padding.VALID, p   # TFLite SAME would exclude the pads
-    # TFLite's SAME average already divides by the real-element count; explicit pads with
-    # count_include_pad=0 pool over zeros and then rescale each window by k*k / real count.
-    rescale = (opcode == "AVERAGE_POOL_2D" and explicit is not None
-               and not node.attrs.get("count_include_pad", 0))
     if explicit is not None:
         value = 0.0 if opcode == "AVERAGE_POOL_2D" or _non_negative(ctx, node.inputs[0]) \
             else float(np.finfo(np.float32).min)
         x = padding.emit_pad(ctx, x, explicit, value=value)
     final = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
-    target = ctx.temp(ctx.shape_of(final), "sum_like") if rescale else final
-    act = 0 if rescale else ctx.activation(node)
+    factor = None
+    if opcode == "AVERAGE_POOL_2D" and explicit is not None:
+        factor = _divisor_fix(k, s, p, onnx_pads, spatial, ctx.shape_of(final)[1:3], include_pad)
+    target = ctx.temp(ctx.shape_of(final), "sum_like") if factor is not None else final
     ctx.emit(opcode, [x], [target],
              options("Pool2DOptions", padding=mode, strideH=s[0], strideW=s[1], filterHeight=k[0],
-                     filterWidth=k[1], fusedActivationFunction=act))
-    if rescale:
-        _, oh, ow, _ = ctx.shape_of(final)
-        counts = np.outer(_valid_counts(spatial[0], k[0], s[0], p[0], oh),
-                          _valid_counts(spatial[1], k[1], s[1], p[1], ow))
-        factor = (k[0] * k[1] / np.maximum(counts, 1)).astype(np.float32).reshape(1, oh, ow, 1)
+                     filterWidth=k[1], fusedActivationFunction=0 if factor is not None
+                     else ctx.activation(node)))
+    if factor is not None:
         ctx.emit("MUL", [target, ctx.const(factor, "count_rescale")], [final],
                  options("MulOptions", fusedActivationFunction=ctx.activation(node)))
     if one_d:
-        ctx.reshape(target, ctx.shape_of(y), out=y)
+        ctx.reshape(final, ctx.shape_of(y), out=y)
+
+
+def _divisor_fix(k, s, p, onnx_pads, spatial, out_hw, include_pad):
+    """AVERAGE_POOL_2D over an explicitly padded input divides by k*k; ONNX divides by the number
+    of input elements (count_include_pad=0) or of input-and-ONNX-pad elements (=1; the ceil_mode
+    extension never counts). Returns the per-window factor [1, OH, OW, 1], or None if all 1."""
+    counts = []
+    for i in range(2):
+        lo, hi = (-onnx_pads[i], spatial[i] + onnx_pads[2 + i]) if include_pad else (0, spatial[i])
+        starts = np.arange(out_hw[i]) * s[i] - p[i]
+        counts.append(np.clip(starts + k[i], lo, hi) - np.clip(starts, lo, hi))
+    factor = (k[0] * k[1] / np.maximum(np.outer(*counts), 1)).astype(np.float32)
+    if np.all(factor == 1.0):
+        return None
+    return factor.reshape(1, out_hw[0], out_hw[1], 1)
 
 
 NON_NEGATIVE_ACTS = {"RELU", "RELU6"}
@@ -92,12 +111,6 @@ def _non_negative(ctx: LowerContext, name: str) -> bool:
 
 def _check_avg(node, graph):
     return _check_pool(node, graph)
-
-
-def _valid_counts(size: int, k: int, s: int, pad_begin: int, out: int) -> np.ndarray:
-    """How many real (non-pad) elements each output window covers along one axis."""
-    starts = np.arange(out) * s - pad_begin
-    return np.clip(starts + k, 0, size) - np.clip(starts, 0, size)
 
 
 @lowers("MaxPool", since=1, check=_check_pool)
