@@ -157,3 +157,45 @@ def test_manifest_labels_preprocess_and_source_hash(tmp_path, digits_dir):
     assert m["source_model"]["sha256"] == artifact.sha256((digits_dir / "digits_cnn.onnx").read_bytes())
     assert m["calibration"]["source_sha256"] == artifact.sha256((digits_dir / "calib.npz").read_bytes())
     assert result.manifest["models"] == [{"format": "tflite", "file": "model.tflite"}]
+
+
+def test_mobilenet_v2_224_is_the_classic_shape(mobilenet_v2_path):
+    """The bench's graph: 17 inverted residual blocks, depthwise 3x3 convs, ReLU6 as Clip, 1000 classes."""
+    model = onnx.load(str(mobilenet_v2_path))
+    nodes = model.graph.node
+    inits = {i.name: i for i in model.graph.initializer}
+    depthwise = [n for n in nodes if n.op_type == "Conv"
+                 and next(a.i for a in n.attribute if a.name == "group") > 1]
+    assert len(depthwise) == 17
+    assert sum(n.op_type == "Add" for n in nodes) == 10            # residuals where shapes allow
+    assert sum(n.op_type == "BatchNormalization" for n in nodes) == 52
+    clips = [n for n in nodes if n.op_type == "Clip"]
+    assert clips and all(onnx.numpy_helper.to_array(inits[n.input[2]]) == 6.0 for n in clips)
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    assert 3.4e6 < params < 3.6e6                                    # the paper's 3.4M + BN statistics
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    logits = sess.run(None, {"input": x})[0]
+    assert logits.shape == (1, 1000) and 0.3 < logits.std() < 3.0   # sensibly scaled, not exploding
+
+
+def test_mobilenet_v2_224_int8_has_no_transpose_inside(tmp_path, mobilenet_v2_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **random_calibration(mobilenet_v2_path, 8))
+    result = convert(tmp_path, mobilenet_v2_path, calib, "m224.tflite", holdout=calib)
+    ops = opcodes((tmp_path / "m224.tflite").read_bytes())
+    assert ops.count("DEPTHWISE_CONV_2D") == 17
+    assert "TRANSPOSE" not in ops[2:]          # only the NCHW input's own, right after QUANTIZE
+    assert sqnr(result) > 20
+
+
+def test_example_scripts_write_checked_models(tmp_path):
+    from examples.models import mobilenet_v2, resnet_tiny
+    mobilenet_v2.main([str(tmp_path / "m.onnx"), "--size", "64", "--width", "0.5", "--classes", "7"])
+    resnet_tiny.main([str(tmp_path / "r.onnx"), "--size", "32"])
+    for name, out in (("m.onnx", [1, 7]), ("r.onnx", [1, 10])):
+        model = onnx.load(str(tmp_path / name))
+        onnx.checker.check_model(model, full_check=True)
+        assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == out
+    # Seeded: the same arguments give the same bytes.
+    assert mobilenet_v2.build_small().SerializeToString() == mobilenet_v2.build_small().SerializeToString()
