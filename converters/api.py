@@ -48,19 +48,30 @@ class ConvertResult:
 
 
 # --- convert -------------------------------------------------------------------------------------
-def convert(cfg: ConvertConfig) -> ConvertResult:
-    """Run the whole conversion described by ``cfg`` and write its output (see module doc)."""
+def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
+    """Run the whole conversion described by ``cfg`` and write its output (see module doc).
+
+    ``log`` (optional, e.g. ``print``) receives one line per stage, for the CLI's progress output.
+    """
     from converters import frontend
+    say = log or (lambda message: None)
     model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
+    say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(cfg.keep_float)
     _check_keep_float(model, keep)
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
     ranges, calib = calibrate(model, cfg) if cfg.needs_calibration else (None, None)
+    if calib is not None:
+        say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
     if cfg.auto_keep_float:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
+        say(f"keeping in float: {', '.join(sorted(keep))}")
+    say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
     built = build_models(model, ranges, calib, cfg, frozenset(keep))
+    if holdout is not None:
+        say(f"verifying on {len(holdout)} holdout samples")
     report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}

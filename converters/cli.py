@@ -81,7 +81,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, observer, n
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
         auto_keep_float=auto_keep_float, key=key, input_shapes=input_shapes, name=name, version=version,
         progress=not quiet and not as_json)
-    result = api.convert(cfg)
+    result = api.convert(cfg, log=(lambda line: click.echo(line, err=True)) if cfg.progress else None)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2, default=str))
         return

@@ -68,9 +68,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def opset_of(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def _source(path: Path, model: onnx.ModelProto) -> dict:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {"file": path.name, "sha256": file_sha256(path), "opset": opset,
+    return {"file": path.name, "sha256": file_sha256(path), "opset": opset_of(model),
             "producer": f"{model.producer_name} {model.producer_version}".strip() or None}
 
 
