@@ -95,3 +95,13 @@ def test_parse_shape_rejects(text):
 def test_shape_overrides_as_dict():
     c = cfg(input_shapes=(("input", (1, 3, 32, 32)),))
     assert c.shape_overrides == {"input": [1, 3, 32, 32]}
+
+
+def test_config_choices_match_the_owning_packages():
+    """config.py keeps its own lists (so `--help` needs no onnx import); they must not drift."""
+    from converters import config, tflite
+    from converters.calibrate import observers
+    assert set(config.OBSERVERS) == set(observers.OBSERVERS)
+    assert set(config.QUANTIZE) == set(tflite.QUANTIZE_MODES)
+    assert set(config.IO_TYPES) == set(tflite.IO_TYPES)
+    assert set(config.LAYOUTS) == set(tflite.LAYOUTS)

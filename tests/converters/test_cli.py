@@ -239,3 +239,13 @@ def test_inspect_bare_models_as_json(capsys, tmp_path, digits_copy, target):
     assert code == 0, err
     text = json.dumps(json.loads(stdout))
     assert ("CONV_2D" if target == "tflite" else "Conv") in text
+
+
+def test_convert_help_does_not_import_onnx():
+    """--help stays fast: the heavy packages load only when a command runs."""
+    import subprocess
+    import sys
+    code = ("import sys; from edge.cli import main; main(['convert', '--help']); "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
