@@ -51,5 +51,6 @@ def to_graph(model: onnx.ModelProto) -> Graph:
         folded = fold_constants.run(graph)
         if not (shapes.complete_shapes(graph) or folded):
             break
+    shapes.fix_ceil_pools(graph)
     quirks.normalize(graph)
     return graph

@@ -130,3 +130,37 @@ def complete_shapes(graph) -> bool:
                 t.dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
                 changed = True
     return changed
+
+
+def fix_ceil_pools(graph) -> None:
+    """ceil_mode pooling drops a last window that would start in the end padding (the ONNX
+    reference, onnxruntime and PyTorch agree), but ONNX shape inference for opsets <= 21 keeps it.
+    Shrink such outputs and re-infer everything downstream node by node."""
+    dirty = set()
+    for node in graph.nodes:
+        if node.op not in ("MaxPool", "AveragePool") or not node.attrs.get("ceil_mode", 0):
+            continue
+        if node.attrs.get("auto_pad", "NOTSET") != "NOTSET":
+            continue
+        x, y = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
+        if x is None or y is None:
+            continue
+        n = len(x) - 2
+        s = node.attrs.get("strides") or [1] * n
+        p = node.attrs.get("pads") or [0] * (2 * n)
+        new = list(y)
+        for i in range(n):
+            while new[2 + i] > 1 and (new[2 + i] - 1) * s[i] >= x[2 + i] + p[i]:
+                new[2 + i] -= 1
+        if new != list(y):
+            graph.tensors[node.outputs[0]].shape = tuple(new)
+            dirty.add(node.outputs[0])
+    if not dirty:
+        return
+    for node in graph.nodes:   # topological order: clear every shape computed from a fixed one
+        if any(i in dirty for i in node.inputs):
+            for o in node.outputs:
+                if o and graph.tensors[o].data is None:
+                    graph.tensors[o].shape = None
+                    dirty.add(o)
+    complete_shapes(graph)

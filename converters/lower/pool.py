@@ -25,13 +25,6 @@ def _check_pool(node, graph):
         return "dilated pooling is not supported"
     if len(node.outputs) > 1 and node.outputs[1]:
         return "MaxPool indices output is not supported"
-    x, y = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
-    s, p = node.attrs["strides"], node.attrs["pads"]
-    n = len(s)
-    if node.attrs.get("ceil_mode", 0) and any((y[2 + i] - 1) * s[i] >= x[2 + i] + p[i] for i in range(n)):
-        # ONNX shape inference keeps a last window that starts in the end padding; onnxruntime
-        # and PyTorch drop it. Which one the model meant cannot be told, so refuse.
-        return "ceil_mode window that starts inside the end padding (ONNX and onnxruntime disagree)"
     return None
 
 
