@@ -111,6 +111,21 @@ def tiny_gpk(path: Path, version: str = "1.0.0", scale: float = 1.0, *, int8: bo
     return path
 
 
+def tiny_onnx() -> bytes:
+    """MatMul + Add, float32 [1, 8] -> [1, 4]: the same layer as an ONNX graph (for ONNX Runtime boards)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.arange(4, dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def make_wheel(folder: Path, name: str, version: str, files: dict[str, str],
                tag: str = "py3-none-any") -> Path:
     """A real, minimal wheel (PEP 427): files + METADATA + WHEEL + RECORD with sha256s."""

@@ -17,25 +17,11 @@ import boards
 from tests.firmware import helpers
 
 
-def tiny_onnx() -> bytes:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32), "w")
-    b = numpy_helper.from_array(np.arange(4, dtype=np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
-        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def test_jetson_bundle_carries_onnx_and_its_golden_comes_from_onnxruntime(tmp_path, fw_keys, wheelhouse):
     gpk = tmp_path / "m.gpk"
     artifact.write(gpk, {"name": "tiny", "version": "1.0.0",
                          "models": [{"format": "onnx", "file": "model.qdq.onnx"}]},
-                   {"model.qdq.onnx": tiny_onnx()})
+                   {"model.qdq.onnx": helpers.tiny_onnx()})
     config = tmp_path / "daemon.toml"
     config.write_bytes(helpers.CONFIG)
     manifest = build("jetson-orin-nano", gpk, config, fw_keys["private"], tmp_path / "j.fw", wheelhouse,

@@ -63,3 +63,40 @@ def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw
     assert report["ok"], json.dumps(report, indent=2)
     assert "aarch64" in report["checks"]["selftest"] and "ai_edge_litert 2.3" in report["checks"]["selftest"]
     assert status(root)["slots"]["a"]["status"] == "valid"
+
+
+def test_onnxruntime_bundle_self_test_runs_under_qemu(prepared, tmp_path, fw_keys):
+    """The ONNX Runtime path (Jetson-style boards) on aarch64: a user board file derived from
+    qemu-aarch64 with backend onnxruntime; ``build`` itself fetches the real aarch64 wheels with pip."""
+    import boards
+    from edge import artifact
+    sysroot, _ = prepared
+    text = (boards.BOARDS_DIR / "qemu-aarch64.toml").read_text()
+    text = (text.replace('name = "qemu-aarch64"', 'name = "qemu-aarch64-ort"')
+                .replace('backend = "litert"', 'backend = "onnxruntime"\nexecution_providers = ["CPUExecutionProvider"]')
+                .replace('delegate = "xnnpack"', '').replace('format = "tflite"', 'format = "onnx"')
+                .replace('"ai-edge-litert>=1.2"', '"onnxruntime>=1.18"'))
+    board = boards.load(_write(tmp_path, text))
+    gpk = tmp_path / "m.gpk"
+    artifact.write(gpk, {"name": "tiny", "version": "1.0.0",
+                         "models": [{"format": "onnx", "file": "model.qdq.onnx"}]},
+                   {"model.qdq.onnx": helpers.tiny_onnx()})
+    config = tmp_path / "daemon.toml"
+    config.write_bytes(helpers.CONFIG)
+    from firmware.build import build
+    # no wheelhouse: build runs pip download for the board's tags (cached outside git)
+    manifest = build(board, gpk, config, fw_keys["private"], tmp_path / "ort.fw", None, version="1.0.0",
+                     cache=Path.home() / ".cache/ganglion-wheels/qemu-aarch64-ort")
+    assert any(w["name"] == "onnxruntime" and "aarch64" in w["file"] for w in manifest["wheels"])
+    root = tmp_path / "sdcard"
+    install(tmp_path / "ort.fw", root, fw_keys["public"])
+    python = [QEMU, "-L", str(sysroot), "-cpu", "cortex-a72", str(sysroot / "usr/bin/python3.11")]
+    report = validate(root, python=python, timeout=600)
+    assert report["ok"], json.dumps(report, indent=2)
+    assert "onnxruntime" in report["checks"]["selftest"] and "aarch64" in report["checks"]["selftest"]
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "qemu-aarch64-ort.toml"
+    path.write_text(text)
+    return path
