@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 
 from edge.errors import InputError
@@ -94,7 +94,6 @@ class Board:
     source: str = field(default="", metadata={"internal": True})   # the file it came from
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
         return asdict(self)
 
 
@@ -108,15 +107,9 @@ def load_file(path: str | Path) -> Board:
     except tomllib.TOMLDecodeError as exc:
         raise BoardError(f"not valid TOML: {exc}", where=str(path), code="board.toml",
                          hint="check quoting and brackets; see boards/rpi4.toml for a complete example")
-    board = _build(Board, data, str(path), "")
-    board = _replace_source(board, str(path))
+    board = replace(_build(Board, data, str(path), ""), source=str(path))
     _cross_check(board, str(path))
     return board
-
-
-def _replace_source(board: Board, source: str) -> Board:
-    from dataclasses import replace
-    return replace(board, source=source)
 
 
 def _build(cls, table, file: str, prefix: str):
