@@ -12,6 +12,7 @@ Bad input is answered at once with an error result; the daemon carries on.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -61,7 +62,7 @@ class Daemon:
         self.requests = RequestQueue(cfg.batch.queue_size, on_drop=lambda req: self.metrics.count("dropped"))
         self.metrics = Metrics(pids=lambda: self.pool.pids(), queue_depth=lambda: len(self.requests),
                                thermal_path=_thermal_path(cfg.board))
-        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=self.model_name)
+        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name)
                  for s in cfg.sinks]
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
@@ -77,7 +78,13 @@ class Daemon:
 
     @property
     def model_name(self) -> str:
-        return Path(self.cfg.model.path).stem or "model"
+        """The manifest's name (stable across deploys of new versions), else the file's stem; made
+        safe as one MQTT topic level, since results go to .../results/<model>."""
+        info = getattr(getattr(self, "pool", None), "info", None)
+        if info is not None:                   # remembered: during a reload there is no info
+            self._name = (info.model_name or Path(self.cfg.model.path).stem)
+        name = getattr(self, "_name", None) or Path(self.cfg.model.path).stem
+        return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")[:64] or "model"
 
     # -- events --------------------------------------------------------------------------------
     def event(self, ev: dict) -> None:
@@ -174,7 +181,7 @@ class Daemon:
         self.pool.jobs.close()
         self.router.drain()
         self.router.close()
-        self.outbox.record("metrics", self.metrics.snapshot())
+        self.outbox.record("metrics", {"model": self.model_name, **self.metrics.snapshot()})
         if self.telemetry is not None:
             self.telemetry.stop()
         if self.root_exit is not None:

@@ -63,8 +63,11 @@ class MqttSink:
     def __init__(self, outbox, model_name: str):
         self.outbox, self.model_name = outbox, model_name
 
+    def _name(self) -> str:
+        return self.model_name() if callable(self.model_name) else self.model_name
+
     def write(self, record: dict) -> None:
-        self.outbox.record("results", record, subtopic=self.model_name)
+        self.outbox.record("results", record, subtopic=self._name())
 
     def write_many(self, records: list[dict]) -> None:
         """One spool transaction (one fsync) for a burst of results, when the outbox can."""
@@ -73,13 +76,13 @@ class MqttSink:
             for record in records:
                 self.write(record)
         else:
-            many("results", records, subtopic=self.model_name)
+            many("results", records, subtopic=self._name())
 
     def close(self) -> None:
         pass
 
 
-def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name: str = "model"):
+def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name="model"):
     """The sink registry: one line per kind."""
     if kind == "jsonl":
         if not path:
@@ -134,8 +137,8 @@ class ResultRouter:
 
     def _route_many(self, results: list[Result]) -> None:
         with self._lock:           # drain() at shutdown may race the thread's last burst
-            labels = self.labels()
-            records = [r.to_record(labels) for r in results]
+            labels = self.labels() if self.sinks else None
+            records = [r.to_record(labels) for r in results] if self.sinks else []
             for sink in self.sinks:
                 try:
                     if len(records) > 1 and hasattr(sink, "write_many"):

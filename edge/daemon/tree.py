@@ -68,7 +68,7 @@ def _thread(name: str, body, note: str, restart: Restart = Restart.PERMANENT) ->
 
 def _report_metrics(daemon, stop) -> None:
     while not stop.wait(daemon.cfg.metrics.interval_s):
-        daemon.outbox.record("metrics", daemon.metrics.snapshot())
+        daemon.outbox.record("metrics", {"model": daemon.model_name, **daemon.metrics.snapshot()})
 
 
 def _watchdog(stop, interval: float) -> None:

@@ -107,6 +107,8 @@ def test_daemon_over_mqtt_results_commands_reload_and_deploy(mosquitto, tmp_path
         last = watcher.of("results")[-1]["data"]
         np.testing.assert_allclose(last["outputs"]["y"], models.reference(xs[:1], seed=1)[0], rtol=1e-5, atol=1e-5)
         assert watcher.wait(lambda w: len(w.of("metrics")) >= 1)
+        metric = watcher.of("metrics")[-1]["data"]
+        assert metric["model"] == "dense" and "latency_p95_ms" in metric and metric["rss_mb"] > 0
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
