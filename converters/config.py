@@ -110,6 +110,9 @@ class ConvertConfig:
         if self.quantize != "int8" and self.target in ("qdq", "both"):
             bad(f"QDQ ONNX is an int8 format; --quantize {self.quantize} cannot produce it", "--target",
                 "use --target tflite for float16/dynamic/none")
+        if self.target == "qdq" and (self.io != "float32" or self.layout != "onnx"):
+            bad("QDQ ONNX keeps the ONNX signature (float32 I/O, ONNX layout); --io/--layout shape the TFLite "
+                "model only", "--target", "drop --io/--layout, or use --target tflite|both")
         if self.io != "float32" and self.quantize != "int8":
             bad(f"--io {self.io} needs an int8 model (got --quantize {self.quantize})", "--io",
                 "drop --io, or use --quantize int8")

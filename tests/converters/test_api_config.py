@@ -48,6 +48,8 @@ def test_float_modes_need_no_calibration():
     ({"output": Path("m.tflite"), "target": "both"}, "bare tflite"),
     ({"output": Path("m.onnx"), "target": "tflite"}, "bare onnx"),
     ({"quantize": "dynamic", "target": "qdq"}, "int8 format"),
+    ({"target": "qdq", "io": "int8"}, "QDQ ONNX keeps the ONNX signature"),
+    ({"output": Path("m.onnx"), "layout": "nhwc"}, "QDQ ONNX keeps the ONNX signature"),
     ({"quantize": "none", "io": "uint8"}, "needs an int8 model"),
     ({"num_calib": 0}, "--num-calib"),
     ({"auto_keep_float": -1}, "--auto-keep-float"),
