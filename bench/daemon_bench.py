@@ -17,7 +17,8 @@ process so memory figures are clean:
   RSS        bare process vs daemon process + its worker after the batch-1 phase (like for like;
              the batch-8 figure is reported too: a bigger batch means a bigger tensor arena)
   ready      ``ganglion run --model M --watch DIR`` as a subprocess: spawn -> READY=1 on a real
-             NOTIFY_SOCKET (model loaded in a worker)
+             NOTIFY_SOCKET (model loaded in a worker); and, with a private mosquitto when one is
+             installed, spawn -> retained status "online" naming the model, seen by a subscriber
 
 Ratios: overhead = daemon b1 ms / bare ms - 1 (target <= 5%); throughput = daemon mb / bare
 (target >= 1); RSS delta = daemon (+ worker) - bare (target <= 40 MB); ready (target < 2 s).
@@ -195,6 +196,43 @@ def ready_time(model: str, threads: int) -> float:
             sock.close()
 
 
+def ready_online_time(model: str, threads: int, broker) -> float | None:
+    """Spawn -> the retained status 'online' with the model named, seen by a subscriber."""
+    if broker is None:
+        return None
+    from edge.telemetry.config import parse_broker_url
+    from edge.telemetry.mqtt import MqttClient
+    device = f"bench{os.getpid()}{int(time.time() * 1000) % 100000}"
+    seen = threading.Event()
+
+    def on_status(msg):
+        data = json.loads(msg.payload).get("data", {})
+        if data.get("state") == "online" and data.get("model"):
+            seen.set()
+    sub = MqttClient(parse_broker_url(broker.url), client_id=f"sub-{device}")
+    sub.subscribe(f"ganglion/v1/{device}/status", on_status)
+    sub.connect()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([GANGLION, "run", "--model", model, "--broker", broker.url, "--device-id", device,
+                                 "--spool", os.path.join(tmp, "spool.db"), "--threads", str(threads)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return time.monotonic() - t0 if seen.wait(30) else float("nan")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            sub.stop()
+
+
+def start_broker(workdir: Path):
+    """A private mosquitto (tests/fixtures/broker.py), or None when it is not installed."""
+    from tests.fixtures.broker import MOSQUITTO, Mosquitto
+    if not os.access(MOSQUITTO, os.X_OK):
+        return None
+    return Mosquitto(workdir / "mosquitto").start()
+
+
 def run_child(kind: str, model: Path, runs: int, threads: int) -> dict:
     res = subprocess.run([sys.executable, __file__, "--child", kind, str(model), "--runs", str(runs),
                           "--threads", str(threads)], capture_output=True, text=True)
@@ -221,11 +259,14 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ganglion-daemon-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
+    broker = start_broker(workdir)
     for name in args.models.split(","):
         model = prepare(name, workdir)
         bare = run_child("bare", model, args.runs, args.threads)
         paired = run_child("daemon", model, args.runs, args.threads)
         ready = min(ready_time(str(model), args.threads) for _ in range(args.rounds))
+        online = min((ready_online_time(str(model), args.threads, broker) for _ in range(args.rounds)),
+                     default=None) if broker else None
         rows.append({"model": name, "threads": args.threads, "runs": args.runs,
                      "bare_ms": round(paired["bare_ms"], 4), "daemon_ms": round(paired["daemon_ms"], 4),
                      "overhead": round(paired["daemon_ms"] / paired["bare_ms"] - 1, 4),
@@ -234,17 +275,20 @@ def main() -> None:
                      "throughput_ratio": round(paired["mb_inf_s"] / paired["bare_inf_s"], 3),
                      "mean_batch": paired["mean_batch"], "bare_rss_mb": bare["rss_mb"],
                      "daemon_rss_mb": paired["rss_mb"], "worker_rss_batch8_mb": paired["worker_rss_batch8_mb"],
-                     "rss_delta_mb": round(paired["rss_mb"] - bare["rss_mb"], 1), "ready_s": round(ready, 3)})
+                     "rss_delta_mb": round(paired["rss_mb"] - bare["rss_mb"], 1), "ready_s": round(ready, 3),
+                     "ready_online_s": round(online, 3) if online is not None else None})
+    if broker is not None:
+        broker.stop()
     print(json.dumps({"bench": "daemon", "results": rows}, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"bench": "daemon", "results": rows}, indent=2))
     cols = [("model", 14, "s"), ("bare_ms", 9, ".3f"), ("daemon_ms", 10, ".3f"), ("overhead", 9, ".1%"),
             ("bare_inf_s", 11, ".0f"), ("daemon_mb_inf_s", 16, ".0f"), ("throughput_ratio", 17, ".2f"),
             ("bare_rss_mb", 12, ".1f"), ("daemon_rss_mb", 14, ".1f"), ("rss_delta_mb", 13, ".1f"),
-            ("ready_s", 8, ".2f")]
+            ("ready_s", 8, ".2f"), ("ready_online_s", 15, ".2f")]
     print("".join(f"{c:>{w}}" for c, w, _ in cols))
     for r in rows:
-        print("".join(f"{r[c]:>{w}{f}}" for c, w, f in cols))
+        print("".join(f"{r[c]:>{w}{f}}" if r[c] is not None else f"{'-':>{w}}" for c, w, f in cols))
 
 
 if __name__ == "__main__":

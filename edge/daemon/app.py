@@ -113,9 +113,14 @@ class Daemon:
         req = Request(source, feeds, meta, on_done)
         if live:
             self.requests.put_live(req)
-        elif not self.requests.put(req):
-            self.reject(source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"), meta,
-                        on_done)
+            return
+        # Block while the queue is full (backpressure), but notice a shutdown: a source blocked
+        # here must not hold up the stop, and its input is answered "stopping" (kept for later).
+        while not self.requests.put(req, timeout=0.25):
+            if self.stop_event.is_set() or self.requests.closed:
+                self.reject(source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"),
+                            meta, on_done)
+                return
 
     def _feeds(self, value, info, live: bool) -> dict[str, np.ndarray]:
         if isinstance(value, (bytes, bytearray, memoryview)):
