@@ -127,3 +127,67 @@ def test_random_chain_int8(seed):
     # A chain of up to 7 int8 ops loses ~0.5 step per op; 20 dB is far below what a correct chain
     # gets and far above what a wrong scale, zero point or axis gives (around 0 dB).
     assert sqnr > 20, f"{sqnr:.1f} dB: {[n.op_type for n in chain.nodes]} -> {q.ops}"
+
+
+def _random_axis_op(r, name):
+    """One axis-sensitive op with random parameters on a [1, 4, 5, 6] tensor (stored NHWC)."""
+    shape = [1, 4, 5, 6]
+    op = str(r.choice(["Slice", "ReduceMean", "ReduceMax", "Transpose", "Concat", "Split", "Pad",
+                       "Softmax", "Flatten", "Unsqueeze", "Gather"]))
+    inits, attrs, n_out = {}, {}, 1
+    if op == "Slice":
+        axes = sorted(r.choice(4, size=int(r.integers(1, 4)), replace=False))
+        steps = [int(r.choice([1, 2, -1])) for _ in axes]
+        starts, ends = [], []
+        for a, st in zip(axes, steps):   # non-empty slices only (zero-size tensors are refused)
+            while True:
+                b, e = int(r.integers(-shape[a], shape[a])), int(r.integers(-shape[a] - 1, shape[a] + 1))
+                if len(range(*slice(b, e, st).indices(shape[a]))):
+                    break
+            starts.append(b)
+            ends.append(e)
+        inits = {"s": np.array(starts, I64), "e": np.array(ends, I64), "a": np.array(axes, I64),
+                 "st": np.array(steps, I64)}
+    elif op in ("ReduceMean", "ReduceMax"):
+        axes = sorted(r.choice(4, size=int(r.integers(1, 4)), replace=False))
+        attrs = dict(axes=[int(a) for a in axes], keepdims=int(r.integers(0, 2)))
+    elif op == "Transpose":
+        attrs = dict(perm=[int(v) for v in r.permutation(4)])
+    elif op == "Concat":
+        axis = int(r.integers(0, 4))
+        other = list(shape)
+        other[axis] = 2
+        inits = {"k": r.normal(0, 1, other).astype(np.float32)}
+        attrs = dict(axis=axis)
+    elif op == "Split":
+        axis = int(r.integers(1, 4))
+        attrs, n_out = dict(axis=axis), 2
+        inits = {"sp": np.array([1, shape[axis] - 1], I64)}
+    elif op == "Pad":
+        inits = {"p": r.integers(0, 3, 8).astype(I64)}     # < every dim: valid for reflect too
+        attrs = dict(mode=str(r.choice(["constant", "reflect"])))
+        if attrs["mode"] == "reflect":
+            inits["p"][[0, 4]] = 0                        # the batch dim is 1: nothing to reflect
+    elif op == "Softmax":
+        attrs = dict(axis=int(r.integers(-4, 4)))
+    elif op == "Flatten":
+        attrs = dict(axis=int(r.integers(0, 5)))
+    elif op == "Unsqueeze":
+        inits = {"a": np.array([int(r.integers(0, 5))], I64)}
+    else:
+        attrs = dict(axis=int(r.integers(0, 4)))
+        inits = {"i": np.array([0, -1], I64)}
+    outs = [f"{name}{i}" for i in range(n_out)]
+    return helper.make_node(op, ["c", *inits], outs, **attrs), inits, outs
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_axis_op_on_nhwc_data(seed):
+    r = np.random.default_rng(1000 + seed)
+    node, inits, outs = _random_axis_op(r, "y")
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    inits["w"] = r.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    m = H.model([conv, node], {"x": (1, 3, 5, 6)}, outs, inits)
+    # Softmax: its output step is 1/256 while the conv output it reads spans ~[-8, 8] (step ~1/16);
+    # input rounding moves a probability by up to in_step/4 (|dp/dx| summed <= 1/2), ~4 steps.
+    H.check(m, steps=8 if node.op_type == "Softmax" else 3)
