@@ -118,7 +118,11 @@ class ReplaySource:
         return [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
 
     def run(self, stop: threading.Event) -> None:
-        samples = self._samples()
+        try:
+            samples = self._samples()
+        except InputError as exc:      # restarting will not make the file readable: report, end
+            self.daemon.event({"event": "source_failed", "source": self.name, "error": exc.to_dict()})
+            return
         while True:
             for i, sample in enumerate(samples):
                 if stop.is_set():

@@ -153,3 +153,25 @@ def _alive(pid):
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_config_file_and_flags_merge(dense_tflite, tmp_path):
+    (tmp_path / "ganglion.toml").write_text(f"""
+device_id = "cam7"
+[model]
+path = "{dense_tflite}"
+[workers]
+count = 3
+[[sources]]
+kind = "replay"
+path = "samples.npz"
+[[sinks]]
+kind = "jsonl"
+path = "out/results.jsonl"
+""")
+    res = ganglion("run", "--config", tmp_path / "ganglion.toml", "--max-batch", 4, "--watch", tmp_path / "in",
+                   "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "worker-2 (process" in res.stdout and "batches of <= 4" in res.stdout
+    assert f"replay:samples.npz" in res.stdout and f"folder:{tmp_path / 'in'}" in res.stdout
+    assert "sinks: jsonl" in res.stdout and "replay:samples.npz (thread, transient" in res.stdout

@@ -93,3 +93,18 @@ def _npy(arr):
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_unreadable_replay_file_is_reported_once_and_the_daemon_carries_on(dense_tflite, tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    daemon, outbox = make_daemon(dense_tflite, sources=[{"kind": "replay", "path": str(tmp_path / "bad.npz")}])
+    daemon.start()
+    try:
+        assert wait_for(lambda: any(e["event"] == "source_failed" for e in outbox.of("events")), timeout=10)
+        time.sleep(0.3)
+        assert not daemon.stop_event.is_set()
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    events = [e["event"] for e in outbox.of("events")]
+    assert events.count("source_failed") == 1 and "restart" not in events
