@@ -30,8 +30,12 @@ class JsonlSink:
 
     def __init__(self, path: str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot open the results file: {exc}", where=str(self.path),
+                             code="usage.sink") from exc
 
     def write(self, record: dict) -> None:
         self._fh.write(json.dumps(record, default=str) + "\n")

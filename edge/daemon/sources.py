@@ -34,8 +34,12 @@ class FolderSource:
     def __init__(self, daemon, path: str, poll_s: float = 0.1):
         self.daemon, self.path, self.poll_s = daemon, Path(path), poll_s
         self.name = f"folder:{self.path}"
-        for sub in ("", "done", "failed"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("", "done", "failed"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use the watched folder: {exc}", where=str(self.path),
+                             code="usage.source") from exc
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
 

@@ -175,3 +175,11 @@ path = "out/results.jsonl"
     assert "worker-2 (process" in res.stdout and "batches of <= 4" in res.stdout
     assert f"replay:samples.npz" in res.stdout and f"folder:{tmp_path / 'in'}" in res.stdout
     assert "sinks: jsonl" in res.stdout and "replay:samples.npz (thread, transient" in res.stdout
+
+
+@pytest.mark.parametrize("flag", ["--watch", "--jsonl"])
+def test_unusable_paths_are_usage_errors(dense_tflite, tmp_path, flag):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    res = ganglion("run", "--model", dense_tflite, flag, blocker / "sub" / "x", "--dry-run")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
