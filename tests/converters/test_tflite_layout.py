@@ -191,3 +191,24 @@ def test_random_axis_op_on_nhwc_data(seed):
     # Softmax: its output step is 1/256 while the conv output it reads spans ~[-8, 8] (step ~1/16);
     # input rounding moves a probability by up to in_step/4 (|dp/dx| summed <= 1/2), ~4 steps.
     H.check(m, steps=8 if node.op_type == "Softmax" else 3)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_broadcast_on_nhwc_data(seed):
+    """Binary ops between NHWC-stored data and constants/activations of every broadcastable shape."""
+    r = np.random.default_rng(2000 + seed)
+    full = [1, 4, 5, 6]
+    rank = int(r.integers(0, 5))
+    other = [int(d) if r.random() < 0.5 else 1 for d in full[4 - rank:]]
+    op = str(r.choice(["Add", "Sub", "Mul", "Max", "Min"]))
+    as_input = r.random() < 0.4 and rank > 0
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    inputs = {"x": (1, 3, 5, 6)}
+    inits = {"w": r.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)}
+    if as_input:
+        inputs["k"] = tuple(other)
+    else:
+        inits["k"] = r.normal(0, 1, other).astype(np.float32)
+    names = ["c", "k"] if r.random() < 0.5 else ["k", "c"]
+    m = H.model([conv, helper.make_node(op, names, ["y"])], inputs, ["y"], inits)
+    H.check(m, steps=3)
