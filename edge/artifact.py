@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,37 +103,57 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifa
                             hint="the file is truncated or not an artifact; convert it again")
     with zf:
         infos = {i.filename: i for i in zf.infolist()}
-        for name, info in infos.items():
-            _check_member_name(name, where)
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise ArtifactError(f"member {name} is too large ({info.file_size} bytes)", where=where)
-        if MANIFEST not in infos:
-            raise ArtifactError("artifact has no manifest.json", where=where)
-        manifest_bytes = zf.read(MANIFEST)
-        try:
-            manifest = json.loads(manifest_bytes)
-        except ValueError as exc:
-            raise ArtifactError(f"manifest.json is not JSON: {exc}", where=where)
-        expected = manifest.get("files")
-        if not isinstance(expected, dict):
-            raise ArtifactError("manifest has no 'files' table", where=where)
-        extra = set(infos) - set(expected) - {MANIFEST, SIGNATURE}
-        missing = set(expected) - set(infos)
-        if extra or missing:
-            raise ArtifactError(f"members do not match the manifest (extra: {sorted(extra)}, "
-                                f"missing: {sorted(missing)})", where=where, code="artifact.members")
-        signature = zf.read(SIGNATURE).decode() if SIGNATURE in infos else None
+        _check_members(infos, where)
+        manifest_bytes = _read_member(zf, MANIFEST, where)
+        manifest, expected = _parse_manifest(manifest_bytes, set(infos), where)
+        signature = None
+        if SIGNATURE in infos:
+            signature = _read_member(zf, SIGNATURE, where).decode("ascii", errors="replace")
         if trusted_keys:
             from firmware import keys
             keys.verify(trusted_keys, manifest_bytes, signature, where=where)
         files = {}
         for name, digest in expected.items():
-            data = zf.read(name)
+            data = _read_member(zf, name, where)
             if sha256(data) != digest:
                 raise ArtifactError(f"member {name} does not match its sha256", where=where,
                                     code="artifact.hash", hint="the artifact was altered or corrupted")
             files[name] = data
     return Artifact(manifest=manifest, files=files, signed=signature is not None)
+
+
+def _check_members(infos: dict[str, zipfile.ZipInfo], where: str) -> None:
+    for name, info in infos.items():
+        _check_member_name(name, where)
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ArtifactError(f"member {name} is too large ({info.file_size} bytes)", where=where)
+    if MANIFEST not in infos:
+        raise ArtifactError("artifact has no manifest.json", where=where)
+
+
+def _parse_manifest(manifest_bytes: bytes, members: set[str], where: str) -> tuple[dict, dict]:
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise ArtifactError(f"manifest.json is not JSON: {exc}", where=where)
+    expected = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(expected, dict):
+        raise ArtifactError("manifest has no 'files' table", where=where)
+    extra = members - set(expected) - {MANIFEST, SIGNATURE}
+    missing = set(expected) - members
+    if extra or missing:
+        raise ArtifactError(f"members do not match the manifest (extra: {sorted(extra)}, "
+                            f"missing: {sorted(missing)})", where=where, code="artifact.members")
+    return manifest, expected
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
+    """Read one member; a damaged entry (bad CRC, broken deflate stream) is an ArtifactError."""
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+        raise ArtifactError(f"member {name} is damaged: {exc}", where=where, code="artifact.damaged",
+                            hint="the file was corrupted in transit; copy or convert it again")
 
 
 def _check_member_name(name: str, where: str | None = None) -> None:

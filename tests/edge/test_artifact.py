@@ -213,3 +213,19 @@ def test_atomic_write_failure_without_old_file_leaves_nothing(tmp_path, monkeypa
     with pytest.raises(OSError):
         artifact.atomic_write(tmp_path / "new.gpk", b"data")
     assert os.listdir(tmp_path) == []
+
+
+def test_damaged_compressed_member_is_a_typed_error():
+    # Flip a byte inside the deflate stream of the model member: zipfile raises BadZipFile (bad CRC)
+    # or zlib.error from read(); both must surface as ArtifactError, not escape untyped.
+    model = bytes(range(256)) * 64
+    data = bytearray(artifact.pack({"name": "m"}, {"model.tflite": model}))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        info = zf.getinfo("model.tflite")
+    name_len = len(info.filename.encode())
+    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    payload = info.header_offset + 30 + name_len + extra_len
+    data[payload + info.compress_size // 2] ^= 0xFF
+    with pytest.raises(ArtifactError) as err:
+        artifact.read(bytes(data))
+    assert err.value.code in {"artifact.damaged", "artifact.hash"}
