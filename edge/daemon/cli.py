@@ -84,7 +84,11 @@ def make_telemetry(cfg):
         return None
     from edge.telemetry import Telemetry, TelemetryConfig
     spool = tel.pop("spool", None) or default_spool(cfg.device_id)
-    Path(spool).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(spool).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the spool folder: {exc}", where=str(spool), code="usage.spool",
+                         hint="pass --spool PATH somewhere writable") from exc
     return Telemetry(TelemetryConfig.from_dict(tel), cfg.device_id, spool)
 
 

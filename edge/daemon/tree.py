@@ -67,8 +67,14 @@ def _thread(name: str, body, note: str, restart: Restart = Restart.PERMANENT) ->
 
 
 def _report_metrics(daemon, stop) -> None:
+    """Metrics every interval; the retained status document too, when it changed (restarts, pids)."""
+    last = None
     while not stop.wait(daemon.cfg.metrics.interval_s):
         daemon.outbox.record("metrics", {"model": daemon.model_name, **daemon.metrics.snapshot()})
+        status = daemon.status()
+        if status != last and daemon.pool.info is not None:
+            daemon.outbox.record("status", status)
+            last = status
 
 
 def _watchdog(stop, interval: float) -> None:
