@@ -93,8 +93,9 @@ def _transpose_pads(node, x, y, k, s, d, pads, auto):
             outpad[i] -= total
             continue
         small = total // 2
-        # ONNX spec: SAME_UPPER puts the larger half at the end (as for Conv).
-        pads[i], pads[n + i] = (total - small, small) if auto == "SAME_LOWER" else (small, total - small)
+        # ONNX spec (and onnxruntime): only SAME_UPPER puts the larger half at the end; SAME_LOWER
+        # and an explicit output_shape put it at the start.
+        pads[i], pads[n + i] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
     return pads
 
 

@@ -94,3 +94,25 @@ def test_random_conv_geometry(seed):
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=k, **attrs)
     m = H.model([node], {"x": (1, c, *size)}, ["y"], {"w": w(cout, c // group, *k), "b": w(cout, s=0.1)})
     H.check(m, steps=3)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_conv_transpose_geometry(seed):
+    """Random kernel, stride, pads, output_padding / output_shape / auto_pad, float and int8."""
+    r = np.random.default_rng(300 + seed)
+    k = [int(v) for v in r.integers(1, 5, 2)]
+    s = [int(v) for v in r.integers(1, 4, 2)]
+    attrs = dict(kernel_shape=k, strides=s)
+    mode = r.integers(0, 3)
+    if mode == 0:
+        attrs["pads"] = [int(min(v, k[i % 2] - 1)) for i, v in enumerate(r.integers(0, 3, 4))]
+        attrs["output_padding"] = [int(r.integers(0, s[i])) for i in range(2)]
+    elif mode == 1:
+        attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "SAME_LOWER"]))
+    size = [int(v) for v in r.integers(3, 7, 2)]
+    if mode == 2:
+        full = [(size[i] - 1) * s[i] + k[i] for i in range(2)]
+        attrs["output_shape"] = [int(full[i] + r.integers(-min(k[i] - 1, 1), s[i])) for i in range(2)]
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
+    m = H.model([node], {"x": (1, 3, *size)}, ["y"], {"w": w(3, 2, *k), "b": w(2, s=0.1)})
+    H.check(m, steps=3)
