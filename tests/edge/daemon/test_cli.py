@@ -183,3 +183,10 @@ def test_unusable_paths_are_usage_errors(dense_tflite, tmp_path, flag):
     blocker.write_text("a file where a folder should be")
     res = ganglion("run", "--model", dense_tflite, flag, blocker / "sub" / "x", "--dry-run")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_doctor_text_names_runtime_delegates_and_board():
+    res = ganglion("doctor")
+    assert res.returncode == 0, res.stderr
+    for needle in ("litert        ai_edge_litert", "XNNPACK", "onnxruntime", "delegate      edgetpu", "board"):
+        assert needle in res.stdout

@@ -108,3 +108,46 @@ def test_unreadable_replay_file_is_reported_once_and_the_daemon_carries_on(dense
         daemon.shutdown()
     events = [e["event"] for e in outbox.of("events")]
     assert events.count("source_failed") == 1 and "restart" not in events
+
+
+class FakeCapture:
+    """OpenCV's VideoCapture as seen by the camera source: frames as fast as asked (BGR uint8)."""
+    frames = 0
+
+    def __init__(self, device):
+        self.device = device
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        FakeCapture.frames += 1
+        time.sleep(0.002)
+        return True, np.full((24, 32, 3), FakeCapture.frames % 256, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_camera_source_drops_the_oldest_frames_when_the_model_is_slower(tmp_path, monkeypatch):
+    """The camera itself is faked (no device here); everything after it is real: the source
+    thread, the live queue, a slow worker process, the JSONL sink."""
+    import sys
+    import types
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(VideoCapture=FakeCapture))
+    out = tmp_path / "r.jsonl"
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:slow_image",
+                            factory_args={"delay_s": 0.05}, queue=4, max_batch=1,
+                            sources=[{"kind": "camera", "device": "0"}], sinks=[{"kind": "jsonl", "path": str(out)}])
+    daemon.start()
+    try:
+        time.sleep(1.5)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    answered = _lines(out)
+    dropped = daemon.metrics.totals["dropped"]
+    assert dropped > 0 and len(answered) > 5
+    ok = [r for r in answered if r["ok"]]
+    assert len(ok) >= 5 and all(r["source"] == "camera:0" for r in ok)
+    assert FakeCapture.frames >= dropped + len(ok)
