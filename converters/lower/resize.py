@@ -30,7 +30,7 @@ def _check_resize(node, graph):
                 "(asymmetric/floor and half_pixel/round_prefer_ceil are)")
     if mode == "linear" and ctm not in LINEAR_OK:
         return f"linear resize with coordinate mode '{ctm}' is not supported"
-    if mode == "linear" and ctm == "pytorch_half_pixel" and min(y[2:]) == 1:
+    if ctm == "pytorch_half_pixel" and min(y[2:]) == 1:
         return "pytorch_half_pixel with an output size of 1 is not supported"
     if mode not in ("nearest", "linear"):
         return f"Resize mode '{mode}' is not supported (nearest, linear are)"

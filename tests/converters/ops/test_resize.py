@@ -45,3 +45,28 @@ def test_nearest_default_modes_with_ties_are_refused():
                                                    "sizes": np.array([1, 3, 4, 4], np.int64)}, mode="nearest")
     with pytest.raises(UnsupportedOpsError, match="nearest"):
         H.convert(m, "none")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_resize_converts_exactly_or_refuses(seed):
+    """Random mode / coordinate mode / rounding / size: the converter either matches onnxruntime
+    or refuses with UnsupportedOpsError; it must never emit a near-miss."""
+    from converters.errors import UnsupportedOpsError
+    r = np.random.default_rng(400 + seed)
+    mode = str(r.choice(["nearest", "linear"]))
+    attrs = dict(mode=mode, coordinate_transformation_mode=str(
+        r.choice(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"])))
+    if mode == "nearest":
+        attrs["nearest_mode"] = str(r.choice(["floor", "round_prefer_ceil", "round_prefer_floor", "ceil"]))
+    x = (1, 2, int(r.integers(2, 7)), int(r.integers(2, 7)))
+    if r.random() < 0.5:
+        sizes = np.array([1, 2, int(r.integers(1, 13)), int(r.integers(1, 13))], np.int64)
+        inits = {"roi": EMPTY, "scales": EMPTY, "sizes": sizes}
+    else:
+        inits = {"roi": EMPTY, "scales": np.array([1, 1, *r.choice([0.5, 1.0, 1.5, 2.0, 3.0], 2)], np.float32)}
+    m = H.one_node("Resize", {"x": x}, inits, **attrs)
+    try:
+        H.convert(m, "none")
+    except UnsupportedOpsError:
+        return
+    H.check(m, steps=1.01)
