@@ -120,3 +120,6 @@ def test_image_folder_calibration_with_preprocessing(tmp_path, digits_dir, holdo
     x, y = holdout
     accuracy = float(np.mean(litert_predictions(art.model_bytes("tflite"), x) == y))
     assert accuracy >= float_accuracy - 0.01
+    # verify on the same folder reuses the manifest's preprocessing: no spec on the command line.
+    report = api.verify(tmp_path / "img.gpk", digits_dir / "digits_cnn.onnx", images, progress=False)
+    assert report.samples == 40 and report.summary["sqnr_db"] > 20
