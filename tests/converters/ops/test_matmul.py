@@ -54,3 +54,36 @@ def test_relu_after_matmul_is_applied_whatever_the_lowering(op, inputs, inits):
     nodes = [helper.make_node(op, names, ["z"]), helper.make_node("Relu", ["z"], ["y"])]
     m = H.model(nodes, inputs, ["y"], inits)
     H.check(m, steps=3)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_matmul_shapes(seed):
+    """Random ranks 1-4 with numpy broadcasting, constant or activation right operand."""
+    r = np.random.default_rng(500 + seed)
+    m_, k, n = (int(v) for v in r.integers(1, 6, 3))
+    batch = [int(v) for v in r.integers(1, 4, int(r.integers(0, 3)))]
+    a_shape = [k] if r.random() < 0.15 else [*batch, m_, k]
+    if r.random() < 0.15:
+        b_shape = [k]
+    else:
+        b_batch = batch[len(batch) - int(r.integers(0, len(batch) + 1)):] if batch else []
+        b_shape = [*([1 if r.random() < 0.3 else d for d in b_batch]), k, n]
+    if r.random() < 0.5 and len(b_shape) == 2:
+        m = H.one_node("MatMul", {"a": tuple(a_shape)}, {"b": w(*b_shape)})
+    else:
+        m = H.one_node("MatMul", {"a": tuple(a_shape), "b": tuple(b_shape)})
+    H.check(m, steps=3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_gemm(seed):
+    r = np.random.default_rng(600 + seed)
+    m_, k, n = (int(v) for v in r.integers(1, 7, 3))
+    ta, tb = int(r.integers(0, 2)), int(r.integers(0, 2))
+    inits = {"b": w(*((n, k) if tb else (k, n)))}
+    c_shape = [(), (n,), (1, n), (m_, n), (m_, 1)][int(r.integers(0, 5))]
+    if r.random() < 0.8:
+        inits["c"] = w(*c_shape) if c_shape else np.float32(r.normal())
+    attrs = dict(transA=ta, transB=tb, alpha=float(r.choice([1.0, 0.5, 2.0])), beta=float(r.choice([1.0, 0.5])))
+    m = H.one_node("Gemm", {"a": (k, m_) if ta else (m_, k)}, inits, **attrs)
+    H.check(m, steps=3)
