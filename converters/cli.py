@@ -8,7 +8,6 @@ because ``api.convert`` writes last, atomically.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -139,7 +138,3 @@ def inspect_cmd(path, as_json):
         click.echo(json.dumps(info, indent=2, default=str))
         return
     click.echo(inspector.render(info))
-
-
-def main() -> None:  # pragma: no cover - `python -m converters.cli` convenience
-    convert.main(sys.argv[1:])
