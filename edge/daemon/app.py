@@ -33,7 +33,7 @@ from edge.daemon.pool import WorkerPool, fatal_error
 from edge.daemon.sinks import ResultRouter, make_sink
 from edge.daemon.sources import make_source
 from edge.daemon.worker import WorkerSpec
-from edge.errors import GanglionError, RuntimeBackendError
+from edge.errors import GanglionError, InputError, RuntimeBackendError
 from edge.preprocess import image_to_tensor
 
 log = logging.getLogger("ganglion.daemon")
@@ -110,6 +110,10 @@ class Daemon:
             feeds, _ = check_feeds(info.inputs, feeds)
         except GanglionError as exc:
             return self.reject(source, exc, meta, on_done)
+        except Exception as exc:     # a decoder bug must still answer this input, and not kill the source
+            log.exception("could not read an input from %s", source)
+            return self.reject(source, InputError(f"unreadable input ({type(exc).__name__}: {exc})",
+                                                  code="input.unreadable"), meta, on_done)
         req = Request(source, feeds, meta, on_done)
         if live:
             self.requests.put_live(req)

@@ -42,22 +42,20 @@ def image_feeds(data: bytes, info) -> dict[str, np.ndarray]:
 def json_feeds(data: bytes, info) -> dict[str, np.ndarray]:
     try:
         obj = json.loads(data)
-    except ValueError as exc:
-        raise InputError(f"payload is not valid JSON: {exc}", code="input.json") from exc
+    except (ValueError, RecursionError) as exc:      # RecursionError: "[[[[...]]]]" nested too deep
+        raise InputError(f"payload is not valid JSON: {type(exc).__name__}", code="input.json") from None
     if isinstance(obj, dict):
         obj = obj.get("inputs", obj.get("input"))
         if obj is None:
             raise InputError("JSON payload has no 'inputs'", code="input.json",
                              hint='send {"inputs": {"<name>": [[...]]}} or a bare nested list')
-    if isinstance(obj, dict):
-        try:
-            return {str(k): np.asarray(v, dtype=np.float64) for k, v in obj.items()}
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"JSON input is not a numeric array: {exc}", code="input.json") from exc
     try:
+        if isinstance(obj, dict):
+            return {str(k): np.asarray(v, dtype=np.float64) for k, v in obj.items()}
         return to_feeds(np.asarray(obj, dtype=np.float64), info)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"JSON input is not a numeric array: {exc}", code="input.json") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InputError(f"JSON input is not a numeric array: {type(exc).__name__}: {str(exc)[:200]}",
+                         code="input.json") from None
 
 
 def raw_feeds(data: bytes, info) -> dict[str, np.ndarray]:

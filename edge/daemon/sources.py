@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import InputError, UsageError
+from edge.daemon.decode import MAX_PAYLOAD
 from edge.preprocess import load_npy
 
 # Errors that say "the daemon could not answer now", not "this input is bad".
@@ -67,6 +68,8 @@ class FolderSource:
     def _submit(self, path: Path) -> None:
         meta = {"file": path.name}
         try:
+            if path.stat().st_size > MAX_PAYLOAD:      # never read a huge file into memory
+                raise InputError(f"{path.name} is larger than {MAX_PAYLOAD} bytes", code="input.too_large")
             data = path.read_bytes()
             value = data
             if path.suffix.lower() == ".npz":

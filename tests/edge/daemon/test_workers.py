@@ -134,6 +134,8 @@ def test_unopenable_model_fails_start_with_the_workers_reason(tmp_path):
     (b'{"nothing": 1}', "input.json"),
     (b"\x93NUMPY\x01\x00garbage", "input.npy"),
     (np.array(["a", "b", "c", "d"]), "input.dtype"),
+    (b"[" * 100_000 + b"]" * 100_000, "input.json"),                 # nested past the recursion limit
+    (b'{"inputs": {"x": [[1, 2], [3]]}}', "input.json"),              # ragged
 ])
 def test_bad_inputs_are_answered_with_errors_and_the_daemon_stays_up(dense_tflite, value, code):
     daemon, _ = make_daemon(dense_tflite)
