@@ -38,8 +38,9 @@ class ConvertResult:
 
     def render(self) -> str:
         lines = [f"wrote {self.output} ({self.output.stat().st_size:,} bytes)"]
-        for name, data in self.files.items():
-            lines.append(f"  {name:<16} {len(data):>12,} bytes")
+        if self.output.suffix == ".gpk":          # a bare model file is its one member
+            for name, data in self.files.items():
+                lines.append(f"  {name:<16} {len(data):>12,} bytes")
         if self.keep_float:
             lines.append(f"  kept in float: {', '.join(self.keep_float)}")
         for fmt, report in (self.report or {}).items():
