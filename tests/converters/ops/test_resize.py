@@ -70,3 +70,10 @@ def test_random_resize_converts_exactly_or_refuses(seed):
     except UnsupportedOpsError:
         return
     H.check(m, steps=1.01)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 19])
+def test_resize_across_opsets(opset):
+    m = H.one_node("Resize", X, {"roi": EMPTY, "scales": np.array([1, 1, 2, 2], np.float32)}, opset=opset,
+                   mode="linear", coordinate_transformation_mode="half_pixel")
+    H.check(m, expect=["RESIZE_BILINEAR"], steps=1.01)
