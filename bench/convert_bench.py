@@ -71,7 +71,11 @@ seconds = time.perf_counter() - t0
 # VmHWM is this process image's own peak RSS; ru_maxrss would also count the parent's pages
 # mapped at fork time (Linux carries it across exec).
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(json.dumps({"code": code, "seconds": seconds, "peak_rss_mb": int(hwm) / 1024}))
+# CPU seconds (all threads) say how much work it was, whatever else the machine was doing.
+import resource
+use = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"code": code, "seconds": seconds, "peak_rss_mb": int(hwm) / 1024,
+                  "cpu_s": use.ru_utime + use.ru_stime}))
 """
 
 
@@ -85,7 +89,8 @@ def timed_convert(argv: list[str]) -> dict:
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     if stats["code"] != 0:
         raise SystemExit(f"conversion failed ({stats['code']}): {' '.join(argv)}\n{proc.stderr}")
-    return {"wall_s": wall, "in_process_s": stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"]}
+    return {"wall_s": wall, "in_process_s": stats["seconds"], "cpu_s": stats["cpu_s"],
+            "peak_rss_mb": stats["peak_rss_mb"]}
 
 
 # --- runners ----------------------------------------------------------------------------------
@@ -215,11 +220,12 @@ def count_inner_transposes(flatbuffer: bytes) -> int:
 
 # --- report -----------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
-    rows = [("model", "convert s", "peak MB", "tflite x", "gpk x", "int8 ms", "f32 tfl ms", "f32 ort ms",
+    rows = [("model", "convert s", "cpu s", "peak MB", "tflite x", "gpk x", "int8 ms", "f32 tfl ms", "f32 ort ms",
              "speedup", "(min)", "SQNR ours", "SQNR ort", "inner TRANSPOSE")]
     for r in results:
         lat, sq = r["latency_ms"], r["sqnr_db"]
-        rows.append((r["model"], f"{r['conversion']['wall_s']:.1f}", f"{r['conversion']['peak_rss_mb']:.0f}",
+        rows.append((r["model"], f"{r['conversion']['wall_s']:.1f}", f"{r['conversion']['cpu_s']:.1f}",
+                     f"{r['conversion']['peak_rss_mb']:.0f}",
                      f"{r['size']['ratio']:.3f}", f"{r['size']['gpk_ratio']:.3f}",
                      f"{lat['ours_int8_tflite']:.3f}", f"{lat['float_tflite']:.3f}",
                      f"{lat['float_onnx_ort']:.3f}", f"{r['speedup_int8_vs_float_tflite']:.2f}x",
