@@ -63,7 +63,7 @@ class SupervisorConfig:
 @dataclass(frozen=True)
 class BatchConfig:
     max_batch: int = 8
-    budget_ms: float = 2.0
+    budget_ms: float = 0.0      # 0: greedy -- batch what is already queued, never wait for more
     queue_size: int = 64
 
 

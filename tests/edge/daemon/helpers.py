@@ -10,7 +10,7 @@ from edge.daemon.outbox import MemoryOutbox
 
 
 def make_daemon(model, *, workers=1, max_restarts=3, period=10.0, root_restarts=2, root_period=30.0,
-                factory=None, factory_args=None, max_batch=8, budget_ms=2.0, queue=64, sources=(), sinks=(),
+                factory=None, factory_args=None, max_batch=8, budget_ms=0.0, queue=64, sources=(), sinks=(),
                 metrics_interval=30.0, request_timeout=30.0):
     cfg = from_dict({
         "model": {"path": str(model)},

@@ -30,7 +30,7 @@ def test_dry_run_prints_the_tree(dense_tflite, tmp_path):
                    "--workers", 2, "--dry-run")
     assert res.returncode == 0, res.stderr
     for line in ["root (supervisor: rest_for_one", "workers (supervisor: one_for_one", "worker-0 (process",
-                 "worker-1 (process", "batches of <= 8 within 2 ms", "sources (supervisor", "folder:", "sinks: jsonl"]:
+                 "worker-1 (process", "batches of <= 8 within 0 ms", "sources (supervisor", "folder:", "sinks: jsonl"]:
         assert line in res.stdout
 
 
