@@ -269,3 +269,29 @@ def test_a_hung_worker_is_killed_after_the_request_timeout(tmp_path):
     assert "SIGKILL" in got.results["hang"].error["message"]
     assert got.results["fine"].ok
     assert [e["event"] for e in outbox.of("events")].count("worker_hang") == 2
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_missing_delegate_in_a_worker_is_an_event_or_a_clear_failure(dense_tflite, allow):
+    from edge.daemon.app import Daemon
+    from edge.daemon.config import from_dict
+    from edge.daemon.outbox import MemoryOutbox
+    cfg = from_dict({"model": {"path": str(dense_tflite), "delegate": "libganglion_missing_tpu.so.1",
+                               "allow_cpu_fallback": allow}, "workers": {"max_restarts": 1}}).check()
+    outbox = MemoryOutbox()
+    daemon = Daemon(cfg, outbox=outbox)
+    if not allow:
+        with pytest.raises(Exception) as info:
+            daemon.start()
+        assert info.value.code == "runtime.delegate_missing" and "allow_cpu_fallback" in info.value.hint
+        return
+    daemon.start()
+    try:
+        got = Collector()
+        daemon.submit("t", _x(0), {}, got.cb(0))
+        assert got.wait(1) and got.results[0].ok
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    fallback = [e for e in outbox.of("events") if e["event"] == "delegate_fallback"]
+    assert fallback and fallback[0]["delegate"] == "libganglion_missing_tpu.so.1"
