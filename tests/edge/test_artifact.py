@@ -231,40 +231,23 @@ def test_damaged_compressed_member_is_a_typed_error():
     assert err.value.code in {"artifact.damaged", "artifact.hash"}
 
 
-def _flip_cases():
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-    return given, settings, st
 
-
-_given, _settings, _st = _flip_cases()
-
-
-@_settings(max_examples=300, deadline=None)
-@_given(position=_st.floats(min_value=0.0, max_value=1.0, exclude_max=True), bit=_st.integers(0, 7))
-def test_any_flipped_bit_is_caught_or_harmless(position, bit):
-    """Flip one bit anywhere in a signed artifact: reading with the trusted key either fails with a
+def test_every_flipped_bit_is_caught_or_harmless(keypair):
+    """Flip bits at every byte of a signed artifact: reading with the trusted key either fails with a
     typed error, or (the bit sat in zip bookkeeping such as a timestamp) returns exactly the original."""
     from edge.errors import GanglionError
-    private, public = _SIGNED
-    data = bytearray(_SIGNED_BYTES)
-    index = int(position * len(data))
-    data[index] ^= 1 << bit
-    try:
-        got = artifact.read(bytes(data), trusted_keys=[public])
-    except GanglionError:
-        return
-    original = artifact.read(_SIGNED_BYTES, trusted_keys=[public])
-    assert got.files == original.files and got.manifest == original.manifest
-
-
-def _signed_fixture():
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as folder:
-        priv, pub = keys.generate(Path(folder) / "k.key")
-        private, public = keys.load_private(priv), keys.load_public(pub)
-    return (private, public), artifact.pack(MANIFEST, {"model.tflite": MODEL}, private)
-
-
-_SIGNED, _SIGNED_BYTES = _signed_fixture()
+    private, public = keypair
+    good = artifact.pack(MANIFEST, {"model.tflite": MODEL}, private)
+    original = artifact.read(good, trusted_keys=[public])
+    harmless = 0
+    for index in range(len(good)):
+        for bit in (0, 3, 7):
+            data = bytearray(good)
+            data[index] ^= 1 << bit
+            try:
+                got = artifact.read(bytes(data), trusted_keys=[public])
+            except GanglionError:
+                continue
+            harmless += 1
+            assert (got.files, got.manifest) == (original.files, original.manifest), (index, bit)
+    assert harmless < len(good)          # most flips must be caught, not shrugged off
