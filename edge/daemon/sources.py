@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import InputError, UsageError
+from edge.errors import GanglionError, InputError, UsageError
 from edge.daemon.decode import MAX_PAYLOAD
 from edge.preprocess import load_npy
 
@@ -160,7 +160,22 @@ class MqttSource:
 
     def _on_message(self, *args) -> None:
         topic, payload = _topic_payload(args, self.topic)
-        self.daemon.submit(self.name, payload, {"topic": topic}, None)
+        msg = args[0] if len(args) == 1 else None
+        reply_to = getattr(msg, "response_topic", None)
+        # MQTT 5 request/response: a sender that names a response topic gets its result there
+        # (with its correlation data) as well as on the results stream.
+        on_done = self._replier(reply_to, getattr(msg, "correlation", None)) if reply_to else None
+        self.daemon.submit(self.name, payload, {"topic": topic}, on_done)
+
+    def _replier(self, topic: str, correlation: bytes | None):
+        def on_done(result) -> None:
+            info = self.daemon.pool.info
+            body = json.dumps(result.to_record(info.labels if info else None), default=str).encode()
+            try:
+                self.telemetry.client.publish(topic, body, qos=1, correlation=correlation)
+            except GanglionError as exc:      # the results stream still has it, with its seq
+                self.daemon.event({"event": "reply_failed", "topic": topic, "error": exc.to_dict()})
+        return on_done
 
 
 def _topic_payload(args, default_topic: str) -> tuple[str, bytes]:

@@ -90,6 +90,16 @@ def test_daemon_over_mqtt_results_commands_reload_and_deploy(mosquitto, tmp_path
         bad = next(r["data"] for r in results if not r["data"]["ok"])
         assert bad["error"]["code"] == "input.raw_size"
 
+        replies = []
+        watcher.client.subscribe("test/replies/#", lambda m: replies.append((m.correlation, json.loads(m.payload))))
+        watcher.client.publish_wait(f"ganglion/v1/{DEV}/in", _npy(xs[:1]), response_topic="test/replies/me",
+                                    correlation=b"req-42")
+        assert watcher.wait(lambda w: replies, timeout=20)
+        corr, body = replies[0]
+        assert corr == b"req-42" and body["ok"]
+        np.testing.assert_allclose(body["outputs"]["y"], models.reference(xs[:1])[0], rtol=1e-5, atol=1e-5)
+        assert watcher.wait(lambda w: len(w.of("results")) == 13)   # and on the stream, with its seq
+
         with Requester(mosquitto.url) as req:
             assert req.call(DEV, "ping")["result"]["pong"]
             assert req.call(DEV, "config.get", {"key": "batch.max_batch"})["result"]["value"] == 8
@@ -103,7 +113,7 @@ def test_daemon_over_mqtt_results_commands_reload_and_deploy(mosquitto, tmp_path
             deployed = req.send_file(DEV, "deploy", new, timeout=30)
             assert deployed["ok"], deployed
         watcher.client.publish_wait(f"ganglion/v1/{DEV}/in", _npy(xs[:1]))
-        assert watcher.wait(lambda w: len(w.of("results")) == 13)
+        assert watcher.wait(lambda w: len(w.of("results")) == 14)
         last = watcher.of("results")[-1]["data"]
         np.testing.assert_allclose(last["outputs"]["y"], models.reference(xs[:1], seed=1)[0], rtol=1e-5, atol=1e-5)
         assert watcher.wait(lambda w: len(w.of("metrics")) >= 1)
