@@ -98,7 +98,8 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifa
     where = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as exc:
+        # A damaged central directory can also claim an unknown zip version or a bad offset.
         raise ArtifactError(f"not a readable .gpk artifact: {exc}", where=where,
                             hint="the file is truncated or not an artifact; convert it again")
     with zf:
@@ -151,7 +152,8 @@ def _read_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
     """Read one member; a damaged entry (bad CRC, broken deflate stream) is an ArtifactError."""
     try:
         return zf.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError,
+            RuntimeError) as exc:      # ValueError: bad offsets; RuntimeError: a flipped "encrypted" flag
         raise ArtifactError(f"member {name} is damaged: {exc}", where=where, code="artifact.damaged",
                             hint="the file was corrupted in transit; copy or convert it again")
 
