@@ -123,3 +123,12 @@ def test_image_folder_calibration_with_preprocessing(tmp_path, digits_dir, holdo
     # verify on the same folder reuses the manifest's preprocessing: no spec on the command line.
     report = api.verify(tmp_path / "img.gpk", digits_dir / "digits_cnn.onnx", images, progress=False)
     assert report.samples == 40 and report.summary["sqnr_db"] > 20
+
+
+@pytest.mark.parametrize("observer", ["percentile:99.99", "entropy", "mse"])
+def test_every_observer_keeps_accuracy(tmp_path, digits_dir, holdout, float_accuracy, observer):
+    result = convert(tmp_path, digits_dir, "o.gpk", observer=observer, holdout=digits_dir / "holdout.npz",
+                     holdout_labels=digits_dir / "holdout_labels.npy")
+    assert result.manifest["calibration"]["method"] == observer
+    fid = result.report["tflite"]
+    assert fid["accuracy"]["candidate"] >= float_accuracy - 0.01
