@@ -165,12 +165,16 @@ def bench_model(name: str, folder: Path, args) -> dict:
     conversion = timed_convert(["convert", str(paths["model"]), "--calib", str(paths["calib"]),
                                 "--num-calib", str(args.calib), "-q", "-o", str(gpk)])
     timed_convert(["convert", str(paths["model"]), "--quantize", "none", "-q", "-o", str(ftfl)])
+    ours_qdq = folder / f"{name}_ours_qdq.onnx"
+    timed_convert(["convert", str(paths["model"]), "--calib", str(paths["calib"]), "--num-calib", str(args.calib),
+                   "-q", "-o", str(ours_qdq)])
     int8 = artifact.read(gpk).model_bytes("tflite")
     ort_q = ort_quantize_static(paths["model"], paths["calib"], folder / f"{name}_ort_qdq.onnx", args.calib)
     runners = {"ours_int8_tflite": litert_runner(int8, args.threads),
                "float_tflite": litert_runner(ftfl.read_bytes(), args.threads),
                "float_onnx_ort": ort_runner(str(paths["model"]), args.threads),
-               "ort_qdq_int8": ort_runner(str(ort_q), args.threads)}
+               "ort_qdq_int8": ort_runner(str(ort_q), args.threads),
+               "ours_qdq_onnx_ort": ort_runner(str(ours_qdq), args.threads)}
     xs = samples(paths["eval"])
     outs = {k: np.concatenate([r(x) for x in xs]) for k, r in runners.items()}
     ref = outs["float_onnx_ort"]
@@ -189,6 +193,7 @@ def bench_model(name: str, folder: Path, args) -> dict:
         "speedup_int8_vs_float_onnx": latency["float_onnx_ort"] / latency["ours_int8_tflite"],
         "sqnr_db": {"ours_int8_tflite": sqnr_db(ref, outs["ours_int8_tflite"]),
                     "ort_quantize_static": sqnr_db(ref, outs["ort_qdq_int8"]),
+                    "ours_qdq_onnx": sqnr_db(ref, outs["ours_qdq_onnx_ort"]),
                     "float_tflite": sqnr_db(ref, outs["float_tflite"])},
         "top1_agreement": {k: float(np.mean(outs[k].argmax(-1) == ref.argmax(-1)))
                            for k in ("ours_int8_tflite", "ort_qdq_int8")},
@@ -221,7 +226,7 @@ def count_inner_transposes(flatbuffer: bytes) -> int:
 # --- report -----------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     rows = [("model", "convert s", "cpu s", "peak MB", "tflite x", "gpk x", "int8 ms", "f32 tfl ms", "f32 ort ms",
-             "speedup", "(min)", "SQNR ours", "SQNR ort", "inner TRANSPOSE")]
+             "speedup", "(min)", "SQNR ours", "SQNR ort", "SQNR our QDQ", "inner TRANSPOSE")]
     for r in results:
         lat, sq = r["latency_ms"], r["sqnr_db"]
         rows.append((r["model"], f"{r['conversion']['wall_s']:.1f}", f"{r['conversion']['cpu_s']:.1f}",
@@ -230,7 +235,8 @@ def table(results: list[dict]) -> str:
                      f"{lat['ours_int8_tflite']:.3f}", f"{lat['float_tflite']:.3f}",
                      f"{lat['float_onnx_ort']:.3f}", f"{r['speedup_int8_vs_float_tflite']:.2f}x",
                      f"{r['speedup_int8_vs_float_tflite_min']:.2f}x",
-                     f"{sq['ours_int8_tflite']:.1f}", f"{sq['ort_quantize_static']:.1f}", str(r["transpose_ops_inside"])))
+                     f"{sq['ours_int8_tflite']:.1f}", f"{sq['ort_quantize_static']:.1f}",
+                     f"{sq['ours_qdq_onnx']:.1f}", str(r["transpose_ops_inside"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
