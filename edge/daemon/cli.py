@@ -69,6 +69,21 @@ def build_config(config: str | None, flags: dict):
     return cfgmod.from_dict(_drop_none(table)).check()
 
 
+def _unit_args(argv: list[str]) -> list[str]:
+    """The command line for ExecStart: this invocation's flags minus the unit-printing ones."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--print-systemd-unit" or arg.startswith("--watchdog-sec="):
+            continue
+        elif arg == "--watchdog-sec":
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def _drop_none(table):
     if isinstance(table, dict):
         return {k: _drop_none(v) for k, v in table.items() if v is not None}
@@ -127,8 +142,7 @@ def default_spool(device_id: str) -> str:
 def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flags):
     """Run the supervised inference daemon."""
     if print_systemd_unit:
-        args = [a for a in sys.argv[sys.argv.index("run") + 1:] if a != "--print-systemd-unit"] \
-            if "run" in sys.argv else []
+        args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
         from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return

@@ -39,7 +39,7 @@ def test_systemd_unit_uses_notify_and_a_watchdog(dense_tflite):
                    "--watchdog-sec", 15)
     assert res.returncode == 0, res.stderr
     assert "Type=notify" in res.stdout and "WatchdogSec=15" in res.stdout
-    assert f"run --model {dense_tflite} --watch /srv/in" in res.stdout
+    assert f"run --model {dense_tflite} --watch /srv/in\n" in res.stdout     # no unit-printing flags
 
 
 @pytest.mark.parametrize("config, code, needle", [
