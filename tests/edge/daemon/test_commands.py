@@ -93,3 +93,25 @@ def test_camera_without_opencv_is_a_clear_usage_error(running):
     with pytest.raises(UsageError) as info:
         make_source("camera", daemon)
     assert info.value.code == "usage.camera_extra" and "ganglion-edge[camera]" in info.value.hint
+
+
+def test_reload_under_load_answers_every_request(running):
+    import threading
+    import time
+    daemon, _, tmp_path = running
+    got, n = Collector(), 300
+    v2 = _gpk(tmp_path / "v2.gpk", seed=2)
+
+    def load():
+        for i in range(n):
+            daemon.submit("t", X, {}, got.cb(i))
+            time.sleep(0.002)
+    feeder = threading.Thread(target=load)
+    feeder.start()
+    assert got.wait(50, timeout=20)
+    commands.reload(daemon, {"model": str(v2)})
+    feeder.join()
+    assert got.wait(n, timeout=30) and got.duplicates == 0
+    assert all(r.ok for r in got.results.values())              # a reload is not a failure
+    last = got.results[n - 1]
+    np.testing.assert_allclose(last.outputs["y"], models.reference(X, seed=2), rtol=1e-5, atol=1e-5)

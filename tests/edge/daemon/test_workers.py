@@ -22,8 +22,9 @@ def _x(i):
     return np.random.default_rng(i).normal(size=(1, models.IN)).astype(np.float32)
 
 
-def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tflite):
-    daemon, outbox = make_daemon(dense_tflite, workers=1, max_batch=4, budget_ms=1.0)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tflite, workers):
+    daemon, outbox = make_daemon(dense_tflite, workers=workers, max_batch=4, budget_ms=1.0)
     daemon.start()
     got, n = Collector(), 400
     try:
