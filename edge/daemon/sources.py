@@ -116,12 +116,17 @@ class ReplaySource:
     def _samples(self) -> list:
         try:
             data = np.load(self.path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            if isinstance(data, np.ndarray):
+                return [data[i:i + 1] for i in range(len(data))]
+            with data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, TypeError) as exc:
             raise InputError(f"cannot read replay file: {exc}", where=str(self.path), code="input.replay")
-        if isinstance(data, np.ndarray):
-            return [data[i:i + 1] for i in range(len(data))]
-        arrays = {k: data[k] for k in data.files}
-        n = len(next(iter(arrays.values())))
+        lengths = {len(v) for v in arrays.values() if v.ndim}
+        if len(lengths) != 1:
+            raise InputError("replay arrays need one common sample count on axis 0", where=str(self.path),
+                             code="input.replay")
+        n = lengths.pop()
         return [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
 
     def run(self, stop: threading.Event) -> None:
