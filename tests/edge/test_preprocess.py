@@ -85,3 +85,24 @@ def test_digits_pngs_through_the_daemon_match_the_arrays(tmp_path):
         assert png["top1"]["label"] == str(png["top1"]["index"])
     accuracy = np.mean([recs[f"{i:03d}.png"]["top1"]["index"] == truth[i] for i in range(40)])
     assert accuracy >= 0.9
+
+
+@pytest.mark.timeout(120)
+def test_int8_io_digits_artifact_serves_the_same_classes(tmp_path):
+    """--io int8: the device quantizes float inputs with the input's own scale/zero point and
+    dequantizes the logits; the classes must match the float-I/O artifact's."""
+    from converters.api import convert
+    from converters.config import ConvertConfig
+    from edge.backends import dequantize_outputs, open_backend
+    paths = {}
+    for io_type in ("float32", "int8"):
+        paths[io_type] = tmp_path / f"digits-{io_type}.gpk"
+        convert(ConvertConfig(model=ROOT / "examples/digits/digits_cnn.onnx", output=paths[io_type],
+                              calib=ROOT / "examples/digits/calib.npz", io=io_type, progress=False))
+    x = np.load(ROOT / "examples/digits/holdout.npz")["input"][:100]
+    f32, q8 = open_backend(paths["float32"]), open_backend(paths["int8"])
+    assert q8.inputs()[0].dtype == "int8" and q8.inputs()[0].quantized
+    ref = f32.run({f32.inputs()[0].name: x})
+    got = dequantize_outputs(q8.outputs(), q8.run({q8.inputs()[0].name: x}))
+    ref_top, got_top = (np.argmax(next(iter(o.values())), axis=1) for o in (ref, got))
+    assert np.mean(ref_top == got_top) >= 0.95

@@ -190,3 +190,15 @@ def test_doctor_text_names_runtime_delegates_and_board():
     assert res.returncode == 0, res.stderr
     for needle in ("litert        ai_edge_litert", "XNNPACK", "onnxruntime", "delegate      edgetpu", "board"):
         assert needle in res.stdout
+
+
+def test_bench_runs_onnx_on_onnxruntime_and_gpk_on_either(dense_onnx, tmp_path):
+    from tests.edge.conftest import make_gpk
+    res = ganglion("bench", dense_onnx, "--runs", 20, "--warmup", 2, "--batch", 4, "--json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)["results"][0]
+    assert row["backend"] == "onnxruntime" and row["batch"] == 4
+    gpk = make_gpk(tmp_path / "m.gpk")
+    for backend in ("litert", "onnxruntime"):
+        res = ganglion("bench", gpk, "--runs", 10, "--warmup", 1, "--backend", backend, "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)["results"][0]["backend"] == backend, res.stderr
