@@ -1,7 +1,8 @@
 """The supervision tree of ``ganglion run`` -- wired here and nowhere else.
 
     root (rest_for_one)
-    ├── results      thread   writes results to the sinks, then tells the source (file -> done/)
+    ├── results      thread   writes results to blocking sinks (MQTT), then tells the source
+    │                         (file -> done/); with only fast sinks results are routed inline
     ├── workers      supervisor (one_for_one, intensity from [workers])
     │   └── worker-N process  one model backend each (its dispatcher thread takes micro-batches
     │                         from the request queue when the worker is free); a crash costs one restart
