@@ -91,6 +91,22 @@ def test_keep_float_is_recorded_and_still_runs(tmp_path, digits_dir):
                      keep_float=frozenset({"classifier"}), holdout=digits_dir / "holdout.npz")
     assert result.manifest["quantization"]["keep_float"] == ["classifier"]
     assert sqnr(result) > 20
+    # The classifier really runs in float: its FULLY_CONNECTED takes float32 weights.
+    assert op_weight_types(artifact.read(tmp_path / "k.gpk").model_bytes("tflite"), "FULLY_CONNECTED") == ["FLOAT32"]
+    plain = convert(tmp_path, digits_dir / "digits_cnn.onnx", digits_dir / "calib.npz", "plain.tflite")
+    assert op_weight_types((tmp_path / "plain.tflite").read_bytes(), "FULLY_CONNECTED") == ["INT8"]
+    assert plain.keep_float == []
+
+
+def op_weight_types(flatbuffer: bytes, opcode: str) -> list[str]:
+    """The dtype of input 1 (the weights) of every ``opcode`` op."""
+    from ai_edge_litert import schema_py_generated as schema
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    g = m.subgraphs[0]
+    return [types[g.tensors[op.inputs[1]].type] for op in g.operators if ops[codes[op.opcodeIndex]] == opcode]
 
 
 def test_auto_keep_float_keeps_the_worst_layers(tmp_path, digits_dir):
