@@ -60,6 +60,9 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(cfg.keep_float)
     _check_keep_float(model, keep)
+    if cfg.float_head:
+        from converters.tflite import head_nodes
+        keep |= set(head_nodes(model, cfg.float_head))
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
@@ -127,33 +130,10 @@ def _self_check(flatbuffer: bytes) -> None:
 
 
 def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
-    """The ONNX nodes of the ``cfg.auto_keep_float`` layers that add the most int8 error.
-
-    A layer can span several ONNX nodes (Conv+Clip fused into one TFLite op); all of them are
-    kept, since keeping half of a fused pair in float would not remove the layer's error.
-    """
-    from converters import tflite
-    from converters.verify import per_layer
-    options = tflite.TFLiteOptions(quantize="int8", layout=cfg.layout, keep_float=frozenset(keep))
-    trial = tflite.build(model, ranges, options, samples=calib)
-    rows = per_layer.rank(model, trial.flatbuffer, trial.tensor_map, samples, progress=cfg.progress)
-    chosen: set[str] = set()
-    for row in rows[: cfg.auto_keep_float]:
-        chosen |= _span_nodes(model, row["tensor"], set(trial.tensor_map))
-    return chosen - keep
-
-
-def _span_nodes(model: onnx.ModelProto, tensor: str, mapped: set[str]) -> set[str]:
-    """Names of the nodes between ``tensor`` and its nearest mapped (TFLite-visible) ancestors."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    found, stack = set(), [tensor]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in found:
-            continue
-        found.add(node.name)
-        stack.extend(i for i in node.input if i and i not in mapped)
-    return found
+    """ONNX nodes to keep in float for ``--auto-keep-float`` (greedy and measured: converters.mixed)."""
+    from converters import mixed
+    return mixed.choose(model, ranges, samples, cfg.auto_keep_float, layout=cfg.layout,
+                        keep=frozenset(keep), progress=cfg.progress)
 
 
 def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True) -> dict:

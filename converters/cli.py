@@ -48,7 +48,10 @@ def _shapes(ctx, param, values):
 @click.option("--labels", type=EXISTING_FILE, help="Class names, one per line, stored in the manifest.")
 @click.option("--keep-float", multiple=True, metavar="NODE", help="Keep this ONNX node in float (repeatable).")
 @click.option("--auto-keep-float", type=int, default=0, metavar="N",
-              help="Keep the N nodes that add the most int8 error in float (uses --holdout or --calib).")
+              help="Up to N greedy steps, each keeping in float the layer (or layer pair) that most "
+                   "improves the measured output SQNR (on --holdout, else --calib).")
+@click.option("--float-head", type=int, default=0, metavar="N",
+              help="Keep the first N layers float (faster on x86 XNNPACK for a CNN stem; see docs).")
 @click.option("--key", type=EXISTING_FILE, help="ed25519 private key (ganglion keys generate) to sign the .gpk.")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_shapes, metavar="NAME=D0,D1,..",
               help="Fix a dynamic input shape (repeatable).")
@@ -57,7 +60,8 @@ def _shapes(ctx, param, values):
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, calib, target, quantize, io_type, layout, observer, num_calib, preprocess, holdout,
-            holdout_labels, labels, keep_float, auto_keep_float, key, input_shapes, name, version, as_json, quiet):
+            holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, name, version,
+            as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
     \b
@@ -68,6 +72,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, observer, n
       ganglion convert model.onnx --calib calib.npz --io int8 --layout nhwc -o model.tflite
       ganglion convert model.onnx --quantize none -o model_float.tflite
       ganglion convert model.onnx --calib calib.npz --auto-keep-float 2 --holdout holdout.npz -o model.gpk
+      ganglion convert model.onnx --calib calib.npz --float-head 3 -o model.gpk
 
     The .gpk holds the model(s) and a manifest (inputs/outputs with quant params, preprocessing,
     labels, calibration method, and the fidelity report when --holdout is given), signed with --key.
@@ -78,7 +83,8 @@ def convert(model, output, calib, target, quantize, io_type, layout, observer, n
         model=model, output=output or Path(model.stem + ".gpk"), target=target, quantize=quantize, io=io_type,
         layout=layout, observer=observer, calib=calib, preprocess=preprocess, num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
-        auto_keep_float=auto_keep_float, key=key, input_shapes=input_shapes, name=name, version=version,
+        auto_keep_float=auto_keep_float, float_head=float_head, key=key, input_shapes=input_shapes, name=name,
+        version=version,
         progress=not quiet and not as_json)
     result = api.convert(cfg, log=(lambda line: click.echo(line, err=True)) if cfg.progress else None)
     if as_json:

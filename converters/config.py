@@ -44,6 +44,7 @@ class ConvertConfig:
     labels: Path | None = None            # class names, one per line, stored in the manifest
     keep_float: frozenset[str] = frozenset()   # ONNX node names left in float
     auto_keep_float: int = 0              # also keep the N nodes that add the most error float
+    float_head: int = 0                   # keep the first N layers float (converters/tflite/head.py)
     key: Path | None = None               # ed25519 private key: sign the .gpk manifest
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     name: str | None = None               # artifact name (default: the model file's stem)
@@ -127,6 +128,11 @@ class ConvertConfig:
         if self.auto_keep_float and not self.needs_calibration:
             bad("--auto-keep-float ranks int8 layers; it needs --quantize int8", "--auto-keep-float",
                 "drop --auto-keep-float")
+        if self.float_head < 0:
+            bad("--float-head must be >= 0", "--float-head", "e.g. --float-head 3")
+        if self.float_head and not self.needs_calibration:
+            bad("--float-head keeps int8 layers float; it needs --quantize int8", "--float-head",
+                "drop --float-head")
         if self.holdout_labels is not None and self.holdout is None:
             bad("--holdout-labels needs --holdout", "--holdout-labels", "pass --holdout data.npz too")
         if self.key is not None and kind != "gpk":

@@ -19,6 +19,7 @@ from converters.lower import lower
 from converters.passes import run_pipeline
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
+from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import quantize_int8
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
@@ -35,6 +36,7 @@ class TFLiteOptions:
     io: str = "float32"               # float32 | int8 | uint8 (int8 mode only)
     layout: str = "onnx"              # onnx | nhwc (4-D inputs/outputs channels-last)
     keep_float: frozenset = field(default_factory=frozenset)   # ONNX node names kept in float
+    float_head: int = 0               # run the first N layers in float (see tflite/head.py)
 
     def validate(self) -> None:
         for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
@@ -44,6 +46,9 @@ class TFLiteOptions:
                                  hint=f"use {flag} {allowed[0]}")
         if self.io != "float32" and self.quantize != "int8":
             raise UsageError(f"--io {self.io} needs --quantize int8", hint="drop --io or quantize to int8")
+        if not isinstance(self.float_head, int) or self.float_head < 0:
+            raise UsageError(f"--float-head must be a layer count >= 0, not {self.float_head!r}",
+                             hint="e.g. --float-head 3 keeps a MobileNetV2 stem block float")
 
 
 @dataclass
@@ -88,6 +93,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     keep = {n.name for n in graph.nodes
             if {n.name, *n.attrs.get("_absorbed", [])} & set(options.keep_float)}
     tg = lower(graph)
+    keep |= head_of(tg, options.float_head)
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",

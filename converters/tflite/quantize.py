@@ -10,7 +10,10 @@
 * ``rules.FIXED_OUTPUT`` ops get the parameters their lookup tables assume.
 
 An op without an int8 kernel, named in ``keep_float``, or touching a tensor without a range stays
-float: DEQUANTIZE before it, QUANTIZE after it (a "float island").
+float: DEQUANTIZE before it, QUANTIZE after it (a "float island"). Pure data movement (TRANSPOSE,
+PAD, RESHAPE, ...) whose every reader is float joins the island (``_demote_float_feeders``): moving
+float bytes is exact, and it saves a QUANTIZE -> int8 move -> DEQUANTIZE round trip (e.g. the
+input TRANSPOSE and PAD in front of a stem convolution kept in float).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
                   keep_float: frozenset = frozenset()) -> None:
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
+    _demote_float_feeders(tg, int8_ops)
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
     _requantize_fixed_concat_inputs(tg, int8_ops, domain, ranges)
@@ -64,6 +68,21 @@ def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:
     if op.opcode not in FIXED_OUTPUT:
         acts += op.outputs
     return all(i in ranges for i in acts)
+
+
+def _demote_float_feeders(tg: TGraph, int8_ops: set[int]) -> None:
+    """Leave float the data-movement ops (``SAME_PARAMS``) that only float ops read.
+
+    Walks backwards so a chain (TRANSPOSE -> PAD -> float CONV_2D) is demoted in one sweep. An op
+    that writes a graph output stays as it was: moving int8 bytes to the output edge is cheaper."""
+    readers = tg.consumers_of()
+    outputs = set(tg.outputs)
+    for op in reversed(tg.ops):
+        if id(op) not in int8_ops or op.opcode not in SAME_PARAMS or set(op.outputs) & outputs:
+            continue
+        ops_reading = [r for o in op.outputs for r in readers.get(o, [])]
+        if ops_reading and not any(id(r) in int8_ops for r in ops_reading):
+            int8_ops.discard(id(op))
 
 
 def _requantize_fixed_concat_inputs(tg: TGraph, int8_ops: set[int], domain: dict, ranges: dict) -> None:

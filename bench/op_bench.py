@@ -1,0 +1,359 @@
+"""Per-op microbenchmarks: int8 vs float32 single-layer TFLite graphs in the same LiteRT interpreter.
+
+Why: the MobileNetV2 int8/float speedup is a sum over layers, and XNNPACK's int8 kernels are not
+uniformly faster than its float ones on every CPU. This bench times one op at a time, in every
+configuration that could matter, so a slow layer type (or a slow *form* of it) shows up directly:
+
+  dw      DEPTHWISE_CONV_2D 3x3, stride 1/2, channel multiplier 1, MobileNetV2 shapes
+  pw      CONV_2D 1x1 (pointwise), MobileNetV2 shapes
+  variants  fused RELU6 or none; weights per-channel (QC8) or per-tensor (QS8); padding SAME or
+            an explicit PAD op + VALID (what ONNX's symmetric pads at stride 2 need); input zero
+            point -128 (after ReLU6) or 0
+  mnv2    every conv layer of examples/models/mobilenet_v2 as its own graph, summed: the best
+          reachable int8/float ratio if the network were nothing but its convolutions
+
+Each graph is written directly as a TGraph (converters.tflite.graph) and serialized with the
+converter's writer, so the bench measures kernels, not the converter's choices. I/O is NHWC in the
+op's own dtype (no QUANTIZE/TRANSPOSE around it). Timing: median (and min) of --runs invokes,
+float and int8 of one config measured in alternating blocks so background load hits both alike.
+
+    .venv/bin/python bench/op_bench.py [--sections dw,pw,mnv2] [--threads 1,2] [--runs 60]
+                                       [--json out.json]
+
+Prints JSON then a table; 'ratio' is float_ms / int8_ms (> 1: int8 is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import converters.tflite  # noqa: E402,F401  (imports the lowering package in the right order)
+from converters.lower.context import options  # noqa: E402
+from converters.tflite.graph import QParams, TGraph, TOp, TTensor  # noqa: E402
+from converters.tflite.writer import serialize  # noqa: E402
+import ai_edge_litert.schema_py_generated as schema  # noqa: E402
+
+RELU6 = schema.ActivationFunctionType.RELU6
+NONE = schema.ActivationFunctionType.NONE
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv layer: NHWC input [1, h, w, cin], k x k kernel, depthwise when ``dw``."""
+    h: int
+    w: int
+    cin: int
+    cout: int
+    k: int
+    stride: int
+    dw: bool
+    relu6: bool = True
+    per_tensor: bool = False         # int8 weights: one scale (QS8) instead of per-channel (QC8)
+    explicit_pad: bool = False       # PAD op + VALID instead of SAME
+    in_zp: int = -128                # int8 input zero point (-128: the input came from a ReLU6)
+    island: bool = False             # int8 I/O, float compute: DEQUANTIZE -> float op -> QUANTIZE
+
+    @property
+    def label(self) -> str:
+        kind = "dw" if self.dw else ("pw" if self.k == 1 else f"conv{self.k}x{self.k}")
+        flags = [f"s{self.stride}", "relu6" if self.relu6 else "linear",
+                 "per-tensor" if self.per_tensor else "per-channel"]
+        if self.explicit_pad:
+            flags.append("PAD+VALID")
+        if self.in_zp != -128:
+            flags.append(f"in_zp={self.in_zp}")
+        if self.island:
+            flags.append("float-island")
+        return f"{kind} {self.h}x{self.w}x{self.cin}->{self.cout} " + " ".join(flags)
+
+    def out_hw(self) -> tuple[int, int]:
+        return -(-self.h // self.stride), -(-self.w // self.stride)
+
+
+# --- graph construction -----------------------------------------------------------------------
+def build(layer: Layer, int8: bool, seed: int = 0) -> bytes:
+    """A one-op (or PAD + op) TFLite model for ``layer`` in float32 or int8."""
+    rng = np.random.default_rng(seed)
+    tg = TGraph()
+    dtype = "int8" if int8 else "float32"
+    act_in = QParams.per_tensor(6.0 / 255, layer.in_zp) if int8 else None
+    x = tg.add(TTensor("x", (1, layer.h, layer.w, layer.cin), dtype, quant=act_in))
+    tg.inputs = [x]
+    oh, ow = layer.out_hw()
+    out_q = (QParams.per_tensor(6.0 / 255, -128) if layer.relu6 else QParams.per_tensor(0.05, 3)) if int8 else None
+    y = tg.add(TTensor("y", (1, oh, ow, layer.cout), dtype, quant=out_q))
+    tg.outputs = [y]
+    requantize = None
+    if int8 and layer.island:     # the op itself runs in float between two conversions
+        x = _convert(tg, "DEQUANTIZE", x, "float32", (1, layer.h, layer.w, layer.cin))
+        y_float = tg.add(TTensor("y_float", (1, oh, ow, layer.cout), "float32"))
+        requantize = TOp("QUANTIZE", [y_float], [y])
+        y, int8, dtype, act_in = y_float, False, "float32", None
+    src, mode = x, schema.Padding.SAME
+    if layer.explicit_pad and layer.k > 1:
+        src, mode = _pad(tg, layer, x, dtype, act_in), schema.Padding.VALID
+    filt, bias = _weights(tg, layer, rng, int8, act_in)
+    act = RELU6 if layer.relu6 else NONE
+    if layer.dw:
+        opts = options("DepthwiseConv2DOptions", padding=mode, strideH=layer.stride, strideW=layer.stride,
+                       dilationHFactor=1, dilationWFactor=1, depthMultiplier=1, fusedActivationFunction=act)
+        tg.ops.append(TOp("DEPTHWISE_CONV_2D", [src, filt, bias], [y], opts))
+    else:
+        opts = options("Conv2DOptions", padding=mode, strideH=layer.stride, strideW=layer.stride,
+                       dilationHFactor=1, dilationWFactor=1, fusedActivationFunction=act)
+        tg.ops.append(TOp("CONV_2D", [src, filt, bias], [y], opts))
+    if requantize is not None:
+        tg.ops.append(requantize)
+    return serialize(tg, description="op_bench")
+
+
+def _convert(tg: TGraph, opcode: str, src: int, dtype: str, shape) -> int:
+    out = tg.add(TTensor(f"{tg.tensors[src].name}_{dtype}", shape, dtype))
+    tg.ops.append(TOp(opcode, [src], [out]))
+    return out
+
+
+def _pad(tg: TGraph, layer: Layer, x: int, dtype: str, q) -> int:
+    """ONNX-style symmetric pads k//2 on both sides (not TFLite SAME at stride 2)."""
+    p = layer.k // 2
+    padded = tg.add(TTensor("x_padded", (1, layer.h + 2 * p, layer.w + 2 * p, layer.cin), dtype, quant=q))
+    table = tg.add(TTensor("paddings", (4, 2), "int32",
+                           data=np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32)))
+    tg.ops.append(TOp("PAD", [x, table], [padded], schema.PadOptionsT()))
+    # With k=3 and an even size, VALID on the padded map gives SAME's output size at stride 1 and 2.
+    return padded
+
+
+def _weights(tg: TGraph, layer: Layer, rng, int8: bool, act_in) -> tuple[int, int]:
+    shape = (1, layer.k, layer.k, layer.cout) if layer.dw else (layer.cout, layer.k, layer.k, layer.cin)
+    axis = 3 if layer.dw else 0
+    w = rng.normal(0, 0.2, shape).astype(np.float32)
+    b = rng.normal(0, 0.1, layer.cout).astype(np.float32)
+    if not int8:
+        return (tg.add(TTensor("filter", shape, "float32", data=w)),
+                tg.add(TTensor("bias", (layer.cout,), "float32", data=b)))
+    n = 1 if layer.per_tensor else layer.cout
+    w_scale = rng.uniform(0.001, 0.01, n).astype(np.float32)
+    wq = QParams(w_scale, np.zeros(n, np.int64), axis)
+    filt = tg.add(TTensor("filter", shape, "int8", data=rng.integers(-127, 128, shape, dtype=np.int8), quant=wq))
+    b_scale = (act_in.scale[0] * w_scale).astype(np.float32)
+    bq = QParams(b_scale, np.zeros(n, np.int64), 0)
+    bias = tg.add(TTensor("bias", (layer.cout,), "int32",
+                          data=rng.integers(-2000, 2000, layer.cout).astype(np.int32), quant=bq))
+    return filt, bias
+
+
+# --- timing -----------------------------------------------------------------------------------
+def _runner(model: bytes, threads: int):
+    from edge.litert import make_interpreter
+    interp = make_interpreter(model, num_threads=threads)
+    d = interp.get_input_details()[0]
+    rng = np.random.default_rng(1)
+    x = (rng.integers(-128, 128, d["shape"]) if d["dtype"] == np.int8 else rng.normal(size=d["shape"])).astype(d["dtype"])
+    interp.set_tensor(d["index"], x)
+    return interp.invoke
+
+
+def _blocks(invokes: dict, runs: int, rounds: int = 5) -> dict[str, list[float]]:
+    """ms per invoke, measured in alternating blocks of runs/rounds (after 3 warm-up runs each)."""
+    times: dict[str, list[float]] = {k: [] for k in invokes}
+    per_block = max(1, runs // rounds)
+    for _ in range(rounds):
+        for name, invoke in invokes.items():
+            for _ in range(3):
+                invoke()
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                invoke()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def time_pair(layer: Layer, threads: int, runs: int, rounds: int = 5) -> dict:
+    """Median and min ms of the float and int8 graphs of ``layer``, in alternating blocks."""
+    times = _blocks({"float": _runner(build(layer, False), threads),
+                     "int8": _runner(build(layer, True), threads)}, runs, rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    low = {k: min(v) for k, v in times.items()}
+    return {"layer": layer.label, "threads": threads, "float_ms": med["float"], "int8_ms": med["int8"],
+            "float_min_ms": low["float"], "int8_min_ms": low["int8"],
+            "ratio": med["float"] / med["int8"], "ratio_min": low["float"] / low["int8"]}
+
+
+# --- sections ---------------------------------------------------------------------------------
+DW_SHAPES = [(112, 32, 1), (112, 96, 2), (56, 144, 1), (56, 144, 2), (28, 192, 1), (28, 192, 2),
+             (14, 384, 1), (14, 576, 1), (14, 576, 2), (7, 960, 1)]
+PW_SHAPES = [(112, 32, 16), (112, 16, 96), (56, 144, 24), (56, 24, 144), (28, 192, 32),
+             (14, 384, 64), (14, 64, 384), (7, 960, 160), (7, 320, 1280)]
+
+
+def section_dw() -> list[Layer]:
+    """Every 3x3 depthwise shape of MobileNetV2 in its default form, plus each variant once
+    (fused activation, weight granularity, padding form, input zero point) on two shapes."""
+    base = [Layer(s, s, c, c, 3, st, True) for s, c, st in DW_SHAPES]
+    variants = []
+    for s, c, st in ((56, 144, 1), (56, 144, 2)):
+        ref = Layer(s, s, c, c, 3, st, True)
+        variants += [_with(ref, relu6=False), _with(ref, per_tensor=True), _with(ref, explicit_pad=True),
+                     _with(ref, in_zp=0), _with(ref, island=True)]
+    return base + variants
+
+
+def section_pw() -> list[Layer]:
+    base = [Layer(s, s, ci, co, 1, 1, False, relu6=co > ci) for s, ci, co in PW_SHAPES]
+    ref = Layer(56, 56, 24, 144, 1, 1, False)
+    return base + [_with(ref, relu6=False), _with(ref, per_tensor=True), _with(ref, in_zp=0)]
+
+
+def section_stem() -> list[Layer]:
+    """The 3-channel stem conv (3x3, stride 2): the layer where int8 loses most on x86. Forms:
+    SAME or PAD+VALID, input channels zero-padded to 4/8/16 (wider int8 GEMM K), float island."""
+    ref = Layer(224, 224, 3, 32, 3, 2, False, explicit_pad=True, in_zp=0)
+    return [ref, _with(ref, explicit_pad=False), _with(ref, per_tensor=True),
+            *(_with(ref, cin=c) for c in (4, 8, 16)), _with(ref, island=True)]
+
+
+def section_mnv2() -> list[Layer]:
+    """Every Conv of the bench MobileNetV2 (examples/models/mobilenet_v2.py), in network order."""
+    import onnx
+    from examples.models import mobilenet_v2
+    model = onnx.shape_inference.infer_shapes(mobilenet_v2.build())
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.input, *model.graph.value_info]}
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        _, cin, h, w = shapes[node.input[0]]
+        bn = consumers[node.output[0]]
+        relu6 = consumers.get(bn.output[0]) is not None and consumers[bn.output[0]].op_type == "Clip"
+        k, stride, group = attrs["kernel_shape"][0], attrs["strides"][0], attrs.get("group", 1)
+        cout = cin if group > 1 else _cout(model, node)
+        # The converter emits PAD + VALID where ONNX pads are not TFLite SAME (stride 2, even size).
+        layers.append(Layer(h, w, cin, cout, k, stride, group > 1, relu6=relu6,
+                            explicit_pad=k > 1 and stride == 2, in_zp=-128 if k > 1 or h == 224 else 0))
+    return layers
+
+
+def _cout(model, node) -> int:
+    init = {t.name: t for t in model.graph.initializer}
+    return init[node.input[1]].dims[0]
+
+
+def _with(layer: Layer, **changes) -> Layer:
+    return Layer(**{**layer.__dict__, **changes})
+
+
+SECTIONS = {"dw": section_dw, "pw": section_pw, "stem": section_stem, "mnv2": section_mnv2}
+
+
+# --- report -----------------------------------------------------------------------------------
+def table(rows: list[dict]) -> str:
+    head = ("section", "layer", "thr", "f32 ms", "int8 ms", "ratio", "(min)")
+    lines = [head] + [(r["section"], r["layer"], str(r["threads"]), f"{r['float_ms']:.3f}",
+                       f"{r['int8_ms']:.3f}", f"{r['ratio']:.2f}x", f"{r['ratio_min']:.2f}x") for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                     for line in lines)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per section and thread count: summed float and int8 time, and the ratio of the sums."""
+    out = []
+    for (section, threads) in sorted({(r["section"], r["threads"]) for r in rows}):
+        sel = [r for r in rows if r["section"] == section and r["threads"] == threads]
+        f, q = sum(r["float_ms"] for r in sel), sum(r["int8_ms"] for r in sel)
+        best = sum(min(r["float_ms"], r["int8_ms"]) for r in sel)
+        out.append({"section": section, "threads": threads, "layers": len(sel), "float_ms_sum": f,
+                    "int8_ms_sum": q, "ratio_of_sums": f / q, "best_of_each_ms_sum": best})
+    return out
+
+
+def full_models(threads: int, runs: int) -> dict:
+    """The whole bench MobileNetV2 as the converter builds it by default (float32 I/O in ONNX
+    layout): float, all-int8, and the stem block kept float (``float_head=3``)."""
+    from converters import tflite
+    from converters.calibrate import collect_ranges
+    from examples.models import mobilenet_v2
+    model = mobilenet_v2.build()
+    rng = np.random.default_rng(0)
+    feeds = [{"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)} for _ in range(8)]
+    ranges = collect_ranges(model, feeds, progress=False)
+    variants = {"float": tflite.TFLiteOptions(quantize="none"), "int8": tflite.TFLiteOptions(),
+                "int8_float_head3": tflite.TFLiteOptions(float_head=3)}
+    invokes = {}
+    for name, opts in variants.items():
+        flat = tflite.build(model, ranges if opts.quantize == "int8" else None, opts).flatbuffer
+        invokes[name] = _runner(flat, threads)
+    times = _blocks(invokes, runs)
+    return {"threads": threads, **{f"{k}_ms": statistics.median(v) for k, v in times.items()},
+            **{f"{k}_min_ms": min(v) for k, v in times.items()}}
+
+
+def bounds(doc: dict) -> list[dict]:
+    """What the per-layer numbers allow: the float network's full time over (a) the summed int8
+    convolutions alone (every other int8 op taken as free: an upper bound for an all-int8 graph)
+    and (b) the summed faster-of-the-two per layer (mixed precision, conversions taken as free)."""
+    out = []
+    for full in doc.get("full", []):
+        conv = next((s for s in doc["sums"] if s["section"] == "mnv2" and s["threads"] == full["threads"]), None)
+        if conv is None:
+            continue
+        out.append({"threads": full["threads"], "float_full_ms": full["float_ms"],
+                    "int8_full_ms": full["int8_ms"], "int8_float_head3_full_ms": full["int8_float_head3_ms"],
+                    "measured_speedup_int8": full["float_ms"] / full["int8_ms"],
+                    "measured_speedup_float_head3": full["float_ms"] / full["int8_float_head3_ms"],
+                    "bound_all_int8": full["float_ms"] / conv["int8_ms_sum"],
+                    "bound_mixed": full["float_ms"] / conv["best_of_each_ms_sum"]})
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="int8 vs float per-op microbenchmarks (see module docstring).")
+    p.add_argument("--sections", default="dw,pw,mnv2")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--runs", type=int, default=60)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    rows = []
+    for section in args.sections.split(","):
+        for threads in (int(t) for t in args.threads.split(",")):
+            for layer in SECTIONS[section]():
+                rows.append({"section": section, **time_pair(layer, threads, args.runs)})
+    doc = {"runs": args.runs, "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
+           "rows": rows, "sums": summarize(rows)}
+    if "mnv2" in args.sections.split(","):
+        doc["full"] = [full_models(int(t), args.runs) for t in args.threads.split(",")]
+        doc["bounds"] = bounds(doc)
+    print(json.dumps(doc, indent=2))
+    print()
+    print(table(rows))
+    print()
+    for s in doc["sums"]:
+        print(f"{s['section']:5s} threads {s['threads']}: {s['layers']} layers, float {s['float_ms_sum']:.3f} ms, "
+              f"int8 {s['int8_ms_sum']:.3f} ms, ratio of sums {s['ratio_of_sums']:.2f}x")
+    for b in doc.get("bounds", []):
+        print(f"MobileNetV2 threads {b['threads']}: float {b['float_full_ms']:.3f} ms, int8 {b['int8_full_ms']:.3f} ms "
+              f"({b['measured_speedup_int8']:.2f}x), int8 float_head=3 {b['int8_float_head3_full_ms']:.3f} ms "
+              f"({b['measured_speedup_float_head3']:.2f}x); upper bounds from the layers: all-int8 "
+              f"{b['bound_all_int8']:.2f}x, mixed {b['bound_mixed']:.2f}x")
+    print(f"(load average {doc['loadavg_1m']:.2f} on {doc['cpus']} CPUs; ms are medians)")
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
