@@ -70,7 +70,7 @@ class Daemon:
                                start_method=cfg.workers.start_method,
                                request_timeout=cfg.workers.request_timeout_s)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
-        self.pool.take = self.batcher.take
+        self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
                                     rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
                         for s in cfg.sources]

@@ -89,10 +89,19 @@ class Batcher:
 
     def take(self, timeout: float) -> Job | None:
         """The next micro-batch as a Job, or None if no request arrived within ``timeout``."""
+        return self._take(timeout, self.budget)
+
+    def take_ready(self) -> Job | None:
+        """A micro-batch of what is queued right now, without waiting (the job a dispatcher
+        writes ahead while its worker is busy: waiting for it to fill would hold up the answer
+        the dispatcher is about to read)."""
+        return self._take(0.0, 0.0)
+
+    def _take(self, timeout: float, budget: float) -> Job | None:
         first = self.requests.get(timeout=timeout)
         if first is None:
             return None
-        batch = self._gather(first)
+        batch = self._gather(first, budget)
         feeds = {k: np.concatenate([r.feeds[k] for r in batch], axis=0) for k in first.feeds} \
             if len(batch) > 1 else first.feeds
         with self._lock:
@@ -100,9 +109,9 @@ class Batcher:
             self.batched_requests += len(batch)
         return Job(batch, feeds)
 
-    def _gather(self, first: Request) -> list[Request]:
+    def _gather(self, first: Request, budget: float) -> list[Request]:
         batch = [first]
-        deadline = first.created + self.budget
+        deadline = first.created + budget
         key = _shape_key(first)
         while len(batch) < self.max_batch:
             req = self.requests.get(timeout=deadline - time.monotonic())

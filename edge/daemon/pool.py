@@ -14,18 +14,21 @@ is answered with an error too.
 from __future__ import annotations
 
 import multiprocessing
+import select
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from edge.daemon import wire
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
-from edge.daemon.shm import Outbound
+from edge.daemon.shm import SLOTS, Outbound
 from edge.daemon.worker import WorkerSpec, main as worker_main
 from edge.errors import GanglionError, RuntimeBackendError
 from edge.supervisor import ProcessChild
 
 MAX_ATTEMPTS = 2
+PIPELINE = SLOTS           # jobs written ahead to one worker; each has its own shared-memory segment
 READY_TIMEOUT = 120.0      # a TensorRT engine build on first start can take this long
 
 
@@ -51,6 +54,7 @@ class WorkerPool:
         self.request_timeout = request_timeout
         self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
+        self.take_ready: Callable[[], Job | None] = lambda: None          # set to Batcher.take_ready
         self.ctx = multiprocessing.get_context(start_method)
         self.slots = [WorkerSlot(f"worker-{i}", self) for i in range(count)]
         self.info: ModelInfo | None = None
@@ -109,6 +113,11 @@ class WorkerHandle(ProcessChild):
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()      # stop() and the dispatcher both write to the pipe
         self.outbound = Outbound()              # large inputs go through shared memory
+        self.inflight: deque[Job] = deque()     # sent, not yet answered; oldest first
+        self.sent = 0
+        # a poll object made once: Connection.poll builds a selector per call, a few us each time
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
         self._thread = threading.Thread(target=self._dispatch, name=f"dispatch-{slot.name}", daemon=True)
         self._thread.start()
 
@@ -133,29 +142,65 @@ class WorkerHandle(ProcessChild):
             self.outbound.close()
 
     def _serve(self) -> None:
-        pool = self.slot.pool
-        while not self.stopping.is_set():
-            job = pool.jobs.get(timeout=0) or pool.take(0.2)
-            if job is None:
+        """Keep up to ``PIPELINE`` jobs in the pipe, answer them in order.
+
+        The next job is written while the worker computes the current one, so the worker never
+        waits for the parent to route a result and take a new batch. Retries are never
+        pipelined: a retried request runs alone, so a poison input that kills the worker again
+        cannot take a pipelined neighbour's second chance with it."""
+        pool, inflight = self.slot.pool, self.inflight
+        while inflight or not self.stopping.is_set():
+            if not self.stopping.is_set() and not self._fill(pool, inflight):
+                return
+            if not inflight:
                 if not self.process.is_alive():
                     return
                 continue
             try:
-                with self._send_lock:
-                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds,
-                                                     self.outbound))
                 self._await_answer()
                 frame = self.conn.recv_bytes()
             except (EOFError, OSError, ValueError):
-                self._lost(job)
+                self._lost_all(inflight)
                 return
-            self._answer(job, frame)
+            self._answer(inflight.popleft(), frame)
+
+    def _fill(self, pool: WorkerPool, inflight: deque) -> bool:
+        """Send jobs until the pipeline is full or nothing is waiting; False if the pipe broke."""
+        while len(inflight) < PIPELINE:
+            if not inflight:
+                job = pool.jobs.get(timeout=0) or pool.take(0.2)
+            elif inflight[-1].attempts == 0 and not len(pool.jobs):
+                job = pool.take_ready()
+            else:
+                job = None
+            if job is None:
+                return True
+            inflight.append(job)
+            self.sent += 1
+            try:
+                with self._send_lock:
+                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds,
+                                                     self.outbound, self.sent % SLOTS))
+            except (OSError, ValueError):
+                self._lost_all(inflight)
+                return False
+        return True
+
+    def _lost_all(self, inflight: deque) -> None:
+        """The pipe broke. Answers arrive before EOF, so the oldest job in flight is the one the
+        worker was running (or about to run) when it died; the later ones were never started
+        and go back to the queue without using up their retry."""
+        jobs = list(inflight)
+        inflight.clear()
+        for job in reversed(jobs[1:]):
+            self.slot.pool.jobs.put_front(job)
+        self._lost(jobs[0])
 
     def _await_answer(self) -> None:
         """A hung kernel or delegate is a crash too: past the request timeout, kill the worker
         (the pipe then reports EOF and the usual retry-once path answers the request)."""
         timeout = self.slot.pool.request_timeout
-        if timeout and not self.conn.poll(timeout):
+        if timeout and not self._poller.poll(timeout * 1e3):
             self.slot.pool.on_event({"event": "worker_hang", "worker": self.slot.name,
                                      "reason": f"no answer within {timeout:g}s; killing it"})
             self.process.kill()

@@ -4,8 +4,11 @@ A 224x224x3 float frame is 600 KB; through a 64 KB pipe that is ten writer/reade
 four copies per request, most of the daemon's overhead on image models. Instead, each worker
 gets a shared-memory segment from its parent: the parent copies the batch in once, the frame
 carries only offsets (``{"shm": name, "offset": n}`` per tensor), and the worker reads NumPy
-views of the segment (no copy) until it answers. One request is in flight per worker, so one
-segment per worker suffices; it grows (a new segment) when a batch does not fit.
+views of the segment (no copy) until it answers. Up to two requests are in flight per worker
+(the dispatcher writes the next one while the worker computes), so each worker has two segments
+used in turn -- the parent refills a segment only after the request that used it was answered;
+a segment grows (a new one) when a batch does not fit. The worker keeps both attached, because
+attaching costs a shm_open and an mmap, more than a small model's inference.
 
 Lifecycle: the parent creates and unlinks segments; Python's resource tracker unlinks them if
 the parent dies without doing so. The worker only attaches. Offsets and sizes are checked
@@ -21,59 +24,73 @@ MIN_BYTES = 32 * 1024          # smaller payloads are cheaper inline in the fram
 ALIGN = 64
 
 
+SLOTS = 2                      # requests in flight per worker, at most
+
+
 class Outbound:
-    """The parent's segment for one worker process."""
+    """The parent's segments for one worker process, one per in-flight slot."""
 
     def __init__(self):
-        self.seg: shared_memory.SharedMemory | None = None
+        self.segs: list[shared_memory.SharedMemory | None] = [None] * SLOTS
 
-    def place(self, tensors: dict[str, np.ndarray]) -> list[dict] | None:
-        """Copy tensors into the segment; their descriptions, or None to send them inline."""
+    def place(self, tensors: dict[str, np.ndarray], slot: int = 0) -> list[dict] | None:
+        """Copy tensors into segment ``slot``; their descriptions, or None to send them inline."""
         arrays = {k: np.asarray(v) for k, v in tensors.items()}
         total = sum(_aligned(a.nbytes) for a in arrays.values())
         if total < MIN_BYTES:
             return None
-        if self.seg is None or self.seg.size < total:
-            self.close()
-            self.seg = shared_memory.SharedMemory(create=True, size=max(total * 2, 1 << 20))
+        seg = self.segs[slot]
+        if seg is None or seg.size < total:
+            self._drop(slot)
+            seg = self.segs[slot] = shared_memory.SharedMemory(create=True, size=max(total * 2, 1 << 20))
         metas, offset = [], 0
         for name, arr in arrays.items():
-            view = np.ndarray(arr.shape, dtype=arr.dtype, buffer=self.seg.buf, offset=offset)
+            view = np.ndarray(arr.shape, dtype=arr.dtype, buffer=seg.buf, offset=offset)
             view[...] = arr
             metas.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape),
-                          "shm": self.seg.name, "offset": offset})
+                          "shm": seg.name, "offset": offset})
             offset += _aligned(arr.nbytes)
         return metas
 
-    def close(self) -> None:
-        if self.seg is not None:
-            self.seg.close()
+    def _drop(self, slot: int) -> None:
+        seg, self.segs[slot] = self.segs[slot], None
+        if seg is not None:
+            seg.close()
             try:
-                self.seg.unlink()
+                seg.unlink()
             except FileNotFoundError:
                 pass
-            self.seg = None
+
+    def close(self) -> None:
+        for slot in range(SLOTS):
+            self._drop(slot)
 
 
 class Inbound:
-    """The worker's attachment to its parent's current segment."""
+    """The worker's attachments to its parent's current segments (the last ``SLOTS`` named)."""
 
     def __init__(self):
-        self.seg: shared_memory.SharedMemory | None = None
+        self.segs: dict[str, shared_memory.SharedMemory] = {}
 
     def buffer(self, name: str) -> memoryview:
-        if self.seg is None or self.seg.name.lstrip("/") != name.lstrip("/"):
-            self.close()
-            self.seg = shared_memory.SharedMemory(name=name)
-        return self.seg.buf
+        key = name.lstrip("/")
+        seg = self.segs.get(key)
+        if seg is None:
+            while len(self.segs) >= SLOTS:          # a replaced (grown) segment: let it go
+                _close(self.segs.pop(next(iter(self.segs))))
+            seg = self.segs[key] = shared_memory.SharedMemory(name=name)
+        return seg.buf
 
     def close(self) -> None:
-        if self.seg is not None:
-            try:
-                self.seg.close()
-            except BufferError:        # a view is still alive; the mapping goes with the process
-                pass
-            self.seg = None
+        while self.segs:
+            _close(self.segs.pop(next(iter(self.segs))))
+
+
+def _close(seg: shared_memory.SharedMemory) -> None:
+    try:
+        seg.close()
+    except BufferError:        # a view is still alive; the mapping goes with the process
+        pass
 
 
 def _aligned(n: int) -> int:
