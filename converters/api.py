@@ -56,6 +56,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     """
     from converters import frontend
     say = log or (lambda message: None)
+    key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(cfg.keep_float)
@@ -79,7 +80,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
-    _write(cfg, man, files)
+    _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
 
@@ -157,17 +158,24 @@ def _check_keep_float(model: onnx.ModelProto, keep: set[str]) -> None:
                          hint="node names are listed by 'ganglion inspect MODEL.onnx'")
 
 
-def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes]) -> None:
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    if cfg.output_kind == "gpk":
-        key = None
-        if cfg.key is not None:
-            from firmware import keys
-            key = keys.load_private(cfg.key)
-        artifact.write(cfg.output, man, files, key)
-    else:
-        (data,) = files.values()
-        artifact.atomic_write(cfg.output, data)
+def _signing_key(cfg: ConvertConfig):
+    if cfg.key is None:
+        return None
+    from firmware import keys
+    return keys.load_private(cfg.key)
+
+
+def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes], key) -> None:
+    try:
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.output_kind == "gpk":
+            artifact.write(cfg.output, man, files, key)
+        else:
+            (data,) = files.values()
+            artifact.atomic_write(cfg.output, data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {cfg.output}: {exc.strerror or exc}", where=str(cfg.output),
+                         code="convert.output", hint="choose a writable output path (-o)") from exc
 
 
 def load_labels(path) -> np.ndarray:

@@ -249,3 +249,22 @@ def test_convert_help_does_not_import_onnx():
             "print(sorted(m for m in ('onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_unwritable_output_is_a_usage_error(capsys, tmp_path, digits_copy):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                       "-o", blocker / "out.gpk", "-q")
+    assert code == 2, err
+    assert "error[convert.output]" in err
+
+
+def test_bad_signing_key_fails_before_any_work(capsys, tmp_path, digits_copy):
+    key = tmp_path / "broken.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    out = tmp_path / "out.gpk"
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
+                       "--key", key, "-o", out)
+    _assert_failed_cleanly(code, err, out, 5, "error[keys.unreadable]")
+    assert "calibrated" not in err          # refused before calibration started
