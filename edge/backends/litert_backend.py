@@ -43,6 +43,11 @@ class LiteRTBackend:
         self._in = [_spec(d) for d in self._interp.get_input_details()]
         self._out = [_spec(d) for d in self._interp.get_output_details()]
         self._in_index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
+        # Tensor indices survive a resize; caching them (and the current batch size) keeps the
+        # get_*_details() calls -- a few us each, as long as a small model's whole inference --
+        # off the per-request path.
+        self._out_index = [(d["name"], d["index"]) for d in self._interp.get_output_details()]
+        self._batch = int(self._interp.get_input_details()[0]["shape"][0])
         self._can_resize = True
 
     def _load_delegate(self, path: str, allow_cpu_fallback: bool) -> list | None:
@@ -82,21 +87,23 @@ class LiteRTBackend:
         return concat_outputs([self._invoke(one) for one in split_batch(feeds, batch)])
 
     def _current_batch(self) -> int:
-        return int(self._interp.get_input_details()[0]["shape"][0])
+        return self._batch
 
     def _resize(self, batch: int) -> bool:
-        if self._current_batch() == batch:
+        if self._batch == batch:
             return True
         try:
             for spec in self._in:
                 self._interp.resize_tensor_input(self._in_index[spec.name], [batch, *spec.sample_shape])
             self._interp.allocate_tensors()
+            self._batch = batch
             return True
         except (ValueError, RuntimeError):
             self._can_resize = False
             for spec in self._in:      # back to the shape the model was built for
                 self._interp.resize_tensor_input(self._in_index[spec.name], list(spec.shape))
             self._interp.allocate_tensors()
+            self._batch = int(self._interp.get_input_details()[0]["shape"][0])
             return False
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -107,7 +114,7 @@ class LiteRTBackend:
             raise InputError(f"LiteRT refused the input: {exc}", code="input.shape",
                              where=self.where) from exc
         self._interp.invoke()
-        return {d["name"]: self._interp.get_tensor(d["index"]) for d in self._interp.get_output_details()}
+        return {name: self._interp.get_tensor(index) for name, index in self._out_index}
 
     def close(self) -> None:
         self._interp = None

@@ -7,12 +7,10 @@ then what is installed here (LiteRT first: it is the device default).
 """
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 from edge import artifact as gpk
-from edge.errors import ArtifactError, InputError, RuntimeBackendError, UsageError
+from edge.errors import InputError, RuntimeBackendError, UsageError
 
 FORMAT_OF_BACKEND = {"litert": "tflite", "onnxruntime": "onnx"}
 BACKEND_OF_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
@@ -71,13 +69,9 @@ def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu
 
 
 def read_artifact(path: Path, trusted_keys):
-    """``edge.artifact.read`` with corrupt compressed data mapped to ArtifactError too (zipfile raises
-    its own BadZipFile / zlib errors when a member's bytes are damaged, not only its directory)."""
-    try:
-        return gpk.read(path, trusted_keys=trusted_keys)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise ArtifactError(f"artifact is corrupt: {exc}", where=str(path), code="artifact.corrupt",
-                            hint="the file was damaged in transfer; copy or convert it again") from exc
+    """``edge.artifact.read``: it maps damaged members (bad zip data, zlib errors) to ArtifactError
+    itself, so every failure here is already typed."""
+    return gpk.read(path, trusted_keys=trusted_keys)
 
 
 def _default_backend(art) -> str:
