@@ -255,3 +255,25 @@ def test_example_scripts_write_checked_models(tmp_path):
         assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == out
     # Seeded: the same arguments give the same bytes.
     assert mobilenet_v2.build_small().SerializeToString() == mobilenet_v2.build_small().SerializeToString()
+
+
+def test_two_inputs_two_outputs(tmp_path):
+    """Calibration data, manifest I/O and verification follow every input and output by name."""
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["pos"], name="relu"),
+             helper.make_node("Sigmoid", ["b"], ["gate"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "two_io",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16]) for n in ("a", "b")],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16]) for n in ("pos", "gate")])
+    model = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, a=rng.normal(size=(20, 16)).astype(np.float32), b=rng.normal(size=(20, 16)).astype(np.float32))
+    result = convert(tmp_path, model, data, "two.gpk", target="both", holdout=data)
+    m = result.manifest
+    assert [i["name"] for i in m["inputs"]] == ["a", "b"] and [o["name"] for o in m["outputs"]] == ["pos", "gate"]
+    for fmt in ("tflite", "onnx"):
+        outputs = result.report[fmt]["outputs"]
+        assert set(outputs) == {"pos", "gate"} and min(o["sqnr_db"] for o in outputs.values()) > 30
