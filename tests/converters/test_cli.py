@@ -268,3 +268,13 @@ def test_bad_signing_key_fails_before_any_work(capsys, tmp_path, digits_copy):
                        "--key", key, "-o", out)
     _assert_failed_cleanly(code, err, out, 5, "error[keys.unreadable]")
     assert "calibrated" not in err          # refused before calibration started
+
+
+def test_default_output_is_the_model_name_as_gpk_in_the_current_folder(capsys, tmp_path, digits_copy,
+                                                                       monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz", "-q")
+    assert code == 0, err
+    assert [p.name for p in work.iterdir()] == ["digits_cnn.gpk"]
