@@ -151,7 +151,12 @@ def ort_quantize_static(model: Path, calib: Path, out: Path, limit: int) -> Path
 
         def get_next(self):
             return next(self.it, None)
-    q.quantize_static(str(model), str(out), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+    # ORT's recommended pre-processing first (shape inference + graph optimisation, which folds
+    # BatchNorm into Conv), so its quantizer gets its best shot.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = out.with_name(out.stem + "_pre.onnx")
+    quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)   # shapes are static
+    q.quantize_static(str(prepared), str(out), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                       activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                       calibrate_method=q.CalibrationMethod.MinMax)
     return out
