@@ -112,9 +112,20 @@ def _mismatch(got: tuple, want: tuple) -> bool:
     return any(w not in (-1, None) and g != w for g, w in zip(got, want))
 
 
+_NP_DTYPES: dict[str, np.dtype] = {}
+
+
+def _np_dtype(name: str) -> np.dtype:
+    """``np.dtype(name)``, remembered: parsing the name costs as much as the rest of a check."""
+    dt = _NP_DTYPES.get(name)
+    if dt is None:
+        dt = _NP_DTYPES[name] = np.dtype(name)
+    return dt
+
+
 def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if arr.dtype == np.dtype(spec.dtype):
-        return np.ascontiguousarray(arr)
+    if arr.dtype == _np_dtype(spec.dtype):
+        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     if spec.quantized and arr.dtype.kind == "f":
         return quantize(arr, spec)
     if arr.dtype.kind in "biuf" and np.dtype(spec.dtype).kind in "biuf":

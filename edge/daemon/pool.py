@@ -168,7 +168,7 @@ class WorkerHandle(ProcessChild):
         """Send jobs until the pipeline is full or nothing is waiting; False if the pipe broke."""
         while len(inflight) < PIPELINE:
             if not inflight:
-                job = pool.jobs.get(timeout=0) or pool.take(0.2)
+                job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.take(0.2)
             elif inflight[-1].attempts == 0 and not len(pool.jobs):
                 job = pool.take_ready()
             else:
@@ -232,10 +232,10 @@ class WorkerHandle(ProcessChild):
             pool.answer_error(job, header.get("error") or error_dict("runtime.inference", "worker error"),
                               self.slot.name)
             return
-        start = 0
+        start, single = 0, len(job.requests) == 1
         for req in job.requests:
-            n = _samples(req)
-            outputs = {k: v[start:start + n] for k, v in tensors.items()}
+            n = 0 if single else _samples(req)
+            outputs = tensors if single else {k: v[start:start + n] for k, v in tensors.items()}
             start += n
             pool.deliver(Result(req, outputs=outputs, latency_ms=(now - req.created) * 1e3,
                                 worker=self.slot.name, attempts=job.attempts + 1))
