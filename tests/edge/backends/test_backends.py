@@ -23,6 +23,17 @@ def test_float_backends_match_numpy(request, fixture, batch):
     assert out.shape == (batch, models.OUT)
 
 
+def test_litert_batch_sizes_in_any_order_give_each_samples_own_answer(dense_tflite):
+    """The backend remembers its current batch size instead of asking the interpreter each call;
+    a stale size would feed a batch of 3 to a graph sized for 6 (or the reverse)."""
+    be = open_backend(dense_tflite)
+    for batch in (1, 6, 6, 3, 1, 2, 6, 1):
+        out = be.run({"x": X[:batch]})["y"]
+        assert out.shape == (batch, models.OUT)
+        np.testing.assert_allclose(out, models.reference(X[:batch]), rtol=1e-5, atol=1e-5)
+    assert be._interp.get_input_details()[0]["shape"][0] == be._current_batch() == 1
+
+
 def test_fixed_batch_tflite_loops_over_samples(model_dir):
     be = open_backend(model_dir / "dense_fixed.tflite")
     assert be.inputs()[0].shape == (1, models.IN)

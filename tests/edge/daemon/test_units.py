@@ -54,6 +54,85 @@ def test_wire_refuses_bad_tensor_descriptions(meta):
         wire.decode(len(raw).to_bytes(4, "little") + raw + b"\0" * 8)
 
 
+def test_hot_frames_carry_run_and_result_without_json():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    frame = wire.encode({"op": "result", "id": 2**40}, {"y": x, "k": np.array([1, 2], np.int64)})
+    assert int.from_bytes(frame[:4], "little") == wire.MAGIC and b"{" not in frame[:20]
+    header, back = wire.decode(frame)
+    assert header == {"op": "result", "id": 2**40}
+    np.testing.assert_array_equal(back["y"], x)
+    assert back["k"].dtype == np.int64 and back["k"].tolist() == [1, 2]
+    # anything beyond op and id (errors, ready) still goes as a JSON frame
+    other = wire.encode({"op": "error", "id": 3, "error": {"code": "x"}})
+    assert int.from_bytes(other[:4], "little") != wire.MAGIC
+    assert wire.decode(other)[0]["error"] == {"code": "x"}
+
+
+def test_hot_frames_through_shared_memory_use_the_slot_asked_for():
+    from edge.daemon.shm import Inbound, Outbound
+    out, inb = Outbound(), Inbound()
+    try:
+        a = np.random.default_rng(0).normal(size=(1, 20000)).astype(np.float32)
+        b = a + 1
+        fa = wire.encode({"op": "run", "id": 1}, {"x": a}, out, 0)
+        fb = wire.encode({"op": "run", "id": 2}, {"x": b}, out, 1)
+        assert len(fa) < 200 and out.segs[0].name != out.segs[1].name
+        ha, ta = wire.decode(fa, inb)
+        hb, tb = wire.decode(fb, inb)
+        np.testing.assert_array_equal(ta["x"], a)      # slot 1's write did not touch slot 0
+        np.testing.assert_array_equal(tb["x"], b)
+        del ta, tb
+    finally:
+        inb.close()
+        out.close()
+
+
+def test_hot_frame_cache_does_not_skip_the_size_checks():
+    frame = wire.encode({"op": "run", "id": 1}, {"x": np.zeros((1, 4), np.float32)})
+    wire.decode(frame)                                  # its descriptions are now cached
+    for cut in range(len(frame)):
+        with pytest.raises(InputError):
+            wire.decode(frame[:cut])
+    with pytest.raises(InputError):
+        wire.decode(frame + b"\0")
+    with pytest.raises(InputError):                     # shared-memory tensor without an Inbound
+        from edge.daemon.shm import Outbound
+        out = Outbound()
+        try:
+            wire.decode(wire.encode({"op": "run", "id": 1}, {"x": np.zeros((1, 20000), np.float32)}, out))
+        finally:
+            out.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 3), st.integers(0, 2))
+def test_hostile_hot_frames_are_input_errors_or_valid(data, op, count):
+    frame = wire.MAGIC.to_bytes(4, "little") + bytes([op, count]) + data
+    try:
+        header, tensors = wire.decode(frame)
+    except InputError:
+        return
+    assert header["op"] in wire.HOT_OPS and all(isinstance(v, np.ndarray) for v in tensors.values())
+
+
+_VALID_HOT = wire.encode({"op": "result", "id": 9}, {"y": np.arange(6, dtype=np.int16).reshape(2, 3),
+                                                    "z": np.ones(2, np.float32)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(4, len(_VALID_HOT) - 1), st.integers(0, 255)), min_size=1, max_size=4))
+def test_corrupted_hot_frames_are_input_errors_or_consistent(flips):
+    frame = bytearray(_VALID_HOT)
+    for pos, value in flips:
+        frame[pos] = value
+    try:
+        header, tensors = wire.decode(bytes(frame))
+    except InputError:
+        return
+    # whatever decoded must account for every byte of the frame
+    assert sum(t.nbytes for t in tensors.values()) <= len(frame)
+
+
 def test_wire_refuses_trailing_bytes():
     frame = wire.encode({"op": "x"}, {"t": np.zeros(2, np.float32)})
     with pytest.raises(InputError):

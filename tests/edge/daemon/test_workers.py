@@ -81,6 +81,31 @@ def test_poison_request_is_retried_once_then_fails_alone(tmp_path):
     assert daemon.metrics.totals["restarts"] == 2                # first try (batch) + retry (alone)
 
 
+def test_poison_request_does_not_use_up_the_retry_of_the_request_written_behind_it(tmp_path):
+    """Batches of one: the dispatcher writes request i+1 while the worker runs request i. When i
+    kills the worker, i+1 was never started; it must be sent again without counting an attempt,
+    and the poison's retry must run alone."""
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:on_poison",
+                                 max_batch=1, max_restarts=5)
+    daemon.start()
+    got = Collector()
+    try:
+        for i in range(12):
+            x = np.full((1, 4), -1000.0 if i == 5 else float(i), np.float32)
+            daemon.submit("test", x, {}, got.cb(i))
+        assert got.wait(12, timeout=30)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert got.duplicates == 0
+    assert got.results[5].error["code"] == "runtime.worker_crash" and got.results[5].attempts == 2
+    for i in set(range(12)) - {5}:
+        assert got.results[i].ok, (i, got.results[i].error)
+        assert got.results[i].outputs["y"].tolist() == [[2.0 * i] * 4]
+        assert got.results[i].attempts == 1, (i, got.results[i].attempts)
+    assert daemon.metrics.totals["restarts"] == 2
+
+
 def test_crash_on_every_request_escalates_and_stops_without_looping(tmp_path):
     daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:always",
                                  max_restarts=2, period=30, root_restarts=1, root_period=60)
@@ -225,11 +250,14 @@ def _segments():
     return {p.name for p in Path("/dev/shm").iterdir()} if Path("/dev/shm").is_dir() else set()
 
 
-def test_large_inputs_travel_through_shared_memory_and_survive_a_crash(tmp_path):
+# max_batch 1: every request is its own job, so two are in flight at once and the worker's two
+# shared-memory segments are used in turn -- a mix-up would answer a request with its neighbour's sum
+@pytest.mark.parametrize("max_batch,budget_ms", [(4, 20), (1, 0)])
+def test_large_inputs_travel_through_shared_memory_and_survive_a_crash(tmp_path, max_batch, budget_ms):
     from tests.edge.daemon.crashy import BIG
     before = _segments()
     daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:big",
-                            max_batch=4, budget_ms=20, max_restarts=5)
+                            max_batch=max_batch, budget_ms=budget_ms, max_restarts=5)
     daemon.start()
     got = Collector()
     xs = [np.random.default_rng(i).normal(size=(1, BIG)).astype(np.float32) for i in range(12)]
