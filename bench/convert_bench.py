@@ -252,7 +252,7 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib", type=int, default=100)
-    p.add_argument("--eval", type=int, default=20)
+    p.add_argument("--eval", type=int, default=100)     # SQNR gaps of tenths of a dB need ~100 samples
     p.add_argument("--json", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     results, failed = [], []
