@@ -4,20 +4,24 @@ Why: the MobileNetV2 int8/float speedup is a sum over layers, and XNNPACK's int8
 uniformly faster than its float ones on every CPU. This bench times one op at a time, in every
 configuration that could matter, so a slow layer type (or a slow *form* of it) shows up directly:
 
+  stem    the 3-channel 3x3/2 stem conv: SAME vs PAD+VALID, per-tensor, input channels padded
+          to 4/8/16, and as a float island (int8 I/O, DEQUANTIZE -> float conv -> QUANTIZE)
   dw      DEPTHWISE_CONV_2D 3x3, stride 1/2, channel multiplier 1, MobileNetV2 shapes
   pw      CONV_2D 1x1 (pointwise), MobileNetV2 shapes
   variants  fused RELU6 or none; weights per-channel (QC8) or per-tensor (QS8); padding SAME or
             an explicit PAD op + VALID (what ONNX's symmetric pads at stride 2 need); input zero
-            point -128 (after ReLU6) or 0
-  mnv2    every conv layer of examples/models/mobilenet_v2 as its own graph, summed: the best
-          reachable int8/float ratio if the network were nothing but its convolutions
+            point -128 (after ReLU6) or 0; float island
+  mnv2    every op of examples/models/mobilenet_v2 as its own graph (input edge, 52 convs, 10
+          ADDs, MEAN, FULLY_CONNECTED), summed; plus the whole float / int8 / --float-head 3
+          models. The sums give upper bounds on the speedup (``bounds``).
 
 Each graph is written directly as a TGraph (converters.tflite.graph) and serialized with the
 converter's writer, so the bench measures kernels, not the converter's choices. I/O is NHWC in the
-op's own dtype (no QUANTIZE/TRANSPOSE around it). Timing: median (and min) of --runs invokes,
-float and int8 of one config measured in alternating blocks so background load hits both alike.
+op's own dtype (no QUANTIZE/TRANSPOSE around it, except the input edge case). Timing: median (and
+min) of --runs invokes, float and int8 of one config in alternating blocks so background load hits
+both alike.
 
-    .venv/bin/python bench/op_bench.py [--sections dw,pw,mnv2] [--threads 1,2] [--runs 60]
+    .venv/bin/python bench/op_bench.py [--sections stem,dw,pw,mnv2] [--threads 1,2] [--runs 60]
                                        [--json out.json]
 
 Prints JSON then a table; 'ratio' is float_ms / int8_ms (> 1: int8 is faster).
@@ -154,14 +158,83 @@ def _weights(tg: TGraph, layer: Layer, rng, int8: bool, act_in) -> tuple[int, in
     return filt, bias
 
 
+@dataclass(frozen=True)
+class OpCase:
+    """A non-conv op of the network: residual ADD, global MEAN, the classifier FULLY_CONNECTED
+    (with the output DEQUANTIZE in int8), or the input edge (TRANSPOSE; int8: QUANTIZE first)."""
+    kind: str                        # add | mean | fc | input
+    shape: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {'x'.join(map(str, self.shape))}"
+
+
+def build_case(case: OpCase, int8: bool) -> bytes:
+    tg = TGraph()
+    dt = "int8" if int8 else "float32"
+    q = (lambda s, z: QParams.per_tensor(s, z)) if int8 else (lambda s, z: None)
+    if case.kind == "input":
+        n, c, h, w = case.shape
+        x = tg.add(TTensor("x", case.shape, "float32"))
+        src = x
+        if int8:
+            src = tg.add(TTensor("x_q", case.shape, "int8", quant=q(0.03, 0)))
+            tg.ops.append(TOp("QUANTIZE", [x], [src]))
+        y = tg.add(TTensor("y", (n, h, w, c), dt, quant=q(0.03, 0)))
+        perm = tg.add(TTensor("perm", (4,), "int32", data=np.array([0, 2, 3, 1], np.int32)))
+        tg.ops.append(TOp("TRANSPOSE", [src, perm], [y], schema.TransposeOptionsT()))
+    elif case.kind == "add":
+        x = tg.add(TTensor("x", case.shape, dt, quant=q(0.04, 8)))
+        b = tg.add(TTensor("b", case.shape, dt, quant=q(0.012, 10)))
+        y = tg.add(TTensor("y", case.shape, dt, quant=q(0.045, 5)))
+        tg.ops.append(TOp("ADD", [x, b], [y], options("AddOptions")))
+        tg.inputs = [x, b]
+    elif case.kind == "mean":
+        x = tg.add(TTensor("x", case.shape, dt, quant=q(6 / 255, -128)))
+        y = tg.add(TTensor("y", (1, 1, 1, case.shape[-1]), dt, quant=q(6 / 255, -128)))
+        axes = tg.add(TTensor("axes", (2,), "int32", data=np.array([1, 2], np.int32)))
+        tg.ops.append(TOp("MEAN", [x, axes], [y], options("ReducerOptions", keepDims=True)))
+    elif case.kind == "fc":
+        x, y = _fc(tg, case.shape, int8)
+    else:
+        raise ValueError(case.kind)
+    tg.inputs = tg.inputs or [x]
+    tg.outputs = [y]
+    return serialize(tg, description="op_bench")
+
+
+def _fc(tg: TGraph, shape, int8: bool) -> tuple[int, int]:
+    cin, cout = shape
+    rng = np.random.default_rng(0)
+    if not int8:
+        x = tg.add(TTensor("x", (1, cin)))
+        y = tg.add(TTensor("y", (1, cout)))
+        w = tg.add(TTensor("w", (cout, cin), data=rng.normal(0, 0.05, (cout, cin)).astype(np.float32)))
+        b = tg.add(TTensor("b", (cout,), data=np.zeros(cout, np.float32)))
+        tg.ops.append(TOp("FULLY_CONNECTED", [x, w, b], [y], options("FullyConnectedOptions")))
+        return x, y
+    x = tg.add(TTensor("x", (1, cin), "int8", quant=QParams.per_tensor(6 / 255, -128)))
+    yq = tg.add(TTensor("y_q", (1, cout), "int8", quant=QParams.per_tensor(0.1, 0)))
+    y = tg.add(TTensor("y", (1, cout)))
+    scale = rng.uniform(0.001, 0.01, cout).astype(np.float32)
+    w = tg.add(TTensor("w", (cout, cin), "int8", data=rng.integers(-127, 128, (cout, cin), dtype=np.int8),
+                       quant=QParams(scale, np.zeros(cout, np.int64), 0)))
+    b = tg.add(TTensor("b", (cout,), "int32", data=np.zeros(cout, np.int32),
+                       quant=QParams((scale * 6 / 255).astype(np.float32), np.zeros(cout, np.int64), 0)))
+    tg.ops.append(TOp("FULLY_CONNECTED", [x, w, b], [yq], options("FullyConnectedOptions")))
+    tg.ops.append(TOp("DEQUANTIZE", [yq], [y]))
+    return x, y
+
+
 # --- timing -----------------------------------------------------------------------------------
 def _runner(model: bytes, threads: int):
     from edge.litert import make_interpreter
     interp = make_interpreter(model, num_threads=threads)
-    d = interp.get_input_details()[0]
     rng = np.random.default_rng(1)
-    x = (rng.integers(-128, 128, d["shape"]) if d["dtype"] == np.int8 else rng.normal(size=d["shape"])).astype(d["dtype"])
-    interp.set_tensor(d["index"], x)
+    for d in interp.get_input_details():
+        x = rng.integers(-128, 128, d["shape"]) if d["dtype"] == np.int8 else rng.normal(size=d["shape"])
+        interp.set_tensor(d["index"], x.astype(d["dtype"]))
     return interp.invoke
 
 
@@ -180,13 +253,14 @@ def _blocks(invokes: dict, runs: int, rounds: int = 5) -> dict[str, list[float]]
     return times
 
 
-def time_pair(layer: Layer, threads: int, runs: int, rounds: int = 5) -> dict:
+def time_pair(layer: "Layer | OpCase", threads: int, runs: int, rounds: int = 5) -> dict:
     """Median and min ms of the float and int8 graphs of ``layer``, in alternating blocks."""
-    times = _blocks({"float": _runner(build(layer, False), threads),
-                     "int8": _runner(build(layer, True), threads)}, runs, rounds)
+    make = build_case if isinstance(layer, OpCase) else build
+    times = _blocks({"float": _runner(make(layer, False), threads),
+                     "int8": _runner(make(layer, True), threads)}, runs, rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
-    return {"layer": layer.label, "threads": threads, "float_ms": med["float"], "int8_ms": med["int8"],
+    return {"layer": layer.label, "kind": layer.kind if isinstance(layer, OpCase) else "conv", "threads": threads, "float_ms": med["float"], "int8_ms": med["int8"],
             "float_min_ms": low["float"], "int8_min_ms": low["int8"],
             "ratio": med["float"] / med["int8"], "ratio_min": low["float"] / low["int8"]}
 
@@ -224,33 +298,53 @@ def section_stem() -> list[Layer]:
             *(_with(ref, cin=c) for c in (4, 8, 16)), _with(ref, island=True)]
 
 
-def section_mnv2() -> list[Layer]:
-    """Every Conv of the bench MobileNetV2 (examples/models/mobilenet_v2.py), in network order."""
+def section_mnv2() -> list:
+    """Every op of the bench MobileNetV2 (examples/models/mobilenet_v2.py) as the converter emits
+    it, in network order: the input edge, each Conv (+BN+ReLU6), each residual Add, the global
+    average pool (MEAN) and the classifier (FULLY_CONNECTED)."""
     import onnx
     from examples.models import mobilenet_v2
     model = onnx.shape_inference.infer_shapes(mobilenet_v2.build())
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in [*model.graph.input, *model.graph.value_info]}
     consumers = {i: n for n in model.graph.node for i in n.input}
-    layers = []
+    producers = {o: n for n in model.graph.node for o in n.output}
+    items: list = [OpCase("input", tuple(shapes["input"]))]
     for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        _, cin, h, w = shapes[node.input[0]]
-        bn = consumers[node.output[0]]
-        relu6 = consumers.get(bn.output[0]) is not None and consumers[bn.output[0]].op_type == "Clip"
-        k, stride, group = attrs["kernel_shape"][0], attrs["strides"][0], attrs.get("group", 1)
-        cout = cin if group > 1 else _cout(model, node)
-        # The converter emits PAD + VALID where ONNX pads are not TFLite SAME (stride 2, even size).
-        layers.append(Layer(h, w, cin, cout, k, stride, group > 1, relu6=relu6,
-                            explicit_pad=k > 1 and stride == 2, in_zp=-128 if k > 1 or h == 224 else 0))
-    return layers
+        if node.op_type == "Add":
+            n, c, h, w = shapes[node.input[0]]
+            items.append(OpCase("add", (n, h, w, c)))
+        elif node.op_type == "GlobalAveragePool":
+            n, c, h, w = shapes[node.input[0]]
+            items.append(OpCase("mean", (n, h, w, c)))
+        elif node.op_type == "Gemm":
+            items.append(OpCase("fc", (shapes[node.input[0]][1], _cout(model, node))))
+        elif node.op_type == "Conv":
+            items.append(_conv_layer(node, shapes, consumers, producers, model))
+    return items
+
+
+def _conv_layer(node, shapes, consumers, producers, model) -> Layer:
+    import onnx
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    _, cin, h, w = shapes[node.input[0]]
+    bn = consumers[node.output[0]]
+    relu6 = bn.output[0] in consumers and consumers[bn.output[0]].op_type == "Clip"
+    after_relu6 = node.input[0] in producers and producers[node.input[0]].op_type == "Clip"
+    k, stride, group = attrs["kernel_shape"][0], attrs["strides"][0], attrs.get("group", 1)
+    cout = cin if group > 1 else _cout(model, node)
+    # The converter emits PAD + VALID where ONNX pads are not TFLite SAME (stride 2, even size).
+    return Layer(h, w, cin, cout, k, stride, group > 1, relu6=relu6, explicit_pad=k > 1 and stride == 2,
+                 in_zp=-128 if after_relu6 else 0)
 
 
 def _cout(model, node) -> int:
     init = {t.name: t for t in model.graph.initializer}
-    return init[node.input[1]].dims[0]
+    dims = init[node.input[1]].dims
+    if node.op_type == "Gemm":
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        return dims[0] if trans_b else dims[1]
+    return dims[0]
 
 
 def _with(layer: Layer, **changes) -> Layer:
@@ -282,6 +376,13 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def invoke_overhead(threads: int) -> dict:
+    """A 1x1x8 pointwise graph: what one invoke costs besides the kernel (subtracted per layer in
+    ``bounds`` so the summed single-layer times do not count it 52 times)."""
+    r = time_pair(Layer(1, 1, 8, 8, 1, 1, False), threads, 200)
+    return {"threads": threads, "float_ms": r["float_ms"], "int8_ms": r["int8_ms"]}
+
+
 def full_models(threads: int, runs: int) -> dict:
     """The whole bench MobileNetV2 as the converter builds it by default (float32 I/O in ONNX
     layout): float, all-int8, and the stem block kept float (``float_head=3``)."""
@@ -304,26 +405,42 @@ def full_models(threads: int, runs: int) -> dict:
 
 
 def bounds(doc: dict) -> list[dict]:
-    """What the per-layer numbers allow: the float network's full time over (a) the summed int8
-    convolutions alone (every other int8 op taken as free: an upper bound for an all-int8 graph)
-    and (b) the summed faster-of-the-two per layer (mixed precision, conversions taken as free)."""
+    """What the per-op numbers of the ``mnv2`` section allow, per thread count.
+
+    Each op's float and int8 graphs are timed side by side (alternating blocks); one invoke's
+    overhead is taken off every op. An op timed alone is a best case (its weights stay in cache
+    between invokes; in the whole model they are fetched again), so the whole int8 model cannot be
+    faster than the sum of its int8 ops alone. Hence, with F the whole float model timed in the
+    same run, upper bounds on the speedup of an all-int8 (resp. per-op mixed) graph of this network:
+
+      bound_all_int8      = F / sum(int8 ops)       (every op at its best, alone, in cache)
+      bound_int8_convs    = F / sum(int8 convs)     (even granting every non-conv int8 op free)
+      bound_mixed         = F / sum(min(float, int8) over all ops)   (conversions taken as free)
+
+    ``predicted_speedup`` (sum of float ops over sum of int8 ops) shows how well parts add up."""
     out = []
-    for full in doc.get("full", []):
-        conv = next((s for s in doc["sums"] if s["section"] == "mnv2" and s["threads"] == full["threads"]), None)
-        if conv is None:
-            continue
-        out.append({"threads": full["threads"], "float_full_ms": full["float_ms"],
-                    "int8_full_ms": full["int8_ms"], "int8_float_head3_full_ms": full["int8_float_head3_ms"],
+    for t in sorted({r["threads"] for r in doc["rows"] if r["section"] == "mnv2"}):
+        layers = [r for r in doc["rows"] if r["section"] == "mnv2" and r["threads"] == t]
+        over = next(o for o in doc["overhead"] if o["threads"] == t)
+        full = next(x for x in doc["full"] if x["threads"] == t)
+        f = [max(r["float_ms"] - over["float_ms"], 0.0) for r in layers]
+        q = [max(r["int8_ms"] - over["int8_ms"], 0.0) for r in layers]
+        conv_q = sum(v for v, r in zip(q, layers) if r["kind"] == "conv")
+        best = sum(map(min, f, q))
+        out.append({"threads": t, "float_ops_ms": sum(f), "int8_ops_ms": sum(q), "int8_conv_ops_ms": conv_q,
+                    "best_of_each_op_ms": best, "predicted_speedup": sum(f) / sum(q),
+                    "float_full_ms": full["float_ms"], "int8_full_ms": full["int8_ms"],
+                    "int8_float_head3_full_ms": full["int8_float_head3_ms"],
                     "measured_speedup_int8": full["float_ms"] / full["int8_ms"],
                     "measured_speedup_float_head3": full["float_ms"] / full["int8_float_head3_ms"],
-                    "bound_all_int8": full["float_ms"] / conv["int8_ms_sum"],
-                    "bound_mixed": full["float_ms"] / conv["best_of_each_ms_sum"]})
+                    "bound_all_int8": full["float_ms"] / sum(q), "bound_int8_convs": full["float_ms"] / conv_q,
+                    "bound_mixed": full["float_ms"] / best})
     return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="int8 vs float per-op microbenchmarks (see module docstring).")
-    p.add_argument("--sections", default="dw,pw,mnv2")
+    p.add_argument("--sections", default="stem,dw,pw,mnv2")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--json", type=Path)
@@ -336,6 +453,7 @@ def main(argv=None) -> None:
     doc = {"runs": args.runs, "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
            "rows": rows, "sums": summarize(rows)}
     if "mnv2" in args.sections.split(","):
+        doc["overhead"] = [invoke_overhead(int(t)) for t in args.threads.split(",")]
         doc["full"] = [full_models(int(t), args.runs) for t in args.threads.split(",")]
         doc["bounds"] = bounds(doc)
     print(json.dumps(doc, indent=2))
@@ -346,10 +464,13 @@ def main(argv=None) -> None:
         print(f"{s['section']:5s} threads {s['threads']}: {s['layers']} layers, float {s['float_ms_sum']:.3f} ms, "
               f"int8 {s['int8_ms_sum']:.3f} ms, ratio of sums {s['ratio_of_sums']:.2f}x")
     for b in doc.get("bounds", []):
-        print(f"MobileNetV2 threads {b['threads']}: float {b['float_full_ms']:.3f} ms, int8 {b['int8_full_ms']:.3f} ms "
-              f"({b['measured_speedup_int8']:.2f}x), int8 float_head=3 {b['int8_float_head3_full_ms']:.3f} ms "
-              f"({b['measured_speedup_float_head3']:.2f}x); upper bounds from the layers: all-int8 "
-              f"{b['bound_all_int8']:.2f}x, mixed {b['bound_mixed']:.2f}x")
+        print(f"MobileNetV2, threads {b['threads']}: whole models float {b['float_full_ms']:.3f} ms, int8 "
+              f"{b['int8_full_ms']:.3f} ms ({b['measured_speedup_int8']:.2f}x), int8 --float-head 3 "
+              f"{b['int8_float_head3_full_ms']:.3f} ms ({b['measured_speedup_float_head3']:.2f}x)")
+        print(f"  ops alone: float {b['float_ops_ms']:.3f} ms, int8 {b['int8_ops_ms']:.3f} ms (int8 convs "
+              f"{b['int8_conv_ops_ms']:.3f} ms, faster-of-two {b['best_of_each_op_ms']:.3f} ms)")
+        print(f"  upper bounds: all-int8 {b['bound_all_int8']:.2f}x (non-conv int8 ops free: "
+              f"{b['bound_int8_convs']:.2f}x), per-op mixed {b['bound_mixed']:.2f}x")
     print(f"(load average {doc['loadavg_1m']:.2f} on {doc['cpus']} CPUs; ms are medians)")
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
