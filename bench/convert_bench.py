@@ -174,8 +174,12 @@ def bench_model(name: str, folder: Path, args) -> dict:
     timed_convert(["convert", str(paths["model"]), "--calib", str(paths["calib"]), "--num-calib", str(args.calib),
                    "-q", "-o", str(ours_qdq)])
     int8 = artifact.read(gpk).model_bytes("tflite")
+    head = folder / f"{name}_head.tflite"
+    timed_convert(["convert", str(paths["model"]), "--calib", str(paths["calib"]), "--num-calib", str(args.calib),
+                   "--float-head", str(args.float_head), "-q", "-o", str(head)])
     ort_q = ort_quantize_static(paths["model"], paths["calib"], folder / f"{name}_ort_qdq.onnx", args.calib)
     runners = {"ours_int8_tflite": litert_runner(int8, args.threads),
+               "ours_int8_float_head": litert_runner(head.read_bytes(), args.threads),
                "float_tflite": litert_runner(ftfl.read_bytes(), args.threads),
                "float_onnx_ort": ort_runner(str(paths["model"]), args.threads),
                "ort_qdq_int8": ort_runner(str(ort_q), args.threads),
@@ -195,10 +199,12 @@ def bench_model(name: str, folder: Path, args) -> dict:
         "latency_min_ms": fastest,
         "speedup_int8_vs_float_tflite": latency["float_tflite"] / latency["ours_int8_tflite"],
         "speedup_int8_vs_float_tflite_min": fastest["float_tflite"] / fastest["ours_int8_tflite"],
+        "speedup_float_head_vs_float_tflite": latency["float_tflite"] / latency["ours_int8_float_head"],
         "speedup_int8_vs_float_onnx": latency["float_onnx_ort"] / latency["ours_int8_tflite"],
         "sqnr_db": {"ours_int8_tflite": sqnr_db(ref, outs["ours_int8_tflite"]),
                     "ort_quantize_static": sqnr_db(ref, outs["ort_qdq_int8"]),
                     "ours_qdq_onnx": sqnr_db(ref, outs["ours_qdq_onnx_ort"]),
+                    "ours_int8_float_head": sqnr_db(ref, outs["ours_int8_float_head"]),
                     "float_tflite": sqnr_db(ref, outs["float_tflite"])},
         "top1_agreement": {k: float(np.mean(outs[k].argmax(-1) == ref.argmax(-1)))
                            for k in ("ours_int8_tflite", "ort_qdq_int8")},
@@ -231,7 +237,8 @@ def count_inner_transposes(flatbuffer: bytes) -> int:
 # --- report -----------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     rows = [("model", "convert s", "cpu s", "peak MB", "tflite x", "gpk x", "int8 ms", "f32 tfl ms", "f32 ort ms",
-             "speedup", "(min)", "SQNR ours", "SQNR ort", "SQNR our QDQ", "inner TRANSPOSE")]
+             "speedup", "(min)", "head x", "SQNR ours", "SQNR ort", "SQNR our QDQ", "SQNR head",
+             "inner TRANSPOSE")]
     for r in results:
         lat, sq = r["latency_ms"], r["sqnr_db"]
         rows.append((r["model"], f"{r['conversion']['wall_s']:.1f}", f"{r['conversion']['cpu_s']:.1f}",
@@ -240,8 +247,10 @@ def table(results: list[dict]) -> str:
                      f"{lat['ours_int8_tflite']:.3f}", f"{lat['float_tflite']:.3f}",
                      f"{lat['float_onnx_ort']:.3f}", f"{r['speedup_int8_vs_float_tflite']:.2f}x",
                      f"{r['speedup_int8_vs_float_tflite_min']:.2f}x",
+                     f"{r['speedup_float_head_vs_float_tflite']:.2f}x",
                      f"{sq['ours_int8_tflite']:.1f}", f"{sq['ort_quantize_static']:.1f}",
-                     f"{sq['ours_qdq_onnx']:.1f}", str(r["transpose_ops_inside"])))
+                     f"{sq['ours_qdq_onnx']:.1f}", f"{sq['ours_int8_float_head']:.1f}",
+                     str(r["transpose_ops_inside"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
@@ -252,6 +261,7 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib", type=int, default=100)
+    p.add_argument("--float-head", type=int, default=3, help="also bench --float-head N (x86 XNNPACK stem)")
     p.add_argument("--eval", type=int, default=100)     # SQNR gaps of tenths of a dB need ~100 samples
     p.add_argument("--json", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
