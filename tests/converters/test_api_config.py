@@ -55,6 +55,8 @@ def test_float_modes_need_no_calibration():
     ({"auto_keep_float": -1}, "--auto-keep-float"),
     ({"quantize": "none", "auto_keep_float": 2}, "needs --quantize int8"),
     ({"holdout_labels": Path("y.npy")}, "--holdout-labels needs --holdout"),
+    ({"float_head": -1}, "--float-head"),
+    ({"quantize": "float16", "float_head": 2}, "needs --quantize int8"),
     ({"output": Path("m.tflite"), "key": Path("k")}, "cannot carry a signature"),
     ({"output": Path("m.onnx"), "model": Path("m.onnx")}, "overwrite the input"),
 ])
