@@ -385,23 +385,38 @@ def invoke_overhead(threads: int) -> dict:
 
 def full_models(threads: int, runs: int) -> dict:
     """The whole bench MobileNetV2 as the converter builds it by default (float32 I/O in ONNX
-    layout): float, all-int8, and the stem block kept float (``float_head=3``)."""
+    layout): float, all-int8, and the stem block kept float (``float_head=3``); latency, and SQNR
+    against onnxruntime's float result on 8 held-out inputs (calibration: 32 other inputs)."""
+    import onnxruntime as ort
     from converters import tflite
     from converters.calibrate import collect_ranges
+    from edge.litert import make_interpreter
     from examples.models import mobilenet_v2
     model = mobilenet_v2.build()
     rng = np.random.default_rng(0)
-    feeds = [{"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)} for _ in range(8)]
-    ranges = collect_ranges(model, feeds, progress=False)
+    calib, held = ([{"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)} for _ in range(n)]
+                   for n in (32, 8))
+    ranges = collect_ranges(model, calib, progress=False)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = np.concatenate([sess.run(None, h)[0] for h in held]).astype(np.float64)
     variants = {"float": tflite.TFLiteOptions(quantize="none"), "int8": tflite.TFLiteOptions(),
                 "int8_float_head3": tflite.TFLiteOptions(float_head=3)}
-    invokes = {}
+    invokes, sqnr = {}, {}
     for name, opts in variants.items():
         flat = tflite.build(model, ranges if opts.quantize == "int8" else None, opts).flatbuffer
+        interp = make_interpreter(flat, num_threads=threads)
+        i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+        outs = []
+        for h in held:
+            interp.set_tensor(i, h["input"])
+            interp.invoke()
+            outs.append(interp.get_tensor(o).copy())
+        noise = np.sum((ref - np.concatenate(outs)) ** 2)
+        sqnr[f"{name}_sqnr_db"] = float(10 * np.log10(np.sum(ref ** 2) / max(noise, 1e-30)))
         invokes[name] = _runner(flat, threads)
     times = _blocks(invokes, runs)
     return {"threads": threads, **{f"{k}_ms": statistics.median(v) for k, v in times.items()},
-            **{f"{k}_min_ms": min(v) for k, v in times.items()}}
+            **{f"{k}_min_ms": min(v) for k, v in times.items()}, **sqnr}
 
 
 def bounds(doc: dict) -> list[dict]:
@@ -433,6 +448,7 @@ def bounds(doc: dict) -> list[dict]:
                     "int8_float_head3_full_ms": full["int8_float_head3_ms"],
                     "measured_speedup_int8": full["float_ms"] / full["int8_ms"],
                     "measured_speedup_float_head3": full["float_ms"] / full["int8_float_head3_ms"],
+                    "int8_sqnr_db": full["int8_sqnr_db"], "int8_float_head3_sqnr_db": full["int8_float_head3_sqnr_db"],
                     "bound_all_int8": full["float_ms"] / sum(q), "bound_int8_convs": full["float_ms"] / conv_q,
                     "bound_mixed": full["float_ms"] / best})
     return out
@@ -466,7 +482,8 @@ def main(argv=None) -> None:
     for b in doc.get("bounds", []):
         print(f"MobileNetV2, threads {b['threads']}: whole models float {b['float_full_ms']:.3f} ms, int8 "
               f"{b['int8_full_ms']:.3f} ms ({b['measured_speedup_int8']:.2f}x), int8 --float-head 3 "
-              f"{b['int8_float_head3_full_ms']:.3f} ms ({b['measured_speedup_float_head3']:.2f}x)")
+              f"{b['int8_float_head3_full_ms']:.3f} ms ({b['measured_speedup_float_head3']:.2f}x); SQNR int8 "
+              f"{b['int8_sqnr_db']:.1f} dB, --float-head 3 {b['int8_float_head3_sqnr_db']:.1f} dB")
         print(f"  ops alone: float {b['float_ops_ms']:.3f} ms, int8 {b['int8_ops_ms']:.3f} ms (int8 convs "
               f"{b['int8_conv_ops_ms']:.3f} ms, faster-of-two {b['best_of_each_op_ms']:.3f} ms)")
         print(f"  upper bounds: all-int8 {b['bound_all_int8']:.2f}x (non-conv int8 ops free: "
