@@ -113,3 +113,12 @@ def test_inspect_shows_manifest_and_models(converted):
     assert "QuantizeLinear" in text
     human = ganglion("inspect", converted["path"]).stdout
     assert "CONV_2D" in human
+
+
+def test_verify_per_layer_of_the_qdq_model(converted, digits_dir):
+    proc = ganglion("verify", converted["path"], "--reference", digits_dir / "digits_cnn.onnx",
+                    "--data", digits_dir / "holdout.npz", "--format", "onnx", "--per-layer", "--limit", "30",
+                    "--json")
+    report = json.loads(proc.stdout)
+    assert report["candidate"] == "onnx" and report["samples"] == 30
+    assert "classifier" in {row["node"] for row in report["per_layer"]}
