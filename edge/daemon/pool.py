@@ -60,6 +60,18 @@ class WorkerPool:
         self.info: ModelInfo | None = None
         self.ready = threading.Event()
         self.last_fatal: dict | None = None
+        self.idle = 0                           # dispatchers waiting for work, their worker free
+        self._idle_lock = threading.Lock()
+
+    def wait_for_job(self, timeout: float) -> Job | None:
+        """``take``, counted as an idle worker while it waits (see ``WorkerHandle._fill``)."""
+        with self._idle_lock:
+            self.idle += 1
+        try:
+            return self.take(timeout)
+        finally:
+            with self._idle_lock:
+                self.idle -= 1
 
     def set_info(self, header: dict) -> None:
         if self.info is None:
@@ -145,7 +157,8 @@ class WorkerHandle(ProcessChild):
         """Keep up to ``PIPELINE`` jobs in the pipe, answer them in order.
 
         The next job is written while the worker computes the current one, so the worker never
-        waits for the parent to route a result and take a new batch. Retries are never
+        waits for the parent to route a result and take a new batch -- unless another worker is
+        idle, which would start that job sooner. Retries are never
         pipelined: a retried request runs alone, so a poison input that kills the worker again
         cannot take a pipelined neighbour's second chance with it."""
         pool, inflight = self.slot.pool, self.inflight
@@ -168,8 +181,9 @@ class WorkerHandle(ProcessChild):
         """Send jobs until the pipeline is full or nothing is waiting; False if the pipe broke."""
         while len(inflight) < PIPELINE:
             if not inflight:
-                job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.take(0.2)
-            elif inflight[-1].attempts == 0 and not len(pool.jobs):
+                job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2)
+            elif inflight[-1].attempts == 0 and not len(pool.jobs) and not pool.idle:
+                # only when no other worker is free: it would start the request sooner
                 job = pool.take_ready()
             else:
                 job = None
