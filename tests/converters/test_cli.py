@@ -278,3 +278,23 @@ def test_default_output_is_the_model_name_as_gpk_in_the_current_folder(capsys, t
     code, _, err = run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz", "-q")
     assert code == 0, err
     assert [p.name for p in work.iterdir()] == ["digits_cnn.gpk"]
+
+
+def test_external_data_outside_the_model_folder_is_refused(capsys, tmp_path, digits_copy):
+    """A model naming weights outside its folder (../secret) is refused before anything is read."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+    model = onnx.load(str(digits_copy / "digits_cnn.onnx"))
+    tensor = model.graph.initializer[0]
+    set_external_data(tensor, location="../secret.bin")
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(b"\x00" * 4096)
+    path = folder / "evil.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = tmp_path / "evil.gpk"
+    code, _, err = run(capsys, "convert", path, "--calib", digits_copy / "calib.npz", "-o", out)
+    _assert_failed_cleanly(code, err, out, 3, "error[convert.model_load]")
+    assert "secret.bin" in err
