@@ -20,7 +20,7 @@ from converters.passes import run_pipeline
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
-from converters.tflite.quantize import quantize_int8
+from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
 from edge.errors import UsageError
@@ -98,8 +98,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
-        by_index = _index_ranges(tg, ranges, samples)
-        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep))
+        by_index, means = _index_ranges(tg, ranges, samples)
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
     elif options.quantize == "float16":
         to_float16(tg)
     elif options.quantize == "dynamic":
@@ -119,7 +119,9 @@ def _onnx_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _index_ranges(tg: TGraph, ranges: dict, samples) -> dict[int, tuple]:
+def _index_ranges(tg: TGraph, ranges: dict, samples) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+    """(range by tensor index, per-channel means of the inputs of layers with weights); the means
+    (for bias correction) need ``samples``, without them the dict is empty."""
     known = {}
     for i, t in enumerate(tg.tensors):
         if not t.is_const and t.name in ranges:
@@ -130,12 +132,14 @@ def _index_ranges(tg: TGraph, ranges: dict, samples) -> dict[int, tuple]:
                                    hint="the calibration data drives this tensor to NaN/Inf; "
                                         "check the data and its preprocessing")
             known[i] = (lo, hi)
+    means: dict[int, np.ndarray] = {}
     if samples:
         flat = serialize(tg, description="ganglion float (range measurement)")
-        measured = ranges_mod.measure(flat, tg, samples, lambda s: _feeds(tg, s))
+        layer_inputs = frozenset(op.inputs[0] for op in tg.ops if op.opcode in BIAS_CORRECTED)
+        measured, means = ranges_mod.measure_stats(flat, tg, samples, lambda s: _feeds(tg, s), layer_inputs)
         for i, rng in measured.items():
             known.setdefault(i, rng)
-    return ranges_mod.derive(tg, known)
+    return ranges_mod.derive(tg, known), means
 
 
 def _feeds(tg: TGraph, sample: dict) -> dict[int, np.ndarray]:

@@ -5,7 +5,8 @@ created (temporaries of decompositions, layout copies, padded inputs) get a rang
 ways, in this order:
 
 1. **measured**: when calibration samples are given, the float TFLite model runs on them in LiteRT
-   with ``preserve_all_tensors=True`` and each temporary's min/max is recorded;
+   with ``preserve_all_tensors=True`` and each temporary's min/max is recorded (and, for the
+   inputs of layers with weights, each channel's mean: ``quantize`` uses it for bias correction);
 2. **derived**: otherwise exact interval rules per opcode: data movement keeps the input range,
    activations map it through their function, arithmetic with a constant maps it exactly. Ops
    with two activation inputs get no derived range (intervals would be loose), which makes them
@@ -130,13 +131,22 @@ def _arith(tg: TGraph, opcode: str, ins, known):
 
 
 def measure(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for) -> dict[int, tuple]:
-    """Min/max of every float tensor over ``samples``, running the float model in LiteRT."""
+    """Min/max of every float tensor over ``samples``, running the float model in LiteRT.
+
+    (``measure_stats`` also returns per-channel means.)"""
+    return measure_stats(flatbuffer, tg, samples, feeds_for)[0]
+
+
+def measure_stats(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for,
+                  means_of: frozenset = frozenset()) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+    """(min/max of every float tensor, per-channel means of the ``means_of`` tensors)."""
     from edge.litert import make_interpreter
 
     # No XNNPACK: tensors inside a delegated partition are not preserved for reading.
     interp = make_interpreter(flatbuffer, preserve_all_tensors=True, num_threads=2, use_xnnpack=False)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     found: dict[int, tuple] = {}
+    sums: dict[int, np.ndarray] = {}
     wanted = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
     for sample in samples:
         for index, value in feeds_for(sample).items():
@@ -147,4 +157,6 @@ def measure(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for) -> di
                 continue
             v = interp.get_tensor(i)
             found[i] = union(found.get(i), (float(v.min()), float(v.max())))
-    return found
+            if i in means_of and v.ndim:
+                sums[i] = sums.get(i, 0.0) + v.reshape(-1, v.shape[-1]).astype(np.float64).mean(axis=0)
+    return found, {i: s / len(samples) for i, s in sums.items()}

@@ -1,0 +1,94 @@
+"""Empirical bias correction: with calibration samples, each int8 layer's bias absorbs the mean
+output shift that rounding its weights causes (converters/tflite/quantize.py)."""
+import numpy as np
+import pytest
+
+from converters import frontend, tflite
+from converters.calibrate import collect_ranges
+from converters.tflite.quantize import _rounding_shift
+from examples.models import mobilenet_v2
+from tests.converters.ops import harness as H
+
+RNG = np.random.default_rng(11)
+
+
+def sqnr_db(ref, got):
+    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)))
+
+
+def test_rounding_shift_is_the_output_change_on_a_constant_input():
+    """On an input that is its mean everywhere, the shift is exactly W_err applied to it."""
+    mean = RNG.normal(1.0, 0.5, 5)
+    err = RNG.normal(0, 0.01, (4, 3, 3, 5))                                # CONV_2D [O, kH, kW, I]
+    want = np.array([np.sum(err[o] * mean[None, None, :]) for o in range(4)])
+    np.testing.assert_allclose(_rounding_shift("CONV_2D", err, mean), want, rtol=1e-12)
+    fc = RNG.normal(0, 0.01, (4, 5))                                        # FULLY_CONNECTED [O, I]
+    np.testing.assert_allclose(_rounding_shift("FULLY_CONNECTED", fc, mean), fc @ mean, rtol=1e-12)
+    dw = RNG.normal(0, 0.01, (1, 3, 3, 10))                                 # multiplier 2
+    want_dw = dw.sum(axis=(0, 1, 2)) * np.repeat(mean, 2)
+    np.testing.assert_allclose(_rounding_shift("DEPTHWISE_CONV_2D", dw, mean), want_dw, rtol=1e-12)
+    assert _rounding_shift("CONV_2D", err, mean[:4]) is None               # shapes disagree: skip
+
+
+def _pointwise():
+    """1x1 Conv, 64 -> 8 channels, on a positive input (as after a ReLU): large input means."""
+    w = RNG.normal(0, 0.2, (8, 64, 1, 1)).astype(np.float32)
+    b = RNG.normal(0, 0.1, 8).astype(np.float32)
+    node = H.helper.make_node("Conv", ["x", "w", "b"], ["y"], name="pw")
+    m = H.model([node], {"x": (1, 64, 6, 6)}, ["y"], {"w": w, "b": b})
+    data = [{"x": RNG.uniform(0, 4, (1, 64, 6, 6)).astype(np.float32)} for _ in range(40)]
+    return m, data[:20], data[20:]
+
+
+def test_bias_correction_removes_the_mean_output_error():
+    m, calib, held = _pointwise()
+    ranges = collect_ranges(m, calib, method="minmax", progress=False)
+    corrected = tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib)
+    plain = tflite.build(m, ranges, tflite.TFLiteOptions())                 # no samples: no correction
+    assert corrected.ops == plain.ops and corrected.flatbuffer != plain.flatbuffer
+
+    def channel_bias(result):
+        errs = [H.tflite_run(result, s)[0] - H.ort_run(m, s)[0] for s in held]
+        return np.abs(np.mean(errs, axis=(0, 1, 3, 4)))                   # per output channel
+
+    assert channel_bias(corrected).sum() < 0.5 * channel_bias(plain).sum()
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    m = frontend.prepare(mobilenet_v2.build_small())
+    rng = np.random.default_rng(5)
+    data = [{"input": rng.normal(0, 1, (1, 3, 96, 96)).astype(np.float32)} for _ in range(24)]
+    return m, data[:16], data[16:]
+
+
+def test_bias_correction_raises_sqnr_of_a_cnn(small_cnn):
+    m, calib, held = small_cnn
+    ranges = collect_ranges(m, calib, method="minmax", progress=False)
+    ref = np.concatenate([H.ort_run(m, s)[0].ravel() for s in held])
+
+    def sqnr(result):
+        return sqnr_db(ref, np.concatenate([H.tflite_run(result, s)[0].ravel() for s in held]))
+
+    corrected = sqnr(tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib))
+    plain = sqnr(tflite.build(m, ranges, tflite.TFLiteOptions()))
+    assert corrected > plain + 0.5, (corrected, plain)
+
+
+def test_layers_kept_float_are_not_corrected(small_cnn):
+    """keep_float layers keep their float bias exactly (only int8 layers round their weights)."""
+    m, calib, _ = small_cnn
+    ranges = collect_ranges(m, calib, method="minmax", progress=False)
+    a = tflite.build(m, ranges, tflite.TFLiteOptions(float_head=1), samples=calib)
+    b = tflite.build(m, ranges, tflite.TFLiteOptions(float_head=1))
+    from edge.litert import make_interpreter
+
+    def stem_bias(result):
+        interp = make_interpreter(result.flatbuffer, use_xnnpack=False)
+        tensors = {d["index"]: d for d in interp.get_tensor_details()}
+        conv = next(o for o in interp._get_ops_details() if o["op_name"] == "CONV_2D")
+        bias = tensors[conv["inputs"][2]]
+        assert bias["dtype"] == np.float32
+        return interp.get_tensor(bias["index"])
+
+    np.testing.assert_array_equal(stem_bias(a), stem_bias(b))
