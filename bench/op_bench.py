@@ -403,7 +403,8 @@ def full_models(threads: int, runs: int) -> dict:
                 "int8_float_head3": tflite.TFLiteOptions(float_head=3)}
     invokes, sqnr = {}, {}
     for name, opts in variants.items():
-        flat = tflite.build(model, ranges if opts.quantize == "int8" else None, opts).flatbuffer
+        int8 = opts.quantize == "int8"     # as `ganglion convert` does: samples too (bias correction)
+        flat = tflite.build(model, ranges if int8 else None, opts, samples=calib if int8 else None).flatbuffer
         interp = make_interpreter(flat, num_threads=threads)
         i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
         outs = []
