@@ -68,7 +68,8 @@ class Daemon:
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method,
-                               request_timeout=cfg.workers.request_timeout_s)
+                               request_timeout=cfg.workers.request_timeout_s,
+                               isolation=cfg.workers.isolation)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,

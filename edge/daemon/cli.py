@@ -43,7 +43,8 @@ def build_config(config: str | None, flags: dict):
         table["device_id"] = flags["device_id"]
     if flags.get("board"):
         table["board"] = flags["board"]
-    for section, key, flag in (("workers", "count", "workers"), ("batch", "max_batch", "max_batch"),
+    for section, key, flag in (("workers", "count", "workers"), ("workers", "isolation", "isolation"),
+                               ("batch", "max_batch", "max_batch"),
                                ("batch", "budget_ms", "budget_ms"), ("metrics", "interval_s", "metrics_interval")):
         if flags.get(flag) is not None:
             table.setdefault(section, {})[key] = flags[flag]
@@ -130,6 +131,9 @@ def default_spool(device_id: str) -> str:
 @click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
 @click.option("--trusted-key", multiple=True, help="Public key (.pub); artifacts must be signed by one.")
 @click.option("--workers", type=int, help="Model worker processes.")
+@click.option("--isolation", type=click.Choice(["process", "thread"]),
+              help="Workers as processes (default: a crash costs one restart) or threads in the daemon "
+                   "(less overhead per request; a native crash takes the daemon down).")
 @click.option("--max-batch", type=int, help="Largest micro-batch.")
 @click.option("--budget-ms", type=float, help="Longest a request waits for its batch to fill.")
 @click.option("--metrics-interval", type=float, help="Seconds between metrics records.")

@@ -3,7 +3,7 @@
     device_id = "cam1"            board = "rpi4"          watchdog_s = 0 (from systemd when 0)
     [model]      path, backend, threads, delegate, allow_cpu_fallback, providers, engine_cache_dir,
                  trusted_keys, dequantize
-    [workers]    count, max_restarts, period_s, start_method, shutdown_s, request_timeout_s
+    [workers]    count, max_restarts, period_s, start_method, shutdown_s, request_timeout_s, isolation
     [supervisor] max_restarts, period_s            (the root: how often a subtree may be restarted)
     [batch]      max_batch, budget_ms, queue_size
     [metrics]    interval_s
@@ -52,6 +52,7 @@ class WorkersConfig:
     start_method: str = "spawn"
     shutdown_s: float = 3.0
     request_timeout_s: float = 30.0       # a worker silent this long on one batch is killed (0: never)
+    isolation: str = "process"            # process | thread (opt-in: no crash isolation, see docs)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class DaemonConfig:
                  (self.workers.request_timeout_s >= 0, "workers.request_timeout_s", ">= 0"),
                  (self.workers.start_method in ("spawn", "forkserver", "fork"), "workers.start_method",
                   "spawn, forkserver or fork"),
+                 (self.workers.isolation in ("process", "thread"), "workers.isolation", "process or thread"),
                  (1 <= self.batch.max_batch <= 1024, "batch.max_batch", "1..1024"),
                  (self.batch.budget_ms >= 0, "batch.budget_ms", ">= 0"),
                  (self.batch.queue_size >= 1, "batch.queue_size", ">= 1"),

@@ -49,8 +49,10 @@ class ModelInfo:
 
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
-                 on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0):
+                 on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0,
+                 isolation: str = "process"):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.isolation = isolation
         self.request_timeout = request_timeout
         self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
@@ -91,6 +93,16 @@ class WorkerPool:
                                               hint="see the daemon's events for why the workers stopped"))
         return sum(len(j.requests) for j in jobs)
 
+    def answer(self, job: Job, tensors: dict, worker: str, now: float) -> None:
+        """Split a batch's outputs back into one result per request, in order."""
+        start, single = 0, len(job.requests) == 1
+        for req in job.requests:
+            n = 0 if single else _samples(req)
+            outputs = tensors if single else {k: v[start:start + n] for k, v in tensors.items()}
+            start += n
+            self.deliver(Result(req, outputs=outputs, latency_ms=(now - req.created) * 1e3,
+                                worker=worker, attempts=job.attempts + 1))
+
     def answer_error(self, job: Job, err: dict, worker: str | None = None) -> None:
         now = time.monotonic()
         for req in job.requests:
@@ -105,7 +117,12 @@ class WorkerSlot:
         self.ready_at: float | None = None      # monotonic time the current process said ready
         self.generation = 0
 
-    def start(self) -> "WorkerHandle":
+    def start(self):
+        if self.pool.isolation == "thread":
+            from edge.daemon.inline import InlineWorker
+            self.pid, self.ready_at = None, None
+            self.generation += 1
+            return InlineWorker(self)
         parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
         proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec),
                                      name=f"ganglion-{self.name}", daemon=True)
@@ -246,13 +263,7 @@ class WorkerHandle(ProcessChild):
             pool.answer_error(job, header.get("error") or error_dict("runtime.inference", "worker error"),
                               self.slot.name)
             return
-        start, single = 0, len(job.requests) == 1
-        for req in job.requests:
-            n = 0 if single else _samples(req)
-            outputs = tensors if single else {k: v[start:start + n] for k, v in tensors.items()}
-            start += n
-            pool.deliver(Result(req, outputs=outputs, latency_ms=(now - req.created) * 1e3,
-                                worker=self.slot.name, attempts=job.attempts + 1))
+        pool.answer(job, tensors, self.slot.name, now)
 
     def _lost(self, job: Job) -> None:
         """The worker died holding ``job``: retry each request once, then answer with an error."""

@@ -28,8 +28,10 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
     wcfg = cfg.workers
     batching = f"batches of <= {cfg.batch.max_batch} within {cfg.batch.budget_ms:g} ms, queue {cfg.batch.queue_size}"
     workers = Supervisor("workers", [
-        ChildSpec(slot.name, slot.start, shutdown=wcfg.shutdown_s, kind="process",
-                  note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}; {batching}")
+        ChildSpec(slot.name, slot.start, shutdown=wcfg.shutdown_s,
+                  kind="process" if wcfg.isolation == "process" else "thread",
+                  note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}; {batching}"
+                  + ("" if wcfg.isolation == "process" else "; in the daemon's process: no crash isolation"))
         for slot in daemon.pool.slots],
         strategy=Strategy.ONE_FOR_ONE, max_restarts=wcfg.max_restarts, period=wcfg.period_s,
         on_event=daemon.event)

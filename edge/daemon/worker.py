@@ -63,18 +63,37 @@ def main(conn, spec: WorkerSpec) -> None:
     except GanglionError as exc:
         conn.send_bytes(wire.encode({"op": "fatal", "error": exc.to_dict()}))
         os._exit(EXIT_FATAL)
-    manifest = getattr(backend, "manifest", None) or {}
-    conn.send_bytes(wire.encode({
-        "op": "ready", "pid": os.getpid(), "backend": backend.name,
-        "inputs": [s.to_dict() for s in backend.inputs()],
-        "outputs": [s.to_dict() for s in backend.outputs()],
-        "events": backend.events, "preprocess": manifest.get("preprocessing") or {},
-        "labels": manifest.get("labels") or [], "model_name": manifest.get("name")}))
+    conn.send_bytes(wire.encode(ready_header(backend)))
     serve(conn, backend, spec.dequantize)
 
 
-def serve(conn, backend, dequantize: bool) -> None:
+def ready_header(backend) -> dict:
+    """What a worker tells the pool once its model is open (``pool.ModelInfo`` reads it)."""
+    manifest = getattr(backend, "manifest", None) or {}
+    return {"op": "ready", "pid": os.getpid(), "backend": backend.name,
+            "inputs": [s.to_dict() for s in backend.inputs()],
+            "outputs": [s.to_dict() for s in backend.outputs()],
+            "events": backend.events, "preprocess": manifest.get("preprocessing") or {},
+            "labels": manifest.get("labels") or [], "model_name": manifest.get("name")}
+
+
+def run_once(backend, feeds, dequantize_specs) -> tuple[dict | None, dict | None]:
+    """One batch through the backend: (outputs, None) or (None, error dict). Never raises: a
+    backend bug answers this request, and the worker lives on."""
     from edge.backends.base import dequantize_outputs
+    try:
+        result = backend.run(feeds)
+        if dequantize_specs is not None:
+            result = dequantize_outputs(dequantize_specs, result)
+        return result, None
+    except GanglionError as exc:
+        return None, exc.to_dict()
+    except Exception as exc:
+        return None, {"code": "runtime.inference", "message": f"{type(exc).__name__}: {exc}",
+                      "where": getattr(backend, "source", None), "hint": None}
+
+
+def serve(conn, backend, dequantize: bool) -> None:
     from edge.daemon.shm import Inbound
     outputs = backend.outputs()
     inbound = Inbound()
@@ -92,16 +111,8 @@ def serve(conn, backend, dequantize: bool) -> None:
             inbound.close()
             return
         rid = header.get("id")
-        try:
-            result = backend.run(tensors)
-            if dequantize:
-                result = dequantize_outputs(outputs, result)
-            reply = wire.encode({"op": "result", "id": rid}, result)
-        except GanglionError as exc:
-            reply = wire.encode({"op": "error", "id": rid, "error": exc.to_dict()})
-        except Exception as exc:     # a backend bug answers this request; the worker lives on
-            reply = wire.encode({"op": "error", "id": rid, "error": {
-                "code": "runtime.inference", "message": f"{type(exc).__name__}: {exc}",
-                "where": getattr(backend, "source", None), "hint": None}})
-        del tensors          # release shared-memory views before the parent reuses the segment
+        result, error = run_once(backend, tensors, outputs if dequantize else None)
+        reply = wire.encode({"op": "result", "id": rid}, result) if error is None else \
+            wire.encode({"op": "error", "id": rid, "error": error})
+        del tensors, result          # release shared-memory views before the parent reuses the segment
         conn.send_bytes(reply)

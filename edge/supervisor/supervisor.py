@@ -74,7 +74,11 @@ class Supervisor:
             return
         done = threading.Event()
         self._inbox.put(("stop", done))
-        done.wait(timeout + sum(s.shutdown for s in self.specs))
+        deadline = time.monotonic() + timeout + sum(s.shutdown for s in self.specs)
+        # The loop may give up (stopping its children) and exit before it reads our message:
+        # then nobody will set ``done``; stop waiting as soon as the loop is gone.
+        while not done.wait(0.05) and self._loop.is_alive() and time.monotonic() < deadline:
+            pass
 
     def wait(self, timeout: float | None = None) -> Exit | None:
         """Block until the supervisor exits (for the root); returns why, or None on timeout."""

@@ -31,6 +31,15 @@ def on_poison():
     return MemoryBackend(*SPECS, fn)
 
 
+def raises_on_poison():
+    """A backend bug (a Python exception, not a crash) when any value is below -100."""
+    def fn(f):
+        if (f["x"] < -100).any():
+            raise ZeroDivisionError("a bug in the backend")
+        return {"y": f["x"] * 2}
+    return MemoryBackend(*SPECS, fn)
+
+
 def slow(delay_s: float = 0.05):
     def fn(f):
         time.sleep(delay_s)

@@ -11,11 +11,11 @@ from edge.daemon.outbox import MemoryOutbox
 
 def make_daemon(model, *, workers=1, max_restarts=3, period=10.0, root_restarts=2, root_period=30.0,
                 factory=None, factory_args=None, max_batch=8, budget_ms=0.0, queue=64, sources=(), sinks=(),
-                metrics_interval=30.0, request_timeout=30.0):
+                metrics_interval=30.0, request_timeout=30.0, isolation="process"):
     cfg = from_dict({
         "model": {"path": str(model)},
         "workers": {"count": workers, "max_restarts": max_restarts, "period_s": period, "shutdown_s": 2.0,
-                    "request_timeout_s": request_timeout},
+                    "request_timeout_s": request_timeout, "isolation": isolation},
         "supervisor": {"max_restarts": root_restarts, "period_s": root_period},
         "batch": {"max_batch": max_batch, "budget_ms": budget_ms, "queue_size": queue},
         "metrics": {"interval_s": metrics_interval},
