@@ -7,7 +7,8 @@ Each model is converted once to an int8 .gpk with ``ganglion convert`` (digits: 
 calibration set; MobileNetV2-style 224x224: 64 N(0,1) samples). Then, each in a fresh child
 process so memory figures are clean:
 
-  floor      once, no model: a raw pipe round trip between two processes (64 bytes), and one
+  floor      once, no model: a raw pipe round trip between two processes (64 bytes), two thread
+             hand-offs (a request to another thread and an Event back), and one
              request through a Daemon whose worker runs x -> 2x on four floats (queue + two
              thread hand-offs + two pipe hops + framing + result routing). No model can be served
              with less overhead than the echo: it is the yardstick for the 5% target.
@@ -16,7 +17,8 @@ process so memory figures are clean:
              max_batch 1 (submit one request, wait for its answer: queue + IPC + worker + result
              routing), RUNS calls each -> medians and p95; the first 5 calls of a block are not timed
              (XNNPACK's pool threads of the other side spin down). Pairing matters on a shared
-             machine, where the load changes faster than a run lasts.
+             machine, where the load changes faster than a run lasts. A third side in the same
+             rotation: the opt-in in-process worker (isolation = "thread", no worker process).
   throughput three pairs of rounds: RUNS sequential bare calls, then RUNS requests submitted to
              the daemon at once (open loop: a saturating load) -> inf/s of each, ratio = median of
              the three daemon/bare ratios. Two ways of using the same cores: "mb" one worker with
@@ -106,11 +108,13 @@ def child_bare(model: str, runs: int, threads: int) -> dict:
     return {"rss_mb": rss_mb([os.getpid()])}
 
 
-def _daemon(model: str, threads: int, max_batch: int, budget: float, queue: int, workers: int = 1):
+def _daemon(model: str, threads: int, max_batch: int, budget: float, queue: int, workers: int = 1,
+            isolation: str = "process"):
     from edge.daemon.app import Daemon
     from edge.daemon.config import from_dict
     from edge.daemon.outbox import MemoryOutbox
-    cfg = from_dict({"model": {"path": model, "threads": threads}, "workers": {"count": workers},
+    cfg = from_dict({"model": {"path": model, "threads": threads},
+                     "workers": {"count": workers, "isolation": isolation},
                      "batch": {"max_batch": max_batch, "budget_ms": budget, "queue_size": queue},
                      "metrics": {"interval_s": 3600}}).check()
     return Daemon(cfg, outbox=MemoryOutbox()).start()
@@ -129,10 +133,12 @@ def child_daemon(model: str, runs: int, threads: int) -> dict:
     bare = Bare(model, threads)
     for _ in range(20):
         bare()
-    bare_t, daemon_t = _paired(bare, one, runs)
-    d.stop()
-    d.shutdown()
-    out = {"bare_ms": _ms(bare_t, 50), "daemon_ms": _ms(daemon_t, 50),
+    inline = _daemon(model, threads, 1, 0.0, 4 * runs, isolation="thread")    # opt-in, no process
+    bare_t, daemon_t, inline_t = _paired([bare, one, _round_trip(inline, feeds)], runs)
+    for x in (d, inline):
+        x.stop()
+        x.shutdown()
+    out = {"bare_ms": _ms(bare_t, 50), "daemon_ms": _ms(daemon_t, 50), "inline_ms": _ms(inline_t, 50),
            "bare_p95_ms": _ms(bare_t, 95), "daemon_p95_ms": _ms(daemon_t, 95), "rss_mb": rss_b1}
     # Throughput under a saturating load, two ways to spend the same cores: one worker with greedy
     # micro-batches of up to 8, or two workers with half the threads each and no batching. Each
@@ -177,7 +183,26 @@ def child_echo(runs: int) -> dict:
     d.stop()
     d.shutdown()
     return {"pipe_us": _ms(pipe_t, 50) * 1e3, "pipe_p95_us": _ms(pipe_t, 95) * 1e3,
+            "hops_us": _ms(_timed(_two_hops(), 20 * runs), 50) * 1e3,
             "echo_us": _ms(echo_t, 50) * 1e3, "echo_p95_us": _ms(echo_t, 95) * 1e3}
+
+
+def _two_hops():
+    """A request handed to another thread and its answer handed back, nothing else: the part of
+    the echo that any asynchronous submit/on_done API pays in Python."""
+    import queue
+    inbox = queue.SimpleQueue()
+
+    def serve():
+        while True:
+            inbox.get().set()
+    threading.Thread(target=serve, daemon=True).start()
+
+    def hop():
+        done = threading.Event()
+        inbox.put(done)
+        done.wait()
+    return hop
 
 
 def _echo_worker(conn) -> None:
@@ -199,16 +224,17 @@ def _round_trip(d, feeds):
     return one
 
 
-def _paired(bare, one, runs: int) -> tuple[list[float], list[float]]:
-    bare_t, daemon_t = [], []
+def _paired(fns, runs: int) -> list[list[float]]:
+    """Blocks of BLOCK calls of each function in turn, RUNS timed calls each."""
+    times = [[] for _ in fns]
     for _ in range(max(1, runs // BLOCK)):
-        for fn, out in ((bare, bare_t), (one, daemon_t)):
+        for fn, out in zip(fns, times):
             for i in range(BLOCK + SETTLE):
                 t0 = time.perf_counter()
                 fn()
                 if i >= SETTLE:       # the other side's threads may still be spinning down
                     out.append(time.perf_counter() - t0)
-    return bare_t, daemon_t
+    return times
 
 
 def _timed(fn, n: int) -> list[float]:
@@ -363,6 +389,7 @@ def _row(name: str, args, paired: dict, bare: dict, ready: float, online: float 
     r.update({k: round(v, 4) for k, v in paired.items() if k.endswith("_ms")})
     r["overhead"] = round(paired["daemon_ms"] / paired["bare_ms"] - 1, 4)
     r["overhead_ms"] = round(paired["daemon_ms"] - paired["bare_ms"], 4)
+    r["inline_overhead"] = round(paired["inline_ms"] / paired["bare_ms"] - 1, 4)
     for key in ("mb", "w2"):
         r[f"bare_{key}_inf_s"] = round(paired[f"bare_{key}_inf_s"], 1)
         r[f"daemon_{key}_inf_s"] = round(paired[f"{key}_inf_s"], 1)
@@ -378,11 +405,13 @@ def _row(name: str, args, paired: dict, bare: dict, ready: float, online: float 
 
 
 def _table(rows: list[dict], floor: dict) -> None:
-    print(f"\nfloor: pipe round trip {floor['pipe_us']:.1f} us (p95 {floor['pipe_p95_us']:.1f}); "
-          f"daemon echo (no model) {floor['echo_us']:.1f} us (p95 {floor['echo_p95_us']:.1f})")
+    print(f"\nfloor: pipe round trip {floor['pipe_us']:.1f} us (p95 {floor['pipe_p95_us']:.1f}); two thread "
+          f"hand-offs {floor['hops_us']:.1f} us; daemon echo (no model) {floor['echo_us']:.1f} us "
+          f"(p95 {floor['echo_p95_us']:.1f})")
     latency = [("model", 14, "s"), ("bare_ms", 9, ".3f"), ("daemon_ms", 10, ".3f"), ("overhead", 9, ".1%"),
                ("overhead_ms", 12, ".3f"), ("bare_p95_ms", 12, ".3f"), ("daemon_p95_ms", 14, ".3f"),
-               ("ready_s", 8, ".2f"), ("ready_online_s", 15, ".2f")]
+               ("inline_ms", 10, ".3f"), ("inline_overhead", 16, ".1%"), ("ready_s", 8, ".2f"),
+               ("ready_online_s", 15, ".2f")]
     volume = [("model", 14, "s"), ("bare_mb_inf_s", 14, ".0f"), ("daemon_mb_inf_s", 16, ".0f"),
               ("mb_ratio", 9, ".2f"), ("bare_w2_inf_s", 14, ".0f"), ("daemon_w2_inf_s", 16, ".0f"),
               ("w2_ratio", 9, ".2f"), ("bare_rss_mb", 12, ".1f"), ("daemon_rss_mb", 14, ".1f"),
