@@ -56,7 +56,9 @@ def encode(header: dict, tensors: dict[str, np.ndarray] | None = None, outbound=
     tensors = tensors or {}
     metas = outbound.place(tensors, slot) if outbound is not None and tensors else None
     if _hot(header, tensors):
-        return _encode_hot(header, tensors, metas)
+        frame = _encode_hot(header, tensors, metas)
+        if frame is not None:
+            return frame
     if metas is not None:
         raw = json.dumps(dict(header, tensors=metas), separators=(",", ":")).encode()
         return _LEN.pack(len(raw)) + raw
@@ -77,36 +79,44 @@ def _contiguous(tensors: dict) -> list[np.ndarray]:
     return [a if a.flags.c_contiguous else a.copy(order="C") for a in map(np.asarray, tensors.values())]
 
 
-def _encode_hot(header: dict, tensors: dict, metas: list[dict] | None) -> bytes:
+def _encode_hot(header: dict, tensors: dict, metas: list[dict] | None) -> bytes | None:
+    """The hot frame, or None when the tensors do not fit its fields (then JSON carries them)."""
     if metas:
         arrays = []
         key = (metas[0]["shm"], *((m["name"], m["dtype"], tuple(m["shape"]), m["offset"]) for m in metas))
     else:
         arrays = _contiguous(tensors)
         key = tuple((name, a.dtype, a.shape) for name, a in zip(tensors, arrays))
-    desc = _encoded.get(key)
-    if desc is None:
+    desc = _encoded.get(key, b"")
+    if desc == b"":
         desc = _describe(tensors, metas, arrays)
         if len(_encoded) >= CACHE_SIZE:
             _encoded.clear()
         _encoded[key] = desc
+    if desc is None:
+        return None
     head = _HOT.pack(MAGIC, OP_CODE[header["op"]], len(tensors), len(desc), header["id"])
     return b"".join([head, desc, *(a.tobytes() for a in arrays)])
 
 
-def _describe(tensors: dict, metas: list[dict] | None, arrays: list[np.ndarray]) -> bytes:
+def _describe(tensors: dict, metas: list[dict] | None, arrays: list[np.ndarray]) -> bytes | None:
     shm_name = (metas[0]["shm"] if metas else "").encode()
+    if len(shm_name) > 255:
+        return None
     parts = [bytes([len(shm_name)]), shm_name]
     for i, name in enumerate(tensors):
         if metas:
             shape, code, flags, offset = metas[i]["shape"], DTYPE_CODE[metas[i]["dtype"]], SHM_FLAG, metas[i]["offset"]
         else:
             shape, code, flags, offset = arrays[i].shape, NP_CODE[arrays[i].dtype], 0, 0
-        raw_name = name.encode()[:255]
+        raw_name = name.encode()
+        if len(raw_name) > 255 or len(shape) > MAX_NDIM:
+            return None
         parts.append(_TENSOR.pack(code, len(shape), flags, len(raw_name), offset))
         parts.append(struct.pack(f"<{len(shape)}q", *shape))
         parts.append(raw_name)
-    return b"".join(parts)
+    desc = b"".join(parts)
+    return desc if len(desc) <= 0xFFFF else None
 
 
 def decode(frame: bytes, inbound=None) -> tuple[dict, dict[str, np.ndarray]]:

@@ -87,6 +87,18 @@ def test_hot_frames_through_shared_memory_use_the_slot_asked_for():
         out.close()
 
 
+def test_tensors_that_do_not_fit_a_hot_frame_travel_as_json():
+    long_name = "x" * 300
+    deep = np.zeros((1,) * 40, np.float32)
+    for tensors in ({long_name: np.ones(3, np.float32)}, {"d": deep}):
+        frame = wire.encode({"op": "run", "id": 1}, tensors)
+        assert int.from_bytes(frame[:4], "little") != wire.MAGIC
+        header, back = wire.decode(frame)
+        assert list(back) == list(tensors) and header["id"] == 1
+        for k, v in tensors.items():
+            np.testing.assert_array_equal(back[k], v)
+
+
 def test_hot_frame_cache_does_not_skip_the_size_checks():
     frame = wire.encode({"op": "run", "id": 1}, {"x": np.zeros((1, 4), np.float32)})
     wire.decode(frame)                                  # its descriptions are now cached
