@@ -34,6 +34,33 @@ def test_dry_run_prints_the_tree(dense_tflite, tmp_path):
         assert line in res.stdout
 
 
+def test_isolation_thread_runs_the_model_in_the_daemon(dense_tflite, tmp_path):
+    res = ganglion("run", "--model", dense_tflite, "--watch", tmp_path / "in", "--isolation", "thread", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "worker-0 (thread" in res.stdout and "no crash isolation" in res.stdout
+    assert ganglion("run", "--model", dense_tflite, "--isolation", "none", "--dry-run").returncode == 2
+    inbox, out = tmp_path / "in", tmp_path / "results.jsonl"
+    inbox.mkdir(exist_ok=True)                  # the dry run may have made it
+    arr = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    np.save(inbox / "a.npy", arr)                 # there before the start: read once it is ready
+    proc = subprocess.Popen(GANGLION + ["run", "--model", str(dense_tflite), "--watch", str(inbox),
+                                        "--jsonl", str(out), "--isolation", "thread"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (inbox / "done" / "a.npy").exists():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["ok"] and rec["worker"] == "worker-0"
+    np.testing.assert_allclose(rec["outputs"]["y"], models.reference(arr), rtol=1e-5, atol=1e-5)
+
+
 def test_systemd_unit_uses_notify_and_a_watchdog(dense_tflite):
     res = ganglion("run", "--model", dense_tflite, "--watch", "/srv/in", "--print-systemd-unit",
                    "--watchdog-sec", 15)
