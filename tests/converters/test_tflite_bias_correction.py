@@ -92,3 +92,39 @@ def test_layers_kept_float_are_not_corrected(small_cnn):
         return interp.get_tensor(bias["index"])
 
     np.testing.assert_array_equal(stem_bias(a), stem_bias(b))
+
+
+def test_measured_channel_means_are_the_float_activations_means():
+    from converters.lower import lower
+    from converters.passes import run_pipeline
+    from converters.tflite import _feeds
+    from converters.tflite.ranges import measure_stats
+    from converters.tflite.writer import serialize
+    m, calib, _ = _pointwise()
+    graph = frontend.to_graph(m)
+    run_pipeline(graph)
+    tg = lower(graph)
+    conv = next(op for op in tg.ops if op.opcode == "CONV_2D")
+    x = conv.inputs[0]
+    _, means = measure_stats(serialize(tg), tg, calib, lambda s: _feeds(tg, s), frozenset({x}))
+    want = np.mean([s["x"].mean(axis=(0, 2, 3)) for s in calib], axis=0)   # NCHW -> per channel
+    assert set(means) == {x}
+    np.testing.assert_allclose(means[x], want, rtol=1e-5)
+
+
+def test_depthwise_with_channel_multiplier_is_corrected_too():
+    """group == C with 2C outputs: each output channel reads input channel j // 2."""
+    w = RNG.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32)
+    node = H.helper.make_node("Conv", ["x", "w"], ["y"], group=8, pads=[1, 1, 1, 1], name="dw2")
+    m = H.model([node], {"x": (1, 8, 10, 10)}, ["y"], {"w": w})
+    data = [{"x": RNG.uniform(0, 3, (1, 8, 10, 10)).astype(np.float32)} for _ in range(30)]
+    calib, held = data[:15], data[15:]
+    ranges = collect_ranges(m, calib, method="minmax", progress=False)
+    corrected = tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib)
+    plain = tflite.build(m, ranges, tflite.TFLiteOptions())
+    assert "DEPTHWISE_CONV_2D" in corrected.ops and corrected.flatbuffer != plain.flatbuffer
+    ref = np.concatenate([H.ort_run(m, s)[0].ravel() for s in held])
+    got = {k: np.concatenate([H.tflite_run(r, s)[0].ravel() for s in held])
+           for k, r in (("corrected", corrected), ("plain", plain))}
+    assert np.abs(np.mean(got["corrected"] - ref)) <= np.abs(np.mean(got["plain"] - ref)) + 1e-4
+    assert sqnr_db(ref, got["corrected"]) >= sqnr_db(ref, got["plain"]) - 0.1
