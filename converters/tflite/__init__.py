@@ -15,7 +15,6 @@ import onnx
 
 from converters.errors import ConvertError
 from converters.frontend import to_graph
-from converters.lower import lower
 from converters.passes import run_pipeline
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
@@ -92,6 +91,9 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     # A fused node (Conv+BN+Relu) is one TFLite op: naming any of its ONNX nodes keeps it float.
     keep = {n.name for n in graph.nodes
             if {n.name, *n.attrs.get("_absorbed", [])} & set(options.keep_float)}
+    # Imported here, not at the top: converters.lower builds tflite.graph objects, so a top-level
+    # import would make `import converters.lower` alone fail on the cycle through this package.
+    from converters.lower import lower
     tg = lower(graph)
     keep |= head_of(tg, options.float_head)
     if options.quantize == "int8":
