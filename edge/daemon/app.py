@@ -69,7 +69,7 @@ class Daemon:
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method,
                                request_timeout=cfg.workers.request_timeout_s,
-                               isolation=cfg.workers.isolation)
+                               isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,

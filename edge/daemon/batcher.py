@@ -64,6 +64,17 @@ class RequestQueue:
             self._cond.notify_all()
             return req
 
+    def take_while(self, n: int, keep) -> list[Request]:
+        """Up to ``n`` queued requests from the front while ``keep(req)``; one lock for all of
+        them (a saturated queue would otherwise cost a lock round per request)."""
+        out = []
+        with self._cond:
+            while self._items and len(out) < n and keep(self._items[0]):
+                out.append(self._items.popleft())
+            if out:
+                self._cond.notify_all()
+        return out
+
     def drain(self) -> list[Request]:
         with self._cond:
             items, self._items = list(self._items), deque()
@@ -115,7 +126,9 @@ class Batcher:
         batch = [first]
         deadline = first.created + budget
         key = _shape_key(first)
-        while len(batch) < self.max_batch:
+        if self.max_batch > 1:      # what is already queued, in one go; then wait within the budget
+            batch += self.requests.take_while(self.max_batch - 1, lambda r: _shape_key(r) == key)
+        while len(batch) < self.max_batch and deadline > time.monotonic():
             req = self.requests.get(timeout=deadline - time.monotonic())
             if req is None:
                 break

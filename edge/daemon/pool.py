@@ -50,8 +50,9 @@ class ModelInfo:
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
                  on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0,
-                 isolation: str = "process"):
+                 isolation: str = "process", deliver_many: Callable[[list[Result]], None] | None = None):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.deliver_many = deliver_many or (lambda results: [deliver(r) for r in results])
         self.isolation = isolation
         self.request_timeout = request_timeout
         self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
@@ -95,13 +96,18 @@ class WorkerPool:
 
     def answer(self, job: Job, tensors: dict, worker: str, now: float) -> None:
         """Split a batch's outputs back into one result per request, in order."""
-        start, single = 0, len(job.requests) == 1
-        for req in job.requests:
-            n = 0 if single else _samples(req)
-            outputs = tensors if single else {k: v[start:start + n] for k, v in tensors.items()}
-            start += n
-            self.deliver(Result(req, outputs=outputs, latency_ms=(now - req.created) * 1e3,
+        if len(job.requests) == 1:
+            req = job.requests[0]
+            self.deliver(Result(req, outputs=tensors, latency_ms=(now - req.created) * 1e3,
                                 worker=worker, attempts=job.attempts + 1))
+            return
+        start, results = 0, []
+        for req in job.requests:
+            n = _samples(req)
+            results.append(Result(req, outputs={k: v[start:start + n] for k, v in tensors.items()},
+                                  latency_ms=(now - req.created) * 1e3, worker=worker, attempts=job.attempts + 1))
+            start += n
+        self.deliver_many(results)
 
     def answer_error(self, job: Job, err: dict, worker: str | None = None) -> None:
         now = time.monotonic()

@@ -115,6 +115,14 @@ class ResultRouter:
         else:
             self.queue.put(result)
 
+    def deliver_many(self, results: list[Result]) -> None:
+        """A batch's results: routed together inline (one lock, one spool transaction), or queued."""
+        if self.inline:
+            self._route_many(results)
+        else:
+            for result in results:
+                self.queue.put(result)
+
     def run(self, stop: threading.Event) -> None:
         """Thread child body: route results until stopped, in bursts of what is waiting."""
         while not stop.is_set():
