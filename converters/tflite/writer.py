@@ -4,6 +4,12 @@ Rules from the format (and FACTS.md): buffer 0 is the empty sentinel, every cons
 buffer, the file identifier is "TFL3", and every int8/uint8 tensor carries quantization
 parameters (checked in ``check_params`` before writing, since LiteRT accepts a nonzero weight
 zero point silently).
+
+Quantization parameters are packed through ``_SharedQuant``: identical scale / zero-point vectors
+(e.g. the all-zero int64 zero points of every per-channel weight and bias of one width) and
+identical whole tables are stored once and pointed at by every tensor that uses them. Flatbuffers
+allows any number of references to one stored object; the object API's ``Pack`` would emit a copy
+per tensor, which was ~0.4 MB of a 3.5 MB MobileNetV2.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ OPTION_TYPES = {name: getattr(schema.BuiltinOptions, name)
                 for name in dir(schema.BuiltinOptions) if not name.startswith("_")}
 
 
-def serialize(tg: TGraph, description: str = "ganglion") -> bytes:
+def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = True) -> bytes:
+    """The .tflite bytes of ``tg``; ``share_params=False`` writes one copy of the quantization
+    parameters per tensor (the plain object API; kept to compare against in tests)."""
     check_params(tg)
     model = schema.ModelT()
     model.version = 3
@@ -40,6 +48,10 @@ def serialize(tg: TGraph, description: str = "ganglion") -> bytes:
     sub.operators = [_operator(op, opcodes, model.operatorCodes) for op in tg.ops]
     model.subgraphs = [sub]
     builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))
+    cache: dict = {}
+    for t in sub.tensors:
+        if t.quantization is not None and share_params:
+            t.quantization = _SharedQuant(t.quantization, cache)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -62,6 +74,39 @@ def _tensor(t, buffers) -> schema.TensorT:
         q.quantizedDimension = int(t.quant.axis)
         out.quantization = q
     return out
+
+
+class _SharedQuant:
+    """Stands in for a QuantizationParametersT inside the object tree; its ``Pack`` looks the
+    vectors and the table up in ``cache`` (keyed by their bytes) before writing them.
+
+    Offsets written earlier are valid targets for any later table: the builder writes back to
+    front, so earlier objects sit after the referencing table, as flatbuffers requires."""
+
+    def __init__(self, q: schema.QuantizationParametersT, cache: dict):
+        self.scale = np.asarray(q.scale, np.float32)
+        self.zero_point = np.asarray(q.zeroPoint, np.int64)
+        self.axis = int(q.quantizedDimension)
+        self.cache = cache
+
+    def _vector(self, builder, arr: np.ndarray) -> int:
+        key = ("v", arr.dtype.str, arr.tobytes())
+        if key not in self.cache:
+            self.cache[key] = builder.CreateNumpyVector(arr)
+        return self.cache[key]
+
+    def Pack(self, builder) -> int:  # noqa: N802 (the object API's name)
+        key = ("t", self.scale.tobytes(), self.zero_point.tobytes(), self.axis)
+        if key in self.cache:
+            return self.cache[key]
+        scale = self._vector(builder, self.scale)
+        zero_point = self._vector(builder, self.zero_point)
+        schema.QuantizationParametersStart(builder)
+        schema.QuantizationParametersAddScale(builder, scale)
+        schema.QuantizationParametersAddZeroPoint(builder, zero_point)
+        schema.QuantizationParametersAddQuantizedDimension(builder, self.axis)
+        self.cache[key] = schema.QuantizationParametersEnd(builder)
+        return self.cache[key]
 
 
 def _operator(op, opcodes: dict[str, int], table: list) -> schema.OperatorT:
