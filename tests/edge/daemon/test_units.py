@@ -239,6 +239,23 @@ def test_batcher_respects_max_batch_and_never_mixes_shapes():
     assert (b.batches, b.batched_requests) == (4, 7)
 
 
+def test_greedy_batches_and_write_ahead_take_only_what_is_queued():
+    rq = RequestQueue(100)
+    b = Batcher(rq, max_batch=4, budget_ms=0)
+    t0 = time.monotonic()
+    assert b.take_ready() is None and time.monotonic() - t0 < 0.05      # never waits
+    for i in range(3):
+        rq.put(_req(i))
+    rq.put(_req(7, shape=(1, 2)))
+    rq.put(_req(8, shape=(1, 2)))
+    job = b.take_ready()
+    assert [int(r.feeds["x"][0, 0]) for r in job.requests] == [0, 1, 2]      # stops at the shape change
+    assert job.feeds["x"].shape == (3, 4)
+    job = b.take(0.05)
+    assert [int(r.feeds["x"][0, 0]) for r in job.requests] == [7, 8] and job.feeds["x"].shape == (2, 2)
+    assert b.take_ready() is None and len(rq) == 0
+
+
 def test_batcher_waits_at_most_the_budget_for_a_lone_request():
     rq = RequestQueue(10)
     b = Batcher(rq, max_batch=8, budget_ms=30)
