@@ -39,6 +39,8 @@ def build_config(config: str | None, flags: dict):
         model["allow_cpu_fallback"] = True
     if flags.get("trusted_key"):
         model["trusted_keys"] = [_abs(k) for k in flags["trusted_key"]]
+    if flags.get("firmware_key"):
+        table.setdefault("firmware", {})["trusted_keys"] = [_abs(k) for k in flags["firmware_key"]]
     if flags.get("device_id"):
         table["device_id"] = flags["device_id"]
     if flags.get("board"):
@@ -140,6 +142,9 @@ def default_spool(device_id: str) -> str:
 @click.option("--spool", help="Telemetry spool (SQLite) path.")
 @click.option("--firmware-root", help="Run the active A/B firmware slot under this root (model, config, "
                                      "wheels from the slot; validated on a trial boot; OTA over MQTT).")
+@click.option("--firmware-key", multiple=True,
+              help="Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
+                   "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).")
 @click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit.")
 @click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")

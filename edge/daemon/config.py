@@ -7,6 +7,8 @@
     [supervisor] max_restarts, period_s            (the root: how often a subtree may be restarted)
     [batch]      max_batch, budget_ms, queue_size
     [metrics]    interval_s
+    [firmware]   trusted_keys  (.pub files that sign firmware bundles: validation and OTA; distinct
+                 from [model] trusted_keys, which sign model artifacts)
     [telemetry]  broker, ... (edge.telemetry.TelemetryConfig), plus spool (path of the SQLite spool)
     [[sources]]  kind = folder|replay|mqtt|camera, path, topic, rate_hz, loop, device, fps
     [[sinks]]    kind = jsonl|stdout|mqtt, path
@@ -42,6 +44,13 @@ class ModelConfig:
     engine_cache_dir: str | None = None
     trusted_keys: tuple[str, ...] = ()    # .pub files; when set, artifacts must be signed by one
     dequantize: bool = True               # int8 outputs -> float in results
+
+
+@dataclass(frozen=True)
+class FirmwareConfig:
+    # Keys that sign firmware bundles (`ganglion firmware build --key`). Kept apart from the model's
+    # artifact keys: a converter's signing key must not be able to authorise a firmware install.
+    trusted_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ class DaemonConfig:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
     telemetry: dict = field(default_factory=dict)     # validated by edge.telemetry.TelemetryConfig
     sources: tuple[SourceConfig, ...] = ()
     sinks: tuple[SinkConfig, ...] = ()
@@ -222,6 +232,7 @@ def _resolve_paths(cfg: DaemonConfig, base: Path) -> DaemonConfig:
         return str(base / p) if p and not Path(p).is_absolute() else p
     model = dataclasses.replace(cfg.model, path=rel(cfg.model.path),
                                 trusted_keys=tuple(rel(k) for k in cfg.model.trusted_keys))
+    firmware = dataclasses.replace(cfg.firmware, trusted_keys=tuple(rel(k) for k in cfg.firmware.trusted_keys))
     sources = tuple(dataclasses.replace(s, path=rel(s.path)) for s in cfg.sources)
     sinks = tuple(dataclasses.replace(s, path=rel(s.path)) for s in cfg.sinks)
-    return dataclasses.replace(cfg, model=model, sources=sources, sinks=sinks)
+    return dataclasses.replace(cfg, model=model, firmware=firmware, sources=sources, sinks=sinks)

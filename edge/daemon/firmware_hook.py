@@ -56,7 +56,7 @@ def validate_trial(daemon, root: str, info: dict) -> int:
     from firmware.validate import validate
     broker = daemon.cfg.telemetry.get("broker")
     hostport = broker.split("://", 1)[-1].rsplit("@", 1)[-1] if broker else None
-    report = validate(root, broker=hostport, trusted=list(daemon.cfg.model.trusted_keys) or None)
+    report = validate(root, broker=hostport, trusted=list(daemon.cfg.firmware.trusted_keys) or None)
     phase = "validated" if report.get("ok") else "reverted"
     daemon.event({"event": "firmware", "phase": phase, "slot": info.get("slot"), "version": info.get("version"),
                   **{k: report[k] for k in ("failed_check", "reason") if k in report}})
@@ -64,11 +64,11 @@ def validate_trial(daemon, root: str, info: dict) -> int:
 
 
 def register_ota(daemon, telemetry, root: str) -> None:
-    """``deploy-firmware.*`` over MQTT; needs trusted keys (bundles are always verified)."""
-    trusted = list(daemon.cfg.model.trusted_keys)
+    """``deploy-firmware.*`` over MQTT; needs firmware keys (bundles are always verified)."""
+    trusted = list(daemon.cfg.firmware.trusted_keys)
     if not trusted:
         daemon.event({"event": "firmware", "phase": "ota_disabled",
-                      "reason": "no trusted keys configured ([model] trusted_keys)"})
+                      "reason": "no firmware keys configured ([firmware] trusted_keys, --firmware-key)"})
         return
     from firmware import ota
     handler = ota.on_complete(root, trusted, lambda payload: telemetry.record("events", payload))

@@ -55,3 +55,31 @@ def test_run_boots_the_trial_slot_serves_it_and_validates_it(installed, tmp_path
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     phases = [e.get("phase") for e in events if e.get("event") == "firmware"]
     assert phases[:2] == ["boot", "validated"]
+
+
+def _run_until_exit(args, timeout=90):
+    proc = subprocess.run([GANGLION, "run", *args], capture_output=True, text=True, timeout=timeout)
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    return proc, [e for e in events if e.get("event") == "firmware"]
+
+
+def test_firmware_key_is_used_to_recheck_the_trial_slot(installed, tmp_path):
+    # The slot was signed by fw.key; a different firmware key must make validation fail (and revert),
+    # which shows --firmware-key (not the model's --trusted-key) is what validation re-checks.
+    other = tmp_path / "other"
+    other.mkdir()
+    _, wrong_pub = helpers.keypair(other, "intruder")
+    proc, events = _run_until_exit(["--firmware-root", str(installed), "--watch", str(tmp_path / "in"),
+                                    "--firmware-key", str(wrong_pub)])
+    assert proc.returncode == 75, proc.stderr
+    reverted = [e for e in events if e.get("phase") == "reverted"]
+    assert reverted and reverted[0]["failed_check"] == "files", events
+    assert fw_status.status(installed)["slots"]["a"]["status"] != "valid"
+
+
+def test_firmware_keys_config_section_resolves_relative_paths(tmp_path):
+    from edge.daemon import config as cfgmod
+    (tmp_path / "d.toml").write_text('[model]\npath = "m.tflite"\n[firmware]\ntrusted_keys = ["keys/fw.pub"]\n')
+    cfg = cfgmod.load_toml(tmp_path / "d.toml")
+    assert cfg.firmware.trusted_keys == (str(tmp_path / "keys/fw.pub"),)
+    assert cfg.model.trusted_keys == ()
