@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from converters.config import IO_TYPES, LAYOUTS, QUANTIZE, TARGETS, ConvertConfig, parse_shape
+from converters.config import IO_TYPES, LAYOUTS, QDQ_PROFILES, QUANTIZE, TARGETS, ConvertConfig, parse_shape
 
 # verify --per-layer and range measurement keep every LiteRT tensor on purpose; LiteRT warns about
 # that on each interpreter, which only confuses a command-line user.
@@ -39,6 +39,9 @@ def _shapes(ctx, param, values):
               help="Input/output dtype of the artifact (int8/uint8 for camera pipelines and accelerators).")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="onnx", show_default=True,
               help="onnx keeps the ONNX signature (NCHW); nhwc takes channels-last frames.")
+@click.option("--qdq-profile", type=click.Choice(QDQ_PROFILES), default="tensorrt", show_default=True,
+              help="QDQ ONNX flavour: tensorrt (Jetson: symmetric int8, float bias) or onnxruntime "
+                   "(uint8 activations, int32 bias).")
 @click.option("--observer", default="minmax", show_default=True,
               help="Range observer: minmax, percentile[:99.99], entropy or mse.")
 @click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")
@@ -59,7 +62,7 @@ def _shapes(ctx, param, values):
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def convert(model, output, calib, target, quantize, io_type, layout, observer, num_calib, preprocess, holdout,
+def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess, holdout,
             holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, name, version,
             as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
@@ -69,6 +72,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, observer, n
       ganglion convert model.onnx --calib calib.npz -o model.gpk
       ganglion convert model.onnx --calib calib.npz --holdout holdout.npz -o model.gpk --key signer.key
       ganglion convert model.onnx --calib imgs/ --preprocess preprocess.toml --target both -o m.gpk
+      ganglion convert model.onnx --calib calib.npz --qdq-profile onnxruntime -o model.onnx
       ganglion convert model.onnx --calib calib.npz --io int8 --layout nhwc -o model.tflite
       ganglion convert model.onnx --quantize none -o model_float.tflite
       ganglion convert model.onnx --calib calib.npz --auto-keep-float 2 --holdout holdout.npz -o model.gpk
@@ -81,7 +85,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, observer, n
     from converters import api
     cfg = ConvertConfig(
         model=model, output=output or Path(model.stem + ".gpk"), target=target, quantize=quantize, io=io_type,
-        layout=layout, observer=observer, calib=calib, preprocess=preprocess, num_calib=num_calib,
+        layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess, num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
         auto_keep_float=auto_keep_float, float_head=float_head, key=key, input_shapes=input_shapes, name=name,
         version=version,

@@ -24,6 +24,7 @@ QUANTIZE = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("float32", "int8", "uint8")
 LAYOUTS = ("onnx", "nhwc")
 OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+QDQ_PROFILES = ("tensorrt", "onnxruntime")           # converters.qdq.PROFILES (not imported: onnx-free)
 SUFFIX_TARGET = {".tflite": "tflite", ".onnx": "qdq"}     # bare model files; .gpk holds any target
 
 
@@ -35,6 +36,7 @@ class ConvertConfig:
     quantize: str = "int8"
     io: str = "float32"                   # artifact I/O type; float32 keeps the ONNX signature
     layout: str = "onnx"                  # "nhwc": channels-last image inputs/outputs
+    qdq_profile: str = "tensorrt"         # QDQ flavour: "tensorrt" (Jetson) or "onnxruntime" (qdq.PROFILES)
     observer: str = "minmax"              # "percentile:99.99" passes an argument
     calib: Path | None = None             # .npy / .npz / image folder
     preprocess: str | None = None         # spec for image folders (see converters.calibrate.preprocess)
@@ -98,7 +100,8 @@ class ConvertConfig:
 
         for value, allowed, flag in ((self.target, TARGETS, "--target"), (self.quantize, QUANTIZE, "--quantize"),
                                      (self.io, IO_TYPES, "--io"), (self.layout, LAYOUTS, "--layout"),
-                                     (self.observer.split(":")[0], OBSERVERS, "--observer")):
+                                     (self.observer.split(":")[0], OBSERVERS, "--observer"),
+                                     (self.qdq_profile, QDQ_PROFILES, "--qdq-profile")):
             if value not in allowed:
                 bad(f"{flag} {value!r} is not one of {', '.join(allowed)}", flag, f"use {flag} {allowed[0]}")
         kind = self.output_kind

@@ -8,7 +8,8 @@ per member) and ``format_version``; the ed25519 signature covers the exact manif
     source_model                {"file", "sha256", "opset", "producer"}
     inputs / outputs            [{name, dtype, shape, layout, quant: {scale, zero_point} | null}]
     preprocessing, labels       how raw data becomes input; class names (or null)
-    quantization                {mode, io, layout, observer, keep_float, weights/activations/bias scheme}
+    quantization                {mode, io, layout, observer, keep_float, weights/activations/bias scheme,
+                                 qdq: {profile, activations, bias, bias_correction} when a QDQ ONNX is built}
     calibration                 {method, samples, source (file name), source_sha256} or null
     fidelity                    the verify report per format, when --holdout was given
     tensor_map                  ONNX tensor name -> TFLite tensor index and layout perm
@@ -51,13 +52,28 @@ def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None,
         "labels": _labels(cfg.labels),
         "quantization": {"mode": cfg.quantize, "io": cfg.io, "layout": cfg.layout,
                          "observer": cfg.observer if ranges is not None else None,
-                         "keep_float": list(keep_float), **SCHEMES[cfg.quantize]},
+                         "keep_float": list(keep_float), **SCHEMES[cfg.quantize],
+                         **({"qdq": _qdq_scheme(cfg)} if "qdq" in built else {})},
         "calibration": _calibration(cfg) if ranges is not None else None,
         "fidelity": report,
         "tensor_map": _plain(getattr(tfl, "tensor_map", None) or {}),
         "models": [{"format": MODEL_ENTRIES[f][0], "file": MODEL_ENTRIES[f][1]} for f in built],
         **cfg.extra,
     }
+
+
+# What each QDQ profile stores (converters.qdq.builder.PROFILES), in the manifest's words.
+QDQ_SCHEMES = {
+    "tensorrt": {"activations": "int8 per-tensor symmetric (zero point 0)", "bias": "float32"},
+    "onnxruntime": {"activations": "uint8 per-tensor asymmetric", "bias": "int32, scale = input_scale * weight_scale"},
+}
+
+
+def _qdq_scheme(cfg) -> dict:
+    """The quantization entry of the onnx model: its profile, and that Conv/Gemm biases were
+    corrected for the weights' rounding on the calibration data."""
+    return {"profile": cfg.qdq_profile, "weights": SCHEMES["int8"]["weights"], **QDQ_SCHEMES[cfg.qdq_profile],
+            "bias_correction": cfg.calib is not None}
 
 
 def file_sha256(path: Path) -> str:

@@ -29,7 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from converters.errors import ConvertError
-from converters.qdq import fold, ops, params
+from converters.qdq import correct, fold, ops, params
 from edge.errors import UsageError
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -50,14 +50,19 @@ PROFILES = {
 
 
 def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
-          keep_float=(), profile: str = "tensorrt") -> onnx.ModelProto:
-    """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float."""
+          keep_float=(), profile: str = "tensorrt", samples: list[dict] | None = None) -> onnx.ModelProto:
+    """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float.
+
+    With ``samples`` (the calibration feeds) the biases of quantized Conv/Gemm nodes are corrected
+    for the mean shift their weights' rounding causes (``correct.py``)."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = _check_keep_float(model.graph, keep_float)
     model, folded = _prepared(model)
     # keeping a BatchNormalization float means keeping the Conv it was folded into float
     keep = keep | {conv for bn, conv in folded.items() if bn in keep}
+    if samples:
+        _correct_biases(model, samples, keep)
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep)
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
@@ -68,6 +73,12 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
         raise ConvertError(f"the QDQ model failed the ONNX checker: {exc}", code="convert.qdq",
                            hint="this is a converter bug; keep the failing node float with --keep-float") from exc
     return model
+
+
+def _correct_biases(model: onnx.ModelProto, samples: list[dict], keep: frozenset) -> None:
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.name not in keep and correct.correctable(n, inits)]
+    correct.apply(model.graph, correct.input_means(model, samples, nodes), nodes)
 
 
 def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:

@@ -1,0 +1,176 @@
+"""Bias correction for the QDQ target: undo the mean output shift that weight rounding causes.
+
+Rounding a weight channel to int8 adds an error E = dequant(quant(W)) - W. For an input whose
+channels have mean m (over the calibration samples), the layer's output then moves on average by
+E . m per output channel -- a fixed offset, large for inputs with large means such as ReLU
+outputs. Subtracting it from the bias (b' = b - E . m) removes the offset; the TFLite path does the
+same (converters/tflite/quantize.py, with means measured in LiteRT), here the means come from the
+float ONNX graph in onnxruntime.
+
+    input_means(model, samples, nodes) -> {tensor name: per-channel mean (float64)}
+    apply(graph, means, nodes)         corrects (or adds) the bias initializers in place
+
+Covered: Conv (any rank, groups, depthwise) and Gemm with alpha = beta = 1 and transA = 0. Other
+ops keep their bias (ConvTranspose spreads one input pixel over a kernel footprint, so an input
+mean does not map to one output offset; MatMul has no bias to correct).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from converters.qdq import ops, params
+
+
+def correctable(node, inits: dict) -> bool:
+    """Does ``node`` have a float weight initializer whose rounding we know how to correct?"""
+    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+        return False
+    if inits[node.input[1]].data_type != onnx.TensorProto.FLOAT:
+        return False
+    if node.op_type == "Gemm":
+        attrs = {a.name: a for a in node.attribute}
+        if attrs.get("transA") is not None and attrs["transA"].i:
+            return False
+        if any(name in attrs and attrs[name].f != 1.0 for name in ("alpha", "beta")):
+            return False
+        if len(node.input) > 2 and node.input[2] and node.input[2] in inits \
+                and numpy_helper.to_array(inits[node.input[2]]).ndim != 1:
+            return False          # a 2-D C is not a per-channel bias
+    return True
+
+
+def input_means(model: onnx.ModelProto, samples: list[dict], nodes: list) -> dict[str, np.ndarray]:
+    """Mean of the first input of each of ``nodes`` over ``samples`` and the batch: a Conv input
+    keeps its spatial shape ([C, *spatial]: the correction needs the border pixels, where zero
+    padding enters the window), a Gemm input is one value per column ([K]). ``model`` runs in
+    onnxruntime with those tensors exposed."""
+    from converters.calibrate.runner import check_feeds, expose, make_session
+    inputs = {vi.name for vi in model.graph.input}
+    names = sorted({n.input[0] for n in nodes})
+    if not names or not samples:
+        return {}
+    exposed = [n for n in names if n not in inputs]
+    session = make_session(expose(model, exposed)) if exposed else None
+    sums: dict[str, np.ndarray] = {}
+    for index, sample in enumerate(samples):
+        feeds = check_feeds(sample, session, index, sorted(inputs))
+        values = dict(zip(exposed, session.run(exposed, feeds))) if session else {}
+        values.update({k: v for k, v in feeds.items() if k in names})
+        for name in names:
+            v = np.asarray(values[name])
+            if v.ndim < 2:
+                continue
+            sums[name] = sums.get(name, 0.0) + v.mean(axis=0, dtype=np.float64)
+    return {name: s / len(samples) for name, s in sums.items()}
+
+
+def apply(graph: onnx.GraphProto, means: dict[str, np.ndarray], nodes: list) -> int:
+    """Correct the bias of every node in ``nodes`` whose input mean is known; returns how many."""
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    done = 0
+    for node in nodes:
+        if node.input[0] not in means or not correctable(node, inits):
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        axis = ops.WEIGHT_AXIS[node.op_type][1](node)
+        shift = _shift(node, w, axis, means[node.input[0]])
+        if shift is None:
+            continue
+        _set_bias(graph, node, inits, users, shift)
+        done += 1
+    return done
+
+
+def _shift(node, w: np.ndarray, axis: int, mean: np.ndarray) -> np.ndarray | None:
+    """Per output channel, E . mean for the rounding error E of the int8 weights."""
+    q, p = params.weight(w, axis if w.ndim >= 2 else None)
+    scale = np.asarray(p.scale, np.float64)
+    if scale.ndim:
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    error = q.astype(np.float64) * scale - w.astype(np.float64)
+    if node.op_type == "Gemm":                   # B [K, N], or [N, K] with transB
+        mean = mean.reshape(-1) if mean.ndim == 1 else mean.mean(axis=tuple(range(mean.ndim - 1)))
+        if w.ndim != 2:
+            return None
+        error = error if axis == 1 else error.T
+        return mean @ error if error.shape[0] == len(mean) else None
+    window = _window_means(node, mean, w.shape[2:])     # [C, *kernel]
+    if window is None:
+        return None
+    out, per_group = w.shape[0], w.shape[1]     # Conv W [M, C/g, k...]
+    channels = window.shape[0]
+    if channels % per_group or out % (channels // per_group):
+        return None
+    groups = channels // per_group
+    reads = window.reshape(groups, per_group, -1)[np.arange(out) // (out // groups)]   # [M, C/g, k]
+    return (error.reshape(out, per_group, -1) * reads).sum(axis=(1, 2))
+
+
+def _window_means(node, mean: np.ndarray, kernel: tuple) -> np.ndarray | None:
+    """For each input channel and kernel tap, the mean input value that tap reads, averaged over
+    every output position: the mean image, zero-padded as the Conv pads it, sliced with the
+    Conv's strides and dilations. (With it, E . window is the exact mean output shift.)"""
+    spatial = mean.shape[1:]
+    if len(spatial) != len(kernel) or not spatial:
+        return None
+    attrs = {a.name: a for a in node.attribute}
+    n = len(kernel)
+    strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * n
+    dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * n
+    pads = _pads(attrs, spatial, kernel, strides, dilations)
+    padded = np.pad(mean, [(0, 0)] + [(pads[i], pads[i + n]) for i in range(n)])
+    outs = [(padded.shape[1 + i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(n)]
+    if min(outs) < 1:
+        return None
+    window = np.empty((mean.shape[0], *kernel))
+    for tap in np.ndindex(*kernel):
+        index = tuple(slice(tap[i] * dilations[i], tap[i] * dilations[i] + (outs[i] - 1) * strides[i] + 1,
+                            strides[i]) for i in range(n))
+        window[(slice(None), *tap)] = padded[(slice(None), *index)].reshape(mean.shape[0], -1).mean(axis=1)
+    return window
+
+
+def _pads(attrs: dict, spatial, kernel, strides, dilations) -> list[int]:
+    """ONNX Conv pads [begin..., end...], explicit or from auto_pad."""
+    n = len(kernel)
+    auto = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for i in range(n):
+            out = -(-spatial[i] // strides[i])
+            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i], 0)
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else large)
+            end.append(large if auto == "SAME_UPPER" else small)
+        return begin + end
+    if auto == "VALID" or "pads" not in attrs:
+        return [0] * (2 * n)
+    return list(attrs["pads"].ints)
+
+
+def _set_bias(graph, node, inits: dict, users: dict, shift: np.ndarray) -> None:
+    has_bias = len(node.input) > 2 and node.input[2]
+    if has_bias and node.input[2] not in inits:
+        return                                   # a computed bias: nothing to rewrite
+    old = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(len(shift), np.float32)
+    corrected = (old.astype(np.float64) - shift).astype(np.float32)
+    if has_bias and users.get(node.input[2], 0) == 1:
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(corrected, node.input[2]))
+        return
+    # a bias shared with another node (or none yet) gets its own initializer
+    taken = {i.name for i in graph.initializer}
+    name, k = f"{node.name or node.output[0]}_corrected_bias", 1
+    while name in taken:
+        name, k = f"{node.name or node.output[0]}_corrected_bias_{k}", k + 1
+    graph.initializer.append(numpy_helper.from_array(corrected, name))
+    while len(node.input) < 3:
+        node.input.append("")
+    node.input[2] = name
