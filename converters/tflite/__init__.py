@@ -136,9 +136,11 @@ def _index_ranges(tg: TGraph, ranges: dict, samples) -> tuple[dict[int, tuple], 
             known[i] = (lo, hi)
     means: dict[int, np.ndarray] = {}
     if samples:
-        flat = serialize(tg, description="ganglion float (range measurement)")
         layer_inputs = frozenset(op.inputs[0] for op in tg.ops if op.opcode in BIAS_CORRECTED)
-        measured, means = ranges_mod.measure_stats(flat, tg, samples, lambda s: _feeds(tg, s), layer_inputs)
+        # Only tensors without a calibration range need measuring (the rest would be ignored).
+        missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known]
+        measured, means = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,
+                                                   tensors=missing)
         for i, rng in measured.items():
             known.setdefault(i, rng)
     return ranges_mod.derive(tg, known), means

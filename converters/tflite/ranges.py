@@ -5,8 +5,8 @@ created (temporaries of decompositions, layout copies, padded inputs) get a rang
 ways, in this order:
 
 1. **measured**: when calibration samples are given, the float TFLite model runs on them in LiteRT
-   with ``preserve_all_tensors=True`` and each temporary's min/max is recorded (and, for the
-   inputs of layers with weights, each channel's mean: ``quantize`` uses it for bias correction);
+   (with the watched tensors as extra outputs) and each temporary's min/max is recorded (and, for
+   the inputs of layers with weights, each channel's mean: ``quantize`` uses it for bias correction);
 2. **derived**: otherwise exact interval rules per opcode: data movement keeps the input range,
    activations map it through their function, arithmetic with a constant maps it exactly. Ops
    with two activation inputs get no derived range (intervals would be loose), which makes them
@@ -137,33 +137,43 @@ def _channel_mean(v: np.ndarray) -> np.ndarray:
     return rows.sum(axis=0).astype(np.float64) / len(rows)
 
 
-def measure(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for) -> dict[int, tuple]:
-    """Min/max of every float tensor over ``samples``, running the float model in LiteRT.
+def measure(tg: TGraph, samples: list[dict], feeds_for, tensors=None) -> dict[int, tuple]:
+    """Min/max of float tensors over ``samples``, running the float model in LiteRT.
 
     (``measure_stats`` also returns per-channel means.)"""
-    return measure_stats(flatbuffer, tg, samples, feeds_for)[0]
+    return measure_stats(tg, samples, feeds_for, tensors=tensors)[0]
 
 
-def measure_stats(flatbuffer: bytes, tg: TGraph, samples: list[dict], feeds_for,
-                  means_of: frozenset = frozenset()) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
-    """(min/max of every float tensor, per-channel means of the ``means_of`` tensors)."""
+def measure_stats(tg: TGraph, samples: list[dict], feeds_for, means_of: frozenset = frozenset(),
+                  tensors=None) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+    """(min/max of the ``tensors`` (None: every float activation), per-channel means of the
+    ``means_of`` tensors), over ``samples``.
+
+    The float model is written with every watched tensor as an extra graph output and run with
+    XNNPACK: an output must be materialised, so the delegate computes it (reading intermediates
+    through ``preserve_all_tensors`` would need the delegate off, and the plain kernels are ~5x
+    slower on a CNN: that was half of a MobileNetV2 conversion).
+    """
+    from converters.tflite.writer import serialize
     from edge.litert import make_interpreter
 
-    # No XNNPACK: tensors inside a delegated partition are not preserved for reading.
-    interp = make_interpreter(flatbuffer, preserve_all_tensors=True, num_threads=2, use_xnnpack=False)
-    details = {d["index"]: d for d in interp.get_tensor_details()}
+    floats = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
+    minmax = set(floats if tensors is None else tensors) & set(floats)
+    watch = sorted((minmax | set(means_of)) - set(tg.inputs))
+    flat = serialize(tg, description="ganglion float (range measurement)", extra_outputs=watch)
+    interp = make_interpreter(flat, num_threads=2)
     found: dict[int, tuple] = {}
     sums: dict[int, np.ndarray] = {}
-    wanted = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
     for sample in samples:
-        for index, value in feeds_for(sample).items():
+        feeds = feeds_for(sample)
+        for index, value in feeds.items():
             interp.set_tensor(index, value)
         interp.invoke()
-        for i in wanted:
-            if i not in details:
-                continue
-            v = interp.get_tensor(i)
-            found[i] = union(found.get(i), (float(v.min()), float(v.max())))
+        values = {i: interp.get_tensor(i) for i in watch}
+        values.update({i: np.asarray(v) for i, v in feeds.items() if i in minmax or i in means_of})
+        for i, v in values.items():
+            if i in minmax:
+                found[i] = union(found.get(i), (float(v.min()), float(v.max())))
             if i in means_of and v.ndim:
                 sums[i] = sums.get(i, 0.0) + _channel_mean(v)
     return found, {i: s / len(samples) for i, s in sums.items()}

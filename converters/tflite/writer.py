@@ -31,9 +31,11 @@ OPTION_TYPES = {name: getattr(schema.BuiltinOptions, name)
                 for name in dir(schema.BuiltinOptions) if not name.startswith("_")}
 
 
-def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = True) -> bytes:
+def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = True,
+              extra_outputs=()) -> bytes:
     """The .tflite bytes of ``tg``; ``share_params=False`` writes one copy of the quantization
-    parameters per tensor (the plain object API; kept to compare against in tests)."""
+    parameters per tensor (the plain object API; kept to compare against in tests);
+    ``extra_outputs`` (tensor indices) become graph outputs too (for range measurement)."""
     check_params(tg)
     model = schema.ModelT()
     model.version = 3
@@ -44,7 +46,8 @@ def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = Tr
     sub = schema.SubGraphT()
     sub.name = "main"
     sub.tensors = [_tensor(t, model.buffers) for t in tg.tensors]
-    sub.inputs, sub.outputs = list(tg.inputs), list(tg.outputs)
+    sub.inputs = list(tg.inputs)
+    sub.outputs = list(tg.outputs) + [i for i in extra_outputs if i not in tg.outputs]
     sub.operators = [_operator(op, opcodes, model.operatorCodes) for op in tg.ops]
     model.subgraphs = [sub]
     builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))

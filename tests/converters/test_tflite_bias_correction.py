@@ -99,14 +99,13 @@ def test_measured_channel_means_are_the_float_activations_means():
     from converters.passes import run_pipeline
     from converters.tflite import _feeds
     from converters.tflite.ranges import measure_stats
-    from converters.tflite.writer import serialize
     m, calib, _ = _pointwise()
     graph = frontend.to_graph(m)
     run_pipeline(graph)
     tg = lower(graph)
     conv = next(op for op in tg.ops if op.opcode == "CONV_2D")
     x = conv.inputs[0]
-    _, means = measure_stats(serialize(tg), tg, calib, lambda s: _feeds(tg, s), frozenset({x}))
+    _, means = measure_stats(tg, calib, lambda s: _feeds(tg, s), frozenset({x}))
     want = np.mean([s["x"].mean(axis=(0, 2, 3)) for s in calib], axis=0)   # NCHW -> per channel
     assert set(means) == {x}
     np.testing.assert_allclose(means[x], want, rtol=1e-5)

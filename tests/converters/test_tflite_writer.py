@@ -69,7 +69,6 @@ def test_measured_ranges_of_internal_tensors_are_real():
     from converters.lower import lower
     from converters.passes import run_pipeline
     from converters.tflite import _feeds, ranges as ranges_mod
-    from converters.tflite.writer import serialize
 
     m = H.one_node("LayerNormalization", {"x": (4, 16)},
                    {"s": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}, axis=-1)
@@ -77,7 +76,7 @@ def test_measured_ranges_of_internal_tensors_are_real():
     graph = to_graph(m)
     run_pipeline(graph)
     tg = lower(graph)
-    measured = ranges_mod.measure(serialize(tg), tg, samples, lambda s: _feeds(tg, s))
+    measured = ranges_mod.measure(tg, samples, lambda s: _feeds(tg, s))
     var = next(i for i, t in enumerate(tg.tensors) if "/var__" in t.name)
     x = np.stack([s["x"] for s in samples])
     true_var = x.var(axis=-1)
@@ -91,3 +90,36 @@ def test_io_spec_dict_has_flat_and_nested_quant():
     assert d["quant"] == {"scale": d["scale"], "zero_point": d["zero_point"]} and d["scale"] > 0
     f = tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
     assert f.inputs[0].to_dict()["quant"] is None
+
+
+def test_measurement_through_extra_outputs_matches_preserved_tensors():
+    """measure_stats runs with XNNPACK and the watched tensors as graph outputs; the values must
+    be those the plain kernels leave in every tensor (preserve_all_tensors, no delegate)."""
+    from converters.frontend import to_graph
+    from converters.lower import lower
+    from converters.passes import run_pipeline
+    from converters.tflite import _feeds, ranges as ranges_mod
+    from converters.tflite.writer import serialize
+
+    m = _cnn()
+    samples = H.samples_for(m, 6)
+    graph = to_graph(m)
+    run_pipeline(graph)
+    tg = lower(graph)
+    floats = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
+    layer_inputs = frozenset(op.inputs[0] for op in tg.ops if op.opcode == "CONV_2D")
+    found, means = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs)
+    assert set(found) == set(floats) and set(means) == layer_inputs
+    interp = make_interpreter(serialize(tg), preserve_all_tensors=True, use_xnnpack=False)
+    want: dict = {}
+    for s in samples:
+        for i, v in _feeds(tg, s).items():
+            interp.set_tensor(i, v)
+        interp.invoke()
+        for i in floats:
+            v = interp.get_tensor(i)
+            want[i] = ranges_mod.union(want.get(i), (float(v.min()), float(v.max())))
+    for i in floats:
+        assert found[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), tg.tensors[i].name
+    assert len(serialize(tg)) < len(serialize(tg, extra_outputs=sorted(layer_inputs)))
+    assert schema.ModelT.InitFromPackedBuf(serialize(tg), 0).subgraphs[0].outputs.tolist() == tg.outputs
