@@ -2,7 +2,8 @@
 
     params.py   activation / weight (per channel) / bias (int32) quantization parameters
     ops.py      which ops are quantized and how, as tables
-    builder.py  build(model, ranges, *, keep_float=(), profile=...) -> onnx.ModelProto
+    correct.py  bias correction: per-layer input means from onnxruntime, bias -= rounding error . mean
+    builder.py  build(model, ranges, *, keep_float=(), profile=..., samples=None) -> onnx.ModelProto
 """
 from converters.qdq.builder import PROFILES, build
 
