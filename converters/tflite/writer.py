@@ -31,11 +31,9 @@ OPTION_TYPES = {name: getattr(schema.BuiltinOptions, name)
                 for name in dir(schema.BuiltinOptions) if not name.startswith("_")}
 
 
-def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = True,
-              extra_outputs=()) -> bytes:
-    """The .tflite bytes of ``tg``; ``share_params=False`` writes one copy of the quantization
-    parameters per tensor (the plain object API; kept to compare against in tests);
-    ``extra_outputs`` (tensor indices) become graph outputs too (for range measurement)."""
+def serialize(tg: TGraph, description: str = "ganglion", extra_outputs=()) -> bytes:
+    """The .tflite bytes of ``tg``; ``extra_outputs`` (tensor indices) become graph outputs too
+    (for range measurement)."""
     check_params(tg)
     model = schema.ModelT()
     model.version = 3
@@ -53,7 +51,7 @@ def serialize(tg: TGraph, description: str = "ganglion", share_params: bool = Tr
     builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))
     cache: dict = {}
     for t in sub.tensors:
-        if t.quantization is not None and share_params:
+        if t.quantization is not None:
             t.quantization = _SharedQuant(t.quantization, cache)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
