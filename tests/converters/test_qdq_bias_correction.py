@@ -27,16 +27,16 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return sess.run(None, feeds)[0]
 
 
-def conv_model(group: int, bias: bool, **attrs) -> onnx.ModelProto:
+def conv_model(group: int, bias: bool, spatial: int = 2, **attrs) -> onnx.ModelProto:
     c, m = 4, 8
-    w = RNG.normal(0, 0.3, (m, c // group, 3, 3)).astype(np.float32)
+    w = RNG.normal(0, 0.3, (m, c // group, *[3] * spatial)).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w")]
     inputs = ["x", "w"]
     if bias:
         inits.append(numpy_helper.from_array(RNG.normal(0, 0.1, m).astype(np.float32), "b"))
         inputs.append("b")
     node = helper.make_node("Conv", inputs, ["y"], name="conv", group=group, **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, *[6] * spatial])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -48,27 +48,28 @@ def with_int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     w_init = next(i for i in out.graph.initializer if i.name == "w")
     w = numpy_helper.to_array(w_init)
     q, p = params.weight(w, 0)
-    w_init.CopyFrom(numpy_helper.from_array((q * p.scale.reshape(-1, 1, 1, 1)).astype(np.float32), "w"))
+    w_init.CopyFrom(numpy_helper.from_array((q * p.scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32), "w"))
     return out
 
 
-@pytest.mark.parametrize("group, bias, attrs", [
-    (1, True, {}), (2, False, {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
-    (4, True, {"auto_pad": "SAME_UPPER"}), (2, True, {"dilations": [2, 2], "pads": [2, 1, 0, 2]}), (1, False, {"auto_pad": "SAME_LOWER", "strides": [2, 2]})])
-def test_correction_removes_the_rounding_shift_exactly(group, bias, attrs):
+@pytest.mark.parametrize("group, bias, spatial, attrs", [
+    (1, True, 2, {}), (2, False, 2, {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    (4, True, 2, {"auto_pad": "SAME_UPPER"}), (2, True, 2, {"dilations": [2, 2], "pads": [2, 1, 0, 2]}),
+    (1, False, 2, {"auto_pad": "SAME_LOWER", "strides": [2, 2]}), (2, True, 1, {"pads": [2, 0], "strides": [2]})])
+def test_correction_removes_the_rounding_shift_exactly(group, bias, spatial, attrs):
     # padding matters: border outputs read zeros, which a per-channel mean alone would miss
-    model = conv_model(group, bias, **attrs)
-    mean = np.array([3.0, -2.0, 5.0, 1.5])
-    samples = [{"x": (mean[None, :, None, None] + RNG.normal(0, 1, (1, 4, 6, 6))).astype(np.float32)}
-               for _ in range(6)]
+    model = conv_model(group, bias, spatial, **attrs)
+    mean = np.array([3.0, -2.0, 5.0, 1.5]).reshape(1, 4, *[1] * spatial)
+    samples = [{"x": (mean + RNG.normal(0, 1, (1, 4, *[6] * spatial))).astype(np.float32)} for _ in range(6)]
     measured = correct.input_means(model, samples, list(model.graph.node))
-    expected = np.mean([s["x"].mean(axis=(0, 2, 3)) for s in samples], axis=0)
-    np.testing.assert_allclose(measured["x"].mean(axis=(1, 2)), expected, rtol=1e-6)
+    spatial_axes = tuple(range(2, 2 + spatial))
+    expected = np.mean([s["x"].mean(axis=(0, *spatial_axes)) for s in samples], axis=0)
+    np.testing.assert_allclose(measured["x"].mean(axis=tuple(range(1, 1 + spatial))), expected, rtol=1e-5)
     # The Conv is linear: its mean output over the samples is its output on the mean image.
     mean_image = {"x": measured["x"][None].astype(np.float32)}
 
     def mean_shift(m):
-        return (run(with_int8_weights(m), mean_image) - run(model, mean_image)).mean(axis=(0, 2, 3))
+        return (run(with_int8_weights(m), mean_image) - run(model, mean_image)).mean(axis=(0, *spatial_axes))
     before = mean_shift(model)
     assert np.abs(before).max() > 1e-3                 # the rounding really shifts the output
     corrected = onnx.ModelProto()
@@ -76,6 +77,24 @@ def test_correction_removes_the_rounding_shift_exactly(group, bias, attrs):
     assert correct.apply(corrected.graph, measured, list(corrected.graph.node)) == 1
     assert np.abs(mean_shift(corrected)).max() < np.abs(before).max() / 100
     assert len(corrected.graph.node[0].input) == 3      # a bias was added where there was none
+
+
+def test_a_shared_bias_gets_one_corrected_copy_per_node():
+    model = conv_model(1, True, pads=[1, 1, 1, 1])
+    second = helper.make_node("Conv", ["x", "w", "b"], ["y2"], name="conv2", pads=[1, 1, 1, 1])
+    model.graph.node.append(second)
+    model.graph.output.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    original = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b")).copy()
+    samples = [{"x": (2 + RNG.normal(0, 1, (1, 4, 6, 6))).astype(np.float32)} for _ in range(4)]
+    nodes = list(model.graph.node)
+    assert correct.apply(model.graph, correct.input_means(model, samples, nodes), nodes) == 2
+    biases = [n.input[2] for n in model.graph.node]
+    assert len(set(biases)) == 2 and "b" not in biases
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    np.testing.assert_array_equal(inits["b"], original)          # the shared one is left alone
+    np.testing.assert_allclose(inits[biases[0]], inits[biases[1]])
+    assert not np.array_equal(inits[biases[0]], original)
+    assert run(model, samples[0]).shape == (1, 8, 6, 6)             # still a valid model
 
 
 def mlp(trans_b: int) -> onnx.ModelProto:
