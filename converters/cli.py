@@ -62,8 +62,8 @@ def _shapes(ctx, param, values):
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess, holdout,
-            holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, name, version,
+def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess,
+            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, name, version,
             as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
@@ -85,7 +85,8 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
     from converters import api
     cfg = ConvertConfig(
         model=model, output=output or Path(model.stem + ".gpk"), target=target, quantize=quantize, io=io_type,
-        layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess, num_calib=num_calib,
+        layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess,
+        num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
         auto_keep_float=auto_keep_float, float_head=float_head, key=key, input_shapes=input_shapes, name=name,
         version=version,

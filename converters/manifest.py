@@ -65,7 +65,8 @@ def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None,
 # What each QDQ profile stores (converters.qdq.builder.PROFILES), in the manifest's words.
 QDQ_SCHEMES = {
     "tensorrt": {"activations": "int8 per-tensor symmetric (zero point 0)", "bias": "float32"},
-    "onnxruntime": {"activations": "uint8 per-tensor asymmetric", "bias": "int32, scale = input_scale * weight_scale"},
+    "onnxruntime": {"activations": "uint8 per-tensor asymmetric",
+                    "bias": "int32, scale = input_scale * weight_scale"},
 }
 
 

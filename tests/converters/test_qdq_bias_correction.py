@@ -36,7 +36,8 @@ def conv_model(group: int, bias: bool, spatial: int = 2, **attrs) -> onnx.ModelP
         inits.append(numpy_helper.from_array(RNG.normal(0, 0.1, m).astype(np.float32), "b"))
         inputs.append("b")
     node = helper.make_node("Conv", inputs, ["y"], name="conv", group=group, **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, *[6] * spatial])],
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, *[6] * spatial])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
