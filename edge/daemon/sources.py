@@ -3,6 +3,7 @@
 A source turns what it sees into ``submit(source, value, meta, on_done)`` calls on the daemon
 (``Daemon.submit``); the daemon validates, queues and answers. File and MQTT sources block when
 the queue is full (backpressure; they never drop); the camera drops the oldest frame instead.
+The MQTT source blocks on its own thread, never on paho's (see ``MqttSource``).
 
 Watched folder: files appear in ``path``; each is read once, and after its result is written it
 moves to ``path/done/`` or, with a ``.error.json`` beside it, to ``path/failed/``. A file the daemon could not answer because
@@ -11,11 +12,13 @@ with '.' or end in ``.tmp``/``.part`` are ignored, so writers can copy-then-rena
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -147,30 +150,75 @@ class ReplaySource:
 
 
 class MqttSource:
-    """Subscribes to an input topic through the telemetry client (the one paho user)."""
+    """Inputs from an MQTT topic, at least once: QoS 1 with manual acks on the telemetry layer's
+    input connection (persistent session, Receive Maximum).
+
+    paho's network thread only appends a message to ``_inbox``; this source's own thread submits
+    it to the daemon (blocking there is backpressure, and stalls nothing else: keepalive, commands
+    and PUBACKs carry on). A message is acked once it is answered -- its result written to the
+    sinks (spooled), or refused as bad input -- like a watched-folder file that moves to done/ only
+    after its result is written. The broker stops delivering once ``input_receive_max`` messages
+    wait for their ack, so the inbox stays bounded; what was not acked when the daemon died is
+    redelivered after the restart. An input the daemon could not take now (no worker ready) is
+    submitted again; one caught by a shutdown is left unacked for the next start.
+    """
     kind = "mqtt"
+    RETRY_S = 0.5
 
     def __init__(self, daemon, topic: str, telemetry):
         if telemetry is None:
             raise UsageError("an mqtt source needs a broker (--broker or [telemetry] broker)", code="usage.source")
         self.daemon, self.topic, self.telemetry = daemon, topic, telemetry
         self.name = f"mqtt:{topic}"
-        self._subscribed = False
+        self._inbox: deque = deque()
+        self._wake = threading.Event()
+        # Subscribed now, before telemetry starts: the broker may hand over what it kept for us
+        # at once, and that must find its handler.
+        subscribe = getattr(telemetry, "subscribe_input", None) or telemetry.subscribe
+        subscribe(topic, self._on_message)
+
+    def _on_message(self, msg) -> None:
+        """paho's thread: hand over, never block."""
+        self._inbox.append(msg)
+        self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        if not self._subscribed:         # subscriptions survive a restart of this thread
-            self.telemetry.subscribe(self.topic, self._on_message)
-            self._subscribed = True
-        stop.wait()
+        while not stop.is_set():
+            try:
+                msg = self._inbox.popleft()
+            except IndexError:
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            self._submit(msg, stop)
 
-    def _on_message(self, *args) -> None:
-        topic, payload = _topic_payload(args, self.topic)
-        msg = args[0] if len(args) == 1 else None
+    def _submit(self, msg, stop: threading.Event) -> None:
+        payload = bytes(getattr(msg, "payload", b""))
+        meta = {"topic": getattr(msg, "topic", self.topic), "input_sha256": hashlib.sha256(payload).hexdigest()}
+        if getattr(msg, "dup", False):
+            meta["redelivered"] = True       # may have been answered before the restart too
         reply_to = getattr(msg, "response_topic", None)
         # MQTT 5 request/response: a sender that names a response topic gets its result there
         # (with its correlation data) as well as on the results stream.
-        on_done = self._replier(reply_to, getattr(msg, "correlation", None)) if reply_to else None
-        self.daemon.submit(self.name, payload, {"topic": topic}, on_done)
+        reply = self._replier(reply_to, getattr(msg, "correlation", None)) if reply_to else None
+        self.daemon.submit(self.name, payload, meta, self._answered(msg, reply, stop))
+
+    def _answered(self, msg, reply, stop: threading.Event):
+        def on_done(result) -> None:
+            if not result.ok and result.error.get("code") in RETRY_LATER:
+                if not (stop.is_set() or self.daemon.stop_event.is_set()):
+                    threading.Timer(self.RETRY_S, self._retry, (msg,)).start()
+                return                       # stopping: unacked, the broker resends it next start
+            if reply is not None:
+                reply(result)
+            ack = getattr(msg, "ack", None)
+            if ack is not None:
+                ack()
+        return on_done
+
+    def _retry(self, msg) -> None:
+        self._inbox.appendleft(msg)
+        self._wake.set()
 
     def _replier(self, topic: str, correlation: bytes | None):
         def on_done(result) -> None:
@@ -181,16 +229,6 @@ class MqttSource:
             except GanglionError as exc:      # the results stream still has it, with its seq
                 self.daemon.event({"event": "reply_failed", "topic": topic, "error": exc.to_dict()})
         return on_done
-
-
-def _topic_payload(args, default_topic: str) -> tuple[str, bytes]:
-    """Accept (payload), (topic, payload) or a paho-style message object from the telemetry layer."""
-    if len(args) == 1:
-        msg = args[0]
-        if isinstance(msg, (bytes, bytearray)):
-            return default_topic, bytes(msg)
-        return getattr(msg, "topic", default_topic), bytes(getattr(msg, "payload", b""))
-    return str(args[0]), bytes(args[1])
 
 
 class CameraSource:

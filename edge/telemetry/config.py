@@ -82,6 +82,8 @@ class TelemetryConfig:
     command_max_bytes: int = 256 * 1024
     transfer_dir: str | None = None     # chunked transfers land here (default: beside the spool)
     transfer_max_bytes: int = 512 * 1024 * 1024
+    input_receive_max: int = 64         # MQTT inputs delivered but not yet answered, at most
+    input_session_expiry: int = 86400   # seconds the broker keeps unanswered inputs for a dead device
 
     def __post_init__(self):
         url = parse_broker_url(self.broker)
@@ -89,6 +91,12 @@ class TelemetryConfig:
             raise UsageError("keepalive must be 5..3600 seconds", where="telemetry.keepalive", code="usage.config")
         if not 1 <= self.inflight <= 1000:
             raise UsageError("inflight must be 1..1000", where="telemetry.inflight", code="usage.config")
+        if not 1 <= self.input_receive_max <= 65535:
+            raise UsageError("input_receive_max must be 1..65535", where="telemetry.input_receive_max",
+                             code="usage.config")
+        if not 1 <= self.input_session_expiry <= 0xFFFFFFFF:
+            raise UsageError("input_session_expiry must be >= 1 second", where="telemetry.input_session_expiry",
+                             code="usage.config", hint="a persistent session is what makes inputs survive a restart")
         if self.spool_sync not in ("full", "normal"):
             raise UsageError("spool_sync must be 'full' or 'normal'", where="telemetry.spool_sync",
                              code="usage.config")

@@ -11,6 +11,17 @@ Ganglion a narrow surface and our own exceptions:
       .subscribe(filter, callback)     callback(Message); re-subscribed after every reconnect
       .stop()                          clean disconnect (the Last Will is NOT sent)
 
+Manual acknowledgement (``manual_ack=True``, for input topics): a QoS 1 message is not PUBACKed
+when the callback returns but when the application calls ``message.ack()`` -- once the work it
+carries is safe. ``receive_maximum`` (an MQTT 5 CONNECT property) makes the broker stop sending
+once that many deliveries wait for their PUBACK: backpressure without ever blocking paho's
+thread. PUBACKs go out in the order the messages arrived, as MQTT 5 section 4.6 requires, so an
+``ack()`` may be held until every earlier message is acked too (``AckWindow``). Acks are bound to
+the connection that delivered the message: after a reconnect the broker resends what was not
+acked (persistent session) and packet ids may be reused, so a stale ``ack()`` is dropped.
+A broker that sends past the Receive Maximum (mosquitto 2.0.11 does, see ``_on_message``) is
+counted in ``over_receive_max``; the extra messages are still held unacked, never dropped.
+
 Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
 ``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
 and are re-sent on reconnect (with DUP); ``on_connect``/``on_disconnect`` let the publisher know.
@@ -19,10 +30,11 @@ allowed to kill that thread.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import paho.mqtt.client as paho
@@ -46,13 +58,68 @@ class Will:
 
 @dataclass(frozen=True)
 class Message:
-    """A received message, with the MQTT 5 request/response properties we use."""
+    """A received message, with the MQTT 5 request/response properties we use.
+
+    ``ack()`` acknowledges it on a ``manual_ack`` client (a no-op otherwise); ``dup`` is the
+    broker's redelivery flag."""
     topic: str
     payload: bytes
     qos: int
     retain: bool
     response_topic: str | None = None
     correlation: bytes | None = None
+    mid: int = 0
+    dup: bool = False
+    _acker: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def ack(self) -> None:
+        if self._acker is not None:
+            self._acker()
+
+
+class AckWindow:
+    """In-order PUBACKs for one connection: ``ack`` marks a delivery done, ``send`` gets the mids
+    whose turn has come (the done prefix, in arrival order). ``reset`` on every (re)connect."""
+
+    def __init__(self, send: Callable[[int], None]):
+        self._send = send
+        self._lock = threading.Lock()
+        self._pending: dict[int, list] = {}       # key -> [mid, done], insertion = arrival order
+        self._keys = itertools.count(1)
+        self.generation = 0
+
+    def add(self, mid: int) -> Callable[[], None]:
+        with self._lock:
+            key, gen = next(self._keys), self.generation
+            self._pending[key] = [mid, False]
+        return lambda: self._ack(key, gen)
+
+    def _ack(self, key: int, gen: int) -> None:
+        with self._lock:
+            entry = self._pending.get(key)
+            if gen != self.generation or entry is None or entry[1]:
+                return           # from before a reconnect (the broker resends it) or acked twice
+            entry[1] = True
+            ready = []
+            for k, (mid, done) in list(self._pending.items()):
+                if not done:
+                    break
+                ready.append(mid)
+                del self._pending[k]
+            for mid in ready:    # under the lock, so two threads cannot reorder their PUBACKs
+                self._send(mid)
+
+    def reset(self) -> int:
+        """A new connection: forget what the old one delivered (it will be redelivered)."""
+        with self._lock:
+            dropped = len(self._pending)
+            self._pending.clear()
+            self.generation += 1
+        return dropped
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
 
 class MqttClient:
@@ -60,20 +127,24 @@ class MqttClient:
                  username: str | None = None, password: str | None = None,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  will: Will | None = None, reconnect_min: float = 0.5, reconnect_max: float = 30.0,
-                 session_expiry: int = 0,
+                 session_expiry: int = 0, manual_ack: bool = False, receive_maximum: int | None = None,
                  on_connect: Callable[[], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
                  on_publish: Callable[[int, bool], None] | None = None):
         self.url = url
         self._keepalive = keepalive
         self._session_expiry = session_expiry
+        self._receive_maximum = receive_maximum
+        self.acks = AckWindow(self._send_ack) if manual_ack else None
+        self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
         self._hooks = (on_connect, on_disconnect, on_publish)
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[int, Callable[[Message], None]]] = {}
         self.last_error: str | None = None
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   protocol=paho.MQTTv5, reconnect_on_failure=True)
+                                   protocol=paho.MQTTv5, reconnect_on_failure=True,
+                                   manual_ack=manual_ack)
         self._client.suppress_exceptions = True
         self._client.max_inflight_messages_set(0)      # the publisher's own window governs in-flight
         self._client.reconnect_delay_set(reconnect_min, reconnect_max)
@@ -104,6 +175,8 @@ class MqttClient:
         props = Properties(PacketTypes.CONNECT)
         if self._session_expiry:
             props.SessionExpiryInterval = self._session_expiry
+        if self._receive_maximum:
+            props.ReceiveMaximum = self._receive_maximum
         return dict(host=self.url.host, port=self.url.port, keepalive=self._keepalive,
                     clean_start=not self._session_expiry, properties=props)
 
@@ -208,6 +281,8 @@ class MqttClient:
             self.last_error = f"broker refused: {reason_code}"
             log.warning("MQTT connect to %s refused: %s", self.url, reason_code)
             return
+        if self.acks is not None:
+            self.acks.reset()
         with self._lock:
             subs = [(f, q) for f, (q, _) in self._subs.items()]
         if not subs:
@@ -242,19 +317,37 @@ class MqttClient:
 
     def _on_message(self, client, userdata, msg) -> None:
         props = getattr(msg, "properties", None)
+        acker = self.acks.add(msg.mid) if self.acks is not None and msg.qos == 1 else None
+        if acker is not None and self._receive_maximum and len(self.acks) > self._receive_maximum:
+            # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
+            # (eclipse-mosquitto/mosquitto#2301); the message is kept unacked all the same.
+            self.over_receive_max += 1
         message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
                           response_topic=getattr(props, "ResponseTopic", None),
-                          correlation=getattr(props, "CorrelationData", None))
+                          correlation=getattr(props, "CorrelationData", None),
+                          mid=msg.mid, dup=bool(msg.dup), _acker=acker)
         with self._lock:
             targets = [cb for f, (_, cb) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
+        if not targets and acker is not None:
+            # A subscription left in the persistent session by an older configuration: nobody
+            # will ever ack it, and holding it would block every later PUBACK (they go in order).
+            log.warning("no handler for %s (a subscription from an earlier run?): acknowledged, dropped",
+                        msg.topic)
+            acker()
         for callback in targets:
-            self._call(callback, message)
+            if not self._call(callback, message) and acker is not None:
+                acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
+
+    def _send_ack(self, mid: int) -> None:
+        self._client.ack(mid, 1)
 
     @staticmethod
-    def _call(fn, *args) -> None:
+    def _call(fn, *args) -> bool:
         if fn is None:
-            return
+            return True
         try:
             fn(*args)
         except Exception:   # a bug in one handler must not stop paho's network thread
             log.exception("MQTT callback %r failed", fn)
+            return False
+        return True

@@ -8,6 +8,12 @@
     tm.record("status", {"model": "mobilenet"})  # merged into the retained status document (no seq)
     tm.stop()                                    # flush briefly, publish status offline, disconnect
 
+Input topics (``subscribe_input``) use a second MQTT connection, ``ganglion-<device>-in``: a
+persistent session (clean_start off, ``input_session_expiry``), QoS 1, manual acks and Receive
+Maximum ``input_receive_max``. The broker holds what the daemon has not answered yet and resends
+it after a crash; the main connection keeps its clean session, so commands sent while the device
+was down are not replayed at it (a stale ``reload`` an hour later would surprise an operator).
+
 Wiring: ``record`` appends to the spool and wakes the publisher; the publisher drains it. The
 status document is retained and published directly on every (re)connect -- a last value, not a
 stream, so it is not spooled and takes no sequence number; the broker publishes the Last Will
@@ -65,12 +71,17 @@ class Telemetry:
             window_s=cfg.command_window_s, max_bytes=cfg.command_max_bytes)
         self.commands.register("ping", self._ping)
         self.commands.register("status", self._status_cmd)
+        self.inputs: MqttClient | None = None      # made by the first subscribe_input
+        self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Telemetry":
         self.publisher.start()
         self.client.subscribe(command_topic(self.device_id, "+"), self.commands.on_message)
         self.client.start()
+        if self.inputs is not None:
+            self.inputs.start()
+        self._started = True
         return self
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
@@ -91,6 +102,8 @@ class Telemetry:
             except TelemetryError as exc:
                 log.warning("could not announce offline: %s", exc.message)
         self.commands.close()
+        if self.inputs is not None:    # unacked inputs stay with the broker for the next start
+            self.inputs.stop()
         self.publisher.stop()          # no new publishes ...
         self.client.stop()
         self.publisher.flush_acks()    # ... and PUBACKs that came in meanwhile still delete their records
@@ -145,7 +158,10 @@ class Telemetry:
         return {"connected": self.client.connected, "last_error": self.client.last_error, "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
-                "commands": dict(self.commands.counters)}
+                "commands": dict(self.commands.counters),
+                **({"inputs_connected": self.inputs.connected, "inputs_unacked": len(self.inputs.acks),
+                    "inputs_over_receive_max": self.inputs.over_receive_max}
+                   if self.inputs is not None else {})}
 
     # -- commands and subscriptions ---------------------------------------------------------------
     def register_command(self, verb: str, handler: Callable[[dict], dict]) -> None:
@@ -161,8 +177,27 @@ class Telemetry:
         return receiver
 
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> None:
-        """Input sources: ``callback(message)`` on paho's thread for every message on ``topic``."""
+        """``callback(message)`` on paho's thread for every message on ``topic``, acked at once, on
+        the main (clean-session) connection. Input sources use ``subscribe_input``."""
         self.client.subscribe(topic, callback)
+
+    def subscribe_input(self, topic: str, callback: Callable[[Message], None]) -> None:
+        """Inputs with at-least-once delivery: ``callback(message)`` runs on paho's thread and must
+        only hand the message over; call ``message.ack()`` once it is answered. Call before
+        ``start()`` when possible, so what the broker kept for us has a handler when it arrives."""
+        if self.inputs is None:
+            cfg = self.cfg
+            self.inputs = MqttClient(
+                cfg.url, client_id=f"ganglion-{self.device_id}-in", keepalive=cfg.keepalive,
+                username=cfg.username, password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+                key_file=cfg.key_file, reconnect_min=cfg.reconnect_min, reconnect_max=cfg.reconnect_max,
+                session_expiry=cfg.input_session_expiry, manual_ack=True,
+                receive_maximum=cfg.input_receive_max)
+            self.inputs.subscribe(topic, callback)
+            if self._started:
+                self.inputs.start()
+            return
+        self.inputs.subscribe(topic, callback)
 
     # -- internals -------------------------------------------------------------------------------
     def _on_connect(self) -> None:

@@ -1,0 +1,85 @@
+"""Manual acknowledgement on the MQTT adapter: PUBACKs in arrival order, bound to their connection,
+the Receive Maximum sent in CONNECT, and a persistent session that resends what was not acked."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from edge.telemetry.config import parse_broker_url
+from edge.telemetry.mqtt import AckWindow, MqttClient
+
+
+def test_acks_go_out_in_arrival_order():
+    sent = []
+    window = AckWindow(sent.append)
+    first, second, third = window.add(11), window.add(12), window.add(13)
+    third()
+    second()
+    assert sent == [] and len(window) == 3        # 11 is not done: nothing may overtake it
+    first()
+    assert sent == [11, 12, 13] and len(window) == 0
+    first()                                       # twice: nothing more
+    assert sent == [11, 12, 13]
+
+
+def test_an_ack_from_before_a_reconnect_is_dropped():
+    sent = []
+    window = AckWindow(sent.append)
+    stale = window.add(5)
+    assert window.reset() == 1
+    fresh = window.add(5)                         # the broker resends it, maybe with the same id
+    stale()
+    assert sent == []
+    fresh()
+    assert sent == [5]
+
+
+class Inbox:
+    def __init__(self, url, client_id, *, receive_maximum=2, ack=False):
+        self.got, self.cond, self.ack = [], threading.Condition(), ack
+        self.client = MqttClient(parse_broker_url(url), client_id=client_id, manual_ack=True,
+                                 receive_maximum=receive_maximum, session_expiry=600,
+                                 reconnect_min=0.1, reconnect_max=0.5)
+        self.client.subscribe("in/#", self._on)
+        self.client.connect(10)
+
+    def _on(self, msg):
+        with self.cond:
+            self.got.append(msg)
+            self.cond.notify_all()
+        if self.ack:
+            msg.ack()
+
+    def wait(self, n, timeout=10.0):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while len(self.got) < n and time.monotonic() < end:
+                self.cond.wait(0.1)
+            return len(self.got)
+
+
+@pytest.mark.mqtt
+def test_receive_maximum_holds_deliveries_and_the_session_resends_unacked(mosquitto):
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    sender = MqttClient(parse_broker_url(mosquitto.url), client_id=f"tx-{device}").connect(10)
+    try:
+        inbox = Inbox(mosquitto.url, device, receive_maximum=2)
+        for i in range(6):
+            sender.publish_wait("in/x", b"%d" % i)
+        assert inbox.wait(3, timeout=1.0) == 2     # the broker stops at our Receive Maximum
+        assert [m.payload for m in inbox.got] == [b"0", b"1"] and not any(m.dup for m in inbox.got)
+        inbox.client.stop()                        # gone without acking: the session keeps them
+        again = Inbox(mosquitto.url, device, receive_maximum=2, ack=True)
+        assert again.wait(6) == 6
+        assert [m.payload for m in again.got] == [b"%d" % i for i in range(6)]
+        assert [m.dup for m in again.got[:2]] == [True, True]
+        assert again.client.acks is not None and len(again.client.acks) == 0
+        again.client.stop()
+        third = Inbox(mosquitto.url, device, receive_maximum=2)
+        assert third.wait(1, timeout=1.0) == 0     # all acked: nothing comes back
+        third.client.stop()
+    finally:
+        sender.stop()
