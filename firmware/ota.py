@@ -8,7 +8,10 @@ on ``commit`` the assembled file is handed to ``deploy_firmware``, which
       how a fleet avoids an install -> fail -> revert -> install loop), then installs
       (full verification first; ``force`` from the command only allows a downgrade/reinstall);
     2 reports progress as ``{"event": "firmware", "phase": ...}`` records through ``emit``;
-    3 runs the health check at once and reports ``validated`` or ``reverted`` (with the reason).
+    3 runs the health check at once and reports ``validated`` or ``reverted`` (with the reason) --
+      or, with ``validate_now=False`` (the daemon's choice, ``edge/daemon/firmware_hook.py``),
+      leaves the new slot unvalidated: the restarted daemon boots it on trial and validates it
+      itself, so a bundle whose daemon cannot even start is caught by the boot counter.
 The reply tells the sender the outcome and whether the daemon must restart into the new slot.
 
 ``deploy-firmware-url`` is the same from a URL: ``{"url": "https://...", "sha256": "...", ["force"]}``;
@@ -43,7 +46,8 @@ Emit = Callable[[dict], None]
 
 
 def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: bool = False,
-                    layout: Layout | None = None, validate_options: dict | None = None) -> dict:
+                    layout: Layout | None = None, validate_options: dict | None = None,
+                    validate_now: bool = True) -> dict:
     """Install and validate one received bundle; every phase is also an event through ``emit``."""
     layout = layout or Layout(Path(root))
 
@@ -74,6 +78,8 @@ def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: boo
         event("refused", error=exc.to_dict())
         raise
     event("installed", version=version, slot=result["slot"])
+    if not validate_now:
+        return {"outcome": "installed", "version": version, "slot": result["slot"], "restart": True}
     report = validate(root, layout=layout, **(validate_options or {}))
     if report["ok"]:
         event("validated", version=version, slot=result["slot"], checks=report["checks"])

@@ -6,8 +6,14 @@ path (spawned workers inherit the parent's ``sys.path``), its ``artifact/*.gpk``
 its ``config/daemon.toml`` the configuration, unless flags say otherwise. Once the daemon is
 ready, a slot on trial is validated (``firmware.validate.validate``); if that fails the state
 already points at the previous slot and the daemon exits with ``EXIT_RESTART`` so systemd
-starts it again on the good slot. Over MQTT, ``deploy-firmware.*`` installs a new bundle
-(``firmware.ota``); a validated install also ends in ``EXIT_RESTART``.
+starts it again on the good slot.
+
+Over MQTT, ``deploy-firmware.*`` (chunked) and ``deploy-firmware-url`` install a new bundle into
+the other slot (``firmware.ota``, phases as ``events``) and reply ``{"outcome": "installed",
+"restart": true}``; the daemon then exits with ``EXIT_RESTART``. The restarted daemon boots the new
+slot on trial and validates it as above -- the new slot proves itself by running, as in Nerves: a
+failed self-test (or a daemon that cannot start, via the boot counter) reverts to the old slot,
+and the failed version is refused if it is sent again.
 
 A root without firmware (``firmware.not_installed``) is not an error: the daemon runs from flags.
 """
@@ -71,12 +77,14 @@ def register_ota(daemon, telemetry, root: str) -> None:
                       "reason": "no firmware keys configured ([firmware] trusted_keys, --firmware-key)"})
         return
     from firmware import ota
-    handler = ota.on_complete(root, trusted, lambda payload: telemetry.record("events", payload))
+    emit = lambda payload: telemetry.record("events", payload)  # noqa: E731 - a one-line adapter
+    transfer = ota.on_complete(root, trusted, emit, validate_now=False)
+    url = ota.url_handler(root, trusted, emit, validate_now=False)
 
-    def on_complete(path, info, args):
-        reply = handler(path, info, args)
+    def restart_after(reply: dict) -> dict:
         if reply.get("restart"):
             daemon.exit_code = EXIT_RESTART
             threading.Timer(1.0, daemon.stop).start()    # let the reply go out first
         return reply
-    telemetry.register_transfer(ota.VERB, on_complete)
+    telemetry.register_transfer(ota.VERB, lambda path, info, args: restart_after(transfer(path, info, args)))
+    telemetry.register_command(ota.URL_VERB, lambda args: restart_after(url(args)))
