@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge.errors import InputError, UsageError
+from edge.errors import GanglionError, InputError, UsageError
 
 
 def _abs(p: str | None) -> str | None:
@@ -186,7 +186,13 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
         if telemetry is not None:
             firmware_hook.register_ota(daemon, telemetry, firmware_root)
         on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
-    code = daemon.run(on_ready)
+    try:
+        code = daemon.run(on_ready)
+    except GanglionError as exc:                  # start-up failed (model, workers): not yet running
+        from edge.daemon import firmware_hook
+        if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
+            raise
+        code = firmware_hook.EXIT_RESTART        # a trial slot that cannot start is reverted at once
     if code:
         raise SystemExit(code)
 

@@ -15,10 +15,17 @@ slot on trial and validates it as above -- the new slot proves itself by running
 failed self-test (or a daemon that cannot start, via the boot counter) reverts to the old slot,
 and the failed version is refused if it is sent again.
 
+A slot on trial whose daemon cannot become ready (its model does not load, its workers crash) is
+reverted at once by ``fail_trial`` -- it could not pass validation anyway -- and the daemon exits
+with ``EXIT_RESTART``; the ``reverted`` event is spooled and goes out with the next start. Other
+failures before the tree is up (a broken config in the slot) are left to ``boot``'s counter.
+
 A root without firmware (``firmware.not_installed``) is not an error: the daemon runs from flags.
 """
 from __future__ import annotations
 
+import json
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -26,6 +33,7 @@ from pathlib import Path
 from edge.errors import GanglionError, InputError
 
 EXIT_RESTART = 75        # EX_TEMPFAIL: "start me again"; the printed unit restarts on it
+log = logging.getLogger("ganglion.daemon.firmware")
 
 
 def boot(root: str) -> dict | None:
@@ -88,3 +96,42 @@ def register_ota(daemon, telemetry, root: str) -> None:
         return reply
     telemetry.register_transfer(ota.VERB, lambda path, info, args: restart_after(transfer(path, info, args)))
     telemetry.register_command(ota.URL_VERB, lambda args: restart_after(url(args)))
+
+
+def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
+    """The daemon could not start on ``info``'s slot: revert now if that slot is on trial.
+
+    Returns True when it reverted (the caller exits with ``EXIT_RESTART``), False otherwise (a
+    valid slot that fails to start is not reverted here: the cause may be outside the slot)."""
+    if info.get("action") != "trial":
+        return False
+    from firmware.revert import revert
+    reason = f"the daemon could not start on this slot: {exc.message}"
+    try:
+        done = revert(root, reason, mark_failed=True)
+    except GanglionError as err:          # no valid slot to go back to: the boot counter decides
+        log.error("cannot revert the trial slot: %s", err.message)
+        return False
+    event = {"event": "firmware", "phase": "reverted", "slot": info.get("slot"), "version": info.get("version"),
+             "failed_check": "start", "reason": reason, "revert": done, "error": exc.to_dict()}
+    sys.stderr.write(json.dumps({"kind": "events", **event}, default=str) + "\n")
+    _spool_event(cfg, event)
+    return True
+
+
+def _spool_event(cfg, event: dict) -> None:
+    """The daemon's telemetry is already stopped: put the event in its spool for the next start."""
+    from edge.daemon.cli import make_telemetry
+    try:
+        telemetry = make_telemetry(cfg)
+    except GanglionError as err:
+        log.warning("cannot spool the revert event: %s", err.message)
+        return
+    if telemetry is None:
+        return
+    try:
+        telemetry.record("events", event)
+    except GanglionError as err:
+        log.warning("cannot spool the revert event: %s", err.message)
+    finally:
+        telemetry.spool.close()

@@ -56,6 +56,12 @@ class Interpreter:
     def get_tensor(self, index):
         return np.zeros((self._batch, 4), np.float32)
 '''
+# One that cannot serve the daemon at all (every model load fails): the new slot never gets ready.
+UNLOADABLE_INTERPRETER = '''
+class Interpreter:
+    def __init__(self, *args, **kwargs):
+        raise ValueError("this runtime cannot load any model")
+'''
 
 
 class Events:
@@ -101,12 +107,13 @@ def device(tmp_path, mosquitto):
     fw_install.install(helpers.bundle(tmp_path / "b1", private, "1.0.0", wheelhouse=good), root, public)
     assert fw_validate.validate(root)["ok"]
 
-    def make(version: str, broken: bool = False) -> Path:
+    def make(version: str, broken: bool = False, unloadable: bool = False) -> Path:
         wheels = good
-        if broken:
-            wheels = tmp_path / "broken-wheels"
+        if broken or unloadable:
+            wheels = tmp_path / f"broken-wheels-{version}"
+            runtime = ZEROS_INTERPRETER if broken else UNLOADABLE_INTERPRETER
             helpers.make_wheel(wheels, "ai_edge_litert", "9.9.9", {
-                "ai_edge_litert/__init__.py": "", "ai_edge_litert/interpreter.py": ZEROS_INTERPRETER})
+                "ai_edge_litert/__init__.py": "", "ai_edge_litert/interpreter.py": runtime})
             for wheel in good.glob("*.whl"):
                 (wheels / wheel.name).write_bytes(wheel.read_bytes())
         return helpers.bundle(tmp_path / f"b{version}", private, version, wheelhouse=wheels)
@@ -209,3 +216,27 @@ def test_a_new_slot_failing_its_self_test_is_reverted_on_restart_and_not_retried
     assert code == 0, err[-3000:]
     assert fw_status.status(device["root"])["active"] == "a"
     assert events.phases().count("installing") == 1           # no install -> fail -> revert loop
+
+
+def test_a_new_slot_whose_daemon_cannot_start_is_reverted_at_once(device):
+    events = device["events"]
+    proc = run_daemon(device)
+    try:
+        events.wait("boot")
+        sent = send_file(device, device["make"]("3.0.0", unloadable=True))
+        assert sent["code"] == 0 and sent["reply"]["result"]["outcome"] == "installed", sent
+        code, err = finish(proc)
+        assert code == 75, err[-3000:]
+        proc = run_daemon(device)                  # trial boot: no worker ever gets ready
+        code, err = finish(proc, timeout=60)
+        assert code == 75, err[-3000:]             # reverted now, not after max_boots more starts
+        state = fw_status.status(device["root"])
+        assert state["active"] == "a" and "3.0.0" in state["failed_versions"], state
+        proc = run_daemon(device)                  # back on 1.0.0; the revert event went out now
+        reverted = events.wait("reverted")
+        assert (reverted["version"], reverted["failed_check"]) == ("3.0.0", "start"), reverted
+        boot = events.wait("boot", 3)
+        assert (boot["slot"], boot["version"], boot["action"]) == ("a", "1.0.0", "boot")
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
