@@ -83,3 +83,58 @@ def test_receive_maximum_holds_deliveries_and_the_session_resends_unacked(mosqui
         third.client.stop()
     finally:
         sender.stop()
+
+
+@pytest.mark.mqtt
+def test_a_subscription_left_in_the_session_does_not_block_later_acks(mosquitto):
+    """An earlier run subscribed to in/old; this run only handles in/new. The session still routes
+    in/old to us: that message is acked and dropped, so in/new's PUBACKs (in order) are not held."""
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    url = parse_broker_url(mosquitto.url)
+    sender = MqttClient(url, client_id=f"tx-{device}").connect(10)
+    old = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=2, session_expiry=600)
+    old.subscribe("in/old", lambda m: None)
+    old.connect(10)
+    old.stop()
+    try:
+        sender.publish_wait("in/old", b"stale")
+        got = []
+        new = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=2, session_expiry=600)
+        new.subscribe("in/new", lambda m: (got.append(m.payload), m.ack()))
+        new.connect(10)
+        for i in range(4):
+            sender.publish_wait("in/new", b"%d" % i)
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [b"0", b"1", b"2", b"3"] and len(new.acks) == 0
+        new.stop()
+    finally:
+        sender.stop()
+
+
+@pytest.mark.mqtt
+def test_a_handler_that_raises_does_not_hold_the_window(mosquitto):
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    url = parse_broker_url(mosquitto.url)
+    sender = MqttClient(url, client_id=f"tx-{device}").connect(10)
+    seen = []
+
+    def handler(msg):
+        seen.append(msg.payload)
+        if msg.payload == b"boom":
+            raise RuntimeError("a bug in a handler")
+        msg.ack()
+    client = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=1, session_expiry=600)
+    client.subscribe("in/#", handler)
+    client.connect(10)
+    try:
+        for payload in (b"boom", b"a", b"b"):
+            sender.publish_wait("in/x", payload)
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [b"boom", b"a", b"b"] and len(client.acks) == 0
+    finally:
+        client.stop()
+        sender.stop()
