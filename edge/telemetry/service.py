@@ -155,7 +155,8 @@ class Telemetry:
 
     def stats(self) -> dict:
         spool = self.spool.stats()
-        return {"connected": self.client.connected, "last_error": self.client.last_error, "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
+        return {"connected": self.client.connected, "last_error": self.client.last_error,
+                "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
                 "commands": dict(self.commands.counters),

@@ -2,8 +2,9 @@
 (Receive Maximum, manual acks) instead of in paho's network thread, and inputs that were not
 answered when the daemon was SIGKILLed are delivered again after the restart.
 
-A clean stop (SIGTERM) behaves the same way: what it held is answered with a runtime.unavailable or runtime.stopping error on
-the results stream, left unacked, and answered for real after the restart.
+A clean stop (SIGTERM) behaves the same way: what it held is answered with a runtime.unavailable
+or runtime.stopping error on the results stream, left unacked, and answered for real after the
+restart.
 
 The daemon runs as a subprocess (mqtt_input_proc.py) with a slow stand-in model, so the queue is
 full for seconds; every input is distinct and every result carries its input's sha256, so the
