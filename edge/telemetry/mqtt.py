@@ -30,10 +30,10 @@ allowed to kill that thread.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import ssl
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -78,36 +78,31 @@ class Message:
 
 
 class AckWindow:
-    """In-order PUBACKs for one connection: ``ack`` marks a delivery done, ``send`` gets the mids
-    whose turn has come (the done prefix, in arrival order). ``reset`` on every (re)connect."""
+    """In-order PUBACKs for one connection: ``add`` a delivery as it arrives, call what it returns
+    when it is done; ``send`` gets the mids whose turn has come (the done prefix, in arrival
+    order). ``reset`` on every (re)connect."""
 
     def __init__(self, send: Callable[[int], None]):
         self._send = send
         self._lock = threading.Lock()
-        self._pending: dict[int, list] = {}       # key -> [mid, done], insertion = arrival order
-        self._keys = itertools.count(1)
+        self._pending: deque[list] = deque()      # [mid, done], in arrival order
         self.generation = 0
 
     def add(self, mid: int) -> Callable[[], None]:
+        entry = [mid, False]
         with self._lock:
-            key, gen = next(self._keys), self.generation
-            self._pending[key] = [mid, False]
-        return lambda: self._ack(key, gen)
+            self._pending.append(entry)
+            gen = self.generation
+        return lambda: self._ack(entry, gen)
 
-    def _ack(self, key: int, gen: int) -> None:
+    def _ack(self, entry: list, gen: int) -> None:
         with self._lock:
-            entry = self._pending.get(key)
-            if gen != self.generation or entry is None or entry[1]:
+            if gen != self.generation or entry[1]:
                 return           # from before a reconnect (the broker resends it) or acked twice
             entry[1] = True
-            ready = []
-            for k, (mid, done) in list(self._pending.items()):
-                if not done:
-                    break
-                ready.append(mid)
-                del self._pending[k]
-            for mid in ready:    # under the lock, so two threads cannot reorder their PUBACKs
-                self._send(mid)
+            while self._pending and self._pending[0][1]:
+                # under the lock, so two threads cannot reorder their PUBACKs
+                self._send(self._pending.popleft()[0])
 
     def reset(self) -> int:
         """A new connection: forget what the old one delivered (it will be redelivered)."""
