@@ -5,11 +5,16 @@ Real parts only: signed bundles built from a local wheelhouse, a device root in 
 a real mosquitto, the real CLI in subprocesses. The device installs into the other slot, reports
 the phases as events, exits 75; the next start boots the new slot on trial and validates it -- or,
 when the new slot's self-test fails, reverts it, exits 75 again, and comes back on the old slot,
-which then refuses that version.
+which then refuses that version. A slot whose daemon cannot get ready is reverted at once; and
+``deploy-firmware-url`` does the same from a download whose sha256 must match.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
+import socketserver
 import subprocess
 import sys
 import threading
@@ -240,3 +245,36 @@ def test_a_new_slot_whose_daemon_cannot_start_is_reverted_at_once(device):
     finally:
         code, err = stop(proc)
     assert code == 0, err[-3000:]
+
+
+def test_deploy_firmware_url_downloads_checks_and_installs(device, tmp_path):
+    bundle = device["make"]("2.2.0")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bundle.parent))
+    handler.log_message = lambda *a: None
+    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{bundle.name}"
+    events = device["events"]
+    proc = run_daemon(device)
+    try:
+        events.wait("boot")
+
+        def send(sha):
+            out = subprocess.run([str(BIN / "ganglion"), "telemetry", "send", DEV, "deploy-firmware-url",
+                                  "--args", json.dumps({"url": url, "sha256": sha}), "--broker", device["url"],
+                                  "--timeout", "30"], capture_output=True, text=True, timeout=60)
+            return out.returncode, json.loads(out.stdout[out.stdout.index("{"):])
+        code, reply = send("0" * 64)                   # the announced hash must match the download
+        assert code != 0 and reply["error"]["code"] == "firmware.hash", reply
+        assert proc.poll() is None
+        code, reply = send(hashlib.sha256(bundle.read_bytes()).hexdigest())
+        assert code == 0 and reply["result"]["outcome"] == "installed" and reply["result"]["version"] == "2.2.0"
+        code, err = finish(proc)
+        assert code == 75, err[-3000:]
+    finally:
+        server.shutdown()
+        server.server_close()
+        if proc.poll() is None:
+            stop(proc)
+    assert fw_status.status(device["root"])["active"] == "b"
+    assert not list((device["root"] / "ganglion" / "downloads").glob("*.fw"))   # the download is removed
