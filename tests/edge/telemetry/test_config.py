@@ -42,10 +42,13 @@ def test_bad_device_ids(device):
 def test_config_from_dict_refuses_unknown_keys_and_bad_values():
     cfg = TelemetryConfig.from_dict({"broker": "mqtt://h:1", "keepalive": 10, "command_keys": "k.pub"})
     assert cfg.command_keys == ("k.pub",) and cfg.url.port == 1
+    assert (cfg.input_receive_max, cfg.input_session_expiry) == (64, 86400)
+    assert TelemetryConfig.from_dict({"input_receive_max": 8}).input_receive_max == 8
     with pytest.raises(UsageError, match="keepalive_s"):
         TelemetryConfig.from_dict({"keepalive_s": 10})
     for bad in ({"keepalive": 1}, {"inflight": 0}, {"spool_sync": "off"}, {"cert_file": "c.pem"},
-                {"ca_file": "ca.pem"}, {"spool_max_records": 1}):
+                {"ca_file": "ca.pem"}, {"spool_max_records": 1}, {"input_receive_max": 0},
+                {"input_receive_max": 65536}, {"input_session_expiry": 0}):
         with pytest.raises(UsageError):
             TelemetryConfig(**bad)
 
