@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 
 import numpy as np
 
-from edge.daemon.messages import Job, Request
+from edge.daemon.messages import Fifo, Job, Request
 
 
-class RequestQueue:
+class RequestQueue(Fifo):
+    """The daemon's bounded request queue: ``put`` blocks while full, ``put_live`` drops the oldest."""
+
     def __init__(self, capacity: int, on_drop=lambda req: None):
+        super().__init__()
         self.capacity, self.on_drop = capacity, on_drop
-        self._items: deque[Request] = deque()
-        self._cond = threading.Condition()
-        self.closed = False
 
     def put(self, req: Request, timeout: float | None = None) -> bool:
         """Block while full (backpressure). False if closed or timed out: the caller answers."""
@@ -49,21 +48,6 @@ class RequestQueue:
             self._items.append(req)
             self._cond.notify_all()
 
-    def put_front(self, req: Request) -> None:
-        with self._cond:
-            self._items.appendleft(req)
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> Request | None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self.closed, max(timeout, 0.0)):
-                return None
-            if not self._items:
-                return None
-            req = self._items.popleft()
-            self._cond.notify_all()
-            return req
-
     def take_while(self, n: int, keep) -> list[Request]:
         """Up to ``n`` queued requests from the front while ``keep(req)``; one lock for all of
         them (a saturated queue would otherwise cost a lock round per request)."""
@@ -74,20 +58,6 @@ class RequestQueue:
             if out:
                 self._cond.notify_all()
         return out
-
-    def drain(self) -> list[Request]:
-        with self._cond:
-            items, self._items = list(self._items), deque()
-            self._cond.notify_all()
-            return items
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Batcher:

@@ -80,40 +80,37 @@ class Job:
     first_error: str | None = None
 
 
-class JobQueue:
-    """A FIFO with a front door for retries, and ``close`` to release every waiter."""
+class Fifo:
+    """A thread-safe FIFO with a front door (retries, a request put back) and ``close`` to release
+    every waiter. ``RequestQueue`` (batcher.py) adds the bound and backpressure on top of it."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: deque[Job] = deque()
+    def __init__(self):
+        self._items: deque = deque()
         self._cond = threading.Condition()
         self.closed = False
 
-    def wait_for_room(self, timeout: float) -> bool:
+    def put(self, item) -> None:
         with self._cond:
-            return self._cond.wait_for(lambda: self.closed or len(self._items) < self.capacity, timeout)
-
-    def put(self, job: Job) -> None:
-        with self._cond:
-            self._items.append(job)
+            self._items.append(item)
             self._cond.notify_all()
 
-    def put_front(self, job: Job) -> None:
+    def put_front(self, item) -> None:
         with self._cond:
-            self._items.appendleft(job)
+            self._items.appendleft(item)
             self._cond.notify_all()
 
-    def get(self, timeout: float) -> Job | None:
+    def get(self, timeout: float):
+        """The oldest item, or None after ``timeout`` seconds or once closed and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self.closed, timeout):
+            if not self._cond.wait_for(lambda: self._items or self.closed, max(timeout, 0.0)):
                 return None
-            if self._items:
-                job = self._items.popleft()
-                self._cond.notify_all()
-                return job
-            return None
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
 
-    def drain(self) -> list[Job]:
+    def drain(self) -> list:
         with self._cond:
             items, self._items = list(self._items), deque()
             self._cond.notify_all()
@@ -126,3 +123,7 @@ class JobQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class JobQueue(Fifo):
+    """Jobs to retry after a worker crash; dispatchers look here before taking a new batch."""

@@ -55,7 +55,7 @@ class WorkerPool:
         self.deliver_many = deliver_many or (lambda results: [deliver(r) for r in results])
         self.isolation = isolation
         self.request_timeout = request_timeout
-        self.jobs = JobQueue(capacity=1 << 30)         # retries only: bounded by the request queue
+        self.jobs = JobQueue()                          # retries only: bounded by the request queue
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
         self.take_ready: Callable[[], Job | None] = lambda: None          # set to Batcher.take_ready
         self.ctx = multiprocessing.get_context(start_method)
