@@ -22,11 +22,6 @@ class QParams:
     def per_tensor(cls, scale: float, zero_point: int) -> "QParams":
         return cls(np.array([scale], np.float32), np.array([zero_point], np.int64))
 
-    def same_as(self, other: "QParams | None") -> bool:
-        return (other is not None and self.scale.shape == other.scale.shape
-                and np.allclose(self.scale, other.scale, rtol=1e-6, atol=0)
-                and np.array_equal(self.zero_point, other.zero_point))
-
 
 @dataclass
 class TTensor:
@@ -61,9 +56,6 @@ class TGraph:
     def add(self, tensor: TTensor) -> int:
         self.tensors.append(tensor)
         return len(self.tensors) - 1
-
-    def producer_of(self) -> dict[int, TOp]:
-        return {o: op for op in self.ops for o in op.outputs}
 
     def consumers_of(self) -> dict[int, list[TOp]]:
         result: dict[int, list[TOp]] = {}
