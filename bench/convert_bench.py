@@ -117,22 +117,32 @@ def ort_runner(model: bytes | str, threads: int):
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def median_ms(runners: dict, x, runs: int, rounds: int = 5, warmup: int = 3) -> dict[str, tuple]:
-    """Median latency per runner, measured in blocks: each round runs every runner ``runs/rounds``
-    times in a row. Blocks (not one-by-one interleaving) keep one runtime's spinning worker threads
-    (onnxruntime spins after each run) from slowing the next; rounds spread background load on a
-    shared machine over all runners alike."""
-    times = {name: [] for name in runners}
+def block_times(invokes: dict, runs: int, rounds: int = 5, warmup: int = 3,
+                pause: float = 0.0) -> dict[str, list[float]]:
+    """ms per call of each no-argument ``invokes[name]``, measured in blocks: each round runs every
+    one ``runs/rounds`` times in a row (after ``warmup`` untimed calls). Blocks (not one-by-one
+    interleaving) keep one runtime's spinning worker threads from slowing the next; rounds spread
+    background load on a shared machine over all of them alike. ``pause`` (s) before each block
+    lets the previous runtime's worker threads stop spinning (onnxruntime spins after each run)."""
+    times: dict[str, list[float]] = {name: [] for name in invokes}
     per_block = max(1, runs // rounds)
     for _ in range(rounds):
-        for name, run in runners.items():
-            time.sleep(0.05)            # let the previous runtime's worker threads stop spinning
+        for name, invoke in invokes.items():
+            if pause:
+                time.sleep(pause)
             for _ in range(warmup):
-                run(x)
+                invoke()
             for _ in range(per_block):
                 t0 = time.perf_counter()
-                run(x)
+                invoke()
                 times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def median_ms(runners: dict, x, runs: int, rounds: int = 5, warmup: int = 3) -> dict[str, tuple]:
+    """(median, min) latency per runner on input ``x`` (``block_times``, pausing between blocks)."""
+    invokes = {name: (lambda run=run: run(x)) for name, run in runners.items()}
+    times = block_times(invokes, runs, rounds, warmup, pause=0.05)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 

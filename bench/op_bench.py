@@ -33,7 +33,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from convert_bench import block_times  # noqa: E402
 from op_graphs import Layer, OpCase, build, build_case  # noqa: E402
 
 
@@ -56,26 +56,11 @@ def _runner(model: bytes, threads: int):
     return interp.invoke
 
 
-def _blocks(invokes: dict, runs: int, rounds: int = 5) -> dict[str, list[float]]:
-    """ms per invoke, measured in alternating blocks of runs/rounds (after 3 warm-up runs each)."""
-    times: dict[str, list[float]] = {k: [] for k in invokes}
-    per_block = max(1, runs // rounds)
-    for _ in range(rounds):
-        for name, invoke in invokes.items():
-            for _ in range(3):
-                invoke()
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                invoke()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def time_pair(layer: "Layer | OpCase", threads: int, runs: int, rounds: int = 5) -> dict:
     """Median and min ms of the float and int8 graphs of ``layer``, in alternating blocks."""
     make = build_case if isinstance(layer, OpCase) else build
-    times = _blocks({"float": _runner(make(layer, False), threads),
-                     "int8": _runner(make(layer, True), threads)}, runs, rounds)
+    times = block_times({"float": _runner(make(layer, False), threads),
+                         "int8": _runner(make(layer, True), threads)}, runs, rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     return {"layer": layer.label, "kind": layer.kind if isinstance(layer, OpCase) else "conv", "threads": threads, "float_ms": med["float"], "int8_ms": med["int8"],
@@ -233,7 +218,7 @@ def full_models(threads: int, runs: int) -> dict:
         noise = np.sum((ref - np.concatenate(outs)) ** 2)
         sqnr[f"{name}_sqnr_db"] = float(10 * np.log10(np.sum(ref ** 2) / max(noise, 1e-30)))
         invokes[name] = _runner(flat, threads)
-    times = _blocks(invokes, runs)
+    times = block_times(invokes, runs)
     return {"threads": threads, **{f"{k}_ms": statistics.median(v) for k, v in times.items()},
             **{f"{k}_min_ms": min(v) for k, v in times.items()}, **sqnr}
 
