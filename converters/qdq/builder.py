@@ -180,10 +180,7 @@ class _Writer:
         del self.graph.node[:]
         self.graph.node.extend(nodes)
         self.graph.initializer.extend(self.new_inits)
-        used = {n for node in self.graph.node for n in node.input} | self.outputs
-        live = [i for i in self.graph.initializer if i.name in used]
-        del self.graph.initializer[:]
-        self.graph.initializer.extend(live)
+        fold.drop_dead_initializers(self.graph)
 
     def _unique(self, base: str) -> str:
         name, k = base, 1

@@ -36,11 +36,12 @@ def fold(graph: onnx.GraphProto) -> dict[str, str]:
     for bn, _ in doomed:
         graph.node.remove(bn)
     if doomed:
-        _drop_dead_initializers(graph)
+        drop_dead_initializers(graph)
     return {bn.name: conv_name for bn, conv_name in doomed if bn.name}
 
 
-def _drop_dead_initializers(graph: onnx.GraphProto) -> None:
+def drop_dead_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers no node reads and no graph output names (after folding or rewriting)."""
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
     live = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
