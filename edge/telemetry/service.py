@@ -55,13 +55,9 @@ class Telemetry:
         self._status_lock = threading.Lock()
         self._reported_dropped = 0     # a restarted device re-reports the persistent total once
         self._last_overflow_report = 0.0
-        url = cfg.url
         will = envelope(None, self._started_at, self.device_id, "status", {"state": "offline", "reason": "lost"})
-        self.client = MqttClient(
-            url, client_id=f"ganglion-{self.device_id}", keepalive=cfg.keepalive,
-            username=cfg.username, password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
-            key_file=cfg.key_file, will=Will(device_topic(self.device_id, "status"), will),
-            reconnect_min=cfg.reconnect_min, reconnect_max=cfg.reconnect_max,
+        self.client = self._connection(
+            f"ganglion-{self.device_id}", will=Will(device_topic(self.device_id, "status"), will),
             on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
             on_publish=self.publisher.on_publish)
         self.publisher.client = self.client
@@ -186,21 +182,25 @@ class Telemetry:
         """Inputs with at-least-once delivery: ``callback(message)`` runs on paho's thread and must
         only hand the message over; call ``message.ack()`` once it is answered. Call before
         ``start()`` when possible, so what the broker kept for us has a handler when it arrives."""
-        if self.inputs is None:
-            cfg = self.cfg
-            self.inputs = MqttClient(
-                cfg.url, client_id=f"ganglion-{self.device_id}-in", keepalive=cfg.keepalive,
-                username=cfg.username, password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
-                key_file=cfg.key_file, reconnect_min=cfg.reconnect_min, reconnect_max=cfg.reconnect_max,
-                session_expiry=cfg.input_session_expiry, manual_ack=True,
-                receive_maximum=cfg.input_receive_max)
-            self.inputs.subscribe(topic, callback)
-            if self._started:
-                self.inputs.start()
-            return
+        first = self.inputs is None
+        if first:
+            self.inputs = self._connection(
+                f"ganglion-{self.device_id}-in", session_expiry=self.cfg.input_session_expiry,
+                manual_ack=True, receive_maximum=self.cfg.input_receive_max)
         self.inputs.subscribe(topic, callback)
+        if first and self._started:
+            self.inputs.start()
 
     # -- internals -------------------------------------------------------------------------------
+    def _connection(self, client_id: str, **extra) -> MqttClient:
+        """An MQTT connection to the configured broker (URL, credentials, TLS, backoff); both the
+        main and the input connection are made here, so they can never differ in those."""
+        cfg = self.cfg
+        return MqttClient(cfg.url, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
+                          password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+                          key_file=cfg.key_file, reconnect_min=cfg.reconnect_min,
+                          reconnect_max=cfg.reconnect_max, **extra)
+
     def _on_connect(self) -> None:
         self._publish_status()
         try:
