@@ -7,15 +7,14 @@ histogram per tensor, whatever the number of samples.
 """
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
 
 import numpy as np
 import onnx
 
 from converters.calibrate import observers
 from converters.errors import CalibrationDataError, ModelLoadError
+from converters.progress import bar
 
 FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                          onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
@@ -94,18 +93,6 @@ def check_feeds(sample: dict, session, index: int, float_inputs=()) -> dict[str,
     return {name: sample[name] for name in wanted}
 
 
-def _iterate(samples, progress: bool):
-    if not progress:
-        return contextlib.nullcontext(samples)
-    return _progressbar(samples)
-
-
-def _progressbar(samples):
-    import click
-    return click.progressbar(samples, label="calibrating", file=sys.stderr,
-                             show_pos=True, show_eta=True)
-
-
 def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], *,
                    method: str = "minmax", progress: bool = True) -> dict[str, tuple[float, float]]:
     """Observed (lo, hi) for every float tensor (graph inputs, intermediates, outputs) by ONNX name.
@@ -121,7 +108,7 @@ def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
     # a graph whose nodes make no float tensor still has float inputs to observe
     session = make_session(expose(model, produced)) if produced else None
     found = {name: observers.make(method) for name in input_names + produced}
-    with _iterate(samples, progress) as items:
+    with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):
             feeds = check_feeds(sample, session, index, input_names)
             outputs = _run(session, produced, feeds, index) if session else []

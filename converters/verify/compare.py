@@ -8,13 +8,12 @@ manifest, or passed in); a QDQ candidate is matched by tensor name.
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from converters.progress import bar
 from converters.verify import per_layer as layers
 from converters.verify.metrics import Accumulator, accuracy
 from converters.verify.report import VerifyReport
@@ -58,7 +57,7 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     acc = {name: Accumulator() for name in ref_run.output_names}
     first = ref_run.output_names[0]
     ref_logits, cand_logits = [], []
-    with _bar(samples, progress) as items:
+    with bar(samples, progress, "verifying") as items:
         for sample in items:
             ref_out, cand_out = ref_run.run(sample), cand_run.run(sample)
             for name in ref_run.output_names:
@@ -110,13 +109,6 @@ def _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress):
         raise UsageError("--per-layer needs the tensor_map from the artifact manifest",
                          hint="verify the .gpk written by 'ganglion convert' (a bare .tflite has none)")
     return layers.compare_layers(ref_model, data, tensor_map, samples, progress=progress)
-
-
-def _bar(samples, progress: bool):
-    if not progress:
-        return contextlib.nullcontext(samples)
-    import click
-    return click.progressbar(samples, label="verifying", file=sys.stderr)
 
 
 def load_labels(path) -> np.ndarray:

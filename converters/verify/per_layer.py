@@ -22,14 +22,13 @@ is huge for the first layer (its input is exact: 200 dB) however well that layer
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
 
+from converters.progress import bar
 from converters.verify.metrics import SQNR_CAP, Accumulator
 from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError
 
@@ -83,7 +82,7 @@ def compare_layers(model: onnx.ModelProto, tflite: bytes, tensor_map: dict, samp
     candidate = TFLiteRunner(tflite, reference.input_names, reference.output_names,
                              preserve_all_tensors=True)
     acc = {name: Accumulator() for name in mapping}
-    with _bar(samples, progress) as items:
+    with bar(samples, progress, "per-layer") as items:
         for sample in items:
             ref = reference.run(sample)
             candidate.run(sample)
@@ -116,7 +115,7 @@ def compare_layers_qdq(model: onnx.ModelProto, candidate: bytes, samples: list[d
     reference = OnnxRunner(model, expose=names)
     cand_run = OnnxRunner(cand_model, expose=[seen_as.get(n, n) for n in names])
     acc = {name: Accumulator() for name in names}
-    with _bar(samples, progress) as items:
+    with bar(samples, progress, "per-layer") as items:
         for sample in items:
             ref, got = reference.run(sample), cand_run.run(sample)
             for name in names:
@@ -181,10 +180,3 @@ def _span(name: str, producer: dict, mapped: dict, initializers: set) -> tuple[l
             else:
                 stack.append(inp)
     return sorted(set(ancestors)), ops[::-1]
-
-
-def _bar(samples, progress: bool):
-    if not progress:
-        return contextlib.nullcontext(samples)
-    import click
-    return click.progressbar(samples, label="per-layer", file=sys.stderr)
