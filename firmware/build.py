@@ -28,6 +28,7 @@ from firmware import keys, selftest, selfwheel, wheels
 from firmware.bundle import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, SAFE_NAME
 from firmware.errors import BuildError
 from firmware.slots import now, parse_version
+from firmware.verify import hash_stream
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,11 +160,8 @@ def _safe(name: str) -> str:
 def _digest(data: bytes | Path) -> dict:
     if isinstance(data, bytes):
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    digest = hashlib.sha256()
     with open(data, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "size": data.stat().st_size}
+        return {"sha256": hash_stream(fh), "size": data.stat().st_size}
 
 
 def _write_tar(out: Path, manifest_raw: bytes, signature: str, members: dict) -> None:

@@ -52,7 +52,7 @@ def scan(bundle: str | Path) -> tuple[bytes, str | None, dict]:
                         raise BundleError(f"{info.name} is too large", where=where, code="firmware.too_large")
                     fixed[info.name] = fh.read()
                     continue
-                seen[info.name] = {"sha256": _hash_stream(fh), "size": info.size}
+                seen[info.name] = {"sha256": hash_stream(fh), "size": info.size}
                 if info.name.startswith("wheels/"):
                     fh.seek(0)
                     _check_wheel(fh, f"{where}: {info.name}")
@@ -74,7 +74,8 @@ def _check_wheel(fh, where: str) -> None:
         raise BundleError(f"wheel is not a readable zip: {exc}", where=where, code="firmware.wheel")
 
 
-def _hash_stream(fh) -> str:
+def hash_stream(fh) -> str:
+    """The sha256 of what is left in a binary file object, read in bounded chunks (build uses it too)."""
     digest = hashlib.sha256()
     for block in iter(lambda: fh.read(CHUNK), b""):
         digest.update(block)
