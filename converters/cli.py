@@ -47,7 +47,8 @@ def _shapes(ctx, param, values):
 @click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")
 @click.option("--preprocess", help="Preprocessing spec for image folders, recorded in the manifest.")
 @click.option("--holdout", type=EXISTING, help="Held-out data: verify the result and store the fidelity report.")
-@click.option("--holdout-labels", type=EXISTING_FILE, help="True classes of the holdout (.npy): adds accuracy.")
+@click.option("--holdout-labels", type=EXISTING_FILE,
+              help="True classes of the holdout (.npy or one integer per line): adds accuracy.")
 @click.option("--labels", type=EXISTING_FILE, help="Class names, one per line, stored in the manifest.")
 @click.option("--keep-float", multiple=True, metavar="NODE", help="Keep this ONNX node in float (repeatable).")
 @click.option("--auto-keep-float", type=int, default=0, metavar="N",

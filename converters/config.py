@@ -45,7 +45,7 @@ class ConvertConfig:
     holdout_labels: Path | None = None    # ground-truth classes for the holdout (.npy/.txt)
     labels: Path | None = None            # class names, one per line, stored in the manifest
     keep_float: frozenset[str] = frozenset()   # ONNX node names left in float
-    auto_keep_float: int = 0              # also keep the N nodes that add the most error float
+    auto_keep_float: int = 0              # up to N greedy measured keep-float steps (converters/mixed.py)
     float_head: int = 0                   # keep the first N layers float (converters/tflite/head.py)
     key: Path | None = None               # ed25519 private key: sign the .gpk manifest
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
