@@ -174,8 +174,7 @@ class MqttSource:
         self._wake = threading.Event()
         # Subscribed now, before telemetry starts: the broker may hand over what it kept for us
         # at once, and that must find its handler.
-        subscribe = getattr(telemetry, "subscribe_input", None) or telemetry.subscribe
-        subscribe(topic, self._on_message)
+        telemetry.subscribe_input(topic, self._on_message)
 
     def _on_message(self, msg) -> None:
         """paho's thread: hand over, never block."""
