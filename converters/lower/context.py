@@ -26,6 +26,16 @@ def tflite_dtype(dtype) -> str:
     return _DTYPES.get(np.dtype(dtype), "float32") if dtype is not None else "float32"
 
 
+def _narrowed(data: np.ndarray) -> np.ndarray:
+    """float64 -> float32 and int64 -> int32: TFLite ops take float32 values and int32 indices
+    and shapes."""
+    if data.dtype == np.float64:
+        return data.astype(np.float32)
+    if data.dtype == np.int64:
+        return data.astype(np.int32)
+    return data
+
+
 class LowerContext:
     def __init__(self, graph: Graph):
         self.g = graph
@@ -62,11 +72,7 @@ class LowerContext:
             return self.ids[name]
         t = self.g.tensors[name]
         if t.data is not None:
-            data = self.stored(name)
-            if data.dtype == np.float64:
-                data = data.astype(np.float32)
-            if data.dtype == np.int64:
-                data = data.astype(np.int32)  # TFLite ops take int32 indices and shapes
+            data = _narrowed(self.stored(name))
             idx = self.t.add(TTensor(name, tuple(data.shape), tflite_dtype(data.dtype),
                                      data=np.ascontiguousarray(data), perm=t.perm))
         else:
@@ -79,11 +85,7 @@ class LowerContext:
         return self.value(name)
 
     def const(self, value, hint: str, dtype=None) -> int:
-        value = np.asarray(value, dtype=dtype)
-        if value.dtype == np.float64:
-            value = value.astype(np.float32)
-        if value.dtype == np.int64:
-            value = value.astype(np.int32)
+        value = _narrowed(np.asarray(value, dtype=dtype))
         name = self.g.fresh(f"{self.node.name if self.node else 'const'}/{hint}")
         return self.t.add(TTensor(name, tuple(value.shape), tflite_dtype(value.dtype),
                                   data=np.ascontiguousarray(value)))
