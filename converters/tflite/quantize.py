@@ -29,6 +29,7 @@ from converters.errors import ConvertError
 from converters.tflite import io_edges
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
+from converters.tflite.weights import per_channel_int8
 
 
 def activation_params(lo: float, hi: float) -> QParams:
@@ -189,7 +190,7 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], groups:
         x = op.inputs[data_inputs(op.opcode, op.inputs)[0]]
         weights = tg.tensors[op.inputs[w_i]]
         w_float = weights.data.astype(np.float64)
-        w_scale = _per_channel(weights, axis)
+        w_scale = per_channel_int8(weights, axis)
         if b_i < len(op.inputs) and op.inputs[b_i] >= 0:
             bias = tg.tensors[op.inputs[b_i]]
             if op.opcode in BIAS_CORRECTED and x in input_means:
@@ -230,19 +231,6 @@ def _rounding_shift(opcode: str, error: np.ndarray, mean: np.ndarray) -> np.ndar
     if error.shape[-1] != len(mean):              # CONV_2D [O, kH, kW, I]; FULLY_CONNECTED [O, I]
         return None
     return error.reshape(error.shape[0], -1, error.shape[-1]).sum(axis=1) @ mean
-
-
-def _per_channel(t: TTensor, axis: int) -> np.ndarray:
-    w = t.data.astype(np.float64)
-    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    scale = np.abs(moved).max(axis=1) / 127.0
-    scale = np.where(scale > 0, scale, 1.0 / 127.0)   # an all-zero channel: any scale is exact
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    t.data = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    t.dtype = "int8"
-    t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
-    return scale.astype(np.float32)
 
 
 def _bias(t: TTensor, scale: np.ndarray) -> None:

@@ -5,6 +5,8 @@
   the model halves in size and runs at float speed).
 * ``dynamic``: the filters of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED become per-channel
   symmetric int8; the kernels' hybrid paths quantize activations on the fly. Biases stay float.
+
+``per_channel_int8`` is the one weight quantizer: the full-integer path (``quantize.py``) uses it too.
 """
 from __future__ import annotations
 
@@ -38,6 +40,21 @@ def to_float16(tg: TGraph) -> None:
                 [o for o in new_ops if not (o.opcode == "DEQUANTIZE" and tg.tensors[o.inputs[0]].is_const)]
 
 
+def per_channel_int8(t: TTensor, axis: int) -> np.ndarray:
+    """Quantize the float weights ``t`` in place: per-channel (along ``axis``) symmetric int8 in
+    [-127, 127], zero point 0. Returns the float32 scales (the int8 path needs them for the bias)."""
+    w = t.data.astype(np.float64)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    scale = np.abs(moved).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0 / 127.0)   # an all-zero channel: any scale is exact
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    t.data = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    t.dtype = "int8"
+    t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
+    return scale.astype(np.float32)
+
+
 def to_dynamic(tg: TGraph) -> None:
     for op in tg.ops:
         if op.opcode not in DYNAMIC_OPS:
@@ -46,14 +63,6 @@ def to_dynamic(tg: TGraph) -> None:
         t = tg.tensors[op.inputs[w_i]]
         if not t.is_const or t.dtype != "float32":
             continue
-        w = t.data.astype(np.float64)
-        moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-        scale = np.abs(moved).max(axis=1) / 127.0
-        scale = np.where(scale > 0, scale, 1.0 / 127.0)
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        t.data = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-        t.dtype = "int8"
-        t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
+        per_channel_int8(t, axis)
         if op.opcode == "FULLY_CONNECTED":
             op.options.asymmetricQuantizeInputs = True
