@@ -39,6 +39,11 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
                 "scale": self.scale, "zero_point": self.zero_point}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        """The inverse of ``to_dict`` (a worker's ready message carries its specs that way)."""
+        return cls(d["name"], d["dtype"], tuple(d["shape"]), d.get("scale"), d.get("zero_point"))
+
 
 @runtime_checkable
 class ModelBackend(Protocol):

@@ -37,10 +37,8 @@ class ModelInfo:
 
     def __init__(self, header: dict):
         from edge.backends.base import TensorSpec
-        self.inputs = [TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("scale"), d.get("zero_point"))
-                       for d in header["inputs"]]
-        self.outputs = [TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), d.get("scale"), d.get("zero_point"))
-                        for d in header["outputs"]]
+        self.inputs = [TensorSpec.from_dict(d) for d in header["inputs"]]
+        self.outputs = [TensorSpec.from_dict(d) for d in header["outputs"]]
         self.backend = header.get("backend")
         self.preprocess = header.get("preprocess") or {}
         self.labels = header.get("labels") or []
