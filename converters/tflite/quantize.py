@@ -28,6 +28,7 @@ import numpy as np
 from converters.errors import ConvertError
 from converters.tflite import io_edges
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+from converters.tflite.ranges import union
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
 from converters.tflite.weights import per_channel_int8
 
@@ -169,9 +170,7 @@ def _assign(tg, int8_ops, domain, ranges, groups) -> dict[int, QParams]:
         else:
             rng = None
             for i in idxs:
-                if i in ranges:
-                    r = ranges[i]
-                    rng = r if rng is None else (min(rng[0], r[0]), max(rng[1], r[1]))
+                rng = union(rng, ranges.get(i))
             if rng is None:
                 raise ConvertError(f"no calibration range for tensor '{tg.tensors[root].name}'",
                                    code="convert.internal", where=tg.tensors[root].name,
