@@ -17,7 +17,6 @@ import time
 import click
 
 from edge.errors import UsageError
-from edge.telemetry.errors import CommandError
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
                              show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
@@ -162,8 +161,6 @@ def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username
 
 
 def _finish(reply: dict) -> None:
+    from edge.telemetry.requester import check_reply
     click.echo(json.dumps(reply, indent=2, sort_keys=True))
-    if not reply.get("ok"):
-        err = reply.get("error") or {}
-        raise CommandError(err.get("message", "the device refused the command"), where=err.get("where"),
-                           hint=err.get("hint"), code=err.get("code") or "command.failed")
+    check_reply(reply, "the device refused the command")

@@ -110,8 +110,13 @@ class Requester:
 
     @staticmethod
     def _ok(reply: dict) -> dict:
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
-            raise CommandError(err.get("message", "command failed"), where=err.get("where"),
-                               hint=err.get("hint"), code=err.get("code") or "command.failed")
+        check_reply(reply)
         return reply["result"]
+
+
+def check_reply(reply: dict, default: str = "command failed") -> None:
+    """Raise a refused or failed command's reply as the ``CommandError`` the device sent."""
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise CommandError(err.get("message", default), where=err.get("where"),
+                           hint=err.get("hint"), code=err.get("code") or "command.failed")
