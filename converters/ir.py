@@ -91,9 +91,9 @@ class Graph:
                 return name
 
     def add_const(self, hint: str, value: np.ndarray) -> str:
+        """A new constant under a fresh name derived from ``hint``; returns the name."""
         name = self.fresh(hint)
-        value = np.asarray(value)
-        self.tensors[name] = Tensor(name, tuple(value.shape), value.dtype, data=value)
+        self.set_const(name, value)
         return name
 
     def set_const(self, name: str, value: np.ndarray) -> None:
