@@ -23,8 +23,7 @@ def run(graph: Graph) -> bool:
                 continue
             producer.outputs = [dst if o == src else o for o in producer.outputs]
             graph.nodes.remove(node)
-            for n in graph.nodes:
-                n.inputs = [dst if i == src else i for i in n.inputs]
+            graph.rename_uses(src, dst)     # src is no graph output (checked above)
         else:
             graph.nodes.remove(node)
             graph.rename_uses(dst, src)
