@@ -6,8 +6,6 @@ lowest float for MaxPool. ``ceil_mode`` is handled by extending the end padding.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from converters.lower import padding
@@ -102,16 +100,12 @@ def _non_negative(ctx: LowerContext, name: str) -> bool:
     return producer.op in NON_NEGATIVE_OPS or producer.attrs.get("_activation") in NON_NEGATIVE_ACTS
 
 
-def _check_avg(node, graph):
-    return _check_pool(node, graph)
-
-
 @lowers("MaxPool", since=1, check=_check_pool)
 def max_pool(ctx, node):
     _pool(ctx, node, "MAX_POOL_2D")
 
 
-@lowers("AveragePool", since=1, check=_check_avg)
+@lowers("AveragePool", since=1, check=_check_pool)
 def average_pool(ctx, node):
     _pool(ctx, node, "AVERAGE_POOL_2D")
 
