@@ -27,7 +27,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from firmware.bundle import MANIFEST, SIGNATURE, check_member
+from firmware.bundle import MANIFEST, SIGNATURE, BundleManifest, check_member
 from firmware.errors import BundleError, InstallError
 from firmware.slots import Layout, SlotState, fsync_dir, now, parse_version
 from firmware.verify import verify
@@ -37,12 +37,16 @@ INSTALLED = "installed.json"
 
 
 def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None = None,
-            progress=None) -> dict:
-    """Install ``bundle`` into the inactive slot under ``root``; returns what was done."""
+            progress=None, verified: BundleManifest | None = None) -> dict:
+    """Install ``bundle`` into the inactive slot under ``root``; returns what was done.
+
+    ``verified``: the manifest a caller's own ``verify(bundle, trusted)`` returned (OTA verifies
+    first to check the failed-version list), so a large bundle is not read and hashed twice. The
+    members are re-hashed against it while they are staged, so a bundle changed since is refused."""
     say = progress or (lambda step, detail=None: None)
     layout = layout or Layout(Path(root))
     say("verify", str(bundle))
-    manifest = verify(bundle, trusted)
+    manifest = verified or verify(bundle, trusted)
     say("verified", len(manifest.members))
     with layout.lock():
         return _apply(bundle, manifest, layout, force, say)

@@ -73,7 +73,7 @@ def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: boo
             elif step in ("switch",):
                 event("switching", version=version, slot=detail)
 
-        result = install(bundle, root, trusted, force, layout=layout, progress=progress)
+        result = install(bundle, root, trusted, force, layout=layout, progress=progress, verified=manifest)
     except GanglionError as exc:
         event("refused", error=exc.to_dict())
         raise
