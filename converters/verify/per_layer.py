@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import onnx
 
 from converters.progress import bar
