@@ -116,6 +116,11 @@ class LowerContext:
         self.emit("RESHAPE", [src, self.const(np.array(shape, np.int32), "shape")], [out], options)
         return out
 
+    def as_2d(self, src: int) -> int:
+        """A 1-D channels-last [N, L, C] tensor as [N, 1, L, C]: TFLite convolves and pools in 2-D only."""
+        n, length, c = self.shape_of(src)
+        return self.reshape(src, [n, 1, length, c], hint="as_2d")
+
 
 def options(name: str, **fields):
     """Build ``schema.<name>T()`` and set camelCase fields."""

@@ -40,8 +40,7 @@ def conv(ctx: LowerContext, node) -> None:
     one_d = w.ndim == 3
     if one_d:
         w = w[:, :, None, :]
-        n, length, c = ctx.shape_of(x)
-        x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
+        x = ctx.as_2d(x)
         out_n, out_l, out_c = ctx.shape_of(y)
         y2d = ctx.temp([out_n, 1, out_l, out_c], "out_2d")
     else:
@@ -112,8 +111,7 @@ def conv_transpose(ctx: LowerContext, node) -> None:
     one_d = w.ndim == 3
     if one_d:
         w = w[:, :, None, :]
-        n, length, c = ctx.shape_of(x)
-        x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
+        x = ctx.as_2d(x)
     k, s, _, pads = _as_2d(node)
     outpad = list(node.attrs.get("output_padding") or [0, 0])
     outpad = [0, outpad[0]] if one_d else outpad

@@ -45,8 +45,7 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
     x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     one_d = len(ctx.shape_of(x)) == 3
     if one_d:
-        n, length, c = ctx.shape_of(x)
-        x = ctx.reshape(x, [n, 1, length, c], hint="as_2d")
+        x = ctx.as_2d(x)
     k, s, p, onnx_pads, spatial = _pool_geometry(ctx, node, x)
     mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
     include_pad = bool(node.attrs.get("count_include_pad", 0))
