@@ -13,8 +13,6 @@ raises a ``GanglionError`` that the telemetry layer turns into an error reply.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import shutil
 from pathlib import Path
 
 from edge import artifact as gpk
@@ -100,13 +98,12 @@ def deploy(daemon, path: Path, info: dict, args: dict) -> dict:
         from firmware import keys as keymod
         trusted = [keymod.load_public(k) for k in keys]
     art = gpk.read(str(path), trusted_keys=trusted)          # raises ArtifactError / SignatureError
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    data = Path(path).read_bytes()
+    digest = gpk.sha256(data)
     folder = Path(daemon.cfg.model.path).resolve().parent / "deployed"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{art.manifest.get('name', 'model')}-{digest[:12]}.gpk"
-    tmp = target.with_suffix(".gpk.tmp")
-    shutil.copyfile(path, tmp)
-    tmp.replace(target)
+    gpk.atomic_write(target, data)
     previous = daemon.cfg.model.path
     result = daemon_reload(daemon, str(target))
     daemon.event({"event": "deploy", "model": str(target), "previous": previous, "sha256": digest})
