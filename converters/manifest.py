@@ -10,7 +10,7 @@ per member) and ``format_version``; the ed25519 signature covers the exact manif
     preprocessing, labels       how raw data becomes input; class names (or null)
     quantization                {mode, io, layout, observer, keep_float, weights/activations/bias scheme,
                                  qdq: {profile, activations, bias, bias_correction} when a QDQ ONNX is built}
-    calibration                 {method, samples, source (file name), source_sha256} or null
+    calibration                 {method, max_samples, source (file name), source_sha256} or null
     fidelity                    the verify report per format, when --holdout was given
     tensor_map                  ONNX tensor name -> TFLite tensor index and layout perm
     models                      [{format: "tflite" | "onnx", file}]
