@@ -93,7 +93,7 @@ def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int 
     return samples
 
 
-def _load_array(path: Path, key: str | None = None):
+def _load_array(path: Path):
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
