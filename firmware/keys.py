@@ -59,6 +59,11 @@ def load_public(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def load_publics(items) -> list[Ed25519PublicKey]:
+    """Trusted keys as configs and callers give them: .pub paths (loaded) or key objects (kept)."""
+    return [load_public(k) if isinstance(k, (str, Path)) else k for k in items or ()]
+
+
 def sign(key: Ed25519PrivateKey, data: bytes) -> str:
     """Hex signature over ``data``."""
     return key.sign(data).hex()

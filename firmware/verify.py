@@ -121,11 +121,7 @@ def _parse(manifest_raw: bytes, where: str) -> dict:
 def load_trusted(trusted) -> list:
     """Accept a key, a list of keys, or paths to .pub files; an empty trust set is an error."""
     items = trusted if isinstance(trusted, (list, tuple)) else [trusted]
-    out = []
-    for item in items:
-        if item is None:
-            continue
-        out.append(keys.load_public(item) if isinstance(item, (str, Path)) else item)
+    out = keys.load_publics(item for item in items if item is not None)
     if not out:
         raise SignatureError("no trusted key given", code="signature.no_trust",
                              hint="pass --trust K.pub (made by 'ganglion keys generate')")

@@ -112,4 +112,4 @@ def _keys(trusted_keys):
     if not trusted_keys:
         return None
     from firmware import keys
-    return [keys.load_public(k) if isinstance(k, (str, Path)) else k for k in trusted_keys]
+    return keys.load_publics(trusted_keys)

@@ -92,11 +92,10 @@ def config_set(daemon, args: dict) -> dict:
 
 def deploy(daemon, path: Path, info: dict, args: dict) -> dict:
     """A transferred artifact: verify, keep it beside the current model, reload onto it."""
-    keys = list(daemon.cfg.model.trusted_keys)
     trusted = None
-    if keys:
-        from firmware import keys as keymod
-        trusted = [keymod.load_public(k) for k in keys]
+    if daemon.cfg.model.trusted_keys:
+        from firmware import keys
+        trusted = keys.load_publics(daemon.cfg.model.trusted_keys)
     art = gpk.read(str(path), trusted_keys=trusted)          # raises ArtifactError / SignatureError
     data = Path(path).read_bytes()
     digest = gpk.sha256(data)

@@ -245,4 +245,4 @@ def _load_keys(paths) -> list:
     if not paths:
         return []
     from firmware import keys
-    return [keys.load_public(p) for p in paths]
+    return keys.load_publics(paths)
