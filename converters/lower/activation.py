@@ -124,9 +124,7 @@ def erf(ctx: LowerContext, node) -> None:
     shape = ctx.shape_of(x)
 
     def op(opcode, inputs, opts=None, hint="t"):
-        out = ctx.temp(shape, hint)
-        ctx.emit(opcode, inputs, [out], opts)
-        return out
+        return ctx.emit_new(opcode, inputs, shape, opts, hint)
 
     def c(v, hint):
         return ctx.const(np.array(v, np.float32), hint)

@@ -103,6 +103,12 @@ class LowerContext:
         self.t.ops.append(op)
         return op
 
+    def emit_new(self, opcode: str, inputs: list[int], shape, opts=None, hint: str = "t") -> int:
+        """``emit`` into a new float temporary of ``shape``; returns it (for chains of ops)."""
+        out = self.temp(shape, hint)
+        self.emit(opcode, inputs, [out], opts)
+        return out
+
     def activation(self, node: Node) -> int:
         return ACTIVATIONS[node.attrs.get("_activation")]
 

@@ -71,12 +71,7 @@ def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int]) -> tupl
     shape = ctx.shape_of(x)
     axes = ctx.const(np.array(stored_axes, np.int32), "axes")
     kept = [1 if i in stored_axes else s for i, s in enumerate(shape)]
-
-    def op(opcode, inputs, out_shape, opts, hint):
-        out = ctx.temp(out_shape, hint)
-        ctx.emit(opcode, inputs, [out], opts)
-        return out
-
+    op = ctx.emit_new
     mean = op("MEAN", [x, axes], kept, options("ReducerOptions", keepDims=True), "mean")
     centered = op("SUB", [x, mean], shape, options("SubOptions"), "centered")
     square = op("MUL", [centered, centered], shape, options("MulOptions"), "square")
