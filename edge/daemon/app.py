@@ -191,7 +191,7 @@ class Daemon:
         self.pool.jobs.close()
         self.router.drain()
         self.router.close()
-        self.outbox.record("metrics", {"model": self.model_name, **self.metrics.snapshot()})
+        self.report_metrics()
         if self.telemetry is not None:
             self.telemetry.stop()
         if self.root_exit is not None:
@@ -200,6 +200,10 @@ class Daemon:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def report_metrics(self) -> None:
+        """One metrics record (every interval, and a last one at shutdown)."""
+        self.outbox.record("metrics", {"model": self.model_name, **self.metrics.snapshot()})
 
     def status(self) -> dict:
         info = self.pool.info

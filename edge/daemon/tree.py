@@ -73,7 +73,7 @@ def _report_metrics(daemon, stop) -> None:
     """Metrics every interval; the retained status document too, when it changed (restarts, pids)."""
     last = None
     while not stop.wait(daemon.cfg.metrics.interval_s):
-        daemon.outbox.record("metrics", {"model": daemon.model_name, **daemon.metrics.snapshot()})
+        daemon.report_metrics()
         status = daemon.status()
         if status != last and daemon.pool.info is not None:
             daemon.outbox.record("status", status)
