@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from converters.calibrate import collect_ranges
 from converters.qdq import PROFILES, build
 from edge.errors import UsageError
+from tests.converters.ops.harness import sqnr_db
 
 PROFILE_NAMES = sorted(PROFILES)
 
@@ -27,10 +28,6 @@ def session(model: onnx.ModelProto, optimized_path=None):
     if optimized_path:
         options.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def sqnr_db(ref, got) -> float:
-    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2)))
 
 
 def random_samples(model, count, seed):

@@ -16,6 +16,7 @@ from converters.calibrate import collect_ranges
 from converters.qdq import PROFILES, build, correct, params
 from edge import artifact
 from edge.cli import main
+from tests.converters.ops.harness import sqnr_db
 
 RNG = np.random.default_rng(3)
 
@@ -120,10 +121,6 @@ def test_gemm_mean_error_shrinks(trans_b):
     plain = build(model, ranges, profile="onnxruntime")
     fixed = build(model, ranges, profile="onnxruntime", samples=data[:20])
     assert bias_error(fixed) < bias_error(plain) / 2
-
-
-def sqnr_db(ref, got) -> float:
-    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2)))
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -12,10 +12,6 @@ from tests.converters.ops import harness as H
 RNG = np.random.default_rng(11)
 
 
-def sqnr_db(ref, got):
-    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)))
-
-
 def test_rounding_shift_is_the_output_change_on_a_constant_input():
     """On an input that is its mean everywhere, the shift is exactly W_err applied to it."""
     mean = RNG.normal(1.0, 0.5, 5)
@@ -68,7 +64,7 @@ def test_bias_correction_raises_sqnr_of_a_cnn(small_cnn):
     ref = np.concatenate([H.ort_run(m, s)[0].ravel() for s in held])
 
     def sqnr(result):
-        return sqnr_db(ref, np.concatenate([H.tflite_run(result, s)[0].ravel() for s in held]))
+        return H.sqnr_db(ref, np.concatenate([H.tflite_run(result, s)[0].ravel() for s in held]))
 
     corrected = sqnr(tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib))
     plain = sqnr(tflite.build(m, ranges, tflite.TFLiteOptions()))
@@ -126,4 +122,4 @@ def test_depthwise_with_channel_multiplier_is_corrected_too():
     got = {k: np.concatenate([H.tflite_run(r, s)[0].ravel() for s in held])
            for k, r in (("corrected", corrected), ("plain", plain))}
     assert np.abs(np.mean(got["corrected"] - ref)) <= np.abs(np.mean(got["plain"] - ref)) + 1e-4
-    assert sqnr_db(ref, got["corrected"]) >= sqnr_db(ref, got["plain"]) - 0.1
+    assert H.sqnr_db(ref, got["corrected"]) >= H.sqnr_db(ref, got["plain"]) - 0.1

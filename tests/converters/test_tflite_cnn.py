@@ -12,11 +12,6 @@ except ImportError:  # pragma: no cover - the examples are committed with the re
     mobilenet_v2 = resnet_tiny = None
 
 
-def sqnr_db(ref, got):
-    noise = np.sum((ref - got) ** 2)
-    return float(10 * np.log10(np.sum(ref ** 2) / max(noise, 1e-30)))
-
-
 @pytest.fixture(scope="module", params=["mobilenet_v2", "resnet_tiny"])
 def cnn(request):
     module = {"mobilenet_v2": mobilenet_v2, "resnet_tiny": resnet_tiny}[request.param]
@@ -51,7 +46,7 @@ def test_int8_is_fully_integer_and_close(cnn):
     got = np.concatenate([H.tflite_run(q, s)[0].ravel() for s in samples[:4]])
     # Random-weight CNNs at int8: ~30 dB on calibration-like data is typical (bench has the
     # comparison with onnxruntime's quantizer); 20 dB catches any wrong scale or layout.
-    assert sqnr_db(ref, got) > 20
+    assert H.sqnr_db(ref, got) > 20
 
 
 def test_nhwc_io_has_no_transpose_at_all(cnn):
@@ -61,7 +56,7 @@ def test_nhwc_io_has_no_transpose_at_all(cnn):
     assert q.inputs[0].layout == "nhwc" and q.inputs[0].shape[-1] == 3
     ref = H.ort_run(m, samples[0])[0]
     got = H.tflite_run(q, samples[0])[0]
-    assert sqnr_db(ref, got) > 20
+    assert H.sqnr_db(ref, got) > 20
 
 
 @pytest.mark.parametrize("io", ["int8", "uint8"])
@@ -74,7 +69,7 @@ def test_integer_io(cnn, io):
         assert "DEQUANTIZE" not in q.ops and "QUANTIZE" not in q.ops
     ref = H.ort_run(m, samples[0])[0]
     got = H.tflite_run(q, samples[0])[0]
-    assert sqnr_db(ref, got) > 20
+    assert H.sqnr_db(ref, got) > 20
 
 
 def test_float16_and_dynamic_modes(cnn):
@@ -85,7 +80,7 @@ def test_float16_and_dynamic_modes(cnn):
         res = tflite.build(m, None, tflite.TFLiteOptions(quantize=mode))
         assert len(res.flatbuffer) < max_ratio * len(f32.flatbuffer), mode
         assert res.inputs[0].dtype == "float32"
-        assert sqnr_db(ref, H.tflite_run(res, samples[0])[0]) > min_db, mode
+        assert H.sqnr_db(ref, H.tflite_run(res, samples[0])[0]) > min_db, mode
 
 
 def test_keep_float_keeps_named_nodes_in_float(cnn):
@@ -97,4 +92,4 @@ def test_keep_float_keeps_named_nodes_in_float(cnn):
     assert q.ops.count("DEQUANTIZE") == 1 and q.ops.count("QUANTIZE") == 1, q.ops
     assert q.ops.index("QUANTIZE") == q.ops.index("CONV_2D") + 1, q.ops
     ref = H.ort_run(m, samples[0])[0]
-    assert sqnr_db(ref, H.tflite_run(q, samples[0])[0]) > 20
+    assert H.sqnr_db(ref, H.tflite_run(q, samples[0])[0]) > 20

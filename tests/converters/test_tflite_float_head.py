@@ -20,10 +20,6 @@ from examples.models import mobilenet_v2
 from tests.converters.ops import harness as H
 
 
-def sqnr_db(ref, got):
-    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - got) ** 2), 1e-30)))
-
-
 @pytest.fixture(scope="module")
 def small():
     m = frontend.prepare(mobilenet_v2.build_small())
@@ -71,8 +67,8 @@ def test_float_head_keeps_fidelity(small):
     ref = np.concatenate([H.ort_run(m, s)[0].ravel() for s in samples[:6]])
     got_full = np.concatenate([H.tflite_run(full, s)[0].ravel() for s in samples[:6]])
     got_head = np.concatenate([H.tflite_run(head, s)[0].ravel() for s in samples[:6]])
-    assert sqnr_db(ref, got_head) >= sqnr_db(ref, got_full) - 0.5
-    assert sqnr_db(ref, got_head) > 20
+    assert H.sqnr_db(ref, got_head) >= H.sqnr_db(ref, got_full) - 0.5
+    assert H.sqnr_db(ref, got_head) > 20
 
 
 def test_float_head_with_int8_io_dequantizes_the_input_once(small):
@@ -82,7 +78,7 @@ def test_float_head_with_int8_io_dequantizes_the_input_once(small):
     assert q.ops[0] == "DEQUANTIZE" and q.ops.count("DEQUANTIZE") == 1, q.ops
     ref = H.ort_run(m, samples[0])[0]
     got = H.tflite_run(q, samples[0])[0]
-    assert sqnr_db(ref, got) > 20
+    assert H.sqnr_db(ref, got) > 20
 
 
 def test_float_head_zero_is_the_all_int8_graph(small):

@@ -84,6 +84,12 @@ def output_scale(result, i: int = 0) -> float:
     return None   # the output is produced by a float island
 
 
+def sqnr_db(ref, got) -> float:
+    """Signal-to-noise ratio of ``got`` against ``ref`` in dB, summed in float64 (no noise: ~300 dB)."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - got) ** 2), 1e-30)))
+
+
 def opcodes(result) -> list[str]:
     return list(result.ops)
 
