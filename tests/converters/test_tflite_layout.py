@@ -123,7 +123,7 @@ def test_random_chain_int8(seed):
     q = H.convert(m, "int8", samples=samples)
     ref = H.ort_run(m, samples[0])[0]
     got = H.tflite_run(q, samples[0])[0]
-    sqnr = 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - got) ** 2), 1e-30))
+    sqnr = H.sqnr_db(ref, got)
     # A chain of up to 7 int8 ops loses ~0.5 step per op; 20 dB is far below what a correct chain
     # gets and far above what a wrong scale, zero point or axis gives (around 0 dB).
     assert sqnr > 20, f"{sqnr:.1f} dB: {[n.op_type for n in chain.nodes]} -> {q.ops}"

@@ -76,6 +76,6 @@ def test_int8_block_with_measured_ranges(block):
     assert q.ops.count("DEQUANTIZE") == 1, q.ops        # everything int8 once ranges are measured
     ref = np.concatenate([H.ort_run(m, s)[0].ravel() for s in samples[:4]])
     got = np.concatenate([H.tflite_run(q, s)[0].ravel() for s in samples[:4]])
-    sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
+    sqnr = H.sqnr_db(ref, got)
     assert sqnr > 20, sqnr
     print(f"transformer block int8 SQNR {sqnr:.1f} dB, ops {q.ops}")
