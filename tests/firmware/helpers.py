@@ -19,39 +19,12 @@ from firmware import keys
 
 
 def tiny_tflite(scale: float = 1.0) -> bytes:
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as s
     rng = np.random.default_rng(7)
     weights = (rng.standard_normal((4, 8)) * scale).astype(np.float32)
     bias = np.arange(4, dtype=np.float32)
-
-    def tensor(name, shape, buffer):
-        t = s.TensorT()
-        t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), s.TensorType.FLOAT32, buffer
-        return t
-
-    def buf(data=None):
-        b = s.BufferT()
-        b.data = None if data is None else list(data.tobytes())
-        return b
-
-    op = s.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
-    op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
-    op.builtinOptions = s.FullyConnectedOptionsT()
-    graph = s.SubGraphT()
-    graph.tensors = [tensor("x", (1, 8), 1), tensor("w", (4, 8), 2), tensor("b", (4,), 3),
-                     tensor("y", (1, 4), 4)]
-    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
-    code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
-    code.version = 1
-    model = s.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers = [buf(), buf(), buf(weights), buf(bias), buf()]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    f32 = s.TensorType.FLOAT32
+    return _fully_connected(((f32, None),) * 4, weights, bias, op_version=1)
 
 
 def tiny_tflite_int8() -> bytes:
@@ -59,22 +32,28 @@ def tiny_tflite_int8() -> bytes:
 
     Scales are chosen so accumulators round near .5 often: the case where two CPUs' kernels may
     land one int8 step apart, which the self-test tolerance must absorb and nothing more."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as s
     rng = np.random.default_rng(11)
     weights = rng.integers(-127, 128, size=(4, 8)).astype(np.int8)
     bias = rng.integers(-2000, 2000, size=4).astype(np.int32)
     in_scale, w_scale, out_scale = 0.02, 0.01, 0.037
+    i8, i32 = s.TensorType.INT8, s.TensorType.INT32
+    types = ((i8, in_scale), (i8, w_scale), (i32, in_scale * w_scale), (i8, out_scale))
+    return _fully_connected(types, weights, bias, op_version=4)
 
-    def quant(scale):
-        q = s.QuantizationParametersT()
-        q.scale, q.zeroPoint = [scale], [0]
-        return q
+
+def _fully_connected(types, weights: np.ndarray, bias: np.ndarray, *, op_version: int) -> bytes:
+    """One FULLY_CONNECTED layer x[1, 8] (w[4, 8], b[4]) -> y[1, 4] as .tflite bytes; ``types``
+    gives (tensor type, quantization scale or None) for x, w, b, y."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
 
     def tensor(name, shape, buffer, ttype, scale):
         t = s.TensorT()
         t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), ttype, buffer
-        t.quantization = quant(scale)
+        if scale is not None:
+            t.quantization = s.QuantizationParametersT()
+            t.quantization.scale, t.quantization.zeroPoint = [scale], [0]
         return t
 
     def buf(data=None):
@@ -87,14 +66,13 @@ def tiny_tflite_int8() -> bytes:
     op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
     op.builtinOptions = s.FullyConnectedOptionsT()
     graph = s.SubGraphT()
-    graph.tensors = [tensor("x", (1, 8), 1, s.TensorType.INT8, in_scale),
-                     tensor("w", (4, 8), 2, s.TensorType.INT8, w_scale),
-                     tensor("b", (4,), 3, s.TensorType.INT32, in_scale * w_scale),
-                     tensor("y", (1, 4), 4, s.TensorType.INT8, out_scale)]
+    shapes = (("x", (1, 8)), ("w", (4, 8)), ("b", (4,)), ("y", (1, 4)))
+    graph.tensors = [tensor(name, shape, i + 1, ttype, scale)
+                     for i, ((name, shape), (ttype, scale)) in enumerate(zip(shapes, types))]
     graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
     code = s.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.FULLY_CONNECTED
-    code.version = 4
+    code.version = op_version
     model = s.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
     model.buffers = [buf(), buf(), buf(weights), buf(bias), buf()]
