@@ -93,15 +93,20 @@ class Chain:
         return self.add("Reshape", [y, back], [n, c, h, w])
 
 
-@pytest.mark.parametrize("seed", range(24))
-def test_random_chain(seed):
+def random_chain(seed: int):
+    """(model, chain): a 1x1 Conv then six random layout-sensitive steps, seeded."""
     chain = Chain(np.random.default_rng(seed))
     wk = chain.const(np.random.default_rng(seed).normal(0, 0.5, (4, 3, 1, 1)).astype(np.float32))
     x = chain.add("Conv", ["x", wk], [1, 4, 8, 8])
     for _ in range(6):
         x = chain.step(x)
     chain.nodes.append(helper.make_node("Identity", [x], ["y"]))
-    m = H.model(chain.nodes, {"x": (1, 3, 8, 8)}, ["y"], chain.inits)
+    return H.model(chain.nodes, {"x": (1, 3, 8, 8)}, ["y"], chain.inits), chain
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_chain(seed):
+    m, chain = random_chain(seed)
     ops = [n.op_type for n in chain.nodes]
     res = H.convert(m, "none")
     feeds = H.samples_for(m, 1, seed=seed)[0]
@@ -112,13 +117,7 @@ def test_random_chain(seed):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_random_chain_int8(seed):
-    chain = Chain(np.random.default_rng(seed))
-    wk = chain.const(np.random.default_rng(seed).normal(0, 0.5, (4, 3, 1, 1)).astype(np.float32))
-    x = chain.add("Conv", ["x", wk], [1, 4, 8, 8])
-    for _ in range(6):
-        x = chain.step(x)
-    chain.nodes.append(helper.make_node("Identity", [x], ["y"]))
-    m = H.model(chain.nodes, {"x": (1, 3, 8, 8)}, ["y"], chain.inits)
+    m, chain = random_chain(seed)
     samples = H.samples_for(m, 8, seed=seed)
     q = H.convert(m, "int8", samples=samples)
     ref = H.ort_run(m, samples[0])[0]
