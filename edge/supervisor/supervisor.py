@@ -135,8 +135,7 @@ class Supervisor:
         try:
             self._start_child(spec)
         except Exception as exc:                # a failed start counts as another crash
-            gen = self._gen.get(spec.id, 0) + 1
-            self._gen[spec.id] = gen
+            gen = self._next_gen(spec.id)
             self._handles[spec.id] = _Dead()
             self._inbox.put(("exit", spec.id, gen, Exit(False, f"start failed: {type(exc).__name__}: {exc}")))
             return False
@@ -164,8 +163,7 @@ class Supervisor:
     # -- helpers -------------------------------------------------------------------------------
     def _start_child(self, spec: ChildSpec) -> None:
         handle = spec.start()
-        gen = self._gen.get(spec.id, 0) + 1
-        self._gen[spec.id] = gen
+        gen = self._next_gen(spec.id)
         self._handles[spec.id] = handle
         handle.monitor(lambda exit_, cid=spec.id, g=gen: self._inbox.put(("exit", cid, g, exit_)))
 
@@ -175,8 +173,13 @@ class Supervisor:
             handle = self._handles.pop(cid, None)
             if handle is None:
                 continue
-            self._gen[cid] = self._gen.get(cid, 0) + 1      # its exit is now expected
+            self._next_gen(cid)      # its exit is now expected
             handle.stop(self._spec(cid).shutdown if cid in order else 1.0)
+
+    def _next_gen(self, child_id: str) -> int:
+        """A new generation for the child: exits reported under an older one are ignored."""
+        self._gen[child_id] = gen = self._gen.get(child_id, 0) + 1
+        return gen
 
     def _spec(self, child_id: str) -> ChildSpec:
         return next(s for s in self.specs if s.id == child_id)
