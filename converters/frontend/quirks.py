@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from converters.geometry import auto_pads
 from converters.ir import Graph, Node
 
 QUIRKS = {}
@@ -70,11 +71,7 @@ def _spatial(node: Node, graph: Graph) -> None:
     if node.op == "ConvTranspose":
         pads = _transpose_pads(node, x, y, k, s, d, pads, auto)
     elif auto in ("SAME_UPPER", "SAME_LOWER"):
-        for i in range(n):
-            out = math.ceil(x[2 + i] / s[i])
-            total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - x[2 + i])
-            small = total // 2
-            pads[i], pads[n + i] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+        pads = auto_pads(auto, x[2:], k, s, d)
     elif auto == "VALID":
         pads = [0] * (2 * n)
     node.attrs.update(kernel_shape=k, strides=s, dilations=d, pads=pads, auto_pad="NOTSET")

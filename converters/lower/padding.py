@@ -6,17 +6,10 @@ SAME or are zero no extra op is needed, otherwise a PAD/PADV2 op runs first and 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 import ai_edge_litert.schema_py_generated as schema
-
-
-def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = math.ceil(size / s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
+from converters.geometry import same_pads
 
 
 def choose(spatial: list[int], k: list[int], s: list[int], d: list[int], pads: list[int]):

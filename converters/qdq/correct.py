@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters.geometry import auto_pads
 from converters.qdq import ops, params
 
 
@@ -147,14 +148,7 @@ def _pads(attrs: dict, spatial, kernel, strides, dilations) -> list[int]:
     n = len(kernel)
     auto = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for i in range(n):
-            out = -(-spatial[i] // strides[i])
-            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i], 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto == "SAME_UPPER" else large)
-            end.append(large if auto == "SAME_UPPER" else small)
-        return begin + end
+        return auto_pads(auto, spatial, kernel, strides, dilations)
     if auto == "VALID" or "pads" not in attrs:
         return [0] * (2 * n)
     return list(attrs["pads"].ints)
