@@ -21,8 +21,6 @@ import onnx
 from converters.tflite.graph import TGraph
 from converters.tflite.rules import WEIGHTS
 
-LAYOUT_DOMAIN = "ganglion"      # nodes the layout pass inserts; they have no ONNX name
-
 
 def head_of(tg: TGraph, n: int) -> set[str]:
     """Names of the nodes whose ops run before (and including) the ``n``-th layer of ``tg``."""
