@@ -92,6 +92,13 @@ class _Sweep:
             self.cache[key] = new
         return self.cache[key]
 
+    def all_in(self, node: Node, perm) -> None:
+        """Every input of ``node`` and its outputs in layout ``perm``."""
+        for i, name in enumerate(node.inputs):
+            if name:
+                self.want(node, i, perm)
+        self.set_out(node, perm)
+
     def set_out(self, node: Node, perm) -> None:
         for o in node.outputs:
             if o:
@@ -116,10 +123,7 @@ def run(graph: Graph) -> bool:
 
 
 def _onnx_layout(s: _Sweep, node: Node) -> None:
-    for i, name in enumerate(node.inputs):
-        if name:
-            s.want(node, i, None)
-    s.set_out(node, None)
+    s.all_in(node, None)
 
 
 def _spatial(s: _Sweep, node: Node) -> None:
@@ -135,18 +139,12 @@ def _elementwise(s: _Sweep, node: Node) -> None:
     target = next((s.perm(node.inputs[i]) for i in full if s.perm(node.inputs[i])), None)
     if len(full) != len(acts):  # a lower-rank activation broadcasts by trailing dims: keep ONNX
         target = None
-    for i, name in enumerate(node.inputs):
-        if name:
-            s.want(node, i, target)
-    s.set_out(node, target)
+    s.all_in(node, target)
 
 
 def _keep_layout(s: _Sweep, node: Node) -> None:
     target = s.perm(node.inputs[0])
-    for i, name in enumerate(node.inputs):
-        if name:
-            s.want(node, i, target)
-    s.set_out(node, target)
+    s.all_in(node, target)
 
 
 def _softmax(s: _Sweep, node: Node) -> None:
