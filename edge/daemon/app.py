@@ -25,7 +25,7 @@ from edge.backends.base import check_feeds
 from edge.daemon import sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
 from edge.daemon.config import DaemonConfig
-from edge.daemon.decode import decode_payload, to_feeds
+from edge.daemon.decode import decode_payload, frame_feeds, to_feeds
 from edge.daemon.messages import Request, Result, error_dict
 from edge.daemon.metrics import Metrics
 from edge.daemon.outbox import FanOut, LogOutbox
@@ -34,7 +34,6 @@ from edge.daemon.sinks import ResultRouter, make_sink
 from edge.daemon.sources import make_source
 from edge.daemon.worker import WorkerSpec
 from edge.errors import GanglionError, InputError, RuntimeBackendError
-from edge.preprocess import image_to_tensor
 
 log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0
@@ -131,9 +130,7 @@ class Daemon:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return decode_payload(bytes(value), info)
         if live and isinstance(value, np.ndarray) and value.ndim == 3 and len(info.inputs) == 1:
-            spec = info.inputs[0]
-            shape = tuple(1 if d < 0 else d for d in spec.shape)
-            return {spec.name: image_to_tensor(value, shape, info.preprocess, spec.dtype)}
+            return frame_feeds(value, info)
         return to_feeds(value, info)
 
     def reject(self, source: str, err: GanglionError, meta: dict, on_done) -> None:

@@ -34,9 +34,15 @@ def decode_payload(data: bytes, info) -> dict[str, np.ndarray]:
 
 
 def image_feeds(data: bytes, info) -> dict[str, np.ndarray]:
+    _single(info)                 # a multi-input model is refused before anything is decoded
+    return frame_feeds(preprocess.open_image(data), info)
+
+
+def frame_feeds(image, info) -> dict[str, np.ndarray]:
+    """A decoded image or a camera's HxWxC RGB frame -> the single input, preprocessed per the
+    manifest (resize, layout, normalization, quantization)."""
     spec = _single(info)
-    img = preprocess.open_image(data)
-    return {spec.name: preprocess.image_to_tensor(img, _concrete(spec.shape), info.preprocess, spec.dtype)}
+    return {spec.name: preprocess.image_to_tensor(image, _concrete(spec.shape), info.preprocess, spec.dtype)}
 
 
 def json_feeds(data: bytes, info) -> dict[str, np.ndarray]:
