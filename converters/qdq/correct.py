@@ -21,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.geometry import auto_pads
-from converters.qdq import ops, params
+from converters.qdq import fold, ops, params
 
 
 def correctable(node, inits: dict) -> bool:
@@ -74,10 +74,7 @@ def input_means(model: onnx.ModelProto, samples: list[dict], nodes: list) -> dic
 def apply(graph: onnx.GraphProto, means: dict[str, np.ndarray], nodes: list) -> int:
     """Correct the bias of every node in ``nodes`` whose input mean is known; returns how many."""
     inits = {i.name: i for i in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = fold.use_counts(graph)
     done = 0
     for node in nodes:
         if node.input[0] not in means or not correctable(node, inits):

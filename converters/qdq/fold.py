@@ -8,6 +8,8 @@ calibration ranges (collected on the original graph) still apply by name.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -18,10 +20,7 @@ def fold(graph: onnx.GraphProto) -> dict[str, str]:
     _drop_identities(graph)
     inits = {i.name: i for i in graph.initializer}
     outputs = {o.name for o in graph.output}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = use_counts(graph)
     producer = {out: node for node in graph.node for out in node.output}
     doomed = []
     for bn in graph.node:
@@ -38,6 +37,11 @@ def fold(graph: onnx.GraphProto) -> dict[str, str]:
     if doomed:
         drop_dead_initializers(graph)
     return {bn.name: conv_name for bn, conv_name in doomed if bn.name}
+
+
+def use_counts(graph: onnx.GraphProto) -> Counter:
+    """How many node inputs read each tensor name."""
+    return Counter(name for node in graph.node for name in node.input)
 
 
 def drop_dead_initializers(graph: onnx.GraphProto) -> None:
