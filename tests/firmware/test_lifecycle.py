@@ -235,3 +235,19 @@ def test_16_one_operation_per_root_and_a_killed_holder_leaves_no_stale_lock(root
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert install(bundle, root, fw_keys["public"])["slot"] == "a"    # the kernel dropped the lock
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_08b_a_damaged_artifact_or_config_file_fails_the_files_check(root, make_bundle, fw_keys, damage):
+    install(make_bundle("1.0.0"), root, fw_keys["public"])
+    validate(root, runner=in_process)
+    install(make_bundle("1.1.0"), root, fw_keys["public"])
+    slot = root / "ganglion/slots/b"
+    members = json.loads((slot / "manifest.json").read_bytes())["members"]
+    name = next(n for n in sorted(members) if n.startswith("artifact/"))
+    data = (slot / name).read_bytes()
+    (slot / name).write_bytes(data[:1] + bytes([data[1] ^ 1]) + data[2:] if damage == "flipped byte" else data[:-1])
+    report = validate(root, runner=in_process)
+    assert not report["ok"] and report["failed_check"] == "files"
+    assert f"slot file {name} does not match the manifest" in report["reason"]
+    assert status(root)["active"] == "a"
