@@ -16,7 +16,6 @@ tests pass ``python=[qemu-aarch64-static, -L, SYSROOT, -cpu, cortex-a72, SYSROOT
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -30,6 +29,7 @@ from firmware.errors import HealthCheckError, SlotError
 from firmware.install import INSTALLED
 from firmware.revert import revert
 from firmware.slots import Layout, with_lock, now
+from firmware.verify import hash_stream
 
 CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion wheel still finds us
 
@@ -45,10 +45,11 @@ def check_files(slot: Path, ctx: dict) -> str:
         raise HealthCheckError(f"slot holds version {manifest['version']}, state says {ctx['version']}",
                                where=str(slot), code="firmware.slot_mismatch")
     kept = [n for n in manifest["members"] if not n.startswith("wheels/")]
-    for name in kept:
-        data = (slot / name).read_bytes()
+    for name in kept:            # streamed: a slot's model may be larger than the memory to spare
         entry = manifest["members"][name]
-        if hashlib.sha256(data).hexdigest() != entry["sha256"] or len(data) != entry["size"]:
+        with open(slot / name, "rb") as fh:
+            digest, size = hash_stream(fh), fh.tell()
+        if digest != entry["sha256"] or size != entry["size"]:
             raise HealthCheckError(f"slot file {name} does not match the manifest", where=str(slot),
                                    code="firmware.slot_damaged", hint="reinstall the bundle")
     return f"{len(kept)} files match"
