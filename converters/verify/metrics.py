@@ -60,8 +60,9 @@ class Accumulator:
         self.dot += float(np.sum(ref * cand))
         self.cand_norm += float(np.sum(cand * cand))
         if err.size:
-            self.abs_sum += float(np.sum(np.abs(err)))
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+            abs_err = np.abs(err)
+            self.abs_sum += float(np.sum(abs_err))
+            self.max_abs = max(self.max_abs, float(np.max(abs_err)))
         self.count += err.size
         axis = class_axis(ref.shape)
         if axis is not None:
