@@ -149,7 +149,15 @@ def status(root, board, as_json):
 @firmware.command()
 @root_option
 @board_option
-@click.option("--broker", default=None, help="host:port of an MQTT broker that must answer.")
+@click.option("--broker", default=None,
+              help="MQTT broker that must answer: mqtt://HOST[:PORT], mqtts://HOST[:PORT] (TLS, default port "
+                   "8883) or HOST[:PORT] (plain, default 1883).")
+@click.option("--broker-ca", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="mqtts: trust this CA file (default: the system store).")
+@click.option("--broker-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="mqtts: client certificate (with --broker-key).")
+@click.option("--broker-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="mqtts: the client certificate's private key.")
 @click.option("--trust", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Re-verify the slot manifest's signature with this key.")
 @click.option("--threads", default=1, show_default=True)
@@ -157,12 +165,14 @@ def status(root, board, as_json):
               help="Interpreter command for the self-test, e.g. 'qemu-aarch64-static -L SYSROOT -cpu "
                    "cortex-a72 SYSROOT/usr/bin/python3.11' (default: this Python).")
 @json_option
-def validate(root, board, broker, trust, threads, python, as_json):
+def validate(root, board, broker, broker_ca, broker_cert, broker_key, trust, threads, python, as_json):
     """Health-check the active slot: mark it valid, or revert it. Exit 5 if it failed."""
     from firmware.validate import validate as do_validate
     from firmware.errors import HealthCheckError
     import shlex
-    report = do_validate(root, trusted=list(trust) or None, broker=broker, threads=threads,
+    tls = {"ca_file": broker_ca, "cert_file": broker_cert, "key_file": broker_key}
+    report = do_validate(root, trusted=list(trust) or None, broker=broker,
+                         broker_tls=tls if any(tls.values()) else None, threads=threads,
                          python=shlex.split(python) if python else None, layout=_layout(root, board))
     if report["ok"]:
         _echo(report, as_json, f"slot {report['slot']} ({report['version']}) is valid: "

@@ -68,13 +68,24 @@ def validate_trial(daemon, root: str, info: dict) -> int:
     if info.get("action") != "trial":
         return 0
     from firmware.validate import validate
-    broker = daemon.cfg.telemetry.get("broker")
-    hostport = broker.split("://", 1)[-1].rsplit("@", 1)[-1] if broker else None
-    report = validate(root, broker=hostport, trusted=list(daemon.cfg.firmware.trusted_keys) or None)
+    broker, tls = broker_probe(daemon.cfg.telemetry)
+    report = validate(root, broker=broker, broker_tls=tls, trusted=list(daemon.cfg.firmware.trusted_keys) or None)
     phase = "validated" if report.get("ok") else "reverted"
     daemon.event({"event": "firmware", "phase": phase, "slot": info.get("slot"), "version": info.get("version"),
                   **{k: report[k] for k in ("failed_check", "reason") if k in report}})
     return 0 if report.get("ok") else EXIT_RESTART
+
+
+def broker_probe(telemetry: dict) -> tuple[str | None, dict | None]:
+    """The daemon's own broker for the health check: its URL as configured (mqtt:// or mqtts://,
+    the default port follows the scheme) and, for mqtts, the TLS files telemetry connects with."""
+    if not telemetry.get("broker"):
+        return None, None
+    from edge.telemetry.config import TelemetryConfig
+    cfg = TelemetryConfig.from_dict({k: v for k, v in telemetry.items() if k != "spool"})
+    if not cfg.url.tls:
+        return cfg.broker, None
+    return cfg.broker, {"ca_file": cfg.ca_file, "cert_file": cfg.cert_file, "key_file": cfg.key_file}
 
 
 def register_ota(daemon, telemetry, root: str) -> None:

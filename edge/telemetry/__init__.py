@@ -17,7 +17,17 @@ See docs/telemetry.md.
 from edge.telemetry.config import BrokerUrl, TelemetryConfig, parse_broker_url
 from edge.telemetry.errors import (BrokerError, CommandError, PublishError, SpoolError, TelemetryError,
                                    TransferError)
-from edge.telemetry.service import Telemetry
+
+# Telemetry (and with it paho, via mqtt.py) loads on first use, so that stdlib-only users of
+# config.py -- firmware's broker probe -- can import the URL parser on a system without paho.
+
+
+def __getattr__(name):
+    if name == "Telemetry":
+        from edge.telemetry.service import Telemetry
+        return Telemetry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Telemetry", "TelemetryConfig", "BrokerUrl", "parse_broker_url", "TelemetryError", "BrokerError",
            "PublishError", "SpoolError", "CommandError", "TransferError"]
