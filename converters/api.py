@@ -109,7 +109,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str])
         built["tflite"] = (result.flatbuffer, result)
     if "qdq" in cfg.formats:
         from converters import qdq
-        qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep)), profile=cfg.qdq_profile,
+        qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep)), profile=cfg.qdq_flavour,
                            samples=calib)
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
     return built

@@ -39,9 +39,9 @@ def _shapes(ctx, param, values):
               help="Input/output dtype of the artifact (int8/uint8 for camera pipelines and accelerators).")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="onnx", show_default=True,
               help="onnx keeps the ONNX signature (NCHW); nhwc takes channels-last frames.")
-@click.option("--qdq-profile", type=click.Choice(QDQ_PROFILES), default="tensorrt", show_default=True,
-              help="QDQ ONNX flavour: tensorrt (Jetson: symmetric int8, float bias) or onnxruntime "
-                   "(uint8 activations, int32 bias).")
+@click.option("--qdq-profile", type=click.Choice(QDQ_PROFILES), default=None,
+              help="QDQ ONNX flavour: tensorrt (the default; Jetson: symmetric int8, float bias) or "
+                   "onnxruntime (uint8 activations, int32 bias). Only with --target qdq|both.")
 @click.option("--observer", default="minmax", show_default=True,
               help="Range observer: minmax, percentile[:99.99], entropy or mse.")
 @click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")

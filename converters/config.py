@@ -36,7 +36,7 @@ class ConvertConfig:
     quantize: str = "int8"
     io: str = "float32"                   # artifact I/O type; float32 keeps the ONNX signature
     layout: str = "onnx"                  # "nhwc": channels-last image inputs/outputs
-    qdq_profile: str = "tensorrt"         # QDQ flavour: "tensorrt" (Jetson) or "onnxruntime" (qdq.PROFILES)
+    qdq_profile: str | None = None        # QDQ flavour: "tensorrt" (Jetson, the default) or "onnxruntime"
     observer: str = "minmax"              # "percentile:99.99" passes an argument
     calib: Path | None = None             # .npy / .npz / image folder
     preprocess: str | None = None         # spec for image folders (see converters.calibrate.preprocess)
@@ -68,6 +68,11 @@ class ConvertConfig:
             raise UsageError(message, where=where, hint=hint)
 
     # --- derived ----------------------------------------------------------------------------
+    @property
+    def qdq_flavour(self) -> str:
+        """The QDQ profile in effect: the one asked for, else tensorrt (Jetson's int8 path)."""
+        return self.qdq_profile or "tensorrt"
+
     @property
     def output_kind(self) -> str:
         """'gpk', 'tflite' or 'onnx'."""
@@ -101,9 +106,12 @@ class ConvertConfig:
         for value, allowed, flag in ((self.target, TARGETS, "--target"), (self.quantize, QUANTIZE, "--quantize"),
                                      (self.io, IO_TYPES, "--io"), (self.layout, LAYOUTS, "--layout"),
                                      (self.observer.split(":")[0], OBSERVERS, "--observer"),
-                                     (self.qdq_profile, QDQ_PROFILES, "--qdq-profile")):
+                                     (self.qdq_flavour, QDQ_PROFILES, "--qdq-profile")):
             if value not in allowed:
                 bad(f"{flag} {value!r} is not one of {', '.join(allowed)}", flag, f"use {flag} {allowed[0]}")
+        if self.qdq_profile is not None and self.target == "tflite":
+            bad(f"--qdq-profile {self.qdq_profile} shapes the QDQ ONNX model, but --target tflite writes none",
+                "--qdq-profile", "use --target qdq|both (or -o model.onnx), or drop --qdq-profile")
         kind = self.output_kind
         if kind not in ("gpk", "tflite", "onnx"):
             bad(f"output {self.output.name!r} must end in .gpk, .tflite or .onnx", "-o/--output",

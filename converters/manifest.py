@@ -73,7 +73,7 @@ QDQ_SCHEMES = {
 def _qdq_scheme(cfg) -> dict:
     """The quantization entry of the onnx model: its profile, and that Conv/Gemm biases were
     corrected for the weights' rounding on the calibration data."""
-    return {"profile": cfg.qdq_profile, "weights": SCHEMES["int8"]["weights"], **QDQ_SCHEMES[cfg.qdq_profile],
+    return {"profile": cfg.qdq_flavour, "weights": SCHEMES["int8"]["weights"], **QDQ_SCHEMES[cfg.qdq_flavour],
             "bias_correction": cfg.calib is not None}
 
 

@@ -29,6 +29,11 @@ def test_target_follows_the_output_suffix(output, target):
     assert cfg(output=Path(output)).target == target
 
 
+def test_qdq_profile_defaults_to_tensorrt_and_may_be_chosen_for_qdq_targets():
+    assert cfg(target="both").qdq_flavour == "tensorrt"
+    assert cfg(output=Path("q.onnx"), qdq_profile="onnxruntime").qdq_flavour == "onnxruntime"
+
+
 def test_both_builds_two_formats():
     assert cfg(target="both").formats == ("tflite", "qdq")
 
@@ -59,6 +64,8 @@ def test_float_modes_need_no_calibration():
     ({"quantize": "float16", "float_head": 2}, "needs --quantize int8"),
     ({"output": Path("m.tflite"), "key": Path("k")}, "cannot carry a signature"),
     ({"output": Path("m.onnx"), "model": Path("m.onnx")}, "overwrite the input"),
+    ({"qdq_profile": "onnxruntime"}, "--target tflite writes none"),
+    ({"target": "both", "qdq_profile": "fast"}, "--qdq-profile"),
 ])
 def test_each_clash_is_a_usage_error(kw, fragment):
     with pytest.raises(UsageError) as err:
