@@ -60,6 +60,19 @@ class ModelBackend(Protocol):
     def close(self) -> None: ...
 
 
+class SpecsMixin:
+    """``inputs()``/``outputs()`` from the ``_in``/``_out`` spec lists every backend keeps (copies,
+    so a caller cannot edit a backend's specs)."""
+    _in: list[TensorSpec]
+    _out: list[TensorSpec]
+
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._in)
+
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._out)
+
+
 @dataclass
 class BackendInfo:
     """Descriptive facts about an opened backend, for status replies and ``ganglion bench``."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.backends.base import TensorSpec, check_feeds, concat_outputs, split_batch
+from edge.backends.base import SpecsMixin, TensorSpec, check_feeds, concat_outputs, split_batch
 from edge.errors import InputError, RuntimeBackendError
 from edge.litert import find_litert, make_interpreter
 
 
-class LiteRTBackend:
+class LiteRTBackend(SpecsMixin):
     name = "litert"
 
     def __init__(self, model: bytes | str, *, threads: int | None = None, delegate: str | None = None,
@@ -73,12 +73,6 @@ class LiteRTBackend:
     def _fallback(self, path: str, reason: str) -> None:
         self.events.append({"event": "delegate_fallback", "delegate": path, "reason": reason,
                             "model": self.where})
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._in)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._out)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, batch = check_feeds(self._in, feeds)

@@ -9,10 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from edge.backends.base import TensorSpec, check_feeds
+from edge.backends.base import SpecsMixin, TensorSpec, check_feeds
 
 
-class MemoryBackend:
+class MemoryBackend(SpecsMixin):
     name = "memory"
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec],
@@ -20,12 +20,6 @@ class MemoryBackend:
         self._in, self._out, self._fn = list(inputs), list(outputs), fn
         self.events: list[dict] = []
         self.calls = 0
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._in)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._out)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, _ = check_feeds(self._in, feeds)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from edge.backends.base import TensorSpec, check_feeds, concat_outputs, split_batch
+from edge.backends.base import SpecsMixin, TensorSpec, check_feeds, concat_outputs, split_batch
 from edge.errors import InputError, RuntimeBackendError
 
 # Short names accepted in config and flags.
@@ -33,7 +33,7 @@ def import_ort():
     return onnxruntime
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(SpecsMixin):
     name = "onnxruntime"
 
     def __init__(self, model: bytes | str, *, threads: int | None = None, providers: list[str] | None = None,
@@ -86,12 +86,6 @@ class OnnxRuntimeBackend:
             else:
                 out.append(p)
         return out
-
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._in)
-
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._out)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, batch = check_feeds(self._in, feeds)
