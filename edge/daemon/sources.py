@@ -17,7 +17,6 @@ import io
 import json
 import os
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
@@ -230,37 +229,6 @@ class MqttSource:
         return on_done
 
 
-class CameraSource:
-    """Frames from OpenCV (``camera`` extra); a full queue drops the oldest frame and counts it."""
-    kind = "camera"
-
-    def __init__(self, daemon, device: str | int = 0, fps: float = 0.0):
-        try:
-            import cv2
-        except ImportError as exc:
-            raise UsageError("the camera source needs OpenCV", code="usage.camera_extra",
-                             hint="pip install 'ganglion-edge[camera]'") from exc
-        self.cv2, self.daemon, self.fps = cv2, daemon, fps
-        self.device = int(device) if str(device).isdigit() else device
-        self.name = f"camera:{device}"
-
-    def run(self, stop: threading.Event) -> None:
-        cap = self.cv2.VideoCapture(self.device)
-        if not cap.isOpened():
-            raise InputError(f"cannot open camera {self.device}", code="input.camera")
-        try:
-            while not stop.is_set():
-                ok, frame = cap.read()
-                if not ok:
-                    raise InputError("camera stopped delivering frames", code="input.camera")
-                rgb = frame[..., ::-1]
-                self.daemon.submit(self.name, rgb, {"ts": time.time()}, None, live=True)
-                if self.fps > 0:
-                    stop.wait(1.0 / self.fps)
-        finally:
-            cap.release()
-
-
 def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rate_hz=0.0, loop=False,
                 device=0, fps=0.0):
     """The source registry: one line per kind."""
@@ -271,6 +239,7 @@ def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rat
     if kind == "mqtt":
         return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry)
     if kind == "camera":
+        from edge.daemon.camera import CameraSource     # OpenCV is an optional extra
         return CameraSource(daemon, device, fps)
     raise UsageError(f"unknown source kind {kind!r}", code="usage.source",
                      hint="use folder, replay, mqtt or camera")
