@@ -76,12 +76,9 @@ class LiteRTBackend(SpecsMixin):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, batch = check_feeds(self._in, feeds)
-        if batch == self._current_batch() or (self._can_resize and self._resize(batch)):
+        if batch == self._batch or (self._can_resize and self._resize(batch)):
             return self._invoke(feeds)
         return concat_outputs([self._invoke(one) for one in split_batch(feeds, batch)])
-
-    def _current_batch(self) -> int:
-        return self._batch
 
     def _resize(self, batch: int) -> bool:
         if self._batch == batch:
