@@ -240,7 +240,7 @@ def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rat
         return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry)
     if kind == "camera":
         from edge.daemon.camera import CameraSource     # OpenCV is an optional extra
-        return CameraSource(daemon, device, fps)
+        return CameraSource(daemon, path or device, fps, loop=loop)   # path: a video file
     raise UsageError(f"unknown source kind {kind!r}", code="usage.source",
                      hint="use folder, replay, mqtt or camera")
 
