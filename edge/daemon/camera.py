@@ -164,7 +164,7 @@ class CameraSource:
     def _stream(self, cap, stop: threading.Event) -> None:
         """A live camera or stream: grab every frame, submit the due ones, drop the oldest."""
         period = 1.0 / self.fps if self.fps > 0 else 0.0
-        due, frame_no = time.monotonic(), 0
+        due, frame_no = None, 0
         while not stop.is_set() and not self._unfit.is_set():
             if not cap.grab():
                 raise CameraError(f"{redact(self.device)} stopped delivering frames", where=redact(self.device),
@@ -172,14 +172,17 @@ class CameraSource:
                                        "the stream and the camera's power")
             frame_no += 1
             now = time.monotonic()
-            if period and now < due:
+            # A quarter period of slack: camera frames jitter, and a frame a hair early must not
+            # make us wait a whole camera interval (15 fps from a 30 fps camera would become 10).
+            if period and due is not None and now < due - period / 4:
                 continue                   # grabbed, not decoded: keeps the driver's buffers fresh
             ok, frame = cap.retrieve()
             if not ok:
                 raise CameraError(f"{redact(self.device)} delivered a frame that cannot be decoded",
                                   where=redact(self.device))
             self._submit(frame, {"frame": frame_no - 1})
-            due = max(due + period, now) if period else now
+            if period:                     # keep the phase; start over after falling behind
+                due = now + period if due is None or now - due > period else due + period
         self._stop_if_unfit(stop)
 
     def _play(self, cap, stop: threading.Event) -> None:

@@ -209,3 +209,108 @@ def test_frames_become_contiguous_rgb_whatever_opencv_hands_over():
     bgra = np.zeros((2, 3, 4), np.uint8)
     bgra[..., 2] = 9                                    # red
     assert camera.to_rgb(cv2, bgra)[..., 0].min() == 9
+
+
+@pytest.fixture
+def http_video(tmp_path):
+    """A video served over loopback HTTP: OpenCV's FFmpeg reads it as a network stream, so the
+    source treats it as live (like an IP camera), with no pacing and a restart when it ends."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    cm.write_video(tmp_path / "stream.avi", frames=30, fps=30)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.avi"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_network_stream_is_live_and_restarted_by_its_supervisor_when_it_stops(tmp_path, http_video):
+    out = tmp_path / "r.jsonl"
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.camera_models:channel_means",
+                                 queue=64, max_batch=1, sources=[{"kind": "camera", "device": http_video}],
+                                 sinks=[{"kind": "jsonl", "path": str(out)}])
+    _run(daemon, lambda: len(_lines(out)) >= 30 and _events(outbox, "restart"))
+    recs = _lines(out)
+    first_pass = recs[:30]
+    assert [r["frame"] for r in first_pass] == list(range(30))
+    for r in first_pass:
+        assert r["source"] == f"camera:{http_video}"
+        assert cm.frame_of(r["outputs"]["y"][0], r["frame"]) == r["frame"]
+    crash = _events(outbox, "crash")[0]
+    assert crash["child"] == f"camera:{http_video}" and "stopped delivering frames" in crash["reason"]
+    assert not _events(outbox, "source_ended")           # a stream that stops is a fault, not an end
+
+
+class ClockCapture:
+    """A camera that produces a frame every 1/256 s on a virtual clock (what no file or URL here can
+    do: frames that arrive in real time whether or not anyone reads them). Unit test of the fps
+    logic only; the clock is virtual so the test does not depend on the machine's load."""
+
+    def __init__(self, frames: int, step: float = 1 / 256):
+        self.left, self.grabbed, self.retrieved, self.now, self.step = frames, 0, 0, 1024.0, step
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def grab(self):
+        self.now += self.step                 # powers of two: exact in binary, no rounding in the schedule
+        self.left -= 1
+        self.grabbed += 1
+        return self.left >= 0
+
+    def retrieve(self):
+        self.retrieved += 1
+        return True, np.full((4, 4, 3), self.grabbed % 256, np.uint8)
+
+    def release(self):
+        pass
+
+
+class Submits:
+    """The daemon as the source sees it: ``submit`` and ``event``, recorded."""
+
+    def __init__(self):
+        self.got, self.events = [], []
+
+    def submit(self, source, value, meta, on_done, live=False):
+        self.got.append((meta["frame"], int(value[0, 0, 0]), live))
+
+    def event(self, ev):
+        self.events.append(ev)
+
+
+def test_fps_on_a_live_camera_grabs_every_frame_but_submits_only_the_due_ones(monkeypatch):
+    import threading
+    daemon = Submits()
+    src = camera.CameraSource(daemon, "rtsp://127.0.0.1:1/unused", fps=64)    # one frame per 4 camera frames
+    cap = src._cap = ClockCapture(frames=100)
+    monkeypatch.setattr(camera, "time", cap)
+    with pytest.raises(camera.CameraError):                                  # the stream ends: a fault
+        src._stream(cap, threading.Event())
+    assert cap.grabbed == 101 and cap.retrieved == len(daemon.got)          # skipped frames are not decoded
+    frames = [f for f, _, _ in daemon.got]
+    assert frames[0] == 0 and frames[-1] >= 96 and 25 <= len(frames) <= 26
+    assert {b - a for a, b in zip(frames, frames[1:])} <= {3, 4}              # 4, less a quarter of slack
+    assert all(value == (frame + 1) % 256 and live for frame, value, live in daemon.got)
+
+
+def test_fps_above_the_cameras_rate_submits_every_frame(monkeypatch):
+    import threading
+    daemon = Submits()
+    src = camera.CameraSource(daemon, "/dev/video-unused", fps=64)
+    cap = src._cap = ClockCapture(frames=40, step=1 / 32)                    # a 32 fps camera
+    monkeypatch.setattr(camera, "time", cap)
+    with pytest.raises(camera.CameraError):
+        src._stream(cap, threading.Event())
+    assert [f for f, _, _ in daemon.got] == list(range(40))
