@@ -79,6 +79,7 @@ class SlotLayout:
     a: str = "ganglion/slots/a"
     b: str = "ganglion/slots/b"
     state: str = "ganglion/state.json"
+    max_boots: int = 3      # trial starts a new slot gets to validate (firmware install --max-boots overrides)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ def _cross_check(board: Board, file: str) -> None:
             fail(f"slots.{name}", f"slots.{name} must be a relative path inside the root; got {value!r}")
     if board.slots.a == board.slots.b:
         fail("slots.b", "slots.a and slots.b must differ")
+    if not 1 <= board.slots.max_boots <= 10:
+        fail("slots.max_boots", f"slots.max_boots must be 1..10; got {board.slots.max_boots}",
+             "the number of starts a new slot gets to pass its health check before it is reverted")
 
 
 def _check_runtime(board: Board, fail) -> None:

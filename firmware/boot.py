@@ -1,17 +1,20 @@
 """``firmware boot``: the start-up decision, run by the daemon (or a systemd unit) before anything else.
 
     active slot valid                       -> boot it
-    active slot unvalidated                 -> count this boot; past ``max_boots`` revert, else boot
-                                               it on trial (``validate`` must pass during this run)
+    active slot unvalidated                 -> count this boot; past the trial's ``max_boots`` revert,
+                                               else boot it on trial (``validate`` must pass now)
     active slot folder missing or failed    -> revert to the previous valid slot
 The counter is stored before the slot is used, so a slot that crashes the device before it can
 validate still uses up its tries: after ``max_boots`` starts the next one reverts (Nerves' and
 RAUC's boot-counting idea, done in the application because Ganglion has no bootloader of its own).
+``max_boots`` is the trial's own (``install --max-boots``, the board's ``[slots] max_boots``),
+else the root's default of 3. Running out of boots gives no verdict on the bundle (power may have
+been lost mid-boot), so it is a *transient* failure: the version may be retried a bounded number
+of times (``firmware/failures.py``); a missing slot folder is permanent.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from firmware import failures
 from firmware.errors import SlotError
 from firmware.revert import revert
 from firmware.slots import Layout, with_lock
@@ -20,7 +23,6 @@ from firmware.slots import Layout, with_lock
 @with_lock
 def boot(root, *, layout: Layout | None = None) -> dict:
     """Decide which slot runs now; returns {"slot", "path", "version", "action", ...}."""
-    layout = layout or Layout(Path(root))
     backend = layout.backend()
     state = backend.load()
     if state.active is None:
@@ -32,10 +34,11 @@ def boot(root, *, layout: Layout | None = None) -> dict:
         reverted = revert(root, "active slot is missing or failed", mark_failed=True, layout=layout)
     elif slot.get("status") == "unvalidated":
         slot["boot_count"] = int(slot.get("boot_count", 0)) + 1
-        if slot["boot_count"] > state.max_boots:
+        bound = state.max_boots_of(state.active)
+        if slot["boot_count"] > bound:
             backend.save(state)
-            reverted = revert(root, f"not validated within {state.max_boots} boots", mark_failed=True,
-                              layout=layout)
+            reverted = revert(root, f"not validated within {bound} boots", mark_failed=True,
+                              failure_class=failures.TRANSIENT, layout=layout)
         else:
             state.note("trial_boot", slot=state.active, boot_count=slot["boot_count"])
             backend.save(state)

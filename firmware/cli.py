@@ -18,16 +18,19 @@ def _echo(data: dict, as_json: bool, text: str) -> None:
 
 
 def _layout(root: str, board: str | None) -> Layout:
+    """The root's recorded layout; ``--board`` must agree with it (``firmware/rootboard.py``)."""
+    from firmware.rootboard import resolve
     if not board:
-        return Layout(Path(root))
+        return resolve(root)
     import boards
-    return Layout.for_root(root, boards.load(board))
+    return resolve(root, boards.load(board))
 
 
 root_option = click.option("--root", required=True, type=click.Path(file_okay=False),
                            help="Install root: / on a device, a folder in tests.")
 board_option = click.option("--board", default=None,
-                            help="Board whose [slots] layout the root uses (default layout otherwise).")
+                            help="Board whose [slots] layout the root uses; recorded by install, so later "
+                                 "commands may leave it out (it must agree when given).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 trust_option = click.option("--trust", "trust", multiple=True, required=True,
                             type=click.Path(dir_okay=False, exists=True), help="Trusted public key (.pub).")
@@ -111,9 +114,12 @@ def verify_cmd(bundle, trust):
 @root_option
 @trust_option
 @click.option("--force", is_flag=True, help="Allow a downgrade, a reinstall or a failed version.")
+@click.option("--max-boots", "max_boots", type=int, default=None,
+              help="Starts the new slot gets to pass its health check before it is reverted (1..10; "
+                   "default: the board's [slots] max_boots, else 3).")
 @board_option
 @json_option
-def install(bundle, root, trust, force, board, as_json):
+def install(bundle, root, trust, force, max_boots, board, as_json):
     """Verify BUNDLE, write the inactive slot, switch to it (it boots unvalidated)."""
     from firmware.install import install as do_install
     bar = None
@@ -127,12 +133,13 @@ def install(bundle, root, trust, force, board, as_json):
             bar.update(1)
 
     try:
-        result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress)
+        result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress,
+                            max_boots=max_boots)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    _echo(result, as_json, f"installed {result['version']} into slot {result['slot']} (unvalidated); "
-                           f"run 'ganglion firmware validate --root {root}'")
+    _echo(result, as_json, f"installed {result['version']} into slot {result['slot']} (unvalidated, "
+                           f"{result['max_boots']} trial boots); run 'ganglion firmware validate --root {root}'")
 
 
 @firmware.command()
@@ -158,6 +165,11 @@ def status(root, board, as_json):
               help="mqtts: client certificate (with --broker-key).")
 @click.option("--broker-key", type=click.Path(dir_okay=False, exists=True), default=None,
               help="mqtts: the client certificate's private key.")
+@click.option("--broker-username", default=None, help="User name the broker check logs in with.")
+@click.option("--broker-password", default=None, envvar="GANGLION_MQTT_PASSWORD",
+              help="Its password ($GANGLION_MQTT_PASSWORD).")
+@click.option("--broker-password-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Read the password from this file (first line), instead of the command line.")
 @click.option("--trust", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Re-verify the slot manifest's signature with this key.")
 @click.option("--threads", default=1, show_default=True)
@@ -165,21 +177,28 @@ def status(root, board, as_json):
               help="Interpreter command for the self-test, e.g. 'qemu-aarch64-static -L SYSROOT -cpu "
                    "cortex-a72 SYSROOT/usr/bin/python3.11' (default: this Python).")
 @json_option
-def validate(root, board, broker, broker_ca, broker_cert, broker_key, trust, threads, python, as_json):
+def validate(root, board, broker, broker_ca, broker_cert, broker_key, broker_username, broker_password,
+             broker_password_file, trust, threads, python, as_json):
     """Health-check the active slot: mark it valid, or revert it. Exit 5 if it failed."""
     from firmware.validate import validate as do_validate
     from firmware.errors import HealthCheckError
     import shlex
     tls = {"ca_file": broker_ca, "cert_file": broker_cert, "key_file": broker_key}
+    if broker_password_file:
+        lines = Path(broker_password_file).read_text().splitlines()
+        broker_password = lines[0] if lines else ""
+    auth = {"username": broker_username, "password": broker_password}
     report = do_validate(root, trusted=list(trust) or None, broker=broker,
-                         broker_tls=tls if any(tls.values()) else None, threads=threads,
-                         python=shlex.split(python) if python else None, layout=_layout(root, board))
+                         broker_tls=tls if any(tls.values()) else None,
+                         broker_auth=auth if any(v is not None for v in auth.values()) else None,
+                         threads=threads, python=shlex.split(python) if python else None,
+                         layout=_layout(root, board))
     if report["ok"]:
         _echo(report, as_json, f"slot {report['slot']} ({report['version']}) is valid: "
                                + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()))
         return
-    _echo(report, as_json, f"slot {report['slot']} ({report['version']}) FAILED {report['failed_check']}: "
-                           f"{report['reason']}\nrevert: {report['revert']}")
+    _echo(report, as_json, f"slot {report['slot']} ({report['version']}) FAILED {report['failed_check']} "
+                           f"({report['failure_class']}): {report['reason']}\nrevert: {report['revert']}")
     raise HealthCheckError(f"validation failed: {report['reason']}", code="firmware.validation_failed")
 
 

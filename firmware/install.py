@@ -29,34 +29,55 @@ from pathlib import Path
 
 from firmware.bundle import MANIFEST, SIGNATURE, BundleManifest, check_member
 from firmware.errors import BundleError, InstallError
-from firmware.slots import Layout, SlotState, fsync_dir, now, parse_version
+from edge.errors import UsageError
+from firmware.slots import MAX_BOOTS_RANGE, Layout, SlotState, fsync_dir, now, parse_version
 from firmware.verify import verify
-from firmware import wheelinstall
+from firmware import rootboard, wheelinstall
 
 INSTALLED = "installed.json"
 
 
 def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None = None,
-            progress=None, verified: BundleManifest | None = None) -> dict:
+            progress=None, verified: BundleManifest | None = None, max_boots: int | None = None) -> dict:
     """Install ``bundle`` into the inactive slot under ``root``; returns what was done.
 
     ``verified``: the manifest a caller's own ``verify(bundle, trusted)`` returned (OTA verifies
     first to check the failed-version list), so a large bundle is not read and hashed twice. The
-    members are re-hashed against it while they are staged, so a bundle changed since is refused."""
+    members are re-hashed against it while they are staged, so a bundle changed since is refused.
+    ``max_boots``: trial starts the new slot gets to validate (1..10; default: the board's
+    ``[slots] max_boots``, else 3), stored with the slot for ``boot``. ``layout``: default, the
+    one the root was installed with (``rootboard.resolve``)."""
     say = progress or (lambda step, detail=None: None)
-    layout = layout or Layout(Path(root))
+    layout = layout or rootboard.resolve(root)
+    bound = check_max_boots(max_boots if max_boots is not None else layout.max_boots)
     say("verify", str(bundle))
     manifest = verified or verify(bundle, trusted)
     say("verified", len(manifest.members))
     with layout.lock():
-        return _apply(bundle, manifest, layout, force, say)
+        return _apply(bundle, manifest, layout, force, say, bound)
 
 
-def _apply(bundle, manifest, layout: Layout, force: bool, say) -> dict:
+def check_max_boots(value) -> int | None:
+    """1..10 trial starts, or None (the state's default); a clear UsageError otherwise."""
+    low, high = MAX_BOOTS_RANGE
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"max_boots must be an integer {low}..{high}; got {value!r}", where="--max-boots",
+                         code="usage.max_boots",
+                         hint="the number of starts a new slot gets to pass its health check")
+    return value
+
+
+def _apply(bundle, manifest, layout: Layout, force: bool, say, max_boots: int | None) -> dict:
     """Steps 2-6, under the root's lock."""
     backend = layout.backend()
     state = backend.load()
+    if layout.board and layout.board != manifest.board:
+        raise InstallError(f"bundle is for board {manifest.board!r}, --board says {layout.board!r}",
+                           code="firmware.wrong_board", hint="build the bundle with --board " + layout.board)
     check_policy(state, manifest.version, manifest.board, force)
+    record = _record_board(layout, manifest.board)
     target = state.inactive()
     say("stage", target)
     staging = _stage(bundle, manifest, layout, target, say)
@@ -75,13 +96,26 @@ def _apply(bundle, manifest, layout: Layout, force: bool, say) -> dict:
     old = state.active
     state.slots[target] = {"status": "unvalidated", "version": manifest.version, "boot_count": 0,
                            "installed": now(), "board": manifest.board}
+    if max_boots is not None:
+        state.slots[target]["max_boots"] = max_boots
     state.previous = old if old and state.slots[old].get("status") == "valid" else None
     state.active, state.board = target, manifest.board
     state.note("installed", slot=target, version=manifest.version, previous=state.previous)
     backend.save(state)
     say("done", target)
     return {"slot": target, "version": manifest.version, "previous": state.previous,
-            "status": "unvalidated"}
+            "status": "unvalidated", "max_boots": state.max_boots_of(target), "board_record": record}
+
+
+def _record_board(layout: Layout, board: str) -> str:
+    """Write the root's board record before anything else changes (``rootboard``). A root whose
+    ``ganglion/`` folder cannot be written (a read-only rootfs with slots on /data) still installs;
+    its later commands then need ``--board``, and the result says so."""
+    try:
+        rootboard.write(layout, board)
+    except OSError as exc:
+        return f"not written ({exc.strerror or exc}): pass --board to later commands"
+    return str(rootboard.record_path(layout.root))
 
 
 def check_policy(state: SlotState, version: str, board: str, force: bool) -> None:

@@ -34,6 +34,7 @@ from typing import Callable
 from edge.errors import GanglionError
 from firmware.errors import FirmwareError, InstallError
 from firmware.install import install
+from firmware.rootboard import resolve
 from firmware.slots import Layout
 from firmware.validate import validate
 from firmware.verify import verify
@@ -49,7 +50,7 @@ def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: boo
                     layout: Layout | None = None, validate_options: dict | None = None,
                     validate_now: bool = True) -> dict:
     """Install and validate one received bundle; every phase is also an event through ``emit``."""
-    layout = layout or Layout(Path(root))
+    layout = layout or resolve(root)
 
     def event(phase: str, **detail) -> None:
         emit({"event": "firmware", "phase": phase, **detail})
@@ -85,9 +86,9 @@ def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: boo
         event("validated", version=version, slot=result["slot"], checks=report["checks"])
         return {"outcome": "validated", "version": version, "slot": result["slot"], "restart": True}
     event("reverted", version=version, slot=result["slot"], failed_check=report.get("failed_check"),
-          reason=report.get("reason"), revert=report.get("revert"))
+          reason=report.get("reason"), failure_class=report.get("failure_class"), revert=report.get("revert"))
     return {"outcome": "reverted", "version": version, "failed_check": report.get("failed_check"),
-            "reason": report.get("reason"), "restart": False}
+            "reason": report.get("reason"), "failure_class": report.get("failure_class"), "restart": False}
 
 
 def on_complete(root, trusted, emit: Emit, **options) -> Callable[[Path, dict, dict], dict]:
@@ -131,7 +132,7 @@ def download(url: str, sha256: str, folder: Path, *, max_bytes: int = MAX_DOWNLO
 
 def url_handler(root, trusted, emit: Emit, **options) -> Callable[[dict], dict]:
     """The ``deploy-firmware-url`` command handler: download, deploy, delete the download."""
-    layout = options.get("layout") or Layout(Path(root))
+    layout = options.get("layout") or resolve(root)
     folder = layout.root / layout.base / "downloads"
 
     def handler(args: dict) -> dict:

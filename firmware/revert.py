@@ -2,22 +2,23 @@
 
 Used three ways: by hand (``ganglion firmware revert``), by ``validate`` when a new slot's health
 check fails, and by ``boot`` when an unvalidated slot has used up its boot counter. A slot left
-because it failed is marked ``failed`` and its version recorded in ``failed_versions``, so the same
-bundle is not installed again by an OTA loop (``install`` refuses it unless forced).
+because it failed is marked ``failed`` with its reason and failure class; what happens to its
+version follows ``firmware/failures.py``: a permanent failure records it in ``failed_versions``
+at once (``install`` refuses it unless forced, OTA always), a transient one counts a retry and
+refuses the version only once its retries are used up -- so no OTA loop either way.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from firmware import failures
 from firmware.errors import SlotError
 from firmware.slots import Layout, with_lock, now
 
 
 @with_lock
 def revert(root, reason: str = "manual revert", *, mark_failed: bool = False,
-           layout: Layout | None = None) -> dict:
-    """Switch to the previous valid slot; returns {"from", "to", "version", "failed"}."""
-    layout = layout or Layout(Path(root))
+           failure_class: str = failures.PERMANENT, layout: Layout | None = None) -> dict:
+    """Switch to the previous valid slot; returns {"from", "to", "version", "failed", "reason"}
+    and, when the left slot failed, "failure": {"class", "blacklisted", "count", "max_retries"}."""
     backend = layout.backend()
     state = backend.load()
     old = state.active
@@ -30,12 +31,10 @@ def revert(root, reason: str = "manual revert", *, mark_failed: bool = False,
     prev = state.previous
     can_revert = prev is not None and state.slots[prev].get("status") == "valid" \
         and layout.slot_dir(prev).is_dir()
-    if failed:
-        old_slot["status"] = "failed"
-        old_slot["failed"] = now()
-        old_slot["reason"] = reason
-        if old_slot.get("version"):
-            state.failed_versions[old_slot["version"]] = {"reason": reason, "at": now()}
+    failure = None
+    if failed and old_slot.get("status") != "failed":     # count a failure once, not at every retry
+        failure = failures.record(state, old_slot.get("version"), reason, failure_class)
+        old_slot.update(status="failed", failed=now(), reason=reason, failure_class=failure_class)
     if not can_revert:
         state.note("revert_impossible", slot=old, reason=reason)
         backend.save(state)
@@ -45,7 +44,9 @@ def revert(root, reason: str = "manual revert", *, mark_failed: bool = False,
     state.active = prev
     state.previous = None if failed else old
     state.slots[prev]["boot_count"] = 0
-    state.note("reverted", **{"from": old, "to": prev, "reason": reason, "failed": failed})
+    state.note("reverted", **{"from": old, "to": prev, "reason": reason, "failed": failed,
+                              **({"failure_class": failure_class} if failed else {})})
     backend.save(state)
-    return {"from": old, "to": prev, "version": state.slots[prev].get("version"), "failed": failed,
-            "reason": reason}
+    out = {"from": old, "to": prev, "version": state.slots[prev].get("version"), "failed": failed,
+           "reason": reason}
+    return {**out, "failure": failure} if failure else out

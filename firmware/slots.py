@@ -5,14 +5,17 @@ backend's ``save``; the file backend writes a temp file, fsyncs it, renames it o
 fsyncs the folder, so a power cut or SIGKILL leaves either the old or the new state, never a mix.
 That rename is the atomic "switch" of an install.
 
-    {"active": "b", "previous": "a", "board": "rpi4", "max_boots": 3,
+    {"active": "b", "previous": "a", "board": "rpi4", "max_boots": 3, "max_retries": 3,
      "slots": {"a": {"status": "valid", "version": "1.0.0", "boot_count": 0, ...},
-               "b": {"status": "unvalidated", "version": "1.1.0", "boot_count": 1, ...}},
-     "failed_versions": {"0.9.0": {"reason": "...", "at": "..."}},
+               "b": {"status": "unvalidated", "version": "1.1.0", "boot_count": 1, "max_boots": 5, ...}},
+     "failed_versions": {"0.9.0": {"reason": "...", "class": "permanent", "at": "..."}},
+     "retries": {"1.1.0": {"count": 1, "reason": "...", "at": "..."}},
      "history": [{"at": "...", "event": "installed", ...}, ...]}
 
 Slot status: ``empty`` -> (install) ``unvalidated`` -> (validate) ``valid``, or -> (self-test
-fails / boot counter past ``max_boots``) ``failed``. Backends: ``FileStateBackend`` (devices and
+fails / boot counter past the slot's ``max_boots``) ``failed``. ``failed_versions`` are never
+installed again (unless forced by hand); ``retries`` counts versions whose last failure was
+transient (``firmware/failures.py`` holds that rule). Backends: ``FileStateBackend`` (devices and
 tests) and ``MemoryStateBackend`` (unit tests of the state logic).
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ from firmware.errors import SlotError
 SLOTS = ("a", "b")
 STATUSES = ("empty", "unvalidated", "valid", "failed")
 DEFAULT_MAX_BOOTS = 3
+MAX_BOOTS_RANGE = (1, 10)      # fewer than one trial boot is no trial; more only delays a revert
+DEFAULT_MAX_RETRIES = 3        # transient failures a version may have before it is refused too
 HISTORY_LIMIT = 50
 VERSION_RE = re.compile(r"\d+(\.\d+){0,3}")
 
@@ -60,6 +65,8 @@ class SlotState:
     slots: dict = field(default_factory=lambda: {s: {"status": "empty"} for s in SLOTS})
     failed_versions: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+    retries: dict = field(default_factory=dict)
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     def inactive(self) -> str:
         return "b" if self.active == "a" else "a"
@@ -70,6 +77,10 @@ class SlotState:
     def active_version(self) -> str | None:
         return self.slots[self.active].get("version") if self.active else None
 
+    def max_boots_of(self, name: str) -> int:
+        """A trial's own bound (``install --max-boots``), else the root's default."""
+        return int(self.slots[name].get("max_boots", self.max_boots))
+
     def note(self, event: str, **detail) -> None:
         self.history.append({"at": now(), "event": event, **detail})
         del self.history[:-HISTORY_LIMIT]
@@ -77,7 +88,8 @@ class SlotState:
     def to_dict(self) -> dict:
         return {"format_version": 1, "active": self.active, "previous": self.previous,
                 "board": self.board, "max_boots": self.max_boots, "slots": self.slots,
-                "failed_versions": self.failed_versions, "history": self.history}
+                "failed_versions": self.failed_versions, "retries": self.retries,
+                "max_retries": self.max_retries, "history": self.history}
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "SlotState":
@@ -85,11 +97,12 @@ class SlotState:
             state = cls(active=data["active"], previous=data.get("previous"), board=data.get("board"),
                         max_boots=int(data.get("max_boots", DEFAULT_MAX_BOOTS)),
                         slots=data["slots"], failed_versions=data.get("failed_versions", {}),
-                        history=data.get("history", []))
+                        history=data.get("history", []), retries=data.get("retries", {}),
+                        max_retries=int(data.get("max_retries", DEFAULT_MAX_RETRIES)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SlotError(f"slot state is malformed: {exc}", where=where, code="firmware.state")
         if state.active not in (None, *SLOTS) or state.previous not in (None, *SLOTS) \
-                or set(state.slots) != set(SLOTS) \
+                or set(state.slots) != set(SLOTS) or not isinstance(state.retries, dict) \
                 or any(s.get("status") not in STATUSES for s in state.slots.values()):
             raise SlotError("slot state names unknown slots or statuses", where=where, code="firmware.state")
         return state
@@ -153,19 +166,26 @@ def fsync_dir(path: str | Path) -> None:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a root keeps its slots and state (the board TOML's [slots] table, root-relative)."""
+    """Where a root keeps its slots and state (the board TOML's [slots] table, root-relative),
+    and which board it is for (``None``: not known yet; ``firmware/rootboard.py`` records it)."""
     root: Path
     base: str = "ganglion"
     a: str = "ganglion/slots/a"
     b: str = "ganglion/slots/b"
     state: str = "ganglion/state.json"
+    board: str | None = None
+    max_boots: int | None = None      # the board's [slots] max_boots, the default for new trials
 
     @classmethod
     def for_root(cls, root: str | Path, board=None) -> "Layout":
         if board is None:
             return cls(Path(root))
         s = board.slots
-        return cls(Path(root), base=s.base, a=s.a, b=s.b, state=s.state)
+        return cls(Path(root), base=s.base, a=s.a, b=s.b, state=s.state, board=board.name,
+                   max_boots=getattr(s, "max_boots", None))
+
+    def paths(self) -> dict:
+        return {"base": self.base, "a": self.a, "b": self.b, "state": self.state}
 
     def slot_dir(self, name: str) -> Path:
         return self.root / (self.a if name == "a" else self.b)
@@ -220,10 +240,13 @@ _held = threading.local()
 
 
 def with_lock(fn):
-    """Run a verb ``fn(root, ..., layout=...)`` under its root's lock (see ``Layout.lock``)."""
+    """Run a verb ``fn(root, ..., layout=...)`` under its root's lock (see ``Layout.lock``); with
+    no layout given, the one the root was installed with (``rootboard.resolve``)."""
     @functools.wraps(fn)
     def wrapper(root, *args, layout: "Layout | None" = None, **kwargs):
-        layout = layout or Layout(Path(root))
+        if layout is None:
+            from firmware.rootboard import resolve     # rootboard builds on this module
+            layout = resolve(root)
         with layout.lock():
             return fn(root, *args, layout=layout, **kwargs)
     return wrapper

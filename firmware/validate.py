@@ -6,11 +6,15 @@ Checks, in order (each a small function in ``CHECKS``; the first failure stops t
     wheels    every unpacked wheel file matches its wheel's RECORD (``wheelinstall.check``)
     selftest  in a child process with the slot's own site folder first on PYTHONPATH: the model
               loads and the recorded input gives the golden output within tolerance
-    broker    (only with ``broker=``) an MQTT CONNECT is answered with CONNACK; ``mqtts://`` URLs
-              (default port 8883) go over TLS with ``broker_tls`` (CA file, client cert/key)
-Pass: the slot is marked ``valid`` and its boot counter cleared. Fail: the slot is marked
-``failed``, its version recorded, and the previous valid slot made active (``revert``); the
-report says which check failed and why. A slot that is already valid is not checked again.
+    broker    (only with ``broker=``) an MQTT 5 CONNECT, with the daemon's user name and password
+              (``broker_auth``), is accepted with CONNACK; ``mqtts://`` URLs (default port 8883) go
+              over TLS with ``broker_tls`` (CA file, client cert/key). Unreachable, a TLS failure,
+              refused credentials and any other refusal are told apart by error code and reason
+Pass: the slot is marked ``valid``, its boot counter cleared. Fail: the slot is marked ``failed``
+and the previous valid slot made active (``revert``); the first three checks judge the bundle, so
+their failure refuses the version for good, while the broker check judges the world around it and
+only counts a retry (``firmware/failures.py``). The report says which check failed, why, and the
+class. A slot that is already valid is not checked again.
 
 The daemon calls ``validate(root, ...)`` once its tree is up (after ``boot``); under qemu the
 tests pass ``python=[qemu-aarch64-static, -L, SYSROOT, -cpu, cortex-a72, SYSROOT/usr/bin/python3.11]``.
@@ -19,14 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 from edge.errors import GanglionError, UsageError
-from firmware import keys, wheelinstall
+from firmware import failures, keys, wheelinstall
+from firmware.broker_probe import broker_address, check_broker  # noqa: F401 - broker_address is API
 from firmware.errors import HealthCheckError, SlotError
 from firmware.install import INSTALLED
 from firmware.revert import revert
@@ -91,92 +94,26 @@ def run_selftest_process(slot: Path, ctx: dict) -> dict:
         return {"ok": False, "reason": f"self-test process exited {proc.returncode}: {tail}"}
 
 
-def broker_address(broker: str):
-    """``mqtt://``/``mqtts://`` URL (default ports 1883/8883) or the older ``host[:port]`` (plain
-    MQTT) -> ``edge.telemetry.config.BrokerUrl``; UsageError when it cannot be read.
-
-    One parser for the whole project: a bare ``host:port`` is read as ``mqtt://host:port``."""
-    from edge.telemetry.config import parse_broker_url     # stdlib only; no paho comes along
-    text = broker.strip() if isinstance(broker, str) else broker
-    if isinstance(text, str) and "://" not in text:
-        text = "mqtt://" + ("127.0.0.1" + text if text.startswith(":") else text)
-    return parse_broker_url(text)
-
-
-def tls_context(tls: dict | None) -> ssl.SSLContext:
-    """What ``edge.telemetry.mqtt`` asks of paho: verify the server (``ca_file``, else the system
-    store), check its host name, and present ``cert_file``/``key_file`` when given."""
-    tls = tls or {}
-    where = tls.get("ca_file") or tls.get("cert_file") or "broker TLS"
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.get("ca_file"))
-        if tls.get("cert_file"):
-            context.load_cert_chain(tls["cert_file"], tls.get("key_file"))
-    except (OSError, ValueError) as exc:                   # ssl.SSLError is an OSError
-        raise HealthCheckError(f"cannot set up TLS for the broker check: {exc}", where=str(where),
-                               code="firmware.broker_tls",
-                               hint="check ca_file / cert_file / key_file exist and are PEM") from None
-    return context
-
-
-def _connect_packet() -> bytes:
-    # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id "ganglion-validate".
-    client_id = b"ganglion-validate"
-    body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
-    return bytes([0x10, len(body)]) + body
-
-
-def _recv_exact(sock, size: int) -> bytes:
-    data = b""
-    while len(data) < size:         # a TLS record may hand over the CONNACK in pieces
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def check_broker(slot: Path, ctx: dict) -> str:
-    url = ctx.get("broker_url") or (broker_address(ctx["broker"]) if ctx.get("broker") else None)
-    if url is None:
-        return "skipped"
-    context = tls_context(ctx.get("broker_tls")) if url.tls else None
-    try:
-        with socket.create_connection((url.host, url.port), timeout=5) as raw:
-            sock = context.wrap_socket(raw, server_hostname=url.host) if context else raw
-            with sock:
-                sock.sendall(_connect_packet())
-                reply = _recv_exact(sock, 4)
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-    except ssl.SSLError as exc:
-        raise HealthCheckError(f"TLS handshake with broker {url} failed: {exc}", where=str(url),
-                               code="firmware.broker_tls",
-                               hint="check the CA file (ca_file / --broker-ca) and the client certificate") from None
-    except (OSError, ValueError) as exc:
-        raise HealthCheckError(f"broker {url} not reachable: {exc}", where=str(url), code="firmware.broker")
-    if len(reply) < 4 or reply[0] != 0x20 or reply[3] != 0:
-        raise HealthCheckError(f"broker {url} refused the connection ({reply.hex()})", where=str(url),
-                               code="firmware.broker")
-    return "broker answered CONNACK over TLS" if url.tls else "broker answered CONNACK"
-
-
 CHECKS = (("files", check_files), ("wheels", check_wheels), ("selftest", check_selftest),
           ("broker", check_broker))
 
 
 @with_lock
-def validate(root, *, trusted=None, broker: str | None = None, broker_tls: dict | None = None, python=None,
-             runner=None, threads: int = 1, timeout: float = 300, layout: Layout | None = None) -> dict:
+def validate(root, *, trusted=None, broker: str | None = None, broker_tls: dict | None = None,
+             broker_auth: dict | None = None, python=None, runner=None, threads: int = 1, timeout: float = 300,
+             layout: Layout | None = None) -> dict:
     """Health-check the active slot; mark it valid or revert. Returns a report dict with ``ok``.
 
     ``broker``: ``mqtt://`` / ``mqtts://`` URL or ``host[:port]``; ``broker_tls``: for mqtts,
-    ``{"ca_file", "cert_file", "key_file"}`` (any may be absent). A broker that cannot be read is a
-    UsageError before any check runs: a typo in the command line must not revert a slot."""
+    ``{"ca_file", "cert_file", "key_file"}`` (any may be absent); ``broker_auth``: ``{"username",
+    "password"}`` sent in the CONNECT (else those of the URL). A broker that cannot be read is a
+    UsageError before any check runs: a typo in the command line must not revert a slot. A failed
+    report carries ``failed_check``, ``reason``, ``failure_class`` (``firmware/failures.py``) and
+    ``revert`` (what ``revert`` did, including whether the version is now refused)."""
     broker_url = broker_address(broker) if broker else None
     if broker_tls and any(broker_tls.values()) and not (broker_url and broker_url.tls):
         raise UsageError("TLS files are given but the broker is not an mqtts:// URL", where=str(broker_url),
                          hint="write the broker as mqtts://HOST[:PORT]", code="usage.broker_url")
-    layout = layout or Layout(Path(root))
     backend = layout.backend()
     state = backend.load()
     if state.active is None:
@@ -189,26 +126,31 @@ def validate(root, *, trusted=None, broker: str | None = None, broker_tls: dict 
     if slot_state.get("status") != "unvalidated":
         raise SlotError(f"slot {name} is {slot_state.get('status')}, not awaiting validation",
                         code="firmware.not_pending")
-    ctx = {"trusted": trusted, "broker_url": broker_url, "broker_tls": broker_tls, "python": python, "runner": runner,
-           "threads": threads, "timeout": timeout, "version": slot_state.get("version")}
+    ctx = {"trusted": trusted, "broker_url": broker_url, "broker_tls": broker_tls, "broker_auth": broker_auth,
+           "python": python, "runner": runner, "threads": threads, "timeout": timeout,
+           "version": slot_state.get("version")}
     slot = layout.slot_dir(name)
     for check_name, check in CHECKS:
         try:
             report["checks"][check_name] = check(slot, ctx)
         except (GanglionError, OSError, ValueError, KeyError) as exc:
             reason = exc.message if isinstance(exc, GanglionError) else f"{type(exc).__name__}: {exc}"
-            report.update(ok=False, failed_check=check_name, reason=reason)
-            report["revert"] = _revert(root, layout, f"{check_name}: {reason}")
+            cls = failures.CHECK_CLASS[check_name]
+            report.update(ok=False, failed_check=check_name, reason=reason, failure_class=cls)
+            if isinstance(exc, GanglionError):
+                report["error_code"] = exc.code
+            report["revert"] = _revert(root, layout, f"{check_name}: {reason}", cls)
             return report
     state = backend.load()
     state.slots[name].update(status="valid", validated=now(), boot_count=0)
+    failures.cleared(state, slot_state.get("version"))
     state.note("validated", slot=name, version=slot_state.get("version"))
     backend.save(state)
     return {**report, "ok": True}
 
 
-def _revert(root, layout: Layout, reason: str) -> dict:
+def _revert(root, layout: Layout, reason: str, cls: str) -> dict:
     try:
-        return revert(root, reason, mark_failed=True, layout=layout)
+        return revert(root, reason, mark_failed=True, failure_class=cls, layout=layout)
     except SlotError as exc:
         return {"error": exc.to_dict()}

@@ -68,24 +68,30 @@ def validate_trial(daemon, root: str, info: dict) -> int:
     if info.get("action") != "trial":
         return 0
     from firmware.validate import validate
-    broker, tls = broker_probe(daemon.cfg.telemetry)
-    report = validate(root, broker=broker, broker_tls=tls, trusted=list(daemon.cfg.firmware.trusted_keys) or None)
+    report = validate(root, **broker_probe(daemon.cfg.telemetry),
+                      trusted=list(daemon.cfg.firmware.trusted_keys) or None)
     phase = "validated" if report.get("ok") else "reverted"
     daemon.event({"event": "firmware", "phase": phase, "slot": info.get("slot"), "version": info.get("version"),
-                  **{k: report[k] for k in ("failed_check", "reason") if k in report}})
+                  **{k: report[k] for k in ("failed_check", "reason", "failure_class", "error_code")
+                     if k in report}})
     return 0 if report.get("ok") else EXIT_RESTART
 
 
-def broker_probe(telemetry: dict) -> tuple[str | None, dict | None]:
-    """The daemon's own broker for the health check: its URL as configured (mqtt:// or mqtts://,
-    the default port follows the scheme) and, for mqtts, the TLS files telemetry connects with."""
+def broker_probe(telemetry: dict) -> dict:
+    """``validate``'s broker arguments from the daemon's own ``[telemetry]``: the URL as configured
+    (mqtt:// or mqtts://, the default port follows the scheme), for mqtts the TLS files telemetry
+    connects with, and its user name and password (else those in the URL), so the probe logs in
+    exactly as telemetry will. Empty when no broker is configured (no broker check)."""
     if not telemetry.get("broker"):
-        return None, None
+        return {}
     from edge.telemetry.config import TelemetryConfig
     cfg = TelemetryConfig.from_dict({k: v for k, v in telemetry.items() if k != "spool"})
-    if not cfg.url.tls:
-        return cfg.broker, None
-    return cfg.broker, {"ca_file": cfg.ca_file, "cert_file": cfg.cert_file, "key_file": cfg.key_file}
+    out = {"broker": cfg.broker, "broker_tls": None, "broker_auth": None}
+    if cfg.url.tls:
+        out["broker_tls"] = {"ca_file": cfg.ca_file, "cert_file": cfg.cert_file, "key_file": cfg.key_file}
+    if cfg.username is not None or cfg.password is not None:
+        out["broker_auth"] = {"username": cfg.username, "password": cfg.password}
+    return out
 
 
 def register_ota(daemon, telemetry, root: str) -> None:
@@ -116,15 +122,17 @@ def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
     valid slot that fails to start is not reverted here: the cause may be outside the slot)."""
     if info.get("action") != "trial":
         return False
+    from firmware.failures import PERMANENT
     from firmware.revert import revert
     reason = f"the daemon could not start on this slot: {exc.message}"
-    try:
-        done = revert(root, reason, mark_failed=True)
+    try:   # its model does not load or its workers crash: the bundle is bad, retrying cannot help
+        done = revert(root, reason, mark_failed=True, failure_class=PERMANENT)
     except GanglionError as err:          # no valid slot to go back to: the boot counter decides
         log.error("cannot revert the trial slot: %s", err.message)
         return False
     event = {"event": "firmware", "phase": "reverted", "slot": info.get("slot"), "version": info.get("version"),
-             "failed_check": "start", "reason": reason, "revert": done, "error": exc.to_dict()}
+             "failed_check": "start", "reason": reason, "failure_class": PERMANENT, "revert": done,
+             "error": exc.to_dict()}
     sys.stderr.write(json.dumps({"kind": "events", **event}, default=str) + "\n")
     _spool_event(cfg, event)
     return True

@@ -12,7 +12,7 @@ import pytest
 from edge.cli import main
 from edge.errors import UsageError
 from firmware import selftest
-from firmware import validate as validate_mod
+from firmware import broker_probe as probe_mod
 from firmware.errors import HealthCheckError
 from firmware.install import install
 from firmware.status import status
@@ -55,10 +55,10 @@ def test_mqtts_without_a_port_dials_8883(monkeypatch):
     def fake_connect(address, timeout):          # records where it would dial; refuses like a closed port
         dialed.append(address)
         raise ConnectionRefusedError("refused")
-    monkeypatch.setattr(validate_mod.socket, "create_connection", fake_connect)
+    monkeypatch.setattr(probe_mod.socket, "create_connection", fake_connect)
     for broker, address in [("mqtts://10.0.0.5", ("10.0.0.5", 8883)), ("mqtt://10.0.0.5", ("10.0.0.5", 1883))]:
         with pytest.raises(HealthCheckError) as err:
-            validate_mod.check_broker(None, {"broker_url": broker_address(broker)})
+            probe_mod.check_broker(None, {"broker_url": broker_address(broker)})
         assert dialed[-1] == address and err.value.code == "firmware.broker"
 
 
@@ -79,7 +79,7 @@ def test_a_wrong_ca_fails_with_a_clear_error_and_reverts(root, make_bundle, fw_k
     wrong = {**tls_of(mosquitto_tls), "ca_file": str(other["ca"])}
     url = broker_address(mosquitto_tls.url)
     with pytest.raises(HealthCheckError) as err:
-        validate_mod.check_broker(None, {"broker_url": url, "broker_tls": wrong})
+        probe_mod.check_broker(None, {"broker_url": url, "broker_tls": wrong})
     assert err.value.code == "firmware.broker_tls" and "certificate verify failed" in err.value.message
     assert "CA" in err.value.hint
     install(make_bundle("1.1.0"), root, fw_keys["public"])
@@ -93,9 +93,9 @@ def test_plain_tcp_to_the_tls_port_fails_and_a_missing_ca_file_is_typed(mosquitt
     url = broker_address(mosquitto_tls.url)
     plain = broker_address(f"mqtt://{url.host}:{url.port}")     # the old behaviour, against a TLS-only broker
     with pytest.raises(HealthCheckError):
-        validate_mod.check_broker(None, {"broker_url": plain})
+        probe_mod.check_broker(None, {"broker_url": plain})
     with pytest.raises(HealthCheckError) as err:
-        validate_mod.check_broker(None, {"broker_url": url, "broker_tls": {"ca_file": str(tmp_path / "no.crt")}})
+        probe_mod.check_broker(None, {"broker_url": url, "broker_tls": {"ca_file": str(tmp_path / "no.crt")}})
     assert err.value.code == "firmware.broker_tls"
 
 
@@ -128,14 +128,16 @@ def test_cli_validate_accepts_an_mqtts_url_with_tls_files(root, make_bundle, fw_
     assert report["ok"] and report["checks"]["broker"] == "broker answered CONNACK over TLS"
 
 
-def test_daemon_hook_passes_the_telemetry_url_and_tls_files():
+def test_daemon_hook_passes_the_telemetry_url_tls_files_and_credentials():
     from edge.daemon.firmware_hook import broker_probe
-    assert broker_probe({}) == (None, None)
-    assert broker_probe({"broker": "mqtt://user:pw@h", "spool": "/tmp/s.db"}) == ("mqtt://user:pw@h", None)
-    broker, tls = broker_probe({"broker": "mqtts://h", "ca_file": "ca.crt", "cert_file": "c.crt",
-                                "key_file": "c.key", "spool": "/tmp/s.db"})
-    assert broker_address(broker).port == 8883
-    assert tls == {"ca_file": "ca.crt", "cert_file": "c.crt", "key_file": "c.key"}
+    assert broker_probe({}) == {}
+    assert broker_probe({"broker": "mqtt://user:pw@h", "spool": "/tmp/s.db"}) == {
+        "broker": "mqtt://user:pw@h", "broker_tls": None, "broker_auth": None}
+    opts = broker_probe({"broker": "mqtts://h", "ca_file": "ca.crt", "cert_file": "c.crt",
+                         "key_file": "c.key", "spool": "/tmp/s.db", "username": "dev", "password": "pw"})
+    assert broker_address(opts["broker"]).port == 8883
+    assert opts["broker_tls"] == {"ca_file": "ca.crt", "cert_file": "c.crt", "key_file": "c.key"}
+    assert opts["broker_auth"] == {"username": "dev", "password": "pw"}
 
 
 def test_firmware_validate_imports_without_paho():

@@ -25,7 +25,8 @@ def in_process(slot, ctx):
 
 def test_01_first_install_boots_unvalidated_then_validates_in_a_child_process(root, make_bundle, fw_keys):
     result = install(make_bundle("1.0.0"), root, fw_keys["public"])
-    assert result == {"slot": "a", "version": "1.0.0", "previous": None, "status": "unvalidated"}
+    assert result == {"slot": "a", "version": "1.0.0", "previous": None, "status": "unvalidated",
+                      "max_boots": 3, "board_record": str(root / "ganglion" / "board.json")}
     decision = boot(root)
     assert (decision["action"], decision["slot"], decision["boot_count"]) == ("trial", "a", 1)
     report = validate(root, trusted=[fw_keys["public"]])      # the real child-process self-test
@@ -86,7 +87,9 @@ def test_04_a_slot_that_never_validates_is_reverted_after_max_boots(root, make_b
     decision = boot(root)
     assert (decision["slot"], decision["action"]) == ("a", "reverted")
     assert "within" in decision["reverted"]["reason"]
-    assert "1.1.0" in status(root)["failed_versions"]
+    info = status(root)          # no verdict on the bundle: reverted, counted, not refused (yet)
+    assert "1.1.0" not in info["failed_versions"] and info["retries"]["1.1.0"]["count"] == 1
+    assert info["slots"]["b"]["failure_class"] == "transient"
 
 
 def test_05_install_is_refused_while_the_running_slot_is_unvalidated(root, make_bundle, fw_keys):
@@ -197,7 +200,7 @@ def test_14_the_self_test_module_runs_standalone_and_exits_non_zero_on_failure(r
 
 
 def test_15_a_broker_without_a_port_means_1883(monkeypatch):
-    from firmware import validate as validate_mod
+    from firmware import broker_probe as validate_mod
     from firmware.errors import HealthCheckError
     dialed = []
 
