@@ -48,14 +48,15 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
         raise InputError(f"unknown model file type {path.suffix!r}", where=str(path), code="input.model_type",
                          hint="pass a .gpk artifact, a .tflite or an .onnx file")
     result = _make(backend, model, threads=threads, delegate=delegate, providers=providers,
-                   allow_cpu_fallback=allow_cpu_fallback, engine_cache_dir=engine_cache_dir, where=str(path))
+                   allow_cpu_fallback=allow_cpu_fallback, engine_cache_dir=engine_cache_dir, where=str(path),
+                   manifest=manifest)
     result.manifest = manifest
     result.source = str(path)
     return result
 
 
 def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu_fallback, engine_cache_dir,
-          where):
+          where, manifest=None):
     if backend in (None, "auto", "litert"):
         from edge.backends.litert_backend import LiteRTBackend
         return LiteRTBackend(model, threads=threads, delegate=delegate,
@@ -64,7 +65,8 @@ def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu
         from edge.backends.ort_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(model, threads=threads, providers=providers,
                                   allow_cpu_fallback=allow_cpu_fallback,
-                                  engine_cache_dir=engine_cache_dir, where=where)
+                                  engine_cache_dir=engine_cache_dir, where=where,
+                                  manifest=manifest)     # TensorRT precision flags come from it
     raise UsageError(f"unknown backend {backend!r}", code="usage.backend", hint="use litert or onnxruntime")
 
 
