@@ -54,7 +54,9 @@ class LiteRTBackend(SpecsMixin):
         lite = find_litert()
         try:
             loaded = lite.module.load_delegate(path)
-        except (ValueError, OSError, RuntimeError) as exc:
+        # AttributeError: a real shared library that is not a delegate (no
+        # tflite_plugin_create_delegate symbol) -- LiteRT reports that through ctypes' lookup.
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
             reason = str(exc)
         else:
             self.delegate = path
