@@ -55,15 +55,12 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     ``log`` (optional, e.g. ``print``) receives one line per stage, for the CLI's progress output.
     """
     from converters import frontend
+    from converters.frontend.names import check_keep_float
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
-    keep = set(cfg.keep_float)
-    _check_keep_float(model, keep)
-    if cfg.float_head:
-        from converters.tflite import head_nodes
-        keep |= set(head_nodes(model, cfg.float_head))
+    keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
@@ -74,7 +71,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
-    built = build_models(model, ranges, calib, cfg, frozenset(keep))
+    built, head = build_models(model, ranges, calib, cfg, frozenset(keep))
+    keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
     report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
@@ -98,21 +96,28 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
     return data.load_dataset(path, data.input_specs(model), preprocess=preprocess, limit=limit, **kwargs)
 
 
-def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str]) -> dict[str, tuple[bytes, object]]:
-    """{format: (bytes, build result)} for the formats ``cfg`` asks for."""
-    built = {}
+def build_models(model, ranges, calib, cfg: ConvertConfig,
+                 keep: frozenset[str]) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
+    """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
+    ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
+    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py)."""
+    from converters import tflite
+    built, head = {}, set()
     if "tflite" in cfg.formats:
-        from converters import tflite
-        options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep)
+        options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
+                                       float_head=cfg.float_head)
         result = tflite.build(model, ranges, options, samples=calib)
         _self_check(result.flatbuffer)
         built["tflite"] = (result.flatbuffer, result)
+        head = set(result.float_head)
+    elif cfg.float_head:
+        head = set(tflite.head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         from converters import qdq
-        qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep)), profile=cfg.qdq_flavour,
+        qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
                            samples=calib)
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
-    return built
+    return built, head
 
 
 def _self_check(flatbuffer: bytes) -> None:
@@ -135,7 +140,7 @@ def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str
     """ONNX nodes to keep in float for ``--auto-keep-float`` (greedy and measured: converters.mixed)."""
     from converters import mixed
     return mixed.choose(model, ranges, samples, cfg.auto_keep_float, layout=cfg.layout,
-                        keep=frozenset(keep), progress=cfg.progress)
+                        keep=frozenset(keep), float_head=cfg.float_head, progress=cfg.progress)
 
 
 def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True) -> dict:
@@ -149,14 +154,6 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
                               tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
-
-
-def _check_keep_float(model: onnx.ModelProto, keep: set[str]) -> None:
-    names = {n.name for n in model.graph.node}
-    unknown = sorted(keep - names)
-    if unknown:
-        raise UsageError(f"--keep-float names unknown node(s): {', '.join(unknown)}", where="--keep-float",
-                         hint="node names are listed by 'ganglion inspect MODEL.onnx'")
 
 
 def _signing_key(cfg: ConvertConfig):

@@ -134,6 +134,8 @@ def _onnx(data: bytes, where: str) -> dict:
 def _onnx_info(model, size: int) -> dict:
     import onnx
     from onnx import numpy_helper
+
+    from converters.frontend.names import node_names
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     init_bytes, external = Counter(), 0
@@ -169,8 +171,9 @@ def _onnx_info(model, size: int) -> dict:
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "metadata": {p.key: p.value for p in model.metadata_props},
             "op_counts": dict(Counter(ops).most_common()), "nodes": len(ops),
-            # node names are what --keep-float takes
-            "node_list": [{"name": n.name, "op": n.op_type, "outputs": list(n.output)} for n in g.node],
+            # the names --keep-float takes (an unnamed node is <OpType>_<index>: frontend/names.py)
+            "node_list": [{"name": name, "op": n.op_type, "outputs": list(n.output)}
+                          for name, n in zip(node_names(g), g.node)],
             "inputs": [_value_info(v) for v in g.input if v.name not in inits],
             "outputs": [_value_info(v) for v in g.output],
             "initializers": len(inits), "initializer_bytes_by_dtype": dict(init_bytes),
@@ -273,7 +276,7 @@ def _render_onnx(info: dict) -> list[str]:
     acts, weights = info["qdq"]["quantized_activations"], info["qdq"]["quantized_weights"]
     if not acts and not weights:       # a float model: list the nodes (names for --keep-float)
         lines += ["", f"  {'node':<32} {'op':<20} outputs"]
-        lines += [f"  {n['name'] or '(unnamed)':<32} {n['op']:<20} {', '.join(n['outputs'])}"
+        lines += [f"  {n['name']:<32} {n['op']:<20} {', '.join(n['outputs'])}"
                   for n in info["node_list"][:MAX_TENSOR_ROWS]]
         if len(info["node_list"]) > MAX_TENSOR_ROWS:
             lines.append(f"  ... {len(info['node_list']) - MAX_TENSOR_ROWS} more nodes (use --json)")

@@ -17,6 +17,8 @@ ancestors (Conv+Relu fused into one TFLite op is one layer), and is always kept 
 """
 from __future__ import annotations
 
+import functools
+
 import onnx
 
 CANDIDATE_LAYERS = 3     # worst layers tried per step (each alone and with its input's producer)
@@ -24,15 +26,21 @@ MAX_SAMPLES = 32         # samples per trial measurement: enough to rank, cheap 
 
 
 def choose(model: onnx.ModelProto, ranges: dict, samples: list[dict], steps: int, *,
-           layout: str = "onnx", keep: frozenset[str] = frozenset(), progress: bool = False) -> set[str]:
-    """ONNX node names to keep in float, on top of ``keep`` (not included in the result)."""
+           layout: str = "onnx", keep: frozenset[str] = frozenset(), float_head: int = 0,
+           progress: bool = False) -> set[str]:
+    """ONNX node names to keep in float, on top of ``keep`` and the first ``float_head`` layers
+    (none of them included in the result)."""
     samples = samples[:MAX_SAMPLES]
+    model = _named(model)
     chosen: set[str] = set()
-    score, trial = _measure(model, ranges, samples, layout, keep)
+    measure = functools.partial(_measure, model, ranges, samples, layout, float_head)
+    score, trial = measure(keep)
+    # every build has the same head (it is counted before anything is kept float)
+    keep = keep | set(trial.float_head)
     for _ in range(steps):
         best = None
         for span in _candidates(model, ranges, samples, trial, keep | chosen, progress):
-            new_score, new_trial = _measure(model, ranges, samples, layout, keep | chosen | span)
+            new_score, new_trial = measure(keep | chosen | span)
             if best is None or new_score > best[0]:
                 best = (new_score, span, new_trial)
         if best is None or best[0] <= score:
@@ -42,10 +50,23 @@ def choose(model: onnx.ModelProto, ranges: dict, samples: list[dict], steps: int
     return chosen
 
 
-def _measure(model, ranges, samples, layout, keep):
-    """(output SQNR dB of an int8 build keeping ``keep`` float, that build)."""
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy whose nodes all carry the name --keep-float takes (frontend/names.py),
+    so the spans below can go by ``node.name``."""
+    from converters.frontend.names import name_nodes, node_names
+    if [n.name for n in model.graph.node] == node_names(model):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    name_nodes(copy.graph)
+    return copy
+
+
+def _measure(model, ranges, samples, layout, float_head, keep):
+    """(output SQNR dB of an int8 build keeping ``keep`` and the head float, that build)."""
     from converters import tflite, verify
-    options = tflite.TFLiteOptions(quantize="int8", layout=layout, keep_float=frozenset(keep))
+    options = tflite.TFLiteOptions(quantize="int8", layout=layout, keep_float=frozenset(keep),
+                                   float_head=float_head)
     result = tflite.build(model, ranges, options)
     report = verify.verify(result.flatbuffer, model, samples, fmt="tflite", progress=False)
     return min(m["sqnr_db"] for m in report.outputs.values()), result

@@ -1,6 +1,7 @@
 """The converter's front door: load and check ONNX, make shapes static, build the IR.
 
-    load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21, static shapes
+    load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21, static shapes,
+                                                               every node named (names.py)
     to_graph(model) -> converters.ir.Graph                    defaults filled, constants folded,
                                                                opset quirks normalized
 
@@ -16,6 +17,7 @@ import onnx
 
 from converters.frontend import quirks, shapes
 from converters.frontend.load import check, default_opset, read_model
+from converters.frontend.names import name_nodes
 from converters.frontend.to_ir import to_graph as _to_graph
 from converters.ir import Graph
 
@@ -31,13 +33,15 @@ def load_model(path: str | os.PathLike,
 
 def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
             where: str = "<model>") -> onnx.ModelProto:
-    """The in-memory half of ``load_model``: opset gate, checker, static shapes."""
+    """The in-memory half of ``load_model``: opset gate, checker, node names, static shapes."""
     default_opset(model)
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions
         from onnx.inliner import inline_local_functions
         model = inline_local_functions(model)
+    # unnamed and repeated node names get the names --keep-float takes (onnxruntime refuses repeats)
+    name_nodes(model.graph)
     shapes.fix_input_shapes(model, input_shapes)
     return shapes.infer(model)
 

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from converters.errors import ShapeError
 from converters.frontend.load import default_opset
+from converters.frontend.names import node_names
 from converters.frontend.shapes import graph_inputs, static_shape
 from converters.ir import Graph, Node, Tensor
 
@@ -34,8 +35,8 @@ def to_graph(model: onnx.ModelProto) -> Graph:
         tensors[vi.name] = Tensor(vi.name, shape, _np_dtype(vi))
         inputs.append(vi.name)
     nodes = []
-    for index, proto in enumerate(g.node):
-        name = proto.name or f"{proto.op_type}_{index}"
+    # the names --keep-float takes and reports show (frontend/names.py: unnamed and repeated too)
+    for name, proto in zip(node_names(g), g.node):
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
             value = _constant_value(proto)
             tensors[proto.output[0]] = Tensor(proto.output[0], tuple(value.shape), value.dtype,
@@ -50,7 +51,6 @@ def to_graph(model: onnx.ModelProto) -> Graph:
                 vi = infos.get(out)
                 shape = static_shape(vi) if vi is not None else None
                 tensors[out] = Tensor(out, shape, _np_dtype(vi) if vi is not None else None)
-    _unique_node_names(nodes)
     outputs = [o.name for o in g.output]
     return Graph(nodes, tensors, inputs, outputs, opset, name=g.name or "graph")
 
@@ -95,12 +95,3 @@ def _constant_value(proto: onnx.NodeProto) -> np.ndarray:
         return np.asarray(value, dtype=np.int64)
     return np.asarray(value)
 
-
-def _unique_node_names(nodes: list[Node]) -> None:
-    seen: set[str] = set()
-    for n in nodes:
-        base, k = n.name, 1
-        while n.name in seen:
-            n.name = f"{base}_{k}"
-            k += 1
-        seen.add(n.name)

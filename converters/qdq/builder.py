@@ -29,6 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from converters.errors import ConvertError
+from converters.frontend.names import check_keep_float, name_nodes
 from converters.qdq import correct, fold, ops, params
 from edge.errors import UsageError
 
@@ -57,7 +58,7 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     for the mean shift their weights' rounding causes (``correct.py``)."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
-    keep = _check_keep_float(model.graph, keep_float)
+    keep = check_keep_float(model, keep_float)
     model, folded = _prepared(model)
     # keeping a BatchNormalization float means keeping the Conv it was folded into float
     keep = keep | {conv for bn, conv in folded.items() if bn in keep}
@@ -82,9 +83,11 @@ def _correct_biases(model: onnx.ModelProto, samples: list[dict], keep: frozenset
 
 
 def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A copy with opset >= 13, BatchNormalization folded, and inferred value types."""
+    """A copy with every node named, opset >= 13, BatchNormalization folded, and inferred value types."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    # every node by the name --keep-float takes (unnamed or repeated names too: frontend/names.py)
+    name_nodes(copy.graph)
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     if opset < MIN_OPSET:
         from onnx import version_converter
@@ -96,15 +99,6 @@ def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     folded = fold.fold(copy.graph)
     del copy.graph.value_info[:]          # re-inferred below for the folded graph
     return onnx.shape_inference.infer_shapes(copy), folded
-
-
-def _check_keep_float(graph, keep_float) -> frozenset[str]:
-    keep = frozenset(keep_float)
-    unknown = sorted(keep - {n.name for n in graph.node})
-    if unknown:
-        raise UsageError(f"--keep-float names unknown node(s) {unknown}",
-                         hint="use ONNX node names as shown by 'ganglion inspect model.onnx'")
-    return keep
 
 
 def _propagate_same_scale(graph, ranges: dict, keep: frozenset) -> dict:

@@ -15,6 +15,7 @@ import onnx
 
 from converters.errors import ConvertError
 from converters.frontend import to_graph
+from converters.frontend.names import check_keep_float, node_names
 from converters.passes import run_pipeline
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
@@ -75,27 +76,25 @@ class TFLiteResult:
     inputs: list[IOSpec]
     outputs: list[IOSpec]
     ops: list[str]                    # emitted opcodes in order (for reports and tests)
+    float_head: list[str] = field(default_factory=list)   # ONNX nodes --float-head kept float, sorted
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
           *, samples: list[dict] | None = None) -> TFLiteResult:
     options.validate()
+    keep_float = check_keep_float(model, options.keep_float)
     graph = to_graph(model)
-    known = {n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)}
-    unknown = sorted(set(options.keep_float) - known - {""})
-    if unknown:
-        raise UsageError(f"--keep-float names unknown node(s): {', '.join(unknown)}",
-                         hint="use node names as 'ganglion inspect MODEL.onnx' lists them")
     graph.io_layout, graph.quantize = options.layout, options.quantize
     run_pipeline(graph)
-    # A fused node (Conv+BN+Relu) is one TFLite op: naming any of its ONNX nodes keeps it float.
-    keep = {n.name for n in graph.nodes
-            if {n.name, *n.attrs.get("_absorbed", [])} & set(options.keep_float)}
+    keep = _kept_ir_nodes(graph, keep_float)
     # Imported here, not at the top: converters.lower builds tflite.graph objects, so a top-level
     # import would make `import converters.lower` alone fail on the cycle through this package.
     from converters.lower import lower
     tg = lower(graph)
-    keep |= head_of(tg, options.float_head)
+    # The head is read off this lowering (no second one) and named by ONNX nodes, so the caller
+    # can keep the same nodes float in the QDQ model and list them in the manifest.
+    head = sorted(head_of(tg, options.float_head) & set(node_names(model)))
+    keep |= _kept_ir_nodes(graph, head)
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
@@ -111,7 +110,14 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}
                   for i, t in enumerate(tg.tensors) if t.name in names}
     return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
-                        [op.opcode for op in tg.ops])
+                        [op.opcode for op in tg.ops], head)
+
+
+def _kept_ir_nodes(graph, names) -> set[str]:
+    """IR nodes to keep float for these ONNX node names. A fused node (Conv+BN+Relu) is one
+    TFLite op: naming any of its ONNX nodes keeps it float."""
+    names = set(names)
+    return {n.name for n in graph.nodes if {n.name, *n.attrs.get("_absorbed", [])} & names}
 
 
 def _onnx_names(model: onnx.ModelProto) -> set[str]:

@@ -37,11 +37,11 @@ def head_of(tg: TGraph, n: int) -> set[str]:
 def head_nodes(model: onnx.ModelProto, n: int) -> list[str]:
     """The ONNX node names of the first ``n`` layers of ``model`` (see module doc), sorted."""
     from converters.frontend import to_graph
+    from converters.frontend.names import node_names
     from converters.lower import lower
     from converters.passes import run_pipeline
     if n <= 0:
         return []
     graph = to_graph(model)
     run_pipeline(graph)
-    onnx_names = {node.name or f"{node.op_type}_{i}" for i, node in enumerate(model.graph.node)}
-    return sorted(head_of(lower(graph), n) & onnx_names)
+    return sorted(head_of(lower(graph), n) & set(node_names(model)))

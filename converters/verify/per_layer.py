@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
+from converters.frontend.names import node_names
 from converters.progress import bar
 from converters.verify.metrics import SQNR_CAP, Accumulator
 from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError
@@ -141,6 +142,8 @@ def rank(model: onnx.ModelProto, tflite: bytes, tensor_map: dict, samples: list[
 def rank_layers(model: onnx.ModelProto, acc: dict[str, Accumulator]) -> list[LayerError]:
     """Build the layer rows from per-tensor accumulators and sort by added noise."""
     producer = {o: n for n in model.graph.node for o in n.output}
+    # rows name nodes as --keep-float takes them (frontend/names.py), unnamed ones included
+    name_of = {id(n): name for n, name in zip(model.graph.node, node_names(model))}
     initializers = {i.name for i in model.graph.initializer}
     rows = []
     for name, a in acc.items():
@@ -153,7 +156,7 @@ def rank_layers(model: onnx.ModelProto, acc: dict[str, Accumulator]) -> list[Lay
         added = max(a.nsr - in_nsr, 0.0)
         result = a.result()
         rows.append(LayerError(
-            tensor=name, node=node.name or node.op_type, op="+".join(ops),
+            tensor=name, node=name_of[id(node)], op="+".join(ops),
             sqnr_db=result["sqnr_db"], input_sqnr_db=round(in_sqnr, 3),
             drop_db=round(in_sqnr - result["sqnr_db"], 3), own_sqnr_db=round(_own_sqnr(added), 3),
             added_nsr=float(added), cosine=result["cosine"], max_abs=result["max_abs"]))

@@ -178,3 +178,39 @@ def test_cli_float_head_records_the_kept_nodes(tmp_path, small, capsys):
                  "-o", str(tmp_path / "f.tflite")])
     assert code != 0 and "--float-head" in capsys.readouterr().err
     assert not (tmp_path / "f.tflite").exists()
+
+
+def test_build_reports_its_head_as_head_nodes_does(small):
+    """The build reads the head off its own lowering; head_nodes (the QDQ-only path) lowers
+    separately. Both must name the same ONNX nodes, whatever the layout."""
+    m, _, ranges = small
+    for n in (1, 3, 7):
+        for layout in ("onnx", "nhwc"):
+            q = tflite.build(m, ranges, tflite.TFLiteOptions(float_head=n, layout=layout))
+            assert q.float_head == tflite.head_nodes(m, n), (n, layout)
+    assert tflite.build(m, ranges, tflite.TFLiteOptions()).float_head == []
+
+
+@pytest.mark.parametrize("target, lowerings", [("tflite", 1), ("both", 1), ("qdq", 1)])
+def test_convert_with_a_float_head_lowers_the_model_once(tmp_path, small, monkeypatch, target, lowerings):
+    """A spy around the real lowering counts calls: the head comes from the TFLite build's own
+    lowering, and only a QDQ-only conversion lowers (once) just to find it."""
+    import onnx
+
+    import converters.lower
+    from converters import api
+    from converters.config import ConvertConfig
+    m, samples, _ = small
+    onnx.save(m, tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", input=np.concatenate([s["input"] for s in samples]))
+    real, calls = converters.lower.lower, []
+    monkeypatch.setattr(converters.lower, "lower", lambda graph: calls.append(1) or real(graph))
+    result = api.convert(ConvertConfig(model=tmp_path / "m.onnx", output=tmp_path / "m.gpk", target=target,
+                                       calib=tmp_path / "calib.npz", float_head=3, progress=False))
+    assert len(calls) == lowerings
+    assert result.keep_float == ["conv_0_node", "conv_1_node", "conv_2_node"]
+    if target != "tflite":      # the QDQ model keeps the same three Convs float (plain float weights)
+        q = onnx.load_from_string(result.files["model.qdq.onnx"])
+        inits = {i.name for i in q.graph.initializer}
+        assert sorted(n.name for n in q.graph.node if n.op_type == "Conv" and n.input[1] in inits) \
+            == result.keep_float
