@@ -2,13 +2,16 @@
 
 A broker is named by one URL, ``mqtt://host:port`` (plain TCP, default port 1883) or
 ``mqtts://host:port`` (TLS, default port 8883); credentials may ride in the URL
-(``mqtt://user:pass@host``) or come from the config. ``TelemetryConfig.from_dict`` reads the
+(``mqtt://user:pass@host``) or come from the config. The short form ``host[:port]`` (IPv6 in
+brackets: ``[::1]:1883``) means plain MQTT; ``str(BrokerUrl)`` is always the URL form, and
+parses back to the same address. ``TelemetryConfig.from_dict`` reads the
 ``[telemetry]`` table of the daemon's TOML and refuses unknown keys, so a typo is an error
 instead of a silently ignored setting.
 """
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -29,30 +32,72 @@ class BrokerUrl:
     password: str | None = None
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        # an IPv6 address goes in brackets, its zone (fe80::1%eth0) escaped as in RFC 6874
+        host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker_url(url: str) -> BrokerUrl:
-    """``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...`` -> BrokerUrl; UsageError otherwise."""
-    hint = "write it as mqtt://HOST:PORT or mqtts://HOST:PORT"
-    if not isinstance(url, str) or "://" not in url:
-        raise UsageError(f"not a broker URL: {url!r}", where="--broker", hint=hint, code="usage.broker_url")
-    parts = urlsplit(url)
+    """A broker address -> BrokerUrl; UsageError (code ``usage.broker_url``) naming what is wrong.
+
+    URL form: ``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...`` (default ports 1883/8883).
+    Short form, plain MQTT: ``host``, ``host:port``, ``[v6addr]``, ``[v6addr]:port`` or ``:port``
+    (this machine). An IPv6 address takes brackets whenever a port may follow, as in URLs."""
+    if not isinstance(url, str) or not url.strip():
+        raise _bad(f"not a broker address: {url!r}", "--broker")
+    text = url.strip()
+    if "://" not in text:
+        if any(c in text for c in "@/?#"):
+            raise _bad("a short broker address is HOST[:PORT]; credentials and paths need the URL form", text)
+        host, port = _host_port(text, DEFAULT_PORTS["mqtt"], text, url_form=False)
+        return BrokerUrl(host=host or "127.0.0.1", port=port, tls=False)
+    parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise UsageError(f"unsupported broker scheme {parts.scheme!r}", where=url, hint=hint,
-                         code="usage.broker_url")
-    try:
-        port = parts.port or DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise UsageError("the broker port is not a number in 1..65535", where=url, hint=hint,
-                         code="usage.broker_url") from None
-    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError("a broker URL holds only a host and a port", where=url, hint=hint,
-                         code="usage.broker_url")
-    return BrokerUrl(host=parts.hostname, port=port, tls=scheme == "mqtts",
-                     username=unquote(parts.username) if parts.username else None,
-                     password=unquote(parts.password) if parts.password else None)
+        raise _bad(f"unsupported broker scheme {parts.scheme!r}", text)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _bad("a broker URL holds only a host and a port", text)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    host, port = _host_port(hostport, DEFAULT_PORTS[scheme], text, url_form=True)
+    if not host:
+        raise _bad("the broker URL names no host", text)
+    return BrokerUrl(host=host, port=port, tls=scheme == "mqtts",
+                     username=unquote(parts.username) if userinfo and parts.username else None,
+                     password=unquote(parts.password) if userinfo and parts.password else None)
+
+
+def _host_port(text: str, default_port: int, where: str, *, url_form: bool) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` -> (host, port). The host is checked
+    only for what would make the address ambiguous; the resolver judges the rest. In a URL an
+    IPv6 zone is written ``%25`` (RFC 6874): ``mqtt://[fe80::1%25eth0]:1883``."""
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise _bad("an IPv6 address opened with '[' needs its ']'", where)
+        try:
+            host = str(ipaddress.IPv6Address(unquote(inside) if url_form else inside))
+        except ValueError:
+            raise _bad(f"not an IPv6 address: {inside!r}", where) from None
+        if rest and not rest.startswith(":"):
+            raise _bad(f"unexpected {rest!r} after the IPv6 address", where)
+        return host, _port(rest[1:], default_port, where) if rest else default_port
+    if text.count(":") > 1:
+        raise _bad(f"an IPv6 address needs brackets: [{text}] or [{text}]:PORT", where)
+    host, colon, port = text.partition(":")
+    if any(c.isspace() for c in host) or "[" in host or "]" in host:
+        raise _bad(f"not a host name: {host!r}", where)
+    return host.lower(), _port(port, default_port, where) if colon else default_port
+
+
+def _port(text: str, default_port: int, where: str) -> int:
+    if text.isdigit() and text.isascii() and 1 <= int(text) <= 65535:
+        return int(text)
+    raise _bad(f"the broker port {text!r} is not a number in 1..65535", where)
+
+
+def _bad(message: str, where: str) -> UsageError:
+    return UsageError(message, where=where, code="usage.broker_url",
+                      hint="write it as mqtt://HOST:PORT, mqtts://HOST:PORT or HOST:PORT ([IPv6]:PORT)")
 
 
 def check_device_id(device_id: str) -> str:
@@ -84,6 +129,9 @@ class TelemetryConfig:
     transfer_max_bytes: int = 512 * 1024 * 1024
     input_receive_max: int = 64         # MQTT inputs delivered but not yet answered, at most
     input_session_expiry: int = 86400   # seconds the broker keeps unanswered inputs for a dead device
+    # inputs held in memory unanswered, at most, whatever the broker sends (0: 4 x input_receive_max);
+    # past it the input connection pauses and reconnects at half (edge/telemetry/inflow.py)
+    input_max_held: int = 0
 
     def __post_init__(self):
         url = parse_broker_url(self.broker)
@@ -94,6 +142,11 @@ class TelemetryConfig:
         if not 1 <= self.input_receive_max <= 65535:
             raise UsageError("input_receive_max must be 1..65535", where="telemetry.input_receive_max",
                              code="usage.config")
+        if self.input_max_held and not self.input_receive_max <= self.input_max_held <= 1_000_000:
+            raise UsageError(f"input_max_held must be 0 (automatic) or input_receive_max..1000000, "
+                             f"not {self.input_max_held}", where="telemetry.input_max_held", code="usage.config",
+                             hint="below input_receive_max even a broker that honours Receive Maximum "
+                                  "would pause the inputs at every batch")
         if not 1 <= self.input_session_expiry <= 0xFFFFFFFF:
             raise UsageError("input_session_expiry must be >= 1 second", where="telemetry.input_session_expiry",
                              code="usage.config", hint="a persistent session is what makes inputs survive a restart")
@@ -109,6 +162,12 @@ class TelemetryConfig:
         if not url.tls and (self.ca_file or self.cert_file):
             raise UsageError("TLS files are set but the broker URL is mqtt:// (plain TCP)",
                              where="telemetry.broker", hint="use mqtts://", code="usage.config")
+
+    @property
+    def input_held_limit(self) -> int:
+        """``input_max_held``, or 4 x ``input_receive_max`` when it is 0: room for the broker's
+        window several times over, so a broker that honours Receive Maximum never meets it."""
+        return self.input_max_held or 4 * self.input_receive_max
 
     @property
     def url(self) -> BrokerUrl:

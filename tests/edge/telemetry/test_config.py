@@ -14,18 +14,46 @@ from edge.telemetry.topics import device_topic, envelope, split_topic
     ("mqtts://broker.local", "broker.local", 8883, True, None, None),
     ("MQTTS://b:9999/", "b", 9999, True, None, None),
     ("mqtt://dev%40x:p%3Ass@h:1", "h", 1, False, "dev@x", "p:ss"),
+    ("mqtt://[::1]:1884", "::1", 1884, False, None, None),
+    ("mqtts://u@[2001:db8::7]", "2001:db8::7", 8883, True, "u", None),
+    ("mqtt://[fe80::1%25eth0]:5", "fe80::1%eth0", 5, False, None, None),    # RFC 6874 zone
+    # the short form is plain MQTT
+    ("broker.local", "broker.local", 1883, False, None, None),
+    ("Broker.Local:1884", "broker.local", 1884, False, None, None),
+    ("127.0.0.1:1883", "127.0.0.1", 1883, False, None, None),
+    ("[::1]:1883", "::1", 1883, False, None, None),
+    ("[::1]", "::1", 1883, False, None, None),
+    ("[2001:DB8::7]:65535", "2001:db8::7", 65535, False, None, None),
+    (":1885", "127.0.0.1", 1885, False, None, None),
+    ("  h:1  ", "h", 1, False, None, None),
 ])
 def test_parse_broker_url(url, host, port, tls, user, password):
     u = parse_broker_url(url)
     assert (u.host, u.port, u.tls, u.username, u.password) == (host, port, tls, user, password)
+    again = parse_broker_url(str(u))          # str() is the URL form and reads back the same
+    assert (again.host, again.port, again.tls) == (host, port, tls)
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:1883", "http://h:1", "mqtt://", "mqtt://h:99999", "mqtt://h:x",
-                                 "mqtt://h/topic", "mqtt://h?x=1", "", None])
-def test_bad_broker_urls_are_usage_errors(url):
+def test_an_ipv6_broker_prints_in_brackets():
+    assert str(parse_broker_url("[::1]:1883")) == "mqtt://[::1]:1883"
+    assert str(parse_broker_url("mqtts://[fe80::1%25eth0]")) == "mqtts://[fe80::1%25eth0]:8883"
+
+
+@pytest.mark.parametrize("url, named", [
+    ("http://h:1", "'http'"), ("mqtt://", "no host"), ("mqtt://h/topic", "only a host"), ("mqtt://h?x=1", "only"),
+    ("mqtt://h:99999", "'99999'"), ("mqtt://h:x", "'x'"), ("mqtt://h:0", "'0'"), ("mqtt://h:", "''"),
+    ("h:99999", "'99999'"), ("h:0", "'0'"), ("h:-1", "'-1'"), ("h: 1", "' 1'"), ("[::1]:x", "'x'"),
+    ("[::1]:70000", "'70000'"), ("h:١٢", "'١٢'"),                  # non-ASCII digits are not a port
+    ("::1", "brackets"), ("::1:1883", "brackets"), ("[::1", "']'"), ("[nope]:1", "'nope'"),
+    ("[::1]1883", "'1883'"), ("user@h:1", "URL form"), ("h:1/x", "URL form"), ("a b:1", "'a b'"),
+    ("", "''"), ("   ", "'   '"), (None, "None"),
+])
+def test_bad_broker_addresses_are_usage_errors_naming_the_value(url, named):
     with pytest.raises(UsageError) as err:
         parse_broker_url(url)
     assert err.value.code == "usage.broker_url" and err.value.exit_code == 2
+    assert named in err.value.message, err.value.message
+    assert err.value.hint
 
 
 @pytest.mark.parametrize("device", ["cam1", "a.b_c-d", "X" * 64])
@@ -44,11 +72,14 @@ def test_config_from_dict_refuses_unknown_keys_and_bad_values():
     assert cfg.command_keys == ("k.pub",) and cfg.url.port == 1
     assert (cfg.input_receive_max, cfg.input_session_expiry) == (64, 86400)
     assert TelemetryConfig.from_dict({"input_receive_max": 8}).input_receive_max == 8
+    assert TelemetryConfig(input_receive_max=8).input_held_limit == 32         # 4 x the window
+    assert TelemetryConfig(input_receive_max=8, input_max_held=8).input_held_limit == 8
     with pytest.raises(UsageError, match="keepalive_s"):
         TelemetryConfig.from_dict({"keepalive_s": 10})
     for bad in ({"keepalive": 1}, {"inflight": 0}, {"spool_sync": "off"}, {"cert_file": "c.pem"},
                 {"ca_file": "ca.pem"}, {"spool_max_records": 1}, {"input_receive_max": 0},
-                {"input_receive_max": 65536}, {"input_session_expiry": 0}):
+                {"input_receive_max": 65536}, {"input_session_expiry": 0},
+                {"input_receive_max": 8, "input_max_held": 7}, {"input_max_held": 1_000_001}):
         with pytest.raises(UsageError):
             TelemetryConfig(**bad)
 
