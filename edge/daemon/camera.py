@@ -206,9 +206,9 @@ class CameraSource:
             frame_no += 1
             if period:
                 due += period
-                # Behind schedule (a slow decoder, a busy machine): carry on from now rather than
-                # bursting to catch up, as a camera would.
-                due = max(due, time.monotonic() - period)
+                # Behind schedule (a slow decoder, a busy machine): the late frame goes at once and
+                # the schedule restarts from there, rather than bursting through every missed slot.
+                due = max(due, time.monotonic())
                 stop.wait(max(0.0, due - time.monotonic()))
         self._stop_if_unfit(stop)
 
