@@ -26,7 +26,7 @@ from edge.daemon import sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
 from edge.daemon.config import DaemonConfig
 from edge.daemon.decode import decode_payload, frame_feeds, to_feeds
-from edge.daemon.messages import Request, Result, error_dict
+from edge.daemon.messages import Job, Request, Result, error_dict
 from edge.daemon.metrics import Metrics
 from edge.daemon.outbox import FanOut, LogOutbox
 from edge.daemon.pool import WorkerPool, fatal_error
@@ -71,6 +71,7 @@ class Daemon:
                                isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
+        self.pool.backlog = self.requests.__len__
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
                                     rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
                         for s in cfg.sources]
@@ -99,22 +100,57 @@ class Daemon:
     # -- requests ------------------------------------------------------------------------------
     def submit(self, source: str, value, meta: dict | None = None, on_done=None, live: bool = False) -> None:
         """Validate one input and queue it; bad input is answered with an error result at once."""
+        req = self._request(source, value, meta, on_done, live)
+        if req is not None:
+            self._enqueue(req, live)
+
+    def infer(self, value, meta: dict | None = None, *, source: str = "api", timeout: float | None = None) -> Result:
+        """One input in, its ``Result`` out (the synchronous door, for code that embeds the daemon).
+
+        With greedy batching (``budget_ms = 0``), an idle worker and nothing queued, the calling
+        thread runs the round trip to the worker itself (``WorkerPool.run_direct``): the same
+        answer, sinks and crash rules as ``submit``, minus two thread hand-offs. Otherwise the
+        input is queued like any other. Never raises for a bad input: the result carries the error."""
+        box: list[Result] = []
+        done = threading.Event()
+
+        def on_done(result: Result) -> None:
+            box.append(result)
+            done.set()
+        req = self._request(source, value, meta, on_done, False)
+        if req is not None:
+            if self.cfg.batch.budget_ms == 0 and self.pool.run_direct(Job([req])):
+                self.metrics.count("direct_runs")
+            else:
+                self._enqueue(req, False)
+        if not done.wait(timeout):
+            raise RuntimeBackendError(f"no answer within {timeout:g}s", code="runtime.timeout",
+                                      hint="the request stays queued and is still answered through the sinks")
+        return box[0]
+
+    def _request(self, source: str, value, meta: dict | None, on_done, live: bool) -> Request | None:
+        """A validated Request, or None when the input was refused (and answered) here."""
         meta = dict(meta or {})
         info = self.pool.info
         if info is None and not self.pool.ready.wait(READY_TIMEOUT):
-            return self.reject(source, RuntimeBackendError("no model worker is ready", code="runtime.unavailable"),
-                               meta, on_done)
+            self.reject(source, RuntimeBackendError("no model worker is ready", code="runtime.unavailable"),
+                        meta, on_done)
+            return None
         info = self.pool.info
         try:
             feeds = self._feeds(value, info, live)
             feeds, _ = check_feeds(info.inputs, feeds)
         except GanglionError as exc:
-            return self.reject(source, exc, meta, on_done)
+            self.reject(source, exc, meta, on_done)
+            return None
         except Exception as exc:     # a decoder bug must still answer this input, and not kill the source
             log.exception("could not read an input from %s", source)
-            return self.reject(source, InputError(f"unreadable input ({type(exc).__name__}: {exc})",
-                                                  code="input.unreadable"), meta, on_done)
-        req = Request(source, feeds, meta, on_done)
+            self.reject(source, InputError(f"unreadable input ({type(exc).__name__}: {exc})",
+                                           code="input.unreadable"), meta, on_done)
+            return None
+        return Request(source, feeds, meta, on_done)
+
+    def _enqueue(self, req: Request, live: bool) -> None:
         if live:
             self.requests.put_live(req)
             return
@@ -122,8 +158,8 @@ class Daemon:
         # here must not hold up the stop, and its input is answered "stopping" (kept for later).
         while not self.requests.put(req, timeout=0.25):
             if self.stop_event.is_set() or self.requests.closed:
-                self.reject(source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"),
-                            meta, on_done)
+                self.reject(req.source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"),
+                            req.meta, req.on_done)
                 return
 
     def _feeds(self, value, info, live: bool) -> dict[str, np.ndarray]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
-
 from edge.daemon.messages import Fifo, Job, Request
 
 
@@ -85,12 +83,10 @@ class Batcher:
         if first is None:
             return None
         batch = self._gather(first, budget)
-        feeds = {k: np.concatenate([r.feeds[k] for r in batch], axis=0) for k in first.feeds} \
-            if len(batch) > 1 else first.feeds
         with self._lock:
             self.batches += 1
             self.batched_requests += len(batch)
-        return Job(batch, feeds)
+        return Job(batch)          # its feeds are stacked where they are needed (shared memory)
 
     def _gather(self, first: Request, budget: float) -> list[Request]:
         batch = [first]

@@ -72,12 +72,25 @@ def error_dict(code: str, message: str, hint: str | None = None, where: str | No
     return {"code": code, "message": message, "where": where, "hint": hint}
 
 
-@dataclass
 class Job:
-    requests: list[Request]
-    feeds: dict[str, np.ndarray]
-    attempts: int = 0
-    first_error: str | None = None
+    """One batch for a worker: its requests, in order, and their feeds along the batch axis."""
+
+    def __init__(self, requests: list[Request], attempts: int = 0, first_error: str | None = None):
+        self.requests, self.attempts, self.first_error = requests, attempts, first_error
+        self._feeds: dict[str, np.ndarray] | None = None
+
+    def parts(self) -> dict[str, list[np.ndarray]]:
+        """Each input as its requests' arrays (what ``wire.encode`` copies into shared memory)."""
+        return {name: [r.feeds[name] for r in self.requests] for name in self.requests[0].feeds}
+
+    @property
+    def feeds(self) -> dict[str, np.ndarray]:
+        """Each input as one array (concatenated once, when something needs it whole)."""
+        if self._feeds is None:
+            first = self.requests[0].feeds
+            self._feeds = first if len(self.requests) == 1 else \
+                {name: np.concatenate([r.feeds[name] for r in self.requests], axis=0) for name in first}
+        return self._feeds
 
 
 class Fifo:

@@ -10,6 +10,14 @@ down with it, and each is tried once more. A request whose second attempt also d
 with a ``runtime.worker_crash`` error. A worker that does not answer within the request timeout
 (a hung delegate) is killed and handled the same way. Nothing is dropped: on shutdown, whatever is still queued
 is answered with an error too.
+
+Who talks to a worker: its dispatcher thread, or -- for ``Daemon.infer``, the synchronous entry
+point -- the calling thread itself. A handle's ``lease`` says who owns the pipe. The dispatcher
+holds it while jobs are in flight and lets go when it waits for work; a caller that finds an idle
+worker (``WorkerPool.run_direct``) takes the lease, sends its request, reads the answer and gives
+the lease back. That saves the two thread hand-offs of the queued path (caller -> dispatcher and
+dispatcher -> caller), which on a small board or a VM cost as much as the pipe round trip itself.
+The crash rules are the same either way: the caller runs the same code (``WorkerHandle._run``).
 """
 from __future__ import annotations
 
@@ -56,6 +64,7 @@ class WorkerPool:
         self.jobs = JobQueue()                          # retries only: bounded by the request queue
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
         self.take_ready: Callable[[], Job | None] = lambda: None          # set to Batcher.take_ready
+        self.backlog: Callable[[], int] = lambda: 0                       # set to len(RequestQueue)
         self.ctx = multiprocessing.get_context(start_method)
         self.slots = [WorkerSlot(f"worker-{i}", self) for i in range(count)]
         self.info: ModelInfo | None = None
@@ -65,7 +74,7 @@ class WorkerPool:
         self._idle_lock = threading.Lock()
 
     def wait_for_job(self, timeout: float) -> Job | None:
-        """``take``, counted as an idle worker while it waits (see ``WorkerHandle._fill``)."""
+        """``take``, counted as an idle worker while it waits (see ``WorkerHandle._top_up``)."""
         with self._idle_lock:
             self.idle += 1
         try:
@@ -73,6 +82,18 @@ class WorkerPool:
         finally:
             with self._idle_lock:
                 self.idle -= 1
+
+    def run_direct(self, job: Job) -> bool:
+        """Run ``job`` from the calling thread on an idle worker; False when none is idle or work
+        is queued (a direct run never jumps the queue). True means answered: ``on_done`` was
+        called, or the job went to the retry queue because the worker died under it."""
+        if len(self.jobs) or self.backlog():
+            return False
+        for slot in self.slots:
+            handle = slot.handle
+            if handle is not None and handle.lend(job):
+                return True
+        return False
 
     def set_info(self, header: dict) -> None:
         if self.info is None:
@@ -120,6 +141,7 @@ class WorkerSlot:
         self.pid: int | None = None
         self.ready_at: float | None = None      # monotonic time the current process said ready
         self.generation = 0
+        self.handle: WorkerHandle | None = None     # the current process's handle (direct runs)
 
     def start(self):
         if self.pool.isolation == "thread":
@@ -134,7 +156,8 @@ class WorkerSlot:
         child_conn.close()          # so a dead worker shows up as EOF on our end
         self.pid, self.ready_at = proc.pid, None
         self.generation += 1
-        return WorkerHandle(self, proc, parent_conn)
+        self.handle = WorkerHandle(self, proc, parent_conn)
+        return self.handle
 
 
 class WorkerHandle(ProcessChild):
@@ -144,7 +167,12 @@ class WorkerHandle(ProcessChild):
         super().__init__(proc, slot.name)
         self.slot, self.conn = slot, conn
         self.stopping = threading.Event()
-        self._send_lock = threading.Lock()      # stop() and the dispatcher both write to the pipe
+        self._send_lock = threading.Lock()      # stop() and the lease holder both write to the pipe
+        # Whoever holds the lease owns the pipe, ``inflight`` and ``outbound``: the dispatcher while
+        # it has jobs in flight (and until the worker is ready), or a direct caller (``lend``).
+        self.lease = threading.Lock()
+        self.lease.acquire()
+        self.broken = False                     # the pipe broke: nobody may use it again
         self.outbound = Outbound()              # large inputs go through shared memory
         self.inflight: deque[Job] = deque()     # sent, not yet answered; oldest first
         self.sent = 0
@@ -166,30 +194,57 @@ class WorkerHandle(ProcessChild):
         self._thread.join(timeout)
         self.conn.close()
 
+    def lend(self, job: Job) -> bool:
+        """Run ``job`` on the calling thread if the dispatcher is idle (see the module docstring)."""
+        if not self.lease.acquire(blocking=False):
+            return False
+        try:
+            if self.broken or self.stopping.is_set():
+                return False
+            self._run(job)
+            return True
+        finally:
+            self.lease.release()
+
     # -- dispatcher ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
         try:
             if self._await_ready():
+                self.lease.release()
                 self._serve()
+                self.lease.acquire()        # a direct caller may still be reading its answer
         finally:
             self.outbound.close()
 
     def _serve(self) -> None:
-        """Keep up to ``PIPELINE`` jobs in the pipe, answer them in order.
-
-        The next job is written while the worker computes the current one, so the worker never
-        waits for the parent to route a result and take a new batch -- unless another worker is
-        idle, which would start that job sooner. Retries are never
-        pipelined: a retried request runs alone, so a poison input that kills the worker again
-        cannot take a pipelined neighbour's second chance with it."""
-        pool, inflight = self.slot.pool, self.inflight
-        while inflight or not self.stopping.is_set():
-            if not self.stopping.is_set() and not self._fill(pool, inflight):
-                return
-            if not inflight:
+        """Take a job (retries first), run it and whatever the pipeline picks up, repeat."""
+        pool = self.slot.pool
+        while not self.stopping.is_set() and not self.broken:
+            job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2)
+            if job is None:
                 if not self.process.is_alive():
                     return
                 continue
+            with self.lease:
+                if self.broken:                 # a direct caller saw the worker die meanwhile
+                    pool.jobs.put_front(job)    # not this job's fault: no retry used up
+                    return
+                self._run(job)
+
+    def _run(self, job: Job) -> None:
+        """Send ``job`` and answer it; while the worker computes, write the next job ahead.
+
+        Up to ``PIPELINE`` jobs are in the pipe, so the worker never waits for the parent to
+        route a result and take a new batch -- unless another worker is idle, which would start
+        that job sooner. Retries are never pipelined: a retried request runs alone, so a poison
+        input that kills the worker again cannot take a pipelined neighbour's second chance with
+        it. Returns once nothing is in flight (or the pipe broke: ``broken`` is then set)."""
+        pool, inflight = self.slot.pool, self.inflight
+        if not self._send(job):
+            return
+        while inflight:
+            if not self.stopping.is_set() and not self._top_up(pool, inflight):
+                return
             try:
                 self._await_answer()
                 frame = self.conn.recv_bytes()
@@ -198,33 +253,33 @@ class WorkerHandle(ProcessChild):
                 return
             self._answer(inflight.popleft(), frame)
 
-    def _fill(self, pool: WorkerPool, inflight: deque) -> bool:
-        """Send jobs until the pipeline is full or nothing is waiting; False if the pipe broke."""
-        while len(inflight) < PIPELINE:
-            if not inflight:
-                job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2)
-            elif inflight[-1].attempts == 0 and not len(pool.jobs) and not pool.idle:
-                # only when no other worker is free: it would start the request sooner
-                job = pool.take_ready()
-            else:
-                job = None
+    def _top_up(self, pool: WorkerPool, inflight: deque) -> bool:
+        """Write queued work ahead while the pipeline has room; False if the pipe broke."""
+        while len(inflight) < PIPELINE and inflight[-1].attempts == 0 and not len(pool.jobs) and not pool.idle:
+            job = pool.take_ready()
             if job is None:
                 return True
-            inflight.append(job)
-            self.sent += 1
-            try:
-                with self._send_lock:
-                    self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.feeds,
-                                                     self.outbound, self.sent % SLOTS))
-            except (OSError, ValueError):
-                self._lost_all(inflight)
+            if not self._send(job):
                 return False
+        return True
+
+    def _send(self, job: Job) -> bool:
+        self.inflight.append(job)
+        self.sent += 1
+        try:
+            with self._send_lock:
+                self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.parts(),
+                                                 self.outbound, self.sent % SLOTS))
+        except (OSError, ValueError):
+            self._lost_all(self.inflight)
+            return False
         return True
 
     def _lost_all(self, inflight: deque) -> None:
         """The pipe broke. Answers arrive before EOF, so the oldest job in flight is the one the
         worker was running (or about to run) when it died; the later ones were never started
         and go back to the queue without using up their retry."""
+        self.broken = True
         jobs = list(inflight)
         inflight.clear()
         for job in reversed(jobs[1:]):
@@ -284,7 +339,7 @@ class WorkerHandle(ProcessChild):
                                               hint="the input may trigger a bug in the model's kernels"),
                               self.slot.name)
             return
-        singles = [Job([req], req.feeds, attempts=job.attempts, first_error=reason) for req in job.requests]
+        singles = [Job([req], attempts=job.attempts, first_error=reason) for req in job.requests]
         for one in reversed(singles):
             pool.jobs.put_front(one)
 

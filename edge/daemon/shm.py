@@ -33,10 +33,14 @@ class Outbound:
     def __init__(self):
         self.segs: list[shared_memory.SharedMemory | None] = [None] * SLOTS
 
-    def place(self, tensors: dict[str, np.ndarray], slot: int = 0) -> list[dict] | None:
-        """Copy tensors into segment ``slot``; their descriptions, or None to send them inline."""
-        arrays = {k: np.asarray(v) for k, v in tensors.items()}
-        total = sum(_aligned(a.nbytes) for a in arrays.values())
+    def place(self, tensors: dict, slot: int = 0) -> list[dict] | None:
+        """Copy tensors into segment ``slot``; their descriptions, or None to send them inline.
+
+        A tensor given as a list of arrays (a micro-batch's requests) is stacked along the batch
+        axis as it is copied in: one copy per batch, not a concatenation and then a copy."""
+        parts = {k: v if isinstance(v, list) else [np.asarray(v)] for k, v in tensors.items()}
+        sizes = {k: sum(p.nbytes for p in ps) for k, ps in parts.items()}
+        total = sum(_aligned(n) for n in sizes.values())
         if total < MIN_BYTES:
             return None
         seg = self.segs[slot]
@@ -44,12 +48,20 @@ class Outbound:
             self._drop(slot)
             seg = self.segs[slot] = shared_memory.SharedMemory(create=True, size=max(total * 2, 1 << 20))
         metas, offset = [], 0
-        for name, arr in arrays.items():
-            view = np.ndarray(arr.shape, dtype=arr.dtype, buffer=seg.buf, offset=offset)
-            view[...] = arr
-            metas.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape),
+        for name, ps in parts.items():
+            first = ps[0]
+            shape = first.shape if len(ps) == 1 else (sum(len(p) for p in ps), *first.shape[1:])
+            view = np.ndarray(shape, dtype=first.dtype, buffer=seg.buf, offset=offset)
+            if len(ps) == 1:
+                view[...] = first
+            else:
+                row = 0
+                for p in ps:
+                    view[row:row + len(p)] = p
+                    row += len(p)
+            metas.append({"name": name, "dtype": first.dtype.name, "shape": list(shape),
                           "shm": seg.name, "offset": offset})
-            offset += _aligned(arr.nbytes)
+            offset += _aligned(sizes[name])
         return metas
 
     def _drop(self, slot: int) -> None:

@@ -51,10 +51,15 @@ _encoded: dict[tuple, bytes] = {}
 _decoded: dict[bytes, tuple] = {}
 
 
-def encode(header: dict, tensors: dict[str, np.ndarray] | None = None, outbound=None, slot: int = 0) -> bytes:
-    """A frame; with an ``shm.Outbound``, large tensors go to its segment number ``slot``."""
+def encode(header: dict, tensors: dict | None = None, outbound=None, slot: int = 0) -> bytes:
+    """A frame; with an ``shm.Outbound``, large tensors go to its segment number ``slot``.
+
+    A tensor may also be given as a list of arrays, its parts along the batch axis (a micro-batch's
+    requests): they are copied straight into shared memory, never concatenated first."""
     tensors = tensors or {}
     metas = outbound.place(tensors, slot) if outbound is not None and tensors else None
+    if metas is None:
+        tensors = {k: stack(v) for k, v in tensors.items()}
     if _hot(header, tensors):
         frame = _encode_hot(header, tensors, metas)
         if frame is not None:
@@ -69,9 +74,17 @@ def encode(header: dict, tensors: dict[str, np.ndarray] | None = None, outbound=
     return b"".join([_LEN.pack(len(raw)), raw, *(a.tobytes() for a in arrays)])
 
 
+def stack(value) -> np.ndarray:
+    """A tensor given as parts along the batch axis, as one array (an array stays as it is)."""
+    if isinstance(value, list):
+        return value[0] if len(value) == 1 else np.concatenate(value, axis=0)
+    return value
+
+
 def _hot(header: dict, tensors: dict) -> bool:
     return (len(header) == 2 and header.get("op") in OP_CODE and type(header.get("id")) is int
-            and len(tensors) < 256 and all(np.asarray(t).dtype in NP_CODE for t in tensors.values()))
+            and len(tensors) < 256
+            and all((t[0] if isinstance(t, list) else np.asarray(t)).dtype in NP_CODE for t in tensors.values()))
 
 
 def _contiguous(tensors: dict) -> list[np.ndarray]:

@@ -87,6 +87,28 @@ def test_hot_frames_through_shared_memory_use_the_slot_asked_for():
         out.close()
 
 
+@pytest.mark.parametrize("rows", [2000, 4])            # shared memory, and inline below MIN_BYTES
+def test_a_batch_given_as_parts_arrives_stacked_in_request_order(rows):
+    from edge.daemon.messages import Job, Request
+    from edge.daemon.shm import Inbound, Outbound
+    rng = np.random.default_rng(3)
+    reqs = [Request("t", {"x": rng.normal(size=(1, rows, 3)).astype(np.float32),
+                          "k": np.array([[i]], np.int64)}) for i in range(5)]
+    job = Job(reqs)
+    out, inb = Outbound(), Inbound()
+    try:
+        header, got = wire.decode(wire.encode({"op": "run", "id": 4}, job.parts(), out, 1), inb)
+        assert header == {"op": "run", "id": 4}
+        np.testing.assert_array_equal(got["x"], np.concatenate([r.feeds["x"] for r in reqs]))
+        np.testing.assert_array_equal(got["x"], job.feeds["x"])          # the lazy concatenation agrees
+        assert got["k"].ravel().tolist() == [0, 1, 2, 3, 4]
+        assert (out.segs[1] is not None) == (rows == 2000)
+        del got
+    finally:
+        inb.close()
+        out.close()
+
+
 def test_tensors_that_do_not_fit_a_hot_frame_travel_as_json():
     long_name = "x" * 300
     deep = np.zeros((1,) * 40, np.float32)
