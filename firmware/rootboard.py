@@ -36,7 +36,7 @@ def read(root) -> dict | None:
     path = record_path(root)
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:
         raise SlotError(f"the board record is unreadable: {exc}", where=str(path), code="firmware.state",
