@@ -20,12 +20,28 @@ FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                          onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
 
 
-def float_tensor_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(float graph inputs, float node outputs in graph order), initializers excluded."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    graph = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+def value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX element type of every graph input, output and node output, by name.
+
+    ``frontend.load_model`` already ran shape inference and left the types in ``value_info``, so
+    they are read from there; only a model that lacks some (a QDQ model's new Q/DQ outputs, a
+    hand-built graph) is inferred here, once per call."""
+    types = _declared_types(model.graph)
+    if any(out and not types.get(out) for node in model.graph.node for out in node.output):
+        types = _declared_types(onnx.shape_inference.infer_shapes(model).graph)
+    return types
+
+
+def _declared_types(graph: onnx.GraphProto) -> dict[str, int]:
+    return {vi.name: vi.type.tensor_type.elem_type
+            for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+
+
+def float_tensor_names(model: onnx.ModelProto, types: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
+    """(float graph inputs, float node outputs in graph order), initializers excluded.
+    ``types``: ``value_types(model)`` when the caller has it already."""
+    graph = model.graph
+    types = value_types(model) if types is None else types
     initializers = {init.name for init in graph.initializer}
     inputs = [vi.name for vi in graph.input
               if vi.name not in initializers and types.get(vi.name) in FLOAT_TYPES]
@@ -38,17 +54,17 @@ def float_tensor_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return inputs, produced
 
 
-def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph outputs are exactly ``names`` (types from shape inference)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are exactly ``names`` (``types``: as in
+    ``float_tensor_names``)."""
+    types = value_types(model) if types is None else types
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     for name in names:
         info = onnx.ValueInfoProto()
         info.name = name
-        info.type.tensor_type.elem_type = infos[name].type.tensor_type.elem_type
+        info.type.tensor_type.elem_type = types[name]
         exposed.graph.output.append(info)
     return exposed
 
@@ -104,9 +120,10 @@ def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
     if not samples:
         raise CalibrationDataError("no calibration samples were given",
                                    hint="pass a .npy/.npz file or an image folder with --calib")
-    input_names, produced = float_tensor_names(model)
+    types = value_types(model)
+    input_names, produced = float_tensor_names(model, types)
     # a graph whose nodes make no float tensor still has float inputs to observe
-    session = make_session(expose(model, produced)) if produced else None
+    session = make_session(expose(model, produced, types)) if produced else None
     found = {name: observers.make(method) for name in input_names + produced}
     with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):

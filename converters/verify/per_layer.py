@@ -103,7 +103,9 @@ def compare_layers_qdq(model: onnx.ModelProto, candidate: bytes, samples: list[d
     like a TFLite int8 tensor); a tensor without one (fused into a Relu, or a graph output) as is.
     """
     from converters.calibrate.runner import float_tensor_names
-    cand_model = onnx.load_from_string(candidate)
+    # The reference comes typed from the frontend; the candidate's Q/DQ outputs have no types
+    # yet: infer them once here, so the name lookup and the runner below both reuse them.
+    cand_model = onnx.shape_inference.infer_shapes(onnx.load_from_string(candidate))
     seen_as = _dequantized_names(cand_model)
     _, produced = float_tensor_names(model)
     _, cand_produced = float_tensor_names(cand_model)

@@ -139,6 +139,39 @@ def test_per_layer_on_qdq_points_at_the_broken_layer(digits, profile):
     assert min(r.own_sqnr_db for r in healthy) > 25.0
 
 
+def test_per_layer_reuses_the_frontends_shape_inference(digits, monkeypatch):
+    """The reference comes typed from frontend.load_model, so per-layer verify of a TFLite
+    candidate runs no ONNX shape inference at all; a QDQ candidate (its Q/DQ outputs untyped)
+    runs it once. A spy counts calls into the real function; the reports must stay the same."""
+    import onnx.shape_inference as si
+    model, ranges, holdout, _ = digits
+    t = build_tflite(model, ranges)
+    q = qdq.build(model, ranges).SerializeToString()
+    real, calls = si.infer_shapes, []
+    monkeypatch.setattr(si, "infer_shapes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = compare_layers(model, t.flatbuffer, t.tensor_map, holdout[:8])
+    assert calls == [] and len(rows) >= 4
+    report = verify(q, model, holdout[:8], per_layer=True, progress=False)
+    assert calls == [1] and {r.tensor for r in report.per_layer} >= {"relu_0", "relu_1", "logits"}
+    calls.clear()
+    collect_ranges(model, holdout[:2], progress=False)          # calibration reuses them too
+    assert calls == []
+
+
+def test_untyped_models_are_still_inferred():
+    """A hand-built model whose value_info is empty: types come from shape inference."""
+    from onnx import TensorProto, helper
+
+    from converters.calibrate.runner import expose, float_tensor_names, value_types
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g)
+    assert value_types(m)["r"] == TensorProto.FLOAT
+    assert float_tensor_names(m) == (["x"], ["r", "y"])
+    assert [o.name for o in expose(m, ["r"]).graph.output] == ["r"]
+
+
 def test_report_to_dict_and_render(digits):
     model, ranges, holdout, labels = digits
     result = build_tflite(model, ranges)
