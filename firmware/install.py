@@ -131,8 +131,8 @@ def check_policy(state: SlotState, version: str, board: str, force: bool) -> Non
                            code="firmware.failed_version",
                            hint="ship a fixed version with a higher number, or --force to try again")
     current = state.active_version()
-    if current is None:
-        return
+    if current is None or state.slots[state.active].get("status") == "failed":
+        return      # nothing runs that is worth protecting: a first install that failed is being retried
     if state.slots[state.active].get("status") == "unvalidated":
         raise InstallError(f"the running version {current} is not validated yet; installing now would "
                            f"overwrite the only known-good slot", code="firmware.pending",

@@ -13,7 +13,11 @@ the other slot (``firmware.ota``, phases as ``events``) and reply ``{"outcome": 
 "restart": true}``; the daemon then exits with ``EXIT_RESTART``. The restarted daemon boots the new
 slot on trial and validates it as above -- the new slot proves itself by running, as in Nerves: a
 failed self-test (or a daemon that cannot start, via the boot counter) reverts to the old slot,
-and the failed version is refused if it is sent again.
+and the failed version is refused if it is sent again. The validation's broker check logs in with
+``[telemetry]``'s own URL, TLS files, user name and password (``broker_probe``); a broker that is
+down or refuses the login is a *transient* failure: reverted, but the version may be sent again a
+bounded number of times (``firmware/failures.py``). The root's layout comes from its board record
+(``firmware/rootboard.py``), so a board with custom ``[slots]`` needs no flag here.
 
 A slot on trial whose daemon cannot become ready (its model does not load, its workers crash) is
 reverted at once by ``fail_trial`` -- it could not pass validation anyway -- and the daemon exits

@@ -150,6 +150,9 @@ def test_a_failure_is_counted_once_even_when_no_slot_can_take_over(root, make_bu
             boot(root)
     info = status(root)
     assert info["retries"]["1.0.0"]["count"] == 1 and info["slots"]["a"]["status"] == "failed"
+    # the same version may be tried again without --force: nothing valid runs that it would replace
+    assert install(make_bundle("1.0.0"), root, fw_keys["public"])["slot"] == "b"
+    assert validate(root, runner=in_process)["ok"] and status(root)["retries"] == {}
 
 
 # --- what status shows ---------------------------------------------------------------------------
