@@ -314,3 +314,32 @@ def test_fps_above_the_cameras_rate_submits_every_frame(monkeypatch):
     with pytest.raises(camera.CameraError):
         src._stream(cap, threading.Event())
     assert [f for f, _, _ in daemon.got] == list(range(40))
+
+
+def test_ganglion_run_camera_plays_a_video_file_and_refuses_a_missing_one(tmp_path):
+    """The command a user types: `ganglion run --camera FILE` (a real subprocess, SIGTERM to stop)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    ganglion = str(Path(sys.executable).parent / "ganglion")
+    video = cm.write_video(tmp_path / "clip.avi", frames=8, fps=100)
+    model = _means_gpk(tmp_path / "means.gpk", "RGB")
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([ganglion, "run", "--model", str(model), "--camera", video, "--jsonl", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: len(_lines(out)) == 8, timeout=30)
+        time.sleep(0.5)                                  # the end of the file is read after frame 8
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [r["frame"] for r in _lines(out)] == list(range(8))
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e.get("payload", e).get("event") == "source_ended" for e in events), err
+    res = subprocess.run([ganglion, "run", "--model", str(model), "--camera", str(tmp_path / "nope.avi")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "error[usage.source]: camera source: no such video file" in res.stderr
