@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge import artifact as gpk
 from edge.daemon import config as cfgmod
+from edge.daemon.camera import redact
 from edge.errors import InputError, UsageError
 
 LIVE_KEYS = ("batch.max_batch", "batch.budget_ms", "metrics.interval_s")
@@ -62,6 +63,9 @@ def daemon_reload(daemon, model: str | None) -> dict:
 def config_get(daemon, args: dict) -> dict:
     data = daemon.cfg.to_dict()
     data.get("telemetry", {}).pop("password", None)
+    for source in data.get("sources") or []:       # rtsp://user:password@... stays on the device
+        if source.get("device") is not None:
+            source["device"] = redact(source["device"])
     key = args.get("key")
     if key is None:
         return {"config": data}

@@ -343,3 +343,25 @@ def test_ganglion_run_camera_plays_a_video_file_and_refuses_a_missing_one(tmp_pa
     res = subprocess.run([ganglion, "run", "--model", str(model), "--camera", str(tmp_path / "nope.avi")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "error[usage.source]: camera source: no such video file" in res.stderr
+
+
+def test_config_get_does_not_hand_out_a_camera_password(tmp_path):
+    """`config.get` over MQTT returns the daemon's config; an RTSP URL's password stays on the device."""
+    from edge.daemon.commands import config_get
+    url = "rtsp://admin:hunter2@10.0.0.7:554/stream1"
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.camera_models:channel_means",
+                            sources=[{"kind": "camera", "device": url}])
+    assert daemon.sources[0].name == "camera:rtsp://admin:***@10.0.0.7:554/stream1"
+    whole = json.dumps(config_get(daemon, {}))
+    assert "hunter2" not in whole and "rtsp://admin:***@10.0.0.7:554/stream1" in whole
+    assert config_get(daemon, {"key": "sources"})["value"][0]["device"] == "rtsp://admin:***@10.0.0.7:554/stream1"
+
+
+def test_a_camera_without_opencv_is_a_clear_usage_error(monkeypatch):
+    """A device installed without the camera extra (moved from test_commands, where it could only
+    skip once OpenCV joined the dev extra): an import of cv2 that fails, as it does there."""
+    from edge.daemon.sources import make_source
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)          # `import cv2` -> ImportError
+    with pytest.raises(UsageError) as info:
+        make_source("camera", object(), device="0")
+    assert info.value.code == "usage.camera_extra" and "ganglion-edge[camera]" in info.value.hint

@@ -10,7 +10,6 @@ import pytest
 
 from edge import artifact
 from edge.daemon import commands
-from edge.daemon.sources import make_source
 from edge.errors import GanglionError, UsageError
 from firmware import keys
 from tests.edge import models
@@ -81,18 +80,6 @@ def test_deploy_refuses_unsigned_artifacts_when_keys_are_configured(running):
     assert reply["deployed"].endswith(".gpk") and reply["previous"].endswith("v1.gpk")
     np.testing.assert_allclose(_ask(daemon).outputs["y"], models.reference(X, seed=3), rtol=1e-5, atol=1e-5)
     assert [e["event"] for e in outbox.of("events")][-2:] == ["reload", "deploy"]
-
-
-def test_camera_without_opencv_is_a_clear_usage_error(running):
-    daemon, _, _ = running
-    try:
-        import cv2  # noqa: F401
-        pytest.skip("OpenCV is installed here; the missing-extra message cannot be shown")
-    except ImportError:
-        pass
-    with pytest.raises(UsageError) as info:
-        make_source("camera", daemon)
-    assert info.value.code == "usage.camera_extra" and "ganglion-edge[camera]" in info.value.hint
 
 
 def test_reload_under_load_answers_every_request(running):
