@@ -35,6 +35,8 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from converters.verify.metrics import sqnr_db  # noqa: E402  (the one SQNR definition, after the path)
+
 
 # --- bench models and data --------------------------------------------------------------------
 def prepare(name: str, folder: Path, n_calib: int, n_eval: int) -> dict:
@@ -144,12 +146,6 @@ def median_ms(runners: dict, x, runs: int, rounds: int = 5, warmup: int = 3) -> 
     invokes = {name: (lambda run=run: run(x)) for name, run in runners.items()}
     times = block_times(invokes, runs, rounds, warmup, pause=0.05)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
-
-
-def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
-    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
 def ort_quantize_static(model: Path, calib: Path, out: Path, limit: int) -> Path:

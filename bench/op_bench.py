@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from convert_bench import block_times  # noqa: E402
+from converters.verify.metrics import sqnr_db  # noqa: E402  (the one SQNR definition)
 from op_graphs import Layer, OpCase, build, build_case  # noqa: E402
 
 
@@ -215,8 +216,7 @@ def full_models(threads: int, runs: int) -> dict:
             interp.set_tensor(i, h["input"])
             interp.invoke()
             outs.append(interp.get_tensor(o).copy())
-        noise = np.sum((ref - np.concatenate(outs)) ** 2)
-        sqnr[f"{name}_sqnr_db"] = float(10 * np.log10(np.sum(ref ** 2) / max(noise, 1e-30)))
+        sqnr[f"{name}_sqnr_db"] = sqnr_db(ref, np.concatenate(outs))
         invokes[name] = _runner(flat, threads)
     times = block_times(invokes, runs)
     return {"threads": threads, **{f"{k}_ms": statistics.median(v) for k, v in times.items()},

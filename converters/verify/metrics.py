@@ -1,7 +1,12 @@
 """Fidelity metrics between a reference (float) output and a candidate (quantized) output.
 
     sqnr_db         10 log10(sum ref^2 / sum (ref - cand)^2): signal-to-quantization-noise in dB;
-                    every 6 dB is about one bit. Capped at SQNR_CAP (identical outputs).
+                    every 6 dB is about one bit. ``sqnr_db(reference, candidate)`` is the one
+                    definition (verify, the benches and the tests all use it); edge cases:
+                      identical outputs (no noise, zeros included)   +SQNR_CAP
+                      zero reference, some noise                      -SQNR_CAP
+                      NaN/Inf in either (no meaningful ratio)         -SQNR_CAP
+                      anything else                                   clamped to [-SQNR_CAP, SQNR_CAP]
     cosine          cosine similarity of the flattened outputs (1 = same direction)
     max_abs         the largest absolute difference
     mean_abs        the mean absolute difference
@@ -29,12 +34,36 @@ class VerifyInputError(ConvertError):
     code = "verify.mismatch"
 
 
-def sqnr_db(signal_power: float, noise_power: float) -> float:
+def sqnr_db(reference, candidate) -> float:
+    """SQNR of ``candidate`` against ``reference`` in dB, sums in float64 (see module doc for the
+    edge cases). Arrays of the same size; a different shape of the same size is reshaped."""
+    ref, cand = _pair(reference, candidate)
+    with np.errstate(invalid="ignore", over="ignore"):     # NaN/Inf are decided below, not warned
+        err = ref - cand
+        return sqnr_from_powers(float(np.sum(ref * ref)), float(np.sum(err * err)))
+
+
+def sqnr_from_powers(signal_power: float, noise_power: float) -> float:
+    """The SQNR in dB of summed powers (sum ref^2, sum err^2): where the edge cases are decided."""
+    if not (math.isfinite(signal_power) and math.isfinite(noise_power)):
+        return -SQNR_CAP
     if noise_power <= 0.0:
         return SQNR_CAP
     if signal_power <= 0.0:
         return -SQNR_CAP
-    return float(min(SQNR_CAP, 10.0 * math.log10(signal_power / noise_power)))
+    return float(min(SQNR_CAP, max(-SQNR_CAP, 10.0 * math.log10(signal_power / noise_power))))
+
+
+def _pair(reference, candidate) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 arrays of the reference's shape; different sizes are a VerifyInputError."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        if ref.size != cand.size:
+            raise VerifyInputError(f"shapes differ: reference {list(ref.shape)}, candidate {list(cand.shape)}",
+                                   hint="compare outputs of the same model and sample")
+        cand = cand.reshape(ref.shape)
+    return ref, cand
 
 
 class Accumulator:
@@ -47,13 +76,7 @@ class Accumulator:
         self.top1_hits = self.top1_total = 0
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        ref = np.asarray(reference, dtype=np.float64)
-        cand = np.asarray(candidate, dtype=np.float64)
-        if ref.shape != cand.shape:
-            if ref.size != cand.size:
-                raise VerifyInputError(f"shapes differ: reference {list(ref.shape)}, candidate {list(cand.shape)}",
-                                       hint="compare outputs of the same model and sample")
-            cand = cand.reshape(ref.shape)
+        ref, cand = _pair(reference, candidate)
         err = ref - cand
         self.signal += float(np.sum(ref * ref))
         self.noise += float(np.sum(err * err))
@@ -72,7 +95,7 @@ class Accumulator:
 
     @property
     def sqnr_db(self) -> float:
-        return sqnr_db(self.signal, self.noise)
+        return sqnr_from_powers(self.signal, self.noise)
 
     @property
     def nsr(self) -> float:

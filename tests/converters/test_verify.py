@@ -29,6 +29,47 @@ def test_metrics_of_known_noise():
     assert metrics(np.array([1.0, -2.0]), np.array([-1.0, 2.0]))["cosine"] == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("reference, candidate, expected", [
+    ([1.0, 2.0], [1.0, 2.0], 200.0),                  # identical outputs: no noise, the cap
+    ([0.0, 0.0], [0.0, 0.0], 200.0),                  # identical zeros too
+    ([0.0, 0.0], [0.0, 1e-3], -200.0),                # zero reference, some noise: the floor
+    ([1.0, 1.0], [1.0, np.nan], -200.0),              # a NaN candidate is no signal at all
+    ([1.0, 1.0], [1.0, np.inf], -200.0),
+    ([np.inf, 1.0], [np.inf, 1.0], -200.0),           # inf - inf: no meaningful ratio either
+    ([1.0, 1.0], [1.0, 1.0 + 1e-12], 200.0),          # 250 dB is clamped to the cap
+    ([1e-12, 0.0], [1.0, 0.0], -200.0),               # -240 dB is clamped to the floor
+    ([1.0, 1.0], [1.1, 0.9], 20.0),                   # 10 log10(2 / 0.02)
+])
+def test_sqnr_edge_cases_are_defined_once(reference, candidate, expected):
+    from converters.verify.metrics import sqnr_db
+    assert sqnr_db(np.array(reference), np.array(candidate)) == pytest.approx(expected, abs=1e-6)
+    acc = Accumulator()                               # the streaming form agrees
+    acc.add(np.array(reference), np.array(candidate))
+    assert acc.sqnr_db == pytest.approx(expected, abs=1e-6)
+
+
+def test_sqnr_reshapes_same_size_and_refuses_other_sizes():
+    from converters.verify.metrics import sqnr_db
+    ref = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    assert sqnr_db(ref, ref.reshape(6)) == 200.0
+    with pytest.raises(VerifyInputError, match="shapes differ"):
+        sqnr_db(ref, np.ones(5))
+
+
+def test_benches_and_test_helpers_use_the_one_sqnr():
+    import sys
+    from pathlib import Path
+
+    import importlib
+
+    from tests.converters.ops import harness
+    m = importlib.import_module("converters.verify.metrics")   # the package exports a function of that name
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import convert_bench
+    import op_bench
+    assert convert_bench.sqnr_db is m.sqnr_db and op_bench.sqnr_db is m.sqnr_db and harness.sqnr_db is m.sqnr_db
+
+
 def test_top1_agreement_and_accuracy():
     ref = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])
     cand = np.array([[0.1, 0.8, 0.0], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])

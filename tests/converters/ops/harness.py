@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
+from converters.verify.metrics import sqnr_db  # noqa: F401  (tests use H.sqnr_db: the one definition)
 from edge.litert import make_interpreter
 
 
@@ -82,12 +83,6 @@ def output_scale(result, i: int = 0) -> float:
         if d["name"] in (f"{name}/int8", name) and d["dtype"] == np.int8:
             return float(d["quantization"][0])
     return None   # the output is produced by a float island
-
-
-def sqnr_db(ref, got) -> float:
-    """Signal-to-noise ratio of ``got`` against ``ref`` in dB, summed in float64 (no noise: ~300 dB)."""
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - got) ** 2), 1e-30)))
 
 
 def opcodes(result) -> list[str]:
