@@ -169,3 +169,19 @@ def test_a_qdq_artifact_on_the_cpu_provider_reproduces_the_converters_fidelity(d
     assert measured["sqnr_db"] >= 20.0                                        # test_qdq's floor
     assert measured["sqnr_db"] == pytest.approx(recorded["sqnr_db"], abs=0.05)
     assert measured["top1_agreement"] == pytest.approx(recorded["top1_agreement"], abs=1e-6)
+
+
+def test_the_jetson_board_on_a_machine_without_a_gpu(dense_onnx):
+    """The board file asks for TensorRT, CUDA, CPU and an engine cache: here that is an error
+    naming both accelerators, or (allowed) a CPU run that writes no engine-cache folder."""
+    import os
+    import boards
+    board = boards.load("jetson-orin-nano")
+    with pytest.raises(RuntimeBackendError) as info:
+        open_backend(dense_onnx, board=board)
+    assert info.value.code == "runtime.provider_missing" and f"{TRT}, {CUDA}" in info.value.message
+    cache = board.runtime.engine_cache_dir
+    existed = os.path.exists(cache)
+    be = open_backend(dense_onnx, board=board, allow_cpu_fallback=True)
+    assert be.providers == [CPU] and be.engine_cache is None and be.events[0]["delegate"] == f"{TRT},{CUDA}"
+    assert os.path.exists(cache) == existed
