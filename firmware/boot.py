@@ -42,7 +42,7 @@ def boot(root, *, layout: Layout | None = None) -> dict:
         else:
             state.note("trial_boot", slot=state.active, boot_count=slot["boot_count"])
             backend.save(state)
-            return _decision(layout, state.active, slot, "trial")
+            return {**_decision(layout, state.active, slot, "trial"), "max_boots": bound}
     state = backend.load()
     return _decision(layout, state.active, state.slots[state.active], "reverted" if reverted else "boot",
                      reverted)

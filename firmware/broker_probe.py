@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from pathlib import Path
 
 from firmware.errors import HealthCheckError
 

@@ -18,7 +18,6 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
