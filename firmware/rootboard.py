@@ -4,7 +4,7 @@ A board's ``[slots]`` table may put the slots and ``state.json`` anywhere under 
 state cannot say where the state is. ``install`` therefore writes one small record at a fixed
 place, ``<root>/ganglion/board.json``, whatever the board's own layout:
 
-    {"format_version": 1, "board": "my-rpi4", "source": "/etc/ganglion/my-rpi4.toml",
+    {"format_version": 1, "board": "my-rpi4",
      "slots": {"base": "...", "a": "...", "b": "...", "state": "..."}, "max_boots": 3}
 
 ``resolve(root, board=None)`` turns a root (and an optional ``--board``) into the ``Layout`` to
@@ -50,9 +50,9 @@ def read(root) -> dict | None:
     return data
 
 
-def write(layout: Layout, board: str, source: str | None = None) -> None:
+def write(layout: Layout, board: str) -> None:
     """Record ``layout`` for ``board`` (atomic; called by ``install`` before the switch)."""
-    data = {"format_version": 1, "board": board, "source": source, "slots": layout.paths(),
+    data = {"format_version": 1, "board": board, "slots": layout.paths(),
             "max_boots": layout.max_boots}
     path = record_path(layout.root)
     path.parent.mkdir(parents=True, exist_ok=True)

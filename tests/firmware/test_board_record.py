@@ -50,7 +50,7 @@ def cli_json(capsys, *args) -> dict:
 def test_install_writes_the_record_and_later_commands_need_no_board(custom, capsys, fw_keys):
     root, board, make = custom
     record = json.loads((root / "ganglion/board.json").read_text())
-    assert record["board"] == "custom-x86" and record["slots"] == CUSTOM_SLOTS and record["source"] is None
+    assert record["board"] == "custom-x86" and record["slots"] == CUSTOM_SLOTS and record["max_boots"] == 3
     info = cli_json(capsys, "firmware", "status", "--root", str(root))
     assert info["state_path"] == str(root / "data/fw/state.json") and info["board"] == "custom-x86"
     assert cli_json(capsys, "firmware", "boot", "--root", str(root))["path"] == str(root / "data/fw/one")
