@@ -13,7 +13,8 @@ With ``fps`` set, a live source still grabs every frame but decodes and submits 
 them per second: a camera's driver keeps a few buffers, and a source that read slower than the
 camera would be handed frames from the past.
 
-A live source that stops delivering frames raises ``CameraError``: the sources supervisor
+A live source that stops delivering frames (for a network stream: nothing for
+``STREAM_TIMEOUT_S``) raises ``CameraError``: the sources supervisor
 restarts it (a new capture is the usual cure for a wedged USB or RTSP stream), within its
 restart intensity. A camera that cannot be opened is not a crash loop: the source reports
 ``camera_unavailable`` once (the error names the device and says what to check), retries with a
@@ -42,6 +43,9 @@ from urllib.parse import urlsplit, urlunsplit
 from edge.errors import InputError, UsageError
 
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
+# A network stream that does not answer, or stops sending mid-stream, is noticed after this long
+# (FFmpeg's own default is 30 s, during which the source could not even see a stop request).
+STREAM_TIMEOUT_S = 5.0
 # Codes of a model that cannot take a frame at all: every frame would fail the same way.
 UNFIT_CODES = frozenset({"input.not_image", "input.ambiguous"})
 
@@ -86,7 +90,12 @@ def open_hint(device) -> str:
 
 def open_capture(cv2, device):
     """A ``cv2.VideoCapture`` that is open, or ``CameraError`` naming the device and a hint."""
-    cap = cv2.VideoCapture(device)
+    if is_stream_url(device):
+        ms = int(STREAM_TIMEOUT_S * 1000)
+        cap = cv2.VideoCapture(device, cv2.CAP_FFMPEG,
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    else:
+        cap = cv2.VideoCapture(device)
     if not cap.isOpened():
         cap.release()
         kind = "camera" if isinstance(device, int) or str(device).startswith("/dev/") else "video"

@@ -365,3 +365,62 @@ def test_a_camera_without_opencv_is_a_clear_usage_error(monkeypatch):
     with pytest.raises(UsageError) as info:
         make_source("camera", object(), device="0")
     assert info.value.code == "usage.camera_extra" and "ganglion-edge[camera]" in info.value.hint
+
+
+@pytest.fixture
+def stalling_server(tmp_path):
+    """A loopback HTTP 'camera' that sends the first third of a video and then goes silent with the
+    connection open (a stream that hangs, not one that ends); ``.silent_url`` never answers at all."""
+    import socket
+    import threading
+    data = open(cm.write_video(tmp_path / "long.avi", frames=200, fps=30), "rb").read()
+    listeners, held, stop = [], [], threading.Event()
+
+    def serve(sock, send):
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if send:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/x-msvideo\r\n\r\n" + data[:len(data) // 3])
+
+    urls = []
+    for send in (True, False):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        listeners.append(sock)
+        threading.Thread(target=serve, args=(sock, send), daemon=True).start()
+        urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}/cam.avi")
+    yield type("Server", (), {"stalling_url": urls[0], "silent_url": urls[1]})
+    stop.set()
+    for s in listeners + held:
+        s.close()
+
+
+def test_a_stream_that_hangs_is_noticed_after_the_stream_timeout(tmp_path, stalling_server, monkeypatch):
+    monkeypatch.setattr(camera, "STREAM_TIMEOUT_S", 1.0)      # 5 s in production
+    url = stalling_server.stalling_url
+    out = tmp_path / "r.jsonl"
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.camera_models:channel_means",
+                                 max_batch=1, sources=[{"kind": "camera", "device": url}],
+                                 sinks=[{"kind": "jsonl", "path": str(out)}])
+    started = time.monotonic()
+    _run(daemon, lambda: _events(outbox, "crash"), timeout=15)
+    noticed = time.monotonic() - started
+    assert _lines(out), "frames before the stall were answered"
+    crash = _events(outbox, "crash")[0]
+    assert crash["child"] == f"camera:{url}" and "stopped delivering frames" in crash["reason"]
+    assert noticed < 10                                       # not FFmpeg's default 30 s
+
+
+def test_a_stream_that_never_answers_is_unavailable_not_a_hang(stalling_server, monkeypatch):
+    monkeypatch.setattr(camera, "STREAM_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(camera.CameraError) as info:
+        camera.open_capture(cv2, stalling_server.silent_url)
+    assert time.monotonic() - started < 10
+    assert info.value.where == stalling_server.silent_url and "URL" in info.value.hint
