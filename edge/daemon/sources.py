@@ -156,10 +156,16 @@ class MqttSource:
     it to the daemon (blocking there is backpressure, and stalls nothing else: keepalive, commands
     and PUBACKs carry on). A message is acked once it is answered -- its result written to the
     sinks (spooled), or refused as bad input -- like a watched-folder file that moves to done/ only
-    after its result is written. The broker stops delivering once ``input_receive_max`` messages
-    wait for their ack, so the inbox stays bounded; what was not acked when the daemon died is
-    redelivered after the restart. An input the daemon could not take now (no worker ready) is
-    submitted again; one caught by a shutdown is left unacked for the next start.
+    after its result is written. What was not acked when the daemon died is redelivered after the
+    restart. An input the daemon could not take now (no worker ready) is submitted again; one
+    caught by a shutdown is left unacked for the next start.
+
+    Memory stays bounded by the telemetry layer, not by the broker: Receive Maximum
+    (``input_receive_max``) asks the broker to stop while that many inputs await their ack, but
+    mosquitto 2.0.11 honours it only for the first batch; so the input connection also pauses
+    itself once ``input_max_held`` inputs are held unanswered here (``edge/telemetry/inflow.py``).
+    ``held`` / ``held_max`` count what this source received and has not answered yet, as a check
+    on that bound from this side.
     """
     kind = "mqtt"
     RETRY_S = 0.5
@@ -171,12 +177,18 @@ class MqttSource:
         self.name = f"mqtt:{topic}"
         self._inbox: deque = deque()
         self._wake = threading.Event()
+        self._count_lock = threading.Lock()
+        self.held = 0           # received from the broker, not yet answered (acked)
+        self.held_max = 0
         # Subscribed now, before telemetry starts: the broker may hand over what it kept for us
         # at once, and that must find its handler.
         telemetry.subscribe_input(topic, self._on_message)
 
     def _on_message(self, msg) -> None:
         """paho's thread: hand over, never block."""
+        with self._count_lock:
+            self.held += 1
+            self.held_max = max(self.held_max, self.held)
         self._inbox.append(msg)
         self._wake.set()
 
@@ -209,6 +221,8 @@ class MqttSource:
                 return                       # stopping: unacked, the broker resends it next start
             if reply is not None:
                 reply(result)
+            with self._count_lock:
+                self.held -= 1
             ack = getattr(msg, "ack", None)
             if ack is not None:
                 ack()

@@ -19,8 +19,12 @@ thread. PUBACKs go out in the order the messages arrived, as MQTT 5 section 4.6 
 ``ack()`` may be held until every earlier message is acked too (``AckWindow``). Acks are bound to
 the connection that delivered the message: after a reconnect the broker resends what was not
 acked (persistent session) and packet ids may be reused, so a stale ``ack()`` is dropped.
-A broker that sends past the Receive Maximum (mosquitto 2.0.11 does, see ``_on_message``) is
-counted in ``over_receive_max``; the extra messages are still held unacked, never dropped.
+A broker that sends past the Receive Maximum (mosquitto 2.0.11 does, eclipse-mosquitto#2301) is
+counted in ``over_receive_max``. What bounds memory is ``max_held`` (``InputGate``, inflow.py):
+at that many inputs held unanswered the client closes its connection -- the broker keeps the
+rest -- and reconnects once the application has answered half of them; a redelivery of an input
+already held or answered is acknowledged in turn instead of being handed over again.
+``on_flow(event)`` reports each pause (``{"event": "input_paused", ...}``) on paho's thread.
 
 Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
 ``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
@@ -30,6 +34,7 @@ allowed to kill that thread.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
@@ -44,6 +49,7 @@ from paho.mqtt.properties import Properties
 
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
+from edge.telemetry.inflow import PAUSE, TAKE, InputGate, input_key
 
 log = logging.getLogger("ganglion.telemetry.mqtt")
 
@@ -82,14 +88,15 @@ class AckWindow:
     when it is done; ``send`` gets the mids whose turn has come (the done prefix, in arrival
     order). ``reset`` on every (re)connect."""
 
-    def __init__(self, send: Callable[[int], None]):
+    def __init__(self, send: Callable[[int], None], on_sent: Callable | None = None):
         self._send = send
+        self._on_sent = on_sent             # on_sent(token) after a token's PUBACK went out
         self._lock = threading.Lock()
         self._pending: deque[list] = deque()      # [mid, done], in arrival order
         self.generation = 0
 
-    def add(self, mid: int) -> Callable[[], None]:
-        entry = [mid, False]
+    def add(self, mid: int, token=None) -> Callable[[], None]:
+        entry = [mid, False, token]
         with self._lock:
             self._pending.append(entry)
             gen = self.generation
@@ -102,15 +109,22 @@ class AckWindow:
             entry[1] = True
             while self._pending and self._pending[0][1]:
                 # under the lock, so two threads cannot reorder their PUBACKs
-                self._send(self._pending.popleft()[0])
+                mid, _, token = self._pending.popleft()
+                self._send(mid)
+                if token is not None and self._on_sent is not None:
+                    self._on_sent(token)
 
     def reset(self) -> int:
         """A new connection: forget what the old one delivered (it will be redelivered)."""
+        return len(self.reset_pending(all_entries=True))
+
+    def reset_pending(self, *, all_entries: bool = False) -> list:
+        """``reset``, returning the tokens given to ``add`` of the deliveries not yet acked."""
         with self._lock:
-            dropped = len(self._pending)
+            tokens = [entry[2] for entry in self._pending if all_entries or entry[2] is not None]
             self._pending.clear()
             self.generation += 1
-        return dropped
+        return tokens
 
     def __len__(self) -> int:
         with self._lock:
@@ -123,16 +137,22 @@ class MqttClient:
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  will: Will | None = None, reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  session_expiry: int = 0, manual_ack: bool = False, receive_maximum: int | None = None,
+                 max_held: int | None = None,
                  on_connect: Callable[[], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
-                 on_publish: Callable[[int, bool], None] | None = None):
+                 on_publish: Callable[[int, bool], None] | None = None,
+                 on_flow: Callable[[dict], None] | None = None):
         self.url = url
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._receive_maximum = receive_maximum
-        self.acks = AckWindow(self._send_ack) if manual_ack else None
+        # the client-side bound on inputs held unanswered (inflow.py says why it is needed)
+        self.gate = InputGate(max_held, on_resume=self._resume_soon) if manual_ack else None
+        self.acks = AckWindow(self._send_ack, on_sent=self.gate.sent) if manual_ack else None
         self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
-        self._hooks = (on_connect, on_disconnect, on_publish)
+        self._hooks = (on_connect, on_disconnect, on_publish, on_flow)
+        self._run_lock = threading.Lock()      # start/stop vs. a resume after a pause
+        self._stopped = False
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[int, Callable[[Message], None]]] = {}
@@ -178,6 +198,11 @@ class MqttClient:
     def start(self) -> None:
         """Connect in the background (a device must come up with its broker down); paho's thread
         keeps reconnecting until ``stop()``."""
+        with self._run_lock:
+            self._stopped = False
+            self._start_loop()
+
+    def _start_loop(self) -> None:
         try:
             self._client.connect_async(**self._connect_args())
         except (OSError, ValueError) as exc:
@@ -214,12 +239,14 @@ class MqttClient:
 
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
-        self._connected.clear()
-        try:
-            self._client.disconnect()
-        except (OSError, ValueError):
-            pass
-        self._client.loop_stop()
+        with self._run_lock:
+            self._stopped = True
+            self._connected.clear()
+            try:
+                self._client.disconnect()
+            except (OSError, ValueError):
+                pass
+            self._client.loop_stop()
 
     # -- publish ----------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
@@ -277,7 +304,8 @@ class MqttClient:
             log.warning("MQTT connect to %s refused: %s", self.url, reason_code)
             return
         if self.acks is not None:
-            self.acks.reset()
+            self.gate.disconnected(self.acks.reset_pending())
+            self.gate.connected()
         with self._lock:
             subs = [(f, q) for f, (q, _) in self._subs.items()]
         if not subs:
@@ -302,6 +330,8 @@ class MqttClient:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        if self.acks is not None:      # answers from now on wait for their redelivery
+            self.gate.disconnected(self.acks.reset_pending())
         if was:       # otherwise keep the reason the CONNACK gave (e.g. not authorized)
             self.last_error = f"disconnected: {reason_code}"
             self._call(self._hooks[1], str(reason_code))
@@ -312,15 +342,16 @@ class MqttClient:
 
     def _on_message(self, client, userdata, msg) -> None:
         props = getattr(msg, "properties", None)
-        acker = self.acks.add(msg.mid) if self.acks is not None and msg.qos == 1 else None
-        if acker is not None and self._receive_maximum and len(self.acks) > self._receive_maximum:
-            # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
-            # (eclipse-mosquitto/mosquitto#2301); the message is kept unacked all the same.
-            self.over_receive_max += 1
         message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
                           response_topic=getattr(props, "ResponseTopic", None),
                           correlation=getattr(props, "CorrelationData", None),
-                          mid=msg.mid, dup=bool(msg.dup), _acker=acker)
+                          mid=msg.mid, dup=bool(msg.dup))
+        acker = None
+        if self.acks is not None and msg.qos == 1:
+            acker = self._admit(message)
+            if acker is None:
+                return         # not taken (paused), or a redelivery of an input already held
+            message = dataclasses.replace(message, _acker=acker)
         with self._lock:
             targets = [cb for f, (_, cb) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
         if not targets and acker is not None:
@@ -332,6 +363,49 @@ class MqttClient:
         for callback in targets:
             if not self._call(callback, message) and acker is not None:
                 acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
+
+    def _admit(self, message: Message) -> Callable[[], None] | None:
+        """The input gate's verdict on a QoS 1 delivery (inflow.py); the ack function if taken."""
+        key = input_key(message.topic, message.payload, message.response_topic, message.correlation)
+        verdict, token = self.gate.admit(key, message.dup, lambda t: self.acks.add(message.mid, t))
+        if verdict == PAUSE:
+            self._pause()
+        if verdict != TAKE:
+            return None
+        if self._receive_maximum and len(self.acks) > self._receive_maximum:
+            # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
+            # (eclipse-mosquitto/mosquitto#2301); counted, and bounded by the gate instead.
+            self.over_receive_max += 1
+        return token.answer
+
+    def _pause(self) -> None:
+        """Paho's thread: the gate is full. Close the input connection (the broker keeps what we
+        did not take); ``_resume`` reconnects once the daemon has caught up."""
+        stats = self.gate.stats()
+        log.warning("MQTT inputs paused: %d held unanswered (limit %d); reconnecting at %d",
+                    stats["held"], self.gate.limit, self.gate.resume_at)
+        self.gate.disconnected(self.acks.reset_pending())    # no PUBACK on a link we are closing
+        try:
+            self._client.disconnect()       # paho's thread ends after sending DISCONNECT
+        except (OSError, ValueError):
+            pass
+        self._call(self._hooks[3], {"event": "input_paused", "held": stats["held"], "limit": self.gate.limit,
+                                    "resume_at": self.gate.resume_at, "pauses": stats["pauses"]})
+
+    def _resume_soon(self) -> None:
+        # Called by whoever answered the input (maybe paho's own thread): join and restart the
+        # network thread from a thread of our own.
+        threading.Thread(target=self._resume, name="mqtt-input-resume", daemon=True).start()
+
+    def _resume(self) -> None:
+        with self._run_lock:
+            if self._stopped:
+                return
+            self._client.loop_stop()        # the thread our DISCONNECT ended
+            try:
+                self._start_loop()
+            except BrokerError as exc:
+                log.error("MQTT inputs cannot reconnect: %s", exc.message)
 
     def _send_ack(self, mid: int) -> None:
         self._client.ack(mid, 1)

@@ -55,6 +55,7 @@ class Telemetry:
         self._status_lock = threading.Lock()
         self._reported_dropped = 0     # a restarted device re-reports the persistent total once
         self._last_overflow_report = 0.0
+        self._last_pause_report = -OVERFLOW_REPORT_S
         will = envelope(None, self._started_at, self.device_id, "status", {"state": "offline", "reason": "lost"})
         self.client = self._connection(
             f"ganglion-{self.device_id}", will=Will(device_topic(self.device_id, "status"), will),
@@ -156,9 +157,14 @@ class Telemetry:
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
                 "commands": dict(self.commands.counters),
-                **({"inputs_connected": self.inputs.connected, "inputs_unacked": len(self.inputs.acks),
-                    "inputs_over_receive_max": self.inputs.over_receive_max}
-                   if self.inputs is not None else {})}
+                **(self._input_stats() if self.inputs is not None else {})}
+
+    def _input_stats(self) -> dict:
+        gate = self.inputs.gate.stats()
+        return {"inputs_connected": self.inputs.connected, "inputs_unacked": len(self.inputs.acks),
+                "inputs_over_receive_max": self.inputs.over_receive_max,
+                **{f"inputs_{k}": gate[k] for k in ("held", "held_max", "held_limit", "paused", "pauses",
+                                                     "shed", "adopted")}}
 
     # -- commands and subscriptions ---------------------------------------------------------------
     def register_command(self, verb: str, handler: Callable[[dict], dict]) -> None:
@@ -186,7 +192,8 @@ class Telemetry:
         if first:
             self.inputs = self._connection(
                 f"ganglion-{self.device_id}-in", session_expiry=self.cfg.input_session_expiry,
-                manual_ack=True, receive_maximum=self.cfg.input_receive_max)
+                manual_ack=True, receive_maximum=self.cfg.input_receive_max,
+                max_held=self.cfg.input_held_limit, on_flow=self._input_flow)
         self.inputs.subscribe(topic, callback)
         if first and self._started:
             self.inputs.start()
@@ -227,6 +234,18 @@ class Telemetry:
     def _command_event(self, event: dict) -> None:
         log.warning("command refused: %s", event)
         self.record("events", event)
+
+    def _input_flow(self, event: dict) -> None:
+        """The input connection paused (paho's thread): one ``input_paused`` event per
+        ``OVERFLOW_REPORT_S`` at most; every pause is counted in ``inputs_pauses`` anyway."""
+        now = time.monotonic()
+        if now - self._last_pause_report < OVERFLOW_REPORT_S:
+            return
+        self._last_pause_report = now
+        try:
+            self.record("events", event)
+        except TelemetryError as exc:
+            log.error("cannot record an input_paused event: %s", exc.message)
 
     def _ping(self, args: dict) -> dict:
         return {"pong": True, "uptime_s": round(time.time() - self._started_at, 3)}

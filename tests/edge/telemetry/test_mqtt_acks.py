@@ -77,9 +77,12 @@ def test_receive_maximum_holds_deliveries_and_the_session_resends_unacked(mosqui
         assert [m.payload for m in again.got] == [b"%d" % i for i in range(6)]
         assert [m.dup for m in again.got[:2]] == [True, True]
         assert again.client.acks is not None and len(again.client.acks) == 0
+        # A barrier: once the broker acknowledges this, it has read every PUBACK before it (one
+        # TCP stream, read in order); without it the stop could race the last PUBACKs.
+        again.client.publish_wait("sync/x", b"")
         again.client.stop()
         third = Inbox(mosquitto.url, device, receive_maximum=2)
-        assert third.wait(1, timeout=1.0) == 0     # all acked: nothing comes back
+        assert third.wait(1, timeout=1.0) == 0, [(m.payload, m.dup) for m in third.got]   # all acked
         third.client.stop()
     finally:
         sender.stop()

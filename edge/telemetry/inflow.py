@@ -1,0 +1,199 @@
+"""Flow control for the input connection: a bound on inputs held unanswered in the device's
+memory that holds whatever the broker does (paho-free logic; ``edge.telemetry.mqtt`` wires it).
+
+Why a client-side bound: the input connection asks for MQTT 5 Receive Maximum N, so the broker
+should stop delivering while N inputs await our PUBACK (sent only once an input is answered).
+mosquitto 2.0.11 honours that only for the first batch after a connect, then releases more
+than one send slot per PUBACK and soon sends the whole backlog (eclipse-mosquitto/mosquitto#2301,
+"quota exceeded", open). Nothing is lost, but thousands of inputs would sit in memory.
+
+How: ``InputGate.admit`` runs on paho's thread for every QoS 1 delivery and decides one of
+
+    take      hand it over (``held`` + 1); its ``Token.answer`` is the message's ack()
+    adopt     a redelivery (DUP) of an input we already hold from an earlier connection: not
+              handed over twice; its PUBACK goes out once that input is answered
+    pause     ``held`` reached ``limit``: this delivery is not taken (the broker keeps it), and
+              the caller disconnects the input connection
+    shed      a delivery that arrives while paused, not taken either
+
+The connection is closed rather than its socket left unread: paho's keepalive expects every
+PINGRESP, which would wait behind unread PUBLISHes; and PUBACKs go out in arrival order, so once
+one delivery is not taken, no later one could be acknowledged on that connection anyway. Closing
+it affects only inputs: telemetry, commands and the keepalive of the main connection are on
+another connection and another paho thread. Once the daemon has answered down to ``resume_at``
+held inputs, ``on_resume`` asks for a reconnect (persistent session): the broker resends what was
+not acknowledged, flagged DUP. Inputs answered while disconnected, or still being worked on,
+are matched to their redelivery by (topic, payload sha256, response topic, correlation data) --
+identical in all four means interchangeable -- and acknowledged instead of being run again.
+An input whose PUBACK was handed to paho just as the link dropped may still come back and run
+twice: delivery is at least once.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import deque
+from typing import Callable
+
+TAKE, ADOPTED, PAUSE, SHED = "take", "adopted", "pause", "shed"
+MIN_ORPHANS = 1024         # answered inputs awaiting their redelivery, kept at least (see connected)
+
+
+def input_key(topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None) -> tuple:
+    """What makes two deliveries the same input (a redelivery carries all four unchanged)."""
+    return (topic, hashlib.sha256(payload).digest(), response_topic, correlation)
+
+
+class Token:
+    """One input held by the application, across reconnects: ``answer()`` once it is answered."""
+    __slots__ = ("gate", "key", "answered", "ack_fn", "seq")
+
+    def __init__(self, gate: "InputGate", key: tuple):
+        self.gate, self.key = gate, key
+        self.answered = False
+        self.ack_fn: Callable[[], None] | None = None     # the PUBACK on the current connection
+        self.seq = 0            # when it entered an _Index (oldest first)
+
+    def answer(self) -> None:
+        self.gate._answer(self)
+
+
+class InputGate:
+    """``limit``: inputs handed over and not yet answered, at most (None: no bound). ``resume_at``:
+    reconnect once that few are held. ``on_resume()`` is called on the answering thread and
+    must return at once."""
+
+    def __init__(self, limit: int | None = None, resume_at: int | None = None,
+                 on_resume: Callable[[], None] | None = None):
+        self.limit = limit
+        self.resume_at = resume_at if resume_at is not None else (limit // 2 if limit else 0)
+        self.on_resume = on_resume
+        self.max_orphans = max(MIN_ORPHANS, 8 * (limit or 0))
+        # re-entrant: ``sent`` runs inside ``_answer``/``admit``, whose PUBACK it reports
+        self._lock = threading.RLock()
+        self._orphans = _Index()   # held from an earlier connection, PUBACK not sent
+        self._acked = _Index()     # PUBACK sent recently
+        self.held = 0           # handed over, not yet answered (any connection)
+        self.held_max = 0       # high-water mark of ``held``
+        self.paused = False     # set at a pause, cleared by the next connection
+        self._resuming = False
+        self.counters = {"pauses": 0, "shed": 0, "adopted": 0}
+
+    # -- paho's thread ----------------------------------------------------------------------
+    def admit(self, key: tuple, dup: bool, add_ack: Callable[[Token], Callable[[], None]]):
+        """-> (verdict, token or None). ``add_ack(token)`` registers a PUBACK slot on the current
+        connection and returns the function that sends it in turn."""
+        with self._lock:
+            if self.paused:
+                self.counters["shed"] += 1
+                return SHED, None
+            # an input held unanswered (or answered, PUBACK not sent) first, then one already
+            # acked: mosquitto 2.0.11 sometimes ignores a PUBACK and resends after a reconnect
+            token = (self._orphans.pop(key) or self._acked.pop(key)) if dup else None
+            if token is not None:
+                self.counters["adopted"] += 1
+                token.ack_fn = add_ack(token)
+                if token.answered:
+                    token.ack_fn()
+                return ADOPTED, token
+            if self.limit is not None and self.held >= self.limit:
+                self.paused = True
+                self.counters["pauses"] += 1
+                self.counters["shed"] += 1
+                return PAUSE, None
+            token = Token(self, key)
+            token.ack_fn = add_ack(token)
+            self.held += 1
+            self.held_max = max(self.held_max, self.held)
+            return TAKE, token
+
+    def disconnected(self, pending: list[Token]) -> None:
+        """The connection is gone: ``pending`` (tokens whose PUBACK was not sent) now wait for
+        their redelivery on a later connection."""
+        with self._lock:
+            for token in pending:
+                if token.ack_fn is None:
+                    continue                       # already orphaned
+                token.ack_fn = None
+                self._orphans.add(token)
+
+    def connected(self) -> None:
+        """A new connection: take deliveries again.
+
+        An answered input waits for its redelivery across reconnects: a connection may pause
+        again before the broker got round to resending everything. Past ``max_orphans`` the
+        oldest answered ones are forgotten (their PUBACK reached the broker after all, or the
+        session expired): at worst such an input runs again if it does come back."""
+        with self._lock:
+            self.paused = self._resuming = False
+            answered = [t for t in self._orphans.tokens() if t.answered]
+            for token in answered[:max(0, len(answered) - self.max_orphans)]:
+                self._orphans.remove(token)
+
+    def sent(self, token: Token) -> None:
+        """Its PUBACK went to paho: remember it a while, in case the broker resends it anyway."""
+        with self._lock:
+            self._acked.add(token)
+            if len(self._acked) > self.max_orphans:
+                self._acked.remove(self._acked.oldest())
+
+    # -- the application's threads ---------------------------------------------------------------
+    def _answer(self, token: Token) -> None:
+        with self._lock:
+            if token.answered:
+                return
+            token.answered = True
+            self.held -= 1
+            ack = token.ack_fn
+            resume = self.paused and not self._resuming and self.held <= self.resume_at
+            if resume:
+                self._resuming = True
+            if ack is not None:
+                ack()        # under the lock: a disconnect cannot orphan it halfway
+        if resume and self.on_resume is not None:
+            self.on_resume()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"held": self.held, "held_max": self.held_max, "held_limit": self.limit,
+                    "paused": self.paused, "orphans": len(self._orphans), "acked_kept": len(self._acked),
+                    **self.counters}
+
+
+class _Index:
+    """Tokens by key, oldest first; ``pop(key)`` takes the oldest with that key."""
+
+    def __init__(self):
+        self._by_key: dict[tuple, deque[Token]] = {}
+        self._order: dict[Token, None] = {}      # insertion-ordered set
+        self._count = 0
+
+    def add(self, token: Token) -> None:
+        self._count += 1
+        token.seq = self._count
+        self._by_key.setdefault(token.key, deque()).append(token)
+        self._order[token] = None
+
+    def pop(self, key: tuple) -> Token | None:
+        queue = self._by_key.get(key)
+        if not queue:
+            return None
+        token = queue[0]
+        self.remove(token)
+        return token
+
+    def remove(self, token: Token) -> None:
+        queue = self._by_key[token.key]
+        queue.remove(token)
+        if not queue:
+            del self._by_key[token.key]
+        del self._order[token]
+
+    def oldest(self) -> Token:
+        return next(iter(self._order))
+
+    def tokens(self) -> list[Token]:
+        return list(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)

@@ -1,0 +1,134 @@
+"""The input gate's logic (edge/telemetry/inflow.py) with an in-memory PUBACK window: the bound,
+the pause and resume, and redeliveries matched to inputs already held. The real-broker scenario
+is in tests/edge/daemon/test_mqtt_input.py (2,000 inputs through a slow model)."""
+from __future__ import annotations
+
+from edge.telemetry.inflow import ADOPTED, PAUSE, SHED, TAKE, InputGate, input_key
+from edge.telemetry.mqtt import AckWindow
+
+
+class Link:
+    """One broker connection as the gate sees it: a PUBACK window that records what it sends."""
+
+    def __init__(self, gate: InputGate):
+        self.gate, self.sent, self.mid = gate, [], 0
+        self.window = AckWindow(self.sent.append)
+        gate.connected()
+
+    def deliver(self, name: str, dup: bool = False):
+        self.mid += 1
+        mid = self.mid
+        return self.gate.admit(key(name), dup, lambda token: self.window.add(mid, token))
+
+    def close(self) -> None:
+        self.gate.disconnected(self.window.reset_pending())
+
+
+def key(name: str) -> tuple:
+    return input_key("in/x", name.encode(), None, None)
+
+
+def test_takes_up_to_the_limit_then_pauses_and_sheds():
+    gate = InputGate(limit=3)
+    link = Link(gate)
+    verdicts = [link.deliver(f"m{i}")[0] for i in range(5)]
+    assert verdicts == [TAKE, TAKE, TAKE, PAUSE, SHED]
+    assert (gate.held, gate.held_max, gate.paused) == (3, 3, True)
+    assert gate.stats()["pauses"] == 1 and gate.stats()["shed"] == 2
+
+
+def test_no_limit_never_pauses():
+    gate = InputGate()
+    link = Link(gate)
+    assert {link.deliver(f"m{i}")[0] for i in range(500)} == {TAKE} and gate.held == 500
+
+
+def test_resume_is_asked_once_when_held_falls_to_resume_at():
+    resumed = []
+    gate = InputGate(limit=4, on_resume=lambda: resumed.append(gate.held))
+    assert gate.resume_at == 2
+    link = Link(gate)
+    tokens = [link.deliver(f"m{i}")[1] for i in range(4)]
+    assert link.deliver("m4")[0] == PAUSE
+    link.close()
+    tokens[0].answer()
+    assert resumed == []                     # 3 held: not yet
+    tokens[1].answer()
+    tokens[2].answer()
+    assert resumed == [2]                    # once, at 2, not again at 1
+    tokens[1].answer()                       # a second answer changes nothing
+    assert gate.held == 1
+    Link(gate)                               # the new connection takes deliveries again
+    assert not gate.paused
+
+
+def test_answers_on_the_current_link_ack_in_order():
+    gate = InputGate(limit=10)
+    link = Link(gate)
+    a, b = link.deliver("a")[1], link.deliver("b")[1]
+    b.answer()
+    assert link.sent == []                   # b waits for a (in-order PUBACKs)
+    a.answer()
+    assert link.sent == [1, 2] and gate.held == 0
+
+
+def test_a_redelivery_of_an_input_already_held_is_adopted_not_handed_over_twice():
+    gate = InputGate(limit=10)
+    first = Link(gate)
+    a, b, c = (first.deliver(n)[1] for n in "abc")
+    b.answer()                               # answered, PUBACK held behind a
+    first.close()                            # a and b (and c) wait for their redelivery
+    c.answer()                               # answered while disconnected
+    second = Link(gate)
+    assert second.deliver("a", dup=True) == (ADOPTED, a)
+    assert second.deliver("b", dup=True)[0] == ADOPTED
+    assert second.deliver("c", dup=True)[0] == ADOPTED
+    assert second.sent == []                 # a is not answered yet: nothing may pass it
+    assert second.deliver("d")[0] == TAKE    # a new input is taken as usual
+    a.answer()                               # ... and a's answer acks a, b, c on this link
+    assert second.sent == [1, 2, 3] and gate.held == 1
+    assert gate.stats()["adopted"] == 3
+
+
+def test_only_a_dup_is_matched_and_identical_inputs_are_matched_one_for_one():
+    gate = InputGate(limit=10)
+    first = Link(gate)
+    x1, x2 = first.deliver("x")[1], first.deliver("x")[1]      # the same bytes twice
+    x2.answer()                                                 # its PUBACK waits behind x1
+    first.close()
+    second = Link(gate)
+    assert second.deliver("x", dup=False)[0] == TAKE            # not a redelivery: a new input
+    assert second.deliver("x", dup=True)[0] == ADOPTED          # x1's copy
+    assert second.deliver("x", dup=True)[0] == ADOPTED          # x2's copy
+    assert second.deliver("x", dup=True)[0] == TAKE             # nothing left to match
+    x1.answer()
+    assert gate.held == 2                                       # the two taken on `second`
+    assert second.sent == []                                    # the first delivery is unanswered
+
+
+def test_an_orphan_survives_connections_that_pause_before_its_redelivery():
+    gate = InputGate(limit=2)
+    first = Link(gate)
+    first.deliver("a")
+    first.deliver("b")[1].answer()           # answered; its PUBACK waits behind a's
+    first.close()
+    for _ in range(5):                       # short connections that never resend "b"
+        link = Link(gate)
+        link.close()
+    assert Link(gate).deliver("b", dup=True)[0] == ADOPTED
+
+
+def test_answered_orphans_are_bounded():
+    gate = InputGate()
+    gate.max_orphans = 3
+    link = Link(gate)
+    first = link.deliver("n0")[1]            # unanswered: every later PUBACK waits behind it
+    for i in range(1, 5):
+        link.deliver(f"n{i}")[1].answer()
+    link.close()
+    assert gate.stats()["orphans"] == 5
+    second = Link(gate)
+    assert gate.stats()["orphans"] == 4      # the 3 newest answered + the unanswered one
+    assert second.deliver("n1", dup=True)[0] == TAKE         # the oldest answered was forgotten
+    assert second.deliver("n0", dup=True)[0] == ADOPTED
+    first.answer()
