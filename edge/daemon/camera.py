@@ -133,7 +133,6 @@ class CameraSource:
                              code="usage.source", hint="give a camera index, a /dev/video* node, "
                              "an rtsp:// or http:// URL, or an existing video file")
         self.name = f"camera:{redact(self.device)}"
-        self.submitted = 0              # frames handed to the daemon, over the source's lifetime
         self._unfit = threading.Event()
 
     # -- the thread ---------------------------------------------------------------------------
@@ -224,7 +223,6 @@ class CameraSource:
     # -- helpers ------------------------------------------------------------------------------
     def _submit(self, frame, meta: dict) -> None:
         meta["ts"] = round(time.time(), 3)
-        self.submitted += 1
         self.daemon.submit(self.name, to_rgb(self.cv2, frame), meta, self._check_fit, live=True)
 
     def _check_fit(self, result) -> None:
