@@ -71,7 +71,7 @@ class Daemon:
                                isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
-        self.pool.backlog = self.requests.__len__
+        self.pool.backlog, self.pool.nudge = self.requests.__len__, self.requests.wake_all
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
                                     rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
                         for s in cfg.sources]
@@ -151,6 +151,9 @@ class Daemon:
         return Request(source, feeds, meta, on_done)
 
     def _enqueue(self, req: Request, live: bool) -> None:
+        if self.cfg.batch.budget_ms == 0 and self.pool.offer(Job([req])):
+            self.metrics.count("direct_sends")      # an idle worker took it at once (edge/daemon/pool.py)
+            return
         if live:
             self.requests.put_live(req)
             return

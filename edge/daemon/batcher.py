@@ -66,9 +66,10 @@ class Batcher:
         self.batched_requests = 0
         self._lock = threading.Lock()
 
-    def take(self, timeout: float) -> Job | None:
-        """The next micro-batch as a Job, or None if no request arrived within ``timeout``."""
-        return self._take(timeout, self.budget)
+    def take(self, timeout: float, wake=None) -> Job | None:
+        """The next micro-batch as a Job; None if no request arrived within ``timeout`` or once
+        ``wake()`` is true (the caller has other work: a job handed to its worker directly)."""
+        return self._take(timeout, self.budget, wake)
 
     def take_ready(self) -> Job | None:
         """A micro-batch of what is queued right now, without waiting (the job a dispatcher
@@ -78,8 +79,8 @@ class Batcher:
             return None
         return self._take(0.0, 0.0)
 
-    def _take(self, timeout: float, budget: float) -> Job | None:
-        first = self.requests.get(timeout=timeout)
+    def _take(self, timeout: float, budget: float, wake=None) -> Job | None:
+        first = self.requests.get(timeout, wake)
         if first is None:
             return None
         batch = self._gather(first, budget)

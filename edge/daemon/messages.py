@@ -77,6 +77,7 @@ class Job:
 
     def __init__(self, requests: list[Request], attempts: int = 0, first_error: str | None = None):
         self.requests, self.attempts, self.first_error = requests, attempts, first_error
+        self.slot = -1                   # the worker's shared-memory segment it was sent in
         self._feeds: dict[str, np.ndarray] | None = None
 
     def parts(self) -> dict[str, list[np.ndarray]]:
@@ -112,10 +113,13 @@ class Fifo:
             self._items.appendleft(item)
             self._cond.notify_all()
 
-    def get(self, timeout: float):
-        """The oldest item, or None after ``timeout`` seconds or once closed and empty."""
+    def get(self, timeout: float, wake=None):
+        """The oldest item, or None after ``timeout`` seconds, once closed and empty, or as soon as
+        ``wake()`` is true (checked whenever the queue is nudged, see ``wake_all``)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self.closed, max(timeout, 0.0)):
+            ready = (lambda: self._items or self.closed) if wake is None else \
+                (lambda: self._items or self.closed or wake())
+            if not self._cond.wait_for(ready, max(timeout, 0.0)) or (wake is not None and wake()):
                 return None
             if not self._items:
                 return None
@@ -132,6 +136,11 @@ class Fifo:
     def close(self) -> None:
         with self._cond:
             self.closed = True
+            self._cond.notify_all()
+
+    def wake_all(self) -> None:
+        """Make every waiter in ``get`` look at its ``wake`` condition again."""
+        with self._cond:
             self._cond.notify_all()
 
     def __len__(self) -> int:

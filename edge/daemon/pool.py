@@ -11,13 +11,16 @@ with a ``runtime.worker_crash`` error. A worker that does not answer within the 
 (a hung delegate) is killed and handled the same way. Nothing is dropped: on shutdown, whatever is still queued
 is answered with an error too.
 
-Who talks to a worker: its dispatcher thread, or -- for ``Daemon.infer``, the synchronous entry
-point -- the calling thread itself. A handle's ``lease`` says who owns the pipe. The dispatcher
-holds it while jobs are in flight and lets go when it waits for work; a caller that finds an idle
-worker (``WorkerPool.run_direct``) takes the lease, sends its request, reads the answer and gives
-the lease back. That saves the two thread hand-offs of the queued path (caller -> dispatcher and
-dispatcher -> caller), which on a small board or a VM cost as much as the pipe round trip itself.
-The crash rules are the same either way: the caller runs the same code (``WorkerHandle._run``).
+Who writes to a worker: its dispatcher thread, or the thread that submits a request when the
+worker is idle and nothing is queued. A handle's ``lease`` says who owns the pipe: the dispatcher
+holds it while jobs are in flight and lets go when it waits for work. A submitting thread that
+finds an idle worker takes the lease and sends its request itself -- the worker starts at once,
+instead of after a thread hand-off to the dispatcher (on a small board or a VM, a hand-off costs
+as much as the pipe round trip). Then either the dispatcher is told to read the answer while the
+worker computes (``WorkerPool.offer``, the asynchronous ``submit``: the hand-off happens, but
+off the critical path), or the caller reads it itself (``WorkerPool.run_direct``, for the
+synchronous ``Daemon.infer``: no hand-off at all). The crash rules are the same on every path:
+the same code (``WorkerHandle._send``/``_drain``) runs whoever holds the lease.
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ class WorkerPool:
         self.take: Callable[[float], Job | None] = lambda timeout: None   # set to Batcher.take
         self.take_ready: Callable[[], Job | None] = lambda: None          # set to Batcher.take_ready
         self.backlog: Callable[[], int] = lambda: 0                       # set to len(RequestQueue)
+        self.nudge: Callable[[], None] = lambda: None     # wakes dispatchers waiting in ``take``
         self.ctx = multiprocessing.get_context(start_method)
         self.slots = [WorkerSlot(f"worker-{i}", self) for i in range(count)]
         self.info: ModelInfo | None = None
@@ -73,25 +77,34 @@ class WorkerPool:
         self.idle = 0                           # dispatchers waiting for work, their worker free
         self._idle_lock = threading.Lock()
 
-    def wait_for_job(self, timeout: float) -> Job | None:
-        """``take``, counted as an idle worker while it waits (see ``WorkerHandle._top_up``)."""
+    def wait_for_job(self, timeout: float, wake: Callable[[], bool]) -> Job | None:
+        """``take``, counted as an idle worker while it waits (see ``WorkerHandle._top_up``);
+        returns None early once ``wake()`` is true (a job was handed over, see ``offer``)."""
         with self._idle_lock:
             self.idle += 1
         try:
-            return self.take(timeout)
+            return self.take(timeout, wake)
         finally:
             with self._idle_lock:
                 self.idle -= 1
 
+    def offer(self, job: Job) -> bool:
+        """Send ``job`` from the calling thread to an idle worker and leave the answer to its
+        dispatcher; False when no worker is idle or work is queued (never jumps the queue)."""
+        return self._direct(job, wait=False)
+
     def run_direct(self, job: Job) -> bool:
-        """Run ``job`` from the calling thread on an idle worker; False when none is idle or work
-        is queued (a direct run never jumps the queue). True means answered: ``on_done`` was
-        called, or the job went to the retry queue because the worker died under it."""
+        """Like ``offer``, but the calling thread also reads the answer and routes it: when this
+        returns True, ``on_done`` was called (or the job is queued for its retry, its worker
+        having died under it)."""
+        return self._direct(job, wait=True)
+
+    def _direct(self, job: Job, wait: bool) -> bool:
         if len(self.jobs) or self.backlog():
             return False
         for slot in self.slots:
             handle = slot.handle
-            if handle is not None and handle.lend(job):
+            if handle is not None and handle.lend(job, wait):
                 return True
         return False
 
@@ -173,9 +186,9 @@ class WorkerHandle(ProcessChild):
         self.lease = threading.Lock()
         self.lease.acquire()
         self.broken = False                     # the pipe broke: nobody may use it again
+        self.handed = False                     # a submitter sent a job: the dispatcher must drain it
         self.outbound = Outbound()              # large inputs go through shared memory
         self.inflight: deque[Job] = deque()     # sent, not yet answered; oldest first
-        self.sent = 0
         # a poll object made once: Connection.poll builds a selector per call, a few us each time
         self._poller = select.poll()
         self._poller.register(conn.fileno(), select.POLLIN)
@@ -194,17 +207,24 @@ class WorkerHandle(ProcessChild):
         self._thread.join(timeout)
         self.conn.close()
 
-    def lend(self, job: Job) -> bool:
-        """Run ``job`` on the calling thread if the dispatcher is idle (see the module docstring)."""
+    def lend(self, job: Job, wait: bool) -> bool:
+        """Send ``job`` from the calling thread if this worker is idle (see the module docstring);
+        with ``wait``, also read and route its answer here, else hand that to the dispatcher."""
         if not self.lease.acquire(blocking=False):
             return False
         try:
-            if self.broken or self.stopping.is_set():
+            if self.broken or self.stopping.is_set() or self.inflight:
                 return False
-            self._run(job)
+            if self._send(job):
+                if wait:
+                    self._drain()
+                else:
+                    self.handed = True
             return True
         finally:
             self.lease.release()
+            if self.handed:
+                self.slot.pool.nudge()
 
     # -- dispatcher ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -217,22 +237,28 @@ class WorkerHandle(ProcessChild):
             self.outbound.close()
 
     def _serve(self) -> None:
-        """Take a job (retries first), run it and whatever the pipeline picks up, repeat."""
+        """Take a job (retries first) or a handed-over one, answer it and whatever the pipeline
+        picks up, repeat."""
         pool = self.slot.pool
+        handed = lambda: self.handed      # noqa: E731 -- the wake-up condition of ``take``
         while not self.stopping.is_set() and not self.broken:
-            job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2)
-            if job is None:
+            job = None if self.handed else \
+                (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2, handed)
+            if job is None and not self.handed:
                 if not self.process.is_alive():
                     return
                 continue
             with self.lease:
-                if self.broken:                 # a direct caller saw the worker die meanwhile
-                    pool.jobs.put_front(job)    # not this job's fault: no retry used up
+                self.handed = False
+                if self.broken:                 # a submitter saw the worker die meanwhile
+                    if job is not None:
+                        pool.jobs.put_front(job)    # not this job's fault: no retry used up
                     return
-                self._run(job)
+                if job is None or self._send(job):
+                    self._drain()
 
-    def _run(self, job: Job) -> None:
-        """Send ``job`` and answer it; while the worker computes, write the next job ahead.
+    def _drain(self) -> None:
+        """Answer the jobs in flight, in order; while the worker computes, write the next job ahead.
 
         Up to ``PIPELINE`` jobs are in the pipe, so the worker never waits for the parent to
         route a result and take a new batch -- unless another worker is idle, which would start
@@ -240,8 +266,6 @@ class WorkerHandle(ProcessChild):
         input that kills the worker again cannot take a pipelined neighbour's second chance with
         it. Returns once nothing is in flight (or the pipe broke: ``broken`` is then set)."""
         pool, inflight = self.slot.pool, self.inflight
-        if not self._send(job):
-            return
         while inflight:
             if not self.stopping.is_set() and not self._top_up(pool, inflight):
                 return
@@ -264,12 +288,14 @@ class WorkerHandle(ProcessChild):
         return True
 
     def _send(self, job: Job) -> bool:
+        # The first shared-memory segment not used by a job in flight: one request at a time
+        # keeps reusing segment 0, which stays in the caches of both processes.
+        job.slot = next(i for i in range(SLOTS) if all(j.slot != i for j in self.inflight))
         self.inflight.append(job)
-        self.sent += 1
         try:
             with self._send_lock:
                 self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.parts(),
-                                                 self.outbound, self.sent % SLOTS))
+                                                 self.outbound, job.slot))
         except (OSError, ValueError):
             self._lost_all(self.inflight)
             return False

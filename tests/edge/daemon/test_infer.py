@@ -47,10 +47,31 @@ def test_infer_answers_on_the_calling_thread_when_a_worker_is_idle(dense_tflite,
     assert daemon.router.answered == 20
 
 
+def test_submit_to_an_idle_worker_sends_at_once_and_the_dispatcher_answers(dense_tflite, running):
+    daemon, _ = running(dense_tflite)
+    got, threads = Collector(), {}
+
+    def cb(i):
+        inner = got.cb(i)
+
+        def on_done(result):
+            threads[i] = threading.get_ident()
+            inner(result)
+        return on_done
+    for i in range(10):
+        daemon.submit("t", _x(i), {}, cb(i))
+        assert got.wait(i + 1, timeout=10)          # one at a time: the worker is idle each time
+    assert daemon.metrics.totals["direct_sends"] == 10 and got.duplicates == 0
+    assert threading.get_ident() not in threads.values()     # the answer came through the dispatcher
+    for i, result in got.results.items():
+        np.testing.assert_allclose(result.outputs["y"], models.reference(_x(i)), rtol=1e-5, atol=1e-5)
+
+
 def test_infer_with_a_batching_budget_goes_through_the_queue(dense_tflite, running):
     daemon, _ = running(dense_tflite, budget_ms=2.0)
     result = daemon.infer(_x(1))
     assert result.ok and daemon.metrics.totals.get("direct_runs", 0) == 0
+    assert daemon.metrics.totals.get("direct_sends", 0) == 0
     np.testing.assert_allclose(result.outputs["y"], models.reference(_x(1)), rtol=1e-5, atol=1e-5)
 
 

@@ -22,9 +22,10 @@ def _x(i):
     return np.random.default_rng(i).normal(size=(1, models.IN)).astype(np.float32)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tflite, workers):
-    daemon, outbox = make_daemon(dense_tflite, workers=workers, max_batch=4, budget_ms=1.0)
+@pytest.mark.parametrize("workers,budget_ms", [(1, 1.0), (2, 1.0), (2, 0.0)])
+def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tflite, workers, budget_ms):
+    """budget 0: idle workers also get requests straight from the submitting thread."""
+    daemon, outbox = make_daemon(dense_tflite, workers=workers, max_batch=4, budget_ms=budget_ms)
     daemon.start()
     got, n = Collector(), 400
     try:
@@ -60,9 +61,10 @@ def test_sigkill_under_load_restarts_within_2s_and_answers_everything(dense_tfli
     assert "SIGKILL" in crash["reason"]
 
 
-def test_poison_request_is_retried_once_then_fails_alone(tmp_path):
+@pytest.mark.parametrize("budget_ms", [200, 0])
+def test_poison_request_is_retried_once_then_fails_alone(tmp_path, budget_ms):
     daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:on_poison",
-                                 max_batch=16, budget_ms=200, max_restarts=5)
+                                 max_batch=16, budget_ms=budget_ms, max_restarts=5)
     daemon.start()
     got = Collector()
     try:
