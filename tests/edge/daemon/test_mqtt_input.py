@@ -119,9 +119,10 @@ def test_a_full_queue_waits_at_the_broker_and_commands_stay_prompt(mosquitto, pu
         assert pong["ok"] and pong["result"]["pong"]
         assert answered_at_ping < 50, answered_at_ping
         # ... while inputs were delivered but not yet acknowledged (they are acked once answered).
-        # How many depends on the broker: mosquitto 2.0.11 overshoots the Receive Maximum (#2301);
-        # tests/edge/telemetry/test_mqtt_acks.py checks the first window, which it does respect.
-        assert tel["inputs_connected"] and tel["inputs_unacked"] >= 1, tel
+        # mosquitto 2.0.11 overshoots the Receive Maximum (#2301), so the input connection may be
+        # paused at the client-side bound (4 x 4 here) right now; test_mqtt_flow.py covers that.
+        assert tel["inputs_connected"] or tel["inputs_paused"], tel
+        assert 1 <= tel["inputs_held"] <= tel["inputs_held_limit"] == 16, tel
         want = {hashlib.sha256(p).hexdigest() for p in payloads}
         assert results.wait(lambda: results.answered() >= want, 60), len(want - results.answered())
         for i, p in enumerate(payloads):

@@ -132,3 +132,35 @@ def test_answered_orphans_are_bounded():
     assert second.deliver("n1", dup=True)[0] == TAKE         # the oldest answered was forgotten
     assert second.deliver("n0", dup=True)[0] == ADOPTED
     first.answer()
+
+
+class SentLink(Link):
+    """A link whose window reports each PUBACK sent back to the gate, as MqttClient wires it."""
+
+    def __init__(self, gate: InputGate):
+        super().__init__(gate)
+        self.window = AckWindow(self.sent.append, on_sent=gate.sent)
+
+
+def test_a_redelivery_of_an_input_already_acked_is_acked_again_not_run_again():
+    gate = InputGate(limit=10)
+    first = SentLink(gate)
+    a = first.deliver("a")[1]
+    a.answer()
+    assert first.sent == [1] and gate.stats()["acked_kept"] == 1
+    first.close()
+    second = SentLink(gate)                  # the broker lost that PUBACK and resends "a"
+    assert second.deliver("a", dup=True)[0] == ADOPTED
+    assert second.sent == [1] and gate.held == 0
+    assert second.deliver("a", dup=False)[0] == TAKE          # the same bytes, published again
+
+
+def test_acked_inputs_are_remembered_up_to_a_bound():
+    gate = InputGate()
+    gate.max_orphans = 2
+    link = SentLink(gate)
+    for name in "abc":
+        link.deliver(name)[1].answer()
+    assert gate.stats()["acked_kept"] == 2
+    assert link.deliver("a", dup=True)[0] == TAKE             # the oldest was forgotten
+    assert link.deliver("c", dup=True)[0] == ADOPTED

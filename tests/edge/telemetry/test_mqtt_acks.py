@@ -141,3 +141,88 @@ def test_a_handler_that_raises_does_not_hold_the_window(mosquitto):
     finally:
         client.stop()
         sender.stop()
+
+
+class Holder:
+    """An input handler that keeps every message until the test answers it."""
+
+    def __init__(self):
+        self.msgs, self.lock = [], threading.Lock()
+
+    def __call__(self, msg):
+        with self.lock:
+            self.msgs.append(msg)
+
+    def take(self) -> list:
+        with self.lock:
+            msgs, self.msgs = self.msgs, []
+        return msgs
+
+
+def wait_until(predicate, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.mark.mqtt
+def test_the_input_gate_pauses_at_the_bound_and_resumes_at_half(mosquitto):
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    url = parse_broker_url(mosquitto.url)
+    sender = MqttClient(url, client_id=f"tx-{device}").connect(10)
+    holder, events = Holder(), []
+    # Receive Maximum above the bound, so the broker sends past it for sure (mosquitto 2.0.11
+    # would only after the first acks; TelemetryConfig does not allow this combination).
+    client = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=8, max_held=4,
+                        session_expiry=600, reconnect_min=0.1, reconnect_max=0.5, on_flow=events.append)
+    client.subscribe("in/#", holder)
+    client.connect(10)
+    try:
+        for i in range(40):
+            sender.publish_wait("in/x", b"%d" % i)
+        assert wait_until(lambda: client.gate.paused and not client.connected)
+        first = holder.take()
+        assert len(first) == 4 and client.gate.held == 4      # the bound, whatever the broker sent
+        assert events[0]["event"] == "input_paused" and events[0]["limit"] == 4
+        first[0].ack()
+        time.sleep(0.3)
+        assert not client.connected and not holder.msgs        # 3 held: still above half
+        first[1].ack()                                         # 2 held: reconnect, take again
+        assert wait_until(lambda: holder.msgs)
+        seen = [m.payload for m in first]
+        for m in first[2:]:
+            m.ack()
+        while wait_until(lambda: holder.msgs, timeout=3):
+            for m in holder.take():
+                seen.append(m.payload)
+                m.ack()
+        assert sorted(seen, key=int) == [b"%d" % i for i in range(40)]     # each once, none lost
+        assert client.gate.stats()["pauses"] >= 1 and client.gate.held == 0
+    finally:
+        client.stop()
+        sender.stop()
+
+
+@pytest.mark.mqtt
+def test_a_stop_during_a_pause_does_not_reconnect(mosquitto):
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    url = parse_broker_url(mosquitto.url)
+    sender = MqttClient(url, client_id=f"tx-{device}").connect(10)
+    holder = Holder()
+    client = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=8, max_held=2,
+                        session_expiry=600, reconnect_min=0.1, reconnect_max=0.5)
+    client.subscribe("in/#", holder)
+    client.connect(10)
+    try:
+        for i in range(6):
+            sender.publish_wait("in/x", b"%d" % i)
+        assert wait_until(lambda: client.gate.paused)
+        client.stop()
+        for m in holder.take():
+            m.ack()                          # answers after the stop: no reconnect may follow
+        time.sleep(0.5)
+        assert not client.connected and client._client._thread is None
+    finally:
+        client.stop()
+        sender.stop()
