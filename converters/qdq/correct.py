@@ -10,9 +10,18 @@ float ONNX graph in onnxruntime.
     input_means(model, samples, nodes) -> {tensor name: per-channel mean (float64)}
     apply(graph, means, nodes)         corrects (or adds) the bias initializers in place
 
-Covered: Conv (any rank, groups, depthwise) and Gemm with alpha = beta = 1 and transA = 0. Other
-ops keep their bias (ConvTranspose spreads one input pixel over a kernel footprint, so an input
-mean does not map to one output offset; MatMul has no bias to correct).
+One rule for every layer: the shift of output channel o, averaged over all output positions, is
+sum over input channels c and kernel taps k of E[o, c, k] times the mean input value tap k reads
+(``window``, zero padding included). Covered:
+
+    Conv           (any rank, groups, depthwise) each output position reads every tap once
+    ConvTranspose  (explicit pads or VALID, groups) each input pixel is spread over every tap, so
+                   the window sums the input pixels whose tap lands inside the output and
+                   divides by the output positions; output_shape / SAME auto_pad are left alone
+    Gemm           with alpha = beta = 1 and transA = 0: the window is the input's column means
+    MatMul         with a 2-D weight: the same, the bias being the constant of the one Add that
+                   reads the MatMul (how exporters write Linear on 3-D inputs); a MatMul without
+                   such an Add has no bias to correct
 """
 from __future__ import annotations
 
@@ -24,12 +33,18 @@ from converters.geometry import auto_pads
 from converters.qdq import fold, ops, params
 
 
+CORRECTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
 def correctable(node, inits: dict) -> bool:
     """Does ``node`` have a float weight initializer whose rounding we know how to correct?"""
-    if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+    if node.op_type not in CORRECTED or len(node.input) < 2 or node.input[1] not in inits \
+            or node.input[0] in inits:
         return False
     if inits[node.input[1]].data_type != onnx.TensorProto.FLOAT:
         return False
+    if node.op_type == "MatMul":
+        return len(inits[node.input[1]].dims) == 2      # batched weights are quantized per tensor
     if node.op_type == "Gemm":
         attrs = {a.name: a for a in node.attribute}
         if attrs.get("transA") is not None and attrs["transA"].i:
@@ -75,18 +90,46 @@ def apply(graph: onnx.GraphProto, means: dict[str, np.ndarray], nodes: list) -> 
     """Correct the bias of every node in ``nodes`` whose input mean is known; returns how many."""
     inits = {i.name: i for i in graph.initializer}
     users = fold.use_counts(graph)
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
     done = 0
     for node in nodes:
         if node.input[0] not in means or not correctable(node, inits):
+            continue
+        # where the bias lives: the node's own input 2, or (MatMul) the constant of its one Add
+        holder, index = (node, 2) if node.op_type != "MatMul" else _bias_add(node, inits, readers, outputs)
+        if holder is None:
             continue
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         axis = ops.WEIGHT_AXIS[node.op_type][1](node)
         shift = _shift(node, w, axis, means[node.input[0]])
         if shift is None:
             continue
-        _set_bias(graph, node, inits, users, shift)
+        _set_bias(graph, holder, index, inits, users, shift)
         done += 1
     return done
+
+
+def _bias_add(node, inits: dict, readers: dict, outputs: set) -> tuple[object, int] | tuple[None, None]:
+    """(the Add that adds a constant [N] bias to this MatMul's output, that constant's input
+    index), when the MatMul output goes to that Add alone."""
+    out = node.output[0]
+    users = readers.get(out, [])
+    if out in outputs or len(users) != 1 or users[0].op_type != "Add" or len(users[0].input) != 2:
+        return None, None
+    add = users[0]
+    index = 1 if add.input[0] == out else 0
+    const = inits.get(add.input[index])
+    n = inits[node.input[1]].dims[1]
+    if add.input[1 - index] != out or const is None or const.data_type != onnx.TensorProto.FLOAT:
+        return None, None
+    dims = list(const.dims)
+    if not dims or dims[-1] != n or int(np.prod(dims)) != n:
+        return None, None                  # not one value per output column
+    return add, index
 
 
 def _shift(node, w: np.ndarray, axis: int, mean: np.ndarray) -> np.ndarray | None:
@@ -98,22 +141,72 @@ def _shift(node, w: np.ndarray, axis: int, mean: np.ndarray) -> np.ndarray | Non
         shape[axis] = -1
         scale = scale.reshape(shape)
     error = q.astype(np.float64) * scale - w.astype(np.float64)
-    if node.op_type == "Gemm":                   # B [K, N], or [N, K] with transB
+    if node.op_type in ("Gemm", "MatMul"):      # B [K, N], or [N, K] with transB
         mean = mean.reshape(-1) if mean.ndim == 1 else mean.mean(axis=tuple(range(mean.ndim - 1)))
         if w.ndim != 2:
             return None
-        error = error if axis == 1 else error.T
+        error = error if axis % 2 == 1 else error.T
         return mean @ error if error.shape[0] == len(mean) else None
-    window = _window_means(node, mean, w.shape[2:])     # [C, *kernel]
-    if window is None:
+    if node.op_type == "ConvTranspose":          # W [C, M/g, k...] -> the Conv layout [M, C/g, k...]
+        window = _transpose_window(node, mean, w.shape[2:])
+        error = _transpose_weight(error, _attrs(node).get("group", 1))
+    else:
+        window = _window_means(node, mean, w.shape[2:])     # [C, *kernel]
+    if window is None or error is None:
         return None
-    out, per_group = w.shape[0], w.shape[1]     # Conv W [M, C/g, k...]
+    out, per_group = error.shape[0], error.shape[1]     # [M, C/g, k...]
     channels = window.shape[0]
     if channels % per_group or out % (channels // per_group):
         return None
     groups = channels // per_group
     reads = window.reshape(groups, per_group, -1)[np.arange(out) // (out // groups)]   # [M, C/g, k]
     return (error.reshape(out, per_group, -1) * reads).sum(axis=(1, 2))
+
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _transpose_weight(error: np.ndarray, groups: int) -> np.ndarray | None:
+    """ConvTranspose W [C, M/g, k...] as Conv's [M, C/g, k...]: output channel g*(M/g)+j reads
+    the input channels of group g through W[c, j]."""
+    c, per_out = error.shape[:2]
+    if c % groups:
+        return None
+    e = error.reshape(groups, c // groups, per_out, *error.shape[2:])
+    return np.moveaxis(e, 2, 1).reshape(groups * per_out, c // groups, *error.shape[2:])
+
+
+def _transpose_window(node, mean: np.ndarray, kernel: tuple) -> np.ndarray | None:
+    """For each input channel and tap of a ConvTranspose, the mean value it adds to an output
+    position, averaged over the output: input pixel i reaches output i*s + k*d - pad_begin, so tap
+    k adds the sum of the pixels landing inside [0, out), spread over every output position."""
+    spatial, n = mean.shape[1:], len(kernel)
+    attrs = _attrs(node)
+    if len(spatial) != n or not spatial or "output_shape" in attrs:
+        return None
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto not in ("NOTSET", "VALID"):
+        return None
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    pads = list(attrs.get("pads", [0] * 2 * n)) if auto == "NOTSET" else [0] * 2 * n
+    extra = list(attrs.get("output_padding", [0] * n))
+    outs = [strides[i] * (spatial[i] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[i + n]
+            for i in range(n)]
+    if min(outs) < 1:
+        return None
+    window = np.zeros((mean.shape[0], *kernel))
+    for tap in np.ndindex(*kernel):
+        index = []
+        for i in range(n):                     # pixels p with 0 <= p*s + tap*d - pad < out
+            offset = tap[i] * dilations[i] - pads[i]
+            lo = max(0, -(offset // strides[i]))
+            hi = min(spatial[i] - 1, (outs[i] - 1 - offset) // strides[i])
+            index.append(slice(lo, max(lo, hi + 1)))
+        window[(slice(None), *tap)] = mean[(slice(None), *index)].reshape(mean.shape[0], -1).sum(axis=1)
+    return window / float(np.prod(outs))
 
 
 def _window_means(node, mean: np.ndarray, kernel: tuple) -> np.ndarray | None:
@@ -151,14 +244,15 @@ def _pads(attrs: dict, spatial, kernel, strides, dilations) -> list[int]:
     return list(attrs["pads"].ints)
 
 
-def _set_bias(graph, node, inits: dict, users: dict, shift: np.ndarray) -> None:
-    has_bias = len(node.input) > 2 and node.input[2]
-    if has_bias and node.input[2] not in inits:
+def _set_bias(graph, node, index: int, inits: dict, users: dict, shift: np.ndarray) -> None:
+    """Subtract ``shift`` from the bias ``node`` reads at input ``index`` (added when missing)."""
+    has_bias = len(node.input) > index and node.input[index]
+    if has_bias and node.input[index] not in inits:
         return                                   # a computed bias: nothing to rewrite
-    old = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(len(shift), np.float32)
-    corrected = (old.astype(np.float64) - shift).astype(np.float32)
-    if has_bias and users.get(node.input[2], 0) == 1:
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(corrected, node.input[2]))
+    old = numpy_helper.to_array(inits[node.input[index]]) if has_bias else np.zeros(len(shift), np.float32)
+    corrected = (old.astype(np.float64) - shift.reshape(old.shape)).astype(np.float32)
+    if has_bias and users.get(node.input[index], 0) == 1:
+        inits[node.input[index]].CopyFrom(numpy_helper.from_array(corrected, node.input[index]))
         return
     # a bias shared with another node (or none yet) gets its own initializer
     taken = {i.name for i in graph.initializer}
@@ -166,6 +260,6 @@ def _set_bias(graph, node, inits: dict, users: dict, shift: np.ndarray) -> None:
     while name in taken:
         name, k = f"{node.name or node.output[0]}_corrected_bias_{k}", k + 1
     graph.initializer.append(numpy_helper.from_array(corrected, name))
-    while len(node.input) < 3:
+    while len(node.input) <= index:
         node.input.append("")
-    node.input[2] = name
+    node.input[index] = name

@@ -21,6 +21,7 @@ from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
+from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
 from edge.errors import UsageError
@@ -142,7 +143,8 @@ def _index_ranges(tg: TGraph, ranges: dict, samples) -> tuple[dict[int, tuple], 
             known[i] = (lo, hi)
     means: dict[int, np.ndarray] = {}
     if samples:
-        layer_inputs = frozenset(op.inputs[0] for op in tg.ops if op.opcode in BIAS_CORRECTED)
+        layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in tg.ops
+                                 if op.opcode in BIAS_CORRECTED)
         # Only tensors without a calibration range need measuring (the rest would be ignored).
         missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known]
         measured, means = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,

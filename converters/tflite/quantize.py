@@ -42,7 +42,7 @@ def activation_params(lo: float, hi: float) -> QParams:
     return QParams.per_tensor(scale, zero_point)
 
 
-BIAS_CORRECTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+BIAS_CORRECTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
@@ -190,11 +190,14 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], groups:
         weights = tg.tensors[op.inputs[w_i]]
         w_float = weights.data.astype(np.float64)
         w_scale = per_channel_int8(weights, axis)
+        correct = op.opcode in BIAS_CORRECTED and x in input_means
+        if correct and (b_i >= len(op.inputs) or op.inputs[b_i] < 0):
+            _add_zero_bias(tg, op, b_i, len(w_scale))        # TRANSPOSE_CONV may have none
         if b_i < len(op.inputs) and op.inputs[b_i] >= 0:
             bias = tg.tensors[op.inputs[b_i]]
-            if op.opcode in BIAS_CORRECTED and x in input_means:
+            if correct:
                 error = weights.data * _along(w_scale, axis, w_float.ndim) - w_float
-                shift = _rounding_shift(op.opcode, error, input_means[x])
+                shift = _rounding_shift(op.opcode, error, input_means[x], _spread(tg, op, x))
                 if shift is not None:
                     bias.data = (bias.data.astype(np.float64) - shift).astype(np.float32)
             _bias(bias, params[x].scale[0] * w_scale)
@@ -218,16 +221,34 @@ def _along(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return values.astype(np.float64).reshape(shape)
 
 
-def _rounding_shift(opcode: str, error: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+def _spread(tg: TGraph, op: TOp, x: int) -> float:
+    """Input positions per output position: 1, except for TRANSPOSE_CONV, whose every input pixel
+    goes through every tap into its (VALID, uncropped) output, so each tap adds to an output
+    position in(H*W) / out(H*W) of the time."""
+    if op.opcode != "TRANSPOSE_CONV":
+        return 1.0
+    inp, out = tg.tensors[x].shape, tg.tensors[op.outputs[0]].shape
+    return float(np.prod(inp[1:3])) / float(np.prod(out[1:3]))
+
+
+def _add_zero_bias(tg: TGraph, op: TOp, index: int, channels: int) -> None:
+    bias = tg.add(TTensor(f"{tg.tensors[op.outputs[0]].name}/bias", (channels,), "float32",
+                          data=np.zeros(channels, np.float32)))
+    op.inputs = list(op.inputs) + [-1] * (index + 1 - len(op.inputs))
+    op.inputs[index] = bias
+
+
+def _rounding_shift(opcode: str, error: np.ndarray, mean: np.ndarray, spread: float = 1.0) -> np.ndarray | None:
     """Per output channel, the expected output change that the weights' rounding ``error`` causes
-    for an input whose channels have ``mean`` (zero padding at the borders is ignored)."""
-    mean = np.asarray(mean, np.float64)
+    for an input whose channels have ``mean`` (zero padding at the borders is ignored); ``spread``:
+    input positions per output position (``_spread``)."""
+    mean = np.asarray(mean, np.float64) * spread
     if opcode == "DEPTHWISE_CONV_2D":             # [1, kH, kW, C*m]: channel j reads input j // m
         out = error.shape[3]
         if out % len(mean):
             return None
         return error.sum(axis=(0, 1, 2)) * np.repeat(mean, out // len(mean))
-    if error.shape[-1] != len(mean):              # CONV_2D [O, kH, kW, I]; FULLY_CONNECTED [O, I]
+    if error.shape[-1] != len(mean):   # CONV_2D, TRANSPOSE_CONV [O, kH, kW, I]; FULLY_CONNECTED [O, I]
         return None
     return error.reshape(error.shape[0], -1, error.shape[-1]).sum(axis=1) @ mean
 

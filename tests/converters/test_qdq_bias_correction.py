@@ -170,3 +170,95 @@ def test_cli_default_profile_is_tensorrt_and_bad_profile_is_refused(capsys, tmp_
     assert code == 0
     qdq = onnx.load(str(out))
     assert {p.key: p.value for p in qdq.metadata_props}["ganglion.qdq.profile"] == "tensorrt"
+
+
+def conv_transpose_model(group: int, bias: bool, **attrs) -> onnx.ModelProto:
+    c, m = 4, 8
+    inits = [numpy_helper.from_array(RNG.normal(0, 0.3, (c, m // group, 3, 3)).astype(np.float32), "w")]
+    if bias:
+        inits.append(numpy_helper.from_array(RNG.normal(0, 0.1, m).astype(np.float32), "b"))
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"] if bias else ["x", "w"], ["y"], name="ct",
+                            group=group, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("group, bias, attrs", [
+    (1, True, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    (2, True, {"strides": [2, 2], "pads": [1, 0, 2, 1], "output_padding": [1, 1]}),
+    (1, False, {"dilations": [2, 2]}),
+    (4, True, {"strides": [3, 3], "auto_pad": "VALID"})])
+def test_conv_transpose_correction_removes_the_mean_rounding_shift_exactly(group, bias, attrs):
+    """ConvTranspose is linear too: on the mean image, int8 weights move each output channel's
+    mean (over all output positions) by the correction's amount, and after it by nothing."""
+    model = conv_transpose_model(group, bias, **attrs)
+    mean = np.array([3.0, -2.0, 5.0, 1.5]).reshape(1, 4, 1, 1)
+    samples = [{"x": (mean + RNG.normal(0, 1, (1, 4, 5, 5))).astype(np.float32)} for _ in range(6)]
+    measured = correct.input_means(model, samples, list(model.graph.node))
+    mean_image = {"x": measured["x"][None].astype(np.float32)}
+
+    def int8_weights(m):                       # ConvTranspose W [C, M/g, k, k]: channel axis 1
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        w_init = next(i for i in out.graph.initializer if i.name == "w")
+        q, p = params.weight(numpy_helper.to_array(w_init), 1)
+        w_init.CopyFrom(numpy_helper.from_array((q * p.scale.reshape(1, -1, 1, 1)).astype(np.float32), "w"))
+        return out
+
+    def mean_shift(m):
+        return (run(int8_weights(m), mean_image) - run(model, mean_image)).mean(axis=(0, 2, 3))
+    before = mean_shift(model)
+    assert np.abs(before).max() > 1e-3
+    corrected = onnx.ModelProto()
+    corrected.CopyFrom(model)
+    assert correct.apply(corrected.graph, measured, list(corrected.graph.node)) == 1
+    assert np.abs(mean_shift(corrected)).max() < np.abs(before).max() / 100
+
+
+def test_conv_transpose_with_output_shape_or_same_padding_is_left_alone():
+    for attrs in ({"strides": [2, 2], "output_shape": [10, 10]}, {"strides": [2, 2], "auto_pad": "SAME_UPPER"}):
+        model = conv_transpose_model(1, True, **attrs)
+        samples = [{"x": (2 + RNG.normal(0, 1, (1, 4, 5, 5))).astype(np.float32)} for _ in range(3)]
+        means = correct.input_means(model, samples, list(model.graph.node))
+        before = model.SerializeToString()
+        assert correct.apply(model.graph, means, list(model.graph.node)) == 0
+        assert model.SerializeToString() == before
+
+
+def matmul_model(bias: str | None) -> onnx.ModelProto:
+    """Relu -> MatMul [*, 32] x [32, 16] (-> Add bias): Linear as exporters write it for 3-D inputs."""
+    inits = [numpy_helper.from_array(RNG.normal(0, 0.3, (32, 16)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w"], ["m" if bias else "y"], name="mm")]
+    if bias:
+        inits.append(numpy_helper.from_array(RNG.normal(0, 0.1, (1, 16)).astype(np.float32), "b"))
+        nodes.append(helper.make_node("Add", ["m", "b"] if bias == "after" else ["b", "m"], ["y"], name="add"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("bias", ["after", "before"])
+def test_matmul_bias_in_its_add_is_corrected(profile, bias):
+    """Measured in onnxruntime on held-out data: the mean error shrinks, the SQNR does not drop."""
+    model = matmul_model(bias)
+    data = [{"x": (2 + RNG.normal(0, 1, (1, 6, 32))).astype(np.float32)} for _ in range(60)]
+    calib, held = data[:30], data[30:]
+    ranges = collect_ranges(model, calib, progress=False)
+    ref = np.concatenate([run(model, d) for d in held])
+    plain = np.concatenate([run(build(model, ranges, profile=profile), d) for d in held])
+    fixed_model = build(model, ranges, profile=profile, samples=calib)
+    fixed = np.concatenate([run(fixed_model, d) for d in held])
+    assert np.abs((fixed - ref).mean(axis=(0, 1))).mean() < np.abs((plain - ref).mean(axis=(0, 1))).mean() / 2
+    assert sqnr_db(ref, fixed) >= sqnr_db(ref, plain)
+
+
+def test_matmul_without_a_bias_add_is_left_alone():
+    model = matmul_model(None)
+    samples = [{"x": (2 + RNG.normal(0, 1, (1, 6, 32))).astype(np.float32)} for _ in range(3)]
+    nodes = list(model.graph.node)
+    before = model.SerializeToString()
+    assert correct.apply(model.graph, correct.input_means(model, samples, nodes), nodes) == 0
+    assert model.SerializeToString() == before

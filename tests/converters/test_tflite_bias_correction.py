@@ -123,3 +123,61 @@ def test_depthwise_with_channel_multiplier_is_corrected_too():
            for k, r in (("corrected", corrected), ("plain", plain))}
     assert np.abs(np.mean(got["corrected"] - ref)) <= np.abs(np.mean(got["plain"] - ref)) + 1e-4
     assert H.sqnr_db(ref, got["corrected"]) >= H.sqnr_db(ref, got["plain"]) - 0.1
+
+
+def test_transpose_conv_shift_is_spread_over_its_output():
+    """TRANSPOSE_CONV [O, kH, kW, I]: every input pixel passes every tap, so an output position
+    gets each tap in(H*W)/out(H*W) of the time: the CONV_2D sum times that spread."""
+    mean = RNG.normal(1.0, 0.5, 5)
+    err = RNG.normal(0, 0.01, (4, 3, 3, 5))
+    conv = _rounding_shift("CONV_2D", err, mean)
+    np.testing.assert_allclose(_rounding_shift("TRANSPOSE_CONV", err, mean, 0.25), conv * 0.25, rtol=1e-12)
+
+
+def _sqnr_and_channel_bias(m, calib, held, channel_axis: int):
+    """{plain | corrected: (SQNR dB on held, summed |mean error| per output channel, ops)}, in LiteRT;
+    ``channel_axis`` of the model's output."""
+    ranges = collect_ranges(m, calib, method="minmax", progress=False)
+    ref = [H.ort_run(m, s)[0] for s in held]
+    out = {}
+    for name, samples in (("plain", None), ("corrected", calib)):
+        result = tflite.build(m, ranges, tflite.TFLiteOptions(), samples=samples)
+        got = [H.tflite_run(result, s)[0] for s in held]
+        err = np.stack(got) - np.stack(ref)             # [sample, *output shape]
+        others = tuple(i for i in range(err.ndim) if i != channel_axis + 1)
+        out[name] = (H.sqnr_db(np.concatenate([r.ravel() for r in ref]), np.concatenate([g.ravel() for g in got])),
+                     np.abs(err.mean(axis=others)).sum(), result.ops)
+    return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("attrs", [{"strides": [2, 2], "pads": [1, 1, 1, 1]}, {"strides": [1, 1], "pads": [1, 1, 1, 1]},
+                                   {"strides": [2, 2], "output_padding": [1, 1]}])
+def test_transpose_conv_is_corrected_without_losing_sqnr(bias, attrs):
+    """ReLU -> ConvTranspose (its input has large means). Without a bias the corrected layer gets
+    one (TRANSPOSE_CONV's optional input), which LiteRT runs; the SQNR does not drop."""
+    rng = np.random.default_rng(2)
+    inits = {"w": rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32)}
+    if bias:
+        inits["b"] = rng.normal(0, 0.1, 8).astype(np.float32)
+    nodes = [H.helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             H.helper.make_node("ConvTranspose", ["r", "w", "b"] if bias else ["r", "w"], ["y"], name="ct", **attrs)]
+    m = H.model(nodes, {"x": (1, 16, 6, 6)}, ["y"], inits)
+    data = [{"x": (1 + rng.normal(0, 1, (1, 16, 6, 6))).astype(np.float32)} for _ in range(40)]
+    got = _sqnr_and_channel_bias(m, data[:20], data[20:], channel_axis=1)
+    assert "TRANSPOSE_CONV" in got["corrected"][2]
+    assert got["corrected"][0] >= got["plain"][0], got
+    assert got["corrected"][1] < got["plain"][1], got
+
+
+def test_matmul_is_corrected_through_its_fully_connected_bias():
+    """MatMul with a constant [K, N] weight lowers to FULLY_CONNECTED, whose (zero) bias takes
+    the correction like Gemm's; measured in LiteRT the SQNR does not drop."""
+    rng = np.random.default_rng(4)
+    nodes = [H.helper.make_node("Relu", ["x"], ["r"], name="relu"), H.helper.make_node("MatMul", ["r", "w"], ["y"])]
+    m = H.model(nodes, {"x": (1, 6, 32)}, ["y"], {"w": rng.normal(0, 0.3, (32, 16)).astype(np.float32)})
+    data = [{"x": (1 + rng.normal(0, 1, (1, 6, 32))).astype(np.float32)} for _ in range(60)]
+    got = _sqnr_and_channel_bias(m, data[:30], data[30:], channel_axis=2)
+    assert got["corrected"][2] == ["QUANTIZE", "RELU", "FULLY_CONNECTED", "DEQUANTIZE"]
+    assert got["corrected"][0] >= got["plain"][0], got
+    assert got["corrected"][1] < got["plain"][1], got
