@@ -186,8 +186,10 @@ class Telemetry:
 
     def subscribe_input(self, topic: str, callback: Callable[[Message], None]) -> None:
         """Inputs with at-least-once delivery: ``callback(message)`` runs on paho's thread and must
-        only hand the message over; call ``message.ack()`` once it is answered. Call before
-        ``start()`` when possible, so what the broker kept for us has a handler when it arrives."""
+        only hand the message over; call ``message.ack()`` once it is answered -- every QoS 1
+        message, exactly once, refused ones included: at ``input_max_held`` unanswered messages
+        the input connection pauses until enough are (inflow.py). Call before ``start()`` when
+        possible, so what the broker kept for us has a handler when it arrives."""
         first = self.inputs is None
         if first:
             self.inputs = self._connection(
