@@ -35,7 +35,9 @@ def head_of(tg: TGraph, n: int) -> set[str]:
 
 
 def head_nodes(model: onnx.ModelProto, n: int) -> list[str]:
-    """The ONNX node names of the first ``n`` layers of ``model`` (see module doc), sorted."""
+    """The ONNX node names of the first ``n`` layers of ``model`` (see module doc), sorted. A
+    TFLite build reports the same set as ``TFLiteResult.float_head`` from its own lowering; this
+    lowers the model once more, for conversions that build no TFLite model (QDQ only)."""
     from converters.frontend import to_graph
     from converters.frontend.names import node_names
     from converters.lower import lower

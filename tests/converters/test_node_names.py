@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from converters import api, qdq, tflite
+from converters import api, frontend, qdq, tflite
 from converters.calibrate import collect_ranges
 from converters.config import ConvertConfig
 from converters.frontend.names import check_keep_float, name_nodes, node_names
@@ -25,7 +25,8 @@ from tests.converters.ops import harness as H
 NAMES = ["Conv_0", "act", "conv", "act_1", "Flatten_4", "fc", "fc_1"]
 
 
-def _model() -> onnx.ModelProto:
+def _raw_model() -> onnx.ModelProto:
+    """As an exporter might write it: unnamed and repeated names, as they are in the file."""
     rng = np.random.default_rng(1)
     nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),       # unnamed
              helper.make_node("Relu", ["c0"], ["r0"], name="act"),
@@ -38,7 +39,16 @@ def _model() -> onnx.ModelProto:
              "w1": rng.normal(0, 0.3, (4, 4, 3, 3)), "b1": rng.normal(0, 0.1, 4),
              "g0": rng.normal(0, 0.2, (16, 64)), "h0": rng.normal(0, 0.1, 16),
              "g1": rng.normal(0, 0.2, (5, 16)), "h1": rng.normal(0, 0.1, 5)}
-    return H.model(nodes, {"x": [1, 3, 4, 4]}, ["y"], {k: v.astype(np.float32) for k, v in inits.items()})
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return onnx.shape_inference.infer_shapes(m)        # the output shape the checker wants
+
+
+def _model() -> onnx.ModelProto:
+    """The raw model through the frontend (frontend.prepare), which names every node."""
+    return frontend.prepare(_raw_model())
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +73,10 @@ def _qdq_float_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def test_the_rule_unnamed_repeated_and_taken_names():
-    assert node_names(_model()) == NAMES
+    raw = _raw_model()
+    assert [n.name for n in raw.graph.node] == ["", "act", "conv", "act", "", "fc", "fc"]
+    assert node_names(raw) == NAMES
+    assert [n.name for n in _model().graph.node] == NAMES        # the frontend names them
     # a synthesized name that a real node already has moves aside like a repeat
     g = helper.make_graph([helper.make_node("Relu", ["a"], ["b"], name="Relu_1"),
                            helper.make_node("Relu", ["b"], ["c"])], "g", [], [])
@@ -125,7 +138,7 @@ def test_qdq_model_nodes_carry_the_names(case):
 def test_inspect_and_per_layer_show_names_keep_float_takes(case, tmp_path):
     m, samples, ranges = case
     path = tmp_path / "m.onnx"
-    onnx.save(m, str(path))
+    onnx.save(_raw_model(), str(path))                  # the file as exported: inspect reads it raw
     info = inspect(path)
     assert [n["name"] for n in info["node_list"]] == NAMES
     assert "Conv_0" in render(info) and "Flatten_4" in render(info)
@@ -137,9 +150,9 @@ def test_inspect_and_per_layer_show_names_keep_float_takes(case, tmp_path):
 
 def test_convert_float_head_on_unnamed_nodes_reaches_both_targets(case, tmp_path):
     """The head names an unnamed Conv as Conv_0; the QDQ target used to refuse that name."""
-    m, samples, _ = case
+    _, samples, _ = case
     src, calib = tmp_path / "m.onnx", tmp_path / "calib.npz"
-    onnx.save(m, str(src))
+    onnx.save(_raw_model(), str(src))                   # repeated names: onnxruntime alone refuses it
     np.savez(calib, x=np.concatenate([s["x"] for s in samples]))
     result = api.convert(ConvertConfig(model=src, output=tmp_path / "m.gpk", target="both", calib=calib,
                                        float_head=1, keep_float=frozenset({"fc_1"}), progress=False))
@@ -152,7 +165,7 @@ def test_convert_float_head_on_unnamed_nodes_reaches_both_targets(case, tmp_path
 def test_cli_refuses_a_repeated_name_beyond_the_last_and_suggests_one(tmp_path, capsys):
     from edge.cli import main
     src = tmp_path / "m.onnx"
-    onnx.save(_model(), str(src))
+    onnx.save(_raw_model(), str(src))
     np.savez(tmp_path / "c.npz", x=np.zeros((8, 3, 4, 4), np.float32))
     code = main(["convert", str(src), "--calib", str(tmp_path / "c.npz"), "--keep-float", "act_2",
                  "-o", str(tmp_path / "o.tflite"), "-q"])
