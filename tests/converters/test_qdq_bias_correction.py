@@ -43,6 +43,16 @@ def conv_model(group: int, bias: bool, spatial: int = 2, **attrs) -> onnx.ModelP
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def outputs_without_and_with_correction(model, calib, holdout, profile):
+    """(float reference, QDQ without bias correction, QDQ with it, the corrected model): outputs
+    on ``holdout`` in onnxruntime, stacked along the batch axis."""
+    ranges = collect_ranges(model, calib, progress=False)
+    fixed_model = build(model, ranges, profile=profile, samples=calib)
+    outs = [np.concatenate([run(m, s) for s in holdout])
+            for m in (model, build(model, ranges, profile=profile), fixed_model)]
+    return (*outs, fixed_model)
+
+
 def with_int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with W replaced by dequant(quant(W)): the weights the QDQ model computes with."""
     out = onnx.ModelProto()
@@ -112,15 +122,8 @@ def mlp(trans_b: int) -> onnx.ModelProto:
 def test_gemm_mean_error_shrinks(trans_b):
     model = mlp(trans_b)
     data = [{"x": (4 + RNG.normal(size=(2, 16))).astype(np.float32)} for _ in range(40)]
-    ranges = collect_ranges(model, data[:20], progress=False)
-    ref = np.concatenate([run(model, d) for d in data[20:]])
-
-    def bias_error(q):
-        got = np.concatenate([run(q, d) for d in data[20:]])
-        return np.abs((got - ref).mean(axis=0)).mean()
-    plain = build(model, ranges, profile="onnxruntime")
-    fixed = build(model, ranges, profile="onnxruntime", samples=data[:20])
-    assert bias_error(fixed) < bias_error(plain) / 2
+    ref, plain, fixed, _ = outputs_without_and_with_correction(model, data[:20], data[20:], "onnxruntime")
+    assert np.abs((fixed - ref).mean(axis=0)).mean() < np.abs((plain - ref).mean(axis=0)).mean() / 2
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -132,16 +135,11 @@ def test_correction_raises_sqnr_on_a_cnn(resnet_tiny_path, profile):
     shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
     rng = np.random.default_rng(7)
     data = [{vi.name: rng.normal(size=shape).astype(np.float32)} for _ in range(24)]
-    calib, holdout = data[:16], data[16:]
-    ranges = collect_ranges(model, calib, progress=False)
-    ref = np.concatenate([run(model, s) for s in holdout])
-    plain = np.concatenate([run(build(model, ranges, profile=profile), s) for s in holdout])
-    fixed_model = build(model, ranges, profile=profile, samples=calib)
-    fixed = np.concatenate([run(fixed_model, s) for s in holdout])
+    ref, plain, fixed, fixed_model = outputs_without_and_with_correction(model, data[:16], data[16:], profile)
     assert sqnr_db(ref, fixed) > sqnr_db(ref, plain) + 0.3
     # the graph was not otherwise touched: same ops, same count of Q/DQ nodes
-    assert [n.op_type for n in fixed_model.graph.node] == [n.op_type for n in build(model, ranges,
-                                                                                   profile=profile).graph.node]
+    plain_model = build(model, collect_ranges(model, data[:16], progress=False), profile=profile)
+    assert [n.op_type for n in fixed_model.graph.node] == [n.op_type for n in plain_model.graph.node]
 
 
 def test_cli_qdq_profile_is_recorded_in_the_manifest(capsys, tmp_path, digits_dir):
@@ -245,12 +243,7 @@ def test_matmul_bias_in_its_add_is_corrected(profile, bias):
     """Measured in onnxruntime on held-out data: the mean error shrinks, the SQNR does not drop."""
     model = matmul_model(bias)
     data = [{"x": (2 + RNG.normal(0, 1, (1, 6, 32))).astype(np.float32)} for _ in range(60)]
-    calib, held = data[:30], data[30:]
-    ranges = collect_ranges(model, calib, progress=False)
-    ref = np.concatenate([run(model, d) for d in held])
-    plain = np.concatenate([run(build(model, ranges, profile=profile), d) for d in held])
-    fixed_model = build(model, ranges, profile=profile, samples=calib)
-    fixed = np.concatenate([run(fixed_model, d) for d in held])
+    ref, plain, fixed, _ = outputs_without_and_with_correction(model, data[:30], data[30:], profile)
     assert np.abs((fixed - ref).mean(axis=(0, 1))).mean() < np.abs((plain - ref).mean(axis=(0, 1))).mean() / 2
     assert sqnr_db(ref, fixed) >= sqnr_db(ref, plain)
 
