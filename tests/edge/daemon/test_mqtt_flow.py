@@ -1,6 +1,8 @@
 """The client-side bound on MQTT inputs held in memory, against a real mosquitto (2.0.11 sends far
 past our Receive Maximum after the first batch: eclipse-mosquitto/mosquitto#2301).
 
+A second scenario restarts the broker mid-backlog: nothing is lost, the bound still holds.
+
 A daemon in this process (real Telemetry, a real worker process running a slow stand-in model)
 gets a backlog of 2,000 distinct inputs. While it drains, a sampler reads how many inputs the
 MQTT source holds unanswered (its own count, beside the telemetry gate's) every few
@@ -48,7 +50,9 @@ class Stream:
         self.events: list[dict] = []
         self.metrics: list[dict] = []
         self.lock = threading.Lock()
-        self.client = MqttClient(parse_broker_url(url), client_id=f"stream-{uuid.uuid4().hex[:8]}")
+        # a persistent session: what the device publishes while we reconnect waits for us
+        self.client = MqttClient(parse_broker_url(url), client_id=f"stream-{uuid.uuid4().hex[:8]}",
+                                 session_expiry=600, reconnect_min=0.1, reconnect_max=0.5)
         self.client.subscribe(f"ganglion/v1/{DEV}/+", self._on)
         self.client.subscribe(f"ganglion/v1/{DEV}/results/#", self._on)
         self.client.connect(10)
@@ -151,3 +155,38 @@ def test_a_backlog_of_2000_inputs_never_holds_more_than_the_bound(mosquitto, tmp
     paused = [e for e in stream.events if e.get("event") == "input_paused"]
     assert paused and paused[0]["limit"] == MAX_HELD and paused[0]["held"] == MAX_HELD
     assert any(m["telemetry"].get("inputs_pauses", 0) >= 1 for m in stream.metrics)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_a_broker_restart_mid_backlog_loses_nothing_and_keeps_the_bound(mosquitto, tmp_path):
+    count = 600
+    stream = Stream(mosquitto.url)
+    payloads = [npy(i) for i in range(count)]
+    want = {hashlib.sha256(p).hexdigest(): i for i, p in enumerate(payloads)}
+    sender = MqttClient(parse_broker_url(mosquitto.url), client_id=f"sensor-{uuid.uuid4().hex[:8]}").connect(10)
+    daemon, telemetry = start_daemon(mosquitto.url, tmp_path, delay=0.003)
+    (source,) = daemon.sources
+    try:
+        for p in payloads[:-1]:
+            sender.publish(TOPIC, p, qos=1)
+        sender.publish_wait(TOPIC, payloads[-1], timeout=30)   # the whole backlog is at the broker
+        sender.stop()
+        assert wait_for(lambda: len(stream.answered()) >= 100, 30)
+        mosquitto.stop()                                       # persistence on: sessions survive
+        time.sleep(1.0)
+        mosquitto.start()
+        assert wait_for(lambda: stream.answered() >= set(want), 60), len(set(want) - stream.answered())
+        assert not daemon.stop_event.is_set() and daemon.root_exit is None     # the daemon stayed up
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+        stream.client.stop()
+    assert source.held_max <= MAX_HELD and telemetry.inputs.gate.held_max <= MAX_HELD
+    for sha, i in want.items():
+        assert all(r["ok"] and r["outputs"]["y"] == [2.0 * i] * 4 for r in stream.results[sha]), sha
