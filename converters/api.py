@@ -101,9 +101,9 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
     ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
     lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py)."""
-    from converters import tflite
     built, head = {}, set()
     if "tflite" in cfg.formats:
+        from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head)
         result = tflite.build(model, ranges, options, samples=calib)
@@ -111,7 +111,8 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
     elif cfg.float_head:
-        head = set(tflite.head_nodes(model, cfg.float_head))
+        from converters.tflite import head_nodes
+        head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         from converters import qdq
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
