@@ -68,7 +68,7 @@ class InputGate:
         self.limit = limit
         self.resume_at = resume_at if resume_at is not None else (limit // 2 if limit else 0)
         self.on_resume = on_resume
-        self.max_orphans = max(MIN_ORPHANS, 8 * (limit or 0))
+        self.max_orphans = max(MIN_ORPHANS, 2 * (limit or 0))
         # re-entrant: ``sent`` runs inside ``_answer``/``admit``, whose PUBACK it reports
         self._lock = threading.RLock()
         self._orphans = _Index()   # held from an earlier connection, PUBACK not sent

@@ -382,8 +382,10 @@ class MqttClient:
         """Paho's thread: the gate is full. Close the input connection (the broker keeps what we
         did not take); ``_resume`` reconnects once the daemon has caught up."""
         stats = self.gate.stats()
-        log.warning("MQTT inputs paused: %d held unanswered (limit %d); reconnecting at %d",
-                    stats["held"], self.gate.limit, self.gate.resume_at)
+        # info, not warning: under a long backlog this is routine, once per half-bound of inputs;
+        # the input_paused event (rate-limited by Telemetry) and inputs_pauses are what to watch
+        log.info("MQTT inputs paused: %d held unanswered (limit %d); reconnecting at %d",
+                 stats["held"], self.gate.limit, self.gate.resume_at)
         self.gate.disconnected(self.acks.reset_pending())    # no PUBACK on a link we are closing
         try:
             self._client.disconnect()       # paho's thread ends after sending DISCONNECT
