@@ -1,7 +1,12 @@
 """The input gate's logic (edge/telemetry/inflow.py) with an in-memory PUBACK window: the bound,
-the pause and resume, and redeliveries matched to inputs already held. The real-broker scenario
-is in tests/edge/daemon/test_mqtt_input.py (2,000 inputs through a slow model)."""
+the pause and resume, and redeliveries matched to inputs already held. Last, a property test
+against a fake broker that ignores Receive Maximum, drops connections and loses PUBACKs: the bound
+always holds and every input runs exactly once. The real-broker scenarios are in
+tests/edge/daemon/test_mqtt_flow.py (2,000 inputs through a slow model) and test_mqtt_acks.py."""
 from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.telemetry.inflow import ADOPTED, PAUSE, SHED, TAKE, InputGate, input_key
 from edge.telemetry.mqtt import AckWindow
@@ -164,3 +169,100 @@ def test_acked_inputs_are_remembered_up_to_a_bound():
     assert gate.stats()["acked_kept"] == 2
     assert link.deliver("a", dup=True)[0] == TAKE             # the oldest was forgotten
     assert link.deliver("c", dup=True)[0] == ADOPTED
+
+
+class FakeBroker:
+    """A broker that ignores Receive Maximum and loses PUBACKs when told to: every message stays
+    in the session until a PUBACK for it arrives; a new connection resends the unacked ones that
+    were sent before (DUP) in order, then the rest. Not a model of any one broker -- the worst of
+    what the gate must survive."""
+
+    def __init__(self, count: int):
+        self.unacked = list(range(count))        # message ids, publish order
+        self.sent_before: set[int] = set()
+        self.by_mid: dict[int, int] = {}
+        self.queue: list[int] = []
+        self.lose_next_ack = False
+
+    def connect(self) -> None:
+        self.by_mid, self.queue = {}, list(self.unacked)
+
+    def next_delivery(self) -> tuple[int, int, bool] | None:
+        if not self.queue:
+            return None
+        msg = self.queue.pop(0)
+        mid = len(self.by_mid) + 1
+        self.by_mid[mid] = msg
+        dup = msg in self.sent_before
+        self.sent_before.add(msg)
+        return mid, msg, dup
+
+    def puback(self, mid: int) -> None:
+        if self.lose_next_ack:
+            self.lose_next_ack = False
+            return
+        msg = self.by_mid[mid]
+        if msg in self.unacked:
+            self.unacked.remove(msg)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 6), st.lists(st.sampled_from(["deliver", "deliver", "deliver", "answer", "answer",
+                                                     "drop", "lose"]), max_size=120), st.randoms())
+def test_whatever_the_broker_does_the_bound_holds_and_every_input_runs_exactly_once(limit, script, rnd):
+    count = 12
+    broker, gate = FakeBroker(count), None
+    runs: dict[int, int] = {}
+    held: list = []                              # (msg, token) handed over, unanswered
+    state = {"connected": False, "resume": False}
+    gate = InputGate(limit=limit, on_resume=lambda: state.update(resume=True))
+    window = None
+
+    def connect():
+        nonlocal window
+        broker.connect()
+        window = AckWindow(broker.puback, on_sent=gate.sent)
+        gate.connected()
+        state.update(connected=True, resume=False)
+
+    def close():
+        gate.disconnected(window.reset_pending())
+        state["connected"] = False
+
+    def step(action):
+        if action == "answer":                   # the daemon answers whether connected or not
+            if held:
+                held.pop(rnd.randrange(len(held))).answer()
+        elif not state["connected"]:
+            if not gate.paused or state["resume"]:
+                connect()                        # paho's reconnect, or the gate's resume
+        elif action == "deliver":
+            delivery = broker.next_delivery()
+            if delivery is None:
+                return
+            mid, msg, dup = delivery
+            verdict, token = gate.admit(("t", msg, None, None), dup, lambda t: window.add(mid, t))
+            if verdict == TAKE:
+                runs[msg] = runs.get(msg, 0) + 1
+                held.append(token)
+            elif verdict == PAUSE:
+                close()
+        elif action == "drop":
+            close()                              # the network, not the gate
+        elif action == "lose":
+            broker.lose_next_ack = True
+        assert gate.held == len(held) <= limit
+
+    connect()
+    for action in script:
+        step(action)
+    for _ in range(20 * count * (limit + 2)):    # then drain: answer everything, never lose a PUBACK
+        if not broker.unacked and not held:
+            break
+        broker.lose_next_ack = False
+        if state["connected"] and not broker.queue and not held:
+            step("drop")                         # a lost PUBACK comes back only on a new connection
+        else:
+            step("answer" if held and rnd.random() < 0.5 else "deliver")
+    assert not broker.unacked and not held, (broker.unacked, len(held))
+    assert runs == {msg: 1 for msg in range(count)}
