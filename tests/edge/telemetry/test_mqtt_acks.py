@@ -226,3 +226,30 @@ def test_a_stop_during_a_pause_does_not_reconnect(mosquitto):
     finally:
         client.stop()
         sender.stop()
+
+
+@pytest.mark.mqtt
+def test_pause_and_resume_over_mutual_tls(mosquitto_tls):
+    """The resume builds a new connection with the same TLS context (CA, client certificate)."""
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    url = parse_broker_url(mosquitto_tls.url)
+    tls = dict(ca_file=mosquitto_tls.ca_file, cert_file=mosquitto_tls.client_cert, key_file=mosquitto_tls.client_key)
+    sender = MqttClient(url, client_id=f"tx-{device}", **tls).connect(10)
+    holder = Holder()
+    client = MqttClient(url, client_id=device, manual_ack=True, receive_maximum=8, max_held=3, session_expiry=600,
+                        reconnect_min=0.1, reconnect_max=0.5, **tls)
+    client.subscribe("in/#", holder)
+    client.connect(10)
+    try:
+        for i in range(12):
+            sender.publish_wait("in/x", b"%d" % i)
+        seen = []
+        while wait_until(lambda: holder.msgs, timeout=3):
+            for m in holder.take():
+                seen.append(m.payload)
+                m.ack()
+        assert sorted(seen, key=int) == [b"%d" % i for i in range(12)]
+        assert client.gate.stats()["pauses"] >= 1 and client.gate.held_max <= 3
+    finally:
+        client.stop()
+        sender.stop()
