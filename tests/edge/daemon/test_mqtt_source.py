@@ -112,3 +112,22 @@ def test_an_input_caught_by_a_shutdown_is_left_unacked():
     assert not wait_for(lambda: msg.acks or len(daemon.calls) > 1, 0.3)  # no ack, no retry
     stop.set()
     thread.join(5)
+
+
+def test_held_counts_received_and_not_yet_answered():
+    tel = FakeTelemetry()
+    daemon = FakeDaemon(["runtime.unavailable"])
+    daemon.block.clear()
+    source = MqttSource(daemon, "in/#", tel)
+    source.RETRY_S = 0.01
+    stop, thread = start(source)
+    msgs = [FakeMessage(b"%d" % i) for i in range(4)]
+    for m in msgs:
+        tel.subs["in/#"](m)
+    assert (source.held, source.held_max) == (4, 4)
+    daemon.block.set()                               # the first is answered "try later", then ok
+    assert wait_for(lambda: all(m.acks for m in msgs), 5)
+    assert (source.held, source.held_max) == (0, 4)
+    assert len(daemon.calls) == 5                    # a retry is not a second input
+    stop.set()
+    thread.join(5)
