@@ -233,6 +233,11 @@ class WorkerHandle(ProcessChild):
                 self.lease.release()
                 self._serve()
                 self.lease.acquire()        # a direct caller may still be reading its answer
+                # A submitter may have handed a job over just as the loop saw ``stopping`` (or its
+                # worker's death): its answer is ours to read -- the worker got the run before any
+                # stop, and a dead pipe sends the job back to the queue through ``_lost_all``.
+                if self.inflight:
+                    self._drain()
         finally:
             self.outbound.close()
 
