@@ -302,7 +302,14 @@ class WorkerHandle(ProcessChild):
                 self.conn.send_bytes(wire.encode({"op": "run", "id": job.requests[0].id}, job.parts(),
                                                  self.outbound, job.slot))
         except (OSError, ValueError):
-            self._lost_all(self.inflight)
+            # The write failed, so the worker never read this whole frame (it died before, e.g. a
+            # SIGKILL while idle, or stop() closed the pipe): back to the queue, its retry not used
+            # up. Put first, so that the jobs written before it go back ahead of it.
+            self.inflight.pop()
+            self.slot.pool.jobs.put_front(job)
+            if self.inflight:
+                self._lost_all(self.inflight)
+            self.broken = True
             return False
         return True
 
