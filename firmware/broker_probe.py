@@ -27,12 +27,9 @@ def broker_address(broker: str):
     """``mqtt://``/``mqtts://`` URL (default ports 1883/8883) or the older ``host[:port]`` (plain
     MQTT) -> ``edge.telemetry.config.BrokerUrl``; UsageError when it cannot be read.
 
-    One parser for the whole project: a bare ``host:port`` is read as ``mqtt://host:port``."""
+    One parser for the whole project (it reads the short forms too)."""
     from edge.telemetry.config import parse_broker_url     # stdlib only; no paho comes along
-    text = broker.strip() if isinstance(broker, str) else broker
-    if isinstance(text, str) and "://" not in text:
-        text = "mqtt://" + ("127.0.0.1" + text if text.startswith(":") else text)
-    return parse_broker_url(text)
+    return parse_broker_url(broker.strip() if isinstance(broker, str) else broker)
 
 
 def tls_context(tls: dict | None) -> ssl.SSLContext:
