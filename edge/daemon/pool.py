@@ -217,9 +217,10 @@ class WorkerHandle(ProcessChild):
                 return False
             if self._send(job):
                 if wait:
-                    self._drain()
-                else:
-                    self.handed = True
+                    self._drain(own=job)
+                # what is still in flight (the offered job, or jobs the caller wrote ahead for
+                # other inputs) is the dispatcher's to answer
+                self.handed = bool(self.inflight)
             return True
         finally:
             self.lease.release()
@@ -262,14 +263,17 @@ class WorkerHandle(ProcessChild):
                 if job is None or self._send(job):
                     self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, own: Job | None = None) -> None:
         """Answer the jobs in flight, in order; while the worker computes, write the next job ahead.
 
         Up to ``PIPELINE`` jobs are in the pipe, so the worker never waits for the parent to
         route a result and take a new batch -- unless another worker is idle, which would start
         that job sooner. Retries are never pipelined: a retried request runs alone, so a poison
         input that kills the worker again cannot take a pipelined neighbour's second chance with
-        it. Returns once nothing is in flight (or the pipe broke: ``broken`` is then set)."""
+        it. Returns once nothing is in flight (or the pipe broke: ``broken`` is then set) -- or,
+        for a direct caller, once its ``own`` job is answered: writing ahead keeps refilling the
+        pipeline while the queue is busy, and the caller must not go on serving other inputs
+        (past its own timeout) for as long as the traffic lasts."""
         pool, inflight = self.slot.pool, self.inflight
         while inflight:
             if not self.stopping.is_set() and not self._top_up(pool, inflight):
@@ -280,7 +284,10 @@ class WorkerHandle(ProcessChild):
             except (EOFError, OSError, ValueError):
                 self._lost_all(inflight)
                 return
-            self._answer(inflight.popleft(), frame)
+            job = inflight.popleft()
+            self._answer(job, frame)
+            if job is own:
+                return
 
     def _top_up(self, pool: WorkerPool, inflight: deque) -> bool:
         """Write queued work ahead while the pipeline has room; False if the pipe broke."""
