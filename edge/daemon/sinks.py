@@ -165,7 +165,18 @@ class ResultRouter:
                 self.metrics.observe(result.ok, result.latency_ms)
                 self.answered += 1
                 if result.request.on_done:
-                    result.request.on_done(result)
+                    self._call_back(result)
+
+    def _call_back(self, result: Result) -> None:
+        # on_done runs on whichever thread answered: often a worker's dispatcher. A caller's bug
+        # raising here would end that thread while its worker process lives on, so the worker
+        # would silently serve nothing more (and the supervisor, watching the process, not notice).
+        try:
+            result.request.on_done(result)
+        except Exception:
+            self.metrics.count("callback_errors")
+            log.exception("the on_done callback of request %s (%s) failed", result.request.id,
+                          result.request.source)
 
     def close(self) -> None:
         for sink in self.sinks:
