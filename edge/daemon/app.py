@@ -110,20 +110,23 @@ class Daemon:
         With greedy batching (``budget_ms = 0``), an idle worker and nothing queued, the calling
         thread runs the round trip to the worker itself (``WorkerPool.run_direct``): the same
         answer, sinks and crash rules as ``submit``, minus two thread hand-offs. Otherwise the
-        input is queued like any other. Never raises for a bad input: the result carries the error."""
+        input is queued like any other. Never raises for a bad input: the result carries the error.
+        Past ``timeout`` it raises ``runtime.timeout`` on either path; the answer, when it comes,
+        still goes to the sinks (a direct caller leaves it to the worker's dispatcher)."""
         box: list[Result] = []
         done = threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
 
         def on_done(result: Result) -> None:
             box.append(result)
             done.set()
         req = self._request(source, value, meta, on_done, False)
         if req is not None:
-            if self.cfg.batch.budget_ms == 0 and self.pool.run_direct(Job([req])):
+            if self.cfg.batch.budget_ms == 0 and self.pool.run_direct(Job([req]), _left(deadline)):
                 self.metrics.count("direct_runs")
             else:
                 self._enqueue(req, False)
-        if not done.wait(timeout):
+        if not done.wait(_left(deadline)):
             raise RuntimeBackendError(f"no answer within {timeout:g}s", code="runtime.timeout",
                                       hint="the request stays queued and is still answered through the sinks")
         return box[0]
@@ -248,6 +251,11 @@ class Daemon:
                 "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
                 "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
                 "inputs": [s.to_dict() for s in info.inputs] if info else []}
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until a monotonic ``deadline`` (None: no deadline)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _thermal_path(board_name: str | None) -> str | None:

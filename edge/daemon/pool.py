@@ -91,20 +91,21 @@ class WorkerPool:
     def offer(self, job: Job) -> bool:
         """Send ``job`` from the calling thread to an idle worker and leave the answer to its
         dispatcher; False when no worker is idle or work is queued (never jumps the queue)."""
-        return self._direct(job, wait=False)
+        return self._direct(job, wait=False, deadline=None)
 
-    def run_direct(self, job: Job) -> bool:
+    def run_direct(self, job: Job, timeout: float | None = None) -> bool:
         """Like ``offer``, but the calling thread also reads the answer and routes it: when this
         returns True, ``on_done`` was called (or the job is queued for its retry, its worker
-        having died under it)."""
-        return self._direct(job, wait=True)
+        having died under it, or -- no answer within ``timeout`` -- left to the dispatcher)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._direct(job, wait=True, deadline=deadline)
 
-    def _direct(self, job: Job, wait: bool) -> bool:
+    def _direct(self, job: Job, wait: bool, deadline: float | None) -> bool:
         if len(self.jobs) or self.backlog():
             return False
         for slot in self.slots:
             handle = slot.handle
-            if handle is not None and handle.lend(job, wait):
+            if handle is not None and handle.lend(job, wait, deadline):
                 return True
         return False
 
@@ -207,9 +208,10 @@ class WorkerHandle(ProcessChild):
         self._thread.join(timeout)
         self.conn.close()
 
-    def lend(self, job: Job, wait: bool) -> bool:
+    def lend(self, job: Job, wait: bool, deadline: float | None = None) -> bool:
         """Send ``job`` from the calling thread if this worker is idle (see the module docstring);
-        with ``wait``, also read and route its answer here, else hand that to the dispatcher."""
+        with ``wait``, also read and route its answer here (until ``deadline``, a monotonic
+        time), else hand that to the dispatcher."""
         if not self.lease.acquire(blocking=False):
             return False
         try:
@@ -217,7 +219,7 @@ class WorkerHandle(ProcessChild):
                 return False
             if self._send(job):
                 if wait:
-                    self._drain(own=job)
+                    self._drain(own=job, deadline=deadline)
                 # what is still in flight (the offered job, or jobs the caller wrote ahead for
                 # other inputs) is the dispatcher's to answer
                 self.handed = bool(self.inflight)
@@ -263,7 +265,7 @@ class WorkerHandle(ProcessChild):
                 if job is None or self._send(job):
                     self._drain()
 
-    def _drain(self, own: Job | None = None) -> None:
+    def _drain(self, own: Job | None = None, deadline: float | None = None) -> None:
         """Answer the jobs in flight, in order; while the worker computes, write the next job ahead.
 
         Up to ``PIPELINE`` jobs are in the pipe, so the worker never waits for the parent to
@@ -273,10 +275,13 @@ class WorkerHandle(ProcessChild):
         it. Returns once nothing is in flight (or the pipe broke: ``broken`` is then set) -- or,
         for a direct caller, once its ``own`` job is answered: writing ahead keeps refilling the
         pipeline while the queue is busy, and the caller must not go on serving other inputs
-        (past its own timeout) for as long as the traffic lasts."""
+        (past its own timeout) for as long as the traffic lasts. Past the caller's ``deadline``
+        it returns too, its job still in flight: the dispatcher reads that answer."""
         pool, inflight = self.slot.pool, self.inflight
         while inflight:
             if not self.stopping.is_set() and not self._top_up(pool, inflight):
+                return
+            if deadline is not None and not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1e3):
                 return
             try:
                 self._await_answer()
