@@ -425,3 +425,25 @@ def test_a_raising_on_done_does_not_take_the_workers_dispatcher_down(dense_tflit
         assert result.ok, result.error
         Dense.check(key, result.outputs)
     assert daemon.metrics.totals["callback_errors"] == 1
+
+
+def test_infer_timeout_holds_on_the_direct_path_and_the_dispatcher_takes_the_answer(tmp_path):
+    """The calling thread reads the worker's answer itself; past its timeout it must give up
+    (``runtime.timeout``, as on the queued path) and leave the answer to the dispatcher -- it used
+    to block for as long as the model took. The worker is not lost for the next caller."""
+    from edge.errors import RuntimeBackendError
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:slow",
+                            factory_args={"delay_s": 1.0})
+    daemon.start()
+    try:
+        with pytest.raises(RuntimeBackendError) as info:
+            daemon.infer(np.ones((1, 4), np.float32), timeout=0.1)
+        assert info.value.code == "runtime.timeout"
+        assert daemon.router.answered == 0                      # it gave up before the answer existed
+        assert daemon.metrics.totals["direct_runs"] == 1        # and it did take the direct path
+        assert wait_for(lambda: daemon.router.answered == 1, timeout=10)   # the answer reached the sinks
+        again = daemon.infer(np.full((1, 4), 2.0, np.float32), timeout=10)
+        assert again.ok and again.outputs["y"].tolist() == [[4.0] * 4]
+    finally:
+        daemon.stop()
+        daemon.shutdown()
