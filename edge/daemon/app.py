@@ -226,8 +226,8 @@ class Daemon:
         reason = "the daemon is stopping" if self.root_exit is None else f"the daemon gave up: {self.root_exit.reason}"
         for req in self.requests.drain():
             self.router.deliver(Result(req, error=error_dict("runtime.unavailable", reason)))
+        self.pool.jobs.close()              # first: a retry queued from now on is answered at once
         self.pool.fail_pending(reason)
-        self.pool.jobs.close()
         self.router.drain()
         self.router.close()
         self.report_metrics()

@@ -149,3 +149,14 @@ class Fifo:
 
 class JobQueue(Fifo):
     """Jobs to retry after a worker crash; dispatchers look here before taking a new batch."""
+
+    def put_front(self, item) -> bool:
+        """False once closed: at shutdown the queue is closed, then drained and answered, and a
+        job put back after that (a worker thread finishing late) must be answered by the caller,
+        not left where nobody looks."""
+        with self._cond:
+            if self.closed:
+                return False
+            self._items.appendleft(item)
+            self._cond.notify_all()
+            return True

@@ -119,6 +119,16 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [s.pid for s in self.slots if s.pid]
 
+    def requeue(self, job: Job) -> None:
+        """Put ``job`` back at the front of the retry queue, and wake the dispatchers waiting in
+        ``take`` (they would look at the retry queue only when their wait timed out). Once the
+        queue is closed (shutdown) nobody would take it: it is answered with an error at once."""
+        if not self.jobs.put_front(job):
+            self.answer_error(job, error_dict("runtime.unavailable", "the daemon is stopping",
+                                              hint="see the daemon's events for why the workers stopped"))
+            return
+        self.nudge()
+
     def fail_pending(self, reason: str) -> int:
         """Answer every queued job with an error (shutdown, or the workers' supervisor gave up)."""
         jobs = self.jobs.drain()
@@ -248,10 +258,11 @@ class WorkerHandle(ProcessChild):
         """Take a job (retries first) or a handed-over one, answer it and whatever the pipeline
         picks up, repeat."""
         pool = self.slot.pool
-        handed = lambda: self.handed      # noqa: E731 -- the wake-up condition of ``take``
+        # the wake-up condition of ``take``: a job handed over, or a retry queued (``requeue``)
+        wake = lambda: self.handed or len(pool.jobs) > 0      # noqa: E731
         while not self.stopping.is_set() and not self.broken:
             job = None if self.handed else \
-                (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2, handed)
+                (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2, wake)
             if job is None and not self.handed:
                 if not self.process.is_alive():
                     return
@@ -260,7 +271,7 @@ class WorkerHandle(ProcessChild):
                 self.handed = False
                 if self.broken:                 # a submitter saw the worker die meanwhile
                     if job is not None:
-                        pool.jobs.put_front(job)    # not this job's fault: no retry used up
+                        pool.requeue(job)           # not this job's fault: no retry used up
                     return
                 if job is None or self._send(job):
                     self._drain()
@@ -318,7 +329,7 @@ class WorkerHandle(ProcessChild):
             # SIGKILL while idle, or stop() closed the pipe): back to the queue, its retry not used
             # up. Put first, so that the jobs written before it go back ahead of it.
             self.inflight.pop()
-            self.slot.pool.jobs.put_front(job)
+            self.slot.pool.requeue(job)
             if self.inflight:
                 self._lost_all(self.inflight)
             self.broken = True
@@ -333,7 +344,7 @@ class WorkerHandle(ProcessChild):
         jobs = list(inflight)
         inflight.clear()
         for job in reversed(jobs[1:]):
-            self.slot.pool.jobs.put_front(job)
+            self.slot.pool.requeue(job)
         self._lost(jobs[0])
 
     def _await_answer(self) -> None:
@@ -380,7 +391,7 @@ class WorkerHandle(ProcessChild):
         self.exited.wait(2.0)
         reason = f"worker {self.slot.name} died ({self.exit.reason if self.exit else 'no exit status yet'})"
         if self.stopping.is_set():
-            pool.jobs.put_front(job)            # we stopped it: not the request's fault
+            pool.requeue(job)                   # we stopped it: not the request's fault
             return
         job.attempts += 1
         if job.attempts >= MAX_ATTEMPTS:
@@ -391,7 +402,7 @@ class WorkerHandle(ProcessChild):
             return
         singles = [Job([req], attempts=job.attempts, first_error=reason) for req in job.requests]
         for one in reversed(singles):
-            pool.jobs.put_front(one)
+            pool.requeue(one)
 
 
 def _samples(req) -> int:
