@@ -447,3 +447,26 @@ def test_infer_timeout_holds_on_the_direct_path_and_the_dispatcher_takes_the_ans
     finally:
         daemon.stop()
         daemon.shutdown()
+
+
+def test_a_job_requeued_after_the_shutdown_closed_the_retry_queue_is_answered_not_dropped(tmp_path):
+    """Logic only (no worker): shutdown closes the retry queue, then answers what is in it. A
+    worker thread that finishes late (a dispatcher past its join timeout, a direct caller) and
+    puts a job back after that used to leave it where nobody looks; now it is answered at once.
+    Before the close, a requeued job waits in the queue and the parked dispatchers are woken."""
+    from edge.daemon.pool import WorkerPool
+    from edge.daemon.worker import WorkerSpec
+    answers, nudges = [], []
+    pool = WorkerPool(WorkerSpec(model=str(tmp_path / "unused.tflite")), 0, deliver=answers.append,
+                      on_event=lambda event: None)
+    pool.nudge = lambda: nudges.append(1)
+    early = Job([Request("t", {"x": Dense.value(1)}, {"key": 1})])
+    pool.requeue(early)
+    assert len(pool.jobs) == 1 and nudges == [1] and not answers
+    pool.jobs.close()
+    assert pool.fail_pending("the daemon is stopping") == 1
+    late = Job([Request("t", {"x": Dense.value(2)}, {"key": 2})])
+    pool.requeue(late)
+    assert len(pool.jobs) == 0
+    assert [(a.request.meta["key"], a.error["code"]) for a in answers] == [(1, "runtime.unavailable"),
+                                                                          (2, "runtime.unavailable")]
