@@ -292,7 +292,7 @@ class WorkerHandle(ProcessChild):
         while inflight:
             if not self.stopping.is_set() and not self._top_up(pool, inflight):
                 return
-            if deadline is not None and not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1e3):
+            if deadline is not None and self._past(deadline):
                 return
             try:
                 self._await_answer()
@@ -304,6 +304,13 @@ class WorkerHandle(ProcessChild):
             self._answer(job, frame)
             if job is own:
                 return
+
+    def _past(self, deadline: float) -> bool:
+        """A direct caller's wait: True when its deadline passed before the worker answered. A
+        deadline beyond the request timeout is left to ``_await_answer``, so that a hung worker is
+        still killed on time."""
+        left, timeout = deadline - time.monotonic(), self.slot.pool.request_timeout
+        return (not timeout or left < timeout) and not self._poller.poll(max(0.0, left) * 1e3)
 
     def _top_up(self, pool: WorkerPool, inflight: deque) -> bool:
         """Write queued work ahead while the pipeline has room; False if the pipe broke."""
