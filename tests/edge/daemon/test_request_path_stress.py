@@ -470,3 +470,20 @@ def test_a_job_requeued_after_the_shutdown_closed_the_retry_queue_is_answered_no
     assert len(pool.jobs) == 0
     assert [(a.request.meta["key"], a.error["code"]) for a in answers] == [(1, "runtime.unavailable"),
                                                                           (2, "runtime.unavailable")]
+
+
+def test_a_hung_worker_under_a_direct_caller_is_killed_at_the_request_timeout_not_the_callers(tmp_path):
+    """The caller's own wait (its ``infer`` timeout) must not postpone hang detection: with a
+    request timeout of 1 s, a hung kernel is killed after 1 s (twice: the retry hangs too), and the
+    caller gets ``runtime.worker_crash`` well within its own 15 s."""
+    daemon, outbox = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:hangs_on_poison",
+                                 request_timeout=1.0, max_restarts=5)
+    daemon.start()
+    try:
+        result = daemon.infer(np.full((1, 4), -1000.0, np.float32), timeout=15)
+        assert daemon.metrics.totals["direct_runs"] == 1
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert not result.ok and result.error["code"] == "runtime.worker_crash" and result.attempts == 2
+    assert [e["event"] for e in outbox.of("events")].count("worker_hang") == 2
