@@ -19,8 +19,10 @@ instead of after a thread hand-off to the dispatcher (on a small board or a VM, 
 as much as the pipe round trip). Then either the dispatcher is told to read the answer while the
 worker computes (``WorkerPool.offer``, the asynchronous ``submit``: the hand-off happens, but
 off the critical path), or the caller reads it itself (``WorkerPool.run_direct``, for the
-synchronous ``Daemon.infer``: no hand-off at all). The crash rules are the same on every path:
-the same code (``WorkerHandle._send``/``_drain``) runs whoever holds the lease.
+synchronous ``Daemon.infer``: no hand-off at all) -- its own answer only: jobs it wrote ahead for
+other inputs, and its own once its timeout passed, go to the dispatcher the same way (see
+docs/request-path.md for the invariants and the stress test). The crash rules are the same on
+every path: the same code (``WorkerHandle._send``/``_drain``) runs whoever holds the lease.
 """
 from __future__ import annotations
 
