@@ -20,7 +20,8 @@ process so memory figures are clean:
              sources use: adds the queue and two thread hand-offs), RUNS calls each -> medians and
              p95; the first 5 calls of a block are not timed (the other side's threads spin down).
              Pairing matters on a shared machine, where the load changes faster than a run lasts.
-             A fourth side in the same rotation: the opt-in in-process worker (isolation = "thread").
+             A fourth side in the same rotation: ``Daemon.infer`` with the opt-in in-process worker
+             (isolation = "thread": the calling thread runs the backend itself when it is idle).
   throughput three pairs of rounds: RUNS sequential bare calls, then RUNS requests submitted to
              the daemon at once (open loop: a saturating load) -> inf/s of each, ratio = median of
              the three daemon/bare ratios. Three ways of using the same cores: "mb" one worker with
@@ -139,7 +140,7 @@ def child_daemon(model: str, runs: int, threads: int) -> dict:
         bare()
     inline = _daemon(model, threads, 1, 0.0, 4 * runs, isolation="thread")    # opt-in, no process
     bare_t, sync_t, daemon_t, inline_t = _paired([bare, lambda: d.infer(dict(feeds)), one,
-                                                  _round_trip(inline, feeds)], runs)
+                                                  lambda: inline.infer(dict(feeds))], runs)
     for x in (d, inline):
         x.stop()
         x.shutdown()

@@ -12,9 +12,15 @@ does not apply). A Python-level exception from the backend is still answered per
 Supervision is unchanged: the thread is a ``ThreadChild`` under the workers' supervisor, so a
 backend that fails to open is a crash with a ``worker_fatal`` event, restarted with the same
 intensity limits as a process.
+
+``Daemon.infer`` on an idle in-process worker runs the backend on the calling thread (``lend``,
+under the worker's ``lease``), so a synchronous caller pays no thread hand-off at all. An
+asynchronous ``submit`` still goes through the queue: running the model on a source's thread
+would stall the source.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 from edge.daemon.worker import open_for, ready_header, run_once
@@ -25,7 +31,22 @@ from edge.supervisor import ThreadChild
 class InlineWorker(ThreadChild):
     def __init__(self, slot):
         self.slot = slot
+        self.lease = threading.Lock()       # whoever holds it may use the backend
+        self._ready: tuple | None = None    # (backend, output specs) once open
         super().__init__(self._body, slot.name)
+
+    def lend(self, job, wait: bool, deadline: float | None = None) -> bool:
+        """Run ``job`` on the calling thread if the backend is idle (synchronous callers only; a
+        running kernel cannot be interrupted, so ``deadline`` does not apply here)."""
+        if not wait or self._ready is None or not self.lease.acquire(blocking=False):
+            return False
+        try:
+            if self._ready is None:
+                return False
+            self._one(job, *self._ready)
+            return True
+        finally:
+            self.lease.release()
 
     def _body(self, stop) -> None:
         pool = self.slot.pool
@@ -39,12 +60,16 @@ class InlineWorker(ThreadChild):
             pool.set_info(ready_header(backend))
             self.slot.ready_at = time.monotonic()
             specs = backend.outputs() if pool.spec.dequantize else None
+            self._ready = (backend, specs)
             while not stop.is_set():
                 job = (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.take(0.2)
                 if job is not None:
-                    self._one(job, backend, specs)
+                    with self.lease:
+                        self._one(job, backend, specs)
         finally:
-            backend.close()
+            with self.lease:
+                self._ready = None
+                backend.close()
 
     def _one(self, job, backend, specs) -> None:
         pool = self.slot.pool

@@ -167,14 +167,15 @@ class WorkerSlot:
         self.pid: int | None = None
         self.ready_at: float | None = None      # monotonic time the current process said ready
         self.generation = 0
-        self.handle: WorkerHandle | None = None     # the current process's handle (direct runs)
+        self.handle = None      # the current WorkerHandle (or InlineWorker): direct runs go through it
 
     def start(self):
         if self.pool.isolation == "thread":
             from edge.daemon.inline import InlineWorker
             self.pid, self.ready_at = None, None
             self.generation += 1
-            return InlineWorker(self)
+            self.handle = InlineWorker(self)
+            return self.handle
         parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
         proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec),
                                      name=f"ganglion-{self.name}", daemon=True)

@@ -67,3 +67,24 @@ def test_isolation_is_checked():
     with pytest.raises(UsageError) as info:
         from_dict({"model": {"path": "m.tflite"}, "workers": {"isolation": "none"}}).check()
     assert info.value.where == "workers.isolation"
+
+
+def test_infer_on_an_idle_thread_worker_runs_the_backend_on_the_calling_thread(tmp_path):
+    daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:raises_on_poison",
+                            isolation="thread")
+    daemon.start()
+    try:
+        for i in range(5):
+            r = daemon.infer(np.full((1, 4), float(i), np.float32))
+            assert r.ok and r.outputs["y"].tolist() == [[2.0 * i] * 4]
+        bug = daemon.infer(np.full((1, 4), -1000.0, np.float32))      # a backend exception
+        assert not bug.ok and "ZeroDivisionError" in bug.error["message"]
+        assert daemon.infer(np.ones((1, 4), np.float32)).ok
+        got = Collector()
+        daemon.submit("test", np.ones((1, 4), np.float32), {}, got.cb(0))    # async: through the queue
+        assert got.wait(1)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    assert daemon.metrics.totals["direct_runs"] == 7
+    assert daemon.metrics.totals.get("direct_sends", 0) == 0

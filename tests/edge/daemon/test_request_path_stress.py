@@ -233,14 +233,14 @@ class Case:
     def __init__(self, kind, workers: int, budget_ms: float = 0.0, isolation: str = "process"):
         self.kind, self.workers, self.budget_ms, self.isolation = kind, workers, budget_ms, isolation
         self.kills = isolation == "process"     # a worker thread cannot be killed alone
-        self.direct = budget_ms == 0 and isolation == "process"
+        self.direct = budget_ms == 0          # threads: infer runs the backend on the calling thread
 
 
 CASES = {
     "inline-1w": Case(Dense, 1), "inline-2w": Case(Dense, 2),
     "shm-1w": Case(Big, 1), "shm-2w": Case(Big, 2),
-    # no direct path: micro-batching with a budget (everything through the queue), and workers
-    # as threads of the daemon (no process, no pipe to lend)
+    # no direct path with micro-batching on a budget (everything through the queue); workers as
+    # threads of the daemon: infer runs an idle backend on the calling thread, submit queues
     "inline-2w-budget": Case(Dense, 2, budget_ms=1.0),
     "inline-2w-threads": Case(Dense, 2, isolation="thread"),
 }
