@@ -125,7 +125,7 @@ class Daemon:
             if self.cfg.batch.budget_ms == 0 and self.pool.run_direct(Job([req]), _left(deadline)):
                 self.metrics.count("direct_runs")
             else:
-                self._enqueue(req, False)
+                self._enqueue(req, False, deadline)
         if not done.wait(_left(deadline)):
             raise RuntimeBackendError(f"no answer within {timeout:g}s", code="runtime.timeout",
                                       hint="the request stays queued and is still answered through the sinks")
@@ -153,7 +153,7 @@ class Daemon:
             return None
         return Request(source, feeds, meta, on_done)
 
-    def _enqueue(self, req: Request, live: bool) -> None:
+    def _enqueue(self, req: Request, live: bool, deadline: float | None = None) -> None:
         if self.cfg.batch.budget_ms == 0 and self.pool.offer(Job([req])):
             self.metrics.count("direct_sends")      # an idle worker took it at once (edge/daemon/pool.py)
             return
@@ -162,10 +162,18 @@ class Daemon:
             return
         # Block while the queue is full (backpressure), but notice a shutdown: a source blocked
         # here must not hold up the stop, and its input is answered "stopping" (kept for later).
-        while not self.requests.put(req, timeout=0.25):
+        # An ``infer`` with a timeout waits for room no longer than that: then its input is
+        # refused as "busy" (it was never queued, so nothing of it reaches the sinks later).
+        while not self.requests.put(req, timeout=min(0.25, _left(deadline) or 0.25)):
             if self.stop_event.is_set() or self.requests.closed:
                 self.reject(req.source, RuntimeBackendError("the daemon is stopping", code="runtime.stopping"),
                             req.meta, req.on_done)
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self.reject(req.source, RuntimeBackendError(
+                    "the request queue stayed full until the timeout", code="runtime.busy",
+                    hint="the daemon is overloaded: add workers, raise batch.queue_size, or retry later"),
+                    req.meta, req.on_done)
                 return
 
     def _feeds(self, value, info, live: bool) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ costs one retry, nothing is lost -- whichever thread happened to hold the worker
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +152,20 @@ def test_infer_timeout_is_a_typed_error_and_the_answer_still_reaches_the_sinks(t
         daemon.infer(np.ones((1, 4), np.float32), timeout=0.05)
     assert info.value.code == "runtime.timeout"
     assert wait_for(lambda: daemon.router.answered == 1, timeout=10)
+
+
+def test_infer_that_cannot_even_be_queued_in_time_is_refused_as_busy(tmp_path, running):
+    daemon, _ = running(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:slow",
+                        factory_args={"delay_s": 1.0}, queue=1)
+    got = Collector()
+    daemon.submit("t", np.ones((1, 4), np.float32), {}, got.cb("running"))     # the worker is busy,
+    assert wait_for(lambda: len(daemon.pool.slots[0].handle.inflight) == 1, timeout=5)
+    daemon.submit("t", np.ones((1, 4), np.float32), {}, got.cb("ahead"))       # one written ahead,
+    assert wait_for(lambda: len(daemon.pool.slots[0].handle.inflight) == 2, timeout=5)
+    daemon.submit("t", np.ones((1, 4), np.float32), {}, got.cb("queued"))      # the queue is full
+    t0 = time.monotonic()
+    result = daemon.infer(np.ones((1, 4), np.float32), timeout=0.3)
+    assert time.monotonic() - t0 < 0.9                                         # not held until room came
+    assert not result.ok and result.error["code"] == "runtime.busy"
+    assert got.wait(3, timeout=10) and all(r.ok for r in got.results.values())
+    assert daemon.infer(np.ones((1, 4), np.float32), timeout=10).ok           # and it serves again
