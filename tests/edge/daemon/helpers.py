@@ -57,3 +57,16 @@ def wait_for(cond, timeout=10.0, step=0.01):
             return True
         time.sleep(step)
     return False
+
+
+def drop_npy(folder, name: str, arr) -> None:
+    """Put an .npy into a watched folder the way writers must (docs/daemon.md): write it under a
+    name the source ignores, then rename it into place -- a file written in place can be read
+    half-written."""
+    import os
+
+    import numpy as np
+    tmp = folder / f".{name}.part"
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+    os.replace(tmp, folder / name)

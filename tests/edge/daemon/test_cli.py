@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.edge import models
+from tests.edge.daemon.helpers import drop_npy
 
 pytestmark = pytest.mark.timeout(120)
 GANGLION = [str(Path(sys.executable).parent / "ganglion")]
@@ -99,7 +100,7 @@ def test_run_watch_folder_with_systemd_notify_and_sigterm(dense_tflite, tmp_path
     try:
         ready_s = _wait_datagram(sock, messages, "READY=1", timeout=20) - t0
         arr = np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32)
-        np.save(inbox / "a.npy", arr)
+        drop_npy(inbox, "a.npy", arr)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (inbox / "done" / "a.npy").exists():
             time.sleep(0.05)

@@ -11,6 +11,7 @@ import pytest
 
 from firmware import install as fw_install
 from firmware import status as fw_status
+from tests.edge.daemon.helpers import drop_npy
 from tests.firmware import helpers
 
 pytestmark = pytest.mark.timeout(180)
@@ -43,7 +44,7 @@ def test_run_boots_the_trial_slot_serves_it_and_validates_it(installed, tmp_path
             time.sleep(0.2)
         assert fw_status.status(installed)["slots"]["a"]["status"] == "valid"
         inbox.mkdir(exist_ok=True)
-        np.save(inbox / "x.npy", np.ones((1, 8), np.float32))
+        drop_npy(inbox, "x.npy", np.ones((1, 8), np.float32))
         while time.monotonic() < deadline and not (out.exists() and out.read_text()):
             time.sleep(0.1)
     finally:

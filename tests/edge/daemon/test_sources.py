@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.edge import models
-from tests.edge.daemon.helpers import make_daemon, wait_for
+from tests.edge.daemon.helpers import drop_npy, make_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +57,7 @@ def test_unfinished_files_stay_for_the_next_start(tmp_path):
                             sinks=[{"kind": "jsonl", "path": str(out)}])
     daemon.start()
     for i in range(10):
-        np.save(inbox / f"f{i}.npy", np.full((1, 4), i, np.float32))
+        drop_npy(inbox, f"f{i}.npy", np.full((1, 4), i, np.float32))
     time.sleep(0.5)
     daemon.stop()
     daemon.shutdown()
