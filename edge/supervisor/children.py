@@ -93,12 +93,13 @@ class ProcessChild:
         self._ready.set()
 
     def stop(self, timeout: float) -> None:
-        if self.process.is_alive():
+        if self.alive:
             self.process.terminate()
             self.process.join(timeout)
-        if self.process.is_alive():
+        if self.alive:
             self.process.kill()
             self.process.join(2.0)
+        self.exited.wait(2.0)        # the watcher has the exit status: ``alive`` is settled
 
     @property
     def pid(self) -> int | None:
@@ -106,7 +107,9 @@ class ProcessChild:
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive()
+        # ``Process.is_alive`` says True for a process another thread (the watcher) reaped a
+        # moment ago but has not recorded yet, so the watcher's verdict comes first.
+        return not self.exited.is_set() and self.process.is_alive()
 
 
 def _signame(num: int) -> str:
