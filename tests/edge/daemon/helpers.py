@@ -70,3 +70,17 @@ def drop_npy(folder, name: str, arr) -> None:
     with open(tmp, "wb") as fh:
         np.save(fh, arr)
     os.replace(tmp, folder / name)
+
+
+def sigterm(proc, timeout: float = 30.0) -> str:
+    """Stop a ``ganglion run`` subprocess the way systemd does (SIGTERM) and return its stderr;
+    SIGKILL if it has not exited within ``timeout`` (the caller then sees a non-zero exit)."""
+    import signal
+    import subprocess
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[1]

@@ -15,7 +15,7 @@ from edge import artifact
 from edge.daemon import camera
 from edge.errors import UsageError
 from tests.edge.daemon import camera_models as cm
-from tests.edge.daemon.helpers import make_daemon, wait_for
+from tests.edge.daemon.helpers import make_daemon, sigterm, wait_for
 
 import cv2  # noqa: E402  (the dev extra installs opencv-python-headless: a missing one fails, never skips)
 pytestmark = pytest.mark.timeout(120)
@@ -318,7 +318,6 @@ def test_fps_above_the_cameras_rate_submits_every_frame(monkeypatch):
 
 def test_ganglion_run_camera_plays_a_video_file_and_refuses_a_missing_one(tmp_path):
     """The command a user types: `ganglion run --camera FILE` (a real subprocess, SIGTERM to stop)."""
-    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -331,11 +330,8 @@ def test_ganglion_run_camera_plays_a_video_file_and_refuses_a_missing_one(tmp_pa
     try:
         assert wait_for(lambda: len(_lines(out)) == 8, timeout=30)
         time.sleep(0.5)                                  # the end of the file is read after frame 8
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        err = sigterm(proc)
     assert proc.returncode == 0, err
     assert [r["frame"] for r in _lines(out)] == list(range(8))
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

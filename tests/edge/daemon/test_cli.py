@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.edge import models
-from tests.edge.daemon.helpers import drop_npy
+from tests.edge.daemon.helpers import drop_npy, sigterm
 
 pytestmark = pytest.mark.timeout(120)
 GANGLION = [str(Path(sys.executable).parent / "ganglion")]
@@ -51,11 +51,8 @@ def test_isolation_thread_runs_the_model_in_the_daemon(dense_tflite, tmp_path):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (inbox / "done" / "a.npy").exists():
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        err = sigterm(proc)
     assert proc.returncode == 0, err
     rec = json.loads(out.read_text().splitlines()[0])
     assert rec["ok"] and rec["worker"] == "worker-0"

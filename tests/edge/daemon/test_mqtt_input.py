@@ -31,6 +31,7 @@ from edge.daemon.sources import RETRY_LATER
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from edge.telemetry.requester import Requester
+from tests.edge.daemon.helpers import sigterm
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[3]
@@ -88,11 +89,7 @@ def start_daemon(broker, tmp_path: Path, *, delay: float, queue: int = 2, receiv
     return proc
 
 
-def stop(proc) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    return err
+stop = sigterm
 
 
 @pytest.fixture
