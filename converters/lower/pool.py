@@ -48,42 +48,92 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
         x = ctx.as_2d(x)
     k, s, p, onnx_pads, spatial = _pool_geometry(ctx, node, x)
     mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
-    include_pad = bool(node.attrs.get("count_include_pad", 0))
-    if opcode == "AVERAGE_POOL_2D" and include_pad and any(p):
-        mode, explicit = padding.schema.Padding.VALID, p   # TFLite SAME would exclude the pads
-    if explicit is not None:
-        value = 0.0 if opcode == "AVERAGE_POOL_2D" or _non_negative(ctx, node.inputs[0]) \
-            else float(np.finfo(np.float32).min)
-        x = padding.emit_pad(ctx, x, explicit, value=value)
     final = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
-    factor = None
-    if opcode == "AVERAGE_POOL_2D" and explicit is not None:
-        factor = _divisor_fix(k, s, p, onnx_pads, spatial, ctx.shape_of(final)[1:3], include_pad)
-    target = ctx.temp(ctx.shape_of(final), "sum_like") if factor is not None else final
-    ctx.emit(opcode, [x], [target],
-             options("Pool2DOptions", padding=mode, strideH=s[0], strideW=s[1], filterHeight=k[0],
-                     filterWidth=k[1], fusedActivationFunction=0 if factor is not None
-                     else ctx.activation(node)))
-    if factor is not None:
-        ctx.emit("MUL", [target, ctx.const(factor, "count_rescale")], [final],
-                 options("MulOptions", fusedActivationFunction=ctx.activation(node)))
+    include_pad = bool(node.attrs.get("count_include_pad", 0)) and any(p)
+    if opcode == "AVERAGE_POOL_2D" and (explicit is not None or include_pad):
+        if include_pad:   # (TFLite's SAME would exclude the pads even where they equal ONNX's)
+            # the ONNX pads are averaged as zeros: pad them for real (exact in int8: zero is the
+            # zero point); only the ceil_mode extension past them is left to exclude
+            if any(onnx_pads):
+                x = padding.emit_pad(ctx, x, onnx_pads)
+            p = [0, 0, p[2] - onnx_pads[2], p[3] - onnx_pads[3]]
+        _split_pool(ctx, x, final, k, s, p, opcode, ctx.activation(node))
+    else:
+        if explicit is not None:
+            value = 0.0 if _non_negative(ctx, node.inputs[0]) else float(np.finfo(np.float32).min)
+            x = padding.emit_pad(ctx, x, explicit, value=value)
+        _emit_pool(ctx, opcode, x, final, k, s, mode, ctx.activation(node))
     if one_d:
         ctx.reshape(final, ctx.shape_of(y), out=y)
 
 
-def _divisor_fix(k, s, p, onnx_pads, spatial, out_hw, include_pad):
-    """AVERAGE_POOL_2D over an explicitly padded input divides by k*k; ONNX divides by the number
-    of input elements (count_include_pad=0) or of input-and-ONNX-pad elements (=1; the ceil_mode
-    extension never counts). Returns the per-window factor [1, OH, OW, 1], or None if all 1."""
-    counts = []
-    for i in range(2):
-        lo, hi = (-onnx_pads[i], spatial[i] + onnx_pads[2 + i]) if include_pad else (0, spatial[i])
-        starts = np.arange(out_hw[i]) * s[i] - p[i]
-        counts.append(np.clip(starts + k[i], lo, hi) - np.clip(starts, lo, hi))
-    factor = (k[0] * k[1] / np.maximum(np.outer(*counts), 1)).astype(np.float32)
-    if np.all(factor == 1.0):
-        return None
-    return factor.reshape(1, out_hw[0], out_hw[1], 1)
+def _emit_pool(ctx, opcode, x, out, k, s, mode, activation):
+    ctx.emit(opcode, [x], [out],
+             options("Pool2DOptions", padding=mode, strideH=s[0], strideW=s[1], filterHeight=k[0],
+                     filterWidth=k[1], fusedActivationFunction=activation))
+
+
+def window_groups(n_out: int, n_in: int, k: int, s: int, pad: int) -> list[tuple[int, int, int]]:
+    """Output positions along one axis grouped into runs a single VALID pool can compute.
+
+    Output i pools input [i*s - pad, i*s - pad + k) clipped to [0, n_in). Consecutive outputs
+    whose clipped windows have the same length and start ``s`` apart form one run. Returns
+    (first input index, window length, outputs) per run: the interior is one run, each border
+    output whose window overhangs the padding is its own (at most pad/s + 1 per side).
+    """
+    runs: list[list[int]] = []
+    for i in range(n_out):
+        lo, hi = max(i * s - pad, 0), min(i * s - pad + k, n_in)
+        if runs and hi - lo == runs[-1][1] and lo == runs[-1][0] + s * runs[-1][2]:
+            runs[-1][2] += 1
+        else:
+            runs.append([lo, max(hi - lo, 1), 1])   # ONNX pads < kernel: never an empty window
+    return [tuple(r) for r in runs]
+
+
+def _split_pool(ctx, x, out, k, s, p, opcode, activation) -> None:
+    """A pool whose padding is excluded from every window, with VALID pools only.
+
+    TFLite pools have SAME or VALID padding; an explicit PAD would put its zeros *into* the
+    average (or, as PADV2 with the lowest value, into a MaxPool, which XNNPACK's int8 path does
+    not always accept). Instead each block of outputs whose clipped windows share one size is
+    pooled from a SLICE of the input with that size as kernel, and the blocks are concatenated.
+    Every output is then the plain average (max) of exactly its in-bounds elements, computed by
+    one int8 pool with its usual half-step rounding -- no PAD, no per-window rescale (a MUL by
+    k*k/count multiplied that rounding error by up to k*k at the corners). All ops (SLICE,
+    AVERAGE/MAX_POOL_2D, CONCATENATION) share the input's int8 params and run in XNNPACK; the
+    price is (rows runs) x (column runs) small pools, 9 for the usual one-pixel border.
+    """
+    n, h, w, c = ctx.shape_of(x)
+    oh, ow = ctx.shape_of(out)[1:3]
+    rows, cols = window_groups(oh, h, k[0], s[0], p[0]), window_groups(ow, w, k[1], s[1], p[1])
+    strips = []
+    for r0, rk, rn in rows:
+        pieces = []
+        for c0, ck, cn in cols:
+            size = [n, (rn - 1) * s[0] + rk, (cn - 1) * s[1] + ck, c]
+            src = x
+            if (r0, c0, size[1], size[2]) != (0, 0, h, w):
+                src = ctx.emit_new("SLICE", [x, ctx.const(np.array([0, r0, c0, 0], np.int32), "begin"),
+                                             ctx.const(np.array(size, np.int32), "size")],
+                                   size, hint="window_slice")
+            piece = out if len(rows) == len(cols) == 1 else ctx.temp([n, rn, cn, c], "window_pool")
+            _emit_pool(ctx, opcode, src, piece, [rk, ck], s, padding.schema.Padding.VALID,
+                       activation)
+            pieces.append(piece)
+        strips.append(_concat(ctx, pieces, 2, out if len(rows) == 1 else None))
+    if len(rows) > 1:
+        _concat(ctx, strips, 1, out)
+
+
+def _concat(ctx, parts: list[int], axis: int, out: int | None) -> int:
+    if len(parts) == 1:
+        return parts[0]
+    shape = list(ctx.shape_of(parts[0]))
+    shape[axis] = sum(ctx.shape_of(t)[axis] for t in parts)
+    out = ctx.temp(shape, "window_concat") if out is None else out
+    ctx.emit("CONCATENATION", parts, [out], options("ConcatenationOptions", axis=axis))
+    return out
 
 
 NON_NEGATIVE_ACTS = {"RELU", "RELU6"}
