@@ -1,8 +1,13 @@
 """Pooling and reductions: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Reduce*.
 
-Pools run channels-last (1-D pools as 2-D with height 1). ONNX pads that are neither zero nor
-TFLite's SAME become an explicit PAD first: zeros for AveragePool with ``count_include_pad=1``, the
-lowest float for MaxPool. ``ceil_mode`` is handled by extending the end padding.
+Pools run channels-last (1-D pools as 2-D with height 1). ``ceil_mode`` extends the end padding.
+ONNX pads that are zero or equal TFLite's SAME map onto VALID / SAME. Other pads:
+
+* AveragePool, ``count_include_pad=1``: a zero PAD of the ONNX pads (zero is exact in int8, it is
+  the zero point), then a VALID pool -- always, as SAME would leave the pads out of the count;
+* AveragePool, ``count_include_pad=0``, and MaxPool over signed values: ``_split_pool`` -- border
+  blocks pooled from input slices, so no pad value ever enters a window;
+* MaxPool over values >= 0 (after Relu/ReLU6/Sigmoid/Softmax): a zero PAD, then a VALID pool.
 """
 from __future__ import annotations
 
@@ -47,21 +52,20 @@ def _pool(ctx: LowerContext, node, opcode: str) -> None:
     if one_d:
         x = ctx.as_2d(x)
     k, s, p, onnx_pads, spatial = _pool_geometry(ctx, node, x)
-    mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
     final = y if not one_d else ctx.temp([ctx.shape_of(y)[0], 1, *ctx.shape_of(y)[1:]], "out_2d")
-    include_pad = bool(node.attrs.get("count_include_pad", 0)) and any(p)
-    if opcode == "AVERAGE_POOL_2D" and (explicit is not None or include_pad):
-        if include_pad:   # (TFLite's SAME would exclude the pads even where they equal ONNX's)
-            # the ONNX pads are averaged as zeros: pad them for real (exact in int8: zero is the
-            # zero point); only the ceil_mode extension past them is left to exclude
-            if any(onnx_pads):
-                x = padding.emit_pad(ctx, x, onnx_pads)
-            p = [0, 0, p[2] - onnx_pads[2], p[3] - onnx_pads[3]]
+    average = opcode == "AVERAGE_POOL_2D"
+    if average and node.attrs.get("count_include_pad", 0) and any(p):
+        # the ONNX pads are averaged as zeros: pad them for real (exact in int8, zero is the zero
+        # point); only a ceil_mode extension past them is left, and it must not be counted
+        if any(onnx_pads):
+            x = padding.emit_pad(ctx, x, onnx_pads)
+        p, spatial = [0, 0, p[2] - onnx_pads[2], p[3] - onnx_pads[3]], list(ctx.shape_of(x)[1:3])
+    mode, explicit = padding.choose(spatial, k, s, [1, 1], p)
+    if explicit is not None and (average or not _non_negative(ctx, node.inputs[0])):
         _split_pool(ctx, x, final, k, s, p, opcode, ctx.activation(node))
     else:
-        if explicit is not None:
-            value = 0.0 if _non_negative(ctx, node.inputs[0]) else float(np.finfo(np.float32).min)
-            x = padding.emit_pad(ctx, x, explicit, value=value)
+        if explicit is not None:   # a MaxPool over values >= 0: zeros are as neutral as -inf
+            x = padding.emit_pad(ctx, x, explicit)
         _emit_pool(ctx, opcode, x, final, k, s, mode, ctx.activation(node))
     if one_d:
         ctx.reshape(final, ctx.shape_of(y), out=y)
@@ -141,8 +145,8 @@ NON_NEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax"}
 
 
 def _non_negative(ctx: LowerContext, name: str) -> bool:
-    """True when the value is >= 0 by construction: zero padding is then exact for MaxPool, and
-    PAD (unlike PADV2 with the lowest value) is supported by XNNPACK's int8 path."""
+    """True when the value is >= 0 by construction: a MaxPool can then take one zero PAD (exact,
+    and what such models always got) instead of the slice-and-concatenate split."""
     producer = ctx.g.producers().get(name)
     if producer is None:
         return False

@@ -14,7 +14,7 @@ POOLS = {
     "max_2x2": ("MaxPool", X, dict(kernel_shape=[2, 2], strides=[2, 2]), "MAX_POOL_2D"),
     "max_3x3_pad1_s2": ("MaxPool", X, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
                         "MAX_POOL_2D"),
-    "max_asym_pad": ("MaxPool", X, dict(kernel_shape=[3, 3], pads=[0, 0, 2, 2]), "PADV2"),
+    "max_asym_pad": ("MaxPool", X, dict(kernel_shape=[3, 3], pads=[0, 0, 2, 2]), "SLICE"),
     "max_ceil": ("MaxPool", X, dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), "MAX_POOL_2D"),
     "max_same_upper": ("MaxPool", X, dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
                        "MAX_POOL_2D"),
@@ -25,6 +25,9 @@ POOLS = {
                                                count_include_pad=1), "PAD"),
     "max_1d": ("MaxPool", {"x": (1, 3, 12)}, dict(kernel_shape=[3], strides=[2]), "MAX_POOL_2D"),
     "avg_1d": ("AveragePool", {"x": (1, 3, 12)}, dict(kernel_shape=[2], strides=[2]), "AVERAGE_POOL_2D"),
+    "max_1d_pads": ("MaxPool", {"x": (1, 3, 12)}, dict(kernel_shape=[3], strides=[2], pads=[2, 0]),
+                    "SLICE"),
+    "avg_1d_pads": ("AveragePool", {"x": (1, 3, 12)}, dict(kernel_shape=[3], pads=[0, 2]), "SLICE"),
     "global_avg": ("GlobalAveragePool", X, {}, "MEAN"),
     "global_max": ("GlobalMaxPool", X, {}, "REDUCE_MAX"),
 }
@@ -96,6 +99,49 @@ def test_window_groups_split_borders_from_the_interior():
     assert window_groups(5, 10, 3, 2, 1) == [(0, 2, 1), (1, 3, 4)]
     # no padding: one run covering everything
     assert window_groups(4, 8, 2, 2, 0) == [(0, 2, 4)]
+
+
+MAX_PADS = {"sym_s2_even": ([1, 1, 1, 1], 2, 10), "asym_s1": ([0, 1, 2, 1], 1, 9),
+            "ceil_s2": ([1, 1, 1, 1], 2, 10)}
+
+
+@pytest.mark.parametrize("case", MAX_PADS, ids=list(MAX_PADS))
+def test_signed_max_pool_with_explicit_pads_needs_no_padv2(case):
+    """A MaxPool over signed values whose pads are not SAME's pools each border block from a
+    slice of the input (windows clipped, like -inf padding) instead of PADV2 with the lowest value."""
+    pads, stride, size = MAX_PADS[case]
+    m = H.one_node("MaxPool", {"x": (1, 4, size, size)}, kernel_shape=[3, 3], strides=[stride] * 2,
+                   pads=pads, ceil_mode=int(case.startswith("ceil")))
+    _, q = H.check(m, expect=["SLICE", "MAX_POOL_2D"], forbid=["PADV2", "PAD"], steps=ONE_POOL_STEPS)
+    assert "PADV2" not in q.ops and "PAD" not in q.ops
+
+
+def _stem(relu: bool):
+    """Conv 7x7/2 -> [Relu] -> MaxPool 3x3/2 pads 1 (not SAME's on an even size) -> padded Conv and
+    an Add reading the pool: the ResNet stem shape whose int8 PADV2 XNNPACK refused to build."""
+    import numpy as np
+    r = np.random.default_rng(0)
+    inits = {"w1": r.normal(0, .2, (8, 3, 7, 7)).astype(np.float32),
+             "w2": r.normal(0, .2, (8, 8, 3, 3)).astype(np.float32)}
+    node = H.helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c"], strides=[2, 2], pads=[3, 3, 3, 3])]
+    if relu:
+        nodes.append(node("Relu", ["c"], ["r"]))
+    nodes += [node("MaxPool", ["r" if relu else "c"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1]),
+              node("Conv", ["m", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+              node("Add", ["m", "c2"], ["y"])]
+    return H.model(nodes, {"x": (1, 3, 64, 64)}, ["y"], inits)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "relu"])
+def test_resnet_stem_max_pool_loads_in_xnnpack_int8(relu):
+    """H.check loads both models with the XNNPACK delegate (make_interpreter's default) and
+    compares with onnxruntime; the signed stem used to fail there with PADV2."""
+    _, q = H.check(_stem(relu), steps=3)
+    assert "PADV2" not in q.ops
+    # after a ReLU zero padding stays the one-op lowering (so such models convert as before)
+    assert ("SLICE" in q.ops) != relu and ("PAD" in q.ops[q.ops.index("CONV_2D") + 1:]) == relu
 
 
 @pytest.mark.parametrize("seed", range(40))
