@@ -2,7 +2,8 @@
 
 TFLite's SAME pads ``total = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`` with the
 smaller half first (tensorflow/lite/kernels/padding.h). ONNX pads are explicit; when they match
-SAME or are zero no extra op is needed, otherwise a PAD/PADV2 op runs first and the op uses VALID.
+SAME or are zero no extra op is needed, otherwise a zero PAD runs first and the op uses VALID (for
+pools whose pads must not enter the window, ``pool._split_pool`` avoids padding altogether).
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def choose(spatial: list[int], k: list[int], s: list[int], d: list[int], pads: l
     return schema.Padding.VALID, pads
 
 
-def emit_pad(ctx, src: int, pads: list[int], value: float = 0.0, hint: str = "padded") -> int:
-    """PAD (or PADV2 for a non-zero value) of the spatial dims of an NHWC(-like) tensor."""
+def emit_pad(ctx, src: int, pads: list[int], hint: str = "padded") -> int:
+    """A zero PAD of the spatial dims of an NHWC(-like) tensor. Only zeros: int8 PAD fills with the
+    zero point (exact), while PADV2 with another value (e.g. the lowest float before a MaxPool)
+    made XNNPACK refuse to build some int8 graphs."""
     shape = list(ctx.shape_of(src))
     n = len(pads) // 2
     table = np.zeros((len(shape), 2), np.int32)
@@ -31,10 +34,5 @@ def emit_pad(ctx, src: int, pads: list[int], value: float = 0.0, hint: str = "pa
         table[1 + i] = (pads[i], pads[n + i])
         shape[1 + i] += pads[i] + pads[n + i]
     out = ctx.temp(shape, hint)
-    if value == 0.0:
-        ctx.emit("PAD", [src, ctx.const(table, "paddings")], [out], schema.PadOptionsT())
-    else:
-        ctx.emit("PADV2", [src, ctx.const(table, "paddings"),
-                           ctx.const(np.array([value], np.float32).reshape(()), "pad_value")],
-                 [out], schema.PadV2OptionsT())
+    ctx.emit("PAD", [src, ctx.const(table, "paddings")], [out], schema.PadOptionsT())
     return out
