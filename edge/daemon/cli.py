@@ -123,7 +123,8 @@ def default_spool(device_id: str) -> str:
 @click.option("--watch", multiple=True, help="Watched folder (repeatable); files move to done/ or failed/.")
 @click.option("--replay", multiple=True, help=".npy/.npz file of samples to replay (repeatable).")
 @click.option("--mqtt-input", multiple=True, help="MQTT topic to take inputs from (repeatable).")
-@click.option("--camera", help="OpenCV camera index or URL (needs the camera extra).")
+@click.option("--camera", help="Frames from OpenCV: a camera index (0), /dev/videoN, an rtsp:// or http:// "
+              "stream, or a video file (played at its frame rate). Needs: pip install 'ganglion-edge[camera]'.")
 @click.option("--jsonl", multiple=True, help="Write results to this JSONL file (repeatable).")
 @click.option("--stdout", is_flag=True, help="Write results to stdout as JSON lines.")
 @click.option("--board", help="Board name or .toml (threads, backend, delegate, thermal sensor).")

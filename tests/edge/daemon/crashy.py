@@ -71,11 +71,3 @@ def hangs_on_poison():
             time.sleep(3600)
         return {"y": f["x"] * 2}
     return MemoryBackend(*SPECS, fn)
-
-
-def slow_image(delay_s: float = 0.05):
-    """A slow 'image model': [N, 3, 8, 8] float -> per-sample mean; stands in for a camera pipeline."""
-    def fn(f):
-        time.sleep(delay_s)
-        return {"y": f["x"].mean(axis=(1, 2, 3))[:, None].repeat(4, axis=1)}
-    return MemoryBackend([TensorSpec("x", "float32", (-1, 3, 8, 8))], [TensorSpec("y", "float32", (-1, 4))], fn)
