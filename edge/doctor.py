@@ -117,8 +117,27 @@ def extras_report() -> dict:
     return out
 
 
-def report() -> dict:
+def delegate_paths_report(paths) -> dict:
+    """Each ``--delegate PATH`` loaded the way the daemon loads it (LiteRT's load_delegate, not
+    just a dlopen): ``True``, or why it cannot serve as a delegate."""
+    if not paths:
+        return {}
+    from edge.errors import GanglionError
+    from edge.litert import load_delegate
+    out = {}
+    for path in paths:
+        try:
+            loaded, reason = load_delegate(path)
+        except GanglionError as exc:          # no LiteRT at all: already a problem of its own
+            loaded, reason = None, exc.message
+        out[path] = True if loaded is not None else reason
+        del loaded
+    return out
+
+
+def report(delegate_paths=()) -> dict:
     rep = {"python": sys.version.split()[0], "litert": litert_report(), "delegates": delegates_report(),
+           "delegate_paths": delegate_paths_report(delegate_paths),
            "onnxruntime": onnxruntime_report(), "board": board_report(), "extras": extras_report()}
     problems = []
     if not rep["litert"]["found"] and not rep["onnxruntime"]["found"]:
@@ -126,15 +145,21 @@ def report() -> dict:
     for name, d in rep["delegates"].items():
         if d and d["loadable"] is not True:
             problems.append(f"delegate {name} found at {d['path']} but cannot be loaded: {d['loadable']}")
+    for path, ok in rep["delegate_paths"].items():
+        if ok is not True:
+            problems.append(f"delegate {path} cannot be loaded: {ok}")
     rep["problems"] = problems
     return rep
 
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(as_json):
+@click.option("--delegate", "delegates", multiple=True, metavar="PATH",
+              help="Also try to load this external delegate library, as `ganglion run --delegate PATH` would "
+                   "(repeatable). A path that cannot serve as a delegate is a problem line.")
+def doctor(as_json, delegates):
     """Report interpreters, delegates and providers found on this machine."""
-    rep = report()
+    rep = report(delegates)
     if as_json:
         click.echo(json.dumps(rep, indent=2))
     else:
@@ -152,6 +177,8 @@ def _print(rep: dict) -> None:
     for name, d in rep["delegates"].items():
         state = "not found" if d is None else f"{d['path']}" + ("" if d["loadable"] is True else "  (NOT loadable)")
         click.echo(f"delegate      {name:<20} {state}")
+    for path, ok in rep["delegate_paths"].items():
+        click.echo(f"delegate      {path}  " + ("(loads)" if ok is True else "(NOT loadable)"))
     click.echo(f"board         {board['board'] or 'unknown'}  ({board['machine']}, {board['cpus']} cpus"
                + (f", {board['device_tree_model']}" if board["device_tree_model"] else "") + ")")
     click.echo(f"thermal       {', '.join(board['thermal_sensors']) or 'no sensors'}")

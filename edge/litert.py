@@ -80,3 +80,19 @@ def make_interpreter(model: bytes | str, *, num_threads: int | None = None,
                                   code="runtime.model_load",
                                   hint="run 'ganglion inspect' on the file; re-convert it") from exc
     return interp
+
+
+def load_delegate(path: str):
+    """An external delegate loaded by path: ``(delegate, None)``, or ``(None, why it failed)``.
+
+    Failures are a missing file, a file that is not a shared library, and a real library that is
+    not a delegate (no ``tflite_plugin_create_delegate``: LiteRT reports that as an AttributeError
+    from its ctypes lookup). The backend turns a failure into ``runtime.delegate_missing`` or a
+    CPU fallback; ``ganglion doctor --delegate PATH`` prints it."""
+    lite = find_litert()
+    try:
+        return lite.module.load_delegate(path), None
+    except (ValueError, OSError, RuntimeError, AttributeError) as exc:
+        # returned as text, not raised with the exception attached: LiteRT's half-built Delegate
+        # sits in that traceback and its __del__ misbehaves whenever the traceback is dropped
+        return None, str(exc)

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.backends.base import SpecsMixin, TensorSpec, check_feeds, concat_outputs, split_batch
 from edge.errors import InputError, RuntimeBackendError
-from edge.litert import find_litert, make_interpreter
+from edge.litert import load_delegate, make_interpreter
 
 
 class LiteRTBackend(SpecsMixin):
@@ -51,18 +51,10 @@ class LiteRTBackend(SpecsMixin):
         self._can_resize = True
 
     def _load_delegate(self, path: str, allow_cpu_fallback: bool) -> list | None:
-        lite = find_litert()
-        try:
-            loaded = lite.module.load_delegate(path)
-        # AttributeError: a real shared library that is not a delegate (no
-        # tflite_plugin_create_delegate symbol) -- LiteRT reports that through ctypes' lookup.
-        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
-            reason = str(exc)
-        else:
+        loaded, reason = load_delegate(path)
+        if loaded is not None:
             self.delegate = path
             return [loaded]
-        # Raised outside the except block, without chaining: LiteRT's half-built Delegate sits in
-        # that traceback and its __del__ misbehaves whenever the traceback is finally dropped.
         if not allow_cpu_fallback:
             raise RuntimeBackendError(
                 f"the delegate {path} could not be loaded: {reason}", where=path,

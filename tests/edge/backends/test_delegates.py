@@ -72,3 +72,19 @@ def test_doctor_reports_a_delegate_it_finds_but_cannot_load(tmp_path, monkeypatc
     text = CliRunner().invoke(doctor.doctor, []).output
     assert f"{tmp_path / 'libedgetpu.so.1'}  (NOT loadable)" in text
     assert f"problem: delegate edgetpu found at {tmp_path / 'libedgetpu.so.1'} but cannot be loaded" in text
+
+
+def test_doctor_tries_a_delegate_path_the_way_the_daemon_loads_it(tmp_path):
+    """`ganglion doctor --delegate PATH`: a missing file, a file that is not a library, and a real
+    library that is not a delegate each get a problem line naming the path and the reason."""
+    missing, garbage, libm = str(tmp_path / "libedgetpu.so.1"), str(tmp_path / "libvx_delegate.so"), _not_a_delegate()
+    (tmp_path / "libvx_delegate.so").write_bytes(b"\x7fELF but not really")
+    args = ["--json", "--delegate", missing, "--delegate", garbage, "--delegate", libm]
+    rep = json.loads(CliRunner().invoke(doctor.doctor, args).output)
+    assert set(rep["delegate_paths"]) == {missing, garbage, libm}
+    assert all(v is not True for v in rep["delegate_paths"].values())
+    assert "tflite_plugin_create_delegate" in rep["delegate_paths"][libm]
+    for path in (missing, garbage, libm):
+        assert any(p.startswith(f"delegate {path} cannot be loaded: ") for p in rep["problems"])
+    text = CliRunner().invoke(doctor.doctor, ["--delegate", libm]).output
+    assert f"delegate      {libm}  (NOT loadable)" in text and f"problem: delegate {libm} cannot be loaded" in text
