@@ -158,8 +158,9 @@ def _feeds(tg: TGraph, sample: dict) -> dict[int, np.ndarray]:
     feeds = {}
     for i in tg.inputs:
         t = tg.tensors[i]
-        value = np.asarray(sample[t.name], np.float32)
-        feeds[i] = np.ascontiguousarray(np.transpose(value, t.perm) if t.perm else value)
+        value = np.asarray(sample[t.name], np.dtype(t.dtype))   # int inputs (ids, a sample rate) stay int
+        value = np.transpose(value, t.perm) if t.perm else value
+        feeds[i] = np.ascontiguousarray(value).reshape(value.shape)   # ascontiguousarray makes 0-d 1-d
     return feeds
 
 
