@@ -15,6 +15,7 @@ import onnx
 
 from converters.progress import bar
 from converters.verify import per_layer as layers
+from converters.verify.classes import output_axes
 from converters.verify.metrics import Accumulator, accuracy
 from converters.verify.report import VerifyReport
 from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError, align
@@ -43,8 +44,12 @@ def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> t
 
 def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: str | None = None,
            labels: np.ndarray | None = None, per_layer: bool = False, tensor_map: dict | None = None,
-           trusted_keys=None, progress: bool = True) -> VerifyReport:
-    """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``."""
+           trusted_keys=None, progress: bool = True, class_axes: dict | None = None) -> VerifyReport:
+    """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``.
+
+    Top-1 agreement (and accuracy against ``labels``) is taken only over an output's class axis:
+    read from the reference graph (verify/classes.py) or named in ``class_axes`` ({output or "*":
+    axis or None}); an output without one reports n/a and the reason in the report's notes."""
     kind, data, manifest = open_candidate(candidate, fmt=fmt, trusted_keys=trusted_keys)
     ref_model = reference if isinstance(reference, onnx.ModelProto) else _load_reference(reference)
     if not samples:
@@ -54,8 +59,9 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
                                hint="labels must align one to one with the holdout samples")
     ref_run = OnnxRunner(ref_model)
     cand_run = _candidate_runner(kind, data, ref_run)
-    acc = {name: Accumulator() for name in ref_run.output_names}
-    first = ref_run.output_names[0]
+    axes = output_axes(ref_model, class_axes)
+    acc = {name: Accumulator(axes[name][0]) for name in ref_run.output_names}
+    first = _labelled_output(axes, ref_run.output_names, labels)
     ref_logits, cand_logits = [], []
     with bar(samples, progress, "verifying") as items:
         for sample in items:
@@ -66,7 +72,8 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
                 ref_logits.append(ref_out[first])
                 cand_logits.append(cand_out[first])
     report = VerifyReport(candidate=kind, samples=len(samples),
-                          outputs={name: a.result() for name, a in acc.items()})
+                          outputs={name: {**a.result(), "class_axis": axes[name][0]} for name, a in acc.items()})
+    report.notes += [f"top-1 n/a for {name}: {why}" for name, (axis, why) in axes.items() if axis is None]
     if labels is not None:
         report.accuracy = {"reference": accuracy(ref_logits, labels),
                            "candidate": accuracy(cand_logits, labels), "labels": int(len(labels)),
@@ -74,6 +81,16 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     if per_layer:
         report.per_layer = _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress)
     return report
+
+
+def _labelled_output(axes: dict, names: list[str], labels) -> str:
+    """The output labels are compared with: the first one with a class axis."""
+    with_classes = [n for n in names if axes[n][0] is not None]
+    if labels is not None and not with_classes:
+        raise VerifyInputError("labels were given, but no output holds class scores: "
+                               + "; ".join(f"{n}: {axes[n][1]}" for n in names),
+                               hint="name the class axis with --class-axis OUTPUT=AXIS")
+    return with_classes[0] if with_classes else names[0]
 
 
 def _load_reference(path) -> onnx.ModelProto:
