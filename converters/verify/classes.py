@@ -13,8 +13,8 @@ class axis only when the node that makes it says so, read from the float referen
 
 and none when that axis has a single element. ``--class-axis`` overrides it: ``AXIS`` for every
 output, ``OUTPUT=AXIS`` for one, ``OUTPUT=none`` to turn top-1 off. Shape-only ops between the
-deciding node and the output (Identity, Flatten, Squeeze, Reshape, Transpose) are walked back
-through only when they keep that axis last, so the answer stays right or says n/a.
+deciding node and the output (Identity, Cast; Flatten, Squeeze, Unsqueeze, Reshape when they keep
+the last dimension last) are walked back through, so the answer stays right or says n/a.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from converters.verify.metrics import VerifyInputError
 
 LINEAR = ("Gemm", "MatMul", "Add")
 MAPS = ("Conv", "ConvTranspose", "Resize")
-PASS_THROUGH = ("Identity", "Flatten", "Squeeze", "Reshape", "Cast")
+PASS_THROUGH = ("Identity", "Cast", "Flatten", "Squeeze", "Unsqueeze", "Reshape")   # walked back through
 
 
 def output_axes(model: onnx.ModelProto, overrides: dict | None = None) -> dict[str, tuple[int | None, str]]:
@@ -66,8 +66,8 @@ def _from_graph(name: str, producer: dict, shapes: dict, opset: int) -> tuple[in
     tensor = name
     node = producer.get(tensor)
     while node is not None and node.op_type in PASS_THROUGH:
-        if node.op_type == "Reshape" and not _keeps_last(node, shapes):
-            return None, "reshaped after the last layer (name the class axis with --class-axis)"
+        if node.op_type not in ("Identity", "Cast") and not _keeps_last(node, shapes):
+            return None, f"{node.op_type} moves its last axis (name the class axis with --class-axis)"
         tensor = node.input[0]
         node = producer.get(tensor)
     if node is None:
