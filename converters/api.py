@@ -11,6 +11,7 @@ so any error before that leaves no file behind.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head)
         result = tflite.build(model, ranges, options, samples=calib)
-        _self_check(result.flatbuffer)
+        self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
     elif cfg.float_head:
@@ -157,8 +158,9 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
     return built, head
 
 
-def _self_check(flatbuffer: bytes) -> None:
-    """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written."""
+def self_check(flatbuffer: bytes, result, model: onnx.ModelProto) -> None:
+    """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written.
+    ``result`` (the TFLiteResult) and ``model`` turn LiteRT's op numbers into ONNX node names."""
     from converters.errors import ConvertError
     from edge.errors import RuntimeBackendError
     from edge.litert import make_interpreter
@@ -167,10 +169,28 @@ def _self_check(flatbuffer: bytes) -> None:
     except RuntimeBackendError as exc:
         if exc.code == "runtime.no_litert":
             return                      # nothing to check with on this host; verify will say so
+        nodes = failing_nodes(exc.message, result, model)
+        keep = " ".join(f"--keep-float {n}" for n in nodes) if nodes else "--keep-float on the failing node"
         raise ConvertError(f"the converted TFLite model does not load in LiteRT: {exc.message}",
-                           code="convert.self_check",
-                           hint="this is a converter bug, please report it with the model; "
-                                "--keep-float on the failing node may work around it") from exc
+                           code="convert.self_check", where=f"ONNX node(s) {', '.join(nodes)}" if nodes else None,
+                           hint=f"this is a converter bug, please report it with the model; {keep} may work "
+                                "around it") from exc
+
+
+def failing_nodes(message: str, result, model: onnx.ModelProto) -> list[str]:
+    """The ONNX nodes (as --keep-float takes them) of the ops LiteRT names in ``message``
+    ("Node number 9 (TANH) failed to prepare"): op index -> the lowering's node, when the opcode
+    agrees (a delegate's node numbers are not op indexes)."""
+    from converters.frontend.names import node_names
+    known = set(node_names(model))
+    found = []
+    for index, opcode in re.findall(r"Node number (\d+) \((\w+)\)", message):
+        i = int(index)
+        if i < len(result.ops) and result.ops[i] == opcode and i < len(result.op_nodes):
+            node = result.op_nodes[i]
+            if node in known and node not in found:
+                found.append(node)
+    return found
 
 
 def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
