@@ -179,17 +179,20 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
 @click.command("inspect", context_settings={"max_content_width": 100})
 @click.argument("path", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def inspect_cmd(path, as_json):
+@click.option("--all", "show_all", is_flag=True,
+              help="Show every line (the view cuts each section at 40 lines and long metadata values).")
+def inspect_cmd(path, as_json, show_all):
     """Show ops, tensors, quantization parameters and sizes of a .tflite, .onnx or .gpk file.
 
     \b
     Examples:
       ganglion inspect model.gpk          (manifest, signature, then each model inside)
       ganglion inspect model.tflite --json
+      ganglion inspect model.onnx --all    (every node, tensor and metadata line)
     """
     from converters import inspect as inspector
     info = inspector.inspect(path)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
-    click.echo(inspector.render(info))
+    click.echo(inspector.render(info, limit=None if show_all else inspector.SECTION_LINES))
