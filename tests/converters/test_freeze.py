@@ -100,3 +100,34 @@ def test_input_value_and_state_on_one_input_clash(tmp_path, capsys):
     code = main(["convert", path, "--calib", str(tmp_path / "rec.npz"), "--input-value", "state=0",
                  "--state", "stateN=state", "-o", str(tmp_path / "x.gpk")])
     assert code == 2 and "both frozen" in capsys.readouterr().err
+
+
+def _if_on_sample_rate(path) -> str:
+    """y = If(sr == 16000, x * 2, x * 3): the sample rate only picks a branch (as in a VAD)."""
+    def branch(name, k):
+        return h.make_graph([h.make_node("Mul", ["x", f"k{name}"], [f"y{name}"])], name, [],
+                            [h.make_tensor_value_info(f"y{name}", T.FLOAT, [1, 4])],
+                            [onnx.numpy_helper.from_array(np.float32(k), f"k{name}")])
+    nodes = [h.make_node("Equal", ["sr", "rate"], ["is16k"]),
+             h.make_node("If", ["is16k"], ["y"], then_branch=branch("then", 2.0), else_branch=branch("else", 3.0))]
+    graph = h.make_graph(nodes, "vad_if", [h.make_tensor_value_info("x", T.FLOAT, [1, 4]),
+                                           h.make_tensor_value_info("sr", T.INT64, [])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [1, 4])],
+                         [onnx.numpy_helper.from_array(np.array(16000, np.int64), "rate")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("rate, expected", [(16000, True), (8000, False)])
+def test_a_frozen_sample_rate_makes_the_if_condition_a_constant(tmp_path, rate, expected):
+    from converters import api
+    from converters.frontend import to_graph
+    path = _if_on_sample_rate(tmp_path / "vad_if.onnx")
+    graph = to_graph(api.load_model(path, values={"sr": (rate,)}))
+    conds = [graph.const(n.inputs[0]) for n in graph.nodes if n.op == "If"]
+    # folded to one branch already (the shapes pass), or an If whose condition is now a constant
+    assert not conds or (conds[0] is not None and bool(conds[0]) is expected)
+    unfrozen = to_graph(api.load_model(path))
+    assert any(n.op == "If" and unfrozen.const(n.inputs[0]) is None for n in unfrozen.nodes)
