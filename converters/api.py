@@ -77,7 +77,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
-    report = (fidelity(built, model, holdout, labels, cfg.progress, class_axes=dict(cfg.class_axes))
+    report = (fidelity(built, model, holdout, labels, cfg.progress, class_axes=dict(cfg.class_axes), state=state)
               if holdout is not None else None)
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep), state=state)
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
@@ -200,14 +200,15 @@ def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str
                         keep=frozenset(keep), float_head=cfg.float_head, progress=cfg.progress)
 
 
-def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True, class_axes=None) -> dict:
+def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True, class_axes=None,
+             state=()) -> dict:
     """The verify report of each built model against the float model, keyed by model format
     ("tflite" | "onnx", as in the manifest's ``models`` and ``verify --format``)."""
     from converters import verify as verifier
     report = {}
     for target, (data, result) in built.items():
         fmt = manifest_mod.MODEL_ENTRIES[target][0]
-        rep = verifier.verify(data, model, samples, fmt=fmt, labels=labels, class_axes=class_axes,
+        rep = verifier.verify(data, model, samples, fmt=fmt, labels=labels, class_axes=class_axes, state=state,
                               tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
@@ -264,12 +265,15 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
         preprocess = manifest.get("preprocessing")
     pairs = state if state else [(p["output"], p["input"]) for p in manifest.get("state", [])]
     pairs = stream_state(data, ref, pairs)
-    samples = load_samples(data, ref, preprocess, limit=limit, min_samples=1, state=pairs)
+    # a recording is cut to its first ``limit`` steps (consecutive: the candidate runs closed-loop)
+    samples = load_samples(data, ref, preprocess, limit=None if pairs else limit, min_samples=1, state=pairs)
+    samples = samples[:limit] if pairs and limit is not None else samples
     truth = load_labels(labels) if labels is not None else None
     if truth is not None and limit is not None:
         truth = truth[:limit]
     return verifier.verify(model_bytes, ref, samples, fmt=kind, labels=truth, per_layer=per_layer,
-                           tensor_map=manifest.get("tensor_map"), progress=progress, class_axes=class_axes)
+                           tensor_map=manifest.get("tensor_map"), progress=progress, class_axes=class_axes,
+                           state=pairs)
 
 
 def _frozen(manifest: dict) -> dict[str, tuple[float, ...]]:

@@ -44,12 +44,17 @@ def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> t
 
 def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: str | None = None,
            labels: np.ndarray | None = None, per_layer: bool = False, tensor_map: dict | None = None,
-           trusted_keys=None, progress: bool = True, class_axes: dict | None = None) -> VerifyReport:
+           trusted_keys=None, progress: bool = True, class_axes: dict | None = None,
+           state=()) -> VerifyReport:
     """Compare ``candidate`` with the float ``reference`` (ModelProto or path) on ``samples``.
 
     Top-1 agreement (and accuracy against ``labels``) is taken only over an output's class axis:
     read from the reference graph (verify/classes.py) or named in ``class_axes`` ({output or "*":
-    axis or None}); an output without one reports n/a and the reason in the report's notes."""
+    axis or None}); an output without one reports n/a and the reason in the report's notes.
+
+    ``state``: (output, input) pairs of a streaming model whose ``samples`` are consecutive steps
+    (``calibrate.stream.unroll``): the candidate then runs closed-loop, fed its own previous state
+    as deployed, so the report includes the drift its int8 state accumulates."""
     kind, data, manifest = open_candidate(candidate, fmt=fmt, trusted_keys=trusted_keys)
     ref_model = reference if isinstance(reference, onnx.ModelProto) else _load_reference(reference)
     if not samples:
@@ -63,9 +68,12 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     acc = {name: Accumulator(axes[name][0]) for name in ref_run.output_names}
     first = _labelled_output(axes, ref_run.output_names, labels)
     ref_logits, cand_logits = [], []
+    carried: dict[str, np.ndarray] = {}           # the candidate's own state, from the second step on
     with bar(samples, progress, "verifying") as items:
         for sample in items:
-            ref_out, cand_out = ref_run.run(sample), cand_run.run(sample)
+            ref_out, cand_out = ref_run.run(sample), cand_run.run({**sample, **carried})
+            carried = {inp: align(cand_out[out], ref_out[out].shape).astype(sample[inp].dtype)
+                       for out, inp in state}
             for name in ref_run.output_names:
                 acc[name].add(ref_out[name], align(cand_out[name], ref_out[name].shape))
             if labels is not None:
@@ -74,6 +82,9 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     report = VerifyReport(candidate=kind, samples=len(samples),
                           outputs={name: {**a.result(), "class_axis": axes[name][0]} for name, a in acc.items()})
     report.notes += [f"top-1 n/a for {name}: {why}" for name, (axis, why) in axes.items() if axis is None]
+    if state:
+        report.notes.append("streaming: the candidate ran closed-loop over the sequence, fed its own "
+                            + ", ".join(f"{o} back as {i}" for o, i in state))
     if labels is not None:
         report.accuracy = {"reference": accuracy(ref_logits, labels),
                            "candidate": accuracy(cand_logits, labels), "labels": int(len(labels)),

@@ -129,14 +129,17 @@ def test_streaming_model_converts_from_a_recording_and_tracks_the_float_model(va
         return interp.get_tensor(outs["y"]), interp.get_tensor(outs["stateN"])
 
     session = ort.InferenceSession(path, providers=CPU)
-    rec = io_models.recording(120, seed=9)
+    rec = io_models.recording(80, seed=5)                                  # held.npz
     ref = _closed_loop(lambda x, sr, s: session.run(["y", "stateN"], {"x": x, "sr": sr, "state": s}), rec)
     got = _closed_loop(lite, rec)
     assert sqnr_db(ref, got) > 25
-    # verify reads the state pairs from the manifest: the recording needs no state array
+    # verify reads the state pairs from the manifest (the recording needs no state array) and runs
+    # the candidate closed-loop, as deployed: the same figure as the loop above
     code = main(["verify", str(out), "--reference", path, "--data", str(folder / "held.npz"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["samples"] == 80
+    assert report["outputs"]["y"]["sqnr_db"] == pytest.approx(sqnr_db(ref, got), abs=0.01)
+    assert any("closed-loop" in note for note in report["notes"])
     assert report["outputs"]["stateN"]["top1_agreement"] is None           # a state is no classifier
     assert any("stateN" in note for note in report["notes"])
 
