@@ -33,7 +33,10 @@ def candidate_shapes(kind: str, data: bytes, manifest: dict | None) -> dict[str,
         from edge.litert import make_interpreter
         details = make_interpreter(data).get_input_details()
         return {d["name"]: ([int(x) for x in d["shape"]], True) for d in details}
-    model = onnx.load_from_string(data)
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:  # protobuf's DecodeError and friends: verify's runner reports it, typed
+        return {}
     inits = {i.name for i in model.graph.initializer}
     return {vi.name: ([d.dim_value for d in vi.type.tensor_type.shape.dim], False)
             for vi in model.graph.input if vi.name not in inits}

@@ -124,3 +124,11 @@ def test_labels_need_an_output_with_classes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0
     assert "top-1 n/a for det: Concat" in text and "top-1 n/a for scores" not in text
+
+
+def test_a_garbage_candidate_is_a_typed_error_before_shapes_are_read(tmp_path, capsys):
+    ref = _dynamic_classifier(tmp_path / "dyn.onnx")
+    (tmp_path / "junk.onnx").write_bytes(np.random.default_rng(3).bytes(3000))
+    np.savez(tmp_path / "d.npz", x=RNG.normal(size=(2, 1, 3, 8, 10)).astype(np.float32))
+    code = main(["verify", tmp_path / "junk.onnx", "--reference", ref, "--data", tmp_path / "d.npz"])
+    assert code == 3 and "neither TFLite nor readable ONNX" in capsys.readouterr().err
