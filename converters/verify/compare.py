@@ -113,15 +113,19 @@ def _load_reference(path) -> onnx.ModelProto:
                              hint="pass the float .onnx the artifact was converted from") from None
 
 
-def _candidate_runner(kind: str, data: bytes, ref_run: OnnxRunner):
-    if kind == "tflite":
-        return TFLiteRunner(data, ref_run.input_names, ref_run.output_names)
+def candidate_onnx(data: bytes) -> onnx.ModelProto:
+    """The candidate's bytes as ONNX, or the VerifyInputError saying it is neither format."""
     try:
-        model = onnx.load_from_string(data)
+        return onnx.load_from_string(data)
     except Exception as exc:   # protobuf's DecodeError and friends
         raise VerifyInputError(f"the candidate is neither TFLite nor readable ONNX: {exc}",
                                hint="pass a .tflite, a QDQ .onnx or a .gpk artifact") from exc
-    run = OnnxRunner(model)
+
+
+def _candidate_runner(kind: str, data: bytes, ref_run: OnnxRunner):
+    if kind == "tflite":
+        return TFLiteRunner(data, ref_run.input_names, ref_run.output_names)
+    run = OnnxRunner(candidate_onnx(data))
     missing = [n for n in ref_run.output_names if n not in run.output_names]
     if missing:
         raise VerifyInputError(f"the candidate ONNX lacks the reference's outputs {missing}",

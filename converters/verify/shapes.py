@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import onnx
 
+from converters.verify.compare import candidate_onnx
+
 NHWC_TO_NCHW = (0, 3, 1, 2)
 
 
@@ -33,10 +35,7 @@ def candidate_shapes(kind: str, data: bytes, manifest: dict | None) -> dict[str,
         from edge.litert import make_interpreter
         details = make_interpreter(data).get_input_details()
         return {d["name"]: ([int(x) for x in d["shape"]], True) for d in details}
-    try:
-        model = onnx.load_from_string(data)
-    except Exception:  # protobuf's DecodeError and friends: verify's runner reports it, typed
-        return {}
+    model = candidate_onnx(data)
     inits = {i.name for i in model.graph.initializer}
     return {vi.name: ([d.dim_value for d in vi.type.tensor_type.shape.dim], False)
             for vi in model.graph.input if vi.name not in inits}
