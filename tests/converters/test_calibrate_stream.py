@@ -151,3 +151,19 @@ def test_without_state_pairs_the_missing_input_is_named(vad, capsys):
     _, err = capsys.readouterr()
     assert code != 0 and not (folder / "bad.gpk").exists()
     assert "['x']" in err and "the file has ['sr']" in err
+
+
+def test_a_recording_calibrates_the_state_better_than_zero_states(vad, capsys):
+    """Zero states (what a naive .npz holds) give the state tensors ranges they never have in use."""
+    folder, path = vad
+    rec = io_models.recording(160)
+    np.savez(folder / "zeros.npz", **rec, state=np.zeros((160, 1, io_models.STATE), np.float32))
+    sqnr = {}
+    for name in ("rec", "zeros"):
+        out = folder / f"{name}.gpk"
+        assert main(["convert", path, "--calib", str(folder / f"{name}.npz"), "-o", str(out), "-q"]) == 0
+        capsys.readouterr()
+        assert main(["verify", str(out), "--reference", path, "--data", str(folder / "held.npz"),
+                     "--state", "stateN=state", "--json"]) == 0
+        sqnr[name] = json.loads(capsys.readouterr().out)["outputs"]["y"]["sqnr_db"]
+    assert sqnr["rec"] > 30 and sqnr["rec"] > sqnr["zeros"] + 10
