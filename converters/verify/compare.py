@@ -65,20 +65,9 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     ref_run = OnnxRunner(ref_model)
     cand_run = _candidate_runner(kind, data, ref_run)
     axes = output_axes(ref_model, class_axes)
-    acc = {name: Accumulator(axes[name][0]) for name in ref_run.output_names}
     first = _labelled_output(axes, ref_run.output_names, labels)
-    ref_logits, cand_logits = [], []
-    carried: dict[str, np.ndarray] = {}           # the candidate's own state, from the second step on
-    with bar(samples, progress, "verifying") as items:
-        for sample in items:
-            ref_out, cand_out = ref_run.run(sample), cand_run.run({**sample, **carried})
-            carried = {inp: align(cand_out[out], ref_out[out].shape).astype(sample[inp].dtype)
-                       for out, inp in state}
-            for name in ref_run.output_names:
-                acc[name].add(ref_out[name], align(cand_out[name], ref_out[name].shape))
-            if labels is not None:
-                ref_logits.append(ref_out[first])
-                cand_logits.append(cand_out[first])
+    acc, ref_logits, cand_logits = _run(ref_run, cand_run, samples, axes, first if labels is not None else None,
+                                        state, progress)
     report = VerifyReport(candidate=kind, samples=len(samples),
                           outputs={name: {**a.result(), "class_axis": axes[name][0]} for name, a in acc.items()})
     report.notes += [f"top-1 n/a for {name}: {why}" for name, (axis, why) in axes.items() if axis is None]
@@ -92,6 +81,26 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     if per_layer:
         report.per_layer = _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress)
     return report
+
+
+def _run(ref_run, cand_run, samples, axes: dict, first: str | None, state, progress: bool):
+    """(accumulator per output, reference and candidate values of output ``first`` (kept only when
+    given: labels need them)) over the samples; with ``state`` pairs the candidate is fed its own
+    previous state (closed loop)."""
+    acc = {name: Accumulator(axes[name][0]) for name in ref_run.output_names}
+    ref_logits, cand_logits = [], []
+    carried: dict[str, np.ndarray] = {}           # the candidate's own state, from the second step on
+    with bar(samples, progress, "verifying") as items:
+        for sample in items:
+            ref_out, cand_out = ref_run.run(sample), cand_run.run({**sample, **carried})
+            carried = {inp: align(cand_out[out], ref_out[out].shape).astype(sample[inp].dtype)
+                       for out, inp in state}
+            for name in ref_run.output_names:
+                acc[name].add(ref_out[name], align(cand_out[name], ref_out[name].shape))
+            if first is not None:
+                ref_logits.append(ref_out[first])
+                cand_logits.append(cand_out[first])
+    return acc, ref_logits, cand_logits
 
 
 def _labelled_output(axes: dict, names: list[str], labels) -> str:
