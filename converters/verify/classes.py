@@ -13,8 +13,9 @@ class axis only when the node that makes it says so, read from the float referen
 
 and none when that axis has a single element. ``--class-axis`` overrides it: ``AXIS`` for every
 output, ``OUTPUT=AXIS`` for one, ``OUTPUT=none`` to turn top-1 off. Shape-only ops between the
-deciding node and the output (Identity, Cast; Flatten, Squeeze, Unsqueeze, Reshape when they keep
-the last dimension last) are walked back through, so the answer stays right or says n/a.
+deciding node and the output are followed: Identity and Cast keep the axis, Transpose moves it
+by its ``perm``, and Flatten, Squeeze, Unsqueeze, Reshape keep it only when it stays the last axis
+whole (else n/a), so the answer stays right or says n/a.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from converters.verify.metrics import VerifyInputError
 
 LINEAR = ("Gemm", "MatMul", "Add")
 MAPS = ("Conv", "ConvTranspose", "Resize")
-PASS_THROUGH = ("Identity", "Cast", "Flatten", "Squeeze", "Unsqueeze", "Reshape")   # walked back through
+PASS_THROUGH = ("Identity", "Cast", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Reshape")   # walked back
 
 
 def output_axes(model: onnx.ModelProto, overrides: dict | None = None) -> dict[str, tuple[int | None, str]]:
@@ -61,39 +62,57 @@ def _normal(axis: int, rank: int, name: str) -> int:
 
 
 def _from_graph(name: str, producer: dict, shapes: dict, opset: int) -> tuple[int | None, str]:
-    """(axis, why) read off the nodes that make output ``name`` (see the module doc)."""
-    rank = len(shapes.get(name, ()))
-    tensor = name
+    """(axis, why) read off the nodes that make output ``name`` (see the module doc): the deciding
+    node's class axis, carried forward through the layout ops between it and the output."""
+    chain, tensor = [], name
     node = producer.get(tensor)
     while node is not None and node.op_type in PASS_THROUGH:
-        if node.op_type not in ("Identity", "Cast") and not _keeps_last(node, shapes):
-            return None, f"{node.op_type} moves its last axis (name the class axis with --class-axis)"
+        chain.append(node)
         tensor = node.input[0]
         node = producer.get(tensor)
     if node is None:
         return None, "it is not computed by a layer"
+    axis, why = _decide(node, len(shapes.get(tensor, ())), producer, opset)
+    for step in reversed(chain):
+        if axis is None:
+            break
+        axis = _carry(step, axis, shapes)
+        if axis is None:
+            why = f"{step.op_type} after the {node.op_type} moves its class axis (name it with --class-axis)"
+    return axis, why
+
+
+def _decide(node, rank: int, producer: dict, opset: int) -> tuple[int | None, str]:
+    """The class axis of ``node``'s output (of rank ``rank``), from what the node is."""
     op = node.op_type
     if op in ("Softmax", "LogSoftmax"):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         axis = attrs.get("axis", -1 if opset >= 13 else 1)
-        own = len(shapes.get(tensor, ())) or rank
-        if not own:
-            return axis, f"{op} over axis {axis}"
-        if tensor != name and axis % own != own - 1:
-            return None, "reshaped after its softmax (name the class axis with --class-axis)"
-        return (axis % own if tensor == name else rank - 1), f"{op} over axis {axis}"
+        return (axis % rank if rank else axis), f"{op} over axis {axis}"
     if op in LINEAR and rank >= 2 and (op != "Add" or _after_matmul(node, producer)):
         return rank - 1, f"{op} logits (last axis)"
-    if op in MAPS and rank == 4 and tensor == name:
+    if op in MAPS and rank == 4:
         return 1, f"{op} map: classes per pixel (channel axis)"
     if op == "Concat":
         return None, "Concat of several branches (a detector head?): name the class axis with --class-axis"
     return None, f"made by {op}, not class scores"
 
 
-def _keeps_last(node, shapes: dict) -> bool:
+def _carry(node, axis: int, shapes: dict) -> int | None:
+    """``axis`` of ``node``'s input as an axis of its output; None when the node moves it away."""
+    if node.op_type in ("Identity", "Cast"):
+        return axis
     before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
-    return bool(before and after and before[-1] == after[-1])
+    if not before or not after:
+        return None
+    if node.op_type == "Transpose":
+        perm = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"),
+                    list(range(len(before)))[::-1])
+        return perm.index(axis % len(before))
+    # Flatten / Squeeze / Unsqueeze / Reshape: followed only when the class axis stays last, whole
+    if axis % len(before) == len(before) - 1 and before[-1] == after[-1]:
+        return len(after) - 1
+    return None
 
 
 def _after_matmul(node, producer: dict) -> bool:

@@ -132,3 +132,18 @@ def test_a_garbage_candidate_is_a_typed_error_before_shapes_are_read(tmp_path, c
     np.savez(tmp_path / "d.npz", x=RNG.normal(size=(2, 1, 3, 8, 10)).astype(np.float32))
     code = main(["verify", tmp_path / "junk.onnx", "--reference", ref, "--data", tmp_path / "d.npz"])
     assert code == 3 and "neither TFLite nor readable ONNX" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("perm, axis", [((1, 0, 2), 2), ((0, 2, 1), 1), ((2, 0, 1), 0)])
+def test_a_transpose_after_the_softmax_carries_the_class_axis(perm, axis):
+    """A CTC recognizer: LogSoftmax over the vocabulary of [T, N, C], transposed for the caller."""
+    shape = [[6, 1, 5][p] for p in perm]
+    nodes = [h.make_node("LogSoftmax", ["x"], ["p"], axis=2), h.make_node("Transpose", ["p"], ["y"], perm=perm),
+             h.make_node("Reshape", ["p", "flat"], ["z"])]
+    graph = h.make_graph(nodes, "ctc", [h.make_tensor_value_info("x", T.FLOAT, [6, 1, 5])],
+                         [h.make_tensor_value_info("y", T.FLOAT, shape), h.make_tensor_value_info("z", T.FLOAT, [30])],
+                         [nh.from_array(np.array([30], np.int64), "flat")])
+    model = onnx.shape_inference.infer_shapes(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]))
+    axes = output_axes(model)
+    assert axes["y"][0] == axis
+    assert axes["z"][0] is None and "Reshape after the LogSoftmax" in axes["z"][1]
