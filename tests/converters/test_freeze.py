@@ -131,3 +131,19 @@ def test_a_frozen_sample_rate_makes_the_if_condition_a_constant(tmp_path, rate, 
     assert not conds or (conds[0] is not None and bool(conds[0]) is expected)
     unfrozen = to_graph(api.load_model(path))
     assert any(n.op == "If" and unfrozen.const(n.inputs[0]) is None for n in unfrozen.nodes)
+
+
+def test_frozen_input_is_gone_from_the_qdq_model_too(tmp_path, capsys):
+    path = io_models.stateful(tmp_path / "vad.onnx")
+    rec = io_models.recording(40)
+    np.savez(tmp_path / "rec.npz", x=rec["x"])
+    out = tmp_path / "vad.q.onnx"
+    assert main(["convert", path, "--calib", str(tmp_path / "rec.npz"), "--input-value", "sr=8000",
+                 "-o", str(out), "-q"]) == 0, capsys.readouterr().err
+    qdq = onnx.load(str(out))
+    assert [vi.name for vi in qdq.graph.input] == ["x", "state"]
+    feeds = {"x": rec["x"][5], "state": np.full((1, io_models.STATE), -0.2, np.float32)}
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["y"], feeds)[0]
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        ["y"], {**feeds, "sr": np.array(8000, np.int64)})[0]
+    np.testing.assert_allclose(got, ref, atol=0.08)
