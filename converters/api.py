@@ -11,6 +11,7 @@ so any error before that leaves no file behind.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +59,14 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     from converters.frontend.names import check_keep_float
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
-    model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
+    model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
-    holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
+    state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
+    holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
-    ranges, calib = calibrate(model, cfg) if cfg.needs_calibration else (None, None)
+    ranges, calib = calibrate(model, cfg, state) if cfg.needs_calibration else (None, None)
     if calib is not None:
         say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
     if cfg.auto_keep_float:
@@ -75,25 +77,60 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
-    report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
-    man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
+    report = (fidelity(built, model, holdout, labels, cfg.progress, class_axes=dict(cfg.class_axes), state=state)
+              if holdout is not None else None)
+    man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep), state=state)
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
 
-def calibrate(model: onnx.ModelProto, cfg: ConvertConfig):
-    """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``."""
+def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
+    """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``; ``state``: the
+    (output, input) pairs a recorded sequence is unrolled with (``stream_state``)."""
     from converters.calibrate import collect_ranges
-    samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib)
+    samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
     return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
 
 
-def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, min_samples=None):
-    """Per-sample feed dicts for ``model``'s inputs (calibrate.data does every check)."""
-    from converters.calibrate import data
+def load_model(path, shapes=None, values=None) -> onnx.ModelProto:
+    """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze),
+    so shape inference and folding see their values."""
+    from converters import frontend
+    if not values:
+        return frontend.load_model(path, shapes or None)
+    from converters.freeze import freeze_inputs
+    from converters.frontend.load import read_model
+    shapes = dict(shapes or {})
+    model = freeze_inputs(read_model(path), values, shapes)
+    return frontend.prepare(model, {k: v for k, v in shapes.items() if k not in values} or None, where=str(path))
+
+
+def stream_state(path, model: onnx.ModelProto, explicit=(), say=None) -> list[tuple[str, str]]:
+    """(output, input) state pairs of a streaming model: ``explicit`` (--state) plus the ones found
+    for inputs the data at ``path`` lacks (calibrate.stream.state_pairs)."""
+    from converters.calibrate import data, stream
+    if path is None:
+        return list(explicit)
+    pairs = stream.state_pairs(model, data.input_specs(model), data.array_names(path), explicit)
+    if pairs and say is not None:
+        say("streaming: " + ", ".join(f"{o} -> {i}" for o, i in pairs) + " fed back step by step"
+            + ("" if len(pairs) == len(explicit) else " (found by name/shape; --state OUT=IN to choose)"))
+    return pairs
+
+
+def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, min_samples=None, state=()):
+    """Per-sample feed dicts for ``model``'s inputs (calibrate.data does every check). With
+    ``state`` pairs, the data is a recording without those inputs: it is run step by step and
+    each step gets the state the previous one produced (calibrate.stream.unroll)."""
+    from converters.calibrate import data, stream
     kwargs = {} if min_samples is None else {"min_samples": min_samples}
-    return data.load_dataset(path, data.input_specs(model), preprocess=preprocess, limit=limit, **kwargs)
+    fed = {inp for _, inp in state}
+    specs = [s for s in data.input_specs(model) if s.name not in fed]
+    if not fed:
+        return data.load_dataset(path, specs, preprocess=preprocess, limit=limit, **kwargs)
+    steps = data.load_dataset(path, specs, preprocess=preprocess, **kwargs)
+    return stream.unroll(model, steps, state, limit=limit)
 
 
 def build_models(model, ranges, calib, cfg: ConvertConfig,
@@ -107,7 +144,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head)
         result = tflite.build(model, ranges, options, samples=calib)
-        _self_check(result.flatbuffer)
+        self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
     elif cfg.float_head:
@@ -121,8 +158,9 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
     return built, head
 
 
-def _self_check(flatbuffer: bytes) -> None:
-    """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written."""
+def self_check(flatbuffer: bytes, result, model: onnx.ModelProto) -> None:
+    """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written.
+    ``result`` (the TFLiteResult) and ``model`` turn LiteRT's op numbers into ONNX node names."""
     from converters.errors import ConvertError
     from edge.errors import RuntimeBackendError
     from edge.litert import make_interpreter
@@ -131,10 +169,28 @@ def _self_check(flatbuffer: bytes) -> None:
     except RuntimeBackendError as exc:
         if exc.code == "runtime.no_litert":
             return                      # nothing to check with on this host; verify will say so
+        nodes = failing_nodes(exc.message, result, model)
+        keep = " ".join(f"--keep-float {n}" for n in nodes) if nodes else "--keep-float on the failing node"
         raise ConvertError(f"the converted TFLite model does not load in LiteRT: {exc.message}",
-                           code="convert.self_check",
-                           hint="this is a converter bug, please report it with the model; "
-                                "--keep-float on the failing node may work around it") from exc
+                           code="convert.self_check", where=f"ONNX node(s) {', '.join(nodes)}" if nodes else None,
+                           hint=f"this is a converter bug, please report it with the model; {keep} may work "
+                                "around it") from exc
+
+
+def failing_nodes(message: str, result, model: onnx.ModelProto) -> list[str]:
+    """The ONNX nodes (as --keep-float takes them) of the ops LiteRT names in ``message``
+    ("Node number 9 (TANH) failed to prepare"): op index -> the lowering's node, when the opcode
+    agrees (a delegate's node numbers are not op indexes)."""
+    from converters.frontend.names import node_names
+    known = set(node_names(model))
+    found = []
+    for index, opcode in re.findall(r"Node number (\d+) \((\w+)\)", message):
+        i = int(index)
+        if i < len(result.ops) and result.ops[i] == opcode and i < len(result.op_nodes):
+            node = result.op_nodes[i]
+            if node in known and node not in found:
+                found.append(node)
+    return found
 
 
 def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
@@ -144,14 +200,15 @@ def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str
                         keep=frozenset(keep), float_head=cfg.float_head, progress=cfg.progress)
 
 
-def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True) -> dict:
+def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress=True, class_axes=None,
+             state=()) -> dict:
     """The verify report of each built model against the float model, keyed by model format
     ("tflite" | "onnx", as in the manifest's ``models`` and ``verify --format``)."""
     from converters import verify as verifier
     report = {}
     for target, (data, result) in built.items():
         fmt = manifest_mod.MODEL_ENTRIES[target][0]
-        rep = verifier.verify(data, model, samples, fmt=fmt, labels=labels,
+        rep = verifier.verify(data, model, samples, fmt=fmt, labels=labels, class_axes=class_axes, state=state,
                               tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
@@ -184,27 +241,45 @@ def load_labels(path) -> np.ndarray:
 
 # --- verify --------------------------------------------------------------------------------------
 def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, limit=None, preprocess=None,
-           trusted_keys=None, progress=True):
+           trusted_keys=None, progress=True, input_shapes=None, input_values=None, state=None, class_axes=None):
     """VerifyReport of ``source`` (.gpk/.tflite/.onnx) against the float ``reference`` on ``data``.
 
     The artifact is opened (and its signature checked against ``trusted_keys``, paths to .pub
     files) before any data is read; an image folder uses the manifest's preprocessing unless
-    ``preprocess`` overrides it.
+    ``preprocess`` overrides it. The reference is made like the artifact was: its dynamic inputs
+    pinned to the artifact's shapes (``input_shapes`` {name: dims} override), the inputs the
+    manifest froze frozen (``input_values`` {name: values} override), and a recording without
+    the state inputs unrolled with the manifest's state pairs (``state`` [(out, in)] overrides).
+    ``class_axes``: {output or "*": axis or None}, where top-1 is taken (verify/classes.py).
     """
-    from converters import frontend
     from converters import verify as verifier
+    from converters.frontend.load import read_model
+    from converters.verify.shapes import candidate_shapes, pin
     keys = _public_keys(trusted_keys)
     kind, model_bytes, manifest = verifier.open_candidate(Path(source), fmt=fmt, trusted_keys=keys)
-    ref = frontend.load_model(reference)
-    if preprocess is None and manifest:
+    manifest = manifest or {}
+    values = {**_frozen(manifest), **(input_values or {})}
+    shapes = pin(read_model(reference), candidate_shapes(kind, model_bytes, manifest), input_shapes)
+    ref = load_model(reference, shapes, values)
+    if preprocess is None:
         preprocess = manifest.get("preprocessing")
-    samples = load_samples(data, ref, preprocess, limit=limit, min_samples=1)
+    pairs = state if state else [(p["output"], p["input"]) for p in manifest.get("state", [])]
+    pairs = stream_state(data, ref, pairs)
+    # a recording is cut to its first ``limit`` steps (consecutive: the candidate runs closed-loop)
+    samples = load_samples(data, ref, preprocess, limit=None if pairs else limit, min_samples=1, state=pairs)
+    samples = samples[:limit] if pairs and limit is not None else samples
     truth = load_labels(labels) if labels is not None else None
     if truth is not None and limit is not None:
         truth = truth[:limit]
-    tensor_map = (manifest or {}).get("tensor_map")
     return verifier.verify(model_bytes, ref, samples, fmt=kind, labels=truth, per_layer=per_layer,
-                           tensor_map=tensor_map, progress=progress)
+                           tensor_map=manifest.get("tensor_map"), progress=progress, class_axes=class_axes,
+                           state=pairs)
+
+
+def _frozen(manifest: dict) -> dict[str, tuple[float, ...]]:
+    """The manifest's ``frozen_inputs`` as --input-value takes them."""
+    return {name: tuple(value) if isinstance(value, list) else (value,)
+            for name, value in (manifest.get("frozen_inputs") or {}).items()}
 
 
 def _public_keys(paths):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from converters.config import IO_TYPES, LAYOUTS, QDQ_PROFILES, QUANTIZE, TARGETS, ConvertConfig, parse_shape
+from converters.config import (IO_TYPES, LAYOUTS, QDQ_PROFILES, QUANTIZE, TARGETS, ConvertConfig, parse_class_axis,
+                               parse_shape)
 
 # verify --per-layer and range measurement keep every LiteRT tensor on purpose; LiteRT warns about
 # that on each interpreter, which only confuses a command-line user.
@@ -25,6 +26,40 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 def _shapes(ctx, param, values):
     return tuple(parse_shape(v) for v in values)
+
+
+def _values(ctx, param, values):
+    from converters.freeze import parse_value      # onnx-free, but keep --help light
+    return tuple(parse_value(v) for v in values)
+
+
+def _states(ctx, param, values):
+    from converters.calibrate.stream import parse_state
+    return tuple(parse_state(v) for v in values)
+
+
+def _class_axes(ctx, param, values):
+    return tuple(parse_class_axis(v) for v in values)
+
+
+def _model_io_options(command):
+    """The flags convert and verify share: how the model's inputs and outputs are read."""
+    options = [
+        click.option("--input-shape", "input_shapes", multiple=True, callback=_shapes, metavar="NAME=D0,D1,..",
+                     help="Fix a dynamic input shape (repeatable)."),
+        click.option("--input-value", "input_values", multiple=True, callback=_values, metavar="NAME=VALUE",
+                     help="Freeze an input to a constant, e.g. a sample rate: sr=16000 (repeatable; "
+                          "recorded in the manifest, the model no longer takes it)."),
+        click.option("--state", "state", multiple=True, callback=_states, metavar="OUT=IN",
+                     help="Streaming model: output OUT is fed back as input IN on the next call; the data "
+                          "is a recording without IN (repeatable; found by name/shape when omitted)."),
+        click.option("--class-axis", "class_axes", multiple=True, callback=_class_axes, metavar="[OUT=]AXIS",
+                     help="Class axis for top-1/accuracy (AXIS for all outputs, OUT=AXIS, OUT=none) "
+                          "[default: read from the graph; n/a for detector heads and states]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.command("convert", context_settings={"max_content_width": 100})
@@ -57,15 +92,14 @@ def _shapes(ctx, param, values):
 @click.option("--float-head", type=int, default=0, metavar="N",
               help="Keep the first N layers float (faster on x86 XNNPACK for a CNN stem; see docs).")
 @click.option("--key", type=EXISTING_FILE, help="ed25519 private key (ganglion keys generate) to sign the .gpk.")
-@click.option("--input-shape", "input_shapes", multiple=True, callback=_shapes, metavar="NAME=D0,D1,..",
-              help="Fix a dynamic input shape (repeatable).")
+@_model_io_options
 @click.option("--name", help="Artifact name in the manifest [default: MODEL's stem].")
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess,
-            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, name, version,
-            as_json, quiet):
+            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, key, input_shapes, input_values,
+            state, class_axes, name, version, as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
     \b
@@ -78,6 +112,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
       ganglion convert model.onnx --quantize none -o model_float.tflite
       ganglion convert model.onnx --calib calib.npz --auto-keep-float 2 --holdout holdout.npz -o model.gpk
       ganglion convert model.onnx --calib calib.npz --float-head 3 -o model.gpk
+      ganglion convert vad.onnx --calib recording.npz --state stateN=state --input-value sr=16000
 
     The .gpk holds the model(s) and a manifest (inputs/outputs with quant params, preprocessing,
     labels, calibration method, and the fidelity report when --holdout is given), signed with --key.
@@ -89,7 +124,8 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
         layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess,
         num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
-        auto_keep_float=auto_keep_float, float_head=float_head, key=key, input_shapes=input_shapes, name=name,
+        auto_keep_float=auto_keep_float, float_head=float_head, key=key, input_shapes=input_shapes,
+        input_values=input_values, state=state, class_axes=class_axes, name=name,
         version=version,
         progress=not quiet and not as_json)
     result = api.convert(cfg, log=(lambda line: click.echo(line, err=True)) if cfg.progress else None)
@@ -110,23 +146,30 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
 @click.option("--limit", type=int, help="Use at most N samples.")
 @click.option("--preprocess", help="Preprocessing spec when --data is an image folder [default: the manifest's].")
 @click.option("--trusted-key", type=EXISTING_FILE, multiple=True, help="Refuse a .gpk not signed by this key.")
+@_model_io_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, as_json):
+def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, input_shapes,
+           input_values, state, class_axes, as_json):
     """Compare ARTIFACT (.gpk, .tflite or QDQ .onnx) with its float ONNX model.
 
     Runs the artifact in the real LiteRT interpreter (onnxruntime for QDQ) and the reference in
     onnxruntime on the same inputs, and reports SQNR (dB), cosine similarity, max abs error,
-    top-1 agreement, and accuracy when --labels are given.
+    top-1 agreement, and accuracy when --labels are given. A dynamic reference takes the input
+    shapes the artifact was converted with (--input-shape overrides), and the inputs its manifest
+    froze and the state it feeds back (--input-value, --state override).
 
     \b
     Examples:
       ganglion verify model.gpk --reference model.onnx --data holdout.npz
       ganglion verify model.gpk --reference model.onnx --data holdout.npz --labels labels.npy --per-layer
       ganglion verify model.tflite --reference model.onnx --data holdout.npz --json
+      ganglion verify det.gpk --reference det.onnx --data holdout.npz --class-axis none
     """
     from converters import api
     report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer, fmt=fmt, limit=limit,
-                        preprocess=preprocess, trusted_keys=list(trusted_key) or None, progress=not as_json)
+                        preprocess=preprocess, trusted_keys=list(trusted_key) or None, progress=not as_json,
+                        input_shapes=dict(input_shapes), input_values=dict(input_values), state=state,
+                        class_axes=dict(class_axes))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
@@ -136,17 +179,20 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
 @click.command("inspect", context_settings={"max_content_width": 100})
 @click.argument("path", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def inspect_cmd(path, as_json):
+@click.option("--all", "show_all", is_flag=True,
+              help="Show every line (the view cuts each section at 40 lines and long metadata values).")
+def inspect_cmd(path, as_json, show_all):
     """Show ops, tensors, quantization parameters and sizes of a .tflite, .onnx or .gpk file.
 
     \b
     Examples:
       ganglion inspect model.gpk          (manifest, signature, then each model inside)
       ganglion inspect model.tflite --json
+      ganglion inspect model.onnx --all    (every node, tensor and metadata line)
     """
     from converters import inspect as inspector
     info = inspector.inspect(path)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
-    click.echo(inspector.render(info))
+    click.echo(inspector.render(info, limit=None if show_all else inspector.SECTION_LINES))

@@ -49,6 +49,9 @@ class ConvertConfig:
     float_head: int = 0                   # keep the first N layers float (converters/tflite/head.py)
     key: Path | None = None               # ed25519 private key: sign the .gpk manifest
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()   # inputs frozen to constants (freeze.py)
+    state: tuple[tuple[str, str], ...] = ()    # (output, input) recurrent state pairs (calibrate/stream.py)
+    class_axes: tuple[tuple[str, int | None], ...] = ()   # verify: output ("*": all) -> class axis | None
     name: str | None = None               # artifact name (default: the model file's stem)
     version: str = "1.0.0"
     progress: bool = True
@@ -94,6 +97,10 @@ class ConvertConfig:
     @property
     def shape_overrides(self) -> dict[str, list[int]]:
         return {name: list(shape) for name, shape in self.input_shapes}
+
+    @property
+    def frozen_values(self) -> dict[str, tuple[float, ...]]:
+        return dict(self.input_values)
 
     # --- validation -------------------------------------------------------------------------
     def problems(self) -> list[tuple[str, str, str]]:
@@ -149,6 +156,10 @@ class ConvertConfig:
         if self.key is not None and kind != "gpk":
             bad("--key signs a .gpk manifest; a bare model file cannot carry a signature", "--key",
                 "write -o model.gpk")
+        frozen = {name for name, _ in self.input_values}
+        if frozen & {inp for _, inp in self.state}:
+            bad(f"input(s) {sorted(frozen & {inp for _, inp in self.state})} are both frozen (--input-value) and "
+                "fed back as state (--state)", "--state", "drop one of the two for that input")
         if self.model.resolve() == self.output.resolve():
             bad("the output would overwrite the input model", "-o/--output", "choose another output path")
         return out
@@ -166,3 +177,19 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
         raise UsageError(f"cannot read input shape {text!r}", where="--input-shape",
                          hint="write NAME=D0,D1,... e.g. --input-shape input=1,3,224,224")
     return name, shape
+
+
+def parse_class_axis(text: str) -> tuple[str, int | None]:
+    """'2' -> ('*', 2) (every output), 'logits=-1' -> ('logits', -1), 'boxes=none' -> ('boxes', None)."""
+    name, sep, axis = text.rpartition("=")
+    name = name if sep else "*"
+    value = axis.strip().lower()
+    try:
+        parsed = None if value == "none" else int(value)
+    except ValueError:
+        parsed = "bad"
+    if parsed == "bad" or not name:
+        raise UsageError(f"cannot read class axis {text!r}", where="--class-axis",
+                         hint="write AXIS (every output), OUTPUT=AXIS or OUTPUT=none (no top-1 for it), "
+                              "e.g. --class-axis logits=-1")
+    return name, parsed

@@ -1,6 +1,9 @@
 """Inspect a model file: ops, tensors, quantization parameters and sizes of .tflite/.onnx/.gpk.
 
-``inspect(path) -> dict`` (plain JSON) and ``render(info) -> str`` (the terminal view).
+``inspect(path) -> dict`` (plain JSON) and ``render(info, limit=SECTION_LINES) -> str`` (the
+terminal view). The view shows at most ``limit`` lines per section (tensors, nodes, metadata,
+quantized activations) and the first line of a long metadata value, each cut ending in "... N more
+(use --all)"; ``limit=None`` (``ganglion inspect --all``) shows everything. ``--json`` is whole.
 
     .tflite  parsed with ai_edge_litert.schema_py_generated (no interpreter is built, so a model
              the runtime rejects can still be inspected): op counts, every tensor with dtype,
@@ -22,7 +25,8 @@ import numpy as np
 
 from edge.errors import InputError
 
-MAX_TENSOR_ROWS = 200
+SECTION_LINES = 40         # per section of the terminal view; a real OCR model's metadata had 6,832 lines
+VALUE_CHARS = 300          # a metadata value longer than this (or multi-line) shows its start only
 
 
 class InspectError(InputError):
@@ -208,8 +212,10 @@ def _gpk(data: bytes, where: str) -> dict:
                                          suffix=Path(name).suffix.lower())
     m = art.manifest
     summary = {k: m.get(k) for k in ("name", "version", "converter", "source_model", "quantization",
-                                      "calibration", "preprocessing", "inputs", "outputs")
+                                      "calibration", "preprocessing", "inputs", "outputs", "frozen_inputs")
                if m.get(k) is not None}
+    if m.get("state"):
+        summary["state"] = ", ".join(f"{p.get('output')} -> {p.get('input')}" for p in m["state"]) + " (fed back per call)"
     if m.get("tensor_map"):
         summary["tensor_map"] = f"{len(m['tensor_map'])} ONNX tensors mapped to TFLite (for verify --per-layer)"
     labels = m.get("labels")
@@ -221,11 +227,31 @@ def _gpk(data: bytes, where: str) -> dict:
 
 
 # --- rendering ----------------------------------------------------------------------------------
-def render(info: dict) -> str:
+def render(info: dict, limit: int | None = SECTION_LINES) -> str:
+    """The terminal view; at most ``limit`` lines per section (None: all, see the module doc)."""
     kind = info.get("format")
     head = [f"{info.get('path', '')}  ({kind}, {_size(info['size_bytes'])})".strip()]
-    body = {"tflite": _render_tflite, "onnx": _render_onnx, "gpk": _render_gpk}[kind](info)
+    body = {"tflite": _render_tflite, "onnx": _render_onnx, "gpk": _render_gpk}[kind](info, limit)
     return "\n".join(head + body)
+
+
+def _cut(lines: list[str], limit: int | None, what: str, indent: str = "  ") -> list[str]:
+    """``lines`` up to ``limit``, then one line saying how many more ``what`` there are."""
+    if limit is None or len(lines) <= limit:
+        return lines
+    return lines[:limit] + [f"{indent}... {len(lines) - limit} more {what} (use --all)"]
+
+
+def _value(text, limit: int | None) -> str:
+    """A metadata value on one line: its start only when long or multi-line (unless --all)."""
+    text = str(text)
+    if limit is None:
+        return text
+    lines = text.splitlines() or [""]
+    if len(lines) == 1 and len(text) <= VALUE_CHARS:
+        return text
+    size = f"{len(lines):,} lines, {len(text):,} chars" if len(lines) > 1 else f"{len(text):,} chars"
+    return f"{lines[0][:VALUE_CHARS]}... ({size}; use --all)"
 
 
 def _size(n: int) -> str:
@@ -240,18 +266,16 @@ def _counts(counts: dict) -> str:
     return ", ".join(f"{op} x{n}" for op, n in counts.items())
 
 
-def _render_tflite(info: dict) -> list[str]:
+def _render_tflite(info: dict, limit: int | None) -> list[str]:
     lines = [f"description: {info['description']}"] if info["description"] else []
     lines += ["constant data: " + ", ".join(f"{k} {_size(v)}" for k, v in info["constant_bytes_by_dtype"].items() if v)]
     for sg in info["subgraphs"]:
         lines += [f"subgraph {sg['name'] or 0}: {len(sg['ops'])} ops: {_counts(sg['op_counts'])}",
                   f"  inputs {sg['inputs']}  outputs {sg['outputs']}", "",
                   f"  {'#':>4}  {'dtype':<8} {'shape':<18} {'quantization':<50} {'data':>9}  name"]
-        for t in sg["tensors"][:MAX_TENSOR_ROWS]:
-            lines.append(f"  {t['index']:>4}  {t['dtype']:<8} {str(t['shape']):<18} {_quant(t['quant']):<50} "
-                         f"{_size(t['data_bytes']) if t['data_bytes'] else '':>9}  {t['name']}")
-        if len(sg["tensors"]) > MAX_TENSOR_ROWS:
-            lines.append(f"  ... {len(sg['tensors']) - MAX_TENSOR_ROWS} more tensors (use --json)")
+        lines += _cut([f"  {t['index']:>4}  {t['dtype']:<8} {str(t['shape']):<18} {_quant(t['quant']):<50} "
+                       f"{_size(t['data_bytes']) if t['data_bytes'] else '':>9}  {t['name']}"
+                       for t in sg["tensors"]], limit, "tensors")
     return lines
 
 
@@ -263,29 +287,28 @@ def _quant(q: dict | None) -> str:
     return f"scale {q['scale']:.6g} zp {q['zero_point']}"
 
 
-def _render_onnx(info: dict) -> list[str]:
+def _render_onnx(info: dict, limit: int | None) -> list[str]:
     lines = [f"ir {info['ir_version']}, opsets {info['opsets']}, producer {info['producer'] or '-'}",
              f"{info['nodes']} nodes: {_counts(info['op_counts'])}"]
     for kind in ("inputs", "outputs"):
-        lines += [f"{kind[:-1]}: {v['name']} {v['dtype']} {v['shape']}" for v in info[kind]]
+        lines += _cut([f"{kind[:-1]}: {v['name']} {v['dtype']} {v['shape']}" for v in info[kind]], limit, kind, "")
     lines.append(f"initializers: {info['initializers']} (" + ", ".join(
         f"{k} {_size(v)}" for k, v in info["initializer_bytes_by_dtype"].items()) + ")"
         + (f", {info['external_initializers']} external" if info["external_initializers"] else ""))
     if info["metadata"]:
-        lines.append("metadata: " + ", ".join(f"{k}={v}" for k, v in info["metadata"].items()))
+        lines.append("metadata:")
+        lines += _cut([f"  {k} = {_value(v, limit)}" for k, v in info["metadata"].items()], limit, "entries")
     acts, weights = info["qdq"]["quantized_activations"], info["qdq"]["quantized_weights"]
     if not acts and not weights:       # a float model: list the nodes (names for --keep-float)
         lines += ["", f"  {'node':<32} {'op':<20} outputs"]
-        lines += [f"  {n['name']:<32} {n['op']:<20} {', '.join(n['outputs'])}"
-                  for n in info["node_list"][:MAX_TENSOR_ROWS]]
-        if len(info["node_list"]) > MAX_TENSOR_ROWS:
-            lines.append(f"  ... {len(info['node_list']) - MAX_TENSOR_ROWS} more nodes (use --json)")
+        lines += _cut([f"  {n['name']:<32} {n['op']:<20} {', '.join(n['outputs'])}" for n in info["node_list"]],
+                      limit, "nodes")
     if acts or weights:
         per_channel = sum(w["per_channel"] for w in weights)
         lines += ["", f"QDQ: {len(acts)} quantized activations, {len(weights)} quantized weights "
                       f"({per_channel} per-channel)"]
-        lines += [f"  {a['tensor']:<40} {a['dtype']:<6} scale {_fmt(a['scale'])} zp {a['zero_point']}"
-                  for a in acts[:MAX_TENSOR_ROWS]]
+        lines += _cut([f"  {a['tensor']:<40} {a['dtype']:<6} scale {_fmt(a['scale'])} zp {a['zero_point']}"
+                       for a in acts], limit, "activations")
     return lines
 
 
@@ -308,7 +331,7 @@ def _io_entry(v: dict) -> str:
     return text + (f" (scale {quant['scale']:.6g}, zp {quant['zero_point']})" if quant else "")
 
 
-def _render_gpk(info: dict) -> list[str]:
+def _render_gpk(info: dict, limit: int | None) -> list[str]:
     m = info["manifest"]
     lines = [f"artifact {m.get('name', '?')} {m.get('version', '')}  signed: "
              f"{'yes (not checked: pass trusted keys to verify)' if info['signed'] else 'no'}"]
@@ -316,17 +339,23 @@ def _render_gpk(info: dict) -> list[str]:
         if key in ("name", "version"):
             continue
         if key in ("inputs", "outputs") and isinstance(value, list):
-            lines += [f"  {key[:-1]}: {_io_entry(v)}" for v in value]
+            lines += _cut([f"  {key[:-1]}: {_io_entry(v)}" for v in value], limit, key)
         elif isinstance(value, dict):
-            lines.append(f"  {key}: " + ", ".join(f"{k}={_short(v)}" for k, v in value.items() if v not in (None, [], "")))
+            lines.append(f"  {key}: " + _value(", ".join(f"{k}={_short(v)}" for k, v in value.items()
+                                                         if v not in (None, [], "")), limit))
         else:
-            lines.append(f"  {key}: {value}")
+            lines.append(f"  {key}: {_value(value, limit)}")
     lines.append("  files: " + ", ".join(f"{n} {_size(s)}" for n, s in info["files"].items()))
     for fmt, report in (info.get("fidelity") or {}).items():
         if isinstance(report, dict) and "outputs" in report:
-            first = next(iter(report["outputs"].values()), {})
-            lines.append(f"  fidelity[{fmt}]: SQNR {first.get('sqnr_db')} dB, top-1 agreement "
-                         f"{first.get('top1_agreement')} on {report.get('samples')} samples")
+            lines += [f"  fidelity[{fmt}] {name}: SQNR {m.get('sqnr_db')} dB, top-1 agreement "
+                      f"{_agreement(m)} on {report.get('samples')} samples"
+                      for name, m in report["outputs"].items()][:limit]
     for name, model in info["models"].items():
-        lines += ["", f"== {name} =="] + render(model).splitlines()
+        lines += ["", f"== {name} =="] + render(model, limit).splitlines()
     return lines
+
+
+def _agreement(metrics: dict) -> str:
+    value = metrics.get("top1_agreement")
+    return "n/a" if value is None and "class_axis" in metrics else str(value)

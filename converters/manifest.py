@@ -14,6 +14,8 @@ per member) and ``format_version``; the ed25519 signature covers the exact manif
     fidelity                    the verify report per format, when --holdout was given
     tensor_map                  ONNX tensor name -> TFLite tensor index and layout perm
     models                      [{format: "tflite" | "onnx", file}]
+    frozen_inputs               {input: value} frozen by --input-value (not model inputs any more), if any
+    state                       [{output, input}]: recurrent state fed back call to call, if any
 """
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ SCHEMES = {
 }
 
 
-def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None, keep_float=()) -> dict:
-    """The manifest dict for a conversion (see the module doc for the fields)."""
+def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None, keep_float=(), state=()) -> dict:
+    """The manifest dict for a conversion (see the module doc for the fields); ``state``: the
+    (output, input) recurrent pairs calibration fed back (calibrate/stream.py)."""
     tfl = built.get("tflite", (None, None))[1]
     inputs, outputs = (_io(tfl.inputs), _io(tfl.outputs)) if tfl is not None else _onnx_io(model)
     return {
@@ -58,6 +61,7 @@ def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None,
         "fidelity": report,
         "tensor_map": _plain(getattr(tfl, "tensor_map", None) or {}),
         "models": [{"format": MODEL_ENTRIES[f][0], "file": MODEL_ENTRIES[f][1]} for f in built],
+        **_streaming(cfg, state),
         **cfg.extra,
     }
 
@@ -68,6 +72,18 @@ QDQ_SCHEMES = {
     "onnxruntime": {"activations": "uint8 per-tensor asymmetric",
                     "bias": "int32, scale = input_scale * weight_scale"},
 }
+
+
+def _streaming(cfg, state) -> dict:
+    """``frozen_inputs`` {name: value(s)} (--input-value; no longer model inputs) and ``state``
+    [{output, input}] (the caller feeds each output back as the input of the next call)."""
+    extra = {}
+    if cfg.input_values:
+        extra["frozen_inputs"] = {name: list(values) if len(values) > 1 else values[0]
+                                  for name, values in cfg.input_values}
+    if state:
+        extra["state"] = [{"output": out, "input": inp} for out, inp in state]
+    return extra
 
 
 def _qdq_scheme(cfg) -> dict:

@@ -4,7 +4,10 @@ Accepted sources:
 
     .npy           one input only: a single sample (the input's shape), a stack [N, *shape],
                    or, when the batch dim is 1, a stack of unbatched samples [N, *shape[1:]]
-    .npz           one array per input name, first axis = samples (same shape rules per input)
+    .npz           one array per input name, first axis = samples (same shape rules per input);
+                   a 0-d input (a sample rate) is one value per sample, shape [N]; integer and
+                   bool inputs (token ids, flags) keep their dtype. A streaming model's state
+                   inputs may be left out: calibrate.stream feeds them from the model's outputs
     image folder   JPEG/PNG files (sorted, recursive) for a single image input, decoded and
                    preprocessed by a PreprocessSpec (converters.calibrate.preprocess)
 
@@ -93,6 +96,16 @@ def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int 
     return samples
 
 
+def array_names(path) -> set[str] | None:
+    """Names of the arrays a .npz holds (which inputs the data feeds); None for other sources
+    (a .npy or an image folder feeds one input, named by the model)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    with _load_array(path) as archive:
+        return set(archive.files)
+
+
 def _load_array(path: Path):
     try:
         return np.load(path, allow_pickle=False)
@@ -112,7 +125,8 @@ def _load_npy(path: Path, inputs: list[TensorSpec]) -> list[dict]:
         raise CalibrationDataError(
             f"a .npy file holds one array but the model has {len(inputs)} inputs "
             f"({[s.name for s in inputs]})", where=str(path),
-            hint="use a .npz with one array per input name: np.savez(f, **{name: array})")
+            hint="use a .npz with one array per input name: np.savez(f, **{name: array}); a recurrent "
+                 "state input is fed from its output instead (--state OUTPUT=INPUT)")
     array = _load_array(path)
     spec = inputs[0]
     return [{spec.name: s} for s in split_samples(array, spec, path)]
@@ -125,7 +139,8 @@ def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict]:
             raise CalibrationDataError(
                 f"{path.name} has no array for input(s) {missing}", where=str(path),
                 hint=f"the arrays must be named after the model inputs {[s.name for s in inputs]}; "
-                     f"the file has {archive.files}")
+                     f"the file has {archive.files} (a recurrent state input is fed from its output: "
+                     "--state OUTPUT=INPUT)")
         columns = {}
         for spec in inputs:
             try:
@@ -165,7 +180,9 @@ def split_samples(array: np.ndarray, spec: TensorSpec, path: Path) -> list[np.nd
         raise CalibrationDataError(
             f"input {spec.name!r}: {int(bad.sum())} sample(s) hold NaN or Inf (first: sample {first})",
             where=str(path), hint="clean or drop those samples; calibration needs finite values")
-    return list(stack)
+    # np.asarray: a 0-d input's samples must stay arrays (iterating yields numpy scalars, which
+    # onnxruntime refuses)
+    return [np.asarray(sample) for sample in stack]
 
 
 def _cast(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:

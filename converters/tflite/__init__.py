@@ -78,6 +78,7 @@ class TFLiteResult:
     outputs: list[IOSpec]
     ops: list[str]                    # emitted opcodes in order (for reports and tests)
     float_head: list[str] = field(default_factory=list)   # ONNX nodes --float-head kept float, sorted
+    op_nodes: list[str] = field(default_factory=list)     # the ONNX node each op came from (op index order)
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
@@ -111,7 +112,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}
                   for i, t in enumerate(tg.tensors) if t.name in names}
     return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
-                        [op.opcode for op in tg.ops], head)
+                        [op.opcode for op in tg.ops], head, [op.node for op in tg.ops])
 
 
 def _kept_ir_nodes(graph, names) -> set[str]:
@@ -158,8 +159,9 @@ def _feeds(tg: TGraph, sample: dict) -> dict[int, np.ndarray]:
     feeds = {}
     for i in tg.inputs:
         t = tg.tensors[i]
-        value = np.asarray(sample[t.name], np.float32)
-        feeds[i] = np.ascontiguousarray(np.transpose(value, t.perm) if t.perm else value)
+        value = np.asarray(sample[t.name], np.dtype(t.dtype))   # int inputs (ids, a sample rate) stay int
+        value = np.transpose(value, t.perm) if t.perm else value
+        feeds[i] = np.ascontiguousarray(value).reshape(value.shape)   # ascontiguousarray makes 0-d 1-d
     return feeds
 
 

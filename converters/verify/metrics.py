@@ -66,10 +66,17 @@ def _pair(reference, candidate) -> tuple[np.ndarray, np.ndarray]:
     return ref, cand
 
 
-class Accumulator:
-    """Running sums for one output (or one intermediate tensor) over many samples."""
+AUTO = "auto"
 
-    def __init__(self):
+
+class Accumulator:
+    """Running sums for one output (or one intermediate tensor) over many samples.
+
+    ``class_axis``: the axis top-1 is taken over, None for no top-1, or AUTO (``class_axis(shape)``,
+    the shape rule; verify decides per output from the graph instead: verify/classes.py)."""
+
+    def __init__(self, class_axis: int | None | str = AUTO):
+        self.class_axis = class_axis
         self.signal = self.noise = self.dot = self.cand_norm = 0.0   # signal: sum ref^2 (also its norm)
         self.abs_sum = self.max_abs = 0.0
         self.count = 0
@@ -87,8 +94,11 @@ class Accumulator:
             self.abs_sum += float(np.sum(abs_err))
             self.max_abs = max(self.max_abs, float(np.max(abs_err)))
         self.count += err.size
-        axis = class_axis(ref.shape)
-        if axis is not None:
+        axis = class_axis(ref.shape) if self.class_axis == AUTO else self.class_axis
+        if axis is not None and ref.ndim and not -ref.ndim <= axis < ref.ndim:
+            raise VerifyInputError(f"class axis {axis} is out of range for an output of shape {list(ref.shape)}",
+                                   hint="name an axis the output has with --class-axis")
+        if axis is not None and ref.ndim:
             hits = np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis)
             self.top1_hits += int(np.sum(hits))
             self.top1_total += int(hits.size)

@@ -42,7 +42,7 @@ class VerifyReport:
         lines = [f"verify: {self.candidate} candidate vs float ONNX reference, {self.samples} sample(s)", ""]
         lines += _table(["output", "SQNR dB", "cosine", "max abs", "mean abs", "top-1 agree"],
                         [[name, f"{m['sqnr_db']:.2f}", f"{m['cosine']:.5f}", f"{m['max_abs']:.4g}",
-                          f"{m['mean_abs']:.4g}", _pct(m.get("top1_agreement"))]
+                          f"{m['mean_abs']:.4g}", _pct(m.get("top1_agreement"), "n/a")]
                          for name, m in self.outputs.items()])
         if self.accuracy:
             a = self.accuracy
@@ -60,8 +60,8 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{value * 100:.2f}%"
+def _pct(value, missing: str = "-") -> str:
+    return missing if value is None else f"{value * 100:.2f}%"
 
 
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:

@@ -114,7 +114,8 @@ class TFLiteRunner:
                                    hint="verify with data shaped like the float ONNX model's inputs")
         if np.dtype(detail["dtype"]).kind in "iu" and value.dtype.kind == "f":
             return _quantize(value, detail)
-        return np.ascontiguousarray(value, dtype=detail["dtype"])
+        # reshape: ascontiguousarray turns a 0-d value (a scalar input) into 1-d
+        return np.ascontiguousarray(value, dtype=detail["dtype"]).reshape(want)
 
 
 def _match(details: list[dict], onnx_names: list[str], kind: str) -> dict[str, dict]:

@@ -176,3 +176,20 @@ def test_image_channels_must_match_the_input(tmp_path):
     assert "channels" in error_of(tmp_path, "imgs", gray).hint
     samples = load_dataset(tmp_path / "imgs", gray, preprocess='channels = "L"')
     assert samples[0]["image"].shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float32", "bool"])
+def test_scalar_inputs_are_one_value_per_sample_as_0d_arrays(tmp_path, dtype):
+    specs = [TensorSpec("x", (1, 4)), TensorSpec("sr", (), dtype)]
+    np.savez(tmp_path / "d.npz", x=rand(9, 1, 4), sr=np.arange(9).astype(dtype))
+    samples = load_dataset(tmp_path / "d.npz", specs)
+    assert all(isinstance(s["sr"], np.ndarray) and s["sr"].shape == () and s["sr"].dtype == dtype for s in samples)
+    assert samples[3]["sr"] == np.asarray(3).astype(dtype)
+
+
+def test_missing_input_hint_lists_the_file_and_the_model(tmp_path):
+    specs = [TensorSpec("x", (1, 4)), TensorSpec("state", (1, 8))]
+    np.savez(tmp_path / "d.npz", x=rand(9, 1, 4), h=rand(9, 1, 8))
+    error = error_of(tmp_path, "d.npz", specs)
+    assert "['state']" in error.message
+    assert "['x', 'state']" in error.hint and "['x', 'h']" in error.hint and "--state" in error.hint

@@ -1,0 +1,131 @@
+"""Streaming models: calibrate from a recorded sequence, feeding the recurrent state back.
+
+A streaming model (a voice-activity detector, a keyword spotter, a streaming recognizer) takes
+its own previous state as an input and returns the next one: ``state -> [model] -> stateN``, and
+the caller feeds ``stateN`` back as the next call's ``state``. Random or zero states calibrate it
+badly (a real state has the statistics the recurrence gives it), so calibration data for such a
+model is a *recording*: the non-state inputs only, one time step per sample, in time order. The
+float model is run step by step in onnxruntime from a zero state, and each step's sample gets the
+state the previous step produced; those samples are what calibration (and verify) then use.
+
+    state_pairs(model, specs, present, explicit) -> [(output, input)]   which outputs feed which inputs
+    unroll(model, steps, pairs, *, limit=None) -> [sample]             the steps with their states
+
+Pairs come from ``--state OUT=IN`` (repeatable) or are found automatically for every input that
+the data does not hold: the output of the same dtype and shape (the one whose name is closest,
+when several fit). An input that the data lacks and no output fits stays missing (the loader's
+error names it).
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from converters.calibrate import runner
+from converters.calibrate.data import TensorSpec
+from converters.errors import CalibrationDataError
+from edge.errors import UsageError
+
+STATE_HINT = "name the pairs with --state OUTPUT=INPUT (repeatable), e.g. --state stateN=state"
+
+
+def parse_state(text: str) -> tuple[str, str]:
+    """'stateN=state' -> ('stateN', 'state'): graph output OUT is fed back as input IN."""
+    out, sep, inp = text.partition("=")
+    if not sep or not out.strip() or not inp.strip():
+        raise UsageError(f"cannot read state pair {text!r}", where="--state", hint=STATE_HINT)
+    return out.strip(), inp.strip()
+
+
+def _outputs(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
+    """Graph output name -> (ONNX element type, shape with None for unknown dims)."""
+    found = {}
+    for vi in model.graph.output:
+        tensor = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                      for d in tensor.shape.dim)
+        found[vi.name] = (tensor.elem_type, shape)
+    return found
+
+
+def state_pairs(model: onnx.ModelProto, specs: Sequence[TensorSpec], present: set[str] | None,
+                explicit: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(output, input) pairs: the ``explicit`` ones (checked), then one per input that ``present``
+    (the arrays the data holds; None: unknown, e.g. a .npy) lacks and an output fits."""
+    outputs = _outputs(model)
+    inputs = {s.name: s for s in specs}
+    input_types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
+    problems = [f"{o!r} is not a graph output (outputs: {', '.join(outputs)})" for o, _ in explicit if o not in outputs]
+    problems += [f"{i!r} is not a graph input (inputs: {', '.join(inputs)})" for _, i in explicit if i not in inputs]
+    if not problems:
+        problems = [f"output {o!r} {list(outputs[o][1])} cannot feed input {i!r} {list(inputs[i].shape)}"
+                    for o, i in explicit if not _fits(outputs[o], input_types[i], inputs[i].shape)]
+    if problems:
+        raise UsageError("--state: " + "; ".join(problems), where="--state", hint=STATE_HINT)
+    pairs = list(explicit)
+    if present is None or len(inputs) < 2:
+        return pairs
+    taken = {o for o, _ in pairs} | {i for _, i in pairs}
+    for name, spec in inputs.items():
+        if name in present or name in taken:
+            continue
+        fits = [o for o, info in outputs.items() if o not in taken and _fits(info, input_types[name], spec.shape)]
+        chosen = _closest(name, fits)
+        if chosen is not None:
+            pairs.append((chosen, name))
+            taken |= {chosen, name}
+    return pairs
+
+
+def _fits(output: tuple[int, tuple], elem_type: int, shape: tuple) -> bool:
+    out_type, out_shape = output
+    return out_type == elem_type and len(out_shape) == len(shape) and all(
+        a is None or b is None or a == b for a, b in zip(out_shape, shape))
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate whose name is closest to ``name``; None when none, or when two tie."""
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), c) for c in candidates), reverse=True)
+    if scored[0][0] == scored[1][0]:
+        raise CalibrationDataError(
+            f"the data has no array for input {name!r}, and outputs {candidates} could all be its state",
+            where=f"input {name!r}", hint=STATE_HINT + f"; or add an array named {name!r} to the data")
+    return scored[0][1]
+
+
+def unroll(model: onnx.ModelProto, steps: list[dict[str, np.ndarray]], pairs: Sequence[tuple[str, str]], *,
+           limit: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Each step with its state inputs filled by running the float model from a zero state.
+
+    ``limit``: keep that many samples, evenly spread over the sequence (the state of the first
+    steps is still near its zero start, so the first N alone would under-represent it)."""
+    specs = {vi.name: vi for vi in model.graph.input}
+    state = {inp: _zeros(specs[inp]) for _, inp in pairs}
+    session = runner.make_session(model)
+    wanted = [out for out, _ in pairs]
+    samples = []
+    for index, step in enumerate(steps):
+        sample = {**step, **state}
+        feeds = runner.check_feeds(sample, session, index)
+        try:
+            values = session.run(wanted, feeds)
+        except Exception as exc:  # onnxruntime's errors are not a public hierarchy
+            raise CalibrationDataError(f"onnxruntime failed on step {index} of the sequence: {exc}",
+                                       where=f"step {index}", hint="check the recording's shapes and dtypes") from exc
+        samples.append(sample)
+        state = {inp: np.asarray(value) for (_, inp), value in zip(pairs, values)}
+    if limit is not None and len(samples) > limit:
+        keep = np.unique(np.linspace(0, len(samples) - 1, limit).round().astype(int))
+        samples = [samples[i] for i in keep]
+    return samples
+
+
+def _zeros(vi: onnx.ValueInfoProto) -> np.ndarray:
+    tensor = vi.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tensor.shape.dim]
+    return np.zeros(shape, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))

@@ -1,0 +1,169 @@
+"""Streaming models: a recording without the state inputs, unrolled through the float model, then
+calibrated, converted, run closed-loop in LiteRT and compared with onnxruntime."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+from converters.calibrate import stream
+from converters.calibrate.data import input_specs
+from converters.errors import CalibrationDataError
+from converters.frontend import load_model
+from converters.verify.metrics import sqnr_db
+from edge.cli import main
+from edge.errors import UsageError
+from edge.litert import make_interpreter
+from tests.converters import io_models
+
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def vad(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    path = io_models.stateful(folder / "vad.onnx")
+    np.savez(folder / "rec.npz", **io_models.recording(160))
+    np.savez(folder / "held.npz", **io_models.recording(80, seed=5))
+    return folder, path
+
+
+def test_unroll_feeds_each_step_the_state_the_previous_step_made(vad):
+    folder, path = vad
+    model = load_model(path)
+    rec = io_models.recording(12)
+    steps = [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])} for i in range(12)]
+    samples = stream.unroll(model, steps, [("stateN", "state")])
+    session = ort.InferenceSession(path, providers=CPU)          # the loop, written out by hand
+    state = np.zeros((1, io_models.STATE), np.float32)
+    np.testing.assert_array_equal(samples[0]["state"], state)
+    for i, step in enumerate(steps):
+        np.testing.assert_allclose(samples[i]["state"], state, rtol=1e-6, atol=1e-7)
+        state = session.run(["stateN"], {**step, "state": state})[0]
+    assert np.abs(samples[-1]["state"]).max() > 0.1                # the state did move
+
+
+def test_unroll_limit_spreads_samples_over_the_sequence(vad):
+    _, path = vad
+    rec = io_models.recording(40)
+    steps = [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])} for i in range(40)]
+    full = stream.unroll(load_model(path), steps, [("stateN", "state")])
+    kept = stream.unroll(load_model(path), steps, [("stateN", "state")], limit=5)
+    assert len(kept) == 5
+    np.testing.assert_array_equal(kept[0]["x"], full[0]["x"])
+    np.testing.assert_array_equal(kept[-1]["x"], full[-1]["x"])      # the end of the sequence too
+
+
+def test_state_pairs_found_for_inputs_the_data_lacks(vad):
+    _, path = vad
+    model = load_model(path)
+    specs = input_specs(model)
+    assert stream.state_pairs(model, specs, {"x", "sr"}) == [("stateN", "state")]
+    assert stream.state_pairs(model, specs, {"x", "sr", "state"}) == []        # the data holds it
+    assert stream.state_pairs(model, specs, None) == []                        # a .npy: nothing guessed
+    assert stream.state_pairs(model, specs, {"x", "sr"}, [("stateN", "state")]) == [("stateN", "state")]
+
+
+@pytest.mark.parametrize("pair, fragment", [
+    (("nope", "state"), "'nope' is not a graph output"),
+    (("stateN", "nope"), "'nope' is not a graph input"),
+    (("y", "state"), "output 'y' [1, 2] cannot feed input 'state' [1, 8]"),
+])
+def test_bad_state_pairs_are_usage_errors(vad, pair, fragment):
+    _, path = vad
+    model = load_model(path)
+    with pytest.raises(UsageError, match="--state") as info:
+        stream.state_pairs(model, input_specs(model), {"x", "sr"}, [pair])
+    assert fragment in info.value.message
+
+
+def test_two_equally_likely_states_ask_for_state_flag(tmp_path):
+    nodes = [h.make_node("Identity", ["s"], ["p"]), h.make_node("Identity", ["s"], ["q"]),
+             h.make_node("Identity", ["x"], ["z"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info(n, T.FLOAT, [1, 2]) for n in ("x", "s")],
+                         [h.make_tensor_value_info(n, T.FLOAT, [1, 2]) for n in ("p", "q", "z")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    with pytest.raises(CalibrationDataError, match="could all be its state") as info:
+        stream.state_pairs(model, input_specs(model), {"x"})
+    assert "--state" in info.value.hint
+    assert stream.parse_state("p=s") == ("p", "s")
+    with pytest.raises(UsageError):
+        stream.parse_state("p")
+
+
+def _closed_loop(run, rec: dict) -> np.ndarray:
+    """y of every step, each step fed the state the model itself produced (as deployed)."""
+    state, ys = np.zeros((1, io_models.STATE), np.float32), []
+    for x, sr in zip(rec["x"], rec["sr"]):
+        y, state = run(x, np.asarray(sr), state)
+        ys.append(y)
+    return np.concatenate(ys)
+
+
+def test_streaming_model_converts_from_a_recording_and_tracks_the_float_model(vad, capsys):
+    folder, path = vad
+    out = folder / "vad.gpk"
+    code = main(["convert", path, "--calib", str(folder / "rec.npz"), "--holdout", str(folder / "held.npz"),
+                 "-o", str(out), "-q"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    manifest = json.loads(zipfile.ZipFile(out).read("manifest.json"))
+    assert manifest["state"] == [{"output": "stateN", "input": "state"}]
+    assert [i["name"] for i in manifest["inputs"]] == ["x", "state", "sr"]
+    assert manifest["fidelity"]["tflite"]["outputs"]["y"]["sqnr_db"] > 25
+    # closed loop in LiteRT against closed loop in onnxruntime over a sequence it never saw
+    interp = make_interpreter(zipfile.ZipFile(out).read("model.tflite"))
+    ins = {d["name"]: d["index"] for d in interp.get_input_details()}
+    outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+
+    def lite(x, sr, state):
+        for name, value in (("x", x), ("sr", sr), ("state", state)):
+            interp.set_tensor(ins[name], value)
+        interp.invoke()
+        return interp.get_tensor(outs["y"]), interp.get_tensor(outs["stateN"])
+
+    session = ort.InferenceSession(path, providers=CPU)
+    rec = io_models.recording(80, seed=5)                                  # held.npz
+    ref = _closed_loop(lambda x, sr, s: session.run(["y", "stateN"], {"x": x, "sr": sr, "state": s}), rec)
+    got = _closed_loop(lite, rec)
+    assert sqnr_db(ref, got) > 25
+    # verify reads the state pairs from the manifest (the recording needs no state array) and runs
+    # the candidate closed-loop, as deployed: the same figure as the loop above
+    code = main(["verify", str(out), "--reference", path, "--data", str(folder / "held.npz"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["samples"] == 80
+    assert report["outputs"]["y"]["sqnr_db"] == pytest.approx(sqnr_db(ref, got), abs=0.01)
+    assert any("closed-loop" in note for note in report["notes"])
+    assert report["outputs"]["stateN"]["top1_agreement"] is None           # a state is no classifier
+    assert any("stateN" in note for note in report["notes"])
+
+
+def test_without_state_pairs_the_missing_input_is_named(vad, capsys):
+    folder, path = vad
+    np.savez(folder / "no_x.npz", sr=np.full(20, 16000, np.int64))
+    code = main(["convert", path, "--calib", str(folder / "no_x.npz"), "-o", str(folder / "bad.gpk"), "-q"])
+    _, err = capsys.readouterr()
+    assert code != 0 and not (folder / "bad.gpk").exists()
+    assert "['x']" in err and "the file has ['sr']" in err
+
+
+def test_a_recording_calibrates_the_state_better_than_zero_states(vad, capsys):
+    """Zero states (what a naive .npz holds) give the state tensors ranges they never have in use."""
+    folder, path = vad
+    rec = io_models.recording(160)
+    np.savez(folder / "zeros.npz", **rec, state=np.zeros((160, 1, io_models.STATE), np.float32))
+    sqnr = {}
+    for name in ("rec", "zeros"):
+        out = folder / f"{name}.gpk"
+        assert main(["convert", path, "--calib", str(folder / f"{name}.npz"), "-o", str(out), "-q"]) == 0
+        capsys.readouterr()
+        assert main(["verify", str(out), "--reference", path, "--data", str(folder / "held.npz"),
+                     "--state", "stateN=state", "--json"]) == 0
+        sqnr[name] = json.loads(capsys.readouterr().out)["outputs"]["y"]["sqnr_db"]
+    assert sqnr["rec"] > 30 and sqnr["rec"] > sqnr["zeros"] + 10
