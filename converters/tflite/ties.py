@@ -23,7 +23,7 @@ Degenerate ranges (an all-zero layer, outputs ~1e-14) are ``degenerate.py``'s bu
 from __future__ import annotations
 
 from converters.errors import ConvertError
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+from converters.tflite.graph import TGraph, TOp, TTensor
 from converters.tflite.ranges import union
 from converters.tflite.rules import FIXED_OUTPUT, SAME_PARAMS, data_inputs
 
@@ -170,8 +170,3 @@ def group_ranges(tg: TGraph, int8_ops: set[int], groups: Groups, members: dict[i
             if data is not None and data.dtype.kind == "f" and data.size:
                 out[root] = union(out.get(root), (float(data.min()), float(data.max())))
     return out
-
-
-def shared(params: QParams) -> QParams:
-    """One float32 QParams for a group (the scale is rounded to float32 once, here)."""
-    return QParams.per_tensor(params.scale[0], int(params.zero_point[0]))
