@@ -43,6 +43,8 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
                   keep_float: frozenset = frozenset(), input_means: dict | None = None) -> None:
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
+    if io == "float32":
+        _float_output_joins(tg, int8_ops, ranges)
     _demote_float_feeders(tg, int8_ops)
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
@@ -68,6 +70,48 @@ def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:
     if op.opcode not in FIXED_OUTPUT:
         acts += op.outputs
     return all(i in ranges for i in acts)
+
+
+SPREAD = 8.0     # input ranges this far apart lose > 3 bits on the narrow one in a shared scale
+
+
+def _float_output_joins(tg: TGraph, int8_ops: set[int], ranges: dict) -> None:
+    """A CONCATENATION that writes a float graph output (directly or through data movement) and
+    joins inputs whose ranges differ more than ``SPREAD`` times runs in float: each input is
+    dequantized with its own scale. In int8 the shared scale would be the widest input's: a
+    detector head's class scores (0-1) concatenated with pixel boxes (0-64) would get steps of
+    0.25 and cross a 0.5 threshold by rounding. The output is float anyway, so this costs a
+    DEQUANTIZE per input and a float copy of the head's few values."""
+    readers = tg.consumers_of()
+    outputs = set(tg.outputs)
+    for op in tg.ops:
+        if id(op) not in int8_ops or op.opcode != "CONCATENATION":
+            continue
+        chain = _movement_to_output(tg, op, readers, outputs, int8_ops)
+        widths = [_width(ranges.get(i)) for i in op.inputs if i >= 0 and not tg.tensors[i].is_const]
+        if chain is None or len(widths) < 2 or None in widths:
+            continue
+        if max(widths) > SPREAD * min(widths):
+            for o in (op, *chain):
+                int8_ops.discard(id(o))
+
+
+def _movement_to_output(tg, op, readers, outputs, int8_ops) -> list[TOp] | None:
+    """The single-reader data-movement ops from ``op``'s output to a graph output, or None."""
+    chain: list[TOp] = []
+    t = op.outputs[0]
+    while t not in outputs:
+        nxt = readers.get(t, [])
+        if len(nxt) != 1 or nxt[0].opcode not in SAME_PARAMS or id(nxt[0]) not in int8_ops \
+                or nxt[0].opcode in ties.JOINING or len(nxt[0].outputs) != 1:
+            return None
+        chain.append(nxt[0])
+        t = nxt[0].outputs[0]
+    return chain if len(readers.get(t, [])) == 0 else None
+
+
+def _width(rng) -> float | None:
+    return None if rng is None else max(float(rng[1]), 0.0) - min(float(rng[0]), 0.0)
 
 
 def _demote_float_feeders(tg: TGraph, int8_ops: set[int]) -> None:

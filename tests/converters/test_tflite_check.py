@@ -120,7 +120,7 @@ def test_hand_broken_flatbuffer_one_ulp():
     """A converted concat, one input scale moved by one float32 ULP: checker and LiteRT refuse."""
     nodes, inits = branches_of_different_ranges()
     m = H.model(nodes, {"x": (1, 3, 8, 8)}, ["y"], inits)
-    q = H.convert(m, "int8", samples=H.samples_for(m, 8))
+    q = H.convert(m, "int8", samples=H.samples_for(m, 8), io="int8")
     check_flatbuffer(q.flatbuffer)
     model = schema.ModelT.InitFromPackedBuf(q.flatbuffer, 0)
     sub = model.subgraphs[0]

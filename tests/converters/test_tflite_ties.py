@@ -101,35 +101,64 @@ PATTERNS = [branches_of_different_ranges, sigmoid_scores_with_boxes, sigmoid_thr
 
 
 def run(result, feeds, *, use_xnnpack: bool) -> list[np.ndarray]:
+    """Float feeds/outputs in ONNX layout; integer I/O is quantized/dequantized here."""
     interp = make_interpreter(result.flatbuffer, use_xnnpack=use_xnnpack)
     for spec in result.inputs:
-        interp.set_tensor(spec.index, np.ascontiguousarray(feeds[spec.name], np.float32))
+        value = np.asarray(feeds[spec.name], np.float32)
+        if spec.dtype in ("int8", "uint8"):
+            info = np.iinfo(spec.dtype)
+            value = np.clip(np.round(value / spec.scale) + spec.zero_point, info.min, info.max)
+        interp.set_tensor(spec.index, np.ascontiguousarray(value.astype(spec.dtype)))
     interp.invoke()
-    return [interp.get_tensor(spec.index) for spec in result.outputs]
+    outs = []
+    for spec in result.outputs:
+        value = interp.get_tensor(spec.index)
+        if spec.dtype in ("int8", "uint8"):
+            value = (value.astype(np.float32) - spec.zero_point) * spec.scale
+        outs.append(value)
+    return outs
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.__name__)
 @pytest.mark.parametrize("use_xnnpack", [True, False], ids=["xnnpack", "reference"])
 def test_tied_patterns_load_and_match_onnxruntime(pattern, use_xnnpack):
+    """int8 I/O: every tensor of the pattern, the outputs included, is int8 and tied."""
     nodes, inits = pattern()
     outputs = sorted({o for n in nodes for o in n.output if o.startswith("y")})
     m = H.model(nodes, {"x": (1, 3, 8, 8)}, outputs, inits)
     samples = H.samples_for(m, 8)
-    q = H.convert(m, "int8", samples=samples)
+    q = H.convert(m, "int8", samples=samples, io="int8")
     check_flatbuffer(q.flatbuffer)                  # the written file passes the checker too
-    assert "CONCATENATION" in q.ops or "MAX_POOL_2D" in q.ops
+    assert "CONCATENATION" in q.ops and "DEQUANTIZE" not in q.ops, q.ops
     refs = H.ort_run(m, samples[0])
     for i, (ref, got) in enumerate(zip(refs, run(q, samples[0], use_xnnpack=use_xnnpack))):
-        scale = H.output_scale(q, i)
+        scale = q.outputs[i].scale
         err = float(np.abs(got - ref).max()) / scale
         assert err <= STEPS, f"output {i} off by {err:.2f} steps of {scale:.3g}; ops {q.ops}"
+
+
+@pytest.mark.parametrize("pattern", [branches_of_different_ranges, sigmoid_scores_with_boxes,
+                                     sigmoid_through_reshape_into_concat], ids=lambda p: p.__name__)
+def test_float_output_concat_of_far_apart_ranges_keeps_each_input_scale(pattern):
+    """A CONCATENATION writing a float output from inputs of very different ranges runs float:
+    the narrow input keeps its own (fine) steps instead of the wide input's."""
+    nodes, inits = pattern()
+    m = H.model(nodes, {"x": (1, 3, 8, 8)}, ["y"], inits)
+    samples = H.samples_for(m, 8)
+    q = H.convert(m, "int8", samples=samples)
+    check_flatbuffer(q.flatbuffer)
+    ref, got = H.ort_run(m, samples[0])[0], run(q, samples[0], use_xnnpack=True)[0]
+    narrow = slice(0, 4) if pattern is branches_of_different_ranges else slice(4, 7)
+    ref_n, got_n = ref[:, narrow], got[:, narrow]
+    steps = float(np.abs(got_n - ref_n).max()) / (float(ref_n.max() - min(ref_n.min(), 0)) / 255)
+    assert steps <= STEPS, f"narrow input off by {steps:.2f} of its own steps; ops {q.ops}"
 
 
 def test_fixed_source_is_requantized_not_widened():
     """Sigmoid scores joining boxes go through QUANTIZE int8 -> int8; the LOGISTIC keeps 1/256."""
     nodes, inits = sigmoid_scores_with_boxes()
     m = H.model(nodes, {"x": (1, 3, 8, 8)}, ["y"], inits)
-    q = H.convert(m, "int8", samples=H.samples_for(m, 8))
+    q = H.convert(m, "int8", samples=H.samples_for(m, 8), io="int8")
     interp = make_interpreter(q.flatbuffer, use_xnnpack=False)
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
     ops = interp._get_ops_details()
