@@ -101,22 +101,7 @@ PATTERNS = [branches_of_different_ranges, sigmoid_scores_with_boxes, sigmoid_thr
 
 
 def run(result, feeds, *, use_xnnpack: bool) -> list[np.ndarray]:
-    """Float feeds/outputs in ONNX layout; integer I/O is quantized/dequantized here."""
-    interp = make_interpreter(result.flatbuffer, use_xnnpack=use_xnnpack)
-    for spec in result.inputs:
-        value = np.asarray(feeds[spec.name], np.float32)
-        if spec.dtype in ("int8", "uint8"):
-            info = np.iinfo(spec.dtype)
-            value = np.clip(np.round(value / spec.scale) + spec.zero_point, info.min, info.max)
-        interp.set_tensor(spec.index, np.ascontiguousarray(value.astype(spec.dtype)))
-    interp.invoke()
-    outs = []
-    for spec in result.outputs:
-        value = interp.get_tensor(spec.index)
-        if spec.dtype in ("int8", "uint8"):
-            value = (value.astype(np.float32) - spec.zero_point) * spec.scale
-        outs.append(value)
-    return outs
+    return H.tflite_run(result, feeds, use_xnnpack=use_xnnpack)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.__name__)
