@@ -95,9 +95,18 @@ def concat_with_constant():
     return nodes, {"wa": _w(2, 3), "grid": np.linspace(0, 60, 64, dtype=np.float32).reshape(1, 1, 8, 8)}
 
 
+def shared_constant_in_two_concats():
+    """One initializer in two groups of very different ranges: each use gets its own copy."""
+    nodes = [_conv("x", "wa", "a"), _conv("x", "wb", "b"),
+             helper.make_node("Concat", ["a", "grid"], ["y0"], axis=1),
+             helper.make_node("Concat", ["grid", "b"], ["y1"], axis=1)]
+    return nodes, {"wa": _w(2, 3, gain=0.1), "wb": _w(2, 3, gain=40.0),
+                   "grid": np.linspace(-0.5, 0.5, 64, dtype=np.float32).reshape(1, 1, 8, 8)}
+
+
 PATTERNS = [branches_of_different_ranges, sigmoid_scores_with_boxes, sigmoid_through_reshape_into_concat,
             two_sigmoids, upsample_fpn, sppf, concat_of_concat, one_tensor_two_concats, pad_after_concat,
-            concat_with_constant]
+            concat_with_constant, shared_constant_in_two_concats]
 
 
 def run(result, feeds, *, use_xnnpack: bool) -> list[np.ndarray]:
