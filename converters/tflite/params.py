@@ -102,6 +102,7 @@ def assign(tg: TGraph, int8_ops: set[int], find, members: dict[int, list[int]], 
             degenerate.add(root)
         if not changed:
             break
+    degenerate |= {root for root in out if root not in fixed and _flat(ranges[root])}   # no int8 producer
     _warn(tg, degenerate, members, out, ranges)
     return out
 
@@ -113,7 +114,10 @@ def _flat(rng: tuple) -> bool:
 def _warn(tg: TGraph, degenerate: set[int], members: dict, out: dict, ranges: dict) -> None:
     if not degenerate:
         return
-    names = [f"'{tg.tensors[r].name}' (range {ranges[r][0]:.3g}..{ranges[r][1]:.3g} -> scale "
+    def name(root: int) -> str:       # the shortest member name: the ONNX one, not a lowering copy
+        return min((tg.tensors[i].name for i in members.get(root, [root])), key=len)
+
+    names = [f"'{name(r)}' (range {ranges[r][0]:.3g}..{ranges[r][1]:.3g} -> scale "
              f"{float(out[r].scale[0]):.3g})" for r in sorted(degenerate)]
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     warnings.warn(f"{len(names)} tensor(s) have a (near-)constant calibration range: {shown}. They get "
