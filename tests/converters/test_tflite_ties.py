@@ -104,9 +104,22 @@ def shared_constant_in_two_concats():
                    "grid": np.linspace(-0.5, 0.5, 64, dtype=np.float32).reshape(1, 1, 8, 8)}
 
 
+def tanh_and_sigmoid():
+    """Two different fixed sources (1/128, 0 and 1/256, -128) in one CONCAT: both requantized."""
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("Concat", ["t", "s"], ["y"], axis=1)]
+    return nodes, {}
+
+
+def sigmoid_into_maximum():
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), _conv("x", "wa", "a"),
+             helper.make_node("Max", ["s", "a"], ["m"]), helper.make_node("Concat", ["m", "a"], ["y"], axis=1)]
+    return nodes, {"wa": _w(3, 3, gain=3.0)}
+
+
 PATTERNS = [branches_of_different_ranges, sigmoid_scores_with_boxes, sigmoid_through_reshape_into_concat,
             two_sigmoids, upsample_fpn, sppf, concat_of_concat, one_tensor_two_concats, pad_after_concat,
-            concat_with_constant, shared_constant_in_two_concats]
+            concat_with_constant, shared_constant_in_two_concats, tanh_and_sigmoid, sigmoid_into_maximum]
 
 
 def run(result, feeds, *, use_xnnpack: bool) -> list[np.ndarray]:
