@@ -8,6 +8,7 @@ to write it (``Int8ParamsError``, every violation listed, op index, opcode, ONNX
   ``t->params.scale != output->params.scale``; XNNPACK refuses the node);
 * **fixed parameters** (``rules.FIXED_OUTPUT``): LOGISTIC/SOFTMAX output 1/256, -128, ... exactly
   (tflite/kernels/activations.cc checks ``output->params.scale == 1. / 256``);
+* **per-channel weights**: quantized along the output-channel axis with one scale per channel;
 * **requantization multipliers**: input scale x weight scale / output scale < 256 per channel for
   CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV (XNNPACK's operator creation fails at
   >= 256 and the delegate then fails the whole model), bias scale = input x weight scale within
@@ -55,6 +56,8 @@ class _Tensor:
     dtype: str
     scale: np.ndarray | None          # float32
     zero_point: np.ndarray | None
+    shape: tuple = ()
+    axis: int = 0                     # quantized dimension of per-channel parameters
 
 
 @dataclass
@@ -67,7 +70,8 @@ class _Op:
 
 def check_int8(tg: TGraph) -> None:
     tensors = [_Tensor(t.name, t.dtype, None if t.quant is None else np.asarray(t.quant.scale, np.float32),
-                       None if t.quant is None else np.asarray(t.quant.zero_point, np.int64)) for t in tg.tensors]
+                       None if t.quant is None else np.asarray(t.quant.zero_point, np.int64),
+                       tuple(t.shape), 0 if t.quant is None else int(t.quant.axis)) for t in tg.tensors]
     _raise(problems([_Op(op.opcode, list(op.inputs), list(op.outputs), op.node) for op in tg.ops], tensors))
 
 
@@ -83,7 +87,9 @@ def check_flatbuffer(flat: bytes) -> None:
             tensors.append(_Tensor(t.name.decode() if isinstance(t.name, bytes) else str(t.name),
                                    _TYPE_NAMES.get(t.type, "?"),
                                    np.asarray(q.scale, np.float32) if has else None,
-                                   np.asarray(q.zeroPoint, np.int64) if has else None))
+                                   np.asarray(q.zeroPoint, np.int64) if has else None,
+                                   tuple(int(d) for d in (t.shape if t.shape is not None else ())),
+                                   int(q.quantizedDimension) if has else 0))
         ops = [_Op(codes[o.opcodeIndex], list(o.inputs), list(o.outputs)) for o in sub.operators]
         found += problems(ops, tensors)
     _raise(found)
@@ -98,7 +104,7 @@ def problems(ops: list[_Op], tensors: list[_Tensor]) -> list[str]:
     found: list[str] = []
     for k, op in enumerate(ops):
         where = f"op #{k} {op.opcode}" + (f" (node '{op.node}')" if op.node else "")
-        for rule in (_tied, _fixed, _weighted, _add):
+        for rule in (_tied, _fixed, _channels, _weighted, _add):
             found += [f"{where}: {p}" for p in rule(op, tensors)]
     return found
 
@@ -140,6 +146,21 @@ def _fixed(op: _Op, tensors) -> list[str]:
             f"the kernel requires {_bits(scale)} zero point {zp}"]
 
 
+def _channels(op: _Op, tensors) -> list[str]:
+    """Per-channel weights: quantized along the op's output-channel axis, one scale per channel
+    (conv.cc/depthwise_conv.cc check ``scale->size == filter->dims->data[quantized_dimension]``)."""
+    if op.opcode not in WEIGHTS or len(op.inputs) <= WEIGHTS[op.opcode][0]:
+        return []
+    w_i, axis, _ = WEIGHTS[op.opcode]
+    w = _int(tensors, op.inputs[w_i])
+    if w is None or len(w.scale) == 1 or not w.shape:
+        return []
+    if w.axis != axis or w.axis >= len(w.shape) or len(w.scale) != w.shape[w.axis]:
+        return [f"weights '{w.name}' (shape {list(w.shape)}) have {len(w.scale)} scales along axis {w.axis}; "
+                f"the kernel needs one per channel along axis {axis}"]
+    return []
+
+
 def _weighted(op: _Op, tensors) -> list[str]:
     if op.opcode not in WEIGHTS or not op.outputs:
         return []
@@ -155,7 +176,9 @@ def _weighted(op: _Op, tensors) -> list[str]:
         found.append(f"requantization multiplier {worst:.4g} (input '{x.name}' x weights '{w.name}' / "
                      f"output '{y.name}') is >= {XNNPACK_MULTIPLIER_MAX:g}; XNNPACK refuses it")
     b = tensors[op.inputs[b_i]] if b_i < len(op.inputs) and op.inputs[b_i] >= 0 else None
-    if b is not None and b.scale is not None and len(b.scale):
+    if b is not None and b.scale is not None and len(b.scale) not in (1, len(w.scale)):
+        found.append(f"bias '{b.name}' has {len(b.scale)} scales, weights '{w.name}' {len(w.scale)}")
+    elif b is not None and b.scale is not None and len(b.scale):
         want = float(x.scale[0]) * w.scale.astype(np.float64)
         got = np.broadcast_to(b.scale.astype(np.float64), want.shape)
         if np.any(np.abs(want - got) > BIAS_SCALE_RTOL * np.minimum(want, got)):

@@ -80,12 +80,20 @@ def loads(flat: bytes, use_xnnpack: bool) -> bool:
         return False
 
 
+def conv_with_weight_scales(count, axis=0):
+    tg = conv_graph(1.0)
+    tg.tensors[1].quant = QParams(np.full(count, 0.01, np.float32), np.zeros(count, np.int64), axis)
+    return tg
+
+
 BROKEN = [  # (graph, loader that refuses it, words the error names)
     (lambda: concat_graph(ULP_UP), "reference", ["CONCATENATION", "concat_node", "'b'", "'y'", "0x"]),
     (lambda: concat_graph(0.05, 3), "reference", ["zero point 3"]),
     (lambda: conv_graph(300.0), "xnnpack", ["CONV_2D", "conv_node", "multiplier 300"]),
     (lambda: conv_graph(6.6e6), "xnnpack", ["multiplier 6.6e+06"]),
     (lambda: logistic_graph(1 / 255), "reference", ["LOGISTIC", "sigmoid_node", "requires 0.00390625"]),
+    (lambda: conv_with_weight_scales(2), "reference", ["weights 'w'", "2 scales along axis 0"]),
+    (lambda: conv_with_weight_scales(3, axis=3), "xnnpack", ["along axis 3", "along axis 0"]),
 ]
 
 
