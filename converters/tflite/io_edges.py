@@ -9,6 +9,7 @@ stay stable whatever ``io`` is.
 from __future__ import annotations
 
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+from converters.tflite.params import activation_params
 from converters.tflite.rules import data_inputs
 
 
@@ -59,13 +60,16 @@ def _uint8(q: QParams) -> QParams:
 
 
 def finish_io(tg: TGraph, io: str, ranges: dict) -> None:
-    """Set graph-input dtypes and add the output conversions ``io`` asks for."""
-    from converters.tflite.quantize import activation_params
+    """Set graph-input dtypes and add the output conversions ``io`` asks for.
 
+    A uint8 input takes the parameters of its int8 copy shifted by 128 (its tie group's, when
+    the copy is tied), so the QUANTIZE uint8 -> int8 at the edge is exact."""
+    copies = {op.inputs[0]: op.outputs[0] for op in tg.ops if op.opcode == "QUANTIZE"}
     for i in tg.inputs:
         t = tg.tensors[i]
         if io == "uint8" and t.dtype == "float32" and i in ranges:
-            t.dtype, t.quant = "uint8", _uint8(activation_params(*ranges[i]))
+            base = tg.tensors[copies[i]].quant if i in copies else None
+            t.dtype, t.quant = "uint8", _uint8(base if base is not None else activation_params(*ranges[i]))
     for pos, o in enumerate(tg.outputs):
         t = tg.tensors[o]
         if t.dtype == "float32" and io == "float32" or t.is_const:

@@ -11,9 +11,11 @@
   channel's is a fixed offset times the input's mean, and ReLU inputs have large means;
   measured: +3.8 dB SQNR on the bench MobileNetV2, +1.8 on ResNet-tiny, +5.3 on the digits CNN;
 * other constant operands (ADD/MUL/PRELU...): per-tensor asymmetric from their own min/max;
-* ``rules.SAME_PARAMS`` ops share one set of parameters between their data inputs and outputs
-  (a union-find over tensors; each group's range is the union of its members' ranges);
-* ``rules.FIXED_OUTPUT`` ops get the parameters their lookup tables assume.
+* ``rules.SAME_PARAMS`` ops share one set of parameters between their data inputs and outputs,
+  ``rules.FIXED_OUTPUT`` ops get the parameters their lookup tables assume (``ties.py``: one
+  union-find over every tie, a requantize where a fixed source meets free ones, one float32
+  ``QParams`` object per group); degenerate ranges get scales the kernels accept (``params.py``);
+  ``check.check_int8`` verifies all of it bit by bit when the model is written.
 
 An op without an int8 kernel, named in ``keep_float``, or touching a tensor without a range stays
 float: DEQUANTIZE before it, QUANTIZE after it (a "float island"). Pure data movement (TRANSPOSE,
@@ -26,20 +28,12 @@ from __future__ import annotations
 import numpy as np
 
 from converters.errors import ConvertError
-from converters.tflite import io_edges
+from converters.tflite import io_edges, ties
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
-from converters.tflite.ranges import union
+from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
+from converters.tflite.params import assign as assign_params
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
 from converters.tflite.weights import per_channel_int8
-
-
-def activation_params(lo: float, hi: float) -> QParams:
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-8:
-        hi = lo + 1e-8
-    scale = (hi - lo) / 255.0
-    zero_point = int(np.clip(np.round(-128 - lo / scale), -128, 127))
-    return QParams.per_tensor(scale, zero_point)
 
 
 BIAS_CORRECTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -49,25 +43,22 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
                   keep_float: frozenset = frozenset(), input_means: dict | None = None) -> None:
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
+    if io == "float32":
+        _float_output_joins(tg, int8_ops, ranges)
     _demote_float_feeders(tg, int8_ops)
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
-    _requantize_fixed_concat_inputs(tg, int8_ops, domain, ranges)
-    groups = _Groups()
-    for op in tg.ops:
-        if id(op) in int8_ops and op.opcode in SAME_PARAMS:
-            members = [op.inputs[i] for i in data_inputs(op.opcode, op.inputs)
-                       if i < len(op.inputs) and op.inputs[i] >= 0
-                       and not tg.tensors[op.inputs[i]].is_const] + list(op.outputs)
-            for m in members[1:]:
-                groups.union(members[0], m)
-    params = _assign(tg, int8_ops, domain, ranges, groups)
+    ties.cut_fixed_conflicts(tg, int8_ops, domain, ranges)
+    requants = {id(op) for op in tg.ops if op.opcode == "QUANTIZE" and op.inputs[0] in domain
+                and domain[op.inputs[0]] == "int8"}
+    int8_ops |= requants          # int8 -> int8 requantizes: producers for the degenerate floors
+    params = _assign(tg, int8_ops, domain, ranges, ties.tie_groups(tg, int8_ops, domain))
     for index, q in params.items():
         tg.tensors[index].dtype = "int8"
         tg.tensors[index].quant = q
     for op in tg.ops:
         if id(op) in int8_ops:
-            _quantize_constants(tg, op, params, groups, input_means or {})
+            _quantize_constants(tg, op, params, input_means or {})
     io_edges.finish_io(tg, io, ranges)
 
 
@@ -79,6 +70,48 @@ def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:
     if op.opcode not in FIXED_OUTPUT:
         acts += op.outputs
     return all(i in ranges for i in acts)
+
+
+SPREAD = 8.0     # input ranges this far apart lose > 3 bits on the narrow one in a shared scale
+
+
+def _float_output_joins(tg: TGraph, int8_ops: set[int], ranges: dict) -> None:
+    """A CONCATENATION that writes a float graph output (directly or through data movement) and
+    joins inputs whose ranges differ more than ``SPREAD`` times runs in float: each input is
+    dequantized with its own scale. In int8 the shared scale would be the widest input's: a
+    detector head's class scores (0-1) concatenated with pixel boxes (0-64) would get steps of
+    0.25 and cross a 0.5 threshold by rounding. The output is float anyway, so this costs a
+    DEQUANTIZE per input and a float copy of the head's few values."""
+    readers = tg.consumers_of()
+    outputs = set(tg.outputs)
+    for op in tg.ops:
+        if id(op) not in int8_ops or op.opcode != "CONCATENATION":
+            continue
+        chain = _movement_to_output(tg, op, readers, outputs, int8_ops)
+        widths = [_width(ranges.get(i)) for i in op.inputs if i >= 0 and not tg.tensors[i].is_const]
+        if chain is None or len(widths) < 2 or None in widths:
+            continue
+        if max(widths) > SPREAD * min(widths):
+            for o in (op, *chain):
+                int8_ops.discard(id(o))
+
+
+def _movement_to_output(tg, op, readers, outputs, int8_ops) -> list[TOp] | None:
+    """The single-reader data-movement ops from ``op``'s output to a graph output, or None."""
+    chain: list[TOp] = []
+    t = op.outputs[0]
+    while t not in outputs:
+        nxt = readers.get(t, [])
+        if len(nxt) != 1 or nxt[0].opcode not in SAME_PARAMS or id(nxt[0]) not in int8_ops \
+                or nxt[0].opcode in ties.JOINING or len(nxt[0].outputs) != 1:
+            return None
+        chain.append(nxt[0])
+        t = nxt[0].outputs[0]
+    return chain if len(readers.get(t, [])) == 0 else None
+
+
+def _width(rng) -> float | None:
+    return None if rng is None else max(float(rng[1]), 0.0) - min(float(rng[0]), 0.0)
 
 
 def _demote_float_feeders(tg: TGraph, int8_ops: set[int]) -> None:
@@ -96,27 +129,6 @@ def _demote_float_feeders(tg: TGraph, int8_ops: set[int]) -> None:
             int8_ops.discard(id(op))
 
 
-def _requantize_fixed_concat_inputs(tg: TGraph, int8_ops: set[int], domain: dict, ranges: dict) -> None:
-    """A CONCATENATION shares one set of params between all inputs; an input whose params are
-    fixed (a LOGISTIC's 1/256) would force them on the others and clip them. Such an input is
-    requantized (QUANTIZE int8 -> int8) into a tensor that can join the group."""
-    fixed_outputs = {o: op for op in tg.ops if id(op) in int8_ops and op.opcode in FIXED_OUTPUT
-                     for o in op.outputs}
-    new_ops: list[TOp] = []
-    for op in tg.ops:
-        if id(op) in int8_ops and op.opcode == "CONCATENATION":
-            for pos, i in enumerate(op.inputs):
-                if i in fixed_outputs:
-                    t = tg.tensors[i]
-                    copy = tg.add(TTensor(f"{t.name}/requant", t.shape, "float32", perm=t.perm))
-                    domain[copy] = "int8"
-                    ranges[copy] = ranges.get(i, (0.0, 1.0))
-                    new_ops.append(TOp("QUANTIZE", [i], [copy], None, op.node))
-                    op.inputs[pos] = copy
-        new_ops.append(op)
-    tg.ops[:] = new_ops
-
-
 def _clone_shared_constants(tg: TGraph) -> None:
     """Give each (op, input) its own copy of a float constant: uses may need different params."""
     seen: set[int] = set()
@@ -131,58 +143,21 @@ def _clone_shared_constants(tg: TGraph) -> None:
             seen.add(i)
 
 
-class _Groups:
-    """Union-find over tensor indices for SAME_PARAMS constraints."""
-
-    def __init__(self):
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        while self.parent.get(x, x) != x:
-            x = self.parent[x] = self.parent.get(self.parent[x], self.parent[x])
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
 def _assign(tg, int8_ops, domain, ranges, groups) -> dict[int, QParams]:
-    members: dict[int, list[int]] = {}
-    for index, d in domain.items():
-        if d == "int8":
-            members.setdefault(groups.find(index), []).append(index)
-    fixed: dict[int, tuple] = {}
-    for op in tg.ops:
-        if id(op) in int8_ops and op.opcode in FIXED_OUTPUT:
-            for out in op.outputs:
-                root = groups.find(out)
-                if root in fixed and fixed[root] != FIXED_OUTPUT[op.opcode]:
-                    raise ConvertError(f"conflicting fixed int8 parameters around '{op.node}'",
-                                       code="convert.internal", where=op.node,
-                                       hint="keep this node in float with --keep-float")
-                fixed[root] = FIXED_OUTPUT[op.opcode]
-    params: dict[int, QParams] = {}
-    for root, idxs in members.items():
-        if root in fixed:
-            q = QParams.per_tensor(*fixed[root])
-        else:
-            rng = None
-            for i in idxs:
-                rng = union(rng, ranges.get(i))
-            if rng is None:
-                raise ConvertError(f"no calibration range for tensor '{tg.tensors[root].name}'",
-                                   code="convert.internal", where=tg.tensors[root].name,
-                                   hint="calibrate with data that reaches this tensor")
-            q = activation_params(*rng)
-        for i in idxs:
-            params[i] = q
-    return params
+    """Every int8 tensor -> its group's one QParams object (``ties``, ``params``)."""
+    members = ties.members_by_group(groups, domain)
+    fixed = ties.fixed_params(tg, int8_ops, groups)
+    group_range = ties.group_ranges(tg, int8_ops, groups, members, ranges)
+    missing = sorted({tg.tensors[r].name for r in members if r not in fixed and group_range.get(r) is None})
+    if missing:
+        raise ConvertError(f"no calibration range for tensor(s) {', '.join(repr(n) for n in missing[:10])}",
+                           code="convert.internal", where=missing[0],
+                           hint="calibrate with data that reaches these tensors")
+    by_root = assign_params(tg, int8_ops, groups.find, members, fixed, group_range)
+    return {i: by_root[root] for root, idxs in members.items() for i in idxs}
 
 
-def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], groups: _Groups,
-                        input_means: dict) -> None:
+def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_means: dict) -> None:
     weight_pos = WEIGHTS.get(op.opcode)
     if weight_pos is not None:
         w_i, axis, b_i = weight_pos

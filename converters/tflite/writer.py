@@ -18,6 +18,7 @@ import numpy as np
 
 import ai_edge_litert.schema_py_generated as schema
 from converters.errors import ConvertError
+from converters.tflite.check import check_int8
 from converters.tflite.graph import TGraph
 
 TENSOR_TYPES = {"float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
@@ -35,6 +36,7 @@ def serialize(tg: TGraph, description: str = "ganglion", extra_outputs=()) -> by
     """The .tflite bytes of ``tg``; ``extra_outputs`` (tensor indices) become graph outputs too
     (for range measurement)."""
     check_params(tg)
+    check_int8(tg)
     model = schema.ModelT()
     model.version = 3
     model.description = description

@@ -52,9 +52,9 @@ def convert(m, quantize="none", samples=None, **opts):
     return tflite.build(m, ranges, options)
 
 
-def tflite_run(result, feeds: dict, threads: int = 1) -> list[np.ndarray]:
+def tflite_run(result, feeds: dict, threads: int = 1, use_xnnpack: bool = True) -> list[np.ndarray]:
     """Run ``result`` in LiteRT; feeds/outputs are float in ONNX layout (quantizing if io is int)."""
-    interp = make_interpreter(result.flatbuffer, num_threads=threads)
+    interp = make_interpreter(result.flatbuffer, num_threads=threads, use_xnnpack=use_xnnpack)
     for spec in result.inputs:
         value = np.asarray(feeds[spec.name], np.float32)
         if spec.layout == "nhwc":
