@@ -61,6 +61,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     model = frontend.load_model(cfg.model, cfg.shape_overrides or None)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
+    if "tflite" in cfg.formats:
+        check_lowerable(model, cfg)     # every unsupported node at once, before calibration
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
@@ -80,6 +82,17 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
+
+
+def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
+    """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
+    now: the IR, passes and checks take a second, calibration can take minutes."""
+    from converters.frontend import to_graph
+    from converters.lower import check_supported
+    from converters.passes import run_pipeline
+    graph = to_graph(model)
+    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
+    check_supported(run_pipeline(graph))
 
 
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig):
