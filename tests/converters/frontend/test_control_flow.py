@@ -2,15 +2,16 @@
 trip count is unrolled; anything else is refused with the reason. Pinning keeps If models loadable
 in onnxruntime (sibling branches reusing names, stale branch shapes)."""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from converters import frontend, tflite
+from converters.calibrate import collect_ranges
 from converters.calibrate.runner import make_session
 from converters.errors import DataDependentError
 from converters.frontend.control_flow import MAX_LOOP_UNROLL
-from tests.converters.frontend.graphs import I64, const, convert_and_compare, model, unsqueeze
+from tests.converters.frontend.graphs import I64, const, convert_and_compare, model
+from tests.converters.ops import harness as H
 
 F = TensorProto.FLOAT
 
@@ -129,3 +130,18 @@ def test_if_on_data_is_refused():
     with pytest.raises(DataDependentError) as err:
         tflite.build(frontend.prepare(m, {}), None, tflite.TFLiteOptions(quantize="none"))
     assert "If 'gate': its condition 'pos' is computed from data" in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["if-then", "if-else", "loop"])
+def test_expanded_control_flow_quantizes(case):
+    """Tensors made by inlining have no calibration range of their own (onnxruntime never shows
+    them): the backend measures them on the samples, and the int8 model stays close to float."""
+    m, shapes = {"if-then": (if_on_batch(17), {"x": [1, 3, 4]}), "if-else": (if_on_batch(17), {"x": [2, 3, 4]}),
+                 "loop": (counting_loop(3), {"x": [2, 3]})}[case]
+    pinned = frontend.prepare(m, shapes)
+    rng = np.random.default_rng(0)
+    samples = [{k: rng.uniform(-2, 2, v).astype(np.float32) for k, v in shapes.items()} for _ in range(16)]
+    result = tflite.build(pinned, collect_ranges(pinned, samples, progress=False),
+                          tflite.TFLiteOptions(quantize="int8"), samples=samples)
+    for ref, got in zip(H.ort_run(m, samples[0]), H.tflite_run(result, samples[0])):
+        assert H.sqnr_db(ref, got) > 35
