@@ -20,6 +20,7 @@ from converters.ir import Graph, Node
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
               "Bernoulli"}
 MAX_FOLD_ELEMENTS = 64 * 1024 * 1024
+DATA_PROP_ELEMENTS = 4096   # constants shape inference may read as data (shapes, axes); weights are not
 
 
 def proto_attrs(attrs: dict) -> dict:
@@ -33,8 +34,8 @@ def proto_attrs(attrs: dict) -> dict:
 
 
 def one_node_model(node: Node, graph: Graph, *, constants: bool) -> onnx.ModelProto:
-    """``node`` alone in a model that imports ``graph.opset``. ``constants``: constant inputs are
-    initializers (for shape inference's data propagation) rather than graph inputs."""
+    """``node`` alone in a model that imports ``graph.opset``. ``constants``: small constant inputs
+    are initializers (for shape inference's data propagation) rather than graph inputs."""
     proto = helper.make_node(node.op, node.inputs, node.outputs, name=node.name, **proto_attrs(node.attrs))
     inits, infos, seen = [], [], set()
     for name in node.inputs:
@@ -42,7 +43,7 @@ def one_node_model(node: Node, graph: Graph, *, constants: bool) -> onnx.ModelPr
             continue
         seen.add(name)
         t = graph.tensors[name]
-        if constants and t.data is not None:
+        if constants and t.data is not None and t.data.size <= DATA_PROP_ELEMENTS:
             inits.append(numpy_helper.from_array(np.asarray(t.data), name))
             continue
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
