@@ -143,3 +143,26 @@ def test_resize_sizes_from_shape(opset):
     m = model(nodes, {"x": ["N", 2, "H", "W"]}, {"y": ["N", 2, "h", "w"]}, inits, opset=opset)
     result = convert_and_compare(m, {"x": [1, 2, 3, 4]})
     assert result.ops == ["TRANSPOSE", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE"], result.ops
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
+def test_pad_to_a_multiple_of_the_window(opset):
+    """Swin-style padding: pads = (8 - H % 8) % 8 at the end of H and W, computed from Shape(x);
+    pads cover every axis up to opset 17, only H and W (the ``axes`` input) from opset 18."""
+    inits = [const("eight", np.array(8, I64)), const("s2", np.array([2], I64)), const("e4", np.array([4], I64)),
+             const("zeros", np.array([0, 0, 0, 0], I64)), const("zero2", np.array([0, 0], I64)),
+             const("hw_axes", np.array([2, 3], I64))]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "s2", "e4"], ["hw"]),
+             helper.make_node("Mod", ["hw", "eight"], ["rem"]),
+             helper.make_node("Sub", ["eight", "rem"], ["short"]),
+             helper.make_node("Mod", ["short", "eight"], ["tail"])]
+    if opset < 18:
+        nodes += [helper.make_node("Concat", ["zeros", "zero2", "tail"], ["pads"], axis=0),
+                  helper.make_node("Pad", ["x", "pads"], ["y"])]
+    else:
+        nodes += [helper.make_node("Concat", ["zero2", "tail"], ["pads"], axis=0),
+                  helper.make_node("Pad", ["x", "pads", "", "hw_axes"], ["y"])]
+    m = model(nodes, {"x": [1, 2, "H", "W"]}, {"y": [1, 2, "h", "w"]}, inits, opset=opset)
+    result = convert_and_compare(m, {"x": [1, 2, 13, 16]})
+    assert result.ops == ["PAD"], result.ops
