@@ -110,8 +110,9 @@ def _loop_refusal(node: Node, graph: Graph) -> str | None:
         return f"its trip count '{trip}' is computed from data"
     if start and graph.const(start) is None:
         return f"its start condition '{start}' is computed from data"
-    if int(np.asarray(count).reshape(-1)[0]) > MAX_LOOP_UNROLL:
-        return f"its trip count {int(np.asarray(count).reshape(-1)[0])} exceeds the unroll bound {MAX_LOOP_UNROLL}"
+    count = int(np.asarray(count).reshape(-1)[0])
+    if count > MAX_LOOP_UNROLL:
+        return f"its trip count {count} exceeds the unroll bound {MAX_LOOP_UNROLL}"
     if not _never_stops_early(body):
         return (f"its body computes the loop condition '{body.output[0].name}', so it may stop early "
                 "depending on data")
