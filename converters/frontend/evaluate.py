@@ -50,9 +50,7 @@ def one_node_model(node: Node, graph: Graph, *, constants: bool) -> onnx.ModelPr
         infos.append(helper.make_tensor_value_info(name, elem, list(t.shape) if t.shape is not None else None))
     outs = [helper.make_empty_tensor_value_info(o) for o in node.outputs if o]
     g = helper.make_graph([proto], "one", infos, outs, inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
-    model.ir_version = 8   # what every onnxruntime and onnx of the supported range reads
-    return model
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
 
 
 def evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
