@@ -45,7 +45,7 @@ def why_not(node: Node, graph: Graph) -> str | None:
     if node.op == "If":
         cond = graph.const(node.inputs[0])
         if cond is None:
-            return f"its condition '{node.inputs[0]}' is computed from data"
+            return "its condition is computed from data"
         return None if np.asarray(cond).size == 1 else "its condition is not a single value"
     return _loop_refusal(node, graph)
 
@@ -107,15 +107,14 @@ def _loop_refusal(node: Node, graph: Graph) -> str | None:
         return "it has no trip count (a while loop: its iterations depend on data)"
     count = graph.const(trip)
     if count is None:
-        return f"its trip count '{trip}' is computed from data"
+        return "its trip count is computed from data"
     if start and graph.const(start) is None:
-        return f"its start condition '{start}' is computed from data"
+        return "its start condition is computed from data"
     count = int(np.asarray(count).reshape(-1)[0])
     if count > MAX_LOOP_UNROLL:
         return f"its trip count {count} exceeds the unroll bound {MAX_LOOP_UNROLL}"
     if not _never_stops_early(body):
-        return (f"its body computes the loop condition '{body.output[0].name}', so it may stop early "
-                "depending on data")
+        return "its body computes the loop condition, so it may stop early depending on data"
     scans = len(body.output) - 1 - (len(node.inputs) - 2)
     if scans and _trip_count(node, graph) == 0:
         return "it runs zero times, which leaves its scan outputs empty (TFLite tensors are non-empty)"

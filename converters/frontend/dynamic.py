@@ -12,6 +12,8 @@ that in application code.
 """
 from __future__ import annotations
 
+import re
+
 from converters.errors import DataDependentError
 from converters.frontend import control_flow
 from converters.ir import Graph, Node
@@ -23,7 +25,12 @@ VALUE_SIZED = {
     "Unique": "its output size is the number of distinct values",
     "Compress": "its output size depends on the condition values",
 }
-LISTED = 8   # dependent nodes named in the message; the rest are counted
+LISTED = 8       # dependent nodes named in the message; the rest are counted
+CUT_SHOWN = 4    # cut tensors named in the hint
+MAX_WALK = 16    # steps back from the region while collapsing the cut tensors
+FILTERS = {"Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal", "And", "Or", "Not", "Xor"}
+LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization"}
+LINE = re.compile(r"^(?P<op>\S+) '(?P<name>.*?)'(?P<rest>(?: \(domain [^)]*\))?): (?P<why>.*)$")
 
 
 def roots(graph: Graph) -> list[tuple[Node, str]]:
@@ -34,7 +41,7 @@ def roots(graph: Graph) -> list[tuple[Node, str]]:
             continue
         why = VALUE_SIZED.get(node.op)
         if node.op == "TopK" and graph.const(node.input(1)) is None:
-            why = f"its K '{node.input(1)}' is computed from data"
+            why = "its K is computed from data"
         elif node.op in ("If", "Loop"):
             why = control_flow.why_not(node, graph)
         if why:
@@ -44,8 +51,9 @@ def roots(graph: Graph) -> list[tuple[Node, str]]:
 
 def mark(graph: Graph) -> None:
     """Record each data-dependent node's reason in ``_unresolved`` (``_data_dependent`` set) and
-    flag every node computed from them ``_after_data_dependent``: ``lower.problems_of`` reports
-    the first with every other problem and leaves the second to ``refusal``'s one summary line."""
+    flag ``_after_data_dependent`` every node computed from them, and the comparisons that only
+    feed them (``scores > threshold`` before a NonZero): ``lower.problems_of`` reports the first
+    with every other problem and leaves the others to ``refusal``'s one summary line."""
     found = roots(graph)
     tainted = {o for node, _ in found for o in node.outputs if o}
     for node, why in found:
@@ -54,6 +62,14 @@ def mark(graph: Graph) -> None:
         if not node.attrs.get("_data_dependent") and tainted.intersection(node.inputs):
             tainted.update(o for o in node.outputs if o)
             node.attrs["_after_data_dependent"] = True
+    region = {id(n) for n in graph.nodes if n.attrs.get("_data_dependent") or n.attrs.get("_after_data_dependent")}
+    readers = graph.consumers()
+    for node in reversed(graph.nodes):
+        if id(node) in region or node.op not in FILTERS or any(o in graph.outputs for o in node.outputs):
+            continue
+        if all(id(r) in region for o in node.outputs if o for r in readers.get(o, [])):
+            node.attrs["_after_data_dependent"] = True
+            region.add(id(node))
 
 
 def refusal(graph: Graph, problems: list[str]) -> DataDependentError | None:
@@ -62,27 +78,65 @@ def refusal(graph: Graph, problems: list[str]) -> DataDependentError | None:
     if not found:
         return None
     after = [n for n in graph.nodes if n.attrs.get("_after_data_dependent")]
-    problems = list(problems)
+    problems = grouped(problems)
     if after:
         named = ", ".join(f"{n.op} '{n.name}'" for n in after[:LISTED])
         more = f" and {len(after) - LISTED} more" if len(after) > LISTED else ""
-        problems.append(f"{len(after)} node(s) after them depend on their values: {named}{more}")
+        problems.append(f"{len(after)} more node(s) of the same post-processing: {named}{more}")
     hint = ("export the model without its post-processing (score filtering, TopK, NMS) and run that "
             "in application code")
-    cut = _last_static(graph, [*found, *after])
+    cut = _cut(graph, [*found, *after])
     if cut:
-        hint += (f"; the last static tensors before it are {', '.join(cut)}: onnx.utils.extract_model("
-                 f"path, out_path, input_names, [{', '.join(repr(c) for c in cut)}]) cuts the model there")
+        shown = ", ".join(repr(c) for c in cut[:CUT_SHOWN])
+        more = f" and {len(cut) - CUT_SHOWN} more" if len(cut) > CUT_SHOWN else ""
+        hint += (f"; the last static tensors before it are {shown}{more}: onnx.utils.extract_model("
+                 "path, out_path, input_names, output_names) cuts the model there (on a copy saved "
+                 "from onnx.shape_inference.infer_shapes(model, data_prop=True) if it asks for shapes)")
     return DataDependentError(problems, where=f"graph '{graph.name}'", hint=hint)
 
 
-def _last_static(graph: Graph, region: list[Node]) -> list[str]:
-    """Computed tensors with a static shape that feed the data-dependent region from outside it."""
+def grouped(problems: list[str]) -> list[str]:
+    """Problem lines of one op with one reason, merged: "NonZero x180 ('a', 'b', ... and 177
+    more): its output size ..." (a detector repeats its filtering per class)."""
+    groups: dict[tuple, list[str]] = {}
+    for line in problems:
+        match = LINE.match(line)
+        key = (match["op"], match["rest"], match["why"]) if match else (line,)
+        groups.setdefault(key, []).append(match["name"] if match else "")
+    out = []
+    for key, names in groups.items():
+        if len(key) == 1 or len(names) == 1:
+            out.append(key[0] if len(key) == 1 else f"{key[0]} '{names[0]}'{key[1]}: {key[2]}")
+            continue
+        shown = ", ".join(repr(n) for n in names[:3])
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        out.append(f"{key[0]} x{len(names)} ({shown}{more}){key[1]}: {key[2]}")
+    return out
+
+
+def _cut(graph: Graph, region: list[Node]) -> list[str]:
+    """The static tensors that feed ``region`` from outside, walked back through single-input
+    glue (per-class Gather/Slice/Reshape of one score tensor) while that does not widen the set,
+    so a detector's 90 per-class inputs collapse to the one tensor they were taken from."""
     inside = {o for n in region for o in n.outputs if o}
-    cut = []
-    for node in region:
-        for name in node.inputs:
-            t = graph.tensors.get(name) if name else None
-            if t is not None and name not in inside and t.data is None and name not in cut:
-                cut.append(name)
-    return cut
+    cut = list(dict.fromkeys(name for n in region for name in n.inputs
+                             if name and name not in inside and graph.const(name) is None))
+    producers = graph.producers()
+    best = cut
+    for _ in range(MAX_WALK):
+        if len(cut) <= CUT_SHOWN:
+            break
+        step = list(dict.fromkeys(_source(producers.get(t), graph) or t for t in cut))
+        if step == cut or len(step) > len(cut):
+            break
+        cut = step
+        best = cut if len(cut) < len(best) else best
+    return best
+
+
+def _source(node: Node | None, graph: Graph) -> str | None:
+    """The one computed input of a weightless node (None for a layer or a many-input node)."""
+    if node is None or node.op in LAYERS:
+        return None
+    computed = [i for i in node.inputs if i and graph.const(i) is None]
+    return computed[0] if len(computed) == 1 else None

@@ -49,7 +49,8 @@ def test_post_processing_is_one_refusal_naming_the_nodes(kind, root, cut):
     assert any(p.startswith(root) for p in e.problems), e.problems
     assert "post-processing" in e.hint and cut in e.hint   # the last static tensor before it
     if kind == "nonzero":   # the nodes after the filter are summarized on one line, not one each
-        assert e.problems[-1].startswith("3 node(s) after them") and "TopK 'best'" in e.problems[-1]
+        assert e.problems[-1].startswith("4 more node(s) of the same post-processing")
+        assert "TopK 'best'" in e.problems[-1] and "Greater" in e.problems[-1]   # the filter too
         assert not any(p.startswith(("Gather", "TopK")) for p in e.problems)
 
 
