@@ -64,3 +64,24 @@ def test_slice_of_an_unknown_shape_is_reported_not_a_crash():
         tflite.build(frontend.prepare(m, {}), None, NONE)
     text = "\n".join(err.value.problems)
     assert "Mystery 'mystery'" in text and "Slice 'cut': no static shape for m" in text
+
+
+def test_per_class_filtering_is_grouped_and_cut_at_the_scores():
+    """A detector filters each class alone: one line per op and reason, and the cut tensors
+    collapse from the 5 per-class slices to the one score tensor they were taken from."""
+    inits = [const("w", np.ones((4, 5), np.float32)), const("thr", np.float32(0.5))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"], name="head")]
+    for c in range(5):
+        inits.append(const(f"c{c}", np.array(c, I64)))
+        nodes += [helper.make_node("Gather", ["scores", f"c{c}"], [f"s{c}"], axis=1),
+                  helper.make_node("Greater", [f"s{c}", "thr"], [f"hit{c}"]),
+                  helper.make_node("NonZero", [f"hit{c}"], [f"idx{c}"], name=f"filter{c}")]
+    nodes += [helper.make_node("Concat", [f"idx{c}" for c in range(5)], ["all"], axis=1),
+              helper.make_node("Cast", ["all"], ["y"], to=TensorProto.FLOAT)]
+    m = model(nodes, {"x": [1, 4]}, {"y": [1, "k"]}, inits, opset=13)
+    with pytest.raises(DataDependentError) as err:
+        tflite.build(frontend.prepare(m, {}), None, NONE)
+    e = err.value
+    assert e.problems[0] == "NonZero x5 ('filter0', 'filter1', 'filter2' and 2 more): " \
+                            "its output size is the number of non-zero values"
+    assert "before it are 'scores':" in e.hint
