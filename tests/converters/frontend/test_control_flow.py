@@ -145,3 +145,25 @@ def test_expanded_control_flow_quantizes(case):
                           tflite.TFLiteOptions(quantize="int8"), samples=samples)
     for ref, got in zip(H.ort_run(m, samples[0]), H.tflite_run(result, samples[0])):
         assert H.sqnr_db(ref, got) > 35
+
+
+def test_loop_body_branching_on_the_iteration_is_unrolled_and_inlined():
+    """``if i == 0: v = x else: v = v * 0.5 + x`` inside a 3-trip Loop: once unrolled, each copy's
+    condition is a constant and its If is inlined, the branches reading the body's own values."""
+    first = helper.make_graph([helper.make_node("Identity", ["x"], ["f"])], "first", [], [out("f", [2, 3])])
+    later = helper.make_graph([helper.make_node("Mul", ["v_in", "half"], ["h"]),
+                               helper.make_node("Add", ["h", "x"], ["l"])], "later", [], [out("l", [2, 3])])
+    body = helper.make_graph(
+        [helper.make_node("Equal", ["i", "zero"], ["is_first"]),
+         helper.make_node("If", ["is_first"], ["v_out"], then_branch=first, else_branch=later),
+         helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c_in", TensorProto.BOOL, []), out("v_in", [2, 3])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), out("v_out", [2, 3])],
+        [const("half", np.float32(0.5)), const("zero", np.array(0, I64))])
+    inits = [const("trip", np.array(3, I64)), const("v0", np.zeros((2, 3), np.float32))]
+    nodes = [helper.make_node("Loop", ["trip", "", "v0"], ["y"], body=body)]
+    m = model(nodes, {"x": [2, 3]}, {"y": [2, 3]}, inits, opset=13)
+    graph = frontend.to_graph(frontend.prepare(m, {}))
+    assert sorted(n.op for n in graph.nodes if n.op != "Identity") == ["Add", "Add", "Mul", "Mul"]
+    convert_and_compare(m, {"x": [2, 3]})
