@@ -84,17 +84,6 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
 
-def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
-    """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
-    now: the IR, passes and checks take a second, calibration can take minutes."""
-    from converters.frontend import to_graph
-    from converters.lower import check_supported
-    from converters.passes import run_pipeline
-    graph = to_graph(model)
-    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
-    check_supported(run_pipeline(graph))
-
-
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig):
     """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``."""
     from converters.calibrate import collect_ranges
@@ -168,6 +157,17 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
                               tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
+
+
+def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
+    """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
+    now: the IR, passes and checks take a second, calibration can take minutes."""
+    from converters.frontend import to_graph
+    from converters.lower import check_supported
+    from converters.passes import run_pipeline
+    graph = to_graph(model)
+    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
+    check_supported(run_pipeline(graph))
 
 
 def _signing_key(cfg: ConvertConfig):

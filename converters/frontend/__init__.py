@@ -47,6 +47,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     name_nodes(model.graph)
     subgraphs.make_unique(model)   # sibling branches may reuse names; shape inference cannot
     shapes.fix_input_shapes(model, input_shapes)
+    subgraphs.forget_shapes(model)   # stale inside If/Loop bodies too, once inputs are pinned
     return shapes.infer(model)
 
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 import onnx
 
 from converters.errors import ShapeError
-from converters.frontend.subgraphs import forget_dims, forget_shapes
 
 SHAPE_HINT = "pass the shape explicitly, e.g. --input-shape {name}={example}"
 
@@ -48,12 +47,15 @@ def fix_input_shapes(model: onnx.ModelProto,
                 f"input '{vi.name}' has a dynamic dimension at axis {axis} "
                 f"('{dim.dim_param or '?'}') that cannot be fixed automatically",
                 where=f"input '{vi.name}'", hint=SHAPE_HINT.format(name=vi.name, example=example))
-    # Stale inferred shapes with symbolic dims would fight the new static ones (the same holds
-    # inside If/Loop bodies). Outputs keep their rank: the ONNX checker wants a shape field.
+    # Stale inferred shapes with symbolic dims would fight the new static ones. A graph output
+    # keeps its rank (each dim unknown): the checker requires the shape field of a main-graph
+    # output, and an output inference cannot derive again (e.g. a Squeeze on computed axes)
+    # would otherwise leave none, which the QDQ model then failed the checker on.
     del model.graph.value_info[:]
     for out in model.graph.output:
-        forget_dims(out)
-    forget_shapes(model)
+        if out.type.tensor_type.HasField("shape"):
+            for dim in out.type.tensor_type.shape.dim:
+                dim.Clear()
 
 
 def _apply_override(vi: onnx.ValueInfoProto, shape: list[int]) -> None:

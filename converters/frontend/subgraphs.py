@@ -9,7 +9,7 @@ branch into its parent. ``make_unique`` gives every subgraph-local name a model-
 A subgraph's ``value_info`` and output dims were inferred by the exporter for its own input shapes;
 once ``--input-shape`` pins them they are stale, and onnxruntime refuses a model whose declared
 dims disagree with the ones it infers ("Can't merge shape info"). ``forget_shapes`` drops them
-(ranks and element types stay), exactly as ``shapes.fix_input_shapes`` does for the main graph.
+(ranks and element types stay), as ``shapes.fix_input_shapes`` does for the main graph.
 """
 from __future__ import annotations
 
