@@ -62,6 +62,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
+    if "tflite" in cfg.formats:
+        check_lowerable(model, cfg)     # every unsupported node at once, before calibration
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
@@ -212,6 +214,17 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
                               tensor_map=getattr(result, "tensor_map", None), progress=progress)
         report[fmt] = rep.to_dict()
     return report
+
+
+def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
+    """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
+    now: the IR, passes and checks take a second, calibration can take minutes."""
+    from converters.frontend import to_graph
+    from converters.lower import check_supported
+    from converters.passes import run_pipeline
+    graph = to_graph(model)
+    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
+    check_supported(run_pipeline(graph))
 
 
 def _signing_key(cfg: ConvertConfig):

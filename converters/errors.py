@@ -4,6 +4,7 @@
     └── ConvertError                    convert.*
         ├── ModelLoadError              corrupt / truncated / invalid ONNX, unsafe external data
         ├── UnsupportedOpsError         every unsupported node of a model, listed at once
+        │   └── DataDependentError      output shapes that depend on values (NMS, NonZero, If on data)
         ├── ShapeError                  a dynamic shape that cannot be fixed
         └── CalibrationDataError        wrong shape, dtype, count, NaN/Inf in calibration data
 """
@@ -29,6 +30,12 @@ class UnsupportedOpsError(ConvertError):
         message = f"{len(self.problems)} node(s) cannot be converted:\n" + "\n".join(
             f"    - {p}" for p in self.problems)
         super().__init__(message, where=where, hint=hint)
+
+
+class DataDependentError(UnsupportedOpsError):
+    """Nodes whose output shapes depend on input values (detector post-processing, control flow
+    on data): TFLite shapes are static. Listed at once, with where to cut the model."""
+    code = "convert.data_dependent"
 
 
 class ShapeError(ConvertError):

@@ -2,11 +2,14 @@
 
     load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21, static shapes,
                                                                every node named (names.py)
-    to_graph(model) -> converters.ir.Graph                    defaults filled, constants folded,
+    to_graph(model) -> converters.ir.Graph                    defaults filled, folded to a fixed
+                                                               point (shapes, constants, If/Loop
+                                                               with constant control: fold.py),
                                                                opset quirks normalized
 
-Errors: ``ModelLoadError`` (corrupt/truncated file, unsafe external data, checker, opset) and
-``ShapeError`` (a dynamic dimension that cannot be fixed), both naming where and how to fix.
+Errors: ``ModelLoadError`` (corrupt/truncated file, unsafe external data, checker, opset),
+``ShapeError`` (a dynamic dimension that cannot be fixed) and ``DataDependentError`` (shapes that
+depend on values: detector post-processing, control flow on data), each naming where and how to fix.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from converters.frontend import quirks, shapes
+from converters.frontend import dynamic, fold, quirks, shapes, subgraphs
 from converters.frontend.load import check, default_opset, read_model
 from converters.frontend.names import name_nodes
 from converters.frontend.to_ir import to_graph as _to_graph
@@ -42,19 +45,17 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
         model = inline_local_functions(model)
     # unnamed and repeated node names get the names --keep-float takes (onnxruntime refuses repeats)
     name_nodes(model.graph)
+    subgraphs.make_unique(model)   # sibling branches may reuse names; shape inference cannot
     shapes.fix_input_shapes(model, input_shapes)
+    subgraphs.forget_shapes(model)   # stale inside If/Loop bodies too, once inputs are pinned
     return shapes.infer(model)
 
 
 def to_graph(model: onnx.ModelProto) -> Graph:
-    """Build the IR: defaults filled, constant subgraphs folded, opset quirks normalized."""
-    from converters.passes import fold_constants  # the frontend folds before normalizing
-
+    """Build the IR: defaults filled, folded to a fixed point, opset quirks normalized. Nodes whose
+    shapes depend on values are marked for the unsupported-op check (``dynamic.mark``)."""
     graph = _to_graph(model)
-    for _ in range(8):  # folding can expose shapes, and new shapes can expose more folding
-        folded = fold_constants.run(graph)
-        if not (shapes.complete_shapes(graph) or folded):
-            break
-    shapes.fix_ceil_pools(graph)
+    fold.settle(graph)
+    dynamic.mark(graph)
     quirks.normalize(graph)
     return graph

@@ -27,10 +27,17 @@ def quirk(*ops):
 
 
 def normalize(graph: Graph) -> None:
+    """Apply each node's quirk. Every quirk reads static shapes: a node with an unknown one is
+    recorded as ``_unresolved`` (reported with every other problem) instead of normalized."""
     for node in list(graph.nodes):
         fn = QUIRKS.get(node.op) if node.domain == "" else None
-        if fn is not None:
-            fn(node, graph)
+        if fn is None:
+            continue
+        unknown = [t for t in (*node.inputs, *node.outputs) if t and graph.tensors[t].shape is None]
+        if unknown:
+            node.attrs["_unresolved"] = f"no static shape for {', '.join(unknown)}"
+            continue
+        fn(node, graph)
 
 
 def _rank(graph: Graph, name: str) -> int:

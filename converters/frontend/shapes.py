@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import onnx
 
 from converters.errors import ShapeError
@@ -101,71 +100,25 @@ def static_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
-def complete_shapes(graph) -> bool:
-    """Infer shapes ONNX's whole-model inference left unknown, one node at a time, now that
-    constant folding has turned shape subgraphs into initializers (e.g. Reshape's target)."""
-    from onnx import helper, numpy_helper
-
-    from converters.passes.fold_constants import _proto_attrs
-
-    changed = False
-    for node in graph.nodes:
-        outs = [graph.tensors[o] for o in node.outputs if o]
-        if node.domain or all(t.shape is not None for t in outs):
-            continue
-        ins = [graph.tensors[i] for i in node.inputs if i]
-        if any(t.shape is None or t.dtype is None for t in ins):
-            continue
-        inits = [numpy_helper.from_array(t.data, t.name) for t in ins if t.data is not None]
-        infos = [helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(t.dtype),
-                                               list(t.shape)) for t in ins if t.data is None]
-        proto = helper.make_node(node.op, node.inputs, node.outputs, **_proto_attrs(node.attrs))
-        g = helper.make_graph([proto], "one", infos, [helper.make_empty_tensor_value_info(o)
-                                                        for o in node.outputs if o], inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
-        try:
-            inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
-        except Exception:  # the shape stays unknown; problems_of() reports the node with a reason
-            continue
-        for vi in [*inferred.graph.output, *inferred.graph.value_info]:
-            t = graph.tensors.get(vi.name)
-            shape = static_shape(vi)
-            if t is not None and t.shape is None and shape is not None:
-                t.shape = shape
-                t.dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-                changed = True
-    return changed
-
-
-def fix_ceil_pools(graph) -> None:
+def fix_ceil_pool(node, graph) -> bool:
     """ceil_mode pooling drops a last window that would start in the end padding (the ONNX
     reference, onnxruntime and PyTorch agree), but ONNX shape inference for opsets <= 21 keeps it.
-    Shrink such outputs and re-infer everything downstream node by node."""
-    dirty = set()
-    for node in graph.nodes:
-        if node.op not in ("MaxPool", "AveragePool") or not node.attrs.get("ceil_mode", 0):
-            continue
-        if node.attrs.get("auto_pad", "NOTSET") != "NOTSET":
-            continue
-        x, y = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
-        if x is None or y is None:
-            continue
-        n = len(x) - 2
-        s = node.attrs.get("strides") or [1] * n
-        p = node.attrs.get("pads") or [0] * (2 * n)
-        new = list(y)
-        for i in range(n):
-            while new[2 + i] > 1 and (new[2 + i] - 1) * s[i] >= x[2 + i] + p[i]:
-                new[2 + i] -= 1
-        if new != list(y):
-            graph.tensors[node.outputs[0]].shape = tuple(new)
-            dirty.add(node.outputs[0])
-    if not dirty:
-        return
-    for node in graph.nodes:   # topological order: clear every shape computed from a fixed one
-        if any(i in dirty for i in node.inputs):
-            for o in node.outputs:
-                if o and graph.tensors[o].data is None:
-                    graph.tensors[o].shape = None
-                    dirty.add(o)
-    complete_shapes(graph)
+    Shrink such an output; True when it changed (everything computed from it must be re-inferred)."""
+    if node.op not in ("MaxPool", "AveragePool") or not node.attrs.get("ceil_mode", 0):
+        return False
+    if node.attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        return False
+    x, y = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
+    if x is None or y is None:
+        return False
+    n = len(x) - 2
+    s = node.attrs.get("strides") or [1] * n
+    p = node.attrs.get("pads") or [0] * (2 * n)
+    new = list(y)
+    for i in range(n):
+        while new[2 + i] > 1 and (new[2 + i] - 1) * s[i] >= x[2 + i] + p[i]:
+            new[2 + i] -= 1
+    if new == list(y):
+        return False
+    graph.tensors[node.outputs[0]].shape = tuple(new)
+    return True

@@ -38,21 +38,31 @@ def to_graph(model: onnx.ModelProto) -> Graph:
     # the names --keep-float takes and reports show (frontend/names.py: unnamed and repeated too)
     for name, proto in zip(node_names(g), g.node):
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
-            value = _constant_value(proto)
+            value = constant_value(proto)
             tensors[proto.output[0]] = Tensor(proto.output[0], tuple(value.shape), value.dtype,
                                               data=value)
             continue
-        attrs = _defaults(proto, opset)
-        attrs.update({a.name: _attr_value(a) for a in proto.attribute})
-        nodes.append(Node(proto.op_type, name, list(proto.input), list(proto.output), attrs,
-                          proto.domain if proto.domain != "ai.onnx" else ""))
-        for out in proto.output:
-            if out and out not in tensors:
-                vi = infos.get(out)
-                shape = static_shape(vi) if vi is not None else None
-                tensors[out] = Tensor(out, shape, _np_dtype(vi) if vi is not None else None)
+        nodes.append(ir_node(proto, opset, name))
+        add_outputs(tensors, proto, infos)
     outputs = [o.name for o in g.output]
     return Graph(nodes, tensors, inputs, outputs, opset, name=g.name or "graph")
+
+
+def ir_node(proto: onnx.NodeProto, opset: int, name: str) -> Node:
+    """The IR node of ``proto``: every attribute default of its schema at ``opset`` filled in."""
+    attrs = _defaults(proto, opset)
+    attrs.update({a.name: _attr_value(a) for a in proto.attribute})
+    return Node(proto.op_type, name, list(proto.input), list(proto.output), attrs,
+                proto.domain if proto.domain != "ai.onnx" else "")
+
+
+def add_outputs(tensors: dict[str, Tensor], proto: onnx.NodeProto, infos: dict) -> None:
+    """A tensor for each new output of ``proto``, with the static shape ``infos`` knows (or None)."""
+    for out in proto.output:
+        if out and out not in tensors:
+            vi = infos.get(out)
+            shape = static_shape(vi) if vi is not None else None
+            tensors[out] = Tensor(out, shape, _np_dtype(vi) if vi is not None else None)
 
 
 def _np_dtype(vi: onnx.ValueInfoProto):
@@ -86,7 +96,7 @@ def _attr_value(attr: onnx.AttributeProto):
     return value
 
 
-def _constant_value(proto: onnx.NodeProto) -> np.ndarray:
+def constant_value(proto: onnx.NodeProto) -> np.ndarray:
     attr = proto.attribute[0]
     value = _attr_value(attr)
     if attr.name in ("value_float", "value_floats"):

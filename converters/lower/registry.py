@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from converters.errors import UnsupportedOpsError
+from converters.frontend import dynamic
 from converters.ir import Graph, Node
 
 
@@ -47,13 +48,15 @@ def problems_of(graph: Graph) -> list[str]:
     """Every reason the graph cannot be lowered, one line per node."""
     problems = []
     for node in graph.nodes:
+        if node.attrs.get("_after_data_dependent"):
+            continue                      # summarized once by frontend.dynamic.refusal
         label = f"{node.op} '{node.name}'" + (f" (domain {node.domain})" if node.domain else "")
+        if "_unresolved" in node.attrs:   # the frontend's reason says more than "not supported"
+            problems.append(f"{label}: {node.attrs['_unresolved']}")
+            continue
         lw = find(node, graph.opset)
         if lw is None:
             problems.append(f"{label}: op not supported at opset {graph.opset}")
-            continue
-        if "_unresolved" in node.attrs:
-            problems.append(f"{label}: {node.attrs['_unresolved']}")
             continue
         missing = [t for t in (*node.inputs, *node.outputs)
                    if t and graph.tensors[t].shape is None]
@@ -73,6 +76,6 @@ def problems_of(graph: Graph) -> list[str]:
 def check_supported(graph: Graph) -> None:
     problems = problems_of(graph)
     if problems:
-        raise UnsupportedOpsError(
+        raise dynamic.refusal(graph, problems) or UnsupportedOpsError(
             problems, where=f"graph '{graph.name}'",
             hint="replace these ops in the exporter, or open an issue with the op list")

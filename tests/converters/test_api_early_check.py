@@ -1,0 +1,41 @@
+"""`ganglion convert` checks that every node can be lowered right after loading, before
+calibration (the slow step): one error listing every problem, exit code 3, nothing written."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converters import api
+from edge.cli import main
+
+
+def _model(path):
+    inits = [numpy_helper.from_array(np.ones((4, 8), np.float32), "w"),
+             numpy_helper.from_array(np.array([0], np.int64), "s"),
+             numpy_helper.from_array(np.array([2], np.int64), "e"),
+             numpy_helper.from_array(np.array([1], np.int64), "a")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="head"),
+             helper.make_node("Mystery", ["h"], ["m"], domain="vendor.ops", name="mystery"),
+             helper.make_node("Slice", ["m", "s", "e", "a"], ["y"], name="cut"),
+             helper.make_node("NonZero", ["h"], ["z"], name="filter")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2]),
+                           helper.make_tensor_value_info("z", TensorProto.INT64, [2, "k"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("vendor.ops", 1)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+def test_unsupported_ops_fail_before_calibration(capsys, tmp_path, monkeypatch):
+    _model(tmp_path / "m.onnx")
+    np.save(tmp_path / "calib.npy", np.ones((4, 1, 4), np.float32))
+    monkeypatch.setattr(api, "calibrate", lambda *a, **k: pytest.fail("calibration ran before the check"))
+    out = tmp_path / "m.gpk"
+    code = main(["convert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npy"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    for name in ("Mystery 'mystery'", "Slice 'cut': no static shape for m", "NonZero 'filter'"):
+        assert name in err
+    assert "error[convert.data_dependent]" in err and not out.exists()
