@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters.carried import WeightGrid, channel_scales, on_grid, warn
+
 # A tensor whose range is a single point (e.g. all zeros) still needs a positive scale.
 MIN_SCALE = 1e-8
 INT32 = np.iinfo(np.int32)
@@ -62,6 +64,26 @@ def weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
     shape[axis] = -1
     q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, QuantParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
+def carried_weight(w: np.ndarray, axis: int | None, grid: WeightGrid,
+                   name: str) -> tuple[np.ndarray, QuantParams] | None:
+    """An already-quantized model's own int8 weights and scales (``converters.carried``), in the
+    layout ``weight`` writes (per channel along ``axis``); None, with a warning, when ``w`` is no
+    longer on that grid (a folded BatchNormalization) or the grid runs along another axis."""
+    w = np.asarray(w, dtype=np.float32)
+    if axis is None:
+        scales = grid.scales.reshape(()) if grid.scales.size == 1 else None
+    else:
+        axis = axis % w.ndim
+        scales = channel_scales(grid.scales, w.shape[axis]) if grid.axis in (None, axis) else None
+    q = on_grid(w, axis, scales) if scales is not None else None
+    if q is None:
+        warn(f"weights '{name}' are requantized: they are no longer on the model's own int8 grid "
+             "(a folded BatchNormalization, or scales along another axis)")
+        return None
+    zero = np.zeros(np.shape(scales), np.int8)
+    return q, QuantParams(np.asarray(scales, np.float32), zero, axis)
 
 
 def bias(b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, QuantParams]:

@@ -38,6 +38,9 @@ class TFLiteOptions:
     layout: str = "onnx"              # onnx | nhwc (4-D inputs/outputs channels-last)
     keep_float: frozenset = field(default_factory=frozenset)   # ONNX node names kept in float
     float_head: int = 0               # run the first N layers in float (see tflite/head.py)
+    # ONNX node -> per-output-channel scales an already-quantized model's weights carry
+    # (converters.carried): their int8 values are kept
+    weight_scales: dict = field(default_factory=dict, compare=False)
 
     def validate(self) -> None:
         for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
@@ -101,11 +104,12 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
         by_index, means = _index_ranges(tg, ranges, samples)
-        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means,
+                      weight_scales=options.weight_scales)
     elif options.quantize == "float16":
         to_float16(tg)
     elif options.quantize == "dynamic":
-        to_dynamic(tg)
+        to_dynamic(tg, options.weight_scales)
     names = _onnx_names(model)
     flat = serialize(tg, description=f"ganglion {options.quantize}")
     tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}
