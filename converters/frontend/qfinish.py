@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from converters.carried import ActParams, Carried, channel_scales
 # TFLite ties these ops' input and output parameters (tflite/rules.SAME_PARAMS); an
 # unannotated side takes the other's range.
-SAME_RANGE = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice",
+SAME_RANGE = frozenset({"MaxPool", "AveragePool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice",
                         "Split", "Pad", "Resize", "Identity", "GlobalMaxPool", "DepthToSpace",
                         "SpaceToDepth", "Gather", "Dropout"})
 # TFLite int8 kernels with lookup tables fix their output parameters (tflite/rules.FIXED_OUTPUT)

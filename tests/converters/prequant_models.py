@@ -167,3 +167,70 @@ def qat_cnn(seed: int = 3, float_tail: bool = False) -> onnx.ModelProto:
     for _, extra in acts.values():
         inits += extra
     return _model(nodes + body + tail, inits + i, CNN_SHAPE, [1, 10])
+
+
+# --- single QOperator nodes -------------------------------------------------------------------
+MS = "com.microsoft"
+X_SCALE, X_ZP = 0.03, 128            # x ~ N(0, 1) in uint8, no clipping
+Y_SCALE, Y_ZP = 0.05, 128
+
+
+def _c(name: str, value, dtype) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+
+def single_qop(op: str, seed: int = 0) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """x -> QuantizeLinear -> ``op`` (uint8 activations, int8 weights) -> DequantizeLinear -> y,
+    as ONNX Runtime's QOperator format writes each op; returns (model, input shape)."""
+    rng = np.random.default_rng(seed)
+    image = op not in ("QLinearMatMul", "QGemm", "QLinearSoftmax")
+    shape = (1, 4, 6, 6) if image else (1, 8)
+    inits = [_c("xs", X_SCALE, np.float32), _c("xz", X_ZP, np.uint8), _c("ys", Y_SCALE, np.float32),
+             _c("yz", Y_ZP, np.uint8)]
+    x_in, y_out, attrs, domain = ["xq", "xs", "xz"], ["ys", "yz"], {}, MS
+    extra_nodes = []
+    if op == "QLinearConv":
+        inits += [_c("w", rng.integers(-127, 128, (4, 4, 3, 3)), np.int8),
+                  _c("ws", rng.uniform(0.002, 0.006, 4), np.float32), _c("wz", np.zeros(4), np.int8),
+                  _c("b", rng.integers(-2000, 2000, 4), np.int32)]
+        inputs, attrs, domain = x_in + ["w", "ws", "wz"] + y_out + ["b"], {"pads": [1, 1, 1, 1]}, ""
+    elif op == "QLinearMatMul":
+        inits += [_c("w", rng.integers(-127, 128, (8, 5)), np.int8), _c("ws", 0.01, np.float32),
+                  _c("wz", 0, np.int8)]
+        inputs, domain = x_in + ["w", "ws", "wz"] + y_out, ""
+    elif op == "QGemm":
+        inits += [_c("w", rng.integers(-127, 128, (5, 8)), np.int8),
+                  _c("ws", rng.uniform(0.005, 0.015, 5), np.float32), _c("wz", np.zeros(5), np.int8),
+                  _c("b", rng.integers(-500, 500, 5), np.int32)]
+        inputs, attrs = x_in + ["w", "ws", "wz", "b"] + y_out, {"transB": 1}
+    elif op in ("QLinearAdd", "QLinearMul"):
+        inits += [_c("c", rng.integers(0, 256, (1, 4, 1, 1)), np.uint8), _c("cs", 0.01, np.float32),
+                  _c("cz", 128, np.uint8)]
+        inputs = x_in + ["c", "cs", "cz"] + y_out
+    elif op == "QLinearConcat":
+        extra_nodes.append(helper.make_node("QLinearLeakyRelu", x_in + ["ls", "lz"], ["lq"], alpha=0.1,
+                                            domain=MS, name="leaky"))
+        inits += [_c("ls", 0.03, np.float32), _c("lz", 10, np.uint8)]
+        inputs, attrs = y_out + x_in + ["lq", "ls", "lz"], {"axis": 1}
+    elif op == "QLinearSoftmax":
+        inits[2:] = [_c("ys", 1 / 256, np.float32), _c("yz", 0, np.uint8)]
+        inputs, attrs = x_in + y_out, {"axis": -1, "opset": 13}
+    elif op in ("QLinearSigmoid", "QLinearGlobalAveragePool"):
+        inputs = x_in + y_out
+        attrs = {"channels_last": 0} if op == "QLinearGlobalAveragePool" else {}
+    elif op == "QLinearAveragePool":
+        inputs, attrs = x_in + y_out, {"kernel_shape": [2, 2], "strides": [2, 2], "channels_last": 0}
+    elif op == "QLinearLeakyRelu":
+        inputs, attrs = x_in + y_out, {"alpha": 0.1}
+    else:
+        raise ValueError(op)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="quant"), *extra_nodes,
+             helper.make_node(op, inputs, ["yq"], domain=domain, name="op", **attrs),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dequant")]
+    out_shape = {"QLinearMatMul": [1, 5], "QGemm": [1, 5], "QLinearGlobalAveragePool": [1, 4, 1, 1],
+                 "QLinearAveragePool": [1, 4, 3, 3], "QLinearConcat": [1, 8, 6, 6]}.get(op, list(shape))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    return model, shape

@@ -422,3 +422,22 @@ def test_digits_cnn_quantized_by_onnxruntime_converts_bit_exactly(tmp_path, digi
     step = output_step(onnx.load(str(qpath)), "logits")
     assert np.abs(got - want).max() <= 1.0 * step + 1e-6           # measured: 0 steps on all 450
     assert np.mean(got.argmax(1) == labels) >= np.mean(want.argmax(1) == labels) - 0.005
+
+
+# --- every QOperator op, one node each ----------------------------------------------------------------
+@pytest.mark.parametrize("op, opcode, steps", [
+    ("QLinearConv", "CONV_2D", 1), ("QLinearMatMul", "FULLY_CONNECTED", 1), ("QGemm", "FULLY_CONNECTED", 1),
+    ("QLinearAdd", "ADD", 1), ("QLinearMul", "MUL", 1), ("QLinearSigmoid", "LOGISTIC", 1),
+    ("QLinearLeakyRelu", "LEAKY_RELU", 1), ("QLinearGlobalAveragePool", "MEAN", 1),
+    ("QLinearAveragePool", "AVERAGE_POOL_2D", 2), ("QLinearSoftmax", "SOFTMAX", 1),
+    ("QLinearConcat", "CONCATENATION", 2)])
+def test_each_qoperator_op_matches_onnxruntime(tmp_path, op, opcode, steps):
+    model, shape = pm.single_qop(op)
+    path = save(model, tmp_path / f"{op}.onnx")
+    result, _ = to_tflite(path, tmp_path / f"{op}.tflite")
+    flat = result.files["model.tflite"]
+    feeds = pm.samples(shape, 20, seed=5)
+    step = 1 / 256 if op == "QLinearSoftmax" else pm.Y_SCALE
+    assert steps_apart(run_tflite(flat, feeds), run_ort(path, feeds), step) <= steps + 1e-4
+    ops = [(o["op_name"]) for o in make_interpreter(flat)._get_ops_details()]
+    assert opcode in ops and ops.count("DEQUANTIZE") == 1 and ops.count("QUANTIZE") <= 2   # int8 inside
