@@ -90,7 +90,8 @@ class Carried:
 
 
 def on_grid(w: np.ndarray, axis: int | None, scales) -> np.ndarray | None:
-    """int8 values q with w == q * scales (per channel along ``axis``), |q| <= 127; else None."""
+    """int8 values q with w == q * scales (per channel along ``axis``); else None. A -128 (allowed
+    by ONNX, not by TFLite's weight range [-127, 127]) becomes -127, as the reader noted."""
     scales = np.asarray(scales, np.float64).reshape(-1)
     w = np.asarray(w, np.float64)
     if np.any(scales <= 0) or not np.all(np.isfinite(scales)):
@@ -103,9 +104,9 @@ def on_grid(w: np.ndarray, axis: int | None, scales) -> np.ndarray | None:
         scales = scales.reshape(shape)
     q = w / scales
     r = np.round(q)
-    if not np.all(np.abs(q - r) <= GRID_TOL) or np.any(np.abs(r) > INT8_MAX):
+    if not np.all(np.abs(q - r) <= GRID_TOL) or np.any(r > INT8_MAX) or np.any(r < INT8_MIN):
         return None
-    return r.astype(np.int8)
+    return np.maximum(r, -INT8_MAX).astype(np.int8)
 
 
 def channel_scales(scales, channels: int) -> np.ndarray | None:

@@ -283,8 +283,8 @@ def _check_biases(nodes: list, bias_scales: dict, carried: Carried, notes: list)
 
 # --- 6. the float model ------------------------------------------------------------------------
 def _model(r, g, nodes: list) -> onnx.ModelProto:
-    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
-    nodes = _drop_dead_constants(nodes, used)
+    nodes = _drop_dead_constants(nodes, {i.name for i in g.initializer} | set(r.new_consts),
+                                 {o.name for o in g.output})
     used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
     inits = [i for i in g.initializer if i.name in used and i.name not in r.new_consts]
     inits += [numpy_helper.from_array(v, k) for k, v in r.new_consts.items() if k in used]
@@ -310,5 +310,16 @@ def _model(r, g, nodes: list) -> onnx.ModelProto:
     return model
 
 
-def _drop_dead_constants(nodes: list, used: set) -> list:
-    return [n for n in nodes if n.op_type != "Constant" or any(o in used for o in n.output)]
+def _drop_dead_constants(nodes: list, consts: set, outputs: set) -> list:
+    """Constant nodes, and nodes of constants only (torch.onnx's Identity of a zero point), that
+    only the removed Q/DQ nodes read."""
+    made = set(consts)
+    for n in nodes:
+        if n.op_type == "Constant" or (n.input and all(not i or i in made for i in n.input)):
+            made.update(n.output)
+    while True:
+        used = {i for n in nodes for i in n.input} | outputs
+        kept = [n for n in nodes if not set(n.output) <= made or any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept

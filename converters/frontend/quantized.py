@@ -80,6 +80,8 @@ class _Reader:
         for n in g.node:
             if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.attribute:
                 self.consts[n.output[0]] = _constant(n)
+            elif n.op_type == "Identity" and n.input[0] in self.consts:   # torch.onnx shares zero points so
+                self.consts[n.output[0]] = self.consts[n.input[0]]
         self.consumers: dict[str, list] = {}
         for n in g.node:
             for i in n.input:
@@ -189,15 +191,20 @@ class _Reader:
         self.declare(x, scale, zp if zp is not None else 0, dtype, node.name)
 
     def record_grid(self, name: str, q: np.ndarray, scale, zp, axis) -> None:
+        """Keep the grid of symmetric int8 weights; say why any other weights are requantized."""
         s = np.asarray(scale, np.float32).reshape(-1)
+        symmetric = q.dtype == np.int8 and (zp is None or not np.any(np.asarray(zp)))
         if q.dtype == np.int32:
             self.bias_scales[name] = s
-        elif q.dtype == np.int8 and (zp is None or not np.any(np.asarray(zp))) and np.all(np.abs(q.astype(np.int16)) <= 127):
+        elif symmetric:
             self.grids[name] = WeightGrid(s, axis if s.size > 1 else None)
+            clamped = int(np.count_nonzero(q == -128))
+            if clamped:                  # torch.onnx allows only [-128, 127] for int8 fake quantization
+                self.notes.append(f"weights '{name}': {clamped} value(s) of -128 become -127 (TFLite int8 weights are "
+                                  "in [-127, 127]); the model's scales are kept")
         elif q.ndim >= 2:
-            why = ("it uses -128" if q.dtype == np.int8 and (zp is None or not np.any(np.asarray(zp)))
-                   else f"it is {q.dtype} with a non-zero zero point")
-            self.notes.append(f"weights '{name}' are requantized to symmetric int8 (the TFLite int8 spec): {why}")
+            self.notes.append(f"weights '{name}' are requantized to symmetric int8 (the TFLite int8 spec): they are "
+                              f"{q.dtype} with a non-zero zero point")
 
     def finish(self) -> tuple[onnx.ModelProto, Carried]:
         return qfinish.finish(self)     # the second half: names, parameters, ties, the graph

@@ -144,6 +144,7 @@ def test_weights_keep_their_integers_only_on_their_grid():
     assert on_grid(w * 1.5, 0, scales) is None                   # e.g. a folded BatchNormalization
     assert on_grid(w, 1, scales) is None                          # scales along another axis
     assert on_grid(w * 2, 0, scales) is None                      # |q| past 127
+    np.testing.assert_array_equal(on_grid(np.float32([-128, 127]) * scales[0], None, scales[0]), [-127, 127])
 
 
 # --- ONNX Runtime's quantize_static, every format ---------------------------------------------
@@ -314,15 +315,20 @@ def test_unsupported_quantized_nodes_are_listed_in_one_error():
     assert "mmi (MatMulInteger)" in text
 
 
-def test_weights_that_use_minus_128_are_requantized_with_a_reason(tmp_path):
-    model = pm.qat_cnn()
+def test_weights_that_use_minus_128_keep_their_scales_and_clamp_with_a_note(tmp_path):
+    model = pm.qat_cnn()                          # torch.onnx fake-quantizes int8 weights in [-128, 127]
     w1 = next(i for i in model.graph.initializer if i.name == "w1_q")
     q = numpy_helper.to_array(w1).copy()
     q[0, 0, 0, 0] = -128
     w1.CopyFrom(numpy_helper.from_array(q, "w1_q"))
     _, carried = quantized.dequantize(model)
-    assert "w1" not in carried.weights and "conv1" not in carried.node_weights
-    assert any("'w1'" in n and "-128" in n for n in carried.notes)
+    assert "conv1" in carried.node_weights
+    assert any("'w1'" in n and "1 value(s) of -128 become -127" in n for n in carried.notes)
+    path = save(model, tmp_path / "m128.onnx")
+    result, _ = to_tflite(path, tmp_path / "m128.tflite")
+    interp = make_interpreter(result.files["model.tflite"])
+    filt = next(d for d in interp.get_tensor_details() if d["dtype"] == np.int8 and d["shape"].tolist() == [8, 3, 3, 3])
+    np.testing.assert_array_equal(interp.get_tensor(filt["index"]), np.maximum(q, -127).transpose(0, 2, 3, 1))
 
 
 # --- the config, the QDQ target, the command line ------------------------------------------------
