@@ -8,15 +8,15 @@ float graph plus one ``Carried``; the conversion then runs the normal int8 pipel
                     in the int8 domain, where a uint8 zero point z becomes z - 128
     weights         float initializer name -> WeightGrid: the scales the model stored its int8
                     weights with (QDQ backend; the TFLite backend takes them by node: node_weights)
-    node_weights    ONNX node name -> scales of its output channels (TFLite backend)
+    node_weights    ONNX node name -> ChannelGrid of its output channels (TFLite backend)
     float_nodes     nodes the model itself runs in float (mixed graphs): kept float
     unannotated     tensors its int8 nodes need that carry no parameters and no tie fills:
                     calibration data measures them, else the conversion names them in one error
 
 Pure numpy, no onnx: the backends import ``on_grid`` to reuse a model's integer weights. A weight
-keeps its int8 values only while its float value is still exactly ``q * scale`` with |q| <= 127
-(a folded BatchNormalization or a split grouped convolution moves it off the grid: then it is
-requantized and ``CarriedScaleWarning`` says so).
+keeps its int8 values while its float value is still ``q * scale`` per channel, or ``q * scale * k``
+(a BatchNormalization folded in: the channel's scale becomes ``scale * |k|``); anything else (a
+split grouped convolution) is requantized and ``CarriedScaleWarning`` says so.
 """
 from __future__ import annotations
 
@@ -59,9 +59,33 @@ class ActParams:
 
 
 @dataclass(frozen=True)
+class ChannelGrid:
+    """A weight's grid per output channel: its scales and the largest |q| of each channel."""
+    scales: np.ndarray        # float32 [C]
+    qmax: np.ndarray          # int [C]
+
+
+@dataclass(frozen=True)
 class WeightGrid:
+    """What a DequantizeLinear of a symmetric int8 initializer says (ONNX layout)."""
     scales: np.ndarray        # float32, one per channel along ``axis`` (or one for the tensor)
     axis: int | None          # None: per tensor
+    q: np.ndarray             # the int8 values
+
+    def channels(self, axis: int | None) -> ChannelGrid | None:
+        """The grid per channel along ``axis`` (None: one for the whole tensor); None when the
+        model's scales run along another axis."""
+        if axis is None:
+            if self.scales.size != 1:
+                return None
+            return ChannelGrid(self.scales.reshape(1), np.array([np.abs(self.q.astype(np.int16)).max(initial=0)]))
+        axis = axis % self.q.ndim
+        if self.scales.size > 1 and self.axis != axis:
+            return None
+        count = self.q.shape[axis]
+        scales = self.scales if self.scales.size > 1 else np.full(count, self.scales[0], np.float32)
+        qmax = np.abs(np.moveaxis(self.q.astype(np.int16), axis, 0).reshape(count, -1)).max(axis=1)
+        return ChannelGrid(scales.astype(np.float32), qmax)
 
 
 @dataclass
@@ -69,7 +93,7 @@ class Carried:
     form: str                                          # "qdq", "qoperator", "dynamic" ("+"-joined)
     activations: dict[str, ActParams] = field(default_factory=dict)
     weights: dict[str, WeightGrid] = field(default_factory=dict)
-    node_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    node_weights: dict[str, ChannelGrid] = field(default_factory=dict)
     float_nodes: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list)
     unannotated: tuple[str, ...] = ()                  # tensors int8 nodes need, the model leaves bare
@@ -89,32 +113,42 @@ class Carried:
                 "float_nodes": sorted(self.float_nodes), "notes": list(self.notes)}
 
 
-def on_grid(w: np.ndarray, axis: int | None, scales) -> np.ndarray | None:
-    """int8 values q with w == q * scales (per channel along ``axis``); else None. A -128 (allowed
-    by ONNX, not by TFLite's weight range [-127, 127]) becomes -127, as the reader noted."""
-    scales = np.asarray(scales, np.float64).reshape(-1)
+def on_grid(w: np.ndarray, axis: int | None, grid: ChannelGrid) -> tuple[np.ndarray, np.ndarray] | None:
+    """(int8 q, float32 scales) with w == q * scales per channel along ``axis``, or None.
+
+    First on the model's own scales. Else each channel may have been multiplied by one factor
+    since (a BatchNormalization folded into the layer: w = q * s * k): then its largest value is
+    qmax * s * |k|, which gives the channel's new scale, and the model's integers (sign-flipped
+    where k < 0) come back exactly. A -128 (allowed by ONNX, not by TFLite's weight range
+    [-127, 127]) becomes -127, as the reader noted."""
+    scales = np.asarray(grid.scales, np.float64).reshape(-1)
     w = np.asarray(w, np.float64)
     if np.any(scales <= 0) or not np.all(np.isfinite(scales)):
         return None
-    if scales.size > 1:
-        if axis is None or w.ndim == 0 or w.shape[axis] != scales.size:
-            return None
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        scales = scales.reshape(shape)
-    q = w / scales
-    r = np.round(q)
-    if not np.all(np.abs(q - r) <= GRID_TOL) or np.any(r > INT8_MAX) or np.any(r < INT8_MIN):
+    if scales.size > 1 and (axis is None or w.ndim == 0 or w.shape[axis] != scales.size):
         return None
-    return np.maximum(r, -INT8_MAX).astype(np.int8)
+    moved = np.moveaxis(w, axis, 0).reshape(scales.size, -1) if axis is not None else w.reshape(1, -1)
+    for candidate in (scales, _rescaled(moved, scales, grid.qmax)):
+        if candidate is None:
+            continue
+        q = moved / candidate[:, None]
+        r = np.round(q)
+        if np.all(np.abs(q - r) <= GRID_TOL) and np.all(r <= INT8_MAX) and np.all(r >= INT8_MIN):
+            r = np.maximum(r, -INT8_MAX).astype(np.int8)
+            shape = list(np.moveaxis(w, axis, 0).shape) if axis is not None else list(w.shape)
+            q8 = np.moveaxis(r.reshape(shape), 0, axis) if axis is not None else r.reshape(shape)
+            return np.ascontiguousarray(q8), candidate.astype(np.float32)
+    return None
 
 
-def channel_scales(scales, channels: int) -> np.ndarray | None:
-    """``scales`` as one float32 per channel (a per-tensor scale repeats); None if it cannot be."""
-    s = np.asarray(scales, np.float32).reshape(-1)
-    if s.size == 1:
-        return np.full(channels, s[0], np.float32)
-    return s if s.size == channels else None
+def _rescaled(moved: np.ndarray, scales: np.ndarray, qmax) -> np.ndarray | None:
+    """Per-channel scales s * |k| from each channel's largest |w| / (s * qmax) (see on_grid)."""
+    qmax = np.asarray(qmax, np.float64).reshape(-1)
+    if qmax.size != scales.size:
+        return None
+    amax = np.abs(moved).max(axis=1, initial=0.0)
+    factor = np.where((qmax > 0) & (amax > 0), amax / np.maximum(qmax * scales, 1e-300), 1.0)
+    return scales * factor
 
 
 def warn(message: str) -> None:

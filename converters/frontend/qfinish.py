@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters.carried import ActParams, Carried, channel_scales
+from converters.carried import ActParams, Carried, ChannelGrid
 # TFLite ties these ops' input and output parameters (tflite/rules.SAME_PARAMS); an
 # unannotated side takes the other's range.
 SAME_RANGE = frozenset({"MaxPool", "AveragePool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice",
@@ -28,7 +28,8 @@ SAME_RANGE = frozenset({"MaxPool", "AveragePool", "Reshape", "Flatten", "Transpo
 FIXED_PARAMS = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0),
                 "LogSoftmax": (16 / 256, 127)}
 FIXED_OUTPUT = frozenset(FIXED_PARAMS)
-FUSING = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
+# producers after which ONNX Runtime folds a Relu/Clip into the Q (and whose output can be negative)
+FUSING = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "BatchNormalization"})
 FUSED_ACTIVATION = frozenset({"Relu", "Clip"})
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -54,7 +55,7 @@ def finish(r) -> tuple[onnx.ModelProto, Carried]:
     carried = Carried(form="+".join(sorted(r.forms)) or "weights", activations=known,
                       weights=dict(r.grids), float_nodes=float_nodes, notes=r.notes,
                       unannotated=tuple(missing))
-    carried.node_weights.update(_node_weights(nodes, r.consts, r.grids, r.notes))
+    carried.node_weights.update(_node_weights(nodes, r.grids, r.notes))
     _check_biases(nodes, r.bias_scales, carried, r.notes)
     return model, carried
 
@@ -239,22 +240,21 @@ def _unannotated(nodes: list, int8: set, known: dict, consts: dict) -> list[str]
     return sorted(missing)
 
 
-def _node_weights(nodes: list, consts: dict, grids: dict, notes: list) -> dict[str, np.ndarray]:
+def _node_weights(nodes: list, grids: dict, notes: list) -> dict[str, ChannelGrid]:
     out = {}
     for node in nodes:
         if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in grids:
             continue
-        w, grid = consts[node.input[1]], grids[node.input[1]]
-        if node.op_type == "MatMul" and w.ndim != 2:
+        grid = grids[node.input[1]]
+        if node.op_type == "MatMul" and grid.q.ndim != 2:
             continue
-        axis = _output_axis(node) % w.ndim
-        if grid.axis is not None and grid.axis != axis:
+        axis = _output_axis(node) % grid.q.ndim
+        channels = grid.channels(axis)
+        if channels is None:
             notes.append(f"weights of '{node.name}' are per-channel along axis {grid.axis}, not along the output "
                          f"channels (axis {axis}): requantized per output channel")
             continue
-        scales = channel_scales(grid.scales, w.shape[axis])
-        if scales is not None:
-            out[node.name] = scales
+        out[node.name] = channels
     return out
 
 
@@ -274,7 +274,7 @@ def _check_biases(nodes: list, bias_scales: dict, carried: Carried, notes: list)
         b, x = node.input[2], node.input[0]
         if b not in bias_scales or node.name not in carried.node_weights or x not in carried.activations:
             continue
-        expected = np.float64(carried.activations[x].scale) * carried.node_weights[node.name].astype(np.float64)
+        expected = np.float64(carried.activations[x].scale) * carried.node_weights[node.name].scales.astype(np.float64)
         got = np.broadcast_to(bias_scales[b].astype(np.float64), expected.shape)
         if not np.allclose(got, expected, rtol=1e-5, atol=0):
             notes.append(f"bias of '{node.name}': its scale is not input_scale * weight_scale (the TFLite int8 "

@@ -19,8 +19,8 @@ backends write them back:
   bias, QLinearAdd -> Add, ..., ConvInteger / MatMulInteger with their Cast -> Mul rescale -> Conv /
   MatMul; their input and output scales become the tensors' parameters.
 * ONNX Runtime drops a Relu in front of a Q whose zero point is the range floor (the clamp is in
-  the Q). Such a Q after a Conv/Gemm/MatMul/Add gets its Relu back in the float graph, so the float
-  model computes what the quantized one does (the backends fuse it again).
+  the Q). Such a Q after a Conv/Gemm/MatMul/Add/Sub/Mul/BatchNormalization gets its Relu back, so
+  the float model computes what the quantized one does (the backends fuse it again).
 
 Nodes the model runs in float (no parameters on their outputs, e.g. a trailing Softmax of a mixed
 graph) are listed in ``Carried.float_nodes``; tensors int8 nodes need that carry nothing and no
@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters.carried import ActParams, Carried, WeightGrid, channel_scales
+from converters.carried import ActParams, Carried, WeightGrid
 from converters.errors import ConvertError, UnsupportedOpsError
 from converters.frontend import qfinish, qoperator
 from converters.frontend.qoperator import along, dequantize_const
@@ -197,7 +197,7 @@ class _Reader:
         if q.dtype == np.int32:
             self.bias_scales[name] = s
         elif symmetric:
-            self.grids[name] = WeightGrid(s, axis if s.size > 1 else None)
+            self.grids[name] = WeightGrid(s, axis if s.size > 1 else None, q)
             clamped = int(np.count_nonzero(q == -128))
             if clamped:                  # torch.onnx allows only [-128, 127] for int8 fake quantization
                 self.notes.append(f"weights '{name}': {clamped} value(s) of -128 become -127 (TFLite int8 weights are "

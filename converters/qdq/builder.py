@@ -246,7 +246,8 @@ class _Writer:
         key = (name, axis)
         if key in self.weight_cache:          # a shared weight is dequantized once
             return self.weight_cache[key][0], []
-        grid = self.carried.get(name)
+        # fold.py names a weight with a BatchNormalization folded in "<weight>_bn_folded"
+        grid = self.carried.get(name) or self.carried.get(name.removesuffix("_bn_folded"))
         kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
         q, p = kept or params.weight(array, axis)
         out, nodes = self._dq_const(name, q, p)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converters.carried import WeightGrid, channel_scales, on_grid, warn
+from converters.carried import WeightGrid, on_grid, warn
 
 # A tensor whose range is a single point (e.g. all zeros) still needs a positive scale.
 MIN_SCALE = 1e-8
@@ -69,21 +69,21 @@ def weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
 def carried_weight(w: np.ndarray, axis: int | None, grid: WeightGrid,
                    name: str) -> tuple[np.ndarray, QuantParams] | None:
     """An already-quantized model's own int8 weights and scales (``converters.carried``), in the
-    layout ``weight`` writes (per channel along ``axis``); None, with a warning, when ``w`` is no
-    longer on that grid (a folded BatchNormalization) or the grid runs along another axis."""
+    layout ``weight`` writes (per channel along ``axis``); a BatchNormalization folded into them
+    rescales each channel's scale and keeps the integers. None, with a warning, when ``w`` is
+    not on that grid or the grid runs along another axis."""
     w = np.asarray(w, dtype=np.float32)
-    if axis is None:
-        scales = grid.scales.reshape(()) if grid.scales.size == 1 else None
-    else:
-        axis = axis % w.ndim
-        scales = channel_scales(grid.scales, w.shape[axis]) if grid.axis in (None, axis) else None
-    q = on_grid(w, axis, scales) if scales is not None else None
-    if q is None:
+    axis = None if axis is None else axis % w.ndim
+    channels = grid.channels(axis)
+    kept = on_grid(w, axis, channels) if channels is not None else None
+    if kept is None:
         warn(f"weights '{name}' are requantized: they are no longer on the model's own int8 grid "
-             "(a folded BatchNormalization, or scales along another axis)")
+             "(scales along another axis, or values changed since)")
         return None
-    zero = np.zeros(np.shape(scales), np.int8)
-    return q, QuantParams(np.asarray(scales, np.float32), zero, axis)
+    q, scales = kept
+    if axis is None:
+        return q, QuantParams(np.float32(scales[0]), np.int8(0))
+    return q, QuantParams(scales, np.zeros(scales.shape, np.int8), axis)
 
 
 def bias(b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, QuantParams]:

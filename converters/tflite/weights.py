@@ -45,17 +45,17 @@ def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np
     """Quantize the float weights ``t`` in place: per-channel (along ``axis``) symmetric int8 in
     [-127, 127], zero point 0. Returns the float32 scales (the int8 path needs them for the bias).
 
-    ``carried``: the scales an already-quantized model stored these weights with (one per output
-    channel); its int8 values are kept while the weights are still exactly on that grid."""
+    ``carried``: the ``carried.ChannelGrid`` an already-quantized model stored these weights with
+    (per output channel); its int8 values are kept while the weights are still on that grid (a
+    folded BatchNormalization rescales a channel's scale, see ``carried.on_grid``)."""
     if carried is not None:
-        q = on_grid(t.data, axis, carried)
-        if q is not None:
-            scale = np.asarray(carried, np.float32).reshape(-1)
-            t.data, t.dtype = q, "int8"
-            t.quant = QParams(scale, np.zeros(len(scale), np.int64), axis)
+        kept = on_grid(t.data, axis, carried)
+        if kept is not None:
+            t.data, scale = kept
+            t.dtype, t.quant = "int8", QParams(scale, np.zeros(len(scale), np.int64), axis)
             return scale
         warn(f"weights of '{owner}' are requantized: they are no longer the model's int8 values times its "
-             "scales (a folded BatchNormalization, or a grouped convolution split per group)")
+             "scales (e.g. a grouped convolution split per group)")
     w = t.data.astype(np.float64)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     scale = np.abs(moved).max(axis=1) / 127.0

@@ -36,13 +36,22 @@ def _model(nodes, inits, in_shape, out_shape, opset: int = 13) -> onnx.ModelProt
     return model
 
 
-def float_cnn(seed: int = 0, concat: bool = True) -> onnx.ModelProto:
+def float_cnn(seed: int = 0, concat: bool = True, bn: bool = False) -> onnx.ModelProto:
     """Conv+Relu, MaxPool, Conv+LeakyRelu, residual Add, SiLU gate (Sigmoid * x), [Concat],
-    GlobalAveragePool, Flatten, Gemm: the ops ORT's QOperator format turns into QLinear*."""
+    GlobalAveragePool, Flatten, Gemm: the ops ORT's QOperator format turns into QLinear*.
+    ``bn``: a BatchNormalization between conv1 and its Relu (quantize_static leaves it separate)."""
     rng = np.random.default_rng(seed)
     width = 16 if concat else 8
+    first = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1")]
+    extra = []
+    if bn:
+        first = [helper.make_node("Conv", ["x", "w1", "b1"], ["c0"], pads=[1, 1, 1, 1], name="conv1"),
+                 helper.make_node("BatchNormalization", ["c0", "g", "be", "mu", "var"], ["c1"], name="bn1")]
+        extra = [numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32) * np.float32([1, -1] * 4), "g"),
+                 _init(rng, "be", [8], 0.1), _init(rng, "mu", [8], 0.1),
+                 numpy_helper.from_array(rng.uniform(0.5, 2.0, 8).astype(np.float32), "var")]
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        *first,
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
         helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
         helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
@@ -60,7 +69,7 @@ def float_cnn(seed: int = 0, concat: bool = True) -> onnx.ModelProto:
               helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1, name="fc")]
     inits = [_init(rng, "w1", [8, 3, 3, 3]), _init(rng, "b1", [8], 0.1), _init(rng, "w2", [8, 8, 3, 3], 0.2),
              _init(rng, "b2", [8], 0.1), _init(rng, "w3", [10, width]), _init(rng, "b3", [10], 0.1)]
-    return _model(nodes, inits, CNN_SHAPE, [1, 10])
+    return _model(nodes, inits + extra, CNN_SHAPE, [1, 10])
 
 
 def float_mlp(seed: int = 0) -> onnx.ModelProto:
