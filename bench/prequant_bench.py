@@ -101,8 +101,8 @@ def measure(folder: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | format | activations | steps | equal | SQNR vs ORT | SQNR vs float | ORT vs float | top-1 float/ORT/TFLite |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | format | activations | steps | equal | SQNR vs ORT | SQNR vs float | ORT vs float "
+             "| top-1 float/ORT/TFLite |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = " / ".join(f"{a:.4f}" for a in r["acc"]) if "acc" in r else "-"
         lines.append(f"| {r['model']} | {r['format']} | {r['activations']} | {r['steps']:.2f} | {r['equal']:.3f} | "

@@ -295,8 +295,8 @@ def _model(r, g, nodes: list) -> onnx.ModelProto:
         copy = onnx.ValueInfoProto()
         copy.CopyFrom(vi)
         if copy.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            r.notes.append(f"graph output '{vi.name}' is {onnx.TensorProto.DataType.Name(copy.type.tensor_type.elem_type)} "
-                           "in the model; the converted model returns it as float32")
+            kind = onnx.TensorProto.DataType.Name(copy.type.tensor_type.elem_type)
+            r.notes.append(f"graph output '{vi.name}' is {kind} in the model; the converted model returns it as float32")
             copy.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
         outputs.append(copy)
     graph = helper.make_graph(nodes, g.name, inputs, outputs, inits)

@@ -188,51 +188,47 @@ def _c(name: str, value, dtype) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
+def _qop_operands(op: str, rng) -> tuple[list[str], dict, str, list, list]:
+    """(inputs, attributes, domain, extra nodes, extra initializers) of ``op`` reading ``xq``."""
+    x_in, y_out = ["xq", "xs", "xz"], ["ys", "yz"]
+    if op == "QLinearConv":
+        inits = [_c("w", rng.integers(-127, 128, (4, 4, 3, 3)), np.int8),
+                 _c("ws", rng.uniform(0.002, 0.006, 4), np.float32), _c("wz", np.zeros(4), np.int8),
+                 _c("b", rng.integers(-2000, 2000, 4), np.int32)]
+        return x_in + ["w", "ws", "wz"] + y_out + ["b"], {"pads": [1, 1, 1, 1]}, "", [], inits
+    if op == "QLinearMatMul":
+        inits = [_c("w", rng.integers(-127, 128, (8, 5)), np.int8), _c("ws", 0.01, np.float32), _c("wz", 0, np.int8)]
+        return x_in + ["w", "ws", "wz"] + y_out, {}, "", [], inits
+    if op == "QGemm":
+        inits = [_c("w", rng.integers(-127, 128, (5, 8)), np.int8),
+                 _c("ws", rng.uniform(0.005, 0.015, 5), np.float32), _c("wz", np.zeros(5), np.int8),
+                 _c("b", rng.integers(-500, 500, 5), np.int32)]
+        return x_in + ["w", "ws", "wz", "b"] + y_out, {"transB": 1}, MS, [], inits
+    if op in ("QLinearAdd", "QLinearMul"):
+        inits = [_c("c", rng.integers(0, 256, (1, 4, 1, 1)), np.uint8), _c("cs", 0.01, np.float32),
+                 _c("cz", 128, np.uint8)]
+        return x_in + ["c", "cs", "cz"] + y_out, {}, MS, [], inits
+    if op == "QLinearConcat":
+        leaky = helper.make_node("QLinearLeakyRelu", x_in + ["ls", "lz"], ["lq"], alpha=0.1, domain=MS, name="leaky")
+        inits = [_c("ls", 0.03, np.float32), _c("lz", 10, np.uint8)]
+        return y_out + x_in + ["lq", "ls", "lz"], {"axis": 1}, MS, [leaky], inits
+    attrs = {"QLinearSoftmax": {"axis": -1, "opset": 13}, "QLinearGlobalAveragePool": {"channels_last": 0},
+             "QLinearAveragePool": {"kernel_shape": [2, 2], "strides": [2, 2], "channels_last": 0},
+             "QLinearLeakyRelu": {"alpha": 0.1}, "QLinearSigmoid": {}}[op]
+    return x_in + y_out, attrs, MS, [], []
+
+
 def single_qop(op: str, seed: int = 0) -> tuple[onnx.ModelProto, tuple[int, ...]]:
     """x -> QuantizeLinear -> ``op`` (uint8 activations, int8 weights) -> DequantizeLinear -> y,
     as ONNX Runtime's QOperator format writes each op; returns (model, input shape)."""
     rng = np.random.default_rng(seed)
     image = op not in ("QLinearMatMul", "QGemm", "QLinearSoftmax")
     shape = (1, 4, 6, 6) if image else (1, 8)
-    inits = [_c("xs", X_SCALE, np.float32), _c("xz", X_ZP, np.uint8), _c("ys", Y_SCALE, np.float32),
-             _c("yz", Y_ZP, np.uint8)]
-    x_in, y_out, attrs, domain = ["xq", "xs", "xz"], ["ys", "yz"], {}, MS
-    extra_nodes = []
-    if op == "QLinearConv":
-        inits += [_c("w", rng.integers(-127, 128, (4, 4, 3, 3)), np.int8),
-                  _c("ws", rng.uniform(0.002, 0.006, 4), np.float32), _c("wz", np.zeros(4), np.int8),
-                  _c("b", rng.integers(-2000, 2000, 4), np.int32)]
-        inputs, attrs, domain = x_in + ["w", "ws", "wz"] + y_out + ["b"], {"pads": [1, 1, 1, 1]}, ""
-    elif op == "QLinearMatMul":
-        inits += [_c("w", rng.integers(-127, 128, (8, 5)), np.int8), _c("ws", 0.01, np.float32),
-                  _c("wz", 0, np.int8)]
-        inputs, domain = x_in + ["w", "ws", "wz"] + y_out, ""
-    elif op == "QGemm":
-        inits += [_c("w", rng.integers(-127, 128, (5, 8)), np.int8),
-                  _c("ws", rng.uniform(0.005, 0.015, 5), np.float32), _c("wz", np.zeros(5), np.int8),
-                  _c("b", rng.integers(-500, 500, 5), np.int32)]
-        inputs, attrs = x_in + ["w", "ws", "wz", "b"] + y_out, {"transB": 1}
-    elif op in ("QLinearAdd", "QLinearMul"):
-        inits += [_c("c", rng.integers(0, 256, (1, 4, 1, 1)), np.uint8), _c("cs", 0.01, np.float32),
-                  _c("cz", 128, np.uint8)]
-        inputs = x_in + ["c", "cs", "cz"] + y_out
-    elif op == "QLinearConcat":
-        extra_nodes.append(helper.make_node("QLinearLeakyRelu", x_in + ["ls", "lz"], ["lq"], alpha=0.1,
-                                            domain=MS, name="leaky"))
-        inits += [_c("ls", 0.03, np.float32), _c("lz", 10, np.uint8)]
-        inputs, attrs = y_out + x_in + ["lq", "ls", "lz"], {"axis": 1}
-    elif op == "QLinearSoftmax":
-        inits[2:] = [_c("ys", 1 / 256, np.float32), _c("yz", 0, np.uint8)]
-        inputs, attrs = x_in + y_out, {"axis": -1, "opset": 13}
-    elif op in ("QLinearSigmoid", "QLinearGlobalAveragePool"):
-        inputs = x_in + y_out
-        attrs = {"channels_last": 0} if op == "QLinearGlobalAveragePool" else {}
-    elif op == "QLinearAveragePool":
-        inputs, attrs = x_in + y_out, {"kernel_shape": [2, 2], "strides": [2, 2], "channels_last": 0}
-    elif op == "QLinearLeakyRelu":
-        inputs, attrs = x_in + y_out, {"alpha": 0.1}
-    else:
-        raise ValueError(op)
+    y_scale, y_zp = (1 / 256, 0) if op == "QLinearSoftmax" else (Y_SCALE, Y_ZP)
+    inits = [_c("xs", X_SCALE, np.float32), _c("xz", X_ZP, np.uint8), _c("ys", y_scale, np.float32),
+             _c("yz", y_zp, np.uint8)]
+    inputs, attrs, domain, extra_nodes, extra = _qop_operands(op, rng)
+    inits += extra
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="quant"), *extra_nodes,
              helper.make_node(op, inputs, ["yq"], domain=domain, name="op", **attrs),
              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dequant")]
