@@ -136,6 +136,10 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         from converters import qdq
+        if carried is not None and cfg.qdq_flavour == "tensorrt":
+            from converters.carried import warn
+            warn("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
+                 "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
         # carried weights have no rounding error for bias correction to undo
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
                            samples=None if carried else calib, weight_scales=carried.weights if carried else None)

@@ -391,6 +391,13 @@ def test_the_qdq_target_writes_back_the_same_scales(tmp_path, cnn_float):
     assert out_w and out_w <= src_w                          # the model's own int8 weights, unchanged
 
 
+def test_the_tensorrt_profile_says_it_replaces_the_activation_scales(tmp_path, cnn_float):
+    qpath = pm.ort_static(cnn_float, tmp_path / "q.onnx", pm.samples(pm.CNN_SHAPE, 16), fmt="QDQ")
+    result, warned = to_tflite(qpath, tmp_path / "o.gpk", target="both")
+    assert any("tensorrt QDQ profile" in w for w in warned)
+    assert set(result.files) == {"model.tflite", "model.qdq.onnx"}
+
+
 def test_cli_converts_a_qdq_model_without_calib(tmp_path, cnn_float):
     qpath = pm.ort_static(cnn_float, tmp_path / "model_qdq.onnx", pm.samples(pm.CNN_SHAPE, 16), fmt="QDQ")
     out = tmp_path / "out.gpk"
