@@ -51,7 +51,7 @@ def finish(r) -> tuple[onnx.ModelProto, Carried]:
     else:
         float_nodes = frozenset()
         missing = sorted({t for n in nodes for t in _activations(n, consts)} - set(known))
-    model = _model(r, g, nodes)
+    model = _model(r, g, nodes, set(known))
     carried = Carried(form="+".join(sorted(r.forms)) or "weights", activations=known,
                       weights=dict(r.grids), float_nodes=float_nodes, notes=r.notes,
                       unannotated=tuple(missing))
@@ -282,23 +282,16 @@ def _check_biases(nodes: list, bias_scales: dict, carried: Carried, notes: list)
 
 
 # --- 6. the float model ------------------------------------------------------------------------
-def _model(r, g, nodes: list) -> onnx.ModelProto:
+def _model(r, g, nodes: list, quantized: set) -> onnx.ModelProto:
     nodes = _drop_dead_constants(nodes, {i.name for i in g.initializer} | set(r.new_consts),
                                  {o.name for o in g.output})
     used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
     inits = [i for i in g.initializer if i.name in used and i.name not in r.new_consts]
     inits += [numpy_helper.from_array(v, k) for k, v in r.new_consts.items() if k in used]
     init_names = {i.name for i in g.initializer}
-    inputs = [vi for vi in g.input if vi.name not in init_names or vi.name in used]
-    outputs = []
-    for vi in g.output:
-        copy = onnx.ValueInfoProto()
-        copy.CopyFrom(vi)
-        if copy.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            kind = onnx.TensorProto.DataType.Name(copy.type.tensor_type.elem_type)
-            r.notes.append(f"graph output '{vi.name}' is {kind} in the model; the converted model returns it as float32")
-            copy.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-        outputs.append(copy)
+    inputs = [_as_float(vi, "input", quantized, r.notes) for vi in g.input
+              if vi.name not in init_names or vi.name in used]
+    outputs = [_as_float(vi, "output", quantized, r.notes) for vi in g.output]
     graph = helper.make_graph(nodes, g.name, inputs, outputs, inits)
     model = onnx.ModelProto()
     model.CopyFrom(r.model)
@@ -308,6 +301,18 @@ def _model(r, g, nodes: list) -> onnx.ModelProto:
     del model.opset_import[:]
     model.opset_import.extend(keep)
     return model
+
+
+def _as_float(vi, role: str, quantized: set, notes: list) -> onnx.ValueInfoProto:
+    """A graph input/output the model keeps quantized (uint8/int8) is float32 in the float graph."""
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(vi)
+    kind = copy.type.tensor_type.elem_type
+    if vi.name in quantized and kind in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+        notes.append(f"graph {role} '{vi.name}' is {onnx.TensorProto.DataType.Name(kind)} in the model; the converted "
+                     f"model's is float32 (--io {onnx.TensorProto.DataType.Name(kind).lower()} gives raw integers)")
+        copy.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return copy
 
 
 def _drop_dead_constants(nodes: list, consts: set, outputs: set) -> list:

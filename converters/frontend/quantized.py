@@ -82,6 +82,7 @@ class _Reader:
                 self.consts[n.output[0]] = _constant(n)
             elif n.op_type == "Identity" and n.input[0] in self.consts:   # torch.onnx shares zero points so
                 self.consts[n.output[0]] = self.consts[n.input[0]]
+        self.types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.value_info, *g.output]}
         self.consumers: dict[str, list] = {}
         for n in g.node:
             for i in n.input:
@@ -148,10 +149,6 @@ class _Reader:
         if int8:
             self.int8_nodes.add(node.name)
 
-    def dtype_of(self, zero_point_name: str, default: str = "uint8") -> str:
-        zp = self.consts.get(zero_point_name) if zero_point_name else None
-        return str(zp.dtype) if zp is not None else default
-
     def param(self, node, index: int, default=None):
         name = node.input[index] if index < len(node.input) else ""
         if not name:
@@ -161,22 +158,38 @@ class _Reader:
             return default
         return self.consts[name]
 
+    def int_type(self, quantized: str, zp) -> str:
+        """The integer type of a quantized tensor: its zero point's, else its inferred type (a Q
+        without zero point may set ``output_dtype``), else uint8 (the spec's default)."""
+        if zp is not None:
+            return str(np.asarray(zp).dtype)
+        if self.types.get(quantized):
+            return str(np.dtype(helper.tensor_dtype_to_np_dtype(self.types[quantized])))
+        return "uint8"
+
+    def _blocked(self, node) -> bool:
+        if any(a.name == "block_size" and a.i for a in node.attribute):
+            self.problems.append(f"{node.name} ({node.op_type}): blocked quantization (block_size) is not supported")
+            return True
+        return False
+
     def _quantize(self, node) -> None:
         x, out = node.input[0], node.output[0]
-        scale, zp = self.param(node, 1), self.param(node, 2, np.uint8(0))
-        if scale is None:
+        scale, zp = self.param(node, 1), self.param(node, 2)
+        if scale is None or self._blocked(node):
             return
+        zp = zp if zp is not None else np.zeros((), self.int_type(out, None))
         if x in self.consts:                      # fake-quantized weights (QAT): fold
             self.consts[out] = _quantize_const(self.consts[x], scale, zp, _axis(node, self.consts[x]))
             return
         self.forms.add("qdq")
         self.union(x, out)
-        self.declare(x, scale, zp, str(np.asarray(zp).dtype), node.name)
+        self.declare(x, scale, zp, self.int_type(out, zp), node.name)
 
     def _dequantize(self, node) -> None:
         x, out = node.input[0], node.output[0]
         scale, zp = self.param(node, 1), self.param(node, 2)
-        if scale is None:
+        if scale is None or self._blocked(node):
             return
         if x in self.consts:
             q = self.consts[x]
@@ -187,8 +200,7 @@ class _Reader:
             return
         self.forms.add("qdq")
         self.union(x, out)
-        dtype = str(np.asarray(zp).dtype) if zp is not None else self.dtype_of("", "uint8")
-        self.declare(x, scale, zp if zp is not None else 0, dtype, node.name)
+        self.declare(x, scale, zp if zp is not None else 0, self.int_type(x, zp), node.name)
 
     def record_grid(self, name: str, q: np.ndarray, scale, zp, axis) -> None:
         """Keep the grid of symmetric int8 weights; say why any other weights are requantized."""

@@ -482,3 +482,37 @@ def test_each_qoperator_op_matches_onnxruntime(tmp_path, op, opcode, steps):
     assert steps_apart(run_tflite(flat, feeds), run_ort(path, feeds), step) <= steps + 1e-4
     ops = [(o["op_name"]) for o in make_interpreter(flat)._get_ops_details()]
     assert opcode in ops and ops.count("DEQUANTIZE") == 1 and ops.count("QUANTIZE") <= 2   # int8 inside
+
+
+def test_a_uint8_input_the_model_dequantizes_becomes_float_or_stays_raw_with_io_uint8(tmp_path):
+    rng = np.random.default_rng(2)
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    inits = [numpy_helper.from_array(np.float32(1 / 255), "xs"), numpy_helper.from_array(np.uint8(0), "xz"),
+             numpy_helper.from_array(rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+             numpy_helper.from_array(np.float32(0.02), "ys"), numpy_helper.from_array(np.int8(0), "yz")]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0, name="dqw"),
+             helper.make_node("Conv", ["xf", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"], name="qc"),
+             helper.make_node("DequantizeLinear", ["cq", "ys"], ["y"], name="dqc")]    # no zero point: int8 from cq
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
+    path = save(model, tmp_path / "u8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CarriedScaleWarning)
+        _, carried = frontend.dequantize(frontend.load_model(path))
+    assert not [n for n in carried.notes if "different scales" in n]        # the DQ without zero point agrees
+    assert carried.activations["y"].zero_point == 0 and any("'x' is UINT8" in n for n in carried.notes)
+    result, _ = to_tflite(path, tmp_path / "u8.tflite", io="uint8")
+    interp = make_interpreter(result.files["model.tflite"])
+    inp = interp.get_input_details()[0]
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (pytest.approx(1 / 255), 0)
+    image = rng.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    interp.set_tensor(inp["index"], image)
+    interp.invoke()
+    out = interp.get_output_details()[0]
+    got = (interp.get_tensor(out["index"]).astype(np.float32) - out["quantization"][1]) * out["quantization"][0]
+    want = run_ort(path, [{"x": image}])[0]
+    assert np.abs(got - want).max() <= 0.02 + 1e-6
