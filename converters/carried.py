@@ -15,8 +15,8 @@ float graph plus one ``Carried``; the conversion then runs the normal int8 pipel
 
 Pure numpy, no onnx: the backends import ``on_grid`` to reuse a model's integer weights. A weight
 keeps its int8 values while its float value is still ``q * scale`` per channel, or ``q * scale * k``
-(a BatchNormalization folded in: the channel's scale becomes ``scale * |k|``); anything else (a
-split grouped convolution) is requantized and ``CarriedScaleWarning`` says so.
+(a BatchNormalization folded in: the channel's scale becomes ``scale * |k|``), also one group of a
+grouped convolution at a time; anything else is requantized and ``CarriedScaleWarning`` says so.
 """
 from __future__ import annotations
 
@@ -125,6 +125,9 @@ def on_grid(w: np.ndarray, axis: int | None, grid: ChannelGrid) -> tuple[np.ndar
     w = np.asarray(w, np.float64)
     if np.any(scales <= 0) or not np.all(np.isfinite(scales)):
         return None
+    groups = scales.size // w.shape[axis] if axis is not None and w.ndim and w.shape[axis] else 0
+    if groups > 1 and groups * w.shape[axis] == scales.size:
+        return _one_group(w, axis, grid)
     if scales.size > 1 and (axis is None or w.ndim == 0 or w.shape[axis] != scales.size):
         return None
     moved = np.moveaxis(w, axis, 0).reshape(scales.size, -1) if axis is not None else w.reshape(1, -1)
@@ -138,6 +141,18 @@ def on_grid(w: np.ndarray, axis: int | None, grid: ChannelGrid) -> tuple[np.ndar
             shape = list(np.moveaxis(w, axis, 0).shape) if axis is not None else list(w.shape)
             q8 = np.moveaxis(r.reshape(shape), 0, axis) if axis is not None else r.reshape(shape)
             return np.ascontiguousarray(q8), candidate.astype(np.float32)
+    return None
+
+
+def _one_group(w: np.ndarray, axis: int, grid: ChannelGrid):
+    """A grouped convolution runs as one CONV_2D per group (lower/conv.py): its weights are one
+    contiguous slice of the model's output channels; the slice whose grid fits is the group."""
+    n = w.shape[axis]
+    for start in range(0, grid.scales.size, n):
+        part = ChannelGrid(np.asarray(grid.scales)[start:start + n], np.asarray(grid.qmax)[start:start + n])
+        kept = on_grid(w, axis, part)
+        if kept is not None:
+            return kept
     return None
 
 

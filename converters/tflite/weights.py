@@ -55,7 +55,7 @@ def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np
             t.dtype, t.quant = "int8", QParams(scale, np.zeros(len(scale), np.int64), axis)
             return scale
         warn(f"weights of '{owner}' are requantized: they are no longer the model's int8 values times its "
-             "scales (e.g. a grouped convolution split per group)")
+             "scales (per output channel, up to a folded BatchNormalization's factor)")
     w = t.data.astype(np.float64)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     scale = np.abs(moved).max(axis=1) / 127.0

@@ -85,6 +85,17 @@ def float_mlp(seed: int = 0) -> onnx.ModelProto:
     return _model(nodes, inits, MLP_SHAPE, [1, 6])
 
 
+def grouped_cnn(seed: int = 0) -> onnx.ModelProto:
+    """Conv+Relu then a 2-group Conv (TFLite runs it as one CONV_2D per group)."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], group=2, name="gconv")]
+    inits = [_init(rng, "w1", [8, 3, 3, 3]), _init(rng, "b1", [8], 0.1), _init(rng, "w2", [6, 4, 3, 3]),
+             _init(rng, "b2", [6], 0.1)]
+    return _model(nodes, inits, (1, 3, 8, 8), [1, 6, 8, 8])
+
+
 def samples(shape, count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{INPUT: rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]

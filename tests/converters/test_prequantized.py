@@ -231,6 +231,16 @@ def test_a_separate_batchnorm_is_folded_keeping_the_models_integer_weights(tmp_p
     assert sqnr_db(ref, run_tflite(result.files["model.tflite"], feeds)) >= sqnr_db(ref, run_ort(qpath, feeds)) - 0.5
 
 
+def test_a_grouped_conv_keeps_each_groups_weights(tmp_path):
+    src = save(pm.grouped_cnn(), tmp_path / "g.onnx")
+    qpath = pm.ort_static(src, tmp_path / "q.onnx", pm.samples((1, 3, 8, 8), 16), fmt="QDQ")
+    result, warned = to_tflite(qpath, tmp_path / "q.tflite")
+    assert warned == []                                     # each group found its slice of the model's grid
+    feeds = pm.samples((1, 3, 8, 8), 20, seed=3)
+    assert steps_apart(run_tflite(result.files["model.tflite"], feeds), run_ort(qpath, feeds),
+                       output_step(onnx.load(str(qpath)))) <= 1.0
+
+
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
 def test_an_mlp_matches_onnxruntime(tmp_path, fmt):
     src = save(pm.float_mlp(), tmp_path / "mlp.onnx")
