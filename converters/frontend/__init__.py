@@ -38,6 +38,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
             where: str = "<model>") -> onnx.ModelProto:
     """The in-memory half of ``load_model``: opset gate, checker, node names, static shapes."""
     default_opset(model)
+    model = quantized.with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions

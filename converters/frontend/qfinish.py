@@ -32,6 +32,7 @@ FIXED_OUTPUT = frozenset(FIXED_PARAMS)
 FUSING = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "BatchNormalization"})
 FUSED_ACTIVATION = frozenset({"Relu", "Clip"})
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+LIST_AT_MOST = 12
 
 
 def finish(r) -> tuple[onnx.ModelProto, Carried]:
@@ -47,7 +48,7 @@ def finish(r) -> tuple[onnx.ModelProto, Carried]:
     known = {**acts, **derived}
     if static:
         float_nodes = frozenset(n.name for n in nodes if n.name not in int8 and _reads_activations(n, consts))
-        missing = _unannotated(nodes, int8, known, consts)
+        missing = _unannotated(nodes, int8, known, consts, {o.name for o in g.output})
     else:
         float_nodes = frozenset()
         missing = sorted({t for n in nodes for t in _activations(n, consts)} - set(known))
@@ -163,24 +164,30 @@ def _ties(nodes: list, acts: dict, notes: list) -> dict[str, ActParams]:
                     changed = True
         if not changed:
             break
-    for node in nodes:
-        ins, outs = _tied(node)
-        params = {(acts[m].scale, acts[m].zero_point) for m in ins + outs if m in acts}
-        if len(params) > 1:
-            notes.append(f"node '{node.name}' ({node.op_type}): TFLite int8 needs one scale for its inputs and "
-                         f"output, the model has {len(params)}; they are unified (the union of their ranges), "
-                         "so these tensors are requantized")
+    clashes = [f"'{n.name}' ({n.op_type})" for n in nodes
+               if len({(acts[m].scale, acts[m].zero_point) for m in sum(_tied(n), []) if m in acts}) > 1]
+    if clashes:        # one note for all of them: a DenseNet has dozens
+        notes.append(f"{_listed(clashes)}: TFLite int8 needs one scale for the inputs and the output of "
+                     f"{'this node' if len(clashes) == 1 else 'these nodes'}, the model has several; they are "
+                     "unified (the union of their ranges), so these tensors are requantized")
     return derived
 
 
+def _listed(items: list[str]) -> str:
+    more = f" and {len(items) - LIST_AT_MOST} more" if len(items) > LIST_AT_MOST else ""
+    return f"node{'s' if len(items) > 1 else ''} " + ", ".join(items[:LIST_AT_MOST]) + more
+
+
 def _check_fixed_outputs(nodes: list, acts: dict, notes: list) -> None:
+    replaced = []
     for node in nodes:
         p = acts.get(node.output[0]) if node.op_type in FIXED_PARAMS and node.output else None
-        if p is not None and (np.float32(p.scale), p.zero_point) != (np.float32(FIXED_PARAMS[node.op_type][0]),
-                                                                     FIXED_PARAMS[node.op_type][1]):
-            scale, zp = FIXED_PARAMS[node.op_type]
-            notes.append(f"node '{node.name}' ({node.op_type}): the TFLite int8 kernel fixes its output at scale "
-                         f"{scale:.6g}, zero point {zp}; the model's ({p.scale:.6g}, {p.zero_point}) is replaced")
+        scale, zp = FIXED_PARAMS.get(node.op_type, (0, 0))
+        if p is not None and (np.float32(p.scale), p.zero_point) != (np.float32(scale), zp):
+            replaced.append(f"'{node.name}' ({node.op_type}: {p.scale:.6g}, {p.zero_point} -> {scale:.6g}, {zp})")
+    if replaced:
+        notes.append(f"{_listed(replaced)}: the TFLite int8 kernel fixes the output scale and zero point; the "
+                     "model's are replaced")
 
 
 # --- 5. classification -------------------------------------------------------------------------
@@ -222,8 +229,8 @@ def _int8_nodes(r, nodes: list, acts: dict) -> set[str]:
     return int8
 
 
-def _unannotated(nodes: list, int8: set, known: dict, consts: dict) -> list[str]:
-    users: dict[str, list] = {}
+def _unannotated(nodes: list, int8: set, known: dict, consts: dict, outputs: set) -> list[str]:
+    users: dict[str, list] = {name: [] for name in outputs}
     for n in nodes:
         for i in n.input:
             users.setdefault(i, []).append(n)
@@ -234,8 +241,9 @@ def _unannotated(nodes: list, int8: set, known: dict, consts: dict) -> list[str]
         for i in n.input:
             if i and i not in consts and i not in known and not _fused_away(i, users, known):
                 missing.add(i)
-        for o in n.output:
-            if o and o not in known and n.op_type not in FIXED_OUTPUT and not _fused_away(o, users, known):
+        for o in n.output:                   # a Dropout's unread mask needs no range
+            if o and o in users and o not in known and n.op_type not in FIXED_OUTPUT \
+                    and not _fused_away(o, users, known):
                 missing.add(o)
     return sorted(missing)
 

@@ -61,6 +61,18 @@ def file_is_quantized(path) -> bool:
         return False
 
 
+def with_ir4(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime's quantizer adds scale/zero-point initializers that are no graph inputs but
+    keeps an old model's IR version 3, which forbids that (the checker refuses it; onnxruntime runs
+    it). IR 4 allows it and changes nothing else: a quantized IR-3 model comes back as an IR-4 copy."""
+    if model.ir_version >= 4 or not is_quantized(model):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.ir_version = 4
+    return copy
+
+
 def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
     """The float graph of a quantized ``model`` and the parameters it carries (None: not quantized).
     Shapes are not re-inferred here (``frontend.dequantize`` does that)."""
