@@ -526,3 +526,18 @@ def test_a_uint8_input_the_model_dequantizes_becomes_float_or_stays_raw_with_io_
     got = (interp.get_tensor(out["index"]).astype(np.float32) - out["quantization"][1]) * out["quantization"][0]
     want = run_ort(path, [{"x": image}])[0]
     assert np.abs(got - want).max() <= 0.02 + 1e-6
+
+
+def test_onnx_runtimes_output_of_an_ir3_model_loads(tmp_path):
+    model = pm.float_cnn(concat=False)
+    model.ir_version = 3                              # old exporters: every initializer is a graph input
+    model.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                             for i in model.graph.initializer)
+    src = save(model, tmp_path / "ir3.onnx")
+    qpath = pm.ort_static(src, tmp_path / "q.onnx", pm.samples(pm.CNN_SHAPE, 16), fmt="QDQ")
+    with pytest.raises(onnx.checker.ValidationError):      # scales and zero points are no graph inputs
+        onnx.checker.check_model(onnx.load(str(qpath)))
+    result, _ = to_tflite(qpath, tmp_path / "q.tflite")
+    feeds = pm.samples(pm.CNN_SHAPE, 10, seed=9)
+    assert steps_apart(run_tflite(result.files["model.tflite"], feeds), run_ort(qpath, feeds),
+                       output_step(onnx.load(str(qpath)))) <= 2.0
