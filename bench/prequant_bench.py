@@ -3,11 +3,13 @@
     .venv/bin/python bench/prequant_bench.py                       # table
     .venv/bin/python bench/prequant_bench.py --json /tmp/prequant.json
 
-Each float model (the committed digits CNN and the test CNN/MLP of
-tests/converters/prequant_models.py) is quantized by ONNX Runtime (quantize_static: QDQ and
-QOperator formats, uint8 and int8 activations, per-channel int8 weights; 100 calibration samples
-for digits, 16 for the others), then converted by ``converters.api.convert`` with no --calib. On
-held-out inputs (digits: the 450 committed holdout samples; others: 50 seeded ones) it reports:
+Each float model (the committed digits CNN, the test CNN/MLP of tests/converters/prequant_models.py,
+and the random-weight MobileNetV2-small (96x96) and ResNet-tiny of examples/models, whose
+BatchNormalizations quantize_static leaves unfolded) is quantized by ONNX Runtime (quantize_static:
+QDQ and QOperator formats, uint8 and int8 activations, per-channel int8 weights; 100 calibration
+samples for digits, 16 for the others), then converted by ``converters.api.convert`` with no
+--calib. On held-out inputs (digits: the 450 committed holdout samples; CNN/MLP: 50 seeded ones;
+MobileNetV2/ResNet: 10) it reports:
 
     steps     max |LiteRT - ORT quantized| in output quantization steps (the model's output scale)
     equal     share of output values that are bit-identical
@@ -36,6 +38,7 @@ from converters.api import convert  # noqa: E402
 from converters.config import ConvertConfig  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
 from edge.litert import make_interpreter  # noqa: E402
+from examples.models import mobilenet_v2, resnet_tiny  # noqa: E402
 from tests.converters import prequant_models as pm  # noqa: E402
 
 DIGITS = ROOT / "examples" / "digits"
@@ -51,6 +54,15 @@ def cases(folder: Path):
         onnx.save(model, str(path))
         evals = np.stack([s[pm.INPUT] for s in pm.samples(shape, 50, seed=11)])
         yield name, path, pm.INPUT, pm.samples(shape, 16), evals, None
+    # BatchNormalization left unfolded by quantize_static (random weights; the bench models)
+    for name, model in (("mobilenet_v2_small", mobilenet_v2.build_small()), ("resnet_tiny", resnet_tiny.build())):
+        path = folder / f"{name}.onnx"
+        onnx.save(model, str(path))
+        vi = model.graph.input[0]
+        shape = tuple(d.dim_value or 1 for d in vi.type.tensor_type.shape.dim)
+        feeds = [{vi.name: s[pm.INPUT]} for s in pm.samples(shape, 16)]
+        evals = np.stack([s[pm.INPUT] for s in pm.samples(shape, 10, seed=11)])
+        yield name, path, vi.name, feeds, evals, None
 
 
 def run(flat: bytes, xs: np.ndarray) -> np.ndarray:
