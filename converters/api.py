@@ -79,15 +79,15 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
     built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried)
+    ranges = ranges if calib is not None else None     # the manifest records a calibration only with data
     keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
     report = fidelity(built, model, holdout, labels, cfg.progress) if holdout is not None else None
-    man = manifest_mod.build(cfg, model, built, ranges=ranges if calib is not None else None, report=report,
-                             keep_float=sorted(keep))
-    if carried is not None:
-        man["quantization"]["carried"] = carried.summary()     # the model's own scales, what was kept
+    man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep))
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
+    if carried is not None:             # the model's own scales and what was kept
+        man["quantization"]["carried"] = carried.summary()
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
@@ -97,15 +97,6 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig):
     from converters.calibrate import collect_ranges
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib)
     return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
-
-
-def carried_ranges(carried, calibrated: dict | None) -> dict:
-    """The ranges of an already-quantized model: its own parameters win; calibration (when
-    given) fills the tensors it leaves bare, else those must be none (one error lists them)."""
-    from converters.frontend.quantized import check_annotated
-    if calibrated is None:
-        check_annotated(carried)
-    return {**(calibrated or {}), **carried.ranges()}
 
 
 def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, min_samples=None):
@@ -188,6 +179,15 @@ def _signing_key(cfg: ConvertConfig):
         return None
     from firmware import keys
     return keys.load_private(cfg.key)
+
+
+def carried_ranges(carried, calibrated: dict | None) -> dict:
+    """The ranges of an already-quantized model: its own parameters win; calibration (when
+    given) fills the tensors it leaves bare, else those must be none (one error lists them)."""
+    from converters.frontend.quantized import check_annotated
+    if calibrated is None:
+        check_annotated(carried)
+    return {**(calibrated or {}), **carried.ranges()}
 
 
 def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes], key) -> None:
