@@ -95,6 +95,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     # import would make `import converters.lower` alone fail on the cycle through this package.
     from converters.lower import lower
     tg = lower(graph)
+    tg.carried = dict(options.weight_scales)
     # The head is read off this lowering (no second one) and named by ONNX nodes, so the caller
     # can keep the same nodes float in the QDQ model and list them in the manifest.
     head = sorted(head_of(tg, options.float_head) & set(node_names(model)))
@@ -104,12 +105,11 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
         by_index, means = _index_ranges(tg, ranges, samples)
-        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means,
-                      weight_scales=options.weight_scales)
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
     elif options.quantize == "float16":
         to_float16(tg)
     elif options.quantize == "dynamic":
-        to_dynamic(tg, options.weight_scales)
+        to_dynamic(tg)
     names = _onnx_names(model)
     flat = serialize(tg, description=f"ganglion {options.quantize}")
     tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}

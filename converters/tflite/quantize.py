@@ -46,10 +46,7 @@ BIAS_CORRECTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_
 
 
 def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
-                  keep_float: frozenset = frozenset(), input_means: dict | None = None,
-                  weight_scales: dict | None = None) -> None:
-    """``weight_scales``: ONNX node -> the scales of an already-quantized model's weights
-    (``converters.carried``), kept with their int8 values while they are on that grid."""
+                  keep_float: frozenset = frozenset(), input_means: dict | None = None) -> None:
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     _demote_float_feeders(tg, int8_ops)
@@ -70,7 +67,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
         tg.tensors[index].quant = q
     for op in tg.ops:
         if id(op) in int8_ops:
-            _quantize_constants(tg, op, params, groups, input_means or {}, weight_scales or {})
+            _quantize_constants(tg, op, params, groups, input_means or {})
     io_edges.finish_io(tg, io, ranges)
 
 
@@ -185,14 +182,14 @@ def _assign(tg, int8_ops, domain, ranges, groups) -> dict[int, QParams]:
 
 
 def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], groups: _Groups,
-                        input_means: dict, weight_scales: dict) -> None:
+                        input_means: dict) -> None:
     weight_pos = WEIGHTS.get(op.opcode)
     if weight_pos is not None:
         w_i, axis, b_i = weight_pos
         x = op.inputs[data_inputs(op.opcode, op.inputs)[0]]
         weights = tg.tensors[op.inputs[w_i]]
         w_float = weights.data.astype(np.float64)
-        w_scale = per_channel_int8(weights, axis, weight_scales.get(op.node), op.node)
+        w_scale = per_channel_int8(weights, axis, tg.carried.get(op.node), op.node)   # carried: kept ints
         correct = op.opcode in BIAS_CORRECTED and x in input_means
         if correct and (b_i >= len(op.inputs) or op.inputs[b_i] < 0):
             _add_zero_bias(tg, op, b_i, len(w_scale))        # TRANSPOSE_CONV may have none

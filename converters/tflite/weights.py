@@ -68,8 +68,7 @@ def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np
     return scale.astype(np.float32)
 
 
-def to_dynamic(tg: TGraph, carried: dict | None = None) -> None:
-    """``carried``: ONNX node -> the scales its already-quantized weights carry (``per_channel_int8``)."""
+def to_dynamic(tg: TGraph) -> None:
     for op in tg.ops:
         if op.opcode not in DYNAMIC_OPS:
             continue
@@ -77,6 +76,6 @@ def to_dynamic(tg: TGraph, carried: dict | None = None) -> None:
         t = tg.tensors[op.inputs[w_i]]
         if not t.is_const or t.dtype != "float32":
             continue
-        per_channel_int8(t, axis, (carried or {}).get(op.node), op.node)
+        per_channel_int8(t, axis, tg.carried.get(op.node), op.node)
         if op.opcode == "FULLY_CONNECTED":
             op.options.asymmetricQuantizeInputs = True
