@@ -4,8 +4,6 @@
                                                                every node named (names.py)
     to_graph(model) -> converters.ir.Graph                    defaults filled, constants folded,
                                                                opset quirks normalized
-    dequantize(model) -> (model, Carried | None)              an already-quantized model's float
-                                                               graph + its own int8 parameters
 
 Errors: ``ModelLoadError`` (corrupt/truncated file, unsafe external data, checker, opset) and
 ``ShapeError`` (a dynamic dimension that cannot be fixed), both naming where and how to fix.
@@ -17,10 +15,10 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from converters.carried import Carried, warn
-from converters.frontend import quantized, quirks, shapes
+from converters.frontend import quirks, shapes
 from converters.frontend.load import check, default_opset, read_model
 from converters.frontend.names import name_nodes
+from converters.frontend.quantized import dequantize, with_ir4   # already-quantized models
 from converters.frontend.to_ir import to_graph as _to_graph
 from converters.ir import Graph
 
@@ -38,7 +36,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
             where: str = "<model>") -> onnx.ModelProto:
     """The in-memory half of ``load_model``: opset gate, checker, node names, static shapes."""
     default_opset(model)
-    model = quantized.with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
+    model = with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions
@@ -50,24 +48,10 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     return shapes.infer(model)
 
 
-def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
-    """A QDQ / QOperator / dynamic model as the float graph it computes, shapes inferred, and the
-    parameters it carries (``quantized.py``); a float model comes back as it is, with None. What
-    cannot be kept as the model has it is said once, as a ``CarriedScaleWarning``."""
-    model, carried = quantized.dequantize(model)
-    if carried is None:
-        return model, None
-    for note in carried.notes:
-        warn(note)
-    return shapes.infer(model), carried
-
-
 def to_graph(model: onnx.ModelProto) -> Graph:
     """Build the IR: defaults filled, constant subgraphs folded, opset quirks normalized."""
     from converters.passes import fold_constants  # the frontend folds before normalizing
 
-    if quantized.is_quantized(model):   # a caller that skipped dequantize: its own scales are dropped
-        model, _ = dequantize(model)
     graph = _to_graph(model)
     for _ in range(8):  # folding can expose shapes, and new shapes can expose more folding
         folded = fold_constants.run(graph)

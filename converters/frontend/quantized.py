@@ -2,7 +2,8 @@
 
     is_quantized(model) -> bool               any Q/DQ, QLinear*, *Integer or DynamicQuantizeLinear node
     file_is_quantized(path) -> bool           the same for a file (the config's "--calib optional")
-    dequantize(model) -> (float model, Carried | None)
+    dequantize(model) -> (float model, Carried | None)   shapes inferred, notes warned
+    rewrite(model) -> (float model, Carried | None)      the same, neither
 
 The converter compiles float graphs. A quantized model is rewritten into the float graph it stands
 for, and its quantization parameters are kept aside (``converters.carried.Carried``) so the int8
@@ -35,9 +36,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters.carried import ActParams, Carried, WeightGrid
+from converters.carried import ActParams, Carried, WeightGrid, warn
 from converters.errors import ConvertError, UnsupportedOpsError
-from converters.frontend import qfinish, qoperator
+from converters.frontend import qfinish, qoperator, shapes
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -74,8 +75,19 @@ def with_ir4(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
-    """The float graph of a quantized ``model`` and the parameters it carries (None: not quantized).
-    Shapes are not re-inferred here (``frontend.dequantize`` does that)."""
+    """A QDQ / QOperator / dynamic model as the float graph it computes, shapes inferred, and the
+    parameters it carries; a float model comes back as it is, with None. What cannot be kept as
+    the model has it is said once, as a ``CarriedScaleWarning``."""
+    model, carried = rewrite(model)
+    if carried is None:
+        return model, None
+    for note in carried.notes:
+        warn(note)
+    return shapes.infer(model), carried
+
+
+def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
+    """``dequantize`` without shape inference and warnings (the notes stay in ``Carried.notes``)."""
     if not is_quantized(model):
         return model, None
     reader = _Reader(model)

@@ -346,7 +346,7 @@ def test_unsupported_quantized_nodes_are_listed_in_one_error():
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [s, z, w]),
                               opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
     with pytest.raises(UnsupportedOpsError) as err:
-        quantized.dequantize(model)
+        quantized.rewrite(model)
     text = "\n".join(err.value.problems)
     assert len(err.value.problems) == 3
     assert "rm (com.microsoft.QLinearReduceMean)" in text and "att (com.microsoft.QAttention)" in text
@@ -359,7 +359,7 @@ def test_weights_that_use_minus_128_keep_their_scales_and_clamp_with_a_note(tmp_
     q = numpy_helper.to_array(w1).copy()
     q[0, 0, 0, 0] = -128
     w1.CopyFrom(numpy_helper.from_array(q, "w1_q"))
-    _, carried = quantized.dequantize(model)
+    _, carried = quantized.rewrite(model)
     assert "conv1" in carried.node_weights
     assert any("'w1'" in n and "1 value(s) of -128 become -127" in n for n in carried.notes)
     path = save(model, tmp_path / "m128.onnx")
