@@ -61,6 +61,10 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
+    model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
+    if carried is not None:
+        say(f"the model is quantized ({carried.form}): {len(carried.activations)} tensors and "
+            f"{len(carried.weights)} weights keep its own scales")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     if "tflite" in cfg.formats:
         check_lowerable(model, cfg)     # every unsupported node at once, before calibration
@@ -71,11 +75,15 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     ranges, calib = calibrate(model, cfg, state) if cfg.needs_calibration else (None, None)
     if calib is not None:
         say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
+    if carried is not None and cfg.quantize == "int8":
+        ranges = carried_ranges(carried, ranges)
+        keep |= carried.float_nodes
     if cfg.auto_keep_float:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
-    built, head = build_models(model, ranges, calib, cfg, frozenset(keep))
+    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried)
+    ranges = ranges if calib is not None else None     # the manifest records a calibration only with data
     keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
@@ -83,6 +91,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
               if holdout is not None else None)
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep), state=state)
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
+    if carried is not None:             # the model's own scales and what was kept
+        man["quantization"]["carried"] = carried.summary()
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
@@ -135,16 +145,18 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
     return stream.unroll(model, steps, state, limit=limit)
 
 
-def build_models(model, ranges, calib, cfg: ConvertConfig,
-                 keep: frozenset[str]) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
+def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
+                 carried=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
     ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
-    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py)."""
+    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py).
+    ``carried``: an already-quantized model's own weights, kept by both builds."""
     built, head = {}, set()
     if "tflite" in cfg.formats:
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
-                                       float_head=cfg.float_head)
+                                       float_head=cfg.float_head,
+                                       weight_scales=carried.node_weights if carried else {})
         result = tflite.build(model, ranges, options, samples=calib)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
@@ -154,8 +166,13 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
         head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         from converters import qdq
+        if carried is not None and cfg.qdq_flavour == "tensorrt":
+            from converters.carried import warn
+            warn("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
+                 "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
+        # carried weights have no rounding error for bias correction to undo
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
-                           samples=calib)
+                           samples=None if carried else calib, weight_scales=carried.weights if carried else None)
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
     return built, head
 
@@ -232,6 +249,15 @@ def _signing_key(cfg: ConvertConfig):
         return None
     from firmware import keys
     return keys.load_private(cfg.key)
+
+
+def carried_ranges(carried, calibrated: dict | None) -> dict:
+    """The ranges of an already-quantized model: its own parameters win; calibration (when
+    given) fills the tensors it leaves bare, else those must be none (one error lists them)."""
+    from converters.frontend.quantized import check_annotated
+    if calibrated is None:
+        check_annotated(carried)
+    return {**(calibrated or {}), **carried.ranges()}
 
 
 def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes], key) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from edge.errors import UsageError
@@ -88,7 +89,17 @@ class ConvertConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.quantize == "int8"
+        """Whether this conversion calibrates: int8, except that a model which carries its own
+        int8 parameters (QDQ, QOperator, quantize_dynamic) calibrates only when --calib is given
+        (the data then fills what the model leaves unannotated; docs/quantization.md)."""
+        return self.quantize == "int8" and (self.calib is not None or not self.model_is_quantized)
+
+    @cached_property
+    def model_is_quantized(self) -> bool:
+        """The model file holds quantized nodes (read once; False for a file that cannot be read:
+        loading it reports why). Imported here so that this module stays free of onnx."""
+        from converters.frontend.quantized import file_is_quantized
+        return file_is_quantized(self.model)
 
     @property
     def artifact_name(self) -> str:
@@ -136,19 +147,22 @@ class ConvertConfig:
             bad(f"--io {self.io} needs an int8 model (got --quantize {self.quantize})", "--io",
                 "drop --io, or use --quantize int8")
         if self.needs_calibration and self.calib is None:
-            bad("int8 quantization needs calibration data", "--calib",
+            bad("int8 quantization of a float model needs calibration data", "--calib",
                 "pass --calib data.npz (one array per input, ~100 representative samples), "
                 "or --quantize float16|dynamic|none")
         if self.num_calib is not None and self.num_calib < 1:
             bad(f"--num-calib must be >= 1 (got {self.num_calib})", "--num-calib", "e.g. --num-calib 100")
         if self.auto_keep_float < 0:
             bad("--auto-keep-float must be >= 0", "--auto-keep-float", "e.g. --auto-keep-float 2")
-        if self.auto_keep_float and not self.needs_calibration:
+        if self.auto_keep_float and self.quantize != "int8":
             bad("--auto-keep-float ranks int8 layers; it needs --quantize int8", "--auto-keep-float",
                 "drop --auto-keep-float")
+        elif self.auto_keep_float and self.calib is None and self.holdout is None:
+            bad("--auto-keep-float measures layers on data", "--auto-keep-float",
+                "pass --calib or --holdout data, or drop --auto-keep-float")
         if self.float_head < 0:
             bad("--float-head must be >= 0", "--float-head", "e.g. --float-head 3")
-        if self.float_head and not self.needs_calibration:
+        if self.float_head and self.quantize != "int8":
             bad("--float-head keeps int8 layers float; it needs --quantize int8", "--float-head",
                 "drop --float-head")
         if self.holdout_labels is not None and self.holdout is None:

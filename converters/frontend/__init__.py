@@ -21,10 +21,11 @@ import onnx
 from converters.frontend import dynamic, fold, quirks, shapes, subgraphs
 from converters.frontend.load import check, default_opset, read_model
 from converters.frontend.names import name_nodes
+from converters.frontend.quantized import dequantize, with_ir4   # already-quantized models
 from converters.frontend.to_ir import to_graph as _to_graph
 from converters.ir import Graph
 
-__all__ = ["load_model", "to_graph", "prepare"]
+__all__ = ["load_model", "to_graph", "prepare", "dequantize"]
 
 
 def load_model(path: str | os.PathLike,
@@ -38,6 +39,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
             where: str = "<model>") -> onnx.ModelProto:
     """The in-memory half of ``load_model``: opset gate, checker, node names, static shapes."""
     default_opset(model)
+    model = with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions

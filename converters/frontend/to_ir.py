@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from converters.errors import ShapeError
 from converters.frontend.load import default_opset
+from converters.frontend import quantized
 from converters.frontend.names import node_names
 from converters.frontend.shapes import graph_inputs, static_shape
 from converters.ir import Graph, Node, Tensor
@@ -19,6 +20,8 @@ from converters.ir import Graph, Node, Tensor
 
 def to_graph(model: onnx.ModelProto) -> Graph:
     """Build the IR. Shapes must already be inferred (``load_model`` does that)."""
+    if quantized.is_quantized(model):   # a caller that skipped frontend.dequantize: its scales are dropped
+        model, _ = quantized.dequantize(model)
     opset = default_opset(model)
     g = model.graph
     infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}

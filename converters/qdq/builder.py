@@ -51,11 +51,14 @@ PROFILES = {
 
 
 def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
-          keep_float=(), profile: str = "tensorrt", samples: list[dict] | None = None) -> onnx.ModelProto:
+          keep_float=(), profile: str = "tensorrt", samples: list[dict] | None = None,
+          weight_scales: dict | None = None) -> onnx.ModelProto:
     """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float.
 
     With ``samples`` (the calibration feeds) the biases of quantized Conv/Gemm nodes are corrected
-    for the mean shift their weights' rounding causes (``correct.py``)."""
+    for the mean shift their weights' rounding causes (``correct.py``). ``weight_scales``
+    (initializer -> ``carried.WeightGrid``): an already-quantized model's weights keep their own
+    int8 values and scales."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = check_keep_float(model, keep_float)
@@ -65,6 +68,7 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     if samples:
         _correct_biases(model, samples, keep)
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep)
+    writer.carried = dict(weight_scales or {})
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
                                         "ganglion.qdq.profile": profile})
@@ -131,6 +135,7 @@ class _Writer:
         self.outputs = {o.name for o in graph.output}
         self.new_inits: list = []
         self.weight_cache: dict = {}     # (initializer, axis) -> (dequantized name, params)
+        self.carried: dict = {}          # initializer -> carried.WeightGrid (already-quantized models)
         self.q_out: dict[str, tuple] = {}  # activation -> (QuantizeLinear output, scale, zero point)
         self.act = self._plan_activations()
 
@@ -241,7 +246,10 @@ class _Writer:
         key = (name, axis)
         if key in self.weight_cache:          # a shared weight is dequantized once
             return self.weight_cache[key][0], []
-        q, p = params.weight(array, axis)
+        # fold.py names a weight with a BatchNormalization folded in "<weight>_bn_folded"
+        grid = self.carried.get(name) or self.carried.get(name.removesuffix("_bn_folded"))
+        kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
+        q, p = kept or params.weight(array, axis)
         out, nodes = self._dq_const(name, q, p)
         self.weight_cache[key] = (out, p)
         return out, nodes

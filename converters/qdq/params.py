@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters.carried import WeightGrid, on_grid, warn
+
 # A tensor whose range is a single point (e.g. all zeros) still needs a positive scale.
 MIN_SCALE = 1e-8
 INT32 = np.iinfo(np.int32)
@@ -62,6 +64,26 @@ def weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
     shape[axis] = -1
     q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, QuantParams(scale, np.zeros(scale.shape, np.int8), axis)
+
+
+def carried_weight(w: np.ndarray, axis: int | None, grid: WeightGrid,
+                   name: str) -> tuple[np.ndarray, QuantParams] | None:
+    """An already-quantized model's own int8 weights and scales (``converters.carried``), in the
+    layout ``weight`` writes (per channel along ``axis``); a BatchNormalization folded into them
+    rescales each channel's scale and keeps the integers. None, with a warning, when ``w`` is
+    not on that grid or the grid runs along another axis."""
+    w = np.asarray(w, dtype=np.float32)
+    axis = None if axis is None else axis % w.ndim
+    channels = grid.channels(axis)
+    kept = on_grid(w, axis, channels) if channels is not None else None
+    if kept is None:
+        warn(f"weights '{name}' are requantized: they are no longer on the model's own int8 grid "
+             "(scales along another axis, or values changed since)")
+        return None
+    q, scales = kept
+    if axis is None:
+        return q, QuantParams(np.float32(scales[0]), np.int8(0))
+    return q, QuantParams(scales, np.zeros(scales.shape, np.int8), axis)
 
 
 def bias(b: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, QuantParams]:

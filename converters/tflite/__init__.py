@@ -38,6 +38,9 @@ class TFLiteOptions:
     layout: str = "onnx"              # onnx | nhwc (4-D inputs/outputs channels-last)
     keep_float: frozenset = field(default_factory=frozenset)   # ONNX node names kept in float
     float_head: int = 0               # run the first N layers in float (see tflite/head.py)
+    # ONNX node -> per-output-channel scales an already-quantized model's weights carry
+    # (converters.carried): their int8 values are kept
+    weight_scales: dict = field(default_factory=dict, compare=False)
 
     def validate(self) -> None:
         for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
@@ -93,6 +96,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     # import would make `import converters.lower` alone fail on the cycle through this package.
     from converters.lower import lower
     tg = lower(graph)
+    tg.carried = dict(options.weight_scales)
     # The head is read off this lowering (no second one) and named by ONNX nodes, so the caller
     # can keep the same nodes float in the QDQ model and list them in the manifest.
     head = sorted(head_of(tg, options.float_head) & set(node_names(model)))

@@ -52,6 +52,9 @@ class TGraph:
     ops: list[TOp] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
+    # ONNX node -> converters.carried.ChannelGrid: an already-quantized model's own int8 weights,
+    # which the weight quantizers keep (tflite/weights.per_channel_int8)
+    carried: dict = field(default_factory=dict)
 
     def add(self, tensor: TTensor) -> int:
         self.tensors.append(tensor)

@@ -164,7 +164,7 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
         x = op.inputs[data_inputs(op.opcode, op.inputs)[0]]
         weights = tg.tensors[op.inputs[w_i]]
         w_float = weights.data.astype(np.float64)
-        w_scale = per_channel_int8(weights, axis)
+        w_scale = per_channel_int8(weights, axis, tg.carried.get(op.node), op.node)   # carried: kept ints
         correct = op.opcode in BIAS_CORRECTED and x in input_means
         if correct and (b_i >= len(op.inputs) or op.inputs[b_i] < 0):
             _add_zero_bias(tg, op, b_i, len(w_scale))        # TRANSPOSE_CONV may have none

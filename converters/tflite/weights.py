@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters.carried import on_grid, warn
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.rules import WEIGHTS
 
@@ -40,9 +41,21 @@ def to_float16(tg: TGraph) -> None:
                 [o for o in new_ops if not (o.opcode == "DEQUANTIZE" and tg.tensors[o.inputs[0]].is_const)]
 
 
-def per_channel_int8(t: TTensor, axis: int) -> np.ndarray:
+def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np.ndarray:
     """Quantize the float weights ``t`` in place: per-channel (along ``axis``) symmetric int8 in
-    [-127, 127], zero point 0. Returns the float32 scales (the int8 path needs them for the bias)."""
+    [-127, 127], zero point 0. Returns the float32 scales (the int8 path needs them for the bias).
+
+    ``carried``: the ``carried.ChannelGrid`` an already-quantized model stored these weights with
+    (per output channel); its int8 values are kept while the weights are still on that grid (a
+    folded BatchNormalization rescales a channel's scale, see ``carried.on_grid``)."""
+    if carried is not None:
+        kept = on_grid(t.data, axis, carried)
+        if kept is not None:
+            t.data, scale = kept
+            t.dtype, t.quant = "int8", QParams(scale, np.zeros(len(scale), np.int64), axis)
+            return scale
+        warn(f"weights of '{owner}' are requantized: they are no longer the model's int8 values times its "
+             "scales (per output channel, up to a folded BatchNormalization's factor)")
     w = t.data.astype(np.float64)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     scale = np.abs(moved).max(axis=1) / 127.0
@@ -63,6 +76,6 @@ def to_dynamic(tg: TGraph) -> None:
         t = tg.tensors[op.inputs[w_i]]
         if not t.is_const or t.dtype != "float32":
             continue
-        per_channel_int8(t, axis)
+        per_channel_int8(t, axis, tg.carried.get(op.node), op.node)
         if op.opcode == "FULLY_CONNECTED":
             op.options.asymmetricQuantizeInputs = True
