@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge.errors import GanglionError, InputError, UsageError
+from edge.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
 
 
 def _abs(p: str | None) -> str | None:
@@ -151,6 +151,17 @@ def default_spool(device_id: str) -> str:
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
 def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flags):
     """Run the supervised inference daemon."""
+    try:
+        _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags)
+    except GanglionError as exc:
+        if exc.permanent and not dry_run:
+            # systemd must not restart forever on a missing model or a bad signature: its own
+            # code, named in the unit's RestartPreventExitStatus (edge/errors.py: exit codes)
+            exc.exit_code = EXIT_PERMANENT
+        raise
+
+
+def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags):
     if print_systemd_unit:
         args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
         from edge.daemon.sdnotify import unit_file
