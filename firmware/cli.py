@@ -117,24 +117,29 @@ def verify_cmd(bundle, trust):
 @click.option("--max-boots", "max_boots", type=int, default=None,
               help="Starts the new slot gets to pass its health check before it is reverted (1..10; "
                    "default: the board's [slots] max_boots, else 3).")
+@click.option("--cross", is_flag=True,
+              help="The root is for another machine (an SD card, a sysroot): do not check the bundle's "
+                   "architecture and Python against this one.")
 @board_option
 @json_option
-def install(bundle, root, trust, force, max_boots, board, as_json):
+def install(bundle, root, trust, force, max_boots, cross, board, as_json):
     """Verify BUNDLE, write the inactive slot, switch to it (it boots unvalidated)."""
     from firmware.install import install as do_install
-    bar = None
+    bar, count = None, [0]
 
     def progress(step, detail=None):
         nonlocal bar
-        if step == "verified" and not as_json:   # the member count is known once the bundle is verified
-            bar = click.progressbar(length=detail, label="verified; writing slot", file=None)
+        if step == "verified":                   # the member count is known once the bundle is verified
+            count[0] = detail
+        elif step == "stage" and not as_json:    # policy passed: only now is a slot written
+            bar = click.progressbar(length=count[0], label=f"verified; writing slot {detail}", file=None)
             bar.__enter__()
         elif step == "write" and bar is not None:
             bar.update(1)
 
     try:
         result = do_install(bundle, root, list(trust), force, layout=_layout(root, board), progress=progress,
-                            max_boots=max_boots)
+                            max_boots=max_boots, cross=cross)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
