@@ -235,7 +235,6 @@ def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_c
     if as_json:
         click.echo(json.dumps({"model": model, "results": rows}, indent=2))
         return
-    click.echo(json.dumps({"model": model, "results": rows}))
     head = f"{'backend':<12}{'threads':>8}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'inf/s':>10}"
     click.echo(head)
     for r in rows:

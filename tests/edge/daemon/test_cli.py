@@ -141,6 +141,17 @@ def test_bench_json(dense_tflite):
         assert r["runs"] == 30 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
 
 
+def test_bench_prints_only_the_table_and_no_litert_info_line(dense_tflite):
+    """Issue 9: bench printed JSON and then the table; LiteRT's native "Created TensorFlow Lite
+    XNNPACK delegate" INFO line appeared in almost every command."""
+    res = ganglion("bench", dense_tflite, "--runs", 5, "--warmup", 1)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:3] == ["backend", "threads", "batch"] and len(lines) == 2
+    assert "{" not in res.stdout
+    assert "XNNPACK" not in res.stderr, res.stderr
+
+
 def test_bench_rejects_bad_flags(dense_tflite):
     res = ganglion("bench", dense_tflite, "--threads", "two")
     assert res.returncode == 2 and "--threads" in res.stderr
