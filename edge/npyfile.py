@@ -100,8 +100,9 @@ def _header(fh, what: str) -> tuple[tuple, bool, np.dtype]:
             shape, fortran, dtype = npformat.read_array_header_2_0(fh, max_header_size=MAX_HEADER)
         else:            # 3.0 exists only for non-latin-1 field names: structured dtypes, refused anyway
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, zlib.error, zipfile.BadZipFile) as exc:
-        raise InputError(f"{what} is not a readable .npy array: {exc}", code="input.npy") from None
+    except Exception as exc:     # numpy parses the header dict with ast/tokenize: TokenError, MemoryError, ...
+        raise InputError(f"{what} is not a readable .npy array: {type(exc).__name__}: {exc}",
+                         code="input.npy") from None
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise InputError(f"{what} holds {dtype}, not plain numbers", code="input.npy",
                          hint="send bool, integer or float arrays")

@@ -119,12 +119,21 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
         if batch is not None and arr.shape[0] != batch:
             raise InputError("inputs disagree on the batch size", where=spec.name, code="input.batch")
         batch = arr.shape[0]
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            # NaN/inf would be quantized to an arbitrary integer and answered with confidence
+        _check_finite(arr, spec)
+        out[spec.name] = _to_dtype(arr, spec)
+        if out[spec.name].dtype.kind == "f" and out[spec.name].dtype != arr.dtype:
+            _check_finite(out[spec.name], spec)                # float64 1e300 is inf in float32
+    return out, int(batch or 0)
+
+
+def _check_finite(arr: np.ndarray, spec: TensorSpec) -> None:
+    """NaN/inf would be quantized to an arbitrary integer (or run) and answered with confidence."""
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(arr).all()
+        if not finite:
             raise InputError(f"input {spec.name!r} holds NaN or infinite values", where=spec.name,
                              code="input.not_finite", hint="send finite numbers only")
-        out[spec.name] = _to_dtype(arr, spec)
-    return out, int(batch or 0)
 
 
 def check_shape(spec: TensorSpec, shape: tuple) -> None:
@@ -167,7 +176,8 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind in "iu":
             raise InputError(f"input {spec.name!r} is float but the model wants {spec.dtype} "
                              "without quantization parameters", where=spec.name, code="input.dtype")
-        return np.ascontiguousarray(arr.astype(spec.dtype))
+        with np.errstate(over="ignore", invalid="ignore"):     # out-of-range floats: caught as not finite
+            return np.ascontiguousarray(arr.astype(spec.dtype))
     raise InputError(f"input {spec.name!r} has dtype {arr.dtype}, expected {spec.dtype}",
                      where=spec.name, code="input.dtype")
 
