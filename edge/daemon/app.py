@@ -24,6 +24,7 @@ import numpy as np
 from edge.backends.base import check_feeds
 from edge.daemon import sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
+from edge.daemon.broker_watch import broker_state
 from edge.daemon.config import DaemonConfig
 from edge.daemon.decode import decode_payload, frame_feeds, to_feeds
 from edge.daemon.messages import Job, Request, Result, error_dict
@@ -250,15 +251,34 @@ class Daemon:
 
     def report_metrics(self) -> None:
         """One metrics record (every interval, and a last one at shutdown)."""
-        self.outbox.record("metrics", {"model": self.model_name, **self.metrics.snapshot()})
+        info = self.pool.info
+        self.outbox.record("metrics", {"model": self.model_name, "model_version": info.model_version if info else None,
+                                       **self.metrics.snapshot()})
 
     def status(self) -> dict:
         info = self.pool.info
-        return {"state": "online", "model": self.model_name, "model_path": self.cfg.model.path,
-                "backend": info.backend if info else None, "workers": self.cfg.workers.count,
-                "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
-                "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
-                "inputs": [s.to_dict() for s in info.inputs] if info else []}
+        doc = {"state": "online", "model": self.model_name, "model_version": info.model_version if info else None,
+               "model_path": self.cfg.model.path,
+               "backend": info.backend if info else None, "workers": self.cfg.workers.count,
+               "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
+               "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
+               "inputs": [s.to_dict() for s in info.inputs] if info else []}
+        if self.telemetry is not None:
+            doc["broker"] = broker_state(self)
+        return doc
+
+    def start_line(self) -> str:
+        """The one readable line ``ganglion run`` prints once ready: what goes in, what comes out."""
+        info = self.pool.info
+        version = f" {info.model_version}" if info and info.model_version else ""
+        ins = ", ".join(s.name for s in self.sources) or "no sources (commands and the API only)"
+        outs = ", ".join(s.path or s.kind for s in self.cfg.sinks) or "no sinks"
+        line = (f"ready in {self.ready_s or 0:.1f} s -- {ins} -> {outs}; model {self.model_name}{version} "
+                f"({info.backend if info else '?'}, {self.cfg.workers.count} worker(s))")
+        if self.telemetry is not None:
+            b = broker_state(self)
+            line += f"; broker {b['url']} as {self.cfg.device_id} ({'connected' if b['connected'] else 'not connected yet'})"
+        return line
 
 
 def _left(deadline: float | None) -> float | None:

@@ -199,7 +199,7 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
             firmware_hook.register_ota(daemon, telemetry, firmware_root)
         on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
     try:
-        code = daemon.run(on_ready)
+        code = daemon.run(_announce(on_ready))
     except GanglionError as exc:                  # start-up failed (model, workers): not yet running
         from edge.daemon import firmware_hook
         if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
@@ -207,6 +207,16 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
         code = firmware_hook.EXIT_RESTART        # a trial slot that cannot start is reverted at once
     if code:
         raise SystemExit(code)
+
+
+def _announce(on_ready):
+    """Print the readable start line once the model is loaded, then run ``on_ready`` (firmware)."""
+    from edge.daemon.broker_watch import console
+
+    def ready(daemon) -> int:
+        console(daemon.start_line())
+        return on_ready(daemon) if on_ready is not None else 0
+    return ready
 
 
 @click.command("bench")

@@ -56,6 +56,7 @@ class ModelInfo:
         self.preprocess = header.get("preprocess") or {}
         self.labels = header.get("labels") or []
         self.model_name = header.get("model_name")
+        self.model_version = header.get("model_version")
 
 
 class WorkerPool:

@@ -117,3 +117,12 @@ def test_send_timeout_bounds_the_whole_call(mosquitto):
     took = time.monotonic() - start
     assert res.returncode == 6 and "telemetry.timeout" in res.stderr, res.stderr
     assert took < 2 * 2, f"{took:.1f} s for --timeout 2"          # one budget, not one per try
+
+
+def test_watch_shows_the_model_version_from_status():
+    fleet = Fleet()
+    fleet.on_message(Message("ganglion/v1/cam1/status", json.dumps(
+        {"ts": 100.0, "data": {"state": "online", "model": "digits_cnn", "model_version": "1.2.0"}}).encode(), 1, True))
+    (row,) = fleet.snapshot()
+    assert row["version"] == "1.2.0"
+    assert "digits_cnn 1.2.0" in render_table(fleet.snapshot(), now=101.0)
