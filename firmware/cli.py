@@ -185,7 +185,7 @@ def status(root, board, as_json):
 def validate(root, board, broker, broker_ca, broker_cert, broker_key, broker_username, broker_password,
              broker_password_file, trust, threads, python, as_json):
     """Health-check the active slot: mark it valid, or revert it. Exit 5 if it failed."""
-    from firmware.validate import validate as do_validate
+    from firmware.validate import render as render_report, validate as do_validate
     from firmware.errors import HealthCheckError
     import shlex
     tls = {"ca_file": broker_ca, "cert_file": broker_cert, "key_file": broker_key}
@@ -198,12 +198,9 @@ def validate(root, board, broker, broker_ca, broker_cert, broker_key, broker_use
                          broker_auth=auth if any(v is not None for v in auth.values()) else None,
                          threads=threads, python=shlex.split(python) if python else None,
                          layout=_layout(root, board))
+    _echo(report, as_json, render_report(report))
     if report["ok"]:
-        _echo(report, as_json, f"slot {report['slot']} ({report['version']}) is valid: "
-                               + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()))
         return
-    _echo(report, as_json, f"slot {report['slot']} ({report['version']}) FAILED {report['failed_check']} "
-                           f"({report['failure_class']}): {report['reason']}\nrevert: {report['revert']}")
     raise HealthCheckError(f"validation failed: {report['reason']}", code="firmware.validation_failed")
 
 
