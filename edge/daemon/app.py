@@ -50,8 +50,10 @@ def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dic
 
 class Daemon:
     def __init__(self, cfg: DaemonConfig, *, telemetry=None, outbox=None, log_stream=None,
-                 factory: str | None = None, factory_args: dict | None = None):
-        self.cfg, self.telemetry = cfg, telemetry
+                 factory: str | None = None, factory_args: dict | None = None, dry_run: bool = False):
+        """``dry_run``: build the tree to describe it; sources and sinks check their paths and
+        create nothing (``ganglion run --dry-run``)."""
+        self.cfg, self.telemetry, self.dry_run = cfg, telemetry, dry_run
         self.outbox = outbox or FanOut(telemetry, LogOutbox(log_stream))
         self.recent_events: deque[dict] = deque(maxlen=100)
         self.stop_event = threading.Event()
@@ -62,8 +64,8 @@ class Daemon:
         self.requests = RequestQueue(cfg.batch.queue_size, on_drop=lambda req: self.metrics.count("dropped"))
         self.metrics = Metrics(pids=lambda: self.pool.pids(), queue_depth=lambda: len(self.requests),
                                thermal_path=_thermal_path(cfg.board))
-        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name)
-                 for s in cfg.sinks]
+        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name,
+                           dry_run=dry_run) for s in cfg.sinks]
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
@@ -74,7 +76,7 @@ class Daemon:
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.pool.backlog, self.pool.nudge = self.requests.__len__, self.requests.wake_all
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
-                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
+                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)
                         for s in cfg.sources]
         self.root, self.workers_sup = tree.build(self)
 

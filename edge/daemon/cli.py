@@ -154,15 +154,24 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
     try:
         _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags)
     except GanglionError as exc:
-        if exc.permanent and not dry_run:
+        if exc.permanent and not (dry_run or print_systemd_unit):
             # systemd must not restart forever on a missing model or a bad signature: its own
             # code, named in the unit's RestartPreventExitStatus (edge/errors.py: exit codes)
             exc.exit_code = EXIT_PERMANENT
         raise
 
 
+def _check_model(cfg):
+    if not Path(cfg.model.path).is_file():
+        raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found",
+                         hint="pass --model FILE (.gpk, .tflite or .onnx) or set [model] path in the config")
+    return cfg
+
+
 def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags):
     if print_systemd_unit:
+        if not firmware_root:                     # the slot brings the model; otherwise it must be here
+            _check_model(build_config(config, flags))
         args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
         from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
@@ -176,13 +185,11 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
             flags["model"] = flags.get("model") or model
             config = config or slot_config
             firmware_hook.use_site(slot)
-    cfg = build_config(config, flags)
-    if not Path(cfg.model.path).is_file():
-        raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found")
+    cfg = _check_model(build_config(config, flags))
     from edge.daemon.app import Daemon
     from edge.daemon import tree
     if dry_run:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, dry_run=True)
         click.echo(tree.describe(daemon))
         return
     telemetry = make_telemetry(cfg)

@@ -31,6 +31,7 @@ import numpy as np
 from edge import npyfile, preprocess
 from edge.errors import GanglionError, InputError, UsageError
 from edge.daemon.decode import MAX_PAYLOAD
+from edge.daemon.sinks import check_creatable
 
 log = logging.getLogger("ganglion.daemon")
 
@@ -43,19 +44,22 @@ class FolderSource:
     kind = "folder"
     SUBDIRS = ("done", "failed", "processing")
 
-    def __init__(self, daemon, path: str, poll_s: float = 0.1):
+    def __init__(self, daemon, path: str, poll_s: float = 0.1, create: bool = True):
         self.daemon, self.path, self.poll_s = daemon, Path(path), poll_s
         self.name = f"folder:{self.path}"
         self.claimed = self.path / "processing"
+        self._inflight: set[str] = set()
+        self._skipped: set[str] = set()
+        self._lock = threading.Lock()
+        if not create:                         # --dry-run: check, write nothing
+            check_creatable(self.path, "the watched folder", "usage.source")
+            return
         try:
             for sub in ("", *self.SUBDIRS):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use the watched folder: {exc}", where=str(self.path),
                              code="usage.source") from exc
-        self._inflight: set[str] = set()
-        self._skipped: set[str] = set()
-        self._lock = threading.Lock()
         self._recover()
 
     def _recover(self) -> None:
@@ -233,8 +237,8 @@ class MqttSource:
     kind = "mqtt"
     RETRY_S = 0.5
 
-    def __init__(self, daemon, topic: str, telemetry):
-        if telemetry is None:
+    def __init__(self, daemon, topic: str, telemetry, dry_run: bool = False):
+        if telemetry is None and not dry_run:
             raise UsageError("an mqtt source needs a broker (--broker or [telemetry] broker)", code="usage.source")
         self.daemon, self.topic, self.telemetry = daemon, topic, telemetry
         self.name = f"mqtt:{topic}"
@@ -245,7 +249,8 @@ class MqttSource:
         self.held_max = 0
         # Subscribed now, before telemetry starts: the broker may hand over what it kept for us
         # at once, and that must find its handler.
-        telemetry.subscribe_input(topic, self._on_message)
+        if telemetry is not None:
+            telemetry.subscribe_input(topic, self._on_message)
 
     def _on_message(self, msg) -> None:
         """paho's thread: hand over, never block."""
@@ -307,14 +312,14 @@ class MqttSource:
 
 
 def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rate_hz=0.0, loop=False,
-                device=0, fps=0.0):
-    """The source registry: one line per kind."""
+                device=0, fps=0.0, dry_run: bool = False):
+    """The source registry: one line per kind. ``dry_run``: check, create nothing, connect nothing."""
     if kind == "folder":
-        return FolderSource(daemon, _need(path, "folder", "path"))
+        return FolderSource(daemon, _need(path, "folder", "path"), create=not dry_run)
     if kind == "replay":
         return ReplaySource(daemon, _need(path, "replay", "path"), rate_hz=rate_hz, loop=loop)
     if kind == "mqtt":
-        return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry)
+        return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry, dry_run=dry_run)
     if kind == "camera":
         from edge.daemon.camera import CameraSource     # OpenCV is an optional extra
         return CameraSource(daemon, path or device, fps, loop=loop)   # path: a video file

@@ -215,6 +215,26 @@ path = "out/results.jsonl"
     assert "sinks: jsonl" in res.stdout and "replay:samples.npz (thread, transient" in res.stdout
 
 
+def test_dry_run_writes_nothing_and_takes_mqtt_input_with_a_broker(dense_tflite, tmp_path):
+    """Issue 9: --dry-run created folders and files, and refused --mqtt-input although --broker was given."""
+    res = ganglion("run", "--model", dense_tflite, "--watch", tmp_path / "new" / "in", "--jsonl",
+                   tmp_path / "out" / "r.jsonl", "--broker", "mqtt://127.0.0.1:1", "--mqtt-input", "dev/in",
+                   "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "mqtt:dev/in (thread" in res.stdout and "broker (thread" in res.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_printed_unit_names_a_model_or_is_refused(dense_tflite, tmp_path):
+    """Issue 9: --print-systemd-unit printed a unit that could not start (no model)."""
+    res = ganglion("run", "--print-systemd-unit")
+    assert res.returncode == 2 and "no model given" in res.stderr and "[Service]" not in res.stdout
+    res = ganglion("run", "--model", tmp_path / "gone.tflite", "--print-systemd-unit")
+    assert res.returncode == 3 and "input.not_found" in res.stderr
+    res = ganglion("run", "--model", dense_tflite, "--print-systemd-unit")
+    assert res.returncode == 0 and f"--model {dense_tflite}" in res.stdout
+
+
 @pytest.mark.parametrize("flag", ["--watch", "--jsonl"])
 def test_unusable_paths_are_usage_errors(dense_tflite, tmp_path, flag):
     blocker = tmp_path / "file"
