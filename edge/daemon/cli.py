@@ -146,11 +146,17 @@ def default_spool(device_id: str) -> str:
 @click.option("--firmware-key", multiple=True,
               help="Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
                    "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).")
-@click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit (checks paths, writes nothing).")
+@click.option("--write-config", "write_config", type=click.Path(dir_okay=False),
+              help="Write a commented starter daemon.toml to this path and exit (never overwrites).")
 @click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
-def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flags):
+def run(config, dry_run, write_config, print_systemd_unit, watchdog_sec, firmware_root, **flags):
     """Run the supervised inference daemon."""
+    if write_config:
+        write_starter_config(write_config)
+        click.echo(f"wrote {write_config}; set [model] path, then: ganglion run --config {write_config} --dry-run")
+        return
     try:
         _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags)
     except GanglionError as exc:
@@ -159,6 +165,21 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
             # code, named in the unit's RestartPreventExitStatus (edge/errors.py: exit codes)
             exc.exit_code = EXIT_PERMANENT
         raise
+
+
+STARTER_CONFIG = Path(__file__).with_name("daemon.example.toml")
+
+
+def write_starter_config(path: str) -> None:
+    """The shipped, commented example config, written where the user asks (never over a file)."""
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(STARTER_CONFIG.read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise UsageError(f"{path} exists; not overwriting it", where=path, code="usage.config",
+                         hint="choose another path or remove the file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}", where=path, code="usage.config") from exc
 
 
 def _check_model(cfg):

@@ -50,7 +50,7 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
         children.append(ChildSpec("sources", sources.start, kind="supervisor", describe=sources.describe))
     children.append(_thread("metrics", lambda stop: _report_metrics(daemon, stop),
                             f"every {cfg.metrics.interval_s:g} s"))
-    if daemon.telemetry is not None or daemon.dry_run:
+    if daemon.telemetry is not None or (daemon.dry_run and cfg.telemetry.get("broker")):
         children.append(_thread("broker", lambda stop: broker_watch.watch(daemon, stop),
                                 f"connection changes as events; a warning after {broker_watch.WARN_AFTER_S:g} s "
                                 "without one"))
