@@ -80,6 +80,12 @@ def cli():
       ganglion verify model.gpk --reference model.onnx --data holdout.npz --per-layer
       ganglion run --model model.gpk --broker mqtt://127.0.0.1:1883 --device-id cam1 --watch ./in
       ganglion telemetry watch --broker mqtt://127.0.0.1:1883
+
+    \b
+    Flags mean the same everywhere: --trusted-key PUB (what is read must be signed by it),
+    --signing-key KEY (signs what is written), --ca-file/--cert-file/--key-file (broker TLS),
+    --json (data as JSON). Exit codes: 0 ok, 2 usage, 3 input, 4 runtime, 5 firmware,
+    6 telemetry, 75 restart requested, 78 run cannot start (permanent). See docs/cli.md.
     """
 
 

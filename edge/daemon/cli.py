@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edge.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
+from edge.vocab import broker_tls, json_flag, trusted_keys
 
 
 def _abs(p: str | None) -> str | None:
@@ -53,6 +54,12 @@ def build_config(config: str | None, flags: dict):
     tel = table.setdefault("telemetry", {})
     if flags.get("broker"):
         tel["broker"] = flags["broker"]
+    for key in ("ca_file", "cert_file", "key_file"):
+        if flags.get(key):
+            tel[key] = _abs(flags[key])
+    for key in ("username", "password"):
+        if flags.get(key) is not None:
+            tel[key] = flags[key]
     if flags.get("spool"):
         tel["spool"] = _abs(flags["spool"])
     sources = list(table.get("sources") or [])
@@ -119,6 +126,7 @@ def default_spool(device_id: str) -> str:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file (see docs/daemon.md).")
 @click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
 @click.option("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, results).")
+@broker_tls
 @click.option("--device-id", help="Device id: one MQTT topic level.")
 @click.option("--watch", multiple=True, help="Watched folder (repeatable); files move to done/ or failed/.")
 @click.option("--replay", multiple=True, help=".npy/.npz file of samples to replay (repeatable).")
@@ -132,7 +140,8 @@ def default_spool(device_id: str) -> str:
 @click.option("--threads", type=int, help="Interpreter threads per worker.")
 @click.option("--delegate", help="External delegate library path (e.g. libedgetpu.so.1).")
 @click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
-@click.option("--trusted-key", multiple=True, help="Public key (.pub); artifacts must be signed by one.")
+@trusted_keys("Public key (.pub); the model must be a .gpk signed by one of these (repeatable). "
+              "A bare .tflite/.onnx is then refused.", old=())
 @click.option("--workers", type=int, help="Model worker processes.")
 @click.option("--isolation", type=click.Choice(["process", "thread"]),
               help="Workers as processes (default: a crash costs one restart) or threads in the daemon "
@@ -143,16 +152,28 @@ def default_spool(device_id: str) -> str:
 @click.option("--spool", help="Telemetry spool (SQLite) path.")
 @click.option("--firmware-root", help="Run the active A/B firmware slot under this root (model, config, "
                                      "wheels from the slot; validated on a trial boot; OTA over MQTT).")
-@click.option("--firmware-key", multiple=True,
-              help="Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
-                   "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).")
+@trusted_keys("Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
+              "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).",
+              flag="--firmware-trusted-key", dest="firmware_key", old=("--firmware-key",))
 @click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit (checks paths, writes nothing).")
 @click.option("--write-config", "write_config", type=click.Path(dir_okay=False),
               help="Write a commented starter daemon.toml to this path and exit (never overwrites).")
 @click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
 def run(config, dry_run, write_config, print_systemd_unit, watchdog_sec, firmware_root, **flags):
-    """Run the supervised inference daemon."""
+    """Run the supervised inference daemon.
+
+    \b
+    Examples:
+      ganglion run --model digits.gpk --watch ./in --jsonl results.jsonl
+      ganglion run --model digits.gpk --trusted-key signer.key.pub --broker mqtt://127.0.0.1:1883 \\
+          --device-id cam1 --mqtt-input ganglion/v1/cam1/in
+      ganglion run --write-config daemon.toml && ganglion run --config daemon.toml --dry-run
+      ganglion run --config daemon.toml --print-systemd-unit > ganglion.service
+    \b
+    Defaults: 1 worker process, greedy batches of <= 8, queue 64, metrics every 10 s, results to
+    stdout (to MQTT with --broker). Exit codes: docs/cli.md (78: cannot start, do not restart).
+    """
     if write_config:
         write_starter_config(write_config)
         click.echo(f"wrote {write_config}; set [model] path, then: ganglion run --config {write_config} --dry-run")
@@ -249,17 +270,24 @@ def _announce(on_ready):
 
 @click.command("bench")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--runs", type=int, default=200, show_default=True)
-@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per thread count.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts to compare.")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Samples per run.")
 @click.option("--backend", type=click.Choice(["litert", "onnxruntime"]))
 @click.option("--board", help="Board name (its threads/delegate/backend apply unless overridden).")
 @click.option("--delegate", help="External delegate library path.")
-@click.option("--allow-cpu-fallback", is_flag=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
+@json_flag("Print JSON instead of the table.")
 def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_cpu_fallback, as_json):
-    """Device-side latency benchmark of an artifact: warmup, N runs, p50/p95/p99 per thread count."""
+    """Device-side latency benchmark of an artifact: warmup, N runs, p50/p95/p99 per thread count.
+
+    \b
+    Examples:
+      ganglion bench digits.gpk --threads 1,2,4
+      ganglion bench model.onnx --batch 8 --runs 500 --json
+      ganglion bench digits.gpk --board coral-devboard --delegate libedgetpu.so.1
+    """
     from edge.daemon.benchmark import bench_model
     try:
         counts = [int(t) for t in threads.split(",") if t.strip()]
