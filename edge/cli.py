@@ -14,7 +14,7 @@ import sys
 import click
 
 from edge import __version__
-from edge.errors import GanglionError
+from edge.errors import GanglionError, InputError
 
 # name -> ("module:attribute", one-line help shown by `ganglion --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -103,10 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
+        return _click_exit_code(exc)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def _click_exit_code(exc: click.ClickException) -> int:
+    """click checks ``Path(exists=True)`` before a command runs and calls a missing file a usage
+    error (2); everywhere else a missing file is an input error (3), so it is 3 here too (docs/cli.md)."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.BadParameter) and isinstance(getattr(param, "type", None), click.Path) \
+            and "does not exist" in exc.format_message():
+        return InputError.exit_code
+    return exc.exit_code
 
 
 if __name__ == "__main__":

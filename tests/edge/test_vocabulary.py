@@ -56,3 +56,14 @@ def test_old_spellings_still_work(tmp_path, capsys):
         assert "error[firmware.corrupt]" in capsys.readouterr().err
     assert main(["firmware", "verify", str(tmp_path / "k.pub")]) == 2          # still required
     assert "Missing option '--trusted-key'" in capsys.readouterr().err
+
+
+def test_a_missing_file_is_exit_3_in_every_command(tmp_path, capsys):
+    """Issue 9: a missing file was 2 in one command, 3 or 4 in others (78 for run: docs/cli.md)."""
+    gone = str(tmp_path / "gone")
+    assert main(["bench", gone]) == 3
+    assert main(["firmware", "verify", gone, "--trusted-key", gone]) == 3
+    assert main(["boards", "show", gone + ".toml"]) == 3
+    assert main(["telemetry", "send-file", "cam1", "deploy", gone]) == 3
+    err = capsys.readouterr().err
+    assert err.count("does not exist") >= 3 and "Traceback" not in err
