@@ -111,7 +111,8 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
 @click.option("--preprocess", help="Preprocessing spec when --data is an image folder [default: the manifest's].")
 @click.option("--trusted-key", type=EXISTING_FILE, multiple=True, help="Refuse a .gpk not signed by this key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, as_json):
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw the per-layer error: PLOT.png and PLOT.html.")
+def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, as_json, plot):
     """Compare ARTIFACT (.gpk, .tflite or QDQ .onnx) with its float ONNX model.
 
     Runs the artifact in the real LiteRT interpreter (onnxruntime for QDQ) and the reference in
@@ -122,11 +123,16 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
     Examples:
       ganglion verify model.gpk --reference model.onnx --data holdout.npz
       ganglion verify model.gpk --reference model.onnx --data holdout.npz --labels labels.npy --per-layer
+      ganglion verify model.gpk --reference model.onnx --data holdout.npz --plot layers   # layers.png/.html
       ganglion verify model.tflite --reference model.onnx --data holdout.npz --json
     """
     from converters import api
-    report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer, fmt=fmt, limit=limit,
-                        preprocess=preprocess, trusted_keys=list(trusted_key) or None, progress=not as_json)
+    report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer or bool(plot), fmt=fmt,
+                        limit=limit, preprocess=preprocess, trusted_keys=list(trusted_key) or None,
+                        progress=not as_json)
+    if plot:
+        from converters.verify import plot as plotter
+        click.echo("wrote " + ", ".join(map(str, plotter.write(report, plot))), err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
