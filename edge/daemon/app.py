@@ -265,8 +265,8 @@ class Daemon:
                "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
                "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
                "inputs": [s.to_dict() for s in info.inputs] if info else []}
-        if self.telemetry is not None:
-            doc["broker"] = broker_state(self)
+        if self.telemetry is not None:       # url and state only: status is re-sent when it changes
+            doc["broker"] = {k: v for k, v in broker_state(self).items() if k in ("url", "connected")}
         return doc
 
     def start_line(self) -> str:
