@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-PUBLIC_KEY = click.Path(exists=True, dir_okay=False)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
 def alias(new_dest: str, *old_flags: str, multiple: bool = False, **kw):
@@ -60,8 +60,8 @@ def trusted_keys(help: str, *, old: tuple[str, ...] = ("--trust",), is_required:
         if is_required:
             fn = required(dest, flag)(fn)
         for name in old:
-            fn = alias(dest, name, multiple=True, type=PUBLIC_KEY)(fn)
-        return click.option(flag, dest, multiple=True, type=PUBLIC_KEY, help=help)(fn)
+            fn = alias(dest, name, multiple=True, type=EXISTING_FILE)(fn)
+        return click.option(flag, dest, multiple=True, type=EXISTING_FILE, help=help)(fn)
     return deco
 
 
@@ -78,13 +78,13 @@ def signing_key(help: str, *, is_required: bool = False):
 
 def broker_tls(fn, *, old_prefix: str | None = None):
     """``--ca-file --cert-file --key-file --username --password --password-file`` (mqtts:// and login)."""
-    opts = [("--ca-file", "ca_file", "CA file to trust for mqtts:// (default: the system store).", PUBLIC_KEY),
-            ("--cert-file", "cert_file", "Client certificate for mqtts:// (with --key-file).", PUBLIC_KEY),
-            ("--key-file", "key_file", "The client certificate's private key.", PUBLIC_KEY),
+    opts = [("--ca-file", "ca_file", "CA file to trust for mqtts:// (default: the system store).", EXISTING_FILE),
+            ("--cert-file", "cert_file", "Client certificate for mqtts:// (with --key-file).", EXISTING_FILE),
+            ("--key-file", "key_file", "The client certificate's private key.", EXISTING_FILE),
             ("--username", "username", "Broker user ($GANGLION_MQTT_USER).", None),
             ("--password", "password", "Broker password ($GANGLION_MQTT_PASSWORD).", None),
             ("--password-file", "password_file", "Read the broker password from this file (first line).",
-             PUBLIC_KEY)]
+             EXISTING_FILE)]
     olds = {"cert_file": ["--cert"]}
     if old_prefix:
         for new, dest, _, _ in opts:
