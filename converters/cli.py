@@ -148,8 +148,9 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
 @click.option("--trusted-key", type=EXISTING_FILE, multiple=True, help="Refuse a .gpk not signed by this key.")
 @_model_io_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw the per-layer error: PLOT.png and PLOT.html.")
 def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, input_shapes,
-           input_values, state, class_axes, as_json):
+           input_values, state, class_axes, as_json, plot):
     """Compare ARTIFACT (.gpk, .tflite or QDQ .onnx) with its float ONNX model.
 
     Runs the artifact in the real LiteRT interpreter (onnxruntime for QDQ) and the reference in
@@ -162,14 +163,18 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
     Examples:
       ganglion verify model.gpk --reference model.onnx --data holdout.npz
       ganglion verify model.gpk --reference model.onnx --data holdout.npz --labels labels.npy --per-layer
+      ganglion verify model.gpk --reference model.onnx --data holdout.npz --plot layers   # layers.png/.html
       ganglion verify model.tflite --reference model.onnx --data holdout.npz --json
       ganglion verify det.gpk --reference det.onnx --data holdout.npz --class-axis none
     """
     from converters import api
-    report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer, fmt=fmt, limit=limit,
-                        preprocess=preprocess, trusted_keys=list(trusted_key) or None, progress=not as_json,
-                        input_shapes=dict(input_shapes), input_values=dict(input_values), state=state,
-                        class_axes=dict(class_axes))
+    report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer or bool(plot), fmt=fmt,
+                        limit=limit, preprocess=preprocess, trusted_keys=list(trusted_key) or None,
+                        progress=not as_json, input_shapes=dict(input_shapes), input_values=dict(input_values),
+                        state=state, class_axes=dict(class_axes))
+    if plot:
+        from converters.verify import plot as plotter
+        click.echo("wrote " + ", ".join(map(str, plotter.write(report, plot))), err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return

@@ -29,6 +29,12 @@ MANIFEST = "manifest.json"
 SIGNATURE = "signature"
 FORMAT_VERSION = 1
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+MAX_SMALL_BYTES = 16 * 1024 * 1024      # manifest.json and signature
+# Deflate reaches ~1030:1 on zeros; real model files compress a few times at most. Past this
+# ratio (on a member large enough to matter) the zip is a bomb, refused from its directory.
+MAX_RATIO, RATIO_FLOOR = 100, 16 * 1024 * 1024
+CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -93,9 +99,13 @@ def write(path: str | Path, manifest: dict, files: dict[str, bytes], private_key
     atomic_write(path, pack(manifest, files, private_key))
 
 
-def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifact:
-    """Open and fully verify an artifact. Raises ArtifactError / SignatureError."""
-    where = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+def read(source: str | Path | bytes, trusted_keys: list | None = None, *, where: str | None = None) -> Artifact:
+    """Open and fully verify an artifact. Raises ArtifactError / SignatureError.
+
+    Sizes come from the zip directory and are checked before anything is decompressed; each
+    member is then hashed as a stream that cannot yield more than its declared size. ``where``
+    names the source in errors (default: the path; pass the file name when giving bytes)."""
+    where = where or ("<bytes>" if isinstance(source, (bytes, bytearray)) else str(source))
     try:
         zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as exc:
@@ -105,18 +115,18 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifa
     with zf:
         infos = {i.filename: i for i in zf.infolist()}
         _check_members(infos, where)
-        manifest_bytes = _read_member(zf, MANIFEST, where)
+        manifest_bytes = _read_member(zf, MANIFEST, where)[0]
         manifest, expected = _parse_manifest(manifest_bytes, set(infos), where)
         signature = None
         if SIGNATURE in infos:
-            signature = _read_member(zf, SIGNATURE, where).decode("ascii", errors="replace")
+            signature = _read_member(zf, SIGNATURE, where)[0].decode("ascii", errors="replace")
         if trusted_keys:
             from firmware import keys
             keys.verify(trusted_keys, manifest_bytes, signature, where=where)
         files = {}
         for name, digest in expected.items():
-            data = _read_member(zf, name, where)
-            if sha256(data) != digest:
+            data, got = _read_member(zf, name, where, hashed=True)
+            if got != digest:
                 raise ArtifactError(f"member {name} does not match its sha256", where=where,
                                     code="artifact.hash", hint="the artifact was altered or corrupted")
             files[name] = data
@@ -124,10 +134,21 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None) -> Artifa
 
 
 def _check_members(infos: dict[str, zipfile.ZipInfo], where: str) -> None:
+    """Names and sizes, from the zip directory alone: nothing is decompressed yet."""
     for name, info in infos.items():
         _check_member_name(name, where)
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise ArtifactError(f"member {name} is too large ({info.file_size} bytes)", where=where)
+        limit = MAX_SMALL_BYTES if name in (MANIFEST, SIGNATURE) else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise ArtifactError(f"member {name} is too large ({info.file_size} bytes, limit {limit})",
+                                where=where, code="artifact.too_large")
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise ArtifactError(f"member {name} would inflate {info.compress_size} bytes to {info.file_size} "
+                                f"(more than {MAX_RATIO}:1): a zip bomb, not a model", where=where,
+                                code="artifact.too_large", hint="the file was not made by ganglion convert")
+    total = sum(i.file_size for i in infos.values())
+    if total > MAX_TOTAL_BYTES:
+        raise ArtifactError(f"members add up to {total} bytes (limit {MAX_TOTAL_BYTES})", where=where,
+                            code="artifact.too_large")
     if MANIFEST not in infos:
         raise ArtifactError("artifact has no manifest.json", where=where)
 
@@ -148,10 +169,18 @@ def _parse_manifest(manifest_bytes: bytes, members: set[str], where: str) -> tup
     return manifest, expected
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
-    """Read one member; a damaged entry (bad CRC, broken deflate stream) is an ArtifactError."""
+def _read_member(zf: zipfile.ZipFile, name: str, where: str, hashed: bool = False) -> tuple[bytes, str | None]:
+    """Read one member in chunks (sha256 as it streams when ``hashed``); the stream stops at the
+    size the directory declared and checks the CRC. A damaged entry is an ArtifactError."""
+    digest = hashlib.sha256() if hashed else None
+    parts = []
     try:
-        return zf.read(name)
+        with zf.open(name) as fh:
+            while chunk := fh.read(CHUNK):
+                if digest is not None:
+                    digest.update(chunk)
+                parts.append(chunk)
+        return b"".join(parts), digest.hexdigest() if digest is not None else None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError,
             RuntimeError) as exc:      # ValueError: bad offsets; RuntimeError: a flipped "encrypted" flag
         raise ArtifactError(f"member {name} is damaged: {exc}", where=where, code="artifact.damaged",

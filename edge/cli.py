@@ -14,7 +14,7 @@ import sys
 import click
 
 from edge import __version__
-from edge.errors import GanglionError
+from edge.errors import GanglionError, InputError
 
 # name -> ("module:attribute", one-line help shown by `ganglion --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,6 +80,12 @@ def cli():
       ganglion verify model.gpk --reference model.onnx --data holdout.npz --per-layer
       ganglion run --model model.gpk --broker mqtt://127.0.0.1:1883 --device-id cam1 --watch ./in
       ganglion telemetry watch --broker mqtt://127.0.0.1:1883
+
+    \b
+    Flags mean the same everywhere: --trusted-key PUB (what is read must be signed by it),
+    --signing-key KEY (signs what is written), --ca-file/--cert-file/--key-file (broker TLS),
+    --json (data as JSON). Exit codes: 0 ok, 2 usage, 3 input, 4 runtime, 5 firmware,
+    6 telemetry, 75 restart requested, 78 run cannot start (permanent). See docs/cli.md.
     """
 
 
@@ -97,10 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
+        return _click_exit_code(exc)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def _click_exit_code(exc: click.ClickException) -> int:
+    """click checks ``Path(exists=True)`` before a command runs and calls a missing file a usage
+    error (2); everywhere else a missing file is an input error (3), so it is 3 here too (docs/cli.md)."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.BadParameter) and isinstance(getattr(param, "type", None), click.Path) \
+            and "does not exist" in exc.format_message():
+        return InputError.exit_code
+    return exc.exit_code
 
 
 if __name__ == "__main__":

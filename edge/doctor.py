@@ -158,7 +158,13 @@ def report(delegate_paths=()) -> dict:
               help="Also try to load this external delegate library, as `ganglion run --delegate PATH` would "
                    "(repeatable). A path that cannot serve as a delegate is a problem line.")
 def doctor(as_json, delegates):
-    """Report interpreters, delegates and providers found on this machine."""
+    """Report interpreters, delegates and providers found on this machine.
+
+    \b
+    Examples:
+      ganglion doctor
+      ganglion doctor --delegate /usr/lib/libedgetpu.so.1 --json
+    """
     rep = report(delegates)
     if as_json:
         click.echo(json.dumps(rep, indent=2))

@@ -9,6 +9,23 @@
     ├── firmware.errors.*            bundle, signature, slot problems          (exit 5)
     └── TelemetryError               broker, spool, command problems           (exit 6)
 
+Exit codes -- one table for every command (docs/errors.md shows it to users):
+
+    0    success
+    1    unexpected error: a bug (GANGLION_DEBUG=1 shows the traceback; please report it)
+    2    usage: bad flags or config                 UsageError
+    3    input: a file or data is wrong (missing, corrupt, unsigned, wrong shape)   InputError
+    4    runtime: interpreter, delegate, provider or worker failed (may pass)       RuntimeBackendError
+    5    firmware: bundle, signature or slot        firmware.errors.FirmwareError
+    6    telemetry: broker, spool, command (may pass)                              TelemetryError
+    75   restart requested (firmware OTA, trial revert): systemd restarts at once
+    78   `ganglion run` could not start and restarting will not help (a permanent 2/3/5:
+         missing model, bad signature, bad config); the unit's RestartPreventExitStatus
+    130  interrupted (Ctrl-C)
+
+``permanent`` says whether retrying the same command can help: usage, input and firmware
+errors are permanent, runtime and telemetry ones are not.
+
 Every error carries a stable ``code`` (dotted, e.g. ``convert.unsupported_op``) so scripts and
 tests can match on it, ``where`` (a file, a node, a topic) and a ``hint`` that says how to fix it.
 The CLI (``edge.cli``) prints one readable message and exits with ``exit_code``; no traceback
@@ -17,11 +34,21 @@ unless ``GANGLION_DEBUG=1``. Library code raises these instead of using ``assert
 from __future__ import annotations
 
 
+EXIT_RESTART = 75          # sysexits EX_TEMPFAIL
+EXIT_PERMANENT = 78        # sysexits EX_CONFIG
+EXIT_CODES = {0: "success", 1: "unexpected error (a bug)", 2: "usage: bad flags or config",
+              3: "input: a file or data is wrong", 4: "runtime: interpreter, delegate or worker failed",
+              5: "firmware: bundle, signature or slot", 6: "telemetry: broker, spool or command",
+              EXIT_RESTART: "restart requested (firmware OTA / revert)",
+              EXIT_PERMANENT: "ganglion run cannot start, restarting will not help", 130: "interrupted"}
+
+
 class GanglionError(Exception):
-    """Base class. Subclasses set ``code`` and ``exit_code``; instances add where/hint."""
+    """Base class. Subclasses set ``code``, ``exit_code`` and ``permanent``; instances add where/hint."""
 
     code = "ganglion.error"
     exit_code = 1
+    permanent = False
 
     def __init__(self, message: str, *, where: str | None = None, hint: str | None = None,
                  code: str | None = None):
@@ -49,11 +76,13 @@ class GanglionError(Exception):
 class UsageError(GanglionError):
     code = "usage"
     exit_code = 2
+    permanent = True
 
 
 class InputError(GanglionError):
     code = "input"
     exit_code = 3
+    permanent = True
 
 
 class ArtifactError(InputError):
@@ -68,3 +97,21 @@ class RuntimeBackendError(GanglionError):
 class TelemetryError(GanglionError):
     code = "telemetry"
     exit_code = 6
+
+
+# code prefix -> (exit code, permanent) for errors that crossed a process boundary as a dict
+_BY_PREFIX = {"usage": UsageError, "input": InputError, "artifact": InputError, "runtime": RuntimeBackendError,
+              "telemetry": TelemetryError}
+_FIRMWARE_PREFIXES = ("firmware", "signature", "keys")
+
+
+def error_from_dict(d: dict, default: type[GanglionError] = RuntimeBackendError) -> GanglionError:
+    """Rebuild a typed error from ``to_dict()`` output (a worker's report): the class, and so the
+    exit code, follows the code's first part, so a bad signature stays permanent across the pipe."""
+    code = d.get("code") or default.code
+    head = code.split(".", 1)[0]
+    cls = _BY_PREFIX.get(head, default)
+    err = cls(d.get("message") or "failed", where=d.get("where"), hint=d.get("hint"), code=code)
+    if head in _FIRMWARE_PREFIXES:           # firmware.errors sits above edge: mirror its class facts
+        err.exit_code, err.permanent = 5, True
+    return err

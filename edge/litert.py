@@ -6,7 +6,12 @@ the first interpreter it builds). Everything in Ganglion builds interpreters thr
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -32,6 +37,34 @@ class LiteRT:
 
 
 _found: LiteRT | None = None
+# Native INFO lines LiteRT writes straight to fd 2 (its minimal logger; no environment variable
+# turns it off: TF_CPP_MIN_LOG_LEVEL=3 was tried, before and after the import). Dropped; any
+# other native output is passed on.
+NATIVE_NOISE = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+_fd_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_info():
+    """Capture fd 2 around native calls and write back everything but ``NATIVE_NOISE`` lines."""
+    try:
+        fd = sys.stderr.fileno() if sys.stderr is not None else 2
+    except (AttributeError, ValueError, OSError):      # a stream without a descriptor (pytest capture)
+        fd = 2
+    with _fd_lock, tempfile.TemporaryFile() as sink:
+        sys.stderr and sys.stderr.flush()
+        saved = os.dup(fd)
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().splitlines(keepends=True)
+                    if not line.rstrip().startswith(NATIVE_NOISE)]
+            if kept:
+                os.write(fd, b"".join(kept))
 
 
 def find_litert() -> LiteRT:
@@ -73,8 +106,9 @@ def make_interpreter(model: bytes | str, *, num_threads: int | None = None,
     if not use_xnnpack:
         kwargs["experimental_op_resolver_type"] = lite.module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interp = lite.module.Interpreter(**kwargs)
-        interp.allocate_tensors()
+        with quiet_native_info():
+            interp = lite.module.Interpreter(**kwargs)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise RuntimeBackendError(f"LiteRT could not load the model: {exc}",
                                   code="runtime.model_load",

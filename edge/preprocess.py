@@ -124,14 +124,3 @@ def _raw_pixels(img, shape: tuple[int, ...]) -> np.ndarray:
     img = _resize(img.convert("L" if c == 1 else "RGB"), h, w, "stretch")
     hwc = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
     return np.ascontiguousarray((hwc.transpose(2, 0, 1) if nchw else hwc)[None])
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """.npy bytes -> array, never unpickling objects."""
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"not a readable .npy array: {exc}", code="input.npy") from exc
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        raise InputError("the .npy holds no numeric array", code="input.npy")
-    return arr

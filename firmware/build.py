@@ -47,8 +47,8 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     private = key if not isinstance(key, (str, Path)) else keys.load_private(key)
     gpk_path = Path(artifact)
     try:
-        gpk = read_artifact(gpk_path, trusted_keys=[keys.load_public(artifact_trust)]
-                            if artifact_trust else None)
+        trusted = [artifact_trust] if isinstance(artifact_trust, (str, Path)) else artifact_trust
+        gpk = read_artifact(gpk_path, trusted_keys=keys.load_publics(trusted) if trusted else None)
     except GanglionError as exc:
         raise BuildError(f"artifact rejected: {exc.message}", where=str(gpk_path), code="firmware.artifact",
                          hint=exc.hint) from exc

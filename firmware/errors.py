@@ -5,6 +5,7 @@ from edge.errors import GanglionError
 class FirmwareError(GanglionError):
     code = "firmware"
     exit_code = 5
+    permanent = True
 
 
 class SignatureError(FirmwareError):

@@ -23,7 +23,9 @@ import ctypes
 import hashlib
 import json
 import os
+import platform
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 
@@ -38,7 +40,8 @@ INSTALLED = "installed.json"
 
 
 def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None = None,
-            progress=None, verified: BundleManifest | None = None, max_boots: int | None = None) -> dict:
+            progress=None, verified: BundleManifest | None = None, max_boots: int | None = None,
+            cross: bool = False) -> dict:
     """Install ``bundle`` into the inactive slot under ``root``; returns what was done.
 
     ``verified``: the manifest a caller's own ``verify(bundle, trusted)`` returned (OTA verifies
@@ -46,15 +49,36 @@ def install(bundle, root, trusted, force: bool = False, *, layout: Layout | None
     members are re-hashed against it while they are staged, so a bundle changed since is refused.
     ``max_boots``: trial starts the new slot gets to validate (1..10; default: the board's
     ``[slots] max_boots``, else 3), stored with the slot for ``boot``. ``layout``: default, the
-    one the root was installed with (``rootboard.resolve``)."""
+    one the root was installed with (``rootboard.resolve``). ``cross``: the root belongs to another
+    machine (an SD card or sysroot prepared here), so the bundle's architecture and Python are not
+    checked against this one; otherwise a mismatch is refused before anything is written."""
     say = progress or (lambda step, detail=None: None)
     layout = layout or rootboard.resolve(root)
     bound = check_max_boots(max_boots if max_boots is not None else layout.max_boots)
     say("verify", str(bundle))
     manifest = verified or verify(bundle, trusted)
+    if not cross:
+        check_machine(manifest, where=str(bundle))
     say("verified", len(manifest.members))
     with layout.lock():
         return _apply(bundle, manifest, layout, force, say, bound)
+
+
+def check_machine(manifest: BundleManifest, *, where: str) -> None:
+    """The bundle's wheels are built for one architecture and Python: on another they unpack fine
+    and then fail the self-test, which marks the version failed for good. Refuse up front."""
+    machine, python = platform.machine(), f"{sys.version_info.major}.{sys.version_info.minor}"
+    want_arch, want_py = manifest.data.get("architecture"), manifest.data.get("python")
+    problems = []
+    if want_arch and want_arch != machine:
+        problems.append(f"architecture {want_arch} (this machine: {machine})")
+    if want_py and want_py != python:
+        problems.append(f"Python {want_py} (this machine runs {python})")
+    if problems:
+        raise InstallError(f"bundle for board {manifest.board!r} needs {' and '.join(problems)}", where=where,
+                           code="firmware.wrong_machine",
+                           hint="build the bundle for this machine's board, or pass --cross when the root "
+                                "is an SD card or sysroot for another machine")
 
 
 def check_max_boots(value) -> int | None:

@@ -154,3 +154,28 @@ def _revert(root, layout: Layout, reason: str, cls: str) -> dict:
         return revert(root, reason, mark_failed=True, failure_class=cls, layout=layout)
     except SlotError as exc:
         return {"error": exc.to_dict()}
+
+
+def render(report: dict) -> str:
+    """The validation report as lines a person reads (``firmware validate`` without --json)."""
+    head = f"slot {report.get('slot')} ({report.get('version')})"
+    checks = [f"  {name}: {text}" for name, text in report.get("checks", {}).items()]
+    if report.get("ok"):
+        return "\n".join([f"{head} is valid" + (" (it already was)" if report.get("already_valid") else ""),
+                          *checks])
+    lines = [f"{head} FAILED the {report.get('failed_check')} check ({report.get('failure_class')}): "
+             f"{report.get('reason')}", *checks]
+    rev = report.get("revert") or {}
+    if "error" in rev:
+        lines.append(f"  could not revert: {rev['error'].get('message')}")
+        if rev["error"].get("hint"):
+            lines.append(f"  hint: {rev['error']['hint']}")
+        return "\n".join(lines)
+    lines.append(f"  reverted from slot {rev.get('from')} to slot {rev.get('to')} ({rev.get('version')})")
+    failure = rev.get("failure") or {}
+    if failure.get("blacklisted"):
+        lines.append(f"  version {report.get('version')} is refused from now on (install --force to retry it)")
+    elif failure:
+        lines.append(f"  version {report.get('version')} may be installed again "
+                     f"({failure.get('count')} of {failure.get('max_retries')} tries used)")
+    return "\n".join(lines)

@@ -115,15 +115,41 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
         arr = np.asarray(feeds[spec.name])
         if arr.ndim == len(spec.shape) - 1:
             arr = arr[None]                                   # one sample without its batch axis
-        if arr.ndim != len(spec.shape) or _mismatch(arr.shape[1:], spec.sample_shape):
-            raise InputError(f"input {spec.name!r} has shape {list(arr.shape)}, expected "
-                             f"[N, {', '.join(map(str, spec.sample_shape))}]", where=spec.name,
-                             code="input.shape")
+        check_shape(spec, arr.shape)
         if batch is not None and arr.shape[0] != batch:
             raise InputError("inputs disagree on the batch size", where=spec.name, code="input.batch")
         batch = arr.shape[0]
+        _check_finite(arr, spec)
         out[spec.name] = _to_dtype(arr, spec)
+        if out[spec.name].dtype.kind == "f" and out[spec.name].dtype != arr.dtype:
+            _check_finite(out[spec.name], spec)                # float64 1e300 is inf in float32
     return out, int(batch or 0)
+
+
+def _check_finite(arr: np.ndarray, spec: TensorSpec) -> None:
+    """NaN/inf would be quantized to an arbitrary integer (or run) and answered with confidence."""
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(arr).all()
+        if not finite:
+            raise InputError(f"input {spec.name!r} holds NaN or infinite values", where=spec.name,
+                             code="input.not_finite", hint="send finite numbers only")
+
+
+def check_shape(spec: TensorSpec, shape: tuple) -> None:
+    """A (batched) shape against an input spec: rank, per-sample dims, and at least one element.
+
+    Used on feeds and, before anything is allocated, on the shape an .npy header declares."""
+    shape = tuple(shape)
+    if len(shape) == len(spec.shape) - 1:
+        shape = (1, *shape)
+    if len(shape) != len(spec.shape) or _mismatch(shape[1:], spec.sample_shape):
+        raise InputError(f"input {spec.name!r} has shape {list(shape)}, expected "
+                         f"[N, {', '.join(map(str, spec.sample_shape))}]", where=spec.name,
+                         code="input.shape")
+    if 0 in shape:
+        raise InputError(f"input {spec.name!r} is empty (shape {list(shape)})", where=spec.name,
+                         code="input.empty", hint="send at least one sample")
 
 
 def _mismatch(got: tuple, want: tuple) -> bool:
@@ -150,7 +176,8 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind in "iu":
             raise InputError(f"input {spec.name!r} is float but the model wants {spec.dtype} "
                              "without quantization parameters", where=spec.name, code="input.dtype")
-        return np.ascontiguousarray(arr.astype(spec.dtype))
+        with np.errstate(over="ignore", invalid="ignore"):     # out-of-range floats: caught as not finite
+            return np.ascontiguousarray(arr.astype(spec.dtype))
     raise InputError(f"input {spec.name!r} has dtype {arr.dtype}, expected {spec.dtype}",
                      where=spec.name, code="input.dtype")
 

@@ -1,7 +1,9 @@
 """``open_backend``: the one door from a model file to a running backend.
 
 Accepts a ``.gpk`` artifact (verified by ``edge.artifact.read``: every member's sha256, and the
-signature when trusted keys are configured), a bare ``.tflite`` or a bare ``.onnx``. For an
+signature when trusted keys are configured), a bare ``.tflite`` or a bare ``.onnx`` (refused when
+trusted keys are configured: a bare file has no signature, and a trusted key means nothing
+unsigned runs). For an
 artifact the model format comes from, in order: an explicit ``backend``, the board's backend,
 then what is installed here (LiteRT first: it is the device default).
 """
@@ -40,6 +42,7 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
         backend = backend or _default_backend(art)
         model = art.model_bytes(FORMAT_OF_BACKEND.get(backend, "tflite"))
     elif path.suffix in BACKEND_OF_SUFFIX:
+        refuse_unsigned(path, trusted_keys)
         backend = BACKEND_OF_SUFFIX[path.suffix] if backend in (None, "auto") else backend
         if BACKEND_OF_SUFFIX[path.suffix] != backend:
             raise UsageError(f"a {path.suffix} file cannot run on the {backend} backend", where=str(path),
@@ -53,6 +56,16 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
     result.manifest = manifest
     result.source = str(path)
     return result
+
+
+def refuse_unsigned(path: Path, trusted_keys) -> None:
+    """A trusted key means nothing unsigned runs: a bare .tflite/.onnx carries no signature."""
+    if trusted_keys:
+        raise InputError(f"{path.name} is a bare {path.suffix} file, but trusted keys are configured and "
+                         "only a signed .gpk can prove where a model came from", where=str(path),
+                         code="artifact.unsigned",
+                         hint="convert and sign it: ganglion convert model.onnx -o model.gpk --key signer.key"
+                              " (or remove the trusted keys to run unsigned models)")
 
 
 def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu_fallback, engine_cache_dir,

@@ -24,6 +24,7 @@ import numpy as np
 from edge.backends.base import check_feeds
 from edge.daemon import sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
+from edge.daemon.broker_watch import broker_state
 from edge.daemon.config import DaemonConfig
 from edge.daemon.decode import decode_payload, frame_feeds, to_feeds
 from edge.daemon.messages import Job, Request, Result, error_dict
@@ -49,8 +50,10 @@ def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dic
 
 class Daemon:
     def __init__(self, cfg: DaemonConfig, *, telemetry=None, outbox=None, log_stream=None,
-                 factory: str | None = None, factory_args: dict | None = None):
-        self.cfg, self.telemetry = cfg, telemetry
+                 factory: str | None = None, factory_args: dict | None = None, dry_run: bool = False):
+        """``dry_run``: build the tree to describe it; sources and sinks check their paths and
+        create nothing (``ganglion run --dry-run``)."""
+        self.cfg, self.telemetry, self.dry_run = cfg, telemetry, dry_run
         self.outbox = outbox or FanOut(telemetry, LogOutbox(log_stream))
         self.recent_events: deque[dict] = deque(maxlen=100)
         self.stop_event = threading.Event()
@@ -61,8 +64,8 @@ class Daemon:
         self.requests = RequestQueue(cfg.batch.queue_size, on_drop=lambda req: self.metrics.count("dropped"))
         self.metrics = Metrics(pids=lambda: self.pool.pids(), queue_depth=lambda: len(self.requests),
                                thermal_path=_thermal_path(cfg.board))
-        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name)
-                 for s in cfg.sinks]
+        sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name,
+                           dry_run=dry_run) for s in cfg.sinks]
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
@@ -73,7 +76,7 @@ class Daemon:
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.pool.backlog, self.pool.nudge = self.requests.__len__, self.requests.wake_all
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
-                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps)
+                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)
                         for s in cfg.sources]
         self.root, self.workers_sup = tree.build(self)
 
@@ -250,15 +253,34 @@ class Daemon:
 
     def report_metrics(self) -> None:
         """One metrics record (every interval, and a last one at shutdown)."""
-        self.outbox.record("metrics", {"model": self.model_name, **self.metrics.snapshot()})
+        info = self.pool.info
+        self.outbox.record("metrics", {"model": self.model_name, "model_version": info.model_version if info else None,
+                                       **self.metrics.snapshot()})
 
     def status(self) -> dict:
         info = self.pool.info
-        return {"state": "online", "model": self.model_name, "model_path": self.cfg.model.path,
-                "backend": info.backend if info else None, "workers": self.cfg.workers.count,
-                "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
-                "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
-                "inputs": [s.to_dict() for s in info.inputs] if info else []}
+        doc = {"state": "online", "model": self.model_name, "model_version": info.model_version if info else None,
+               "model_path": self.cfg.model.path,
+               "backend": info.backend if info else None, "workers": self.cfg.workers.count,
+               "worker_pids": self.pool.pids(), "ready_s": round(self.ready_s or 0, 3),
+               "restarts": self.metrics.totals["restarts"], "board": self.cfg.board,
+               "inputs": [s.to_dict() for s in info.inputs] if info else []}
+        if self.telemetry is not None:       # url and state only: status is re-sent when it changes
+            doc["broker"] = {k: v for k, v in broker_state(self).items() if k in ("url", "connected")}
+        return doc
+
+    def start_line(self) -> str:
+        """The one readable line ``ganglion run`` prints once ready: what goes in, what comes out."""
+        info = self.pool.info
+        version = f" {info.model_version}" if info and info.model_version else ""
+        ins = ", ".join(s.name for s in self.sources) or "no sources (commands and the API only)"
+        outs = ", ".join(s.path or s.kind for s in self.cfg.sinks) or "no sinks"
+        line = (f"ready in {self.ready_s or 0:.1f} s -- {ins} -> {outs}; model {self.model_name}{version} "
+                f"({info.backend if info else '?'}, {self.cfg.workers.count} worker(s))")
+        if self.telemetry is not None:
+            b = broker_state(self)
+            line += f"; broker {b['url']} as {self.cfg.device_id} ({'connected' if b['connected'] else 'not connected yet'})"
+        return line
 
 
 def _left(deadline: float | None) -> float | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from edge.errors import GanglionError, InputError, UsageError
+from edge.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
+from edge.vocab import broker_tls, json_flag, trusted_keys
 
 
 def _abs(p: str | None) -> str | None:
@@ -53,6 +54,12 @@ def build_config(config: str | None, flags: dict):
     tel = table.setdefault("telemetry", {})
     if flags.get("broker"):
         tel["broker"] = flags["broker"]
+    for key in ("ca_file", "cert_file", "key_file"):
+        if flags.get(key):
+            tel[key] = _abs(flags[key])
+    for key in ("username", "password"):
+        if flags.get(key) is not None:
+            tel[key] = flags[key]
     if flags.get("spool"):
         tel["spool"] = _abs(flags["spool"])
     sources = list(table.get("sources") or [])
@@ -119,6 +126,7 @@ def default_spool(device_id: str) -> str:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file (see docs/daemon.md).")
 @click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
 @click.option("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, results).")
+@broker_tls
 @click.option("--device-id", help="Device id: one MQTT topic level.")
 @click.option("--watch", multiple=True, help="Watched folder (repeatable); files move to done/ or failed/.")
 @click.option("--replay", multiple=True, help=".npy/.npz file of samples to replay (repeatable).")
@@ -132,7 +140,8 @@ def default_spool(device_id: str) -> str:
 @click.option("--threads", type=int, help="Interpreter threads per worker.")
 @click.option("--delegate", help="External delegate library path (e.g. libedgetpu.so.1).")
 @click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
-@click.option("--trusted-key", multiple=True, help="Public key (.pub); artifacts must be signed by one.")
+@trusted_keys("Public key (.pub); the model must be a .gpk signed by one of these (repeatable). "
+              "A bare .tflite/.onnx is then refused.", old=())
 @click.option("--workers", type=int, help="Model worker processes.")
 @click.option("--isolation", type=click.Choice(["process", "thread"]),
               help="Workers as processes (default: a crash costs one restart) or threads in the daemon "
@@ -143,15 +152,68 @@ def default_spool(device_id: str) -> str:
 @click.option("--spool", help="Telemetry spool (SQLite) path.")
 @click.option("--firmware-root", help="Run the active A/B firmware slot under this root (model, config, "
                                      "wheels from the slot; validated on a trial boot; OTA over MQTT).")
-@click.option("--firmware-key", multiple=True,
-              help="Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
-                   "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).")
-@click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit.")
+@trusted_keys("Public key (.pub) that signs firmware bundles: re-checked when a trial slot is validated, "
+              "required for OTA (deploy-firmware). Not the same as --trusted-key (model artifacts).",
+              flag="--firmware-trusted-key", dest="firmware_key", old=("--firmware-key",))
+@click.option("--dry-run", is_flag=True, help="Print the supervision tree and exit (checks paths, writes nothing).")
+@click.option("--write-config", "write_config", type=click.Path(dir_okay=False),
+              help="Write a commented starter daemon.toml to this path and exit (never overwrites).")
 @click.option("--print-systemd-unit", is_flag=True, help="Print a systemd unit (Type=notify, WatchdogSec) and exit.")
 @click.option("--watchdog-sec", type=int, default=30, show_default=True, help="WatchdogSec for the printed unit.")
-def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flags):
-    """Run the supervised inference daemon."""
+def run(config, dry_run, write_config, print_systemd_unit, watchdog_sec, firmware_root, **flags):
+    """Run the supervised inference daemon.
+
+    \b
+    Examples:
+      ganglion run --model digits.gpk --watch ./in --jsonl results.jsonl
+      ganglion run --model digits.gpk --trusted-key signer.key.pub --broker mqtt://127.0.0.1:1883 \\
+          --device-id cam1 --mqtt-input ganglion/v1/cam1/in
+      ganglion run --write-config daemon.toml && ganglion run --config daemon.toml --dry-run
+      ganglion run --config daemon.toml --print-systemd-unit > ganglion.service
+    \b
+    Defaults: 1 worker process, greedy batches of <= 8, queue 64, metrics every 10 s, results to
+    stdout (to MQTT with --broker). Exit codes: docs/cli.md (78: cannot start, do not restart).
+    """
+    if write_config:
+        write_starter_config(write_config)
+        click.echo(f"wrote {write_config}; set [model] path, then: ganglion run --config {write_config} --dry-run")
+        return
+    try:
+        _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags)
+    except GanglionError as exc:
+        if exc.permanent and not (dry_run or print_systemd_unit):
+            # systemd must not restart forever on a missing model or a bad signature: its own
+            # code, named in the unit's RestartPreventExitStatus (edge/errors.py: exit codes)
+            exc.exit_code = EXIT_PERMANENT
+        raise
+
+
+STARTER_CONFIG = Path(__file__).with_name("daemon.example.toml")
+
+
+def write_starter_config(path: str) -> None:
+    """The shipped, commented example config, written where the user asks (never over a file)."""
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(STARTER_CONFIG.read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise UsageError(f"{path} exists; not overwriting it", where=path, code="usage.config",
+                         hint="choose another path or remove the file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}", where=path, code="usage.config") from exc
+
+
+def _check_model(cfg):
+    if not Path(cfg.model.path).is_file():
+        raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found",
+                         hint="pass --model FILE (.gpk, .tflite or .onnx) or set [model] path in the config")
+    return cfg
+
+
+def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags):
     if print_systemd_unit:
+        if not firmware_root:                     # the slot brings the model; otherwise it must be here
+            _check_model(build_config(config, flags))
         args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
         from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
@@ -165,13 +227,11 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
             flags["model"] = flags.get("model") or model
             config = config or slot_config
             firmware_hook.use_site(slot)
-    cfg = build_config(config, flags)
-    if not Path(cfg.model.path).is_file():
-        raise InputError(f"model file not found: {cfg.model.path}", where="model.path", code="input.not_found")
+    cfg = _check_model(build_config(config, flags))
     from edge.daemon.app import Daemon
     from edge.daemon import tree
     if dry_run:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, dry_run=True)
         click.echo(tree.describe(daemon))
         return
     telemetry = make_telemetry(cfg)
@@ -188,7 +248,7 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
             firmware_hook.register_ota(daemon, telemetry, firmware_root)
         on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
     try:
-        code = daemon.run(on_ready)
+        code = daemon.run(_announce(on_ready))
     except GanglionError as exc:                  # start-up failed (model, workers): not yet running
         from edge.daemon import firmware_hook
         if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
@@ -198,19 +258,36 @@ def run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, **flag
         raise SystemExit(code)
 
 
+def _announce(on_ready):
+    """Print the readable start line once the model is loaded, then run ``on_ready`` (firmware)."""
+    from edge.daemon.broker_watch import console
+
+    def ready(daemon) -> int:
+        console(daemon.start_line())
+        return on_ready(daemon) if on_ready is not None else 0
+    return ready
+
+
 @click.command("bench")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--runs", type=int, default=200, show_default=True)
-@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per thread count.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts to compare.")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Samples per run.")
 @click.option("--backend", type=click.Choice(["litert", "onnxruntime"]))
 @click.option("--board", help="Board name (its threads/delegate/backend apply unless overridden).")
 @click.option("--delegate", help="External delegate library path.")
-@click.option("--allow-cpu-fallback", is_flag=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
+@json_flag("Print JSON instead of the table.")
 def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_cpu_fallback, as_json):
-    """Device-side latency benchmark of an artifact: warmup, N runs, p50/p95/p99 per thread count."""
+    """Device-side latency benchmark of an artifact: warmup, N runs, p50/p95/p99 per thread count.
+
+    \b
+    Examples:
+      ganglion bench digits.gpk --threads 1,2,4
+      ganglion bench model.onnx --batch 8 --runs 500 --json
+      ganglion bench digits.gpk --board coral-devboard --delegate libedgetpu.so.1
+    """
     from edge.daemon.benchmark import bench_model
     try:
         counts = [int(t) for t in threads.split(",") if t.strip()]
@@ -224,7 +301,6 @@ def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_c
     if as_json:
         click.echo(json.dumps({"model": model, "results": rows}, indent=2))
         return
-    click.echo(json.dumps({"model": model, "results": rows}))
     head = f"{'backend':<12}{'threads':>8}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'inf/s':>10}"
     click.echo(head)
     for r in rows:

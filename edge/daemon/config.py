@@ -19,6 +19,7 @@ Every key is checked: an unknown key (a typo), a wrong type or an out-of-range v
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -119,17 +120,26 @@ class DaemonConfig:
         if not self.model.path:
             raise UsageError("no model given", where="model.path", code="usage.config",
                              hint="pass --model FILE or set [model] path in the config")
-        rules = [(self.workers.count >= 1, "workers.count", ">= 1"),
-                 (self.workers.max_restarts >= 0, "workers.max_restarts", ">= 0"),
-                 (self.workers.period_s > 0, "workers.period_s", "> 0"),
-                 (self.workers.request_timeout_s >= 0, "workers.request_timeout_s", ">= 0"),
-                 (self.workers.start_method in ("spawn", "forkserver", "fork"), "workers.start_method",
+        # Bounds keep a command (config.set) from spinning the daemon: a 1e-9 s metrics interval
+        # is a busy loop that floods the spool, not a setting.
+        w, b = self.workers, self.batch
+        rules = [(1 <= w.count <= 64, "workers.count", "1..64"),
+                 (0 <= w.max_restarts <= 1000, "workers.max_restarts", "0..1000"),
+                 (0.1 <= w.period_s <= 86400, "workers.period_s", "0.1..86400"),
+                 (0.1 <= w.shutdown_s <= 600, "workers.shutdown_s", "0.1..600"),
+                 (0 <= w.request_timeout_s <= 3600, "workers.request_timeout_s", "0..3600 (0: never)"),
+                 (w.start_method in ("spawn", "forkserver", "fork"), "workers.start_method",
                   "spawn, forkserver or fork"),
-                 (self.workers.isolation in ("process", "thread"), "workers.isolation", "process or thread"),
-                 (1 <= self.batch.max_batch <= 1024, "batch.max_batch", "1..1024"),
-                 (self.batch.budget_ms >= 0, "batch.budget_ms", ">= 0"),
-                 (self.batch.queue_size >= 1, "batch.queue_size", ">= 1"),
-                 (self.metrics.interval_s > 0, "metrics.interval_s", "> 0")]
+                 (w.isolation in ("process", "thread"), "workers.isolation", "process or thread"),
+                 (0 <= self.supervisor.max_restarts <= 1000, "supervisor.max_restarts", "0..1000"),
+                 (0.1 <= self.supervisor.period_s <= 86400, "supervisor.period_s", "0.1..86400"),
+                 (1 <= b.max_batch <= 1024, "batch.max_batch", "1..1024"),
+                 (0 <= b.budget_ms <= 10_000, "batch.budget_ms", "0..10000"),
+                 (1 <= b.queue_size <= 100_000, "batch.queue_size", "1..100000"),
+                 (0.1 <= self.metrics.interval_s <= 86400, "metrics.interval_s", "0.1..86400"),
+                 (0 <= self.watchdog_s <= 3600, "watchdog_s", "0..3600 (0: from systemd)")]
+        rules += [(0 <= s.rate_hz <= 10_000 and 0 <= s.fps <= 1000, f"sources[{i}]",
+                   "rate_hz 0..10000 and fps 0..1000") for i, s in enumerate(self.sources)]
         for ok, key, want in rules:
             if not ok:
                 raise UsageError(f"{key} must be {want}", where=key, code="usage.config")
@@ -159,16 +169,16 @@ def from_dict(table: dict, *, where: str = "config", base: Path | None = None) -
     return _resolve_paths(cfg, base) if base else cfg
 
 
-def replace(cfg: DaemonConfig, dotted: str, value) -> DaemonConfig:
+def replace(cfg: DaemonConfig, dotted: str, value, _prefix: str = "") -> DaemonConfig:
     """``config set model.threads 4``: a new config with one key changed, type-checked."""
     head, _, rest = dotted.partition(".")
     names = {f.name: f for f in dataclasses.fields(cfg)}
     if head not in names:
-        raise UsageError(f"unknown config key {dotted!r}", where=dotted, code="usage.config",
+        raise UsageError(f"unknown config key {_prefix + dotted!r}", where=_prefix + dotted, code="usage.config",
                          hint=f"known: {', '.join(sorted(names))}")
     if rest and dataclasses.is_dataclass(getattr(cfg, head)):
-        return dataclasses.replace(cfg, **{head: replace(getattr(cfg, head), rest, value)})
-    return dataclasses.replace(cfg, **{head: _coerce(names[head].type, value, dotted, type(cfg))})
+        return dataclasses.replace(cfg, **{head: replace(getattr(cfg, head), rest, value, f"{_prefix}{head}.")})
+    return dataclasses.replace(cfg, **{head: _coerce(names[head].type, value, _prefix + dotted, type(cfg))})
 
 
 def _build(cls, table, prefix: str):
@@ -214,8 +224,9 @@ def _as(tp, value, key: str):
     if tp is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _bad(key, "an integer", value)
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok else _bad(key, "a number", value)
+        number = float(min(max(value, -1e308), 1e308)) if isinstance(value, int) else value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(number)
+        return float(number) if ok else _bad(key, "a finite number", value)
     if tp is str:
         return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else _bad(
             key, "a string", value)

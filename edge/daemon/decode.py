@@ -1,6 +1,7 @@
 """Bytes from a source -> model feeds (one sample). Formats are sniffed, never guessed by name alone.
 
-    .npy       magic b"\\x93NUMPY"; loaded with allow_pickle=False
+    .npy       magic b"\\x93NUMPY"; header checked before any allocation (edge/npyfile.py)
+    .npz       zip magic; sizes from the zip directory, members streamed with bounds (edge/npyfile.py)
     PNG/JPEG   magic bytes; decoded and preprocessed per the manifest (edge.preprocess)
     JSON       {"inputs": {name: nested list}} or {"input": [...]} or a bare nested list
     raw        exactly the byte size of the (single) input tensor, in its dtype, C order
@@ -14,17 +15,21 @@ import json
 
 import numpy as np
 
-from edge import preprocess
+from edge import npyfile, preprocess
+from edge.backends.base import check_shape
 from edge.errors import InputError
 
 MAX_PAYLOAD = 64 * 2**20
+MAX_JSON = 8 * 2**20          # a JSON list costs ~30x its text in Python objects before numpy sees it
 
 
 def decode_payload(data: bytes, info) -> dict[str, np.ndarray]:
     if len(data) > MAX_PAYLOAD:
         raise InputError(f"payload is too large ({len(data)} bytes)", code="input.too_large")
     if data.startswith(preprocess.NPY_MAGIC):
-        return to_feeds(preprocess.load_npy(data), info)
+        return to_feeds(npyfile.read_npy(data, max_bytes=MAX_PAYLOAD, expect=expect_shapes(info)), info)
+    if data.startswith(npyfile.ZIP_MAGIC):
+        return npyfile.read_npz(data, max_bytes=MAX_PAYLOAD, expect=expect_shapes(info))
     if preprocess.is_image(data):
         return image_feeds(data, info)
     head = data[:1].strip() or data.lstrip()[:1]
@@ -45,7 +50,22 @@ def frame_feeds(image, info) -> dict[str, np.ndarray]:
     return {spec.name: preprocess.image_to_tensor(image, _concrete(spec.shape), info.preprocess, spec.dtype)}
 
 
+def expect_shapes(info):
+    """``expect(name, shape)`` for npyfile: a declared shape against the model input it feeds
+    (unknown names pass: ``check_feeds`` reports every name problem at once)."""
+    specs = {s.name: s for s in info.inputs}
+
+    def expect(name: str, shape: tuple) -> None:
+        spec = specs.get(name) or (info.inputs[0] if len(info.inputs) == 1 else None)
+        if spec is not None:
+            check_shape(spec, shape)
+    return expect
+
+
 def json_feeds(data: bytes, info) -> dict[str, np.ndarray]:
+    if len(data) > MAX_JSON:
+        raise InputError(f"JSON payload is too large ({len(data)} bytes, limit {MAX_JSON})",
+                         code="input.too_large", hint="send .npy or raw bytes for large tensors")
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:      # RecursionError: "[[[[...]]]]" nested too deep

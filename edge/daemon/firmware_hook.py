@@ -34,9 +34,8 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.errors import GanglionError, InputError
+from edge.errors import EXIT_RESTART, GanglionError, InputError   # EXIT_RESTART: 75, "start me again"
 
-EXIT_RESTART = 75        # EX_TEMPFAIL: "start me again"; the printed unit restarts on it
 log = logging.getLogger("ganglion.daemon.firmware")
 
 

@@ -37,7 +37,7 @@ from edge.daemon import wire
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
 from edge.daemon.shm import SLOTS, Outbound
 from edge.daemon.worker import WorkerSpec, main as worker_main
-from edge.errors import GanglionError, RuntimeBackendError
+from edge.errors import GanglionError, error_from_dict
 from edge.supervisor import ProcessChild
 
 MAX_ATTEMPTS = 2
@@ -56,6 +56,7 @@ class ModelInfo:
         self.preprocess = header.get("preprocess") or {}
         self.labels = header.get("labels") or []
         self.model_name = header.get("model_name")
+        self.model_version = header.get("model_version")
 
 
 class WorkerPool:
@@ -419,10 +420,11 @@ def _samples(req) -> int:
     return next(iter(req.feeds.values())).shape[0] if req.feeds else 1
 
 
-def fatal_error(pool: WorkerPool) -> RuntimeBackendError | None:
-    """The worker's own report of why the model could not be opened, as a typed error."""
+def fatal_error(pool: WorkerPool) -> GanglionError | None:
+    """The worker's own report of why the model could not be opened, as a typed error of its own
+    class (a bad signature stays a permanent error, a missing delegate a runtime one)."""
     if not pool.last_fatal:
         return None
-    err = pool.last_fatal
-    return RuntimeBackendError(err.get("message", "worker could not open the model"), where=err.get("where"),
-                               hint=err.get("hint"), code=err.get("code") or "runtime.backend")
+    err = dict(pool.last_fatal)
+    err.setdefault("message", "worker could not open the model")
+    return error_from_dict(err)

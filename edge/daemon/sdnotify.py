@@ -12,6 +12,8 @@ import shlex
 import socket
 import sys
 
+from edge.errors import EXIT_PERMANENT, EXIT_RESTART
+
 
 def notify(state: str) -> bool:
     """Send ``state`` (e.g. "READY=1") to systemd; False when not running under systemd."""
@@ -49,7 +51,7 @@ def unit_file(args: list[str], *, watchdog_s: int = 30, user: str | None = None,
     lines = ["[Unit]", f"Description={description}", "Wants=network-online.target",
              "After=network-online.target", "", "[Service]", "Type=notify", f"ExecStart={cmd}",
              f"WorkingDirectory={os.getcwd()}", f"WatchdogSec={watchdog_s}", "NotifyAccess=main", "Restart=on-failure", "RestartSec=2",
-             "RestartForceExitStatus=75",
+             f"RestartForceExitStatus={EXIT_RESTART}", f"RestartPreventExitStatus={EXIT_PERMANENT}",
              "TimeoutStopSec=20", "KillMode=mixed"]
     if user:
         lines.append(f"User={user}")

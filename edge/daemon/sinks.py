@@ -11,6 +11,7 @@ a model worker. At shutdown ``drain`` writes whatever is left from the calling t
 from __future__ import annotations
 
 import json
+import os
 import logging
 import queue
 import sys
@@ -28,8 +29,11 @@ class JsonlSink:
     name = "jsonl"
     blocking = False
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, create: bool = True):
         self.path = Path(path)
+        if not create:                         # --dry-run: check, write nothing
+            check_creatable(self.path.parent, "the results file's folder", "usage.sink")
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
@@ -86,12 +90,22 @@ class MqttSink:
         pass
 
 
-def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name="model"):
+def check_creatable(folder: Path, what: str, code: str) -> None:
+    """``folder`` exists as a folder, or could be made: its nearest existing parent is a writable
+    folder. The check ``--dry-run`` makes instead of creating anything."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create {what}: {probe} is not a writable folder", where=str(folder), code=code)
+
+
+def make_sink(kind: str, *, path: str | None = None, outbox=None, model_name="model", dry_run: bool = False):
     """The sink registry: one line per kind."""
     if kind == "jsonl":
         if not path:
             raise UsageError("a jsonl sink needs a path", code="usage.sink")
-        return JsonlSink(path)
+        return JsonlSink(path, create=not dry_run)
     if kind == "stdout":
         return StdoutSink()
     if kind == "mqtt":

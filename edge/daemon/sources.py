@@ -5,26 +5,35 @@ A source turns what it sees into ``submit(source, value, meta, on_done)`` calls 
 the queue is full (backpressure; they never drop); the camera drops the oldest frame instead.
 The MQTT source blocks on its own thread, never on paho's (see ``MqttSource``).
 
-Watched folder: files appear in ``path``; each is read once, and after its result is written it
-moves to ``path/done/`` or, with a ``.error.json`` beside it, to ``path/failed/``. A file the daemon could not answer because
-it was stopping stays where it is and is read again on the next start. Names that start
-with '.' or end in ``.tmp``/``.part`` are ignored, so writers can copy-then-rename.
+Watched folder: a file is claimed by renaming it into ``path/processing/`` (atomic: it is
+answered exactly once, even when a directory scan is stale), read without following symlinks,
+and after its result is written it moves to ``path/done/`` or, with a ``.error.json`` beside it,
+to ``path/failed/``. Symlinks and other non-regular files are answered with an error and moved
+to ``failed/`` (the link itself, never its target). A file the daemon could not answer because it
+was stopping goes back to ``path`` and is read again on the next start; files a killed daemon left
+in ``processing/`` go back at start-up. Names that start with '.' or end in ``.tmp``/``.part``
+are ignored, so writers can copy-then-rename; other unknown suffixes (``notes.txt``) are left
+where they are and reported once as an ``input_skipped`` event.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import logging
 import os
+import stat
 import threading
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from edge import npyfile, preprocess
 from edge.errors import GanglionError, InputError, UsageError
 from edge.daemon.decode import MAX_PAYLOAD
-from edge.preprocess import load_npy
+from edge.daemon.sinks import check_creatable
+
+log = logging.getLogger("ganglion.daemon")
 
 # Errors that say "the daemon could not answer now", not "this input is bad".
 RETRY_LATER = frozenset({"runtime.unavailable", "runtime.stopping"})
@@ -33,78 +42,136 @@ FOLDER_SUFFIXES = {".npy", ".npz", ".png", ".jpg", ".jpeg", ".json", ".bin", ".r
 
 class FolderSource:
     kind = "folder"
+    SUBDIRS = ("done", "failed", "processing")
 
-    def __init__(self, daemon, path: str, poll_s: float = 0.1):
+    def __init__(self, daemon, path: str, poll_s: float = 0.1, create: bool = True):
         self.daemon, self.path, self.poll_s = daemon, Path(path), poll_s
         self.name = f"folder:{self.path}"
+        self.claimed = self.path / "processing"
+        self._inflight: set[str] = set()
+        self._skipped: set[str] = set()
+        self._lock = threading.Lock()
+        if not create:                         # --dry-run: check, write nothing
+            check_creatable(self.path, "the watched folder", "usage.source")
+            return
         try:
-            for sub in ("", "done", "failed"):
+            for sub in ("", *self.SUBDIRS):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use the watched folder: {exc}", where=str(self.path),
                              code="usage.source") from exc
-        self._inflight: set[str] = set()
-        self._lock = threading.Lock()
+        self._recover()
+
+    def _recover(self) -> None:
+        """Files a killed daemon had claimed but not answered go back to the inbox."""
+        for entry in os.scandir(self.claimed):
+            if not (self.path / entry.name).exists():
+                os.replace(entry.path, self.path / entry.name)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
+            for name in sorted(os.listdir(self.path)):
                 if stop.is_set():
                     return
-                if not self._eligible(entry):
-                    continue
-                with self._lock:
-                    self._inflight.add(entry.name)
-                self._submit(Path(entry.path))
+                self._consider(name)
             stop.wait(self.poll_s)
 
-    def _eligible(self, entry) -> bool:
-        name = entry.name
-        if name.startswith(".") or name.endswith((".tmp", ".part")) or not entry.is_file():
-            return False
-        with self._lock:
-            if name in self._inflight:
-                return False
-        return Path(name).suffix.lower() in FOLDER_SUFFIXES
-
-    def _submit(self, path: Path) -> None:
-        meta = {"file": path.name}
+    def _consider(self, name: str) -> None:
+        if name.startswith(".") or name.endswith((".tmp", ".part")) or name in self.SUBDIRS:
+            return
         try:
-            if path.stat().st_size > MAX_PAYLOAD:      # never read a huge file into memory
-                raise InputError(f"{path.name} is larger than {MAX_PAYLOAD} bytes", code="input.too_large")
-            data = path.read_bytes()
-            value = data
-            if path.suffix.lower() == ".npz":
-                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                    value = {k: npz[k] for k in npz.files}
-            elif path.suffix.lower() == ".npy":
-                value = load_npy(data)         # a .npy that is not one is an error, not raw bytes
-        except InputError as exc:
-            self.daemon.reject(self.name, exc, meta, self._done(path))
+            st = os.lstat(self.path / name)
+        except OSError:
+            return                                 # gone already (another reader, the writer)
+        if stat.S_ISDIR(st.st_mode):
             return
-        except (OSError, ValueError, EOFError) as exc:
-            self.daemon.reject(self.name, InputError(f"cannot read {path.name}: {exc}", code="input.file"),
-                               meta, self._done(path))
+        if Path(name).suffix.lower() not in FOLDER_SUFFIXES:
+            self._skip(name)
             return
-        self.daemon.submit(self.name, value, meta, self._done(path))
-
-    def _done(self, path: Path):
-        def on_done(result) -> None:
-            if not result.ok and result.error.get("code") in RETRY_LATER:
-                with self._lock:                   # not the file's fault: keep it for the next start
-                    self._inflight.discard(path.name)
+        with self._lock:
+            if name in self._inflight:             # one with this name is still being answered
                 return
-            folder = "done" if result.ok else "failed"
-            target = self.path / folder / path.name
-            try:
-                os.replace(path, target)
-                if not result.ok:
-                    (self.path / folder / (path.name + ".error.json")).write_text(json.dumps(result.error))
-            except OSError:
-                pass       # the file vanished: nothing to move, the result is already written
+            self._inflight.add(name)
+        try:
+            os.rename(self.path / name, self.claimed / name)      # the claim: atomic, once
+        except OSError:
             with self._lock:
-                self._inflight.discard(path.name)
+                self._inflight.discard(name)
+            return
+        self._submit(name, st)
+
+    def _skip(self, name: str) -> None:
+        if name in self._skipped or len(self._skipped) > 10_000:
+            return
+        self._skipped.add(name)
+        self.daemon.event({"event": "input_skipped", "source": self.name, "file": name,
+                           "reason": f"not an input type (takes {', '.join(sorted(FOLDER_SUFFIXES))})"})
+
+    def _submit(self, name: str, st: os.stat_result) -> None:
+        meta = {"file": name}
+        on_done = self._done(name)
+        try:
+            data = self._read(name, st)
+        except InputError as exc:
+            self.daemon.reject(self.name, exc, meta, on_done)
+            return
+        except Exception as exc:       # anything about this one file: answer it, never kill the source
+            self.daemon.reject(self.name, InputError(f"cannot read {name}: {type(exc).__name__}: {exc}",
+                                                     code="input.file"), meta, on_done)
+            return
+        self.daemon.submit(self.name, data, meta, on_done)
+
+    def _read(self, name: str, st: os.stat_result) -> bytes:
+        if stat.S_ISLNK(st.st_mode):
+            raise InputError(f"{name} is a symbolic link; links are not followed", code="input.symlink",
+                             hint="copy the file into the folder instead")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{name} is not a regular file", code="input.not_regular")
+        fd = os.open(self.claimed / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InputError(f"{name} is not a regular file", code="input.not_regular")
+            data = fh.read(MAX_PAYLOAD + 1)        # never read a huge file into memory
+        if len(data) > MAX_PAYLOAD:
+            raise InputError(f"{name} is larger than {MAX_PAYLOAD} bytes", code="input.too_large")
+        suffix = Path(name).suffix.lower()
+        magic = {".npy": (preprocess.NPY_MAGIC, "input.npy"), ".npz": (npyfile.ZIP_MAGIC, "input.npz")}
+        if suffix in magic and not data.startswith(magic[suffix][0]):     # not raw bytes by accident
+            raise InputError(f"{name} is not a readable {suffix} file", code=magic[suffix][1])
+        return data
+
+    def _done(self, name: str):
+        claimed = self.claimed / name
+
+        def on_done(result) -> None:
+            try:
+                if not result.ok and result.error.get("code") in RETRY_LATER:
+                    if not (self.path / name).exists():    # not the file's fault: keep it for the next start
+                        os.replace(claimed, self.path / name)
+                    return
+                folder = self.path / ("done" if result.ok else "failed")
+                os.replace(claimed, folder / name)
+                if not result.ok:
+                    (folder / error_file_name(name)).write_text(json.dumps({**result.error, "file": name}))
+            except OSError as exc:        # the result is written already; say why the file stayed
+                log.warning("watched folder: could not move %s: %s", name, exc)
+            finally:
+                with self._lock:
+                    self._inflight.discard(name)
         return on_done
+
+
+def error_file_name(name: str) -> str:
+    """``NAME.error.json``, or a shortened name with a hash of the full one where that would pass
+    the file system's 255-byte limit (the full name is inside the file)."""
+    full = f"{name}.error.json"
+    if len(os.fsencode(full)) <= 255:
+        return full
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    short = name
+    while len(os.fsencode(short)) > 150:
+        short = short[:-1]
+    return f"{short}~{digest}.error.json"
 
 
 class ReplaySource:
@@ -122,7 +189,7 @@ class ReplaySource:
                 return [data[i:i + 1] for i in range(len(data))]
             with data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, TypeError) as exc:
+        except (OSError, ValueError, EOFError, TypeError, MemoryError) as exc:
             raise InputError(f"cannot read replay file: {exc}", where=str(self.path), code="input.replay")
         lengths = {len(v) for v in arrays.values() if v.ndim}
         if len(lengths) != 1:
@@ -170,8 +237,8 @@ class MqttSource:
     kind = "mqtt"
     RETRY_S = 0.5
 
-    def __init__(self, daemon, topic: str, telemetry):
-        if telemetry is None:
+    def __init__(self, daemon, topic: str, telemetry, dry_run: bool = False):
+        if telemetry is None and not dry_run:
             raise UsageError("an mqtt source needs a broker (--broker or [telemetry] broker)", code="usage.source")
         self.daemon, self.topic, self.telemetry = daemon, topic, telemetry
         self.name = f"mqtt:{topic}"
@@ -182,7 +249,8 @@ class MqttSource:
         self.held_max = 0
         # Subscribed now, before telemetry starts: the broker may hand over what it kept for us
         # at once, and that must find its handler.
-        telemetry.subscribe_input(topic, self._on_message)
+        if telemetry is not None:
+            telemetry.subscribe_input(topic, self._on_message)
 
     def _on_message(self, msg) -> None:
         """paho's thread: hand over, never block."""
@@ -244,14 +312,14 @@ class MqttSource:
 
 
 def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rate_hz=0.0, loop=False,
-                device=0, fps=0.0):
-    """The source registry: one line per kind."""
+                device=0, fps=0.0, dry_run: bool = False):
+    """The source registry: one line per kind. ``dry_run``: check, create nothing, connect nothing."""
     if kind == "folder":
-        return FolderSource(daemon, _need(path, "folder", "path"))
+        return FolderSource(daemon, _need(path, "folder", "path"), create=not dry_run)
     if kind == "replay":
         return ReplaySource(daemon, _need(path, "replay", "path"), rate_hz=rate_hz, loop=loop)
     if kind == "mqtt":
-        return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry)
+        return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry, dry_run=dry_run)
     if kind == "camera":
         from edge.daemon.camera import CameraSource     # OpenCV is an optional extra
         return CameraSource(daemon, path or device, fps, loop=loop)   # path: a video file

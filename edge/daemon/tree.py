@@ -8,6 +8,7 @@
     │                         from the request queue when the worker is free); a crash costs one restart
     ├── sources      supervisor (one_for_one): folder / mqtt / replay (transient) / camera threads
     ├── metrics      thread   a metrics record every [metrics] interval_s
+    ├── broker       thread   broker connection changes as events + console lines (with telemetry)
     └── watchdog     thread   WATCHDOG=1 to systemd while the tree is alive (only under systemd)
 
 Why rest_for_one at the root: everything after a child depends on it. If the workers'
@@ -19,7 +20,7 @@ events (including the root's own escalation) are spooled and published.
 """
 from __future__ import annotations
 
-from edge.daemon import sdnotify
+from edge.daemon import broker_watch, sdnotify
 from edge.supervisor import ChildSpec, Restart, Strategy, Supervisor, ThreadChild
 
 
@@ -49,6 +50,10 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
         children.append(ChildSpec("sources", sources.start, kind="supervisor", describe=sources.describe))
     children.append(_thread("metrics", lambda stop: _report_metrics(daemon, stop),
                             f"every {cfg.metrics.interval_s:g} s"))
+    if daemon.telemetry is not None or (daemon.dry_run and cfg.telemetry.get("broker")):
+        children.append(_thread("broker", lambda stop: broker_watch.watch(daemon, stop),
+                                f"connection changes as events; a warning after {broker_watch.WARN_AFTER_S:g} s "
+                                "without one"))
     interval = sdnotify.watchdog_interval() or (cfg.watchdog_s / 2 if cfg.watchdog_s else None)
     if interval:
         children.append(_thread("watchdog", lambda stop: _watchdog(stop, interval), f"every {interval:g} s"))

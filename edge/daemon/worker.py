@@ -74,7 +74,8 @@ def ready_header(backend) -> dict:
             "inputs": [s.to_dict() for s in backend.inputs()],
             "outputs": [s.to_dict() for s in backend.outputs()],
             "events": backend.events, "preprocess": manifest.get("preprocessing") or {},
-            "labels": manifest.get("labels") or [], "model_name": manifest.get("name")}
+            "labels": manifest.get("labels") or [], "model_name": manifest.get("name"),
+            "model_version": manifest.get("version")}
 
 
 def run_once(backend, feeds, dequantize_specs) -> tuple[dict | None, dict | None]:

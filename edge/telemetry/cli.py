@@ -1,11 +1,11 @@
 """``ganglion telemetry``: watch a fleet, send commands and files to a device.
 
     ganglion telemetry watch --broker mqtt://HOST:PORT [--json] [--once | --duration S] [--device ID ...]
-    ganglion telemetry send DEVICE VERB [--args JSON] [--key KEY.pem] [--id ID] [--timeout S]
-    ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--key KEY.pem] [--chunk-size N]
+    ganglion telemetry send DEVICE VERB [--args JSON] [--signing-key KEY] [--id ID] [--timeout S]
+    ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--signing-key KEY] [--chunk-size N]
 
 The broker comes from ``--broker`` or ``$GANGLION_BROKER``; TLS with ``mqtts://`` and
-``--ca-file/--cert/--key-file``. ``send`` prints the device's reply as JSON and exits 6 when the
+``--ca-file/--cert-file/--key-file``; commands are signed with ``--signing-key`` (edge/vocab.py). ``send`` prints the device's reply as JSON and exits 6 when the
 device refused or failed the command.
 """
 from __future__ import annotations
@@ -17,20 +17,10 @@ import time
 import click
 
 from edge.errors import UsageError
+from edge.vocab import broker_tls, json_flag, signing_key
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
                              show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
-
-
-def tls_options(fn):
-    fn = click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA to trust (mqtts://).")(fn)
-    fn = click.option("--cert", "cert_file", type=click.Path(exists=True, dir_okay=False),
-                      help="Client certificate (mqtts://).")(fn)
-    fn = click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate key.")(fn)
-    fn = click.option("--username", envvar="GANGLION_MQTT_USER", help="Broker user ($GANGLION_MQTT_USER).")(fn)
-    fn = click.option("--password", envvar="GANGLION_MQTT_PASSWORD",
-                      help="Broker password ($GANGLION_MQTT_PASSWORD).")(fn)
-    return fn
 
 
 @click.group()
@@ -40,8 +30,8 @@ def telemetry():
 
 @telemetry.command()
 @broker_option
-@tls_options
-@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table (one line per refresh).")
+@broker_tls
+@json_flag("JSON instead of a table (one line per refresh).")
 @click.option("--once", is_flag=True, help="Collect for --wait seconds, print once, exit.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
@@ -49,7 +39,14 @@ def telemetry():
 @click.option("--device", "devices", multiple=True, help="Only these devices (repeatable).")
 def watch(broker, ca_file, cert_file, key_file, username, password, as_json, once, duration, interval, wait,
           devices):
-    """A live table of devices: online, model, p95 latency, throughput, errors, last seen."""
+    """A live table of devices: online, model and version, p95 latency, throughput, errors, last seen.
+
+    \b
+    Examples:
+      ganglion telemetry watch --broker mqtt://127.0.0.1:1883
+      ganglion telemetry watch --once --json --device cam1
+      ganglion telemetry watch --broker mqtts://broker:8883 --ca-file ca.pem
+    """
     from edge.telemetry.config import parse_broker_url
     from edge.telemetry.mqtt import MqttClient
     from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
@@ -121,16 +118,30 @@ def _requester(broker, ca_file, cert_file, key_file, username, password, timeout
 @click.argument("device")
 @click.argument("verb")
 @broker_option
-@tls_options
+@broker_tls
 @click.option("--args", "args_json", help="Command arguments as a JSON object.")
-@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="ed25519 private key to sign with.")
+@signing_key("ed25519 private key that signs the command (needed when the device sets command_keys).")
 @click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the broker and for the reply.")
-def send(device, verb, broker, ca_file, cert_file, key_file, username, password, args_json, key, command_id,
-         timeout):
-    """Send VERB to DEVICE and print its reply (exit 6 if the device refused or failed it)."""
-    args, private = _parse_args(args_json), _load_key(key)
+              help="Seconds to wait for the broker, and for the reply (retries included).")
+def send(device, verb, broker, ca_file, cert_file, key_file, username, password, args_json, signing_key,
+         command_id, timeout):
+    """Send VERB to DEVICE and print its reply as JSON (exit 6 if the device refused or failed it).
+
+    \b
+    Verbs a ganglion run device answers:
+      ping, status                       liveness; status document + telemetry counters
+      config.get  {"key": "batch.max_batch"}   one value, or the whole config without "key"
+      config.set  {"key": ..., "value": ...}   batch.* / metrics.* at once, others on reload
+      reload      {"model": PATH}        load the model (or another one) into fresh workers
+      deploy, deploy-firmware            files: use `ganglion telemetry send-file`
+    \b
+    Examples:
+      ganglion telemetry send cam1 ping
+      ganglion telemetry send cam1 config.set --args '{"key": "batch.max_batch", "value": 4}'
+      ganglion telemetry send cam1 reload --signing-key ops.key --timeout 30
+    """
+    args, private = _parse_args(args_json), _load_key(signing_key)
     with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
         reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
     _finish(reply)
@@ -141,15 +152,22 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
 @click.argument("verb")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @broker_option
-@tls_options
+@broker_tls
 @click.option("--args", "args_json", help="Arguments for the final commit, as a JSON object.")
-@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="ed25519 private key to sign with.")
-@click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True)
+@signing_key("ed25519 private key that signs every chunk command.")
+@click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True,
+              help="Bytes per chunk.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait per chunk.")
-def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username, password, args_json, key,
-              chunk_size, timeout):
-    """Send FILE to DEVICE in chunks (VERB.begin/.chunk/.commit); resumes what the device already has."""
-    args, private = _parse_args(args_json), _load_key(key)
+def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username, password, args_json,
+              signing_key, chunk_size, timeout):
+    """Send FILE to DEVICE in chunks (VERB.begin/.chunk/.commit); resumes what the device already has.
+
+    \b
+    Examples:
+      ganglion telemetry send-file cam1 deploy digits-v2.gpk            # a new model, verified, reloaded
+      ganglion telemetry send-file cam1 deploy-firmware app.fw          # OTA: install, validate or revert
+    """
+    args, private = _parse_args(args_json), _load_key(signing_key)
     with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
         with click.progressbar(length=1, label=f"sending {file}", file=sys.stderr) as bar:
             def progress(done, total):

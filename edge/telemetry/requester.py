@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -74,17 +75,22 @@ class Requester:
 
     def call(self, device: str, verb: str, args: dict | None = None, *, key=None, command_id: str | None = None,
              timeout: float = 10.0, retries: int = 1) -> dict:
-        """Send ``verb`` with ``args`` (signed when ``key`` is given); return the reply dict."""
+        """Send ``verb`` with ``args`` (signed when ``key`` is given); return the reply dict.
+
+        ``timeout`` bounds the whole call: a retry (same id) only uses what the tries before it left."""
         command = {"id": command_id or uuid.uuid4().hex, "args": args or {}}
         if key is not None:
             command = sign_command(key, command_topic(device, verb), command)
         payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        deadline = time.monotonic() + timeout
         for _ in range(retries):
             try:
                 return self.call_raw(device, verb, payload, timeout=timeout)
             except TelemetryError:
-                pass
-        return self.call_raw(device, verb, payload, timeout=timeout)      # the last try raises
+                if deadline - time.monotonic() < 0.05:
+                    raise
+            timeout = deadline - time.monotonic()
+        return self.call_raw(device, verb, payload, timeout=max(timeout, 0.05))      # the last try raises
 
     def send_file(self, device: str, verb: str, path: str | Path, *, args: dict | None = None, key=None,
                   chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,

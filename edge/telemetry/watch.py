@@ -3,7 +3,7 @@
 Reads only what devices publish (DESIGN.md topics). From metrics it understands the daemon's names
 (edge/daemon/metrics.py): ``latency_p95_ms`` (or ``latency_ms: {"p95": ...}``), ``throughput`` (per
 second), ``total_errors`` (a running count; ``errors`` is taken as a running count when there is
-no total), ``model``; from status: ``state`` and ``model``. Events whose ``event`` is in
+no total), ``model``, ``model_version``; from status: ``state``, ``model`` and ``model_version``. Events whose ``event`` is in
 ERROR_EVENTS also count as errors when metrics carry no count.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ class DeviceRow:
     device: str
     online: bool | None = None
     model: str | None = None
+    version: str | None = None         # the model's version (manifest), from status or metrics
     p95_ms: float | None = None
     throughput: float | None = None
     errors: int = 0
@@ -59,6 +60,7 @@ class Fleet:
         if kind == "status":
             row.online = data.get("state") == "online"
             row.model = data.get("model", row.model)
+            row.version = _text(data.get("model_version"), row.version)
         elif kind == "metrics":
             self._metrics(row, data)
         elif kind == "events" and data.get("event") in ERROR_EVENTS:
@@ -78,6 +80,7 @@ class Fleet:
             row.errors = max(row.errors, errors)
         if isinstance(data.get("model"), str):
             row.model = data["model"]
+        row.version = _text(data.get("model_version"), row.version)
         if row.online is None:
             row.online = True    # it is talking, even if we have not seen a status yet
 
@@ -90,7 +93,8 @@ def render_table(rows: list[dict], now: float | None = None) -> str:
     header = ("DEVICE", "ONLINE", "MODEL", "P95 MS", "THRPT/S", "ERRORS", "LAST SEQ", "LAST SEEN")
     lines = [header]
     for r in rows:
-        lines.append((r["device"], {True: "yes", False: "NO", None: "?"}[r["online"]], r["model"] or "-",
+        model = " ".join(str(v) for v in (r["model"], r.get("version")) if v) or "-"
+        lines.append((r["device"], {True: "yes", False: "NO", None: "?"}[r["online"]], model,
                       _num(r["p95_ms"], 2), _num(r["throughput"], 1), str(r["errors"]),
                       "-" if r["last_seq"] is None else str(r["last_seq"]),
                       "-" if r["last_seen"] is None else f"{max(0.0, now - r['last_seen']):.0f}s ago"))
@@ -99,6 +103,10 @@ def render_table(rows: list[dict], now: float | None = None) -> str:
     if not rows:
         out.append("(no devices seen yet)")
     return "\n".join(out)
+
+
+def _text(value, default):
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else default
 
 
 def _num(value, digits: int) -> str:

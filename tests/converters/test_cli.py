@@ -131,7 +131,7 @@ def test_unknown_input_shape_name_is_refused(capsys, tmp_path, digits_copy):
 
 def test_missing_model_file_is_a_click_error(capsys, tmp_path):
     code, _, err = run(capsys, "convert", tmp_path / "nope.onnx", "-o", tmp_path / "x.gpk")
-    assert code == 2
+    assert code == 3                     # a missing file is an input error in every command (docs/cli.md)
     assert "does not exist" in err
 
 

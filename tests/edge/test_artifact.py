@@ -251,3 +251,31 @@ def test_every_flipped_bit_is_caught_or_harmless(keypair):
             harmless += 1
             assert (got.files, got.manifest) == (original.files, original.manifest), (index, bit)
     assert harmless < len(good)          # most flips must be caught, not shrugged off
+
+
+def test_a_zip_bomb_member_is_refused_from_the_directory_before_it_is_inflated(monkeypatch):
+    """Issue 9: a 0.5 MB .gpk holding 496 MiB of zeros cost 1.05 GB before it was refused. Its
+    directory already says so (~1000:1), so nothing is decompressed."""
+    from tests.edge.daemon.hostile import zeros_zip
+    manifest = json.dumps({"format_version": 1, "files": {"model.tflite": "0" * 64}}).encode()
+    data = zeros_zip({"manifest.json": manifest, "model.tflite": 64})
+    assert len(data) < 200_000
+    opened = []
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, *a, **k: opened.append(a) or 1 / 0)
+    with pytest.raises(ArtifactError) as info:
+        artifact.read(data, where="bomb.gpk")
+    assert info.value.code == "artifact.too_large" and "zip bomb" in info.value.message
+    assert info.value.where == "bomb.gpk" and opened == []
+
+
+def test_members_are_hashed_as_streams_and_a_wrong_hash_is_refused():
+    """A member under the ratio bound is read in chunks with its sha256 updated as it streams."""
+    data = b"\x01\x02" * (3 * 2**20)
+    manifest = json.dumps({"format_version": 1, "files": {"model.tflite": "0" * 64}}).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("manifest.json", manifest)
+        zf.writestr("model.tflite", data)
+    with pytest.raises(ArtifactError) as info:
+        artifact.read(buf.getvalue())
+    assert info.value.code == "artifact.hash"

@@ -29,7 +29,7 @@ def test_jetson_bundle_carries_onnx_and_its_golden_comes_from_onnxruntime(tmp_pa
     assert manifest["selftest"]["recorded_with"].startswith("onnxruntime")
     assert manifest["python"] == "3.10" and manifest["architecture"] == "aarch64"
     root = tmp_path / "root"
-    install(tmp_path / "j.fw", root, fw_keys["public"])
+    install(tmp_path / "j.fw", root, fw_keys["public"], cross=True)      # an aarch64 bundle, checked here
     report = validate(root)           # replayed with onnxruntime in a child process
     assert report["ok"], report
 

@@ -102,7 +102,7 @@ def test_cli_validate_with_a_wrong_password_exits_5_and_says_why(root, make_bund
                  "--broker-username", "device"])
     out = capsys.readouterr()
     assert code == 5
-    assert "FAILED broker (transient)" in out.out and "refused the credentials (user 'device')" in out.out
+    assert "FAILED the broker check (transient)" in out.out and "refused the credentials (user 'device')" in out.out
 
 
 class OneShotBroker:

@@ -143,3 +143,28 @@ def test_a_board_with_its_own_slot_layout(host, wheelhouse, tmp_path, capsys):
     capsys.readouterr()
     assert main(["firmware", "status", "--root", str(root), "--board", str(board), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["slots"]["a"]["status"] == "valid"
+
+
+def test_refused_install_never_says_writing_and_validate_prints_text(host, wheelhouse, capsys):
+    """Issue 9: install said "verified; writing slot" before refusing the same version; validate
+    printed Python dicts."""
+    fw, root, pub = host / "app.fw", host / "root", str(host / "k.pub")
+    assert main(build_args(host, wheelhouse, fw)) == 0
+    assert main(["firmware", "install", str(fw), "--root", str(root), "--trust", pub]) == 0
+    assert main(["firmware", "validate", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "slot a (1.0.0) is valid" in out and "{" not in out
+    assert main(["firmware", "install", str(fw), "--root", str(root), "--trust", pub]) == 5
+    got = capsys.readouterr()
+    assert "error[firmware.same_version]" in got.err and "writing" not in got.out + got.err
+
+
+def test_a_failed_validation_reads_as_sentences():
+    from firmware.validate import render
+    text = render({"slot": "b", "version": "1.1.0", "ok": False, "failed_check": "selftest",
+                   "failure_class": "permanent", "reason": "output 0 differs", "checks": {"files": "12 files match"},
+                   "revert": {"from": "b", "to": "a", "version": "1.0.0", "failed": True,
+                              "failure": {"class": "permanent", "blacklisted": True, "count": 1, "max_retries": 3}}})
+    assert text.splitlines() == ["slot b (1.1.0) FAILED the selftest check (permanent): output 0 differs",
+                                 "  files: 12 files match", "  reverted from slot b to slot a (1.0.0)",
+                                 "  version 1.1.0 is refused from now on (install --force to retry it)"]

@@ -52,7 +52,7 @@ def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw
     assert all("aarch64" in w["file"] or "-any." in w["file"] for w in manifest["wheels"])
 
     root = tmp_path / "sdcard"
-    install(bundle, root, fw_keys["public"])
+    install(bundle, root, fw_keys["public"], cross=True)          # an SD card for an aarch64 board
     site = root / "ganglion/slots/a/site"
     so = next(site.glob("ai_edge_litert/**/*.so"))
     assert b"\x7fELF" == so.read_bytes()[:4] and so.read_bytes()[18] == 183   # e_machine = EM_AARCH64
@@ -89,7 +89,7 @@ def test_onnxruntime_bundle_self_test_runs_under_qemu(prepared, tmp_path, fw_key
                      cache=Path.home() / ".cache/ganglion-wheels/qemu-aarch64-ort")
     assert any(w["name"] == "onnxruntime" and "aarch64" in w["file"] for w in manifest["wheels"])
     root = tmp_path / "sdcard"
-    install(tmp_path / "ort.fw", root, fw_keys["public"])
+    install(tmp_path / "ort.fw", root, fw_keys["public"], cross=True)
     python = [QEMU, "-L", str(sysroot), "-cpu", "cortex-a72", str(sysroot / "usr/bin/python3.11")]
     report = validate(root, python=python, timeout=600)
     assert report["ok"], json.dumps(report, indent=2)

@@ -166,7 +166,7 @@ def test_a_bundle_for_another_board_is_refused_even_with_force(live_root, make_b
     other = make_bundle("1.1.0", board="qemu-aarch64")
     before = snapshot(live_root)
     with pytest.raises(FirmwareError) as info:
-        install(other, live_root, fw_keys["public"], force=True)
+        install(other, live_root, fw_keys["public"], force=True, cross=True)   # cross: past the machine check
     assert info.value.code == "firmware.wrong_board"
     assert snapshot(live_root) == before
 
@@ -230,3 +230,14 @@ def test_a_second_signature_member_is_refused(live_root, make_bundle, fw_keys, t
     entries.append(tarcraft.file_entry("signature", signature))
     bad = tarcraft.write_entries(tmp_path / "two-signatures.fw", entries)
     refused(bad, live_root, fw_keys["public"], "firmware.duplicate_member")
+
+
+def test_a_bundle_for_another_architecture_is_refused_before_anything_is_written(live_root, make_bundle,
+                                                                                 fw_keys):
+    """Issue 9: an aarch64 bundle unpacked fine on x86_64, failed its self-test and was refused for
+    good. The bundle says its architecture and Python: install checks them against this machine."""
+    bundle = make_bundle("1.1.0", board="rpi4")                      # aarch64
+    refused(bundle, live_root, fw_keys["public"], "firmware.wrong_machine")
+    with pytest.raises(FirmwareError) as info:
+        install(bundle, live_root, fw_keys["public"])
+    assert "aarch64" in info.value.message and "--cross" in info.value.hint

@@ -338,7 +338,7 @@ def test_ganglion_run_camera_plays_a_video_file_and_refuses_a_missing_one(tmp_pa
     assert any(e.get("payload", e).get("event") == "source_ended" for e in events), err
     res = subprocess.run([ganglion, "run", "--model", str(model), "--camera", str(tmp_path / "nope.avi")],
                          capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "error[usage.source]: camera source: no such video file" in res.stderr
+    assert res.returncode == 78 and "error[usage.source]: camera source: no such video file" in res.stderr
 
 
 def test_config_get_does_not_hand_out_a_camera_password(tmp_path):

@@ -108,3 +108,21 @@ def test_fleet_ignores_garbage_and_tracks_offline():
     assert fleet.snapshot()[0]["p95_ms"] == 4.0 and fleet.snapshot()[0]["errors"] == 7
     text = render_table(fleet.snapshot(), now=112.0)
     assert "NO" in text and "10s ago" in text
+
+
+def test_send_timeout_bounds_the_whole_call(mosquitto):
+    """Issue 9: ``--timeout 3`` took 6 s (an internal retry waited the full timeout again)."""
+    start = time.monotonic()
+    res = ganglion("telemetry", "send", "nobody-here", "ping", "--broker", mosquitto.url, "--timeout", "2")
+    took = time.monotonic() - start
+    assert res.returncode == 6 and "telemetry.timeout" in res.stderr, res.stderr
+    assert took < 2 * 2, f"{took:.1f} s for --timeout 2"          # one budget, not one per try
+
+
+def test_watch_shows_the_model_version_from_status():
+    fleet = Fleet()
+    fleet.on_message(Message("ganglion/v1/cam1/status", json.dumps(
+        {"ts": 100.0, "data": {"state": "online", "model": "digits_cnn", "model_version": "1.2.0"}}).encode(), 1, True))
+    (row,) = fleet.snapshot()
+    assert row["version"] == "1.2.0"
+    assert "digits_cnn 1.2.0" in render_table(fleet.snapshot(), now=101.0)
