@@ -202,7 +202,7 @@ def _value_info(v) -> dict:
 # --- .gpk ---------------------------------------------------------------------------------------
 def _gpk(data: bytes, where: str) -> dict:
     from edge import artifact
-    art = artifact.read(data)
+    art = artifact.read(data, where=where)
     art_where = where
     models = {}
     for entry in art.manifest.get("models", []):

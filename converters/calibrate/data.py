@@ -19,6 +19,7 @@ integer data into a float input, which often means unnormalised pixels).
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,17 +108,38 @@ def array_names(path) -> set[str] | None:
 
 
 def _load_array(path: Path):
+    kind = _numpy_kind(path)
+    if kind != "numpy":
+        raise CalibrationDataError(
+            f"cannot read {path.name}: {kind}", where=str(path),
+            hint="save plain numeric arrays (np.save / np.savez); pickled objects are never loaded"
+            if kind.startswith("a pickle") else "save the samples with np.save (.npy) or np.savez (.npz)")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
-        pickled = "pickle" in str(exc).lower()
+        pickled = "pickle" in str(exc).lower()      # an object array inside a real .npy/.npz
         raise CalibrationDataError(
-            f"cannot read {path.name}: {exc}", where=str(path),
-            hint="save plain numeric arrays (np.save / np.savez); pickled objects are never loaded"
-            if pickled else "the file is corrupt or not a NumPy file") from None
+            f"cannot read {path.name}: " + ("it holds Python objects, not numbers" if pickled else str(exc)),
+            where=str(path), hint="save plain numeric arrays (np.save / np.savez); pickled objects are never "
+                                  "loaded" if pickled else "the file is corrupt or not a NumPy file") from None
     except (OSError, EOFError) as exc:
         raise CalibrationDataError(f"cannot read {path.name}: {exc}", where=str(path),
                                    hint="the file is truncated or not a NumPy file") from None
+
+
+def _numpy_kind(path: Path) -> str:
+    """"numpy" for a .npy/.npz header, else what the file is instead (np.load would call any other
+    file "pickled data" and suggest allow_pickle, which is never the fix)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        return f"it cannot be opened ({exc.strerror})"
+    if head.startswith((b"\x93NUMPY", b"PK")):
+        return "numpy"
+    if head[:1] == b"\x80":
+        return "a pickle file, not a NumPy array file"
+    return "not a NumPy file (no .npy or .npz header)" if head else "the file is empty"
 
 
 def _load_npy(path: Path, inputs: list[TensorSpec]) -> list[dict]:
@@ -215,17 +237,26 @@ def _fmt(shape) -> str:
 
 
 def _check_channels(target: TensorSpec, spec: PreprocessSpec, folder: Path) -> None:
-    """Catch an RGB spec for a grayscale model (and the like) before decoding anything."""
+    """Catch an RGB spec for a grayscale model (and the like) before decoding anything, and say
+    which --preprocess spec would fit the input's shape."""
     from converters.calibrate.preprocess import CHANNELS
     shape = tuple(1 if d is None else d for d in target.shape)
     layout = spec.resolve_layout(shape)
     have = shape[1] if layout == "NCHW" else shape[3]
     want = CHANNELS[spec.channels]
-    if have != want:
-        raise CalibrationDataError(
-            f"input {target.name!r} {_fmt(target.shape)} takes {have} channel(s) ({layout}), but the "
-            f"preprocessing makes {want} (channels={spec.channels!r})", where=str(folder),
-            hint='set "channels" to "L" for 1 channel or "RGB"/"BGR" for 3, and "layout" if needed')
+    if have == want:
+        return
+    # Read the layout off the shape: the channel axis is the small one (1 gray, 3 colour, 4 RGBA).
+    guess = "NCHW" if shape[1] in (1, 3) else "NHWC" if shape[3] in (1, 3) else None
+    hint = 'set "channels" to "L" for 1 channel or "RGB"/"BGR" for 3, and "layout" if needed'
+    if guess:
+        count = shape[1] if guess == "NCHW" else shape[3]
+        suggested = {"channels": "L" if count == 1 else "RGB", "layout": guess}
+        hint = f"--preprocess '{json.dumps(suggested)}' (add mean/std/scale as the model was trained)"
+        layout, have = guess, count
+    raise CalibrationDataError(
+        f"input {target.name!r} {_fmt(target.shape)} takes {have} channel(s) ({layout}), but the "
+        f"preprocessing makes {want} (channels={spec.channels!r})", where=str(folder), hint=hint)
 
 
 def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,

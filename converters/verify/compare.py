@@ -19,24 +19,28 @@ from converters.verify.classes import output_axes
 from converters.verify.metrics import Accumulator, accuracy
 from converters.verify.report import VerifyReport
 from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError, align
+from edge.backends.open import refuse_unsigned
 from edge.errors import UsageError
 
 
 def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> tuple[str, bytes, dict | None]:
     """(format "tflite"|"onnx", model bytes, manifest or None) from a path or bytes."""
+    where = None
     if isinstance(candidate, (bytes, bytearray)):
         data, suffix = bytes(candidate), None
     else:
         path = Path(candidate)
         if not path.is_file():
             raise UsageError(f"candidate model not found: {path}")
-        data, suffix = path.read_bytes(), path.suffix.lower()
+        data, suffix, where = path.read_bytes(), path.suffix.lower(), str(path)
     if suffix == ".gpk" or data[:2] == b"PK":
         from edge import artifact
-        art = artifact.read(data, trusted_keys=trusted_keys)
+        art = artifact.read(data, trusted_keys=trusted_keys, where=where)
         kinds = [m.get("format") for m in art.manifest.get("models", [])]
         chosen = fmt or ("tflite" if "tflite" in kinds else "onnx")
         return chosen, art.model_bytes(chosen), art.manifest
+    if trusted_keys:            # a trusted key means nothing unsigned is trusted (as for `ganglion run`)
+        refuse_unsigned(Path(where or "model"), trusted_keys)
     if suffix == ".tflite" or data[4:8] == b"TFL3":
         return "tflite", data, None
     return "onnx", data, None

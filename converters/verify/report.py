@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from converters.verify.metrics import SQNR_CAP
 from converters.verify.per_layer import LayerError
 
 
@@ -54,10 +55,17 @@ class VerifyReport:
                           "(own SQNR: the layer alone, with exact inputs):", ""]
             lines += _table(["#", "node", "op", "own SQNR", "out SQNR", "in SQNR", "drop dB", "max abs"],
                             [[str(i + 1), r.node, r.op, f"{r.own_sqnr_db:.2f}", f"{r.sqnr_db:.2f}",
-                              f"{r.input_sqnr_db:.2f}", f"{r.drop_db:+.2f}", f"{r.max_abs:.4g}"]
+                              _exact_or(r.input_sqnr_db, f"{r.input_sqnr_db:.2f}"),
+                              _exact_or(r.input_sqnr_db, f"{r.drop_db:+.2f}"), f"{r.max_abs:.4g}"]
                              for i, r in enumerate(shown)], left=3)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _exact_or(input_sqnr_db: float, text: str) -> str:
+    """An exact input (SQNR at the cap: the graph input itself) has no meaningful 'drop': say so
+    instead of showing the cap minus the layer's SQNR (which read as '+156 dB')."""
+    return "exact" if input_sqnr_db >= SQNR_CAP else text
 
 
 def _pct(value, missing: str = "-") -> str:

@@ -97,9 +97,16 @@ def test_pickles_are_never_loaded(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 10, dtype=object), allow_pickle=True)
     assert "pickled" in error_of(tmp_path, "obj.npy").hint
     (tmp_path / "evil.npy").write_bytes(pickle.dumps({"image": 1}))
-    error_of(tmp_path, "evil.npy")
+    assert "pickle" in error_of(tmp_path, "evil.npy").message
     np.savez(tmp_path / "obj.npz", image=np.array([None] * 10, dtype=object))
     error_of(tmp_path, "obj.npz")
+
+
+@pytest.mark.parametrize("content, said", [(b"hello, not numpy at all", "not a NumPy file"), (b"", "empty")])
+def test_garbage_is_not_called_a_pickle(tmp_path, content, said):
+    (tmp_path / "junk.npy").write_bytes(content)
+    err = error_of(tmp_path, "junk.npy")
+    assert said in err.message and "pickle" not in (err.message + err.hint).lower(), (err.message, err.hint)
 
 
 def test_bad_files(tmp_path):
@@ -173,7 +180,9 @@ def test_dynamic_batch_dim_splits_into_batch_one_samples(tmp_path):
 def test_image_channels_must_match_the_input(tmp_path):
     write_images(tmp_path / "imgs", 8)
     gray = [TensorSpec("image", (1, 1, 8, 8))]
-    assert "channels" in error_of(tmp_path, "imgs", gray).hint
+    err = error_of(tmp_path, "imgs", gray)
+    assert "takes 1 channel(s) (NCHW)" in err.message, err.message     # not "8 channel(s) (NHWC)"
+    assert '--preprocess \'{"channels": "L", "layout": "NCHW"}\'' in err.hint, err.hint
     samples = load_dataset(tmp_path / "imgs", gray, preprocess='channels = "L"')
     assert samples[0]["image"].shape == (1, 1, 8, 8)
 

@@ -292,3 +292,37 @@ def test_signed_artifact_checked_against_trusted_keys(digits, tmp_path):
     with pytest.raises(SignatureError):
         verify(tmp_path / "s.gpk", model, holdout[:5], trusted_keys=[keys.load_public(tmp_path / "b.pub")],
                progress=False)
+
+
+def test_trusted_keys_refuse_unsigned_candidates_and_name_the_file(digits, tmp_path):
+    """A trusted key means nothing unsigned is trusted, as for `ganglion run` (issue 9 item 1)."""
+    from edge.errors import GanglionError
+    from firmware import keys
+    model, ranges, holdout, _ = digits
+    flat = build_tflite(model, ranges).flatbuffer
+    keys.generate(tmp_path / "a.key", tmp_path / "a.pub")
+    trusted = [keys.load_public(tmp_path / "a.pub")]
+    (tmp_path / "bare.tflite").write_bytes(flat)
+    artifact.write(tmp_path / "unsigned.gpk", {"name": "d", "models": [{"format": "tflite", "file": "model.tflite"}]},
+                   {"model.tflite": flat})
+    for path, code in ((tmp_path / "bare.tflite", "artifact.unsigned"), (tmp_path / "unsigned.gpk", "signature.missing")):
+        with pytest.raises(GanglionError) as info:
+            verify(path, model, holdout[:2], trusted_keys=trusted, progress=False)
+        assert info.value.code == code and path.name in str(info.value.where)
+    assert verify(tmp_path / "bare.tflite", model, holdout[:2], progress=False).samples == 2   # no keys: runs
+    (tmp_path / "bad.gpk").write_bytes(b"PK" + b"\0" * 40)
+    with pytest.raises(Exception) as bad:
+        verify(tmp_path / "bad.gpk", model, holdout[:2], progress=False)
+    assert "bad.gpk" in str(getattr(bad.value, "where", "")), "errors name the file, not <bytes>"
+
+
+def test_per_layer_table_says_exact_for_the_input_layer(digits):
+    model, ranges, holdout, _ = digits
+    result = build_tflite(model, ranges)
+    report = verify(result.flatbuffer, model, holdout[:10], per_layer=True, tensor_map=result.tensor_map,
+                    progress=False)
+    first = [r for r in report.per_layer if r.input_sqnr_db >= 200.0]
+    assert first, "the first layer reads the exact graph input"
+    text = report.render(top=len(report.per_layer))
+    row = next(line for line in text.splitlines() if f" {first[0].node} " in f" {line} ")
+    assert "exact" in row and "+1" not in row.split(first[0].op, 1)[1].split()[2]
