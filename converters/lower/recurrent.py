@@ -118,6 +118,10 @@ class _Cell:
         self.ctx, self.node, self.spec, self.r, self.rb, self.p = ctx, node, spec, r, rb, p
         self.acts = spec.activations[d]
         self.step = {"LSTM": self._lstm, "GRU": self._gru, "RNN": self._rnn}[node.op]
+        hidden = spec.hidden
+        # GRU with linear_before_reset=0 applies R_zr to H_{t-1} and R_h to r * H_{t-1}
+        self.parts = {"all": r, "zr": r[:2 * hidden], "h": r[2 * hidden:]}
+        self.weights: dict[str, int] = {}       # one tensor per recurrent weight, shared by every step
 
     # -- small emitters (operands: tensor index, numpy constant or None for zero) --------------
     def _bin(self, op: str, a, b):
@@ -142,8 +146,10 @@ class _Cell:
         lo = ctx.emit_new("MAXIMUM", [x, ctx.const(np.array(-c), "clip_lo")], ctx.shape_of(x), hint="clip")
         return ctx.emit_new("MINIMUM", [lo, ctx.const(np.array(c), "clip_hi")], ctx.shape_of(x), hint="clip")
 
-    def _recurrent(self, h, r: np.ndarray, bias: np.ndarray | None = None):
-        """h R^T (+ bias): FULLY_CONNECTED, a constant for a constant state, None for zero."""
+    def _recurrent(self, h, part: str, bias: np.ndarray | None = None):
+        """h R^T (+ bias) for R = ``self.parts[part]``: FULLY_CONNECTED, a constant for a
+        constant state, None for zero."""
+        r = self.parts[part]
         bias = np.zeros(r.shape[0], np.float32) if bias is None else bias.astype(np.float32)
         if h is None:
             return bias if np.any(bias) else None
@@ -151,7 +157,9 @@ class _Cell:
             return (h @ r.T + bias).astype(np.float32)
         ctx = self.ctx
         out = ctx.temp([ctx.shape_of(h)[0], r.shape[0]], "h_proj")
-        ctx.emit("FULLY_CONNECTED", [h, ctx.const(np.ascontiguousarray(r), "r"), ctx.const(bias, "rb")],
+        if part not in self.weights:
+            self.weights[part] = ctx.const(np.ascontiguousarray(r), "r")
+        ctx.emit("FULLY_CONNECTED", [h, self.weights[part], ctx.const(bias, "rb")],
                  [out], options("FullyConnectedOptions", keepNumDims=False))
         return out
 
@@ -164,11 +172,11 @@ class _Cell:
 
     # -- cells ---------------------------------------------------------------------------------
     def _rnn(self, x, h, c):
-        return self._act(self._add(x, self._recurrent(h, self.r)), 0), None
+        return self._act(self._add(x, self._recurrent(h, "all")), 0), None
 
     def _lstm(self, x, h, c):
         hidden = self.spec.hidden
-        i, o, f, g = self._split(self._add(x, self._recurrent(h, self.r)), 4)
+        i, o, f, g = self._split(self._add(x, self._recurrent(h, "all")), 4)
         p = self.p if self.p is not None and np.any(self.p) else None
         if p is not None and c is not None:        # peepholes read C_{t-1} for i and f ...
             i = self._add(i, self._bin("MUL", c, p[:hidden]))
@@ -191,17 +199,17 @@ class _Cell:
         hidden, lbr = self.spec.hidden, self.node.attrs.get("linear_before_reset", 0)
         xz, xr, xh = self._split(x, 3)
         if lbr:
-            rz, rr, rh = self._split(self._recurrent(h, self.r, np.concatenate(
+            rz, rr, rh = self._split(self._recurrent(h, "all", np.concatenate(
                 [np.zeros(2 * hidden, np.float32), self.rb[2 * hidden:]])), 3)
         else:
-            rz, rr = self._split(self._recurrent(h, self.r[:2 * hidden]), 2)
+            rz, rr = self._split(self._recurrent(h, "zr"), 2)
         z = self._act(self._add(xz, rz), 0)
         r = self._act(self._add(xr, rr), 0)
         if lbr:
             cand = self._add(xh, None if rh is None else self._bin("MUL", r, rh))
         else:
             cand = self._add(xh, None if h is None else
-                             self._recurrent(self._bin("MUL", r, h), self.r[2 * hidden:]))
+                             self._recurrent(self._bin("MUL", r, h), "h"))
         cand = self._act(cand, 1)
         if h is None:                              # H_t = (1 - z) * h~ + z * H_{t-1}
             return self._bin("SUB", cand, self._bin("MUL", z, cand)), None

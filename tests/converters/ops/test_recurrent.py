@@ -188,3 +188,21 @@ def test_non_constant_weights_refused():
     with pytest.raises(UnsupportedOpsError) as err:
         tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))
     assert "W must be a constant" in str(err.value)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8", "dynamic"])
+def test_recurrent_weight_is_stored_once(quantize):
+    """R is read by every step's FULLY_CONNECTED but stored once per direction (per-channel
+    params depend on the weights alone): the file does not grow with the sequence length."""
+    from edge.litert import make_interpreter
+    sizes = {}
+    for steps in (4, 16):
+        m = recurrent_model("LSTM", steps=steps, inp=8, hidden=32, direction="bidirectional")
+        samples = H.samples_for(m, n=4)
+        res = int8_build(m, samples) if quantize == "int8" else tflite.build(
+            m, None, tflite.TFLiteOptions(quantize=quantize))
+        weights = [d for d in make_interpreter(res.flatbuffer).get_tensor_details() if "/r__" in d["name"]]
+        assert len(weights) == 2, [d["name"] for d in weights]
+        sizes[steps] = len(res.flatbuffer)
+    r_bytes = 2 * (4 * 32) * 32 * (4 if quantize == "none" else 1)   # both directions' R, stored dtype
+    assert (sizes[16] - sizes[4]) / 12 < r_bytes, sizes
