@@ -123,22 +123,22 @@ class _Cell:
         self.parts = {"all": r, "zr": r[:2 * hidden], "h": r[2 * hidden:]}
         self.weights: dict[str, int] = {}       # one tensor per recurrent weight, shared by every step
 
-    # -- small emitters (operands: tensor index, numpy constant or None for zero) --------------
-    def _bin(self, op: str, a, b):
+    # -- small emitters (operands: tensor index, numpy constant or None for zero; ``role`` names
+    #    the new tensor, e.g. "<node>/f_c__17" for f * C_{t-1}, so per-layer reports read well) --
+    def _bin(self, op: str, a, b, role: str):
         ctx = self.ctx
         a, b = (ctx.const(v, "c") if isinstance(v, np.ndarray) else v for v in (a, b))
         shape = np.broadcast_shapes(ctx.shape_of(a), ctx.shape_of(b))
-        return ctx.emit_new(op, [a, b], shape, options(_BINARY[op]), hint=op.lower())
+        return ctx.emit_new(op, [a, b], shape, options(_BINARY[op]), hint=role)
 
-    def _add(self, a, b):
-        return a if b is None else b if a is None else self._bin("ADD", a, b)
+    def _add(self, a, b, role: str):
+        return a if b is None else b if a is None else self._bin("ADD", a, b, role)
 
-    def _act(self, x, which: int, clip: bool = True):
-        x = self._clip(x) if clip else x
-        return self.ctx.emit_new(ACTIVATIONS[self.acts[which]], [x], self.ctx.shape_of(x),
-                                 hint=self.acts[which])
+    def _act(self, x, which: int, role: str, clip: bool = True):
+        x = self._clip(x, role) if clip else x
+        return self.ctx.emit_new(ACTIVATIONS[self.acts[which]], [x], self.ctx.shape_of(x), hint=role)
 
-    def _clip(self, x):
+    def _clip(self, x, role: str):
         """ONNX ``clip`` bounds the input of every activation to [-clip, clip]."""
         if self.spec.clip is None:
             return x
@@ -172,28 +172,28 @@ class _Cell:
 
     # -- cells ---------------------------------------------------------------------------------
     def _rnn(self, x, h, c):
-        return self._act(self._add(x, self._recurrent(h, "all")), 0), None
+        return self._act(self._add(x, self._recurrent(h, "all"), "pre"), 0, "h"), None
 
     def _lstm(self, x, h, c):
         hidden = self.spec.hidden
-        i, o, f, g = self._split(self._add(x, self._recurrent(h, "all")), 4)
+        i, o, f, g = self._split(self._add(x, self._recurrent(h, "all"), "pre"), 4)
         p = self.p if self.p is not None and np.any(self.p) else None
         if p is not None and c is not None:        # peepholes read C_{t-1} for i and f ...
-            i = self._add(i, self._bin("MUL", c, p[:hidden]))
-        i = self._act(i, 0)
+            i = self._add(i, self._bin("MUL", c, p[:hidden], "p_i"), "i_pre")
+        i = self._act(i, 0, "i")
         if self.node.attrs.get("input_forget", 0):  # coupled gates: f = 1 - i (as onnxruntime)
-            f = self._bin("SUB", np.ones(hidden, np.float32), i)
+            f = self._bin("SUB", np.ones(hidden, np.float32), i, "f")
         else:
             if p is not None and c is not None:
-                f = self._add(f, self._bin("MUL", c, p[2 * hidden:]))
-            f = self._act(f, 0)
-        c_new = self._bin("MUL", i, self._act(g, 1))
+                f = self._add(f, self._bin("MUL", c, p[2 * hidden:], "p_f"), "f_pre")
+            f = self._act(f, 0, "f")
+        c_new = self._bin("MUL", i, self._act(g, 1, "g"), "i_g")
         if c is not None:
-            c_new = self._bin("ADD", self._bin("MUL", f, c), c_new)
+            c_new = self._bin("ADD", self._bin("MUL", f, c, "f_c"), c_new, "c")
         if p is not None:                          # ... and o reads C_t
-            o = self._add(o, self._bin("MUL", c_new, p[hidden:2 * hidden]))
+            o = self._add(o, self._bin("MUL", c_new, p[hidden:2 * hidden], "p_o"), "o_pre")
         # clip bounds the gates' inputs only, not C_t on its way into h (as onnxruntime computes)
-        return self._bin("MUL", self._act(o, 0), self._act(c_new, 2, clip=False)), c_new
+        return self._bin("MUL", self._act(o, 0, "o"), self._act(c_new, 2, "h_c", clip=False), "h"), c_new
 
     def _gru(self, x, h, c):
         hidden, lbr = self.spec.hidden, self.node.attrs.get("linear_before_reset", 0)
@@ -203,14 +203,14 @@ class _Cell:
                 [np.zeros(2 * hidden, np.float32), self.rb[2 * hidden:]])), 3)
         else:
             rz, rr = self._split(self._recurrent(h, "zr"), 2)
-        z = self._act(self._add(xz, rz), 0)
-        r = self._act(self._add(xr, rr), 0)
+        z = self._act(self._add(xz, rz, "z_pre"), 0, "z")
+        r = self._act(self._add(xr, rr, "r_pre"), 0, "r")
         if lbr:
-            cand = self._add(xh, None if rh is None else self._bin("MUL", r, rh))
+            cand = self._add(xh, None if rh is None else self._bin("MUL", r, rh, "r_rh"), "cand_pre")
         else:
             cand = self._add(xh, None if h is None else
-                             self._recurrent(self._bin("MUL", r, h), "h"))
-        cand = self._act(cand, 1)
+                             self._recurrent(self._bin("MUL", r, h, "r_h"), "h"), "cand_pre")
+        cand = self._act(cand, 1, "cand")
         if h is None:                              # H_t = (1 - z) * h~ + z * H_{t-1}
-            return self._bin("SUB", cand, self._bin("MUL", z, cand)), None
-        return self._bin("ADD", cand, self._bin("MUL", z, self._bin("SUB", h, cand))), None
+            return self._bin("SUB", cand, self._bin("MUL", z, cand, "z_d"), "h"), None
+        return self._bin("ADD", cand, self._bin("MUL", z, self._bin("SUB", h, cand, "d"), "z_d"), "h"), None
