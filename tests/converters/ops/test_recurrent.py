@@ -206,3 +206,17 @@ def test_recurrent_weight_is_stored_once(quantize):
         sizes[steps] = len(res.flatbuffer)
     r_bytes = 2 * (4 * 32) * 32 * (4 if quantize == "none" else 1)   # both directions' R, stored dtype
     assert (sizes[16] - sizes[4]) / 12 < r_bytes, sizes
+
+
+def test_keep_float_keeps_the_whole_recurrent_node_float():
+    """The documented escape hatch for fidelity: --keep-float <node> makes every op of the
+    unrolled node float (one float island), and float-exact again."""
+    m = recurrent_model("LSTM", direction="bidirectional")
+    name = m.graph.node[0].name
+    samples = H.samples_for(m, n=8)
+    ranges = collect_ranges(m, samples, method="minmax", progress=False)
+    q = tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8", keep_float=frozenset({name})),
+                     samples=samples)
+    refs = H.ort_run(m, samples[0])
+    for ref, got in zip(refs, H.tflite_run(q, samples[0])):
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
