@@ -105,7 +105,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig,
     if "tflite" in cfg.formats:
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
-                                       float_head=cfg.float_head)
+                                       float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent)
         result = tflite.build(model, ranges, options, samples=calib)
         _self_check(result.flatbuffer)
         built["tflite"] = (result.flatbuffer, result)

@@ -73,7 +73,7 @@ def int8_build(m, samples):
                   for k in samples[0]}
     else:
         ranges = collect_ranges(m, samples, method="minmax", progress=False)
-    return tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8"), samples=samples)
+    return tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8", int8_recurrent=True), samples=samples)
 
 
 def check_recurrent(m, *, int8=True, n_samples=16):
@@ -208,15 +208,17 @@ def test_recurrent_weight_is_stored_once(quantize):
     assert (sizes[16] - sizes[4]) / 12 < r_bytes, sizes
 
 
-def test_keep_float_keeps_the_whole_recurrent_node_float():
-    """The documented escape hatch for fidelity: --keep-float <node> makes every op of the
-    unrolled node float (one float island), and float-exact again."""
+@pytest.mark.parametrize("how", ["default", "keep_float"])
+def test_recurrent_node_float_by_default_or_when_kept(how):
+    """int8 conversion keeps the recurrent node float unless int8_recurrent=True (onnxruntime's
+    quantizer does the same; --keep-float NODE also works with --int8-recurrent): every op of the
+    unrolled node is float (one island) and float-exact."""
     m = recurrent_model("LSTM", direction="bidirectional")
-    name = m.graph.node[0].name
     samples = H.samples_for(m, n=8)
     ranges = collect_ranges(m, samples, method="minmax", progress=False)
-    q = tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8", keep_float=frozenset({name})),
-                     samples=samples)
+    opts = (dict(int8_recurrent=True, keep_float=frozenset({m.graph.node[0].name}))
+            if how == "keep_float" else {})
+    q = tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8", **opts), samples=samples)
     refs = H.ort_run(m, samples[0])
     for ref, got in zip(refs, H.tflite_run(q, samples[0])):
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
