@@ -1,4 +1,4 @@
-"""Recurrent layers in LiteRT: our unrolled lowering (float, int8) vs the UNIDIRECTIONAL_SEQUENCE_LSTM
+"""Recurrent layers in LiteRT: our unrolled lowering (float, int8 with --int8-recurrent) vs the UNIDIRECTIONAL_SEQUENCE_LSTM
 builtin (float, and its hybrid form: int8 weights, float activations), with onnxruntime as reference.
 
 Why: an ONNX LSTM can become either LiteRT's sequence-LSTM builtin or an unrolled graph of
@@ -100,7 +100,10 @@ def ours(m, calib, quantize: str):
     from converters.calibrate import collect_ranges
     ranges = collect_ranges(m, calib, method="minmax", progress=False) if quantize == "int8" else None
     t0 = time.perf_counter()
-    res = tflite.build(m, ranges, tflite.TFLiteOptions(quantize=quantize), samples=calib)
+    # int8 here means the recurrence itself in int8 (--int8-recurrent); by default an int8
+    # conversion keeps recurrent nodes float, which for these one-node graphs is the float model
+    options = tflite.TFLiteOptions(quantize=quantize, int8_recurrent=quantize == "int8")
+    res = tflite.build(m, ranges, options, samples=calib)
     return res.flatbuffer, len(res.ops), time.perf_counter() - t0
 
 
