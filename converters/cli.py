@@ -57,7 +57,7 @@ def _shapes(ctx, param, values):
 @click.option("--float-head", type=int, default=0, metavar="N",
               help="Keep the first N layers float (faster on x86 XNNPACK for a CNN stem; see docs).")
 @click.option("--int8-recurrent", is_flag=True,
-              help="Quantize LSTM/GRU/RNN layers to int8 too (1.4-5x faster, ~30 dB; default: they stay "
+              help="Quantize LSTM/GRU/RNN layers to int8 too (1.4-7x faster, ~30 dB; default: they stay "
                    "float in the int8 TFLite, as in onnxruntime's quantizer).")
 @click.option("--key", type=EXISTING_FILE, help="ed25519 private key (ganglion keys generate) to sign the .gpk.")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_shapes, metavar="NAME=D0,D1,..",

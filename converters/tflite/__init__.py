@@ -40,7 +40,7 @@ class TFLiteOptions:
     keep_float: frozenset = field(default_factory=frozenset)   # ONNX node names kept in float
     float_head: int = 0               # run the first N layers in float (see tflite/head.py)
     # int8 mode: LSTM/GRU/RNN nodes stay float (onnxruntime's quantizer leaves them float too;
-    # int8 recurrences hold ~30 dB) unless True (1.4-5x faster; docs "Recurrent layers")
+    # int8 recurrences hold ~30 dB) unless True (1.4-7x faster; docs "Recurrent layers")
     int8_recurrent: bool = False
 
     def validate(self) -> None:
