@@ -13,7 +13,9 @@ Gate equations: https://onnx.ai/onnx/operators/onnx__LSTM.html, onnx__GRU.html, 
 Supported: forward / reverse / bidirectional, initial states (inputs or constants), layout 0 and
 1, activations Sigmoid / Tanh / Relu, clip, LSTM peepholes and input_forget, GRU
 linear_before_reset 0 and 1, sequence_lens absent or a constant equal to the sequence length.
-A state is a tensor index, a numpy constant, or None (zero).
+A state is a tensor index, a numpy constant, or None (zero). In an int8 conversion these nodes
+stay float unless ``TFLiteOptions.int8_recurrent`` (``tflite/__init__.py``; the measured why is in
+the docs section).
 """
 from __future__ import annotations
 
