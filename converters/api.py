@@ -155,7 +155,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
     if "tflite" in cfg.formats:
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
-                                       float_head=cfg.float_head,
+                                       float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent,
                                        weight_scales=carried.node_weights if carried else {})
         result = tflite.build(model, ranges, options, samples=calib)
         self_check(result.flatbuffer, result, model)

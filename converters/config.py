@@ -48,6 +48,7 @@ class ConvertConfig:
     keep_float: frozenset[str] = frozenset()   # ONNX node names left in float
     auto_keep_float: int = 0              # up to N greedy measured keep-float steps (converters/mixed.py)
     float_head: int = 0                   # keep the first N layers float (converters/tflite/head.py)
+    int8_recurrent: bool = False          # LSTM/GRU/RNN in int8 too (default: float, as ORT's quantizer)
     key: Path | None = None               # ed25519 private key: sign the .gpk manifest
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()   # inputs frozen to constants (freeze.py)
@@ -162,6 +163,9 @@ class ConvertConfig:
                 "pass --calib or --holdout data, or drop --auto-keep-float")
         if self.float_head < 0:
             bad("--float-head must be >= 0", "--float-head", "e.g. --float-head 3")
+        if self.int8_recurrent and self.quantize != "int8":
+            bad("--int8-recurrent quantizes recurrent layers; it needs --quantize int8", "--int8-recurrent",
+                "drop --int8-recurrent")
         if self.float_head and self.quantize != "int8":
             bad("--float-head keeps int8 layers float; it needs --quantize int8", "--float-head",
                 "drop --float-head")

@@ -11,6 +11,9 @@
                        tensor between (e.g.) Conv and Relu gets no Q/DQ, like TFLite's fused ops
 
 Ops not listed stay float; their float outputs are still quantized where a listed op reads them.
+LSTM, GRU and RNN are deliberately not listed: onnxruntime has no static int8 recurrent kernel
+(only com.microsoft.DynamicQuantizeLSTM) and TensorRT's explicit quantization takes no int8
+recurrent layer, so they run float between quantized neighbours (tests/converters/test_qdq_recurrent.py).
 """
 from __future__ import annotations
 

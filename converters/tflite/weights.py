@@ -74,8 +74,9 @@ def to_dynamic(tg: TGraph) -> None:
             continue
         w_i, axis, _ = WEIGHTS[op.opcode]
         t = tg.tensors[op.inputs[w_i]]
-        if not t.is_const or t.dtype != "float32":
+        if not t.is_const or t.dtype not in ("float32", "int8"):
             continue
-        per_channel_int8(t, axis, tg.carried.get(op.node), op.node)
+        if t.dtype == "float32":          # a weight shared by several ops is quantized once
+            per_channel_int8(t, axis, tg.carried.get(op.node), op.node)
         if op.opcode == "FULLY_CONNECTED":
             op.options.asymmetricQuantizeInputs = True

@@ -59,6 +59,8 @@ PARAMETER_INPUTS = {
     "Split": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3), "Resize": (1, 2, 3), "ReduceMean": (1,),
     "ReduceMax": (1,), "ReduceMin": (1,), "ReduceSum": (1,), "ReduceProd": (1,), "Dropout": (1, 2),
     "InstanceNormalization": (1, 2),
+    # W, R, B, sequence_lens (and LSTM's peepholes P); initial_h / initial_c stay data inputs
+    "LSTM": (1, 2, 3, 4, 7), "GRU": (1, 2, 3, 4), "RNN": (1, 2, 3, 4),
 }
 
 REFUSED, BUG = "refused", "bug"
