@@ -59,7 +59,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     from converters.frontend.names import check_keep_float
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
-    model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values)
+    model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     if "tflite" in cfg.formats:
@@ -95,17 +95,25 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
 
 
-def load_model(path, shapes=None, values=None) -> onnx.ModelProto:
-    """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze),
-    so shape inference and folding see their values."""
+def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
+    """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze)
+    so shape inference and folding see their values, then cut at ``outputs`` (frontend/cut.py)."""
     from converters import frontend
-    if not values:
+    if not values and not outputs:
         return frontend.load_model(path, shapes or None)
     from converters.freeze import freeze_inputs
+    from converters.frontend.cut import cut_outputs
     from converters.frontend.load import read_model
     shapes = dict(shapes or {})
-    model = freeze_inputs(read_model(path), values, shapes)
-    return frontend.prepare(model, {k: v for k, v in shapes.items() if k not in values} or None, where=str(path))
+    model = read_model(path)
+    if values:
+        model = freeze_inputs(model, values, shapes)
+    before = {i.name for i in model.graph.input}
+    if outputs:
+        model = cut_outputs(model, outputs, where=str(path))
+    dropped = before - {i.name for i in model.graph.input}     # read only by the cut-off part
+    shapes = {k: v for k, v in shapes.items() if k not in (values or {}) and k not in dropped}
+    return frontend.prepare(model, shapes or None, where=str(path))
 
 
 def stream_state(path, model: onnx.ModelProto, explicit=(), say=None) -> list[tuple[str, str]]:
@@ -254,7 +262,8 @@ def load_labels(path) -> np.ndarray:
 
 # --- verify --------------------------------------------------------------------------------------
 def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, limit=None, preprocess=None,
-           trusted_keys=None, progress=True, input_shapes=None, input_values=None, state=None, class_axes=None):
+           trusted_keys=None, progress=True, input_shapes=None, input_values=None, state=None, class_axes=None,
+           outputs=None):
     """VerifyReport of ``source`` (.gpk/.tflite/.onnx) against the float ``reference`` on ``data``.
 
     The artifact is opened (and its signature checked against ``trusted_keys``, paths to .pub
@@ -264,6 +273,7 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     manifest froze frozen (``input_values`` {name: values} override), and a recording without
     the state inputs unrolled with the manifest's state pairs (``state`` [(out, in)] overrides).
     ``class_axes``: {output or "*": axis or None}, where top-1 is taken (verify/classes.py).
+    ``outputs``: cut the reference at these tensors (default: the manifest's ``cut_outputs``).
     """
     from converters import verify as verifier
     from converters.frontend.load import read_model
@@ -273,7 +283,7 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     manifest = manifest or {}
     values = {**_frozen(manifest), **(input_values or {})}
     shapes = pin(read_model(reference), candidate_shapes(kind, model_bytes, manifest), input_shapes)
-    ref = load_model(reference, shapes, values)
+    ref = load_model(reference, shapes, values, tuple(outputs or manifest.get("cut_outputs") or ()))
     if preprocess is None:
         preprocess = manifest.get("preprocessing")
     pairs = state if state else [(p["output"], p["input"]) for p in manifest.get("state", [])]
