@@ -62,8 +62,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
-    if "tflite" in cfg.formats:
-        check_lowerable(model, cfg)     # every unsupported node at once, before calibration
+    # every unsupported node at once, before calibration; the IR it built is lowered later
+    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else None
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
@@ -75,7 +75,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
-    built, head = build_models(model, ranges, calib, cfg, frozenset(keep))
+    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), graph=graph)
     keep |= head
     if holdout is not None:
         say(f"verifying on {len(holdout)} holdout samples")
@@ -143,17 +143,18 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
     return stream.unroll(model, steps, state, limit=limit)
 
 
-def build_models(model, ranges, calib, cfg: ConvertConfig,
-                 keep: frozenset[str]) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
+def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
+                 graph=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
     ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
-    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py)."""
+    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py). ``graph``:
+    the IR ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place)."""
     built, head = {}, set()
     if "tflite" in cfg.formats:
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head)
-        result = tflite.build(model, ranges, options, samples=calib)
+        result = tflite.build(model, ranges, options, samples=calib, graph=graph)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
@@ -224,15 +225,15 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
     return report
 
 
-def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
+def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig):
     """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
-    now: the IR, passes and checks take a second, calibration can take minutes."""
-    from converters.frontend import to_graph
+    now: the IR, passes and checks take a second, calibration can take minutes. Returns that IR
+    (``tflite.ir_graph``), for ``tflite.build`` to lower instead of building it again."""
+    from converters import tflite
     from converters.lower import check_supported
-    from converters.passes import run_pipeline
-    graph = to_graph(model)
-    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
-    check_supported(run_pipeline(graph))
+    graph = tflite.ir_graph(model, tflite.TFLiteOptions(quantize=cfg.quantize, layout=cfg.layout))
+    check_supported(graph)
+    return graph
 
 
 def _signing_key(cfg: ConvertConfig):
