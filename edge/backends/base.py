@@ -113,6 +113,12 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
     out, batch = {}, None
     for spec in specs:
         arr = np.asarray(feeds[spec.name])
+        if not spec.shape:                                    # 0-d (a sample rate): no batch axis
+            if arr.size != 1:
+                raise InputError(f"input {spec.name!r} is a scalar, got shape {list(arr.shape)}",
+                                 where=spec.name, code="input.shape")
+            out[spec.name] = _to_dtype(arr.reshape(()), spec)
+            continue
         if arr.ndim == len(spec.shape) - 1:
             arr = arr[None]                                   # one sample without its batch axis
         if arr.ndim != len(spec.shape) or _mismatch(arr.shape[1:], spec.sample_shape):
@@ -123,7 +129,7 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
             raise InputError("inputs disagree on the batch size", where=spec.name, code="input.batch")
         batch = arr.shape[0]
         out[spec.name] = _to_dtype(arr, spec)
-    return out, int(batch or 0)
+    return out, int(batch if batch is not None else 1 if specs else 0)
 
 
 def _mismatch(got: tuple, want: tuple) -> bool:
@@ -150,7 +156,7 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind in "iu":
             raise InputError(f"input {spec.name!r} is float but the model wants {spec.dtype} "
                              "without quantization parameters", where=spec.name, code="input.dtype")
-        return np.ascontiguousarray(arr.astype(spec.dtype))
+        return arr.astype(spec.dtype, order="C")      # (np.ascontiguousarray makes a 0-d array 1-d)
     raise InputError(f"input {spec.name!r} has dtype {arr.dtype}, expected {spec.dtype}",
                      where=spec.name, code="input.dtype")
 
@@ -158,7 +164,7 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
 def split_batch(feeds: dict[str, np.ndarray], batch: int):
     """Yield one-sample feeds (batch axis kept) for backends that cannot run a batch at once."""
     for i in range(batch):
-        yield {k: v[i:i + 1] for k, v in feeds.items()}
+        yield {k: v[i:i + 1] if v.ndim else v for k, v in feeds.items()}   # 0-d: the same for all
 
 
 def concat_outputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
