@@ -59,15 +59,15 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     from converters.frontend.names import check_keep_float
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
-    model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values)
+    model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
     if carried is not None:
         say(f"the model is quantized ({carried.form}): {len(carried.activations)} tensors and "
             f"{len(carried.weights)} weights keep its own scales")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
-    if "tflite" in cfg.formats:
-        check_lowerable(model, cfg)     # every unsupported node at once, before calibration
+    # every unsupported node at once, before calibration; the IR it built is lowered later
+    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else None
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
@@ -82,7 +82,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
-    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried)
+    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried, graph=graph)
     ranges = ranges if calib is not None else None     # the manifest records a calibration only with data
     keep |= head
     if holdout is not None:
@@ -105,17 +105,25 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
 
 
-def load_model(path, shapes=None, values=None) -> onnx.ModelProto:
-    """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze),
-    so shape inference and folding see their values."""
+def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
+    """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze)
+    so shape inference and folding see their values, then cut at ``outputs`` (frontend/cut.py)."""
     from converters import frontend
-    if not values:
+    if not values and not outputs:
         return frontend.load_model(path, shapes or None)
     from converters.freeze import freeze_inputs
+    from converters.frontend.cut import cut_outputs
     from converters.frontend.load import read_model
     shapes = dict(shapes or {})
-    model = freeze_inputs(read_model(path), values, shapes)
-    return frontend.prepare(model, {k: v for k, v in shapes.items() if k not in values} or None, where=str(path))
+    model = read_model(path)
+    if values:
+        model = freeze_inputs(model, values, shapes)
+    before = {i.name for i in model.graph.input}
+    if outputs:
+        model = cut_outputs(model, outputs, where=str(path))
+    dropped = before - {i.name for i in model.graph.input}     # read only by the cut-off part
+    shapes = {k: v for k, v in shapes.items() if k not in (values or {}) and k not in dropped}
+    return frontend.prepare(model, shapes or None, where=str(path))
 
 
 def stream_state(path, model: onnx.ModelProto, explicit=(), say=None) -> list[tuple[str, str]]:
@@ -146,18 +154,19 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
 
 
 def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
-                 carried=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
+                 carried=None, graph=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
     ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
     lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py).
-    ``carried``: an already-quantized model's own weights, kept by both builds."""
+    ``carried``: an already-quantized model's own weights, kept by both builds. ``graph``: the IR
+    ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place)."""
     built, head = {}, set()
     if "tflite" in cfg.formats:
         from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent,
                                        weight_scales=carried.node_weights if carried else {})
-        result = tflite.build(model, ranges, options, samples=calib)
+        result = tflite.build(model, ranges, options, samples=calib, graph=graph)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
@@ -233,15 +242,15 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
     return report
 
 
-def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig) -> None:
+def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig):
     """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
-    now: the IR, passes and checks take a second, calibration can take minutes."""
-    from converters.frontend import to_graph
+    now: the IR, passes and checks take a second, calibration can take minutes. Returns that IR
+    (``tflite.ir_graph``), for ``tflite.build`` to lower instead of building it again."""
+    from converters import tflite
     from converters.lower import check_supported
-    from converters.passes import run_pipeline
-    graph = to_graph(model)
-    graph.io_layout, graph.quantize = cfg.layout, cfg.quantize
-    check_supported(run_pipeline(graph))
+    graph = tflite.ir_graph(model, tflite.TFLiteOptions(quantize=cfg.quantize, layout=cfg.layout))
+    check_supported(graph)
+    return graph
 
 
 def _signing_key(cfg: ConvertConfig):
@@ -280,7 +289,8 @@ def load_labels(path) -> np.ndarray:
 
 # --- verify --------------------------------------------------------------------------------------
 def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, limit=None, preprocess=None,
-           trusted_keys=None, progress=True, input_shapes=None, input_values=None, state=None, class_axes=None):
+           trusted_keys=None, progress=True, input_shapes=None, input_values=None, state=None, class_axes=None,
+           outputs=None):
     """VerifyReport of ``source`` (.gpk/.tflite/.onnx) against the float ``reference`` on ``data``.
 
     The artifact is opened (and its signature checked against ``trusted_keys``, paths to .pub
@@ -290,6 +300,7 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     manifest froze frozen (``input_values`` {name: values} override), and a recording without
     the state inputs unrolled with the manifest's state pairs (``state`` [(out, in)] overrides).
     ``class_axes``: {output or "*": axis or None}, where top-1 is taken (verify/classes.py).
+    ``outputs``: cut the reference at these tensors (default: the manifest's ``cut_outputs``).
     """
     from converters import verify as verifier
     from converters.frontend.load import read_model
@@ -299,7 +310,7 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     manifest = manifest or {}
     values = {**_frozen(manifest), **(input_values or {})}
     shapes = pin(read_model(reference), candidate_shapes(kind, model_bytes, manifest), input_shapes)
-    ref = load_model(reference, shapes, values)
+    ref = load_model(reference, shapes, values, tuple(outputs or manifest.get("cut_outputs") or ()))
     if preprocess is None:
         preprocess = manifest.get("preprocessing")
     pairs = state if state else [(p["output"], p["input"]) for p in manifest.get("state", [])]

@@ -38,6 +38,11 @@ def _states(ctx, param, values):
     return tuple(parse_state(v) for v in values)
 
 
+def _outputs(ctx, param, values):
+    from converters.frontend.cut import parse_outputs   # onnx at import: keep --help light
+    return parse_outputs(values)
+
+
 def _class_axes(ctx, param, values):
     return tuple(parse_class_axis(v) for v in values)
 
@@ -56,6 +61,9 @@ def _model_io_options(command):
         click.option("--class-axis", "class_axes", multiple=True, callback=_class_axes, metavar="[OUT=]AXIS",
                      help="Class axis for top-1/accuracy (AXIS for all outputs, OUT=AXIS, OUT=none) "
                           "[default: read from the graph; n/a for detector heads and states]."),
+        click.option("--outputs", "outputs", multiple=True, callback=_outputs, metavar="NAME[,NAME...]",
+                     help="Cut the model at these tensors first, e.g. a detector's raw boxes and scores "
+                          "before its NonZero/TopK/NMS post-processing (verify: default from the manifest)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -102,7 +110,7 @@ def _model_io_options(command):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess,
             holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, int8_recurrent, key, input_shapes,
-            input_values, state, class_axes, name, version, as_json, quiet):
+            input_values, state, class_axes, outputs, name, version, as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
     \b
@@ -116,6 +124,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
       ganglion convert model.onnx --calib calib.npz --auto-keep-float 2 --holdout holdout.npz -o model.gpk
       ganglion convert model.onnx --calib calib.npz --float-head 3 -o model.gpk
       ganglion convert vad.onnx --calib recording.npz --state stateN=state --input-value sr=16000
+      ganglion convert det.onnx --calib calib.npz --outputs boxes,scores -o det.gpk
 
     The .gpk holds the model(s) and a manifest (inputs/outputs with quant params, preprocessing,
     labels, calibration method, and the fidelity report when --holdout is given), signed with --key.
@@ -128,7 +137,8 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
         num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
         auto_keep_float=auto_keep_float, float_head=float_head, int8_recurrent=int8_recurrent, key=key,
-        input_shapes=input_shapes, input_values=input_values, state=state, class_axes=class_axes, name=name,
+        input_shapes=input_shapes, input_values=input_values, state=state, class_axes=class_axes, outputs=outputs,
+        name=name,
         version=version,
         progress=not quiet and not as_json)
     result = api.convert(cfg, log=(lambda line: click.echo(line, err=True)) if cfg.progress else None)
@@ -153,7 +163,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also draw the per-layer error: PLOT.png and PLOT.html.")
 def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess, trusted_key, input_shapes,
-           input_values, state, class_axes, as_json, plot):
+           input_values, state, class_axes, outputs, as_json, plot):
     """Compare ARTIFACT (.gpk, .tflite or QDQ .onnx) with its float ONNX model.
 
     Runs the artifact in the real LiteRT interpreter (onnxruntime for QDQ) and the reference in
@@ -174,7 +184,7 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
     report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer or bool(plot), fmt=fmt,
                         limit=limit, preprocess=preprocess, trusted_keys=list(trusted_key) or None,
                         progress=not as_json, input_shapes=dict(input_shapes), input_values=dict(input_values),
-                        state=state, class_axes=dict(class_axes))
+                        state=state, class_axes=dict(class_axes), outputs=outputs)
     if plot:
         from converters.verify import plot as plotter
         click.echo("wrote " + ", ".join(map(str, plotter.write(report, plot))), err=True)

@@ -54,6 +54,7 @@ class ConvertConfig:
     input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()   # inputs frozen to constants (freeze.py)
     state: tuple[tuple[str, str], ...] = ()    # (output, input) recurrent state pairs (calibrate/stream.py)
     class_axes: tuple[tuple[str, int | None], ...] = ()   # verify: output ("*": all) -> class axis | None
+    outputs: tuple[str, ...] = ()         # cut the model at these tensors first (frontend/cut.py)
     name: str | None = None               # artifact name (default: the model file's stem)
     version: str = "1.0.0"
     progress: bool = True
@@ -63,6 +64,7 @@ class ConvertConfig:
         object.__setattr__(self, "model", Path(self.model))
         object.__setattr__(self, "output", Path(self.output))
         object.__setattr__(self, "keep_float", frozenset(self.keep_float))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
         if self.target is None:
             object.__setattr__(self, "target", SUFFIX_TARGET.get(self.output.suffix.lower(), "tflite"))
         problems = self.problems()

@@ -16,6 +16,7 @@ per member) and ``format_version``; the ed25519 signature covers the exact manif
     models                      [{format: "tflite" | "onnx", file}]
     frozen_inputs               {input: value} frozen by --input-value (not model inputs any more), if any
     state                       [{output, input}]: recurrent state fed back call to call, if any
+    cut_outputs                 [tensor]: the source model was cut at these tensors (--outputs), if any
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def _streaming(cfg, state) -> dict:
                                   for name, values in cfg.input_values}
     if state:
         extra["state"] = [{"output": out, "input": inp} for out, inp in state]
+    if cfg.outputs:
+        extra["cut_outputs"] = list(cfg.outputs)
     return extra
 
 

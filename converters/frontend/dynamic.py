@@ -7,8 +7,8 @@ flow on data (an If whose condition is computed from the input, a while-Loop). T
 have static shapes, so these cannot be lowered. ``mark(graph)`` (frontend) records each such node
 and why; ``refusal(graph, problems)`` (``lower.check_supported``) turns the problem list into one
 ``DataDependentError`` that also counts the nodes computed from them and names the last static
-tensors before them: the usual fix is to export the network without its post-processing and run
-that in application code.
+tensors before them: the usual fix is to cut the network there (``--outputs``, ``cut.py``) or
+export it without its post-processing, and run that in application code.
 """
 from __future__ import annotations
 
@@ -89,9 +89,8 @@ def refusal(graph: Graph, problems: list[str]) -> DataDependentError | None:
     if cut:
         shown = ", ".join(repr(c) for c in cut[:CUT_SHOWN])
         more = f" and {len(cut) - CUT_SHOWN} more" if len(cut) > CUT_SHOWN else ""
-        hint += (f"; the last static tensors before it are {shown}{more}: onnx.utils.extract_model("
-                 "path, out_path, input_names, output_names) cuts the model there (on a copy saved "
-                 "from onnx.shape_inference.infer_shapes(model, data_prop=True) if it asks for shapes)")
+        hint += (f"; the last static tensors before it are {shown}{more}: convert with "
+                 f"--outputs {','.join(cut)} to cut the model there")
     return DataDependentError(problems, where=f"graph '{graph.name}'", hint=hint)
 
 

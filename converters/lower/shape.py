@@ -134,17 +134,44 @@ def cast(ctx: LowerContext, node) -> None:
 
 
 def _check_gather(node, graph):
-    return None if graph.const(node.inputs[1]) is not None else "Gather indices must be constant"
+    idx = graph.tensors[node.inputs[1]]
+    if graph.const(node.inputs[1]) is None and np.dtype(idx.dtype) not in (np.int32, np.int64):
+        return f"Gather indices of type {idx.dtype} are not supported (int32/int64 only)"
+    return None
 
 
 @lowers("Gather", since=1, check=_check_gather)
 def gather(ctx: LowerContext, node) -> None:
+    """GATHER along one axis. Constant indices are wrapped here; run-time indices (token ids of an
+    embedding lookup) go through ``_runtime_indices``. In int8 GATHER ties the table (a constant
+    ``word_embeddings``, quantized per-tensor) to its output's parameters (``rules.SAME_PARAMS``).
+    https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/kernels/gather.cc"""
     name = node.inputs[0]
     dim = ctx.onnx_shape(name)[node.attrs["axis"]]
-    idx = ctx.g.const(node.inputs[1]).astype(np.int64) % dim
-    ctx.emit("GATHER", [ctx.value(name), ctx.const(idx.astype(np.int32), "indices")],
-             [ctx.output(node.outputs[0])],
+    const = ctx.g.const(node.inputs[1])
+    if const is not None:
+        indices = ctx.const((const.astype(np.int64) % dim).astype(np.int32), "indices")
+    else:
+        indices = _runtime_indices(ctx, node.inputs[1], dim)
+    ctx.emit("GATHER", [ctx.value(name), indices], [ctx.output(node.outputs[0])],
              options("GatherOptions", axis=ctx.axis(name, node.attrs["axis"])))
+
+
+def _runtime_indices(ctx: LowerContext, name: str, dim: int) -> int:
+    """int32 indices in [0, dim): CAST int64 ids to int32, then FLOOR_MOD by ``dim``.
+
+    ONNX Gather accepts negative indices in [-dim, -1] (counted from the end); TFLite's GATHER
+    reads them out of bounds (an error). FLOOR_MOD maps -1 to dim-1 in one small int op; an
+    index >= dim, an error in ONNX, wraps around instead of failing.
+    https://onnx.ai/onnx/operators/onnx__Gather.html"""
+    idx = ctx.value(name)
+    if ctx.t.tensors[idx].dtype != "int32":
+        cast = ctx.temp(ctx.shape_of(idx), "indices_int32", "int32")
+        ctx.emit("CAST", [idx], [cast])
+        idx = cast
+    wrapped = ctx.temp(ctx.shape_of(idx), "indices_wrapped", "int32")
+    ctx.emit("FLOOR_MOD", [idx, ctx.const(np.array(dim, np.int32), "dim")], [wrapped])
+    return wrapped
 
 
 def _check_depth_to_space(node, graph):

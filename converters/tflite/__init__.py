@@ -16,6 +16,7 @@ import onnx
 from converters.errors import ConvertError
 from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
+from converters.ir import Graph
 from converters.passes import run_pipeline
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
@@ -88,13 +89,23 @@ class TFLiteResult:
     op_nodes: list[str] = field(default_factory=list)     # the ONNX node each op came from (op index order)
 
 
-def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
-          *, samples: list[dict] | None = None) -> TFLiteResult:
-    options.validate()
-    keep_float = check_keep_float(model, options.keep_float)
+def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
+    """The IR that ``build`` lowers: ``model`` through the frontend and the pass pipeline, which
+    depends on the layout and the quantization mode (``api.check_lowerable`` checks it early)."""
     graph = to_graph(model)
     graph.io_layout, graph.quantize = options.layout, options.quantize
-    run_pipeline(graph)
+    return run_pipeline(graph)
+
+
+def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
+          *, samples: list[dict] | None = None, graph: Graph | None = None) -> TFLiteResult:
+    """Lower, quantize and serialize ``model``. ``graph``: its ``ir_graph`` when the caller already
+    built it for these options (``api.convert`` does, to check for unsupported ops before
+    calibration); it is lowered in place, so it cannot be passed twice."""
+    options.validate()
+    keep_float = check_keep_float(model, options.keep_float)
+    if graph is None or (graph.io_layout, graph.quantize) != (options.layout, options.quantize):
+        graph = ir_graph(model, options)
     keep = _kept_ir_nodes(graph, keep_float)
     if options.quantize == "int8" and not options.int8_recurrent:
         keep |= {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}

@@ -113,6 +113,13 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
     out, batch = {}, None
     for spec in specs:
         arr = np.asarray(feeds[spec.name])
+        if not spec.shape:                                    # 0-d (a sample rate): no batch axis
+            if arr.size != 1:
+                raise InputError(f"input {spec.name!r} is a scalar, got shape {list(arr.shape)}",
+                                 where=spec.name, code="input.shape")
+            _check_finite(arr, spec)
+            out[spec.name] = _to_dtype(arr.reshape(()), spec)
+            continue
         if arr.ndim == len(spec.shape) - 1:
             arr = arr[None]                                   # one sample without its batch axis
         check_shape(spec, arr.shape)
@@ -123,7 +130,7 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> tuple[
         out[spec.name] = _to_dtype(arr, spec)
         if out[spec.name].dtype.kind == "f" and out[spec.name].dtype != arr.dtype:
             _check_finite(out[spec.name], spec)                # float64 1e300 is inf in float32
-    return out, int(batch or 0)
+    return out, int(batch if batch is not None else 1 if specs else 0)
 
 
 def _check_finite(arr: np.ndarray, spec: TensorSpec) -> None:
@@ -177,7 +184,7 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
             raise InputError(f"input {spec.name!r} is float but the model wants {spec.dtype} "
                              "without quantization parameters", where=spec.name, code="input.dtype")
         with np.errstate(over="ignore", invalid="ignore"):     # out-of-range floats: caught as not finite
-            return np.ascontiguousarray(arr.astype(spec.dtype))
+            return arr.astype(spec.dtype, order="C")          # (np.ascontiguousarray makes a 0-d array 1-d)
     raise InputError(f"input {spec.name!r} has dtype {arr.dtype}, expected {spec.dtype}",
                      where=spec.name, code="input.dtype")
 
@@ -185,7 +192,7 @@ def _to_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
 def split_batch(feeds: dict[str, np.ndarray], batch: int):
     """Yield one-sample feeds (batch axis kept) for backends that cannot run a batch at once."""
     for i in range(batch):
-        yield {k: v[i:i + 1] for k, v in feeds.items()}
+        yield {k: v[i:i + 1] if v.ndim else v for k, v in feeds.items()}   # 0-d: the same for all
 
 
 def concat_outputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

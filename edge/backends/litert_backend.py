@@ -47,7 +47,7 @@ class LiteRTBackend(SpecsMixin):
         # get_*_details() calls -- a few us each, as long as a small model's whole inference --
         # off the per-request path.
         self._out_index = [(d["name"], d["index"]) for d in self._interp.get_output_details()]
-        self._batch = int(self._interp.get_input_details()[0]["shape"][0])
+        self._batch = self._built_batch()
         self._can_resize = True
 
     def _load_delegate(self, path: str, allow_cpu_fallback: bool) -> list | None:
@@ -78,7 +78,7 @@ class LiteRTBackend(SpecsMixin):
         if self._batch == batch:
             return True
         try:
-            for spec in self._in:
+            for spec in (s for s in self._in if s.shape):      # a 0-d input has no batch axis
                 self._interp.resize_tensor_input(self._in_index[spec.name], [batch, *spec.sample_shape])
             self._interp.allocate_tensors()
             self._batch = batch
@@ -88,8 +88,12 @@ class LiteRTBackend(SpecsMixin):
             for spec in self._in:      # back to the shape the model was built for
                 self._interp.resize_tensor_input(self._in_index[spec.name], list(spec.shape))
             self._interp.allocate_tensors()
-            self._batch = int(self._interp.get_input_details()[0]["shape"][0])
+            self._batch = self._built_batch()
             return False
+
+    def _built_batch(self) -> int:
+        """The batch size of the first input with a batch axis (1 when every input is 0-d)."""
+        return next((int(d["shape"][0]) for d in self._interp.get_input_details() if len(d["shape"])), 1)
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -39,3 +39,31 @@ def test_unsupported_ops_fail_before_calibration(capsys, tmp_path, monkeypatch):
     for name in ("Mystery 'mystery'", "Slice 'cut': no static shape for m", "NonZero 'filter'"):
         assert name in err
     assert "error[convert.data_dependent]" in err and not out.exists()
+
+
+@pytest.mark.parametrize("target", ["tflite", "both"])
+def test_the_checked_ir_is_lowered_not_built_again(tmp_path, digits_dir, monkeypatch, target):
+    """api.convert builds the IR once (check, then lower): same bytes as a build from scratch."""
+    from converters import tflite
+    from converters.config import ConvertConfig
+    built = []
+    real = tflite.ir_graph
+    monkeypatch.setattr(tflite, "ir_graph", lambda *a: built.append(1) or real(*a))
+    cfg = ConvertConfig(model=digits_dir / "digits_cnn.onnx", output=tmp_path / "d.gpk", target=target,
+                        calib=digits_dir / "calib.npz", num_calib=16, progress=False)
+    result = api.convert(cfg)
+    assert len(built) == 1
+    model = api.load_model(cfg.model)
+    ranges, calib = api.calibrate(model, cfg)
+    fresh = tflite.build(model, ranges, tflite.TFLiteOptions(), samples=calib)
+    assert result.files["model.tflite"] == fresh.flatbuffer and len(built) == 2
+
+
+def test_an_ir_built_for_other_options_is_not_reused(digits_dir):
+    from converters import tflite
+    model = api.load_model(digits_dir / "digits_cnn.onnx")
+    nhwc = tflite.TFLiteOptions(quantize="none", layout="nhwc")
+    other = tflite.ir_graph(model, tflite.TFLiteOptions(quantize="none"))
+    got = tflite.build(model, None, nhwc, graph=other)
+    assert got.flatbuffer == tflite.build(model, None, nhwc).flatbuffer
+    assert got.inputs[0].layout == "nhwc"

@@ -97,10 +97,13 @@ EXCLUDED: list[tuple[str, str, str]] = [
      "linear Resize with scales != output/input size: ONNX maps coordinates with the given scale, "
      "RESIZE_BILINEAR with the size ratio"),
 ]
-# Non-float32 cases that do convert and pass (integer Div/Pow/Pad): in scope, not excluded.
+# Non-float32 cases that do convert and pass (integer Div/Pow/Pad; Gather with run-time int64
+# indices, negative ones too): in scope, not excluded.
 NON_FLOAT_IN_SCOPE = frozenset({"test_div_int32_trunc", "test_reflect_pad", "test_pow_types_int32_int32",
                                 "test_max_int32", "test_max_int64", "test_max_float16",
-                                "test_min_int32", "test_min_int64", "test_min_float16"})
+                                "test_min_int32", "test_min_int64", "test_min_float16",
+                                "test_gather_0", "test_gather_1", "test_gather_2d_indices",
+                                "test_gather_negative_indices"})
 # Ops whose newest version only added input types (bfloat16 etc.) after opset 21, and for which
 # onnx.version_converter has no down-adapter: retargeting the opset import is exact for them.
 TYPE_ONLY_SINCE_21 = frozenset({"GlobalMaxPool"})
