@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from edge.vocab import signing_key
 from converters.config import (IO_TYPES, LAYOUTS, QDQ_PROFILES, QUANTIZE, TARGETS, ConvertConfig, parse_class_axis,
                                parse_shape)
 
@@ -102,21 +103,21 @@ def _model_io_options(command):
 @click.option("--int8-recurrent", is_flag=True,
               help="Quantize LSTM/GRU/RNN layers to int8 too (1.4-7x faster, ~30 dB; default: they stay "
                    "float in the int8 TFLite, as in onnxruntime's quantizer).")
-@click.option("--key", type=EXISTING_FILE, help="ed25519 private key (ganglion keys generate) to sign the .gpk.")
+@signing_key("ed25519 private key (ganglion keys generate) that signs the .gpk.")
 @_model_io_options
 @click.option("--name", help="Artifact name in the manifest [default: MODEL's stem].")
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess,
-            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, int8_recurrent, key, input_shapes,
+            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, int8_recurrent, signing_key, input_shapes,
             input_values, state, class_axes, outputs, name, version, as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
     \b
     Examples:
       ganglion convert model.onnx --calib calib.npz -o model.gpk
-      ganglion convert model.onnx --calib calib.npz --holdout holdout.npz -o model.gpk --key signer.key
+      ganglion convert model.onnx --calib calib.npz --holdout holdout.npz -o model.gpk --signing-key signer.key
       ganglion convert model.onnx --calib imgs/ --preprocess preprocess.toml --target both -o m.gpk
       ganglion convert model.onnx --calib calib.npz --qdq-profile onnxruntime -o model.onnx
       ganglion convert model.onnx --calib calib.npz --io int8 --layout nhwc -o model.tflite
@@ -127,7 +128,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
       ganglion convert det.onnx --calib calib.npz --outputs boxes,scores -o det.gpk
 
     The .gpk holds the model(s) and a manifest (inputs/outputs with quant params, preprocessing,
-    labels, calibration method, and the fidelity report when --holdout is given), signed with --key.
+    labels, calibration method, and the fidelity report when --holdout is given), signed with --signing-key.
     On any error nothing is written.
     """
     from converters import api
@@ -136,7 +137,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
         layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess,
         num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
-        auto_keep_float=auto_keep_float, float_head=float_head, int8_recurrent=int8_recurrent, key=key,
+        auto_keep_float=auto_keep_float, float_head=float_head, int8_recurrent=int8_recurrent, key=signing_key,
         input_shapes=input_shapes, input_values=input_values, state=state, class_axes=class_axes, outputs=outputs,
         name=name,
         version=version,

@@ -16,7 +16,7 @@ G=.venv/bin/ganglion
 echo "== convert: ONNX -> int8 TFLite artifact (.gpk), calibrated on 100 training digits"
 "$G" convert "$DIGITS/digits_cnn.onnx" --calib "$DIGITS/calib.npz" --num-calib 100 \
     --holdout "$DIGITS/holdout.npz" --holdout-labels "$DIGITS/holdout_labels.npy" \
-    --labels "$DIGITS/labels.txt" --key "$OUT/demo.key" -o "$OUT/digits.gpk"
+    --labels "$DIGITS/labels.txt" --signing-key "$OUT/demo.key" -o "$OUT/digits.gpk"
 
 echo
 echo "== verify: the artifact in LiteRT vs the float model in onnxruntime, on 450 held-out digits"

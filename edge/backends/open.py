@@ -64,7 +64,7 @@ def refuse_unsigned(path: Path, trusted_keys) -> None:
         raise InputError(f"{path.name} is a bare {path.suffix} file, but trusted keys are configured and "
                          "only a signed .gpk can prove where a model came from", where=str(path),
                          code="artifact.unsigned",
-                         hint="convert and sign it: ganglion convert model.onnx -o model.gpk --key signer.key"
+                         hint="convert and sign it: ganglion convert model.onnx -o model.gpk --signing-key signer.key"
                               " (or remove the trusted keys to run unsigned models)")
 
 

@@ -30,7 +30,7 @@ def test_help_teaches_with_examples(capsys, command):
 def test_convert_help_lists_the_main_flags(capsys):
     _, out, _ = run(capsys, "convert", "--help")
     for flag in ("--calib", "--target", "--quantize", "--io", "--layout", "--observer", "--holdout",
-                 "--keep-float", "--auto-keep-float", "--key", "--input-shape", "--num-calib"):
+                 "--keep-float", "--auto-keep-float", "--signing-key", "--input-shape", "--num-calib"):
         assert flag in out
 
 

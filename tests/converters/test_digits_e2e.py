@@ -33,7 +33,7 @@ def converted(tmp_path_factory, digits_dir):
     out = folder / "digits.gpk"
     proc = ganglion("convert", digits_dir / "digits_cnn.onnx", "--calib", digits_dir / "calib.npz",
                     "--holdout", digits_dir / "holdout.npz", "--holdout-labels", digits_dir / "holdout_labels.npy",
-                    "--labels", digits_dir / "labels.txt", "--target", "both", "--key", private,
+                    "--labels", digits_dir / "labels.txt", "--target", "both", "--signing-key", private,
                     "-o", out, "--json")
     return {"path": out, "public": public, "summary": json.loads(proc.stdout), "folder": folder}
 
