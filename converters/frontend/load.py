@@ -16,7 +16,8 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from converters.errors import ModelLoadError
 
 OPSET_MIN, OPSET_MAX = 11, 21
-UPGRADE_FROM = 7    # opsets 7-10 (ONNX's own model zoo, older exporters) are raised to OPSET_MIN
+UPGRADE_FROM = 7    # opsets 7-10 (ONNX's model zoo) are raised to OPSET_MIN; before 7 ops had legacy
+                    # broadcast/consumed_inputs attributes: re-export rather than trust an adapter chain
 REEXPORT_HINT = "re-export with torch.onnx.export(..., opset_version=17) or onnx.version_converter"
 
 
