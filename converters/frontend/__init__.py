@@ -1,6 +1,6 @@
 """The converter's front door: load and check ONNX, make shapes static, build the IR.
 
-    load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21, static shapes,
+    load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21 (7-10 raised), static shapes,
                                                                every node named (names.py)
     to_graph(model) -> converters.ir.Graph                    defaults filled, folded to a fixed
                                                                point (shapes, constants, If/Loop
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 
 from converters.frontend import dynamic, fold, quirks, shapes, subgraphs
-from converters.frontend.load import check, default_opset, read_model
+from converters.frontend.load import check, default_opset, read_model, upgrade_opset
 from converters.frontend.names import name_nodes
 from converters.frontend.quantized import dequantize, with_ir4   # already-quantized models
 from converters.frontend.to_ir import to_graph as _to_graph
@@ -38,6 +38,7 @@ def load_model(path: str | os.PathLike,
 def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
             where: str = "<model>") -> onnx.ModelProto:
     """The in-memory half of ``load_model``: opset gate, checker, node names, static shapes."""
+    model = upgrade_opset(model)   # opset 7-10 raised to 11 (load.py)
     default_opset(model)
     model = with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
     check(model, where)

@@ -70,7 +70,10 @@ def evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
     except Exception:  # the reference raises anything (NotImplementedError, ValueError, ...)
         return None
     results = [np.asarray(r) for r in results]
-    if any(r.size > MAX_FOLD_ELEMENTS for r in results):
+    big = max(r.size for r in results) if results else 0
+    if big > MAX_FOLD_ELEMENTS:   # say why instead of "not supported" (and skip it next sweep)
+        node.attrs["_unresolved"] = (f"folds to a constant of {big:,} elements, over the "
+                                     f"{MAX_FOLD_ELEMENTS:,}-element limit of the converter's memory")
         return None
     return results
 

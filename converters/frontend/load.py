@@ -10,11 +10,14 @@ import os
 from pathlib import Path
 
 import onnx
+from onnx import version_converter
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from converters.errors import ModelLoadError
 
 OPSET_MIN, OPSET_MAX = 11, 21
+UPGRADE_FROM = 7    # opsets 7-10 (ONNX's model zoo) are raised to OPSET_MIN; before 7 ops had legacy
+                    # broadcast/consumed_inputs attributes: re-export rather than trust an adapter chain
 REEXPORT_HINT = "re-export with torch.onnx.export(..., opset_version=17) or onnx.version_converter"
 
 
@@ -96,6 +99,24 @@ def default_opset(model: onnx.ModelProto) -> int:
                              code="convert.opset", where="model.opset_import",
                              hint=REEXPORT_HINT)
     return opset
+
+
+def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A model at opset 7-10 raised to ``OPSET_MIN`` by ``onnx.version_converter``; others unchanged.
+
+    The adapters are ONNX's own, one per op change (e.g. Dropout loses ``is_test``, Upsample
+    becomes Resize), so the upgraded model computes what the original did; ``default_opset``
+    still refuses what stays outside the window.
+    """
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions or not UPGRADE_FROM <= max(versions) < OPSET_MIN:
+        return model
+    try:
+        return version_converter.convert_version(model, OPSET_MIN)
+    except Exception as exc:  # the converter raises assorted internal errors
+        raise ModelLoadError(f"cannot raise opset {max(versions)} to {OPSET_MIN}: {exc}",
+                             code="convert.opset", where="model.opset_import",
+                             hint=REEXPORT_HINT) from exc
 
 
 def check(model: onnx.ModelProto, where: str) -> None:

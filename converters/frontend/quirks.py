@@ -204,7 +204,10 @@ def _first_input_only(node: Node, graph: Graph) -> None:
         if node.input(2) and not identity and (not found or bool(np.asarray(training).reshape(-1)[0])):
             node.attrs["_unresolved"] = "training-mode Dropout is random; export in eval mode"
             node.attrs["_training"] = True
-        if len(node.outputs) > 1 and node.outputs[1]:
+        mask = node.outputs[1] if len(node.outputs) > 1 else ""
+        # opset <= 11 exporters (and version_converter) name the mask even when nothing reads it:
+        # an unread mask is simply dropped; a read one is refused (spec: all-true only in eval mode)
+        if mask and (mask in graph.outputs or graph.consumers().get(mask)):
             node.attrs["_unresolved"] = "Dropout mask output is not supported"
             node.attrs["_training"] = True
         node.outputs = node.outputs[:1]

@@ -1,4 +1,5 @@
-"""Binary elementwise ops: Add, Sub, Mul, Div, Pow, Max, Min (numpy broadcasting, fused activation).
+"""Binary elementwise ops: Add, Sub, Mul, Div, Pow, Max, Min (numpy broadcasting, fused activation),
+and the variadic Sum as a chain of ADDs.
 
 Division by a constant becomes MUL by its reciprocal: it is faster and, unlike DIV, has an int8
 kernel. Pow with a constant exponent of 2 or 0.5 becomes MUL / SQRT for the same reasons.
@@ -55,3 +56,24 @@ def _lower_binary(ctx: LowerContext, node) -> None:
 
 for _op in BINARY:
     lowers(_op, since=1, check=_check_binary)(_lower_binary)
+
+
+@lowers("Sum", since=1)
+def sum_(ctx: LowerContext, node) -> None:
+    """Sum of n inputs as n - 1 ADDs, left to right (TFLite's ADD_N has no int8 kernel); one input
+    is a copy. Intermediates are broadcast like ONNX's multidirectional Sum."""
+    names = [i for i in node.inputs if i]
+    y = ctx.output(node.outputs[0])
+    cur = ctx.value(names[0])
+    if len(names) == 1:
+        ctx.reshape(cur, ctx.shape_of(y), out=y, hint="copy")
+        return
+    for k, name in enumerate(names[1:], start=2):
+        b = ctx.value(name)
+        if k == len(names):
+            out = y
+        else:
+            shape = np.broadcast_shapes(ctx.shape_of(cur), ctx.shape_of(b))
+            out = ctx.temp(shape, "partial_sum")
+        ctx.emit("ADD", [cur, b], [out], options("AddOptions"))
+        cur = out

@@ -79,3 +79,30 @@ def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int]) -> tupl
     eps = ctx.const(np.array(node.attrs.get("epsilon", 1e-5), np.float32), "epsilon")
     var_eps = op("ADD", [var, eps], kept, options("AddOptions"), "var_eps")
     return centered, op("RSQRT", [var_eps], kept, None, "inv_std")
+
+
+def _check_lrn(node, graph):
+    if len(graph.tensors[node.inputs[0]].shape) != 4:
+        return "only 4-D (N, C, H, W) LRN is supported"
+    if node.attrs["size"] % 2 == 0:
+        # ONNX's window for an even size is lopsided (floor below, ceil above); TFLite's is symmetric
+        return f"LRN with an even size ({node.attrs['size']}) is not supported"
+    return None
+
+
+@lowers("LRN", since=1, check=_check_lrn)
+def lrn(ctx: LowerContext, node) -> None:
+    """LOCAL_RESPONSE_NORMALIZATION over the (channels-last) last axis.
+
+    ONNX: y = x / (bias + alpha / size * sum of x^2 over ``size`` channels) ^ beta
+    (https://onnx.ai/onnx/operators/onnx__LRN.html); TFLite sums over ``radius`` channels each side
+    and multiplies by ``alpha`` unscaled, hence radius = (size - 1) / 2 and alpha / size. Float
+    only: LiteRT has no int8 kernel, so the int8 build keeps it a float island (not in INT8_OPS).
+    """
+    a = node.attrs
+    size = int(a["size"])
+    opts = options("LocalResponseNormalizationOptions", radius=(size - 1) // 2,
+                   bias=float(a.get("bias", 1.0)), alpha=float(a.get("alpha", 1e-4)) / size,
+                   beta=float(a.get("beta", 0.75)))
+    ctx.emit("LOCAL_RESPONSE_NORMALIZATION", [ctx.value(node.inputs[0])],
+             [ctx.output(node.outputs[0])], opts)

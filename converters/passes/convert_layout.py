@@ -23,11 +23,11 @@ import numpy as np
 from converters.ir import Graph, Node, Tensor
 
 SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-           "Resize", "DepthToSpace", "SpaceToDepth", "InstanceNormalization"}
+           "Resize", "DepthToSpace", "SpaceToDepth", "InstanceNormalization", "LRN"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Relu", "Clip", "LeakyRelu", "PRelu",
                "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Erf", "Gelu", "Sqrt", "Exp", "Log",
                "Abs", "Neg", "Identity", "Dropout", "Reciprocal", "Elu", "Softplus", "Floor", "Ceil",
-               "Cast"}
+               "Cast", "Sum"}
 KEEP_LAYOUT = {"Concat", "Split", "Slice", "Pad"}
 REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd"}
 RESHAPE_LIKE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}

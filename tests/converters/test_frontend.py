@@ -93,8 +93,17 @@ def test_external_data_inside_the_folder_loads(tmp_path):
     assert numpy_helper.to_array(m.graph.initializer[0])[0, 0] == 2.0
 
 
-@pytest.mark.parametrize("opset", [9, 10, 22])
-def test_opset_outside_11_21_is_refused(tmp_path, opset):
+@pytest.mark.parametrize("opset", [7, 9, 10])
+def test_opset_7_to_10_is_raised_to_11(tmp_path, opset):
+    # ONNX's own model zoo (onnx/backend/test/data/light) is opset 9: onnx.version_converter lifts it
+    path = tmp_path / "m.onnx"
+    onnx.save(_relu_model(opset=opset), path)
+    m = frontend.load_model(path)
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [11]
+
+
+@pytest.mark.parametrize("opset", [6, 22])
+def test_opset_outside_7_21_is_refused(tmp_path, opset):
     path = tmp_path / "m.onnx"
     onnx.save(_relu_model(opset=opset), path)
     with pytest.raises(ModelLoadError) as err:
@@ -206,3 +215,22 @@ def test_local_functions_are_inlined():
                           functions=[fn])
     res = tflite.build(frontend.prepare(m), None, tflite.TFLiteOptions(quantize="none"))
     assert res.ops == ["RELU", "LOGISTIC"]
+
+
+@pytest.mark.parametrize("mask_used", [False, True])
+def test_dropout_mask_output_only_refused_when_read(mask_used):
+    # opset <= 11 exporters name the mask even when nothing reads it (AlexNet, VGG, SqueezeNet)
+    nodes = [helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.5),
+             helper.make_node("Relu", ["d"], ["y"])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if mask_used:
+        outs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 3, 8, 8]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          outs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 8
+    graph = frontend.to_graph(frontend.prepare(m))
+    problems = problems_of(graph)
+    assert bool(problems) == mask_used
+    if mask_used:
+        assert "mask output" in problems[0]

@@ -65,3 +65,47 @@ def test_elementwise_keeps_nhwc_between_convs():
     res, _ = H.check(m, steps=4)
     inner = res.ops[1:-1]
     assert "TRANSPOSE" not in inner, res.ops
+
+
+
+def _int8_measured(m, samples):
+    """int8 build with ``samples``: the ADD chain's partial sums (no ONNX tensor, two activation
+    inputs: no exact interval) get measured ranges, as ``ganglion convert`` does."""
+    ranges = H.collect_ranges(m, samples, method="minmax", progress=False)
+    return H.tflite.build(m, ranges, H.tflite.TFLiteOptions(quantize="int8"), samples=samples)
+
+
+SUM = {  # variadic Sum -> ADD chain (ADD_N has no int8 kernel)
+    "one": ({"a": (2, 6)}, {}),
+    "two_nchw": ({"a": (1, 4, 5, 5), "b": (1, 4, 5, 5)}, {}),
+    "three_bcast": ({"a": (2, 3, 4), "b": (3, 4), "c": (2, 3, 4)}, {}),
+    "four_with_const": ({"a": (1, 4, 5, 5), "b": (1, 4, 5, 5), "c": (1, 4, 5, 5)}, {"d": c(4, 1, 1)}),
+}
+
+
+@pytest.mark.parametrize("case", SUM, ids=list(SUM))
+def test_sum(case):
+    inputs, inits = SUM[case]
+    n = len(inputs) + len(inits)
+    m = H.one_node("Sum", inputs, inits, opset=13)
+    res, _ = H.check(m, int8=False)
+    assert res.ops.count("ADD") == n - 1
+    samples = H.samples_for(m)
+    q = _int8_measured(m, samples)
+    assert q.ops.count("ADD") == n - 1 and q.ops.count("DEQUANTIZE") == 1, q.ops   # all int8
+    ref, got = H.ort_run(m, samples[0])[0], H.tflite_run(q, samples[0])[0]
+    # each ADD rounds once (<= 0.5 step of its output) and the input quantization adds ~0.5 step
+    # per input: n steps bound the chain, a wrong scale would be tens off
+    assert np.abs(got - ref).max() <= n * H.output_scale(q)
+
+
+def test_sum_after_conv_stays_channels_last():
+    w = RNG.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["a", "b", "a"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 6, 6)}, ["y"], {"w": w})
+    res, _ = H.check(m, int8=False)
+    assert res.ops.count("TRANSPOSE") == 2       # in and out only: Sum kept NHWC
+    q = _int8_measured(m, H.samples_for(m))
+    assert q.ops.count("DEQUANTIZE") == 1, q.ops

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from converters.errors import UnsupportedOpsError
+
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(4)
@@ -70,3 +72,25 @@ def test_instance_norm(shape):
     # Like LayerNorm, x - mean has no derived range without samples: a float island.
     res, _ = H.check(m, expect=["MEAN", "RSQRT"], islands=3, steps=3, atol=2e-4)
     assert res.ops.count("TRANSPOSE") == 2           # channels-last inside, ONNX layout at the edges
+
+
+LRN = {  # size, alpha, beta, bias (AlexNet/GoogLeNet use size 5, alpha 1e-4, beta 0.75)
+    "alexnet": (5, 1e-4, 0.75, 1.0),
+    "size3_strong": (3, 0.5, 0.5, 2.0),
+    "size1": (1, 1e-2, 0.75, 1.0),
+}
+
+
+@pytest.mark.parametrize("case", LRN, ids=list(LRN))
+def test_lrn(case):
+    size, alpha, beta, bias = LRN[case]
+    m = H.one_node("LRN", {"x": (1, 8, 5, 5)}, size=size, alpha=alpha, beta=beta, bias=bias)
+    # No int8 kernel in LiteRT: the int8 model runs LRN as one float island.
+    res, q = H.check(m, expect=["LOCAL_RESPONSE_NORMALIZATION"], islands=1, steps=3, atol=1e-5)
+    assert "LOCAL_RESPONSE_NORMALIZATION" in q.ops and "DEQUANTIZE" in q.ops
+
+
+def test_lrn_even_size_is_refused():
+    m = H.one_node("LRN", {"x": (1, 8, 5, 5)}, size=4)
+    with pytest.raises(UnsupportedOpsError, match="even size"):
+        H.convert(m)
