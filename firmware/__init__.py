@@ -5,6 +5,6 @@ Verbs, one module each: ``build``, ``verify`` (signing keys in ``keys``), ``inst
 for a bundle received over MQTT. Supporting modules: ``bundle`` (the .fw format), ``slots`` (state
 behind a file or memory backend), ``wheels`` (which wheels a board gets), ``wheelinstall`` (unpack
 and check them), ``selftest`` (the golden self-test), ``selfwheel`` (Ganglion's own code as a
-wheel). Only the stdlib, numpy (self-test) and ``cryptography``; runs on the host (build) and on
-the device (everything else). See docs/firmware.md.
+wheel). Only the stdlib, numpy (self-test), ``cryptography`` and ``packaging`` (wheel names, tags,
+PEP 440 versions); runs on the host (build) and on the device (everything else). See docs/firmware.md.
 """

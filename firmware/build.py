@@ -24,6 +24,8 @@ import boards
 from edge import __version__
 from edge.artifact import read as read_artifact
 from edge.errors import GanglionError
+from packaging.utils import canonicalize_name
+
 from firmware import keys, selftest, selfwheel, wheels
 from firmware.bundle import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, SAFE_NAME
 from firmware.errors import BuildError
@@ -61,7 +63,7 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     say("collecting wheels")
     wheel_paths = _collect_wheels(board, wheelhouse, cache)
     with tempfile.TemporaryDirectory(prefix="ganglion-build-") as tmp:
-        if include_self and not any(wheels.WheelName.parse(p.name).name.lower() == selfwheel.DIST
+        if include_self and not any(wheels.WheelName.parse(p.name).name == canonicalize_name(selfwheel.DIST)
                                     for p in wheel_paths):
             wheel_paths.append(selfwheel.build_self_wheel(tmp))
         return _assemble(board, gpk_path, gpk, model, version, config_bytes, wheel_paths, private,
@@ -94,8 +96,7 @@ def _assemble(board, gpk_path: Path, gpk, model: bytes, version: str, config_byt
         "model": {"name": gpk.manifest.get("name"), "version": gpk.manifest.get("version"),
                   "format": board.artifact.format},
         "selftest": {"input": "selftest/input.npz", "expected": "selftest/expected.npz", **selftest_entry},
-        "wheels": [{"file": f"wheels/{p.name}", "name": wheels.WheelName.parse(p.name).name,
-                    "version": wheels.WheelName.parse(p.name).version} for p in wheel_paths],
+        "wheels": [_wheel_entry(p) for p in wheel_paths],
         "members": {name: _digest(data) for name, data in sorted(members.items())},
     }
     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -104,14 +105,20 @@ def _assemble(board, gpk_path: Path, gpk, model: bytes, version: str, config_byt
     return manifest
 
 
+def _wheel_entry(path: Path) -> dict:
+    wheel = wheels.WheelName.parse(path.name)
+    return {"file": f"wheels/{path.name}", "name": wheel.name, "version": str(wheel.version)}
+
+
 def _version(version: str | None, gpk_manifest: dict) -> str:
+    """The bundle's version in PEP 440's normal form ('1.2.0-rc1' -> '1.2.0rc1'), so two spellings of
+    one version are one string in the device's failed-version list too."""
     candidate = version or gpk_manifest.get("version")
     try:
-        parse_version(candidate)
+        return str(parse_version(candidate))
     except GanglionError:
-        raise BuildError(f"bundle version {candidate!r} is not dotted integers", code="firmware.version",
-                         hint="pass --version 1.2.0; versions order installs and refuse downgrades")
-    return candidate
+        raise BuildError(f"bundle version {candidate!r} is not a PEP 440 version", code="firmware.version",
+                         hint="pass --version 1.2.0; versions order installs and refuse downgrades") from None
 
 
 def _read_config(config, board, artifact_member: str) -> bytes:

@@ -105,7 +105,7 @@ def check_manifest(data, where: str) -> None:
     try:
         parse_version(data["version"])
     except Exception:
-        fail(f"version {data['version']!r} is not dotted integers")
+        fail(f"version {data['version']!r} is not a PEP 440 version")
     members = data.get("members")
     if not isinstance(members, dict) or not members:
         fail("'members' must be a non-empty table")

@@ -73,7 +73,7 @@ def firmware():
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Bundle to write.")
 @click.option("--wheelhouse", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="Take wheels from this folder instead of pip download (repeatable).")
-@click.option("--version", "version", default=None, help="Bundle version (dotted integers).")
+@click.option("--version", "version", default=None, help="Bundle version (PEP 440, e.g. 1.2.0 or 1.2.0rc1).")
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
               help="pip download cache (default ~/.cache/ganglion-wheels/BOARD).")
 @trusted_keys("Public key (.pub) the artifact must be signed by (repeatable).", old=("--artifact-trust",))

@@ -32,7 +32,7 @@ from pathlib import Path
 from firmware.bundle import MANIFEST, SIGNATURE, BundleManifest, check_member
 from firmware.errors import BundleError, InstallError
 from edge.errors import UsageError
-from firmware.slots import MAX_BOOTS_RANGE, Layout, SlotState, fsync_dir, now, parse_version
+from firmware.slots import MAX_BOOTS_RANGE, Layout, SlotState, find_version, fsync_dir, now, parse_version
 from firmware.verify import verify
 from firmware import rootboard, wheelinstall
 
@@ -149,8 +149,9 @@ def check_policy(state: SlotState, version: str, board: str, force: bool) -> Non
                            code="firmware.wrong_board", hint="build the bundle with --board " + state.board)
     if force:
         return
-    if version in state.failed_versions:
-        why = state.failed_versions[version].get("reason", "")
+    failed = find_version(state.failed_versions, version)
+    if failed is not None:
+        why = state.failed_versions[failed].get("reason", "")
         raise InstallError(f"version {version} already failed here ({why}); not retrying it",
                            code="firmware.failed_version",
                            hint="ship a fixed version with a higher number, or --force to try again")

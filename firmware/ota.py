@@ -35,7 +35,7 @@ from edge.errors import GanglionError
 from firmware.errors import FirmwareError, InstallError
 from firmware.install import install
 from firmware.rootboard import resolve
-from firmware.slots import Layout
+from firmware.slots import Layout, find_version
 from firmware.validate import validate
 from firmware.verify import verify
 
@@ -59,9 +59,9 @@ def deploy_firmware(bundle: str | Path, root, trusted, emit: Emit, *, force: boo
         manifest = verify(bundle, trusted)
         version = manifest.version
         failed = layout.backend().load().failed_versions
-        if version in failed:
+        if (key := find_version(failed, version)) is not None:
             raise InstallError(f"version {version} already failed on this device "
-                               f"({failed[version].get('reason')}); not retrying it",
+                               f"({failed[key].get('reason')}); not retrying it",
                                code="firmware.failed_version", hint="publish a fixed, higher version")
         total = len(manifest.members)
         event("installing", version=version, board=manifest.board, members=total)

@@ -25,12 +25,13 @@ import fcntl
 import functools
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from packaging.version import InvalidVersion, Version
 
 from edge.artifact import atomic_write
 from firmware.errors import SlotError
@@ -41,19 +42,46 @@ DEFAULT_MAX_BOOTS = 3
 MAX_BOOTS_RANGE = (1, 10)      # fewer than one trial boot is no trial; more only delays a revert
 DEFAULT_MAX_RETRIES = 3        # transient failures a version may have before it is refused too
 HISTORY_LIMIT = 50
-VERSION_RE = re.compile(r"\d+(\.\d+){0,3}")
 
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """'1.10.2' -> (1, 10, 2); bundles carry plain dotted integers so ordering is unambiguous."""
-    if not isinstance(text, str) or not VERSION_RE.fullmatch(text):
-        raise SlotError(f"version {text!r} is not dotted integers (e.g. 1.4.0)", code="firmware.version")
-    parts = tuple(int(p) for p in text.split("."))
-    return parts + (0,) * (4 - len(parts))
+def parse_version(text: str) -> Version:
+    """A bundle version, ordered as PEP 440 says (https://peps.python.org/pep-0440/#summary-of-permitted-suffixes-and-relative-ordering):
+    1.9.0 < 1.10.0, 1.2 == 1.2.0, 1.2.0rc1 < 1.2.0 < 1.2.0.post1, 1.2.0 < 1.2.0+local."""
+    try:
+        if isinstance(text, str) and text.strip() == text:
+            return Version(text)
+    except InvalidVersion:
+        pass
+    raise SlotError(f"version {text!r} is not a PEP 440 version (e.g. 1.4.0, 1.4.0rc1)", code="firmware.version")
+
+
+def version_order(item) -> tuple:
+    """Sort key for version strings (or ``(version, value)`` pairs) in PEP 440 order, 1.9.0 before
+    1.10.0; strings that are not versions (a hand-edited state file) sort last, as text."""
+    text = item[0] if isinstance(item, tuple) else item
+    try:
+        return (0, parse_version(text), "")
+    except SlotError:
+        return (1, None, str(text))
+
+
+def find_version(versions, version: str) -> str | None:
+    """The key of ``versions`` (a dict or list of version strings) equal to ``version`` under PEP
+    440 ('1.2' is '1.2.0'); keys that are not versions (a hand-edited state file) never match."""
+    if version in versions:
+        return version
+    wanted = parse_version(version)
+    for key in versions:
+        try:
+            if parse_version(key) == wanted:
+                return key
+        except SlotError:
+            continue
+    return None
 
 
 @dataclass

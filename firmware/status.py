@@ -8,7 +8,7 @@ refused for good are in ``failed_versions``, versions that may still be retried 
 from __future__ import annotations
 
 from firmware import rootboard
-from firmware.slots import SLOTS, Layout
+from firmware.slots import SLOTS, Layout, version_order
 
 
 def status(root, *, layout: Layout | None = None) -> dict:
@@ -40,10 +40,10 @@ def render(info: dict) -> str:
         cls = f"{s['failure_class']}: " if s.get("failure_class") else ""
         reason = f" ({cls}{s['reason']})" if s.get("reason") else ""
         lines.append(f" {mark} {name}: {s.get('status'):<11} {s.get('version') or '-':<10}{extra}{reason}")
-    for version, why in sorted(info["failed_versions"].items()):
+    for version, why in sorted(info["failed_versions"].items(), key=version_order):
         cls = why.get("class", "permanent")
         lines.append(f"   refused version {version} ({cls}): {why.get('reason')}")
-    for version, retry in sorted(info.get("retries", {}).items()):
+    for version, retry in sorted(info.get("retries", {}).items(), key=version_order):
         lines.append(f"   version {version} may be retried: {retry.get('count')} transient failure(s) of "
                      f"{info.get('max_retries')} allowed retries; last: {retry.get('reason')}")
     return "\n".join(lines)

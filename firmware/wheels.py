@@ -5,7 +5,9 @@ pip matches platform tags exactly, so a board lists several (``manylinux_2_28_aa
 ``pip download --only-binary=:all: --platform ... --python-version ... --implementation cp``,
 into a cache folder outside git (``~/.cache/ganglion-wheels/<board>`` by default).
 With ``--wheelhouse DIR`` nothing is downloaded: every wheel in DIR whose tags fit the board is
-taken (a device vendor's index, an air-gapped build, or the tests' one small wheel).
+taken (a device vendor's index, an air-gapped build, or the tests' one small wheel); of several
+wheels of one distribution the newest PEP 440 version wins (``packaging`` parses names, tags and
+versions: sorting file names as text would put numpy 2.9.0 after 2.10.0).
 
 Run as ``python -m firmware.wheels --board rpi4 --cache DIR`` to fill a cache ahead of time.
 """
@@ -18,49 +20,72 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from firmware.errors import BuildError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "ganglion-wheels"
-# PEP 427: {distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl
-WHEEL_RE = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?"
-                      r"-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl")
+# Checked before packaging parses a name: a wheel file name is a plain file name (it becomes a
+# bundle member ``wheels/<name>``), never a path, a dot file or a name with shell-unfriendly bytes.
+# PEP 427/440 names need only these characters ('+' local versions, '!' epochs).
+SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+!-]*\.whl")
 
 
 @dataclass(frozen=True)
 class WheelName:
-    name: str
-    version: str
-    py: tuple[str, ...]
-    abi: tuple[str, ...]
-    plat: tuple[str, ...]
+    """A parsed wheel file name (PEP 427); ``packaging`` does the parsing, with its rules for
+    name normalisation, PEP 440 versions, build tags and compressed tag sets."""
+    filename: str
+    name: str                       # canonical distribution name (PEP 503): "ai-edge-litert"
+    version: Version
+    build: tuple                    # () or (number, suffix): a higher build tag wins at equal version
+    tags: frozenset[Tag]
 
     @classmethod
     def parse(cls, filename: str) -> "WheelName":
-        m = WHEEL_RE.fullmatch(filename)
-        if not m:
-            raise BuildError(f"{filename!r} is not a wheel file name", code="firmware.wheel_name")
-        return cls(m["name"], m["version"], tuple(m["py"].split(".")), tuple(m["abi"].split(".")),
-                   tuple(m["plat"].split(".")))
+        if not SAFE_FILENAME.fullmatch(filename) or ".." in filename:
+            raise BuildError(f"{filename!r} is not a wheel file name", code="firmware.wheel_name",
+                             hint="a wheel is named NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl (PEP 427)")
+        try:
+            name, version, build, tags = parse_wheel_filename(filename)
+        except (InvalidWheelFilename, InvalidVersion) as exc:
+            raise BuildError(f"{filename!r} is not a wheel file name: {exc}", code="firmware.wheel_name",
+                             hint="a wheel is named NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl (PEP 427)") from exc
+        return cls(filename, str(name), version, tuple(build), frozenset(tags))
+
+
+def board_tags(board) -> list[Tag]:
+    """The tags pip on the board accepts, most specific first (the order pip prefers them in).
+
+    ``platform_tags`` are taken as listed (pip matches them exactly, see the module docstring);
+    ``packaging.tags`` adds the rest of pip's rules: abi3 wheels of older CPythons, ``none`` ABIs,
+    pure ``py3``/``py3X`` wheels and ``any`` platforms."""
+    major, minor = (int(p) for p in board.python.version.split(".")[:2])
+    interpreter = f"{board.python.implementation}{major}{minor}"
+    platforms = list(board.python.platform_tags)
+    return [*cpython_tags((major, minor), abis=[interpreter], platforms=platforms),
+            *compatible_tags((major, minor), interpreter, platforms)]
 
 
 def compatible(wheel: WheelName, board) -> bool:
     """Would pip on the board accept this wheel? (its Python, ABI and platform tags)."""
-    major, minor = board.python.version.split(".")
-    cp = f"cp{major}{minor}"
-    py_ok = any(t in (cp, f"py{major}", f"py{major}{minor}") for t in wheel.py)
-    abi3_ok = any(t.startswith("cp") and t[2:].isdigit() and int(t[3:] or 0) <= int(minor)
-                  for t in wheel.py)
-    abi_ok = any(a in (cp, "none") or (a == "abi3" and abi3_ok) for a in wheel.abi)
-    # an abi3 wheel tagged cp3X runs on every CPython >= 3.X
-    py_ok = py_ok or ("abi3" in wheel.abi and abi3_ok)
-    plat_ok = any(p == "any" or p in board.python.platform_tags for p in wheel.plat)
-    return py_ok and abi_ok and plat_ok
+    return not wheel.tags.isdisjoint(board_tags(board))
+
+
+def _preference(wheel: WheelName, ranked: dict[Tag, int]) -> tuple:
+    """Newest version first (PEP 440 order, so 2.10.0 beats 2.9.0), then the higher build tag,
+    then the most specific tag (a cp311 wheel over an abi3 one of the same release)."""
+    best_tag = min(ranked[t] for t in wheel.tags if t in ranked)
+    return (wheel.version, wheel.build, -best_tag)
 
 
 def from_wheelhouses(board, wheelhouses) -> list[Path]:
-    """Every wheel in the given folders that fits the board; one per distribution (the newest name)."""
-    chosen: dict[str, Path] = {}
+    """Every distribution in the given folders with a wheel that fits the board, each as its best
+    wheel (see ``_preference``); at a tie the first folder given wins."""
+    ranked = {tag: i for i, tag in enumerate(board_tags(board))}
+    chosen: dict[str, tuple[tuple, Path]] = {}
     for folder in wheelhouses:
         folder = Path(folder)
         if not folder.is_dir():
@@ -68,14 +93,17 @@ def from_wheelhouses(board, wheelhouses) -> list[Path]:
                              code="firmware.wheelhouse")
         for path in sorted(folder.glob("*.whl")):
             wheel = WheelName.parse(path.name)
-            if compatible(wheel, board):
-                chosen[wheel.name.lower().replace("_", "-")] = path
+            if wheel.tags.isdisjoint(ranked):
+                continue
+            key = _preference(wheel, ranked)
+            if wheel.name not in chosen or key > chosen[wheel.name][0]:
+                chosen[wheel.name] = (key, path)
     if not chosen:
         raise BuildError(f"no wheel in {', '.join(map(str, wheelhouses))} fits board {board.name} "
                          f"(python {board.python.version}, {board.python.platform_tags[0]}, ...)",
                          code="firmware.no_wheels",
                          hint="fill it with 'python -m firmware.wheels --board NAME --cache DIR'")
-    return sorted(chosen.values())
+    return sorted(path for _, path in chosen.values())
 
 
 def pip_download_command(board, dest: Path, requirements=None) -> list[str]:

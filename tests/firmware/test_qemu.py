@@ -48,7 +48,7 @@ def test_rpi4_bundle_self_test_runs_under_qemu_cortex_a72(prepared, tmp_path, fw
     from firmware.build import build
     manifest = build("rpi4", gpk, config, fw_keys["private"], bundle, wheelhouse, version="1.0.0")
     names = {w["name"] for w in manifest["wheels"]}
-    assert {"numpy", "ai_edge_litert", "ganglion_edge"} <= names
+    assert {"numpy", "ai-edge-litert", "ganglion-edge"} <= names     # canonical (PEP 503) names
     assert all("aarch64" in w["file"] or "-any." in w["file"] for w in manifest["wheels"])
 
     root = tmp_path / "sdcard"

@@ -8,7 +8,7 @@ import pytest
 
 from firmware.errors import SlotError
 from firmware.slots import (HISTORY_LIMIT, FileStateBackend, MemoryStateBackend, SlotState,
-                            parse_version)
+                            find_version, parse_version, version_order)
 from firmware import wheelinstall
 from tests.firmware import helpers
 
@@ -64,17 +64,35 @@ def test_file_backend_replaces_atomically_and_leaves_no_temp_files(tmp_path):
     assert backend.load().board == "b4"
 
 
-@pytest.mark.parametrize("low,high", [("1.9.0", "1.10.0"), ("1", "1.0.1"), ("0.9.9.9", "1.0"),
-                                      ("2.0", "10.0")])
-def test_versions_order_numerically(low, high):
+@pytest.mark.parametrize("low,high", [
+    ("1.9.0", "1.10.0"), ("2.9.0", "2.10.0"), ("1", "1.0.1"), ("0.9.9.9", "1.0"), ("2.0", "10.0"),
+    ("1.2.0rc1", "1.2.0"), ("1.2.0a1", "1.2.0b1"), ("1.2.0.dev1", "1.2.0a1"),   # pre-releases first
+    ("1.2.0", "1.2.0.post1"), ("1.2.0", "1.2.0+local"), ("1.2.0+local", "1.2.1rc1"),
+    ("1.2.0+build.2", "1.2.0+build.10"), ("9.0", "1!0.1"),
+])
+def test_versions_order_as_pep440_says(low, high):
     assert parse_version(low) < parse_version(high)
-    assert parse_version("1.2") == parse_version("1.2.0.0")
+    assert sorted([high, low], key=version_order) == [low, high]
 
 
-@pytest.mark.parametrize("text", ["1.2.3-rc1", "v1.2", "", "1..2", "1.2.3.4.5", None])
-def test_versions_that_do_not_order_clearly_are_refused(text):
-    with pytest.raises(SlotError):
+@pytest.mark.parametrize("one,other", [("1.2", "1.2.0.0"), ("1.2.0-rc1", "1.2.0rc1"), ("v1.2", "1.2"),
+                                       ("1.2.0+Local", "1.2.0+local")])
+def test_spellings_of_one_version_are_equal(one, other):
+    assert parse_version(one) == parse_version(other)
+    assert find_version({other: {}}, one) == other
+
+
+@pytest.mark.parametrize("text", ["", "1..2", "one.two", "1.2.3-beta-beta", " 1.2", "1.2\n", "latest", None, 1.2])
+def test_versions_that_are_not_pep440_are_refused(text):
+    with pytest.raises(SlotError) as info:
         parse_version(text)
+    assert info.value.code == "firmware.version"
+
+
+def test_unparsable_keys_in_a_hand_edited_state_never_match_and_sort_last():
+    assert find_version({"garbage": {}, "1.0": {}}, "1.0.0") == "1.0"
+    assert find_version({"garbage": {}}, "1.0.0") is None
+    assert sorted(["garbage", "1.10.0", "1.9.0"], key=version_order) == ["1.9.0", "1.10.0", "garbage"]
 
 
 def test_wheel_data_folders_go_where_pip_would_put_them(tmp_path):

@@ -100,7 +100,7 @@ def test_concat_of_sigmoid_and_wide_tensor_is_not_clipped_in_int8():
     """LOGISTIC's output params are fixed (1/256); the concat's other input spans [-4, 4]. The
     concat writes the float output from ranges 9x apart, so it runs float (each input keeps its
     own scale: quantize._float_output_joins); the int8 requantize of a sigmoid joining a tie is
-    tests/converters/test_tflite_ties.py::test_fixed_source_is_requantized_not_widened."""
+    tests/converters/tflite/test_ties.py::test_fixed_source_is_requantized_not_widened."""
     nodes = [helper.make_node("Sigmoid", ["a"], ["s"]),
              helper.make_node("Concat", ["s", "b"], ["y"], axis=1)]
     m = H.model(nodes, {"a": (1, 4, 3), "b": (1, 2, 3)}, ["y"])

@@ -1,7 +1,7 @@
 """Readable goldens of what the backend emits for the example CNNs: one op per line with its
 input/output dtypes and shapes. A diff in review shows exactly which op, layout or dtype changed.
 
-Regenerate after an intended change with: GANGLION_UPDATE_GOLDENS=1 pytest tests/converters/test_tflite_golden.py
+Regenerate after an intended change with: GANGLION_UPDATE_GOLDENS=1 pytest tests/converters/tflite/test_golden.py
 """
 import os
 from pathlib import Path
@@ -13,7 +13,7 @@ from converters import frontend, tflite
 from converters.calibrate import collect_ranges
 from edge.litert import make_interpreter
 
-GOLDENS = Path(__file__).parent / "ops" / "goldens"
+GOLDENS = Path(__file__).parents[1] / "ops" / "goldens"
 
 
 def describe(result) -> str:

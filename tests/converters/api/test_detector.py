@@ -20,7 +20,7 @@ from converters.verify.metrics import sqnr_db
 from examples.detector import shapes
 from tests.converters import detection
 
-DETECTOR = Path(__file__).resolve().parents[2] / "examples" / "detector"
+DETECTOR = Path(__file__).resolve().parents[3] / "examples" / "detector"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from onnx import helper
 from converters.tflite.check import check_flatbuffer
 from converters.tflite.params import DegenerateRangeWarning
 from tests.converters.ops import harness as H
-from tests.converters.test_tflite_ties import run
+from tests.converters.tflite.test_ties import run
 
 RNG = np.random.default_rng(5)
 W = RNG.normal(0, 0.5, (4, 3, 1, 1)).astype(np.float32)

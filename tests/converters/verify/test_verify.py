@@ -65,7 +65,7 @@ def test_benches_and_test_helpers_use_the_one_sqnr():
 
     from tests.converters.ops import harness
     m = importlib.import_module("converters.verify.metrics")   # the package exports a function of that name
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     import convert_bench
     import op_bench
     assert convert_bench.sqnr_db is m.sqnr_db and op_bench.sqnr_db is m.sqnr_db and harness.sqnr_db is m.sqnr_db

@@ -15,7 +15,7 @@ from converters.tflite.check import Int8ParamsError, check_flatbuffer
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from edge.litert import make_interpreter
 from tests.converters.ops import harness as H
-from tests.converters.test_tflite_ties import branches_of_different_ranges
+from tests.converters.tflite.test_ties import branches_of_different_ranges
 
 ULP_UP = float(np.nextafter(np.float32(0.05), np.float32(1)))
 

@@ -18,7 +18,7 @@ from converters import api
 from converters.config import ConvertConfig
 from edge.litert import make_interpreter
 
-SEQ_DIR = Path(__file__).resolve().parents[2] / "examples" / "sequence"
+SEQ_DIR = Path(__file__).resolve().parents[3] / "examples" / "sequence"
 MODELS = ["lstm_classifier", "gru_classifier"]
 
 
