@@ -16,7 +16,12 @@ models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
             of a typical activation), i.e. when the measured input range spans more than a
             factor 16 (or reaches zero).
 
-The rule reads the ranges the backend already has (calibration ranges of ONNX tensors, measured
+    SOFTMAX the int8 output is fixed at steps of 1/256 (TFLite int8 spec); over T positions the
+            average probability is 1/T, so attention over T >= ``SOFTMAX_FLOAT_FROM`` tokens
+            keeps fewer than 256/T steps for a typical weight. Measured: float attention
+            softmaxes add 0.7 dB on the ViT of bench/fidelity_bench.py (197 tokens).
+
+The rules read the ranges the backend already has (calibration ranges of ONNX tensors, measured
 ranges of the lowering's temporaries: ``tflite/ranges.py``), so it costs nothing extra.
 """
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from converters.tflite.graph import TGraph
 
 MAX_RELATIVE_ERROR = 1.0 / 64
+SOFTMAX_FLOAT_FROM = 64
 
 
 def rsqrt_error(lo: float, hi: float) -> float:
@@ -40,7 +46,11 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
     """IR node names whose ops int8 would wreck (see the module doc), given ranges by tensor."""
     found = set()
     for op in tg.ops:
-        if op.opcode != "RSQRT" or not op.node:
+        if not op.node:
+            continue
+        if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
+            found.add(op.node)
+        if op.opcode != "RSQRT":
             continue
         rng = ranges.get(op.inputs[0])
         if rng is None or rsqrt_error(*rng) > MAX_RELATIVE_ERROR:
