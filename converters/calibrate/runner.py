@@ -162,7 +162,8 @@ def _auto(model, found: dict, kept: list, names, types, count: int) -> dict[str,
     """Ranges chosen by ``select.choose`` among every method's range of each float32 tensor
     (other float types keep min/max: QuantizeLinear's scale would have to match their type)."""
     ranges = {n: found[n].range() for n in names if found[n].seen}
-    choosable = [n for n in ranges if types.get(n) == onnx.TensorProto.FLOAT]
+    data = activations(model)
+    choosable = [n for n in ranges if types.get(n) == onnx.TensorProto.FLOAT and n in data]
     if not kept or not kept[0][1] or not choosable:
         return ranges
     per_tensor = {n: found[n].candidates() for n in choosable}
@@ -172,6 +173,21 @@ def _auto(model, found: dict, kept: list, names, types, count: int) -> dict[str,
                               max_runs=select.budget(count, len(kept), len(candidates)))
     ranges.update(chosen)
     return ranges
+
+
+SHAPE_OPS = frozenset({"Shape", "Size"})      # their outputs are static once shapes are pinned
+
+
+def activations(model: onnx.ModelProto) -> set[str]:
+    """Tensors whose values depend on the graph's inputs. The rest (Constant outputs, a Resize's
+    scales computed from a Shape) are constants to TFLite; rounding them like activations would
+    change the graph (a Resize scale of 2 rounded to 1.99 drops a row)."""
+    initializers = {init.name for init in model.graph.initializer}
+    found = {vi.name for vi in model.graph.input if vi.name not in initializers}
+    for node in model.graph.node:
+        if node.op_type not in SHAPE_OPS and any(i in found for i in node.input if i):
+            found.update(o for o in node.output if o)
+    return found
 
 
 def _run(session, names: list[str], feeds: dict, index: int) -> list[np.ndarray]:

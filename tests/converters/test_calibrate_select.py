@@ -130,3 +130,18 @@ def test_calibration_streams_its_samples(method):
     for obs in found.values():         # running summaries: a fixed-size histogram at most
         arrays = [v for v in vars(obs).values() if isinstance(v, np.ndarray)]
         assert all(a.size <= 8192 for a in arrays)
+
+
+def test_auto_leaves_constant_tensors_alone():
+    # A Resize whose scales come from a Constant node: rounding 2.0 like an activation made the
+    # fake-quant model's Resize drop rows (a YOLO-style FPN failed in onnxruntime).
+    scales = np.array([1, 1, 2, 2], np.float32)
+    nodes = [helper.make_node("Constant", [], ["scales"], value=helper.make_tensor(
+                 "scales", 1, [4], scales)),
+             helper.make_node("Resize", ["x", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Relu", ["up"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 5, 7)}, ["y"])
+    assert runner.activations(m) == {"x", "up", "y"}
+    calib = [{"x": np.random.default_rng(k).normal(size=(1, 3, 5, 7)).astype(np.float32)} for k in range(12)]
+    ranges = collect_ranges(m, calib, method="auto", progress=False)
+    assert {"x", "up", "y"} <= set(ranges)
