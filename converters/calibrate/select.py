@@ -5,12 +5,13 @@ percentile is best on one model, MSE on another, min/max on a third; per-tensor 
 to min/max where large activations carry the signal). So ``auto`` measures instead of guessing:
 
 1. one calibration pass fills a histogram per tensor (``observers.RunningHistogram``), from
-   which every method's range follows (``observers.candidate_ranges``); the float outputs of the
+   which every method's range follows (``observers.Auto.candidates``); the float outputs of the
    first ``EVAL_SAMPLES`` samples are kept as the reference;
 2. a *fake-quant* copy of the float model runs in onnxruntime: every float activation goes
    through QuantizeLinear -> DequantizeLinear whose scale and zero point are graph *inputs*, so
    one session evaluates any assignment of ranges (int8 per the TFLite spec: 255 steps over a
-   range widened to contain 0); weights stay float, the same for every candidate;
+   range widened to contain 0); weights are rounded per channel as the int8 writer will round
+   them, so each range is judged against the weight error it will meet;
 3. each method applied to all tensors is scored by the per-sample output noise on those
    samples; min/max is the incumbent and another method replaces it only when it lowers the
    noise beyond sampling error (``better``, a paired test); then tensors are revisited in
@@ -36,7 +37,9 @@ QDQ_OPSET = 13            # QuantizeLinear/DequantizeLinear with per-tensor scal
 
 
 def int8_params(lo: float, hi: float) -> tuple[float, int]:
-    """(scale, zero point) of asymmetric int8 over [lo, hi] widened to contain 0 (TFLite spec)."""
+    """(scale, zero point) of asymmetric int8 over [lo, hi] widened to contain 0 (TFLite spec;
+    the same rule as ``tflite.quantize.activation_params``, which calibration does not import:
+    the backends depend on calibration, not the other way round)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo < 1e-8:
         hi = lo + 1e-8
