@@ -24,7 +24,7 @@ TARGETS = ("tflite", "qdq", "both")
 QUANTIZE = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("float32", "int8", "uint8")
 LAYOUTS = ("onnx", "nhwc")
-OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+OBSERVERS = ("auto", "minmax", "percentile", "entropy", "mse")
 QDQ_PROFILES = ("tensorrt", "onnxruntime")           # converters.qdq.PROFILES (not imported: onnx-free)
 SUFFIX_TARGET = {".tflite": "tflite", ".onnx": "qdq"}     # bare model files; .gpk holds any target
 
@@ -38,7 +38,7 @@ class ConvertConfig:
     io: str = "float32"                   # artifact I/O type; float32 keeps the ONNX signature
     layout: str = "onnx"                  # "nhwc": channels-last image inputs/outputs
     qdq_profile: str | None = None        # QDQ flavour: "tensorrt" (Jetson, the default) or "onnxruntime"
-    observer: str = "minmax"              # "percentile:99.99" passes an argument
+    observer: str = "auto"                # per tensor group by output error; "percentile:99.99" passes an argument
     calib: Path | None = None             # .npy / .npz / image folder
     preprocess: str | None = None         # spec for image folders (see converters.calibrate.preprocess)
     num_calib: int | None = 100           # use at most this many calibration samples (None: all)

@@ -8,11 +8,12 @@ histogram per tensor, whatever the number of samples.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
 
-from converters.calibrate import observers
+from converters.calibrate import observers, select
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 
@@ -109,22 +110,36 @@ def check_feeds(sample: dict, session, index: int, float_inputs=()) -> dict[str,
     return {name: sample[name] for name in wanted}
 
 
-def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], *,
-                   method: str = "minmax", progress: bool = True) -> dict[str, tuple[float, float]]:
+def collect_ranges(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray]], *,
+                   method: str = "auto", progress: bool = True) -> dict[str, tuple[float, float]]:
     """Observed (lo, hi) for every float tensor (graph inputs, intermediates, outputs) by ONNX name.
 
-    ``method`` names an observer in ``observers.OBSERVERS`` (``percentile:99.9`` passes an
-    argument). Tensors that never held a finite value get no entry.
+    ``samples``: any iterable of feed dicts, read once (a generator streams them: nothing here
+    holds more than one sample's activations). ``method`` names an observer in
+    ``observers.OBSERVERS`` (``percentile:99.9`` passes an argument; ``auto``, the default,
+    chooses per group of tensors by output error, ``calibrate/select.py``). Tensors that never
+    held a finite value get no entry.
     """
     observers.make(method)              # fail fast on a bad method name, before any work
-    if not samples:
-        raise CalibrationDataError("no calibration samples were given",
-                                   hint="pass a .npy/.npz file or an image folder with --calib")
     types = value_types(model)
     input_names, produced = float_tensor_names(model, types)
+    found, kept, count = observe(model, samples, method, types, input_names, produced, progress)
+    if method == "auto":
+        return _auto(model, found, kept, input_names + produced, types, count)
+    return {name: obs.range() for name, obs in found.items() if obs.seen}
+
+
+def observe(model, samples, method, types, input_names, produced, progress):
+    """(observer by tensor after one streamed pass over ``samples``, [(feeds, float graph
+    outputs)] of the first ``select.EVAL_SAMPLES`` samples when ``method`` is auto, else [],
+    the number of samples).
+    One sample's activations are alive at a time; each observer keeps a running summary."""
     # a graph whose nodes make no float tensor still has float inputs to observe
     session = make_session(expose(model, produced, types)) if produced else None
     found = {name: observers.make(method) for name in input_names + produced}
+    keep = select.EVAL_SAMPLES if method == "auto" else 0
+    out_pos = [produced.index(o.name) for o in model.graph.output if o.name in produced]
+    kept, count = [], 0
     with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):
             feeds = check_feeds(sample, session, index, input_names)
@@ -133,8 +148,46 @@ def collect_ranges(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]],
                 found[name].update(feeds[name])
             for name, value in zip(produced, outputs):
                 found[name].update(value)
+            if index < keep:
+                kept.append((feeds, [outputs[k].copy() for k in out_pos]))
             del outputs
-    return {name: obs.range() for name, obs in found.items() if obs.seen}
+            count += 1
+    if not count:
+        raise CalibrationDataError("no calibration samples were given",
+                                   hint="pass a .npy/.npz file or an image folder with --calib")
+    return found, kept, count
+
+
+def _auto(model, found: dict, kept: list, names, types, count: int) -> dict[str, tuple[float, float]]:
+    """Ranges chosen by ``select.choose`` among every method's range of each float32 tensor
+    (other float types keep min/max: QuantizeLinear's scale would have to match their type)."""
+    ranges = {n: found[n].range() for n in names if found[n].seen}
+    data = activations(model)
+    choosable = [n for n in ranges if types.get(n) == onnx.TensorProto.FLOAT and n in data]
+    if not kept or not kept[0][1] or not choosable:
+        return ranges
+    per_tensor = {n: found[n].candidates() for n in choosable}
+    candidates = {m: {n: per_tensor[n][m] for n in choosable} for m in observers.Auto.METHODS}
+    scorer = select.Scorer(model, choosable, [f for f, _ in kept], [r for _, r in kept], make_session)
+    chosen, _ = select.choose(candidates, choosable, scorer,
+                              max_runs=select.budget(count, len(kept), len(candidates)))
+    ranges.update(chosen)
+    return ranges
+
+
+SHAPE_OPS = frozenset({"Shape", "Size"})      # their outputs are static once shapes are pinned
+
+
+def activations(model: onnx.ModelProto) -> set[str]:
+    """Tensors whose values depend on the graph's inputs. The rest (Constant outputs, a Resize's
+    scales computed from a Shape) are constants to TFLite; rounding them like activations would
+    change the graph (a Resize scale of 2 rounded to 1.99 drops a row)."""
+    initializers = {init.name for init in model.graph.initializer}
+    found = {vi.name for vi in model.graph.input if vi.name not in initializers}
+    for node in model.graph.node:
+        if node.op_type not in SHAPE_OPS and any(i in found for i in node.input if i):
+            found.update(o for o in node.output if o)
+    return found
 
 
 def _run(session, names: list[str], feeds: dict, index: int) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
 from converters.passes import run_pipeline
+from converters.tflite import precision
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.graph import TGraph
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
@@ -123,6 +124,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
         by_index, means = _index_ranges(tg, ranges, samples)
+        keep |= precision.float_nodes(tg, by_index)      # int8 would wreck these (precision.py)
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
     elif options.quantize == "float16":
         to_float16(tg)

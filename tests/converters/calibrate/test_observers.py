@@ -124,7 +124,7 @@ def test_non_finite_values_are_ignored_and_zeros_handled():
 
 
 def test_registry_and_arguments():
-    assert set(OBSERVERS) == {"minmax", "percentile", "entropy", "mse"}
+    assert set(OBSERVERS) == {"auto", "minmax", "percentile", "entropy", "mse"}
     assert make("percentile:99.9").percentile == 99.9
     for bad in ("nope", "minmax:3", "percentile:abc", "percentile:20"):
         with pytest.raises(UsageError):
@@ -146,6 +146,18 @@ def test_entropy_is_not_fooled_by_a_relu_zero_spike():
     relu = np.maximum(np.random.default_rng(2).normal(size=200_000), 0).astype(np.float32)
     lo, hi = observe("entropy", [relu])
     assert lo == 0.0 and hi > 3.5 and hi <= relu.max()
+
+
+def test_auto_offers_every_method_from_one_histogram(laplace_with_outliers):
+    _, _, chunks = laplace_with_outliers
+    auto = make("auto")
+    for chunk in chunks:
+        auto.update(chunk)
+    found = auto.candidates()
+    assert set(found) == set(observers.Auto.METHODS)
+    for method, rng in found.items():
+        assert rng == pytest.approx(observe(method, chunks)), method
+    assert auto.range() == observe("minmax", chunks)
 
 
 @settings(max_examples=60, deadline=None)

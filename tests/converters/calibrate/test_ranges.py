@@ -34,7 +34,7 @@ def samples(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 def test_minmax_ranges_match_numpy_for_every_tensor():
     data = samples(12)
-    ranges = collect_ranges(affine_relu_model(), data, progress=False)
+    ranges = collect_ranges(affine_relu_model(), data, method="minmax", progress=False)
     x = np.stack([s["x"] for s in data])
     expected = {"x": x, "scaled": x * 2, "shifted": x * 2 + 1, "act": np.maximum(x * 2 + 1, 0),
                 "y": np.maximum(x * 2 + 1, 0).mean(axis=-1)}

@@ -1,0 +1,58 @@
+"""Which nodes stay float because int8 cannot hold their arithmetic, decided from measured ranges.
+
+Most int8 error is rounding noise of about one step per tensor, which later layers tolerate. Some
+ops amplify it without bound instead; for those the quantizer keeps the ONNX node they came from
+in float (DEQUANTIZE before, QUANTIZE after: a float island), which is what ONNX Runtime's QDQ
+models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
+
+    RSQRT   the inverse standard deviation of a LayerNormalization / InstanceNormalization (or any
+            ``1/sqrt``). Its int8 input steps are ``(hi - lo) / 255``, the same for every token, so
+            a token whose variance sits near the bottom of the measured range loses most of its
+            bits: the relative error of rsqrt at the smallest input ``lo`` is ``step / (4 lo)``.
+            Measured on torchvision exports (bench/fidelity_bench.py): per-token variances span
+            ranges of 10^2-10^4, and the int8 chain cost ConvNeXt-T ~12 dB and a small ViT ~3 dB;
+            float LayerNorms recover ONNX Runtime's figure. The node stays float when that error
+            exceeds ``MAX_RELATIVE_ERROR`` (1/64: noise at -36 dB, the level of int8 rounding
+            of a typical activation), i.e. when the measured input range spans more than a
+            factor 16 (or reaches zero).
+
+    SOFTMAX the int8 output is fixed at steps of 1/256 (TFLite int8 spec); over T positions the
+            average probability is 1/T, so attention over T >= ``SOFTMAX_FLOAT_FROM`` tokens
+            keeps fewer than 256/T steps for a typical weight. Measured: float attention
+            softmaxes add 0.7 dB on the ViT of bench/fidelity_bench.py (197 tokens).
+
+The rules read the ranges the backend already has (calibration ranges of ONNX tensors, measured
+ranges of the lowering's temporaries: ``tflite/ranges.py``), so it costs nothing extra.
+"""
+from __future__ import annotations
+
+from converters.tflite.graph import TGraph
+
+MAX_RELATIVE_ERROR = 1.0 / 64
+SOFTMAX_FLOAT_FROM = 64
+
+
+def rsqrt_error(lo: float, hi: float) -> float:
+    """Worst relative error of ``1/sqrt(x)`` on int8 ``x`` quantized over [min(lo,0), max(hi,0)]
+    (the rounding error at the smallest input, ``lo``); infinite when ``lo <= 0``."""
+    if lo <= 0.0:
+        return float("inf")
+    step = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+    # d(x^-1/2)/x^-1/2 = -dx / (2x); the rounding error dx is at most step / 2
+    return step / (4.0 * lo)
+
+
+def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
+    """IR node names whose ops int8 would wreck (see the module doc), given ranges by tensor."""
+    found = set()
+    for op in tg.ops:
+        if not op.node:
+            continue
+        if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
+            found.add(op.node)
+        if op.opcode != "RSQRT":
+            continue
+        rng = ranges.get(op.inputs[0])
+        if rng is None or rsqrt_error(*rng) > MAX_RELATIVE_ERROR:
+            found.add(op.node)
+    return found

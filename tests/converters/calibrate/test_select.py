@@ -1,0 +1,147 @@
+"""The ``auto`` observer: the paired test, the group search, the fake-quant scorer, streaming."""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from converters import tflite
+from converters.calibrate import collect_ranges, runner, select
+from converters.verify.metrics import sqnr_db
+from tests.converters.ops import harness as H
+
+
+def test_better_needs_a_gain_beyond_sampling_noise():
+    old = np.array([1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 1.0, 1.0])
+    assert select.better(old * 0.8, old)                       # every sample gains
+    lucky = old.copy()
+    lucky[0] = 0.2                                             # one sample gains, the rest equal
+    assert not select.better(lucky, old)
+    ruined = old * 0.7
+    ruined[3] = 5.0                                            # most gain, one is ruined: the sum loses
+    assert not select.better(ruined, old)
+    assert not select.better(np.array([np.nan] * 8), old)
+
+
+def test_choose_keeps_minmax_unless_beaten_and_switches_single_groups():
+    order = [f"t{i}" for i in range(8)]
+    candidates = {m: {t: (float(k), float(k)) for t in order} for k, m in enumerate(["minmax", "a", "b"])}
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.9, 1.1, 16)
+
+    def score(ranges):       # method "a" helps on t0..t1 (group 0) and hurts everywhere else
+        noise = base.copy()
+        for t, (lo, _) in ranges.items():
+            gain = 0.05 if t in ("t0", "t1") else -0.05
+            noise = noise - gain * base * (lo == 1.0)
+        return noise
+
+    ranges, chosen = select.choose(candidates, order, score)
+    assert chosen == {t: ("a" if t in ("t0", "t1") else "minmax") for t in order}
+    assert ranges["t0"] == (1.0, 1.0) and ranges["t5"] == (0.0, 0.0)
+    calls = []
+    select.choose(candidates, order, lambda r: calls.append(1) or score(r), max_runs=3)
+    assert len(calls) == 3                                     # the uniform round only
+
+
+def mlp():
+    rng = np.random.default_rng(1)
+    inits = {"w1": rng.normal(0, 0.3, (16, 32)).astype(np.float32),
+             "w2": rng.normal(0, 0.3, (32, 8)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    return H.model(nodes, {"x": (4, 16)}, ["y"], inits)
+
+
+def heavy_tailed(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.normal(0, 1, (4, 16))
+        x[rng.random((4, 16)) < 0.004] *= 40                   # rare outliers: clipping pays
+        out.append({"x": x.astype(np.float32)})
+    return out
+
+
+def test_fake_quant_model_rounds_each_tensor_like_int8():
+    m = mlp()
+    names = ["x", "h", "r", "y"]
+    fq = runner.make_session(select.fake_quant_model(m, names))
+    feed = heavy_tailed(1, 2)[0]
+    ranges = {"x": (-3.0, 3.0), "h": (-4.0, 4.0), "r": (0.0, 4.0), "y": (-5.0, 5.0)}
+    params = {}
+    for n in names:
+        s, z = select.int8_params(*ranges[n])
+        params.update({f"{n}::s": np.array(s, np.float32), f"{n}::z": np.array(z, np.int8)})
+
+    def q(v, n):
+        s, z = select.int8_params(*ranges[n])
+        return (np.clip(np.round(v / s) + z, -128, 127) - z) * s
+    w = {i.name: np.frombuffer(i.raw_data, np.float32).reshape(i.dims) for i in m.graph.initializer}
+    rounded = {}
+    for k, wi in w.items():
+        sc = np.abs(wi).max(axis=0, keepdims=True) / 127
+        rounded[k] = np.round(wi / sc) * sc
+    h = q(q(feed["x"], "x") @ rounded["w1"], "h")
+    want = q(q(np.maximum(h, 0), "r") @ rounded["w2"], "y")
+    got = fq.run(None, {**feed, **params})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_auto_is_at_least_as_good_as_every_fixed_method():
+    m = mlp()
+    calib, holdout = heavy_tailed(48, 3), heavy_tailed(16, 4)
+    ref = np.concatenate([H.ort_run(m, s)[0] for s in holdout])
+
+    def sqnr(method):
+        ranges = collect_ranges(m, calib, method=method, progress=False)
+        q = tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8"), samples=calib)
+        return sqnr_db(ref, np.concatenate([H.tflite_run(q, s)[0] for s in holdout]))
+    fixed = {m_: sqnr(m_) for m_ in ("minmax", "percentile:99.99", "percentile:99.999", "mse")}
+    auto = sqnr("auto")
+    assert auto >= max(fixed.values()) - 0.5, (auto, fixed)
+
+
+@pytest.mark.parametrize("method", ["minmax", "auto"])
+def test_calibration_streams_its_samples(method):
+    # A generator of 40 samples: at any time the runner holds at most the scoring samples auto
+    # keeps (select.EVAL_SAMPLES) plus the one in flight; observers keep summaries only.
+    m = mlp()
+    alive: list[weakref.ref] = []
+    held = []
+
+    def stream():
+        for k in range(40):
+            sample = heavy_tailed(1, k)[0]          # made on demand: the test holds none of them
+            held.append(sum(r() is not None for r in alive))
+            alive.append(weakref.ref(sample["x"]))
+            yield sample
+            del sample
+    ranges = collect_ranges(m, stream(), method=method, progress=False)
+    assert set(ranges) == {"x", "h", "r", "y"}
+    limit = (select.EVAL_SAMPLES if method == "auto" else 0) + 1
+    assert max(held) <= limit, held
+    types = runner.value_types(m)
+    inputs, produced = runner.float_tensor_names(m, types)
+    found, kept, count = runner.observe(m, heavy_tailed(40, 5), method, types, inputs, produced, False)
+    assert count == 40 and len(kept) == limit - 1
+    for obs in found.values():         # running summaries: a fixed-size histogram at most
+        arrays = [v for v in vars(obs).values() if isinstance(v, np.ndarray)]
+        assert all(a.size <= 8192 for a in arrays)
+
+
+def test_auto_leaves_constant_tensors_alone():
+    # A Resize whose scales come from a Constant node: rounding 2.0 like an activation made the
+    # fake-quant model's Resize drop rows (a YOLO-style FPN failed in onnxruntime).
+    scales = np.array([1, 1, 2, 2], np.float32)
+    nodes = [helper.make_node("Constant", [], ["scales"], value=helper.make_tensor(
+                 "scales", 1, [4], scales)),
+             helper.make_node("Resize", ["x", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Relu", ["up"], ["y"])]
+    m = H.model(nodes, {"x": (1, 3, 5, 7)}, ["y"])
+    assert runner.activations(m) == {"x", "up", "y"}
+    calib = [{"x": np.random.default_rng(k).normal(size=(1, 3, 5, 7)).astype(np.float32)} for k in range(12)]
+    ranges = collect_ranges(m, calib, method="auto", progress=False)
+    assert {"x", "up", "y"} <= set(ranges)
