@@ -253,7 +253,11 @@ def main(argv=None) -> None:
     p.add_argument("--no-qdq", action="store_true", help="skip our --target qdq")
     p.add_argument("--json", type=Path, help="also write the JSON document here")
     p.add_argument("--keep", type=Path, help="keep every model's outputs under this folder")
+    p.add_argument("--report", type=Path, nargs="+", help="only print the table of saved --json documents")
     args = p.parse_args(argv)
+    if args.report:
+        rows = [r for path in args.report for r in json.loads(path.read_text())["results"]]
+        return report(rows, {"loadavg_1m": None, "cpus": os.cpu_count()}, args.runs)
     names = args.models.split(",") if args.models else sorted(
         d.name for d in args.zoo.iterdir() if (d / "meta.json").exists())
     rows, started = [], time.time()
@@ -276,17 +280,21 @@ def main(argv=None) -> None:
     doc = {"zoo": str(args.zoo), "timeout_s": args.timeout, "num_calib": args.num_calib,
            "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "seconds": round(time.time() - started),
            "results": rows}
-    print(json.dumps(doc, indent=2))
-    print()
-    print(table(rows, args.runs))
-    converted = sum(1 for r in rows if r["expect"] == "convert" and r["convert"]["ok"])
-    print(f"\nconverts by default: {converted}/{sum(1 for r in rows if r['expect'] == 'convert')}; "
-          f"gap = SQNR ours - ORT best (primary output, dB); load average {doc['loadavg_1m']:.1f} "
-          f"on {doc['cpus']} CPUs")
-    for line in failures(rows):
-        print("  " + line)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
+    print(json.dumps(doc, indent=2))
+    report(rows, doc, args.runs)
+
+
+def report(rows: list[dict], doc: dict, runs: int) -> None:
+    print()
+    print(table(rows, runs))
+    converted = sum(1 for r in rows if r["expect"] == "convert" and r["convert"]["ok"])
+    load = f"load average {doc['loadavg_1m']:.1f} on {doc['cpus']} CPUs" if doc["loadavg_1m"] is not None else ""
+    print(f"\nconverts by default: {converted}/{sum(1 for r in rows if r['expect'] == 'convert')}; "
+          f"gap = SQNR ours - ORT best (primary output, dB); {load}")
+    for line in failures(rows):
+        print("  " + line)
 
 
 if __name__ == "__main__":
