@@ -276,12 +276,12 @@ def main(argv=None) -> None:
                 shutil.rmtree(work, ignore_errors=True)
         print(f"[{time.time() - started:6.0f} s] {name}: {status(rows[-1])} ({time.time() - t0:.0f} s)",
               file=sys.stderr, flush=True)
+        doc = {"zoo": str(args.zoo), "timeout_s": args.timeout, "num_calib": args.num_calib,
+               "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "seconds": round(time.time() - started),
+               "results": rows}
+        if args.json:               # after every model: an interrupted run keeps what it measured
+            args.json.write_text(json.dumps(doc, indent=2))
     shutil.rmtree(scratch, ignore_errors=True)
-    doc = {"zoo": str(args.zoo), "timeout_s": args.timeout, "num_calib": args.num_calib,
-           "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "seconds": round(time.time() - started),
-           "results": rows}
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))
     report(rows, doc, args.runs)
 
