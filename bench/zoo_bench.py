@@ -261,6 +261,7 @@ def main(argv=None) -> None:
     names = args.models.split(",") if args.models else sorted(
         d.name for d in args.zoo.iterdir() if (d / "meta.json").exists())
     rows, started = [], time.time()
+    doc = {"zoo": str(args.zoo), "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "results": rows}
     scratch = Path(tempfile.mkdtemp(prefix="ganglion-zoo-"))
     for name in names:
         work = (args.keep or scratch) / name
