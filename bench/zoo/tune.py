@@ -32,6 +32,8 @@ def recalibrate_bn(model: torch.nn.Module, batches) -> torch.nn.Module:
 def scale_output(model: torch.nn.Module, layer: torch.nn.Module, batches, target: float) -> None:
     """Scale ``layer.weight`` so that ``layer``'s output minus its bias has std ``target`` on ``batches``."""
     seen = []
+    if not layer.weight.any():      # a zero-initialised head (torchvision's ViT): give it weights first
+        torch.nn.init.normal_(layer.weight, std=0.02)
 
     def hook(_module, _inputs, output):
         out = output[0] if isinstance(output, tuple) else output
