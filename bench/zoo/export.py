@@ -154,6 +154,22 @@ def make_yolo(out: Path, rng, n_calib: int, n_holdout: int) -> None:
                        why="data-dependent post-processing (NonZero/TopK): expected a clear refusal")
 
 
+def make_yolov5(out: Path, rng, n_calib: int, n_holdout: int) -> None:
+    images = synth.natural_images(rng, 32 + n_calib + n_holdout, 640, 640, imagenet=False)
+    train, calib, holdout = images[:32], images[32:32 + n_calib, None], images[32 + n_calib:, None]
+    torch.manual_seed(SEED)
+    model = recalibrate_bn(nets.YoloV5(640), bn_batches(train, 8))
+    for conv in model.detect.m:                         # objectness/class logits that vary like trained ones
+        scale_output(model, conv, bn_batches(train[:8], 8), 2.5)
+    folder = folder_for(out, "yolov5n_640_ts")
+    opset = export(model, (torch.from_numpy(calib[0]),), folder / "model.onnx", dynamo=False, inputs=["images"],
+                   outputs=["output0"])
+    write_data(folder, {"images": calib}, {"images": holdout})
+    write_meta(folder, task="detection", source="YOLOv5n-style detector 640x640, anchor-based head, seeded random weights",
+               exporter="torchscript", opset=opset, inputs=inputs_meta({"images": calib}),
+               outputs={"output0": "xywh+objectness+class scores [1, 25200, 85]"}, primary_output="output0")
+
+
 # --- OCR ------------------------------------------------------------------------------------
 OCR_OPSET = 12     # paddle2onnx-era exports: Unsqueeze/Squeeze axes as attributes, no HardSwish op
 
@@ -239,7 +255,7 @@ def make_bert(out: Path, rng, n_calib: int, n_holdout: int) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/work/zoo"))
-    p.add_argument("--only", help="comma-separated groups: tv,<arch>,yolo,ocr,vad,bert,quantized")
+    p.add_argument("--only", help="comma-separated groups: tv,<arch>,yolo,yolov5,ocr,vad,bert,quantized")
     p.add_argument("--calib", type=int, default=32, help="calibration samples per model")
     p.add_argument("--holdout", type=int, default=16, help="held-out samples per model")
     args = p.parse_args(argv)
@@ -256,7 +272,7 @@ def main(argv=None) -> None:
         for arch in TV_ARCHS:
             if want("tv") or want(arch):
                 _step(arch, t0, make_torchvision, args.out, arch, data)
-    for group, fn in (("yolo", make_yolo), ("ocr", make_ocr), ("vad", make_vad), ("bert", make_bert)):
+    for group, fn in (("yolo", make_yolo), ("yolov5", make_yolov5), ("ocr", make_ocr), ("vad", make_vad), ("bert", make_bert)):
         if want(group):
             _step(group, t0, fn, args.out, np.random.default_rng([SEED, len(group)]), args.calib, args.holdout)
     if want("quantized"):

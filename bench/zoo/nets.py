@@ -4,6 +4,8 @@ Written from the published architectures, not copied: what matters for the conve
 pattern each family exports, so each class keeps the structure and the tensor plumbing of its
 original and shrinks only the widths.
 
+    YoloV5        C3 blocks, 6x6 stem, SPPF, PAN neck, anchor-based head: sigmoid then grid/anchor
+                  arithmetic per scale, reshaped and concatenated -> [1, 25200, 85] at 640
     YoloV8        Conv-BN-SiLU, C2f (Split + Concat), SPPF (MaxPool + Concat), PAN neck (nearest
                   Upsample + Concat), decoupled head concatenated over 3 scales, DFL (Softmax over
                   16 bins + a 1x1 conv), boxes decoded against constant anchors -> [1, 84, anchors];
@@ -27,9 +29,9 @@ import torch.nn.functional as F
 
 # --- YOLOv8-style detector ---------------------------------------------------------------------
 class Conv(nn.Module):
-    def __init__(self, c1, c2, k=1, s=1):
+    def __init__(self, c1, c2, k=1, s=1, p=None):
         super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2 if p is None else p, bias=False)
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
 
@@ -148,6 +150,77 @@ class YoloV8(nn.Module):
         top, idx = best.topk(k)
         keep = top > threshold
         return boxes[idx][keep], top[keep], cls[idx][keep]
+
+
+class C3(nn.Module):
+    def __init__(self, c1, c2, n=1, shortcut=True):
+        super().__init__()
+        c_ = c2 // 2
+        self.cv1, self.cv2, self.cv3 = Conv(c1, c_, 1), Conv(c1, c_, 1), Conv(2 * c_, c2, 1)
+        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut) for _ in range(n)))
+
+    def forward(self, x):
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class DetectV5(nn.Module):
+    """Anchor-based head: sigmoid, xy = (2s - 0.5 + grid) * stride, wh = (2s)^2 * anchor -> [1, N, 5 + nc]."""
+    ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
+
+    def __init__(self, nc, ch, size, strides=(8, 16, 32)):
+        super().__init__()
+        self.no, self.na, self.strides = nc + 5, 3, strides
+        self.m = nn.ModuleList(nn.Conv2d(c, self.na * self.no, 1) for c in ch)
+        for conv, s in zip(self.m, strides):          # the published bias initialisation
+            b = conv.bias.data.view(self.na, -1)
+            b[:, 4] = math.log(8 / (640 / s) ** 2)
+            b[:, 5:] = math.log(0.6 / (nc - 0.99))
+        for i, s in enumerate(strides):
+            n = size // s
+            yv, xv = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+            grid = torch.stack((xv, yv), 2).view(1, 1, n, n, 2).expand(1, self.na, n, n, 2).float() - 0.5
+            anchor = torch.tensor(self.ANCHORS[i], dtype=torch.float32).view(1, self.na, 1, 1, 2)
+            self.register_buffer(f"grid{i}", grid)
+            self.register_buffer(f"anchor{i}", anchor.expand(1, self.na, n, n, 2).contiguous())
+
+    def forward(self, xs):
+        z = []
+        for i, x in enumerate(xs):
+            b, _, ny, nx = x.shape
+            y = self.m[i](x).view(b, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
+            xy = (y[..., :2] * 2 + getattr(self, f"grid{i}")) * self.strides[i]
+            wh = (y[..., 2:4] * 2) ** 2 * getattr(self, f"anchor{i}")
+            z.append(torch.cat((xy, wh, y[..., 4:]), 4).view(b, -1, self.no))
+        return torch.cat(z, 1)
+
+
+class YoloV5(nn.Module):
+    """YOLOv5n-sized: 3x``size``x``size`` in [0, 1] -> [1, 3 * (size/8)^2 * 21/16, 85]."""
+
+    def __init__(self, size=640, nc=80):
+        super().__init__()
+        w = [16, 32, 64, 128, 256]
+        self.b = nn.ModuleList([Conv(3, w[0], 6, 2, 2), Conv(w[0], w[1], 3, 2), C3(w[1], w[1], 1),
+                                Conv(w[1], w[2], 3, 2), C3(w[2], w[2], 2), Conv(w[2], w[3], 3, 2),
+                                C3(w[3], w[3], 3), Conv(w[3], w[4], 3, 2), C3(w[4], w[4], 1), SPPF(w[4], w[4])])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.h10, self.h13 = Conv(w[4], w[3], 1), C3(2 * w[3], w[3], 1, False)
+        self.h14, self.h17 = Conv(w[3], w[2], 1), C3(2 * w[2], w[2], 1, False)
+        self.h18, self.h20 = Conv(w[2], w[2], 3, 2), C3(2 * w[2], w[3], 1, False)
+        self.h21, self.h23 = Conv(w[3], w[3], 3, 2), C3(2 * w[3], w[4], 1, False)
+        self.detect = DetectV5(nc, (w[2], w[3], w[4]), size)
+
+    def forward(self, x):
+        saved = {}
+        for i, m in enumerate(self.b):
+            x = m(x)
+            saved[i] = x
+        p5 = self.h10(saved[9])
+        p4 = self.h14(self.h13(torch.cat((self.up(p5), saved[6]), 1)))
+        p3 = self.h17(torch.cat((self.up(p4), saved[4]), 1))
+        n4 = self.h20(torch.cat((self.h18(p3), p4), 1))
+        n5 = self.h23(torch.cat((self.h21(n4), p5), 1))
+        return self.detect([p3, n4, n5])
 
 
 # --- OCR: DBNet text detector, CRNN recognizer ------------------------------------------------
