@@ -48,15 +48,20 @@ def _export_branch(model: nets.VadBranch, opset: int, tmp: Path) -> onnx.GraphPr
     return graph
 
 
+def _renamed(protos, rename) -> list:
+    """Copies of named protos (initializers, value infos) under their new names."""
+    out = []
+    for proto in protos:
+        copy = type(proto)()
+        copy.CopyFrom(proto)
+        copy.name = rename(proto.name)
+        out.append(copy)
+    return out
+
+
 def _prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[onnx.GraphProto, list[onnx.TensorProto]]:
     """The branch as an If body (no inputs, every internal name prefixed) and its initializers."""
     rename = lambda n: n if (not n or n in OUTER) else f"{prefix}/{n}"      # noqa: E731
-    inits = []
-    for init in graph.initializer:
-        t = onnx.TensorProto()
-        t.CopyFrom(init)
-        t.name = rename(init.name)
-        inits.append(t)
     nodes = []
     for node in graph.node:
         n = onnx.NodeProto()
@@ -65,13 +70,8 @@ def _prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[onnx.GraphProto, lis
         n.input[:] = [rename(x) for x in node.input]
         n.output[:] = [rename(x) for x in node.output]
         nodes.append(n)
-    outputs = []
-    for o in graph.output:
-        v = onnx.ValueInfoProto()
-        v.CopyFrom(o)
-        v.name = rename(o.name)
-        outputs.append(v)
-    return helper.make_graph(nodes, f"{prefix}_branch", [], outputs), inits
+    body = helper.make_graph(nodes, f"{prefix}_branch", [], _renamed(graph.output, rename))
+    return body, _renamed(graph.initializer, rename)
 
 
 def build(path: Path, audio: np.ndarray, opset: int = 16) -> onnx.ModelProto:
