@@ -1,7 +1,7 @@
 """Zoo bench: does `ganglion convert` take the models users bring, by default, and how does its int8
 compare with ONNX Runtime's quantizer? One row per model folder of the zoo (bench/zoo/export.py).
 
-    .venv/bin/python bench/zoo_bench.py [--zoo /work/zoo] [--models a,b] [--timeout 900]
+    .venv/bin/python bench/zoo_bench.py [--zoo /work/zoo] [--models a,b] [--timeout 1800]
                                         [--num-calib N] [--runs 0] [--no-ort] [--no-qdq] [--json out.json]
 
 Per model, every step in a child process (a crash or a hang costs one cell, never the run), all
@@ -201,6 +201,15 @@ def error_class(convert_result: dict) -> str:
     return error.split(" after ")[0] if error else ""
 
 
+def _qdq_cell(row: dict) -> str:
+    """Our QDQ SQNR, or why there is none: the convert failed, or its model did not run."""
+    if not row.get("qdq_convert", {}).get("ok", True):
+        return "fail"
+    if (row.get("ours_qdq") or {}).get("ok") is False:
+        return "no-run"
+    return fmt(row.get("sqnr_qdq"))
+
+
 def table(rows: list[dict], runs: int) -> str:
     head = ["model", "converts", "conv s", "peak MB", "SQNR ours", "ORT best", "method", "gap", "SQNR QDQ", "why"]
     if runs:
@@ -211,7 +220,7 @@ def table(rows: list[dict], runs: int) -> str:
         line = [r["model"], status(r), fmt(c.get("wall_s")), fmt(c.get("peak_rss_mb"), ".0f"),
                 fmt(r.get("sqnr_ours")), fmt(r.get("sqnr_ort_best")), r.get("ort_best_method", "-"),
                 fmt(r.get("gap_db"), "+.1f"),
-                fmt(r.get("sqnr_qdq")) if r.get("qdq_convert", {}).get("ok", True) else "fail",
+                _qdq_cell(r),
                 error_class(c) or (f"qdq: {error_class(r['qdq_convert'])}" if "qdq_convert" in r
                                    and not r["qdq_convert"]["ok"] else "")]
         if runs:
@@ -246,7 +255,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Zoo bench (see module docstring).")
     p.add_argument("--zoo", type=Path, default=Path("/work/zoo"))
     p.add_argument("--models", help="comma-separated folder names (default: every folder with a meta.json)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per model, all steps together")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per model, all steps together")
     p.add_argument("--num-calib", type=int, help="calibration samples (default: all of calib.npz)")
     p.add_argument("--runs", type=int, default=0, help="also time N single-sample runs (median ms)")
     p.add_argument("--no-ort", action="store_true", help="skip ORT's quantizer")
