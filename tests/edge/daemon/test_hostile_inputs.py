@@ -88,7 +88,7 @@ def test_a_trusted_key_refuses_a_bare_model_with_the_permanent_exit_code(model, 
     _, pub = keys.generate(tmp_path / "k.key", tmp_path / "k.pub")
     with pytest.raises(InputError) as info:
         open_backend(path, trusted_keys=[pub])
-    assert info.value.code == "artifact.unsigned" and "--key" in info.value.hint
+    assert info.value.code == "artifact.unsigned" and "--signing-key" in info.value.hint
     res = subprocess.run([GANGLION, "run", "--model", str(path), "--trusted-key", str(pub)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == EXIT_PERMANENT, res.stderr
