@@ -17,10 +17,19 @@ import time
 import click
 
 from edge.errors import UsageError
+from edge.telemetry.config import check_device_id
 from edge.vocab import broker_tls, json_flag, signing_key
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
                              show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
+
+
+def _device_ids(ctx, param, value):
+    """Click callback: DEVICE / --device pass the device id rule before any broker is contacted."""
+    where = "DEVICE" if param.name == "device" else "--device"
+    if isinstance(value, tuple):
+        return tuple(check_device_id(v, where) for v in value)
+    return check_device_id(value, where)
 
 
 @click.group()
@@ -36,7 +45,7 @@ def telemetry():
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--wait", type=float, default=1.5, show_default=True, help="With --once: seconds to listen.")
-@click.option("--device", "devices", multiple=True, help="Only these devices (repeatable).")
+@click.option("--device", "devices", multiple=True, callback=_device_ids, help="Only these devices (repeatable).")
 def watch(broker, ca_file, cert_file, key_file, username, password, as_json, once, duration, interval, wait,
           devices):
     """A live table of devices: online, model and version, p95 latency, throughput, errors, last seen.
@@ -115,7 +124,7 @@ def _requester(broker, ca_file, cert_file, key_file, username, password, timeout
 
 
 @telemetry.command()
-@click.argument("device")
+@click.argument("device", callback=_device_ids)
 @click.argument("verb")
 @broker_option
 @broker_tls
@@ -148,7 +157,7 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
 
 
 @telemetry.command("send-file")
-@click.argument("device")
+@click.argument("device", callback=_device_ids)
 @click.argument("verb")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @broker_option
