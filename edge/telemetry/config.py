@@ -152,6 +152,10 @@ class TelemetryConfig:
     # inputs held in memory unanswered, at most, whatever the broker sends (0: 4 x input_receive_max);
     # past it the input connection pauses and reconnects at half (edge/telemetry/inflow.py)
     input_max_held: int = 0
+    # "auto": MQTT 5, falling back to 3.1.1 when the broker refuses it (mqtt.py); "5" or "3.1.1" pin it.
+    # Under 3.1.1 input_max_held is the only bound on inputs (no Receive Maximum) and the input
+    # session never expires on the broker (no Session Expiry): see docs/telemetry.md
+    mqtt_version: str = "auto"
 
     def __post_init__(self):
         url = parse_broker_url(self.broker)
@@ -170,6 +174,10 @@ class TelemetryConfig:
         if not 1 <= self.input_session_expiry <= 0xFFFFFFFF:
             raise UsageError("input_session_expiry must be >= 1 second", where="telemetry.input_session_expiry",
                              code="usage.config", hint="a persistent session is what makes inputs survive a restart")
+        if self.mqtt_version not in ("auto", "5", "3.1.1"):
+            raise UsageError(f"mqtt_version must be 'auto', '5' or '3.1.1', not {self.mqtt_version!r}",
+                             where="telemetry.mqtt_version", code="usage.config",
+                             hint="auto speaks MQTT 5 and falls back to 3.1.1 when the broker refuses it")
         if self.spool_sync not in ("full", "normal"):
             raise UsageError("spool_sync must be 'full' or 'normal'", where="telemetry.spool_sync",
                              code="usage.config")
