@@ -476,7 +476,9 @@ class MqttClient:
             reason = self._fallback_reason or "the broker accepted MQTT 5"
         self.negotiated = {"event": "mqtt_protocol", "version": self.protocol, "requested": self.mqtt_version,
                            "reason": reason, "broker": str(self.url)}
-        log.info("MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
+        # a warning when the broker refused MQTT 5: the operator should know what the device lost
+        level = logging.WARNING if self._fallback_reason else logging.INFO
+        log.log(level, "MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
         self._call(self._hooks[4], dict(self.negotiated))
 
     def _admit(self, message: Message) -> Callable[[], None] | None:
