@@ -9,6 +9,7 @@
                                     --key-file                    --broker-key
     broker login                    --username, --password,       --broker-username, --broker-password,
                                     --password-file               --broker-password-file
+    MQTT protocol version           --mqtt-version auto|5|3.1.1
     machine-readable output         --json
 
 The decorators here declare those options once, so a command cannot drift to a new spelling.
@@ -97,6 +98,14 @@ def broker_tls(fn, *, old_prefix: str | None = None):
         env = {"username": "GANGLION_MQTT_USER", "password": "GANGLION_MQTT_PASSWORD"}.get(dest)
         fn = click.option(new, dest, type=kind, envvar=env, default=None, help=help_text)(fn)
     return fn
+
+
+def mqtt_version(default: str | None = "auto"):
+    """``--mqtt-version auto|5|3.1.1``: auto speaks MQTT 5 and falls back to 3.1.1 when the broker
+    refuses it (edge/telemetry/mqtt.py). ``run`` passes ``default=None`` so its config file decides."""
+    return click.option("--mqtt-version", "mqtt_version", type=click.Choice(["auto", "5", "3.1.1"]),
+                        default=default, show_default=default is not None,
+                        help="MQTT protocol: auto (MQTT 5, else 3.1.1 when the broker refuses it), 5 or 3.1.1.")
 
 
 def _password_from_file(fn):

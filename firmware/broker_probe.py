@@ -1,4 +1,6 @@
 """The health check's broker probe: one MQTT 5 CONNECT to the daemon's own broker, and its answer.
+Like telemetry's ``mqtt_version = "auto"``, a broker that refuses MQTT 5 (CONNACK 0x01, or a
+close without CONNACK) is asked once more in MQTT 3.1.1 (NATS, RabbitMQ < 3.13; issue 11).
 
 The daemon's telemetry talks to this broker through paho; the probe asks the same question with a
 few bytes over a plain socket (stdlib ``socket`` and ``ssl`` only), so ``firmware validate`` runs
@@ -77,11 +79,13 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _connect_packet(username: str | None = None, password: str | None = None) -> bytes:
-    """MQTT 5 CONNECT (the protocol telemetry speaks), clean start, keepalive 10 s, no properties,
-    client id "ganglion-validate", and the daemon's user name / password when it has them."""
+def _connect_packet(username: str | None = None, password: str | None = None, level: int = 5) -> bytes:
+    """CONNECT at protocol ``level`` (5 = MQTT 5, what telemetry tries first; 4 = 3.1.1), clean
+    start, keepalive 10 s, no properties, client id "ganglion-validate", and the daemon's user name
+    / password when it has them."""
     flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    body = _utf8("MQTT") + bytes([5, flags]) + (10).to_bytes(2, "big") + b"\x00" + _utf8("ganglion-validate")
+    props = b"\x00" if level == 5 else b""             # 3.1.1 has no properties field
+    body = _utf8("MQTT") + bytes([level, flags]) + (10).to_bytes(2, "big") + props + _utf8("ganglion-validate")
     if username is not None:
         body += _utf8(username)
     if password is not None:
@@ -146,20 +150,16 @@ def check_broker(slot: Path, ctx: dict) -> str:
         return "skipped"
     context = tls_context(ctx.get("broker_tls")) if url.tls else None
     user, password = _credentials(url, ctx.get("broker_auth"))
-    try:
-        with socket.create_connection((url.host, url.port), timeout=5) as raw:
-            sock = context.wrap_socket(raw, server_hostname=url.host) if context else raw
-            with sock:
-                sock.sendall(_connect_packet(user, password))
-                reply = _read_connack(sock)
-                if reply and reply[1] == 0:
-                    sock.sendall(b"\xe0\x00")  # DISCONNECT
-    except ssl.SSLError as exc:
-        raise HealthCheckError(f"TLS handshake with broker {url} failed: {exc}", where=str(url),
-                               code="firmware.broker_tls",
-                               hint="check the CA file (ca_file / --broker-ca) and the client certificate") from None
-    except (OSError, ValueError) as exc:
-        raise HealthCheckError(f"broker {url} not reachable: {exc}", where=str(url), code="firmware.broker")
+    level = 5
+    reply = _exchange(url, context, _connect_packet(user, password, level))
+    if reply is None or (reply[0] == 0x20 and reply[1] == 0x01):
+        # no MQTT 5 here: 0x01 is 3.1.1's "unacceptable protocol version" (section 3.2.2.3)
+        try:
+            reply, level = _exchange(url, context, _connect_packet(user, password, 4)), 4
+        except HealthCheckError as exc:
+            if exc.code != "firmware.broker":
+                raise
+            # the second dial itself failed: report what the MQTT 5 attempt got
     if reply is None or reply[0] != 0x20:
         got = "it closed the connection" if reply is None else f"packet type 0x{reply[0]:02x}"
         raise HealthCheckError(f"broker {url} did not answer CONNECT with CONNACK ({got})", where=str(url),
@@ -167,4 +167,24 @@ def check_broker(slot: Path, ctx: dict) -> str:
     if reply[1] != 0:
         raise _refusal(url, reply[1], user)
     login = f" as {user!r}" if user is not None else ""
+    login += " (MQTT 3.1.1)" if level == 4 else ""
     return f"broker answered CONNACK{login} over TLS" if url.tls else f"broker answered CONNACK{login}"
+
+
+def _exchange(url, context, packet: bytes) -> tuple[int, int] | None:
+    """One CONNECT -> the broker's first packet (type, code), None if it hung up first."""
+    try:
+        with socket.create_connection((url.host, url.port), timeout=5) as raw:
+            sock = context.wrap_socket(raw, server_hostname=url.host) if context else raw
+            with sock:
+                sock.sendall(packet)
+                reply = _read_connack(sock)
+                if reply and reply[1] == 0:
+                    sock.sendall(b"\xe0\x00")  # DISCONNECT
+                return reply
+    except ssl.SSLError as exc:
+        raise HealthCheckError(f"TLS handshake with broker {url} failed: {exc}", where=str(url),
+                               code="firmware.broker_tls",
+                               hint="check the CA file (ca_file / --broker-ca) and the client certificate") from None
+    except (OSError, ValueError) as exc:
+        raise HealthCheckError(f"broker {url} not reachable: {exc}", where=str(url), code="firmware.broker")

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from edge.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
-from edge.vocab import broker_tls, json_flag, trusted_keys
+from edge.vocab import broker_tls, json_flag, mqtt_version, trusted_keys
 
 
 def _abs(p: str | None) -> str | None:
@@ -57,7 +57,7 @@ def build_config(config: str | None, flags: dict):
     for key in ("ca_file", "cert_file", "key_file"):
         if flags.get(key):
             tel[key] = _abs(flags[key])
-    for key in ("username", "password"):
+    for key in ("username", "password", "mqtt_version"):
         if flags.get(key) is not None:
             tel[key] = flags[key]
     if flags.get("spool"):
@@ -127,6 +127,7 @@ def default_spool(device_id: str) -> str:
 @click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
 @click.option("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, results).")
 @broker_tls
+@mqtt_version(default=None)
 @click.option("--device-id", help="Device id: one MQTT topic level.")
 @click.option("--watch", multiple=True, help="Watched folder (repeatable); files move to done/ or failed/.")
 @click.option("--replay", multiple=True, help=".npy/.npz file of samples to replay (repeatable).")

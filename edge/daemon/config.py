@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UsageError
+from edge.telemetry.config import check_device_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,6 +118,7 @@ class DaemonConfig:
 
     def check(self) -> "DaemonConfig":
         """Cross-field rules, after the types are right."""
+        check_device_id(self.device_id)        # one topic level on every broker (telemetry/config.py)
         if not self.model.path:
             raise UsageError("no model given", where="model.path", code="usage.config",
                              hint="pass --model FILE or set [model] path in the config")

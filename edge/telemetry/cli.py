@@ -1,6 +1,7 @@
 """``ganglion telemetry``: watch a fleet, send commands and files to a device.
 
     ganglion telemetry watch --broker mqtt://HOST:PORT [--json] [--once | --duration S] [--device ID ...]
+    (every command: --mqtt-version auto|5|3.1.1; auto falls back to 3.1.1 on brokers without MQTT 5)
     ganglion telemetry send DEVICE VERB [--args JSON] [--signing-key KEY] [--id ID] [--timeout S]
     ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--signing-key KEY] [--chunk-size N]
 
@@ -17,10 +18,19 @@ import time
 import click
 
 from edge.errors import UsageError
-from edge.vocab import broker_tls, json_flag, signing_key
+from edge.telemetry.config import check_device_id
+from edge.vocab import broker_tls, json_flag, mqtt_version, signing_key
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
                              show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
+
+
+def _device_ids(ctx, param, value):
+    """Click callback: DEVICE / --device pass the device id rule before any broker is contacted."""
+    where = "DEVICE" if param.name == "device" else "--device"
+    if isinstance(value, tuple):
+        return tuple(check_device_id(v, where) for v in value)
+    return check_device_id(value, where)
 
 
 @click.group()
@@ -31,13 +41,14 @@ def telemetry():
 @telemetry.command()
 @broker_option
 @broker_tls
+@mqtt_version()
 @json_flag("JSON instead of a table (one line per refresh).")
 @click.option("--once", is_flag=True, help="Collect for --wait seconds, print once, exit.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--wait", type=float, default=1.5, show_default=True, help="With --once: seconds to listen.")
-@click.option("--device", "devices", multiple=True, help="Only these devices (repeatable).")
-def watch(broker, ca_file, cert_file, key_file, username, password, as_json, once, duration, interval, wait,
+@click.option("--device", "devices", multiple=True, callback=_device_ids, help="Only these devices (repeatable).")
+def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version, as_json, once, duration, interval, wait,
           devices):
     """A live table of devices: online, model and version, p95 latency, throughput, errors, last seen.
 
@@ -56,7 +67,7 @@ def watch(broker, ca_file, cert_file, key_file, username, password, as_json, onc
     fleet = Fleet(devices)
     client = MqttClient(parse_broker_url(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
                         ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
-                        password=password)
+                        password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
         client.subscribe(topic, fleet.on_message)
     client.connect()
@@ -108,24 +119,25 @@ def _load_key(path):
     return keys.load_private(path)
 
 
-def _requester(broker, ca_file, cert_file, key_file, username, password, timeout):
+def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout):
     from edge.telemetry.requester import Requester
     return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
-                     password=password, connect_timeout=timeout)
+                     password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
 
 
 @telemetry.command()
-@click.argument("device")
+@click.argument("device", callback=_device_ids)
 @click.argument("verb")
 @broker_option
 @broker_tls
+@mqtt_version()
 @click.option("--args", "args_json", help="Command arguments as a JSON object.")
 @signing_key("ed25519 private key that signs the command (needed when the device sets command_keys).")
 @click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the broker, and for the reply (retries included).")
-def send(device, verb, broker, ca_file, cert_file, key_file, username, password, args_json, signing_key,
-         command_id, timeout):
+def send(device, verb, broker, ca_file, cert_file, key_file, username, password, mqtt_version, args_json,
+         signing_key, command_id, timeout):
     """Send VERB to DEVICE and print its reply as JSON (exit 6 if the device refused or failed it).
 
     \b
@@ -142,24 +154,25 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
       ganglion telemetry send cam1 reload --signing-key ops.key --timeout 30
     """
     args, private = _parse_args(args_json), _load_key(signing_key)
-    with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
+    with _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout) as req:
         reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
     _finish(reply)
 
 
 @telemetry.command("send-file")
-@click.argument("device")
+@click.argument("device", callback=_device_ids)
 @click.argument("verb")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @broker_option
 @broker_tls
+@mqtt_version()
 @click.option("--args", "args_json", help="Arguments for the final commit, as a JSON object.")
 @signing_key("ed25519 private key that signs every chunk command.")
 @click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True,
               help="Bytes per chunk.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait per chunk.")
-def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username, password, args_json,
-              signing_key, chunk_size, timeout):
+def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username, password, mqtt_version,
+              args_json, signing_key, chunk_size, timeout):
     """Send FILE to DEVICE in chunks (VERB.begin/.chunk/.commit); resumes what the device already has.
 
     \b
@@ -168,7 +181,7 @@ def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username
       ganglion telemetry send-file cam1 deploy-firmware app.fw          # OTA: install, validate or revert
     """
     args, private = _parse_args(args_json), _load_key(signing_key)
-    with _requester(broker, ca_file, cert_file, key_file, username, password, timeout) as req:
+    with _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout) as req:
         with click.progressbar(length=1, label=f"sending {file}", file=sys.stderr) as bar:
             def progress(done, total):
                 bar.length = total

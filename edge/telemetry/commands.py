@@ -1,9 +1,11 @@
-"""Commands: ``ganglion/v1/<device>/cmd/<verb>`` in, one reply out through the MQTT 5 response topic.
+"""Commands: ``ganglion/v1/<device>/cmd/<verb>`` in, one reply out through the MQTT 5 response topic
+(under MQTT 3.1.1: the ``reply_to`` topic and ``corr`` correlation carried in the command's JSON).
 
 What happens to a command, in order (each step can refuse it with an error reply):
 
     1. size        larger than ``max_bytes``                        -> command.too_large
-    2. schema      a JSON object {"id": str, "args": object, ["ts", "sig"]}  -> command.malformed
+    2. schema      a JSON object {"id": str, "args": object, ["ts", "sig", "reply_to", "corr"]}
+                                                                    -> command.malformed
     3. verb        a registered verb                                -> command.unknown_verb
     4. signature   when trusted keys are configured (signing.py)   -> command.unauthorized / .stale
     5. id          seen before: the cached reply again, the handler does NOT run (idempotency);
@@ -15,11 +17,13 @@ What happens to a command, in order (each step can refuse it with an error reply
 Steps 1-4 are refusals: logged as a ``command_refused`` event, never cached (an attacker must not be
 able to plant a refusal under a legitimate id). The reply is ``{"id", "verb", "ok", "result" |
 "error", "device", "ts"}`` with the request's correlation data; without a response topic it goes to
-``ganglion/v1/<device>/replies``. Handlers run on a small thread pool so a slow one (a deploy) never
+``ganglion/v1/<device>/replies``. A command without MQTT 5 properties but with ``reply_to`` (and
+``corr``) in its JSON is answered on that topic, the correlation echoed as ``"corr"`` in the reply. Handlers run on a small thread pool so a slow one (a deploy) never
 blocks paho's network thread; the queue is bounded (``command.busy`` past it).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,8 +41,9 @@ from edge.telemetry.signing import check_signature
 from edge.telemetry.topics import LEVEL_RE
 
 log = logging.getLogger("ganglion.telemetry.commands")
-ALLOWED_KEYS = {"id", "args", "ts", "sig"}
+ALLOWED_KEYS = {"id", "args", "ts", "sig", "reply_to", "corr"}
 MAX_ID = 128
+MAX_REPLY_TOPIC = 256
 Handler = Callable[[dict], dict]
 
 
@@ -94,10 +99,34 @@ def parse_command(payload: bytes, max_bytes: int, where: str) -> dict:
         problems.append("'args' must be a JSON object")
     if "sig" in command and not isinstance(command["sig"], str):
         problems.append("'sig' must be a hex string")
+    problems += _route_problems(command)
     if problems:
         raise CommandError("malformed command: " + "; ".join(problems), where=where, code="command.malformed",
                            hint='send {"id": "<unique>", "args": {...}}')
     return command
+
+
+def _route_problems(command: dict) -> list[str]:
+    """The MQTT 3.1.1 reply route: a plain topic (no wildcards) and a printable correlation."""
+    problems = []
+    topic = command.get("reply_to")
+    if "reply_to" in command and not (isinstance(topic, str) and 0 < len(topic) <= MAX_REPLY_TOPIC
+                                      and topic.isprintable() and not set(topic) & set("+#")):
+        problems.append(f"'reply_to' must be a topic of 1-{MAX_REPLY_TOPIC} printable characters without + or #")
+    corr = command.get("corr")
+    if "corr" in command and not (isinstance(corr, str) and 0 < len(corr) <= MAX_ID and corr.isprintable()):
+        problems.append(f"'corr' must be a printable string of 1-{MAX_ID} characters")
+    return problems
+
+
+def envelope_route(message: Message, command: dict) -> Message:
+    """A command that came without MQTT 5 properties but names its reply route in its JSON
+    (MQTT 3.1.1): the message as if the properties had been there."""
+    if message.response_topic is not None or "reply_to" not in command:
+        return message
+    corr = command.get("corr")
+    return dataclasses.replace(message, response_topic=command["reply_to"], in_envelope=True,
+                               correlation=corr.encode() if corr is not None else None)
 
 
 class CommandRouter:
@@ -152,6 +181,7 @@ class CommandRouter:
         command = None
         try:
             command = parse_command(message.payload, self.max_bytes, message.topic)
+            message = envelope_route(message, command)
             if verb not in self._handlers:
                 raise CommandError(f"unknown verb {verb!r}", where=message.topic, code="command.unknown_verb",
                                    hint=f"this device knows: {', '.join(self.verbs)}")
@@ -223,6 +253,9 @@ class CommandRouter:
         return self._send(message, self._reply_body(verb, cid, error=error))
 
     def _send(self, message: Message, body: dict) -> dict:
+        if message.in_envelope and message.correlation is not None:
+            # not stored with the cached reply: a retry from another requester has its own corr
+            body = {**body, "corr": message.correlation.decode()}
         self._reply(message.response_topic, json.dumps(body, sort_keys=True).encode(), message.correlation)
         return body
 

@@ -19,8 +19,13 @@ from urllib.parse import unquote, urlsplit
 from edge.errors import UsageError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-# A device id becomes one MQTT topic level: no wildcards, no separators, nothing exotic.
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A device id becomes one MQTT topic level on every broker a fleet may use: no wildcards ('+',
+# '#'), no separator ('/'), and no '.' or ' ' either -- NATS maps '/' to '.' and closes the
+# connection on a topic level holding either, RabbitMQ misroutes '.' (FACTS.md, issue 11).
+DEVICE_ID_MAX = 64
+DEVICE_ID_CHARS = "A-Z a-z 0-9 _ -, starting with a letter or digit"
+DEVICE_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{DEVICE_ID_MAX - 1}}}")     # fullmatch
+_ID_CHAR_RE = re.compile(r"[A-Za-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -100,11 +105,26 @@ def _bad(message: str, where: str) -> UsageError:
                       hint="write it as mqtt://HOST:PORT, mqtts://HOST:PORT or HOST:PORT ([IPv6]:PORT)")
 
 
-def check_device_id(device_id: str) -> str:
-    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
-        raise UsageError(f"invalid device id {device_id!r}", where="device_id", code="usage.device_id",
-                         hint="use 1-64 characters from A-Z a-z 0-9 . _ - (it becomes an MQTT topic level)")
-    return device_id
+def check_device_id(device_id: str, where: str = "device_id") -> str:
+    """The one device id rule (config, ``ganglion run --device-id``, ``telemetry send/watch``):
+    1-64 characters from ``A-Z a-z 0-9 _ -``, the first a letter or digit. UsageError
+    ``usage.device_id`` names the first bad character (position and code point: a control
+    character does not print)."""
+    if isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id):
+        return device_id
+    hint = f"use 1-{DEVICE_ID_MAX} characters from {DEVICE_ID_CHARS} (it becomes one topic level on any MQTT broker)"
+    if not isinstance(device_id, str) or not device_id:
+        raise UsageError(f"invalid device id {device_id!r}: not a non-empty string", where=where, code="usage.device_id",
+                         hint=hint)
+    if len(device_id) > DEVICE_ID_MAX:
+        raise UsageError(f"invalid device id {device_id[:20]!r}...: {len(device_id)} characters, at most "
+                         f"{DEVICE_ID_MAX}", where=where, code="usage.device_id", hint=hint)
+    for pos, char in enumerate(device_id):
+        # a leading '-' would read as an option on the command line (ganglion telemetry send DEVICE)
+        if not _ID_CHAR_RE.fullmatch(char) or (pos == 0 and char in "_-"):
+            raise UsageError(f"invalid device id {device_id!r}: character {char!r} (U+{ord(char):04X}) at "
+                             f"position {pos} is not allowed", where=where, code="usage.device_id", hint=hint)
+    raise UsageError(f"invalid device id {device_id!r}", where=where, code="usage.device_id", hint=hint)
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,10 @@ class TelemetryConfig:
     # inputs held in memory unanswered, at most, whatever the broker sends (0: 4 x input_receive_max);
     # past it the input connection pauses and reconnects at half (edge/telemetry/inflow.py)
     input_max_held: int = 0
+    # "auto": MQTT 5, falling back to 3.1.1 when the broker refuses it (mqtt.py); "5" or "3.1.1" pin it.
+    # Under 3.1.1 input_max_held is the only bound on inputs (no Receive Maximum) and the input
+    # session never expires on the broker (no Session Expiry): see docs/telemetry.md
+    mqtt_version: str = "auto"
 
     def __post_init__(self):
         url = parse_broker_url(self.broker)
@@ -150,6 +174,10 @@ class TelemetryConfig:
         if not 1 <= self.input_session_expiry <= 0xFFFFFFFF:
             raise UsageError("input_session_expiry must be >= 1 second", where="telemetry.input_session_expiry",
                              code="usage.config", hint="a persistent session is what makes inputs survive a restart")
+        if self.mqtt_version not in ("auto", "5", "3.1.1"):
+            raise UsageError(f"mqtt_version must be 'auto', '5' or '3.1.1', not {self.mqtt_version!r}",
+                             where="telemetry.mqtt_version", code="usage.config",
+                             hint="auto speaks MQTT 5 and falls back to 3.1.1 when the broker refuses it")
         if self.spool_sync not in ("full", "normal"):
             raise UsageError("spool_sync must be 'full' or 'normal'", where="telemetry.spool_sync",
                              code="usage.config")

@@ -27,6 +27,8 @@ are matched to their redelivery by (topic, payload sha256, response topic, corre
 identical in all four means interchangeable -- and acknowledged instead of being run again.
 An input whose PUBACK was handed to paho just as the link dropped may still come back and run
 twice: delivery is at least once.
+
+``AckWindow`` (also paho-free) sends the PUBACKs of one connection in arrival order.
 """
 from __future__ import annotations
 
@@ -197,3 +199,51 @@ class _Index:
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+class AckWindow:
+    """In-order PUBACKs for one connection: ``add`` a delivery as it arrives, call what it returns
+    when it is done; ``send`` gets the mids whose turn has come (the done prefix, in arrival
+    order). ``reset`` on every (re)connect."""
+
+    def __init__(self, send: Callable[[int], None], on_sent: Callable | None = None):
+        self._send = send
+        self._on_sent = on_sent             # on_sent(token) after a token's PUBACK went out
+        self._lock = threading.Lock()
+        self._pending: deque[list] = deque()      # [mid, done], in arrival order
+        self.generation = 0
+
+    def add(self, mid: int, token=None) -> Callable[[], None]:
+        entry = [mid, False, token]
+        with self._lock:
+            self._pending.append(entry)
+            gen = self.generation
+        return lambda: self._ack(entry, gen)
+
+    def _ack(self, entry: list, gen: int) -> None:
+        with self._lock:
+            if gen != self.generation or entry[1]:
+                return           # from before a reconnect (the broker resends it) or acked twice
+            entry[1] = True
+            while self._pending and self._pending[0][1]:
+                # under the lock, so two threads cannot reorder their PUBACKs
+                mid, _, token = self._pending.popleft()
+                self._send(mid)
+                if token is not None and self._on_sent is not None:
+                    self._on_sent(token)
+
+    def reset(self) -> int:
+        """A new connection: forget what the old one delivered (it will be redelivered)."""
+        return len(self.reset_pending(all_entries=True))
+
+    def reset_pending(self, *, all_entries: bool = False) -> list:
+        """``reset``, returning the tokens given to ``add`` of the deliveries not yet acked."""
+        with self._lock:
+            tokens = [entry[2] for entry in self._pending if all_entries or entry[2] is not None]
+            self._pending.clear()
+            self.generation += 1
+        return tokens
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)

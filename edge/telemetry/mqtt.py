@@ -26,6 +26,18 @@ rest -- and reconnects once the application has answered half of them; a redeliv
 already held or answered is acknowledged in turn instead of being handed over again.
 ``on_flow(event)`` reports each pause (``{"event": "input_paused", ...}``) on paho's thread.
 
+Protocol version (``mqtt_version``, issue 11): ``"5"``, ``"3.1.1"`` or ``"auto"`` (default).
+Auto speaks MQTT 5 first and falls back to 3.1.1 -- for the life of this client -- when the broker
+refuses it: a CONNACK with return code 0x01 "unacceptable protocol version" (paho reports it as
+reason 0x84, MQTT 3.1.1 section 3.2.2.3; NATS and RabbitMQ < 3.13 do this), or two connection
+attempts in a row closed without any CONNACK. The switch happens before the first successful
+connection, when paho holds nothing of ours, by building a fresh paho client. Under 3.1.1 there
+are no properties: ``publish`` drops response topic and correlation (callers carry them in the
+JSON envelope: commands.py, requester.py), there is no Receive Maximum (``max_held`` alone bounds
+the inputs) and a session expiry becomes ``clean_session=False`` -- a session the broker keeps
+until ``drop_session`` clears it. The first successful connection logs one line and calls
+``on_protocol({"event": "mqtt_protocol", "version", "requested", "reason"})``.
+
 Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
 ``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
 and are re-sent on reconnect (with DUP); ``on_connect``/``on_disconnect`` let the publisher know.
@@ -38,7 +50,6 @@ import dataclasses
 import logging
 import ssl
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,11 +58,23 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.errors import UsageError
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
-from edge.telemetry.inflow import PAUSE, TAKE, InputGate, input_key
+from edge.telemetry.inflow import PAUSE, TAKE, AckWindow, InputGate, input_key  # noqa: F401 - AckWindow is API here too
 
 log = logging.getLogger("ganglion.telemetry.mqtt")
+MQTT_VERSIONS = ("auto", "5", "3.1.1")
+# paho turns a CONNACK return code 0x01 read by an MQTT 5 client into this MQTT 5 reason code
+UNSUPPORTED_PROTOCOL = 0x84
+CLOSES_BEFORE_FALLBACK = 2      # attempts closed without a CONNACK, in a row, before auto tries 3.1.1
+
+
+def check_mqtt_version(version: str, where: str = "mqtt_version") -> str:
+    if version not in MQTT_VERSIONS:
+        raise UsageError(f"unknown MQTT version {version!r}", where=where, code="usage.mqtt_version",
+                         hint="one of: auto (MQTT 5, else 3.1.1), 5, 3.1.1")
+    return version
 
 
 @dataclass(frozen=True)
@@ -76,59 +99,14 @@ class Message:
     correlation: bytes | None = None
     mid: int = 0
     dup: bool = False
+    # True when response_topic/correlation came from the command's JSON (MQTT 3.1.1): the reply
+    # then carries the correlation in its JSON too (commands.py)
+    in_envelope: bool = False
     _acker: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def ack(self) -> None:
         if self._acker is not None:
             self._acker()
-
-
-class AckWindow:
-    """In-order PUBACKs for one connection: ``add`` a delivery as it arrives, call what it returns
-    when it is done; ``send`` gets the mids whose turn has come (the done prefix, in arrival
-    order). ``reset`` on every (re)connect."""
-
-    def __init__(self, send: Callable[[int], None], on_sent: Callable | None = None):
-        self._send = send
-        self._on_sent = on_sent             # on_sent(token) after a token's PUBACK went out
-        self._lock = threading.Lock()
-        self._pending: deque[list] = deque()      # [mid, done], in arrival order
-        self.generation = 0
-
-    def add(self, mid: int, token=None) -> Callable[[], None]:
-        entry = [mid, False, token]
-        with self._lock:
-            self._pending.append(entry)
-            gen = self.generation
-        return lambda: self._ack(entry, gen)
-
-    def _ack(self, entry: list, gen: int) -> None:
-        with self._lock:
-            if gen != self.generation or entry[1]:
-                return           # from before a reconnect (the broker resends it) or acked twice
-            entry[1] = True
-            while self._pending and self._pending[0][1]:
-                # under the lock, so two threads cannot reorder their PUBACKs
-                mid, _, token = self._pending.popleft()
-                self._send(mid)
-                if token is not None and self._on_sent is not None:
-                    self._on_sent(token)
-
-    def reset(self) -> int:
-        """A new connection: forget what the old one delivered (it will be redelivered)."""
-        return len(self.reset_pending(all_entries=True))
-
-    def reset_pending(self, *, all_entries: bool = False) -> list:
-        """``reset``, returning the tokens given to ``add`` of the deliveries not yet acked."""
-        with self._lock:
-            tokens = [entry[2] for entry in self._pending if all_entries or entry[2] is not None]
-            self._pending.clear()
-            self.generation += 1
-        return tokens
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
 
 class MqttClient:
@@ -137,12 +115,19 @@ class MqttClient:
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  will: Will | None = None, reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  session_expiry: int = 0, manual_ack: bool = False, receive_maximum: int | None = None,
-                 max_held: int | None = None,
+                 max_held: int | None = None, mqtt_version: str = "auto",
                  on_connect: Callable[[], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
                  on_publish: Callable[[int, bool], None] | None = None,
-                 on_flow: Callable[[dict], None] | None = None):
+                 on_flow: Callable[[dict], None] | None = None,
+                 on_protocol: Callable[[dict], None] | None = None):
         self.url = url
+        self.mqtt_version = check_mqtt_version(mqtt_version)
+        self.protocol = "3.1.1" if mqtt_version == "3.1.1" else "5"     # what this client speaks now
+        self._fallback_reason: str | None = None
+        self._closes_without_connack = 0
+        self._connack_seen = False
+        self.negotiated: dict | None = None      # the on_protocol event, once connected
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._receive_maximum = receive_maximum
@@ -150,36 +135,50 @@ class MqttClient:
         self.gate = InputGate(max_held, on_resume=self._resume_soon) if manual_ack else None
         self.acks = AckWindow(self._send_ack, on_sent=self.gate.sent) if manual_ack else None
         self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
-        self._hooks = (on_connect, on_disconnect, on_publish, on_flow)
+        self._hooks = (on_connect, on_disconnect, on_publish, on_flow, on_protocol)
         self._run_lock = threading.Lock()      # start/stop vs. a resume after a pause
         self._stopped = False
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[int, Callable[[Message], None]]] = {}
         self.last_error: str | None = None
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   protocol=paho.MQTTv5, reconnect_on_failure=True,
-                                   manual_ack=manual_ack)
-        self._client.suppress_exceptions = True
-        self._client.max_inflight_messages_set(0)      # the publisher's own window governs in-flight
-        self._client.reconnect_delay_set(reconnect_min, reconnect_max)
-        user = username if username is not None else url.username
-        if user is not None:
-            self._client.username_pw_set(user, password if password is not None else url.password)
-        if url.tls:
-            self._set_tls(ca_file, cert_file, key_file)
-        if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
+        self._paho_args = dict(client_id=client_id, manual_ack=manual_ack, reconnect=(reconnect_min, reconnect_max),
+                               user=username if username is not None else url.username,
+                               password=password if password is not None else url.password,
+                               tls=(ca_file, cert_file, key_file), will=will)
         self._suback_mid: int | None = None
+        self._client = self._make_paho()
 
-    def _set_tls(self, ca_file, cert_file, key_file) -> None:
+    def _make_paho(self) -> paho.Client:
+        """A paho client for ``self.protocol``, with every setting of this adapter (built again
+        when auto falls back to 3.1.1: paho fixes the protocol at construction)."""
+        a = self._paho_args
+        v5 = self.protocol == "5"
+        extra = {} if v5 else {"clean_session": not self._session_expiry}    # 3.1.1: no expiry, a flag
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=a["client_id"],
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=True,
+                             manual_ack=a["manual_ack"], **extra)
+        client.suppress_exceptions = True
+        client.max_inflight_messages_set(0)      # the publisher's own window governs in-flight
+        client.reconnect_delay_set(*a["reconnect"])
+        if a["user"] is not None:
+            client.username_pw_set(a["user"], a["password"])
+        if self.url.tls:
+            self._set_tls(client, *a["tls"])
+        if a["will"] is not None:
+            will = a["will"]
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _set_tls(self, client, ca_file, cert_file, key_file) -> None:
         try:
-            self._client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
+            client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
                                  cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise BrokerError(f"cannot set up TLS: {exc}", where=str(self.url), code="telemetry.tls",
@@ -187,6 +186,9 @@ class MqttClient:
 
     # -- connection -------------------------------------------------------------------------
     def _connect_args(self) -> dict:
+        # MQTT 3.1.1 has no Receive Maximum: the InputGate (max_held) is the only bound there
+        if self.protocol != "5":        # 3.1.1: clean_session was given to paho.Client, no properties
+            return dict(host=self.url.host, port=self.url.port, keepalive=self._keepalive)
         props = Properties(PacketTypes.CONNECT)
         if self._session_expiry:
             props.SessionExpiryInterval = self._session_expiry
@@ -225,9 +227,12 @@ class MqttClient:
         self._client.loop_start()
         if not self.wait_connected(timeout):
             self.stop()
+            refused_v5 = self.protocol == "5" and "unsupported protocol version" in (self.last_error or "").lower()
             raise BrokerError(f"no connection to {self.url} within {timeout:g}s"
                               + (f" ({self.last_error})" if self.last_error else ""),
-                              where=str(self.url), hint="check the credentials and the broker's log")
+                              where=str(self.url),
+                              hint="the broker does not speak MQTT 5: use --mqtt-version auto or 3.1.1"
+                              if refused_v5 else "check the credentials and the broker's log")
         return self
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -257,7 +262,8 @@ class MqttClient:
 
     def _publish(self, topic, payload, qos, retain, response_topic, correlation):
         props = None
-        if response_topic is not None or correlation is not None:
+        # MQTT 3.1.1 has no properties: the caller carries reply-to and correlation in its JSON
+        if self.protocol == "5" and (response_topic is not None or correlation is not None):
             props = Properties(PacketTypes.PUBLISH)
             if response_topic is not None:
                 props.ResponseTopic = response_topic
@@ -298,11 +304,23 @@ class MqttClient:
             self._client.unsubscribe(topic_filter)
 
     # -- paho callbacks (network thread) ----------------------------------------------------
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._connack_seen = False
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if client is not self._client:
+            return                      # the paho client auto replaced (fallback to 3.1.1)
+        self._connack_seen = True
+        self._closes_without_connack = 0
         if reason_code.is_failure:
             self.last_error = f"broker refused: {reason_code}"
+            if self._may_fall_back() and reason_code.value == UNSUPPORTED_PROTOCOL:
+                self._fall_back("the broker refused MQTT 5 (CONNACK 0x01, unsupported protocol version)")
+                return
             log.warning("MQTT connect to %s refused: %s", self.url, reason_code)
             return
+        if self.negotiated is None:
+            self._announce_protocol()
         if self.acks is not None:
             self.gate.disconnected(self.acks.reset_pending())
             self.gate.connected()
@@ -328,6 +346,14 @@ class MqttClient:
         self._call(self._hooks[0])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if client is not self._client:
+            return
+        if not self._connack_seen and self._may_fall_back():
+            # a broker that does not know MQTT 5 may just hang up; twice in a row is not a glitch
+            self._closes_without_connack += 1
+            if self._closes_without_connack >= CLOSES_BEFORE_FALLBACK:
+                self._fall_back(f"the broker closed {self._closes_without_connack} MQTT 5 connection "
+                                f"attempts without a CONNACK")
         was = self._connected.is_set()
         self._connected.clear()
         if self.acks is not None:      # answers from now on wait for their redelivery
@@ -364,6 +390,48 @@ class MqttClient:
             if not self._call(callback, message) and acker is not None:
                 acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
 
+    # -- protocol negotiation (auto) ----------------------------------------------------------
+    def _may_fall_back(self) -> bool:
+        return self.mqtt_version == "auto" and self.protocol == "5" and self.negotiated is None
+
+    def _fall_back(self, reason: str) -> None:
+        """Paho's thread: speak 3.1.1 from now on. A thread of ours swaps the paho client (paho's
+        own thread cannot join itself)."""
+        self.protocol = "3.1.1"
+        self._fallback_reason = reason
+        self.last_error = reason
+        threading.Thread(target=self._restart_as_311, name="mqtt-fallback-311", daemon=True).start()
+
+    def _restart_as_311(self) -> None:
+        with self._run_lock:
+            if self._stopped:
+                return
+            old = self._client
+            self._client = self._make_paho()
+            self._client.connect_timeout = old.connect_timeout
+            try:
+                old.disconnect()
+            except (OSError, ValueError):
+                pass
+            old.loop_stop()
+            try:
+                self._start_loop()
+            except BrokerError as exc:
+                log.error("MQTT 3.1.1 fallback cannot connect: %s", exc.message)
+
+    def _announce_protocol(self) -> None:
+        """The first CONNACK 0: one log line and one event naming the protocol and why."""
+        if self.mqtt_version != "auto":
+            reason = f"mqtt_version = {self.mqtt_version!r} (set explicitly)"
+        else:
+            reason = self._fallback_reason or "the broker accepted MQTT 5"
+        self.negotiated = {"event": "mqtt_protocol", "version": self.protocol, "requested": self.mqtt_version,
+                           "reason": reason, "broker": str(self.url)}
+        # a warning when the broker refused MQTT 5: the operator should know what the device lost
+        level = logging.WARNING if self._fallback_reason else logging.INFO
+        log.log(level, "MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
+        self._call(self._hooks[4], dict(self.negotiated))
+
     def _admit(self, message: Message) -> Callable[[], None] | None:
         """The input gate's verdict on a QoS 1 delivery (inflow.py); the ack function if taken."""
         key = input_key(message.topic, message.payload, message.response_topic, message.correlation)
@@ -372,7 +440,7 @@ class MqttClient:
             self._pause()
         if verdict != TAKE:
             return None
-        if self._receive_maximum and len(self.acks) > self._receive_maximum:
+        if self.protocol == "5" and self._receive_maximum and len(self.acks) > self._receive_maximum:
             # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
             # (eclipse-mosquitto/mosquitto#2301); counted, and bounded by the gate instead.
             self.over_receive_max += 1
@@ -422,3 +490,15 @@ class MqttClient:
             log.exception("MQTT callback %r failed", fn)
             return False
         return True
+
+
+def drop_session(url: BrokerUrl, client_id: str, *, mqtt_version: str = "auto", timeout: float = 10.0,
+                 **login) -> str:
+    """Clear the broker's persistent session of ``client_id`` (e.g. ``ganglion-cam1-in`` of a
+    retired device): connect once with a clean session and leave. Under MQTT 3.1.1 nothing else
+    ever clears it (no Session Expiry), so this is the documented clean-up. Returns the protocol
+    used. The device must be stopped: a second connection with its id takes its session over."""
+    client = MqttClient(url, client_id=client_id, mqtt_version=mqtt_version, **login)
+    client.connect(timeout)
+    client.stop()
+    return client.protocol

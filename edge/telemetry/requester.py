@@ -7,6 +7,9 @@
 
 Each requester listens on its own reply topic ``ganglion/v1/_requesters/<client id>/reply`` and
 matches replies by MQTT 5 correlation data, so many requesters can talk to one device at once.
+When the connection speaks MQTT 3.1.1 (``mqtt_version``; auto falls back on brokers without
+MQTT 5) the reply topic and correlation ride in the command's JSON (``reply_to``, ``corr``: signed
+with the rest) and the device echoes ``corr`` in its reply.
 ``call`` retries with the SAME command id on timeout: the device's idempotency table makes that safe.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from edge.telemetry.topics import ROOT, command_topic
 class Requester:
     def __init__(self, broker: str | BrokerUrl, *, ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None, username: str | None = None, password: str | None = None,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, mqtt_version: str = "auto"):
         url = broker if isinstance(broker, BrokerUrl) else parse_broker_url(broker)
         self.connect_timeout = connect_timeout
         self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
@@ -38,7 +41,8 @@ class Requester:
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
         self._lock = threading.Lock()
         self.client = MqttClient(url, client_id=self.client_id, username=username, password=password,
-                                 ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+                                 ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                                 mqtt_version=mqtt_version)
         self.client.subscribe(self.reply_topic, self._on_reply)
 
     def __enter__(self) -> "Requester":
@@ -48,16 +52,24 @@ class Requester:
     def __exit__(self, *exc) -> None:
         self.client.stop()
 
+    @property
+    def in_envelope(self) -> bool:
+        """True when replies are routed by the command's JSON (an MQTT 3.1.1 connection)."""
+        return self.client.protocol != "5"
+
     def _on_reply(self, message: Message) -> None:
+        corr = message.correlation or _json_corr(message.payload)
         with self._lock:
-            slot = self._waiting.get(message.correlation or b"")
+            slot = self._waiting.get(corr or b"")
         if slot is not None:
             slot[1].append(message.payload)
             slot[0].set()
 
-    def call_raw(self, device: str, verb: str, payload: bytes, *, timeout: float = 10.0) -> dict:
-        """Publish exact bytes as a command and return the parsed reply (used to test bad input)."""
-        corr = uuid.uuid4().bytes
+    def call_raw(self, device: str, verb: str, payload: bytes, *, timeout: float = 10.0,
+                 corr: bytes | None = None) -> dict:
+        """Publish exact bytes as a command and return the parsed reply (used to test bad input).
+        ``corr``: the correlation the payload already names (``"corr"``, MQTT 3.1.1)."""
+        corr = corr or uuid.uuid4().bytes
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[corr] = (done, box)
@@ -79,18 +91,23 @@ class Requester:
 
         ``timeout`` bounds the whole call: a retry (same id) only uses what the tries before it left."""
         command = {"id": command_id or uuid.uuid4().hex, "args": args or {}}
+        corr = None
+        if self.in_envelope:         # no MQTT 5 properties: the route goes in the (signed) JSON
+            corr = uuid.uuid4().hex
+            command.update(reply_to=self.reply_topic, corr=corr)
         if key is not None:
             command = sign_command(key, command_topic(device, verb), command)
         payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         deadline = time.monotonic() + timeout
         for _ in range(retries):
             try:
-                return self.call_raw(device, verb, payload, timeout=timeout)
+                return self.call_raw(device, verb, payload, timeout=timeout, corr=corr and corr.encode())
             except TelemetryError:
                 if deadline - time.monotonic() < 0.05:
                     raise
             timeout = deadline - time.monotonic()
-        return self.call_raw(device, verb, payload, timeout=max(timeout, 0.05))      # the last try raises
+        return self.call_raw(device, verb, payload, timeout=max(timeout, 0.05),      # the last try raises
+                             corr=corr and corr.encode())
 
     def send_file(self, device: str, verb: str, path: str | Path, *, args: dict | None = None, key=None,
                   chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,
@@ -117,6 +134,15 @@ class Requester:
     def _ok(reply: dict) -> dict:
         check_reply(reply)
         return reply["result"]
+
+
+def _json_corr(payload: bytes) -> bytes | None:
+    """The ``corr`` a device echoed in its JSON reply (MQTT 3.1.1), or None."""
+    try:
+        corr = json.loads(payload).get("corr")
+    except (ValueError, AttributeError):
+        return None
+    return corr.encode() if isinstance(corr, str) else None
 
 
 def check_reply(reply: dict, default: str = "command failed") -> None:

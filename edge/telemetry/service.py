@@ -59,7 +59,7 @@ class Telemetry:
         will = envelope(None, self._started_at, self.device_id, "status", {"state": "offline", "reason": "lost"})
         self.client = self._connection(
             f"ganglion-{self.device_id}", will=Will(device_topic(self.device_id, "status"), will),
-            on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
+            on_protocol=self._protocol_event, on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
             on_publish=self.publisher.on_publish)
         self.publisher.client = self.client
         self.commands = CommandRouter(
@@ -153,6 +153,7 @@ class Telemetry:
     def stats(self) -> dict:
         spool = self.spool.stats()
         return {"connected": self.client.connected, "last_error": self.client.last_error,
+                "mqtt_version": self.client.protocol,
                 "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
@@ -163,6 +164,7 @@ class Telemetry:
         gate = self.inputs.gate.stats()
         return {"inputs_connected": self.inputs.connected, "inputs_unacked": len(self.inputs.acks),
                 "inputs_over_receive_max": self.inputs.over_receive_max,
+                "inputs_protocol": self.inputs.protocol,
                 **{f"inputs_{k}": gate[k] for k in ("held", "held_max", "held_limit", "paused", "pauses",
                                                      "shed", "adopted")}}
 
@@ -208,7 +210,7 @@ class Telemetry:
         return MqttClient(cfg.url, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
                           password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
                           key_file=cfg.key_file, reconnect_min=cfg.reconnect_min,
-                          reconnect_max=cfg.reconnect_max, **extra)
+                          reconnect_max=cfg.reconnect_max, mqtt_version=cfg.mqtt_version, **extra)
 
     def _on_connect(self) -> None:
         self._publish_status()
@@ -232,6 +234,17 @@ class Telemetry:
                                 correlation=correlation)
         except TelemetryError as exc:
             log.warning("could not send a command reply: %s", exc.message)
+
+    def _protocol_event(self, event: dict) -> None:
+        """The main connection's first CONNACK: which MQTT version, and why (mqtt.py logged it).
+        An event only for MQTT 3.1.1 (a fallback or a pinned version): on an MQTT 5 broker the
+        record stream stays what it always was."""
+        if event["version"] == "5":
+            return
+        try:
+            self.record("events", event)
+        except TelemetryError as exc:
+            log.error("cannot record the mqtt_protocol event: %s", exc.message)
 
     def _command_event(self, event: dict) -> None:
         log.warning("command refused: %s", event)

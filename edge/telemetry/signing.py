@@ -10,6 +10,11 @@ sort_keys=True, separators=(",", ":"), ensure_ascii=False)``). Binding the topic
 for ``ping`` on device A cannot be replayed as ``deploy`` or on device B; ``ts`` (integer Unix
 seconds) must be within ``window_s`` of the device clock, and the command id is remembered
 (``commands.CommandLog``), so a captured command cannot be replayed later either.
+
+Under MQTT 3.1.1 (no properties) a command carries its reply route in the JSON: ``reply_to`` and
+``corr``. When present they are signed too -- added to the canonical object beside id, args and
+ts -- so nobody can redirect a signed command's reply; absent, the signed bytes are exactly the
+MQTT 5 ones.
 """
 from __future__ import annotations
 
@@ -21,9 +26,12 @@ from edge.telemetry.errors import CommandError
 DOMAIN = b"ganglion-cmd/1\n"
 
 
-def canonical(topic: str, command_id: str, args: dict, ts: int) -> bytes:
-    body = json.dumps({"id": command_id, "args": args, "ts": ts}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)
+ROUTE_KEYS = ("reply_to", "corr")       # the MQTT 3.1.1 reply route, signed when present
+
+
+def canonical(topic: str, command_id: str, args: dict, ts: int, route: dict | None = None) -> bytes:
+    fields = {"id": command_id, "args": args, "ts": ts, **(route or {})}
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return DOMAIN + topic.encode() + b"\n" + body.encode()
 
 
@@ -33,7 +41,7 @@ def sign_command(private_key, topic: str, command: dict, *, now: float | None = 
 
     ts = int(time.time() if now is None else now)
     signed = dict(command, ts=ts)
-    signed["sig"] = keys.sign(private_key, canonical(topic, command["id"], command["args"], ts))
+    signed["sig"] = keys.sign(private_key, canonical(topic, command["id"], command["args"], ts, _route(command)))
     return signed
 
 
@@ -49,8 +57,8 @@ def check_signature(trusted_keys: list, topic: str, command: dict, window_s: flo
         raise CommandError("a signed command needs an integer 'ts' (Unix seconds)", where=topic,
                            code="command.unauthorized", hint="sign it: ganglion telemetry send --key KEY")
     try:
-        keys.verify(trusted_keys, canonical(topic, command["id"], command["args"], ts), command.get("sig"),
-                    where=topic)
+        keys.verify(trusted_keys, canonical(topic, command["id"], command["args"], ts, _route(command)),
+                    command.get("sig"), where=topic)
     except SignatureError as exc:
         raise CommandError(f"command refused: {exc.message}", where=topic, code="command.unauthorized",
                            hint="sign commands with a key whose .pub is in telemetry.command_keys") from None
@@ -61,3 +69,7 @@ def check_signature(trusted_keys: list, topic: str, command: dict, window_s: flo
         raise CommandError(f"command timestamp is {now - ts:+.0f}s from the device clock "
                            f"(allowed: +-{window_s:g}s)", where=topic, code="command.stale",
                            hint="re-send it freshly signed; check the clocks (NTP) if this repeats")
+
+
+def _route(command: dict) -> dict:
+    return {k: command[k] for k in ROUTE_KEYS if k in command}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,12 @@ DEV = "dev1"
 
 
 class Watcher:
-    """Collects every message under ganglion/v1/dev1/#, decoded."""
+    """Collects every message under ganglion/v1/<device>/#, decoded."""
 
-    def __init__(self, url):
+    def __init__(self, url, device=DEV):
         self.msgs, self.lock = [], threading.Lock()
-        self.client = MqttClient(parse_broker_url(url), client_id="test-watcher")
-        self.client.subscribe(f"ganglion/v1/{DEV}/#", self._on)
+        self.client = MqttClient(parse_broker_url(url), client_id=f"test-watcher-{uuid.uuid4().hex[:8]}")
+        self.client.subscribe(f"ganglion/v1/{device}/#", self._on)
         self.client.connect()
 
     def _on(self, m):

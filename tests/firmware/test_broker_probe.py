@@ -147,3 +147,11 @@ def test_firmware_validate_imports_without_paho():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["8883", "False"]
+
+
+def test_the_probe_falls_back_to_311_on_a_broker_without_mqtt5(nats_cluster, mosquitto, tmp_path):
+    # NATS answers the MQTT 5 CONNECT with 0x01 'unacceptable protocol version': asked again in 3.1.1
+    assert probe_mod.check_broker(tmp_path, {"broker": nats_cluster.urls[2]}) == \
+        "broker answered CONNACK (MQTT 3.1.1)"
+    assert probe_mod.check_broker(tmp_path, {"broker": mosquitto.url}) == "broker answered CONNACK"
+    assert probe_mod._connect_packet(level=4)[2:10] == b"\x00\x04MQTT\x04\x02"      # 3.1.1: level 4

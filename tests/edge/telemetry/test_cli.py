@@ -126,3 +126,15 @@ def test_watch_shows_the_model_version_from_status():
     (row,) = fleet.snapshot()
     assert row["version"] == "1.2.0"
     assert "digits_cnn 1.2.0" in render_table(fleet.snapshot(), now=101.0)
+
+
+@pytest.mark.parametrize("args", [
+    ("telemetry", "send", "cam.1", "ping"),
+    ("telemetry", "send-file", "cam.1", "deploy", __file__),
+    ("telemetry", "watch", "--once", "--device", "ok1", "--device", "cam.1"),
+])
+def test_device_id_arguments_are_checked_before_any_broker(args):
+    # the port is closed: the id rule, not the connection, must be what fails (exit 2, not 6)
+    out = ganglion(*args, "--broker", "mqtt://127.0.0.1:9")
+    assert out.returncode == 2, out.stderr
+    assert "usage.device_id" in out.stderr and "'.'" in out.stderr, out.stderr

@@ -199,3 +199,31 @@ def test_a_duplicate_while_running_is_in_progress_and_a_full_queue_is_busy(tmp_p
     release.set()
     router.close()
     assert replies[-1]["ok"] and replies[-1]["result"] == {"done": True}
+
+
+def test_envelope_route_answers_on_reply_to_and_echoes_each_senders_corr(tmp_path):
+    """MQTT 3.1.1: no properties, the route is in the JSON; a replay from another requester (same
+    id) gets the cached reply with ITS corr, and a route never enters the cache."""
+    dev = Device(tmp_path)
+    first = dev.send("echo", {"id": "e1", "args": {"a": 1}, "reply_to": "req/A", "corr": "ca"}, None, None)
+    again = dev.send("echo", {"id": "e1", "args": {"a": 1}, "reply_to": "req/B", "corr": "cb"}, None, None)
+    assert [(t, r["corr"], c) for t, r, c in dev.replies] == [("req/A", "ca", b"ca"), ("req/B", "cb", b"cb")]
+    assert first["result"] == again["result"] and dev.calls == [{"a": 1}]
+    # MQTT 5 properties win over the JSON route, and their reply has no "corr" key (unchanged bytes)
+    dev.send("ping", {"id": "p1", "args": {}, "reply_to": "req/C", "corr": "cc"}, b"v5", "r/5")
+    assert dev.replies[-1][0] == "r/5" and dev.replies[-1][2] == b"v5" and "corr" not in dev.replies[-1][1]
+
+
+@pytest.mark.parametrize("route", [{"reply_to": "a/+/b"}, {"reply_to": ""}, {"reply_to": 7},
+                                   {"corr": ""}, {"corr": "x" * 129}, {"corr": "\x00"}])
+def test_bad_envelope_routes_are_malformed(route):
+    with pytest.raises(CommandError) as err:
+        parse_command(json.dumps({"id": "x", "args": {}, **route}).encode(), 4096, "t")
+    assert err.value.code == "command.malformed"
+
+
+def test_the_route_is_signed_and_absent_it_leaves_the_signed_bytes_as_before():
+    from edge.telemetry.signing import canonical
+    assert canonical("t", "i", {}, 5) == b'ganglion-cmd/1\nt\n{"args":{},"id":"i","ts":5}'
+    assert canonical("t", "i", {}, 5, {"reply_to": "r", "corr": "c"}) == \
+        b'ganglion-cmd/1\nt\n{"args":{},"corr":"c","id":"i","reply_to":"r","ts":5}'
