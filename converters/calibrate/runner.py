@@ -111,13 +111,13 @@ def check_feeds(sample: dict, session, index: int, float_inputs=()) -> dict[str,
 
 
 def collect_ranges(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray]], *,
-                   method: str = "auto", progress: bool = True) -> dict[str, tuple[float, float]]:
+                   method: str = "minmax", progress: bool = True) -> dict[str, tuple[float, float]]:
     """Observed (lo, hi) for every float tensor (graph inputs, intermediates, outputs) by ONNX name.
 
     ``samples``: any iterable of feed dicts, read once (a generator streams them: nothing here
     holds more than one sample's activations). ``method`` names an observer in
-    ``observers.OBSERVERS`` (``percentile:99.9`` passes an argument; ``auto``, the default,
-    chooses per group of tensors by output error, ``calibrate/select.py``). Tensors that never
+    ``observers.OBSERVERS`` (``percentile:99.9`` passes an argument; ``auto`` chooses per
+    group of tensors by output error, ``calibrate/select.py``; opt-in, see docs/quantization.md). Tensors that never
     held a finite value get no entry.
     """
     observers.make(method)              # fail fast on a bad method name, before any work
