@@ -97,7 +97,7 @@ def timed_convert(argv: list[str]) -> dict:
 
 # --- runners ----------------------------------------------------------------------------------
 def litert_runner(model: bytes, threads: int):
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
     interp = make_interpreter(model, num_threads=threads)
     inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
 
@@ -170,7 +170,7 @@ def ort_quantize_static(model: Path, calib: Path, out: Path, limit: int) -> Path
 
 # --- one model --------------------------------------------------------------------------------
 def bench_model(name: str, folder: Path, args) -> dict:
-    from edge import artifact
+    from core import artifact
     paths = prepare(name, folder, args.calib, args.eval)
     gpk, ftfl = folder / f"{name}.gpk", folder / f"{name}_float.tflite"
     conversion = timed_convert(["convert", str(paths["model"]), "--calib", str(paths["calib"]),

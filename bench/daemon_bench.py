@@ -89,10 +89,10 @@ class Bare:
     """The bare LiteRT interpreter, driven the way a hand-written loop would."""
 
     def __init__(self, model: str, threads: int):
-        from edge import artifact
+        from core import artifact
         from edge.backends.litert_backend import _spec
         from edge.daemon.benchmark import sample_feeds
-        from edge.litert import make_interpreter
+        from core.litert import make_interpreter
         self.interp = make_interpreter(artifact.read(model).model_bytes("tflite"), num_threads=threads)
         self.ins, self.outs = self.interp.get_input_details(), self.interp.get_output_details()
         feeds = sample_feeds([_spec(d) for d in self.ins], 1)

@@ -54,7 +54,7 @@ def ort_outputs(model: bytes | str, samples: list[dict]) -> np.ndarray:
 
 
 def litert_outputs(flatbuffer: bytes, samples: list[dict]) -> np.ndarray:
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
     interp = make_interpreter(flatbuffer, num_threads=2)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     results = []

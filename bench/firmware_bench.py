@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from firmware import keys  # noqa: E402
+from core import keys  # noqa: E402
 from firmware.build import build  # noqa: E402
 from firmware.install import install  # noqa: E402
 from firmware.validate import validate  # noqa: E402

@@ -32,7 +32,7 @@ from converters import frontend, tflite  # noqa: E402
 from converters.frontend import fold  # noqa: E402
 from converters.frontend.to_ir import to_graph as ir_graph  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
-from edge.litert import make_interpreter  # noqa: E402
+from core.litert import make_interpreter  # noqa: E402
 
 
 def measure(path: Path, shapes: dict) -> dict:

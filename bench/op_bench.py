@@ -48,7 +48,7 @@ from op_graphs import Layer, OpCase, build, build_case  # noqa: E402
 
 # --- timing -----------------------------------------------------------------------------------
 def _runner(model: bytes, threads: int):
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
     interp = make_interpreter(model, num_threads=threads)
     rng = np.random.default_rng(1)
     for d in interp.get_input_details():
@@ -194,7 +194,7 @@ def full_models(threads: int, runs: int) -> dict:
     import onnxruntime as ort
     from converters import tflite
     from converters.calibrate import collect_ranges
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
     from examples.models import mobilenet_v2
     model = mobilenet_v2.build()
     rng = np.random.default_rng(0)

@@ -37,7 +37,7 @@ import onnxruntime as ort  # noqa: E402
 from converters.api import convert  # noqa: E402
 from converters.config import ConvertConfig  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
-from edge.litert import make_interpreter  # noqa: E402
+from core.litert import make_interpreter  # noqa: E402
 from examples.models import mobilenet_v2, resnet_tiny  # noqa: E402
 from tests.converters import prequant_models as pm  # noqa: E402
 

@@ -180,7 +180,7 @@ class Runner:
     """One LiteRT model fed ONNX-named float inputs; ``reset`` clears builtin variable state."""
 
     def __init__(self, flat: bytes, threads: int, names: list[str], reset: bool):
-        from edge.litert import make_interpreter
+        from core.litert import make_interpreter
         self.interp = make_interpreter(flat, num_threads=threads)
         self.reset = reset
         self.ins = {d["name"]: d["index"] for d in self.interp.get_input_details()}

@@ -17,7 +17,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 
-from edge.errors import InputError
+from core.errors import InputError
 
 if sys.version_info >= (3, 11):
     import tomllib

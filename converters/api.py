@@ -6,7 +6,7 @@
 
 Every stage is a call into the package that owns it (frontend, calibrate, tflite, qdq, verify);
 this module only decides the order, carries data between stages and assembles the manifest
-(``converters.manifest``). The output file is written last, by ``edge.artifact.atomic_write``,
+(``converters.manifest``). The output file is written last, by ``core.artifact.atomic_write``,
 so any error before that leaves no file behind.
 """
 from __future__ import annotations
@@ -18,10 +18,33 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from converters import frontend
 from converters import manifest as manifest_mod
+from converters import mixed
+from converters import qdq
+from converters import tflite
+from converters import verify as verifier
+from converters.calibrate import collect_ranges
+from converters.calibrate import data, stream
+from converters.carried import warn
 from converters.config import ConvertConfig
-from edge import artifact
-from edge.errors import UsageError
+from converters.errors import ConvertError
+from converters.freeze import freeze_inputs
+from converters.frontend.cut import cut_outputs
+from converters.frontend.load import read_model
+from converters.frontend.names import check_keep_float
+from converters.frontend.names import node_names
+from converters.frontend.quantized import check_annotated
+from converters.lower import check_supported
+from converters.tflite import head_nodes
+from converters.verify import VerifyReport
+from converters.verify import load_labels as load
+from converters.verify.shapes import candidate_shapes, pin
+from core import artifact
+from core import keys
+from core.errors import RuntimeBackendError
+from core.errors import UsageError
+from core.litert import make_interpreter
 
 @dataclass
 class ConvertResult:
@@ -55,8 +78,6 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
 
     ``log`` (optional, e.g. ``print``) receives one line per stage, for the CLI's progress output.
     """
-    from converters import frontend
-    from converters.frontend.names import check_keep_float
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
@@ -100,7 +121,6 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``; ``state``: the
     (output, input) pairs a recorded sequence is unrolled with (``stream_state``)."""
-    from converters.calibrate import collect_ranges
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
     return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
 
@@ -108,12 +128,8 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
     """``frontend.load_model``, with the inputs named in ``values`` frozen first (converters.freeze)
     so shape inference and folding see their values, then cut at ``outputs`` (frontend/cut.py)."""
-    from converters import frontend
     if not values and not outputs:
         return frontend.load_model(path, shapes or None)
-    from converters.freeze import freeze_inputs
-    from converters.frontend.cut import cut_outputs
-    from converters.frontend.load import read_model
     shapes = dict(shapes or {})
     model = read_model(path)
     if values:
@@ -129,7 +145,6 @@ def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
 def stream_state(path, model: onnx.ModelProto, explicit=(), say=None) -> list[tuple[str, str]]:
     """(output, input) state pairs of a streaming model: ``explicit`` (--state) plus the ones found
     for inputs the data at ``path`` lacks (calibrate.stream.state_pairs)."""
-    from converters.calibrate import data, stream
     if path is None:
         return list(explicit)
     pairs = stream.state_pairs(model, data.input_specs(model), data.array_names(path), explicit)
@@ -143,7 +158,6 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
     """Per-sample feed dicts for ``model``'s inputs (calibrate.data does every check). With
     ``state`` pairs, the data is a recording without those inputs: it is run step by step and
     each step gets the state the previous one produced (calibrate.stream.unroll)."""
-    from converters.calibrate import data, stream
     kwargs = {} if min_samples is None else {"min_samples": min_samples}
     fed = {inp for _, inp in state}
     specs = [s for s in data.input_specs(model) if s.name not in fed]
@@ -162,7 +176,6 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
     ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place)."""
     built, head = {}, set()
     if "tflite" in cfg.formats:
-        from converters import tflite
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent,
                                        weight_scales=carried.node_weights if carried else {})
@@ -171,12 +184,9 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         built["tflite"] = (result.flatbuffer, result)
         head = set(result.float_head)
     elif cfg.float_head:
-        from converters.tflite import head_nodes
         head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
-        from converters import qdq
         if carried is not None and cfg.qdq_flavour == "tensorrt":
-            from converters.carried import warn
             warn("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
                  "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
         # carried weights have no rounding error for bias correction to undo
@@ -189,9 +199,6 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
 def self_check(flatbuffer: bytes, result, model: onnx.ModelProto) -> None:
     """The model must load in the real LiteRT (XNNPACK on, as on a device) before it is written.
     ``result`` (the TFLiteResult) and ``model`` turn LiteRT's op numbers into ONNX node names."""
-    from converters.errors import ConvertError
-    from edge.errors import RuntimeBackendError
-    from edge.litert import make_interpreter
     try:
         make_interpreter(flatbuffer)
     except RuntimeBackendError as exc:
@@ -209,7 +216,6 @@ def failing_nodes(message: str, result, model: onnx.ModelProto) -> list[str]:
     """The ONNX nodes (as --keep-float takes them) of the ops LiteRT names in ``message``
     ("Node number 9 (TANH) failed to prepare"): op index -> the lowering's node, when the opcode
     agrees (a delegate's node numbers are not op indexes)."""
-    from converters.frontend.names import node_names
     known = set(node_names(model))
     found = []
     for index, opcode in re.findall(r"Node number (\d+) \((\w+)\)", message):
@@ -223,7 +229,6 @@ def failing_nodes(message: str, result, model: onnx.ModelProto) -> list[str]:
 
 def worst_nodes(model, ranges, calib, cfg: ConvertConfig, samples, keep: set[str]) -> set[str]:
     """ONNX nodes to keep in float for ``--auto-keep-float`` (greedy and measured: converters.mixed)."""
-    from converters import mixed
     return mixed.choose(model, ranges, samples, cfg.auto_keep_float, layout=cfg.layout,
                         keep=frozenset(keep), float_head=cfg.float_head, progress=cfg.progress)
 
@@ -232,7 +237,6 @@ def fidelity(built: dict, model: onnx.ModelProto, samples, labels=None, progress
              state=()) -> dict:
     """The verify report of each built model against the float model, keyed by model format
     ("tflite" | "onnx", as in the manifest's ``models`` and ``verify --format``)."""
-    from converters import verify as verifier
     report = {}
     for target, (data, result) in built.items():
         fmt = manifest_mod.MODEL_ENTRIES[target][0]
@@ -246,8 +250,6 @@ def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig):
     """Raise the UnsupportedOpsError (or DataDependentError) that ``tflite.build`` would raise,
     now: the IR, passes and checks take a second, calibration can take minutes. Returns that IR
     (``tflite.ir_graph``), for ``tflite.build`` to lower instead of building it again."""
-    from converters import tflite
-    from converters.lower import check_supported
     graph = tflite.ir_graph(model, tflite.TFLiteOptions(quantize=cfg.quantize, layout=cfg.layout))
     check_supported(graph)
     return graph
@@ -256,14 +258,12 @@ def check_lowerable(model: onnx.ModelProto, cfg: ConvertConfig):
 def _signing_key(cfg: ConvertConfig):
     if cfg.key is None:
         return None
-    from firmware import keys
     return keys.load_private(cfg.key)
 
 
 def carried_ranges(carried, calibrated: dict | None) -> dict:
     """The ranges of an already-quantized model: its own parameters win; calibration (when
     given) fills the tensors it leaves bare, else those must be none (one error lists them)."""
-    from converters.frontend.quantized import check_annotated
     if calibrated is None:
         check_annotated(carried)
     return {**(calibrated or {}), **carried.ranges()}
@@ -283,7 +283,6 @@ def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes], key) -> None:
 
 
 def load_labels(path) -> np.ndarray:
-    from converters.verify import load_labels as load
     return load(path)
 
 
@@ -302,9 +301,6 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     ``class_axes``: {output or "*": axis or None}, where top-1 is taken (verify/classes.py).
     ``outputs``: cut the reference at these tensors (default: the manifest's ``cut_outputs``).
     """
-    from converters import verify as verifier
-    from converters.frontend.load import read_model
-    from converters.verify.shapes import candidate_shapes, pin
     keys = _public_keys(trusted_keys)
     kind, model_bytes, manifest = verifier.open_candidate(Path(source), fmt=fmt, trusted_keys=keys)
     manifest = manifest or {}
@@ -335,12 +331,10 @@ def _frozen(manifest: dict) -> dict[str, tuple[float, ...]]:
 def _public_keys(paths):
     if not paths:
         return None
-    from firmware import keys
     return [keys.load_public(p) for p in paths]
 
 
 def render_report(report) -> str:
-    from converters.verify import VerifyReport
     if isinstance(report, dict):
         report = VerifyReport.from_dict(report)
     return report.render()

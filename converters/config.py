@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from edge.errors import UsageError
+from converters.frontend.quantized import file_is_quantized
+from core.errors import UsageError
 
 TARGETS = ("tflite", "qdq", "both")
 QUANTIZE = ("int8", "float16", "dynamic", "none")
@@ -101,7 +102,6 @@ class ConvertConfig:
     def model_is_quantized(self) -> bool:
         """The model file holds quantized nodes (read once; False for a file that cannot be read:
         loading it reports why). Imported here so that this module stays free of onnx."""
-        from converters.frontend.quantized import file_is_quantized
         return file_is_quantized(self.model)
 
     @property

@@ -1,6 +1,6 @@
 """Converter errors. Each names what went wrong, where (file, node, tensor) and a hint.
 
-    InputError (edge.errors)
+    InputError (core.errors)
     └── ConvertError                    convert.*
         ├── ModelLoadError              corrupt / truncated / invalid ONNX, unsafe external data
         ├── UnsupportedOpsError         every unsupported node of a model, listed at once
@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from edge.errors import InputError
+from core.errors import InputError
 
 
 class ConvertError(InputError):

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 HINT = "write NAME=VALUE (one number, or comma-separated numbers, one per element), e.g. --input-value sr=16000"
 

@@ -13,7 +13,7 @@ quantized activations) and the first line of a long metadata value, each cut end
              sizes by dtype, and the QDQ view:
              quantized activations (QuantizeLinear scale/zero point) and weights dequantized
              from int8 initializers (per-channel or per-tensor); external data is never read
-    .gpk     verified with edge.artifact.read (hashes; the signature is reported, not checked
+    .gpk     verified with core.artifact.read (hashes; the signature is reported, not checked
              without keys), then the manifest summary and each model inside
 """
 from __future__ import annotations
@@ -22,8 +22,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
-from edge.errors import InputError
+from converters.frontend.names import node_names
+from core import artifact
+from core.errors import InputError
 
 SECTION_LINES = 40         # per section of the terminal view; a real OCR model's metadata had 6,832 lines
 VALUE_CHARS = 300          # a metadata value longer than this (or multi-line) shows its start only
@@ -54,7 +58,7 @@ def inspect_bytes(data: bytes, *, where: str = "<bytes>", suffix: str = "") -> d
 
 # --- TFLite -------------------------------------------------------------------------------------
 def _tflite(data: bytes, where: str) -> dict:
-    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema   # optional: not needed to inspect .onnx
     if data[4:8] != b"TFL3":
         raise InspectError("not a TFLite flatbuffer (no TFL3 identifier)", where=where,
                            hint="the file is truncated or not a .tflite model")
@@ -124,7 +128,6 @@ def _tflite_quant(q) -> dict | None:
 
 # --- ONNX ---------------------------------------------------------------------------------------
 def _onnx(data: bytes, where: str) -> dict:
-    import onnx
     try:
         model = onnx.load_from_string(data)    # external data is referenced, never opened
     except Exception as exc:  # protobuf DecodeError and friends
@@ -136,10 +139,6 @@ def _onnx(data: bytes, where: str) -> dict:
 
 
 def _onnx_info(model, size: int) -> dict:
-    import onnx
-    from onnx import numpy_helper
-
-    from converters.frontend.names import node_names
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     init_bytes, external = Counter(), 0
@@ -192,7 +191,6 @@ def _num(value):
 
 
 def _value_info(v) -> dict:
-    import onnx
     t = v.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
     dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else "?"
@@ -201,7 +199,6 @@ def _value_info(v) -> dict:
 
 # --- .gpk ---------------------------------------------------------------------------------------
 def _gpk(data: bytes, where: str) -> dict:
-    from edge import artifact
     art = artifact.read(data, where=where)
     art_where = where
     models = {}

@@ -1,6 +1,6 @@
 """The artifact manifest: what a device (and a person) needs to know about the model(s) inside.
 
-Follows shared/DESIGN.md "The quantized artifact". ``edge.artifact.pack`` adds ``files`` (sha256
+Follows shared/DESIGN.md "The quantized artifact". ``core.artifact.pack`` adds ``files`` (sha256
 per member) and ``format_version``; the ed25519 signature covers the exact manifest bytes.
 
     name, version               artifact identity (default name: the model file's stem)
@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edge import __version__
+from converters.calibrate.preprocess import PreprocessSpec
+from core import __version__
 
 MODEL_ENTRIES = {"tflite": ("tflite", "model.tflite"), "qdq": ("onnx", "model.qdq.onnx")}
 SCHEMES = {
@@ -122,7 +123,6 @@ def _calibration(cfg) -> dict:
 def _preprocessing(spec) -> dict | None:
     if spec is None:
         return None
-    from converters.calibrate.preprocess import PreprocessSpec
     return PreprocessSpec.parse(spec).to_dict()
 
 

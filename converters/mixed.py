@@ -21,6 +21,10 @@ import functools
 
 import onnx
 
+from converters import tflite, verify
+from converters.frontend.names import name_nodes, node_names
+from converters.verify import per_layer
+
 CANDIDATE_LAYERS = 3     # worst layers tried per step (each alone and with its input's producer)
 MAX_SAMPLES = 32         # samples per trial measurement: enough to rank, cheap to repeat
 
@@ -53,7 +57,6 @@ def choose(model: onnx.ModelProto, ranges: dict, samples: list[dict], steps: int
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model``, or a copy whose nodes all carry the name --keep-float takes (frontend/names.py),
     so the spans below can go by ``node.name``."""
-    from converters.frontend.names import name_nodes, node_names
     if [n.name for n in model.graph.node] == node_names(model):
         return model
     copy = onnx.ModelProto()
@@ -64,7 +67,6 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _measure(model, ranges, samples, layout, float_head, keep):
     """(output SQNR dB of an int8 build keeping ``keep`` and the head float, that build)."""
-    from converters import tflite, verify
     options = tflite.TFLiteOptions(quantize="int8", layout=layout, keep_float=frozenset(keep),
                                    float_head=float_head)
     result = tflite.build(model, ranges, options)
@@ -74,7 +76,6 @@ def _measure(model, ranges, samples, layout, float_head, keep):
 
 def _candidates(model, ranges, samples, trial, kept: set[str], progress: bool) -> list[frozenset[str]]:
     """Spans of the worst layers not yet kept: each alone, then with the span producing its input."""
-    from converters.verify import per_layer
     rows = per_layer.rank(model, trial.flatbuffer, trial.tensor_map, samples, progress=progress)
     mapped = set(trial.tensor_map)
     found: list[frozenset[str]] = []

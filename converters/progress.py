@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import click
+
 
 def bar(items, enabled: bool, label: str, **options):
     """A context manager yielding ``items``, through ``click.progressbar`` when ``enabled``."""
     if not enabled:
         return contextlib.nullcontext(items)
-    import click
     return click.progressbar(items, label=label, file=sys.stderr, **options)

@@ -4,4 +4,3 @@ Nothing in this package imports ``converters`` or ``onnx``: a device has neither
 ``tests/test_boundaries.py`` holds that line.
 """
 
-__version__ = "0.1.0"

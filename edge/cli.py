@@ -13,15 +13,15 @@ import sys
 
 import click
 
-from edge import __version__
-from edge.errors import GanglionError, InputError
+from core import __version__
+from core.errors import GanglionError, InputError
 
 # name -> ("module:attribute", one-line help shown by `ganglion --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("converters.cli:convert", "Compile an ONNX model into an int8 TFLite / QDQ ONNX artifact."),
     "verify": ("converters.cli:verify", "Compare an artifact with its float ONNX model (SQNR, top-1, per layer)."),
     "inspect": ("converters.cli:inspect_cmd", "Show ops, tensors, quant params and sizes of .tflite/.onnx/.gpk."),
-    "run": ("edge.daemon.cli:run", "Run the supervised inference daemon."),
+    "run": ("firmware.daemon_hook:run", "Run the supervised inference daemon."),   # + the firmware hook
     "bench": ("edge.daemon.cli:bench", "Device-side latency benchmark of an artifact."),
     "doctor": ("edge.doctor:doctor", "Report interpreters, delegates and providers found on this machine."),
     "telemetry": ("edge.telemetry.cli:telemetry", "Watch devices and send commands over MQTT."),

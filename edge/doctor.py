@@ -18,6 +18,10 @@ import sys
 
 import click
 
+from core.errors import GanglionError
+from core.litert import find_litert
+from core.litert import load_delegate
+
 # name -> library file names to look for (external delegates loaded by path with --delegate)
 DELEGATES = {
     "edgetpu": ["libedgetpu.so.1", "libedgetpu.so"],
@@ -34,8 +38,6 @@ BOARD_MODELS = [("Raspberry Pi 5", "rpi5"), ("Raspberry Pi 4", "rpi4"), ("Orin N
 
 
 def litert_report() -> dict:
-    from edge.errors import GanglionError
-    from edge.litert import find_litert
     try:
         lite = find_litert()
     except GanglionError as exc:
@@ -122,8 +124,6 @@ def delegate_paths_report(paths) -> dict:
     just a dlopen): ``True``, or why it cannot serve as a delegate."""
     if not paths:
         return {}
-    from edge.errors import GanglionError
-    from edge.litert import load_delegate
     out = {}
     for path in paths:
         try:

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib import format as npformat
 
-from edge.errors import InputError
+from core.errors import InputError
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_HEADER = 10_000              # numpy's own default bound on the header dict

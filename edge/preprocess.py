@@ -22,7 +22,7 @@ import io
 
 import numpy as np
 
-from edge.errors import InputError, UsageError
+from core.errors import InputError, UsageError
 
 PNG_MAGIC, JPEG_MAGIC, NPY_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY"
 MAX_PIXELS = 64_000_000      # refuse decompression bombs before decoding
@@ -35,7 +35,7 @@ def is_image(data: bytes) -> bool:
 
 def _pil():
     try:
-        from PIL import Image
+        from PIL import Image     # optional: the [images] extra, only image inputs need it
     except ImportError as exc:
         raise UsageError("decoding images needs Pillow", code="usage.images_extra",
                          hint="pip install 'ganglion-edge[images]'") from exc

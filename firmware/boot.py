@@ -17,7 +17,8 @@ from __future__ import annotations
 from firmware import failures
 from firmware.errors import SlotError
 from firmware.revert import revert
-from firmware.slots import Layout, with_lock
+from firmware.rootboard import with_lock
+from firmware.slots import Layout
 
 
 @with_lock

@@ -22,6 +22,7 @@ import socket
 import ssl
 from pathlib import Path
 
+from edge.telemetry.config import parse_broker_url
 from firmware.errors import HealthCheckError
 
 
@@ -30,7 +31,6 @@ def broker_address(broker: str):
     MQTT) -> ``edge.telemetry.config.BrokerUrl``; UsageError when it cannot be read.
 
     One parser for the whole project (it reads the short forms too)."""
-    from edge.telemetry.config import parse_broker_url     # stdlib only; no paho comes along
     return parse_broker_url(broker.strip() if isinstance(broker, str) else broker)
 
 

@@ -20,13 +20,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import boards
-from edge import __version__
-from edge.artifact import read as read_artifact
-from edge.errors import GanglionError
 from packaging.utils import canonicalize_name
 
-from firmware import keys, selftest, selfwheel, wheels
+import boards
+from core import __version__
+from core import keys
+from core.artifact import read as read_artifact
+from core.errors import GanglionError
+from edge.daemon.config import from_dict
+from firmware import selftest, selfwheel, wheels
 from firmware.bundle import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, SAFE_NAME
 from firmware.errors import BuildError
 from firmware.slots import now, parse_version
@@ -54,7 +56,7 @@ def build(board, artifact, config, key, out, wheelhouse=None, *, version: str | 
     except GanglionError as exc:
         raise BuildError(f"artifact rejected: {exc.message}", where=str(gpk_path), code="firmware.artifact",
                          hint=exc.hint) from exc
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:   # edge.artifact lets a damaged zip entry through
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:   # core.artifact lets a damaged zip entry through
         raise BuildError(f"artifact is damaged: {exc}", where=str(gpk_path), code="firmware.artifact",
                          hint="convert it again") from exc
     model = gpk.model_bytes(board.artifact.format)
@@ -131,7 +133,7 @@ def _read_config(config, board, artifact_member: str) -> bytes:
         raise BuildError(f"daemon config is not readable TOML: {exc}", where=str(path),
                          code="firmware.config")
     try:
-        from edge.daemon.config import from_dict
+        pass
     except ImportError:       # a build host without the daemon package: TOML syntax is all we check
         return data
     try:

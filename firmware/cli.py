@@ -6,12 +6,25 @@ Every command prints a readable summary, or JSON with ``--json``; errors are typ
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
 
-from edge.vocab import json_flag, old_broker_tls, signing_key, trusted_keys
+import boards
+from core import keys as keymod
+from core.vocab import json_flag, old_broker_tls, signing_key, trusted_keys
+from firmware.boot import boot as do_boot
+from firmware.build import build as do_build
+from firmware.errors import HealthCheckError
+from firmware.install import install as do_install
+from firmware.revert import revert as do_revert
+from firmware.rootboard import resolve
 from firmware.slots import Layout
+from firmware.status import render, status as do_status
+from firmware.validate import render as render_report, validate as do_validate
+from firmware.verify import inspect
+from firmware.verify import verify
 
 
 def _echo(data: dict, as_json: bool, text: str) -> None:
@@ -20,10 +33,8 @@ def _echo(data: dict, as_json: bool, text: str) -> None:
 
 def _layout(root: str, board: str | None) -> Layout:
     """The root's recorded layout; ``--board`` must agree with it (``firmware/rootboard.py``)."""
-    from firmware.rootboard import resolve
     if not board:
         return resolve(root)
-    import boards
     return resolve(root, boards.load(board))
 
 
@@ -53,7 +64,6 @@ def keys_generate(output, as_json):
       ganglion keys generate -o signer.key     # --signing-key signer.key / --trusted-key signer.key.pub
       ganglion keys generate -o fw.key --json
     """
-    from firmware import keys as keymod
     private = Path(output)
     _, public = keymod.generate(private, private.with_name(private.name + ".pub"))
     _echo({"private": str(private), "public": str(public)}, as_json,
@@ -90,7 +100,6 @@ def build(board, artifact, config, signing_key, output, wheelhouse, version, cac
       ganglion firmware build --board x86_64-generic --artifact m.gpk --config daemon.toml \\
           --signing-key fw.key --trusted-key signer.key.pub --wheelhouse ./wheels -o app.fw --json
     """
-    from firmware.build import build as do_build
     manifest = do_build(board, artifact, config, signing_key, output, list(wheelhouse) or None, version=version,
                         cache=cache, artifact_trust=list(trusted_key) or None, include_self=not no_self,
                         progress=None if as_json else lambda m: click.echo(f"  {m}", err=True))
@@ -112,7 +121,6 @@ def inspect_cmd(bundle, trusted_key, as_json):
       ganglion firmware inspect app.fw --trusted-key fw.key.pub
       ganglion firmware inspect app.fw --json
     """
-    from firmware.verify import inspect
     info = inspect(bundle, list(trusted_key) or None)
     m = info["manifest"]
     lines = [f"{bundle}: {m['board']} version {m['version']} ({m['architecture']}, python {m['python']}), "
@@ -133,7 +141,6 @@ def verify_cmd(bundle, trusted_key, as_json):
     Example:
       ganglion firmware verify app.fw --trusted-key fw.key.pub
     """
-    from firmware.verify import verify
     manifest = verify(bundle, list(trusted_key))
     _echo({"ok": True, "bundle": str(bundle), "board": manifest.board, "version": manifest.version,
            "members": len(manifest.members)}, as_json,
@@ -161,7 +168,6 @@ def install(bundle, root, trusted_key, force, max_boots, cross, board, as_json):
       ganglion firmware install app.fw --root / --trusted-key fw.key.pub
       ganglion firmware install app.fw --root ./sdcard --trusted-key fw.key.pub --board rpi4 --cross
     """
-    from firmware.install import install as do_install
     bar, count = None, [0]
 
     def progress(step, detail=None):
@@ -195,7 +201,6 @@ def status(root, board, as_json):
     Example:
       ganglion firmware status --root / --json
     """
-    from firmware.status import render, status as do_status
     info = do_status(root, layout=_layout(root, board))
     _echo(info, as_json, render(info))
 
@@ -223,9 +228,6 @@ def validate(root, board, broker, ca_file, cert_file, key_file, username, passwo
       ganglion firmware validate --root / --broker mqtts://broker:8883 --ca-file ca.pem --username dev \\
           --password-file /etc/ganglion/password
     """
-    from firmware.validate import render as render_report, validate as do_validate
-    from firmware.errors import HealthCheckError
-    import shlex
     tls = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
     auth = {"username": username, "password": password}
     report = do_validate(root, trusted=list(trusted_key) or None, broker=broker,
@@ -251,7 +253,6 @@ def revert(root, board, reason, as_json):
     Example:
       ganglion firmware revert --root / --reason "camera driver broke"
     """
-    from firmware.revert import revert as do_revert
     result = do_revert(root, reason, layout=_layout(root, board))
     _echo(result, as_json, f"reverted from slot {result['from']} to {result['to']} ({result['version']})")
 
@@ -267,7 +268,6 @@ def boot(root, board, as_json):
     Example:
       ganglion firmware boot --root /   # `ganglion run --firmware-root /` does this itself
     """
-    from firmware.boot import boot as do_boot
     result = do_boot(root, layout=_layout(root, board))
     _echo(result, as_json, f"{result['action']}: slot {result['slot']} ({result['version']}, "
                            f"{result['status']}) at {result['path']}")

@@ -1,16 +1,9 @@
-"""Firmware errors: everything a bundle, signature or slot can get wrong."""
-from edge.errors import GanglionError
+"""Firmware errors: everything a bundle or slot can get wrong.
 
-
-class FirmwareError(GanglionError):
-    code = "firmware"
-    exit_code = 5
-    permanent = True
-
-
-class SignatureError(FirmwareError):
-    """A signature is missing, malformed or made by an untrusted key."""
-    code = "firmware.signature"
+The family's base ``FirmwareError`` and ``SignatureError`` (keys and signatures) live in
+``core.errors``, beside the registry that maps ``firmware.*`` codes to exit code 5.
+"""
+from core.errors import FirmwareError
 
 
 class BundleError(FirmwareError):

@@ -29,12 +29,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+from core.errors import UsageError
+from firmware import rootboard, wheelinstall
 from firmware.bundle import MANIFEST, SIGNATURE, BundleManifest, check_member
 from firmware.errors import BundleError, InstallError
-from edge.errors import UsageError
 from firmware.slots import MAX_BOOTS_RANGE, Layout, SlotState, find_version, fsync_dir, now, parse_version
 from firmware.verify import verify
-from firmware import rootboard, wheelinstall
 
 INSTALLED = "installed.json"
 

@@ -9,7 +9,7 @@ on ``commit`` the assembled file is handed to ``deploy_firmware``, which
       (full verification first; ``force`` from the command only allows a downgrade/reinstall);
     2 reports progress as ``{"event": "firmware", "phase": ...}`` records through ``emit``;
     3 runs the health check at once and reports ``validated`` or ``reverted`` (with the reason) --
-      or, with ``validate_now=False`` (the daemon's choice, ``edge/daemon/firmware_hook.py``),
+      or, with ``validate_now=False`` (the daemon's choice, ``firmware/daemon_hook.py``),
       leaves the new slot unvalidated: the restarted daemon boots it on trial and validates it
       itself, so a bundle whose daemon cannot even start is caught by the boot counter.
 The reply tells the sender the outcome and whether the daemon must restart into the new slot.
@@ -31,8 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from edge.errors import GanglionError
-from firmware.errors import FirmwareError, InstallError
+from core.errors import FirmwareError
+from core.errors import GanglionError
+from firmware.errors import InstallError
 from firmware.install import install
 from firmware.rootboard import resolve
 from firmware.slots import Layout, find_version

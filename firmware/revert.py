@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from firmware import failures
 from firmware.errors import SlotError
-from firmware.slots import Layout, with_lock, now
+from firmware.rootboard import with_lock
+from firmware.slots import Layout, now
 
 
 @with_lock

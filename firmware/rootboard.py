@@ -17,10 +17,11 @@ name, so a root stays usable when the board file it came from moves or changes.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
-from edge.artifact import atomic_write
+from core.artifact import atomic_write
 from firmware.errors import SlotError
 from firmware.slots import Layout, fsync_dir
 
@@ -93,3 +94,15 @@ def _check_state_board(given: Layout) -> None:
         raise SlotError(f"--board {given.board} is not the board this root runs ({state.board})",
                         where=str(given.state_path()), code="firmware.board_mismatch",
                         hint=f"pass --board {state.board} or leave it out")
+
+
+def with_lock(fn):
+    """Run a verb ``fn(root, ..., layout=...)`` under its root's lock (see ``Layout.lock``); with
+    no layout given, the one the root was installed with (``resolve``)."""
+    @functools.wraps(fn)
+    def wrapper(root, *args, layout: "Layout | None" = None, **kwargs):
+        if layout is None:
+            layout = resolve(root)
+        with layout.lock():
+            return fn(root, *args, layout=layout, **kwargs)
+    return wrapper

@@ -16,6 +16,7 @@ runtime fails the check instead of taking the validator down.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import platform
@@ -26,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import GanglionError
+from core.artifact import read as read_artifact
+from core.errors import GanglionError
+from core.litert import find_litert, make_interpreter
 from firmware.errors import BuildError, HealthCheckError
 
 SEED = 20260
@@ -58,7 +61,6 @@ def run_model(model: bytes, fmt: str, inputs: list[np.ndarray] | None, *, thread
     """Run once; ``inputs=None`` makes the seeded input. Returns (inputs, outputs, runtime name)."""
     rng = np.random.default_rng(SEED)
     if fmt == "tflite":
-        from edge.litert import find_litert, make_interpreter
         interp = make_interpreter(model, num_threads=threads)
         details = interp.get_input_details()
         if inputs is None:
@@ -70,7 +72,7 @@ def run_model(model: bytes, fmt: str, inputs: list[np.ndarray] | None, *, thread
         lite = find_litert()
         return inputs, outputs, f"{lite.name} {lite.version}"
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort     # optional on a device: the [ort] extra, QDQ artifacts only
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         metas = session.get_inputs()
         if inputs is None:
@@ -123,7 +125,6 @@ def compare(expected: list[np.ndarray], got: list[np.ndarray], atol: list[float]
 
 def run_slot(slot: str | Path, *, threads: int = 1) -> dict:
     """Device side: load the slot's artifact, replay the recorded input, compare with the golden."""
-    from edge.artifact import read as read_artifact
     slot = Path(slot)
     try:
         manifest = json.loads((slot / "manifest.json").read_bytes())
@@ -144,7 +145,6 @@ def run_slot(slot: str | Path, *, threads: int = 1) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     parser = argparse.ArgumentParser(description="Replay a slot's golden self-test; prints JSON.")
     parser.add_argument("--slot", required=True)
     parser.add_argument("--threads", type=int, default=1)

@@ -1,6 +1,6 @@
 """Ganglion's own device code as a wheel, so a bundle carries the daemon that matches its model.
 
-Like a Nerves firmware image carries the application, a bundle carries ``edge``, ``firmware`` and
+Like a Nerves firmware image carries the application, a bundle carries ``core``, ``edge``, ``firmware`` and
 ``boards`` (never ``converters``: a device has no onnx) as ``ganglion_edge-<version>-py3-none-any.whl``,
 packed from the code that runs the build. The slot's ``site/`` then holds the exact daemon the
 self-test ran with, and a revert brings back the old daemon together with the old model.
@@ -15,9 +15,9 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from edge import __version__
+from core import __version__
 
-PACKAGES = ("edge", "firmware", "boards")
+PACKAGES = ("core", "edge", "firmware", "boards")
 SUFFIXES = (".py", ".toml")
 DIST = "ganglion_edge"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import threading
@@ -33,7 +32,7 @@ from typing import Protocol
 
 from packaging.version import InvalidVersion, Version
 
-from edge.artifact import atomic_write
+from core.artifact import atomic_write
 from firmware.errors import SlotError
 
 SLOTS = ("a", "b")
@@ -265,16 +264,3 @@ class Layout:
 
 
 _held = threading.local()
-
-
-def with_lock(fn):
-    """Run a verb ``fn(root, ..., layout=...)`` under its root's lock (see ``Layout.lock``); with
-    no layout given, the one the root was installed with (``rootboard.resolve``)."""
-    @functools.wraps(fn)
-    def wrapper(root, *args, layout: "Layout | None" = None, **kwargs):
-        if layout is None:
-            from firmware.rootboard import resolve     # rootboard builds on this module
-            layout = resolve(root)
-        with layout.lock():
-            return fn(root, *args, layout=layout, **kwargs)
-    return wrapper

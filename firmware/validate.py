@@ -27,14 +27,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.errors import GanglionError, UsageError
-from firmware import failures, keys, wheelinstall
+from core import keys
+from core.errors import GanglionError, UsageError
+from firmware import failures, wheelinstall
 from firmware.broker_probe import broker_address, check_broker  # noqa: F401 - broker_address is API
 from firmware.errors import HealthCheckError, SlotError
 from firmware.install import INSTALLED
 from firmware.revert import revert
-from firmware.slots import Layout, with_lock, now
+from firmware.rootboard import with_lock
+from firmware.slots import Layout, now
 from firmware.verify import hash_stream
+from firmware.verify import load_trusted
 
 CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion wheel still finds us
 
@@ -42,7 +45,6 @@ CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion
 def check_files(slot: Path, ctx: dict) -> str:
     manifest_raw = (slot / "manifest.json").read_bytes()
     if ctx.get("trusted"):
-        from firmware.verify import load_trusted
         keys.verify(load_trusted(ctx["trusted"]), manifest_raw, (slot / "signature").read_text(),
                     where=str(slot))
     manifest = json.loads(manifest_raw)

@@ -16,10 +16,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from firmware import keys, wheelinstall
+from core import keys
+from core.errors import SignatureError
+from firmware import wheelinstall
 from firmware.bundle import (MANIFEST, MAX_BUNDLE_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS, SIGNATURE,
                              BundleManifest, check_manifest, check_member)
-from firmware.errors import BundleError, SignatureError
+from firmware.errors import BundleError
 
 CHUNK = 1 << 20
 SIGNATURE_RE = re.compile(r"[0-9a-f]{128}")

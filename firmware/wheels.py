@@ -24,6 +24,8 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+import boards
+from core.errors import GanglionError
 from firmware.errors import BuildError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "ganglion-wheels"
@@ -143,13 +145,11 @@ def fetch(board, cache: str | Path | None = None, requirements=None) -> list[Pat
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Download folder.")
 def main(board, cache):
     """Download a board's wheels into a cache folder and list them."""
-    import boards
     for path in fetch(boards.load(board), cache):
         click.echo(str(path))
 
 
 if __name__ == "__main__":
-    from edge.errors import GanglionError
     try:
         main(standalone_mode=True)
     except GanglionError as exc:

@@ -6,18 +6,9 @@
     runner.py      collect_ranges: onnxruntime with every float intermediate exposed, streamed
     select.py      auto: every method's range scored by output error on a fake-quant model
 """
+from converters.calibrate.data import TensorSpec, load_dataset
 from converters.calibrate.observers import OBSERVERS
+from converters.calibrate.preprocess import PreprocessSpec
 from converters.calibrate.runner import collect_ranges
 
 __all__ = ["OBSERVERS", "collect_ranges", "load_dataset", "TensorSpec", "PreprocessSpec"]
-
-
-def __getattr__(name):
-    # data/preprocess pull in Pillow lazily; keep `import converters.calibrate` light.
-    if name in ("load_dataset", "TensorSpec"):
-        from converters.calibrate import data
-        return getattr(data, name)
-    if name == "PreprocessSpec":
-        from converters.calibrate.preprocess import PreprocessSpec
-        return PreprocessSpec
-    raise AttributeError(name)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.calibrate.preprocess import CHANNELS
 from converters.calibrate.preprocess import PreprocessSpec
 from converters.errors import CalibrationDataError
 
@@ -239,7 +240,6 @@ def _fmt(shape) -> str:
 def _check_channels(target: TensorSpec, spec: PreprocessSpec, folder: Path) -> None:
     """Catch an RGB spec for a grayscale model (and the like) before decoding anything, and say
     which --preprocess spec would fit the input's shape."""
-    from converters.calibrate.preprocess import CHANNELS
     shape = tuple(1 if d is None else d for d in target.shape)
     layout = spec.resolve_layout(shape)
     have = shape[1] if layout == "NCHW" else shape[3]
@@ -266,7 +266,7 @@ def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
             "an image folder feeds exactly one rank-4 image input; the model has "
             f"{[(s.name, _fmt(s.shape)) for s in inputs]}", where=str(folder),
             hint="for other models, save the samples as .npz (one array per input)")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError     # optional: only image folders need Pillow
     target = inputs[0]
     _check_channels(target, spec, folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

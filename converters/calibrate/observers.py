@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 
 def _finite(values: np.ndarray) -> tuple[np.ndarray, float, float]:

@@ -27,7 +27,7 @@ try:
 except ImportError:          # Python 3.10
     import tomli as tomllib
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 CHANNELS = {"RGB": 3, "BGR": 3, "L": 1}
 LAYOUTS = ("auto", "NCHW", "NHWC")
@@ -128,7 +128,7 @@ class PreprocessSpec:
 
     def apply(self, image, shape: tuple) -> np.ndarray:
         """A Pillow image -> float32 array shaped like ``shape`` (rank 4, batch 1)."""
-        from PIL import Image
+        from PIL import Image     # optional: only image-folder calibration needs Pillow
         image = image.convert("L" if self.channels == "L" else "RGB")
         height, width = self.target_size(shape)
         if self.resize == "crop":

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from converters.calibrate import observers, select
 from converters.errors import CalibrationDataError, ModelLoadError
@@ -72,7 +73,6 @@ def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | Non
 
 def make_session(model: onnx.ModelProto):
     """An onnxruntime CPU session; load failures become ModelLoadError."""
-    import onnxruntime as ort
     options = ort.SessionOptions()
     # Basic optimisations only: constant folding is harmless, but fusions could change values
     # we are about to observe, and every tensor is a graph output anyway.

@@ -27,7 +27,7 @@ import onnx
 from converters.calibrate import runner
 from converters.calibrate.data import TensorSpec
 from converters.errors import CalibrationDataError
-from edge.errors import UsageError
+from core.errors import UsageError
 
 STATE_HINT = "name the pairs with --state OUTPUT=INPUT (repeatable), e.g. --state stateN=state"
 

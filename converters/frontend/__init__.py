@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import onnx
+from onnx.inliner import inline_local_functions
 
 from converters.frontend import dynamic, fold, quirks, shapes, subgraphs
 from converters.frontend.load import check, default_opset, read_model, upgrade_opset
@@ -44,7 +45,6 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions
-        from onnx.inliner import inline_local_functions
         model = inline_local_functions(model)
     # unnamed and repeated node names get the names --keep-float takes (onnxruntime refuses repeats)
     name_nodes(model.graph)

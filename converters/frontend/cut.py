@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import onnx
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 NEAR = 3    # near matches listed per unknown name
 

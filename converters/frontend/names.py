@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import onnx
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 
 def node_names(model: onnx.ModelProto | onnx.GraphProto) -> list[str]:

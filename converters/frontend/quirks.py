@@ -14,6 +14,7 @@ import numpy as np
 
 from converters.geometry import auto_pads
 from converters.ir import Graph, Node
+from converters.ir import Tensor
 
 QUIRKS = {}
 
@@ -244,7 +245,6 @@ def _legacy_softmax(node: Node, graph: Graph, rank: int) -> None:
     x2 = graph.fresh(node.inputs[0] + "_2d")
     y2 = graph.fresh(node.outputs[0] + "_2d")
     dtype = graph.tensors[node.inputs[0]].dtype
-    from converters.ir import Tensor
     graph.tensors[x2] = Tensor(x2, flat, dtype)
     graph.tensors[y2] = Tensor(y2, flat, dtype)
     before = Node("Reshape", graph.fresh(node.name + "_flatten"), [node.inputs[0]], [x2])

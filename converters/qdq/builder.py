@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from converters.errors import ConvertError
 from converters.frontend.names import check_keep_float, name_nodes
 from converters.qdq import correct, fold, ops, params
-from edge.errors import UsageError
+from core.errors import UsageError
 
 FLOAT = onnx.TensorProto.FLOAT
 MIN_OPSET = 13      # per-channel DequantizeLinear (axis attribute) needs opset 13
@@ -94,7 +94,6 @@ def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     name_nodes(copy.graph)
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     if opset < MIN_OPSET:
-        from onnx import version_converter
         try:
             copy = version_converter.convert_version(copy, MIN_OPSET)
         except Exception as exc:  # the converter raises assorted internal errors

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters.calibrate.runner import check_feeds, expose, make_session
 from converters.geometry import auto_pads
 from converters.qdq import fold, ops, params
 
@@ -62,7 +63,6 @@ def input_means(model: onnx.ModelProto, samples: list[dict], nodes: list) -> dic
     keeps its spatial shape ([C, *spatial]: the correction needs the border pixels, where zero
     padding enters the window), a Gemm input is one value per column ([K]). ``model`` runs in
     onnxruntime with those tensors exposed."""
-    from converters.calibrate.runner import check_feeds, expose, make_session
     inputs = {vi.name for vi in model.graph.input}
     names = sorted({n.input[0] for n in nodes})
     if not names or not samples:

@@ -17,6 +17,7 @@ from converters.errors import ConvertError
 from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
+from converters.lower import lower
 from converters.passes import run_pipeline
 from converters.tflite import precision
 from converters.tflite import ranges as ranges_mod
@@ -26,7 +27,7 @@ from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
 from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
-from edge.errors import UsageError
+from core.errors import UsageError
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
@@ -112,7 +113,6 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         keep |= {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
     # Imported here, not at the top: converters.lower builds tflite.graph objects, so a top-level
     # import would make `import converters.lower` alone fail on the cycle through this package.
-    from converters.lower import lower
     tg = lower(graph)
     tg.carried = dict(options.weight_scales)
     # The head is read off this lowering (no second one) and named by ONNX nodes, so the caller

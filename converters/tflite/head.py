@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import onnx
 
+from converters.frontend import to_graph
+from converters.frontend.names import node_names
+from converters.lower import lower
+from converters.passes import run_pipeline
 from converters.tflite.graph import TGraph
 from converters.tflite.rules import WEIGHTS
 
@@ -38,10 +42,6 @@ def head_nodes(model: onnx.ModelProto, n: int) -> list[str]:
     """The ONNX node names of the first ``n`` layers of ``model`` (see module doc), sorted. A
     TFLite build reports the same set as ``TFLiteResult.float_head`` from its own lowering; this
     lowers the model once more, for conversions that build no TFLite model (QDQ only)."""
-    from converters.frontend import to_graph
-    from converters.frontend.names import node_names
-    from converters.lower import lower
-    from converters.passes import run_pipeline
     if n <= 0:
         return []
     graph = to_graph(model)

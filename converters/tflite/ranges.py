@@ -18,6 +18,8 @@ import numpy as np
 
 from converters.tflite.graph import TGraph
 from converters.tflite.rules import SAME_PARAMS, data_inputs
+from converters.tflite.writer import serialize
+from core.litert import make_interpreter
 
 ACT_CLAMP = {1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}   # ActivationFunctionType
 UNARY_FN = {
@@ -154,8 +156,6 @@ def measure_stats(tg: TGraph, samples: list[dict], feeds_for, means_of: frozense
     through ``preserve_all_tensors`` would need the delegate off, and the plain kernels are ~5x
     slower on a CNN: that was half of a MobileNetV2 conversion).
     """
-    from converters.tflite.writer import serialize
-    from edge.litert import make_interpreter
 
     floats = [i for i, t in enumerate(tg.tensors) if not t.is_const and t.dtype == "float32"]
     minmax = set(floats if tensors is None else tensors) & set(floats)

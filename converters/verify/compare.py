@@ -2,7 +2,7 @@
 reference over the same samples, and build a VerifyReport.
 
 The candidate runs in the real runtime it ships for: LiteRT for .tflite (through
-edge.litert.make_interpreter), onnxruntime for QDQ .onnx. The reference always runs in
+core.litert.make_interpreter), onnxruntime for QDQ .onnx. The reference always runs in
 onnxruntime. Per-layer comparison of a TFLite candidate needs its tensor_map (from the artifact
 manifest, or passed in); a QDQ candidate is matched by tensor name.
 """
@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from converters.errors import CalibrationDataError
+from converters.errors import ModelLoadError
 from converters.progress import bar
 from converters.verify import per_layer as layers
 from converters.verify.classes import output_axes
 from converters.verify.metrics import Accumulator, accuracy
 from converters.verify.report import VerifyReport
 from converters.verify.runners import OnnxRunner, TFLiteRunner, VerifyInputError, align
-from edge.backends.open import refuse_unsigned
-from edge.errors import UsageError
+from core import artifact
+from core.artifact import refuse_unsigned
+from core.errors import UsageError
 
 
 def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> tuple[str, bytes, dict | None]:
@@ -34,7 +37,6 @@ def open_candidate(candidate, *, fmt: str | None = None, trusted_keys=None) -> t
             raise UsageError(f"candidate model not found: {path}")
         data, suffix, where = path.read_bytes(), path.suffix.lower(), str(path)
     if suffix == ".gpk" or data[:2] == b"PK":
-        from edge import artifact
         art = artifact.read(data, trusted_keys=trusted_keys, where=where)
         kinds = [m.get("format") for m in art.manifest.get("models", [])]
         chosen = fmt or ("tflite" if "tflite" in kinds else "onnx")
@@ -118,7 +120,6 @@ def _labelled_output(axes: dict, names: list[str], labels) -> str:
 
 
 def _load_reference(path) -> onnx.ModelProto:
-    from converters.errors import ModelLoadError
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, OSError, onnx's own errors
@@ -158,7 +159,6 @@ def _per_layer(kind, data, manifest, tensor_map, ref_model, samples, progress):
 
 def load_labels(path) -> np.ndarray:
     """Ground-truth class indexes: .npy of integers (no pickle) or text, one integer per line."""
-    from converters.errors import CalibrationDataError
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":

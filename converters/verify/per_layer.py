@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
+from converters.calibrate.runner import float_tensor_names
 from converters.frontend.names import node_names
 from converters.progress import bar
 from converters.verify.metrics import SQNR_CAP, Accumulator
@@ -56,7 +57,6 @@ def _own_sqnr(added: float) -> float:
 
 def check_tensor_map(tensor_map: dict, model: onnx.ModelProto) -> dict[str, dict]:
     """Entries naming a float graph input or node output of ``model`` (others are ignored)."""
-    from converters.calibrate.runner import float_tensor_names
     inputs, produced = float_tensor_names(model)     # float tensors with a known type only
     known = set(inputs) | set(produced)
     clean = {}
@@ -102,7 +102,6 @@ def compare_layers_qdq(model: onnx.ModelProto, candidate: bytes, samples: list[d
     after its DequantizeLinear (its value as the next layers see it, own quantization included,
     like a TFLite int8 tensor); a tensor without one (fused into a Relu, or a graph output) as is.
     """
-    from converters.calibrate.runner import float_tensor_names
     # The reference comes typed from the frontend; the candidate's Q/DQ outputs have no types
     # yet: infer them once here, so the name lookup and the runner below both reuse them.
     cand_model = onnx.shape_inference.infer_shapes(onnx.load_from_string(candidate))

@@ -5,7 +5,7 @@ return float32 outputs in ONNX layout, so verify compares like with like:
 
     OnnxRunner    the float reference or a QDQ candidate (onnxruntime, CPU); ``expose`` adds
                   intermediate tensors as outputs (for the per-layer comparison)
-    TFLiteRunner  a .tflite flatbuffer in LiteRT (edge.litert.make_interpreter); inputs are
+    TFLiteRunner  a .tflite flatbuffer in LiteRT (core.litert.make_interpreter); inputs are
                   quantized with the model's own input parameters when its I/O is int8/uint8,
                   transposed when it takes NHWC where the ONNX model takes NCHW, and outputs are
                   dequantized; ``tensor(index)`` reads any (dequantized) tensor when the
@@ -18,8 +18,9 @@ import warnings
 import numpy as np
 import onnx
 
+from converters.calibrate import runner
 from converters.verify.metrics import VerifyInputError
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -27,7 +28,6 @@ NHWC_TO_NCHW = (0, 3, 1, 2)
 
 class OnnxRunner:
     def __init__(self, model: onnx.ModelProto, *, expose: list[str] = ()):
-        from converters.calibrate import runner
         self.output_names = [o.name for o in model.graph.output]
         names = list(dict.fromkeys(self.output_names + [n for n in expose if n not in self.output_names]))
         if expose:

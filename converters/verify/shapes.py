@@ -17,6 +17,7 @@ from __future__ import annotations
 import onnx
 
 from converters.verify.compare import candidate_onnx
+from core.litert import make_interpreter
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 
@@ -32,7 +33,6 @@ def candidate_shapes(kind: str, data: bytes, manifest: dict | None) -> dict[str,
             found[entry["name"]] = (shape, False)
         return found
     if kind == "tflite":
-        from edge.litert import make_interpreter
         details = make_interpreter(data).get_input_details()
         return {d["name"]: ([int(x) for x in d["shape"]], True) for d in details}
     model = candidate_onnx(data)

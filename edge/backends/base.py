@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edge.errors import InputError
+from core.errors import InputError
 
 INTEGER_IO = ("int8", "uint8", "int16")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.errors import InputError, RuntimeBackendError
+from core.litert import load_delegate, make_interpreter
 from edge.backends.base import SpecsMixin, TensorSpec, check_feeds, concat_outputs, split_batch
-from edge.errors import InputError, RuntimeBackendError
-from edge.litert import load_delegate, make_interpreter
 
 
 class LiteRTBackend(SpecsMixin):

@@ -1,6 +1,6 @@
 """``open_backend``: the one door from a model file to a running backend.
 
-Accepts a ``.gpk`` artifact (verified by ``edge.artifact.read``: every member's sha256, and the
+Accepts a ``.gpk`` artifact (verified by ``core.artifact.read``: every member's sha256, and the
 signature when trusted keys are configured), a bare ``.tflite`` or a bare ``.onnx`` (refused when
 trusted keys are configured: a bare file has no signature, and a trusted key means nothing
 unsigned runs). For an
@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge import artifact as gpk
-from edge.errors import InputError, RuntimeBackendError, UsageError
+import boards
+from core import artifact as gpk
+from core import keys
+from core.artifact import refuse_unsigned
+from core.errors import InputError, RuntimeBackendError, UsageError
+from core.litert import find_litert
+from edge.backends.litert_backend import LiteRTBackend
+from edge.backends.ort_backend import OnnxRuntimeBackend
 
 FORMAT_OF_BACKEND = {"litert": "tflite", "onnxruntime": "onnx"}
 BACKEND_OF_SUFFIX = {".tflite": "litert", ".onnx": "onnxruntime"}
@@ -58,24 +64,12 @@ def open_backend(source, *, board=None, threads: int | None = None, delegate: st
     return result
 
 
-def refuse_unsigned(path: Path, trusted_keys) -> None:
-    """A trusted key means nothing unsigned runs: a bare .tflite/.onnx carries no signature."""
-    if trusted_keys:
-        raise InputError(f"{path.name} is a bare {path.suffix} file, but trusted keys are configured and "
-                         "only a signed .gpk can prove where a model came from", where=str(path),
-                         code="artifact.unsigned",
-                         hint="convert and sign it: ganglion convert model.onnx -o model.gpk --signing-key signer.key"
-                              " (or remove the trusted keys to run unsigned models)")
-
-
 def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu_fallback, engine_cache_dir,
           where, manifest=None):
     if backend in (None, "auto", "litert"):
-        from edge.backends.litert_backend import LiteRTBackend
         return LiteRTBackend(model, threads=threads, delegate=delegate,
                              allow_cpu_fallback=allow_cpu_fallback, where=where)
     if backend == "onnxruntime":
-        from edge.backends.ort_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(model, threads=threads, providers=providers,
                                   allow_cpu_fallback=allow_cpu_fallback,
                                   engine_cache_dir=engine_cache_dir, where=where,
@@ -84,7 +78,7 @@ def _make(backend: str | None, model, *, threads, delegate, providers, allow_cpu
 
 
 def read_artifact(path: Path, trusted_keys):
-    """``edge.artifact.read``: it maps damaged members (bad zip data, zlib errors) to ArtifactError
+    """``core.artifact.read``: it maps damaged members (bad zip data, zlib errors) to ArtifactError
     itself, so every failure here is already typed."""
     return gpk.read(path, trusted_keys=trusted_keys)
 
@@ -93,7 +87,6 @@ def _default_backend(art) -> str:
     formats = {e.get("format") for e in art.manifest.get("models", [])}
     if "tflite" in formats:
         try:
-            from edge.litert import find_litert
             find_litert()
             return "litert"
         except RuntimeBackendError:
@@ -105,11 +98,7 @@ def _default_backend(art) -> str:
 def _board(board):
     if board is None or not isinstance(board, str):
         return board
-    try:
-        import boards
-        return boards.load(board)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"boards are not available here: {exc}", code="usage.board") from exc
+    return boards.load(board)
 
 
 def board_runtime(board) -> dict:
@@ -126,5 +115,4 @@ def _keys(trusted_keys):
     """Accept key objects or paths to .pub files."""
     if not trusted_keys:
         return None
-    from firmware import keys
     return keys.load_publics(trusted_keys)

@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
+from core.errors import InputError, RuntimeBackendError, UsageError
 from edge.backends.base import SpecsMixin, TensorSpec, check_feeds, concat_outputs, split_batch
-from edge.errors import InputError, RuntimeBackendError, UsageError
 
 # Short names accepted in config and flags.
 ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -40,7 +40,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 
 def import_ort():
     try:
-        import onnxruntime
+        import onnxruntime      # optional on a device: the [ort] extra
     except ImportError as exc:
         raise RuntimeBackendError("onnxruntime is not installed", code="runtime.no_onnxruntime",
                                   hint="pip install 'ganglion-edge[ort]'") from exc

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+import boards
+from core.errors import GanglionError, InputError, RuntimeBackendError
 from edge.backends.base import check_feeds
 from edge.daemon import sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
@@ -34,7 +36,6 @@ from edge.daemon.pool import WorkerPool, fatal_error
 from edge.daemon.sinks import ResultRouter, make_sink
 from edge.daemon.sources import make_source
 from edge.daemon.worker import WorkerSpec
-from edge.errors import GanglionError, InputError, RuntimeBackendError
 
 log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0
@@ -292,7 +293,6 @@ def _thermal_path(board_name: str | None) -> str | None:
     if not board_name:
         return None
     try:
-        import boards
         sensors = boards.load(board_name).resources.thermal_sensors
     except (ImportError, GanglionError, AttributeError):
         return None

@@ -40,7 +40,7 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from edge.errors import InputError, UsageError
+from core.errors import InputError, UsageError
 
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
 # A network stream that does not answer, or stops sending mid-stream, is noticed after this long
@@ -119,7 +119,7 @@ class CameraSource:
 
     def __init__(self, daemon, device: str | int = 0, fps: float = 0.0, loop: bool = False):
         try:
-            import cv2
+            import cv2        # optional: the [camera] extra
         except ImportError as exc:
             raise UsageError("the camera source needs OpenCV", code="usage.camera_extra",
                              hint="pip install 'ganglion-edge[camera]'") from exc

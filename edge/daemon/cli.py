@@ -12,8 +12,29 @@ from pathlib import Path
 
 import click
 
-from edge.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
-from edge.vocab import broker_tls, json_flag, mqtt_version, trusted_keys
+from core.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
+from core.vocab import broker_tls, json_flag, mqtt_version, trusted_keys
+from edge.daemon import config as cfgmod
+from edge.daemon import tree
+from edge.daemon.app import Daemon
+from edge.daemon.benchmark import bench_model
+from edge.daemon.broker_watch import console
+from edge.daemon.commands import register
+from edge.daemon.sdnotify import unit_file
+from edge.telemetry import Telemetry, TelemetryConfig
+
+
+# ``--firmware-root`` is served by the layer above: ``firmware.daemon_hook`` plugs itself in here
+# when it is imported (``ganglion run`` is listed as ``firmware.daemon_hook:run`` in edge/cli.py),
+# so the runtime never imports firmware.
+FIRMWARE_HOOK = None
+
+
+def _firmware_hook():
+    if FIRMWARE_HOOK is None:
+        raise UsageError("--firmware-root needs the firmware package", code="usage.firmware",
+                         hint="run the daemon through the ganglion command (ganglion run --firmware-root ROOT)")
+    return FIRMWARE_HOOK
 
 
 def _abs(p: str | None) -> str | None:
@@ -22,7 +43,6 @@ def _abs(p: str | None) -> str | None:
 
 def build_config(config: str | None, flags: dict):
     """TOML table (if any) + flags -> a checked DaemonConfig."""
-    from edge.daemon import config as cfgmod
     if config:
         base = cfgmod.load_toml(config)
         table = cfgmod.dataclasses.asdict(base)
@@ -107,7 +127,6 @@ def make_telemetry(cfg):
     tel = dict(cfg.telemetry)
     if not tel.get("broker"):
         return None
-    from edge.telemetry import Telemetry, TelemetryConfig
     spool = tel.pop("spool", None) or default_spool(cfg.device_id)
     try:
         Path(spool).parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +203,7 @@ def run(config, dry_run, write_config, print_systemd_unit, watchdog_sec, firmwar
     except GanglionError as exc:
         if exc.permanent and not (dry_run or print_systemd_unit):
             # systemd must not restart forever on a missing model or a bad signature: its own
-            # code, named in the unit's RestartPreventExitStatus (edge/errors.py: exit codes)
+            # code, named in the unit's RestartPreventExitStatus (core/errors.py: exit codes)
             exc.exit_code = EXIT_PERMANENT
         raise
 
@@ -216,12 +235,11 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
         if not firmware_root:                     # the slot brings the model; otherwise it must be here
             _check_model(build_config(config, flags))
         args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
-        from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return
     slot = None
     if firmware_root and not dry_run:
-        from edge.daemon import firmware_hook
+        firmware_hook = _firmware_hook()
         slot = firmware_hook.boot(firmware_root)
         if slot is not None:
             model, slot_config = firmware_hook.slot_defaults(slot)
@@ -229,8 +247,6 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
             config = config or slot_config
             firmware_hook.use_site(slot)
     cfg = _check_model(build_config(config, flags))
-    from edge.daemon.app import Daemon
-    from edge.daemon import tree
     if dry_run:
         daemon = Daemon(cfg, dry_run=True)
         click.echo(tree.describe(daemon))
@@ -238,11 +254,9 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
     telemetry = make_telemetry(cfg)
     daemon = Daemon(cfg, telemetry=telemetry)
     if telemetry is not None:
-        from edge.daemon.commands import register
         register(daemon, telemetry)
     on_ready = None
     if slot is not None:
-        from edge.daemon import firmware_hook
         daemon.event({"event": "firmware", "phase": "boot", **{k: slot.get(k) for k in (
             "slot", "version", "action", "status")}})
         if telemetry is not None:
@@ -251,7 +265,6 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
     try:
         code = daemon.run(_announce(on_ready))
     except GanglionError as exc:                  # start-up failed (model, workers): not yet running
-        from edge.daemon import firmware_hook
         if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
             raise
         code = firmware_hook.EXIT_RESTART        # a trial slot that cannot start is reverted at once
@@ -261,7 +274,6 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
 
 def _announce(on_ready):
     """Print the readable start line once the model is loaded, then run ``on_ready`` (firmware)."""
-    from edge.daemon.broker_watch import console
 
     def ready(daemon) -> int:
         console(daemon.start_line())
@@ -289,7 +301,6 @@ def bench(model, runs, warmup, threads, batch, backend, board, delegate, allow_c
       ganglion bench model.onnx --batch 8 --runs 500 --json
       ganglion bench digits.gpk --board coral-devboard --delegate libedgetpu.so.1
     """
-    from edge.daemon.benchmark import bench_model
     try:
         counts = [int(t) for t in threads.split(",") if t.strip()]
     except ValueError:

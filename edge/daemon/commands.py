@@ -15,10 +15,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edge import artifact as gpk
+from core import artifact as gpk
+from core import keys
+from core.errors import InputError, UsageError
 from edge.daemon import config as cfgmod
+from edge.daemon.app import worker_spec
 from edge.daemon.camera import redact
-from edge.errors import InputError, UsageError
+from edge.daemon.probe import probe
 
 LIVE_KEYS = ("batch.max_batch", "batch.budget_ms", "metrics.interval_s")
 
@@ -39,8 +42,6 @@ def reload(daemon, args: dict) -> dict:
 
 def daemon_reload(daemon, model: str | None) -> dict:
     """Probe the model in a throwaway worker first; only then swap it in (the old one stays on error)."""
-    from edge.daemon.app import worker_spec
-    from edge.daemon.probe import probe
     cfg = daemon.cfg
     if model:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=model))
@@ -98,7 +99,6 @@ def deploy(daemon, path: Path, info: dict, args: dict) -> dict:
     """A transferred artifact: verify, keep it beside the current model, reload onto it."""
     trusted = None
     if daemon.cfg.model.trusted_keys:
-        from firmware import keys
         trusted = keys.load_publics(daemon.cfg.model.trusted_keys)
     art = gpk.read(str(path), trusted_keys=trusted)          # raises ArtifactError / SignatureError
     data = Path(path).read_bytes()

@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from edge.telemetry.config import check_device_id
 
 if sys.version_info >= (3, 11):

@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 
+from core.errors import InputError
 from edge import npyfile, preprocess
 from edge.backends.base import check_shape
-from edge.errors import InputError
 
 MAX_PAYLOAD = 64 * 2**20
 MAX_JSON = 8 * 2**20          # a JSON list costs ~30x its text in Python objects before numpy sees it

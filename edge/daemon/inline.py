@@ -23,8 +23,8 @@ from __future__ import annotations
 import threading
 import time
 
+from core.errors import GanglionError
 from edge.daemon.worker import open_for, ready_header, run_once
-from edge.errors import GanglionError
 from edge.supervisor import ThreadChild
 
 

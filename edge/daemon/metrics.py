@@ -89,7 +89,7 @@ def _rss(pid: int) -> int:
     except (OSError, ValueError):
         pass
     try:
-        import psutil
+        import psutil     # optional: not a device dependency (/proc is read without it)
         return psutil.Process(pid).memory_info().rss
     except Exception:      # psutil missing or the process is gone: report what we can
         return 0

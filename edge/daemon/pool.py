@@ -33,11 +33,13 @@ import time
 from collections import deque
 from typing import Callable
 
+from core.errors import GanglionError, error_from_dict
+from edge.backends.base import TensorSpec
 from edge.daemon import wire
+from edge.daemon.inline import InlineWorker
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
 from edge.daemon.shm import SLOTS, Outbound
 from edge.daemon.worker import WorkerSpec, main as worker_main
-from edge.errors import GanglionError, error_from_dict
 from edge.supervisor import ProcessChild
 
 MAX_ATTEMPTS = 2
@@ -49,7 +51,6 @@ class ModelInfo:
     """What the first ready worker told us: specs, preprocessing, labels."""
 
     def __init__(self, header: dict):
-        from edge.backends.base import TensorSpec
         self.inputs = [TensorSpec.from_dict(d) for d in header["inputs"]]
         self.outputs = [TensorSpec.from_dict(d) for d in header["outputs"]]
         self.backend = header.get("backend")
@@ -172,7 +173,6 @@ class WorkerSlot:
 
     def start(self):
         if self.pool.isolation == "thread":
-            from edge.daemon.inline import InlineWorker
             self.pid, self.ready_at = None, None
             self.generation += 1
             self.handle = InlineWorker(self)

@@ -5,9 +5,9 @@ model has proved that it loads (a native crash while loading kills only the prob
 """
 from __future__ import annotations
 
+from core.errors import GanglionError, RuntimeBackendError
 from edge.daemon import wire
 from edge.daemon.worker import WorkerSpec, main as worker_main
-from edge.errors import GanglionError, RuntimeBackendError
 
 PROBE_TIMEOUT = 60.0
 

@@ -12,7 +12,7 @@ import shlex
 import socket
 import sys
 
-from edge.errors import EXIT_PERMANENT, EXIT_RESTART
+from core.errors import EXIT_PERMANENT, EXIT_RESTART
 
 
 def notify(state: str) -> bool:

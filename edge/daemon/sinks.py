@@ -11,15 +11,15 @@ a model worker. At shutdown ``drain`` writes whatever is left from the calling t
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import queue
 import sys
 import threading
 from pathlib import Path
 
+from core.errors import UsageError
 from edge.daemon.messages import Result
-from edge.errors import UsageError
 
 log = logging.getLogger("ganglion.daemon")
 BURST = 256          # results written per spool transaction at most

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import GanglionError, InputError, UsageError
 from edge import npyfile, preprocess
-from edge.errors import GanglionError, InputError, UsageError
+from edge.daemon.camera import CameraSource
 from edge.daemon.decode import MAX_PAYLOAD
 from edge.daemon.sinks import check_creatable
 
@@ -321,7 +322,6 @@ def make_source(kind: str, daemon, *, path=None, topic=None, telemetry=None, rat
     if kind == "mqtt":
         return MqttSource(daemon, _need(topic, "mqtt", "topic"), telemetry, dry_run=dry_run)
     if kind == "camera":
-        from edge.daemon.camera import CameraSource     # OpenCV is an optional extra
         return CameraSource(daemon, path or device, fps, loop=loop)   # path: a video file
     raise UsageError(f"unknown source kind {kind!r}", code="usage.source",
                      hint="use folder, replay, mqtt or camera")

@@ -30,7 +30,7 @@ import struct
 
 import numpy as np
 
-from edge.errors import InputError
+from core.errors import InputError
 
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool")
 DTYPE_CODE = {name: i for i, name in enumerate(DTYPES)}

@@ -21,8 +21,11 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+from core.errors import GanglionError
+from edge.backends import open_backend
+from edge.backends.base import dequantize_outputs
 from edge.daemon import wire
-from edge.errors import GanglionError
+from edge.daemon.shm import Inbound
 
 EXIT_FATAL = 3
 
@@ -47,7 +50,6 @@ def open_for(spec: WorkerSpec):
     if spec.factory:
         module, attr = spec.factory.split(":")
         return getattr(importlib.import_module(module), attr)(**spec.factory_args)
-    from edge.backends import open_backend
     return open_backend(spec.model, board=spec.board, threads=spec.threads, delegate=spec.delegate,
                         allow_cpu_fallback=spec.allow_cpu_fallback, trusted_keys=list(spec.trusted_keys),
                         backend=spec.backend, providers=list(spec.providers) or None,
@@ -81,7 +83,6 @@ def ready_header(backend) -> dict:
 def run_once(backend, feeds, dequantize_specs) -> tuple[dict | None, dict | None]:
     """One batch through the backend: (outputs, None) or (None, error dict). Never raises: a
     backend bug answers this request, and the worker lives on."""
-    from edge.backends.base import dequantize_outputs
     try:
         result = backend.run(feeds)
         if dequantize_specs is not None:
@@ -95,7 +96,6 @@ def run_once(backend, feeds, dequantize_specs) -> tuple[dict | None, dict | None
 
 
 def serve(conn, backend, dequantize: bool) -> None:
-    from edge.daemon.shm import Inbound
     outputs = backend.outputs()
     inbound = Inbound()
     while True:

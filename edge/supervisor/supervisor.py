@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from edge.supervisor.spec import NORMAL, Child, ChildSpec, Exit, Restart, Strategy
 
 EventSink = Callable[[dict], None]

@@ -23,8 +23,10 @@ from edge.telemetry.errors import (BrokerError, CommandError, PublishError, Spoo
 
 
 def __getattr__(name):
+    # ``from edge.telemetry import Telemetry`` is the documented API (docs/telemetry.md); loaded
+    # on first use so that importing the config (firmware validate, build) loads no paho
     if name == "Telemetry":
-        from edge.telemetry.service import Telemetry
+        from edge.telemetry.service import Telemetry      # lazy export (PEP 562), not a cycle
         return Telemetry
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -6,7 +6,7 @@
     ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--signing-key KEY] [--chunk-size N]
 
 The broker comes from ``--broker`` or ``$GANGLION_BROKER``; TLS with ``mqtts://`` and
-``--ca-file/--cert-file/--key-file``; commands are signed with ``--signing-key`` (edge/vocab.py). ``send`` prints the device's reply as JSON and exits 6 when the
+``--ca-file/--cert-file/--key-file``; commands are signed with ``--signing-key`` (core/vocab.py). ``send`` prints the device's reply as JSON and exits 6 when the
 device refused or failed the command.
 """
 from __future__ import annotations
@@ -17,9 +17,15 @@ import time
 
 import click
 
-from edge.errors import UsageError
+from core import keys
+from core.errors import UsageError
+from core.vocab import broker_tls, json_flag, mqtt_version, signing_key
 from edge.telemetry.config import check_device_id
-from edge.vocab import broker_tls, json_flag, mqtt_version, signing_key
+from edge.telemetry.config import parse_broker_url
+from edge.telemetry.mqtt import MqttClient
+from edge.telemetry.requester import Requester
+from edge.telemetry.requester import check_reply
+from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
                              show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
@@ -58,9 +64,6 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
       ganglion telemetry watch --once --json --device cam1
       ganglion telemetry watch --broker mqtts://broker:8883 --ca-file ca.pem
     """
-    from edge.telemetry.config import parse_broker_url
-    from edge.telemetry.mqtt import MqttClient
-    from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
 
     if interval <= 0 or (duration is not None and duration <= 0):
         raise UsageError("--interval and --duration must be positive", code="usage.watch")
@@ -115,12 +118,10 @@ def _parse_args(text: str | None) -> dict:
 def _load_key(path):
     if path is None:
         return None
-    from firmware import keys
     return keys.load_private(path)
 
 
 def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout):
-    from edge.telemetry.requester import Requester
     return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
                      password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
 
@@ -192,6 +193,5 @@ def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username
 
 
 def _finish(reply: dict) -> None:
-    from edge.telemetry.requester import check_reply
     click.echo(json.dumps(reply, indent=2, sort_keys=True))
     check_reply(reply, "the device refused the command")

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from edge.errors import GanglionError
+from core.errors import GanglionError
 from edge.telemetry.errors import CommandError
 from edge.telemetry.mqtt import Message
 from edge.telemetry.signing import check_signature

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # A device id becomes one MQTT topic level on every broker a fleet may use: no wildcards ('+',

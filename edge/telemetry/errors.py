@@ -1,6 +1,6 @@
 """Telemetry errors: one subclass per thing that can go wrong between a device and its broker.
 
-    TelemetryError (edge.errors)            telemetry.*            exit 6
+    TelemetryError (core.errors)            telemetry.*            exit 6
     ├── BrokerError                         telemetry.broker       bad URL, refused or failed connection, TLS
     ├── PublishError                        telemetry.publish      paho refused a publish (queue, size, state)
     ├── SpoolError                          telemetry.spool        the SQLite spool cannot be opened or written
@@ -13,7 +13,7 @@ else in Ganglion sees a paho return code. A command's error reply is ``CommandEr
 """
 from __future__ import annotations
 
-from edge.errors import TelemetryError
+from core.errors import TelemetryError
 
 
 class BrokerError(TelemetryError):

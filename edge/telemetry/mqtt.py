@@ -58,7 +58,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
 from edge.telemetry.inflow import PAUSE, TAKE, AckWindow, InputGate, input_key  # noqa: F401 - AckWindow is API here too

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edge.errors import UsageError
+from core import keys
+from core.errors import UsageError
 from edge.telemetry.commands import CommandLog, CommandRouter
 from edge.telemetry.config import TelemetryConfig, check_device_id
 from edge.telemetry.errors import TelemetryError
@@ -278,5 +279,4 @@ def _builder(ts: float, device: str, kind: str, data: dict):
 def _load_keys(paths) -> list:
     if not paths:
         return []
-    from firmware import keys
     return keys.load_publics(paths)

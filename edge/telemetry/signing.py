@@ -1,7 +1,7 @@
 """Command signatures: what exactly is signed, and the check a device makes before obeying.
 
 A signed command is the JSON object ``{"id", "args", "ts", "sig"}`` published on
-``ganglion/v1/<device>/cmd/<verb>``. ``sig`` is a hex ed25519 signature (firmware.keys) over
+``ganglion/v1/<device>/cmd/<verb>``. ``sig`` is a hex ed25519 signature (core.keys) over
 
     b"ganglion-cmd/1\\n" + topic + b"\\n" + canonical_json({"id": id, "args": args, "ts": ts})
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import time
 
+from core import keys
+from core.errors import SignatureError
 from edge.telemetry.errors import CommandError
 
 DOMAIN = b"ganglion-cmd/1\n"
@@ -36,8 +38,7 @@ def canonical(topic: str, command_id: str, args: dict, ts: int, route: dict | No
 
 
 def sign_command(private_key, topic: str, command: dict, *, now: float | None = None) -> dict:
-    """Return ``command`` with ``ts`` (now) and ``sig`` added; ``private_key`` from firmware.keys."""
-    from firmware import keys
+    """Return ``command`` with ``ts`` (now) and ``sig`` added; ``private_key`` from core.keys."""
 
     ts = int(time.time() if now is None else now)
     signed = dict(command, ts=ts)
@@ -49,8 +50,6 @@ def check_signature(trusted_keys: list, topic: str, command: dict, window_s: flo
                     *, now: float | None = None) -> None:
     """Raise CommandError (command.unauthorized / command.stale) unless a trusted key signed it
     recently. The caller has already checked the schema (id: str, args: dict)."""
-    from firmware import keys
-    from firmware.errors import SignatureError
 
     ts = command.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from edge.errors import UsageError
+from core.errors import UsageError
 
 ROOT = "ganglion/v1"
 STREAM_KINDS = ("metrics", "results", "events")

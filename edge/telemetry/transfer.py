@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from edge.artifact import atomic_write
+from core.artifact import atomic_write
 from edge.telemetry.errors import TransferError
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

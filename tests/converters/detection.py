@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from edge.litert import make_interpreter
 from examples.detector import shapes
+
+from core.litert import make_interpreter
 
 
 def decode(output: np.ndarray, conf: float = 0.5) -> np.ndarray:

@@ -12,9 +12,9 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from converters.freeze import freeze_inputs, parse_value
+from core.errors import UsageError
+from core.litert import make_interpreter
 from edge.cli import main
-from edge.errors import UsageError
-from edge.litert import make_interpreter
 from tests.converters import io_models
 
 

@@ -10,8 +10,8 @@ import pytest
 from converters import inspect as inspector
 from converters import qdq, tflite
 from converters.calibrate import collect_ranges
-from edge import artifact
-from edge.errors import ArtifactError, InputError
+from core import artifact
+from core.errors import ArtifactError, InputError
 
 
 @pytest.fixture(scope="module")

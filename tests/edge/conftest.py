@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge import artifact
+from core import artifact
 from tests.edge import models
 
 

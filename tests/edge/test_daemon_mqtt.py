@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import artifact
+from core import artifact
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from edge.telemetry.requester import Requester

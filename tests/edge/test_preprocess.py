@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from converters.calibrate.preprocess import PreprocessSpec
+from core.errors import InputError
 from edge import preprocess
-from edge.errors import InputError
 from tests.edge.daemon.helpers import make_daemon, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Issue 9, item 13: one name per concept across every command (edge/vocab.py, docs/cli.md).
+"""Issue 9, item 13: one name per concept across every command (core/vocab.py, docs/cli.md).
 
 Walks the real click tree of ``ganglion``: no visible option uses an old spelling, every command
 that prints data has ``--json``, every command's help shows an example, and the old spellings

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import artifact
+from core import artifact
+from core import keys
 from firmware import build as fw_build
-from firmware import keys
 
 
 def tiny_tflite(scale: float = 1.0) -> bytes:

@@ -11,7 +11,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from firmware import keys
+from core import keys
 
 
 def read_entries(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:

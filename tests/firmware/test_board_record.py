@@ -9,7 +9,7 @@ import pytest
 
 import boards
 from edge.cli import main
-from edge.daemon import firmware_hook
+from firmware import daemon_hook as firmware_hook
 from firmware import rootboard
 from firmware.errors import SlotError
 from firmware.install import install

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from edge import artifact
-from edge.errors import ArtifactError
+import boards
+from core import artifact
+from core.errors import ArtifactError
 from firmware import wheels
 from firmware.build import build
 from firmware.install import install
 from firmware.validate import validate
 from firmware.wheels import WheelName, compatible
-import boards
 from tests.firmware import helpers
 
 

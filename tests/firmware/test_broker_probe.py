@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from core.errors import UsageError
 from edge.cli import main
-from edge.errors import UsageError
-from firmware import selftest
 from firmware import broker_probe as probe_mod
+from firmware import selftest
 from firmware.errors import HealthCheckError
 from firmware.install import install
 from firmware.status import status
@@ -129,7 +129,7 @@ def test_cli_validate_accepts_an_mqtts_url_with_tls_files(root, make_bundle, fw_
 
 
 def test_daemon_hook_passes_the_telemetry_url_tls_files_and_credentials():
-    from edge.daemon.firmware_hook import broker_probe
+    from firmware.daemon_hook import broker_probe
     assert broker_probe({}) == {}
     assert broker_probe({"broker": "mqtt://user:pw@h", "spool": "/tmp/s.db"}) == {
         "broker": "mqtt://user:pw@h", "broker_tls": None, "broker_auth": None}

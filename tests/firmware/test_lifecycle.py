@@ -10,9 +10,10 @@ import json
 
 import pytest
 
+from core.errors import FirmwareError
 from firmware import selftest
 from firmware.boot import boot
-from firmware.errors import FirmwareError, InstallError, SlotError
+from firmware.errors import InstallError, SlotError
 from firmware.install import install
 from firmware.revert import revert
 from firmware.status import render, status

@@ -8,8 +8,8 @@ import pytest
 
 import boards
 from boards import BoardError
+from core.errors import UsageError
 from edge.cli import main
-from edge.errors import UsageError
 from firmware.boot import boot
 from firmware.install import install
 from firmware.rootboard import resolve

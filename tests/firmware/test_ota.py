@@ -133,7 +133,7 @@ def test_deploy_from_a_url_checks_the_announced_sha256(root, make_bundle, fw_key
     digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
     events = []
     handler = ota.url_handler(root, fw_keys["public"], events.append)
-    from firmware.errors import FirmwareError
+    from core.errors import FirmwareError
     for args, code in [({"url": f"{base}/app.fw", "sha256": "0" * 64}, "firmware.hash"),
                        ({"url": f"file://{bundle}", "sha256": digest}, "firmware.url"),
                        ({"url": f"{base}/missing.fw", "sha256": digest}, "firmware.download"),

@@ -69,7 +69,7 @@ def test_onnxruntime_bundle_self_test_runs_under_qemu(prepared, tmp_path, fw_key
     """The ONNX Runtime path (Jetson-style boards) on aarch64: a user board file derived from
     qemu-aarch64 with backend onnxruntime; ``build`` itself fetches the real aarch64 wheels with pip."""
     import boards
-    from edge import artifact
+    from core import artifact
     sysroot, _ = prepared
     text = (boards.BOARDS_DIR / "qemu-aarch64.toml").read_text()
     text = (text.replace('name = "qemu-aarch64"', 'name = "qemu-aarch64-ort"')

@@ -11,8 +11,8 @@ import tarfile
 
 import pytest
 
+from core.errors import FirmwareError
 from firmware import selftest
-from firmware.errors import FirmwareError
 from firmware.install import install
 from firmware.validate import validate
 from tests.firmware import tarcraft

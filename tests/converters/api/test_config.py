@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from converters.config import ConvertConfig, parse_shape
-from edge.errors import UsageError
+from core.errors import UsageError
 
 
 def cfg(**kw) -> ConvertConfig:

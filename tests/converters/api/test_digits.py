@@ -11,7 +11,7 @@ import pytest
 
 from converters import api
 from converters.config import ConvertConfig
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_training_reaches_95_percent_quickly():
 def test_image_folder_calibration_with_preprocessing(tmp_path, digits_dir, holdout, float_accuracy):
     """Calibrate from PNG files (as a camera pipeline would save them) with a preprocessing spec."""
     from PIL import Image
-    from edge import artifact
+    from core import artifact
     images = tmp_path / "images"
     images.mkdir()
     calib = np.load(digits_dir / "calib.npz")["input"][:40]

@@ -9,7 +9,7 @@ import pytest
 from converters import api
 from converters.config import ConvertConfig
 from converters.verify.metrics import sqnr_db
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters import io_models
 
 CASES = [("int64", [1, 4]), ("int32", [1, 4]), ("bool", [1, 4]), ("int64", []), ("int32", [])]

@@ -14,8 +14,8 @@ import pytest
 
 from converters import api
 from converters.config import ConvertConfig
-from edge import artifact
-from edge.litert import make_interpreter
+from core import artifact
+from core.litert import make_interpreter
 from tests.fixtures.models import random_calibration
 
 
@@ -180,7 +180,7 @@ def test_a_model_litert_refuses_is_never_written(tmp_path, resnet_tiny_path, mon
 
 
 def test_signed_gpk_verifies_with_its_key(tmp_path, digits_dir):
-    from firmware import keys
+    from core import keys
     private, public = keys.generate(tmp_path / "k.key")
     convert(tmp_path, digits_dir / "digits_cnn.onnx", digits_dir / "calib.npz", "s.gpk", key=private)
     art = artifact.read(tmp_path / "s.gpk", trusted_keys=[keys.load_public(public)])

@@ -16,7 +16,7 @@ import pytest
 
 from converters import api
 from converters.config import ConvertConfig
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 
 SEQ_DIR = Path(__file__).resolve().parents[3] / "examples" / "sequence"
 MODELS = ["lstm_classifier", "gru_classifier"]

@@ -11,7 +11,7 @@ from converters.calibrate.data import (MIN_SAMPLES, CalibrationCastWarning, Tens
                                        load_dataset)
 from converters.calibrate.preprocess import PreprocessSpec
 from converters.errors import CalibrationDataError
-from edge.errors import UsageError
+from core.errors import UsageError
 
 IMAGE = [TensorSpec("image", (1, 3, 8, 8))]
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from converters.calibrate import observers
 from converters.calibrate.observers import OBSERVERS, RunningHistogram, make
-from edge.errors import UsageError
+from core.errors import UsageError
 
 
 def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters.calibrate import collect_ranges
 from converters.errors import CalibrationDataError
-from edge.errors import UsageError
+from core.errors import UsageError
 
 
 def affine_relu_model() -> onnx.ModelProto:

@@ -17,9 +17,9 @@ from converters.calibrate.data import input_specs
 from converters.errors import CalibrationDataError
 from converters.frontend import load_model
 from converters.verify.metrics import sqnr_db
+from core.errors import UsageError
+from core.litert import make_interpreter
 from edge.cli import main
-from edge.errors import UsageError
-from edge.litert import make_interpreter
 from tests.converters import io_models
 
 CPU = ["CPUExecutionProvider"]

@@ -215,16 +215,16 @@ def test_verify_label_count_mismatch_is_an_input_error(capsys, converted_bare, d
     assert "labels" in err
 
 
-def test_verify_unsigned_artifact_with_trusted_key_exits_5(capsys, tmp_path, digits_copy):
-    from firmware import keys
+def test_verify_unsigned_artifact_with_trusted_key_exits_3(capsys, tmp_path, digits_copy):
+    from core import keys
     _, public = keys.generate(tmp_path / "k.key")
     out = tmp_path / "unsigned.gpk"
     assert run(capsys, "convert", digits_copy / "digits_cnn.onnx", "--calib", digits_copy / "calib.npz",
                "-o", out, "-q")[0] == 0
     code, _, err = run(capsys, "verify", out, "--reference", digits_copy / "digits_cnn.onnx",
                        "--data", digits_copy / "holdout.npz", "--trusted-key", public)
-    assert code == 5
-    assert "signature.missing" in err
+    assert code == 3                          # an artifact problem is bad input (core/errors.py)
+    assert "artifact.signature_missing" in err
 
 
 @pytest.mark.parametrize("target", ["tflite", "onnx"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import artifact
-from firmware import keys
+from core import artifact
+from core import keys
 
 GANGLION = Path(sys.executable).with_name("ganglion")
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from core.litert import make_interpreter
 from edge.cli import main
-from edge.litert import make_interpreter
 from tests.converters.frontend.graphs import I64, const, model
 from tests.converters.ops import harness as H
 

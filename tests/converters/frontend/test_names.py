@@ -18,8 +18,8 @@ from converters.config import ConvertConfig
 from converters.frontend.names import check_keep_float, name_nodes, node_names
 from converters.inspect import inspect, render
 from converters.verify import per_layer
-from edge.errors import UsageError
-from edge.litert import make_interpreter
+from core.errors import UsageError
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 NAMES = ["Conv_0", "act", "conv", "act_1", "Flatten_4", "fc", "fc_1"]

@@ -29,8 +29,8 @@ from converters.config import ConvertConfig
 from converters.errors import ConvertError, UnsupportedOpsError
 from converters.frontend import quantized
 from converters.tflite.quantize import activation_params
-from edge import artifact
-from edge.litert import make_interpreter
+from core import artifact
+from core.litert import make_interpreter
 from tests.converters import prequant_models as pm
 
 GANGLION = Path(sys.executable).with_name("ganglion")

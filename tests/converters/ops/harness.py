@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
 from converters.verify.metrics import sqnr_db  # noqa: F401  (tests use H.sqnr_db: the one definition)
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 
 
 def model(nodes, inputs: dict, outputs: list[str], inits: dict | None = None, opset: int = 17):

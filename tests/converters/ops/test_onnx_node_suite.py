@@ -203,7 +203,7 @@ def _drop_training_outputs(model: onnx.ModelProto) -> None:
 
 class GanglionRep(BackendRep):
     def __init__(self, result, inputs: list[str], outputs: list[str]):
-        from edge.litert import make_interpreter
+        from core.litert import make_interpreter
         self.result, self.inputs, self.outputs = result, inputs, outputs
         self.interp = make_interpreter(result.flatbuffer)
 

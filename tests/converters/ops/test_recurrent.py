@@ -194,7 +194,7 @@ def test_non_constant_weights_refused():
 def test_recurrent_weight_is_stored_once(quantize):
     """R is read by every step's FULLY_CONNECTED but stored once per direction (per-channel
     params depend on the weights alone): the file does not grow with the sequence length."""
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
     sizes = {}
     for steps in (4, 16):
         m = recurrent_model("LSTM", steps=steps, inp=8, hidden=32, direction="bidirectional")

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters.calibrate import collect_ranges
 from converters.qdq import PROFILES, build, correct, params
-from edge import artifact
+from core import artifact
 from edge.cli import main
 from tests.converters.ops.harness import sqnr_db
 

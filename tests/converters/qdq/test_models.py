@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from converters.calibrate import collect_ranges
 from converters.qdq import PROFILES, build
-from edge.errors import UsageError
+from core.errors import UsageError
 from tests.converters.ops.harness import sqnr_db
 
 PROFILE_NAMES = sorted(PROFILES)

@@ -2,11 +2,11 @@
 output shift that rounding its weights causes (converters/tflite/quantize.py)."""
 import numpy as np
 import pytest
+from examples.models import mobilenet_v2
 
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
 from converters.tflite.quantize import _rounding_shift
-from examples.models import mobilenet_v2
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(11)
@@ -77,7 +77,7 @@ def test_layers_kept_float_are_not_corrected(small_cnn):
     ranges = collect_ranges(m, calib, method="minmax", progress=False)
     a = tflite.build(m, ranges, tflite.TFLiteOptions(float_head=1), samples=calib)
     b = tflite.build(m, ranges, tflite.TFLiteOptions(float_head=1))
-    from edge.litert import make_interpreter
+    from core.litert import make_interpreter
 
     def stem_bias(result):
         interp = make_interpreter(result.flatbuffer, use_xnnpack=False)

@@ -5,15 +5,15 @@ file is also written with the checker disabled and loaded, to show LiteRT really
 import subprocess
 import sys
 
+import ai_edge_litert.schema_py_generated as schema
 import flatbuffers
 import numpy as np
 import pytest
 
-import ai_edge_litert.schema_py_generated as schema
 from converters.tflite import writer
 from converters.tflite.check import Int8ParamsError, check_flatbuffer
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 from tests.converters.tflite.test_ties import branches_of_different_ranges
 
@@ -119,7 +119,7 @@ def test_add_with_a_tiny_output_scale_is_refused_before_it_aborts_the_process(mo
         writer.serialize(add_graph(0.01 / 2e6))
     path = tmp_path / "add.tflite"
     path.write_bytes(unchecked(add_graph(0.01 / 2e6), monkeypatch))
-    code = "from edge.litert import make_interpreter; make_interpreter(open(%r, 'rb').read())" % str(path)
+    code = "from core.litert import make_interpreter; make_interpreter(open(%r, 'rb').read())" % str(path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode != 0          # SIGABRT in add.cc's Prepare: no Python error to catch
 

@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from examples.models import mobilenet_v2
 
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
 from converters.tflite.graph import TGraph, TOp, TTensor
 from converters.tflite.head import head_of
+from core.litert import make_interpreter
 from edge.cli import cli, main
-from edge.litert import make_interpreter
-from examples.models import mobilenet_v2
 from tests.converters.ops import harness as H
 
 
@@ -90,7 +90,7 @@ def test_float_head_zero_is_the_all_int8_graph(small):
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3"])
 def test_bad_float_head_is_a_usage_error(bad):
-    from edge.errors import UsageError
+    from core.errors import UsageError
     m = H.one_node("Relu", {"x": (1, 4)})
     with pytest.raises(UsageError, match="float-head"):
         tflite.build(m, {"x": (-1, 1), "y": (0, 1)}, tflite.TFLiteOptions(float_head=bad))

@@ -11,7 +11,7 @@ import pytest
 
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 
 GOLDENS = Path(__file__).parents[1] / "ops" / "goldens"
 

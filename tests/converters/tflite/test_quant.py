@@ -8,7 +8,7 @@ from converters.errors import ConvertError
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.quantize import activation_params
 from converters.tflite.writer import check_params, serialize
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(7)
@@ -113,7 +113,7 @@ def test_int8_needs_ranges():
 
 
 def test_bad_options_are_usage_errors():
-    from edge.errors import UsageError
+    from core.errors import UsageError
     m = H.one_node("Relu", {"x": (1, 4)})
     for opts in (dict(quantize="int4"), dict(io="int16"), dict(layout="nchw"),
                  dict(quantize="float16", io="int8")):
@@ -122,7 +122,7 @@ def test_bad_options_are_usage_errors():
 
 
 def test_keep_float_unknown_node_is_usage_error():
-    from edge.errors import UsageError
+    from core.errors import UsageError
     m = H.one_node("Relu", {"x": (1, 4)})
     with pytest.raises(UsageError, match="nope"):
         tflite.build(m, {"x": (-1, 1), "y": (0, 1)}, tflite.TFLiteOptions(keep_float=frozenset({"nope"})))

@@ -1,11 +1,11 @@
 """The writer stores identical quantization vectors once (writer._SharedQuant), and the shared
 file runs bit-identically to one with a copy per tensor."""
+import ai_edge_litert.schema_py_generated as schema
 import flatbuffers
 import numpy as np
 from onnx import helper
 
-import ai_edge_litert.schema_py_generated as schema
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(5)

@@ -7,7 +7,7 @@ from onnx import helper
 
 from converters.tflite.check import check_flatbuffer
 from converters.tflite.ties import Groups
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(11)

@@ -1,12 +1,12 @@
 """Flatbuffer structure and the tensor_map contract (ONNX name -> TFLite index + perm)."""
+import ai_edge_litert.schema_py_generated as schema
 import numpy as np
 import pytest
 from onnx import helper
 
-import ai_edge_litert.schema_py_generated as schema
 from converters import tflite
 from converters.calibrate.runner import expose
-from edge.litert import make_interpreter
+from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(11)

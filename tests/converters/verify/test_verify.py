@@ -13,8 +13,8 @@ from converters.errors import CalibrationDataError
 from converters.verify import (Accumulator, VerifyReport, accuracy, compare_layers, load_labels, metrics,
                                verify)
 from converters.verify.runners import OnnxRunner, VerifyInputError
-from edge import artifact
-from edge.errors import UsageError
+from core import artifact
+from core.errors import UsageError
 
 
 # --- metrics on signals whose answer is known ---------------------------------------------------
@@ -278,8 +278,8 @@ def test_top1_of_a_segmentation_map_is_per_pixel_over_channels():
 
 
 def test_signed_artifact_checked_against_trusted_keys(digits, tmp_path):
-    from firmware import keys
-    from firmware.errors import SignatureError
+    from core import keys
+    from core.errors import ArtifactError
     model, ranges, holdout, _ = digits
     flat = build_tflite(model, ranges).flatbuffer
     keys.generate(tmp_path / "a.key", tmp_path / "a.pub")
@@ -289,15 +289,15 @@ def test_signed_artifact_checked_against_trusted_keys(digits, tmp_path):
     good = verify(tmp_path / "s.gpk", model, holdout[:5], trusted_keys=[keys.load_public(tmp_path / "a.pub")],
                   progress=False)
     assert good.summary["sqnr_db"] > 25.0
-    with pytest.raises(SignatureError):
+    with pytest.raises(ArtifactError):
         verify(tmp_path / "s.gpk", model, holdout[:5], trusted_keys=[keys.load_public(tmp_path / "b.pub")],
                progress=False)
 
 
 def test_trusted_keys_refuse_unsigned_candidates_and_name_the_file(digits, tmp_path):
     """A trusted key means nothing unsigned is trusted, as for `ganglion run` (issue 9 item 1)."""
-    from edge.errors import GanglionError
-    from firmware import keys
+    from core.errors import GanglionError
+    from core import keys
     model, ranges, holdout, _ = digits
     flat = build_tflite(model, ranges).flatbuffer
     keys.generate(tmp_path / "a.key", tmp_path / "a.pub")
@@ -305,7 +305,7 @@ def test_trusted_keys_refuse_unsigned_candidates_and_name_the_file(digits, tmp_p
     (tmp_path / "bare.tflite").write_bytes(flat)
     artifact.write(tmp_path / "unsigned.gpk", {"name": "d", "models": [{"format": "tflite", "file": "model.tflite"}]},
                    {"model.tflite": flat})
-    for path, code in ((tmp_path / "bare.tflite", "artifact.unsigned"), (tmp_path / "unsigned.gpk", "signature.missing")):
+    for path, code in ((tmp_path / "bare.tflite", "artifact.unsigned"), (tmp_path / "unsigned.gpk", "artifact.signature_missing")):
         with pytest.raises(GanglionError) as info:
             verify(path, model, holdout[:2], trusted_keys=trusted, progress=False)
         assert info.value.code == code and path.name in str(info.value.where)

@@ -4,10 +4,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from core import keys
+from core.errors import ArtifactError, InputError, RuntimeBackendError, UsageError
 from edge.backends import MemoryBackend, TensorSpec, check_feeds, dequantize, open_backend, quantize
 from edge.backends.base import dequantize_outputs
-from edge.errors import ArtifactError, InputError, RuntimeBackendError, UsageError
-from firmware import keys
 from tests.edge import models
 from tests.edge.conftest import make_gpk
 
@@ -118,7 +118,7 @@ def test_gpk_picks_format_by_backend_and_checks_signature(tmp_path):
     unsigned = make_gpk(tmp_path / "u.gpk")
     with pytest.raises(Exception) as info:
         open_backend(unsigned, trusted_keys=[str(pub)])
-    assert info.value.code.startswith("signature")
+    assert info.value.code == "artifact.signature_missing" and info.value.exit_code == 3
     only_onnx = make_gpk(tmp_path / "o.gpk", formats=("onnx",))
     assert open_backend(only_onnx).name == "onnxruntime"
 

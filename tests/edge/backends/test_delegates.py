@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from core.errors import RuntimeBackendError
 from edge import doctor
 from edge.backends import open_backend
-from edge.errors import RuntimeBackendError
 from tests.edge import models
 
 X = np.random.default_rng(7).normal(size=(2, models.IN)).astype(np.float32)

@@ -10,14 +10,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from core.errors import RuntimeBackendError, UsageError
 from edge.backends import open_backend
 from edge.backends import ort_backend as ob
-from edge.errors import RuntimeBackendError, UsageError
-from tests.edge import models
-from tests.edge.conftest import make_gpk
 from edge.daemon.app import Daemon
 from edge.daemon.config import from_dict
 from edge.daemon.outbox import MemoryOutbox
+from tests.edge import models
+from tests.edge.conftest import make_gpk
 from tests.edge.daemon.helpers import Collector
 
 X = np.random.default_rng(5).normal(size=(3, models.IN)).astype(np.float32)

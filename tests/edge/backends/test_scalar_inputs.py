@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from converters import frontend, tflite
+from core.errors import InputError
 from edge.backends import TensorSpec, check_feeds, open_backend
-from edge.errors import InputError
 
 SPECS = [TensorSpec("x", "float32", (-1, 4)), TensorSpec("sr", "int64", ())]
 

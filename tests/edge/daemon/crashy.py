@@ -48,7 +48,7 @@ def slow(delay_s: float = 0.05):
 
 
 def broken():
-    from edge.errors import RuntimeBackendError
+    from core.errors import RuntimeBackendError
     raise RuntimeBackendError("this model cannot be opened", code="runtime.model_load")
 
 

@@ -8,16 +8,15 @@ what only a camera can do (a V4L2 index) is covered by the open/hint checks.
 import json
 import time
 
+import cv2  # noqa: E402  (the dev extra installs opencv-python-headless: a missing one fails, never skips)
 import numpy as np
 import pytest
 
-from edge import artifact
+from core import artifact
+from core.errors import UsageError
 from edge.daemon import camera
-from edge.errors import UsageError
 from tests.edge.daemon import camera_models as cm
 from tests.edge.daemon.helpers import make_daemon, sigterm, wait_for
-
-import cv2  # noqa: E402  (the dev extra installs opencv-python-headless: a missing one fails, never skips)
 pytestmark = pytest.mark.timeout(120)
 TOL = 4.0          # MJPG moves a flat colour by up to ~3
 

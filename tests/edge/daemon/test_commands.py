@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge import artifact
+from core import artifact
+from core import keys
+from core.errors import GanglionError, UsageError
 from edge.daemon import commands
-from edge.errors import GanglionError, UsageError
-from firmware import keys
 from tests.edge import models
 from tests.edge.daemon.helpers import Collector, make_daemon
 

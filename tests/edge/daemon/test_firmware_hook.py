@@ -1,4 +1,4 @@
-"""``ganglion run --firmware-root`` (``edge/daemon/firmware_hook.py``) with the firmware follow-ups:
+"""``ganglion run --firmware-root`` (``firmware/daemon_hook.py``) with the firmware follow-ups:
 the trial slot's broker check logs in with the daemon's own ``[telemetry]`` user name and password
 (real mosquitto refusing anonymous clients), a refused login is reported with its CONNACK reason
 and class, and a root installed for a board with its own ``[slots]`` layout boots and validates

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import keys
+from core.errors import EXIT_PERMANENT, InputError, UsageError
 from edge.backends import open_backend
-from edge.errors import EXIT_PERMANENT, InputError, UsageError
 from edge.daemon.commands import config_set
 from edge.daemon.sources import FolderSource, error_file_name
-from firmware import keys
 from tests.edge.conftest import make_gpk
 from tests.edge.daemon import hostile
 from tests.edge.daemon.helpers import drop_npy, make_daemon, sigterm, wait_for

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from edge.errors import RuntimeBackendError
+from core.errors import RuntimeBackendError
 from tests.edge import models
 from tests.edge.daemon import crashy
 from tests.edge.daemon.helpers import Collector, make_daemon, wait_for

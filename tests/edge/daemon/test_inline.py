@@ -4,8 +4,8 @@ they take the daemon (here: pytest) down, which is the documented trade-off."""
 import numpy as np
 import pytest
 
+from core.errors import UsageError
 from edge.daemon.config import from_dict
-from edge.errors import UsageError
 from tests.edge import models
 from tests.edge.daemon.helpers import Collector, make_daemon
 

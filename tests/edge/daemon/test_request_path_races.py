@@ -171,7 +171,7 @@ def test_infer_timeout_holds_on_the_direct_path_and_the_dispatcher_takes_the_ans
     """The calling thread reads the worker's answer itself; past its timeout it must give up
     (``runtime.timeout``, as on the queued path) and leave the answer to the dispatcher -- it used
     to block for as long as the model took. The worker is not lost for the next caller."""
-    from edge.errors import RuntimeBackendError
+    from core.errors import RuntimeBackendError
     daemon, _ = make_daemon(tmp_path / "unused.tflite", factory="tests.edge.daemon.crashy:slow",
                             factory_args={"delay_s": 1.0})
     daemon.start()

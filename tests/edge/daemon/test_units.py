@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from core.errors import InputError, UsageError
 from edge.backends import TensorSpec
 from edge.daemon import config as cfgmod, sdnotify, wire
 from edge.daemon.batcher import Batcher, RequestQueue
 from edge.daemon.decode import decode_payload
 from edge.daemon.messages import Request
 from edge.daemon.metrics import Metrics
-from edge.errors import InputError, UsageError
 from edge.preprocess import image_to_tensor, open_image
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from edge.supervisor import ChildSpec, Exit, Restart, Strategy, Supervisor, ThreadChild
 
 

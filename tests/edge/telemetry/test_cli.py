@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from core import keys
 from edge.telemetry import Telemetry, TelemetryConfig
-from edge.telemetry.watch import Fleet, render_table
 from edge.telemetry.mqtt import Message
-from firmware import keys
+from edge.telemetry.watch import Fleet, render_table
 
 pytestmark = pytest.mark.mqtt
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.errors import InputError
+from core import keys
+from core.errors import InputError
 from edge.telemetry.commands import CommandLog, CommandRouter, parse_command
 from edge.telemetry.errors import CommandError
 from edge.telemetry.mqtt import Message
 from edge.telemetry.signing import sign_command
-from firmware import keys
 
 TOPIC = "ganglion/v1/dev/cmd/"
 

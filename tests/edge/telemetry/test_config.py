@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from edge.telemetry.config import TelemetryConfig, check_device_id, parse_broker_url
 from edge.telemetry.topics import device_topic, envelope, split_topic
 

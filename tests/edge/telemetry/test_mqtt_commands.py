@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.errors import InputError
+from core import keys
+from core.errors import InputError
 from edge.telemetry import Telemetry, TelemetryConfig
 from edge.telemetry.errors import CommandError
 from edge.telemetry.requester import Requester
-from firmware import keys
 
 pytestmark = pytest.mark.mqtt
 

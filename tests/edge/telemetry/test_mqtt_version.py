@@ -9,13 +9,13 @@ import uuid
 
 import pytest
 
-from edge.errors import UsageError
+from core import keys
+from core.errors import UsageError
 from edge.telemetry import Telemetry, TelemetryConfig
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.errors import BrokerError
 from edge.telemetry.mqtt import MqttClient, drop_session
 from edge.telemetry.requester import Requester
-from firmware import keys
 
 pytestmark = pytest.mark.mqtt
 

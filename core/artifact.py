@@ -23,7 +23,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import ArtifactError
+from core import keys
+from core.errors import ArtifactError, InputError, SignatureError
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature"
@@ -77,7 +78,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
 
 
 def pack(manifest: dict, files: dict[str, bytes], private_key=None) -> bytes:
-    """Build the artifact bytes. ``private_key`` is an ed25519 key from firmware.keys."""
+    """Build the artifact bytes. ``private_key`` is an ed25519 key from core.keys."""
     for name in files:
         _check_member_name(name)
     manifest = dict(manifest)
@@ -90,7 +91,6 @@ def pack(manifest: dict, files: dict[str, bytes], private_key=None) -> bytes:
         for name, data in sorted(files.items()):
             zf.writestr(name, data)
         if private_key is not None:
-            from firmware import keys
             zf.writestr(SIGNATURE, keys.sign(private_key, manifest_bytes))
     return buf.getvalue()
 
@@ -100,7 +100,7 @@ def write(path: str | Path, manifest: dict, files: dict[str, bytes], private_key
 
 
 def read(source: str | Path | bytes, trusted_keys: list | None = None, *, where: str | None = None) -> Artifact:
-    """Open and fully verify an artifact. Raises ArtifactError / SignatureError.
+    """Open and fully verify an artifact. Raises ArtifactError (a bad signature too: exit 3).
 
     Sizes come from the zip directory and are checked before anything is decompressed; each
     member is then hashed as a stream that cannot yield more than its declared size. ``where``
@@ -121,8 +121,7 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None, *, where:
         if SIGNATURE in infos:
             signature = _read_member(zf, SIGNATURE, where)[0].decode("ascii", errors="replace")
         if trusted_keys:
-            from firmware import keys
-            keys.verify(trusted_keys, manifest_bytes, signature, where=where)
+            _check_signature(trusted_keys, manifest_bytes, signature, where)
         files = {}
         for name, digest in expected.items():
             data, got = _read_member(zf, name, where, hashed=True)
@@ -131,6 +130,27 @@ def read(source: str | Path | bytes, trusted_keys: list | None = None, *, where:
                                     code="artifact.hash", hint="the artifact was altered or corrupted")
             files[name] = data
     return Artifact(manifest=manifest, files=files, signed=signature is not None)
+
+
+def _check_signature(trusted_keys: list, manifest_bytes: bytes, signature: str | None, where: str) -> None:
+    """The keys' ``SignatureError`` (a firmware-family error, exit 5) becomes this format's own
+    error: a tampered or unsigned .gpk is bad input (exit 3, ``artifact.signature_*``)."""
+    try:
+        keys.verify(trusted_keys, manifest_bytes, signature, where=where)
+    except SignatureError as exc:
+        reason = exc.code.rpartition(".")[2]                    # missing | malformed | invalid
+        raise ArtifactError(exc.message, where=where, hint=exc.hint,
+                            code=f"artifact.signature_{reason}") from None
+
+
+def refuse_unsigned(path: Path, trusted_keys) -> None:
+    """A trusted key means nothing unsigned runs: a bare .tflite/.onnx carries no signature."""
+    if trusted_keys:
+        raise InputError(f"{path.name} is a bare {path.suffix} file, but trusted keys are configured and "
+                         "only a signed .gpk can prove where a model came from", where=str(path),
+                         code="artifact.unsigned",
+                         hint="convert and sign it: ganglion convert model.onnx -o model.gpk --signing-key signer.key"
+                              " (or remove the trusted keys to run unsigned models)")
 
 
 def _check_members(infos: dict[str, zipfile.ZipInfo], where: str) -> None:

@@ -1,4 +1,4 @@
-"""edge/artifact.py: the .gpk zip is verified before anything in it is used.
+"""core/artifact.py: the .gpk zip is verified before anything in it is used.
 
 Real zips on disk, real ed25519 keys; each attack is built by rewriting a good artifact's zip
 the way an attacker or a bad disk would.
@@ -12,10 +12,10 @@ import zipfile
 
 import pytest
 
-from edge import artifact
-from edge.errors import ArtifactError
-from firmware import keys
-from firmware.errors import SignatureError
+from core import artifact
+from core import keys
+from core.errors import ArtifactError
+from core.errors import SignatureError
 
 MODEL = b"TFL3" + bytes(range(256)) * 8
 MANIFEST = {"name": "digits", "version": "1.0.0", "models": [{"format": "tflite", "file": "model.tflite"}],
@@ -72,16 +72,17 @@ def test_round_trip_signed_with_trusted_key(tmp_path, keypair):
 
 def test_signed_by_untrusted_key_is_refused(keypair, other_public):
     data = artifact.pack(MANIFEST, {"model.tflite": MODEL}, keypair[0])
-    with pytest.raises(SignatureError) as err:
+    with pytest.raises(ArtifactError) as err:
         artifact.read(data, trusted_keys=[other_public])
-    assert err.value.code == "signature.invalid"
+    assert err.value.code == "artifact.signature_invalid"
+    assert err.value.exit_code == 3           # bad input, not a firmware error (exit 5)
 
 
 def test_unsigned_is_refused_when_a_key_is_trusted(keypair):
     data = artifact.pack(MANIFEST, {"model.tflite": MODEL})
-    with pytest.raises(SignatureError) as err:
+    with pytest.raises(ArtifactError) as err:
         artifact.read(data, trusted_keys=[keypair[1]])
-    assert err.value.code == "signature.missing"
+    assert err.value.code == "artifact.signature_missing"
 
 
 def test_tampered_member_fails_its_hash():
@@ -99,9 +100,10 @@ def test_flipped_manifest_byte_fails_the_signature(keypair):
     entries["manifest.json"] = entries["manifest.json"].replace(b'"digits"', b'"digitz"')
     tampered = rezip(entries)
     assert artifact.read(tampered).manifest["name"] == "digitz"      # unverified read sees the change
-    with pytest.raises(SignatureError) as err:
+    with pytest.raises(ArtifactError) as err:
         artifact.read(tampered, trusted_keys=[public])
-    assert err.value.code == "signature.invalid"
+    assert err.value.code == "artifact.signature_invalid" and err.value.exit_code == 3
+    assert not isinstance(err.value, SignatureError)
 
 
 def test_manifest_rewritten_to_match_a_swapped_model_fails_the_signature(keypair):
@@ -112,7 +114,7 @@ def test_manifest_rewritten_to_match_a_swapped_model_fails_the_signature(keypair
     manifest["files"]["model.tflite"] = artifact.sha256(evil)
     entries["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
     entries["model.tflite"] = evil
-    with pytest.raises(SignatureError):
+    with pytest.raises(ArtifactError):
         artifact.read(rezip(entries), trusted_keys=[public])
 
 
@@ -235,7 +237,7 @@ def test_damaged_compressed_member_is_a_typed_error():
 def test_every_flipped_bit_is_caught_or_harmless(keypair):
     """Flip bits at every byte of a signed artifact: reading with the trusted key either fails with a
     typed error, or (the bit sat in zip bookkeeping such as a timestamp) returns exactly the original."""
-    from edge.errors import GanglionError
+    from core.errors import GanglionError
     private, public = keypair
     good = artifact.pack(MANIFEST, {"model.tflite": MODEL}, private)
     original = artifact.read(good, trusted_keys=[public])

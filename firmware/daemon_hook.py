@@ -25,6 +25,11 @@ with ``EXIT_RESTART``; the ``reverted`` event is spooled and goes out with the n
 failures before the tree is up (a broken config in the slot) are left to ``boot``'s counter.
 
 A root without firmware (``firmware.not_installed``) is not an error: the daemon runs from flags.
+
+This module is the daemon's whole firmware integration, on the firmware layer (firmware sits
+above the runtime: edge never imports firmware). It plugs itself into ``edge.daemon.cli``
+(``FIRMWARE_HOOK``) and exports the command as ``run``, which ``edge/cli.py`` lists for
+``ganglion run``.
 """
 from __future__ import annotations
 
@@ -34,13 +39,20 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.errors import EXIT_RESTART, GanglionError, InputError   # EXIT_RESTART: 75, "start me again"
+from core.errors import EXIT_RESTART, GanglionError, InputError   # EXIT_RESTART: 75, "start me again"
+from edge.daemon import cli as daemon_cli
+from edge.daemon.cli import make_telemetry
+from edge.telemetry.config import TelemetryConfig
+from firmware import ota
+from firmware.boot import boot as fw_boot
+from firmware.failures import PERMANENT
+from firmware.revert import revert
+from firmware.validate import validate
 
 log = logging.getLogger("ganglion.daemon.firmware")
 
 
 def boot(root: str) -> dict | None:
-    from firmware.boot import boot as fw_boot
     try:
         return fw_boot(root)
     except GanglionError as exc:
@@ -70,7 +82,6 @@ def validate_trial(daemon, root: str, info: dict) -> int:
     """After ready: validate a slot on trial; the exit code to stop with, or 0 to keep running."""
     if info.get("action") != "trial":
         return 0
-    from firmware.validate import validate
     report = validate(root, **broker_probe(daemon.cfg.telemetry),
                       trusted=list(daemon.cfg.firmware.trusted_keys) or None)
     phase = "validated" if report.get("ok") else "reverted"
@@ -87,7 +98,6 @@ def broker_probe(telemetry: dict) -> dict:
     exactly as telemetry will. Empty when no broker is configured (no broker check)."""
     if not telemetry.get("broker"):
         return {}
-    from edge.telemetry.config import TelemetryConfig
     cfg = TelemetryConfig.from_dict({k: v for k, v in telemetry.items() if k != "spool"})
     out = {"broker": cfg.broker, "broker_tls": None, "broker_auth": None}
     if cfg.url.tls:
@@ -104,7 +114,6 @@ def register_ota(daemon, telemetry, root: str) -> None:
         daemon.event({"event": "firmware", "phase": "ota_disabled",
                       "reason": "no firmware keys configured ([firmware] trusted_keys, --firmware-key)"})
         return
-    from firmware import ota
     emit = lambda payload: telemetry.record("events", payload)  # noqa: E731 - a one-line adapter
     transfer = ota.on_complete(root, trusted, emit, validate_now=False)
     url = ota.url_handler(root, trusted, emit, validate_now=False)
@@ -125,8 +134,6 @@ def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
     valid slot that fails to start is not reverted here: the cause may be outside the slot)."""
     if info.get("action") != "trial":
         return False
-    from firmware.failures import PERMANENT
-    from firmware.revert import revert
     reason = f"the daemon could not start on this slot: {exc.message}"
     try:   # its model does not load or its workers crash: the bundle is bad, retrying cannot help
         done = revert(root, reason, mark_failed=True, failure_class=PERMANENT)
@@ -143,7 +150,6 @@ def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
 
 def _spool_event(cfg, event: dict) -> None:
     """The daemon's telemetry is already stopped: put the event in its spool for the next start."""
-    from edge.daemon.cli import make_telemetry
     try:
         telemetry = make_telemetry(cfg)
     except GanglionError as err:
@@ -157,3 +163,7 @@ def _spool_event(cfg, event: dict) -> None:
         log.warning("cannot spool the revert event: %s", err.message)
     finally:
         telemetry.spool.close()
+
+
+daemon_cli.FIRMWARE_HOOK = sys.modules[__name__]
+run = daemon_cli.run       # ``ganglion run``, with --firmware-root served by this module

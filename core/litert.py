@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from types import ModuleType
 
-from edge.errors import RuntimeBackendError
+from core.errors import RuntimeBackendError
 
 # Tried in order; (import name, module that holds Interpreter / load_delegate).
 CANDIDATES = (

@@ -4,10 +4,13 @@
     ├── UsageError                   bad flags or config                       (exit 2)
     ├── InputError                   a user's file or data is wrong            (exit 3)
     │   ├── converters.errors.*      model, op, shape, calibration problems
-    │   └── ArtifactError            a .gpk is corrupt, unsigned or tampered
+    │   ├── boards.BoardError        a board file is wrong
+    │   └── ArtifactError            a .gpk is corrupt, unsigned, tampered, or its signature fails
     ├── RuntimeBackendError          an interpreter / delegate / provider failed (exit 4)
-    ├── firmware.errors.*            bundle, signature, slot problems          (exit 5)
+    ├── FirmwareError                bundle, slot problems (firmware.errors.*) (exit 5)
+    │   └── SignatureError           a key file or a signature (core.keys; bundles, commands)
     └── TelemetryError               broker, spool, command problems           (exit 6)
+                                     (edge.telemetry.errors.*)
 
 Exit codes -- one table for every command (docs/errors.md shows it to users):
 
@@ -28,7 +31,9 @@ errors are permanent, runtime and telemetry ones are not.
 
 Every error carries a stable ``code`` (dotted, e.g. ``convert.unsupported_op``) so scripts and
 tests can match on it, ``where`` (a file, a node, a topic) and a ``hint`` that says how to fix it.
-The CLI (``edge.cli``) prints one readable message and exits with ``exit_code``; no traceback
+``CODE_FAMILIES`` is the registry: the first segment of every code in the project (``convert`` of
+``convert.shape``) names its family's class, and so its exit code; ``tests/core/test_errors.py``
+fails on a code outside it. The CLI (``edge.cli``) prints one readable message and exits with ``exit_code``; no traceback
 unless ``GANGLION_DEBUG=1``. Library code raises these instead of using ``assert``.
 """
 from __future__ import annotations
@@ -94,24 +99,46 @@ class RuntimeBackendError(GanglionError):
     exit_code = 4
 
 
+class FirmwareError(GanglionError):
+    """Firmware bundles and slots; ``firmware.errors`` holds the subclasses."""
+    code = "firmware"
+    exit_code = 5
+    permanent = True
+
+
+class SignatureError(FirmwareError):
+    """A key file cannot be used, or a signature is missing, malformed or made by an untrusted key.
+    ``core.artifact`` turns it into an ``ArtifactError`` for a .gpk (exit 3)."""
+    code = "signature"
+
+
 class TelemetryError(GanglionError):
     code = "telemetry"
     exit_code = 6
 
 
-# code prefix -> (exit code, permanent) for errors that crossed a process boundary as a dict
-_BY_PREFIX = {"usage": UsageError, "input": InputError, "artifact": InputError, "runtime": RuntimeBackendError,
-              "telemetry": TelemetryError}
-_FIRMWARE_PREFIXES = ("firmware", "signature", "keys")
+# The registry of code families: a code's first segment -> the class that sets its exit code
+# and permanence. Every code raised anywhere in Ganglion starts with one of these.
+CODE_FAMILIES: dict[str, type[GanglionError]] = {
+    "ganglion": GanglionError,
+    "usage": UsageError,
+    "input": InputError, "wire": InputError, "board": InputError,
+    "convert": InputError, "inspect": InputError, "verify": InputError,   # converters.errors
+    "artifact": ArtifactError,
+    "runtime": RuntimeBackendError,
+    "firmware": FirmwareError, "signature": SignatureError, "keys": SignatureError,
+    "telemetry": TelemetryError, "command": TelemetryError, "transfer": TelemetryError,
+}
+
+
+def family(code: str) -> type[GanglionError]:
+    """The class of a code's family (``GanglionError`` for an unknown one)."""
+    return CODE_FAMILIES.get(code.split(".", 1)[0], GanglionError)
 
 
 def error_from_dict(d: dict, default: type[GanglionError] = RuntimeBackendError) -> GanglionError:
     """Rebuild a typed error from ``to_dict()`` output (a worker's report): the class, and so the
-    exit code, follows the code's first part, so a bad signature stays permanent across the pipe."""
+    exit code, follows the code's family, so a bad signature stays permanent across the pipe."""
     code = d.get("code") or default.code
-    head = code.split(".", 1)[0]
-    cls = _BY_PREFIX.get(head, default)
-    err = cls(d.get("message") or "failed", where=d.get("where"), hint=d.get("hint"), code=code)
-    if head in _FIRMWARE_PREFIXES:           # firmware.errors sits above edge: mirror its class facts
-        err.exit_code, err.permanent = 5, True
-    return err
+    cls = CODE_FAMILIES.get(code.split(".", 1)[0], default)
+    return cls(d.get("message") or "failed", where=d.get("where"), hint=d.get("hint"), code=code)
