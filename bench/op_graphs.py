@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import converters.tflite  # noqa: E402,F401  (imports the lowering package in the right order)
 from converters.lower.context import options  # noqa: E402
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor  # noqa: E402
+from converters.tgraph import QParams, TGraph, TOp, TTensor  # noqa: E402
 from converters.tflite.writer import serialize  # noqa: E402
 import ai_edge_litert.schema_py_generated as schema  # noqa: E402
 

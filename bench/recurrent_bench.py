@@ -114,7 +114,7 @@ def builtin_lstm(m: onnx.ModelProto, hybrid: bool) -> bytes:
     (per-tensor symmetric) and float activations, the TF converter's dynamic-range form."""
     import ai_edge_litert.schema_py_generated as schema
     from converters.lower.context import options
-    from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+    from converters.tgraph import QParams, TGraph, TOp, TTensor
     from converters.tflite.writer import serialize
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     w, r, b = inits["W"], inits["R"], inits["B"]

@@ -13,14 +13,8 @@ from pathlib import Path
 
 import click
 
-from converters import api
-from converters import inspect as inspector
-from converters.calibrate.stream import parse_state
 from converters.config import (IO_TYPES, LAYOUTS, QDQ_PROFILES, QUANTIZE, TARGETS, ConvertConfig, parse_class_axis,
                                parse_shape)
-from converters.freeze import parse_value
-from converters.frontend.cut import parse_outputs
-from converters.verify import plot as plotter
 from core.vocab import signing_key
 
 # verify --per-layer and range measurement keep every LiteRT tensor on purpose; LiteRT warns about
@@ -36,14 +30,17 @@ def _shapes(ctx, param, values):
 
 
 def _values(ctx, param, values):
+    from converters.freeze import parse_value  # optional: onnx (host extra), --help loads none
     return tuple(parse_value(v) for v in values)
 
 
 def _states(ctx, param, values):
+    from converters.calibrate.stream import parse_state  # optional: onnx (host extra), --help loads none
     return tuple(parse_state(v) for v in values)
 
 
 def _outputs(ctx, param, values):
+    from converters.frontend.cut import parse_outputs  # optional: onnx (host extra), --help loads none
     return parse_outputs(values)
 
 
@@ -135,6 +132,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
     labels, calibration method, and the fidelity report when --holdout is given), signed with --signing-key.
     On any error nothing is written.
     """
+    from converters import api  # optional: onnx (host extra), --help loads none
     cfg = ConvertConfig(
         model=model, output=output or Path(model.stem + ".gpk"), target=target, quantize=quantize, io=io_type,
         layout=layout, qdq_profile=qdq_profile, observer=observer, calib=calib, preprocess=preprocess,
@@ -184,11 +182,13 @@ def verify(artifact, reference, data, labels, per_layer, fmt, limit, preprocess,
       ganglion verify model.tflite --reference model.onnx --data holdout.npz --json
       ganglion verify det.gpk --reference det.onnx --data holdout.npz --class-axis none
     """
+    from converters import api  # optional: onnx (host extra), --help loads none
     report = api.verify(artifact, reference, data, labels=labels, per_layer=per_layer or bool(plot), fmt=fmt,
                         limit=limit, preprocess=preprocess, trusted_keys=list(trusted_key) or None,
                         progress=not as_json, input_shapes=dict(input_shapes), input_values=dict(input_values),
                         state=state, class_axes=dict(class_axes), outputs=outputs)
     if plot:
+        from converters.verify import plot as plotter  # optional: onnx (host extra), --help loads none
         click.echo("wrote " + ", ".join(map(str, plotter.write(report, plot))), err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -210,6 +210,7 @@ def inspect_cmd(path, as_json, show_all):
       ganglion inspect model.tflite --json
       ganglion inspect model.onnx --all    (every node, tensor and metadata line)
     """
+    from converters import inspect as inspector  # optional: onnx (host extra), --help loads none
     info = inspector.inspect(path)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))

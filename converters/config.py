@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from converters.frontend.quantized import file_is_quantized
 from core.errors import UsageError
 
 TARGETS = ("tflite", "qdq", "both")
@@ -101,7 +100,8 @@ class ConvertConfig:
     @cached_property
     def model_is_quantized(self) -> bool:
         """The model file holds quantized nodes (read once; False for a file that cannot be read:
-        loading it reports why). Imported here so that this module stays free of onnx."""
+        loading it reports why)."""
+        from converters.frontend.quantized import file_is_quantized  # optional: onnx (host extra), --help loads none
         return file_is_quantized(self.model)
 
     @property

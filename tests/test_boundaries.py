@@ -6,9 +6,10 @@
 
 ``ALLOWED`` is the whole list of package arrows; any other arrow fails, and so does an import
 cycle between two files (imports inside functions count: hiding an import in a function does not
-remove the dependency). An import inside a function is for an optional third-party dependency
-only, with a comment on that line saying why; the one other kind is a package's lazy export
-(a module-level ``__getattr__``, PEP 562), which the cycle checks still see.
+remove the dependency). An import inside a function is for an optional dependency only, with a
+comment on that line saying why (a project module too, when it brings one: the converter's commands
+load onnx only when they run); the one other kind is a package's lazy export (a module-level
+``__getattr__``, PEP 562). The cycle checks see all of them.
 """
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ def _targets(node, mod: Module, mods: dict) -> list[str]:
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
 
 
+def _executed(target: str, importer: str, mods: dict) -> list[str]:
+    """What importing ``target`` runs: the module, and first each package ``__init__`` above it that
+    is not already running above the importer (``a.b.c`` from ``x.y`` runs ``a``, ``a.b``, ``a.b.c``)."""
+    parts = target.split(".")
+    above = {".".join(importer.split(".")[:i]) for i in range(1, importer.count(".") + 2)}
+    runs = [".".join(parts[:i]) for i in range(1, len(parts))]
+    return [p for p in runs if p in mods and p not in above] + [target]
+
+
 def _read(mod: Module, mods: dict) -> None:
     tree = ast.parse(mod.path.read_text(), filename=str(mod.path))
 
@@ -82,7 +92,8 @@ def _read(mod: Module, mods: dict) -> None:
                     if target is None:
                         mod.external.add(name)
                     elif target != mod.name:
-                        mod.imports.setdefault(target, []).append(child.lineno)
+                        for runs in _executed(target, mod.name, mods):
+                            mod.imports.setdefault(runs, []).append(child.lineno)
                     if in_function:
                         mod.inner.append((child.lineno, target or name))
             lazy_export = node is tree and getattr(child, "name", None) == "__getattr__"
@@ -167,11 +178,14 @@ def test_imports_inside_functions_are_optional_dependencies_with_a_reason():
     for m in MODULES.values():
         lines = m.path.read_text().splitlines()
         for lineno, target in m.inner:
-            root = target.split(".", 1)[0]
-            if target in MODULES or root in sys.stdlib_module_names:
-                wrong.append(f"{m.path.relative_to(ROOT)}:{lineno} imports {target} inside a function")
-            elif "#" not in lines[lineno - 1]:
-                wrong.append(f"{m.path.relative_to(ROOT)}:{lineno} optional import of {target} without a reason")
+            reason = lines[lineno - 1].partition("#")[2]
+            if target.split(".", 1)[0] in sys.stdlib_module_names:
+                wrong.append(f"{m.path.relative_to(ROOT)}:{lineno} imports {target} (stdlib) inside a function")
+            elif not reason.strip():
+                wrong.append(f"{m.path.relative_to(ROOT)}:{lineno} imports {target} inside a function, no reason")
+            elif target in MODULES and "optional" not in reason:
+                # a project module loaded late must be loaded late for an optional dependency it brings
+                wrong.append(f"{m.path.relative_to(ROOT)}:{lineno} imports {target} inside a function: {reason}")
     assert wrong == []
 
 

@@ -13,7 +13,7 @@ from converters.lower import (activation, conv, elementwise, matmul, norm, pool,
                               resize, shape)
 from converters.lower.context import LowerContext
 from converters.lower.registry import LOWERINGS, check_supported, find, lowers, problems_of
-from converters.tflite.graph import TGraph
+from converters.tgraph import TGraph
 
 __all__ = ["lower", "lowers", "check_supported", "problems_of", "LOWERINGS"]
 

@@ -7,11 +7,11 @@ layout chosen by the ``convert_layout`` pass, and constants are materialized alr
 """
 from __future__ import annotations
 
+import ai_edge_litert.schema_py_generated as schema
 import numpy as np
 
-import ai_edge_litert.schema_py_generated as schema
 from converters.ir import Graph, Node
-from converters.tflite.graph import TGraph, TOp, TTensor
+from converters.tgraph import TGraph, TOp, TTensor
 
 ACTIVATIONS = {None: schema.ActivationFunctionType.NONE, "RELU": schema.ActivationFunctionType.RELU,
                "RELU6": schema.ActivationFunctionType.RELU6,

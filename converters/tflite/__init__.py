@@ -21,12 +21,12 @@ from converters.lower import lower
 from converters.passes import run_pipeline
 from converters.tflite import precision
 from converters.tflite import ranges as ranges_mod
-from converters.tflite.graph import TGraph
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
 from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
+from converters.tgraph import TGraph
 from core.errors import UsageError
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")

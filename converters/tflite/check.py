@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ai_edge_litert.schema_py_generated as schema
 import numpy as np
 
-import ai_edge_litert.schema_py_generated as schema
 from converters.errors import ConvertError
-from converters.tflite.graph import TGraph
 from converters.tflite.rules import FIXED_OUTPUT, SAME_PARAMS, WEIGHTS, data_inputs
+from converters.tgraph import TGraph
 
 XNNPACK_MULTIPLIER_MAX = 256.0
 BIAS_SCALE_RTOL = 1e-6

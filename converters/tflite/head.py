@@ -22,8 +22,8 @@ from converters.frontend import to_graph
 from converters.frontend.names import node_names
 from converters.lower import lower
 from converters.passes import run_pipeline
-from converters.tflite.graph import TGraph
 from converters.tflite.rules import WEIGHTS
+from converters.tgraph import TGraph
 
 
 def head_of(tg: TGraph, n: int) -> set[str]:

@@ -8,9 +8,9 @@ stay stable whatever ``io`` is.
 """
 from __future__ import annotations
 
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.params import activation_params
 from converters.tflite.rules import data_inputs
+from converters.tgraph import QParams, TGraph, TOp, TTensor
 
 
 def initial_domains(tg: TGraph, int8_ops: set[int], io: str) -> dict[int, str]:

@@ -25,8 +25,8 @@ import warnings
 
 import numpy as np
 
-from converters.tflite.graph import QParams, TGraph
 from converters.tflite.rules import SAME_PARAMS, WEIGHTS, data_inputs
+from converters.tgraph import QParams, TGraph
 
 MULTIPLIER_LIMIT = 255.0        # XNNPACK refuses >= 256 (check.XNNPACK_MULTIPLIER_MAX)
 

@@ -26,7 +26,7 @@ ranges of the lowering's temporaries: ``tflite/ranges.py``), so it costs nothing
 """
 from __future__ import annotations
 
-from converters.tflite.graph import TGraph
+from converters.tgraph import TGraph
 
 MAX_RELATIVE_ERROR = 1.0 / 64
 SOFTMAX_FLOAT_FROM = 64

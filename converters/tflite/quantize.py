@@ -29,11 +29,11 @@ import numpy as np
 
 from converters.errors import ConvertError
 from converters.tflite import io_edges, ties
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
 from converters.tflite.params import assign as assign_params
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
 from converters.tflite.weights import per_channel_int8
+from converters.tgraph import QParams, TGraph, TOp, TTensor
 
 
 BIAS_CORRECTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")

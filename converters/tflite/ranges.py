@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.tflite.graph import TGraph
 from converters.tflite.rules import SAME_PARAMS, data_inputs
 from converters.tflite.writer import serialize
+from converters.tgraph import TGraph
 from core.litert import make_interpreter
 
 ACT_CLAMP = {1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}   # ActivationFunctionType

@@ -23,9 +23,9 @@ Degenerate ranges (an all-zero layer, outputs ~1e-14) are ``degenerate.py``'s bu
 from __future__ import annotations
 
 from converters.errors import ConvertError
-from converters.tflite.graph import TGraph, TOp, TTensor
 from converters.tflite.ranges import union
 from converters.tflite.rules import FIXED_OUTPUT, SAME_PARAMS, data_inputs
+from converters.tgraph import TGraph, TOp, TTensor
 
 # Ties that join several independent sources: where a fixed-parameter source meets free ones.
 JOINING = {"CONCATENATION", "MAXIMUM", "MINIMUM"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from converters.carried import on_grid, warn
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.rules import WEIGHTS
+from converters.tgraph import QParams, TGraph, TOp, TTensor
 
 MIN_ELEMENTS = 16
 DYNAMIC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

@@ -13,13 +13,13 @@ per tensor, which was ~0.4 MB of a 3.5 MB MobileNetV2.
 """
 from __future__ import annotations
 
+import ai_edge_litert.schema_py_generated as schema
 import flatbuffers
 import numpy as np
 
-import ai_edge_litert.schema_py_generated as schema
 from converters.errors import ConvertError
 from converters.tflite.check import check_int8
-from converters.tflite.graph import TGraph
+from converters.tgraph import TGraph
 
 TENSOR_TYPES = {"float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
                 "int8": schema.TensorType.INT8, "uint8": schema.TensorType.UINT8,

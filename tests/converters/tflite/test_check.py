@@ -12,7 +12,7 @@ import pytest
 
 from converters.tflite import writer
 from converters.tflite.check import Int8ParamsError, check_flatbuffer
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
+from converters.tgraph import QParams, TGraph, TOp, TTensor
 from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 from tests.converters.tflite.test_ties import branches_of_different_ranges

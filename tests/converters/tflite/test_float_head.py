@@ -13,8 +13,8 @@ from examples.models import mobilenet_v2
 
 from converters import frontend, tflite
 from converters.calibrate import collect_ranges
-from converters.tflite.graph import TGraph, TOp, TTensor
 from converters.tflite.head import head_of
+from converters.tgraph import TGraph, TOp, TTensor
 from core.litert import make_interpreter
 from edge.cli import cli, main
 from tests.converters.ops import harness as H

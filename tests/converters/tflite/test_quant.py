@@ -5,9 +5,9 @@ from onnx import helper
 
 from converters import tflite
 from converters.errors import ConvertError
-from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.quantize import activation_params
 from converters.tflite.writer import check_params, serialize
+from converters.tgraph import QParams, TGraph, TOp, TTensor
 from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
