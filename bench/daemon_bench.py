@@ -121,7 +121,7 @@ def _daemon(model: str, threads: int, max_batch: int, budget: float, queue: int,
     cfg = from_dict({"model": {"path": model, "threads": threads},
                      "workers": {"count": workers, "isolation": isolation},
                      "batch": {"max_batch": max_batch, "budget_ms": budget, "queue_size": queue},
-                     "metrics": {"interval_s": 3600}}).check()
+                     "metrics": {"interval_s": 3600}}).require_model()
     return Daemon(cfg, outbox=MemoryOutbox()).start()
 
 
@@ -185,7 +185,7 @@ def child_echo(runs: int) -> dict:
     from edge.daemon.config import from_dict
     from edge.daemon.outbox import MemoryOutbox
     cfg = from_dict({"model": {"path": "echo.tflite"}, "batch": {"max_batch": 1, "budget_ms": 0},
-                     "metrics": {"interval_s": 3600}}).check()
+                     "metrics": {"interval_s": 3600}}).require_model()
     d = Daemon(cfg, outbox=MemoryOutbox(), factory="edge.backends.memory:doubler").start()
     x4 = {"x": np.ones((1, 4), np.float32)}
     echo_t = _timed(_round_trip(d, x4), 20 * runs)

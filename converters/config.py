@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from core.config import IoType, values
 from core.errors import UsageError
 
 TARGETS = ("tflite", "qdq", "both")
 QUANTIZE = ("int8", "float16", "dynamic", "none")
-IO_TYPES = ("float32", "int8", "uint8")
+IO_TYPES = values(IoType)
 LAYOUTS = ("onnx", "nhwc")
 OBSERVERS = ("auto", "minmax", "percentile", "entropy", "mse")
 QDQ_PROFILES = ("tensorrt", "onnxruntime")           # converters.qdq.PROFILES (not imported: onnx-free)

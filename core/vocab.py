@@ -22,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from core.config import MqttVersion, values
+
 EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
@@ -103,7 +105,7 @@ def broker_tls(fn, *, old_prefix: str | None = None):
 def mqtt_version(default: str | None = "auto"):
     """``--mqtt-version auto|5|3.1.1``: auto speaks MQTT 5 and falls back to 3.1.1 when the broker
     refuses it (edge/telemetry/mqtt.py). ``run`` passes ``default=None`` so its config file decides."""
-    return click.option("--mqtt-version", "mqtt_version", type=click.Choice(["auto", "5", "3.1.1"]),
+    return click.option("--mqtt-version", "mqtt_version", type=click.Choice(values(MqttVersion)),
                         default=default, show_default=default is not None,
                         help="MQTT protocol: auto (MQTT 5, else 3.1.1 when the broker refuses it), 5 or 3.1.1.")
 

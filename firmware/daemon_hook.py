@@ -42,7 +42,7 @@ from pathlib import Path
 from core.errors import EXIT_RESTART, GanglionError, InputError   # EXIT_RESTART: 75, "start me again"
 from edge.daemon import cli as daemon_cli
 from edge.daemon.cli import make_telemetry
-from edge.telemetry.config import TelemetryConfig
+from edge.daemon.config import DaemonTelemetry
 from firmware import ota
 from firmware.boot import boot as fw_boot
 from firmware.failures import PERMANENT
@@ -91,19 +91,19 @@ def validate_trial(daemon, root: str, info: dict) -> int:
     return 0 if report.get("ok") else EXIT_RESTART
 
 
-def broker_probe(telemetry: dict) -> dict:
+def broker_probe(telemetry: DaemonTelemetry) -> dict:
     """``validate``'s broker arguments from the daemon's own ``[telemetry]``: the URL as configured
     (mqtt:// or mqtts://, the default port follows the scheme), for mqtts the TLS files telemetry
     connects with, and its user name and password (else those in the URL), so the probe logs in
     exactly as telemetry will. Empty when no broker is configured (no broker check)."""
-    if not telemetry.get("broker"):
+    if not telemetry.broker:
         return {}
-    cfg = TelemetryConfig.from_dict({k: v for k, v in telemetry.items() if k != "spool"})
-    out = {"broker": cfg.broker, "broker_tls": None, "broker_auth": None}
-    if cfg.url.tls:
-        out["broker_tls"] = {"ca_file": cfg.ca_file, "cert_file": cfg.cert_file, "key_file": cfg.key_file}
-    if cfg.username is not None or cfg.password is not None:
-        out["broker_auth"] = {"username": cfg.username, "password": cfg.password}
+    out = {"broker": telemetry.broker, "broker_tls": None, "broker_auth": None}
+    if telemetry.url.tls:
+        out["broker_tls"] = {"ca_file": telemetry.ca_file, "cert_file": telemetry.cert_file,
+                             "key_file": telemetry.key_file}
+    if telemetry.username is not None or telemetry.password is not None:
+        out["broker_auth"] = {"username": telemetry.username, "password": telemetry.password}
     return out
 
 

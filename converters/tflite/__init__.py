@@ -27,11 +27,12 @@ from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
 from converters.tgraph import TGraph
+from core.config import IoType, values
 from core.errors import UsageError
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
-IO_TYPES = ("float32", "int8", "uint8")
+IO_TYPES = values(IoType)
 LAYOUTS = ("onnx", "nhwc")
 
 

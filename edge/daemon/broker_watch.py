@@ -19,7 +19,7 @@ def broker_state(daemon) -> dict:
     """``{"url", "connected", "last_error", "spool_depth"}`` of the daemon's telemetry client."""
     tel = daemon.telemetry
     stats = tel.stats()
-    return {"url": str(daemon.cfg.telemetry.get("broker")), "connected": bool(stats.get("connected")),
+    return {"url": str(daemon.cfg.telemetry.broker), "connected": bool(stats.get("connected")),
             "last_error": stats.get("last_error"), "spool_depth": stats.get("spool_depth")}
 
 

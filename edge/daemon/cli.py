@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from core.config import Backend, Isolation, values
 from core.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
 from core.vocab import broker_tls, json_flag, mqtt_version, trusted_keys
 from edge.daemon import config as cfgmod
@@ -21,7 +22,7 @@ from edge.daemon.benchmark import bench_model
 from edge.daemon.broker_watch import console
 from edge.daemon.commands import register
 from edge.daemon.sdnotify import unit_file
-from edge.telemetry import Telemetry, TelemetryConfig
+from edge.telemetry import Telemetry
 
 
 # ``--firmware-root`` is served by the layer above: ``firmware.daemon_hook`` plugs itself in here
@@ -45,7 +46,7 @@ def build_config(config: str | None, flags: dict):
     """TOML table (if any) + flags -> a checked DaemonConfig."""
     if config:
         base = cfgmod.load_toml(config)
-        table = cfgmod.dataclasses.asdict(base)
+        table = base.model_dump()
     else:
         table = {}
     model = table.setdefault("model", {})
@@ -96,7 +97,7 @@ def build_config(config: str | None, flags: dict):
         sinks.append({"kind": "mqtt"} if tel.get("broker") else {"kind": "stdout"})
     table["sources"], table["sinks"] = sources, sinks
     table = {k: v for k, v in table.items() if v not in (None,)}
-    return cfgmod.from_dict(_drop_none(table)).check()
+    return cfgmod.from_dict(_drop_none(table)).require_model()
 
 
 def _unit_args(argv: list[str]) -> list[str]:
@@ -124,16 +125,15 @@ def _drop_none(table):
 
 def make_telemetry(cfg):
     """The real MQTT client when a broker is configured, else None."""
-    tel = dict(cfg.telemetry)
-    if not tel.get("broker"):
+    if not cfg.telemetry.broker:
         return None
-    spool = tel.pop("spool", None) or default_spool(cfg.device_id)
+    spool = cfg.telemetry.spool or default_spool(cfg.device_id)
     try:
         Path(spool).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the spool folder: {exc}", where=str(spool), code="usage.spool",
                          hint="pass --spool PATH somewhere writable") from exc
-    return Telemetry(TelemetryConfig.from_dict(tel), cfg.device_id, spool)
+    return Telemetry(cfg.telemetry.client_config(), cfg.device_id, spool)
 
 
 def default_spool(device_id: str) -> str:
@@ -156,14 +156,14 @@ def default_spool(device_id: str) -> str:
 @click.option("--jsonl", multiple=True, help="Write results to this JSONL file (repeatable).")
 @click.option("--stdout", is_flag=True, help="Write results to stdout as JSON lines.")
 @click.option("--board", help="Board name or .toml (threads, backend, delegate, thermal sensor).")
-@click.option("--backend", type=click.Choice(["litert", "onnxruntime"]), help="Override the board's backend.")
+@click.option("--backend", type=click.Choice(values(Backend)), help="Override the board's backend.")
 @click.option("--threads", type=int, help="Interpreter threads per worker.")
 @click.option("--delegate", help="External delegate library path (e.g. libedgetpu.so.1).")
 @click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")
 @trusted_keys("Public key (.pub); the model must be a .gpk signed by one of these (repeatable). "
               "A bare .tflite/.onnx is then refused.", old=())
 @click.option("--workers", type=int, help="Model worker processes.")
-@click.option("--isolation", type=click.Choice(["process", "thread"]),
+@click.option("--isolation", type=click.Choice(values(Isolation)),
               help="Workers as processes (default: a crash costs one restart) or threads in the daemon "
                    "(less overhead per request; a native crash takes the daemon down).")
 @click.option("--max-batch", type=int, help="Largest micro-batch.")
@@ -287,7 +287,7 @@ def _announce(on_ready):
 @click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts to compare.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Samples per run.")
-@click.option("--backend", type=click.Choice(["litert", "onnxruntime"]))
+@click.option("--backend", type=click.Choice(values(Backend)))
 @click.option("--board", help="Board name (its threads/delegate/backend apply unless overridden).")
 @click.option("--delegate", help="External delegate library path.")
 @click.option("--allow-cpu-fallback", is_flag=True, help="Run on the CPU if the delegate/provider is missing.")

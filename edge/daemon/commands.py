@@ -44,7 +44,7 @@ def daemon_reload(daemon, model: str | None) -> dict:
     """Probe the model in a throwaway worker first; only then swap it in (the old one stays on error)."""
     cfg = daemon.cfg
     if model:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=model))
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": model})})
     spec = dataclasses.replace(worker_spec(cfg), factory=daemon.pool.spec.factory,
                                factory_args=daemon.pool.spec.factory_args)
     info = probe(spec, daemon.pool.ctx)
@@ -85,7 +85,7 @@ def config_set(daemon, args: dict) -> dict:
     if key.startswith(("telemetry", "sources", "sinks")):
         raise UsageError(f"{key} cannot be changed at run time", code="command.args",
                          hint="edit the config file and restart the daemon")
-    new = cfgmod.replace(daemon.cfg, key, value).check()
+    new = cfgmod.replace(daemon.cfg, key, value).require_model()
     daemon.cfg = new
     live = key in LIVE_KEYS
     if key == "batch.max_batch":

@@ -50,7 +50,7 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
         children.append(ChildSpec("sources", sources.start, kind="supervisor", describe=sources.describe))
     children.append(_thread("metrics", lambda stop: _report_metrics(daemon, stop),
                             f"every {cfg.metrics.interval_s:g} s"))
-    if daemon.telemetry is not None or (daemon.dry_run and cfg.telemetry.get("broker")):
+    if daemon.telemetry is not None or (daemon.dry_run and cfg.telemetry.broker):
         children.append(_thread("broker", lambda stop: broker_watch.watch(daemon, stop),
                                 f"connection changes as events; a warning after {broker_watch.WARN_AFTER_S:g} s "
                                 "without one"))
@@ -64,7 +64,7 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
 
 def describe(daemon) -> str:
     """The text ``ganglion run --dry-run`` prints."""
-    tel = daemon.cfg.telemetry.get("broker")
+    tel = daemon.cfg.telemetry.broker
     head = [f"telemetry: {tel} as {daemon.cfg.device_id} (started before the tree, stopped after it)"
             if tel else "telemetry: off (events and metrics go to stderr as JSON lines)"]
     return "\n".join(head + daemon.root.describe())

@@ -4,18 +4,21 @@ A broker is named by one URL, ``mqtt://host:port`` (plain TCP, default port 1883
 ``mqtts://host:port`` (TLS, default port 8883); credentials may ride in the URL
 (``mqtt://user:pass@host``) or come from the config. The short form ``host[:port]`` (IPv6 in
 brackets: ``[::1]:1883``) means plain MQTT; ``str(BrokerUrl)`` is always the URL form, and
-parses back to the same address. ``TelemetryConfig.from_dict`` reads the
-``[telemetry]`` table of the daemon's TOML and refuses unknown keys, so a typo is an error
-instead of a silently ignored setting.
+parses back to the same address. ``TelemetryConfig`` (a ``core.config.Schema``) is the
+``[telemetry]`` table of the daemon's TOML; ``from_dict`` refuses unknown keys, so a typo is an
+error instead of a silently ignored setting, and reports every problem at once.
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
+from pydantic import Field, model_validator
+
+from core.config import MqttVersion, Paths, Rules, Schema, SpoolSync, load
 from core.errors import UsageError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -127,69 +130,62 @@ def check_device_id(device_id: str, where: str = "device_id") -> str:
     raise UsageError(f"invalid device id {device_id!r}", where=where, code="usage.device_id", hint=hint)
 
 
-@dataclass(frozen=True)
-class TelemetryConfig:
+class TelemetryConfig(Schema):
+    section: ClassVar = ("telemetry",)
+
     broker: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = Field(None, repr=False)
     ca_file: str | None = None          # TLS: trust this CA (mqtts:// uses the system store otherwise)
     cert_file: str | None = None        # TLS client certificate ...
     key_file: str | None = None         # ... and its private key
-    keepalive: int = 30                 # seconds; the Last Will fires after ~1.5x this
+    keepalive: int = Field(30, ge=5, le=3600)   # seconds; the Last Will fires after ~1.5x this
     reconnect_min: float = 0.5          # reconnect backoff doubles from min to max
     reconnect_max: float = 30.0
-    inflight: int = 64                  # QoS 1 publishes awaiting PUBACK at once
-    spool_max_records: int = 100_000
-    spool_max_bytes: int = 64 * 1024 * 1024
-    spool_sync: str = "full"            # "full": a record survives power loss; "normal": only a crash
-    command_keys: tuple[str, ...] = ()  # public key files; when set, every command must be signed
+    inflight: int = Field(64, ge=1, le=1000)    # QoS 1 publishes awaiting PUBACK at once
+    spool_max_records: int = Field(100_000, ge=10)
+    spool_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    spool_sync: SpoolSync = "full"      # "full": a record survives power loss; "normal": only a crash
+    command_keys: Paths = ()            # public key files; when set, every command must be signed
     command_window_s: float = 300.0     # a signed command's timestamp must be this close to now
     command_max_bytes: int = 256 * 1024
     transfer_dir: str | None = None     # chunked transfers land here (default: beside the spool)
     transfer_max_bytes: int = 512 * 1024 * 1024
-    input_receive_max: int = 64         # MQTT inputs delivered but not yet answered, at most
-    input_session_expiry: int = 86400   # seconds the broker keeps unanswered inputs for a dead device
+    input_receive_max: int = Field(64, ge=1, le=65535)   # MQTT inputs delivered but not yet answered, at most
+    # seconds the broker keeps unanswered inputs for a dead device (a persistent session is what
+    # makes inputs survive a restart)
+    input_session_expiry: int = Field(86400, ge=1, le=0xFFFFFFFF)
     # inputs held in memory unanswered, at most, whatever the broker sends (0: 4 x input_receive_max);
     # past it the input connection pauses and reconnects at half (edge/telemetry/inflow.py)
     input_max_held: int = 0
     # "auto": MQTT 5, falling back to 3.1.1 when the broker refuses it (mqtt.py); "5" or "3.1.1" pin it.
     # Under 3.1.1 input_max_held is the only bound on inputs (no Receive Maximum) and the input
     # session never expires on the broker (no Session Expiry): see docs/telemetry.md
-    mqtt_version: str = "auto"
+    mqtt_version: MqttVersion = "auto"
 
-    def __post_init__(self):
-        url = parse_broker_url(self.broker)
-        if not 5 <= self.keepalive <= 3600:
-            raise UsageError("keepalive must be 5..3600 seconds", where="telemetry.keepalive", code="usage.config")
-        if not 1 <= self.inflight <= 1000:
-            raise UsageError("inflight must be 1..1000", where="telemetry.inflight", code="usage.config")
-        if not 1 <= self.input_receive_max <= 65535:
-            raise UsageError("input_receive_max must be 1..65535", where="telemetry.input_receive_max",
-                             code="usage.config")
-        if self.input_max_held and not self.input_receive_max <= self.input_max_held <= 1_000_000:
-            raise UsageError(f"input_max_held must be 0 (automatic) or input_receive_max..1000000, "
-                             f"not {self.input_max_held}", where="telemetry.input_max_held", code="usage.config",
-                             hint="below input_receive_max even a broker that honours Receive Maximum "
-                                  "would pause the inputs at every batch")
-        if not 1 <= self.input_session_expiry <= 0xFFFFFFFF:
-            raise UsageError("input_session_expiry must be >= 1 second", where="telemetry.input_session_expiry",
-                             code="usage.config", hint="a persistent session is what makes inputs survive a restart")
-        if self.mqtt_version not in ("auto", "5", "3.1.1"):
-            raise UsageError(f"mqtt_version must be 'auto', '5' or '3.1.1', not {self.mqtt_version!r}",
-                             where="telemetry.mqtt_version", code="usage.config",
-                             hint="auto speaks MQTT 5 and falls back to 3.1.1 when the broker refuses it")
-        if self.spool_sync not in ("full", "normal"):
-            raise UsageError("spool_sync must be 'full' or 'normal'", where="telemetry.spool_sync",
-                             code="usage.config")
-        if self.spool_max_records < 10 or self.spool_max_bytes < 4096:
-            raise UsageError("the spool bound is too small (>= 10 records, >= 4096 bytes)",
-                             where="telemetry.spool_max_*", code="usage.config")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise UsageError("a client certificate needs both cert_file and key_file",
-                             where="telemetry.cert_file", code="usage.config")
-        if not url.tls and (self.ca_file or self.cert_file):
-            raise UsageError("TLS files are set but the broker URL is mqtt:// (plain TCP)",
-                             where="telemetry.broker", hint="use mqtts://", code="usage.config")
+    @model_validator(mode="after")
+    def _rules(self):
+        rules = Rules()
+        url = self._broker_url(rules)
+        rules.check(not self.input_max_held or self.input_receive_max <= self.input_max_held <= 1_000_000,
+                    "input_max_held", f"input_max_held must be 0 (automatic) or input_receive_max..1000000, "
+                    f"not {self.input_max_held}", "below input_receive_max even a broker that honours Receive "
+                    "Maximum would pause the inputs at every batch")
+        rules.check((self.cert_file is None) == (self.key_file is None), "cert_file",
+                    "a client certificate needs both cert_file and key_file")
+        rules.check(url is None or url.tls or not (self.ca_file or self.cert_file), "broker",
+                    "TLS files are set but the broker URL is mqtt:// (plain TCP)", "use mqtts://")
+        rules.done()
+        return self
+
+    def _broker_url(self, rules: Rules) -> BrokerUrl | None:
+        if self.broker is None:
+            return None
+        try:
+            return parse_broker_url(self.broker)
+        except UsageError as exc:
+            rules.check(False, "broker", exc.message, exc.hint, code=exc.code)
+            return None
 
     @property
     def input_held_limit(self) -> int:
@@ -202,15 +198,6 @@ class TelemetryConfig:
         return parse_broker_url(self.broker)
 
     @classmethod
-    def from_dict(cls, table: dict) -> "TelemetryConfig":
-        """Build from a TOML table; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise UsageError(f"unknown telemetry setting(s): {', '.join(unknown)}", where="[telemetry]",
-                             hint=f"known: {', '.join(sorted(known))}", code="usage.config")
-        values = dict(table)
-        if "command_keys" in values:
-            keys = values["command_keys"]
-            values["command_keys"] = (keys,) if isinstance(keys, str) else tuple(keys)
-        return cls(**values)
+    def from_dict(cls, table: dict, *, file: str | None = None) -> "TelemetryConfig":
+        """Build from a ``[telemetry]`` TOML table; every problem (unknown keys too) -> one UsageError."""
+        return load(cls, table, file=file)

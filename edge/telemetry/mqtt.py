@@ -58,13 +58,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from core.config import MqttVersion, values
 from core.errors import UsageError
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
 from edge.telemetry.inflow import PAUSE, TAKE, AckWindow, InputGate, input_key  # noqa: F401 - AckWindow is API here too
 
 log = logging.getLogger("ganglion.telemetry.mqtt")
-MQTT_VERSIONS = ("auto", "5", "3.1.1")
+MQTT_VERSIONS = values(MqttVersion)
 # paho turns a CONNACK return code 0x01 read by an MQTT 5 client into this MQTT 5 reason code
 UNSUPPORTED_PROTOCOL = 0x84
 CLOSES_BEFORE_FALLBACK = 2      # attempts closed without a CONNACK, in a row, before auto tries 3.1.1

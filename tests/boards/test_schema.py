@@ -72,7 +72,7 @@ def test_a_user_board_file_loads_by_path(tmp_path):
     (('format = "tflite"', 'format = "onnx"'), "board.inconsistent", "artifact.format", "runs tflite"),
     (('a = "ganglion/slots/a"', 'a = "../../etc"'), "board.inconsistent", "slots.a", "relative path"),
     (('b = "ganglion/slots/b"', 'b = "/ganglion/b"'), "board.inconsistent", "slots.b", "relative path"),
-    (('threads = 4', 'threads = 0'), "board.inconsistent", "runtime.threads", ">= 1"),
+    (('threads = 4', 'threads = 0'), "board.bad_value", "runtime.threads", ">= 1; got 0"),   # one key: a bad value
     (('thermal_sensors = ["/sys', 'thermal_sensors = ["sys'), "board.inconsistent",
      "resources.thermal_sensors", "absolute"),
     (('[artifact]', '[artefact]'), "board.unknown_key", "artefact", "allowed here"),
@@ -120,4 +120,4 @@ def test_cli_show_of_a_bad_file_exits_non_zero_with_one_message(tmp_path, capsys
     path = write(tmp_path, RPI4.replace("threads = 4", "threads = -1"))
     assert main(["boards", "show", str(path)]) == 3
     err = capsys.readouterr().err
-    assert "error[board.inconsistent]" in err and "runtime.threads" in err
+    assert "error[board.bad_value]" in err and "runtime.threads" in err

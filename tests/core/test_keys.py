@@ -3,7 +3,7 @@ LiteRT and ganglion itself), so reading an artifact must not need it; using a ke
 import subprocess
 import sys
 
-BLOCKED = "import sys\nfor m in ('cryptography', 'click', 'paho', 'packaging', 'onnx'): sys.modules[m] = None\n"
+BLOCKED = "import sys\nfor m in ('cryptography', 'click', 'paho', 'packaging', 'onnx', 'pydantic'):\n    sys.modules[m] = None\n"
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

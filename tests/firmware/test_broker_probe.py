@@ -129,12 +129,13 @@ def test_cli_validate_accepts_an_mqtts_url_with_tls_files(root, make_bundle, fw_
 
 
 def test_daemon_hook_passes_the_telemetry_url_tls_files_and_credentials():
+    from edge.daemon.config import DaemonTelemetry
     from firmware.daemon_hook import broker_probe
-    assert broker_probe({}) == {}
-    assert broker_probe({"broker": "mqtt://user:pw@h", "spool": "/tmp/s.db"}) == {
+    assert broker_probe(DaemonTelemetry()) == {}
+    assert broker_probe(DaemonTelemetry(broker="mqtt://user:pw@h", spool="/tmp/s.db")) == {
         "broker": "mqtt://user:pw@h", "broker_tls": None, "broker_auth": None}
-    opts = broker_probe({"broker": "mqtts://h", "ca_file": "ca.crt", "cert_file": "c.crt",
-                         "key_file": "c.key", "spool": "/tmp/s.db", "username": "dev", "password": "pw"})
+    opts = broker_probe(DaemonTelemetry(broker="mqtts://h", ca_file="ca.crt", cert_file="c.crt",
+                                        key_file="c.key", spool="/tmp/s.db", username="dev", password="pw"))
     assert broker_address(opts["broker"]).port == 8883
     assert opts["broker_tls"] == {"ca_file": "ca.crt", "cert_file": "c.crt", "key_file": "c.key"}
     assert opts["broker_auth"] == {"username": "dev", "password": "pw"}

@@ -116,7 +116,7 @@ def test_each_model_and_runtime_version_gets_its_own_engine_folder(tmp_path, den
 @pytest.mark.parametrize("allow", [False, True])
 def test_a_worker_asked_for_tensorrt_fails_clearly_or_reports_the_fallback(dense_onnx, allow):
     cfg = from_dict({"model": {"path": str(dense_onnx), "providers": ["tensorrt"], "allow_cpu_fallback": allow},
-                     "workers": {"max_restarts": 1}}).check()
+                     "workers": {"max_restarts": 1}}).require_model()
     outbox = MemoryOutbox()
     daemon = Daemon(cfg, outbox=outbox)
     if not allow:

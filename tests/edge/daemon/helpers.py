@@ -19,7 +19,7 @@ def make_daemon(model, *, workers=1, max_restarts=3, period=10.0, root_restarts=
         "supervisor": {"max_restarts": root_restarts, "period_s": root_period},
         "batch": {"max_batch": max_batch, "budget_ms": budget_ms, "queue_size": queue},
         "metrics": {"interval_s": metrics_interval},
-        "sources": list(sources), "sinks": list(sinks)}).check()
+        "sources": list(sources), "sinks": list(sinks)}).require_model()
     outbox = MemoryOutbox()
     return Daemon(cfg, outbox=outbox, factory=factory, factory_args=factory_args), outbox
 

@@ -27,7 +27,7 @@ def main() -> int:
         "metrics": {"interval_s": 30.0},
         "telemetry": {"broker": a.broker, "spool": a.spool, "input_receive_max": a.receive_max,
                       "reconnect_min": 0.1, "reconnect_max": 0.5},
-        "sources": [{"kind": "mqtt", "topic": a.topic}], "sinks": [{"kind": "mqtt"}]}).check()
+        "sources": [{"kind": "mqtt", "topic": a.topic}], "sinks": [{"kind": "mqtt"}]}).require_model()
     telemetry = make_telemetry(cfg)
     daemon = Daemon(cfg, telemetry=telemetry, factory="tests.edge.daemon.crashy:slow",
                     factory_args={"delay_s": a.delay})

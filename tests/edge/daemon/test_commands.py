@@ -3,7 +3,6 @@
 The MQTT transport around them is covered by tests/edge/test_daemon_mqtt.py; here the logic:
 a bad model never replaces a good one, unsigned artifacts are refused when keys are configured.
 """
-import dataclasses
 
 import numpy as np
 import pytest
@@ -69,12 +68,12 @@ def test_config_get_set(running):
 def test_deploy_refuses_unsigned_artifacts_when_keys_are_configured(running):
     daemon, outbox, tmp_path = running
     priv, pub = keys.generate(tmp_path / "k.pem")
-    daemon.cfg = dataclasses.replace(daemon.cfg, model=dataclasses.replace(daemon.cfg.model,
-                                                                            trusted_keys=(str(pub),)))
+    daemon.cfg = daemon.cfg.model_copy(update={"model": daemon.cfg.model.model_copy(
+        update={"trusted_keys": (str(pub),)})})
     unsigned = _gpk(tmp_path / "u.gpk", seed=3)
     with pytest.raises(GanglionError) as info:
         commands.deploy(daemon, unsigned, {}, {})
-    assert info.value.code.startswith("signature")
+    assert info.value.code == "artifact.signature_missing" and info.value.exit_code == 3
     signed = _gpk(tmp_path / "s.gpk", seed=3, key=keys.load_private(priv))
     reply = commands.deploy(daemon, signed, {}, {})
     assert reply["deployed"].endswith(".gpk") and reply["previous"].endswith("v1.gpk")

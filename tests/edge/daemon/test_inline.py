@@ -65,7 +65,7 @@ def test_thread_isolation_unopenable_model_fails_start_with_its_reason(tmp_path)
 
 def test_isolation_is_checked():
     with pytest.raises(UsageError) as info:
-        from_dict({"model": {"path": "m.tflite"}, "workers": {"isolation": "none"}}).check()
+        from_dict({"model": {"path": "m.tflite"}, "workers": {"isolation": "none"}}).require_model()
     assert info.value.where == "workers.isolation"
 
 

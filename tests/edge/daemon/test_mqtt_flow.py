@@ -98,7 +98,7 @@ def start_daemon(url: str, tmp_path, delay: float) -> tuple[Daemon, object]:
         "telemetry": {"broker": url, "spool": str(tmp_path / "spool.db"), "spool_sync": "normal",
                       "input_receive_max": RECEIVE_MAX, "input_max_held": MAX_HELD,
                       "reconnect_min": 0.1, "reconnect_max": 0.5},
-        "sources": [{"kind": "mqtt", "topic": TOPIC}], "sinks": [{"kind": "mqtt"}]}).check()
+        "sources": [{"kind": "mqtt", "topic": TOPIC}], "sinks": [{"kind": "mqtt"}]}).require_model()
     telemetry = make_telemetry(cfg)
     daemon = Daemon(cfg, telemetry=telemetry, factory="tests.edge.daemon.crashy:slow",
                     factory_args={"delay_s": delay})

@@ -34,7 +34,6 @@ def test_every_commented_key_of_the_starter_is_a_real_setting(tmp_path):
     opened = re.sub(r"^# (?=\w+ = |\[)", "", text, flags=re.M)
     assert opened.count("\n[") > text.count("\n[")                 # something was commented out
     (tmp_path / "all.toml").write_text(opened)
-    cfg = cfgmod.load_toml(tmp_path / "all.toml").check()
-    assert cfg.telemetry["broker"] == "mqtts://broker.local:8883" and cfg.firmware.trusted_keys
-    from edge.telemetry import TelemetryConfig
-    TelemetryConfig.from_dict({k: v for k, v in cfg.telemetry.items() if k != "spool"})
+    cfg = cfgmod.load_toml(tmp_path / "all.toml").require_model()
+    assert cfg.telemetry.broker == "mqtts://broker.local:8883" and cfg.firmware.trusted_keys
+    assert cfg.telemetry.client_config().url.tls            # [telemetry] is typed: checked with the rest

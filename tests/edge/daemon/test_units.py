@@ -191,7 +191,7 @@ path = "in"
 kind = "jsonl"
 path = "/var/log/r.jsonl"
 """)
-    cfg = cfgmod.load_toml(tmp_path / "ganglion.toml").check()
+    cfg = cfgmod.load_toml(tmp_path / "ganglion.toml").require_model()
     assert cfg.model.path == str(tmp_path / "models/m.gpk")
     assert cfg.model.trusted_keys == (str(tmp_path / "keys/dev.pub"),)
     assert cfg.sources[0].path == str(tmp_path / "in") and cfg.sinks[0].path == "/var/log/r.jsonl"
@@ -199,7 +199,7 @@ path = "/var/log/r.jsonl"
 
 
 @pytest.mark.parametrize("table, where", [
-    ({"model": {"path": "m", "thread": 1}}, "model"),
+    ({"model": {"path": "m", "thread": 1}}, "model.thread"),
     ({"model": {"path": "m", "threads": "4"}}, "model.threads"),
     ({"model": {"path": "m", "allow_cpu_fallback": 1}}, "model.allow_cpu_fallback"),
     ({"model": {"path": "m"}, "workers": {"count": 0}}, "workers.count"),
@@ -209,7 +209,7 @@ path = "/var/log/r.jsonl"
 ])
 def test_config_errors_name_the_key(table, where):
     with pytest.raises(UsageError) as info:
-        cfgmod.from_dict(table).check()
+        cfgmod.from_dict(table).require_model()
     assert info.value.where == where
 
 

@@ -308,7 +308,7 @@ def test_missing_delegate_in_a_worker_is_an_event_or_a_clear_failure(dense_tflit
     from edge.daemon.config import from_dict
     from edge.daemon.outbox import MemoryOutbox
     cfg = from_dict({"model": {"path": str(dense_tflite), "delegate": "libganglion_missing_tpu.so.1",
-                               "allow_cpu_fallback": allow}, "workers": {"max_restarts": 1}}).check()
+                               "allow_cpu_fallback": allow}, "workers": {"max_restarts": 1}}).require_model()
     outbox = MemoryOutbox()
     daemon = Daemon(cfg, outbox=outbox)
     if not allow:

@@ -79,10 +79,10 @@ def test_daemon_config_checks_the_device_id_once_loaded(tmp_path):
     path = tmp_path / "d.toml"
     path.write_text('device_id = "cam.1"\n[model]\npath = "m.onnx"\n')
     with pytest.raises(UsageError) as err:
-        cfgmod.load_toml(path).check()
+        cfgmod.load_toml(path).require_model()
     assert err.value.code == "usage.device_id" and "'.'" in err.value.message
     path.write_text('device_id = "cam_1"\n[model]\npath = "m.onnx"\n')
-    assert cfgmod.load_toml(path).check().device_id == "cam_1"
+    assert cfgmod.load_toml(path).require_model().device_id == "cam_1"
 
 
 def test_config_from_dict_refuses_unknown_keys_and_bad_values():
