@@ -109,6 +109,10 @@ def test_build_failures_are_typed_and_write_no_bundle(host, wheelhouse, tmp_path
     ('device_id = "d"\n[daemon]\nx = 1\n', "unknown setting"),
     ('board = "rpi4"\n', "says board 'rpi4'"),
     ('[model]\npath = "model.gpk"\n', "not the bundled artifact"),
+    # cross-field rules are part of the schema: the device would refuse these, so the build does
+    ('[[sinks]]\nkind = "mqtt"\n', "telemetry.broker: an mqtt source or sink needs a broker"),
+    ('device_id = "cam.1"\n', "invalid device id 'cam.1'"),
+    ('[telemetry]\nbroker = "mqtt://h"\ncert_file = "c.pem"\n', "needs both cert_file and key_file"),
 ])
 def test_the_daemon_config_is_checked_with_the_daemon_schema(host, wheelhouse, tmp_path, capsys, config,
                                                             fragment):
@@ -168,3 +172,18 @@ def test_a_failed_validation_reads_as_sentences():
     assert text.splitlines() == ["slot b (1.1.0) FAILED the selftest check (permanent): output 0 differs",
                                  "  files: 12 files match", "  reverted from slot b to slot a (1.0.0)",
                                  "  version 1.1.0 is refused from now on (install --force to retry it)"]
+
+
+def test_the_build_refuses_what_the_device_would_with_every_problem_named(host, wheelhouse, tmp_path, capsys):
+    """Issue 10 item 2: the same validation as ``ganglion run`` on the device, every problem at once."""
+    (host / "daemon.toml").write_text('[workers]\ncount = 0\nstart_method = "bogus"\n'
+                                      '[telemetry]\nbrokr = "mqtt://h"\n')
+    capsys.readouterr()
+    out = tmp_path / "out.fw"
+    assert main(build_args(host, wheelhouse, out)) == 5
+    err = capsys.readouterr().err
+    assert "error[firmware.config]: daemon config: unknown setting(s): telemetry.brokr" in err
+    assert "workers.count must be 1..64; got 0" in err
+    assert "workers.start_method must be one of spawn, forkserver, fork; got 'bogus'" in err
+    assert f"where: {host / 'daemon.toml'}: telemetry.brokr" in err and "allowed here: broker," in err
+    assert not out.exists()
