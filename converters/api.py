@@ -18,32 +18,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converters import frontend
+from converters import frontend, mixed, qdq, tflite
 from converters import manifest as manifest_mod
-from converters import mixed
-from converters import qdq
-from converters import tflite
 from converters import verify as verifier
-from converters.calibrate import collect_ranges
-from converters.calibrate import data, stream
-from converters.carried import warn
+from converters.calibrate import collect_ranges, data, stream
+from converters.carried import warn as warn_carried
 from converters.config import ConvertConfig
 from converters.errors import ConvertError
 from converters.freeze import freeze_inputs
 from converters.frontend.cut import cut_outputs
 from converters.frontend.load import read_model
-from converters.frontend.names import check_keep_float
-from converters.frontend.names import node_names
+from converters.frontend.names import check_keep_float, node_names
 from converters.frontend.quantized import check_annotated
 from converters.lower import check_supported
 from converters.tflite import head_nodes
 from converters.verify import VerifyReport
-from converters.verify import load_labels as load
 from converters.verify.shapes import candidate_shapes, pin
-from core import artifact
-from core import keys
-from core.errors import RuntimeBackendError
-from core.errors import UsageError
+from core import artifact, keys
+from core.errors import RuntimeBackendError, UsageError
 from core.litert import make_interpreter
 
 @dataclass
@@ -187,7 +179,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         if carried is not None and cfg.qdq_flavour == "tensorrt":
-            warn("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
+            warn_carried("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
                  "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
         # carried weights have no rounding error for bias correction to undo
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
@@ -283,7 +275,7 @@ def _write(cfg: ConvertConfig, man: dict, files: dict[str, bytes], key) -> None:
 
 
 def load_labels(path) -> np.ndarray:
-    return load(path)
+    return verifier.load_labels(path)
 
 
 # --- verify --------------------------------------------------------------------------------------

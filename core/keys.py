@@ -52,25 +52,24 @@ def public_bytes_pem(key: Ed25519PublicKey) -> bytes:
 
 def load_private(path: str | Path) -> Ed25519PrivateKey:
     _need_crypto()
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise SignatureError(f"cannot read private key: {exc}", where=str(path),
-                             code="keys.unreadable", hint="create one with 'ganglion keys generate'")
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError("not an ed25519 private key", where=str(path), code="keys.wrong_type")
-    return key
+    return _load(path, lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey,
+                 "private", "create one with 'ganglion keys generate'")
 
 
 def load_public(path: str | Path) -> Ed25519PublicKey:
     _need_crypto()
+    return _load(path, serialization.load_pem_public_key, Ed25519PublicKey, "public",
+                 "pass the .pub file made by 'ganglion keys generate'")
+
+
+def _load(path, parse, cls, kind: str, hint: str):
+    """A PEM key file as an ed25519 key of class ``cls``; SignatureError naming the file otherwise."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        key = parse(Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as exc:
-        raise SignatureError(f"cannot read public key: {exc}", where=str(path),
-                             code="keys.unreadable", hint="pass the .pub file made by 'ganglion keys generate'")
-    if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError("not an ed25519 public key", where=str(path), code="keys.wrong_type")
+        raise SignatureError(f"cannot read {kind} key: {exc}", where=str(path), code="keys.unreadable", hint=hint)
+    if not isinstance(key, cls):
+        raise SignatureError(f"not an ed25519 {kind} key", where=str(path), code="keys.wrong_type")
     return key
 
 

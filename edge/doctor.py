@@ -19,8 +19,7 @@ import sys
 import click
 
 from core.errors import GanglionError
-from core.litert import find_litert
-from core.litert import load_delegate
+from core.litert import find_litert, load_delegate
 
 # name -> library file names to look for (external delegates loaded by path with --delegate)
 DELEGATES = {

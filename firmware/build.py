@@ -23,8 +23,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 import boards
-from core import __version__
-from core import keys
+from core import __version__, keys
 from core.artifact import read as read_artifact
 from core.errors import GanglionError
 from edge.daemon.config import from_dict

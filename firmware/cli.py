@@ -23,8 +23,7 @@ from firmware.rootboard import resolve
 from firmware.slots import Layout
 from firmware.status import render, status as do_status
 from firmware.validate import render as render_report, validate as do_validate
-from firmware.verify import inspect
-from firmware.verify import verify
+from firmware.verify import inspect, verify
 
 
 def _echo(data: dict, as_json: bool, text: str) -> None:

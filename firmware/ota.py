@@ -31,8 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from core.errors import FirmwareError
-from core.errors import GanglionError
+from core.errors import FirmwareError, GanglionError
 from firmware.errors import InstallError
 from firmware.install import install
 from firmware.rootboard import resolve

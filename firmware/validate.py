@@ -36,8 +36,7 @@ from firmware.install import INSTALLED
 from firmware.revert import revert
 from firmware.rootboard import with_lock
 from firmware.slots import Layout, now
-from firmware.verify import hash_stream
-from firmware.verify import load_trusted
+from firmware.verify import hash_stream, load_trusted
 
 CODE_ROOT = Path(__file__).resolve().parents[1]   # so a slot without a ganglion wheel still finds us
 

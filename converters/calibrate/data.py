@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.calibrate.preprocess import CHANNELS
-from converters.calibrate.preprocess import PreprocessSpec
+from converters.calibrate.preprocess import CHANNELS, PreprocessSpec
 from converters.errors import CalibrationDataError
 
 # Calibration ranges from fewer samples overfit them: percentile/entropy histograms need enough

@@ -13,8 +13,7 @@ import math
 import numpy as np
 
 from converters.geometry import auto_pads
-from converters.ir import Graph, Node
-from converters.ir import Tensor
+from converters.ir import Graph, Node, Tensor
 
 QUIRKS = {}
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converters.errors import CalibrationDataError
-from converters.errors import ModelLoadError
+from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 from converters.verify import per_layer as layers
 from converters.verify.classes import output_axes

@@ -20,11 +20,9 @@ import click
 from core import keys
 from core.errors import UsageError
 from core.vocab import broker_tls, json_flag, mqtt_version, signing_key
-from edge.telemetry.config import check_device_id
-from edge.telemetry.config import parse_broker_url
+from edge.telemetry.config import check_device_id, parse_broker_url
 from edge.telemetry.mqtt import MqttClient
-from edge.telemetry.requester import Requester
-from edge.telemetry.requester import check_reply
+from edge.telemetry.requester import Requester, check_reply
 from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
 
 broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",

@@ -12,10 +12,8 @@ import zipfile
 
 import pytest
 
-from core import artifact
-from core import keys
-from core.errors import ArtifactError
-from core.errors import SignatureError
+from core import artifact, keys
+from core.errors import ArtifactError, SignatureError
 
 MODEL = b"TFL3" + bytes(range(256)) * 8
 MANIFEST = {"name": "digits", "version": "1.0.0", "models": [{"format": "tflite", "file": "model.tflite"}],

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import artifact
-from core import keys
+from core import artifact, keys
 from firmware import build as fw_build
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import artifact
-from core import keys
+from core import artifact, keys
 
 GANGLION = Path(sys.executable).with_name("ganglion")
 

@@ -7,8 +7,7 @@ a bad model never replaces a good one, unsigned artifacts are refused when keys 
 import numpy as np
 import pytest
 
-from core import artifact
-from core import keys
+from core import artifact, keys
 from core.errors import GanglionError, UsageError
 from edge.daemon import commands
 from tests.edge import models
