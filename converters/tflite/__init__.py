@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from converters import lower as lowering     # called as lowering.lower: one patchable door
 from converters.errors import ConvertError
 from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
-from converters.lower import lower
 from converters.passes import run_pipeline
 from converters.tflite import precision
 from converters.tflite import ranges as ranges_mod
@@ -114,7 +114,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         keep |= {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
     # Imported here, not at the top: converters.lower builds tflite.graph objects, so a top-level
     # import would make `import converters.lower` alone fail on the cycle through this package.
-    tg = lower(graph)
+    tg = lowering.lower(graph)
     tg.carried = dict(options.weight_scales)
     # The head is read off this lowering (no second one) and named by ONNX nodes, so the caller
     # can keep the same nodes float in the QDQ model and list them in the manifest.

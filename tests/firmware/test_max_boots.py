@@ -102,4 +102,5 @@ def test_the_board_sets_the_default_and_the_flag_wins(root, make_bundle, fw_keys
 def test_a_board_file_with_max_boots_out_of_range_is_refused(tmp_path, value):
     with pytest.raises(BoardError) as err:
         boards.load(board_file(tmp_path, value))
-    assert err.value.code == "board.inconsistent" and "slots.max_boots" in err.value.where
+    assert err.value.code == "board.bad_value" and "slots.max_boots" in err.value.where     # one key out of range
+    assert f"slots.max_boots must be 1..10; got {value}" in err.value.message
