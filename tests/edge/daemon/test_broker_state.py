@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.daemon import broker_watch
+from edge.daemon.config import DaemonTelemetry
 from tests.edge.conftest import make_gpk
 from tests.edge.daemon.helpers import sigterm, wait_for
 
@@ -60,7 +61,7 @@ class _Telemetry:
 class _Daemon:
     def __init__(self):
         self.telemetry, self.events = _Telemetry(), []
-        self.cfg = type("C", (), {"telemetry": {"broker": "mqtt://nowhere:1883"}})()
+        self.cfg = type("C", (), {"telemetry": DaemonTelemetry(broker="mqtt://nowhere:1883")})()
 
     def event(self, ev):
         self.events.append(ev)
