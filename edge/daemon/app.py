@@ -48,12 +48,20 @@ def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dic
                       dequantize=m.dequantize, factory=factory, factory_args=factory_args or {})
 
 
+AUTO = "auto"      # Daemon(telemetry=AUTO): the MQTT client of cfg's [telemetry], if it names a broker
+
+
 class Daemon:
-    def __init__(self, cfg: DaemonConfig, *, telemetry=None, outbox=None, log_stream=None,
+    def __init__(self, cfg: DaemonConfig, *, telemetry=AUTO, firmware=None, outbox=None, log_stream=None,
                  factory: str | None = None, factory_args: dict | None = None, dry_run: bool = False):
-        """``dry_run``: build the tree to describe it; sources and sinks check their paths and
-        create nothing (``ganglion run --dry-run``)."""
-        self.cfg, self.telemetry, self.dry_run = cfg, telemetry, dry_run
+        """Everything ``ganglion run`` has, wired by ``tree.wire``: with a broker in ``[telemetry]``
+        the MQTT client (or the ``telemetry`` object given; None for none) with the daemon's commands
+        on it; with ``firmware`` (``tree.boot_firmware``) the boot event, OTA, and the trial slot's
+        validation once ready. ``dry_run``: build the tree to describe it; sources and sinks check
+        their paths and create nothing (``ganglion run --dry-run``)."""
+        if telemetry is AUTO:
+            telemetry = None if dry_run else tree.make_telemetry(cfg)
+        self.cfg, self.telemetry, self.firmware, self.dry_run = cfg, telemetry, firmware, dry_run
         self.outbox = outbox or FanOut(telemetry, LogOutbox(log_stream))
         self.recent_events: deque[dict] = deque(maxlen=100)
         self.stop_event = threading.Event()
@@ -78,7 +86,7 @@ class Daemon:
         self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
                                     rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)
                         for s in cfg.sources]
-        self.root, self.workers_sup = tree.build(self)
+        self.root, self.workers_sup = tree.wire(self)
 
     @property
     def model_name(self) -> str:
@@ -199,6 +207,10 @@ class Daemon:
         self.ready_s = time.monotonic() - self.started_at
         sdnotify.notify("READY=1\nSTATUS=model loaded")
         self.outbox.record("status", self.status())
+        code = tree.on_ready(self)                # a firmware slot on trial proves itself here
+        if code:
+            self.exit_code = code
+            self.stop_event.set()
         return self
 
     def _await_model(self) -> None:
@@ -217,8 +229,8 @@ class Daemon:
     def run(self, on_ready=None) -> int:
         """Block until SIGTERM/SIGINT or escalation at the root; returns the exit code.
 
-        ``on_ready(daemon) -> int`` runs once the model is loaded (firmware validation); a non-zero
-        result stops the daemon with that exit code."""
+        ``on_ready(daemon) -> int`` runs once the daemon has started (``ganglion run`` prints its
+        start line); a non-zero result stops the daemon with that exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()

@@ -6,7 +6,6 @@ relative to the file; paths in flags are relative to the working directory.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -102,26 +101,6 @@ def _drop_none(table):
     return table
 
 
-def make_telemetry(cfg):
-    """The real MQTT client when a broker is configured, else None."""
-    tel = dict(cfg.telemetry)
-    if not tel.get("broker"):
-        return None
-    from edge.telemetry import Telemetry, TelemetryConfig
-    spool = tel.pop("spool", None) or default_spool(cfg.device_id)
-    try:
-        Path(spool).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the spool folder: {exc}", where=str(spool), code="usage.spool",
-                         hint="pass --spool PATH somewhere writable") from exc
-    return Telemetry(TelemetryConfig.from_dict(tel), cfg.device_id, spool)
-
-
-def default_spool(device_id: str) -> str:
-    root = "/var/lib/ganglion" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/ganglion")
-    return os.path.join(root, device_id, "spool.db")
-
-
 @click.command("run")
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file (see docs/daemon.md).")
 @click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
@@ -212,6 +191,7 @@ def _check_model(cfg):
 
 
 def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags):
+    """Flags -> config -> ``tree.serve`` (the daemon is wired there, the same for embedders)."""
     if print_systemd_unit:
         if not firmware_root:                     # the slot brings the model; otherwise it must be here
             _check_model(build_config(config, flags))
@@ -219,54 +199,20 @@ def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags
         from edge.daemon.sdnotify import unit_file
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return
-    slot = None
-    if firmware_root and not dry_run:
-        from edge.daemon import firmware_hook
-        slot = firmware_hook.boot(firmware_root)
-        if slot is not None:
-            model, slot_config = firmware_hook.slot_defaults(slot)
-            flags["model"] = flags.get("model") or model
-            config = config or slot_config
-            firmware_hook.use_site(slot)
+    from edge.daemon import tree        # lazily: ``ganglion --help`` must not load the daemon
+    firmware = None if dry_run else tree.boot_firmware(firmware_root)
+    if firmware is not None:
+        model, slot_config = firmware.defaults()
+        flags["model"] = flags.get("model") or model
+        config = config or slot_config
     cfg = _check_model(build_config(config, flags))
-    from edge.daemon.app import Daemon
-    from edge.daemon import tree
     if dry_run:
-        daemon = Daemon(cfg, dry_run=True)
-        click.echo(tree.describe(daemon))
+        from edge.daemon.app import Daemon
+        click.echo(tree.describe(Daemon(cfg, dry_run=True)))
         return
-    telemetry = make_telemetry(cfg)
-    daemon = Daemon(cfg, telemetry=telemetry)
-    if telemetry is not None:
-        from edge.daemon.commands import register
-        register(daemon, telemetry)
-    on_ready = None
-    if slot is not None:
-        from edge.daemon import firmware_hook
-        daemon.event({"event": "firmware", "phase": "boot", **{k: slot.get(k) for k in (
-            "slot", "version", "action", "status")}})
-        if telemetry is not None:
-            firmware_hook.register_ota(daemon, telemetry, firmware_root)
-        on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
-    try:
-        code = daemon.run(_announce(on_ready))
-    except GanglionError as exc:                  # start-up failed (model, workers): not yet running
-        from edge.daemon import firmware_hook
-        if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
-            raise
-        code = firmware_hook.EXIT_RESTART        # a trial slot that cannot start is reverted at once
+    code = tree.serve(cfg, firmware)
     if code:
         raise SystemExit(code)
-
-
-def _announce(on_ready):
-    """Print the readable start line once the model is loaded, then run ``on_ready`` (firmware)."""
-    from edge.daemon.broker_watch import console
-
-    def ready(daemon) -> int:
-        console(daemon.start_line())
-        return on_ready(daemon) if on_ready is not None else 0
-    return ready
 
 
 @click.command("bench")

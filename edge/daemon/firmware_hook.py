@@ -118,11 +118,12 @@ def register_ota(daemon, telemetry, root: str) -> None:
     telemetry.register_command(ota.URL_VERB, lambda args: restart_after(url(args)))
 
 
-def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
+def fail_trial(root: str, info: dict, exc: GanglionError, cfg, make_telemetry) -> bool:
     """The daemon could not start on ``info``'s slot: revert now if that slot is on trial.
 
     Returns True when it reverted (the caller exits with ``EXIT_RESTART``), False otherwise (a
-    valid slot that fails to start is not reverted here: the cause may be outside the slot)."""
+    valid slot that fails to start is not reverted here: the cause may be outside the slot).
+    ``make_telemetry(cfg)`` opens the daemon's spool again for the event (``tree.make_telemetry``)."""
     if info.get("action") != "trial":
         return False
     from firmware.failures import PERMANENT
@@ -137,13 +138,12 @@ def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
              "failed_check": "start", "reason": reason, "failure_class": PERMANENT, "revert": done,
              "error": exc.to_dict()}
     sys.stderr.write(json.dumps({"kind": "events", **event}, default=str) + "\n")
-    _spool_event(cfg, event)
+    _spool_event(cfg, event, make_telemetry)
     return True
 
 
-def _spool_event(cfg, event: dict) -> None:
+def _spool_event(cfg, event: dict, make_telemetry) -> None:
     """The daemon's telemetry is already stopped: put the event in its spool for the next start."""
-    from edge.daemon.cli import make_telemetry
     try:
         telemetry = make_telemetry(cfg)
     except GanglionError as err:

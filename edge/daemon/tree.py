@@ -17,11 +17,102 @@ writer, first in the list, keeps running and never loses an answer. If the root 
 its intensity, the daemon exits non-zero and systemd (Restart=on-failure) takes over.
 Telemetry is outside the tree: it is started before it and stopped after it, so the last
 events (including the root's own escalation) are spooled and published.
+
+Everything around the tree is wired here too, so that ``Daemon(cfg)`` embedded in a Python
+program gets what ``ganglion run`` gets: ``make_telemetry`` (the MQTT client of ``[telemetry]``),
+``wire`` (the tree, the command handlers, the firmware OTA hook and boot event), ``on_ready``
+(a trial slot's validation once the model is loaded). ``ganglion run`` only parses flags into
+the config, calls ``boot_firmware`` when it runs from a firmware root, and then ``serve``.
 """
 from __future__ import annotations
 
-from edge.daemon import broker_watch, sdnotify
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.daemon import broker_watch, commands, firmware_hook, sdnotify
+from edge.errors import GanglionError, UsageError
 from edge.supervisor import ChildSpec, Restart, Strategy, Supervisor, ThreadChild
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """The A/B slot this daemon booted (``firmware.boot``): its root and the boot record."""
+    root: str
+    slot: dict
+
+    def defaults(self) -> tuple[str | None, str | None]:
+        """(model path, config path) that the slot brings; flags and ``--config`` win."""
+        return firmware_hook.slot_defaults(self.slot)
+
+
+def boot_firmware(root: str | None) -> Firmware | None:
+    """Pick the slot to run under ``root`` (counting trial boots, reverting a failed slot) and put
+    its wheels first on the import path; None when there is no root or nothing is installed."""
+    if not root:
+        return None
+    slot = firmware_hook.boot(root)
+    if slot is None:
+        return None
+    firmware_hook.use_site(slot)
+    return Firmware(root, slot)
+
+
+def make_telemetry(cfg):
+    """The real MQTT client when a broker is configured, else None."""
+    tel = dict(cfg.telemetry)
+    if not tel.get("broker"):
+        return None
+    from edge.telemetry import Telemetry, TelemetryConfig   # paho loads only with a broker configured
+    spool = tel.pop("spool", None) or default_spool(cfg.device_id)
+    try:
+        Path(spool).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the spool folder: {exc}", where=str(spool), code="usage.spool",
+                         hint="pass --spool PATH somewhere writable") from exc
+    return Telemetry(TelemetryConfig.from_dict(tel), cfg.device_id, spool)
+
+
+def default_spool(device_id: str) -> str:
+    root = "/var/lib/ganglion" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/ganglion")
+    return os.path.join(root, device_id, "spool.db")
+
+
+def wire(daemon) -> tuple[Supervisor, Supervisor]:
+    """The tree (``build``) plus the hooks on telemetry: commands, and with firmware the boot
+    event and OTA. Called once by ``Daemon.__init__``."""
+    root, workers = build(daemon)
+    if daemon.dry_run:
+        return root, workers
+    telemetry, fw = daemon.telemetry, daemon.firmware
+    if telemetry is not None:
+        commands.register(daemon, telemetry)
+    if fw is not None:
+        daemon.event({"event": "firmware", "phase": "boot",
+                      **{k: fw.slot.get(k) for k in ("slot", "version", "action", "status")}})
+        if telemetry is not None:
+            firmware_hook.register_ota(daemon, telemetry, fw.root)
+    return root, workers
+
+
+def on_ready(daemon) -> int:
+    """Runs once the model is loaded: a slot on trial is validated (non-zero: stop with it)."""
+    fw = daemon.firmware
+    return firmware_hook.validate_trial(daemon, fw.root, fw.slot) if fw is not None else 0
+
+
+def serve(cfg, firmware: Firmware | None = None) -> int:
+    """``ganglion run`` after its flags are parsed: the daemon of ``cfg`` until a signal or until the
+    root gives up; the exit code. A trial slot whose daemon cannot even start is reverted here."""
+    from edge.daemon.app import Daemon     # app imports this module (Daemon.__init__ calls ``wire``)
+    daemon = Daemon(cfg, firmware=firmware)
+    try:
+        return daemon.run(lambda d: broker_watch.console(d.start_line()))
+    except GanglionError as exc:           # start-up failed (model, workers): not yet running
+        if firmware is None or not firmware_hook.fail_trial(firmware.root, firmware.slot, exc, cfg,
+                                                            make_telemetry):
+            raise
+        return firmware_hook.EXIT_RESTART  # a trial slot that cannot start is reverted at once
 
 
 def build(daemon) -> tuple[Supervisor, Supervisor]:
