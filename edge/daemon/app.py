@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends.base import check_feeds
-from edge.daemon import sdnotify, tree
+from edge.daemon import lane, sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
 from edge.daemon.broker_watch import broker_state
 from edge.daemon.config import DaemonConfig
@@ -40,12 +40,14 @@ log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0
 
 
-def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
+def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None,
+                lanes: tuple[str, ...] = ()) -> WorkerSpec:
     m = cfg.model
     return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
                       allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
                       engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
-                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {})
+                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {},
+                      lanes=lanes, sinks=tuple((s.kind, s.path) for s in cfg.sinks) if lanes else ())
 
 
 AUTO = "auto"      # Daemon(telemetry=AUTO): the MQTT client of cfg's [telemetry], if it names a broker
@@ -75,17 +77,22 @@ class Daemon:
         sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name,
                            dry_run=dry_run) for s in cfg.sinks]
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
-        self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
+        folders = lane.lane_folders(cfg)          # watched folders the workers read themselves
+        self.lanes = lane.Lanes(self, folders) if folders else None
+        self.pool = WorkerPool(worker_spec(cfg, factory, factory_args, folders), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method,
                                request_timeout=cfg.workers.request_timeout_s,
-                               isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many)
+                               isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many,
+                               lanes=self.lanes)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.pool.backlog, self.pool.nudge = self.requests.__len__, self.requests.wake_all
-        self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
-                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)
-                        for s in cfg.sources]
+        # a laned folder is made (and what a killed daemon left claimed put back) here, read there
+        made = [(s, make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry, rate_hz=s.rate_hz,
+                                loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)) for s in cfg.sources]
+        self.lane_sources = [src for s, src in made if s.kind == "folder" and s.path in folders]
+        self.sources = [src for _, src in made if src not in self.lane_sources]
         self.root, self.workers_sup = tree.wire(self)
 
     @property
@@ -285,7 +292,9 @@ class Daemon:
         """The one readable line ``ganglion run`` prints once ready: what goes in, what comes out."""
         info = self.pool.info
         version = f" {info.model_version}" if info and info.model_version else ""
-        ins = ", ".join(s.name for s in self.sources) or "no sources (commands and the API only)"
+        ins = ", ".join([s.name for s in self.sources] + [f"{s.name} (read by the workers)"
+                                                          for s in self.lane_sources]) \
+            or "no sources (commands and the API only)"
         outs = ", ".join(s.path or s.kind for s in self.cfg.sinks) or "no sinks"
         line = (f"ready in {self.ready_s or 0:.1f} s -- {ins} -> {outs}; model {self.model_name}{version} "
                 f"({info.backend if info else '?'}, {self.cfg.workers.count} worker(s))")

@@ -26,6 +26,7 @@ every path: the same code (``WorkerHandle._send``/``_drain``) runs whoever holds
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import select
 import threading
@@ -36,7 +37,7 @@ from typing import Callable
 from edge.daemon import wire
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
 from edge.daemon.shm import SLOTS, Outbound
-from edge.daemon.worker import WorkerSpec, main as worker_main
+from edge.daemon.worker import ModelInfo, WorkerSpec, main as worker_main
 from edge.errors import GanglionError, error_from_dict
 from edge.supervisor import ProcessChild
 
@@ -45,25 +46,13 @@ PIPELINE = SLOTS           # jobs written ahead to one worker; each has its own 
 READY_TIMEOUT = 120.0      # a TensorRT engine build on first start can take this long
 
 
-class ModelInfo:
-    """What the first ready worker told us: specs, preprocessing, labels."""
-
-    def __init__(self, header: dict):
-        from edge.backends.base import TensorSpec
-        self.inputs = [TensorSpec.from_dict(d) for d in header["inputs"]]
-        self.outputs = [TensorSpec.from_dict(d) for d in header["outputs"]]
-        self.backend = header.get("backend")
-        self.preprocess = header.get("preprocess") or {}
-        self.labels = header.get("labels") or []
-        self.model_name = header.get("model_name")
-        self.model_version = header.get("model_version")
-
-
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
                  on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0,
-                 isolation: str = "process", deliver_many: Callable[[list[Result]], None] | None = None):
+                 isolation: str = "process", deliver_many: Callable[[list[Result]], None] | None = None,
+                 lanes=None):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.lanes = lanes                  # lane.Lanes when workers read watched folders themselves
         self.deliver_many = deliver_many or (lambda results: [deliver(r) for r in results])
         self.isolation = isolation
         self.request_timeout = request_timeout
@@ -177,23 +166,29 @@ class WorkerSlot:
             self.generation += 1
             self.handle = InlineWorker(self)
             return self.handle
+        lanes, previous = self.pool.lanes, self.handle
+        if lanes is not None:       # what the last process claimed: retried once, or answered
+            lanes.recover(self.name, crashed=previous is not None and not previous.stopping.is_set())
         parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
-        proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec),
+        lane_read, lane_write = self.pool.ctx.Pipe(duplex=False) if lanes is not None else (None, None)
+        proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec, self.name, lane_write),
                                      name=f"ganglion-{self.name}", daemon=True)
         proc.start()
-        child_conn.close()          # so a dead worker shows up as EOF on our end
+        for conn in (child_conn, lane_write):
+            if conn is not None:
+                conn.close()        # so a dead worker shows up as EOF on our end
         self.pid, self.ready_at = proc.pid, None
         self.generation += 1
-        self.handle = WorkerHandle(self, proc, parent_conn)
+        self.handle = WorkerHandle(self, proc, parent_conn, lane_read)
         return self.handle
 
 
 class WorkerHandle(ProcessChild):
     """A running worker process plus the dispatcher thread that talks to it."""
 
-    def __init__(self, slot: WorkerSlot, proc, conn):
+    def __init__(self, slot: WorkerSlot, proc, conn, lane_conn=None):
         super().__init__(proc, slot.name)
-        self.slot, self.conn = slot, conn
+        self.slot, self.conn, self.lane_conn = slot, conn, lane_conn
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()      # stop() and the lease holder both write to the pipe
         # Whoever holds the lease owns the pipe, ``inflight`` and ``outbound``: the dispatcher while
@@ -221,6 +216,8 @@ class WorkerHandle(ProcessChild):
         super().stop(timeout)
         self._thread.join(timeout)
         self.conn.close()
+        if self.lane_conn is not None:
+            self.lane_conn.close()
 
     def lend(self, job: Job, wait: bool, deadline: float | None = None) -> bool:
         """Send ``job`` from the calling thread if this worker is idle (see the module docstring);
@@ -257,6 +254,7 @@ class WorkerHandle(ProcessChild):
                     self._drain()
         finally:
             self.outbound.close()
+            self._lane_reports()            # the last tallies of a worker that stopped or died
 
     def _serve(self) -> None:
         """Take a job (retries first) or a handed-over one, answer it and whatever the pipeline
@@ -265,6 +263,7 @@ class WorkerHandle(ProcessChild):
         # the wake-up condition of ``take``: a job handed over, or a retry queued (``requeue``)
         wake = lambda: self.handed or len(pool.jobs) > 0      # noqa: E731
         while not self.stopping.is_set() and not self.broken:
+            self._lane_reports()
             job = None if self.handed else \
                 (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2, wake)
             if job is None and not self.handed:
@@ -279,6 +278,16 @@ class WorkerHandle(ProcessChild):
                     return
                 if job is None or self._send(job):
                     self._drain()
+
+    def _lane_reports(self) -> None:
+        """What this worker's lanes reported (events, tallies) since the last look; read when the
+        dispatcher loops, at least every 0.2 s -- never a wake-up per input."""
+        conn, lanes = self.lane_conn, self.slot.pool.lanes
+        try:
+            while conn is not None and conn.poll(0):
+                lanes.report(json.loads(conn.recv_bytes()))
+        except (EOFError, OSError, ValueError):
+            self.lane_conn = None           # the worker is gone; its claims are recovered on restart
 
     def _drain(self, own: Job | None = None, deadline: float | None = None) -> None:
         """Answer the jobs in flight, in order; while the worker computes, write the next job ahead.

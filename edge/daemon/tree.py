@@ -5,7 +5,9 @@
     │                         (file -> done/); with only fast sinks results are routed inline
     ├── workers      supervisor (one_for_one, intensity from [workers])
     │   └── worker-N process  one model backend each (its dispatcher thread takes micro-batches
-    │                         from the request queue when the worker is free); a crash costs one restart
+    │                         from the request queue when the worker is free); a crash costs one restart.
+    │                         With file sinks only, it reads the watched folders itself (lane.py):
+    │                         the parent is then off that data path
     ├── sources      supervisor (one_for_one): folder / mqtt / replay (transient) / camera threads
     ├── metrics      thread   a metrics record every [metrics] interval_s
     ├── broker       thread   broker connection changes as events + console lines (with telemetry)
@@ -123,7 +125,8 @@ def build(daemon) -> tuple[Supervisor, Supervisor]:
         ChildSpec(slot.name, slot.start, shutdown=wcfg.shutdown_s,
                   kind="process" if wcfg.isolation == "process" else "thread",
                   note=f"{cfg.model.path} on {cfg.model.backend or 'auto'}; {batching}"
-                  + ("" if wcfg.isolation == "process" else "; in the daemon's process: no crash isolation"))
+                  + ("" if wcfg.isolation == "process" else "; in the daemon's process: no crash isolation")
+                  + "".join(f"; reads {s.name} and writes its results itself" for s in daemon.lane_sources))
         for slot in daemon.pool.slots],
         strategy=Strategy.ONE_FOR_ONE, max_restarts=wcfg.max_restarts, period=wcfg.period_s,
         on_event=daemon.event)
