@@ -292,9 +292,7 @@ class Daemon:
         """The one readable line ``ganglion run`` prints once ready: what goes in, what comes out."""
         info = self.pool.info
         version = f" {info.model_version}" if info and info.model_version else ""
-        ins = ", ".join([s.name for s in self.sources] + [f"{s.name} (read by the workers)"
-                                                          for s in self.lane_sources]) \
-            or "no sources (commands and the API only)"
+        ins = ", ".join(s.name for s in self.sources + self.lane_sources) or "no sources (commands and the API only)"
         outs = ", ".join(s.path or s.kind for s in self.cfg.sinks) or "no sinks"
         line = (f"ready in {self.ready_s or 0:.1f} s -- {ins} -> {outs}; model {self.model_name}{version} "
                 f"({info.backend if info else '?'}, {self.cfg.workers.count} worker(s))")

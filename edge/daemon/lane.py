@@ -125,11 +125,23 @@ def start(worker: str, folders, sink_specs, run, info, conn, stop: threading.Eve
     threads = []
     for folder in folders:
         source = FolderSource(host, folder, claim=worker, recover=False)
-        threads.append(threading.Thread(target=source.run, args=(stop,), name=f"lane-{folder}", daemon=True))
+        threads.append(threading.Thread(target=_read, args=(source, stop), name=f"lane-{folder}", daemon=True))
     threads.append(threading.Thread(target=host.tally.run, args=(stop,), name="lane-tally", daemon=True))
     for t in threads:
         t.start()
     return threads
+
+
+def _read(source: FolderSource, stop: threading.Event) -> None:
+    source.run(stop)
+    _remove_if_empty(source.claimed)        # a stop leaves nothing claimed: no folder behind
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:         # not empty (a crash; recovered on restart) or gone
+        pass
 
 
 # -- in the parent ---------------------------------------------------------------------------
@@ -152,6 +164,7 @@ class Lanes:
                 continue
             for name in names:
                 self._recover_one(folder, claimed, name, worker, crashed)
+            _remove_if_empty(claimed)
 
     def _recover_one(self, folder: str, claimed: Path, name: str, worker: str, crashed: bool) -> None:
         try:                # the inode: a rename keeps it, a new file of the same name has another
@@ -166,7 +179,7 @@ class Lanes:
                     self.retried.popitem(last=False)
         if crashed and retried:
             source = FolderSource(self.daemon, folder, claim=worker, recover=False)
-            on_done = source._done(name)
+            on_done = source.on_done_for(name)
             err = error_dict("runtime.worker_crash", f"the input crashed worker {worker} twice",
                              hint="the input may trigger a bug in the model's kernels")
             self.daemon.router.deliver(Result(Request(source.name, {}, {"file": name}, on_done), error=err,

@@ -117,7 +117,7 @@ class FolderSource:
 
     def _submit(self, name: str, st: os.stat_result) -> None:
         meta = {"file": name}
-        on_done = self._done(name)
+        on_done = self.on_done_for(name)
         try:
             data = self._read(name, st)
         except InputError as exc:
@@ -148,7 +148,8 @@ class FolderSource:
             raise InputError(f"{name} is not a readable {suffix} file", code=magic[suffix][1])
         return data
 
-    def _done(self, name: str):
+    def on_done_for(self, name: str):
+        """The ``on_done`` of claimed file ``name``: moves it to done/ or failed/ (or back, to retry)."""
         claimed = self.claimed / name
 
         def on_done(result) -> None:

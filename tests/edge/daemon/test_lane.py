@@ -84,7 +84,7 @@ def test_a_poison_file_is_retried_once_then_answered_with_an_error(tmp_path):
     assert json.loads((inbox / "failed" / "b-poison.npy.error.json").read_text())["code"] == "runtime.worker_crash"
     crashes = [e for e in outbox.of("events") if e.get("event") == "crash"]
     assert len(crashes) == 2 and all("SIGSEGV" in e["reason"] for e in crashes)
-    assert os.listdir(inbox / "processing" / "worker-0") == []
+    assert os.listdir(inbox / "processing") == []
 
 
 def test_a_worker_killed_holding_a_claim_answers_it_on_the_retry(tmp_path):
@@ -118,4 +118,4 @@ def test_a_stop_puts_claimed_files_back_without_charging_them(tmp_path):
     assert all(r["ok"] for r in _lines(out))
     waiting = {n for n in os.listdir(inbox) if n.endswith(".npy")}
     assert answered | waiting == {f"x{i:02d}.npy" for i in range(20)} and not answered & waiting
-    assert os.listdir(inbox / "processing" / "worker-0") == []
+    assert os.listdir(inbox / "processing") == []
