@@ -43,7 +43,11 @@ process so memory figures are clean:
              input is (last done - first done) / (n - 1), seen by this process polling done/ every ms
              (it runs on neither side), so the folder's 0.1 s scan interval does not count.
              pipe_overhead = daemon / inproc - 1 (target <= 5%: what the worker process adds);
-             pipe_vs_bare = daemon / bare - 1 (also counts the file I/O and JSON the bare loop skips)
+             pipe_vs_bare = daemon / bare - 1 (also counts the file I/O and JSON the bare loop skips).
+             The inproc and daemon sides are child processes of their own; the CPU time of all their
+             threads (daemon: parent + worker) per input is summed over the blocks from
+             /proc/PID/task/TID/schedstat -> pipe_cpu_overhead, a figure that a loaded machine
+             disturbs far less than wall time
 
 Ratios: overhead = daemon b1 ms / bare ms - 1 (target <= 5%; sync and async); mb/w2/mb2 ratio =
 daemon inf/s / bare inf/s (target >= 1); RSS delta = daemon (+ worker) - bare (target <= 40 MB); ready (< 2 s).
@@ -225,41 +229,71 @@ def child_inproc(model: str, folder: str, out: str, threads: int) -> None:
                     [make_sink("jsonl", path=out)], send=lambda msg: None)
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    print("ready", flush=True)
+    print(json.dumps({"pids": [os.getpid()]}), flush=True)
     FolderSource(host, folder).run(stop)
+
+
+def child_lane_daemon(model: str, folder: str, out: str, threads: int) -> None:
+    """A daemon whose worker reads ``folder`` and writes ``out`` itself, until stdin closes."""
+    d = _daemon(model, threads, 1, 0.0, 64, sources=[{"kind": "folder", "path": folder}],
+                sinks=[{"kind": "jsonl", "path": out}])
+    if not d.lane_sources:
+        raise SystemExit("the daemon did not give the folder to its worker")
+    print(json.dumps({"pids": [os.getpid(), *d.pool.pids()]}), flush=True)
+    sys.stdin.read()
+    d.stop()
+    d.shutdown()
 
 
 def child_pipeline(model: str, runs: int, threads: int) -> dict:
     """bare / inproc / daemon blocks of PIPE_BLOCK inputs in turn (see the module docstring)."""
+    from edge.backends.base import TensorSpec
     from edge.daemon.benchmark import sample_feeds
     work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=os.environ.get("BENCH_WORKDIR")))
-    d = _daemon(model, threads, 1, 0.0, 64, sources=[{"kind": "folder", "path": str(work / "daemon")}],
-                sinks=[{"kind": "jsonl", "path": str(work / "daemon.jsonl")}])
-    if not d.lane_sources:
-        raise SystemExit("the daemon did not give the folder to its worker")
-    feeds = sample_feeds(d.pool.info.inputs, 1)
-    (name, x), = feeds.items()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", "inproc", model, "--threads", str(threads),
-                             "--folder", str(work / "inproc"), "--out", str(work / "inproc.jsonl")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    proc.stdout.readline()
     bare = Bare(model, threads)
-    stages = {side: _stage(work / f"stage-{side}", x) for side in ("inproc", "daemon")}
-    for side in ("inproc", "daemon"):            # warm both sides (first files, page cache, threads)
+    (x,) = sample_feeds([TensorSpec(d["name"], np.dtype(d["dtype"]).name, tuple(d["shape"]))
+                         for d in bare.ins], 1).values()
+    procs, pids = {}, {"bare": [os.getpid()]}
+    for side in ("inproc", "daemon"):
+        procs[side] = subprocess.Popen([sys.executable, __file__, "--child", f"pipe-{side}", model, "--threads",
+                                        str(threads), "--folder", str(work / side), "--out",
+                                        str(work / f"{side}.jsonl")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True)
+        pids[side] = json.loads(procs[side].stdout.readline())["pids"]
+    stages = {side: _stage(work / f"stage-{side}", x) for side in procs}
+    for side in procs:                           # warm both sides (first files, page cache, threads)
         _pipe_block(work / side, stages[side])
-    times = {"bare": [], "inproc": [], "daemon": []}
+    wall = {side: [] for side in pids}
+    cpu = {side: 0 for side in pids}
     for _ in range(max(1, runs // PIPE_BLOCK)):
-        times["bare"].append(_bare_block(bare))
-        for side in ("inproc", "daemon"):
-            times[side].append(_pipe_block(work / side, stages[side]))
-    proc.stdin.close()
-    proc.wait(30)
-    d.stop()
-    d.shutdown()
-    out = {f"pipe_{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}
-    out["pipe_overhead"] = float(np.median([dm / ip - 1 for dm, ip in zip(times["daemon"], times["inproc"])]))
-    out["pipe_vs_bare"] = float(np.median([dm / b - 1 for dm, b in zip(times["daemon"], times["bare"])]))
+        for side in pids:
+            c0 = _cpu_ns(pids[side])
+            wall[side].append(_bare_block(bare) if side == "bare" else _pipe_block(work / side, stages[side]))
+            cpu[side] += _cpu_ns(pids[side]) - c0
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait(30)
+    n = PIPE_BLOCK * len(wall["bare"])
+    out = {f"pipe_{k}_ms": float(np.median(v)) * 1e3 for k, v in wall.items()}
+    out.update({f"pipe_{k}_cpu_ms": c / n / 1e6 for k, c in cpu.items()})
+    out["pipe_overhead"] = float(np.median([dm / ip - 1 for dm, ip in zip(wall["daemon"], wall["inproc"])]))
+    out["pipe_vs_bare"] = float(np.median([dm / b - 1 for dm, b in zip(wall["daemon"], wall["bare"])]))
+    out["pipe_cpu_overhead"] = cpu["daemon"] / cpu["inproc"] - 1
     return out
+
+
+def _cpu_ns(pids) -> int:
+    """CPU time of every thread of ``pids`` so far, in ns (/proc/PID/task/TID/schedstat: ns
+    resolution, where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass                               # a thread that just ended
+    return total
 
 
 def _stage(folder: Path, x: np.ndarray) -> Path:
@@ -472,8 +506,8 @@ def main() -> None:
         kind, model = args.child
         if kind == "echo":
             print(json.dumps(child_echo(args.runs)))
-        elif kind == "inproc":
-            child_inproc(model, args.folder, args.out, args.threads)
+        elif kind in ("pipe-inproc", "pipe-daemon"):
+            (child_inproc if kind == "pipe-inproc" else child_lane_daemon)(model, args.folder, args.out, args.threads)
         else:
             fn = {"bare": child_bare, "daemon": child_daemon, "pipeline": child_pipeline}[kind]
             print(json.dumps(fn(model, args.runs, args.threads)))
@@ -533,8 +567,11 @@ def _row(name: str, args, paired: dict, bare: dict, ready: float, online: float 
 
 def _table(rows: list[dict], floor: dict) -> None:
     pipeline = [("model", 14, "s"), ("pipe_bare_ms", 14, ".3f"), ("pipe_inproc_ms", 16, ".3f"),
-                ("pipe_daemon_ms", 16, ".3f"), ("pipe_overhead", 15, ".1%"), ("pipe_vs_bare", 14, ".1%")]
-    print("\nsource -> sink (folder -> model -> JSONL), ms per input; overhead = daemon / inproc - 1")
+                ("pipe_daemon_ms", 16, ".3f"), ("pipe_overhead", 15, ".1%"), ("pipe_vs_bare", 14, ".1%"),
+                ("pipe_inproc_cpu_ms", 20, ".3f"), ("pipe_daemon_cpu_ms", 20, ".3f"),
+                ("pipe_cpu_overhead", 19, ".1%")]
+    print("\nsource -> sink (folder -> model -> JSONL), ms per input (wall, and CPU of all the side's "
+          "processes); overhead = daemon / inproc - 1")
     print("".join(f"{c:>{w}}" for c, w, _ in pipeline))
     for r in rows:
         print("".join(f"{r[c]:>{w}{f}}" for c, w, f in pipeline))
