@@ -119,3 +119,22 @@ def test_a_stop_puts_claimed_files_back_without_charging_them(tmp_path):
     waiting = {n for n in os.listdir(inbox) if n.endswith(".npy")}
     assert answered | waiting == {f"x{i:02d}.npy" for i in range(20)} and not answered & waiting
     assert os.listdir(inbox / "processing") == []
+
+
+def test_two_workers_share_a_folder_and_each_file_is_answered_once(tmp_path):
+    daemon, outbox, inbox, out = _daemon(tmp_path, "tests.edge.daemon.crashy:slow", {"delay_s": 0.02}, workers=2)
+    daemon.start()
+    try:
+        assert wait_for(lambda: all(s.ready_at for s in daemon.pool.slots), 30)     # both read the folder
+        for i in range(60):
+            drop_npy(inbox, f"x{i:02d}.npy", np.full((1, 4), float(i), np.float32))
+        (inbox / "notes.txt").write_text("not an input")
+        assert wait_for(lambda: len(_lines(out)) >= 60 and len(os.listdir(inbox / "done")) == 60, 30)
+        assert wait_for(lambda: any(e.get("event") == "input_skipped" for e in outbox.of("events")), 5)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    lines = _lines(out)
+    assert sorted(r["file"] for r in lines) == [f"x{i:02d}.npy" for i in range(60)]     # once each
+    assert {r["worker"] for r in lines} == {"worker-0", "worker-1"}
+    assert all(r["outputs"]["y"] == [2.0 * int(r["file"][1:3])] * 4 for r in lines)
