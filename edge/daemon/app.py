@@ -172,9 +172,6 @@ class Daemon:
         return Request(source, feeds, meta, on_done)
 
     def _enqueue(self, req: Request, live: bool, deadline: float | None = None) -> None:
-        if self.cfg.batch.budget_ms == 0 and self.pool.offer(Job([req])):
-            self.metrics.count("direct_sends")      # an idle worker took it at once (edge/daemon/pool.py)
-            return
         if live:
             self.requests.put_live(req)
             return

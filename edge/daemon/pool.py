@@ -11,18 +11,16 @@ with a ``runtime.worker_crash`` error. A worker that does not answer within the 
 (a hung delegate) is killed and handled the same way. Nothing is dropped: on shutdown, whatever is still queued
 is answered with an error too.
 
-Who writes to a worker: its dispatcher thread, or the thread that submits a request when the
-worker is idle and nothing is queued. A handle's ``lease`` says who owns the pipe: the dispatcher
-holds it while jobs are in flight and lets go when it waits for work. A submitting thread that
-finds an idle worker takes the lease and sends its request itself -- the worker starts at once,
-instead of after a thread hand-off to the dispatcher (on a small board or a VM, a hand-off costs
-as much as the pipe round trip). Then either the dispatcher is told to read the answer while the
-worker computes (``WorkerPool.offer``, the asynchronous ``submit``: the hand-off happens, but
-off the critical path), or the caller reads it itself (``WorkerPool.run_direct``, for the
-synchronous ``Daemon.infer``: no hand-off at all) -- its own answer only: jobs it wrote ahead for
-other inputs, and its own once its timeout passed, go to the dispatcher the same way (see
-docs/request-path.md for the invariants and the stress test). The crash rules are the same on
-every path: the same code (``WorkerHandle._send``/``_drain``) runs whoever holds the lease.
+Who writes to a worker: two ways, one lease. Its dispatcher thread, for everything queued
+(``Daemon.submit``, the sources on the parent's side, retries), and the thread of a synchronous
+``Daemon.infer`` that finds the worker idle and nothing queued (``WorkerPool.run_direct``): it
+takes the lease, writes its request and reads its own answer -- no thread hand-off at all (on a
+small board or a VM a hand-off costs as much as the pipe round trip). What it leaves in flight
+(jobs it wrote ahead for other inputs; its own once its timeout passed) is handed to the
+dispatcher (``handed``). Watched folders with file sinks do not come here at all: the workers read
+them themselves (edge/daemon/lane.py). See docs/request-path.md for the invariants and the stress
+test. The crash rules are the same on both ways: the same code (``WorkerHandle._send``/``_drain``)
+runs whoever holds the lease.
 """
 from __future__ import annotations
 
@@ -71,7 +69,7 @@ class WorkerPool:
 
     def wait_for_job(self, timeout: float, wake: Callable[[], bool]) -> Job | None:
         """``take``, counted as an idle worker while it waits (see ``WorkerHandle._top_up``);
-        returns None early once ``wake()`` is true (a job was handed over, see ``offer``)."""
+        returns None early once ``wake()`` is true (a job was handed over, see ``run_direct``)."""
         with self._idle_lock:
             self.idle += 1
         try:
@@ -80,24 +78,17 @@ class WorkerPool:
             with self._idle_lock:
                 self.idle -= 1
 
-    def offer(self, job: Job) -> bool:
-        """Send ``job`` from the calling thread to an idle worker and leave the answer to its
-        dispatcher; False when no worker is idle or work is queued (never jumps the queue)."""
-        return self._direct(job, wait=False, deadline=None)
-
     def run_direct(self, job: Job, timeout: float | None = None) -> bool:
-        """Like ``offer``, but the calling thread also reads the answer and routes it: when this
+        """Send ``job`` from the calling thread to an idle worker and read and route its answer
+        here; False when no worker is idle or work is queued (never jumps the queue). When this
         returns True, ``on_done`` was called (or the job is queued for its retry, its worker
         having died under it, or -- no answer within ``timeout`` -- left to the dispatcher)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return self._direct(job, wait=True, deadline=deadline)
-
-    def _direct(self, job: Job, wait: bool, deadline: float | None) -> bool:
         if len(self.jobs) or self.backlog():
             return False
+        deadline = None if timeout is None else time.monotonic() + timeout
         for slot in self.slots:
             handle = slot.handle
-            if handle is not None and handle.lend(job, wait, deadline):
+            if handle is not None and handle.lend(job, deadline):
                 return True
         return False
 
@@ -196,7 +187,7 @@ class WorkerHandle(ProcessChild):
         self.lease = threading.Lock()
         self.lease.acquire()
         self.broken = False                     # the pipe broke: nobody may use it again
-        self.handed = False                     # a submitter sent a job: the dispatcher must drain it
+        self.handed = False                     # a direct caller left jobs in flight: the dispatcher drains them
         self.outbound = Outbound()              # large inputs go through shared memory
         self.inflight: deque[Job] = deque()     # sent, not yet answered; oldest first
         # a poll object made once: Connection.poll builds a selector per call, a few us each time
@@ -219,20 +210,19 @@ class WorkerHandle(ProcessChild):
         if self.lane_conn is not None:
             self.lane_conn.close()
 
-    def lend(self, job: Job, wait: bool, deadline: float | None = None) -> bool:
-        """Send ``job`` from the calling thread if this worker is idle (see the module docstring);
-        with ``wait``, also read and route its answer here (until ``deadline``, a monotonic
-        time), else hand that to the dispatcher."""
+    def lend(self, job: Job, deadline: float | None = None) -> bool:
+        """Send ``job`` from the calling thread if this worker is idle (see the module docstring)
+        and read and route its answer here, until ``deadline`` (a monotonic time); what is still
+        in flight then is the dispatcher's."""
         if not self.lease.acquire(blocking=False):
             return False
         try:
             if self.broken or self.stopping.is_set() or self.inflight:
                 return False
             if self._send(job):
-                if wait:
-                    self._drain(own=job, deadline=deadline)
-                # what is still in flight (the offered job, or jobs the caller wrote ahead for
-                # other inputs) is the dispatcher's to answer
+                self._drain(own=job, deadline=deadline)
+                # what is still in flight (its own job past the deadline, or jobs the caller wrote
+                # ahead for other inputs) is the dispatcher's to answer
                 self.handed = bool(self.inflight)
             return True
         finally:
@@ -247,7 +237,7 @@ class WorkerHandle(ProcessChild):
                 self.lease.release()
                 self._serve()
                 self.lease.acquire()        # a direct caller may still be reading its answer
-                # A submitter may have handed a job over just as the loop saw ``stopping`` (or its
+                # A direct caller may have handed a job over just as the loop saw ``stopping`` (or its
                 # worker's death): its answer is ours to read -- the worker got the run before any
                 # stop, and a dead pipe sends the job back to the queue through ``_lost_all``.
                 if self.inflight:
