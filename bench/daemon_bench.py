@@ -16,7 +16,7 @@ process so memory figures are clean:
              (set_tensor/invoke/get_tensor, batch 1) and a Daemon with 1 worker process and
              max_batch 1, two ways: "sync" = ``Daemon.infer`` (the calling thread talks to the idle
              worker itself: validation + shared memory + two pipe hops + worker + result routing)
-             and "async" = ``Daemon.submit`` + wait for ``on_done`` (what the folder and MQTT
+             and "async" = ``Daemon.submit`` + wait for ``on_done`` (what the MQTT, replay and camera
              sources use: adds the queue and two thread hand-offs), RUNS calls each -> medians and
              p95; the first 5 calls of a block are not timed (the other side's threads spin down).
              Pairing matters on a shared machine, where the load changes faster than a run lasts.
