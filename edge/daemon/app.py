@@ -40,9 +40,10 @@ log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0
 
 
-def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None,
-                lanes: tuple[str, ...] = ()) -> WorkerSpec:
-    m = cfg.model
+def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
+    """What a worker process is started with; the watched folders it reads itself come from the
+    config, so a reload (commands.py) keeps them."""
+    m, lanes = cfg.model, lane.lane_folders(cfg)
     return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
                       allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
                       engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
@@ -79,7 +80,7 @@ class Daemon:
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
         folders = lane.lane_folders(cfg)          # watched folders the workers read themselves
         self.lanes = lane.Lanes(self, folders) if folders else None
-        self.pool = WorkerPool(worker_spec(cfg, factory, factory_args, folders), cfg.workers.count,
+        self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method,
                                request_timeout=cfg.workers.request_timeout_s,

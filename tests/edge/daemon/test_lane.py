@@ -12,7 +12,7 @@ import signal
 import numpy as np
 import pytest
 
-from edge.daemon import lane
+from edge.daemon import commands, lane
 from edge.daemon.config import from_dict
 from tests.edge.daemon.helpers import drop_npy, make_daemon, wait_for
 
@@ -138,3 +138,17 @@ def test_two_workers_share_a_folder_and_each_file_is_answered_once(tmp_path):
     assert sorted(r["file"] for r in lines) == [f"x{i:02d}.npy" for i in range(60)]     # once each
     assert {r["worker"] for r in lines} == {"worker-0", "worker-1"}
     assert all(r["outputs"]["y"] == [2.0 * int(r["file"][1:3])] * 4 for r in lines)
+
+
+def test_a_reload_keeps_the_workers_reading_the_folder(tmp_path):
+    daemon, outbox, inbox, out = _daemon(tmp_path, "tests.edge.daemon.crashy:on_poison")
+    daemon.start()
+    try:
+        assert commands.reload(daemon, {})["reloaded"]
+        drop_npy(inbox, "after.npy", np.ones((1, 4), np.float32))
+        assert wait_for(lambda: (inbox / "done" / "after.npy").exists(), 20)
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    (r,) = _lines(out)
+    assert r["ok"] and r["worker"] == "worker-0" and daemon.pool.spec.lanes == (str(inbox),)
