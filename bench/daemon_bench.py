@@ -16,7 +16,7 @@ process so memory figures are clean:
              (set_tensor/invoke/get_tensor, batch 1) and a Daemon with 1 worker process and
              max_batch 1, two ways: "sync" = ``Daemon.infer`` (the calling thread talks to the idle
              worker itself: validation + shared memory + two pipe hops + worker + result routing)
-             and "async" = ``Daemon.submit`` + wait for ``on_done`` (what the folder and MQTT
+             and "async" = ``Daemon.submit`` + wait for ``on_done`` (what the MQTT, replay and camera
              sources use: adds the queue and two thread hand-offs), RUNS calls each -> medians and
              p95; the first 5 calls of a block are not timed (the other side's threads spin down).
              Pairing matters on a shared machine, where the load changes faster than a run lasts.
@@ -32,6 +32,22 @@ process so memory figures are clean:
   ready      ``ganglion run --model M --watch DIR`` as a subprocess: spawn -> READY=1 on a real
              NOTIFY_SOCKET (model loaded in a worker); and, with a private mosquitto when one is
              installed, spawn -> retained status "online" naming the model, seen by a subscriber
+
+  pipeline   the source -> sink path with a worker process (edge/daemon/lane.py): a watched folder of
+             .npy inputs -> model -> a JSONL file, files moved to done/. Three sides take turns in
+             blocks of PIPE_BLOCK inputs: "bare" = the bare interpreter alone (the inference, no I/O),
+             "inproc" = one process running the same folder and sink code around an in-process
+             interpreter (no daemon, no worker: what a hand-written loop with the same I/O costs), and
+             "daemon" = ``Daemon`` with a folder source and a JSONL sink, where the worker process reads
+             the folder and writes the results itself while the parent supervises. A block's time per
+             input is (last done - first done) / (n - 1), seen by this process polling done/ every ms
+             (it runs on neither side), so the folder's 0.1 s scan interval does not count.
+             pipe_overhead = daemon / inproc - 1 (target <= 5%: what the worker process adds);
+             pipe_vs_bare = daemon / bare - 1 (also counts the file I/O and JSON the bare loop skips).
+             The inproc and daemon sides are child processes of their own; the CPU time of all their
+             threads (daemon: parent + worker) per input is summed over the blocks from
+             /proc/PID/task/TID/schedstat -> pipe_cpu_overhead, a figure that a loaded machine
+             disturbs far less than wall time
 
 Ratios: overhead = daemon b1 ms / bare ms - 1 (target <= 5%; sync and async); mb/w2/mb2 ratio =
 daemon inf/s / bare inf/s (target >= 1); RSS delta = daemon (+ worker) - bare (target <= 40 MB); ready (< 2 s).
@@ -55,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 GANGLION = str(Path(sys.executable).parent / "ganglion")
 BLOCK, SETTLE = 50, 5         # latency blocks alternate bare/daemon; the first SETTLE calls are not timed
+PIPE_BLOCK = 50               # inputs per block of the source -> sink comparison
 
 
 def rss_mb(pids) -> float:
@@ -114,14 +131,14 @@ def child_bare(model: str, runs: int, threads: int) -> dict:
 
 
 def _daemon(model: str, threads: int, max_batch: int, budget: float, queue: int, workers: int = 1,
-            isolation: str = "process"):
+            isolation: str = "process", sources=(), sinks=()):
     from edge.daemon.app import Daemon
     from edge.daemon.config import from_dict
     from edge.daemon.outbox import MemoryOutbox
     cfg = from_dict({"model": {"path": model, "threads": threads},
                      "workers": {"count": workers, "isolation": isolation},
                      "batch": {"max_batch": max_batch, "budget_ms": budget, "queue_size": queue},
-                     "metrics": {"interval_s": 3600}}).require_model()
+                     "metrics": {"interval_s": 3600}, "sources": list(sources), "sinks": list(sinks)}).require_model()
     return Daemon(cfg, outbox=MemoryOutbox()).start()
 
 
@@ -196,6 +213,125 @@ def child_echo(runs: int) -> dict:
             "hops_us": _ms(_timed(_two_hops(), 20 * runs), 50) * 1e3,
             "echo_us": _ms(echo_t, 50) * 1e3, "echo_p95_us": _ms(echo_t, 95) * 1e3,
             "echo_sync_us": _ms(sync_t, 50) * 1e3, "echo_sync_p95_us": _ms(sync_t, 95) * 1e3}
+
+
+def child_inproc(model: str, folder: str, out: str, threads: int) -> None:
+    """The source -> sink loop without a daemon: the folder source and JSONL sink code the worker
+    runs (``lane.LaneHost``) around an interpreter in this process, until stdin closes."""
+    from edge.backends import open_backend
+    from edge.daemon.lane import LaneHost
+    from edge.daemon.sinks import make_sink
+    from edge.daemon.sources import FolderSource
+    from edge.daemon.worker import ModelInfo, ready_header, run_once
+    backend = open_backend(model, threads=threads)
+    specs = backend.outputs()
+    host = LaneHost("inproc", lambda feeds: run_once(backend, feeds, specs), ModelInfo(ready_header(backend)),
+                    [make_sink("jsonl", path=out)], send=lambda msg: None)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print(json.dumps({"pids": [os.getpid()]}), flush=True)
+    FolderSource(host, folder).run(stop)
+
+
+def child_lane_daemon(model: str, folder: str, out: str, threads: int) -> None:
+    """A daemon whose worker reads ``folder`` and writes ``out`` itself, until stdin closes."""
+    d = _daemon(model, threads, 1, 0.0, 64, sources=[{"kind": "folder", "path": folder}],
+                sinks=[{"kind": "jsonl", "path": out}])
+    if not d.lane_sources:
+        raise SystemExit("the daemon did not give the folder to its worker")
+    print(json.dumps({"pids": [os.getpid(), *d.pool.pids()]}), flush=True)
+    sys.stdin.read()
+    d.stop()
+    d.shutdown()
+
+
+def child_pipeline(model: str, runs: int, threads: int) -> dict:
+    """bare / inproc / daemon blocks of PIPE_BLOCK inputs in turn (see the module docstring)."""
+    from edge.backends.base import TensorSpec
+    from edge.daemon.benchmark import sample_feeds
+    work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=os.environ.get("BENCH_WORKDIR")))
+    bare = Bare(model, threads)
+    (x,) = sample_feeds([TensorSpec(d["name"], np.dtype(d["dtype"]).name, tuple(d["shape"]))
+                         for d in bare.ins], 1).values()
+    procs, pids = {}, {"bare": [os.getpid()]}
+    for side in ("inproc", "daemon"):
+        procs[side] = subprocess.Popen([sys.executable, __file__, "--child", f"pipe-{side}", model, "--threads",
+                                        str(threads), "--folder", str(work / side), "--out",
+                                        str(work / f"{side}.jsonl")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True)
+        pids[side] = json.loads(procs[side].stdout.readline())["pids"]
+    stages = {side: _stage(work / f"stage-{side}", x) for side in procs}
+    for side in procs:                           # warm both sides (first files, page cache, threads)
+        _pipe_block(work / side, stages[side])
+    wall = {side: [] for side in pids}
+    cpu = {side: 0 for side in pids}
+    for _ in range(max(1, runs // PIPE_BLOCK)):
+        for side in pids:
+            c0 = _cpu_ns(pids[side])
+            wall[side].append(_bare_block(bare) if side == "bare" else _pipe_block(work / side, stages[side]))
+            cpu[side] += _cpu_ns(pids[side]) - c0
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait(30)
+    n = PIPE_BLOCK * len(wall["bare"])
+    out = {f"pipe_{k}_ms": float(np.median(v)) * 1e3 for k, v in wall.items()}
+    out.update({f"pipe_{k}_cpu_ms": c / n / 1e6 for k, c in cpu.items()})
+    out["pipe_overhead"] = float(np.median([dm / ip - 1 for dm, ip in zip(wall["daemon"], wall["inproc"])]))
+    out["pipe_vs_bare"] = float(np.median([dm / b - 1 for dm, b in zip(wall["daemon"], wall["bare"])]))
+    out["pipe_cpu_overhead"] = cpu["daemon"] / cpu["inproc"] - 1
+    return out
+
+
+def _cpu_ns(pids) -> int:
+    """CPU time of every thread of ``pids`` so far, in ns (/proc/PID/task/TID/schedstat: ns
+    resolution, where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass                               # a thread that just ended
+    return total
+
+
+def _stage(folder: Path, x: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(PIPE_BLOCK):
+        np.save(folder / f"x{i:03d}.npy", x)
+    return folder
+
+
+def _pipe_block(inbox: Path, stage: Path) -> float:
+    """Move a block of staged inputs into ``inbox``; seconds per input between the first and last
+    result, polled every ms from here; then the inputs go back to the stage."""
+    names = sorted(os.listdir(stage))
+    done = inbox / "done"
+    for n in names:
+        os.rename(stage / n, inbox / n)
+    first = last = None
+    while True:
+        count = len(os.listdir(done))
+        now = time.perf_counter()
+        if count and first is None:
+            first = now
+        if count >= len(names):
+            last = now
+            break
+        time.sleep(0.001)
+    for n in names:
+        os.rename(done / n, stage / n)
+    return (last - first) / (len(names) - 1)
+
+
+def _bare_block(bare) -> float:
+    for _ in range(SETTLE):
+        bare()
+    t0 = time.perf_counter()
+    for _ in range(PIPE_BLOCK):
+        bare()
+    return (time.perf_counter() - t0) / PIPE_BLOCK
 
 
 def _two_hops():
@@ -361,30 +497,42 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="time-to-ready attempts; the best is kept")
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--workdir")
+    ap.add_argument("--only", choices=("pipeline",), help="just the source -> sink comparison")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "MODEL"))
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, model = args.child
         if kind == "echo":
             print(json.dumps(child_echo(args.runs)))
+        elif kind in ("pipe-inproc", "pipe-daemon"):
+            (child_inproc if kind == "pipe-inproc" else child_lane_daemon)(model, args.folder, args.out, args.threads)
         else:
-            fn = child_bare if kind == "bare" else child_daemon
+            fn = {"bare": child_bare, "daemon": child_daemon, "pipeline": child_pipeline}[kind]
             print(json.dumps(fn(model, args.runs, args.threads)))
         return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ganglion-daemon-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["BENCH_WORKDIR"] = str(workdir)          # the pipeline child's folders go there too
     load_before = os.getloadavg()
     rows = []
-    broker = start_broker(workdir)
-    floor = run_child("echo", Path("-"), args.runs, args.threads)
+    only = args.only == "pipeline"
+    broker = None if only else start_broker(workdir)
+    floor = {} if only else run_child("echo", Path("-"), args.runs, args.threads)
     for name in args.models.split(","):
         model = prepare(name, workdir)
+        pipe = {k: round(v, 4) for k, v in run_child("pipeline", model, args.runs, args.threads).items()}
+        pipe["pipe_target_met"] = pipe["pipe_overhead"] <= 0.05
+        if only:
+            rows.append({"model": name, "threads": args.threads, "runs": args.runs, **pipe})
+            continue
         bare = run_child("bare", model, args.runs, args.threads)
         paired = run_child("daemon", model, args.runs, args.threads)
         ready = min(ready_time(str(model), args.threads) for _ in range(args.rounds))
         online = min((ready_online_time(str(model), args.threads, broker) for _ in range(args.rounds)),
                      default=None) if broker else None
-        rows.append(_row(name, args, paired, bare, ready, online))
+        rows.append({**_row(name, args, paired, bare, ready, online), **pipe})
     if broker is not None:
         broker.stop()
     report = {"bench": "daemon", "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
@@ -418,6 +566,17 @@ def _row(name: str, args, paired: dict, bare: dict, ready: float, online: float 
 
 
 def _table(rows: list[dict], floor: dict) -> None:
+    pipeline = [("model", 14, "s"), ("pipe_bare_ms", 14, ".3f"), ("pipe_inproc_ms", 16, ".3f"),
+                ("pipe_daemon_ms", 16, ".3f"), ("pipe_overhead", 15, ".1%"), ("pipe_vs_bare", 14, ".1%"),
+                ("pipe_inproc_cpu_ms", 20, ".3f"), ("pipe_daemon_cpu_ms", 20, ".3f"),
+                ("pipe_cpu_overhead", 19, ".1%")]
+    print("\nsource -> sink (folder -> model -> JSONL), ms per input (wall, and CPU of all the side's "
+          "processes); overhead = daemon / inproc - 1")
+    print("".join(f"{c:>{w}}" for c, w, _ in pipeline))
+    for r in rows:
+        print("".join(f"{r[c]:>{w}{f}}" for c, w, f in pipeline))
+    if not floor:
+        return
     print(f"\nfloor: pipe round trip {floor['pipe_us']:.1f} us (p95 {floor['pipe_p95_us']:.1f}); two thread "
           f"hand-offs {floor['hops_us']:.1f} us; daemon echo (no model) async {floor['echo_us']:.1f} us "
           f"(p95 {floor['echo_p95_us']:.1f}), sync {floor['echo_sync_us']:.1f} us (p95 {floor['echo_sync_p95_us']:.1f})")

@@ -27,7 +27,7 @@ failures before the tree is up (a broken config in the slot) are left to ``boot`
 A root without firmware (``firmware.not_installed``) is not an error: the daemon runs from flags.
 
 This module is the daemon's whole firmware integration, on the firmware layer (firmware sits
-above the runtime: edge never imports firmware). It plugs itself into ``edge.daemon.cli``
+above the runtime: edge never imports firmware). It plugs itself into ``edge.daemon.tree``
 (``FIRMWARE_HOOK``) and exports the command as ``run``, which ``edge/cli.py`` lists for
 ``ganglion run``.
 """
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from core.errors import EXIT_RESTART, GanglionError, InputError   # EXIT_RESTART: 75, "start me again"
 from edge.daemon import cli as daemon_cli
-from edge.daemon.cli import make_telemetry
+from edge.daemon import tree
 from edge.daemon.config import DaemonTelemetry
 from firmware import ota
 from firmware.boot import boot as fw_boot
@@ -127,11 +127,12 @@ def register_ota(daemon, telemetry, root: str) -> None:
     telemetry.register_command(ota.URL_VERB, lambda args: restart_after(url(args)))
 
 
-def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
+def fail_trial(root: str, info: dict, exc: GanglionError, cfg, make_telemetry) -> bool:
     """The daemon could not start on ``info``'s slot: revert now if that slot is on trial.
 
     Returns True when it reverted (the caller exits with ``EXIT_RESTART``), False otherwise (a
-    valid slot that fails to start is not reverted here: the cause may be outside the slot)."""
+    valid slot that fails to start is not reverted here: the cause may be outside the slot).
+    ``make_telemetry(cfg)`` opens the daemon's spool again for the event (``tree.make_telemetry``)."""
     if info.get("action") != "trial":
         return False
     reason = f"the daemon could not start on this slot: {exc.message}"
@@ -144,11 +145,11 @@ def fail_trial(root: str, info: dict, exc: GanglionError, cfg) -> bool:
              "failed_check": "start", "reason": reason, "failure_class": PERMANENT, "revert": done,
              "error": exc.to_dict()}
     sys.stderr.write(json.dumps({"kind": "events", **event}, default=str) + "\n")
-    _spool_event(cfg, event)
+    _spool_event(cfg, event, make_telemetry)
     return True
 
 
-def _spool_event(cfg, event: dict) -> None:
+def _spool_event(cfg, event: dict, make_telemetry) -> None:
     """The daemon's telemetry is already stopped: put the event in its spool for the next start."""
     try:
         telemetry = make_telemetry(cfg)
@@ -165,5 +166,5 @@ def _spool_event(cfg, event: dict) -> None:
         telemetry.spool.close()
 
 
-daemon_cli.FIRMWARE_HOOK = sys.modules[__name__]
+tree.FIRMWARE_HOOK = sys.modules[__name__]
 run = daemon_cli.run       # ``ganglion run``, with --firmware-root served by this module

@@ -5,6 +5,7 @@
     app.py       Daemon: queues, pool, sinks, telemetry; submit / start / run / shutdown
     worker.py    the model worker process;  wire.py  its framing (no pickle)
     pool.py      worker slots, dispatchers, retry-once
+    lane.py      workers that read a watched folder and write file sinks themselves
     batcher.py   bounded request queue with backpressure; dynamic micro-batching
     sources.py   folder, mqtt, replay, camera;  decode.py  payload formats
     sinks.py     jsonl, stdout, mqtt, and the result router

@@ -24,9 +24,9 @@ import numpy as np
 import boards
 from core.errors import GanglionError, InputError, RuntimeBackendError
 from edge.backends.base import check_feeds
-from edge.daemon import sdnotify, tree
+from edge.daemon import lane, sdnotify, tree
 from edge.daemon.batcher import Batcher, RequestQueue
-from edge.daemon.broker_watch import broker_state
+from edge.daemon.broker_watch import broker_state, console
 from edge.daemon.config import DaemonConfig
 from edge.daemon.decode import decode_payload, frame_feeds, to_feeds
 from edge.daemon.messages import Job, Request, Result, error_dict
@@ -42,19 +42,30 @@ READY_TIMEOUT = 60.0
 
 
 def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
-    m = cfg.model
+    """What a worker process is started with; the watched folders it reads itself come from the
+    config, so a reload (commands.py) keeps them."""
+    m, lanes = cfg.model, lane.lane_folders(cfg)
     return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
                       allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
                       engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
-                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {})
+                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {},
+                      lanes=lanes, sinks=tuple((s.kind, s.path) for s in cfg.sinks) if lanes else ())
+
+
+AUTO = "auto"      # Daemon(telemetry=AUTO): the MQTT client of cfg's [telemetry], if it names a broker
 
 
 class Daemon:
-    def __init__(self, cfg: DaemonConfig, *, telemetry=None, outbox=None, log_stream=None,
+    def __init__(self, cfg: DaemonConfig, *, telemetry=AUTO, firmware=None, outbox=None, log_stream=None,
                  factory: str | None = None, factory_args: dict | None = None, dry_run: bool = False):
-        """``dry_run``: build the tree to describe it; sources and sinks check their paths and
-        create nothing (``ganglion run --dry-run``)."""
-        self.cfg, self.telemetry, self.dry_run = cfg, telemetry, dry_run
+        """Everything ``ganglion run`` has, wired by ``tree.wire``: with a broker in ``[telemetry]``
+        the MQTT client (or the ``telemetry`` object given; None for none) with the daemon's commands
+        on it; with ``firmware`` (``tree.boot_firmware``) the boot event, OTA, and the trial slot's
+        validation once ready. ``dry_run``: build the tree to describe it; sources and sinks check
+        their paths and create nothing (``ganglion run --dry-run``)."""
+        if telemetry is AUTO:
+            telemetry = None if dry_run else tree.make_telemetry(cfg)
+        self.cfg, self.telemetry, self.firmware, self.dry_run = cfg, telemetry, firmware, dry_run
         self.outbox = outbox or FanOut(telemetry, LogOutbox(log_stream))
         self.recent_events: deque[dict] = deque(maxlen=100)
         self.stop_event = threading.Event()
@@ -68,18 +79,23 @@ class Daemon:
         sinks = [make_sink(s.kind, path=s.path, outbox=self.outbox, model_name=lambda: self.model_name,
                            dry_run=dry_run) for s in cfg.sinks]
         self.router = ResultRouter(sinks, self.metrics, labels=lambda: self.pool.info.labels if self.pool.info else None)
+        folders = lane.lane_folders(cfg)          # watched folders the workers read themselves
+        self.lanes = lane.Lanes(self, folders) if folders else None
         self.pool = WorkerPool(worker_spec(cfg, factory, factory_args), cfg.workers.count,
                                deliver=self.router.deliver, on_event=self.event,
                                start_method=cfg.workers.start_method,
                                request_timeout=cfg.workers.request_timeout_s,
-                               isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many)
+                               isolation=cfg.workers.isolation, deliver_many=self.router.deliver_many,
+                               lanes=self.lanes)
         self.batcher = Batcher(self.requests, max_batch=cfg.batch.max_batch, budget_ms=cfg.batch.budget_ms)
         self.pool.take, self.pool.take_ready = self.batcher.take, self.batcher.take_ready
         self.pool.backlog, self.pool.nudge = self.requests.__len__, self.requests.wake_all
-        self.sources = [make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry,
-                                    rate_hz=s.rate_hz, loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)
-                        for s in cfg.sources]
-        self.root, self.workers_sup = tree.build(self)
+        # a laned folder is made (and what a killed daemon left claimed put back) here, read there
+        made = [(s, make_source(s.kind, self, path=s.path, topic=s.topic, telemetry=telemetry, rate_hz=s.rate_hz,
+                                loop=s.loop, device=s.device, fps=s.fps, dry_run=dry_run)) for s in cfg.sources]
+        self.lane_sources = [src for s, src in made if s.kind == "folder" and s.path in folders]
+        self.sources = [src for _, src in made if src not in self.lane_sources]
+        self.root, self.workers_sup = tree.wire(self)
 
     @property
     def model_name(self) -> str:
@@ -158,9 +174,6 @@ class Daemon:
         return Request(source, feeds, meta, on_done)
 
     def _enqueue(self, req: Request, live: bool, deadline: float | None = None) -> None:
-        if self.cfg.batch.budget_ms == 0 and self.pool.offer(Job([req])):
-            self.metrics.count("direct_sends")      # an idle worker took it at once (edge/daemon/pool.py)
-            return
         if live:
             self.requests.put_live(req)
             return
@@ -200,6 +213,10 @@ class Daemon:
         self.ready_s = time.monotonic() - self.started_at
         sdnotify.notify("READY=1\nSTATUS=model loaded")
         self.outbox.record("status", self.status())
+        code = tree.on_ready(self)                # a firmware slot on trial proves itself here
+        if code:
+            self.exit_code = code
+            self.stop_event.set()
         return self
 
     def _await_model(self) -> None:
@@ -218,8 +235,8 @@ class Daemon:
     def run(self, on_ready=None) -> int:
         """Block until SIGTERM/SIGINT or escalation at the root; returns the exit code.
 
-        ``on_ready(daemon) -> int`` runs once the model is loaded (firmware validation); a non-zero
-        result stops the daemon with that exit code."""
+        ``on_ready(daemon) -> int`` runs once the daemon has started (``ganglion run`` prints its
+        start line); a non-zero result stops the daemon with that exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
@@ -274,7 +291,7 @@ class Daemon:
         """The one readable line ``ganglion run`` prints once ready: what goes in, what comes out."""
         info = self.pool.info
         version = f" {info.model_version}" if info and info.model_version else ""
-        ins = ", ".join(s.name for s in self.sources) or "no sources (commands and the API only)"
+        ins = ", ".join(s.name for s in self.sources + self.lane_sources) or "no sources (commands and the API only)"
         outs = ", ".join(s.path or s.kind for s in self.cfg.sinks) or "no sinks"
         line = (f"ready in {self.ready_s or 0:.1f} s -- {ins} -> {outs}; model {self.model_name}{version} "
                 f"({info.backend if info else '?'}, {self.cfg.workers.count} worker(s))")
@@ -298,3 +315,15 @@ def _thermal_path(board_name: str | None) -> str | None:
         return None
     return sensors[0] if sensors else None
 
+
+def serve(cfg, firmware: tree.Firmware | None = None) -> int:
+    """``ganglion run`` after its flags are parsed: the daemon of ``cfg`` until a signal or until the
+    root gives up; the exit code. A trial slot whose daemon cannot even start is reverted here."""
+    daemon = Daemon(cfg, firmware=firmware)
+    try:
+        return daemon.run(lambda d: console(d.start_line()))
+    except GanglionError as exc:           # start-up failed (model, workers): not yet running
+        if firmware is None or not tree.firmware_hook().fail_trial(firmware.root, firmware.slot, exc, cfg,
+                                                            tree.make_telemetry):
+            raise
+        return tree.firmware_hook().EXIT_RESTART  # a trial slot that cannot start is reverted at once

@@ -6,7 +6,6 @@ relative to the file; paths in flags are relative to the working directory.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,25 +16,9 @@ from core.errors import EXIT_PERMANENT, GanglionError, InputError, UsageError
 from core.vocab import broker_tls, json_flag, mqtt_version, trusted_keys
 from edge.daemon import config as cfgmod
 from edge.daemon import tree
-from edge.daemon.app import Daemon
+from edge.daemon.app import Daemon, serve
 from edge.daemon.benchmark import bench_model
-from edge.daemon.broker_watch import console
-from edge.daemon.commands import register
 from edge.daemon.sdnotify import unit_file
-from edge.telemetry import Telemetry
-
-
-# ``--firmware-root`` is served by the layer above: ``firmware.daemon_hook`` plugs itself in here
-# when it is imported (``ganglion run`` is listed as ``firmware.daemon_hook:run`` in edge/cli.py),
-# so the runtime never imports firmware.
-FIRMWARE_HOOK = None
-
-
-def _firmware_hook():
-    if FIRMWARE_HOOK is None:
-        raise UsageError("--firmware-root needs the firmware package", code="usage.firmware",
-                         hint="run the daemon through the ganglion command (ganglion run --firmware-root ROOT)")
-    return FIRMWARE_HOOK
 
 
 def _abs(p: str | None) -> str | None:
@@ -121,24 +104,6 @@ def _drop_none(table):
     if isinstance(table, list):
         return [_drop_none(v) for v in table]
     return table
-
-
-def make_telemetry(cfg):
-    """The real MQTT client when a broker is configured, else None."""
-    if not cfg.telemetry.broker:
-        return None
-    spool = cfg.telemetry.spool or default_spool(cfg.device_id)
-    try:
-        Path(spool).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the spool folder: {exc}", where=str(spool), code="usage.spool",
-                         hint="pass --spool PATH somewhere writable") from exc
-    return Telemetry(cfg.telemetry.client_config(), cfg.device_id, spool)
-
-
-def default_spool(device_id: str) -> str:
-    root = "/var/lib/ganglion" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/ganglion")
-    return os.path.join(root, device_id, "spool.db")
 
 
 @click.command("run")
@@ -231,54 +196,25 @@ def _check_model(cfg):
 
 
 def _run(config, dry_run, print_systemd_unit, watchdog_sec, firmware_root, flags):
+    """Flags -> config -> ``app.serve`` (the daemon is wired by ``tree``, the same for embedders)."""
     if print_systemd_unit:
         if not firmware_root:                     # the slot brings the model; otherwise it must be here
             _check_model(build_config(config, flags))
         args = _unit_args(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else [])
         click.echo(unit_file(args, watchdog_s=watchdog_sec))
         return
-    slot = None
-    if firmware_root and not dry_run:
-        firmware_hook = _firmware_hook()
-        slot = firmware_hook.boot(firmware_root)
-        if slot is not None:
-            model, slot_config = firmware_hook.slot_defaults(slot)
-            flags["model"] = flags.get("model") or model
-            config = config or slot_config
-            firmware_hook.use_site(slot)
+    firmware = None if dry_run else tree.boot_firmware(firmware_root)
+    if firmware is not None:
+        model, slot_config = firmware.defaults()
+        flags["model"] = flags.get("model") or model
+        config = config or slot_config
     cfg = _check_model(build_config(config, flags))
     if dry_run:
-        daemon = Daemon(cfg, dry_run=True)
-        click.echo(tree.describe(daemon))
+        click.echo(tree.describe(Daemon(cfg, dry_run=True)))
         return
-    telemetry = make_telemetry(cfg)
-    daemon = Daemon(cfg, telemetry=telemetry)
-    if telemetry is not None:
-        register(daemon, telemetry)
-    on_ready = None
-    if slot is not None:
-        daemon.event({"event": "firmware", "phase": "boot", **{k: slot.get(k) for k in (
-            "slot", "version", "action", "status")}})
-        if telemetry is not None:
-            firmware_hook.register_ota(daemon, telemetry, firmware_root)
-        on_ready = lambda d: firmware_hook.validate_trial(d, firmware_root, slot)  # noqa: E731
-    try:
-        code = daemon.run(_announce(on_ready))
-    except GanglionError as exc:                  # start-up failed (model, workers): not yet running
-        if slot is None or not firmware_hook.fail_trial(firmware_root, slot, exc, cfg):
-            raise
-        code = firmware_hook.EXIT_RESTART        # a trial slot that cannot start is reverted at once
+    code = serve(cfg, firmware)
     if code:
         raise SystemExit(code)
-
-
-def _announce(on_ready):
-    """Print the readable start line once the model is loaded, then run ``on_ready`` (firmware)."""
-
-    def ready(daemon) -> int:
-        console(daemon.start_line())
-        return on_ready(daemon) if on_ready is not None else 0
-    return ready
 
 
 @click.command("bench")

@@ -35,10 +35,10 @@ class InlineWorker(ThreadChild):
         self._ready: tuple | None = None    # (backend, output specs) once open
         super().__init__(self._body, slot.name)
 
-    def lend(self, job, wait: bool, deadline: float | None = None) -> bool:
-        """Run ``job`` on the calling thread if the backend is idle (synchronous callers only; a
-        running kernel cannot be interrupted, so ``deadline`` does not apply here)."""
-        if not wait or self._ready is None or not self.lease.acquire(blocking=False):
+    def lend(self, job, deadline: float | None = None) -> bool:
+        """Run ``job`` on the calling thread if the backend is idle (``Daemon.infer``; a running
+        kernel cannot be interrupted, so ``deadline`` does not apply here)."""
+        if self._ready is None or not self.lease.acquire(blocking=False):
             return False
         try:
             if self._ready is None:

@@ -11,21 +11,20 @@ with a ``runtime.worker_crash`` error. A worker that does not answer within the 
 (a hung delegate) is killed and handled the same way. Nothing is dropped: on shutdown, whatever is still queued
 is answered with an error too.
 
-Who writes to a worker: its dispatcher thread, or the thread that submits a request when the
-worker is idle and nothing is queued. A handle's ``lease`` says who owns the pipe: the dispatcher
-holds it while jobs are in flight and lets go when it waits for work. A submitting thread that
-finds an idle worker takes the lease and sends its request itself -- the worker starts at once,
-instead of after a thread hand-off to the dispatcher (on a small board or a VM, a hand-off costs
-as much as the pipe round trip). Then either the dispatcher is told to read the answer while the
-worker computes (``WorkerPool.offer``, the asynchronous ``submit``: the hand-off happens, but
-off the critical path), or the caller reads it itself (``WorkerPool.run_direct``, for the
-synchronous ``Daemon.infer``: no hand-off at all) -- its own answer only: jobs it wrote ahead for
-other inputs, and its own once its timeout passed, go to the dispatcher the same way (see
-docs/request-path.md for the invariants and the stress test). The crash rules are the same on
-every path: the same code (``WorkerHandle._send``/``_drain``) runs whoever holds the lease.
+Who writes to a worker: two ways, one lease. Its dispatcher thread, for everything queued
+(``Daemon.submit``, the sources on the parent's side, retries), and the thread of a synchronous
+``Daemon.infer`` that finds the worker idle and nothing queued (``WorkerPool.run_direct``): it
+takes the lease, writes its request and reads its own answer -- no thread hand-off at all (on a
+small board or a VM a hand-off costs as much as the pipe round trip). What it leaves in flight
+(jobs it wrote ahead for other inputs; its own once its timeout passed) is handed to the
+dispatcher (``handed``). Watched folders with file sinks do not come here at all: the workers read
+them themselves (edge/daemon/lane.py). See docs/request-path.md for the invariants and the stress
+test. The crash rules are the same on both ways: the same code (``WorkerHandle._send``/``_drain``)
+runs whoever holds the lease.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import select
 import threading
@@ -34,12 +33,11 @@ from collections import deque
 from typing import Callable
 
 from core.errors import GanglionError, error_from_dict
-from edge.backends.base import TensorSpec
 from edge.daemon import wire
 from edge.daemon.inline import InlineWorker
 from edge.daemon.messages import Job, JobQueue, Result, error_dict
 from edge.daemon.shm import SLOTS, Outbound
-from edge.daemon.worker import WorkerSpec, main as worker_main
+from edge.daemon.worker import ModelInfo, WorkerSpec, main as worker_main
 from edge.supervisor import ProcessChild
 
 MAX_ATTEMPTS = 2
@@ -47,24 +45,13 @@ PIPELINE = SLOTS           # jobs written ahead to one worker; each has its own 
 READY_TIMEOUT = 120.0      # a TensorRT engine build on first start can take this long
 
 
-class ModelInfo:
-    """What the first ready worker told us: specs, preprocessing, labels."""
-
-    def __init__(self, header: dict):
-        self.inputs = [TensorSpec.from_dict(d) for d in header["inputs"]]
-        self.outputs = [TensorSpec.from_dict(d) for d in header["outputs"]]
-        self.backend = header.get("backend")
-        self.preprocess = header.get("preprocess") or {}
-        self.labels = header.get("labels") or []
-        self.model_name = header.get("model_name")
-        self.model_version = header.get("model_version")
-
-
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, *, deliver: Callable[[Result], None],
                  on_event: Callable[[dict], None], start_method: str = "spawn", request_timeout: float = 0.0,
-                 isolation: str = "process", deliver_many: Callable[[list[Result]], None] | None = None):
+                 isolation: str = "process", deliver_many: Callable[[list[Result]], None] | None = None,
+                 lanes=None):
         self.spec, self.deliver, self.on_event = spec, deliver, on_event
+        self.lanes = lanes                  # lane.Lanes when workers read watched folders themselves
         self.deliver_many = deliver_many or (lambda results: [deliver(r) for r in results])
         self.isolation = isolation
         self.request_timeout = request_timeout
@@ -83,7 +70,7 @@ class WorkerPool:
 
     def wait_for_job(self, timeout: float, wake: Callable[[], bool]) -> Job | None:
         """``take``, counted as an idle worker while it waits (see ``WorkerHandle._top_up``);
-        returns None early once ``wake()`` is true (a job was handed over, see ``offer``)."""
+        returns None early once ``wake()`` is true (a job was handed over, see ``run_direct``)."""
         with self._idle_lock:
             self.idle += 1
         try:
@@ -92,24 +79,17 @@ class WorkerPool:
             with self._idle_lock:
                 self.idle -= 1
 
-    def offer(self, job: Job) -> bool:
-        """Send ``job`` from the calling thread to an idle worker and leave the answer to its
-        dispatcher; False when no worker is idle or work is queued (never jumps the queue)."""
-        return self._direct(job, wait=False, deadline=None)
-
     def run_direct(self, job: Job, timeout: float | None = None) -> bool:
-        """Like ``offer``, but the calling thread also reads the answer and routes it: when this
+        """Send ``job`` from the calling thread to an idle worker and read and route its answer
+        here; False when no worker is idle or work is queued (never jumps the queue). When this
         returns True, ``on_done`` was called (or the job is queued for its retry, its worker
         having died under it, or -- no answer within ``timeout`` -- left to the dispatcher)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return self._direct(job, wait=True, deadline=deadline)
-
-    def _direct(self, job: Job, wait: bool, deadline: float | None) -> bool:
         if len(self.jobs) or self.backlog():
             return False
+        deadline = None if timeout is None else time.monotonic() + timeout
         for slot in self.slots:
             handle = slot.handle
-            if handle is not None and handle.lend(job, wait, deadline):
+            if handle is not None and handle.lend(job, deadline):
                 return True
         return False
 
@@ -177,23 +157,29 @@ class WorkerSlot:
             self.generation += 1
             self.handle = InlineWorker(self)
             return self.handle
+        lanes, previous = self.pool.lanes, self.handle
+        if lanes is not None:       # what the last process claimed: retried once, or answered
+            lanes.recover(self.name, crashed=previous is not None and not previous.stopping.is_set())
         parent_conn, child_conn = self.pool.ctx.Pipe(duplex=True)
-        proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec),
+        lane_read, lane_write = self.pool.ctx.Pipe(duplex=False) if lanes is not None else (None, None)
+        proc = self.pool.ctx.Process(target=worker_main, args=(child_conn, self.pool.spec, self.name, lane_write),
                                      name=f"ganglion-{self.name}", daemon=True)
         proc.start()
-        child_conn.close()          # so a dead worker shows up as EOF on our end
+        for conn in (child_conn, lane_write):
+            if conn is not None:
+                conn.close()        # so a dead worker shows up as EOF on our end
         self.pid, self.ready_at = proc.pid, None
         self.generation += 1
-        self.handle = WorkerHandle(self, proc, parent_conn)
+        self.handle = WorkerHandle(self, proc, parent_conn, lane_read)
         return self.handle
 
 
 class WorkerHandle(ProcessChild):
     """A running worker process plus the dispatcher thread that talks to it."""
 
-    def __init__(self, slot: WorkerSlot, proc, conn):
+    def __init__(self, slot: WorkerSlot, proc, conn, lane_conn=None):
         super().__init__(proc, slot.name)
-        self.slot, self.conn = slot, conn
+        self.slot, self.conn, self.lane_conn = slot, conn, lane_conn
         self.stopping = threading.Event()
         self._send_lock = threading.Lock()      # stop() and the lease holder both write to the pipe
         # Whoever holds the lease owns the pipe, ``inflight`` and ``outbound``: the dispatcher while
@@ -201,7 +187,7 @@ class WorkerHandle(ProcessChild):
         self.lease = threading.Lock()
         self.lease.acquire()
         self.broken = False                     # the pipe broke: nobody may use it again
-        self.handed = False                     # a submitter sent a job: the dispatcher must drain it
+        self.handed = False                     # a direct caller left jobs in flight: the dispatcher drains them
         self.outbound = Outbound()              # large inputs go through shared memory
         self.inflight: deque[Job] = deque()     # sent, not yet answered; oldest first
         # a poll object made once: Connection.poll builds a selector per call, a few us each time
@@ -221,21 +207,22 @@ class WorkerHandle(ProcessChild):
         super().stop(timeout)
         self._thread.join(timeout)
         self.conn.close()
+        if self.lane_conn is not None:
+            self.lane_conn.close()
 
-    def lend(self, job: Job, wait: bool, deadline: float | None = None) -> bool:
-        """Send ``job`` from the calling thread if this worker is idle (see the module docstring);
-        with ``wait``, also read and route its answer here (until ``deadline``, a monotonic
-        time), else hand that to the dispatcher."""
+    def lend(self, job: Job, deadline: float | None = None) -> bool:
+        """Send ``job`` from the calling thread if this worker is idle (see the module docstring)
+        and read and route its answer here, until ``deadline`` (a monotonic time); what is still
+        in flight then is the dispatcher's."""
         if not self.lease.acquire(blocking=False):
             return False
         try:
             if self.broken or self.stopping.is_set() or self.inflight:
                 return False
             if self._send(job):
-                if wait:
-                    self._drain(own=job, deadline=deadline)
-                # what is still in flight (the offered job, or jobs the caller wrote ahead for
-                # other inputs) is the dispatcher's to answer
+                self._drain(own=job, deadline=deadline)
+                # what is still in flight (its own job past the deadline, or jobs the caller wrote
+                # ahead for other inputs) is the dispatcher's to answer
                 self.handed = bool(self.inflight)
             return True
         finally:
@@ -250,13 +237,14 @@ class WorkerHandle(ProcessChild):
                 self.lease.release()
                 self._serve()
                 self.lease.acquire()        # a direct caller may still be reading its answer
-                # A submitter may have handed a job over just as the loop saw ``stopping`` (or its
+                # A direct caller may have handed a job over just as the loop saw ``stopping`` (or its
                 # worker's death): its answer is ours to read -- the worker got the run before any
                 # stop, and a dead pipe sends the job back to the queue through ``_lost_all``.
                 if self.inflight:
                     self._drain()
         finally:
             self.outbound.close()
+            self._lane_reports()            # the last tallies of a worker that stopped or died
 
     def _serve(self) -> None:
         """Take a job (retries first) or a handed-over one, answer it and whatever the pipeline
@@ -265,6 +253,7 @@ class WorkerHandle(ProcessChild):
         # the wake-up condition of ``take``: a job handed over, or a retry queued (``requeue``)
         wake = lambda: self.handed or len(pool.jobs) > 0      # noqa: E731
         while not self.stopping.is_set() and not self.broken:
+            self._lane_reports()
             job = None if self.handed else \
                 (pool.jobs.get(timeout=0) if len(pool.jobs) else None) or pool.wait_for_job(0.2, wake)
             if job is None and not self.handed:
@@ -279,6 +268,16 @@ class WorkerHandle(ProcessChild):
                     return
                 if job is None or self._send(job):
                     self._drain()
+
+    def _lane_reports(self) -> None:
+        """What this worker's lanes reported (events, tallies) since the last look; read when the
+        dispatcher loops, at least every 0.2 s -- never a wake-up per input."""
+        conn, lanes = self.lane_conn, self.slot.pool.lanes
+        try:
+            while conn is not None and conn.poll(0):
+                lanes.report(json.loads(conn.recv_bytes()))
+        except (EOFError, OSError, ValueError):
+            self.lane_conn = None           # the worker is gone; its claims are recovered on restart
 
     def _drain(self, own: Job | None = None, deadline: float | None = None) -> None:
         """Answer the jobs in flight, in order; while the worker computes, write the next job ahead.

@@ -36,13 +36,15 @@ class JsonlSink:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+            # unbuffered O_APPEND: one write() per record, so records of several writers (the
+            # daemon and its worker processes' lanes, edge/daemon/lane.py) never interleave
+            self._fh = open(self.path, "ab", buffering=0)
         except OSError as exc:
             raise UsageError(f"cannot open the results file: {exc}", where=str(self.path),
                              code="usage.sink") from exc
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.write((json.dumps(record, default=str) + "\n").encode())
 
     def close(self) -> None:
         self._fh.close()

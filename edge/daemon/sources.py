@@ -45,10 +45,13 @@ class FolderSource:
     kind = "folder"
     SUBDIRS = ("done", "failed", "processing")
 
-    def __init__(self, daemon, path: str, poll_s: float = 0.1, create: bool = True):
+    def __init__(self, daemon, path: str, poll_s: float = 0.1, create: bool = True, claim: str | None = None,
+                 recover: bool = True):
+        """``claim``: a subfolder of ``processing/`` of its own (a worker process reading this folder
+        itself, edge/daemon/lane.py); ``recover``: put back what a killed daemon left claimed."""
         self.daemon, self.path, self.poll_s = daemon, Path(path), poll_s
         self.name = f"folder:{self.path}"
-        self.claimed = self.path / "processing"
+        self.claimed = self.path / "processing" / (claim or "")
         self._inflight: set[str] = set()
         self._skipped: set[str] = set()
         self._lock = threading.Lock()
@@ -58,15 +61,20 @@ class FolderSource:
         try:
             for sub in ("", *self.SUBDIRS):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
+            self.claimed.mkdir(exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use the watched folder: {exc}", where=str(self.path),
                              code="usage.source") from exc
-        self._recover()
+        if recover:
+            self._recover(self.path / "processing")
 
-    def _recover(self) -> None:
-        """Files a killed daemon had claimed but not answered go back to the inbox."""
-        for entry in os.scandir(self.claimed):
-            if not (self.path / entry.name).exists():
+    def _recover(self, claimed: Path) -> None:
+        """Files a killed daemon had claimed but not answered go back to the inbox (also from the
+        worker processes' own claim folders, ``processing/worker-N/``)."""
+        for entry in os.scandir(claimed):
+            if entry.is_dir(follow_symlinks=False):
+                self._recover(Path(entry.path))
+            elif not (self.path / entry.name).exists():
                 os.replace(entry.path, self.path / entry.name)
 
     def run(self, stop: threading.Event) -> None:
@@ -110,7 +118,7 @@ class FolderSource:
 
     def _submit(self, name: str, st: os.stat_result) -> None:
         meta = {"file": name}
-        on_done = self._done(name)
+        on_done = self.on_done_for(name)
         try:
             data = self._read(name, st)
         except InputError as exc:
@@ -141,7 +149,8 @@ class FolderSource:
             raise InputError(f"{name} is not a readable {suffix} file", code=magic[suffix][1])
         return data
 
-    def _done(self, name: str):
+    def on_done_for(self, name: str):
+        """The ``on_done`` of claimed file ``name``: moves it to done/ or failed/ (or back, to retry)."""
         claimed = self.claimed / name
 
         def on_done(result) -> None:

@@ -10,8 +10,10 @@ supervisor restarts it and the parent retries the request it held. The worker sp
                                                                  | {"op": "error", "id": n, "error": {...}}
     parent -> worker   {"op": "stop"}                            (exits 0; so does a closed pipe)
 
-``WorkerSpec`` is plain data (paths, numbers, an optional "module:function" factory for tests),
-so spawning a worker never sends code or untrusted objects through pickle.
+With ``lanes`` (watched folders, edge/daemon/lane.py) the worker also reads those folders itself
+and writes their results to ``sinks``, on threads of its own; the backend is used by one thread at
+a time. ``WorkerSpec`` is plain data (paths, numbers, an optional "module:function" factory for
+tests), so spawning a worker never sends code or untrusted objects through pickle.
 """
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from core.errors import GanglionError
 from edge.backends import open_backend
-from edge.backends.base import dequantize_outputs
-from edge.daemon import wire
+from edge.backends.base import TensorSpec, dequantize_outputs
+from edge.daemon import lane, wire
 from edge.daemon.shm import Inbound
 
 EXIT_FATAL = 3
@@ -44,6 +47,21 @@ class WorkerSpec:
     dequantize: bool = True
     factory: str | None = None        # "module:function" returning a backend (tests, plugins)
     factory_args: dict = field(default_factory=dict)
+    lanes: tuple[str, ...] = ()                        # watched folders this worker reads itself
+    sinks: tuple[tuple[str, str | None], ...] = ()     # (kind, path) of the lanes' sinks
+
+
+class ModelInfo:
+    """What a ready worker says about its model (``ready_header``): specs, preprocessing, labels."""
+
+    def __init__(self, header: dict):
+        self.inputs = [TensorSpec.from_dict(d) for d in header["inputs"]]
+        self.outputs = [TensorSpec.from_dict(d) for d in header["outputs"]]
+        self.backend = header.get("backend")
+        self.preprocess = header.get("preprocess") or {}
+        self.labels = header.get("labels") or []
+        self.model_name = header.get("model_name")
+        self.model_version = header.get("model_version")
 
 
 def open_for(spec: WorkerSpec):
@@ -56,8 +74,9 @@ def open_for(spec: WorkerSpec):
                         engine_cache_dir=spec.engine_cache_dir)
 
 
-def main(conn, spec: WorkerSpec) -> None:
-    """Entry point of the worker process."""
+def main(conn, spec: WorkerSpec, name: str = "worker", lane_conn=None) -> None:
+    """Entry point of the worker process (``name``: its slot, e.g. worker-0; ``lane_conn``: the
+    lanes' reports to the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -65,8 +84,22 @@ def main(conn, spec: WorkerSpec) -> None:
     except GanglionError as exc:
         conn.send_bytes(wire.encode({"op": "fatal", "error": exc.to_dict()}))
         os._exit(EXIT_FATAL)
-    conn.send_bytes(wire.encode(ready_header(backend)))
-    serve(conn, backend, spec.dequantize)
+    header = ready_header(backend)
+    conn.send_bytes(wire.encode(header))
+    lock, specs = threading.Lock(), backend.outputs() if spec.dequantize else None
+
+    def run(feeds):
+        with lock:
+            return run_once(backend, feeds, specs)
+    stop = threading.Event()
+    lanes = lane.start(name, spec.lanes, spec.sinks, run, ModelInfo(header), lane_conn, stop) \
+        if spec.lanes and lane_conn is not None else []
+    try:
+        serve(conn, run)
+    finally:
+        stop.set()
+        for t in lanes:
+            t.join(5.0)
 
 
 def ready_header(backend) -> dict:
@@ -95,8 +128,8 @@ def run_once(backend, feeds, dequantize_specs) -> tuple[dict | None, dict | None
                       "where": getattr(backend, "source", None), "hint": None}
 
 
-def serve(conn, backend, dequantize: bool) -> None:
-    outputs = backend.outputs()
+def serve(conn, run) -> None:
+    """Answer run requests from the pipe with ``run(feeds) -> (outputs, error)`` until stopped."""
     inbound = Inbound()
     while True:
         try:
@@ -112,7 +145,7 @@ def serve(conn, backend, dequantize: bool) -> None:
             inbound.close()
             return
         rid = header.get("id")
-        result, error = run_once(backend, tensors, outputs if dequantize else None)
+        result, error = run(tensors)
         reply = wire.encode({"op": "result", "id": rid}, result) if error is None else \
             wire.encode({"op": "error", "id": rid, "error": error})
         del tensors, result          # release shared-memory views before the parent reuses the segment

@@ -5,8 +5,6 @@ import argparse
 import sys
 
 from edge.daemon.app import Daemon
-from edge.daemon.cli import make_telemetry
-from edge.daemon.commands import register
 from edge.daemon.config import from_dict
 
 
@@ -28,10 +26,8 @@ def main() -> int:
         "telemetry": {"broker": a.broker, "spool": a.spool, "input_receive_max": a.receive_max,
                       "reconnect_min": 0.1, "reconnect_max": 0.5},
         "sources": [{"kind": "mqtt", "topic": a.topic}], "sinks": [{"kind": "mqtt"}]}).require_model()
-    telemetry = make_telemetry(cfg)
-    daemon = Daemon(cfg, telemetry=telemetry, factory="tests.edge.daemon.crashy:slow",
+    daemon = Daemon(cfg, factory="tests.edge.daemon.crashy:slow",
                     factory_args={"delay_s": a.delay})
-    register(daemon, telemetry)
     return daemon.run(lambda d: print("ready", flush=True) or 0)
 
 

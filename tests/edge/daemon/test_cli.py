@@ -31,8 +31,13 @@ def test_dry_run_prints_the_tree(dense_tflite, tmp_path):
                    "--workers", 2, "--dry-run")
     assert res.returncode == 0, res.stderr
     for line in ["root (supervisor: rest_for_one", "workers (supervisor: one_for_one", "worker-0 (process",
-                 "worker-1 (process", "batches of <= 8 within 0 ms", "sources (supervisor", "folder:", "sinks: jsonl"]:
+                 "worker-1 (process", "batches of <= 8 within 0 ms", "folder:", "sinks: jsonl"]:
         assert line in res.stdout
+    # with file sinks only, each worker reads the folder itself (edge/daemon/lane.py): no source thread
+    assert res.stdout.count("and writes its results itself") == 2 and "sources (supervisor" not in res.stdout
+    res = ganglion("run", "--model", dense_tflite, "--watch", tmp_path / "in", "--replay", tmp_path / "r.npy",
+                   "--isolation", "thread", "--dry-run")
+    assert "sources (supervisor" in res.stdout and "folder:" in res.stdout and "replay:" in res.stdout
 
 
 def test_isolation_thread_runs_the_model_in_the_daemon(dense_tflite, tmp_path):

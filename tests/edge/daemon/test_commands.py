@@ -98,5 +98,6 @@ def test_reload_under_load_answers_every_request(running):
     feeder.join()
     assert got.wait(n, timeout=30) and got.duplicates == 0
     assert all(r.ok for r in got.results.values())              # a reload is not a failure
-    last = got.results[n - 1]
-    np.testing.assert_allclose(last.outputs["y"], models.reference(X, seed=2), rtol=1e-5, atol=1e-5)
+    # once reload returns, the new model answers (the feeder may have finished before it did: the
+    # probe of the new model alone can outlast 300 submits on a loaded machine)
+    np.testing.assert_allclose(_ask(daemon).outputs["y"], models.reference(X, seed=2), rtol=1e-5, atol=1e-5)

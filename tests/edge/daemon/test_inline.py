@@ -87,4 +87,3 @@ def test_infer_on_an_idle_thread_worker_runs_the_backend_on_the_calling_thread(t
         daemon.stop()
         daemon.shutdown()
     assert daemon.metrics.totals["direct_runs"] == 7
-    assert daemon.metrics.totals.get("direct_sends", 0) == 0

@@ -23,8 +23,6 @@ import numpy as np
 import pytest
 
 from edge.daemon.app import Daemon
-from edge.daemon.cli import make_telemetry
-from edge.daemon.commands import register
 from edge.daemon.config import from_dict
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
@@ -99,10 +97,9 @@ def start_daemon(url: str, tmp_path, delay: float) -> tuple[Daemon, object]:
                       "input_receive_max": RECEIVE_MAX, "input_max_held": MAX_HELD,
                       "reconnect_min": 0.1, "reconnect_max": 0.5},
         "sources": [{"kind": "mqtt", "topic": TOPIC}], "sinks": [{"kind": "mqtt"}]}).require_model()
-    telemetry = make_telemetry(cfg)
-    daemon = Daemon(cfg, telemetry=telemetry, factory="tests.edge.daemon.crashy:slow",
+    daemon = Daemon(cfg, factory="tests.edge.daemon.crashy:slow",
                     factory_args={"delay_s": delay})
-    register(daemon, telemetry)
+    telemetry = daemon.telemetry          # made from cfg's [telemetry], commands on it (tree.wire)
     return daemon.start(), telemetry
 
 

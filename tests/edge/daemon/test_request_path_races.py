@@ -5,12 +5,14 @@ names (docs/request-path.md, the findings table).
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
 from edge.daemon.messages import Job, Request
+from edge.errors import GanglionError
 from tests.edge.daemon import crashy
 from tests.edge.daemon.helpers import Collector, make_daemon, wait_for
 from tests.edge.daemon.test_request_path_stress import Dense, kill_worker
@@ -26,41 +28,46 @@ def _parked(daemon) -> bool:
     return wait_for(lambda: daemon.pool.idle == len(daemon.pool.slots), timeout=10)
 
 
-def test_a_job_handed_to_the_dispatcher_as_the_worker_stops_is_still_answered(dense_tflite):
-    """submit writes to the idle worker and hands the answer to the dispatcher; the stop begins
-    before the dispatcher looks again. The worker answered (the run came before the stop on the
-    pipe): that answer must reach the caller. It was lost when the dispatcher, back at the top of
-    its loop, saw ``stopping`` and quit with the job still in flight.
+def test_a_job_handed_to_the_dispatcher_as_the_worker_stops_is_still_answered(dense_tflite, tmp_path):
+    """An ``infer`` whose timeout passes leaves its job in flight to the dispatcher; the stop
+    begins before the dispatcher looks again. The worker answered (the run came before the stop on
+    the pipe): that answer must reach the sinks. It was lost when the dispatcher, back at the top
+    of its loop, saw ``stopping`` and quit with the job still in flight (found with ``submit``
+    writing to an idle worker, a path that no longer exists; the hand-over is the same).
 
     The window: an idle dispatcher whose wait timed out checks that its worker is alive (a
-    waitpid, during which other threads run) and loops. The check is wrapped here to let a submit
-    and the start of a stop happen inside it, as another thread may."""
-    daemon, _ = make_daemon(dense_tflite)
+    waitpid, during which other threads run) and loops. The check is wrapped here to let the
+    ``infer`` and the start of a stop happen inside it, as another thread may."""
+    out = tmp_path / "results.jsonl"
+    daemon, _ = make_daemon(dense_tflite, sinks=[{"kind": "jsonl", "path": str(out)}])
     daemon.start()
-    got = Collector()
     handle = daemon.pool.slots[0].handle
     stopper = threading.Thread(target=lambda: (daemon.stop(), daemon.shutdown()), daemon=True)
     is_alive = handle.process.is_alive
 
-    def submit_and_stop_meanwhile():
+    def infer_past_its_timeout():
+        try:
+            daemon.infer(Dense.value(7), {"key": 7}, timeout=0.0)
+        except GanglionError as exc:
+            assert exc.code == "runtime.timeout"
+
+    def infer_and_stop_meanwhile():
         alive = is_alive()
         if threading.current_thread().name.startswith("dispatch-") and not stopper.is_alive():
-            submitter = threading.Thread(target=daemon.submit,
-                                         args=("t", Dense.value(7), {"key": 7}, got.cb(7)))
-            submitter.start()
-            submitter.join(10)
+            caller = threading.Thread(target=infer_past_its_timeout)
+            caller.start()
+            caller.join(10)
             stopper.start()
             wait_for(handle.stopping.is_set, timeout=10)
         return alive
-    handle.process.is_alive = submit_and_stop_meanwhile
+    handle.process.is_alive = infer_and_stop_meanwhile
     stopper_started = wait_for(stopper.is_alive, timeout=10)
     stopper.join(30)
     assert stopper_started and not stopper.is_alive(), "shutdown never began, or hung"
-    assert daemon.metrics.totals["direct_sends"] == 1      # written from the submitting thread
-    assert got.wait(1, timeout=5), "the job handed to the dispatcher was never answered"
-    result = got.results[7]
-    assert result.ok, result.error
-    Dense.check(7, result.outputs)
+    assert daemon.metrics.totals["direct_runs"] == 1      # written from the calling thread
+    (result,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert result["ok"], result
+    Dense.check(7, {"y": np.asarray([result["outputs"]["y"]], np.float32)})
 
 
 def test_a_request_written_to_an_already_dead_worker_keeps_its_retry(dense_tflite):
@@ -77,7 +84,7 @@ def test_a_request_written_to_an_already_dead_worker_keeps_its_retry(dense_tflit
             assert kill_worker(old.pid)
             assert old.exited.wait(10)
             req = Request("t", {"x": Dense.value(3)}, {"key": 3}, got.cb(3))
-            assert old.lend(Job([req]), wait=True)           # what ``Daemon.infer`` would call
+            assert old.lend(Job([req]))                      # what ``Daemon.infer`` would call
         assert got.wait(1, timeout=30)
     finally:
         daemon.stop()
