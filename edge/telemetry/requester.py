@@ -66,19 +66,21 @@ class Requester:
             slot[0].set()
 
     def call_raw(self, device: str, verb: str, payload: bytes, *, timeout: float = 10.0,
-                 corr: bytes | None = None) -> dict:
+                 corr: bytes | None = None, topic: str | None = None) -> dict:
         """Publish exact bytes as a command and return the parsed reply (used to test bad input).
-        ``corr``: the correlation the payload already names (``"corr"``, MQTT 3.1.1)."""
+        ``corr``: the correlation the payload already names (``"corr"``, MQTT 3.1.1); ``topic``:
+        publish there instead of ``command_topic(device, verb)`` (e.g. a legacy dotted topic)."""
         corr = corr or uuid.uuid4().bytes
+        topic = topic or command_topic(device, verb)
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[corr] = (done, box)
         try:
-            self.client.publish_wait(command_topic(device, verb), payload, response_topic=self.reply_topic,
-                                     correlation=corr, timeout=timeout)
+            self.client.publish_wait(topic, payload, response_topic=self.reply_topic, correlation=corr,
+                                     timeout=timeout)
             if not done.wait(timeout):
                 raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
-                                     where=command_topic(device, verb), code="telemetry.timeout",
+                                     where=topic, code="telemetry.timeout",
                                      hint="is the device online? (ganglion telemetry watch)")
             return json.loads(box[0])
         finally:

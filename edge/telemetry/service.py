@@ -35,7 +35,7 @@ from edge.telemetry.errors import TelemetryError
 from edge.telemetry.mqtt import Message, MqttClient, Will
 from edge.telemetry.publisher import Publisher
 from edge.telemetry.spool import Spool
-from edge.telemetry.topics import command_topic, default_reply_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, default_reply_topic, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 
 log = logging.getLogger("ganglion.telemetry")
@@ -74,7 +74,7 @@ class Telemetry:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Telemetry":
         self.publisher.start()
-        self.client.subscribe(command_topic(self.device_id, "+"), self.commands.on_message)
+        self.client.subscribe(command_filter(self.device_id), self.commands.on_message)
         self.client.start()
         if self.inputs is not None:
             self.inputs.start()
