@@ -21,8 +21,15 @@ from edge.errors import UsageError
 from edge.telemetry.config import check_device_id
 from edge.vocab import broker_tls, json_flag, mqtt_version, signing_key
 
-broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
-                             show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
+broker_option = click.option(
+    "--broker", "broker", multiple=True, envvar="GANGLION_BROKER", default=("mqtt://127.0.0.1:1883",),
+    show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER, space-separated). "
+                            "Repeat for a failover list, in order of preference.")
+
+
+def _broker_urls(brokers) -> list:
+    from edge.telemetry.config import parse_broker_url
+    return [parse_broker_url(b) for b in brokers]
 
 
 def _device_ids(ctx, param, value):
@@ -58,14 +65,13 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
       ganglion telemetry watch --once --json --device cam1
       ganglion telemetry watch --broker mqtts://broker:8883 --ca-file ca.pem
     """
-    from edge.telemetry.config import parse_broker_url
     from edge.telemetry.mqtt import MqttClient
     from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
 
     if interval <= 0 or (duration is not None and duration <= 0):
         raise UsageError("--interval and --duration must be positive", code="usage.watch")
     fleet = Fleet(devices)
-    client = MqttClient(parse_broker_url(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
+    client = MqttClient(_broker_urls(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
                         ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
                         password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
@@ -121,8 +127,8 @@ def _load_key(path):
 
 def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout):
     from edge.telemetry.requester import Requester
-    return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
-                     password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
+    return Requester(_broker_urls(broker), ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                     username=username, password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
 
 
 @telemetry.command()

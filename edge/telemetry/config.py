@@ -130,6 +130,9 @@ def check_device_id(device_id: str, where: str = "device_id") -> str:
 @dataclass(frozen=True)
 class TelemetryConfig:
     broker: str = "mqtt://127.0.0.1:1883"
+    # failover list in order of preference (failover.py); when set, broker is its first entry
+    brokers: tuple[str, ...] = ()
+    broker_failback_s: float = 30.0     # away from the first broker: check this often whether it is back
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None          # TLS: trust this CA (mqtts:// uses the system store otherwise)
@@ -159,6 +162,16 @@ class TelemetryConfig:
 
     def __post_init__(self):
         url = parse_broker_url(self.broker)
+        urls = [parse_broker_url(b) for b in self.brokers]
+        if urls and url != urls[0] and self.broker != TelemetryConfig.broker:
+            raise UsageError(f"broker {self.broker!r} is not the first of brokers {list(self.brokers)}",
+                             where="telemetry.brokers", code="usage.config",
+                             hint="give the failover list as brokers = [...] alone (its first is the preferred)")
+        if len(set(urls)) != len(urls):
+            raise UsageError("brokers lists a broker twice", where="telemetry.brokers", code="usage.config")
+        if not 1 <= self.broker_failback_s <= 86400:
+            raise UsageError("broker_failback_s must be 1..86400 seconds", where="telemetry.broker_failback_s",
+                             code="usage.config")
         if not 5 <= self.keepalive <= 3600:
             raise UsageError("keepalive must be 5..3600 seconds", where="telemetry.keepalive", code="usage.config")
         if not 1 <= self.inflight <= 1000:
@@ -187,7 +200,7 @@ class TelemetryConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise UsageError("a client certificate needs both cert_file and key_file",
                              where="telemetry.cert_file", code="usage.config")
-        if not url.tls and (self.ca_file or self.cert_file):
+        if not any(u.tls for u in [url, *urls]) and (self.ca_file or self.cert_file):
             raise UsageError("TLS files are set but the broker URL is mqtt:// (plain TCP)",
                              where="telemetry.broker", hint="use mqtts://", code="usage.config")
 
@@ -199,7 +212,12 @@ class TelemetryConfig:
 
     @property
     def url(self) -> BrokerUrl:
-        return parse_broker_url(self.broker)
+        return self.broker_urls[0]
+
+    @property
+    def broker_urls(self) -> list[BrokerUrl]:
+        """The brokers to use, in order of preference (``brokers``, else just ``broker``)."""
+        return [parse_broker_url(b) for b in self.brokers] or [parse_broker_url(self.broker)]
 
     @classmethod
     def from_dict(cls, table: dict) -> "TelemetryConfig":
@@ -210,6 +228,11 @@ class TelemetryConfig:
             raise UsageError(f"unknown telemetry setting(s): {', '.join(unknown)}", where="[telemetry]",
                              hint=f"known: {', '.join(sorted(known))}", code="usage.config")
         values = dict(table)
+        if "brokers" in values:
+            brokers = values["brokers"]
+            values["brokers"] = (brokers,) if isinstance(brokers, str) else tuple(brokers)
+            if values["brokers"]:
+                values.setdefault("broker", values["brokers"][0])
         if "command_keys" in values:
             keys = values["command_keys"]
             values["command_keys"] = (keys,) if isinstance(keys, str) else tuple(keys)

@@ -31,16 +31,18 @@ from edge.telemetry.topics import ROOT, command_topic
 
 
 class Requester:
-    def __init__(self, broker: str | BrokerUrl, *, ca_file: str | None = None, cert_file: str | None = None,
+    def __init__(self, broker: str | BrokerUrl | list, *, ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None, username: str | None = None, password: str | None = None,
                  connect_timeout: float = 10.0, mqtt_version: str = "auto"):
-        url = broker if isinstance(broker, BrokerUrl) else parse_broker_url(broker)
+        # one broker, or a failover list in order of preference (failover.py)
+        urls = [b if isinstance(b, BrokerUrl) else parse_broker_url(b)
+                for b in (broker if isinstance(broker, (list, tuple)) else [broker])]
         self.connect_timeout = connect_timeout
         self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
         self.reply_topic = f"{ROOT}/_requesters/{self.client_id}/reply"
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
         self._lock = threading.Lock()
-        self.client = MqttClient(url, client_id=self.client_id, username=username, password=password,
+        self.client = MqttClient(urls, client_id=self.client_id, username=username, password=password,
                                  ca_file=ca_file, cert_file=cert_file, key_file=key_file,
                                  mqtt_version=mqtt_version)
         self.client.subscribe(self.reply_topic, self._on_reply)

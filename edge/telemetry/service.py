@@ -60,7 +60,7 @@ class Telemetry:
         self.client = self._connection(
             f"ganglion-{self.device_id}", will=Will(device_topic(self.device_id, "status"), will),
             on_protocol=self._protocol_event, on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
-            on_publish=self.publisher.on_publish)
+            on_publish=self.publisher.on_publish, on_switch=self._broker_switch)
         self.publisher.client = self.client
         self.commands = CommandRouter(
             self.device_id, reply=self._send_reply, event=self._command_event,
@@ -153,7 +153,8 @@ class Telemetry:
     def stats(self) -> dict:
         spool = self.spool.stats()
         return {"connected": self.client.connected, "last_error": self.client.last_error,
-                "mqtt_version": self.client.protocol,
+                "mqtt_version": self.client.protocol, "broker": str(self.client.url),
+                "broker_switches": self.client.brokers.switches,
                 "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
@@ -207,10 +208,11 @@ class Telemetry:
         """An MQTT connection to the configured broker (URL, credentials, TLS, backoff); both the
         main and the input connection are made here, so they can never differ in those."""
         cfg = self.cfg
-        return MqttClient(cfg.url, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
+        return MqttClient(cfg.broker_urls, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
                           password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
                           key_file=cfg.key_file, reconnect_min=cfg.reconnect_min,
-                          reconnect_max=cfg.reconnect_max, mqtt_version=cfg.mqtt_version, **extra)
+                          reconnect_max=cfg.reconnect_max, failback_s=cfg.broker_failback_s,
+                          mqtt_version=cfg.mqtt_version, **extra)
 
     def _on_connect(self) -> None:
         self._publish_status()
@@ -245,6 +247,15 @@ class Telemetry:
             self.record("events", event)
         except TelemetryError as exc:
             log.error("cannot record the mqtt_protocol event: %s", exc.message)
+
+    def _broker_switch(self, event: dict) -> None:
+        """The main connection moved to another broker (mqtt.py logged it): the publisher sends
+        again what the old one did not acknowledge, and the switch is one event in the stream."""
+        self.publisher.on_switch(event)
+        try:
+            self.record("events", event)
+        except TelemetryError as exc:
+            log.error("cannot record the broker_switch event: %s", exc.message)
 
     def _command_event(self, event: dict) -> None:
         log.warning("command refused: %s", event)

@@ -116,3 +116,26 @@ def test_topics_and_envelope():
         envelope(1, 0, "d", "metrics", {"bad": float("nan")})
     with pytest.raises(UsageError):
         envelope(1, 0, "d", "metrics", {"bad": object()})
+
+
+@pytest.mark.parametrize("table, urls", [
+    ({"broker": "mqtt://a:1"}, ["mqtt://a:1"]),
+    ({"brokers": ["mqtt://a:1", "b:2"]}, ["mqtt://a:1", "mqtt://b:2"]),
+    ({"brokers": "mqtt://a:1"}, ["mqtt://a:1"]),
+    ({"broker": "mqtt://a:1", "brokers": ["mqtt://a:1", "mqtt://b:2"]}, ["mqtt://a:1", "mqtt://b:2"]),
+])
+def test_the_failover_list(table, urls):
+    cfg = TelemetryConfig.from_dict(table)
+    assert [str(u) for u in cfg.broker_urls] == urls and str(cfg.url) == urls[0]
+
+
+@pytest.mark.parametrize("table, where", [
+    ({"broker": "mqtt://c:1", "brokers": ["mqtt://a:1", "mqtt://b:2"]}, "telemetry.brokers"),
+    ({"brokers": ["mqtt://a:1", "a:1"]}, "telemetry.brokers"),
+    ({"brokers": ["mqtt://a:1", "nope://b"]}, None),
+    ({"brokers": ["mqtt://a:1"], "broker_failback_s": 0}, "telemetry.broker_failback_s"),
+])
+def test_a_bad_failover_list_is_a_usage_error(table, where):
+    with pytest.raises(UsageError) as err:
+        TelemetryConfig.from_dict(table)
+    assert where is None or err.value.where == where
