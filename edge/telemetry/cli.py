@@ -119,6 +119,10 @@ def _parse_args(text: str | None) -> dict:
 
 
 def _load_key(path):
+    """The key every command is signed with: --signing-key, $GANGLION_COMMAND_KEY or the default
+    file (signing.find_command_key); None sends unsigned commands."""
+    from edge.telemetry.signing import find_command_key
+    path = find_command_key(path)
     if path is None:
         return None
     from firmware import keys
@@ -138,7 +142,8 @@ def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_ve
 @broker_tls
 @mqtt_version()
 @click.option("--args", "args_json", help="Command arguments as a JSON object.")
-@signing_key("ed25519 private key that signs the command (needed when the device sets command_keys).")
+@signing_key("ed25519 private key that signs the command (default: $GANGLION_COMMAND_KEY, else "
+             "~/.config/ganglion/command.key when it exists).")
 @click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the broker, and for the reply (retries included).")
@@ -173,7 +178,7 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
 @broker_tls
 @mqtt_version()
 @click.option("--args", "args_json", help="Arguments for the final commit, as a JSON object.")
-@signing_key("ed25519 private key that signs every chunk command.")
+@signing_key("ed25519 private key that signs every chunk command (default: as for send).")
 @click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True,
               help="Bytes per chunk.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait per chunk.")

@@ -33,11 +33,12 @@ from edge.telemetry.topics import ROOT, command_topic
 class Requester:
     def __init__(self, broker: str | BrokerUrl | list, *, ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None, username: str | None = None, password: str | None = None,
-                 connect_timeout: float = 10.0, mqtt_version: str = "auto"):
+                 connect_timeout: float = 10.0, mqtt_version: str = "auto", key=None):
         # one broker, or a failover list in order of preference (failover.py)
         urls = [b if isinstance(b, BrokerUrl) else parse_broker_url(b)
                 for b in (broker if isinstance(broker, (list, tuple)) else [broker])]
         self.connect_timeout = connect_timeout
+        self.key = key          # signs every call and transfer that names no key of its own
         self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
         self.reply_topic = f"{ROOT}/_requesters/{self.client_id}/reply"
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
@@ -99,6 +100,7 @@ class Requester:
         if self.in_envelope:         # no MQTT 5 properties: the route goes in the (signed) JSON
             corr = uuid.uuid4().hex
             command.update(reply_to=self.reply_topic, corr=corr)
+        key = key if key is not None else self.key
         if key is not None:
             command = sign_command(key, command_topic(device, verb), command)
         payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -51,7 +51,8 @@ class Telemetry:
                            sync=cfg.spool_sync)
         self.publisher = Publisher(self.spool, window=cfg.inflight)
         self._started_at = time.time()
-        self._status: dict = {"state": "online", "since": round(self._started_at, 3)}
+        self._status: dict = {"state": "online", "since": round(self._started_at, 3),
+                              "commands": "signed" if cfg.command_keys else "unsigned"}
         self._status_lock = threading.Lock()
         self._reported_dropped = 0     # a restarted device re-reports the persistent total once
         self._last_overflow_report = 0.0
@@ -73,6 +74,8 @@ class Telemetry:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Telemetry":
+        if not self.commands.trusted_keys:
+            self._warn_unsigned()
         self.publisher.start()
         self.client.subscribe(command_filter(self.device_id), self.commands.on_message)
         self.client.start()
@@ -80,6 +83,14 @@ class Telemetry:
             self.inputs.start()
         self._started = True
         return self
+
+    def _warn_unsigned(self) -> None:
+        """No command keys: whoever can publish to this device's cmd/ topics controls it. Said at
+        every start, as a warning in the log; the retained status says ``"commands": "unsigned"``."""
+        log.warning("COMMANDS ARE NOT SIGNED on %s: anyone who can publish to %s controls this device "
+                    "(reload, config.set, deploy). Set [telemetry] command_keys = [\"ops.pub\"] (ganglion keys "
+                    "generate) and restrict the broker (ganglion telemetry acl).", self.device_id,
+                    command_filter(self.device_id))
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.client.wait_connected(timeout)
