@@ -4,6 +4,7 @@
     (every command: --mqtt-version auto|5|3.1.1; auto falls back to 3.1.1 on brokers without MQTT 5)
     ganglion telemetry send DEVICE VERB [--args JSON] [--signing-key KEY] [--id ID] [--timeout S]
     ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--signing-key KEY] [--chunk-size N]
+    ganglion telemetry acl --device ID ... --out DIR   (mosquitto password file + per-device ACL)
 
 The broker comes from ``--broker`` or ``$GANGLION_BROKER``; TLS with ``mqtts://`` and
 ``--ca-file/--cert-file/--key-file``; commands are signed with ``--signing-key`` (edge/vocab.py). ``send`` prints the device's reply as JSON and exits 6 when the
@@ -206,3 +207,39 @@ def _finish(reply: dict) -> None:
     from edge.telemetry.requester import check_reply
     click.echo(json.dumps(reply, indent=2, sort_keys=True))
     check_reply(reply, "the device refused the command")
+
+
+@telemetry.command()
+@click.option("--device", "devices", multiple=True, help="A device id (repeatable); its account name is the id.")
+@click.option("--devices-file", type=click.Path(exists=True, dir_okay=False),
+              help="More device ids, one per line ('#' starts a comment).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for passwd, acl, mosquitto.conf and credentials.json.")
+@click.option("--operator", default="ganglion-operator", show_default=True, help="Account of the tools.")
+@click.option("--hub", default="ganglion-hub", show_default=True, help="Account of the fleet hub ('' for none).")
+@click.option("--listener", help="Add 'listener PORT [ADDRESS]' to mosquitto.conf (e.g. '1883 0.0.0.0').")
+@click.option("--rotate", is_flag=True, help="New passwords for everybody (default: keep the ones in --out).")
+def acl(devices, devices_file, out, operator, hub, listener, rotate):
+    """Write a mosquitto password file + ACL: each device publishes only under its own id and reads
+    only its own commands; an operator account for the tools and a hub account for the fleet.
+
+    \b
+    Examples:
+      ganglion telemetry acl --device cam1 --device cam2 --out /etc/mosquitto/ganglion
+      ganglion telemetry acl --devices-file fleet.txt --out acl/ --listener "1883 0.0.0.0"
+    Then add 'include_dir /etc/mosquitto/ganglion' (or its mosquitto.conf lines) to the broker's
+    config, and give each device its password from credentials.json ([telemetry] username/password).
+    """
+    from edge.telemetry import acl as aclmod
+
+    names = list(devices)
+    if devices_file:
+        lines = (line.split("#", 1)[0].strip() for line in open(devices_file, encoding="utf-8"))
+        names += [line for line in lines if line]
+    known = {} if rotate else aclmod.read_known(out)
+    accounts = aclmod.accounts(names, operator=operator, hub=hub or None, known=known)
+    for path in aclmod.write(out, accounts, listener=listener):
+        click.echo(str(path))
+    kept = sum(1 for user in accounts.users() if user in known)
+    click.echo(f"{len(accounts.devices)} device account(s), {kept} password(s) kept; "
+               f"plain passwords in {out}/credentials.json (mode 0600)", err=True)
