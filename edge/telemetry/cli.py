@@ -167,7 +167,10 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
     """
     args, private = _parse_args(args_json), _load_key(signing_key)
     with _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout) as req:
-        reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
+        # the same id again every ~10 s: a command lost while a broker cluster re-forms is re-sent,
+        # and the device runs it once (commands.py: idempotency)
+        reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout,
+                         retries=max(1, int(timeout // 10)))
     _finish(reply)
 
 

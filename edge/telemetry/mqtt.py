@@ -75,6 +75,9 @@ log = logging.getLogger("ganglion.telemetry.mqtt")
 MQTT_VERSIONS = ("auto", "5", "3.1.1")
 # paho turns a CONNACK return code 0x01 read by an MQTT 5 client into this MQTT 5 reason code
 UNSUPPORTED_PROTOCOL = 0x84
+# a refused subscription is asked for again, the delay doubling: NATS refuses QoS 1 subscriptions
+# (SUBACK 0x80) for a while after a node of its cluster died, until JetStream has its quorum back
+RESUBSCRIBE_MIN, RESUBSCRIBE_MAX = 1.0, 30.0
 CLOSES_BEFORE_FALLBACK = 2      # attempts closed without a CONNACK, in a row, before auto tries 3.1.1
 
 
@@ -127,6 +130,10 @@ class MqttClient(Switching):
                                password=password if password is not None else url.password,
                                tls=(ca_file, cert_file, key_file), will=will)
         self._suback_mid: int | None = None
+        self._sub_mids: dict[int, list[str]] = {}     # SUBSCRIBE mid -> its filters, until the SUBACK
+        self._resub_delay = RESUBSCRIBE_MIN
+        self._granted: set[str] = set()                # filters the broker granted on this connection
+        self._granted_cond = threading.Condition()
         self._client = self._make_paho()
 
     def _make_paho(self) -> paho.Client:
@@ -246,6 +253,12 @@ class MqttClient(Switching):
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)
 
+    def wait_granted(self, topic_filter: str, timeout: float) -> bool:
+        """True once the broker granted ``topic_filter`` on the current connection (a refused
+        subscription is asked for again in the background)."""
+        with self._granted_cond:
+            return self._granted_cond.wait_for(lambda: topic_filter in self._granted, timeout)
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -304,7 +317,9 @@ class MqttClient(Switching):
         with self._lock:
             self._subs[topic_filter] = (qos, callback)
         if self.connected:
-            self._client.subscribe(topic_filter, qos=qos)
+            rc, mid = self._client.subscribe(topic_filter, qos=qos)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._sub_mids[mid] = [topic_filter]
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
@@ -341,18 +356,44 @@ class MqttClient(Switching):
             self._ready()
             return
         # "connected" means subscribed too: until the SUBACK, a command sent to us would be lost.
+        self._sub_mids.clear()
+        with self._granted_cond:
+            self._granted.clear()
         rc, mid = client.subscribe(subs)
         self._suback_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+        self._sub_mids[mid] = [f for f, _ in subs]
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if client is not self._client:
             return
-        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        filters = self._sub_mids.pop(mid, [])
+        refused = [(f, str(rc)) for f, rc in zip(filters, reason_codes) if rc.is_failure]
         if refused:
-            log.warning("broker refused subscription(s): %s", ", ".join(refused))
+            log.warning("broker refused subscription(s) %s; asking again in %gs",
+                        ", ".join(f"{f} ({rc})" for f, rc in refused), self._resub_delay)
+            timer = threading.Timer(self._resub_delay, self._resubscribe, args=(client, [f for f, _ in refused]))
+            timer.daemon = True
+            timer.start()
+            self._resub_delay = min(2 * self._resub_delay, RESUBSCRIBE_MAX)
+        elif filters:
+            self._resub_delay = RESUBSCRIBE_MIN
+        with self._granted_cond:
+            self._granted.update(f for f, rc in zip(filters, reason_codes) if not rc.is_failure)
+            self._granted_cond.notify_all()
         if mid == self._suback_mid:
             self._suback_mid = None
             self._ready()
+
+    def _resubscribe(self, client, filters: list[str]) -> None:
+        """A timer's thread: subscribe again to filters the broker refused (same connection only)."""
+        if client is not self._client or not self.connected:
+            return                  # a new connection subscribes to everything anyway
+        with self._lock:
+            subs = [(f, self._subs[f][0]) for f in filters if f in self._subs]
+        if subs:
+            rc, mid = client.subscribe(subs)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._sub_mids[mid] = [f for f, _ in subs]
 
     def _ready(self) -> None:
         self._connected.set()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.telemetry.config import BrokerUrl, parse_broker_url
-from edge.telemetry.errors import CommandError, TelemetryError
+from edge.telemetry.errors import BrokerError, CommandError, TelemetryError
 from edge.telemetry.mqtt import Message, MqttClient
 from edge.telemetry.signing import sign_command
 from edge.telemetry.topics import ROOT, command_topic
@@ -50,6 +50,13 @@ class Requester:
 
     def __enter__(self) -> "Requester":
         self.client.connect(self.connect_timeout)
+        # a reply to a subscription the broker refused would be lost (NATS refuses for a while
+        # after a cluster node died): ready means the reply topic is granted
+        if not self.client.wait_granted(self.reply_topic, self.connect_timeout):
+            self.client.stop()
+            raise BrokerError(f"the broker did not grant the reply subscription within {self.connect_timeout:g}s",
+                              where=self.reply_topic, hint="a broker cluster recovering from a node loss "
+                              "refuses subscriptions for a while: try again, or raise --timeout")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,14 +85,20 @@ class Requester:
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[corr] = (done, box)
+        deadline = time.monotonic() + timeout
         try:
             self.client.publish_wait(topic, payload, response_topic=self.reply_topic, correlation=corr,
                                      timeout=timeout)
-            if not done.wait(timeout):
-                raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
-                                     where=topic, code="telemetry.timeout",
-                                     hint="is the device online? (ganglion telemetry watch)")
-            return json.loads(box[0])
+            while done.wait(max(deadline - time.monotonic(), 0)):
+                reply = json.loads(box.pop(0))
+                if (reply.get("error") or {}).get("code") != "command.in_progress":
+                    return reply
+                with self._lock:      # a retry met the first try still running: its reply is coming
+                    if not box:
+                        done.clear()
+            raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
+                                 where=topic, code="telemetry.timeout",
+                                 hint="is the device online? (ganglion telemetry watch)")
         finally:
             with self._lock:
                 self._waiting.pop(corr, None)
@@ -94,26 +107,29 @@ class Requester:
              timeout: float = 10.0, retries: int = 1) -> dict:
         """Send ``verb`` with ``args`` (signed when ``key`` is given); return the reply dict.
 
-        ``timeout`` bounds the whole call: a retry (same id) only uses what the tries before it left."""
+        ``timeout`` bounds the whole call, shared evenly by ``retries`` tries with the same id and
+        correlation (the device runs it once and replays its reply; a retry that meets the first
+        try still running waits for that one's reply)."""
         command = {"id": command_id or uuid.uuid4().hex, "args": args or {}}
-        corr = None
-        if self.in_envelope:         # no MQTT 5 properties: the route goes in the (signed) JSON
-            corr = uuid.uuid4().hex
-            command.update(reply_to=self.reply_topic, corr=corr)
+        corr = uuid.uuid4()              # one for every try: the reply to the first may come late
+        if self.in_envelope:             # no MQTT 5 properties: the route goes in the (signed) JSON
+            command.update(reply_to=self.reply_topic, corr=corr.hex)
+        corr = corr.hex.encode() if self.in_envelope else corr.bytes
         key = key if key is not None else self.key
         if key is not None:
             command = sign_command(key, command_topic(device, verb), command)
         payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         deadline = time.monotonic() + timeout
-        for _ in range(retries):
+        for attempt in range(retries):                  # each try gets its share of what is left
+            left = deadline - time.monotonic()
             try:
-                return self.call_raw(device, verb, payload, timeout=timeout, corr=corr and corr.encode())
+                return self.call_raw(device, verb, payload, timeout=max(left / (retries + 1 - attempt), 0.05),
+                                     corr=corr)
             except TelemetryError:
                 if deadline - time.monotonic() < 0.05:
                     raise
-            timeout = deadline - time.monotonic()
-        return self.call_raw(device, verb, payload, timeout=max(timeout, 0.05),      # the last try raises
-                             corr=corr and corr.encode())
+        return self.call_raw(device, verb, payload, timeout=max(deadline - time.monotonic(), 0.05),
+                             corr=corr)
 
     def send_file(self, device: str, verb: str, path: str | Path, *, args: dict | None = None, key=None,
                   chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,
