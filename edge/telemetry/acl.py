@@ -9,6 +9,8 @@ writes into ``--out``:
     acl               mosquitto ACL file (below)
     mosquitto.conf    the three lines that switch them on (include it from the broker's config)
     credentials.json  the plain passwords, mode 0600: hand each device its own, then move it away
+    nats-auth.conf    the same rules as a NATS ``authorization`` block (plain passwords, mode 0600):
+                      ``include nats-auth.conf`` in every node's config
 
 Accounts (the user name of a device is its device id; the input connection ``ganglion-<id>-in``
 logs in with the same account):
@@ -116,8 +118,28 @@ def acl_file(acc: Accounts) -> str:
     return "\n".join(lines)
 
 
+def nats_authorization(acc: Accounts) -> str:
+    """The ACL as NATS permissions on subjects (MQTT '/' is '.', '#' is '>' plus the parent
+    subject itself, which a NATS MQTT '#' subscription also takes). ``$MQTT.sub.>``: the
+    delivery subjects of the JetStream consumers behind QoS 1 subscriptions (checked on a real
+    nats-server 2.9.10: without it every QoS 1 SUBSCRIBE is refused)."""
+    root = ROOT.replace("/", ".")
+
+    def user(name: str, password: str, publish: list[str], subscribe: list[str]) -> str:
+        quote = lambda items: ", ".join(json.dumps(i) for i in items)       # noqa: E731
+        return (f"    {{user: {json.dumps(name)}, password: {json.dumps(password)}, permissions: {{"
+                f"publish: [{quote(publish)}], subscribe: [{quote(['$MQTT.sub.>'] + subscribe)}]}}}}")
+    users = [user(d, pw, [f"{root}.{d}.>", f"{root}._requesters.*.reply"],
+                  [f"{root}.{d}.cmd", f"{root}.{d}.cmd.>", f"{root}.{d}.in", f"{root}.{d}.in.>"])
+             for d, pw in sorted(acc.devices.items())]
+    users += [user(name, pw, [f"{root}.>"], [root, f"{root}.>"])
+              for name, pw in [a for a in (acc.operator, acc.hub) if a]]
+    return ("# written by `ganglion telemetry acl` (the rules of its mosquitto acl, as NATS subjects)\n"
+            "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n")
+
+
 def write(out: str | Path, acc: Accounts, *, listener: str | None = None) -> list[Path]:
-    """The four files into ``out``, each written atomically (credentials.json mode 0600)."""
+    """The five files into ``out``, each written atomically (the two with plain passwords 0600)."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -132,10 +154,11 @@ def write(out: str | Path, acc: Accounts, *, listener: str | None = None) -> lis
     paths = []
     for name, text in (("passwd", password_file(acc)), ("acl", acl_file(acc)),
                        ("mosquitto.conf", "\n".join(conf) + "\n"),
-                       ("credentials.json", json.dumps(creds, indent=2, sort_keys=True) + "\n")):
+                       ("credentials.json", json.dumps(creds, indent=2, sort_keys=True) + "\n"),
+                       ("nats-auth.conf", nats_authorization(acc))):
         path = out / name
         atomic_write(path, text.encode())       # created 0600 (mkstemp): credentials stay so
-        if name != "credentials.json":
+        if name in MODES:
             os.chmod(path, MODES[name])
         paths.append(path)
     return paths
