@@ -85,11 +85,11 @@ def broker_probe(telemetry: dict) -> dict:
     (mqtt:// or mqtts://, the default port follows the scheme), for mqtts the TLS files telemetry
     connects with, and its user name and password (else those in the URL), so the probe logs in
     exactly as telemetry will. Empty when no broker is configured (no broker check)."""
-    if not telemetry.get("broker"):
+    if not (telemetry.get("broker") or telemetry.get("brokers")):
         return {}
     from edge.telemetry.config import TelemetryConfig
     cfg = TelemetryConfig.from_dict({k: v for k, v in telemetry.items() if k != "spool"})
-    out = {"broker": cfg.broker, "broker_tls": None, "broker_auth": None}
+    out = {"broker": list(cfg.brokers) or cfg.broker, "broker_tls": None, "broker_auth": None}   # failover list
     if cfg.url.tls:
         out["broker_tls"] = {"ca_file": cfg.ca_file, "cert_file": cfg.cert_file, "key_file": cfg.key_file}
     if cfg.username is not None or cfg.password is not None:
