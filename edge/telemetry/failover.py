@@ -107,10 +107,11 @@ def tcp_reachable(url: BrokerUrl, timeout: float = 2.0) -> bool:
 
 class Switching:
     """The acting half of failover, mixed into ``mqtt.MqttClient`` (kept here so the adapter stays
-    small): count failed attempts, switch brokers, check for the way back, and rebuild the paho
-    client -- for a switch and for the MQTT 3.1.1 fallback alike. Uses the client's ``brokers``
+    small): count failed attempts, switch brokers, check for the way back, fall back to MQTT 3.1.1
+    (auto), and rebuild the paho client -- for a switch and for the fallback alike. Uses the client's ``brokers``
     (a BrokerList), ``_client``, ``_make_paho()``, ``_start_loop()``, ``_run_lock``, ``_stopped``,
-    ``_switching``, ``_halt``, ``_connected``, ``acks``/``gate``, ``_hooks`` and ``_call``."""
+    ``_switching``, ``_halt``, ``_connected``, ``acks``/``gate``, ``_hooks``, ``_call`` and, for the
+    fallback, ``mqtt_version``, ``protocol``, ``negotiated``, ``_fallback_reason``, ``_paho_args``."""
 
     def _start_failback(self) -> None:
         if self.brokers.many:
@@ -165,3 +166,29 @@ class Switching:
                     log.error("MQTT cannot connect to %s: %s", self.url, exc.message)
         finally:
             self._switching = False
+
+    # -- protocol negotiation (auto) ----------------------------------------------------------
+    def _may_fall_back(self) -> bool:
+        return self.mqtt_version == "auto" and self.protocol == "5" and self.negotiated is None
+
+    def _fall_back(self, reason: str) -> None:
+        """Paho's thread: speak 3.1.1 from now on. A thread of ours swaps the paho client (paho's
+        own thread cannot join itself)."""
+        self.protocol = "3.1.1"
+        self._fallback_reason = reason
+        self.last_error = reason
+        self._switching = True
+        threading.Thread(target=self._rebuild, name="mqtt-fallback-311", daemon=True).start()
+
+    def _announce_protocol(self) -> None:
+        """The first CONNACK 0: one log line and one event naming the protocol and why."""
+        if self.mqtt_version != "auto":
+            reason = f"mqtt_version = {self.mqtt_version!r} (set explicitly)"
+        else:
+            reason = self._fallback_reason or "the broker accepted MQTT 5"
+        self.negotiated = {"event": "mqtt_protocol", "version": self.protocol, "requested": self.mqtt_version,
+                           "reason": reason, "broker": str(self.url)}
+        # a warning when the broker refused MQTT 5: the operator should know what the device lost
+        level = logging.WARNING if self._fallback_reason else logging.INFO
+        log.log(level, "MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
+        self._call(self._hooks[4], dict(self.negotiated))

@@ -38,12 +38,8 @@ the inputs) and a session expiry becomes ``clean_session=False`` -- a session th
 until ``drop_session`` clears it. The first successful connection logs one line and calls
 ``on_protocol({"event": "mqtt_protocol", "version", "requested", "reason"})``.
 
-Failover (``url`` may be a list of brokers in order of preference; failover.py decides): after
-``FAILOVER_AFTER`` failed connection attempts in a row the client moves to the next broker, and
-while away from the first it checks every ``failback_s`` whether an earlier one answers again.
-A switch builds a fresh paho client for the new broker (QoS 1 messages in flight on the old one
-are forgotten: the publisher rewinds to its spool) and calls ``on_switch(event)``; ``connect()``
-tries the list in order. ``url`` is the broker in use now.
+Failover and the 3.1.1 fallback (``url`` may be a list of brokers): failover.py decides and
+rebuilds the paho client (``Switching``, mixed in here); ``url`` is the broker in use now.
 
 Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
 ``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
@@ -453,32 +449,6 @@ class MqttClient(Switching):
         for callback in targets:
             if not self._call(callback, message) and acker is not None:
                 acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
-
-    # -- protocol negotiation (auto) ----------------------------------------------------------
-    def _may_fall_back(self) -> bool:
-        return self.mqtt_version == "auto" and self.protocol == "5" and self.negotiated is None
-
-    def _fall_back(self, reason: str) -> None:
-        """Paho's thread: speak 3.1.1 from now on. A thread of ours swaps the paho client (paho's
-        own thread cannot join itself)."""
-        self.protocol = "3.1.1"
-        self._fallback_reason = reason
-        self.last_error = reason
-        self._switching = True
-        threading.Thread(target=self._rebuild, name="mqtt-fallback-311", daemon=True).start()
-
-    def _announce_protocol(self) -> None:
-        """The first CONNACK 0: one log line and one event naming the protocol and why."""
-        if self.mqtt_version != "auto":
-            reason = f"mqtt_version = {self.mqtt_version!r} (set explicitly)"
-        else:
-            reason = self._fallback_reason or "the broker accepted MQTT 5"
-        self.negotiated = {"event": "mqtt_protocol", "version": self.protocol, "requested": self.mqtt_version,
-                           "reason": reason, "broker": str(self.url)}
-        # a warning when the broker refused MQTT 5: the operator should know what the device lost
-        level = logging.WARNING if self._fallback_reason else logging.INFO
-        log.log(level, "MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
-        self._call(self._hooks[4], dict(self.negotiated))
 
     def _admit(self, message: Message) -> Callable[[], None] | None:
         """The input gate's verdict on a QoS 1 delivery (inflow.py); the ack function if taken."""
