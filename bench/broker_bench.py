@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from edge.telemetry import Telemetry, TelemetryConfig  # noqa: E402
 from edge.telemetry.config import parse_broker_url  # noqa: E402
 from edge.telemetry.mqtt import MqttClient  # noqa: E402
+from tests.edge.daemon.helpers import wait_for  # noqa: E402
 from tests.fixtures.broker import Mosquitto  # noqa: E402
 from tests.fixtures.nats import NatsCluster  # noqa: E402
 
@@ -62,7 +63,7 @@ class Consumer:
                 self.seen[seq] = now
 
     def wait_for(self, seqs: list[int], timeout: float) -> bool:
-        return _wait(lambda: all(s in self.seen for s in seqs), timeout, step=0.01)
+        return wait_for(lambda: all(s in self.seen for s in seqs), timeout, step=0.01)
 
     def stop(self) -> None:
         for client in self.clients:
@@ -127,15 +128,6 @@ def failover(urls: list[str], consumer_urls: list[str], kill, folder: Path, rate
         stop.set()
         tm.stop(flush_timeout=1)
         consumer.stop()
-
-
-def _wait(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def run_mosquitto(folder: Path, count: int, rate: float) -> dict:

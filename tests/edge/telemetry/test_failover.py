@@ -11,6 +11,7 @@ from edge.telemetry import Telemetry, TelemetryConfig
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.failover import BrokerList
 from edge.telemetry.requester import Requester
+from tests.edge.daemon.helpers import wait_for
 from tests.fixtures.broker import free_port
 
 A, B, C = (parse_broker_url(f"mqtt://127.0.0.1:{p}") for p in (1001, 1002, 1003))
@@ -86,17 +87,18 @@ def test_device_fails_over_and_back_without_losing_a_record(mosquitto_pair, coll
         producer.start()
         time.sleep(0.5)
         first.stop()                                   # the preferred broker goes away mid-stream
-        assert _wait(lambda: tm.stats()["broker"] == str(parse_broker_url(second.url)) and tm.client.connected)
+        assert wait_for(lambda: _on(tm, second), 30)
         time.sleep(0.5)
         first.start()                                  # ... and comes back: the device returns
-        assert _wait(lambda: tm.stats()["broker"] == str(parse_broker_url(first.url)) and tm.client.connected)
+        assert wait_for(lambda: _on(tm, first), 30)
         time.sleep(0.3)
         stop.set()
         producer.join(5)
         assert tm.flush(30)
         last = tm.stats()["last_seq"]
         seen = lambda: {r["seq"] for c in watch for r in c.records() if isinstance(r.get("seq"), int)}  # noqa: E731
-        assert _wait(lambda: seen() >= set(range(1, last + 1)), 20), sorted(set(range(1, last + 1)) - seen())[:20]
+        want = set(range(1, last + 1))
+        assert wait_for(lambda: seen() >= want, 20), sorted(want - seen())[:20]
         switches = [r["data"] for c in watch for r in c.records("/events") if r["data"].get("event") == "broker_switch"]
         by_to = {s["to"]: s for s in switches}                     # an event may reach both brokers' consumers
         assert set(by_to) == {str(parse_broker_url(second.url)), str(parse_broker_url(first.url))}
@@ -120,10 +122,6 @@ def test_tools_take_the_next_broker_when_the_first_does_not_answer(mosquitto, tm
         tm.stop(flush_timeout=0.5)
 
 
-def _wait(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def _on(tm, broker) -> bool:
+    """The device is connected to ``broker`` (a Mosquitto)."""
+    return tm.stats()["broker"] == str(parse_broker_url(broker.url)) and tm.client.connected
