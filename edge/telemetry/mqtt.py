@@ -73,7 +73,7 @@ MQTT_VERSIONS = ("auto", "5", "3.1.1")
 UNSUPPORTED_PROTOCOL = 0x84
 # a refused subscription is asked for again, the delay doubling: NATS refuses QoS 1 subscriptions
 # (SUBACK 0x80) for a while after a node of its cluster died, until JetStream has its quorum back
-RESUBSCRIBE_MIN, RESUBSCRIBE_MAX = 1.0, 30.0
+RESUBSCRIBE_MIN, RESUBSCRIBE_MAX = 1.0, 10.0
 CLOSES_BEFORE_FALLBACK = 2      # attempts closed without a CONNACK, in a row, before auto tries 3.1.1
 
 

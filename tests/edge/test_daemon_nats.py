@@ -83,6 +83,7 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
     finally:
         proc.kill()                                        # kill -9 the daemon: its Last Will must fire
         out, err = proc.communicate(timeout=60)
+        print(err[-4000:])                                 # shown by pytest when the test failed
     assert watcher.wait(lambda w: w.of("status")[-1]["data"].get("reason") == "lost", timeout=60), err[-2000:]
     assert "MQTT broker switch for ganglion-clusterdev:" in err and "COMMANDS ARE NOT SIGNED" not in err, err[-3000:]
     _check_stream(watcher, xs, node1, node2)
