@@ -48,7 +48,7 @@ def test_send_file_and_dotted_verbs_on_nats(nats_cluster, tmp_path):
         tm.stop(flush_timeout=1)
 
 
-def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_path):
+def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_path, request):
     node1, node2, node3 = nats_cluster.urls
     priv, pub = keys.generate(tmp_path / "ops.key")
     config = tmp_path / "daemon.toml"
@@ -60,6 +60,8 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watcher = Watcher(node3, device=DEV)
     feeder = Watcher(node2, device="nats-feeder")
+    for client in (watcher.client, feeder.client):        # stopped even when the test fails
+        request.addfinalizer(client.stop)
     xs = np.random.default_rng(1).normal(size=(N_INPUTS, 4)).astype(np.float32)
     answered = lambda w: {r["data"]["input_sha256"] for r in w.of("results")}      # noqa: E731
     try:
@@ -78,8 +80,8 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
         assert watcher.wait(lambda w: any(e["data"].get("event") == "broker_switch" for e in w.of("events")))
         # a consumer that arrives on node 3 now still gets the retained status: online, via node 2
         late = Watcher(node3, device=DEV)
+        request.addfinalizer(late.client.stop)
         assert late.wait(lambda w: any(s["data"]["state"] == "online" for s in w.of("status")), timeout=30)
-        late.client.stop()
     finally:
         proc.kill()                                        # kill -9 the daemon: its Last Will must fire
         out, err = proc.communicate(timeout=60)
@@ -87,8 +89,6 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
     assert watcher.wait(lambda w: w.of("status")[-1]["data"].get("reason") == "lost", timeout=60), err[-2000:]
     assert "MQTT broker switch for ganglion-clusterdev:" in err and "COMMANDS ARE NOT SIGNED" not in err, err[-3000:]
     _check_stream(watcher, xs, node1, node2)
-    watcher.client.stop()
-    feeder.client.stop()
     nats_cluster.nodes[0].start()                          # leave the cluster whole for later tests
 
 
