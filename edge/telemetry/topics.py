@@ -2,7 +2,7 @@
 
     ganglion/v1/<device>/status            retained; {"state": "online"|"offline", ...}; Last Will = offline
     ganglion/v1/<device>/metrics           periodic numbers
-    ganglion/v1/<device>/results/<model>   inference results
+    ganglion/v1/<device>/results/<model>   inference results ('.' in the model name becomes '_')
     ganglion/v1/<device>/events            crash, restart, deploy, spool overflow, refused command, ...
     ganglion/v1/<device>/cmd/<verb levels> commands in; replies go to the MQTT 5 response topic
 
@@ -42,7 +42,9 @@ def device_topic(device: str, kind: str, subtopic: str | None = None) -> str:
         if not subtopic or not LEVEL_RE.match(subtopic):
             raise UsageError(f"results need a model name as subtopic, got {subtopic!r}", where="record",
                              code="usage.telemetry_subtopic", hint="1-64 characters from A-Z a-z 0-9 . _ -")
-        return f"{ROOT}/{device}/results/{subtopic}"
+        # a '.' would make NATS close the connection (FACTS.md): the level says mobilenet_v2_1 for a
+        # model named mobilenet_v2.1 (the payload keeps the name); one rule, like command_topic
+        return f"{ROOT}/{device}/results/{subtopic.replace('.', '_')}"
     if subtopic is not None:
         raise UsageError(f"{kind} takes no subtopic", where="record", code="usage.telemetry_subtopic")
     return f"{ROOT}/{device}/{kind}"

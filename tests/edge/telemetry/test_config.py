@@ -105,6 +105,7 @@ def test_config_from_dict_refuses_unknown_keys_and_bad_values():
 def test_topics_and_envelope():
     assert device_topic("d", "metrics") == "ganglion/v1/d/metrics"
     assert device_topic("d", "results", "mnv2") == "ganglion/v1/d/results/mnv2"
+    assert device_topic("d", "results", "mnv2.1") == "ganglion/v1/d/results/mnv2_1"     # NATS-safe level
     assert split_topic("ganglion/v1/d/results/mnv2") == ("d", "results", "mnv2")
     assert split_topic("other/v1/d/metrics") is None
     for kind, sub in (("results", None), ("results", "a/b"), ("metrics", "x"), ("logs", None)):
