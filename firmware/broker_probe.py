@@ -145,9 +145,28 @@ def _refusal(url, reason_code: int, user: str | None) -> HealthCheckError:
 
 
 def check_broker(slot: Path, ctx: dict) -> str:
+    """The daemon's broker answers a CONNECT. With a failover list (``broker_urls``) the first that
+    answers passes the check; an unreachable broker moves on to the next, while a refusal (TLS,
+    credentials) is judged at once -- every broker of a list is meant to take the same login."""
     url = ctx.get("broker_url") or (broker_address(ctx["broker"]) if ctx.get("broker") else None)
-    if url is None:
+    urls = ctx.get("broker_urls") or ([url] if url is not None else [])
+    if not urls:
         return "skipped"
+    unreachable = []
+    for url in urls:
+        try:
+            answer = _check_one(url, ctx)
+        except HealthCheckError as exc:
+            if exc.code != "firmware.broker" or len(urls) == 1:
+                raise
+            unreachable.append(exc.message)
+            continue
+        return f"{answer} ({url}, after {len(unreachable)} unreachable)" if unreachable else answer
+    raise HealthCheckError("no broker of the list answered: " + "; ".join(unreachable), where=str(urls[0]),
+                           code="firmware.broker")
+
+
+def _check_one(url, ctx: dict) -> str:
     context = tls_context(ctx.get("broker_tls")) if url.tls else None
     user, password = _credentials(url, ctx.get("broker_auth"))
     level = 5

@@ -98,7 +98,8 @@ def broker_probe(telemetry: DaemonTelemetry) -> dict:
     exactly as telemetry will. Empty when no broker is configured (no broker check)."""
     if not telemetry.broker:
         return {}
-    out = {"broker": telemetry.broker, "broker_tls": None, "broker_auth": None}
+    out = {"broker": list(telemetry.brokers) or telemetry.broker,     # the failover list when there is one
+           "broker_tls": None, "broker_auth": None}
     if telemetry.url.tls:
         out["broker_tls"] = {"ca_file": telemetry.ca_file, "cert_file": telemetry.cert_file,
                              "key_file": telemetry.key_file}

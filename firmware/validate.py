@@ -100,18 +100,20 @@ CHECKS = (("files", check_files), ("wheels", check_wheels), ("selftest", check_s
 
 
 @with_lock
-def validate(root, *, trusted=None, broker: str | None = None, broker_tls: dict | None = None,
+def validate(root, *, trusted=None, broker: str | list[str] | None = None, broker_tls: dict | None = None,
              broker_auth: dict | None = None, python=None, runner=None, threads: int = 1, timeout: float = 300,
              layout: Layout | None = None) -> dict:
     """Health-check the active slot; mark it valid or revert. Returns a report dict with ``ok``.
 
-    ``broker``: ``mqtt://`` / ``mqtts://`` URL or ``host[:port]``; ``broker_tls``: for mqtts,
+    ``broker``: ``mqtt://`` / ``mqtts://`` URL or ``host[:port]``, or a failover list of them (the check
+    passes when one answers, in order); ``broker_tls``: for mqtts,
     ``{"ca_file", "cert_file", "key_file"}`` (any may be absent); ``broker_auth``: ``{"username",
     "password"}`` sent in the CONNECT (else those of the URL). A broker that cannot be read is a
     UsageError before any check runs: a typo in the command line must not revert a slot. A failed
     report carries ``failed_check``, ``reason``, ``failure_class`` (``firmware/failures.py``) and
     ``revert`` (what ``revert`` did, including whether the version is now refused)."""
-    broker_url = broker_address(broker) if broker else None
+    broker_urls = [broker_address(b) for b in ([broker] if isinstance(broker, str) else broker or ())]
+    broker_url = broker_urls[0] if broker_urls else None
     if broker_tls and any(broker_tls.values()) and not (broker_url and broker_url.tls):
         raise UsageError("TLS files are given but the broker is not an mqtts:// URL", where=str(broker_url),
                          hint="write the broker as mqtts://HOST[:PORT]", code="usage.broker_url")
@@ -127,7 +129,8 @@ def validate(root, *, trusted=None, broker: str | None = None, broker_tls: dict 
     if slot_state.get("status") != "unvalidated":
         raise SlotError(f"slot {name} is {slot_state.get('status')}, not awaiting validation",
                         code="firmware.not_pending")
-    ctx = {"trusted": trusted, "broker_url": broker_url, "broker_tls": broker_tls, "broker_auth": broker_auth,
+    ctx = {"trusted": trusted, "broker_url": broker_url, "broker_urls": broker_urls, "broker_tls": broker_tls,
+           "broker_auth": broker_auth,
            "python": python, "runner": runner, "threads": threads, "timeout": timeout,
            "version": slot_state.get("version")}
     slot = layout.slot_dir(name)

@@ -56,8 +56,10 @@ def build_config(config: str | None, flags: dict):
         if flags.get(flag) is not None:
             table.setdefault(section, {})[key] = flags[flag]
     tel = table.setdefault("telemetry", {})
-    if flags.get("broker"):
-        tel["broker"] = flags["broker"]
+    if flags.get("broker"):        # repeatable: a failover list in order of preference
+        tel["broker"], tel["brokers"] = flags["broker"][0], list(flags["broker"])
+    if tel.get("brokers") and not tel.get("broker"):
+        tel["broker"] = tel["brokers"][0]
     for key in ("ca_file", "cert_file", "key_file"):
         if flags.get(key):
             tel[key] = _abs(flags[key])
@@ -109,7 +111,8 @@ def _drop_none(table):
 @click.command("run")
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML config file (see docs/daemon.md).")
 @click.option("--model", help=".gpk artifact, .tflite or .onnx file.")
-@click.option("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, results).")
+@click.option("--broker", multiple=True, help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 (telemetry, commands, "
+              "results); repeat for a failover list, in order of preference.")
 @broker_tls
 @mqtt_version(default=None)
 @click.option("--device-id", help="Device id: one MQTT topic level.")

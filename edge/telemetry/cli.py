@@ -4,6 +4,7 @@
     (every command: --mqtt-version auto|5|3.1.1; auto falls back to 3.1.1 on brokers without MQTT 5)
     ganglion telemetry send DEVICE VERB [--args JSON] [--signing-key KEY] [--id ID] [--timeout S]
     ganglion telemetry send-file DEVICE VERB FILE [--args JSON] [--signing-key KEY] [--chunk-size N]
+    ganglion telemetry acl --device ID ... --out DIR   (mosquitto password file + per-device ACL)
 
 The broker comes from ``--broker`` or ``$GANGLION_BROKER``; TLS with ``mqtts://`` and
 ``--ca-file/--cert-file/--key-file``; commands are signed with ``--signing-key`` (core/vocab.py). ``send`` prints the device's reply as JSON and exits 6 when the
@@ -20,13 +21,21 @@ import click
 from core import keys
 from core.errors import UsageError
 from core.vocab import broker_tls, json_flag, mqtt_version, signing_key
+from edge.telemetry import acl as aclmod
 from edge.telemetry.config import check_device_id, parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from edge.telemetry.requester import Requester, check_reply
+from edge.telemetry.signing import find_command_key
 from edge.telemetry.watch import SUBSCRIPTIONS, Fleet, render_table
 
-broker_option = click.option("--broker", envvar="GANGLION_BROKER", default="mqtt://127.0.0.1:1883",
-                             show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER).")
+broker_option = click.option(
+    "--broker", "broker", multiple=True, envvar="GANGLION_BROKER", default=("mqtt://127.0.0.1:1883",),
+    show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER, space-separated). "
+                            "Repeat for a failover list, in order of preference.")
+
+
+def _broker_urls(brokers) -> list:
+    return [parse_broker_url(b) for b in brokers]
 
 
 def _device_ids(ctx, param, value):
@@ -66,7 +75,7 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
     if interval <= 0 or (duration is not None and duration <= 0):
         raise UsageError("--interval and --duration must be positive", code="usage.watch")
     fleet = Fleet(devices)
-    client = MqttClient(parse_broker_url(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
+    client = MqttClient(_broker_urls(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
                         ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
                         password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
@@ -114,14 +123,17 @@ def _parse_args(text: str | None) -> dict:
 
 
 def _load_key(path):
+    """The key every command is signed with: --signing-key, $GANGLION_COMMAND_KEY or the default
+    file (signing.find_command_key); None sends unsigned commands."""
+    path = find_command_key(path)
     if path is None:
         return None
     return keys.load_private(path)
 
 
 def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout):
-    return Requester(broker, ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
-                     password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
+    return Requester(_broker_urls(broker), ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                     username=username, password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
 
 
 @telemetry.command()
@@ -131,7 +143,8 @@ def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_ve
 @broker_tls
 @mqtt_version()
 @click.option("--args", "args_json", help="Command arguments as a JSON object.")
-@signing_key("ed25519 private key that signs the command (needed when the device sets command_keys).")
+@signing_key("ed25519 private key that signs the command (default: $GANGLION_COMMAND_KEY, else "
+             "~/.config/ganglion/command.key when it exists).")
 @click.option("--id", "command_id", help="Command id (default: random). Re-using an id replays the reply.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the broker, and for the reply (retries included).")
@@ -154,7 +167,10 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
     """
     args, private = _parse_args(args_json), _load_key(signing_key)
     with _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout) as req:
-        reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout)
+        # the same id again every ~10 s: a command lost while a broker cluster re-forms is re-sent,
+        # and the device runs it once (commands.py: idempotency)
+        reply = req.call(device, verb, args, key=private, command_id=command_id, timeout=timeout,
+                         retries=max(1, int(timeout // 10)))
     _finish(reply)
 
 
@@ -166,7 +182,7 @@ def send(device, verb, broker, ca_file, cert_file, key_file, username, password,
 @broker_tls
 @mqtt_version()
 @click.option("--args", "args_json", help="Arguments for the final commit, as a JSON object.")
-@signing_key("ed25519 private key that signs every chunk command.")
+@signing_key("ed25519 private key that signs every chunk command (default: as for send).")
 @click.option("--chunk-size", type=click.IntRange(1024, 1 << 20), default=64 * 1024, show_default=True,
               help="Bytes per chunk.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait per chunk.")
@@ -193,3 +209,37 @@ def send_file(device, verb, file, broker, ca_file, cert_file, key_file, username
 def _finish(reply: dict) -> None:
     click.echo(json.dumps(reply, indent=2, sort_keys=True))
     check_reply(reply, "the device refused the command")
+
+
+@telemetry.command()
+@click.option("--device", "devices", multiple=True, help="A device id (repeatable); its account name is the id.")
+@click.option("--devices-file", type=click.Path(exists=True, dir_okay=False),
+              help="More device ids, one per line ('#' starts a comment).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for passwd, acl, mosquitto.conf and credentials.json.")
+@click.option("--operator", default="ganglion-operator", show_default=True, help="Account of the tools.")
+@click.option("--hub", default="ganglion-hub", show_default=True, help="Account of the fleet hub ('' for none).")
+@click.option("--listener", help="Add 'listener PORT [ADDRESS]' to mosquitto.conf (e.g. '1883 0.0.0.0').")
+@click.option("--rotate", is_flag=True, help="New passwords for everybody (default: keep the ones in --out).")
+def acl(devices, devices_file, out, operator, hub, listener, rotate):
+    """Write a mosquitto password file + ACL: each device publishes only under its own id and reads
+    only its own commands; an operator account for the tools and a hub account for the fleet.
+
+    \b
+    Examples:
+      ganglion telemetry acl --device cam1 --device cam2 --out /etc/mosquitto/ganglion
+      ganglion telemetry acl --devices-file fleet.txt --out acl/ --listener "1883 0.0.0.0"
+    Then add 'include_dir /etc/mosquitto/ganglion' (or its mosquitto.conf lines) to the broker's
+    config, and give each device its password from credentials.json ([telemetry] username/password).
+    """
+    names = list(devices)
+    if devices_file:
+        lines = (line.split("#", 1)[0].strip() for line in open(devices_file, encoding="utf-8"))
+        names += [line for line in lines if line]
+    known = {} if rotate else aclmod.read_known(out)
+    accounts = aclmod.accounts(names, operator=operator, hub=hub or None, known=known)
+    for path in aclmod.write(out, accounts, listener=listener):
+        click.echo(str(path))
+    kept = sum(1 for user in accounts.users() if user in known)
+    click.echo(f"{len(accounts.devices)} device account(s), {kept} password(s) kept; "
+               f"plain passwords in {out}/credentials.json (mode 0600)", err=True)

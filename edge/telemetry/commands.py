@@ -1,4 +1,5 @@
-"""Commands: ``ganglion/v1/<device>/cmd/<verb>`` in, one reply out through the MQTT 5 response topic
+"""Commands: ``ganglion/v1/<device>/cmd/<verb>`` in (a dotted verb as levels: topics.py), one reply
+out through the MQTT 5 response topic
 (under MQTT 3.1.1: the ``reply_to`` topic and ``corr`` correlation carried in the command's JSON).
 
 What happens to a command, in order (each step can refuse it with an error reply):
@@ -38,7 +39,7 @@ from core.errors import GanglionError
 from edge.telemetry.errors import CommandError
 from edge.telemetry.mqtt import Message
 from edge.telemetry.signing import check_signature
-from edge.telemetry.topics import LEVEL_RE
+from edge.telemetry.topics import VERB_RE, verb_of
 
 log = logging.getLogger("ganglion.telemetry.commands")
 ALLOWED_KEYS = {"id", "args", "ts", "sig", "reply_to", "corr"}
@@ -147,9 +148,10 @@ class CommandRouter:
         self.counters = {"handled": 0, "refused": 0, "replayed": 0, "failed": 0}
 
     def register(self, verb: str, handler: Handler) -> None:
-        if not LEVEL_RE.match(verb):
+        if not VERB_RE.match(verb):
             raise CommandError(f"invalid verb {verb!r}", code="command.bad_verb",
-                               hint="1-64 characters from a-z A-Z 0-9 . _ - (one topic level)")
+                               hint="1-64 characters from a-z A-Z 0-9 . _ -; '.' only between parts "
+                                    "(each part becomes one topic level)")
         self._handlers[verb] = handler
 
     @property
@@ -177,7 +179,7 @@ class CommandRouter:
 
     def handle(self, message: Message) -> dict:
         """Process one command synchronously and return the reply that was sent."""
-        verb = message.topic.rsplit("/cmd/", 1)[-1]
+        verb = verb_of(message.topic)      # cmd/config/set and the legacy cmd/config.set alike
         command = None
         try:
             command = parse_command(message.payload, self.max_bytes, message.topic)

@@ -134,6 +134,9 @@ class TelemetryConfig(Schema):
     section: ClassVar = ("telemetry",)
 
     broker: str = "mqtt://127.0.0.1:1883"
+    # failover list in order of preference (failover.py); when set, broker is its first entry
+    brokers: Paths = ()
+    broker_failback_s: float = 30.0     # away from the first broker: check this often whether it is back
     username: str | None = None
     password: str | None = Field(None, repr=False)
     ca_file: str | None = None          # TLS: trust this CA (mqtts:// uses the system store otherwise)
@@ -163,28 +166,46 @@ class TelemetryConfig(Schema):
     # session never expires on the broker (no Session Expiry): see docs/telemetry.md
     mqtt_version: MqttVersion = "auto"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_broker(cls, table):
+        """``brokers = [...]`` alone: its first entry is ``broker`` (the preferred one)."""
+        if isinstance(table, dict) and table.get("brokers") and not table.get("broker"):
+            brokers = table["brokers"]
+            table = {**table, "broker": brokers if isinstance(brokers, str) else list(brokers)[0]}
+        return table
+
     @model_validator(mode="after")
     def _rules(self):
         rules = Rules()
         url = self._broker_url(rules)
+        urls = [u for u in (self._parse(b, "brokers", rules) for b in self.brokers) if u is not None]
+        rules.check(not urls or url is None or url == urls[0], "brokers",
+                    f"broker {self.broker!r} is not the first of brokers {list(self.brokers)}",
+                    "give the failover list as brokers = [...] alone (its first is the preferred)")
+        rules.check(len(set(urls)) == len(urls), "brokers", "brokers lists a broker twice")
+        rules.check(1 <= self.broker_failback_s <= 86400, "broker_failback_s",
+                    "broker_failback_s must be 1..86400 seconds")
         rules.check(not self.input_max_held or self.input_receive_max <= self.input_max_held <= 1_000_000,
                     "input_max_held", f"input_max_held must be 0 (automatic) or input_receive_max..1000000, "
                     f"not {self.input_max_held}", "below input_receive_max even a broker that honours Receive "
                     "Maximum would pause the inputs at every batch")
         rules.check((self.cert_file is None) == (self.key_file is None), "cert_file",
                     "a client certificate needs both cert_file and key_file")
-        rules.check(url is None or url.tls or not (self.ca_file or self.cert_file), "broker",
+        rules.check(not (self.ca_file or self.cert_file) or any(u.tls for u in [url, *urls] if u), "broker",
                     "TLS files are set but the broker URL is mqtt:// (plain TCP)", "use mqtts://")
         rules.done()
         return self
 
     def _broker_url(self, rules: Rules) -> BrokerUrl | None:
-        if self.broker is None:
-            return None
+        return None if self.broker is None else self._parse(self.broker, "broker", rules)
+
+    @staticmethod
+    def _parse(text: str, key: str, rules: Rules) -> BrokerUrl | None:
         try:
-            return parse_broker_url(self.broker)
+            return parse_broker_url(text)
         except UsageError as exc:
-            rules.check(False, "broker", exc.message, exc.hint, code=exc.code)
+            rules.check(False, key, exc.message, exc.hint, code=exc.code)
             return None
 
     @property
@@ -195,7 +216,12 @@ class TelemetryConfig(Schema):
 
     @property
     def url(self) -> BrokerUrl:
-        return parse_broker_url(self.broker)
+        return self.broker_urls[0]
+
+    @property
+    def broker_urls(self) -> list[BrokerUrl]:
+        """The brokers to use, in order of preference (``brokers``, else just ``broker``)."""
+        return [parse_broker_url(b) for b in self.brokers] or [parse_broker_url(self.broker)]
 
     @classmethod
     def from_dict(cls, table: dict, *, file: str | None = None) -> "TelemetryConfig":

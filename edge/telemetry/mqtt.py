@@ -38,6 +38,9 @@ the inputs) and a session expiry becomes ``clean_session=False`` -- a session th
 until ``drop_session`` clears it. The first successful connection logs one line and calls
 ``on_protocol({"event": "mqtt_protocol", "version", "requested", "reason"})``.
 
+Failover and the 3.1.1 fallback (``url`` may be a list of brokers): failover.py decides and
+rebuilds the paho client (``Switching``, mixed in here); ``url`` is the broker in use now.
+
 Reconnects: paho's network thread retries with a doubling delay between ``reconnect_min`` and
 ``reconnect_max``. QoS 1 messages that were in flight when the link dropped stay in paho's memory
 and are re-sent on reconnect (with DUP); ``on_connect``/``on_disconnect`` let the publisher know.
@@ -50,8 +53,7 @@ import dataclasses
 import logging
 import ssl
 import threading
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -62,12 +64,17 @@ from core.config import MqttVersion, values
 from core.errors import UsageError
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
+from edge.telemetry.failover import FAILBACK_S, BrokerList, Switching
 from edge.telemetry.inflow import PAUSE, TAKE, AckWindow, InputGate, input_key  # noqa: F401 - AckWindow is API here too
+from edge.telemetry.message import Message, Will  # noqa: F401 - API of this module too
 
 log = logging.getLogger("ganglion.telemetry.mqtt")
 MQTT_VERSIONS = values(MqttVersion)
 # paho turns a CONNACK return code 0x01 read by an MQTT 5 client into this MQTT 5 reason code
 UNSUPPORTED_PROTOCOL = 0x84
+# a refused subscription is asked for again, the delay doubling: NATS refuses QoS 1 subscriptions
+# (SUBACK 0x80) for a while after a node of its cluster died, until JetStream has its quorum back
+RESUBSCRIBE_MIN, RESUBSCRIBE_MAX = 1.0, 10.0
 CLOSES_BEFORE_FALLBACK = 2      # attempts closed without a CONNACK, in a row, before auto tries 3.1.1
 
 
@@ -78,51 +85,23 @@ def check_mqtt_version(version: str, where: str = "mqtt_version") -> str:
     return version
 
 
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True)
-class Message:
-    """A received message, with the MQTT 5 request/response properties we use.
-
-    ``ack()`` acknowledges it on a ``manual_ack`` client (a no-op otherwise); ``dup`` is the
-    broker's redelivery flag."""
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    response_topic: str | None = None
-    correlation: bytes | None = None
-    mid: int = 0
-    dup: bool = False
-    # True when response_topic/correlation came from the command's JSON (MQTT 3.1.1): the reply
-    # then carries the correlation in its JSON too (commands.py)
-    in_envelope: bool = False
-    _acker: Callable[[], None] | None = field(default=None, repr=False, compare=False)
-
-    def ack(self) -> None:
-        if self._acker is not None:
-            self._acker()
-
-
-class MqttClient:
-    def __init__(self, url: BrokerUrl, *, client_id: str, keepalive: int = 30,
+class MqttClient(Switching):
+    def __init__(self, url: BrokerUrl | Sequence[BrokerUrl], *, client_id: str, keepalive: int = 30,
                  username: str | None = None, password: str | None = None,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  will: Will | None = None, reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  session_expiry: int = 0, manual_ack: bool = False, receive_maximum: int | None = None,
-                 max_held: int | None = None, mqtt_version: str = "auto",
+                 max_held: int | None = None, mqtt_version: str = "auto", failback_s: float = FAILBACK_S,
                  on_connect: Callable[[], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
                  on_publish: Callable[[int, bool], None] | None = None,
                  on_flow: Callable[[dict], None] | None = None,
-                 on_protocol: Callable[[dict], None] | None = None):
-        self.url = url
+                 on_protocol: Callable[[dict], None] | None = None,
+                 on_switch: Callable[[dict], None] | None = None):
+        self.brokers = BrokerList([url] if isinstance(url, BrokerUrl) else list(url), failback_s=failback_s)
+        url = self.brokers.current
+        self._switching = False         # a rebuild (failover, failback, 3.1.1 fallback) is under way
+        self._halt = threading.Event()  # stops the failback checks
         self.mqtt_version = check_mqtt_version(mqtt_version)
         self.protocol = "3.1.1" if mqtt_version == "3.1.1" else "5"     # what this client speaks now
         self._fallback_reason: str | None = None
@@ -136,7 +115,7 @@ class MqttClient:
         self.gate = InputGate(max_held, on_resume=self._resume_soon) if manual_ack else None
         self.acks = AckWindow(self._send_ack, on_sent=self.gate.sent) if manual_ack else None
         self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
-        self._hooks = (on_connect, on_disconnect, on_publish, on_flow, on_protocol)
+        self._hooks = (on_connect, on_disconnect, on_publish, on_flow, on_protocol, on_switch)
         self._run_lock = threading.Lock()      # start/stop vs. a resume after a pause
         self._stopped = False
         self._connected = threading.Event()
@@ -148,6 +127,10 @@ class MqttClient:
                                password=password if password is not None else url.password,
                                tls=(ca_file, cert_file, key_file), will=will)
         self._suback_mid: int | None = None
+        self._sub_mids: dict[int, list[str]] = {}     # SUBSCRIBE mid -> its filters, until the SUBACK
+        self._resub_delay = RESUBSCRIBE_MIN
+        self._granted: set[str] = set()                # filters the broker granted on this connection
+        self._granted_cond = threading.Condition()
         self._client = self._make_paho()
 
     def _make_paho(self) -> paho.Client:
@@ -175,7 +158,13 @@ class MqttClient:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         return client
+
+    @property
+    def url(self) -> BrokerUrl:
+        """The broker in use now (the list's current one)."""
+        return self.brokers.current
 
     def _set_tls(self, client, ca_file, cert_file, key_file) -> None:
         try:
@@ -204,6 +193,7 @@ class MqttClient:
         with self._run_lock:
             self._stopped = False
             self._start_loop()
+        self._start_failback()
 
     def _start_loop(self) -> None:
         try:
@@ -214,8 +204,30 @@ class MqttClient:
 
     def connect(self, timeout: float = 10.0) -> "MqttClient":
         """Connect now or raise BrokerError saying why (refused, TLS, auth) -- for tools and tests.
-        The first attempt is synchronous so its exception is ours to report; paho's thread takes
-        over afterwards (and reconnects)."""
+        With several brokers each is tried in order (``timeout`` each); the last one's error is
+        raised, naming the others'. paho's thread takes over afterwards (reconnects, failover)."""
+        problems = []
+        for _ in self.brokers.urls:
+            try:
+                self._connect_current(timeout)
+            except BrokerError as exc:
+                problems.append(f"{self.url}: {exc.message}")
+                if len(problems) == len(self.brokers.urls):
+                    if len(problems) == 1:
+                        raise
+                    raise BrokerError("no broker of the list answered: " + "; ".join(problems),
+                                      where=str(self.url), code=exc.code, hint=exc.hint) from None
+                event = self.brokers.move_to((self.brokers.index + 1) % len(self.brokers.urls), exc.message)
+                log.warning("MQTT broker %s -> %s: %s", event["from"], event["to"], event["reason"])
+                self._stopped = False
+                self._client = self._make_paho()
+                continue
+            self._start_failback()
+            return self
+        return self
+
+    def _connect_current(self, timeout: float) -> None:
+        """One synchronous connect to the current broker (its exception is ours to report)."""
         self._client.connect_timeout = timeout
         try:
             self._client.connect(**self._connect_args())
@@ -234,10 +246,15 @@ class MqttClient:
                               where=str(self.url),
                               hint="the broker does not speak MQTT 5: use --mqtt-version auto or 3.1.1"
                               if refused_v5 else "check the credentials and the broker's log")
-        return self
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_granted(self, topic_filter: str, timeout: float) -> bool:
+        """True once the broker granted ``topic_filter`` on the current connection (a refused
+        subscription is asked for again in the background)."""
+        with self._granted_cond:
+            return self._granted_cond.wait_for(lambda: topic_filter in self._granted, timeout)
 
     @property
     def connected(self) -> bool:
@@ -245,6 +262,7 @@ class MqttClient:
 
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
+        self._halt.set()
         with self._run_lock:
             self._stopped = True
             self._connected.clear()
@@ -296,7 +314,9 @@ class MqttClient:
         with self._lock:
             self._subs[topic_filter] = (qos, callback)
         if self.connected:
-            self._client.subscribe(topic_filter, qos=qos)
+            rc, mid = self._client.subscribe(topic_filter, qos=qos)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._sub_mids[mid] = [topic_filter]
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
@@ -319,7 +339,9 @@ class MqttClient:
                 self._fall_back("the broker refused MQTT 5 (CONNACK 0x01, unsupported protocol version)")
                 return
             log.warning("MQTT connect to %s refused: %s", self.url, reason_code)
+            self._attempt_failed(f"CONNACK {reason_code}")
             return
+        self.brokers.connected()
         if self.negotiated is None:
             self._announce_protocol()
         if self.acks is not None:
@@ -331,16 +353,44 @@ class MqttClient:
             self._ready()
             return
         # "connected" means subscribed too: until the SUBACK, a command sent to us would be lost.
+        self._sub_mids.clear()
+        with self._granted_cond:
+            self._granted.clear()
         rc, mid = client.subscribe(subs)
         self._suback_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+        self._sub_mids[mid] = [f for f, _ in subs]
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if client is not self._client:
+            return
+        filters = self._sub_mids.pop(mid, [])
+        refused = [(f, str(rc)) for f, rc in zip(filters, reason_codes) if rc.is_failure]
         if refused:
-            log.warning("broker refused subscription(s): %s", ", ".join(refused))
+            log.warning("broker refused subscription(s) %s; asking again in %gs",
+                        ", ".join(f"{f} ({rc})" for f, rc in refused), self._resub_delay)
+            timer = threading.Timer(self._resub_delay, self._resubscribe, args=(client, [f for f, _ in refused]))
+            timer.daemon = True
+            timer.start()
+            self._resub_delay = min(2 * self._resub_delay, RESUBSCRIBE_MAX)
+        elif filters:
+            self._resub_delay = RESUBSCRIBE_MIN
+        with self._granted_cond:
+            self._granted.update(f for f, rc in zip(filters, reason_codes) if not rc.is_failure)
+            self._granted_cond.notify_all()
         if mid == self._suback_mid:
             self._suback_mid = None
             self._ready()
+
+    def _resubscribe(self, client, filters: list[str]) -> None:
+        """A timer's thread: subscribe again to filters the broker refused (same connection only)."""
+        if client is not self._client or not self.connected:
+            return                  # a new connection subscribes to everything anyway
+        with self._lock:
+            subs = [(f, self._subs[f][0]) for f in filters if f in self._subs]
+        if subs:
+            rc, mid = client.subscribe(subs)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._sub_mids[mid] = [f for f, _ in subs]
 
     def _ready(self) -> None:
         self._connected.set()
@@ -355,6 +405,8 @@ class MqttClient:
             if self._closes_without_connack >= CLOSES_BEFORE_FALLBACK:
                 self._fall_back(f"the broker closed {self._closes_without_connack} MQTT 5 connection "
                                 f"attempts without a CONNACK")
+        elif not self._connack_seen and not self._stopped:
+            self._attempt_failed("closed before a CONNACK")
         was = self._connected.is_set()
         self._connected.clear()
         if self.acks is not None:      # answers from now on wait for their redelivery
@@ -363,11 +415,19 @@ class MqttClient:
             self.last_error = f"disconnected: {reason_code}"
             self._call(self._hooks[1], str(reason_code))
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        if client is self._client:
+            self._attempt_failed("no connection")
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if client is not self._client:
+            return          # a PUBACK of a client replaced by a failover: its records are re-sent
         # MQTT 5 PUBACK reason codes >= 0x80 are refusals; "no matching subscribers" (0x10) is fine.
         self._call(self._hooks[2], mid, not reason_code.is_failure)
 
     def _on_message(self, client, userdata, msg) -> None:
+        if client is not self._client:
+            return          # a client being replaced: the broker keeps what it did not see acked
         props = getattr(msg, "properties", None)
         message = Message(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
                           response_topic=getattr(props, "ResponseTopic", None),
@@ -390,48 +450,6 @@ class MqttClient:
         for callback in targets:
             if not self._call(callback, message) and acker is not None:
                 acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
-
-    # -- protocol negotiation (auto) ----------------------------------------------------------
-    def _may_fall_back(self) -> bool:
-        return self.mqtt_version == "auto" and self.protocol == "5" and self.negotiated is None
-
-    def _fall_back(self, reason: str) -> None:
-        """Paho's thread: speak 3.1.1 from now on. A thread of ours swaps the paho client (paho's
-        own thread cannot join itself)."""
-        self.protocol = "3.1.1"
-        self._fallback_reason = reason
-        self.last_error = reason
-        threading.Thread(target=self._restart_as_311, name="mqtt-fallback-311", daemon=True).start()
-
-    def _restart_as_311(self) -> None:
-        with self._run_lock:
-            if self._stopped:
-                return
-            old = self._client
-            self._client = self._make_paho()
-            self._client.connect_timeout = old.connect_timeout
-            try:
-                old.disconnect()
-            except (OSError, ValueError):
-                pass
-            old.loop_stop()
-            try:
-                self._start_loop()
-            except BrokerError as exc:
-                log.error("MQTT 3.1.1 fallback cannot connect: %s", exc.message)
-
-    def _announce_protocol(self) -> None:
-        """The first CONNACK 0: one log line and one event naming the protocol and why."""
-        if self.mqtt_version != "auto":
-            reason = f"mqtt_version = {self.mqtt_version!r} (set explicitly)"
-        else:
-            reason = self._fallback_reason or "the broker accepted MQTT 5"
-        self.negotiated = {"event": "mqtt_protocol", "version": self.protocol, "requested": self.mqtt_version,
-                           "reason": reason, "broker": str(self.url)}
-        # a warning when the broker refused MQTT 5: the operator should know what the device lost
-        level = logging.WARNING if self._fallback_reason else logging.INFO
-        log.log(level, "MQTT %s with %s as %s: %s", self.protocol, self.url, self._paho_args["client_id"], reason)
-        self._call(self._hooks[4], dict(self.negotiated))
 
     def _admit(self, message: Message) -> Callable[[], None] | None:
         """The input gate's verdict on a QoS 1 delivery (inflow.py); the ack function if taken."""

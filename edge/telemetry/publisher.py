@@ -11,6 +11,11 @@ Order across outages: when the link drops, paho keeps the unacknowledged message
 them first thing after the reconnect. paho calls ``on_connect`` *before* it re-sends them, so the
 publisher holds new records back until every message from before the outage is acknowledged;
 otherwise a new record could overtake an old one.
+
+Across a broker switch (failover.py) the old client's in-flight messages are gone with it: the
+publisher forgets them and starts again from the oldest record still in the spool (``on_switch``),
+so the new broker gets every record the old one did not acknowledge, in seq order -- and a record
+whose PUBACK was lost with the old broker twice (consumers drop it by seq).
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ class Publisher:
         self._early: dict[int, tuple[bool, float]] = {}
         self._acked: list[int] = []
         self._resync = False                     # after an outage: old in-flight must clear first
+        self._rewind = False                     # after a broker switch: send again from the spool's start
         self._cursor = 0                         # highest seq handed to paho
         self._last_ack_flush = 0.0
         self._thread: threading.Thread | None = None
@@ -73,6 +79,16 @@ class Publisher:
         if not ok:
             log.warning("broker refused record seq=%d", seq)
 
+    def on_switch(self, event: dict | None = None) -> None:
+        """The client now talks to another broker (failover.py): nothing in flight on the old one
+        will be acknowledged. Forget it and send again from the oldest record still spooled."""
+        with self._lock:
+            self._inflight.clear()
+            self._early.clear()          # mids of the old client: the new one counts from 1 again
+            self._resync = False
+            self._rewind = True
+        self._wake.set()
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -104,9 +120,11 @@ class Publisher:
 
     def _step(self) -> int:
         """One round: delete acked records, then send what the window allows. Returns records sent."""
-        self._flush_acks()
+        self._flush_acks(force=self._rewind)      # acked records must not be sent again
         client = self.client
         with self._lock:
+            if self._rewind:
+                self._rewind, self._cursor = False, 0
             if self._resync and not self._inflight:
                 self._resync = False
             room = 0 if self._resync else self.window - len(self._inflight)
@@ -123,6 +141,8 @@ class Publisher:
                 self._cursor = record.seq
                 continue
             with self._lock:
+                if self._rewind:          # switched while this was handed to the old client
+                    break
                 early = self._early.pop(mid, None)
                 if early is None:
                     self._inflight[mid] = record.seq

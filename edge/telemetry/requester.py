@@ -24,29 +24,39 @@ from pathlib import Path
 from typing import Callable
 
 from edge.telemetry.config import BrokerUrl, parse_broker_url
-from edge.telemetry.errors import CommandError, TelemetryError
+from edge.telemetry.errors import BrokerError, CommandError, TelemetryError
 from edge.telemetry.mqtt import Message, MqttClient
 from edge.telemetry.signing import sign_command
 from edge.telemetry.topics import ROOT, command_topic
 
 
 class Requester:
-    def __init__(self, broker: str | BrokerUrl, *, ca_file: str | None = None, cert_file: str | None = None,
+    def __init__(self, broker: str | BrokerUrl | list, *, ca_file: str | None = None, cert_file: str | None = None,
                  key_file: str | None = None, username: str | None = None, password: str | None = None,
-                 connect_timeout: float = 10.0, mqtt_version: str = "auto"):
-        url = broker if isinstance(broker, BrokerUrl) else parse_broker_url(broker)
+                 connect_timeout: float = 10.0, mqtt_version: str = "auto", key=None):
+        # one broker, or a failover list in order of preference (failover.py)
+        urls = [b if isinstance(b, BrokerUrl) else parse_broker_url(b)
+                for b in (broker if isinstance(broker, (list, tuple)) else [broker])]
         self.connect_timeout = connect_timeout
+        self.key = key          # signs every call and transfer that names no key of its own
         self.client_id = f"ganglion-req-{uuid.uuid4().hex[:12]}"
         self.reply_topic = f"{ROOT}/_requesters/{self.client_id}/reply"
         self._waiting: dict[bytes, tuple[threading.Event, list]] = {}
         self._lock = threading.Lock()
-        self.client = MqttClient(url, client_id=self.client_id, username=username, password=password,
+        self.client = MqttClient(urls, client_id=self.client_id, username=username, password=password,
                                  ca_file=ca_file, cert_file=cert_file, key_file=key_file,
                                  mqtt_version=mqtt_version)
         self.client.subscribe(self.reply_topic, self._on_reply)
 
     def __enter__(self) -> "Requester":
         self.client.connect(self.connect_timeout)
+        # a reply to a subscription the broker refused would be lost (NATS refuses for a while
+        # after a cluster node died): ready means the reply topic is granted
+        if not self.client.wait_granted(self.reply_topic, self.connect_timeout):
+            self.client.stop()
+            raise BrokerError(f"the broker did not grant the reply subscription within {self.connect_timeout:g}s",
+                              where=self.reply_topic, hint="a broker cluster recovering from a node loss "
+                              "refuses subscriptions for a while: try again, or raise --timeout")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -66,21 +76,29 @@ class Requester:
             slot[0].set()
 
     def call_raw(self, device: str, verb: str, payload: bytes, *, timeout: float = 10.0,
-                 corr: bytes | None = None) -> dict:
+                 corr: bytes | None = None, topic: str | None = None) -> dict:
         """Publish exact bytes as a command and return the parsed reply (used to test bad input).
-        ``corr``: the correlation the payload already names (``"corr"``, MQTT 3.1.1)."""
+        ``corr``: the correlation the payload already names (``"corr"``, MQTT 3.1.1); ``topic``:
+        publish there instead of ``command_topic(device, verb)`` (e.g. a legacy dotted topic)."""
         corr = corr or uuid.uuid4().bytes
+        topic = topic or command_topic(device, verb)
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[corr] = (done, box)
+        deadline = time.monotonic() + timeout
         try:
-            self.client.publish_wait(command_topic(device, verb), payload, response_topic=self.reply_topic,
-                                     correlation=corr, timeout=timeout)
-            if not done.wait(timeout):
-                raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
-                                     where=command_topic(device, verb), code="telemetry.timeout",
-                                     hint="is the device online? (ganglion telemetry watch)")
-            return json.loads(box[0])
+            self.client.publish_wait(topic, payload, response_topic=self.reply_topic, correlation=corr,
+                                     timeout=timeout)
+            while done.wait(max(deadline - time.monotonic(), 0)):
+                reply = json.loads(box.pop(0))
+                if (reply.get("error") or {}).get("code") != "command.in_progress":
+                    return reply
+                with self._lock:      # a retry met the first try still running: its reply is coming
+                    if not box:
+                        done.clear()
+            raise TelemetryError(f"no reply from {device} to {verb!r} within {timeout:g}s",
+                                 where=topic, code="telemetry.timeout",
+                                 hint="is the device online? (ganglion telemetry watch)")
         finally:
             with self._lock:
                 self._waiting.pop(corr, None)
@@ -89,25 +107,29 @@ class Requester:
              timeout: float = 10.0, retries: int = 1) -> dict:
         """Send ``verb`` with ``args`` (signed when ``key`` is given); return the reply dict.
 
-        ``timeout`` bounds the whole call: a retry (same id) only uses what the tries before it left."""
+        ``timeout`` bounds the whole call, shared evenly by ``retries`` tries with the same id and
+        correlation (the device runs it once and replays its reply; a retry that meets the first
+        try still running waits for that one's reply)."""
         command = {"id": command_id or uuid.uuid4().hex, "args": args or {}}
-        corr = None
-        if self.in_envelope:         # no MQTT 5 properties: the route goes in the (signed) JSON
-            corr = uuid.uuid4().hex
-            command.update(reply_to=self.reply_topic, corr=corr)
+        corr = uuid.uuid4()              # one for every try: the reply to the first may come late
+        if self.in_envelope:             # no MQTT 5 properties: the route goes in the (signed) JSON
+            command.update(reply_to=self.reply_topic, corr=corr.hex)
+        corr = corr.hex.encode() if self.in_envelope else corr.bytes
+        key = key if key is not None else self.key
         if key is not None:
             command = sign_command(key, command_topic(device, verb), command)
         payload = json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         deadline = time.monotonic() + timeout
-        for _ in range(retries):
+        for attempt in range(retries):                  # each try gets its share of what is left
+            left = deadline - time.monotonic()
             try:
-                return self.call_raw(device, verb, payload, timeout=timeout, corr=corr and corr.encode())
+                return self.call_raw(device, verb, payload, timeout=max(left / (retries + 1 - attempt), 0.05),
+                                     corr=corr)
             except TelemetryError:
                 if deadline - time.monotonic() < 0.05:
                     raise
-            timeout = deadline - time.monotonic()
-        return self.call_raw(device, verb, payload, timeout=max(timeout, 0.05),      # the last try raises
-                             corr=corr and corr.encode())
+        return self.call_raw(device, verb, payload, timeout=max(deadline - time.monotonic(), 0.05),
+                             corr=corr)
 
     def send_file(self, device: str, verb: str, path: str | Path, *, args: dict | None = None, key=None,
                   chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,

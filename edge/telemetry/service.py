@@ -36,7 +36,7 @@ from edge.telemetry.errors import TelemetryError
 from edge.telemetry.mqtt import Message, MqttClient, Will
 from edge.telemetry.publisher import Publisher
 from edge.telemetry.spool import Spool
-from edge.telemetry.topics import command_topic, default_reply_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, default_reply_topic, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 
 log = logging.getLogger("ganglion.telemetry")
@@ -52,7 +52,8 @@ class Telemetry:
                            sync=cfg.spool_sync)
         self.publisher = Publisher(self.spool, window=cfg.inflight)
         self._started_at = time.time()
-        self._status: dict = {"state": "online", "since": round(self._started_at, 3)}
+        self._status: dict = {"state": "online", "since": round(self._started_at, 3),
+                              "commands": "signed" if cfg.command_keys else "unsigned"}
         self._status_lock = threading.Lock()
         self._reported_dropped = 0     # a restarted device re-reports the persistent total once
         self._last_overflow_report = 0.0
@@ -61,7 +62,7 @@ class Telemetry:
         self.client = self._connection(
             f"ganglion-{self.device_id}", will=Will(device_topic(self.device_id, "status"), will),
             on_protocol=self._protocol_event, on_connect=self._on_connect, on_disconnect=self.publisher.on_disconnect,
-            on_publish=self.publisher.on_publish)
+            on_publish=self.publisher.on_publish, on_switch=self._broker_switch)
         self.publisher.client = self.client
         self.commands = CommandRouter(
             self.device_id, reply=self._send_reply, event=self._command_event,
@@ -74,13 +75,23 @@ class Telemetry:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Telemetry":
+        if not self.commands.trusted_keys:
+            self._warn_unsigned()
         self.publisher.start()
-        self.client.subscribe(command_topic(self.device_id, "+"), self.commands.on_message)
+        self.client.subscribe(command_filter(self.device_id), self.commands.on_message)
         self.client.start()
         if self.inputs is not None:
             self.inputs.start()
         self._started = True
         return self
+
+    def _warn_unsigned(self) -> None:
+        """No command keys: whoever can publish to this device's cmd/ topics controls it. Said at
+        every start, as a warning in the log; the retained status says ``"commands": "unsigned"``."""
+        log.warning("COMMANDS ARE NOT SIGNED on %s: anyone who can publish to %s controls this device "
+                    "(reload, config.set, deploy). Set [telemetry] command_keys = [\"ops.pub\"] (ganglion keys "
+                    "generate) and restrict the broker (ganglion telemetry acl).", self.device_id,
+                    command_filter(self.device_id))
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.client.wait_connected(timeout)
@@ -154,7 +165,8 @@ class Telemetry:
     def stats(self) -> dict:
         spool = self.spool.stats()
         return {"connected": self.client.connected, "last_error": self.client.last_error,
-                "mqtt_version": self.client.protocol,
+                "mqtt_version": self.client.protocol, "broker": str(self.client.url),
+                "broker_switches": self.client.brokers.switches,
                 "spool_depth": spool["depth"], "spool_bytes": spool["bytes"],
                 "spool_dropped": spool["dropped"], "last_seq": spool["last_seq"],
                 "inflight": self.publisher.inflight, **self.publisher.counters,
@@ -208,10 +220,11 @@ class Telemetry:
         """An MQTT connection to the configured broker (URL, credentials, TLS, backoff); both the
         main and the input connection are made here, so they can never differ in those."""
         cfg = self.cfg
-        return MqttClient(cfg.url, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
+        return MqttClient(cfg.broker_urls, client_id=client_id, keepalive=cfg.keepalive, username=cfg.username,
                           password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
                           key_file=cfg.key_file, reconnect_min=cfg.reconnect_min,
-                          reconnect_max=cfg.reconnect_max, mqtt_version=cfg.mqtt_version, **extra)
+                          reconnect_max=cfg.reconnect_max, failback_s=cfg.broker_failback_s,
+                          mqtt_version=cfg.mqtt_version, **extra)
 
     def _on_connect(self) -> None:
         self._publish_status()
@@ -246,6 +259,15 @@ class Telemetry:
             self.record("events", event)
         except TelemetryError as exc:
             log.error("cannot record the mqtt_protocol event: %s", exc.message)
+
+    def _broker_switch(self, event: dict) -> None:
+        """The main connection moved to another broker (mqtt.py logged it): the publisher sends
+        again what the old one did not acknowledge, and the switch is one event in the stream."""
+        self.publisher.on_switch(event)
+        try:
+            self.record("events", event)
+        except TelemetryError as exc:
+            log.error("cannot record the broker_switch event: %s", exc.message)
 
     def _command_event(self, event: dict) -> None:
         log.warning("command refused: %s", event)

@@ -15,11 +15,18 @@ Under MQTT 3.1.1 (no properties) a command carries its reply route in the JSON: 
 ``corr``. When present they are signed too -- added to the canonical object beside id, args and
 ts -- so nobody can redirect a signed command's reply; absent, the signed bytes are exactly the
 MQTT 5 ones.
+
+The tools sign every command whenever a command key exists (``find_command_key``): the
+``--signing-key`` given, else ``$GANGLION_COMMAND_KEY``, else ``$XDG_CONFIG_HOME/ganglion/command.key``
+(``~/.config/ganglion/command.key``) when that file is there. A device without ``command_keys``
+obeys unsigned commands and says so loudly at start (service.py).
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 from core import keys
 from core.errors import SignatureError
@@ -29,6 +36,26 @@ DOMAIN = b"ganglion-cmd/1\n"
 
 
 ROUTE_KEYS = ("reply_to", "corr")       # the MQTT 3.1.1 reply route, signed when present
+
+
+KEY_ENV = "GANGLION_COMMAND_KEY"
+
+
+def default_key_path() -> Path:
+    """Where an operator's command key lives when no flag or variable names one."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "ganglion" / "command.key"
+
+
+def find_command_key(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The command key the tools sign with: ``explicit``, else ``$GANGLION_COMMAND_KEY``, else the
+    default file if it exists; None when there is none (commands then go unsigned)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(KEY_ENV):
+        return Path(os.environ[KEY_ENV])
+    path = default_key_path()
+    return path if path.is_file() else None
 
 
 def canonical(topic: str, command_id: str, args: dict, ts: int, route: dict | None = None) -> bytes:

@@ -156,3 +156,16 @@ def test_the_probe_falls_back_to_311_on_a_broker_without_mqtt5(nats_cluster, mos
         "broker answered CONNACK (MQTT 3.1.1)"
     assert probe_mod.check_broker(tmp_path, {"broker": mosquitto.url}) == "broker answered CONNACK"
     assert probe_mod._connect_packet(level=4)[2:10] == b"\x00\x04MQTT\x04\x02"      # 3.1.1: level 4
+
+
+@pytest.mark.mqtt
+def test_a_failover_list_passes_when_one_broker_answers(root, make_bundle, fw_keys, mosquitto):
+    from edge.daemon.firmware_hook import broker_probe
+    from tests.fixtures.broker import free_port
+    dead = f"mqtt://127.0.0.1:{free_port()}"
+    assert broker_probe({"brokers": [dead, mosquitto.url]})["broker"] == [dead, mosquitto.url]
+    install(make_bundle("1.0.0"), root, fw_keys["public"])
+    report = validate(root, runner=in_process, broker=[dead, mosquitto.url])
+    assert report["ok"] and report["checks"]["broker"].startswith("broker answered CONNACK (mqtt://127.0.0.1:")
+    with pytest.raises(HealthCheckError, match="no broker of the list answered"):
+        probe_mod.check_broker(root, {"broker_urls": [broker_address(dead), broker_address(f"mqtt://127.0.0.1:{free_port()}")]})

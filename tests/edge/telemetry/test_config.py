@@ -105,6 +105,7 @@ def test_config_from_dict_refuses_unknown_keys_and_bad_values():
 def test_topics_and_envelope():
     assert device_topic("d", "metrics") == "ganglion/v1/d/metrics"
     assert device_topic("d", "results", "mnv2") == "ganglion/v1/d/results/mnv2"
+    assert device_topic("d", "results", "mnv2.1") == "ganglion/v1/d/results/mnv2_1"     # NATS-safe level
     assert split_topic("ganglion/v1/d/results/mnv2") == ("d", "results", "mnv2")
     assert split_topic("other/v1/d/metrics") is None
     for kind, sub in (("results", None), ("results", "a/b"), ("metrics", "x"), ("logs", None)):
@@ -116,3 +117,26 @@ def test_topics_and_envelope():
         envelope(1, 0, "d", "metrics", {"bad": float("nan")})
     with pytest.raises(UsageError):
         envelope(1, 0, "d", "metrics", {"bad": object()})
+
+
+@pytest.mark.parametrize("table, urls", [
+    ({"broker": "mqtt://a:1"}, ["mqtt://a:1"]),
+    ({"brokers": ["mqtt://a:1", "b:2"]}, ["mqtt://a:1", "mqtt://b:2"]),
+    ({"brokers": "mqtt://a:1"}, ["mqtt://a:1"]),
+    ({"broker": "mqtt://a:1", "brokers": ["mqtt://a:1", "mqtt://b:2"]}, ["mqtt://a:1", "mqtt://b:2"]),
+])
+def test_the_failover_list(table, urls):
+    cfg = TelemetryConfig.from_dict(table)
+    assert [str(u) for u in cfg.broker_urls] == urls and str(cfg.url) == urls[0]
+
+
+@pytest.mark.parametrize("table, where", [
+    ({"broker": "mqtt://c:1", "brokers": ["mqtt://a:1", "mqtt://b:2"]}, "telemetry.brokers"),
+    ({"brokers": ["mqtt://a:1", "a:1"]}, "telemetry.brokers"),
+    ({"brokers": ["mqtt://a:1", "nope://b"]}, None),
+    ({"brokers": ["mqtt://a:1"], "broker_failback_s": 0}, "telemetry.broker_failback_s"),
+])
+def test_a_bad_failover_list_is_a_usage_error(table, where):
+    with pytest.raises(UsageError) as err:
+        TelemetryConfig.from_dict(table)
+    assert where is None or err.value.where == where
