@@ -52,6 +52,10 @@ def test_status_is_retained_online_then_offline_on_clean_stop(mosquitto, device,
     tm.record("status", {"model": "digits", "version": "1.2"})
     tm.start()
     assert tm.wait_connected(10)
+    # the online status goes out just after "connected": once a first subscriber has it, the broker
+    # holds it, and a subscriber that comes later can only get it retained
+    first = collector_factory(mosquitto.url, "ganglion/v1/cam7/status", persistent=False)
+    assert first.wait_for(lambda: any(r["data"]["state"] == "online" for r in first.records()))
     late = collector_factory(mosquitto.url, "ganglion/v1/cam7/status", persistent=False)
     assert late.wait_for(lambda: late.records())                   # retained: a late subscriber sees it
     status = late.records()[-1]
