@@ -35,21 +35,10 @@ from edge.daemon.outbox import FanOut, LogOutbox
 from edge.daemon.pool import WorkerPool, fatal_error
 from edge.daemon.sinks import ResultRouter, make_sink
 from edge.daemon.sources import make_source
-from edge.daemon.worker import WorkerSpec
+from edge.daemon.worker import WorkerSpec, worker_spec
 
 log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0
-
-
-def worker_spec(cfg: DaemonConfig, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
-    """What a worker process is started with; the watched folders it reads itself come from the
-    config, so a reload (commands.py) keeps them."""
-    m, lanes = cfg.model, lane.lane_folders(cfg)
-    return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
-                      allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
-                      engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
-                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {},
-                      lanes=lanes, sinks=tuple((s.kind, s.path) for s in cfg.sinks) if lanes else ())
 
 
 AUTO = "auto"      # Daemon(telemetry=AUTO): the MQTT client of cfg's [telemetry], if it names a broker

@@ -19,9 +19,9 @@ from core import artifact as gpk
 from core import keys
 from core.errors import InputError, UsageError
 from edge.daemon import config as cfgmod
-from edge.daemon.app import worker_spec
 from edge.daemon.camera import redact
 from edge.daemon.probe import probe
+from edge.daemon.worker import worker_spec
 
 LIVE_KEYS = ("batch.max_batch", "batch.budget_ms", "metrics.interval_s")
 

@@ -64,6 +64,17 @@ class ModelInfo:
         self.model_version = header.get("model_version")
 
 
+def worker_spec(cfg, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
+    """What a worker process is started with; the watched folders it reads itself come from the
+    config, so a reload (commands.py) keeps them."""
+    m, lanes = cfg.model, lane.lane_folders(cfg)
+    return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
+                      allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
+                      engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
+                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {},
+                      lanes=lanes, sinks=tuple((s.kind, s.path) for s in cfg.sinks) if lanes else ())
+
+
 def open_for(spec: WorkerSpec):
     if spec.factory:
         module, attr = spec.factory.split(":")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.daemon.messages import Job, Request
-from edge.errors import GanglionError
+from core.errors import GanglionError
 from tests.edge.daemon import crashy
 from tests.edge.daemon.helpers import Collector, make_daemon, wait_for
 from tests.edge.daemon.test_request_path_stress import Dense, kill_worker
