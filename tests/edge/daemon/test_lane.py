@@ -39,7 +39,7 @@ def _daemon(tmp_path, factory, factory_args=None, sinks=None, **kw):
 def test_which_folders_the_workers_read_themselves(sinks, isolation, laned):
     cfg = from_dict({"model": {"path": "m.tflite"}, "workers": {"isolation": isolation},
                      "sources": [{"kind": "folder", "path": "in"}, {"kind": "replay", "path": "r.npy"}],
-                     "sinks": sinks})
+                     "sinks": sinks, "telemetry": {"broker": "mqtt://127.0.0.1:1883"}})
     assert lane.lane_folders(cfg) == (("in",) if laned else ())
 
 
