@@ -193,9 +193,11 @@ def _column(path: Path, member: str | None, spec: TensorSpec):
     layout = layout_of(tuple(shape), spec, path)
     convert = _caster(dtype, spec, path)
     if fortran:                     # rows are not contiguous on disk: read the array whole (rare)
-        with _load_array(path) as loaded:
-            array = loaded if member is None else loaded[member]
-        return ArrayColumn(array, layout, convert)
+        loaded = _load_array(path)
+        if member is None:
+            return ArrayColumn(loaded, layout, convert)
+        with loaded:
+            return ArrayColumn(loaded[member], layout, convert)
     return FileColumn(path, member, (tuple(shape), dtype), layout, convert)
 
 
