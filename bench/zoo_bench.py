@@ -10,7 +10,8 @@ steps of a model sharing one --timeout budget:
     convert     `ganglion convert model.onnx --calib calib.npz [--input-shape ..] -q -o x.tflite`, the
                 default flags plus what meta.json asks (pins of dynamic dims beyond the batch): exit
                 code, the first error line (typed `error[code]` or a raw crash's last line), wall
-                time and the child's peak RSS (VmHWM, read by the child itself on exit)
+                time, CPU time (user + system, all threads: steadier than wall time on a shared
+                machine) and the child's peak RSS (VmHWM, read by the child itself on exit)
     SQNR ours   int8 TFLite in LiteRT (XNNPACK, 2 threads) against model.onnx in onnxruntime on
                 holdout.npz, per output; the table shows meta's primary output
     SQNR ORT    onnxruntime quantize_static after quant_pre_process, QDQ, per-channel, int8, each of
@@ -40,15 +41,16 @@ ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 # The CLI in a child that reports its own peak RSS: ru_maxrss of a child also counts the parent's
 # pages at fork time (Linux carries the high-water mark across exec); VmHWM is the child's own.
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
 t0 = time.perf_counter()
 from edge.cli import main
 try:
     code = main(sys.argv[1:])
 finally:
     hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-    sys.stdout.write("\\nZOO-STATS " + json.dumps({"seconds": time.perf_counter() - t0,
-                                                    "peak_rss_mb": int(hwm) / 1024}) + "\\n")
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    sys.stdout.write("\\nZOO-STATS " + json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": int(hwm) / 1024,
+                                                    "cpu_s": use.ru_utime + use.ru_stime}) + "\\n")
 sys.exit(code)
 """
 
@@ -94,6 +96,7 @@ def convert(model_dir: Path, meta: dict, out: Path, timeout: float, num_calib: i
     ok = child["code"] == 0 and out.exists()
     result = {"ok": ok, "exit": child["code"], "wall_s": round(child["seconds"], 2),
               "peak_rss_mb": round(stats["peak_rss_mb"]) if "peak_rss_mb" in stats else None,
+              "cpu_s": round(stats["cpu_s"], 2) if "cpu_s" in stats else None,
               "flags": argv[argv.index("-o") + 2:]}
     if child["code"] is None:
         result["error"] = f"timeout after {child['seconds']:.0f} s"
@@ -211,13 +214,13 @@ def _qdq_cell(row: dict) -> str:
 
 
 def table(rows: list[dict], runs: int) -> str:
-    head = ["model", "converts", "conv s", "peak MB", "SQNR ours", "ORT best", "method", "gap", "SQNR QDQ", "why"]
+    head = ["model", "converts", "conv s", "cpu s", "peak MB", "SQNR ours", "ORT best", "method", "gap", "SQNR QDQ", "why"]
     if runs:
         head[-1:-1] = ["ms ours", "ms ORT"]
     lines = [head]
     for r in rows:
         c = r["convert"]
-        line = [r["model"], status(r), fmt(c.get("wall_s")), fmt(c.get("peak_rss_mb"), ".0f"),
+        line = [r["model"], status(r), fmt(c.get("wall_s")), fmt(c.get("cpu_s")), fmt(c.get("peak_rss_mb"), ".0f"),
                 fmt(r.get("sqnr_ours")), fmt(r.get("sqnr_ort_best")), r.get("ort_best_method", "-"),
                 fmt(r.get("gap_db"), "+.1f"),
                 _qdq_cell(r),

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from converters.calibrate.preprocess import CHANNELS, PreprocessSpec
+from converters.calibrate.samples import (ArrayColumn, FileColumn, ImageColumn, Samples, layout_of,
+                                         read_header)
 from converters.errors import CalibrationDataError
 
 # Calibration ranges from fewer samples overfit them: percentile/entropy histograms need enough
@@ -72,8 +75,10 @@ def input_specs(model) -> list[TensorSpec]:
 
 
 def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int | None = None,
-                 min_samples: int = MIN_SAMPLES) -> list[dict[str, np.ndarray]]:
-    """One dict per sample, ``{input name: array shaped and typed like the input}``."""
+                 min_samples: int = MIN_SAMPLES) -> Samples:
+    """The samples of ``path`` as a lazy ``Samples`` sequence of ``{input name: array shaped and
+    typed like the input}``: every sample is read (and checked) once here, then again from the
+    source on each pass, never all held at once (calibrate/samples.py)."""
     path = Path(path)
     if not path.exists():
         raise CalibrationDataError(f"calibration data not found: {path}", where=str(path),
@@ -94,6 +99,7 @@ def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int 
             f"too few samples: expected at least {min_samples}, got {len(samples)}", where=str(path),
             hint=f"calibration needs >= {min_samples} representative samples (100-500 is typical); "
                  "ranges from fewer overfit them" + (f" (--num-calib is {limit})" if limit else ""))
+    _check_values(samples, path)
     return samples
 
 
@@ -142,90 +148,110 @@ def _numpy_kind(path: Path) -> str:
     return "not a NumPy file (no .npy or .npz header)" if head else "the file is empty"
 
 
-def _load_npy(path: Path, inputs: list[TensorSpec]) -> list[dict]:
+def _load_npy(path: Path, inputs: list[TensorSpec]) -> Samples:
     if len(inputs) != 1:
         raise CalibrationDataError(
             f"a .npy file holds one array but the model has {len(inputs)} inputs "
             f"({[s.name for s in inputs]})", where=str(path),
             hint="use a .npz with one array per input name: np.savez(f, **{name: array}); a recurrent "
                  "state input is fed from its output instead (--state OUTPUT=INPUT)")
-    array = _load_array(path)
-    spec = inputs[0]
-    return [{spec.name: s} for s in split_samples(array, spec, path)]
+    _load_array(path)               # the file-kind checks (a pickle, not NumPy, empty) and their messages
+    return Samples({inputs[0].name: _column(path, None, inputs[0])})
 
 
-def _load_npz(path: Path, inputs: list[TensorSpec]) -> list[dict]:
+def _load_npz(path: Path, inputs: list[TensorSpec]) -> Samples:
     with _load_array(path) as archive:
-        missing = [s.name for s in inputs if s.name not in archive.files]
-        if missing:
-            raise CalibrationDataError(
-                f"{path.name} has no array for input(s) {missing}", where=str(path),
-                hint=f"the arrays must be named after the model inputs {[s.name for s in inputs]}; "
-                     f"the file has {archive.files} (a recurrent state input is fed from its output: "
-                     "--state OUTPUT=INPUT)")
-        columns = {}
-        for spec in inputs:
-            try:
-                array = archive[spec.name]
-            except ValueError as exc:      # an object array inside the archive
-                raise CalibrationDataError(f"cannot read array {spec.name!r} of {path.name}: {exc}",
-                                           where=str(path), hint="pickled objects are never loaded") from None
-            columns[spec.name] = split_samples(array, spec, path)
-    counts = {name: len(col) for name, col in columns.items()}
+        files = archive.files
+    missing = [s.name for s in inputs if s.name not in files]
+    if missing:
+        raise CalibrationDataError(
+            f"{path.name} has no array for input(s) {missing}", where=str(path),
+            hint=f"the arrays must be named after the model inputs {[s.name for s in inputs]}; "
+                 f"the file has {files} (a recurrent state input is fed from its output: "
+                 "--state OUTPUT=INPUT)")
+    columns = {spec.name: _column(path, spec.name, spec) for spec in inputs}
+    counts = {name: col.count for name, col in columns.items()}
     if len(set(counts.values())) > 1:
         raise CalibrationDataError(f"inputs have different sample counts {counts}", where=str(path),
                                    hint="every array's first axis counts samples; they must agree")
-    count = next(iter(counts.values()), 0)
-    return [{name: col[i] for name, col in columns.items()} for i in range(count)]
+    return Samples(columns)
+
+
+def _column(path: Path, member: str | None, spec: TensorSpec):
+    """The column of ``spec`` stored in ``path`` (``member`` of a .npz): read lazily, cast as the
+    input wants (a cast that cannot be safe fails now, a safe one warns now)."""
+    where = f"array {member!r} of {path.name}" if member else path.name
+    try:
+        shape, dtype, fortran = read_header(path, member)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise CalibrationDataError(f"cannot read {where}: {exc}", where=str(path),
+                                   hint="the file is truncated or not a NumPy file") from None
+    if dtype.hasobject:
+        raise CalibrationDataError(f"cannot read {where}: it holds Python objects, not numbers", where=str(path),
+                                   hint="save plain numeric arrays (np.save / np.savez); pickled objects are "
+                                        "never loaded")
+    layout = layout_of(tuple(shape), spec, path)
+    convert = _caster(dtype, spec, path)
+    if fortran:                     # rows are not contiguous on disk: read the array whole (rare)
+        loaded = _load_array(path)
+        if member is None:
+            return ArrayColumn(loaded, layout, convert)
+        with loaded:
+            return ArrayColumn(loaded[member], layout, convert)
+    return FileColumn(path, member, (tuple(shape), dtype), layout, convert)
 
 
 def split_samples(array: np.ndarray, spec: TensorSpec, path: Path) -> list[np.ndarray]:
-    """Cut an array into samples shaped like ``spec``; check dtype and finiteness."""
-    shape = tuple(array.shape)
-    if spec.shape and spec.shape[0] is None and spec.matches(shape):
-        stack = array[:, None]          # dynamic batch: the first axis counts samples of batch 1
-    elif spec.matches(shape):
-        stack = array[None]
-    elif spec.matches(shape[1:]):
-        stack = array
-    elif len(spec.shape) >= 1 and spec.shape[0] == 1 and spec.matches((1, *shape[1:])):
-        stack = array[:, None]
-    else:
-        raise CalibrationDataError(
-            f"input {spec.name!r}: expected shape {_fmt(spec.shape)} or a stack [N, ...] of it, "
-            f"got {list(shape)}", where=str(path),
-            hint="the first axis counts samples; the rest must match the model input")
-    stack = _cast(stack, spec, path)
-    bad = ~np.isfinite(stack.reshape(len(stack), -1)).all(axis=1) if stack.dtype.kind == "f" else None
-    if bad is not None and bad.any():
-        first = int(np.argmax(bad))
-        raise CalibrationDataError(
-            f"input {spec.name!r}: {int(bad.sum())} sample(s) hold NaN or Inf (first: sample {first})",
-            where=str(path), hint="clean or drop those samples; calibration needs finite values")
-    # np.asarray: a 0-d input's samples must stay arrays (iterating yields numpy scalars, which
-    # onnxruntime refuses)
-    return [np.asarray(sample) for sample in stack]
+    """Cut an in-memory array into samples shaped like ``spec``, cast and checked."""
+    column = ArrayColumn(array, layout_of(tuple(array.shape), spec, path), _caster(array.dtype, spec, path))
+    samples = Samples({spec.name: column})
+    _check_values(samples, path)
+    # np.asarray: a 0-d input's samples must stay arrays (numpy scalars are refused by onnxruntime)
+    return [np.asarray(s[spec.name]) for s in samples]
 
 
-def _cast(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
+def _check_values(samples: Samples, path: Path) -> None:
+    """Read every sample of the stored columns once: NaN/Inf and unsafe integer casts fail here,
+    before calibration (images are decoded from 8-bit pixels, always finite: not decoded twice)."""
+    for name, column in samples.columns.items():
+        if isinstance(column, ImageColumn):
+            continue
+        bad = []
+        for index, row in enumerate(column.rows(samples.start, samples.stop)):
+            if row.dtype.kind == "f" and not np.isfinite(row).all():
+                bad.append(index)
+        if bad:
+            raise CalibrationDataError(
+                f"input {name!r}: {len(bad)} sample(s) hold NaN or Inf (first: sample {bad[0]})",
+                where=str(path), hint="clean or drop those samples; calibration needs finite values")
+
+
+def _caster(got: np.dtype, spec: TensorSpec, path: Path):
+    """``convert(row, index)`` casting a sample to the input's dtype; warns now about a cast worth
+    knowing, raises now when none is safe (integer narrowing is checked on each row's values)."""
     want = np.dtype(spec.dtype)
-    got = array.dtype
+    got = np.dtype(got)
     if got == want:
-        return array
+        return lambda row, index: row
     if want.kind == "f" and got.kind in "fiub":
         if got.kind != "f":
             _warn(f"input {spec.name!r}: {got} data cast to {want}; if these are raw pixels, "
                   "they are not normalised (use an image folder with a preprocessing spec)", path)
         elif got.itemsize > want.itemsize:
             _warn(f"input {spec.name!r}: {got} data cast to {want} (precision beyond {want} is dropped)", path)
-        return array.astype(want)
-    if want.kind in "iu" and got.kind in "iub":
-        info = np.iinfo(want)
-        if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
-            return array.astype(want)
-    raise CalibrationDataError(
+        return lambda row, index: row.astype(want)
+    unsafe = CalibrationDataError(
         f"input {spec.name!r}: expected dtype {want}, got {got}, which does not cast safely",
         where=str(path), hint=f"save the data as {want}")
+    if want.kind in "iu" and got.kind in "iub":
+        info = np.iinfo(want)
+
+        def narrow(row: np.ndarray, index: int) -> np.ndarray:
+            if row.size and (row.min() < info.min or row.max() > info.max):
+                raise unsafe
+            return row.astype(want)
+        return narrow
+    raise unsafe
 
 
 def _warn(message: str, path: Path) -> None:
@@ -259,7 +285,9 @@ def _check_channels(target: TensorSpec, spec: PreprocessSpec, folder: Path) -> N
 
 
 def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
-                 limit: int | None) -> list[dict]:
+                 limit: int | None) -> Samples:
+    """One sample per image file, decoded when a pass reaches it; every file's header is read now,
+    so a file that is no image fails before calibration."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise CalibrationDataError(
             "an image folder feeds exactly one rank-4 image input; the model has "
@@ -272,13 +300,15 @@ def _load_images(folder: Path, inputs: list[TensorSpec], spec: PreprocessSpec,
     if limit is not None:
         files = files[:limit]
     shape = tuple(1 if d is None else d for d in target.shape)
-    samples = []
-    for file in files:
+
+    def decode(file: Path, index: int, check_only: bool = False) -> np.ndarray:
         try:
             with Image.open(file) as image:
-                array = spec.apply(image, shape)
+                return image if check_only else split_samples(spec.apply(image, shape), target, file)[0]
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise CalibrationDataError(f"cannot decode image {file.name}: {exc}", where=str(file),
                                        hint="remove or re-save the file as JPEG/PNG") from None
-        samples.extend({target.name: s} for s in split_samples(array, target, file))
-    return samples
+
+    for index, file in enumerate(files):
+        decode(file, index, check_only=True)
+    return Samples({target.name: ImageColumn(files, decode)})

@@ -19,6 +19,7 @@ import numpy as np
 
 from converters.errors import ConvertError
 from converters.tflite.check import check_int8
+from converters.tflite.versions import op_version
 from converters.tgraph import TGraph
 
 TENSOR_TYPES = {"float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
@@ -41,14 +42,14 @@ def serialize(tg: TGraph, description: str = "ganglion", extra_outputs=()) -> by
     model.version = 3
     model.description = description
     model.buffers = [schema.BufferT()]        # buffer 0: the empty sentinel
-    opcodes: dict[str, int] = {}
+    opcodes: dict[tuple[str, int], int] = {}
     model.operatorCodes = []
     sub = schema.SubGraphT()
     sub.name = "main"
     sub.tensors = [_tensor(t, model.buffers) for t in tg.tensors]
     sub.inputs = list(tg.inputs)
     sub.outputs = list(tg.outputs) + [i for i in extra_outputs if i not in tg.outputs]
-    sub.operators = [_operator(op, opcodes, model.operatorCodes) for op in tg.ops]
+    sub.operators = [_operator(op, op_version(tg, op), opcodes, model.operatorCodes) for op in tg.ops]
     model.subgraphs = [sub]
     builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))
     cache: dict = {}
@@ -112,17 +113,20 @@ class _SharedQuant:
         return self.cache[key]
 
 
-def _operator(op, opcodes: dict[str, int], table: list) -> schema.OperatorT:
-    if op.opcode not in opcodes:
+def _operator(op, version: int, opcodes: dict[tuple[str, int], int], table: list) -> schema.OperatorT:
+    """One OperatorCode per (op, version) pair: an int8 and a float CONV_2D are two entries, as
+    the TFLite converter writes them (tflite/versions.py)."""
+    key = (op.opcode, version)
+    if key not in opcodes:
         code = schema.OperatorCodeT()
         value = getattr(schema.BuiltinOperator, op.opcode)
         code.builtinCode = value
         code.deprecatedBuiltinCode = min(value, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-        code.version = 1
-        opcodes[op.opcode] = len(table)
+        code.version = version
+        opcodes[key] = len(table)
         table.append(code)
     out = schema.OperatorT()
-    out.opcodeIndex = opcodes[op.opcode]
+    out.opcodeIndex = opcodes[key]
     out.inputs = list(op.inputs)
     out.outputs = list(op.outputs)
     if op.options is not None:

@@ -122,3 +122,51 @@ def test_a_model_onnxruntime_cannot_run_is_a_model_load_error():
     model.graph.node[1].op_type = "NoSuchOp"           # unknown to onnxruntime
     with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
         collect_ranges(model, samples(2), progress=False)
+
+
+def non_finite_model() -> onnx.ModelProto:
+    """Log and Reciprocal make NaN, -Inf and Inf from ordinary data; a float16 Cast is observed
+    whole (no in-graph reduction for it)."""
+    nodes = [helper.make_node("Log", ["x"], ["log"]), helper.make_node("Reciprocal", ["x"], ["inv"]),
+             helper.make_node("Relu", ["x"], ["act"]), helper.make_node("Cast", ["x"], ["half"], to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["half"], ["back"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["act", "back"], ["y"])]
+    graph = helper.make_graph(nodes, "nonfinite", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_minmax_reduced_in_graph_equals_numpy_over_finite_values(zeros):
+    """The min/max observer reduces inside onnxruntime; NaN (Log of a negative), -Inf (Log 0) and
+    Inf (1/0) anywhere in a tensor must give the ranges NumPy gives over the finite values."""
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.normal(0, 2, size=(1, 64)).astype(np.float32)} for _ in range(10)]
+    if zeros:
+        for k, s in enumerate(data):
+            s["x"][0, (k * 7) % 64] = 0.0
+    ranges = collect_ranges(non_finite_model(), data, method="minmax", progress=False)
+    x = np.concatenate([s["x"] for s in data])
+    with np.errstate(all="ignore"):
+        values = {"x": x, "log": np.log(x), "inv": 1 / x, "act": np.maximum(x, 0), "half": x.astype(np.float16),
+                  "back": x.astype(np.float16).astype(np.float32)}
+    values["y"] = values["act"] + values["back"]
+    for name, v in values.items():
+        finite = v[np.isfinite(v)].astype(np.float64)
+        assert ranges[name] == pytest.approx((finite.min(), finite.max()), rel=0, abs=0), name
+
+
+def test_reductions_follow_their_producers():
+    """Each ReduceMin/ReduceMax/ReduceSum sits right after the node making its tensor, so onnxruntime frees
+    the activation after the reduction instead of holding every one to the end."""
+    from converters.calibrate.runner import expose, float_tensor_names, value_types
+    model = affine_relu_model()
+    types = value_types(model)
+    _, produced = float_tensor_names(model, types)
+    exposed = expose(model, produced, types, reduced=set(produced))
+    order = [(n.op_type, n.input[0] if n.op_type.startswith("Reduce") and "calib" in n.name else n.output[0])
+             for n in exposed.graph.node]
+    for k, (op, tensor) in enumerate(order):
+        if op in ("Mul", "Add", "Relu"):
+            assert order[k + 1:k + 4] == [("ReduceMin", tensor), ("ReduceMax", tensor), ("ReduceSum", tensor)], order
+    assert [o.name for o in exposed.graph.output][:2] == ["scaled::min", "scaled::max"]
