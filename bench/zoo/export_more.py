@@ -8,7 +8,7 @@ to a trained-like spread), so ``bench/zoo_bench.py --zoo /work/zoo2`` and ``gang
 these folders as they are. It widens the net rather than the fidelity table: exporters and opsets
 (13, 17, 18, 20), inception/dense/grouped/attention blocks, segmentation heads with a dynamic H/W
 pinned by ``--input-shape``, a detection backbone with an FPN, and text models fed int64 ids
-(a transformer encoder, a bidirectional GRU). Smaller inputs than the models' defaults where the
+(a transformer encoder, a bidirectional GRU, a 2-layer LSTM). Smaller inputs than the models' defaults where the
 architecture allows it keep the 2-core machine usable; the structure is what is tested.
 """
 from __future__ import annotations
@@ -150,12 +150,28 @@ class _GruTagger(torch.nn.Module):
         return self.fc(self.gru(self.emb(ids))[0])
 
 
+class _LstmClassifier(torch.nn.Module):
+    """int64 ids -> Embedding -> 2-layer LSTM -> last step -> Linear (a sentence classifier)."""
+
+    def __init__(self, vocab: int = 3000, d: int = 64):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.lstm = torch.nn.LSTM(d, d, num_layers=2, batch_first=True)
+        self.fc = torch.nn.Linear(d, 3)
+
+    def forward(self, ids):
+        return self.fc(self.lstm(self.emb(ids))[0][:, -1])
+
+
 def make_text(out: Path, n_calib: int, n_holdout: int) -> None:
     rng = np.random.default_rng([SEED, 48])
     ids, _ = synth.token_ids(rng, n_calib + n_holdout, 48, 3000)
     calib, holdout = {"input_ids": ids[:n_calib, None]}, {"input_ids": ids[n_calib:, None]}
     for name, net, exporter in (("text_transformer_ts", _TextEncoder, "ts"), ("gru_tagger_ts", _GruTagger, "ts"),
-                                ("gru_tagger_dynamo", _GruTagger, "dynamo")):
+                                ("gru_tagger_dynamo", _GruTagger, "dynamo"),
+                                ("text_transformer_dynamo", _TextEncoder, "dynamo"),
+                                ("lstm_classifier_ts", _LstmClassifier, "ts"),
+                                ("lstm_classifier_dynamo", _LstmClassifier, "dynamo")):
         torch.manual_seed(SEED)
         model = net().eval()
         _write(out, name, model, calib, holdout, ["logits"], exporter, None, task="text",
