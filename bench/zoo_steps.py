@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from converters.verify.metrics import sqnr_db  # noqa: E402  (after the path: the one SQNR definition)
 from converters.verify.runners import OnnxRunner, TFLiteRunner, align  # noqa: E402
+from core.litert import make_interpreter  # noqa: E402
 
 CHUNK = 8
 
@@ -133,6 +134,9 @@ def evaluate(model_dir: Path, candidate: Path, kind: str, runs: int) -> dict:
     inputs = [i.name for i in reference.graph.input
               if i.name not in {init.name for init in reference.graph.initializer}]
     if kind == "tflite":
+        # an input the converter froze (one value in the calibration data) is no TFLite input
+        taken = {d["name"] for d in make_interpreter(candidate.read_bytes()).get_input_details()}
+        inputs = [name for name in inputs if name in taken] if len(taken) < len(inputs) else inputs
         cand = TFLiteRunner(candidate.read_bytes(), inputs, ref.output_names, num_threads=2)
     else:
         cand = OnnxRunner(onnx.load(str(candidate)))

@@ -11,7 +11,9 @@ so any error before that leaves no file behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
+    cfg, model, found = freeze_constant_controls(cfg, model, say)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
     if carried is not None:
@@ -104,10 +107,28 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
               if holdout is not None else None)
     man = manifest_mod.build(cfg, model, built, ranges=ranges, report=report, keep_float=sorted(keep), state=state)
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
+    if found:
+        man["frozen_inputs_found"] = sorted(found)
     if carried is not None:             # the model's own scales and what was kept
         man["quantization"]["carried"] = carried.summary()
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
+
+
+def freeze_constant_controls(cfg: ConvertConfig, model: onnx.ModelProto, say):
+    """(cfg, model, found): inputs that only steer control flow and hold one value in the whole
+    calibration data (``freeze.constant_controls``) frozen as --input-value would, with a warning."""
+    from converters.freeze import FrozenInputWarning, constant_controls
+    found = constant_controls(model, cfg.calib) if cfg.calib is not None else {}
+    if not found:
+        return cfg, model, {}
+    text = ", ".join(f"{name}={','.join(map(str, values))}" for name, values in found.items())
+    warnings.warn(f"input(s) {text} only steer control flow (If/Loop) and hold one value in every calibration "
+                  f"sample: the model is converted for that value (pass --input-value to choose another)",
+                  FrozenInputWarning, stacklevel=2)
+    say(f"frozen from the calibration data: {text}")
+    cfg = dataclasses.replace(cfg, input_values=(*cfg.input_values, *found.items()))
+    return cfg, load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs), found
 
 
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):

@@ -12,6 +12,12 @@ reference the same way from there, so both models see the same graph.
 
 A value is one number (filled to the input's shape) or one number per element. The input's shape
 must be static, or pinned with ``--input-shape`` (the same flag ``convert`` takes).
+
+Found, not asked: ``constant_controls(model, calib)`` returns the inputs that only steer control
+flow (``frontend.control_inputs``) and hold one value in every calibration sample; ``convert``
+freezes them as if given with ``--input-value``, says so (``FrozenInputWarning``) and lists them
+in the manifest (``frozen_inputs`` and ``frozen_inputs_found``). The model then converts for that
+value only, which is what the calibration data shows it is used with.
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from converters.calibrate.data import input_specs, load_dataset
+from converters.errors import CalibrationDataError
+from converters.frontend.control_inputs import control_inputs
 from core.errors import UsageError
 
 HINT = "write NAME=VALUE (one number, or comma-separated numbers, one per element), e.g. --input-value sr=16000"
@@ -36,6 +45,29 @@ def parse_value(text: str) -> tuple[str, tuple[float, ...]]:
     if not name or not numbers:
         raise UsageError(f"cannot read input value {text!r}", where="--input-value", hint=HINT)
     return name, numbers
+
+
+class FrozenInputWarning(UserWarning):
+    """An input frozen without --input-value: it only steers control flow and the calibration data
+    holds one value for it."""
+
+
+def constant_controls(model: onnx.ModelProto, calib) -> dict[str, tuple[float, ...]]:
+    """{input: its one value} for the control inputs that ``calib`` (a .npz naming them) holds
+    constant across samples; {} without such inputs or data (the If stays, and is refused)."""
+    specs = [s for s in input_specs(model) if s.name in set(control_inputs(model))]
+    if not specs or calib is None or not str(calib).lower().endswith(".npz"):
+        return {}
+    try:
+        samples = load_dataset(calib, specs, min_samples=1)
+    except CalibrationDataError:         # data without these arrays: nothing found (loading reports it)
+        return {}
+    found = {}
+    for spec in specs:
+        values = np.stack([s[spec.name] for s in samples])
+        if np.all(values == values[:1]):
+            found[spec.name] = tuple(v.item() for v in values[0].reshape(-1))
+    return found
 
 
 def _number(text: str) -> int | float:

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from converters.frontend.load import raise_opset
+
 
 EVAL_SAMPLES = 8          # samples scored per candidate (``better``'s test guards the choice)
 GROUPS = 4                # depth groups revisited after the uniform choice
@@ -51,8 +53,7 @@ def fake_quant_model(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProt
     """A copy of ``model`` with QuantizeLinear -> DequantizeLinear on each tensor of ``names``
     (float graph inputs and node outputs); scale ``<t>::s`` and zero point ``<t>::z`` are scalar
     graph inputs. Graph outputs are the dequantized values, in the original order."""
-    fq = onnx.ModelProto()
-    fq.CopyFrom(model)
+    fq = raise_opset(model, QDQ_OPSET)    # Q/DQ with scale inputs; Squeeze axes become inputs too
     graph = fq.graph
     wanted = set(names)
     renamed = {name: f"{name}::dq" for name in names}
@@ -82,7 +83,6 @@ def fake_quant_model(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProt
         if out.name in wanted:
             out.name = renamed[out.name]
     _round_weights(graph)
-    _ensure_opset(fq)
     return fq
 
 
@@ -108,12 +108,6 @@ def _round_weights(graph: onnx.GraphProto) -> None:
         scale = np.maximum(np.abs(w).max(axis=axes, keepdims=True), 1e-12) / 127.0
         init.CopyFrom(onnx.numpy_helper.from_array((np.round(w / scale) * scale).astype(np.float32),
                                                    init.name))
-
-
-def _ensure_opset(model: onnx.ModelProto) -> None:
-    for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < QDQ_OPSET:
-            opset.version = QDQ_OPSET     # Q/DQ semantics are the same; the frontend checked 11+
 
 
 class Scorer:

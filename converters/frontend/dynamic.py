@@ -86,7 +86,12 @@ def refusal(graph: Graph, problems: list[str]) -> DataDependentError | None:
     hint = ("export the model without its post-processing (score filtering, TopK, NMS) and run that "
             "in application code")
     cut = _cut(graph, [*found, *after])
-    if cut:
+    steering = [c for c in cut if c in graph.inputs]
+    if steering and all(n.op in ("If", "Loop") for n in found):     # a mode/sample-rate input picks a branch
+        values = " ".join(f"--input-value {name}=VALUE" for name in steering)
+        hint = (f"input(s) {', '.join(map(repr, steering))} steer control flow: convert for one value with "
+                f"{values} (or calibrate with data that holds one value for it)")
+    elif cut:
         shown = ", ".join(repr(c) for c in cut[:CUT_SHOWN])
         more = f" and {len(cut) - CUT_SHOWN} more" if len(cut) > CUT_SHOWN else ""
         hint += (f"; the last static tensors before it are {shown}{more}: convert with "

@@ -61,6 +61,8 @@ def evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
         return None
     if node.op in ("Shape", "Size"):
         return _shape_of(node, graph)
+    if node.op == "ConstantOfShape" and graph.const(node.inputs[0]) is not None:
+        return [splat(node.attrs.get("value"), graph.const(node.inputs[0]))]
     names = [i for i in node.inputs if i]
     if not names or any(graph.const(i) is None for i in names):
         return None
@@ -70,12 +72,25 @@ def evaluate(node: Node, graph: Graph) -> list[np.ndarray] | None:
     except Exception:  # the reference raises anything (NotImplementedError, ValueError, ...)
         return None
     results = [np.asarray(r) for r in results]
-    big = max(r.size for r in results) if results else 0
+    big = max(stored_size(r) for r in results) if results else 0
     if big > MAX_FOLD_ELEMENTS:   # say why instead of "not supported" (and skip it next sweep)
         node.attrs["_unresolved"] = (f"folds to a constant of {big:,} elements, over the "
                                      f"{MAX_FOLD_ELEMENTS:,}-element limit of the converter's memory")
         return None
     return results
+
+
+def splat(value, shape) -> np.ndarray:
+    """ConstantOfShape's output (https://onnx.ai/onnx/operators/onnx__ConstantOfShape.html: a
+    one-element ``value``, default float32 0) as a read-only broadcast view: one element in memory
+    however large the shape (VGG-19's test copy builds its 103M-element fc6 weight this way)."""
+    value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
+    return np.broadcast_to(value[:1].reshape(()), tuple(int(d) for d in np.asarray(shape).reshape(-1)))
+
+
+def stored_size(array: np.ndarray) -> int:
+    """Elements ``array`` holds in memory: 1 for a splat (every stride 0), else its size."""
+    return 1 if array.size and not any(array.strides) else array.size
 
 
 def _shape_of(node: Node, graph: Graph):

@@ -119,6 +119,22 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
                              hint=REEXPORT_HINT) from exc
 
 
+def raise_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """``model`` at default-domain opset ``version`` or later: a copy converted by ONNX's adapters
+    when it is older, so attribute forms that moved to inputs (Squeeze/Unsqueeze/Split ``axes`` at
+    13) move too; writing the new number alone leaves a model onnxruntime refuses."""
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=version)
+    if current >= version:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    try:
+        return version_converter.convert_version(model, version)
+    except Exception as exc:  # the converter raises assorted internal errors
+        raise ModelLoadError(f"cannot raise opset {current} to {version}: {exc}", code="convert.opset",
+                             where="model.opset_import", hint=REEXPORT_HINT) from exc
+
+
 def check(model: onnx.ModelProto, where: str) -> None:
     try:
         onnx.checker.check_model(model)

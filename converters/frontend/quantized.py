@@ -222,9 +222,35 @@ class _Reader:
             self.consts[out] = self.new_consts[out] = value
             self.record_grid(out, q, scale, zp, axis)
             return
+        if self._gathered_weights(node, scale, zp):
+            return
         self.forms.add("qdq")
         self.union(x, out)
         self.declare(x, scale, zp if zp is not None else 0, self.int_type(x, zp), node.name)
+
+    def _gathered_weights(self, node, scale, zp) -> bool:
+        """``DequantizeLinear(Gather(int table, ids))`` with per-tensor parameters, as ONNX Runtime's
+        ``quantize_dynamic`` writes an embedding lookup: the same as ``Gather(float table, ids)``
+        (a per-tensor dequantization commutes with indexing). The Gather reads the dequantized
+        table and writes the DQ's output; its values lie on the table's grid (declared)."""
+        x, out = node.input[0], node.output[0]
+        k = next((k for k, n in enumerate(self.nodes) if x in n.output), None)
+        gather = self.nodes[k] if k is not None else None
+        if (gather is None or gather.op_type != "Gather" or gather.input[0] not in self.consts
+                or np.asarray(scale).size != 1 or len(self.consumers.get(x, ())) != 1):
+            return False
+        table = gather.input[0]
+        floats = f"{table}_dequantized"
+        if floats not in self.consts:
+            q = self.consts[table]
+            self.consts[floats] = self.new_consts[floats] = dequantize_const(q, scale, zp, None)
+        copy = onnx.NodeProto()
+        copy.CopyFrom(gather)
+        copy.input[0], copy.output[0] = floats, out
+        self.nodes[k] = copy
+        self.real.add(out)
+        self.declare(out, scale, zp if zp is not None else 0, self.int_type(x, zp), node.name)
+        return True
 
     def record_grid(self, name: str, q: np.ndarray, scale, zp, axis) -> None:
         """Keep the grid of symmetric int8 weights; say why any other weights are requantized."""

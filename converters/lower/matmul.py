@@ -33,7 +33,8 @@ def gemm(ctx: LowerContext, node) -> None:
         bias_vec, c = np.broadcast_to(c.reshape(-1) * beta, (n,)).astype(np.float32), None
     act = ctx.activation(node)
     if b is not None:
-        w = (b if node.attrs.get("transB", 0) else b.T) * alpha
+        w = b if node.attrs.get("transB", 0) else b.T
+        w = w * alpha if alpha != 1.0 else w       # no copy of a 100M-element weight for nothing
         target = y if c is None else ctx.temp(ctx.shape_of(y), "matmul")
         _fully_connected(ctx, a, w, bias_vec, target, act if c is None else 0, keep=False)
     else:

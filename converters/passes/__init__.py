@@ -7,10 +7,11 @@ nodes, then the layout decision on the final set of nodes.
 from __future__ import annotations
 
 from converters.ir import Graph
-from converters.passes import (convert_layout, drop_identity, fold_constants, fuse_activation,
-                               fuse_conv_bn, fuse_gelu)
+from converters.passes import (convert_layout, decompose_einsum, drop_identity, fold_constants,
+                               fuse_activation, fuse_conv_bn, fuse_gelu)
 
 PIPELINE = (
+    decompose_einsum,  # Einsum -> Transpose/Reshape/MatMul (TFLite has no einsum)
     fold_constants,    # Shape/Gather/Concat chains, weight preprocessing -> constants
     drop_identity,     # Identity / Dropout are no-ops at inference
     fuse_conv_bn,      # BN into Conv/Gemm weights, else Mul + Add

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from converters.freeze import freeze_inputs, parse_value
+from converters.freeze import FrozenInputWarning, freeze_inputs, parse_value
 from core.errors import UsageError
 from core.litert import make_interpreter
 from edge.cli import main
@@ -147,3 +148,33 @@ def test_frozen_input_is_gone_from_the_qdq_model_too(tmp_path, capsys):
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
         ["y"], {**feeds, "sr": np.array(8000, np.int64)})[0]
     np.testing.assert_allclose(got, ref, atol=0.08)
+
+
+@pytest.mark.parametrize("rates, frozen", [((8000,) * 16, 8000), ((8000, 16000) * 8, None)])
+def test_a_control_input_constant_in_the_calibration_data_is_frozen_with_a_warning(tmp_path, capsys, rates, frozen):
+    path = _if_on_sample_rate(tmp_path / "vad_if.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(16, 1, 4)).astype(np.float32),
+             sr=np.array(rates, np.int64))
+    out = tmp_path / "vad.gpk"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["convert", path, "--calib", str(tmp_path / "calib.npz"), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    found = [str(w.message) for w in caught if issubclass(w.category, FrozenInputWarning)]
+    if frozen is None:                 # two sample rates in the data: the If stays, refused (exit 3)
+        assert code == 3 and "If" in err and "--input-value sr=" in err and not found and not out.exists()
+        return
+    assert code == 0, err
+    assert len(found) == 1 and "sr=8000" in found[0]
+    manifest = json.loads(zipfile.ZipFile(out).read("manifest.json"))
+    assert manifest["frozen_inputs"] == {"sr": 8000} and manifest["frozen_inputs_found"] == ["sr"]
+    interp = make_interpreter(zipfile.ZipFile(out).read("model.tflite"))
+    (inp,), (outp,) = interp.get_input_details(), interp.get_output_details()
+    x = rng.normal(size=(1, 4)).astype(np.float32)
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    np.testing.assert_allclose(interp.get_tensor(outp["index"]), x * 3, atol=0.05)   # the else branch
+    # verify freezes the original from the manifest
+    assert main(["verify", str(out), "--reference", path, "--data", str(tmp_path / "calib.npz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["y"]["sqnr_db"] > 30

@@ -19,8 +19,11 @@ is one) and checks, against onnxruntime:
   the constant weights, not the converter (float is exact, keeping the layers after it float
   restores 130 dB).
 
-VGG-19 and ZFNet-512 fold fc6 weights of 103M / 75M elements (411 / 302 MB): over the frontend's
-fold limit, they are refused with a typed error that says so (asserted below).
+VGG-19 and ZFNet-512 make fc6 weights of 103M / 75M elements (411 / 302 MB) with ConstantOfShape:
+the frontend folds a splat to a broadcast view (one element in memory, under the fold limit) and
+only the writer lays the bytes out. They are the slow cases of this file: on a loaded 2-core
+machine VGG-19 converts in ~37 s float / ~50 s int8 (575 / 144 MB .tflite, ~4 GB peak RSS; weight
+quantization and the flatbuffer builder dominate), ZFNet-512 in ~19 s / ~21 s.
 
 One calibration sample of uniform [0, 1) pixels: calibration is not what this file tests, and each
 224x224 sample costs an onnxruntime pass with every activation recorded (suite budget).
@@ -34,14 +37,12 @@ import numpy as np
 import onnx
 import pytest
 
-from converters import frontend, tflite
-from converters.errors import UnsupportedOpsError
+from converters import frontend
 from tests.converters.ops import harness as H
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 CONVERT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-           "squeezenet"]
-TOO_BIG = ["vgg19", "zfnet512"]
+           "squeezenet", "vgg19", "zfnet512"]
 FLOAT_MIN_DB = 60.0
 INT8_STEPS = 2.0
 INT8_LOGITS_MIN_DB = 3.0
@@ -76,9 +77,3 @@ def test_light_model_converts_and_runs(name, quantize):
     if len(refs) > 1:
         assert H.sqnr_db(refs[1], gots[1]) > INT8_LOGITS_MIN_DB
 
-
-@pytest.mark.parametrize("name", TOO_BIG)
-def test_light_model_over_the_fold_limit_is_refused_with_the_reason(name):
-    m = frontend.load_model(os.path.join(LIGHT, f"light_{name}.onnx"))
-    with pytest.raises(UnsupportedOpsError, match="element limit"):
-        tflite.build(m, None, tflite.TFLiteOptions(quantize="none"))

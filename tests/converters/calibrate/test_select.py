@@ -90,6 +90,19 @@ def test_fake_quant_model_rounds_each_tensor_like_int8():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("opset", [11, 12])
+def test_the_fake_quant_copy_of_an_old_opset_model_runs(opset):
+    """Q/DQ need opset 13; raising the number alone left Squeeze's ``axes`` attribute, which
+    onnxruntime refuses at 13 (the CRNN recognizer under --observer auto)."""
+    m = H.model([helper.make_node("Squeeze", ["x"], ["y"], axes=[0, 2])], {"x": (1, 4, 1, 3)}, ["y"], opset=opset)
+    fq = runner.make_session(select.fake_quant_model(m, ["x", "y"]))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 4, 1, 3)).astype(np.float32)
+    s, z = select.int8_params(-1.0, 1.0)
+    params = {f"{n}::{k}": np.array(v, t) for n in ("x", "y") for k, v, t in (("s", s, np.float32), ("z", z, np.int8))}
+    got = fq.run(None, {"x": x, **params})[0]
+    np.testing.assert_allclose(got, x.reshape(4, 3), atol=s)
+
+
 def test_auto_is_at_least_as_good_as_every_fixed_method():
     m = mlp()
     calib, holdout = heavy_tailed(48, 3), heavy_tailed(16, 4)

@@ -118,6 +118,28 @@ def test_fold_bound_is_a_typed_error(monkeypatch):
     assert err.value.code == "convert.fold_limit" and err.value.hint
 
 
+@pytest.mark.parametrize("op, stored", [("ConstantOfShape", 1), ("Tile", None)])
+def test_a_splat_folds_to_one_stored_element_and_the_limit_holds_for_the_rest(monkeypatch, op, stored):
+    """ConstantOfShape (VGG-19's test copy makes a 103M-element weight so) folds to a broadcast
+    view: one element in memory, so the fold limit does not refuse it; a Tile of the same size is
+    materialised and still refused over the limit."""
+    from converters.frontend import evaluate
+    monkeypatch.setattr(evaluate, "MAX_FOLD_ELEMENTS", 1000)    # the weight below has 2048 elements
+    inits = [const("wshape", np.array([64, 32], I64)), const("row", np.full((1, 32), 0.25, np.float32)),
+             const("reps", np.array([64, 1], I64))]
+    make = (helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", TensorProto.FLOAT,
+                                                                                             [1], [0.25]))
+            if op == "ConstantOfShape" else helper.make_node("Tile", ["row", "reps"], ["w"]))
+    m = model([make, helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": ["N", 64]}, {"y": ["N", 32]}, inits)
+    graph = frontend.to_graph(frontend.prepare(m, {"x": [2, 64]}))
+    w = graph.const("w")
+    if stored is None:
+        assert w is None and "element limit" in next(n for n in graph.nodes if n.op == "Tile").attrs["_unresolved"]
+        return
+    assert w.shape == (64, 32) and evaluate.stored_size(w) == stored and np.all(w == np.float32(0.25))
+    convert_and_compare(m, {"x": [2, 64]})
+
+
 @pytest.mark.parametrize("opset", [11, 12, 13, 17, 21])
 def test_unsqueeze_attr_or_input_feeds_reshape_target(opset):
     """The shape of issue 8: Shape -> Gather -> Unsqueeze -> Concat -> Reshape (flatten)."""

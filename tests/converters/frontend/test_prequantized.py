@@ -541,3 +541,34 @@ def test_onnx_runtimes_output_of_an_ir3_model_loads(tmp_path):
     feeds = pm.samples(pm.CNN_SHAPE, 10, seed=9)
     assert steps_apart(run_tflite(result.files["model.tflite"], feeds), run_ort(qpath, feeds),
                        output_step(onnx.load(str(qpath)))) <= 2.0
+
+
+def test_a_dynamic_embedding_lookup_reads_the_dequantized_table(tmp_path):
+    """quantize_dynamic writes Gather(int table, ids) -> DequantizeLinear: the lookup reads the
+    float table (once "Add B has inconsistent type" in shape inference)."""
+    rng = np.random.default_rng(0)
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8])
+    inits = [numpy_helper.from_array(rng.normal(size=(50, 8)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.normal(size=(1, 6, 8)).astype(np.float32), "pos"),
+             numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="lookup"),
+             helper.make_node("Add", ["e", "pos"], ["h"], name="add"),
+             helper.make_node("MatMul", ["h", "w"], ["y"], name="mm")]
+    src = save(helper.make_model(helper.make_graph(nodes, "g", [ids], [y], inits),
+                                 opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "f.onnx")
+    dyn = pm.ort_dynamic(src, tmp_path / "dyn.onnx")
+    kinds = [n.op_type for n in onnx.load(str(dyn)).graph.node]
+    assert "DequantizeLinear" in kinds and kinds.index("Gather") < kinds.index("DequantizeLinear")
+    feeds = [{"ids": rng.integers(0, 50, size=(1, 6)).astype(np.int64)} for _ in range(16)]
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, ids=np.concatenate([f["ids"] for f in feeds]))
+    result, _ = to_tflite(dyn, tmp_path / "d.tflite", calib=calib)
+    interp = make_interpreter(result.files["model.tflite"])
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    got = []
+    for feed in feeds:
+        interp.set_tensor(inp["index"], feed["ids"].astype(inp["dtype"]))
+        interp.invoke()
+        got.append(interp.get_tensor(out["index"]).copy())
+    assert sqnr_db(run_ort(dyn, feeds), got) > 25

@@ -87,3 +87,34 @@ def test_random_gemm(seed):
     attrs = dict(transA=ta, transB=tb, alpha=float(r.choice([1.0, 0.5, 2.0])), beta=float(r.choice([1.0, 0.5])))
     m = H.one_node("Gemm", {"a": (k, m_) if ta else (m_, k)}, inits, **attrs)
     H.check(m, steps=3)
+
+
+# Einsum -> Transpose/Reshape/MatMul (passes/decompose_einsum.py); (equation, inputs, constants)
+EINSUM = {
+    "maxvit_qk": ("B G H I D, B G H J D -> B G H I J", {"q": (1, 2, 2, 5, 4), "k": (1, 2, 2, 6, 4)}, {}),
+    "maxvit_av": ("B G H I J, B G H J D -> B G H I D", {"a": (1, 2, 2, 5, 6), "v": (1, 2, 2, 6, 4)}, {}),
+    "bmm": ("bij,bjk->bik", {"a": (2, 3, 4), "b": (2, 4, 5)}, {}),
+    "weights": ("bsd,hd->bsh", {"a": (1, 6, 8)}, {"w": w(5, 8)}),
+    "outer": ("i,j->ij", {"a": (3,), "b": (4,)}, {}),
+    "ellipsis": ("...ij,...jk->...ik", {"a": (2, 3, 4), "b": (2, 4, 2)}, {}),
+    "implicit": ("ij,jk", {"a": (3, 4), "b": (4, 5)}, {}),
+    "permute_sum": ("nchw->nhc", {"a": (1, 3, 4, 5)}, {}),
+    "sum_one_side": ("ijk,jl->il", {"a": (2, 3, 4), "b": (3, 5)}, {}),
+    "two_contracted": ("bhqd,bhkd->bqk", {"q": (1, 2, 3, 4), "k": (1, 2, 5, 4)}, {}),
+}
+
+
+@pytest.mark.parametrize("case", EINSUM, ids=list(EINSUM))
+def test_einsum(case):
+    equation, inputs, inits = EINSUM[case]
+    m = H.one_node("Einsum", inputs, inits, equation=equation)
+    res, _ = H.check(m, atol=1e-4, steps=4.0)
+    if inits:                  # constant weights: rearranged at conversion time, one FULLY_CONNECTED
+        assert "FULLY_CONNECTED" in res.ops and "TRANSPOSE" not in res.ops
+
+
+def test_einsum_with_a_diagonal_is_refused_with_the_reason():
+    from converters.errors import UnsupportedOpsError
+    m = H.one_node("Einsum", {"a": (3, 3)}, equation="ii->i")
+    with pytest.raises(UnsupportedOpsError, match="diagonal"):
+        H.convert(m, "none")
