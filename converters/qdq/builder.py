@@ -12,8 +12,13 @@ This is the explicit-quantization form TensorRT builds int8 engines from (its no
 path) and the form ONNX Runtime fuses into QLinearConv / QGemm / int8 pooling kernels.
 Graph outputs stay float (the last op dequantizes), so the model keeps its ONNX signature.
 
+Every scale, zero point and bias is the TFLite build's (``shared.py``: one compiler, two
+writers); the profile only changes their form and where the Q/DQ pairs go.
+
 Profiles (``PROFILES``):
-    tensorrt     symmetric activations (zero point 0: TensorRT supports no other), float bias
+    tensorrt     symmetric activations (zero point 0: TensorRT supports no other), each amax
+                 chosen from a histogram when samples are given (``amax.py``); Q/DQ only in front
+                 of weighted ops (``ops.TENSORRT_INPUTS``, TensorRT's placement); float bias
                  (TensorRT folds the bias in float; it parses no int32 DequantizeLinear)
     onnxruntime  asymmetric uint8 activations, int8 weights, int32 bias: ORT's CPU kernels are
                  U8S8 (int8 activations leave residual Adds and their Convs in float), an
@@ -191,9 +196,19 @@ class _Writer:
 
     def _activation(self, name: str) -> params.QuantParams:
         """The TFLite build's int8 grid for ``name`` (else the shared function's, from its range)."""
-        grid = self.source.activations.get(name) or params.int8_grid(*self.ranges[name])
+        grid = self._grid(name) or params.int8_grid(*self.ranges[name])
         return params.for_profile(*grid, symmetric=self.profile.symmetric_activations,
                                   dtype=self.profile.activation_dtype)
+
+    def _grid(self, name: str) -> tuple[float, int] | None:
+        """The TFLite grid of ``name`` or, for the output of a value-moving op the lowering
+        renamed or removed (a Flatten), of that op's input: TFLite ties them to one grid."""
+        while name not in self.source.activations:
+            producer = self.producer.get(name)
+            if producer is None or producer.op_type not in ops.SAME_SCALE or producer.name in self.keep:
+                return None
+            name = producer.input[0]
+        return self.source.activations[name]
 
     def _fused_away(self, name: str) -> bool:
         """Conv -> Relu: no Q/DQ on the tensor between them (the activation is fused)."""
