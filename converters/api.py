@@ -183,11 +183,12 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
 def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
                  carried=None, graph=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
-    ``--float-head``). The TFLite build finds the head in its own lowering; a QDQ-only build
-    lowers once just for that (a "layer" is a TFLite op with weights: tflite/head.py).
+    ``--float-head``). The TFLite build finds the head in its own lowering and is the source of
+    the QDQ model's parameters; a QDQ-only conversion builds it too, without writing it
+    (``qdq_source``; a "layer" is a TFLite op with weights: tflite/head.py).
     ``carried``: an already-quantized model's own weights, kept by both builds. ``graph``: the IR
     ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place)."""
-    built, head = {}, set()
+    built, head, source = {}, set(), None
     if "tflite" in cfg.formats:
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent,
@@ -195,18 +196,38 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         result = tflite.build(model, ranges, options, samples=calib, graph=graph)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
-        head = set(result.float_head)
-    elif cfg.float_head:
-        head = set(head_nodes(model, cfg.float_head))
+        head, source = set(result.float_head), result
+    else:           # QDQ only: its parameters (and the head) still come from a TFLite build
+        source = qdq_source(model, ranges, calib, cfg, keep, carried)
+        if source is not None:
+            head = set(source.float_head)
+        elif cfg.float_head:
+            head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
         if carried is not None and cfg.qdq_flavour == "tensorrt":
             warn_carried("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
                  "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
         # carried weights have no rounding error for bias correction to undo
+        # the TFLite build is the source of the QDQ parameters: one compiler, two writers
         qmodel = qdq.build(model, ranges, keep_float=tuple(sorted(keep | head)), profile=cfg.qdq_flavour,
-                           samples=None if carried else calib, weight_scales=carried.weights if carried else None)
+                           samples=None if carried else calib, weight_scales=carried.weights if carried else None,
+                           tflite=source)
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
     return built, head
+
+
+def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None):
+    """The TFLite build a QDQ-only conversion takes its parameters and ``--float-head`` from (not
+    written), or None when the TFLite lowering refuses the model: ``qdq.build`` then applies the
+    same parameter functions to the ranges itself."""
+    from converters import tflite
+    from converters.errors import ConvertError
+    options = tflite.TFLiteOptions(keep_float=keep, float_head=cfg.float_head,
+                                   weight_scales=carried.node_weights if carried else {})
+    try:
+        return tflite.build(model, ranges, options, samples=calib)
+    except ConvertError:
+        return None
 
 
 def self_check(flatbuffer: bytes, result, model: onnx.ModelProto) -> None:

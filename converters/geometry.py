@@ -1,4 +1,4 @@
-"""Window geometry shared by the frontend, the TFLite lowering and the QDQ bias correction.
+"""Window geometry shared by the frontend and the TFLite lowering.
 
 ONNX ``auto_pad`` SAME and TFLite's SAME padding use one rule: the output has ceil(in / stride)
 positions and the padding that needs, ``total = max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)``,

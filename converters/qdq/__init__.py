@@ -1,9 +1,10 @@
 """Second target: int8 QDQ ONNX (QuantizeLinear/DequantizeLinear pairs) for TensorRT and ONNX Runtime.
 
-    params.py   activation / weight (per channel) / bias (int32) quantization parameters
+    shared.py   the parameters a TFLite build chose (activations, weight scales, corrected
+                biases), read back from its flatbuffer by ONNX name: one compiler, two writers
+    params.py   those parameters in QuantizeLinear/DequantizeLinear form, per profile
     ops.py      which ops are quantized and how, as tables
-    correct.py  bias correction: per-layer input means from onnxruntime, bias -= rounding error . mean
-    builder.py  build(model, ranges, *, keep_float=(), profile=..., samples=None) -> onnx.ModelProto
+    builder.py  build(model, ranges, *, keep_float=(), profile=..., samples=None, tflite=None)
 """
 from converters.qdq.builder import PROFILES, build
 

@@ -12,8 +12,13 @@ This is the explicit-quantization form TensorRT builds int8 engines from (its no
 path) and the form ONNX Runtime fuses into QLinearConv / QGemm / int8 pooling kernels.
 Graph outputs stay float (the last op dequantizes), so the model keeps its ONNX signature.
 
+Every scale, zero point and bias is the TFLite build's (``shared.py``: one compiler, two
+writers); the profile only changes their form and where the Q/DQ pairs go.
+
 Profiles (``PROFILES``):
-    tensorrt     symmetric activations (zero point 0: TensorRT supports no other), float bias
+    tensorrt     symmetric activations (zero point 0: TensorRT supports no other), each amax
+                 chosen from a histogram when samples are given (``amax.py``); Q/DQ only in front
+                 of weighted ops (``ops.TENSORRT_INPUTS``, TensorRT's placement); float bias
                  (TensorRT folds the bias in float; it parses no int32 DequantizeLinear)
     onnxruntime  asymmetric uint8 activations, int8 weights, int32 bias: ORT's CPU kernels are
                  U8S8 (int8 activations leave residual Adds and their Convs in float), an
@@ -28,9 +33,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, version_converter
 
+from converters import tflite
 from converters.errors import ConvertError
 from converters.frontend.names import check_keep_float, name_nodes
-from converters.qdq import correct, fold, ops, params
+from converters.qdq import amax, fold, ops, params, shared
+from converters.qdq.shared import Shared
 from core.errors import UsageError
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -42,33 +49,37 @@ class Profile:
     symmetric_activations: bool
     activation_dtype: str
     int32_bias: bool
+    placement: str          # "tensorrt": ops.TENSORRT_INPUTS (+ residual Adds); "all": ops.ACTIVATION_INPUTS
 
 
 PROFILES = {
-    "tensorrt": Profile(symmetric_activations=True, activation_dtype="int8", int32_bias=False),
-    "onnxruntime": Profile(symmetric_activations=False, activation_dtype="uint8", int32_bias=True),
+    "tensorrt": Profile(symmetric_activations=True, activation_dtype="int8", int32_bias=False, placement="tensorrt"),
+    "onnxruntime": Profile(symmetric_activations=False, activation_dtype="uint8", int32_bias=True, placement="all"),
 }
 
 
 def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
           keep_float=(), profile: str = "tensorrt", samples: list[dict] | None = None,
-          weight_scales: dict | None = None) -> onnx.ModelProto:
+          weight_scales: dict | None = None, tflite=None) -> onnx.ModelProto:
     """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float.
 
-    With ``samples`` (the calibration feeds) the biases of quantized Conv/Gemm nodes are corrected
-    for the mean shift their weights' rounding causes (``correct.py``). ``weight_scales``
-    (initializer -> ``carried.WeightGrid``): an already-quantized model's weights keep their own
-    int8 values and scales."""
+    The parameters are the TFLite build's (``shared.py``): ``tflite`` is that build's
+    ``TFLiteResult`` (same model, ranges, samples and keep_float), else it is built here. With
+    ``samples`` (the calibration feeds) that build measures its own temporaries and corrects the
+    biases of its layers for their weights' rounding; the QDQ model carries the corrected biases.
+    ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized model's weights
+    keep their own int8 values and scales."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = check_keep_float(model, keep_float)
+    source = _shared(model, ranges, keep, samples, tflite)
     model, folded = _prepared(model)
     # keeping a BatchNormalization float means keeping the Conv it was folded into float
     keep = keep | {conv for bn, conv in folded.items() if bn in keep}
-    if samples:
-        _correct_biases(model, samples, keep)
-    writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep)
+    writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep, source)
     writer.carried = dict(weight_scales or {})
+    if PROFILES[profile].symmetric_activations and samples:
+        writer.clip(amax.choose(model, sorted(writer.act), samples))
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
                                         "ganglion.qdq.profile": profile})
@@ -80,10 +91,15 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     return model
 
 
-def _correct_biases(model: onnx.ModelProto, samples: list[dict], keep: frozenset) -> None:
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.name not in keep and correct.correctable(n, inits)]
-    correct.apply(model.graph, correct.input_means(model, samples, nodes), nodes)
+def _shared(model, ranges, keep: frozenset, samples, result) -> Shared:
+    """The TFLite build's parameters; none when the TFLite lowering refuses the model (an op it
+    has no lowering for): the writer then applies the same functions to the ranges itself."""
+    if result is None:
+        try:
+            result = tflite.build(model, ranges, tflite.TFLiteOptions(keep_float=keep), samples=samples)
+        except ConvertError:
+            return Shared()
+    return shared.read(result.flatbuffer, result.tensor_map, result.op_nodes)
 
 
 def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -118,8 +134,9 @@ def _propagate_same_scale(graph, ranges: dict, keep: frozenset) -> dict:
 class _Writer:
     """One rewrite of one graph: plans the activation Q/DQ pairs, then rebuilds the node list."""
 
-    def __init__(self, graph, ranges: dict, profile: Profile, keep: frozenset):
+    def __init__(self, graph, ranges: dict, profile: Profile, keep: frozenset, source: Shared):
         self.graph, self.ranges, self.profile, self.keep = graph, ranges, profile, keep
+        self.source = source
         self.inits = {i.name: i for i in graph.initializer}
         self.types = {vi.name: vi.type.tensor_type.elem_type
                       for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
@@ -139,22 +156,58 @@ class _Writer:
         self.act = self._plan_activations()
 
     # --- planning ---------------------------------------------------------------------------
+    def data_inputs(self, node) -> tuple[int, ...]:
+        """The input indexes of ``node`` that get Q/DQ (and whose constants get int8)."""
+        if node.name in self.keep:
+            return ()
+        if self.profile.placement == "tensorrt":
+            return self.residual.get(node.name) or ops.TENSORRT_INPUTS.get(node.op_type, ())
+        return tuple(ops.activation_inputs(node)) if node.op_type in ops.ACTIVATION_INPUTS else ()
+
     def quantized(self, node) -> bool:
-        return node.op_type in ops.ACTIVATION_INPUTS and node.name not in self.keep
+        return bool(self.data_inputs(node))
 
     def _plan_activations(self) -> dict[str, params.QuantParams]:
+        self.residual: dict[str, tuple[int, ...]] = {}
         act = {}
         for node in self.graph.node:
-            if not self.quantized(node):
-                continue
-            for i in ops.activation_inputs(node):
+            for i in self.data_inputs(node):
                 name = node.input[i] if i < len(node.input) else ""
                 if (name and name not in self.inits and self.types.get(name) == FLOAT
-                        and name in self.ranges and not self._fused_away(name)):
-                    lo, hi = self.ranges[name]
-                    act[name] = params.activation(lo, hi, symmetric=self.profile.symmetric_activations,
-                                                  dtype=self.profile.activation_dtype)
+                        and (name in self.ranges or name in self.source.activations)
+                        and not self._fused_away(name)):
+                    act[name] = self._activation(name)
+        if self.profile.placement == "tensorrt":
+            # TensorRT fuses a residual Add into the Conv before it when the Add's other input
+            # is int8: give it the Q/DQ that input already has for a Conv (free: same values)
+            for node in self.graph.node:
+                if node.op_type == "Add" and node.name not in self.keep:
+                    found = tuple(i for i, name in enumerate(node.input) if name in act)
+                    if found:
+                        self.residual[node.name] = found
         return act
+
+    def clip(self, amaxes: dict[str, float]) -> None:
+        """Symmetric activations: each tensor's scale from its chosen amax (``amax.py``)."""
+        for name, value in amaxes.items():
+            if name in self.act:
+                self.act[name] = params.symmetric_params(value)
+
+    def _activation(self, name: str) -> params.QuantParams:
+        """The TFLite build's int8 grid for ``name`` (else the shared function's, from its range)."""
+        grid = self._grid(name) or params.int8_grid(*self.ranges[name])
+        return params.for_profile(*grid, symmetric=self.profile.symmetric_activations,
+                                  dtype=self.profile.activation_dtype)
+
+    def _grid(self, name: str) -> tuple[float, int] | None:
+        """The TFLite grid of ``name`` or, for the output of a value-moving op the lowering
+        renamed or removed (a Flatten), of that op's input: TFLite ties them to one grid."""
+        while name not in self.source.activations:
+            producer = self.producer.get(name)
+            if producer is None or producer.op_type not in ops.SAME_SCALE or producer.name in self.keep:
+                return None
+            name = producer.input[0]
+        return self.source.activations[name]
 
     def _fused_away(self, name: str) -> bool:
         """Conv -> Relu: no Q/DQ on the tensor between them (the activation is fused)."""
@@ -166,6 +219,7 @@ class _Writer:
 
     # --- rewriting --------------------------------------------------------------------------
     def rewrite(self) -> None:
+        self._matmul_bias_adds()
         nodes = []
         for vi in self.graph.input:
             if vi.name in self.act:
@@ -213,7 +267,7 @@ class _Writer:
         if not self.quantized(node):
             return [node]
         before, inputs = [], list(node.input)
-        data = set(ops.activation_inputs(node))
+        data = set(self.data_inputs(node))
         weight_axes = ops.WEIGHT_AXIS.get(node.op_type, {})
         local: dict[str, str] = {}
         for i, name in enumerate(inputs):
@@ -224,9 +278,11 @@ class _Writer:
                 inputs[i] = local[name]
             elif name in self.inits and self.types.get(name) == FLOAT and (i in data or i in weight_axes):
                 axis = weight_axes[i](node) if i in weight_axes else None
-                inputs[i], extra = self._weight(name, axis)
+                inputs[i], extra = self._weight(name, axis, node.name if i in weight_axes else "")
                 before.extend(extra)
         bias_i = ops.BIAS_INPUT.get(node.op_type)
+        if bias_i is not None:
+            inputs = self._shared_bias(node, inputs, bias_i)
         if bias_i is not None and bias_i < len(inputs) and self._int32_bias_ok(node, inputs):
             inputs[bias_i], extra = self._bias(node, inputs)
             before.extend(extra)
@@ -236,7 +292,7 @@ class _Writer:
         rewired.input.extend(inputs)
         return before + [rewired]
 
-    def _weight(self, name: str, axis: int | None) -> tuple[str, list]:
+    def _weight(self, name: str, axis: int | None, owner: str = "") -> tuple[str, list]:
         array = numpy_helper.to_array(self.inits[name])
         if axis is not None and array.ndim < 2:
             axis = None
@@ -248,7 +304,9 @@ class _Writer:
         # fold.py names a weight with a BatchNormalization folded in "<weight>_bn_folded"
         grid = self.carried.get(name) or self.carried.get(name.removesuffix("_bn_folded"))
         kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
-        q, p = kept or params.weight(array, axis)
+        layer = self.source.layers.get(owner)
+        scales = layer.scales if layer is not None and params.fits(array, axis, layer.scales) else None
+        q, p = kept or params.weight(array, axis, scales)
         out, nodes = self._dq_const(name, q, p)
         self.weight_cache[key] = (out, p)
         return out, nodes
@@ -262,21 +320,55 @@ class _Writer:
                                 name=self._unique(f"{name}_DequantizeLinear"), **attrs)
         return out, [node]
 
+    def _shared_bias(self, node, inputs: list, index: int) -> list:
+        """``inputs`` with the bias the TFLite layer adds (bias-corrected there), when it has one
+        of this node's length; Gemm only with alpha = beta = 1 (TFLite folds them in)."""
+        layer = self.source.layers.get(node.name)
+        if layer is None or layer.bias is None or (node.op_type == "Gemm" and not _unit_gemm(node)):
+            return inputs
+        old = inputs[index] if index < len(inputs) else ""
+        if old and (old not in self.inits or numpy_helper.to_array(self.inits[old]).shape != layer.bias.shape):
+            return inputs                 # a computed or broadcast bias: leave it
+        name = self._const(f"{node.name or node.output[0]}_bias", layer.bias.astype(np.float32))
+        self.inits[name], self.types[name] = self.new_inits[-1], FLOAT
+        inputs = list(inputs) + [""] * (index + 1 - len(inputs))
+        inputs[index] = name
+        return inputs
+
+    def _matmul_bias_adds(self) -> None:
+        """MatMul -> Add(constant): the FULLY_CONNECTED's (corrected) bias goes into the Add's
+        constant. Lowered as one op (the Add has none of its own), that bias includes the Add's
+        constant and replaces it; else it is the correction alone (a zero bias the TFLite
+        quantizer added to correct) and is added to it."""
+        for node in self.graph.node:
+            layer = self.source.layers.get(node.name)
+            users = self.consumers.get(node.output[0], [])
+            if node.op_type != "MatMul" or layer is None or layer.bias is None or len(users) != 1:
+                continue
+            add = users[0]
+            consts = [i for i, n in enumerate(add.input) if n in self.inits]
+            if add.op_type != "Add" or len(consts) != 1:
+                continue
+            old = numpy_helper.to_array(self.inits[add.input[consts[0]]])
+            if old.size != layer.bias.size or old.shape[-1] != old.size:
+                continue
+            bias = layer.bias.reshape(old.shape) + (old if add.name in self.source.nodes else 0.0)
+            name = self._const(f"{add.name or add.output[0]}_bias", bias.astype(np.float32))
+            self.inits[name], self.types[name] = self.new_inits[-1], FLOAT
+            add.input[consts[0]] = name
+
     def _int32_bias_ok(self, node, inputs: list) -> bool:
-        bias = node.input[ops.BIAS_INPUT[node.op_type]]
+        bias = inputs[ops.BIAS_INPUT[node.op_type]]
         if not (self.profile.int32_bias and bias in self.inits and node.input[0] in self.act):
             return False
         if (node.input[1], ops.WEIGHT_AXIS[node.op_type][1](node)) not in self.weight_cache:
             return False
-        if node.op_type == "Gemm":
-            attrs = {a.name: a for a in node.attribute}
-            if attrs.get("alpha", helper.make_attribute("alpha", 1.0)).f != 1.0 or \
-               attrs.get("beta", helper.make_attribute("beta", 1.0)).f != 1.0:
-                return False      # bias scale would need alpha/beta folded in
+        if node.op_type == "Gemm" and not _unit_gemm(node):
+            return False          # bias scale would need alpha/beta folded in
         return numpy_helper.to_array(self.inits[bias]).ndim == 1
 
     def _bias(self, node, inputs: list) -> tuple[str, list]:
-        bias = node.input[ops.BIAS_INPUT[node.op_type]]
+        bias = inputs[ops.BIAS_INPUT[node.op_type]]
         b = numpy_helper.to_array(self.inits[bias])
         _, wp = self.weight_cache[(node.input[1], ops.WEIGHT_AXIS[node.op_type][1](node))]
         w_scale = np.asarray(wp.scale, np.float32).reshape(-1)
@@ -284,3 +376,8 @@ class _Writer:
             w_scale = np.tile(w_scale, b.size // w_scale.size)    # grouped ConvTranspose
         q, p = params.bias(b, float(self.act[node.input[0]].scale), w_scale)
         return self._dq_const(bias, q, p)
+
+
+def _unit_gemm(node) -> bool:
+    attrs = {a.name: a.f for a in node.attribute if a.name in ("alpha", "beta")}
+    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0

@@ -43,6 +43,16 @@ WEIGHT_AXIS = {
 
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 
+# The tensorrt profile quantizes what TensorRT's Q/DQ placement recommendations ask for: the
+# inputs of weighted ops (their outputs are not quantized; TensorRT fuses the bias, BatchNorm,
+# activations such as Relu/SiLU and a residual Add into the int8 kernel and writes int8 only where
+# the next Q asks; every other op runs in float or fp16), plus the residual input of an Add that
+# is int8 anyway (builder: for the Conv+Add fusion). Each tensor is rounded once, before the
+# layer that reads it, instead of once per elementwise op on the way (a SiLU was three roundings).
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html
+# ("Q/DQ Layer-Placement Recommendations")
+TENSORRT_INPUTS: dict[str, tuple[int, ...]] = {"Conv": (0,), "ConvTranspose": (0,), "Gemm": (0, 1), "MatMul": (0, 1)}
+
 SAME_SCALE = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
                         "Slice", "Split", "Resize"})
 

@@ -1,14 +1,16 @@
-"""Quantization parameters for the QDQ writer: activations, weights (per channel) and bias.
+"""QDQ quantization parameters, in ONNX's QuantizeLinear/DequantizeLinear form, from the shared ones.
 
-Conventions (ONNX QuantizeLinear/DequantizeLinear, int8):
+The numbers come from the TFLite quantizer (``converters.tflite``), never from a second formula:
 
-    activation  per tensor; asymmetric (scale = (hi-lo)/255, int8 or uint8 zero point) or
-                symmetric int8 (zero point 0, scale = amax/127) -- TensorRT accepts only the latter
-    weight      per output channel, symmetric, values in [-127, 127] (zero point 0): the TFLite
-                int8 spec and TensorRT both exclude -128 so that negation stays representable
+    activation  the int8 (scale, zero point) ``tflite.params.activation_params`` gives a range
+                (asymmetric, range widened to contain 0, float32 scale), or the one a TFLite
+                build chose (``shared.py``), expressed for the profile: int8 as is, uint8 with
+                the zero point moved by 128 (the same grid), or symmetric int8 (TensorRT: zero
+                point 0) over the interval that grid covers
+    weight      per output channel, symmetric, [-127, 127], zero point 0: ``tflite.weights.
+                per_channel_int8`` (an all-zero channel gets 1/127 there and here), or the
+                scales a TFLite build chose
     bias        int32, zero point 0, scale = input scale * weight scale (per channel)
-
-Every range is first widened to contain 0, so that 0 (padding, ReLU's floor) is exact.
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from converters.carried import WeightGrid, on_grid, warn
+from converters.tgraph import TTensor
+from converters.tflite.params import activation_params
+from converters.tflite.weights import per_channel_int8
 
-# A tensor whose range is a single point (e.g. all zeros) still needs a positive scale.
-MIN_SCALE = 1e-8
 INT32 = np.iinfo(np.int32)
 
 
@@ -34,36 +37,69 @@ class QuantParams:
                 "axis": self.axis}
 
 
-def activation(lo: float, hi: float, *, symmetric: bool, dtype: str = "int8") -> QuantParams:
-    """Per-tensor parameters for an observed range (lo, hi); ``dtype`` int8 or uint8."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+def int8_grid(lo: float, hi: float) -> tuple[float, int]:
+    """The shared int8 (scale, zero point) for an observed range (TFLite's own function)."""
+    q = activation_params(lo, hi)
+    return float(q.scale[0]), int(q.zero_point[0])
+
+
+def covered(scale: float, zero_point: int) -> tuple[float, float]:
+    """The interval an int8 (scale, zero point) represents: [(-128 - zp) s, (127 - zp) s]."""
+    return (-128 - zero_point) * scale, (127 - zero_point) * scale
+
+
+def for_profile(scale: float, zero_point: int, *, symmetric: bool, dtype: str = "int8") -> QuantParams:
+    """The int8 grid (scale, zero point) as the profile stores it (see module doc)."""
     if symmetric:
         if dtype != "int8":
             raise ValueError("symmetric activations are int8")
-        scale = max(max(-lo, hi) / 127.0, MIN_SCALE)
-        return QuantParams(np.float32(scale), np.int8(0))
-    info = np.iinfo(dtype)
-    scale = max((hi - lo) / 255.0, MIN_SCALE)
-    zero_point = int(np.clip(np.round(info.min - lo / scale), info.min, info.max))
-    return QuantParams(np.float32(scale), np.dtype(dtype).type(zero_point))
+        lo, hi = covered(scale, zero_point)
+        return symmetric_params(max(-lo, hi))
+    if dtype == "uint8":
+        return QuantParams(np.float32(scale), np.uint8(zero_point + 128))
+    return QuantParams(np.float32(scale), np.int8(zero_point))
 
 
-def weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, QuantParams]:
-    """Symmetric int8 weights, per channel along ``axis`` (None: per tensor)."""
+def symmetric_params(amax: float) -> QuantParams:
+    """Symmetric int8 over [-amax, amax]: scale amax/127, zero point 0."""
+    scale = float(np.float32(amax / 127.0))
+    return QuantParams(np.float32(scale if scale > 0 and np.isfinite(scale) else 1.0 / 127.0), np.int8(0))
+
+
+def activation(lo: float, hi: float, *, symmetric: bool, dtype: str = "int8") -> QuantParams:
+    """Per-tensor parameters for an observed range (lo, hi); ``dtype`` int8 or uint8."""
+    return for_profile(*int8_grid(lo, hi), symmetric=symmetric, dtype=dtype)
+
+
+def weight(w: np.ndarray, axis: int | None, scales: np.ndarray | None = None) -> tuple[np.ndarray, QuantParams]:
+    """Symmetric int8 weights, per channel along ``axis`` (None: per tensor), with the shared
+    quantizer; ``scales``: per-channel scales a TFLite build chose for them (one per channel)."""
     w = np.asarray(w, dtype=np.float32)
+    flat = w.reshape(1, -1) if axis is None else w
+    along = 0 if axis is None else axis % w.ndim
+    if scales is None:
+        t = TTensor("weight", flat.shape, data=flat.copy())
+        scales = per_channel_int8(t, along)
+        q = t.data
+    else:
+        shape = [1] * flat.ndim
+        shape[along] = -1
+        div = np.asarray(scales, np.float64).reshape(shape)
+        q = np.clip(np.round(flat.astype(np.float64) / div), -127, 127).astype(np.int8)
+    q = q.reshape(w.shape)
+    scales = np.asarray(scales, np.float32)
     if axis is None:
-        amax = np.float32(np.abs(w).max()) if w.size else np.float32(0)
-        scale = np.float32(max(float(amax) / 127.0, MIN_SCALE))
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        return q, QuantParams(scale, np.int8(0))
-    axis = axis % w.ndim
-    reduce = tuple(i for i in range(w.ndim) if i != axis)
-    amax = np.abs(w).max(axis=reduce) if w.size else np.zeros(w.shape[axis], np.float32)
-    scale = np.maximum(amax / 127.0, MIN_SCALE).astype(np.float32)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return q, QuantParams(scale, np.zeros(scale.shape, np.int8), axis)
+        return q, QuantParams(np.float32(scales[0]), np.int8(0))
+    return q, QuantParams(scales, np.zeros(scales.shape, np.int8), along)
+
+
+def fits(w: np.ndarray, axis: int | None, scales: np.ndarray) -> bool:
+    """Whether ``scales`` (one per channel along ``axis``) cover ``w`` in [-127, 127] steps."""
+    w = np.asarray(w, np.float64)
+    if axis is None or len(scales) != w.shape[axis % w.ndim]:
+        return False
+    moved = np.moveaxis(w, axis % w.ndim, 0).reshape(len(scales), -1)
+    return bool((np.abs(moved).max(axis=1, initial=0.0) <= 127.5 * np.asarray(scales, np.float64)).all())
 
 
 def carried_weight(w: np.ndarray, axis: int | None, grid: WeightGrid,

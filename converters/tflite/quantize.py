@@ -57,10 +57,21 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     for index, q in params.items():
         tg.tensors[index].dtype = "int8"
         tg.tensors[index].quant = q
+    means = _through_conversions(tg, input_means or {})
     for op in tg.ops:
         if id(op) in int8_ops:
-            _quantize_constants(tg, op, params, input_means or {}, originals)
+            _quantize_constants(tg, op, params, means, originals)
     io_edges.finish_io(tg, io, ranges)
+
+
+def _through_conversions(tg: TGraph, means: dict) -> dict:
+    """``means`` also under the int8 copy a QUANTIZE makes of a measured float tensor: a layer
+    that reads the float graph input reads that copy, and its bias is corrected too."""
+    out = dict(means)
+    for op in tg.ops:
+        if op.opcode == "QUANTIZE" and op.inputs[0] in out:
+            out.setdefault(op.outputs[0], out[op.inputs[0]])
+    return out
 
 
 def _can_be_int8(tg: TGraph, op: TOp, ranges, keep_float) -> bool:

@@ -233,3 +233,33 @@ def test_keep_float_on_a_folded_batchnorm_keeps_its_conv_float(cnns):
     assert folded_conv.input[1] not in made_by                  # float weight, no DequantizeLinear
     assert init_array(qdq_model, folded_conv.input[1]).dtype == np.float32
     session(qdq_model).run(None, holdout[0])
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_v2_small"])
+def test_tensorrt_profile_with_calibration_samples(cnns, name):
+    """With samples, the tensorrt profile quantizes only what TensorRT's placement asks for
+    (inputs of weighted ops, residual Adds that read them) with a per-tensor amax (qdq/amax.py):
+    still symmetric, never wider than min/max, clipped somewhere, checked and run in onnxruntime."""
+    model, ranges, holdout = cnns[name]
+    samples = random_samples(model, 12, seed=1)
+    qdq_model = build(model, ranges, profile="tensorrt", samples=samples)
+    onnx.checker.check_model(qdq_model, full_check=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq_model.graph.initializer}
+    readers = {}
+    for node in qdq_model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    clipped = 0
+    for q in (n for n in qdq_model.graph.node if n.op_type == "QuantizeLinear"):
+        assert inits[q.input[2]].dtype == np.int8 and not inits[q.input[2]].any()
+        users = {r.op_type for dq in readers[q.output[0]] for r in readers[dq.output[0]]}
+        assert users and users <= {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}, users
+        lo, hi = ranges[q.input[0]]
+        top = max(-lo, hi) / 127
+        assert float(inits[q.input[1]]) <= top * (1 + 1e-5)
+        clipped += float(inits[q.input[1]]) < 0.98 * top
+    assert clipped
+    float_sess, q_sess = session(model), session(qdq_model)
+    ref = np.concatenate([float_sess.run(None, s)[0] for s in holdout])
+    got = np.concatenate([q_sess.run(None, s)[0] for s in holdout])
+    assert sqnr_db(ref, got) >= 20.0
