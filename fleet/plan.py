@@ -61,6 +61,10 @@ def health_verdict(member: dict, device: dict | None, sha256: str, now: float, l
                    shadow: int = 0) -> tuple[str, str | None]:
     """("ok", None) | ("fail", reason) | ("wait", None) for a member that is verifying."""
     sent = member.get("sent_at") or now
+    if shadow:              # the report came with the commit; a device that was not switched has one too
+        verdict = _shadow_verdict(member.get("shadow"), limits)
+        if verdict[0] != "ok":
+            return verdict
     if device is not None and device.get("model_sha256") == sha256 and (device.get("metrics_at") or 0) > sent:
         health, base = device.get("health") or {}, member.get("baseline") or {}
         allowed = (base.get("error_rate") or 0.0) + limits.error_rate_slack
@@ -69,11 +73,6 @@ def health_verdict(member: dict, device: dict | None, sha256: str, now: float, l
         p95, old = health.get("p95_ms"), base.get("p95_ms")
         if p95 is not None and old is not None and p95 > old * limits.latency_ratio + limits.latency_slack_ms:
             return "fail", f"p95 latency {p95:.2f} ms above {old * limits.latency_ratio + limits.latency_slack_ms:.2f} ms"
-        if shadow:
-            verdict = _shadow_verdict(member.get("shadow"), limits)
-            if verdict[0] != "ok":
-                return verdict if verdict[0] == "fail" or now - sent <= limits.verify_timeout_s else \
-                    ("fail", "no shadow report within the verification timeout")
         return "ok", None
     if now - sent > limits.verify_timeout_s:
         seen = device.get("model_sha256") if device else None
@@ -84,13 +83,18 @@ def health_verdict(member: dict, device: dict | None, sha256: str, now: float, l
 
 def _shadow_verdict(report: dict | None, limits: Limits) -> tuple[str, str | None]:
     if not report:
-        return "wait", None
+        return "fail", "the device sent no shadow report (does its daemon know deploy shadow?)"
     if report.get("error"):
         return "fail", f"shadow run failed: {report['error']}"
     agreement = report.get("top1_agreement")
     if agreement is None or agreement < limits.shadow_agreement:
         return "fail", f"shadow top-1 agreement {agreement} below {limits.shadow_agreement}"
     return "ok", None
+
+
+def canary_shadow(dep: dict, member: dict) -> int:
+    """``--shadow N`` applies to the canaries: the members of the first wave."""
+    return (dep.get("shadow") or 0) if member["wave"] == 0 else 0
 
 
 def decide(dep: dict, members: list[dict], devices: dict[str, dict], now: float,
@@ -100,7 +104,7 @@ def decide(dep: dict, members: list[dict], devices: dict[str, dict], now: float,
     for m in members:
         if m["state"] == "verifying":
             verdict, reason = health_verdict(m, devices.get(m["device"]), dep["sha256"], now, limits,
-                                             dep.get("shadow") or 0)
+                                             canary_shadow(dep, m))
             if verdict == "ok":
                 actions.append(("verified", m["device"]))
                 state[m["device"]] = "updated"

@@ -97,14 +97,13 @@ class Rollouts:
     def _send(self, dep: dict, member: dict, now: float) -> None:
         baseline = dict(self.registry.devices.get(member["device"], {}).get("health") or {})
         self._member(dep, member["device"], "sending", "deploy_started", sent_at=now, baseline=baseline)
-        self.pool.submit(self._transfer, dep, member["device"])
+        self.pool.submit(self._transfer, dep, member["device"], self._commit_args(dep, member))
 
-    def _transfer(self, dep: dict, device: str) -> None:
+    def _transfer(self, dep: dict, device: str, args: dict) -> None:
         try:
             reply = self.requester.send_file(device, "deploy", dep["artifact"], key=self.key,
                                              chunk_size=self.chunk_size, timeout=30.0,
-                                             meta={"deployment": dep["id"], "shadow": dep["shadow"]},
-                                             args={"deployment": dep["id"], "shadow": dep["shadow"]})
+                                             meta={"deployment": dep["id"]}, args=args)
             check_reply(reply)
             self.post(("sent", dep["id"], device, reply["result"], None))
         except GanglionError as exc:
@@ -112,6 +111,12 @@ class Rollouts:
         except Exception as exc:       # a bug must not leave the member 'sending' forever
             log.exception("transfer to %s failed", device)
             self.post(("sent", dep["id"], device, None, exc))
+
+    def _commit_args(self, dep: dict, member: dict) -> dict:
+        args = {"deployment": dep["id"]}
+        if plan.canary_shadow(dep, member):     # the device runs the candidate beside the current model first
+            args.update(shadow=dep["shadow"], min_agreement=self.limits.shadow_agreement)
+        return args
 
     def _rollback(self, dep: dict, member: dict) -> None:
         self._member(dep, member["device"], "rolling_back", "rollback_started")

@@ -108,6 +108,10 @@ class SimDevice:
         shadow = args.get("shadow") or 0
         if isinstance(shadow, int) and shadow > 0:
             result["shadow"] = self.shadow_report(shadow)
+            if result["shadow"]["top1_agreement"] < args.get("min_agreement", 0.0):
+                self.known[target] = new               # stored, not switched to (as the daemon does)
+                return {"switched": False, "deployed": target, "sha256": digest, "previous": previous,
+                        "shadow": result["shadow"]}
         self.known[target] = new
         self._switch(new)
         self.record("events", {"event": "deploy", "model": target, "previous": previous, "sha256": digest})

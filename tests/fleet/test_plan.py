@@ -100,7 +100,7 @@ def test_done_deployment_still_serves_a_returning_device():
 
 
 @pytest.mark.parametrize("report, verdict", [
-    ({"top1_agreement": 1.0}, "ok"), ({"top1_agreement": 0.6}, "fail"), (None, "wait"),
+    ({"top1_agreement": 1.0}, "ok"), ({"top1_agreement": 0.6}, "fail"), (None, "fail"),
     ({"error": "candidate did not load"}, "fail"),
 ])
 def test_shadow_agreement_gates_the_verdict(report, verdict):
