@@ -36,7 +36,8 @@ class Limits:
     verify_timeout_s: float = 120.0   # from the commit to a healthy report of the new version
     error_rate_slack: float = 0.02    # new error rate may exceed the previous one by this much
     latency_ratio: float = 1.5        # new p95 may be this many times the previous one ...
-    latency_slack_ms: float = 2.0     # ... plus this (tiny latencies jitter)
+    latency_slack_ms: float = 5.0     # ... plus this (small latencies jitter with the host's load)
+    settle_s: float = 1.0             # metrics windows ending this soon after the commit still hold the reload
     shadow_agreement: float = 0.99    # top-1 agreement a shadow run must reach (--shadow)
 
 
@@ -65,7 +66,8 @@ def health_verdict(member: dict, device: dict | None, sha256: str, now: float, l
         verdict = _shadow_verdict(member.get("shadow"), limits)
         if verdict[0] != "ok":
             return verdict
-    if device is not None and device.get("model_sha256") == sha256 and (device.get("metrics_at") or 0) > sent:
+    if device is not None and device.get("model_sha256") == sha256 \
+            and (device.get("metrics_at") or 0) > sent + limits.settle_s:
         health, base = device.get("health") or {}, member.get("baseline") or {}
         allowed = (base.get("error_rate") or 0.0) + limits.error_rate_slack
         if (health.get("error_rate") or 0.0) > allowed:

@@ -27,9 +27,12 @@ class Procs:
         self.tmp, self.url, self.procs = tmp, url, []
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        return self.spawn_raw(name, "fleet", *args, "--broker", self.url)
+
+    def spawn_raw(self, name: str, *args: str) -> subprocess.Popen:
+        """``ganglion ARGS...`` with its output in NAME.log."""
         log = open(self.tmp / f"{name}.log", "ab")
-        proc = subprocess.Popen([GANGLION, "fleet", *args, "--broker", self.url], stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen([GANGLION, *args], stdout=log, stderr=log, start_new_session=True)
         self.procs.append(proc)
         return proc
 

@@ -142,3 +142,19 @@ def test_pause_resume_and_abort_from_the_cli(procs, tmp_path):
     procs.cli("resume", dep_id)
     wait_for(lambda: finished(procs, dep_id), what="the resumed rollout")
     assert procs.cli("abort", dep_id, check=False).returncode == 6          # done: nothing to abort
+
+
+def test_shadow_canaries_that_disagree_halt_the_rollout_before_anything_switches(procs, tmp_path):
+    procs.hub()
+    procs.sim(10, "sim", "--fail-rate", "1", "--fail-mode", "disagree")
+    art = make_artifact(tmp_path / "m2.gpk", "2.0")
+    with hub_client(procs.url) as client:
+        wait_for(lambda: devices_seen(client, 10), what="10 devices online")
+        dep_id = procs.cli("deploy", str(art), "--waves", "30,100", "--shadow", "8").stdout.strip()
+        st = wait_for(lambda: finished(procs, dep_id, ("halted",)), what="the canary wave to halt")
+        canaries = [m for m in st["devices"] if m["wave"] == 0]
+        assert st["wave"] == 0 and len(canaries) == 3
+        assert all(m["shadow"]["top1_agreement"] < 0.99 and "agreement" in m["error"] for m in canaries
+                   if m["state"] == "failed")
+        assert {m["state"] for m in st["devices"] if m["wave"] == 1} == {"pending"}
+        assert {r["model_version"] for r in client.call("devices")["devices"]} == {"1.0"}
