@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FORBIDDEN_FOR_DEVICE = ("converters", "onnx", "onnxruntime.quantization")
+FORBIDDEN_FOR_DEVICE = ("converters", "fleet", "onnx", "onnxruntime.quantization")
 
 
 def imports_of(path: pathlib.Path) -> set[str]:
