@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from edge.daemon import wire
+from edge.daemon.probe import stop_worker
 from edge.daemon.worker import main as worker_main
 from edge.errors import GanglionError, InputError, RuntimeBackendError, UsageError
 
@@ -130,20 +131,8 @@ def run_in_worker(spec, feeds: list[dict], ctx) -> tuple[list[dict | None], list
         raise RuntimeBackendError(f"the shadow model crashed its worker (exit code {proc.exitcode})",
                                   code="shadow.crash") from exc
     finally:
-        _stop(parent, proc)
+        stop_worker(parent, proc)
     return outs, times
-
-
-def _stop(parent, proc) -> None:
-    try:
-        parent.send_bytes(wire.encode({"op": "stop"}))
-    except (OSError, ValueError):
-        pass
-    proc.join(2.0)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(1.0)
-    parent.close()
 
 
 def compare(served: list[dict], candidate: list[dict | None], cand_ms: list[float], current_ms: list[float]) -> dict:

@@ -1,7 +1,5 @@
 """The hub against a real ``ganglion run`` daemon: signed commands only, a shadow canary on live
 MQTT inputs, the deploy transfer, and the new version confirmed by the daemon's own status/metrics."""
-import io
-import json
 import threading
 import uuid
 
@@ -13,6 +11,7 @@ from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from firmware import keys
 from tests.edge import models
+from tests.edge.test_daemon_mqtt import _npy
 from tests.fleet.procs import Procs, hub_client, wait_for
 from tests.fleet.test_rollouts import finished
 
@@ -24,12 +23,6 @@ def _gpk(path, version):      # same weights, new version: a shadow run must agr
     artifact.write(path, {"name": "dense", "version": version, "models": [{"format": "tflite", "file": "m.tflite"}]},
                    {"m.tflite": models.dense_tflite(0)})
     return path
-
-
-def _npy(arr):
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 def test_hub_rolls_out_to_a_real_daemon_with_a_shadow_canary(tmp_path, mosquitto):
