@@ -5,6 +5,7 @@
                                        [--concurrency N] [--shadow N] [--json]
     ganglion fleet status [ID] [--all] [--json]       pause|resume|abort|rollback [ID]
     ganglion fleet devices [--tag K=V] [--version V] [--online/--offline] [--json]
+    ganglion fleet device ID [--json]                 registry row, health, events, deployment history
     ganglion fleet simulate --broker URL --devices N [--prefix sim] [--fail-rate R] [--latency-ms M]
 
 Clients reach the hub through the broker (fleet/control.py): no port besides the broker's.
@@ -220,6 +221,25 @@ def devices(tag, version, online, as_json, broker, ca_file, cert_file, key_file,
         h = row["health"]
         click.echo(f"{row['id']:<24} {'online' if row['online'] else 'offline':<8} {row['model']} "
                    f"{row['model_version']}  p95 {h.get('p95_ms')} ms  err {h.get('error_rate')}")
+
+
+@fleet.command()
+@click.argument("device_id")
+@json_flag()
+@client_options
+def device(device_id, as_json, broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key,
+           timeout):
+    """One device: registry row, health, recent events and its deployment history."""
+    with _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout) as hub:
+        row = hub.call("device", {"id": check_device_id(device_id, "DEVICE")})
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    click.echo(f"{row['id']}: {'online' if row['online'] else 'offline'}, {row['model']} {row['model_version']} "
+               f"({str(row['model_sha256'])[:12]}), tags {row['tags']}, health {row['health']}")
+    for h in row["history"]:
+        error = h["detail"].get("error")
+        click.echo(f"  {h['ts']:.0f} {h['deployment']} {h['action']}" + (f": {error}" if error else ""))
 
 
 @fleet.command()

@@ -57,6 +57,7 @@ def test_signed_rollout_completes_and_devices_refuse_unsigned_commands(procs, tm
         assert {r["model_version"] for r in rows} == {"2.0"}
         history = client.call("device", {"id": "sim-00"})["history"]
         assert [h["action"] for h in history][:3] == ["deployed", "deploy_committed", "deploy_started"]
+        assert f"{dep_id} deployed" in procs.cli("device", "sim-00").stdout
     with Requester(procs.url) as req:
         unsigned = req.call("sim-03", "ping")
         foreign = req.call("sim-03", "ping", key=keys.load_private(other_key))
