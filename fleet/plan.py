@@ -27,8 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-ACTIVE = ("running", "paused", "done")     # states in which the hub still looks after members
-FINAL_MEMBER = ("updated", "failed", "rolled_back", "rollback_failed", "superseded")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,15 @@ from fleet.store import Store
 
 log = logging.getLogger("ganglion.fleet.rollout")
 RESUME = {"sending": "pending", "rolling_back": "updated"}    # what a restart makes of in-flight steps
+# Deployments with something left to do: running or paused ones, and finished ones with a step in
+# flight, a returning device to serve (done) or a rollback to carry out. Old ones cost nothing.
+WORK_SQL = """
+SELECT * FROM deployments d WHERE d.state IN ('running', 'paused') OR EXISTS (
+    SELECT 1 FROM deployment_devices m WHERE m.deployment = d.id AND (
+        m.state IN ('sending', 'verifying', 'rolling_back')
+        OR (d.state = 'done' AND m.state = 'pending')
+        OR (d.rollback != 'none' AND m.state = 'updated' AND (d.rollback = 'all' OR m.wave = d.wave))))
+"""
 
 
 class Rollouts:
@@ -49,12 +58,9 @@ class Rollouts:
 
     # -- the loop's tick ---------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        for dep in self.store.query("SELECT * FROM deployments WHERE state IN (?,?,?) OR rollback != 'none'",
-                                    plan.ACTIVE):
+        for dep in self.store.query(WORK_SQL):
             members = self.store.query("SELECT * FROM deployment_devices WHERE deployment=? ORDER BY ord",
                                        (dep["id"],))
-            if dep["state"] == "done" and all(m["state"] in plan.FINAL_MEMBER for m in members):
-                continue
             for action in plan.decide(dep, members, self.registry.devices, now, self.limits):
                 self.apply(dep, {m["device"]: m for m in members}, action, now)
 
