@@ -67,7 +67,13 @@ def fleet():
 @click.option("--http", hidden=True, help="The web dashboard (next: not served yet).")
 def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version, db, signing_key, operator_keys,
           trusted_key, verify_timeout, latency_ratio, shadow_agreement, http):
-    """Run the hub: registry, deployments and rollouts, until SIGTERM/Ctrl-C."""
+    """Run the hub: registry, deployments and rollouts, until SIGTERM/Ctrl-C.
+
+    \b
+    Examples:
+      ganglion fleet serve --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
+      ganglion fleet serve --broker mqtts://broker:8883 --ca-file ca.pem --signing-key hub.key --operator-key ops.pub
+    """
     from fleet.hub import Hub
     from fleet.plan import Limits
 
@@ -144,7 +150,14 @@ def parse_fraction(text: str) -> float:
 @client_options
 def deploy(artifact, to, waves, max_failures, concurrency, shadow, as_json, broker, ca_file, cert_file, key_file,
            username, password, mqtt_version, signing_key, timeout):
-    """Start a staged rollout of ARTIFACT; prints the deployment id."""
+    """Start a staged rollout of ARTIFACT; prints the deployment id.
+
+    \b
+    Examples:
+      ganglion fleet deploy model-2.gpk --to all --waves 1,10,50,100 --max-failures 5%
+      ganglion fleet deploy model-2.gpk --to tag:site=lab --shadow 32 --json
+      ganglion fleet deploy model-2.gpk --to cam1 --to cam2 --waves 100
+    """
     options = {"to": parse_targets(to), "waves": parse_waves(waves), "max_failures": parse_fraction(max_failures),
                "concurrency": concurrency, "shadow": shadow}
     from fleet.deployments import check_options
@@ -161,7 +174,14 @@ def deploy(artifact, to, waves, max_failures, concurrency, shadow, as_json, brok
 @client_options
 def status(deployment, list_all, as_json, broker, ca_file, cert_file, key_file, username, password, mqtt_version,
            signing_key, timeout):
-    """A deployment's state, per wave and per device (default: the newest)."""
+    """A deployment's state, per wave and per device (default: the newest).
+
+    \b
+    Examples:
+      ganglion fleet status
+      ganglion fleet status d20261206-131500-ead002 --json
+      ganglion fleet status --all
+    """
     with _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout) as hub:
         result = hub.call("status", {"list": True} if list_all else {"id": deployment})
     if as_json:
@@ -187,7 +207,8 @@ def render_status(dep: dict) -> str:
 
 
 def _transition(verb: str):
-    @fleet.command(name=verb, help=f"{verb.capitalize()} a deployment (default: the newest).")
+    @fleet.command(name=verb, help=f"{verb.capitalize()} a deployment (default: the newest).\n\n\b\n"
+                   f"Examples:\n  ganglion fleet {verb}\n  ganglion fleet {verb} DEPLOYMENT_ID --json")
     @click.argument("deployment", required=False)
     @json_flag()
     @client_options
@@ -211,7 +232,13 @@ for _verb in ("pause", "resume", "abort", "rollback"):
 @client_options
 def devices(tag, version, online, as_json, broker, ca_file, cert_file, key_file, username, password, mqtt_version,
             signing_key, timeout):
-    """The hub's device registry."""
+    """The hub's device registry.
+
+    \b
+    Examples:
+      ganglion fleet devices --online
+      ganglion fleet devices --tag site=lab --version 2.0 --json
+    """
     with _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout) as hub:
         rows = hub.call("devices", {"tag": tag, "version": version, "online": online})["devices"]
     if as_json:
@@ -229,7 +256,13 @@ def devices(tag, version, online, as_json, broker, ca_file, cert_file, key_file,
 @client_options
 def device(device_id, as_json, broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key,
            timeout):
-    """One device: registry row, health, recent events and its deployment history."""
+    """One device: registry row, health, recent events and its deployment history.
+
+    \b
+    Examples:
+      ganglion fleet device cam1
+      ganglion fleet device cam1 --json
+    """
     with _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout) as hub:
         row = hub.call("device", {"id": check_device_id(device_id, "DEVICE")})
     if as_json:
@@ -261,7 +294,13 @@ def device(device_id, as_json, broker, ca_file, cert_file, key_file, username, p
 @trusted_keys("Devices refuse artifacts not signed by one of these keys (repeatable).")
 def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_version, count, prefix, fail_rate,
              fail_mode, latency_ms, metrics_interval, per_connection, workdir, tags, command_keys, trusted_key):
-    """Run N simulated devices in this process until SIGTERM/Ctrl-C."""
+    """Run N simulated devices in this process until SIGTERM/Ctrl-C.
+
+    \b
+    Examples:
+      ganglion fleet simulate --broker mqtt://127.0.0.1:1883 --devices 1000
+      ganglion fleet simulate --devices 50 --prefix lab --fail-rate 0.1 --fail-mode unhealthy --tag site=lab
+    """
     from fleet.sim import Simulator
 
     bad = [t for t in tags if "=" not in t]
