@@ -10,7 +10,10 @@ registry as if nothing happened.
 
 Device commands: ``deploy.begin/.chunk/.commit`` (edge/telemetry/transfer.py) carry the artifact;
 ``reload {"model": previous}`` rolls back (the path the device's deploy reply named as
-``previous``); every command is signed with the hub's key when it has one.
+``previous``); every command is signed with the hub's key when it has one. An error the device
+sent (model did not load, bad signature, ...) fails the member at once; no answer at all
+(``telemetry.*``: a broker outage, a slow link) puts it back to ``pending``, at most
+``MAX_ATTEMPTS`` times, or until it comes back if it went offline.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from fleet.registry import Registry
 from fleet.store import Store
 
 log = logging.getLogger("ganglion.fleet.rollout")
+MAX_ATTEMPTS = 3       # transfers that got no answer from an online device, before it is held back
 RESUME = {"sending": "pending", "rolling_back": "updated"}    # what a restart makes of in-flight steps
 # Deployments with something left to do: running or paused ones, and finished ones with a step in
 # flight, a returning device to serve (done) or a rollback to carry out. Old ones cost nothing.
@@ -148,13 +152,31 @@ class Rollouts:
         elif error is None:
             self._member(dep, device, "verifying", "deploy_committed", sent_at=time.time(),
                          previous=result.get("previous"), shadow=result.get("shadow"))
-        elif getattr(error, "code", "") == "telemetry.timeout" and not self._online(device):
+        elif not _transient_code(str(getattr(error, "code", ""))):     # the device refused or failed it
+            self._member(dep, device, "failed", "failed", error=message, done_at=time.time())
+        elif not self._online(device):         # went away mid-transfer: it gets it when it returns
             self._member(dep, device, "pending", "deploy_deferred", error=f"offline: {message}")
         else:
-            self._member(dep, device, "failed", "failed", error=message, done_at=time.time())
+            self._transient(dep, device, message)
+
+    def _transient(self, dep: dict, device: str, message: str) -> None:
+        """No answer from an online device (a broker outage, a slow link): try again, a few times."""
+        row = self.store.query("SELECT attempts FROM deployment_devices WHERE deployment=? AND device=?",
+                               (dep["id"], device))[0]
+        attempts = (row["attempts"] or 0) + 1
+        if attempts >= MAX_ATTEMPTS:
+            self._member(dep, device, "failed", "failed", error=f"{attempts} attempts: {message}",
+                         done_at=time.time(), attempts=attempts)
+        else:
+            self._member(dep, device, "pending", "deploy_retry", error=message, attempts=attempts)
 
     def _online(self, device: str) -> bool:
         return bool(self.registry.devices.get(device, {}).get("online"))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _transient_code(code: str) -> bool:
+    """No answer (transport) or a device too busy to take it: worth another try."""
+    return code.startswith("telemetry.") or code in ("command.busy", "command.in_progress")

@@ -1,6 +1,6 @@
 """The hub's database: SQLite in WAL mode, one writer (the hub's loop), migrations by number.
 
-Tables (schema version 1):
+Tables (schema version 2):
 
     devices             one row per device id: identity, versions, online state, tags, health
     deployments         one row per rollout: artifact, target set, waves, thresholds, state
@@ -50,6 +50,8 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL,
         data TEXT NOT NULL DEFAULT '{}');
     """,
+    # 2: transfers retried after no answer (rollout.MAX_ATTEMPTS)
+    "ALTER TABLE deployment_devices ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
 ]
 KEEP_CHANGES = 20_000          # the change stream is a tail, not an archive (history is the archive)
 DEVICE_COLUMNS = ("id", "board", "model", "model_version", "model_sha256", "firmware_version", "online",

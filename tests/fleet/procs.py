@@ -15,8 +15,8 @@ from tests.fixtures.broker import terminate
 GANGLION = str(Path(sys.executable).with_name("ganglion"))
 
 
-def make_artifact(path: Path, version: str, key=None) -> Path:
-    gpk.write(path, {"name": "sim", "version": version}, {"model.bin": os.urandom(3000)}, private_key=key)
+def make_artifact(path: Path, version: str, key=None, size: int = 3000) -> Path:
+    gpk.write(path, {"name": "sim", "version": version}, {"model.bin": os.urandom(size)}, private_key=key)
     return path
 
 

@@ -5,6 +5,7 @@ hub SIGKILLed mid-rollout resumes after a restart; an offline device gets the up
 returns; devices refuse unsigned and foreign commands when command keys are configured.
 """
 import json
+import time
 
 import pytest
 
@@ -159,3 +160,19 @@ def test_shadow_canaries_that_disagree_halt_the_rollout_before_anything_switches
                    if m["state"] == "failed")
         assert {m["state"] for m in st["devices"] if m["wave"] == 1} == {"pending"}
         assert {r["model_version"] for r in client.call("devices")["devices"]} == {"1.0"}
+
+
+def test_a_broker_outage_mid_transfer_fails_no_device(procs, tmp_path, mosquitto):
+    procs.hub()
+    procs.sim(8)
+    art = make_artifact(tmp_path / "m2.gpk", "2.0", size=4 << 20)        # 64 chunks: transfers take a while
+    with hub_client(procs.url) as client:
+        wait_for(lambda: devices_seen(client, 8), what="8 devices online")
+        dep_id = procs.cli("deploy", str(art), "--waves", "50,100", "--concurrency", "4").stdout.strip()
+        wait_for(lambda: "sending" in client.call("status", {"id": dep_id})["counts"], interval=0.05,
+                 what="transfers in flight")
+    mosquitto.stop()                       # same port and persistence file when it comes back
+    time.sleep(3)
+    mosquitto.start()
+    st = wait_for(lambda: finished(procs, dep_id), timeout=180, what="the rollout to finish after the outage")
+    assert st["counts"] == {"updated": 8}, st
