@@ -28,6 +28,7 @@ from edge.telemetry.topics import command_topic, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 from fleet import deployments, views
 from fleet.control import HUB_ID
+from fleet.errors import FleetError
 from fleet.plan import Limits
 from fleet.registry import Registry
 from fleet.rollout import Rollouts
@@ -99,6 +100,8 @@ class Hub:
 
     def call(self, fn, timeout: float = 60.0):
         """Run ``fn`` on the loop thread (the database's one writer) and return its result."""
+        if self.stopping.is_set():
+            raise FleetError("the hub is stopping", where=HUB_ID, code="fleet.stopping", hint="try again shortly")
         future: Future = Future()
         self.inbox.put(("call", fn, future))
         return future.result(timeout)
@@ -164,6 +167,14 @@ class Hub:
         self.stopping.set()
 
     def close(self) -> None:
+        self.stopping.set()
+        while True:                  # calls the loop will never run: answer them, so handlers return
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == "call":
+                item[2].set_exception(FleetError("the hub is stopping", where=HUB_ID, code="fleet.stopping"))
         self.router.close()
         self.rollouts.close()
         self.flush()
