@@ -9,7 +9,9 @@ event); the row is marked dirty and written to the store in batches by ``flush``
 re-sends retained status after a hub restart, so a lost batch costs nothing.
 
 Times are the hub's clock at receipt (``last_seen``, ``metrics_at``): rollouts compare them with
-the hub's own send times, so a device with a wrong clock cannot confuse a verdict.
+the hub's own send times, so a device with a wrong clock cannot confuse a verdict. Metrics and
+events are delivered at least once: a record whose ``seq`` is not above the last one seen from
+the device's current run (its status ``since``) is a duplicate and is dropped.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class Registry:
         self.devices: dict[str, dict] = {}
         self.events: dict[str, deque] = {}
         self._dirty: set[str] = set()
+        self._seq: dict[str, int] = {}         # the last stream seq per device, to drop duplicates
+        self._since: dict[str, object] = {}    # the status 'since' of the device's current run
         for row in store.query("SELECT * FROM devices"):
             row["online"] = bool(row["online"])
             self.devices[row["id"]] = row
@@ -65,7 +69,15 @@ class Registry:
         row["last_seen"] = now
         self._dirty.add(device_id)
         if kind == "status":
+            if data.get("since") != self._since.get(device_id):     # a new run: its seq is its own
+                self._since[device_id] = data.get("since")
+                self._seq.pop(device_id, None)
             return self._status(row, data, now)
+        seq = record.get("seq")
+        if isinstance(seq, int) and seq <= self._seq.get(device_id, -1):
+            return []           # delivery is at least once: a record seen already (docs/telemetry.md)
+        if isinstance(seq, int):
+            self._seq[device_id] = seq
         if kind == "metrics":
             return self._metrics(row, data, now)
         return self._event(row, data)

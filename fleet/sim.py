@@ -22,6 +22,7 @@ always works.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -48,10 +49,39 @@ def fails(device_id: str, rate: float) -> bool:
     return value < rate
 
 
+class SeqBook:
+    """Per-device ``seq`` that never repeats across simulator restarts, even after SIGKILL (what the
+    daemon's spool guarantees): blocks of ``RESERVE`` numbers are claimed in a JSON file before
+    they are used, so a restart skips the rest of a block -- a gap, never a repeat."""
+
+    RESERVE = 1000
+
+    def __init__(self, path: Path, devices: list[str]):
+        self.path, self._lock = path, threading.Lock()
+        try:
+            claimed = json.loads(path.read_text())
+        except (OSError, ValueError):
+            claimed = {}
+        self.next = {d: int(claimed.get(d, 0)) for d in devices}
+        self.claimed = {d: n + self.RESERVE for d, n in self.next.items()}
+        self._save()
+
+    def take(self, device: str) -> int:
+        with self._lock:
+            self.next[device] += 1
+            if self.next[device] > self.claimed[device]:
+                self.claimed[device] = self.next[device] + self.RESERVE
+                self._save()
+            return self.next[device]
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        gpk.atomic_write(self.path, json.dumps(self.claimed).encode())
+
+
 class SimDevice:
     def __init__(self, device_id: str, sim: "Simulator"):
         self.id, self.sim = device_id, sim
-        self.seq = 0
         self.failing = fails(device_id, sim.fail_rate)
         base_path = str(sim.workdir / device_id / "base.gpk")
         self.model = {**BASE, "model_path": base_path}
@@ -70,15 +100,16 @@ class SimDevice:
 
     # -- records ------------------------------------------------------------------------------
     def status_payload(self, state: str = "online", **extra) -> bytes:
-        data = {"state": state, **self.model, "board": "sim", "tags": self.sim.tags, "restarts": 0, **extra}
+        data = {"state": state, "since": self.sim.since, **self.model, "board": "sim", "tags": self.sim.tags,
+                "restarts": 0, **extra}
         return envelope(None, time.time(), self.id, "status", data)
 
     def publish_status(self) -> None:
         self.conn.publish(device_topic(self.id, "status"), self.status_payload(), retain=True)
 
     def record(self, kind: str, data: dict) -> None:
-        self.seq += 1
-        self.conn.publish(device_topic(self.id, kind), envelope(self.seq, time.time(), self.id, kind, data))
+        seq = self.sim.seqs.take(self.id)
+        self.conn.publish(device_topic(self.id, kind), envelope(seq, time.time(), self.id, kind, data))
 
     def metrics(self, interval: float, rng: random.Random) -> dict:
         lat = self.sim.latency_ms
@@ -150,8 +181,11 @@ class Simulator:
         self.metrics_interval, self.tags = metrics_interval, dict(tags or {})
         self.command_keys, self.artifact_keys = command_keys, artifact_keys
         self.workdir = Path(workdir)
+        self.since = round(time.time(), 3)
         width = len(str(devices - 1))
-        self.devices = [SimDevice(check_device_id(f"{prefix}-{i:0{width}d}"), self) for i in range(devices)]
+        ids = [check_device_id(f"{prefix}-{i:0{width}d}") for i in range(devices)]
+        self.seqs = SeqBook(self.workdir / f"{prefix}-seq.json", ids)
+        self.devices = [SimDevice(device_id, self) for device_id in ids]
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-cmd")
         self.groups = [self.devices[i:i + per_connection] for i in range(0, devices, per_connection)]
         self.connections = [self._connection(group, index, prefix, mqtt_version, connection)

@@ -50,3 +50,21 @@ def test_flush_persists_rows_for_the_next_hub(tmp_path):
     reg.store.close()
     again = Registry(Store(tmp_path / "f.sqlite"))
     assert again.devices["cam1"]["model_version"] == "1" and again.devices["cam1"]["online"] is True
+
+
+def test_duplicate_records_are_dropped_by_seq_until_the_device_restarts(reg):
+    reg.ingest(*rec("cam1", "status", {"state": "online", "since": 1.0}), 1.0)
+    assert reg.ingest(*rec("cam1", "events", {"event": "crash"}, seq=5), 2.0)
+    assert reg.ingest(*rec("cam1", "events", {"event": "crash"}, seq=5), 3.0) == []        # redelivered
+    assert reg.ingest(*rec("cam1", "events", {"event": "crash"}, seq=4), 3.0) == []        # older
+    assert len(reg.events["cam1"]) == 1
+    reg.ingest(*rec("cam1", "status", {"state": "online", "since": 9.0}), 4.0)              # a new run
+    assert reg.ingest(*rec("cam1", "events", {"event": "restart"}, seq=1), 5.0)
+
+
+def test_simulator_seq_never_repeats_across_restarts(tmp_path):
+    from fleet.sim import SeqBook
+    book = SeqBook(tmp_path / "seq.json", ["a", "b"])
+    taken = [book.take("a") for _ in range(3)]
+    again = SeqBook(tmp_path / "seq.json", ["a", "b"])        # as after a SIGKILL: nothing saved since
+    assert taken == [1, 2, 3] and again.take("a") > 3 and again.take("b") > 0
