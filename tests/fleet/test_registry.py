@@ -68,3 +68,16 @@ def test_simulator_seq_never_repeats_across_restarts(tmp_path):
     taken = [book.take("a") for _ in range(3)]
     again = SeqBook(tmp_path / "seq.json", ["a", "b"])        # as after a SIGKILL: nothing saved since
     assert taken == [1, 2, 3] and again.take("a") > 3 and again.take("b") > 0
+
+
+def test_read_api_overview_and_change_stream(reg):
+    for i, version in enumerate(["1", "1", "2"]):
+        for change in reg.ingest(*rec(f"cam{i}", "status", {"state": "online", "model_version": version}), 1.0):
+            reg.store.change(*change)
+    reg.ingest(*rec("cam2", "status", {"state": "offline"}), 2.0)
+    assert views.overview(reg, reg.store) == {"devices": 3, "online": 2, "offline": 1,
+                                              "versions": {"1": 2, "2": 1}, "deployments": {}}
+    stream = views.changes(reg.store, since=0)
+    assert [c["id"] for c in stream] == sorted(c["id"] for c in stream) and len(stream) == 6
+    assert views.changes(reg.store, since=stream[3]["id"], limit=1) == [stream[4]]
+    assert [d["id"] for d in views.devices(reg, version="1")] == ["cam0", "cam1"]
