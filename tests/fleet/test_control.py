@@ -1,6 +1,10 @@
 """Clients and the hub's command topic: no hub, operator keys, bad deploy options refused before upload."""
+import pytest
+
 from firmware import keys
 from tests.fleet.procs import Procs, make_artifact, wait_for
+
+pytestmark = pytest.mark.mqtt
 
 
 def test_no_hub_is_a_clear_error(tmp_path, mosquitto):

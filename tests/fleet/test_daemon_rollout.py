@@ -15,7 +15,7 @@ from tests.edge.test_daemon_mqtt import _npy
 from tests.fleet.procs import Procs, hub_client, wait_for
 from tests.fleet.test_rollouts import finished
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.mqtt, pytest.mark.slow]
 DEV = "cam1"
 
 

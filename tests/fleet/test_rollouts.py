@@ -13,6 +13,8 @@ from edge.telemetry.requester import Requester
 from firmware import keys
 from tests.fleet.procs import Procs, hub_client, make_artifact, wait_for
 
+pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
+
 
 @pytest.fixture
 def procs(tmp_path, mosquitto):
