@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("firmware.cli:keys", "Generate ed25519 signing keys."),
     "firmware": ("firmware.cli:firmware", "Build, verify, install, validate and revert firmware bundles."),
     "boards": ("boards.cli:boards", "List and show supported boards."),
+    "fleet": ("fleet.cli:fleet", "Fleet hub: registry, staged rollouts, device simulator."),
 }
 
 

@@ -8,17 +8,25 @@ raises a ``GanglionError`` that the telemetry layer turns into an error reply.
     config.get   {"key": "batch.max_batch"?} one value, or the whole config
     config.set   {"key": ..., "value": ...}  batch.* and metrics.* apply at once; others on reload
     deploy       chunked transfer (deploy.begin/.chunk/.commit); on commit the artifact is verified
-                 (hashes; signature when trusted keys are configured), stored, and reloaded
+                 (hashes; signature when trusted keys are configured), stored, and reloaded; with
+                 {"shadow": N} the candidate first runs beside the current model (shadow.py) and,
+                 below {"min_agreement": x}, is stored but not switched to
+    shadow       {"model", "inputs", "timeout_s"}: candidate vs current on live inputs (shadow.py)
+
+The status document carries ``model_sha256`` (of the model file) so the fleet hub can tell which
+artifact runs.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 from core import artifact as gpk
 from core import keys
 from core.errors import InputError, UsageError
 from edge.daemon import config as cfgmod
+from edge.daemon import shadow as shadow_mod
 from edge.daemon.camera import redact
 from edge.daemon.probe import probe
 from edge.daemon.worker import worker_spec
@@ -31,6 +39,8 @@ def register(daemon, telemetry) -> None:
     telemetry.register_command("config.get", lambda args: config_get(daemon, args))
     telemetry.register_command("config.set", lambda args: config_set(daemon, args))
     telemetry.register_transfer("deploy", lambda path, info, args: deploy(daemon, path, info, args))
+    telemetry.register_command("shadow", lambda args: shadow_mod.shadow(daemon, args))
+    telemetry.record("status", {"model_sha256": file_sha256(daemon.cfg.model.path)})
 
 
 def reload(daemon, args: dict) -> dict:
@@ -57,7 +67,7 @@ def daemon_reload(daemon, model: str | None) -> dict:
     if not daemon.pool.ready.wait(60):
         raise InputError("the reloaded model did not become ready", code="runtime.reload")
     daemon.event({"event": "reload", "model": cfg.model.path})
-    daemon.outbox.record("status", daemon.status())
+    daemon.outbox.record("status", {**daemon.status(), "model_sha256": file_sha256(cfg.model.path)})
     return {"reloaded": True, "model": cfg.model.path, "backend": info.get("backend")}
 
 
@@ -108,6 +118,25 @@ def deploy(daemon, path: Path, info: dict, args: dict) -> dict:
     target = folder / f"{art.manifest.get('name', 'model')}-{digest[:12]}.gpk"
     gpk.atomic_write(target, data)
     previous = daemon.cfg.model.path
+    report = None
+    if args.get("shadow"):
+        report = shadow_mod.shadow(daemon, {"model": str(target), "inputs": args["shadow"],
+                                            "timeout_s": args.get("shadow_timeout_s", 30.0)})
+        if report["top1_agreement"] < args.get("min_agreement", 0.0):
+            return {"switched": False, "deployed": str(target), "sha256": digest, "previous": previous,
+                    "shadow": report}
     result = daemon_reload(daemon, str(target))
     daemon.event({"event": "deploy", "model": str(target), "previous": previous, "sha256": digest})
-    return {**result, "deployed": str(target), "sha256": digest, "previous": previous}
+    return {**result, "deployed": str(target), "sha256": digest, "previous": previous, "shadow": report}
+
+
+def file_sha256(path: str) -> str | None:
+    """The model file's sha256 (streamed), None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

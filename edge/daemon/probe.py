@@ -26,17 +26,22 @@ def probe(spec: WorkerSpec, ctx) -> dict:
         raise RuntimeBackendError(f"the model crashed its worker while loading (exit code {proc.exitcode})",
                                   code="runtime.probe") from exc
     finally:
-        try:
-            parent.send_bytes(wire.encode({"op": "stop"}))
-        except (OSError, ValueError):
-            pass
-        proc.join(2.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(1.0)
-        parent.close()
+        stop_worker(parent, proc)
     if header.get("op") == "fatal":
         err = header.get("error") or {}
         raise GanglionError(err.get("message", "the model cannot be opened"), where=err.get("where"),
                             hint=err.get("hint"), code=err.get("code") or "runtime.backend")
     return header
+
+
+def stop_worker(parent, proc) -> None:
+    """Ask a throwaway worker to stop, kill it if it lingers, close our end (probe and shadow runs)."""
+    try:
+        parent.send_bytes(wire.encode({"op": "stop"}))
+    except (OSError, ValueError):
+        pass
+    proc.join(2.0)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(1.0)
+    parent.close()
