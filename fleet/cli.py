@@ -19,23 +19,27 @@ import sys
 
 import click
 
+from core import keys
 from core.errors import UsageError
+from core.vocab import broker_tls, json_flag, mqtt_version, signing_key, trusted_keys
 from edge.telemetry.cli import broker_option
 from edge.telemetry.config import check_device_id
-from core.vocab import broker_tls, json_flag, mqtt_version, signing_key, trusted_keys
+from fleet.control import HubClient
+from fleet.deployments import check_options
+from fleet.hub import Hub
+from fleet.plan import Limits
+from fleet.sim import Simulator
 
 
 def _keys(paths):
     if not paths:
         return None
-    from core import keys
     return keys.load_publics(list(paths))
 
 
 def _private(path):
     if path is None:
         return None
-    from core import keys
     return keys.load_private(path)
 
 
@@ -74,8 +78,6 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
       ganglion fleet serve --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
       ganglion fleet serve --broker mqtts://broker:8883 --ca-file ca.pem --signing-key hub.key --operator-key ops.pub
     """
-    from fleet.hub import Hub
-    from fleet.plan import Limits
 
     if http:
         raise UsageError("--http: the web dashboard is not part of this version yet", code="usage.http")
@@ -105,7 +107,6 @@ def client_options(fn):
 
 
 def _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout):
-    from fleet.control import HubClient
     return HubClient(broker, key=_private(signing_key), timeout=timeout, connect_timeout=timeout,
                      **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
 
@@ -160,7 +161,6 @@ def deploy(artifact, to, waves, max_failures, concurrency, shadow, as_json, brok
     """
     options = {"to": parse_targets(to), "waves": parse_waves(waves), "max_failures": parse_fraction(max_failures),
                "concurrency": concurrency, "shadow": shadow}
-    from fleet.deployments import check_options
     check_options(options)                      # the hub checks again; fail here before uploading
     with _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout) as hub:
         result = hub.deploy(artifact, options)
@@ -301,7 +301,6 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
       ganglion fleet simulate --broker mqtt://127.0.0.1:1883 --devices 1000
       ganglion fleet simulate --devices 50 --prefix lab --fail-rate 0.1 --fail-mode unhealthy --tag site=lab
     """
-    from fleet.sim import Simulator
 
     bad = [t for t in tags if "=" not in t]
     if bad:
