@@ -27,7 +27,7 @@ from converters.calibrate import collect_ranges, data, stream
 from converters.carried import warn as warn_carried
 from converters.config import ConvertConfig
 from converters.errors import ConvertError
-from converters.freeze import freeze_inputs
+from converters.freeze import FrozenInputWarning, constant_controls, freeze_inputs
 from converters.frontend.cut import cut_outputs
 from converters.frontend.load import read_model
 from converters.frontend.names import check_keep_float, node_names
@@ -118,7 +118,6 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
 def freeze_constant_controls(cfg: ConvertConfig, model: onnx.ModelProto, say):
     """(cfg, model, found): inputs that only steer control flow and hold one value in the whole
     calibration data (``freeze.constant_controls``) frozen as --input-value would, with a warning."""
-    from converters.freeze import FrozenInputWarning, constant_controls
     found = constant_controls(model, cfg.calib) if cfg.calib is not None else {}
     if not found:
         return cfg, model, {}
@@ -220,8 +219,6 @@ def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], c
     """The TFLite build a QDQ-only conversion takes its parameters and ``--float-head`` from (not
     written), or None when the TFLite lowering refuses the model: ``qdq.build`` then applies the
     same parameter functions to the ranges itself."""
-    from converters import tflite
-    from converters.errors import ConvertError
     options = tflite.TFLiteOptions(keep_float=keep, float_head=cfg.float_head,
                                    weight_scales=carried.node_weights if carried else {})
     try:
