@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from converters.errors import ConvertError
-from converters.tflite import io_edges, ties
+from converters.tflite import io_edges, saturate, ties
 from converters.tflite.graph import QParams, TGraph, TOp, TTensor
 from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
 from converters.tflite.params import assign as assign_params
@@ -46,6 +46,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
     _demote_float_feeders(tg, int8_ops)
+    ranges = saturate.narrow(tg, ranges, int8_ops)      # steps only where readers see them
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
     ties.cut_fixed_conflicts(tg, int8_ops, domain, ranges)
