@@ -145,3 +145,42 @@ def test_auto_leaves_constant_tensors_alone():
     calib = [{"x": np.random.default_rng(k).normal(size=(1, 3, 5, 7)).astype(np.float32)} for k in range(12)]
     ranges = collect_ranges(m, calib, method="auto", progress=False)
     assert {"x", "up", "y"} <= set(ranges)
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_rounding_shift_is_the_output_change_on_a_constant_input(group):
+    """A conv of the rounding error over an input that is its channel mean everywhere (no padding)
+    outputs exactly the shift, in every position; grouped (depthwise when group == channels)."""
+    rng = np.random.default_rng(7)
+    err = rng.normal(0, 0.01, (8, 8 // group, 3, 3)).astype(np.float32)
+    mean = rng.normal(1.0, 0.5, 8)
+    node = H.helper.make_node("Conv", ["x", "w"], ["y"], group=group)
+    m = H.model([node], {"x": (1, 8, 5, 5)}, ["y"], {"w": err})
+    x = np.broadcast_to(mean[None, :, None, None], (1, 8, 5, 5)).astype(np.float32)
+    out = H.ort_run(m, {"x": x})[0]
+    np.testing.assert_allclose(select.rounding_shift("Conv", err, 0, mean, group),
+                               out[0, :, 1, 1], rtol=1e-4)
+    fc = rng.normal(0, 0.01, (5, 8))
+    np.testing.assert_allclose(select.rounding_shift("Gemm", fc, 0, mean), fc @ mean)
+    np.testing.assert_allclose(select.rounding_shift("Gemm", fc.T, 1, mean), fc @ mean)
+    assert select.rounding_shift("Conv", err, 0, mean[:4], group) is None
+
+
+def test_fake_quant_biases_absorb_the_weights_rounding():
+    """A 1x1 conv on a positive input (as after a ReLU): the scored model's mean output error
+    per channel shrinks when the layer's input means are given, as in the int8 TFLite."""
+    rng = np.random.default_rng(11)
+    w = rng.normal(0, 0.2, (8, 64, 1, 1)).astype(np.float32)
+    node = H.helper.make_node("Conv", ["x", "w"], ["y"], name="pw")        # no bias: one is added
+    m = H.model([node], {"x": (1, 64, 6, 6)}, ["y"], {"w": w})
+    data = [{"x": rng.uniform(0, 4, (1, 64, 6, 6)).astype(np.float32)} for _ in range(16)]
+    means = select.layer_input_means(m, data, runner.make_session)
+    assert list(means) == ["x"] and means["x"].shape == (64,)
+
+    def channel_bias(fq):
+        session = runner.make_session(fq)
+        errs = [session.run(None, s)[0] - H.ort_run(m, s)[0] for s in data]
+        return np.abs(np.mean(errs, axis=(0, 1, 3, 4)))
+    plain = channel_bias(select.fake_quant_model(m, []))
+    corrected = channel_bias(select.fake_quant_model(m, [], means))
+    assert corrected.sum() < 0.2 * plain.sum(), (corrected.sum(), plain.sum())
