@@ -4,7 +4,8 @@
   padding and ReLU are exact);
 * weights: per-channel symmetric int8, zero point 0, values in [-127, 127] (``rules.WEIGHTS``);
 * bias: int32, zero point 0, scale = input_scale * weight_scale[c]; with ``input_means`` (each
-  channel's mean of a layer's float input over the calibration samples) the bias is first
+  channel's mean of a layer's float input over the calibration samples; only when
+  ``TFLiteOptions.bias_correction`` asks, see there why it is off by default) the bias is first
   corrected for the weights' rounding error: b -= (W_int8 * scale - W) . mean(x) per output channel
   (empirical bias correction, Nagel et al. 2019, "Data-Free Quantization Through Weight
   Equalization and Bias Correction", section 4.2). Rounding error does not average out: each
