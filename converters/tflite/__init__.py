@@ -48,9 +48,9 @@ class TFLiteOptions:
     # int8 recurrences hold ~30 dB) unless True (1.4-7x faster; docs "Recurrent layers")
     int8_recurrent: bool = False
     # int8 mode with samples: correct each layer's bias for its weights' rounding with the input
-    # means of the calibration samples (quantize.py). Off by default: on the zoo it cost
-    # 0.4-3.6 dB of held-out SQNR (docs/quantization.md "Bias correction")
-    bias_correction: bool = False
+    # means of the calibration samples (quantize.py; depthwise layers never: measured on the zoo,
+    # docs/quantization.md "Bias correction")
+    bias_correction: bool = True
 
     def validate(self) -> None:
         for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
