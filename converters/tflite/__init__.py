@@ -49,6 +49,10 @@ class TFLiteOptions:
     # int8 mode: LSTM/GRU/RNN nodes stay float (onnxruntime's quantizer leaves them float too;
     # int8 recurrences hold ~30 dB) unless True (1.4-7x faster; docs "Recurrent layers")
     int8_recurrent: bool = False
+    # int8 mode with samples: correct each layer's bias for its weights' rounding with the input
+    # means of the calibration samples (quantize.py; depthwise layers never: measured on the zoo,
+    # docs/quantization.md "Bias correction")
+    bias_correction: bool = True
 
     def validate(self) -> None:
         for value, allowed, flag in ((self.quantize, QUANTIZE_MODES, "--quantize"),
@@ -124,7 +128,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
-        by_index, means = _index_ranges(tg, ranges, samples)
+        by_index, means = _index_ranges(tg, ranges, samples, options.bias_correction)
         keep |= precision.float_nodes(tg, by_index)      # int8 would wreck these (precision.py)
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
     elif options.quantize == "float16":
@@ -153,9 +157,10 @@ def _onnx_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _index_ranges(tg: TGraph, ranges: dict, samples) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True
+                  ) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
     """(range by tensor index, per-channel means of the inputs of layers with weights); the means
-    (for bias correction) need ``samples``, without them the dict is empty."""
+    (for bias correction) need ``samples`` and ``with_means``, without them the dict is empty."""
     known = {}
     for i, t in enumerate(tg.tensors):
         if not t.is_const and t.name in ranges:
@@ -169,7 +174,7 @@ def _index_ranges(tg: TGraph, ranges: dict, samples) -> tuple[dict[int, tuple], 
     means: dict[int, np.ndarray] = {}
     if samples:
         layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in tg.ops
-                                 if op.opcode in BIAS_CORRECTED)
+                                 if op.opcode in BIAS_CORRECTED and with_means)
         # Only tensors without a calibration range need measuring (the rest would be ignored).
         missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known]
         measured, means = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,
