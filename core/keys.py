@@ -7,33 +7,43 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from core.errors import SignatureError
 
-try:   # a base dependency, but a slot's self-test reads its artifact unsigned, with the board's wheels only
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
+if TYPE_CHECKING:     # names for the annotations only
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-except ImportError as exc:    # pragma: no cover - every function below says so when called
-    _MISSING = exc
-else:
-    _MISSING = None
+
+_CRYPTO = None
 
 
-def _need_crypto() -> None:
-    if _MISSING is not None:
-        raise SignatureError(f"keys and signatures need the cryptography package: {_MISSING}", code="keys.unavailable",
-                             hint="pip install cryptography (a dependency of ganglion-edge)")
+def _crypto():
+    """The cryptography names, imported on first use: reading an unsigned artifact needs none (a
+    slot's self-test has the board's wheels only; a model worker starts without them)."""
+    global _CRYPTO
+    if _CRYPTO is None:
+        try:
+            from cryptography.exceptions import InvalidSignature  # optional until a key is used (docstring)
+            from cryptography.hazmat.primitives import serialization  # optional until a key is used
+            from cryptography.hazmat.primitives.asymmetric import ed25519  # optional until a key is used
+        except ImportError as exc:
+            raise SignatureError(f"keys and signatures need the cryptography package: {exc}",
+                                 code="keys.unavailable",
+                                 hint="pip install cryptography (a dependency of ganglion-edge)") from None
+        _CRYPTO = SimpleNamespace(InvalidSignature=InvalidSignature, serialization=serialization,
+                                  Private=ed25519.Ed25519PrivateKey, Public=ed25519.Ed25519PublicKey)
+    return _CRYPTO
 
 
 def generate(private_path: str | Path, public_path: str | Path | None = None) -> tuple[Path, Path]:
     """Write a new key pair; the private key file is created 0600 and never overwritten."""
-    _need_crypto()
+    c = _crypto()
     private_path = Path(private_path)
     public_path = Path(public_path) if public_path else private_path.with_suffix(".pub")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    key = c.Private.generate()
+    pem = key.private_bytes(c.serialization.Encoding.PEM, c.serialization.PrivateFormat.PKCS8,
+                            c.serialization.NoEncryption())
     try:
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -46,19 +56,19 @@ def generate(private_path: str | Path, public_path: str | Path | None = None) ->
 
 
 def public_bytes_pem(key: Ed25519PublicKey) -> bytes:
-    _need_crypto()
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    c = _crypto()
+    return key.public_bytes(c.serialization.Encoding.PEM, c.serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_private(path: str | Path) -> Ed25519PrivateKey:
-    _need_crypto()
-    return _load(path, lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey,
+    c = _crypto()
+    return _load(path, lambda data: c.serialization.load_pem_private_key(data, password=None), c.Private,
                  "private", "create one with 'ganglion keys generate'")
 
 
 def load_public(path: str | Path) -> Ed25519PublicKey:
-    _need_crypto()
-    return _load(path, serialization.load_pem_public_key, Ed25519PublicKey, "public",
+    c = _crypto()
+    return _load(path, c.serialization.load_pem_public_key, c.Public, "public",
                  "pass the .pub file made by 'ganglion keys generate'")
 
 
@@ -80,14 +90,13 @@ def load_publics(items) -> list[Ed25519PublicKey]:
 
 def sign(key: Ed25519PrivateKey, data: bytes) -> str:
     """Hex signature over ``data``."""
-    _need_crypto()
     return key.sign(data).hex()
 
 
 def verify(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signature_hex: str | None,
            *, where: str | None = None) -> None:
     """Raise SignatureError unless one of the trusted ``keys`` signed ``data``."""
-    _need_crypto()
+    c = _crypto()
     if not signature_hex:
         raise SignatureError("not signed, but a trusted key is configured", where=where,
                              code="signature.missing", hint="sign it with --key when building")
@@ -99,7 +108,7 @@ def verify(keys: Ed25519PublicKey | list[Ed25519PublicKey], data: bytes, signatu
         try:
             key.verify(raw, data)
             return
-        except InvalidSignature:
+        except c.InvalidSignature:
             continue
     raise SignatureError("signature does not match any trusted key", where=where,
                          code="signature.invalid",

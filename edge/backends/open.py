@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boards
 from core import artifact as gpk
 from core import keys
 from core.artifact import refuse_unsigned
@@ -98,6 +97,7 @@ def _default_backend(art) -> str:
 def _board(board):
     if board is None or not isinstance(board, str):
         return board
+    import boards  # optional here: pydantic (the board schema) loads only when a board is named, not per worker
     return boards.load(board)
 
 
