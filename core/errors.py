@@ -125,7 +125,7 @@ CODE_FAMILIES: dict[str, type[GanglionError]] = {
     "input": InputError, "wire": InputError, "board": InputError,
     "convert": InputError, "inspect": InputError, "verify": InputError,   # converters.errors
     "artifact": ArtifactError,
-    "runtime": RuntimeBackendError,
+    "runtime": RuntimeBackendError, "shadow": RuntimeBackendError,    # shadow: edge/daemon/shadow.py
     "firmware": FirmwareError, "signature": SignatureError, "keys": SignatureError,
     "telemetry": TelemetryError, "command": TelemetryError, "transfer": TelemetryError,
 }

@@ -88,7 +88,7 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
               **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
-    click.echo(f"fleet hub on {broker}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
+    click.echo(f"fleet hub on {', '.join(broker)}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
     try:
         hub.run()
     except KeyboardInterrupt:
@@ -313,7 +313,7 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sim.start()
-    click.echo(f"simulating {count} devices ({prefix}-...) on {broker} over {len(sim.connections)} connection(s)",
+    click.echo(f"simulating {count} devices ({prefix}-...) on {', '.join(broker)} over {len(sim.connections)} connection(s)",
                err=True)
     sys.stderr.flush()
     try:

@@ -17,14 +17,15 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 from edge.telemetry.commands import CommandLog, CommandRouter
-from edge.telemetry.config import parse_broker_url
+from edge.telemetry.config import broker_urls
 from edge.telemetry.mqtt import Message, MqttClient, Will
 from edge.telemetry.requester import Requester
-from edge.telemetry.topics import command_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 from fleet import deployments, views
 from fleet.control import HUB_ID
@@ -40,7 +41,7 @@ FLUSH_S = 1.0          # registry rows and change entries written at most this o
 
 
 class Hub:
-    def __init__(self, broker: str, db: str | Path, *, key=None, operator_keys: list | None = None,
+    def __init__(self, broker: str | Sequence[str], db: str | Path, *, key=None, operator_keys: list | None = None,
                  trusted_keys: list | None = None, limits: Limits = Limits(), tick_s: float = 0.2,
                  mqtt_version: str = "auto", **connection):
         db = Path(db).resolve()
@@ -49,7 +50,7 @@ class Hub:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.trusted_keys, self.tick_s = trusted_keys, tick_s
         self.artifacts = db.parent / f"{db.stem}-artifacts"
-        url = parse_broker_url(broker)
+        url = broker_urls(broker)
         offline = envelope(None, time.time(), HUB_ID, "status", {"state": "offline", "reason": "lost"})
         self.client = MqttClient(url, client_id=f"ganglion-fleet-{db.stem}"[:64], mqtt_version=mqtt_version,
                                  will=Will(device_topic(HUB_ID, "status"), offline),
@@ -60,7 +61,7 @@ class Hub:
                                     log_db=CommandLog(db.parent / f"{db.stem}-commands.db"),
                                     trusted_keys=operator_keys, max_bytes=256 * 1024)
         self._register()
-        self.client.subscribe(command_topic(HUB_ID, "+"), self.router.on_message)
+        self.client.subscribe(command_filter(HUB_ID), self.router.on_message)
         self.requester = Requester(url, mqtt_version=mqtt_version, **connection)
         self.rollouts = Rollouts(self.store, self.registry, self.requester, self.inbox.put, key=key, limits=limits)
         self.stopping = threading.Event()

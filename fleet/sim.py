@@ -27,15 +27,16 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core import artifact as gpk
 from core.errors import GanglionError, InputError, UsageError
 from edge.telemetry.commands import CommandLog, CommandRouter
-from edge.telemetry.config import check_device_id, parse_broker_url
+from edge.telemetry.config import broker_urls, check_device_id
 from edge.telemetry.mqtt import MqttClient, Will
-from edge.telemetry.topics import command_topic, default_reply_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, default_reply_topic, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 
 log = logging.getLogger("ganglion.fleet.sim")
@@ -168,7 +169,7 @@ class SimDevice:
 
 
 class Simulator:
-    def __init__(self, broker: str, devices: int, *, prefix: str = "sim", fail_rate: float = 0.0,
+    def __init__(self, broker: str | Sequence[str], devices: int, *, prefix: str = "sim", fail_rate: float = 0.0,
                  fail_mode: str = "load", latency_ms: float = 5.0, rate_hz: float = 20.0, metrics_interval: float = 2.0,
                  per_connection: int = 100, workdir: str | Path = "sim-devices", tags: dict | None = None,
                  command_keys: list | None = None, artifact_keys: list | None = None, workers: int = 8,
@@ -176,7 +177,7 @@ class Simulator:
         if devices < 1 or per_connection < 1 or not 0 <= fail_rate <= 1 or fail_mode not in FAIL_MODES:
             raise UsageError("--devices and --per-connection must be >= 1, --fail-rate in 0..1, "
                              f"--fail-mode one of {', '.join(FAIL_MODES)}", code="usage.simulate")
-        self.url = parse_broker_url(broker)
+        self.url = broker_urls(broker)
         self.fail_rate, self.fail_mode, self.latency_ms, self.rate_hz = fail_rate, fail_mode, latency_ms, rate_hz
         self.metrics_interval, self.tags = metrics_interval, dict(tags or {})
         self.command_keys, self.artifact_keys = command_keys, artifact_keys
@@ -201,7 +202,7 @@ class Simulator:
                           on_connect=lambda: [d.publish_status() for d in group], **extra)
         for device in group:
             device.conn = conn
-            conn.subscribe(command_topic(device.id, "+"),
+            conn.subscribe(command_filter(device.id),
                            lambda message, device=device: self.pool.submit(device.router.handle, message))
         return conn
 

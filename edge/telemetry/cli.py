@@ -22,7 +22,7 @@ from core import keys
 from core.errors import UsageError
 from core.vocab import broker_tls, json_flag, mqtt_version, signing_key
 from edge.telemetry import acl as aclmod
-from edge.telemetry.config import check_device_id, parse_broker_url
+from edge.telemetry.config import broker_urls, check_device_id
 from edge.telemetry.mqtt import MqttClient
 from edge.telemetry.requester import Requester, check_reply
 from edge.telemetry.signing import find_command_key
@@ -32,10 +32,6 @@ broker_option = click.option(
     "--broker", "broker", multiple=True, envvar="GANGLION_BROKER", default=("mqtt://127.0.0.1:1883",),
     show_default=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT ($GANGLION_BROKER, space-separated). "
                             "Repeat for a failover list, in order of preference.")
-
-
-def _broker_urls(brokers) -> list:
-    return [parse_broker_url(b) for b in brokers]
 
 
 def _device_ids(ctx, param, value):
@@ -75,7 +71,7 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
     if interval <= 0 or (duration is not None and duration <= 0):
         raise UsageError("--interval and --duration must be positive", code="usage.watch")
     fleet = Fleet(devices)
-    client = MqttClient(_broker_urls(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
+    client = MqttClient(broker_urls(broker), client_id=f"ganglion-watch-{time.time_ns() % 10**9}",
                         ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
                         password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
@@ -132,7 +128,7 @@ def _load_key(path):
 
 
 def _requester(broker, ca_file, cert_file, key_file, username, password, mqtt_version, timeout):
-    return Requester(_broker_urls(broker), ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+    return Requester(broker_urls(broker), ca_file=ca_file, cert_file=cert_file, key_file=key_file,
                      username=username, password=password, connect_timeout=timeout, mqtt_version=mqtt_version)
 
 

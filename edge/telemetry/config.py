@@ -45,6 +45,11 @@ class BrokerUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
+def broker_urls(spec) -> list[BrokerUrl]:
+    """One broker address or a failover list of them (in order of preference) -> BrokerUrls."""
+    return [parse_broker_url(b) for b in ([spec] if isinstance(spec, str) else spec)]
+
+
 def parse_broker_url(url: str) -> BrokerUrl:
     """A broker address -> BrokerUrl; UsageError (code ``usage.broker_url``) naming what is wrong.
 

@@ -10,9 +10,11 @@ import sys
 import pytest
 
 from core.errors import UsageError
+from edge.daemon.config import DaemonTelemetry
 from edge.cli import main
 from firmware import broker_probe as probe_mod
 from firmware import selftest
+from firmware.daemon_hook import broker_probe
 from firmware.errors import HealthCheckError
 from firmware.install import install
 from firmware.status import status
@@ -160,10 +162,10 @@ def test_the_probe_falls_back_to_311_on_a_broker_without_mqtt5(nats_cluster, mos
 
 @pytest.mark.mqtt
 def test_a_failover_list_passes_when_one_broker_answers(root, make_bundle, fw_keys, mosquitto):
-    from edge.daemon.firmware_hook import broker_probe
     from tests.fixtures.broker import free_port
     dead = f"mqtt://127.0.0.1:{free_port()}"
-    assert broker_probe({"brokers": [dead, mosquitto.url]})["broker"] == [dead, mosquitto.url]
+    telemetry = DaemonTelemetry.from_dict({"brokers": [dead, mosquitto.url]})
+    assert broker_probe(telemetry)["broker"] == [dead, mosquitto.url]
     install(make_bundle("1.0.0"), root, fw_keys["public"])
     report = validate(root, runner=in_process, broker=[dead, mosquitto.url])
     assert report["ok"] and report["checks"]["broker"].startswith("broker answered CONNACK (mqtt://127.0.0.1:")

@@ -92,7 +92,7 @@ def test_qdq_carries_the_bias_the_tflite_layer_corrected(make, node, profile):
     np.testing.assert_allclose(bias, layer.bias, atol=1e-6 * scale)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     own = inits.get("b", np.zeros_like(bias))
-    assert np.abs(bias - own).max() > 1e-4               # corrected
+    assert np.abs(bias - own).max() > 1e-6               # corrected (float32 steps of these biases are ~1e-8)
     # and the same model built without samples (no correction) carries the model's own bias
     plain = build(model, ranges, profile=profile)
     if "b" in inits:
