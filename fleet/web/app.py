@@ -38,14 +38,17 @@ STATUS = {"fleet.unknown_deployment": 404, "fleet.unknown_device": 404, "fleet.s
           "fleet.unauthorized": 401}
 
 
+CHARTS = '<link rel="stylesheet" href="/static/uPlot.min.css"><script src="/static/uPlot.iife.min.js"></script>'
+
+
 def _page(kind: str, title: str, ref: str = "") -> HTMLResponse:
     return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)} - ganglion fleet</title>
-<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="stylesheet" href="/static/dashboard.css"></head>
+{CHARTS if kind == "device" else ""}<link rel="stylesheet" href="/static/dashboard.css"></head>
 <body><nav><b>ganglion fleet</b> <a href="/">overview</a> <a href="/devices">devices</a>
 <span id="live" class="live">connecting</span></nav>
 <main id="app" data-page="{kind}" data-ref="{html.escape(ref)}"><h1>{html.escape(title)}</h1></main>
-<script src="/static/uPlot.iife.min.js"></script><script src="/static/dashboard.js"></script></body></html>""")
+<script src="/static/dashboard.js"></script></body></html>""")
 
 
 def _error(exc: GanglionError) -> JSONResponse:

@@ -8,8 +8,8 @@ const num = v => v == null ? "" : (+v).toFixed(2);
 let pending = null;
 function later(fn) { clearTimeout(pending); pending = setTimeout(fn, 150); }   // coalesce bursts of changes
 
-function table(head, rows) {
-  return `<table><tr>${head.map(h => `<th>${h}</th>`).join("")}</tr>${rows.join("")}</table>`;
+function table(head, rows, cls = "") {
+  return `<table class="${cls}"><tr>${head.map(h => `<th>${h}</th>`).join("")}</tr>${rows.join("")}</table>`;
 }
 
 async function overview() {
@@ -23,17 +23,21 @@ async function overview() {
      <td>${esc(d.name)} ${esc(d.version)}</td><td>${esc(JSON.stringify(d.target))}</td></tr>`))}`;
 }
 
+const PAGE_ROWS = 200;          // a page of the device table: laying out 1,000 rows costs a second
 async function devices() {
-  const q = new URLSearchParams(location.search), rows = await get("/api/devices?" + q);
-  const sel = v => q.get("online") === v ? "selected" : "";
-  app.innerHTML = `<h1>Devices (${rows.length})</h1><form><input name="tag" placeholder="tag K=V" value="${esc(q.get("tag"))}">
+  const q = new URLSearchParams(location.search), all = await get("/api/devices?" + q);
+  const sel = v => q.get("online") === v ? "selected" : "", at = Math.max(0, +(q.get("page") || 0));
+  const rows = all.slice(at * PAGE_ROWS, (at + 1) * PAGE_ROWS), pages = Math.ceil(all.length / PAGE_ROWS);
+  const link = n => { const p = new URLSearchParams(q); p.set("page", n); return `<a href="?${p}">${n + 1}</a>`; };
+  app.innerHTML = `<h1>Devices (${all.length})</h1><form><input name="tag" placeholder="tag K=V" value="${esc(q.get("tag"))}">
   <input name="version" placeholder="version" value="${esc(q.get("version"))}"><select name="online"><option value="">any</option>
-  <option ${sel("online")}>online</option><option ${sel("offline")}>offline</option></select><button>filter</button></form>
+  <option ${sel("online")}>online</option><option ${sel("offline")}>offline</option></select><button>filter</button>
+  ${pages > 1 ? "page " + [...Array(pages).keys()].map(n => n === at ? `<b>${n + 1}</b>` : link(n)).join(" ") : ""}</form>
   ${table(["device", "state", "model", "version", "p95 ms", "error rate", "tags", "last seen"], rows.map(d =>
     `<tr data-device="${esc(d.id)}"><td><a href="/devices/${esc(d.id)}">${esc(d.id)}</a></td>
      <td class="state ${d.online ? "online" : "offline"}">${d.online ? "online" : "offline"}</td><td>${esc(d.model)}</td>
      <td class="version">${esc(d.model_version)}</td><td>${num(d.health.p95_ms)}</td><td>${num(d.health.error_rate)}</td>
-     <td>${esc(Object.entries(d.tags || {}).map(([k, v]) => k + "=" + v).join(" "))}</td><td>${ago(d.last_seen)}</td></tr>`))}`;
+     <td>${esc(Object.entries(d.tags || {}).map(([k, v]) => k + "=" + v).join(" "))}</td><td>${ago(d.last_seen)}</td></tr>`), "devices")}`;
 }
 
 const CHARTS = [["latency ms", ["p50_ms", "p95_ms"]], ["throughput /s", ["throughput"]],
