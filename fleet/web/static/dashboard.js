@@ -18,7 +18,8 @@ async function overview() {
   app.innerHTML = `<h1>Fleet overview</h1><div class="cards">${card("devices", o.devices)}${card("online", o.online)}${card("offline", o.offline)}</div>
   <h2>Model versions</h2>${table(["version", "devices"], Object.entries(o.versions).map(([v, n]) =>
     `<tr><td><a href="/devices?version=${esc(v)}">${esc(v)}</a></td><td>${n}</td></tr>`))}
-  <h2>Deployments</h2>${table(["id", "state", "wave", "artifact", "target"], o.list.map(d =>
+  <h2>Deployments</h2><div class="cards">${Object.entries(o.deployments).map(([k, v]) => card(k, v)).join("")}</div><br>
+  ${table(["id", "state", "wave", "artifact", "target"], o.list.map(d =>
     `<tr><td><a href="/deployments/${esc(d.id)}">${esc(d.id)}</a></td><td>${esc(d.state)}</td><td>${d.wave}</td>
      <td>${esc(d.name)} ${esc(d.version)}</td><td>${esc(JSON.stringify(d.target))}</td></tr>`))}`;
 }
