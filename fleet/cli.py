@@ -82,12 +82,13 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
     from fleet.hub import Hub
     from fleet.plan import Limits
 
+    web = _web(http, operator_token_file) if http else None     # bad --http/token: before the db is opened
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     limits = Limits(verify_timeout_s=verify_timeout, latency_ratio=latency_ratio, shadow_agreement=shadow_agreement)
     hub = Hub(broker, db, key=_private(signing_key), operator_keys=_keys(operator_keys),
               trusted_keys=_keys(trusted_key), limits=limits,
               **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
-    dashboard = _dashboard(hub, http, operator_token_file) if http else None
+    dashboard = _dashboard(web, hub, http, operator_token_file) if http else None
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
     click.echo(f"fleet hub on {broker}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
@@ -104,14 +105,21 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
         hub.close()
 
 
-def _dashboard(hub, address: str, token_file: str | None):
+def _web(address: str, token_file: str | None):
     try:                          # optional: the dashboard needs the "fleet" extra (starlette, uvicorn)
-        from fleet.web import auth
-        from fleet.web.server import Dashboard
+        from fleet.web import auth, server
     except ImportError as exc:
         raise UsageError(f"--http needs the dashboard's packages: {exc}", code="usage.http",
                          hint="pip install 'ganglion[fleet]'") from None
-    dashboard = Dashboard(hub, address)
+    server.parse_address(address)
+    if token_file:
+        auth.validate(Path(token_file).read_text().strip())
+    return server
+
+
+def _dashboard(web, hub, address: str, token_file: str | None):
+    from fleet.web import auth
+    dashboard = web.Dashboard(hub, address)
     if token_file:
         auth.install(hub.store, Path(token_file).read_text().strip())
     elif (token := auth.ensure(hub.store)) is not None:

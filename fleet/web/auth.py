@@ -12,6 +12,7 @@ import hmac
 import secrets
 import time
 
+from edge.errors import UsageError
 from fleet.errors import FleetError
 from fleet.store import Store
 
@@ -26,11 +27,16 @@ def _hash(token: str, salt: bytes) -> str:
     return hashlib.scrypt(token.encode(), salt=salt, **SCRYPT).hex()
 
 
+def validate(token: str) -> str:
+    if len(token) < 16:
+        raise UsageError("the operator token is too short (at least 16 characters)", where="--operator-token-file", code="usage.operator_token",
+                         hint="e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))' > ops.token")
+    return token
+
+
 def install(store: Store, token: str) -> None:
     """Replace the stored token by ``token`` (hashed). Runs before the hub's loop starts."""
-    if len(token) < 16:
-        raise TokenError("the operator token is too short (at least 16 characters)", where="--operator-token-file",
-                         hint="e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))' > ops.token")
+    validate(token)
     salt = secrets.token_bytes(16)
     with store.transaction():
         store.query("DELETE FROM operator_tokens")

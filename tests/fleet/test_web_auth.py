@@ -1,10 +1,13 @@
 """The dashboard's operator token (stored hashed) and its --http address parsing: pure logic."""
+import subprocess
+
 import pytest
 
 from edge.errors import UsageError
 from fleet.store import Store
 from fleet.web import auth
 from fleet.web.server import parse_address
+from tests.fleet.procs import GANGLION
 
 
 def test_token_is_stored_hashed_and_checked(tmp_path):
@@ -20,9 +23,20 @@ def test_token_is_stored_hashed_and_checked(tmp_path):
 
 
 def test_a_short_token_is_refused(tmp_path):
-    with pytest.raises(auth.TokenError) as err:
+    with pytest.raises(UsageError) as err:
         auth.install(Store(tmp_path / "fleet.sqlite"), "short")
-    assert err.value.code == "fleet.unauthorized"
+    assert err.value.code == "usage.operator_token"
+
+
+@pytest.mark.parametrize("args, code", [(["--http", "host:99999"], "usage.http"),
+                                        (["--http", "8080", "--operator-token-file", "short.token"],
+                                         "usage.operator_token")])
+def test_serve_refuses_bad_dashboard_options_before_opening_the_database(tmp_path, args, code):
+    (tmp_path / "short.token").write_text("short\n")
+    out = subprocess.run([GANGLION, "fleet", "serve", "--broker", "mqtt://127.0.0.1:1", "--db", "fleet.sqlite",
+                          *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and code in out.stderr
+    assert not (tmp_path / "fleet.sqlite").exists()
 
 
 @pytest.mark.parametrize("text, expected", [("8080", ("127.0.0.1", 8080)), ("0.0.0.0:80", ("0.0.0.0", 80)),
