@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge.errors import GanglionError
 from fleet import deployments, views
+from fleet.errors import FleetError
 from fleet.web import auth
 
 STATIC = Path(__file__).with_name("static")
@@ -117,7 +118,10 @@ async def _events(hub, on_loop, request: Request, since: int, watch: str | None)
     seen_metrics = None
     yield "retry: 1000\n\n"
     while not hub.stopping.is_set() and not await request.is_disconnected():
-        rows = await on_loop(lambda: views.changes(hub.store, since, 500))
+        try:
+            rows = await on_loop(lambda: views.changes(hub.store, since, 500))
+        except FleetError:              # the hub is stopping: end the stream, the browser retries
+            return
         for row in rows:
             since = row["id"]
             yield f"id: {row['id']}\nevent: change\ndata: {json.dumps(row)}\n\n"
