@@ -1,6 +1,7 @@
 """``ganglion fleet``: the hub, its clients and the simulator.
 
     ganglion fleet serve --broker URL [--db fleet.sqlite] [--signing-key HUB.key] [--operator-key OPS.pub]
+                         [--http [HOST:]PORT] [--operator-token-file F]
     ganglion fleet deploy ARTIFACT.gpk --to all|tag:K=V|DEVICE... [--waves 1,10,50,100] [--max-failures 5%]
                                        [--concurrency N] [--shadow N] [--json]
     ganglion fleet status [ID] [--all] [--json]       pause|resume|abort|rollback [ID]
@@ -16,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -68,33 +70,63 @@ def fleet():
               help="New p95 latency may be this many times the previous one.")
 @click.option("--shadow-agreement", type=float, default=0.99, show_default=True,
               help="Top-1 agreement a --shadow run must reach.")
-@click.option("--http", hidden=True, help="The web dashboard (next: not served yet).")
+@click.option("--http", metavar="[HOST:]PORT", help="Serve the web dashboard here (host 127.0.0.1 by default).")
+@click.option("--operator-token-file", type=click.Path(exists=True, dir_okay=False),
+              help="The dashboard's operator token (pause/resume/abort); without it one is generated and printed.")
 def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version, db, signing_key, operator_keys,
-          trusted_key, verify_timeout, latency_ratio, shadow_agreement, http):
+          trusted_key, verify_timeout, latency_ratio, shadow_agreement, http, operator_token_file):
     """Run the hub: registry, deployments and rollouts, until SIGTERM/Ctrl-C.
 
     \b
     Examples:
       ganglion fleet serve --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
       ganglion fleet serve --broker mqtts://broker:8883 --ca-file ca.pem --signing-key hub.key --operator-key ops.pub
+      ganglion fleet serve --broker mqtt://127.0.0.1:1883 --http 8080 --operator-token-file ops.token
     """
 
-    if http:
-        raise UsageError("--http: the web dashboard is not part of this version yet", code="usage.http")
+    web = _web(http, operator_token_file) if http else None     # bad --http/token: before the db is opened
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     limits = Limits(verify_timeout_s=verify_timeout, latency_ratio=latency_ratio, shadow_agreement=shadow_agreement)
     hub = Hub(broker, db, key=_private(signing_key), operator_keys=_keys(operator_keys),
               trusted_keys=_keys(trusted_key), limits=limits,
               **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
+    dashboard = _dashboard(web, hub, http, operator_token_file) if http else None
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
     click.echo(f"fleet hub on {broker}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
+    if dashboard:
+        dashboard.start()
+        click.echo(f"dashboard on {dashboard.url}", err=True)
     try:
         hub.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if dashboard:
+            dashboard.stop()
         hub.close()
+
+
+def _web(address: str, token_file: str | None):
+    try:                          # optional: the dashboard needs the "fleet" extra (starlette, uvicorn)
+        from fleet.web import auth, server
+    except ImportError as exc:
+        raise UsageError(f"--http needs the dashboard's packages: {exc}", code="usage.http",
+                         hint="pip install 'ganglion[fleet]'") from None
+    server.parse_address(address)
+    if token_file:
+        auth.validate(Path(token_file).read_text().strip())
+    return server
+
+
+def _dashboard(web, hub, address: str, token_file: str | None):
+    from fleet.web import auth
+    dashboard = web.Dashboard(hub, address)
+    if token_file:
+        auth.install(hub.store, Path(token_file).read_text().strip())
+    elif (token := auth.ensure(hub.store)) is not None:
+        click.echo(f"dashboard operator token (shown once, stored hashed): {token}", err=True)
+    return dashboard
 
 
 def client_options(fn):

@@ -1,7 +1,7 @@
-"""The hub's read API: what the CLI shows today and the web dashboard will serve next.
+"""The hub's read API: what the CLI shows and the web dashboard (fleet/web) serves.
 
 Every view is a plain function of the store and the registry returning JSON-ready dicts, so the
-same data backs ``ganglion fleet status --json``, the hub's command topic and (later) HTTP pages
+same data backs ``ganglion fleet status --json``, the hub's command topic and the dashboard's HTTP pages
 and their JSON twins:
 
     overview(reg, store)               counts by online state and model version, deployments by state
