@@ -56,11 +56,14 @@ MIGRATIONS: list[str] = [
     # 3: the dashboard's operator token, stored hashed (fleet/web/auth.py)
     "CREATE TABLE operator_tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, "
     "salt TEXT NOT NULL, hash TEXT NOT NULL)",
+    # 4: firmware deployments (.fw bundles) and the last firmware slot event per device
+    "ALTER TABLE deployments ADD COLUMN kind TEXT NOT NULL DEFAULT 'model'; "
+    "ALTER TABLE devices ADD COLUMN firmware TEXT",
 ]
 KEEP_CHANGES = 20_000          # the change stream is a tail, not an archive (history is the archive)
 DEVICE_COLUMNS = ("id", "board", "model", "model_version", "model_sha256", "firmware_version", "online",
-                  "last_seen", "metrics_at", "tags", "health", "status")
-JSON_COLUMNS = {"tags", "health", "status", "target", "waves", "baseline", "shadow", "detail", "data"}
+                  "last_seen", "metrics_at", "tags", "health", "status", "firmware")
+JSON_COLUMNS = {"tags", "health", "status", "target", "waves", "baseline", "shadow", "detail", "data", "firmware"}
 
 
 class Store:
