@@ -24,7 +24,7 @@ from edge.telemetry.commands import CommandLog, CommandRouter
 from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import Message, MqttClient, Will
 from edge.telemetry.requester import Requester
-from edge.telemetry.topics import command_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 from fleet import deployments, views
 from fleet.control import HUB_ID
@@ -60,7 +60,7 @@ class Hub:
                                     log_db=CommandLog(db.parent / f"{db.stem}-commands.db"),
                                     trusted_keys=operator_keys, max_bytes=256 * 1024)
         self._register()
-        self.client.subscribe(command_topic(HUB_ID, "+"), self.router.on_message)
+        self.client.subscribe(command_filter(HUB_ID), self.router.on_message)
         self.requester = Requester(url, mqtt_version=mqtt_version, **connection)
         self.rollouts = Rollouts(self.store, self.registry, self.requester, self.inbox.put, key=key, limits=limits)
         self.stopping = threading.Event()

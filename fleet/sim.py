@@ -45,7 +45,7 @@ from firmware.verify import verify as verify_bundle
 from edge.telemetry.commands import CommandLog, CommandRouter
 from edge.telemetry.config import check_device_id, parse_broker_url
 from edge.telemetry.mqtt import MqttClient, Will
-from edge.telemetry.topics import command_topic, default_reply_topic, device_topic, envelope
+from edge.telemetry.topics import command_filter, default_reply_topic, device_topic, envelope
 from edge.telemetry.transfer import TransferReceiver
 
 log = logging.getLogger("ganglion.fleet.sim")
@@ -237,7 +237,7 @@ class Simulator:
                           on_connect=lambda: [d.publish_status() for d in group], **extra)
         for device in group:
             device.conn = conn
-            conn.subscribe(command_topic(device.id, "+"),
+            conn.subscribe(command_filter(device.id),
                            lambda message, device=device: self.pool.submit(device.router.handle, message))
         return conn
 
