@@ -33,6 +33,15 @@ from fleet.plan import Limits
 from fleet.sim import FAIL_MODES, Simulator
 
 
+def _one_broker(brokers) -> str:
+    """``--broker`` is repeatable (a failover list, edge/telemetry/cli.py); the hub and the simulator
+    connect to one broker for now."""
+    brokers = (brokers,) if isinstance(brokers, str) else tuple(brokers)
+    if len(brokers) != 1:
+        raise UsageError("the fleet commands take one --broker (no failover list yet)", code="usage.broker_url")
+    return brokers[0]
+
+
 def _keys(paths):
     if not paths:
         return None
@@ -89,13 +98,13 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
     web = _web(http, operator_token_file) if http else None     # bad --http/token: before the db is opened
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     limits = Limits(verify_timeout_s=verify_timeout, latency_ratio=latency_ratio, shadow_agreement=shadow_agreement)
-    hub = Hub(broker, db, key=_private(signing_key), operator_keys=_keys(operator_keys),
+    hub = Hub(_one_broker(broker), db, key=_private(signing_key), operator_keys=_keys(operator_keys),
               trusted_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key), limits=limits,
               **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
     dashboard = _dashboard(web, hub, http, operator_token_file) if http else None
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
-    click.echo(f"fleet hub on {broker}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
+    click.echo(f"fleet hub on {_one_broker(broker)}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
     if dashboard:
         dashboard.start()
         click.echo(f"dashboard on {dashboard.url}", err=True)
@@ -141,7 +150,7 @@ def client_options(fn):
 
 
 def _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout):
-    return HubClient(broker, key=_private(signing_key), timeout=timeout, connect_timeout=timeout,
+    return HubClient(_one_broker(broker), key=_private(signing_key), timeout=timeout, connect_timeout=timeout,
                      **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
 
 
@@ -345,7 +354,7 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
     bad = [t for t in tags if "=" not in t]
     if bad:
         raise UsageError(f"--tag {bad[0]!r}: expected KEY=VALUE", code="usage.simulate")
-    sim = Simulator(broker, count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode, latency_ms=latency_ms,
+    sim = Simulator(_one_broker(broker), count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode, latency_ms=latency_ms,
                     metrics_interval=metrics_interval, per_connection=per_connection, workdir=workdir,
                     tags=dict(t.split("=", 1) for t in tags), command_keys=_keys(command_keys),
                     artifact_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key), **_connection(ca_file, cert_file, key_file, username,
@@ -353,7 +362,7 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sim.start()
-    click.echo(f"simulating {count} devices ({prefix}-...) on {broker} over {len(sim.connections)} connection(s)",
+    click.echo(f"simulating {count} devices ({prefix}-...) on {_one_broker(broker)} over {len(sim.connections)} connection(s)",
                err=True)
     sys.stderr.flush()
     try:
