@@ -104,7 +104,8 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
     dashboard = _dashboard(web, hub, http, operator_token_file) if http else None
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
-    click.echo(f"fleet hub on {_one_broker(broker)}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
+    click.echo(f"fleet hub on {_one_broker(broker)}, database {db} ({len(hub.registry.devices)} devices known)",
+               err=True)
     if dashboard:
         dashboard.start()
         click.echo(f"dashboard on {dashboard.url}", err=True)
@@ -119,8 +120,8 @@ def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version
 
 
 def _web(address: str, token_file: str | None):
-    try:                          # optional: the dashboard needs the "fleet" extra (starlette, uvicorn)
-        from fleet.web import auth, server
+    try:
+        from fleet.web import auth, server      # optional: the dashboard needs the "fleet" extra (starlette, uvicorn)
     except ImportError as exc:
         raise UsageError(f"--http needs the dashboard's packages: {exc}", code="usage.http",
                          hint="pip install 'ganglion[fleet]'") from None
@@ -131,7 +132,7 @@ def _web(address: str, token_file: str | None):
 
 
 def _dashboard(web, hub, address: str, token_file: str | None):
-    from fleet.web import auth
+    from fleet.web import auth       # optional: the "fleet" extra (_web checked it is installed)
     dashboard = web.Dashboard(hub, address)
     if token_file:
         auth.install(hub.store, Path(token_file).read_text().strip())
@@ -354,15 +355,17 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
     bad = [t for t in tags if "=" not in t]
     if bad:
         raise UsageError(f"--tag {bad[0]!r}: expected KEY=VALUE", code="usage.simulate")
-    sim = Simulator(_one_broker(broker), count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode, latency_ms=latency_ms,
-                    metrics_interval=metrics_interval, per_connection=per_connection, workdir=workdir,
+    sim = Simulator(_one_broker(broker), count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode,
+                    latency_ms=latency_ms, metrics_interval=metrics_interval, per_connection=per_connection,
+                    workdir=workdir,
                     tags=dict(t.split("=", 1) for t in tags), command_keys=_keys(command_keys),
-                    artifact_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key), **_connection(ca_file, cert_file, key_file, username,
-                                                                    password, mqtt_version))
+                    artifact_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key),
+                    **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sim.start()
-    click.echo(f"simulating {count} devices ({prefix}-...) on {_one_broker(broker)} over {len(sim.connections)} connection(s)",
+    click.echo(f"simulating {count} devices ({prefix}-...) on {_one_broker(broker)} "
+               f"over {len(sim.connections)} connection(s)",
                err=True)
     sys.stderr.flush()
     try:

@@ -1,4 +1,5 @@
-"""Operator actions on deployments: create one from an uploaded artifact or firmware bundle, pause, resume, abort, rollback.
+"""Operator actions on deployments: create one from an uploaded artifact (.gpk) or firmware bundle
+(.fw, fleet/bundles.py), pause, resume, abort, rollback.
 
 Runs on the hub's loop thread (the database's one writer). Creating a deployment resolves the
 target set once (``all`` = every device the registry knows at that moment, ``tag:K=V``, or ids),

@@ -41,7 +41,8 @@ FLUSH_S = 1.0          # registry rows and change entries written at most this o
 
 class Hub:
     def __init__(self, broker: str, db: str | Path, *, key=None, operator_keys: list | None = None,
-                 trusted_keys: list | None = None, firmware_keys: list | None = None, limits: Limits = Limits(), tick_s: float = 0.2,
+                 trusted_keys: list | None = None, firmware_keys: list | None = None, limits: Limits = Limits(),
+                 tick_s: float = 0.2,
                  mqtt_version: str = "auto", **connection):
         db = Path(db).resolve()
         self.store = Store(db)

@@ -23,8 +23,8 @@ OTA is disabled), the reply is the daemon's ``{"outcome": "installed", "restart"
 Failures (``fail_rate``, chosen per device by a hash of its id, so a rerun fails the same ones):
 ``load``: every deploy of a new artifact is refused like a model that does not load;
 ``unhealthy``: it loads, then half the inputs fail; ``disagree``: it loads, but a shadow run
-(``args.shadow``) reports low top-1 agreement; ``revert``: a new firmware slot fails validation. Rolling back (``reload`` to the previous model)
-always works.
+(``args.shadow``) reports low top-1 agreement; ``revert``: a new firmware slot fails validation.
+Rolling back (``reload`` to the previous model) always works.
 """
 from __future__ import annotations
 
