@@ -124,6 +124,13 @@ def firmware_version(dep: dict) -> str | None:
     return dep["version"] if dep.get("kind") == "firmware" else None
 
 
+def _runs_firmware_already(dep: dict, device: dict | None) -> bool:
+    """A device that validated this firmware version already (a send resumed after a hub restart,
+    or a device updated by other means) needs nothing: its OTA would refuse a reinstall."""
+    version = firmware_version(dep)
+    return bool(version and device and device.get("firmware_version") == version)
+
+
 def canary_shadow(dep: dict, member: dict) -> int:
     """``--shadow N`` applies to the canaries: the members of the first wave."""
     return (dep.get("shadow") or 0) if member["wave"] == 0 else 0
@@ -134,6 +141,9 @@ def decide(dep: dict, members: list[dict], devices: dict[str, dict], now: float,
     actions: list[tuple] = []
     state = {m["device"]: m["state"] for m in members}
     for m in members:
+        if m["state"] == "pending" and _runs_firmware_already(dep, devices.get(m["device"])):
+            actions.append(("verified", m["device"]))      # OTA would refuse a reinstall (a resumed send)
+            state[m["device"]] = "updated"
         if m["state"] == "verifying":
             verdict, reason = health_verdict(m, devices.get(m["device"]), dep["sha256"], now, limits,
                                              canary_shadow(dep, m), firmware_version(dep))

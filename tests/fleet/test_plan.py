@@ -134,3 +134,10 @@ def test_a_halted_firmware_wave_sends_nothing_back_and_says_why():
     ms = members(4, sizes, d0="updated", d1="failed")
     acts = plan.decide(dep(kind="firmware", version="2.0.0", state="halted", rollback="wave"), ms, online(4), 160.0)
     assert acts == [("failed_rollback", "d0", plan.FIRMWARE_NO_ROLLBACK)]
+
+
+def test_a_device_already_on_the_firmware_version_is_not_sent_it_again():
+    sizes = plan.wave_sizes(2, [100])
+    devs = online(2, d0={"firmware_version": "2.0.0"}, d1={"firmware_version": "1.0.0"})
+    acts = plan.decide(dep(kind="firmware", version="2.0.0"), members(2, sizes), devs, 150.0)
+    assert ("verified", "d0") in acts and ("send", "d1") in acts and ("send", "d0") not in acts
