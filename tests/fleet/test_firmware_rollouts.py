@@ -10,7 +10,7 @@ import pytest
 
 from fleet.bundles import kind_of, read_upload
 from tests.firmware import helpers
-from tests.fleet.procs import Procs, hub_client, make_artifact, wait_for
+from tests.fleet.procs import hub_client, make_artifact, wait_for
 from tests.fleet.test_rollouts import devices_seen, finished
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
@@ -27,18 +27,6 @@ def fw(tmp_path_factory):
     return {"bundle": helpers.bundle(folder / "good", private, "2.0.0", wheelhouse=wheelhouse),
             "foreign": helpers.bundle(folder / "foreign", other_private, "2.0.0", wheelhouse=wheelhouse),
             "public": public}
-
-
-@pytest.fixture
-def procs(tmp_path, mosquitto):
-    p = Procs(tmp_path, mosquitto.url)
-    try:
-        yield p
-    except BaseException:
-        print(p.logs())
-        raise
-    finally:
-        p.stop_all()
 
 
 def firmware_versions(client):
