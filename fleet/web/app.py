@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.errors import GanglionError
+from core.errors import GanglionError
 from fleet import deployments, views
 from fleet.errors import FleetError
 from fleet.web import auth

@@ -12,7 +12,7 @@ import hmac
 import secrets
 import time
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from fleet.errors import FleetError
 from fleet.store import Store
 

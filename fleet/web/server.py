@@ -5,7 +5,7 @@ import threading
 
 import uvicorn
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from fleet.web.app import create_app
 
 

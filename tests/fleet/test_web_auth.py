@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from edge.errors import UsageError
+from core.errors import UsageError
 from fleet.store import Store
 from fleet.web import auth
 from fleet.web.server import parse_address
