@@ -9,8 +9,13 @@ Starts its own mosquitto on a free loopback port (tests/fixtures/broker.py), the
                  in, seconds until it halted and rolled back, and how many devices outside that
                  wave were touched (must be 0)
     memory       peak RSS (VmHWM) of the hub and of the simulator process
+    dashboard    with every device online and the rollout done: load time of the dashboard's
+                 pages (``serve --http``) in headless chromium, from navigation until the page has
+                 rendered its data (the device table: "Devices (N)" and its first page, 200 rows), median of 5 loads; and the JSON
+                 routes alone over HTTP
 
     .venv/bin/python bench/fleet_bench.py [--devices 1000] [--per-connection 100] [--json out.json]
+                                          [--skip-halt]
 """
 from __future__ import annotations
 
@@ -21,14 +26,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fleet.control import HubClient  # noqa: E402
 from fleet.errors import FleetError  # noqa: E402
-from tests.fixtures.broker import Mosquitto, terminate  # noqa: E402
+from tests.fixtures.broker import Mosquitto, free_port, terminate  # noqa: E402
 from tests.fleet.procs import GANGLION, make_artifact  # noqa: E402
 
 
@@ -75,8 +82,41 @@ def follow(hub: HubClient, dep_id: str, final: tuple[str, ...], timeout: float) 
     raise TimeoutError(f"deployment {dep_id} did not finish in {timeout}s")
 
 
+def dashboard_load(base: str, n: int, dep_id: str, loads: int = 5) -> dict:
+    """Median ms per page load in headless chromium, and per JSON route over plain HTTP."""
+    from playwright.sync_api import sync_playwright    # optional: the dev extra; chromium from apt
+
+    pages = {"overview": ("/", f"() => document.querySelector('[data-count=devices] b')?.textContent == '{n}'"),
+             "devices": ("/devices", f"() => document.querySelector('h1').textContent == 'Devices ({n})' && "
+                                        f"document.querySelectorAll('tr[data-device]').length == {min(n, 200)}"),
+             "device": (f"/devices/ok-{1:0{len(str(n - 1))}d}", "() => document.querySelectorAll('.chart canvas').length == 4"),
+             "deployment": (f"/deployments/{dep_id}", "() => document.getElementById('state')")}
+    out = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        for name, (path, ready) in pages.items():
+            times = []
+            for _ in range(loads):
+                t0 = time.perf_counter()
+                page.goto(base + path)
+                page.wait_for_function(ready, timeout=30_000)
+                times.append((time.perf_counter() - t0) * 1000)
+            out[f"page_{name}_ms"] = round(median(times), 1)
+        browser.close()
+    routes = {"overview": "/api/overview", "devices": "/api/devices", "deployment": f"/api/deployments/{dep_id}"}
+    for name, route in routes.items():
+        times = []
+        for _ in range(loads):
+            t0 = time.perf_counter()
+            urllib.request.urlopen(base + route, timeout=30).read()
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"api_{name}_ms"] = round(median(times), 1)
+    return out
+
+
 def scenario(folder: Path, hub: HubClient, url: str, prefix: str, n: int, per_conn: int, fail: float,
-             artifact: Path) -> dict:
+             artifact: Path, dashboard: str | None = None) -> dict:
     t0 = time.monotonic()
     sim = spawn(folder, f"sim-{prefix}", "simulate", "--broker", url, "--devices", str(n), "--prefix", prefix,
                 "--per-connection", str(per_conn), "--fail-rate", str(fail), "--workdir", str(folder / "devices"),
@@ -92,6 +132,8 @@ def scenario(folder: Path, hub: HubClient, url: str, prefix: str, n: int, per_co
         out.update(state=st["state"], counts=st["counts"], wave_sizes=dep["waves"], wave_open_s=times[:-1],
                    finish_s=times[-1], final_wave=halted_wave, touched_outside=len(outside),
                    sim_peak_rss_mb=peak_rss_mb(sim.pid))
+        if dashboard:
+            out["dashboard"] = dashboard_load(dashboard, n, dep["id"])
         return out
     finally:
         terminate(sim, 30)
@@ -102,31 +144,40 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--per-connection", type=int, default=100)
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--skip-halt", action="store_true", help="only the converge scenario (and the dashboard)")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     broker = Mosquitto(folder / "broker", persistence=False).start()
-    hub_proc = spawn(folder, "hub", "serve", "--broker", broker.url, "--db", str(folder / "fleet.sqlite"))
+    http = f"127.0.0.1:{free_port()}"
+    hub_proc = spawn(folder, "hub", "serve", "--broker", broker.url, "--db", str(folder / "fleet.sqlite"),
+                     "--http", http)
     results = {"devices": args.devices, "per_connection": args.per_connection, "load": os.getloadavg()}
     try:
         with HubClient(broker.url, timeout=3) as probe:
             wait(lambda: probe.call("overview") is not None, 60)
         with HubClient(broker.url, timeout=30) as hub:
             art = make_artifact(folder / "m2.gpk", "2.0")
-            results["converge"] = scenario(folder, hub, broker.url, "ok", args.devices, args.per_connection, 0.0, art)
-            results["halt"] = scenario(folder, hub, broker.url, "bad", args.devices, args.per_connection, 0.2, art)
+            results["converge"] = scenario(folder, hub, broker.url, "ok", args.devices, args.per_connection, 0.0, art,
+                                           dashboard=f"http://{http}")
+            if not args.skip_halt:
+                results["halt"] = scenario(folder, hub, broker.url, "bad", args.devices, args.per_connection, 0.2,
+                                           art)
         results["hub_peak_rss_mb"] = peak_rss_mb(hub_proc.pid)
         results["load_after"] = os.getloadavg()
     finally:
         terminate(hub_proc, 30)
         broker.stop()
     print(json.dumps(results, indent=2))
-    c, h = results["converge"], results["halt"]
+    c, h = results["converge"], results.get("halt")
     print(f"\n| scenario | devices online (s) | waves opened at (s) | finished (s) | state | touched outside |")
     print("|---|---|---|---|---|---|")
-    for name, r in (("waves 1/10/100", c), ("20% failing", h)):
+    for name, r in (("waves 1/10/100", c), ("20% failing", h)) if h else (("waves 1/10/100", c),):
         print(f"| {name} | {r['online_s']} | {r['wave_open_s']} | {r['finish_s']} | {r['state']} "
               f"(wave {r['final_wave']}) | {r['touched_outside']} |")
     print(f"\nhub peak RSS {results['hub_peak_rss_mb']} MB; simulator peak RSS {c['sim_peak_rss_mb']} MB")
+    print(f"\n| dashboard ({args.devices} devices) | median ms |\n|---|---|")
+    for key, value in c["dashboard"].items():
+        print(f"| {key} | {value} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -1,7 +1,8 @@
 """``ganglion fleet``: the hub, its clients and the simulator.
 
     ganglion fleet serve --broker URL [--db fleet.sqlite] [--signing-key HUB.key] [--operator-key OPS.pub]
-    ganglion fleet deploy ARTIFACT.gpk --to all|tag:K=V|DEVICE... [--waves 1,10,50,100] [--max-failures 5%]
+                         [--http [HOST:]PORT] [--operator-token-file F]
+    ganglion fleet deploy ARTIFACT.gpk|BUNDLE.fw --to all|tag:K=V|DEVICE... [--waves 1,10,50,100] [--max-failures 5%]
                                        [--concurrency N] [--shadow N] [--json]
     ganglion fleet status [ID] [--all] [--json]       pause|resume|abort|rollback [ID]
     ganglion fleet devices [--tag K=V] [--version V] [--online/--offline] [--json]
@@ -16,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -28,7 +30,7 @@ from fleet.control import HubClient
 from fleet.deployments import check_options
 from fleet.hub import Hub
 from fleet.plan import Limits
-from fleet.sim import Simulator
+from fleet.sim import FAIL_MODES, Simulator
 
 
 def _keys(paths):
@@ -62,39 +64,72 @@ def fleet():
 @click.option("--operator-key", "operator_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Only commands signed by one of these keys reach the hub (repeatable).")
 @trusted_keys("Refuse artifacts not signed by one of these keys (repeatable).")
+@trusted_keys("Verify .fw bundles at upload against these keys (repeatable; without: devices alone verify).",
+              old=(), flag="--firmware-trusted-key", dest="firmware_key")
 @click.option("--verify-timeout", type=float, default=120.0, show_default=True,
               help="Seconds a device has to report the new version running and healthy.")
 @click.option("--latency-ratio", type=float, default=1.5, show_default=True,
               help="New p95 latency may be this many times the previous one.")
 @click.option("--shadow-agreement", type=float, default=0.99, show_default=True,
               help="Top-1 agreement a --shadow run must reach.")
-@click.option("--http", hidden=True, help="The web dashboard (next: not served yet).")
+@click.option("--http", metavar="[HOST:]PORT", help="Serve the web dashboard here (host 127.0.0.1 by default).")
+@click.option("--operator-token-file", type=click.Path(exists=True, dir_okay=False),
+              help="The dashboard's operator token (pause/resume/abort); without it one is generated and printed.")
 def serve(broker, ca_file, cert_file, key_file, username, password, mqtt_version, db, signing_key, operator_keys,
-          trusted_key, verify_timeout, latency_ratio, shadow_agreement, http):
+          trusted_key, firmware_key, verify_timeout, latency_ratio, shadow_agreement, http, operator_token_file):
     """Run the hub: registry, deployments and rollouts, until SIGTERM/Ctrl-C.
 
     \b
     Examples:
       ganglion fleet serve --broker mqtt://127.0.0.1:1883 --db fleet.sqlite
       ganglion fleet serve --broker mqtts://broker:8883 --ca-file ca.pem --signing-key hub.key --operator-key ops.pub
+      ganglion fleet serve --broker mqtt://127.0.0.1:1883 --http 8080 --operator-token-file ops.token
     """
 
-    if http:
-        raise UsageError("--http: the web dashboard is not part of this version yet", code="usage.http")
+    web = _web(http, operator_token_file) if http else None     # bad --http/token: before the db is opened
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     limits = Limits(verify_timeout_s=verify_timeout, latency_ratio=latency_ratio, shadow_agreement=shadow_agreement)
-    hub = Hub(broker, db, key=_private(signing_key), operator_keys=_keys(operator_keys),
-              trusted_keys=_keys(trusted_key), limits=limits,
+    hub = Hub(list(broker), db, key=_private(signing_key), operator_keys=_keys(operator_keys),
+              trusted_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key), limits=limits,
               **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
+    dashboard = _dashboard(web, hub, http, operator_token_file) if http else None
     signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     hub.start()
-    click.echo(f"fleet hub on {', '.join(broker)}, database {db} ({len(hub.registry.devices)} devices known)", err=True)
+    click.echo(f"fleet hub on {', '.join(broker)}, database {db} ({len(hub.registry.devices)} devices known)",
+               err=True)
+    if dashboard:
+        dashboard.start()
+        click.echo(f"dashboard on {dashboard.url}", err=True)
     try:
         hub.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if dashboard:
+            dashboard.stop()
         hub.close()
+
+
+def _web(address: str, token_file: str | None):
+    try:
+        from fleet.web import auth, server      # optional: the dashboard needs the "fleet" extra (starlette, uvicorn)
+    except ImportError as exc:
+        raise UsageError(f"--http needs the dashboard's packages: {exc}", code="usage.http",
+                         hint="pip install 'ganglion[fleet]'") from None
+    server.parse_address(address)
+    if token_file:
+        auth.validate(Path(token_file).read_text().strip())
+    return server
+
+
+def _dashboard(web, hub, address: str, token_file: str | None):
+    from fleet.web import auth       # optional: the "fleet" extra (_web checked it is installed)
+    dashboard = web.Dashboard(hub, address)
+    if token_file:
+        auth.install(hub.store, Path(token_file).read_text().strip())
+    elif (token := auth.ensure(hub.store)) is not None:
+        click.echo(f"dashboard operator token (shown once, stored hashed): {token}", err=True)
+    return dashboard
 
 
 def client_options(fn):
@@ -107,7 +142,7 @@ def client_options(fn):
 
 
 def _hub(broker, ca_file, cert_file, key_file, username, password, mqtt_version, signing_key, timeout):
-    return HubClient(broker, key=_private(signing_key), timeout=timeout, connect_timeout=timeout,
+    return HubClient(list(broker), key=_private(signing_key), timeout=timeout, connect_timeout=timeout,
                      **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
 
 
@@ -151,13 +186,14 @@ def parse_fraction(text: str) -> float:
 @client_options
 def deploy(artifact, to, waves, max_failures, concurrency, shadow, as_json, broker, ca_file, cert_file, key_file,
            username, password, mqtt_version, signing_key, timeout):
-    """Start a staged rollout of ARTIFACT; prints the deployment id.
+    """Start a staged rollout of ARTIFACT (a model .gpk or a firmware .fw bundle); prints the deployment id.
 
     \b
     Examples:
       ganglion fleet deploy model-2.gpk --to all --waves 1,10,50,100 --max-failures 5%
       ganglion fleet deploy model-2.gpk --to tag:site=lab --shadow 32 --json
       ganglion fleet deploy model-2.gpk --to cam1 --to cam2 --waves 100
+      ganglion fleet deploy app-2.0.0.fw --to tag:board=rpi4 --waves 5,50,100
     """
     options = {"to": parse_targets(to), "waves": parse_waves(waves), "max_failures": parse_fraction(max_failures),
                "concurrency": concurrency, "shadow": shadow}
@@ -195,7 +231,8 @@ def status(deployment, list_all, as_json, broker, ca_file, cert_file, key_file, 
 
 def render_status(dep: dict) -> str:
     lines = [f"{dep['id']}: {dep['state']}" + (f" ({dep['reason']})" if dep.get("reason") else ""),
-             f"  artifact {dep['name']} {dep['version']} ({dep['sha256'][:12]}), rollback: {dep['rollback']}"]
+             f"  {'bundle' if dep.get('kind') == 'firmware' else 'artifact'} {dep['name']} {dep['version']} "
+             f"({dep['sha256'][:12]}), rollback: {dep['rollback']}"]
     for wave in dep["waves"]:
         states = ", ".join(f"{k} {v}" for k, v in sorted(wave["states"].items()))
         lines.append(f"  wave {wave['wave']} ({wave['percent']:g}%): {wave['devices']} devices"
@@ -282,8 +319,9 @@ def device(device_id, as_json, broker, ca_file, cert_file, key_file, username, p
 @click.option("--devices", "count", type=int, required=True, help="How many devices.")
 @click.option("--prefix", default="sim", show_default=True, help="Device ids are PREFIX-0001, ...")
 @click.option("--fail-rate", type=float, default=0.0, show_default=True, help="Share of devices that fail deploys.")
-@click.option("--fail-mode", type=click.Choice(["load", "unhealthy", "disagree"]), default="load", show_default=True,
-              help="How a failing device fails: refuses the model, serves errors, or disagrees in a shadow run.")
+@click.option("--fail-mode", type=click.Choice(list(FAIL_MODES)), default="load", show_default=True,
+              help="How a failing device fails: refuses the model, serves errors, disagrees in a shadow run, "
+                   "or reverts a new firmware slot.")
 @click.option("--latency-ms", type=float, default=5.0, show_default=True, help="Simulated p50 latency.")
 @click.option("--metrics-interval", type=float, default=2.0, show_default=True, help="Seconds between metrics.")
 @click.option("--per-connection", type=int, default=100, show_default=True, help="Devices per MQTT connection.")
@@ -292,8 +330,11 @@ def device(device_id, as_json, broker, ca_file, cert_file, key_file, username, p
 @click.option("--command-key", "command_keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Devices obey only commands signed by one of these keys (repeatable).")
 @trusted_keys("Devices refuse artifacts not signed by one of these keys (repeatable).")
+@trusted_keys("Devices install firmware bundles signed by one of these keys (repeatable; none: OTA refused).",
+              old=(), flag="--firmware-trusted-key", dest="firmware_key")
 def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_version, count, prefix, fail_rate,
-             fail_mode, latency_ms, metrics_interval, per_connection, workdir, tags, command_keys, trusted_key):
+             fail_mode, latency_ms, metrics_interval, per_connection, workdir, tags, command_keys, trusted_key,
+             firmware_key):
     """Run N simulated devices in this process until SIGTERM/Ctrl-C.
 
     \b
@@ -305,15 +346,17 @@ def simulate(broker, ca_file, cert_file, key_file, username, password, mqtt_vers
     bad = [t for t in tags if "=" not in t]
     if bad:
         raise UsageError(f"--tag {bad[0]!r}: expected KEY=VALUE", code="usage.simulate")
-    sim = Simulator(broker, count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode, latency_ms=latency_ms,
-                    metrics_interval=metrics_interval, per_connection=per_connection, workdir=workdir,
+    sim = Simulator(list(broker), count, prefix=prefix, fail_rate=fail_rate, fail_mode=fail_mode,
+                    latency_ms=latency_ms, metrics_interval=metrics_interval, per_connection=per_connection,
+                    workdir=workdir,
                     tags=dict(t.split("=", 1) for t in tags), command_keys=_keys(command_keys),
-                    artifact_keys=_keys(trusted_key), **_connection(ca_file, cert_file, key_file, username,
-                                                                    password, mqtt_version))
+                    artifact_keys=_keys(trusted_key), firmware_keys=_keys(firmware_key),
+                    **_connection(ca_file, cert_file, key_file, username, password, mqtt_version))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sim.start()
-    click.echo(f"simulating {count} devices ({prefix}-...) on {', '.join(broker)} over {len(sim.connections)} connection(s)",
+    click.echo(f"simulating {count} devices ({prefix}-...) on {', '.join(broker)} "
+               f"over {len(sim.connections)} connection(s)",
                err=True)
     sys.stderr.flush()
     try:

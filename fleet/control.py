@@ -27,7 +27,7 @@ HUB_ID = "_fleet"
 
 
 class HubClient:
-    def __init__(self, broker: str, *, key=None, timeout: float = 30.0, **connection):
+    def __init__(self, broker: str | list, *, key=None, timeout: float = 30.0, **connection):
         self.key, self.timeout = key, timeout
         self.requester = Requester(broker, **connection)
 

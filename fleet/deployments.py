@@ -1,4 +1,5 @@
-"""Operator actions on deployments: create one from an uploaded artifact, pause, resume, abort, rollback.
+"""Operator actions on deployments: create one from an uploaded artifact (.gpk) or firmware bundle
+(.fw, fleet/bundles.py), pause, resume, abort, rollback.
 
 Runs on the hub's loop thread (the database's one writer). Creating a deployment resolves the
 target set once (``all`` = every device the registry knows at that moment, ``tag:K=V``, or ids),
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from core import artifact as gpk
 from core.errors import UsageError
-from fleet import plan
+from fleet import bundles, plan
 from fleet.errors import DeploymentStateError, NoTargetsError, UnknownDeploymentError
 from fleet.registry import Registry
 from fleet.store import Store
@@ -60,9 +61,12 @@ def check_options(args: dict) -> dict:
 
 
 def create(store: Store, registry: Registry, artifacts: Path, upload: Path, options: dict,
-           trusted_keys: list | None = None) -> dict:
+           trusted_keys: list | None = None, firmware_keys: list | None = None) -> dict:
     opts = check_options(options)
-    art = gpk.read(str(upload), trusted_keys=trusted_keys, where=options.get("name") or upload.name)
+    what = bundles.read_upload(upload, options.get("name"), trusted_keys=trusted_keys, firmware_keys=firmware_keys)
+    if what["kind"] == "firmware" and opts["shadow"]:
+        raise UsageError("--shadow compares models; a firmware bundle has no shadow run", code="usage.deploy",
+                         hint="drop --shadow for a .fw deployment")
     targets = registry.select(opts["to"])
     if not targets:
         raise NoTargetsError(f"--to {opts['to']} matches no device the hub knows", where="deploy",
@@ -70,7 +74,7 @@ def create(store: Store, registry: Registry, artifacts: Path, upload: Path, opti
     data = upload.read_bytes()
     digest = gpk.sha256(data)
     artifacts.mkdir(parents=True, exist_ok=True)
-    path = artifacts / f"{digest}.gpk"
+    path = artifacts / f"{digest}{what['suffix']}"
     if not path.exists():
         gpk.atomic_write(path, data)
     dep_id = time.strftime("d%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -79,8 +83,8 @@ def create(store: Store, registry: Registry, artifacts: Path, upload: Path, opti
     now = time.time()
     with store.transaction():
         store.insert("deployments", {"id": dep_id, "created": now, "updated": now, "artifact": str(path),
-                                     "sha256": digest, "name": art.manifest.get("name"),
-                                     "version": str(art.manifest.get("version")), "target": opts["to"],
+                                     "sha256": digest, "name": what["name"], "version": what["version"],
+                                     "kind": what["kind"], "target": opts["to"],
                                      "waves": opts["waves"], "max_failures": opts["max_failures"],
                                      "concurrency": opts["concurrency"], "shadow": opts["shadow"],
                                      "state": "running"})
@@ -89,7 +93,7 @@ def create(store: Store, registry: Registry, artifacts: Path, upload: Path, opti
             store.insert("deployment_devices", {"deployment": dep_id, "device": device, "ord": index,
                                                 "wave": plan.wave_of(index, sizes), "state": "pending"})
         store.change("deployment", dep_id, {"state": "running", "devices": len(order), "sizes": sizes})
-    return {"id": dep_id, "devices": len(order), "waves": sizes, "sha256": digest}
+    return {"id": dep_id, "devices": len(order), "waves": sizes, "sha256": digest, "kind": what["kind"]}
 
 
 def _supersede(store: Store, dep_id: str, targets: list[str]) -> None:

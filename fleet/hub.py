@@ -42,13 +42,14 @@ FLUSH_S = 1.0          # registry rows and change entries written at most this o
 
 class Hub:
     def __init__(self, broker: str | Sequence[str], db: str | Path, *, key=None, operator_keys: list | None = None,
-                 trusted_keys: list | None = None, limits: Limits = Limits(), tick_s: float = 0.2,
+                 trusted_keys: list | None = None, firmware_keys: list | None = None, limits: Limits = Limits(),
+                 tick_s: float = 0.2,
                  mqtt_version: str = "auto", **connection):
         db = Path(db).resolve()
         self.store = Store(db)
         self.registry = Registry(self.store)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.trusted_keys, self.tick_s = trusted_keys, tick_s
+        self.trusted_keys, self.firmware_keys, self.tick_s = trusted_keys, firmware_keys, tick_s
         self.artifacts = db.parent / f"{db.stem}-artifacts"
         url = broker_urls(broker)
         offline = envelope(None, time.time(), HUB_ID, "status", {"state": "offline", "reason": "lost"})
@@ -85,7 +86,8 @@ class Hub:
     def _on_upload(self, path: Path, info: dict, args: dict) -> dict:
         options = {k: v for k, v in args.items() if k != "transfer"}
         return self.call(lambda: deployments.create(self.store, self.registry, self.artifacts, path,
-                                                    {**options, "name": info.get("name")}, self.trusted_keys))
+                                                    {**options, "name": info.get("name")}, self.trusted_keys,
+                                                    self.firmware_keys))
 
     # -- MQTT callbacks (paho's thread): hand over to the loop ------------------------------------
     def _on_record(self, message: Message) -> None:

@@ -20,6 +20,12 @@ A wave is complete when none of its members is sending or verifying and every pe
 offline (an offline device gets the update when it comes back, even after the deployment is done).
 The deployment halts as soon as the failures among the open waves' members exceed
 ``max_failures`` (a fraction) of them, and only the current wave is rolled back.
+A firmware deployment (``kind`` = firmware, a .fw bundle) is judged by the device's ``firmware``
+events instead of its model hash: ``validated`` for the bundle's version after the send (then the
+same health checks on metrics after it), ``reverted``/``refused`` = failed (the device already went
+back to its old slot by itself: nothing to roll back). Its devices that validated the new slot
+cannot be rolled back from the hub (FIRMWARE_NO_ROLLBACK): a rollback marks them
+``rollback_failed`` with that reason and they keep the new firmware.
 No I/O here: tests/fleet/test_plan.py drives it with dicts.
 """
 from __future__ import annotations
@@ -37,6 +43,10 @@ class Limits:
     latency_slack_ms: float = 5.0     # ... plus this (small latencies jitter with the host's load)
     settle_s: float = 1.0             # metrics windows ending this soon after the commit still hold the reload
     shadow_agreement: float = 0.99    # top-1 agreement a shadow run must reach (--shadow)
+
+
+FIRMWARE_NO_ROLLBACK = ("kept the new firmware: the hub cannot roll a validated slot back (devices have no "
+                        "revert command and refuse a downgrade over MQTT); deploy a fixed, higher version")
 
 
 def wave_sizes(n: int, waves: list[float]) -> list[int]:
@@ -57,15 +67,18 @@ def wave_of(index: int, sizes: list[int]) -> int:
 
 
 def health_verdict(member: dict, device: dict | None, sha256: str, now: float, limits: Limits,
-                   shadow: int = 0) -> tuple[str, str | None]:
-    """("ok", None) | ("fail", reason) | ("wait", None) for a member that is verifying."""
+                   shadow: int = 0, firmware: str | None = None) -> tuple[str, str | None]:
+    """("ok", None) | ("fail", reason) | ("wait", None) for a member that is verifying. A firmware
+    deployment (``firmware`` = the bundle's version) waits for the slot's verdict instead of a model hash."""
     sent = member.get("sent_at") or now
     if shadow:              # the report came with the commit; a device that was not switched has one too
         verdict = _shadow_verdict(member.get("shadow"), limits)
         if verdict[0] != "ok":
             return verdict
-    if device is not None and device.get("model_sha256") == sha256 \
-            and (device.get("metrics_at") or 0) > sent + limits.settle_s:
+    running, since = _runs(device, sha256, firmware, sent)
+    if running == "reverted":
+        return "fail", since
+    if running and (device.get("metrics_at") or 0) > since + limits.settle_s:
         health, base = device.get("health") or {}, member.get("baseline") or {}
         allowed = (base.get("error_rate") or 0.0) + limits.error_rate_slack
         if (health.get("error_rate") or 0.0) > allowed:
@@ -75,10 +88,25 @@ def health_verdict(member: dict, device: dict | None, sha256: str, now: float, l
             return "fail", f"p95 latency {p95:.2f} ms above {old * limits.latency_ratio + limits.latency_slack_ms:.2f} ms"
         return "ok", None
     if now - sent > limits.verify_timeout_s:
-        seen = device.get("model_sha256") if device else None
-        return "fail", (f"no healthy report of {sha256[:12]} within {limits.verify_timeout_s:g}s "
+        seen = (device or {}).get("firmware_version" if firmware else "model_sha256")
+        return "fail", (f"no healthy report of {firmware or sha256[:12]} within {limits.verify_timeout_s:g}s "
                         f"(device runs {str(seen)[:12]})")
     return "wait", None
+
+
+def _runs(device: dict | None, sha256: str, firmware: str | None, sent: float):
+    """(True, since) when the device runs the new version (since when); (False, sent) not yet;
+    ("reverted", reason) when its new firmware slot failed validation (the device went back by itself)."""
+    if device is None:
+        return False, sent
+    if firmware is None:
+        return device.get("model_sha256") == sha256, sent
+    fw = device.get("firmware") or {}
+    if fw.get("version") != firmware or (fw.get("at") or 0) <= sent:
+        return False, sent
+    if fw.get("phase") in ("reverted", "refused"):
+        return "reverted", f"firmware {firmware} {fw['phase']} on the device: {fw.get('reason') or 'no reason given'}"
+    return fw.get("phase") == "validated", fw["at"]
 
 
 def _shadow_verdict(report: dict | None, limits: Limits) -> tuple[str, str | None]:
@@ -92,6 +120,17 @@ def _shadow_verdict(report: dict | None, limits: Limits) -> tuple[str, str | Non
     return "ok", None
 
 
+def firmware_version(dep: dict) -> str | None:
+    return dep["version"] if dep.get("kind") == "firmware" else None
+
+
+def _runs_firmware_already(dep: dict, device: dict | None) -> bool:
+    """A device that validated this firmware version already (a send resumed after a hub restart,
+    or a device updated by other means) needs nothing: its OTA would refuse a reinstall."""
+    version = firmware_version(dep)
+    return bool(version and device and device.get("firmware_version") == version)
+
+
 def canary_shadow(dep: dict, member: dict) -> int:
     """``--shadow N`` applies to the canaries: the members of the first wave."""
     return (dep.get("shadow") or 0) if member["wave"] == 0 else 0
@@ -102,9 +141,12 @@ def decide(dep: dict, members: list[dict], devices: dict[str, dict], now: float,
     actions: list[tuple] = []
     state = {m["device"]: m["state"] for m in members}
     for m in members:
+        if m["state"] == "pending" and _runs_firmware_already(dep, devices.get(m["device"])):
+            actions.append(("verified", m["device"]))      # OTA would refuse a reinstall (a resumed send)
+            state[m["device"]] = "updated"
         if m["state"] == "verifying":
             verdict, reason = health_verdict(m, devices.get(m["device"]), dep["sha256"], now, limits,
-                                             canary_shadow(dep, m))
+                                             canary_shadow(dep, m), firmware_version(dep))
             if verdict == "ok":
                 actions.append(("verified", m["device"]))
                 state[m["device"]] = "updated"
@@ -114,7 +156,9 @@ def decide(dep: dict, members: list[dict], devices: dict[str, dict], now: float,
     if dep["rollback"] != "none":
         for m in members:
             in_scope = dep["rollback"] == "all" or m["wave"] == dep["wave"]
-            if in_scope and state[m["device"]] in ("updated", "verifying") and m.get("previous"):
+            if in_scope and state[m["device"]] in ("updated", "verifying") and firmware_version(dep):
+                actions.append(("failed_rollback", m["device"], FIRMWARE_NO_ROLLBACK))
+            elif in_scope and state[m["device"]] in ("updated", "verifying") and m.get("previous"):
                 actions.append(("rollback", m["device"]))
             elif in_scope and state[m["device"]] in ("updated", "verifying"):
                 actions.append(("failed_rollback", m["device"], "the device did not say what it ran before"))

@@ -3,7 +3,9 @@
 Inputs are the daemon's records (docs/telemetry.md): the retained ``status`` document (online /
 offline via the Last Will, model, model_version, model_sha256, board, tags, restarts), periodic
 ``metrics`` (latency_p50_ms / latency_p95_ms, throughput, results and errors of the window,
-total_restarts, cpu_percent, rss_mb, temperature_c) and ``events``. ``ingest`` turns one record
+total_restarts, cpu_percent, rss_mb, temperature_c) and ``events`` (the last ``firmware`` event's
+phase -- installed, validated, reverted, refused -- is kept as the row's ``firmware``: what a
+firmware rollout is judged by). ``ingest`` turns one record
 into the device row and returns the changes worth streaming (online/offline, a new model, an
 event); the row is marked dirty and written to the store in batches by ``flush``. The broker
 re-sends retained status after a hub restart, so a lost batch costs nothing.
@@ -29,6 +31,7 @@ HEALTH_KEYS = {"latency_p50_ms": "p50_ms", "latency_p95_ms": "p95_ms", "throughp
                "rss_mb": "rss_mb"}
 STATUS_KEYS = ("board", "model", "model_version", "model_sha256", "firmware_version")
 RECENT_EVENTS = 20
+FIRMWARE_PHASES = ("installed", "validated", "reverted", "refused")
 
 
 class Registry:
@@ -48,6 +51,7 @@ class Registry:
         if row is None:
             row = self.devices[device_id] = {"id": device_id, "online": False, "tags": {}, "health": {},
                                              "status": {}, "last_seen": None, "metrics_at": None,
+                                             "firmware": None,
                                              **{k: None for k in STATUS_KEYS}}
         return row
 
@@ -80,7 +84,7 @@ class Registry:
             self._seq[device_id] = seq
         if kind == "metrics":
             return self._metrics(row, data, now)
-        return self._event(row, data)
+        return self._event(row, data, now)
 
     def _status(self, row: dict, data: dict, now: float) -> list:
         changes = []
@@ -116,8 +120,14 @@ class Registry:
             return [("device", row["id"], {"online": True, "reason": "metrics"})]
         return []
 
-    def _event(self, row: dict, data: dict) -> list:
+    def _event(self, row: dict, data: dict, now: float) -> list:
         self.events.setdefault(row["id"], deque(maxlen=RECENT_EVENTS)).append(data)
+        if data.get("event") == "firmware" and data.get("phase") in FIRMWARE_PHASES:
+            # the daemon's slot verdicts (firmware/daemon_hook.py): what a firmware rollout waits for
+            row["firmware"] = {"phase": data["phase"], "version": data.get("version"), "at": now,
+                               "reason": data.get("reason") or (data.get("error") or {}).get("message")}
+            if data["phase"] == "validated":
+                row["firmware_version"] = data.get("version")
         return [("event", row["id"], {k: data[k] for k in list(data)[:8]})]
 
     def flush(self) -> int:

@@ -8,7 +8,10 @@ chunks the device has; ``deploy.commit`` on a device that already runs the artif
 harmless), ``rolling_back`` ones are rolled back again, ``verifying`` ones are judged from the
 registry as if nothing happened.
 
-Device commands: ``deploy.begin/.chunk/.commit`` (edge/telemetry/transfer.py) carry the artifact;
+Device commands: ``deploy.begin/.chunk/.commit`` (edge/telemetry/transfer.py) carry the artifact,
+``deploy-firmware.*`` a firmware bundle (firmware/ota.py: the daemon installs it into the other
+slot, replies ``{"outcome": "installed", "restart": true}``, restarts and validates the slot --
+plan.py judges the ``firmware`` events that follow);
 ``reload {"model": previous}`` rolls back (the path the device's deploy reply named as
 ``previous``); every command is signed with the hub's key when it has one. An error the device
 sent (model did not load, bad signature, ...) fails the member at once; no answer at all
@@ -28,6 +31,7 @@ from edge.telemetry.requester import Requester, check_reply
 from fleet import plan
 from fleet.registry import Registry
 from fleet.store import Store
+from firmware.ota import VERB as FIRMWARE_VERB       # the daemon's OTA transfer, deploy-firmware.*
 
 log = logging.getLogger("ganglion.fleet.rollout")
 MAX_ATTEMPTS = 3       # transfers that got no answer from an online device, before it is held back
@@ -111,7 +115,8 @@ class Rollouts:
 
     def _transfer(self, dep: dict, device: str, args: dict) -> None:
         try:
-            reply = self.requester.send_file(device, "deploy", dep["artifact"], key=self.key,
+            verb = FIRMWARE_VERB if plan.firmware_version(dep) else "deploy"
+            reply = self.requester.send_file(device, verb, dep["artifact"], key=self.key,
                                              chunk_size=self.chunk_size, timeout=30.0,
                                              meta={"deployment": dep["id"]}, args=args)
             check_reply(reply)
@@ -149,6 +154,9 @@ class Rollouts:
         if kind == "rolled_back":
             self._member(dep, device, "rollback_failed" if error else "rolled_back", "rolled_back",
                          error=message, done_at=time.time())
+        elif error is None and result.get("outcome") in ("reverted", "refused"):    # firmware validated at once
+            self._member(dep, device, "failed", "failed", error=f"firmware {result.get('outcome')}: "
+                         f"{result.get('reason') or result.get('failed_check')}", done_at=time.time())
         elif error is None:
             self._member(dep, device, "verifying", "deploy_committed", sent_at=time.time(),
                          previous=result.get("previous"), shadow=result.get("shadow"))

@@ -11,13 +11,20 @@ Scale: devices share a few MQTT connections (``per_connection``, default 100: 1,
 10 paho threads, not 1,000) and one thread pool for command handlers; a connection that carries a
 single device sets that device's Last Will, so a SIGKILLed one-device simulator goes offline like
 a real daemon. What is not simulated: the disk spool (records are published directly; ``seq``
-restarts at 1 with the process), inference results, firmware slots.
+restarts at 1 with the process), inference results, real firmware slots.
+
+Firmware (``deploy-firmware.*``, firmware/ota.py's transfer): the bundle is verified as a device
+does (``firmware.verify.verify`` against ``firmware_keys``; none = refused, like a daemon whose
+OTA is disabled), the reply is the daemon's ``{"outcome": "installed", "restart": true}``, and
+``FIRMWARE_BOOT_S`` later the "restarted" device reports ``{"event": "firmware", "phase":
+"validated"}`` and the version in its status -- or, with ``fail_mode`` ``revert``, ``reverted``
+(its old version stays, and like a daemon it refuses that version from then on).
 
 Failures (``fail_rate``, chosen per device by a hash of its id, so a rerun fails the same ones):
 ``load``: every deploy of a new artifact is refused like a model that does not load;
 ``unhealthy``: it loads, then half the inputs fail; ``disagree``: it loads, but a shadow run
-(``args.shadow``) reports low top-1 agreement. Rolling back (``reload`` to the previous model)
-always works.
+(``args.shadow``) reports low top-1 agreement; ``revert``: a new firmware slot fails validation.
+Rolling back (``reload`` to the previous model) always works.
 """
 from __future__ import annotations
 
@@ -33,6 +40,9 @@ from pathlib import Path
 
 from core import artifact as gpk
 from core.errors import GanglionError, InputError, UsageError
+from firmware.errors import InstallError
+from firmware.ota import VERB as FIRMWARE_VERB
+from firmware.verify import verify as verify_bundle
 from edge.telemetry.commands import CommandLog, CommandRouter
 from edge.telemetry.config import broker_urls, check_device_id
 from edge.telemetry.mqtt import MqttClient, Will
@@ -40,7 +50,9 @@ from edge.telemetry.topics import command_filter, default_reply_topic, device_to
 from edge.telemetry.transfer import TransferReceiver
 
 log = logging.getLogger("ganglion.fleet.sim")
-FAIL_MODES = ("load", "unhealthy", "disagree")
+FAIL_MODES = ("load", "unhealthy", "disagree", "revert")
+FIRMWARE_BOOT_S = 0.5       # from the OTA reply to the "restarted" device's slot verdict
+BASE_FIRMWARE = "1.0.0"
 BASE = {"model": "sim", "model_version": "1.0", "model_sha256": hashlib.sha256(b"ganglion-sim-base").hexdigest()}
 
 
@@ -87,6 +99,7 @@ class SimDevice:
         base_path = str(sim.workdir / device_id / "base.gpk")
         self.model = {**BASE, "model_path": base_path}
         self.known = {base_path: dict(self.model)}          # model paths this device can reload
+        self.firmware, self.failed_firmware = BASE_FIRMWARE, set()
         self.conn: MqttClient | None = None
         self.router = CommandRouter(device_id, reply=self._reply, event=lambda ev: self.record("events", ev),
                                     log_db=CommandLog(":memory:"), trusted_keys=sim.command_keys)
@@ -94,6 +107,7 @@ class SimDevice:
         self.router.register("reload", self.reload)
         receiver = TransferReceiver(sim.workdir / device_id / "transfers", max_bytes=64 << 20)
         receiver.install(self.router.register, "deploy", self.deploy)
+        receiver.install(self.router.register, FIRMWARE_VERB, self.deploy_firmware)
 
     @property
     def unhealthy(self) -> bool:
@@ -102,6 +116,7 @@ class SimDevice:
     # -- records ------------------------------------------------------------------------------
     def status_payload(self, state: str = "online", **extra) -> bytes:
         data = {"state": state, "since": self.sim.since, **self.model, "board": "sim", "tags": self.sim.tags,
+                "firmware_version": self.firmware,
                 "restarts": 0, **extra}
         return envelope(None, time.time(), self.id, "status", data)
 
@@ -149,6 +164,26 @@ class SimDevice:
         self.record("events", {"event": "deploy", "model": target, "previous": previous, "sha256": digest})
         return result
 
+    def deploy_firmware(self, path: Path, info: dict, args: dict) -> dict:
+        """The daemon's OTA with a stub slot: verify, "install", reply, and "restart" into it."""
+        version = verify_bundle(path, self.sim.firmware_keys).version
+        if version in self.failed_firmware:           # firmware/ota.py: never an install/revert loop
+            raise InstallError(f"version {version} already failed on this device; not retrying it",
+                               code="firmware.failed_version")
+        self.record("events", {"event": "firmware", "phase": "installed", "version": version, "slot": "b"})
+        threading.Timer(FIRMWARE_BOOT_S, self._boot_firmware, (version,)).start()
+        return {"outcome": "installed", "version": version, "slot": "b", "restart": True}
+
+    def _boot_firmware(self, version: str) -> None:
+        if self.failing and self.sim.fail_mode == "revert":
+            self.failed_firmware.add(version)
+            self.record("events", {"event": "firmware", "phase": "reverted", "version": version, "slot": "b",
+                                   "failed_check": "selftest", "reason": "simulated: the new slot failed validation"})
+        else:
+            self.firmware = version
+            self.record("events", {"event": "firmware", "phase": "validated", "version": version, "slot": "b"})
+        self.publish_status()
+
     def shadow_report(self, n: int) -> dict:
         """What the daemon's shadow run reports; a 'disagree' device disagrees on 40% of inputs."""
         agree = 0.6 if self.failing and self.sim.fail_mode == "disagree" else 1.0
@@ -172,7 +207,8 @@ class Simulator:
     def __init__(self, broker: str | Sequence[str], devices: int, *, prefix: str = "sim", fail_rate: float = 0.0,
                  fail_mode: str = "load", latency_ms: float = 5.0, rate_hz: float = 20.0, metrics_interval: float = 2.0,
                  per_connection: int = 100, workdir: str | Path = "sim-devices", tags: dict | None = None,
-                 command_keys: list | None = None, artifact_keys: list | None = None, workers: int = 8,
+                 command_keys: list | None = None, artifact_keys: list | None = None,
+                 firmware_keys: list | None = None, workers: int = 8,
                  mqtt_version: str = "auto", **connection):
         if devices < 1 or per_connection < 1 or not 0 <= fail_rate <= 1 or fail_mode not in FAIL_MODES:
             raise UsageError("--devices and --per-connection must be >= 1, --fail-rate in 0..1, "
@@ -180,7 +216,7 @@ class Simulator:
         self.url = broker_urls(broker)
         self.fail_rate, self.fail_mode, self.latency_ms, self.rate_hz = fail_rate, fail_mode, latency_ms, rate_hz
         self.metrics_interval, self.tags = metrics_interval, dict(tags or {})
-        self.command_keys, self.artifact_keys = command_keys, artifact_keys
+        self.command_keys, self.artifact_keys, self.firmware_keys = command_keys, artifact_keys, firmware_keys
         self.workdir = Path(workdir)
         self.since = round(time.time(), 3)
         width = len(str(devices - 1))

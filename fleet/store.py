@@ -1,12 +1,13 @@
 """The hub's database: SQLite in WAL mode, one writer (the hub's loop), migrations by number.
 
-Tables (schema version 2):
+Tables (schema version 3):
 
     devices             one row per device id: identity, versions, online state, tags, health
     deployments         one row per rollout: artifact, target set, waves, thresholds, state
     deployment_devices  one row per (deployment, device): wave, state, previous model, baseline
     history             per-device log of what was deployed or rolled back, when, and why it failed
     changes             the change stream (id-ordered) a dashboard tails: ``changes_since(id)``
+    operator_tokens     the dashboard's operator token, scrypt-hashed (fleet/web/auth.py)
 
 Durability: every deployment transition is committed before the hub acts on it, so a hub killed
 with SIGKILL restarts from the database (``synchronous=FULL``). Device rows are last values the
@@ -52,11 +53,17 @@ MIGRATIONS: list[str] = [
     """,
     # 2: transfers retried after no answer (rollout.MAX_ATTEMPTS)
     "ALTER TABLE deployment_devices ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    # 3: the dashboard's operator token, stored hashed (fleet/web/auth.py)
+    "CREATE TABLE operator_tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, "
+    "salt TEXT NOT NULL, hash TEXT NOT NULL)",
+    # 4: firmware deployments (.fw bundles) and the last firmware slot event per device
+    "ALTER TABLE deployments ADD COLUMN kind TEXT NOT NULL DEFAULT 'model'; "
+    "ALTER TABLE devices ADD COLUMN firmware TEXT",
 ]
 KEEP_CHANGES = 20_000          # the change stream is a tail, not an archive (history is the archive)
 DEVICE_COLUMNS = ("id", "board", "model", "model_version", "model_sha256", "firmware_version", "online",
-                  "last_seen", "metrics_at", "tags", "health", "status")
-JSON_COLUMNS = {"tags", "health", "status", "target", "waves", "baseline", "shadow", "detail", "data"}
+                  "last_seen", "metrics_at", "tags", "health", "status", "firmware")
+JSON_COLUMNS = {"tags", "health", "status", "target", "waves", "baseline", "shadow", "detail", "data", "firmware"}
 
 
 class Store:

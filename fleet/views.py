@@ -1,7 +1,7 @@
-"""The hub's read API: what the CLI shows today and the web dashboard will serve next.
+"""The hub's read API: what the CLI shows and the web dashboard (fleet/web) serves.
 
 Every view is a plain function of the store and the registry returning JSON-ready dicts, so the
-same data backs ``ganglion fleet status --json``, the hub's command topic and (later) HTTP pages
+same data backs ``ganglion fleet status --json``, the hub's command topic and the dashboard's HTTP pages
 and their JSON twins:
 
     overview(reg, store)               counts by online state and model version, deployments by state
@@ -21,7 +21,8 @@ from fleet.errors import FleetError
 from fleet.registry import Registry
 from fleet.store import Store
 
-DEVICE_FIELDS = ("id", "online", "board", "model", "model_version", "model_sha256", "last_seen", "tags")
+DEVICE_FIELDS = ("id", "online", "board", "model", "model_version", "model_sha256", "firmware_version", "last_seen",
+                 "tags")
 
 
 def overview(reg: Registry, store: Store) -> dict:
@@ -65,12 +66,13 @@ def deployment(store: Store, dep_id: str | None = None) -> dict:
         waves.append({"wave": index, "percent": pct, "devices": len(inside),
                       "open": index <= dep["wave"], "states": dict(Counter(m["state"] for m in inside))})
     return {**{k: dep[k] for k in ("id", "state", "reason", "wave", "rollback", "created", "updated", "name",
-                                   "version", "sha256", "target", "max_failures", "concurrency", "shadow")},
+                                   "version", "sha256", "kind", "target", "max_failures", "concurrency",
+                                   "shadow")},
             "counts": dict(Counter(m["state"] for m in members)), "waves": waves, "devices": members}
 
 
 def deployments(store: Store) -> list[dict]:
-    return store.query("SELECT id, state, reason, wave, rollback, created, name, version, target "
+    return store.query("SELECT id, state, reason, wave, rollback, created, name, version, kind, target "
                        "FROM deployments ORDER BY created DESC")
 
 

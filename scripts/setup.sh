@@ -7,6 +7,8 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 # nats-server: the 3-node JetStream cluster of the MQTT 3.1.1 tests (tests/fixtures/nats.py)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+# chromium: the fleet dashboard's browser tests (playwright drives /usr/bin/chromium, downloads nothing)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need_apt+=(qemu-user-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -107,3 +107,37 @@ def test_shadow_agreement_gates_the_verdict(report, verdict):
     member = {"sent_at": 100.0, "baseline": {}, "shadow": report}
     got, _ = plan.health_verdict(member, running_new(), SHA, 150.0, plan.Limits(), shadow=32)
     assert got == verdict
+
+
+def fw_row(phase, version="2.0.0", at=150.0, metrics_at=152.0, error_rate=0.0):
+    return {"firmware": {"phase": phase, "version": version, "at": at, "reason": "selftest failed"},
+            "metrics_at": metrics_at, "health": {"p95_ms": 5.0, "error_rate": error_rate}, "model_sha256": "other"}
+
+
+@pytest.mark.parametrize("row, now, verdict", [
+    (fw_row("validated"), 160.0, "ok"),                          # validated after the send, healthy metrics after
+    (fw_row("validated", metrics_at=150.5), 160.0, "wait"),      # no metrics window after the new slot yet
+    (fw_row("validated", error_rate=0.5), 160.0, "fail"),        # the new slot serves errors
+    (fw_row("installed"), 160.0, "wait"),                        # restarting into the slot
+    (fw_row("reverted"), 160.0, "fail"),                         # the slot failed; the device went back itself
+    (fw_row("validated", version="1.9.0"), 160.0, "wait"),       # another version's verdict
+    (fw_row("validated", at=90.0), 160.0, "wait"),               # a verdict from before this send
+    (fw_row("installed"), 500.0, "fail"),                        # never validated: timeout
+])
+def test_firmware_members_are_judged_by_their_slot_verdict(row, now, verdict):
+    member = members(1, [1])[0]
+    assert plan.health_verdict(member, row, SHA, now, plan.Limits(), firmware="2.0.0")[0] == verdict
+
+
+def test_a_halted_firmware_wave_sends_nothing_back_and_says_why():
+    sizes = plan.wave_sizes(4, [50, 100])
+    ms = members(4, sizes, d0="updated", d1="failed")
+    acts = plan.decide(dep(kind="firmware", version="2.0.0", state="halted", rollback="wave"), ms, online(4), 160.0)
+    assert acts == [("failed_rollback", "d0", plan.FIRMWARE_NO_ROLLBACK)]
+
+
+def test_a_device_already_on_the_firmware_version_is_not_sent_it_again():
+    sizes = plan.wave_sizes(2, [100])
+    devs = online(2, d0={"firmware_version": "2.0.0"}, d1={"firmware_version": "1.0.0"})
+    acts = plan.decide(dep(kind="firmware", version="2.0.0"), members(2, sizes), devs, 150.0)
+    assert ("verified", "d0") in acts and ("send", "d1") in acts and ("send", "d0") not in acts

@@ -11,21 +11,9 @@ import pytest
 
 from edge.telemetry.requester import Requester
 from core import keys
-from tests.fleet.procs import Procs, hub_client, make_artifact, wait_for
+from tests.fleet.procs import hub_client, make_artifact, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
-
-
-@pytest.fixture
-def procs(tmp_path, mosquitto):
-    p = Procs(tmp_path, mosquitto.url)
-    try:
-        yield p
-    except BaseException:
-        print(p.logs())
-        raise
-    finally:
-        p.stop_all()
 
 
 def devices_seen(client, n, prefix=None, online=True):
