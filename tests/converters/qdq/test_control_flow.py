@@ -83,4 +83,7 @@ def test_convert_qdq_freezes_a_constant_sample_rate_and_matches_float(tmp_path):
                                   target="qdq", progress=False))
     qdq = onnx.load(tmp_path / "q.onnx")
     assert [i.name for i in qdq.graph.input] == ["x"]
+    # the live branch is inlined (frontend/inline_if.py), so its MatMul is quantized too
+    ops = {n.name: n for n in qdq.graph.node}
+    assert "If_sr" not in ops and all(i.endswith("_dequantized") for i in ops["then_mm"].input)
     assert sqnr_db(run(if_model(), held), run(qdq, held)) > 30
