@@ -29,6 +29,7 @@ from converters.config import ConvertConfig
 from converters.errors import ConvertError
 from converters.freeze import FrozenInputWarning, constant_controls, freeze_inputs
 from converters.frontend.cut import cut_outputs
+from converters.frontend.inline_if import inline_constant_ifs
 from converters.frontend.load import read_model
 from converters.frontend.names import check_keep_float, node_names
 from converters.frontend.quantized import check_annotated
@@ -145,7 +146,8 @@ def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
     shapes = dict(shapes or {})
     model = read_model(path)
     if values:
-        model = freeze_inputs(model, values, shapes)
+        # an If on a frozen input keeps one branch: inlined here, so calibration and QDQ see it
+        model = inline_constant_ifs(freeze_inputs(model, values, shapes))
     before = {i.name for i in model.graph.input}
     if outputs:
         model = cut_outputs(model, outputs, where=str(path))

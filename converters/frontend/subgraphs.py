@@ -28,6 +28,11 @@ def children(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from attr.graphs
 
 
+def has_subgraph(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` holds a subgraph (If, Loop, Scan)."""
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
 def descendants(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """Every subgraph below ``graph``, parents before children."""
     for child in children(graph):

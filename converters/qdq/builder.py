@@ -36,6 +36,7 @@ from onnx import helper, numpy_helper, version_converter
 from converters import tflite
 from converters.errors import ConvertError
 from converters.frontend.names import check_keep_float, name_nodes
+from converters.frontend.subgraphs import descendants, local_names
 from converters.qdq import amax, fold, ops, params, shared
 from converters.qdq.shared import Shared
 from core.errors import UsageError
@@ -143,6 +144,8 @@ class _Writer:
         self.types.update({i.name: i.data_type for i in graph.initializer})
         self.names = {n for node in graph.node for n in list(node.input) + list(node.output)}
         self.names |= set(self.inits) | {vi.name for vi in graph.input}
+        # a new name must not be one a subgraph defines: ONNX forbids shadowing an outer name
+        self.names |= {name for sub in descendants(graph) for name in local_names(sub)}
         self.producer = {out: node for node in graph.node for out in node.output}
         self.consumers: dict[str, list] = {}
         for node in graph.node:

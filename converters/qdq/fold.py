@@ -5,6 +5,11 @@ rescale those channels in float after the int8 product, which neither ONNX Runti
 fuses into an int8 kernel. Folding first (W' = W * gamma / sqrt(var + eps), b' = (b - mean) *
 gamma / sqrt(var + eps) + beta) gives one Conv whose output keeps the BN output's name, so the
 calibration ranges (collected on the original graph) still apply by name.
+
+Control-flow subgraphs (If branches, Loop bodies) read names of the graph around them: an
+initializer only a branch reads is live, and a tensor a branch reads keeps its name (no Identity
+dropped or Conv output renamed under it), else the model fails the ONNX checker
+(https://onnx.ai/onnx/repo-docs/IR.html#names-within-a-graph: outer-scope names).
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from collections import Counter
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from converters.frontend.subgraphs import descendants
 
 
 def fold(graph: onnx.GraphProto) -> dict[str, str]:
@@ -40,13 +47,20 @@ def fold(graph: onnx.GraphProto) -> dict[str, str]:
 
 
 def use_counts(graph: onnx.GraphProto) -> Counter:
-    """How many node inputs read each tensor name."""
-    return Counter(name for node in graph.node for name in node.input)
+    """How many node inputs read each tensor name (a subgraph reading it counts once more)."""
+    return Counter([name for node in graph.node for name in node.input] + sorted(subgraph_reads(graph)))
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names the subgraphs of ``graph``'s nodes read (their own local names included: harmless
+    for "is it used" questions, as no subgraph may shadow an outer name)."""
+    return {name for sub in descendants(graph) for node in sub.node for name in node.input}
 
 
 def drop_dead_initializers(graph: onnx.GraphProto) -> None:
-    """Remove initializers no node reads and no graph output names (after folding or rewriting)."""
+    """Remove initializers no node (nor subgraph) reads and no graph output names."""
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    used |= subgraph_reads(graph)
     live = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(live)
@@ -69,8 +83,8 @@ def _fold_pair(graph, conv, bn, inits) -> None:
 
 
 def _drop_identities(graph: onnx.GraphProto) -> int:
-    """Remove Identity / inference-mode Dropout whose output is not a graph output."""
-    outputs = {o.name for o in graph.output}
+    """Remove Identity / inference-mode Dropout whose output is not a graph output nor read by a subgraph."""
+    outputs = {o.name for o in graph.output} | subgraph_reads(graph)
     rename, keep = {}, []
     for node in graph.node:
         node.input[:] = [rename.get(n, n) for n in node.input]
