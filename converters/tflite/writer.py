@@ -76,7 +76,7 @@ def _tensor(t, buffers) -> schema.TensorT:
     out.type = TENSOR_TYPES[t.dtype]
     out.buffer = 0
     if t.is_const:
-        buffers.append(_RawBuffer(np.ascontiguousarray(t.data, NP_TYPES[t.dtype])))
+        buffers.append(_RawBuffer(np.asarray(t.data, NP_TYPES[t.dtype])))
         out.buffer = len(buffers) - 1
     if t.quant is not None:
         q = schema.QuantizationParametersT()
@@ -89,19 +89,22 @@ def _tensor(t, buffers) -> schema.TensorT:
 
 class _RawBuffer:
     """Stands in for a BufferT whose ``data`` is the tensor's array: ``Pack`` writes the same bytes
-    as the object API (a ubyte vector, alignment 1) straight from the array's memory. The object
-    API needs a uint8 copy and ``CreateNumpyVector`` makes two more (a byteswap for the
+    as the object API (a ubyte vector, alignment 1, C order, little endian as this host) straight
+    from the array into the builder, laying out a broadcast or transposed view on the way. The
+    object API needs a uint8 copy and ``CreateNumpyVector`` makes two more (a byteswap for the
     endian-less uint8, then ``tobytes``): three copies of every weight (issue 8)."""
 
     def __init__(self, data: np.ndarray):
         self.data = data
 
     def Pack(self, builder) -> int:  # noqa: N802 (the object API's name)
-        raw = self.data.reshape(-1).view(np.uint8)
-        builder.StartVector(1, raw.size, 1)
-        builder.head = builder.head - raw.size
-        builder.Bytes[builder.head:builder.head + raw.size] = memoryview(raw)
-        builder.vectorNumElems = raw.size
+        n = self.data.nbytes
+        builder.StartVector(1, n, 1)
+        builder.head = builder.head - n
+        dest = np.frombuffer(builder.Bytes, np.uint8, count=n, offset=builder.head)
+        dest.view(self.data.dtype).reshape(self.data.shape)[...] = self.data
+        del dest                          # a live view would pin the bytearray's size
+        builder.vectorNumElems = n
         data = builder.EndVector()
         schema.BufferStart(builder)
         schema.BufferAddData(builder, data)
