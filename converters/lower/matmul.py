@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.lower.context import LowerContext, options
+from converters.lower.context import LowerContext, laid_out, options
 from converters.lower.registry import lowers
 
 
@@ -51,7 +51,7 @@ def gemm(ctx: LowerContext, node) -> None:
 
 
 def _fully_connected(ctx, a, w, bias, out, act, keep):
-    inputs = [a, ctx.const(np.ascontiguousarray(w, np.float32), "weights")]
+    inputs = [a, ctx.const(laid_out(w, np.float32), "weights")]
     inputs.append(ctx.const(bias, "bias") if bias is not None
                   else ctx.const(np.zeros(w.shape[0], np.float32), "bias"))
     ctx.emit("FULLY_CONNECTED", inputs, [out],

@@ -199,8 +199,11 @@ def _flatten_into_weights(s: _Sweep, node: Node) -> bool:
     order = np.arange(out_shape[1]).reshape(x.shape[1:]).transpose([p - 1 for p in x.perm[1:]]).reshape(-1)
     for u in users:
         w = g.const(u.inputs[1])
-        rows_first = not (u.op == "Gemm" and u.attrs.get("transB", 0))
-        u.inputs[1] = g.add_const(u.inputs[1] + "_nhwc_rows", w[order] if rows_first else w[:, order])
+        axis = 0 if not (u.op == "Gemm" and u.attrs.get("transB", 0)) else 1
+        # A broadcast view (a folded ConstantOfShape splat) repeats one row: permuting is the identity,
+        # and w[order] would lay out all of it (411 MB for VGG-19's fc6, issue 8).
+        permuted = w if w.strides[axis] == 0 else np.take(w, order, axis=axis)
+        u.inputs[1] = g.add_const(u.inputs[1] + "_nhwc_rows", permuted)
     renamed = g.fresh(y + "_nhwc_flat")
     g.tensors[renamed] = Tensor(renamed, g.tensors[y].shape, g.tensors[y].dtype)
     node.outputs = [renamed]

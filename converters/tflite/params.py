@@ -51,7 +51,7 @@ def weight_scale_max(tg: TGraph, op) -> float:
     w = tg.tensors[op.inputs[w_i]].data
     if w is None:
         return 1.0
-    peak = float(np.abs(w).max()) if w.size else 0.0
+    peak = float(max(w.max(), -w.min())) if w.size else 0.0     # = max |w|, without an |w| copy
     return peak / 127.0 if peak > 0 else 1.0 / 127.0
 
 

@@ -190,7 +190,7 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
         if op.inputs[w_i] in originals:           # shared weight, already int8 (see _clone_shared_constants)
             w_float, w_scale = originals[op.inputs[w_i]], weights.quant.scale
         else:
-            w_float = originals[op.inputs[w_i]] = weights.data.astype(np.float64)
+            w_float = originals[op.inputs[w_i]] = weights.data   # the float32 array itself: no copy
             w_scale = per_channel_int8(weights, axis, tg.carried.get(op.node), op.node)   # carried: kept ints
         correct = op.opcode in BIAS_CORRECTED and x in input_means
         if correct and (b_i >= len(op.inputs) or op.inputs[b_i] < 0):
@@ -198,7 +198,7 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
         if b_i < len(op.inputs) and op.inputs[b_i] >= 0:
             bias = tg.tensors[op.inputs[b_i]]
             if correct:
-                error = weights.data * _along(w_scale, axis, w_float.ndim) - w_float
+                error = np.subtract(weights.data * _along(w_scale, axis, w_float.ndim), w_float, dtype=np.float64)
                 shift = _rounding_shift(op.opcode, error, input_means[x], _spread(tg, op, x))
                 if shift is not None:
                     bias.data = (bias.data.astype(np.float64) - shift).astype(np.float32)

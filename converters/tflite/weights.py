@@ -17,6 +17,7 @@ from converters.tflite.rules import WEIGHTS
 from converters.tgraph import QParams, TGraph, TOp, TTensor
 
 MIN_ELEMENTS = 16
+CHUNK_ELEMENTS = 1 << 20     # float64 rows quantized at a time (8 MB)
 DYNAMIC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
@@ -56,16 +57,39 @@ def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np
             return scale
         warn(f"weights of '{owner}' are requantized: they are no longer the model's int8 values times its "
              "scales (per output channel, up to a folded BatchNormalization's factor)")
-    w = t.data.astype(np.float64)
-    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    scale = np.abs(moved).max(axis=1) / 127.0
+    w = t.data
+    scale = _absmax(w, axis).astype(np.float64) / 127.0
     scale = np.where(scale > 0, scale, 1.0 / 127.0)   # an all-zero channel: any scale is exact
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    t.data = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    t.data = _to_int8(w, axis, scale)
     t.dtype = "int8"
     t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
     return scale.astype(np.float32)
+
+
+def _absmax(w: np.ndarray, axis: int) -> np.ndarray:
+    """Per-channel max |w| without an |w| copy: max(max, -min) is exact in the weights' dtype."""
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    if w.size == 0:
+        return np.zeros(w.shape[axis], w.dtype)
+    return np.maximum(w.max(axis=others), -w.min(axis=others))
+
+
+def _to_int8(w: np.ndarray, axis: int, scale: np.ndarray) -> np.ndarray:
+    """round(w / scale) clipped to [-127, 127] as int8, computed in float64 (the rounding the
+    format's reference quantizer uses) a block of rows at a time: a float64 copy of a 100M-element
+    matrix (VGG-19's fc6) would be 800 MB and three passes over it (issue 8)."""
+    out = np.empty(w.shape, np.int8)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    scale = scale.reshape(shape)
+    rows = max(1, CHUNK_ELEMENTS // max(1, w.size // w.shape[0]))
+    for start in range(0, w.shape[0], rows):
+        block = slice(start, start + rows)
+        tmp = np.divide(w[block], scale[block] if axis == 0 else scale, dtype=np.float64)
+        np.round(tmp, out=tmp)
+        np.clip(tmp, -127, 127, out=tmp)
+        out[block] = tmp
+    return out
 
 
 def to_dynamic(tg: TGraph) -> None:

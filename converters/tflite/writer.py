@@ -51,13 +51,22 @@ def serialize(tg: TGraph, description: str = "ganglion", extra_outputs=()) -> by
     sub.outputs = list(tg.outputs) + [i for i in extra_outputs if i not in tg.outputs]
     sub.operators = [_operator(op, op_version(tg, op), opcodes, model.operatorCodes) for op in tg.ops]
     model.subgraphs = [sub]
-    builder = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in tg.tensors if t.is_const))
+    builder = flatbuffers.Builder(_size_hint(tg, model.buffers))
     cache: dict = {}
     for t in sub.tensors:
         if t.quantization is not None:
             t.quantization = _SharedQuant(t.quantization, cache)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return bytes(memoryview(builder.Bytes)[builder.Head():])    # one copy (Output() slices: two)
+
+
+def _size_hint(tg: TGraph, buffers: list) -> int:
+    """Builder bytes to start with: the constants plus a generous bound on everything else, so the
+    builder never doubles (each doubling copies the whole buffer: 575 MB for VGG-19, issue 8)."""
+    data = sum(b.data.nbytes + 16 for b in buffers[1:])
+    meta = sum(len(t.name) + 128 + 16 * len(t.shape) + (12 * len(t.quant.scale) if t.quant else 0)
+               for t in tg.tensors)
+    return min(data + meta + 256 * len(tg.ops) + (1 << 16), flatbuffers.Builder.MAX_BUFFER_SIZE)
 
 
 def _tensor(t, buffers) -> schema.TensorT:
@@ -67,9 +76,7 @@ def _tensor(t, buffers) -> schema.TensorT:
     out.type = TENSOR_TYPES[t.dtype]
     out.buffer = 0
     if t.is_const:
-        buf = schema.BufferT()
-        buf.data = np.frombuffer(np.ascontiguousarray(t.data, NP_TYPES[t.dtype]).tobytes(), np.uint8)
-        buffers.append(buf)
+        buffers.append(_RawBuffer(np.asarray(t.data, NP_TYPES[t.dtype])))
         out.buffer = len(buffers) - 1
     if t.quant is not None:
         q = schema.QuantizationParametersT()
@@ -78,6 +85,30 @@ def _tensor(t, buffers) -> schema.TensorT:
         q.quantizedDimension = int(t.quant.axis)
         out.quantization = q
     return out
+
+
+class _RawBuffer:
+    """Stands in for a BufferT whose ``data`` is the tensor's array: ``Pack`` writes the same bytes
+    as the object API (a ubyte vector, alignment 1, C order, little endian as this host) straight
+    from the array into the builder, laying out a broadcast or transposed view on the way. The
+    object API needs a uint8 copy and ``CreateNumpyVector`` makes two more (a byteswap for the
+    endian-less uint8, then ``tobytes``): three copies of every weight (issue 8)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    def Pack(self, builder) -> int:  # noqa: N802 (the object API's name)
+        n = self.data.nbytes
+        builder.StartVector(1, n, 1)
+        builder.head = builder.head - n
+        dest = np.frombuffer(builder.Bytes, np.uint8, count=n, offset=builder.head)
+        dest.view(self.data.dtype).reshape(self.data.shape)[...] = self.data
+        del dest                          # a live view would pin the bytearray's size
+        builder.vectorNumElems = n
+        data = builder.EndVector()
+        schema.BufferStart(builder)
+        schema.BufferAddData(builder, data)
+        return schema.BufferEnd(builder)
 
 
 class _SharedQuant:

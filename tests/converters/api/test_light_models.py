@@ -21,9 +21,9 @@ is one) and checks, against onnxruntime:
 
 VGG-19 and ZFNet-512 make fc6 weights of 103M / 75M elements (411 / 302 MB) with ConstantOfShape:
 the frontend folds a splat to a broadcast view (one element in memory, under the fold limit) and
-only the writer lays the bytes out. They are the slow cases of this file: on a loaded 2-core
-machine VGG-19 converts in ~37 s float / ~50 s int8 (575 / 144 MB .tflite, ~4 GB peak RSS; weight
-quantization and the flatbuffer builder dominate), ZFNet-512 in ~19 s / ~21 s.
+only the writer lays the bytes out. They are the big cases of this file (575 / 144 MB .tflite for
+VGG-19): ~0.5-2 s each and under 1.3 GB peak RSS since issue 8's fixes (bench/light_bench.py; the
+whole file ~17 s and 1.4 GB, was ~44 s and 4.5 GB on the same machine).
 
 One calibration sample of uniform [0, 1) pixels: calibration is not what this file tests, and each
 224x224 sample costs an onnxruntime pass with every activation recorded (suite budget).

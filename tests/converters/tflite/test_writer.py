@@ -1,11 +1,14 @@
 """Flatbuffer structure and the tensor_map contract (ONNX name -> TFLite index + perm)."""
 import ai_edge_litert.schema_py_generated as schema
+import flatbuffers
 import numpy as np
 import pytest
 from onnx import helper
 
 from converters import tflite
 from converters.calibrate.runner import expose
+from converters.tflite import writer
+from converters.tgraph import QParams, TGraph, TTensor
 from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
@@ -123,3 +126,33 @@ def test_measurement_through_extra_outputs_matches_preserved_tensors():
         assert found[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), tg.tensors[i].name
     assert len(serialize(tg)) < len(serialize(tg, extra_outputs=sorted(layer_inputs)))
     assert schema.ModelT.InitFromPackedBuf(serialize(tg), 0).subgraphs[0].outputs.tolist() == tg.outputs
+
+
+
+def test_constant_buffers_hold_the_tensor_bytes_and_the_builder_never_grows(monkeypatch):
+    """The writer packs constant buffers straight from the arrays into a builder sized up front
+    (issue 8): every buffer holds exactly its tensor's bytes (any dtype, a broadcast view and a
+    transposed view too), and no doubling (a full copy of the model) happens."""
+    def refuse(self):
+        raise AssertionError("the flatbuffer builder grew: the size hint is too small")
+
+    monkeypatch.setattr(flatbuffers.Builder, "GrowByteBuffer", refuse)
+    consts = {"f32": RNG.normal(size=(5, 7)).astype(np.float32),
+              "f32_t": RNG.normal(size=(7, 5)).astype(np.float32).T,
+              "splat": np.broadcast_to(np.float32(0.25), (300, 3)),
+              "f16": RNG.normal(size=(9,)).astype(np.float16),
+              "i8": RNG.integers(-127, 128, (4, 3), dtype=np.int8),
+              "i32": RNG.integers(-1000, 1000, (4,), dtype=np.int32),
+              "flag": np.array([True, False, True]),
+              "empty": np.zeros((0,), np.float32)}
+    tg = TGraph()
+    for name, value in consts.items():
+        dtype = {"bool": "bool"}.get(value.dtype.name, value.dtype.name)
+        quant = QParams(np.full(4, 0.1, np.float32), np.zeros(4, np.int64)) if name == "i8" else None
+        tg.add(TTensor(name, tuple(value.shape), dtype, data=value, quant=quant))
+    model = schema.ModelT.InitFromPackedBuf(writer.serialize(tg), 0)
+    tensors = model.subgraphs[0].tensors
+    assert [t.name.decode() for t in tensors] == list(consts)
+    for t, value in zip(tensors, consts.values()):
+        data = model.buffers[t.buffer].data
+        assert (b"" if data is None else data.tobytes()) == np.ascontiguousarray(value).tobytes(), t.name
