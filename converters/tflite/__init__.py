@@ -129,7 +129,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
         by_index, means = _index_ranges(tg, ranges, samples, options.bias_correction)
-        keep |= precision.float_nodes(tg, by_index)      # int8 would wreck these (precision.py)
+        squares = frozenset(n.name for n in graph.nodes if n.op in ("Pow", "Mul"))
+        keep |= precision.float_nodes(tg, by_index, squares)   # int8 would wreck these (precision.py)
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
     elif options.quantize == "float16":
         to_float16(tg)

@@ -21,6 +21,13 @@ models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
             keeps fewer than 256/T steps for a typical weight. Measured: float attention
             softmaxes add 0.7 dB on the ViT of bench/fidelity_bench.py (197 tokens).
 
+    SQUARE  ``Pow(x, 2)`` / ``Mul(x, x)`` (lowered to MUL(x, x)): the square doubles the dynamic
+            range in dB, so an int8 output over [0, max^2] rounds every value below max/16 to a
+            step or two. A spectrogram's ``re^2 + im^2`` is mostly such values: silero VAD's STFT
+            power lost 12-17 dB per square in int8. ONNX Runtime's quantizer never quantizes Pow
+            either. Only whole ONNX square nodes are meant (not the variance inside a lowered
+            LayerNormalization, which the RSQRT rule covers).
+
 The rules read the ranges the backend already has (calibration ranges of ONNX tensors, measured
 ranges of the lowering's temporaries: ``tflite/ranges.py``), so it costs nothing extra.
 """
@@ -42,12 +49,16 @@ def rsqrt_error(lo: float, hi: float) -> float:
     return step / (4.0 * lo)
 
 
-def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
-    """IR node names whose ops int8 would wreck (see the module doc), given ranges by tensor."""
+def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]],
+                squares: frozenset[str] = frozenset()) -> set[str]:
+    """IR node names whose ops int8 would wreck (see the module doc), given ranges by tensor;
+    ``squares``: IR nodes that are a Pow or Mul of their own (the SQUARE rule applies to them)."""
     found = set()
     for op in tg.ops:
         if not op.node:
             continue
+        if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]:
+            found.add(op.node)
         if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
         if op.opcode != "RSQRT":

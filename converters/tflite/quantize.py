@@ -22,7 +22,11 @@ An op without an int8 kernel, named in ``keep_float``, or touching a tensor with
 float: DEQUANTIZE before it, QUANTIZE after it (a "float island"). Pure data movement (TRANSPOSE,
 PAD, RESHAPE, ...) whose every reader is float joins the island (``_demote_float_feeders``): moving
 float bytes is exact, and it saves a QUANTIZE -> int8 move -> DEQUANTIZE round trip (e.g. the
-input TRANSPOSE and PAD in front of a stem convolution kept in float).
+input TRANSPOSE and PAD in front of a stem convolution kept in float). Two more rules keep float
+values float where they already are (``_float_regions``): data movement of a float tensor that a
+float op reads too (a recurrent layer's new state, read by the next layer and written to the state
+output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose inputs and readers are all float (a
+spectrogram's ``re^2 + im^2`` between float squares and a float SQRT).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
     _demote_float_feeders(tg, int8_ops)
+    _float_regions(tg, int8_ops, io)
     ranges = saturate.narrow(tg, ranges, int8_ops)      # steps only where readers see them
     domain = io_edges.initial_domains(tg, int8_ops, io)
     io_edges.insert_conversions(tg, int8_ops, domain, ranges)
@@ -143,6 +148,67 @@ def _demote_float_feeders(tg: TGraph, int8_ops: set[int]) -> None:
         ops_reading = [r for o in op.outputs for r in readers.get(o, [])]
         if ops_reading and not any(id(r) in int8_ops for r in ops_reading):
             int8_ops.discard(id(op))
+
+
+# Movement that copies bytes unchanged (no pooling, resizing or comparing).
+MOVEMENT = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "GATHER", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V",
+            "CONCATENATION", "PAD", "PADV2", "MIRROR_PAD", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
+# Elementwise or reducing arithmetic, as cheap in float as in int8 (no weights).
+CHEAP = {"ADD", "SUB", "MUL", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "MEAN", "SUM", "ABS"}
+
+
+def _float_regions(tg: TGraph, int8_ops: set[int], io: str) -> None:
+    """Keep float what only float ops produce and read, so that no float value takes an int8
+    round trip it does not need.
+
+    * Data movement (``MOVEMENT``) whose input is float and that at least one float op (or a float
+      graph output) reads runs in float; its int8 readers get a QUANTIZE after it instead of before. In int8 the float
+      reader would see the value rounded to a step it never needed: silero's LSTM writes its new
+      state h to the state output *and* to the int8 decoder; through an int8 copy the fed-back
+      state lost most of its bits (state output at 14 dB on its own).
+    * Cheap arithmetic (``CHEAP``) whose every data input comes from a float op (or a float graph
+      input) and whose every reader is float (or a float graph output) runs in float: a QUANTIZE
+      in front and a DEQUANTIZE behind would only add rounding. Found as a greatest fixed point,
+      so chains (MEAN -> ADD -> float RSQRT) go float together."""
+    producer = {o: op for op in tg.ops for o in op.outputs}
+    readers = tg.consumers_of()
+    float_edges = set(tg.inputs) if io == "float32" else set()
+    outputs = set(tg.outputs) if io == "float32" else set()
+
+    def is_float(t: int, region: set[int]) -> bool:
+        src = producer.get(t)
+        if src is None:
+            return t in float_edges or tg.tensors[t].is_const
+        return id(src) not in int8_ops or id(src) in region
+
+    def data(op):
+        return [op.inputs[p] for p in data_inputs(op.opcode, op.inputs)
+                if p < len(op.inputs) and op.inputs[p] >= 0 and not tg.tensors[op.inputs[p]].is_const]
+
+    feeds_float: set[int] = set()        # movement ops from which moved bytes reach a float reader
+    for op in reversed(tg.ops):
+        if op.opcode in MOVEMENT and any(
+                o in outputs or any(id(r) not in int8_ops or id(r) in feeds_float for r in readers.get(o, []))
+                for o in op.outputs):
+            feeds_float.add(id(op))
+    for op in tg.ops:                    # forward: a chain follows its float input
+        if id(op) in int8_ops and id(op) in feeds_float and data(op) and all(is_float(t, set()) for t in data(op)):
+            int8_ops.discard(id(op))
+    region = {id(op) for op in tg.ops if id(op) in int8_ops and op.opcode in CHEAP and data(op)}
+    by_id = {id(op): op for op in tg.ops}
+    changed = True
+    while changed:
+        changed = False
+        for key in list(region):
+            op = by_id[key]
+            ins_ok = all(is_float(t, region) for t in data(op))
+            outs_ok = all((o in outputs or not set(tg.outputs) & {o}) and
+                          all(id(r) not in int8_ops or id(r) in region for r in readers.get(o, []))
+                          for o in op.outputs)
+            if not (ins_ok and outs_ok):
+                region.discard(key)
+                changed = True
+    int8_ops -= region
 
 
 def _clone_shared_constants(tg: TGraph) -> None:
