@@ -25,7 +25,7 @@ float bytes is exact, and it saves a QUANTIZE -> int8 move -> DEQUANTIZE round t
 input TRANSPOSE and PAD in front of a stem convolution kept in float). Two more rules keep float
 values float where they already are (``_float_regions``): data movement of a float tensor that a
 float op reads too (a recurrent layer's new state, read by the next layer and written to the state
-output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose inputs and readers are all float (a
+output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose producers and readers are all float ops (a
 spectrogram's ``re^2 + im^2`` between float squares and a float SQRT).
 """
 from __future__ import annotations
@@ -161,25 +161,23 @@ def _float_regions(tg: TGraph, int8_ops: set[int], io: str) -> None:
     """Keep float what only float ops produce and read, so that no float value takes an int8
     round trip it does not need.
 
-    * Data movement (``MOVEMENT``) whose input is float and that at least one float op (or a float
-      graph output) reads runs in float; its int8 readers get a QUANTIZE after it instead of before. In int8 the float
-      reader would see the value rounded to a step it never needed: silero's LSTM writes its new
+    * Data movement (``MOVEMENT``) whose input a float op makes and that at least one float op (or
+      a float graph output) reads runs in float; its int8 readers get a QUANTIZE after it instead
+      of before. In int8 the float reader would see the value rounded to a step it never needed: silero's LSTM writes its new
       state h to the state output *and* to the int8 decoder; through an int8 copy the fed-back
       state lost most of its bits (state output at 14 dB on its own).
-    * Cheap arithmetic (``CHEAP``) whose every data input comes from a float op (or a float graph
-      input) and whose every reader is float (or a float graph output) runs in float: a QUANTIZE
-      in front and a DEQUANTIZE behind would only add rounding. Found as a greatest fixed point,
+    * Cheap arithmetic (``CHEAP``) whose every data input comes from a float op and whose every
+      reader is a float op runs in float: a QUANTIZE in front and a DEQUANTIZE behind would only
+      add rounding. Found as a greatest fixed point,
       so chains (MEAN -> ADD -> float RSQRT) go float together."""
     producer = {o: op for op in tg.ops for o in op.outputs}
     readers = tg.consumers_of()
-    float_edges = set(tg.inputs) if io == "float32" else set()
     outputs = set(tg.outputs) if io == "float32" else set()
 
     def is_float(t: int, region: set[int]) -> bool:
+        """Made by a float op (graph inputs do not count: see the CHEAP rule's comment)."""
         src = producer.get(t)
-        if src is None:
-            return t in float_edges or tg.tensors[t].is_const
-        return id(src) not in int8_ops or id(src) in region
+        return src is not None and (id(src) not in int8_ops or id(src) in region)
 
     def data(op):
         return [op.inputs[p] for p in data_inputs(op.opcode, op.inputs)
@@ -201,9 +199,11 @@ def _float_regions(tg: TGraph, int8_ops: set[int], io: str) -> None:
         changed = False
         for key in list(region):
             op = by_id[key]
+            # only ops around it count: between a float graph input and output the op is what the
+            # user asked to run in int8 (a one-op model, a pre-quantized QLinearAdd)
             ins_ok = all(is_float(t, region) for t in data(op))
-            outs_ok = all((o in outputs or not set(tg.outputs) & {o}) and
-                          all(id(r) not in int8_ops or id(r) in region for r in readers.get(o, []))
+            outs_ok = all(o not in tg.outputs and readers.get(o) and
+                          all(id(r) not in int8_ops or id(r) in region for r in readers[o])
                           for o in op.outputs)
             if not (ins_ok and outs_ok):
                 region.discard(key)
