@@ -10,7 +10,8 @@ The scenarios live in bench/daemon/, one module each, whose docstrings say how e
   latency.py   floor (pipe, thread hand-offs, a no-model echo), batch-1 latency (bare / sync /
                async / in-process worker, paired in rotating blocks), throughput (mb, w2, mb2), RSS
   ready.py     spawn -> READY=1, and spawn -> retained "online" status through a private mosquitto
-  pipeline.py  folder -> model -> JSONL: bare / in-process loop / daemon with a worker lane
+  pipeline.py  folder -> model -> JSONL: bare / in-process loop / daemon with a worker lane /
+               the same daemon on the parent's request path (what MQTT inputs take)
   report.py    the rows, the targets and the tables
 
 Every scenario runs in a child process of its own (``--child KIND MODEL``), so memory figures are
@@ -85,9 +86,10 @@ def child(args) -> None:
     kind, model = args.child
     if kind == "echo":
         print(json.dumps(latency.child_echo(args.runs)))
-    elif kind in ("pipe-inproc", "pipe-daemon"):         # the sides of the pipeline, until stdin closes
-        fn = pipeline.child_inproc if kind == "pipe-inproc" else pipeline.child_lane_daemon
-        fn(model, args.folder, args.out, args.threads)
+    elif kind == "pipe-inproc":                           # the sides of the pipeline, until stdin closes
+        pipeline.child_inproc(model, args.folder, args.out, args.threads)
+    elif kind in ("pipe-daemon", "pipe-parent"):
+        pipeline.child_lane_daemon(model, args.folder, args.out, args.threads, lanes=kind == "pipe-daemon")
     else:
         fn = {"bare": latency.child_bare, "daemon": latency.child_daemon, "pipeline": pipeline.child_pipeline}[kind]
         print(json.dumps(fn(model, args.runs, args.threads)))

@@ -5,14 +5,19 @@ turns in blocks of PIPE_BLOCK inputs: "bare" = the bare interpreter alone (the i
 "inproc" = one process running the same folder and sink code around an in-process interpreter (no
 daemon, no worker: what a hand-written loop with the same I/O costs), and "daemon" = ``Daemon``
 with a folder source and a JSONL sink, where the worker process reads the folder and writes the
-results itself while the parent supervises. A block's time per input is (last done - first done)
+results itself while the parent supervises. A fourth side, "parent", is the same daemon with
+the worker lanes switched off: the parent's folder source submits each input, the worker answers
+over the pipe and the parent writes the sink -- the request path that MQTT inputs and the mqtt
+sink take. A block's time per input is (last done - first done)
 / (n - 1), seen by this process polling done/ every ms (it runs on neither side), so the folder's
 0.1 s scan interval does not count. pipe_overhead = daemon / inproc - 1 (target <= 5%: what the
 worker process adds); pipe_vs_bare = daemon / bare - 1 (also counts the file I/O and JSON the bare
 loop skips). The inproc and daemon sides are child processes of their own; the CPU time of all
 their threads (daemon: parent + worker) per input is summed over the blocks from
 /proc/PID/task/TID/schedstat -> pipe_cpu_overhead, a figure that a loaded machine disturbs far
-less than wall time.
+less than wall time. pipe_parent_overhead / pipe_parent_cpu_overhead are the same figures for
+the parent side, and pipe_parent_vs_lane_cpu = parent CPU / daemon CPU - 1 is what the parent's
+request path costs per input against a lane.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import numpy as np
 from daemon.common import SCRIPT, SETTLE, Bare, start_daemon
 
 PIPE_BLOCK = 50         # inputs per block of the source -> sink comparison
+SIDES = ("inproc", "daemon", "parent")      # child processes; "bare" runs in the pipeline child itself
 
 
 def child_inproc(model: str, folder: str, out: str, threads: int) -> None:
@@ -50,12 +56,18 @@ def child_inproc(model: str, folder: str, out: str, threads: int) -> None:
     FolderSource(host, folder).run(stop)
 
 
-def child_lane_daemon(model: str, folder: str, out: str, threads: int) -> None:
-    """A daemon whose worker reads ``folder`` and writes ``out`` itself, until stdin closes."""
+def child_lane_daemon(model: str, folder: str, out: str, threads: int, lanes: bool = True) -> None:
+    """A daemon whose worker reads ``folder`` and writes ``out`` itself, until stdin closes; with
+    ``lanes=False`` the same daemon and files on the parent's request path instead (the parent's
+    folder source submits, the worker answers over the pipe, the parent writes the sink): the path
+    that MQTT inputs and the mqtt sink take (docs/daemon.md says why they stay there)."""
+    from edge.daemon import lane
+    if not lanes:
+        lane.LANE_SINKS = frozenset()         # no sink qualifies: lane_folders() gives the worker none
     d = start_daemon(model, threads, 1, 0.0, 64, sources=[{"kind": "folder", "path": folder}],
                      sinks=[{"kind": "jsonl", "path": out}])
-    if not d.lane_sources:
-        raise SystemExit("the daemon did not give the folder to its worker")
+    if bool(d.lane_sources) != lanes:
+        raise SystemExit(f"the daemon {'did not give' if lanes else 'gave'} the folder to its worker")
     print(json.dumps({"pids": [os.getpid(), *d.pool.pids()]}), flush=True)
     sys.stdin.read()
     d.stop()
@@ -63,7 +75,7 @@ def child_lane_daemon(model: str, folder: str, out: str, threads: int) -> None:
 
 
 def child_pipeline(model: str, runs: int, threads: int) -> dict:
-    """bare / inproc / daemon blocks of PIPE_BLOCK inputs in turn (see the module docstring)."""
+    """bare / inproc / daemon / parent blocks of PIPE_BLOCK inputs in turn (the module docstring)."""
     from edge.backends.base import TensorSpec
     from edge.daemon.benchmark import sample_feeds
     work = Path(tempfile.mkdtemp(prefix="pipeline-", dir=os.environ.get("BENCH_WORKDIR")))
@@ -71,7 +83,7 @@ def child_pipeline(model: str, runs: int, threads: int) -> dict:
     (x,) = sample_feeds([TensorSpec(d["name"], np.dtype(d["dtype"]).name, tuple(d["shape"]))
                          for d in bare.ins], 1).values()
     procs, pids = {}, {"bare": [os.getpid()]}
-    for side in ("inproc", "daemon"):
+    for side in SIDES:
         procs[side] = subprocess.Popen([sys.executable, SCRIPT, "--child", f"pipe-{side}", model, "--threads",
                                         str(threads), "--folder", str(work / side), "--out",
                                         str(work / f"{side}.jsonl")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -96,6 +108,9 @@ def child_pipeline(model: str, runs: int, threads: int) -> dict:
     out["pipe_overhead"] = float(np.median([dm / ip - 1 for dm, ip in zip(wall["daemon"], wall["inproc"])]))
     out["pipe_vs_bare"] = float(np.median([dm / b - 1 for dm, b in zip(wall["daemon"], wall["bare"])]))
     out["pipe_cpu_overhead"] = cpu["daemon"] / cpu["inproc"] - 1
+    out["pipe_parent_overhead"] = float(np.median([pa / ip - 1 for pa, ip in zip(wall["parent"], wall["inproc"])]))
+    out["pipe_parent_cpu_overhead"] = cpu["parent"] / cpu["inproc"] - 1
+    out["pipe_parent_vs_lane_cpu"] = cpu["parent"] / cpu["daemon"] - 1
     return out
 
 

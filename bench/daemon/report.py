@@ -30,9 +30,10 @@ def table(rows: list[dict], floor: dict) -> None:
     pipeline = [("model", 14, "s"), ("pipe_bare_ms", 14, ".3f"), ("pipe_inproc_ms", 16, ".3f"),
                 ("pipe_daemon_ms", 16, ".3f"), ("pipe_overhead", 15, ".1%"), ("pipe_vs_bare", 14, ".1%"),
                 ("pipe_inproc_cpu_ms", 20, ".3f"), ("pipe_daemon_cpu_ms", 20, ".3f"),
-                ("pipe_cpu_overhead", 19, ".1%")]
+                ("pipe_cpu_overhead", 19, ".1%"), ("pipe_parent_ms", 16, ".3f"), ("pipe_parent_cpu_ms", 20, ".3f"),
+                ("pipe_parent_vs_lane_cpu", 25, ".1%")]
     print("\nsource -> sink (folder -> model -> JSONL), ms per input (wall, and CPU of all the side's "
-          "processes); overhead = daemon / inproc - 1")
+          "processes); overhead = daemon / inproc - 1; parent = the daemon without lanes")
     print("".join(f"{c:>{w}}" for c, w, _ in pipeline))
     for r in rows:
         print("".join(f"{r[c]:>{w}{f}}" for c, w, f in pipeline))
