@@ -6,6 +6,7 @@ and their JSON twins:
 
     overview(reg, store)               counts by online state and model version, deployments by state
     devices(reg, tag=, version=, online=, prefix=)   the device table, filtered
+    device_page(reg, query)            one page of it for the dashboard: {devices, total, offset, limit, next}
     device(reg, store, id)             one device: registry row, recent events, deployment history
     deployment(store, id)              state, reason, per-wave counts, per-device detail
     deployments(store)                 the list, newest first
@@ -15,7 +16,9 @@ and their JSON twins:
 from __future__ import annotations
 
 from collections import Counter
+from typing import Mapping
 
+from core.errors import UsageError
 from fleet import deployments as deps
 from fleet.errors import FleetError
 from fleet.registry import Registry
@@ -23,6 +26,9 @@ from fleet.store import Store
 
 DEVICE_FIELDS = ("id", "online", "board", "model", "model_version", "model_sha256", "firmware_version", "last_seen",
                  "tags")
+PAGE_DEFAULT, PAGE_MAX = 200, 1000        # rows a page of the device table: the dashboard's, at most
+FILTER_MAX = 200                          # characters of a filter value (tag, version, prefix)
+ONLINE = {"": None, "online": True, "offline": False}
 
 
 def overview(reg: Registry, store: Store) -> dict:
@@ -44,6 +50,36 @@ def devices(reg: Registry, *, tag: str | None = None, version: str | None = None
             continue
         out.append({**{k: row.get(k) for k in DEVICE_FIELDS}, "health": row.get("health") or {}})
     return out
+
+
+def device_page(reg: Registry, query: Mapping[str, str]) -> dict:
+    """One page of the filtered device table (``/api/devices``): ``limit`` rows (default
+    PAGE_DEFAULT, at most PAGE_MAX) from ``offset`` in id order; ``next`` is the offset of the
+    following page, or None. Every bad parameter is named in one UsageError (``usage.query``)."""
+    problems = []
+
+    def number(name: str, default: int, low: int, high: int) -> int:
+        text = query.get(name) or str(default)
+        if not text.isdigit() or not low <= int(text) <= high:
+            problems.append(f"{name} must be an integer from {low} to {high}, not {text!r}")
+            return default
+        return int(text)
+    limit, offset = number("limit", PAGE_DEFAULT, 1, PAGE_MAX), number("offset", 0, 0, 10**9)
+    if query.get("online", "") not in ONLINE:
+        problems.append(f"online must be online or offline, not {query['online']!r}")
+    tag = query.get("tag") or None
+    if tag is not None and "=" not in tag:
+        problems.append(f"tag must be KEY=VALUE, not {tag!r}")
+    problems += [f"{k} is longer than {FILTER_MAX} characters" for k in ("tag", "version", "prefix")
+                 if len(query.get(k) or "") > FILTER_MAX]
+    if problems:
+        raise UsageError("bad device query: " + "; ".join(problems), where="/api/devices", code="usage.query",
+                         hint=f"limit 1..{PAGE_MAX}, offset >= 0, tag=K=V, online=online|offline")
+    rows = devices(reg, tag=tag, version=query.get("version") or None, online=ONLINE[query.get("online", "")],
+                   prefix=query.get("prefix") or None)
+    page = rows[offset:offset + limit]
+    return {"devices": page, "total": len(rows), "offset": offset, "limit": limit,
+            "next": offset + limit if offset + limit < len(rows) else None}
 
 
 def device(reg: Registry, store: Store, device_id: str) -> dict:

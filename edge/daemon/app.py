@@ -35,7 +35,7 @@ from edge.daemon.outbox import FanOut, LogOutbox
 from edge.daemon.pool import WorkerPool, fatal_error
 from edge.daemon.sinks import ResultRouter, make_sink
 from edge.daemon.sources import make_source
-from edge.daemon.worker import WorkerSpec, worker_spec
+from edge.daemon.spec import worker_spec
 
 log = logging.getLogger("ganglion.daemon")
 READY_TIMEOUT = 60.0

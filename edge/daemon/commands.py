@@ -29,7 +29,7 @@ from edge.daemon import config as cfgmod
 from edge.daemon import shadow as shadow_mod
 from edge.daemon.camera import redact
 from edge.daemon.probe import probe
-from edge.daemon.worker import worker_spec
+from edge.daemon.spec import worker_spec
 
 LIVE_KEYS = ("batch.max_batch", "batch.budget_ms", "metrics.interval_s")
 

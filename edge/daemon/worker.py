@@ -13,7 +13,8 @@ supervisor restarts it and the parent retries the request it held. The worker sp
 With ``lanes`` (watched folders, edge/daemon/lane.py) the worker also reads those folders itself
 and writes their results to ``sinks``, on threads of its own; the backend is used by one thread at
 a time. ``WorkerSpec`` is plain data (paths, numbers, an optional "module:function" factory for
-tests), so spawning a worker never sends code or untrusted objects through pickle.
+tests), so spawning a worker never sends code or untrusted objects through pickle; the parent
+resolves it from the config and the board (spec.py), so a worker never parses either.
 """
 from __future__ import annotations
 
@@ -36,8 +37,7 @@ EXIT_FATAL = 3
 @dataclass(frozen=True)
 class WorkerSpec:
     model: str
-    backend: str | None = None
-    board: str | None = None
+    backend: str | None = None        # resolved in the parent (spec.py): the model's, else its board's
     threads: int | None = None
     delegate: str | None = None
     allow_cpu_fallback: bool = False
@@ -64,22 +64,11 @@ class ModelInfo:
         self.model_version = header.get("model_version")
 
 
-def worker_spec(cfg, factory: str | None = None, factory_args: dict | None = None) -> WorkerSpec:
-    """What a worker process is started with; the watched folders it reads itself come from the
-    config, so a reload (commands.py) keeps them."""
-    m, lanes = cfg.model, lane.lane_folders(cfg)
-    return WorkerSpec(model=m.path, backend=m.backend, board=cfg.board, threads=m.threads, delegate=m.delegate,
-                      allow_cpu_fallback=m.allow_cpu_fallback, providers=tuple(m.providers),
-                      engine_cache_dir=m.engine_cache_dir, trusted_keys=tuple(m.trusted_keys),
-                      dequantize=m.dequantize, factory=factory, factory_args=factory_args or {},
-                      lanes=lanes, sinks=tuple((s.kind, s.path) for s in cfg.sinks) if lanes else ())
-
-
 def open_for(spec: WorkerSpec):
     if spec.factory:
         module, attr = spec.factory.split(":")
         return getattr(importlib.import_module(module), attr)(**spec.factory_args)
-    return open_backend(spec.model, board=spec.board, threads=spec.threads, delegate=spec.delegate,
+    return open_backend(spec.model, threads=spec.threads, delegate=spec.delegate,
                         allow_cpu_fallback=spec.allow_cpu_fallback, trusted_keys=list(spec.trusted_keys),
                         backend=spec.backend, providers=list(spec.providers) or None,
                         engine_cache_dir=spec.engine_cache_dir)

@@ -21,10 +21,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from edge.telemetry.config import BrokerUrl, parse_broker_url
-from edge.telemetry.errors import BrokerError, CommandError, TelemetryError
+from edge.telemetry.errors import BrokerError, CommandError, TelemetryError, TransferError
 from edge.telemetry.mqtt import Message, MqttClient
 from edge.telemetry.signing import sign_command
 from edge.telemetry.topics import ROOT, command_topic
@@ -135,27 +135,44 @@ class Requester:
                   chunk_size: int = 64 * 1024, meta: dict | None = None, timeout: float = 30.0,
                   progress: Callable[[int, int], None] | None = None) -> dict:
         """Chunked transfer (transfer.py): resumes from what the device already has; returns the
-        commit reply. Raises CommandError when a step is refused."""
-        data = Path(path).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        begin = self._ok(self.call(device, f"{verb}.begin", {
-            "sha256": digest, "size": len(data), "chunk_size": chunk_size, "name": Path(path).name,
-            "meta": meta or {}}, key=key, timeout=timeout))
-        have = set(begin["have"])
-        for index in range(begin["chunks"]):
-            if index not in have:
-                piece = data[index * chunk_size:(index + 1) * chunk_size]
-                self._ok(self.call(device, f"{verb}.chunk", {
-                    "transfer": digest, "index": index, "data": base64.b64encode(piece).decode(),
-                    "sha256": hashlib.sha256(piece).hexdigest()}, key=key, timeout=timeout))
-            if progress:
-                progress(index + 1, begin["chunks"])
+        commit reply. The file is read one chunk at a time (hashed in a first pass, then each
+        missing chunk read where it lies), so a firmware bundle never sits in memory whole.
+        Raises CommandError when a step is refused, TransferError when the file cannot be read."""
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                size, digest = file_digest(fh, chunk_size)
+                begin = self._ok(self.call(device, f"{verb}.begin", {
+                    "sha256": digest, "size": size, "chunk_size": chunk_size, "name": path.name,
+                    "meta": meta or {}}, key=key, timeout=timeout))
+                have = set(begin["have"])
+                for index in range(begin["chunks"]):
+                    if index not in have:
+                        fh.seek(index * chunk_size)
+                        piece = fh.read(chunk_size)
+                        self._ok(self.call(device, f"{verb}.chunk", {
+                            "transfer": digest, "index": index, "data": base64.b64encode(piece).decode(),
+                            "sha256": hashlib.sha256(piece).hexdigest()}, key=key, timeout=timeout))
+                    if progress:
+                        progress(index + 1, begin["chunks"])
+        except OSError as exc:
+            raise TransferError(f"cannot read {path}: {exc.strerror or exc}", where=str(path),
+                                code="transfer.file", hint="check the path and its permissions") from None
         return self.call(device, f"{verb}.commit", {"transfer": digest, **(args or {})}, key=key, timeout=timeout)
 
     @staticmethod
     def _ok(reply: dict) -> dict:
         check_reply(reply)
         return reply["result"]
+
+
+def file_digest(fh: BinaryIO, block: int) -> tuple[int, str]:
+    """(size, sha256 hex) of an open file, read ``block`` bytes at a time."""
+    sha, size = hashlib.sha256(), 0
+    while piece := fh.read(block):
+        sha.update(piece)
+        size += len(piece)
+    return size, sha.hexdigest()
 
 
 def _json_corr(payload: bytes) -> bytes | None:

@@ -1,7 +1,8 @@
 """The dashboard's routes: HTML pages, their JSON twins, the live stream, operator actions.
 
     GET  /                      overview            /api/overview  (+ /api/deployments)
-    GET  /devices?tag&version&online               /api/devices?...
+    GET  /devices?tag&version&online&page          /api/devices?tag&version&online&prefix&limit&offset
+                                                   (a page: {devices, total, offset, limit, next})
     GET  /devices/{id}          live charts, events  /api/devices/{id}
     GET  /deployments/{id}      waves, failures      /api/deployments/{id}
     GET  /api/stream[?device=ID]  server-sent events: ``change`` per change-stream entry (id = its
@@ -66,17 +67,12 @@ def create_app(hub) -> Starlette:
         except GanglionError as exc:
             return _error(exc)
 
-    def filters(q) -> dict:
-        online = {"online": True, "offline": False}.get(q.get("online", ""))
-        return {"tag": q.get("tag") or None, "version": q.get("version") or None, "online": online,
-                "prefix": q.get("prefix") or None}
-
     async def overview(request):
         return await api(lambda: {**views.overview(hub.registry, hub.store),
                                   "list": views.deployments(hub.store)[:20]})
 
     async def device_list(request):
-        return await api(lambda: views.devices(hub.registry, **filters(request.query_params)))
+        return await api(lambda: views.device_page(hub.registry, request.query_params))
 
     async def device(request):
         return await api(lambda: views.device(hub.registry, hub.store, request.path_params["id"]))

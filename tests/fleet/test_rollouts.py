@@ -125,8 +125,10 @@ def test_pause_resume_and_abort_from_the_cli(procs, tmp_path):
     art = make_artifact(tmp_path / "m2.gpk", "2.0")
     with hub_client(procs.url) as client:
         wait_for(lambda: devices_seen(client, 8), what="8 devices online")
-    dep_id = procs.cli("deploy", str(art), "--waves", "25,100", "--concurrency", "1").stdout.strip()
-    assert procs.cli("pause", dep_id).stdout.strip() == f"{dep_id}: paused"
+        dep_id = procs.cli("deploy", str(art), "--waves", "25,100", "--concurrency", "1").stdout.strip()
+        # paused from this process's open connection, at once: a second CLI process would start
+        # while the hub sends, and under load the first wave could be through before it is up
+        assert client.call("pause", {"id": dep_id}) == {"id": dep_id, "state": "paused"}
     st = wait_for(lambda: finished(procs, dep_id, ("paused",)), what="in-flight steps to settle")
     touched = sum(n for s, n in st["counts"].items() if s != "pending")
     assert touched <= 2                                  # at most the sends already started

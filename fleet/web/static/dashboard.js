@@ -26,11 +26,12 @@ async function overview() {
 
 const PAGE_ROWS = 200;          // a page of the device table: laying out 1,000 rows costs a second
 async function devices() {
-  const q = new URLSearchParams(location.search), all = await get("/api/devices?" + q);
-  const sel = v => q.get("online") === v ? "selected" : "", at = Math.max(0, +(q.get("page") || 0));
-  const rows = all.slice(at * PAGE_ROWS, (at + 1) * PAGE_ROWS), pages = Math.ceil(all.length / PAGE_ROWS);
+  const q = new URLSearchParams(location.search), at = Math.max(0, Math.floor(+(q.get("page") || 0)) || 0);
+  const api = new URLSearchParams(q); api.delete("page"); api.set("limit", PAGE_ROWS); api.set("offset", at * PAGE_ROWS);
+  const res = await get("/api/devices?" + api), rows = res.devices, pages = Math.ceil(res.total / PAGE_ROWS);
+  const sel = v => q.get("online") === v ? "selected" : "";
   const link = n => { const p = new URLSearchParams(q); p.set("page", n); return `<a href="?${p}">${n + 1}</a>`; };
-  app.innerHTML = `<h1>Devices (${all.length})</h1><form><input name="tag" placeholder="tag K=V" value="${esc(q.get("tag"))}">
+  app.innerHTML = `<h1>Devices (${res.total})</h1><form><input name="tag" placeholder="tag K=V" value="${esc(q.get("tag"))}">
   <input name="version" placeholder="version" value="${esc(q.get("version"))}"><select name="online"><option value="">any</option>
   <option ${sel("online")}>online</option><option ${sel("offline")}>offline</option></select><button>filter</button>
   ${pages > 1 ? "page " + [...Array(pages).keys()].map(n => n === at ? `<b>${n + 1}</b>` : link(n)).join(" ") : ""}</form>

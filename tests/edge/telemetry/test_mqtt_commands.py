@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import os
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from core import keys
 from core.errors import InputError
 from edge.telemetry import Telemetry, TelemetryConfig
-from edge.telemetry.errors import CommandError
-from edge.telemetry.requester import Requester
+from edge.telemetry.errors import CommandError, TransferError
+from edge.telemetry.requester import Requester, file_digest
 
 pytestmark = pytest.mark.mqtt
 
@@ -158,3 +159,36 @@ def test_chunked_transfer_end_to_end_with_resume(device, requester, tmp_path):
         requester.send_file("dev1", "deploy", src, chunk_size=60 * 1024)    # larger than the device allows
     assert err.value.code == "transfer.invalid"
     assert requester.call("dev1", "ping")["ok"]
+
+
+def test_send_file_streams_a_file_many_chunks_long(device, requester, tmp_path):
+    """3 MB in 64 KiB chunks (the last one short): the device assembles the exact bytes, and the
+    sender's traced memory peak stays far below the file's size (it never reads it whole)."""
+    tm = device(command_max_bytes=256 * 1024)
+    got = {}
+
+    def on_complete(path, info, args):
+        with path.open("rb") as fh:
+            got["size"], got["sha256"] = file_digest(fh, 1 << 16)
+        return {"size": info["size"]}
+    tm.register_transfer("deploy", on_complete)
+    data = os.urandom(3_000_000)                       # 46 chunks, the last of 50,880 bytes
+    src = tmp_path / "bundle.fw"
+    src.write_bytes(data)
+    size = len(data)
+    del data
+    tracemalloc.start()
+    try:
+        reply = requester.send_file("dev1", "deploy", src, chunk_size=64 * 1024, timeout=60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reply["ok"] and reply["result"] == {"size": size}
+    assert got == {"size": size, "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
+    assert peak < 1_000_000, f"send_file held {peak} bytes at once"
+
+
+def test_send_file_of_a_missing_file_is_a_typed_error(requester, tmp_path):
+    with pytest.raises(TransferError) as err:
+        requester.send_file("dev1", "deploy", tmp_path / "nope.fw")
+    assert err.value.code == "transfer.file" and "nope.fw" in err.value.where
