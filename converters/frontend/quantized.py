@@ -16,9 +16,11 @@ backends write them back:
 * ``DequantizeLinear(int8 initializer)``: a float initializer ``q * scale``; symmetric int8
   (zero point 0, |q| <= 127) keeps its scales as the weight's grid. ``QuantizeLinear(float
   initializer)`` (fake-quantized weights of QAT exports) is folded first.
-* QOperator and dynamic forms (``qoperator.py``): QLinearConv -> Conv with dequantized weights and
-  bias, QLinearAdd -> Add, ..., ConvInteger / MatMulInteger with their Cast -> Mul rescale -> Conv /
-  MatMul; their input and output scales become the tensors' parameters.
+* QOperator forms (``qoperator.py``): QLinearConv -> Conv with dequantized weights and bias,
+  QLinearAdd -> Add, ...; their input and output scales become the tensors' parameters.
+* Dynamic forms (``qdynamic.py``, every form ``quantize_dynamic`` has written): ConvInteger /
+  MatMulInteger with their rescale -> Conv / MatMul, DynamicQuantizeLSTM -> LSTM, ...; the
+  weights are dequantized and the activations carry no parameters.
 * ONNX Runtime drops a Relu in front of a Q whose zero point is the range floor (the clamp is in
   the Q). Such a Q after a Conv/Gemm/MatMul/Add/Sub/Mul/BatchNormalization gets its Relu back, so
   the float model computes what the quantized one does (the backends fuse it again).
@@ -38,15 +40,17 @@ from onnx import helper, numpy_helper
 
 from converters.carried import ActParams, Carried, WeightGrid, warn
 from converters.errors import ConvertError, UnsupportedOpsError
-from converters.frontend import qfinish, qoperator, shapes
+from converters.frontend import qdynamic, qfinish, qoperator, shapes
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+HANDLERS = {**qoperator.HANDLERS, **qdynamic.HANDLERS}
+DOMAINS = {**qoperator.DOMAINS, **qdynamic.DOMAINS}
 LIST_AT_MOST = 12
 
 
 def _quant_op(node) -> bool:
-    return node.op_type in QDQ_OPS or node.op_type in qoperator.HANDLERS
+    return node.op_type in QDQ_OPS or node.op_type in HANDLERS
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -121,9 +125,11 @@ class _Reader:
         self.int8_nodes: set[str] = set()
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.asymmetric: list[tuple[str, str]] = []   # (weights, dtype) requantized: one note in finish
         self.forms: set[str] = set()
-        self.dyn_scale: dict[str, str] = {}  # DynamicQuantizeLinear scale output -> its input
-        self.skip: set[str] = set()          # nodes a pattern absorbed (Cast/Mul after *Integer)
+        self.skip: set[int] = set()          # positions of nodes a pattern absorbed (qdynamic.prepare)
+        self.run_time: dict[str, qdynamic.RunTime] = {}   # tensors quantized at run time, by quantized name
+        self.rescales: dict[str, qdynamic.Rescale] = {}   # integer op output -> its rescale
 
     # --- union-find over names that hold one float value ------------------------------------
     def find(self, x: str) -> str:
@@ -147,16 +153,16 @@ class _Reader:
 
     # --- reading ----------------------------------------------------------------------------
     def read(self) -> None:
-        qoperator.prepare_patterns(self)
-        for node in self.model.graph.node:
-            if node.name in self.skip:
+        qdynamic.prepare(self)
+        for k, node in enumerate(self.model.graph.node):
+            if k in self.skip:
                 continue
             if node.op_type == "QuantizeLinear":
                 self._quantize(node)
             elif node.op_type == "DequantizeLinear":
                 self._dequantize(node)
-            elif node.op_type in qoperator.HANDLERS and node.domain in qoperator.DOMAINS[node.op_type]:
-                qoperator.HANDLERS[node.op_type](self, node)
+            elif node.op_type in HANDLERS and node.domain in DOMAINS[node.op_type]:
+                HANDLERS[node.op_type](self, node)
             elif node.domain not in ("", "ai.onnx"):
                 self.problems.append(f"{node.name} ({node.domain}.{node.op_type}): not a quantized op "
                                      "this converter reads")
@@ -199,6 +205,9 @@ class _Reader:
 
     def _quantize(self, node) -> None:
         x, out = node.input[0], node.output[0]
+        if out in self.run_time:                  # quantize_dynamic's QuantizeLinear on a computed scale
+            qdynamic.run_time_quantize(self, node)
+            return
         scale, zp = self.param(node, 1), self.param(node, 2)
         if scale is None or self._blocked(node):
             return
@@ -265,10 +274,15 @@ class _Reader:
                 self.notes.append(f"weights '{name}': {clamped} value(s) of -128 become -127 (TFLite int8 weights are "
                                   "in [-127, 127]); the model's scales are kept")
         elif q.ndim >= 2:
-            self.notes.append(f"weights '{name}' are requantized to symmetric int8 (the TFLite int8 spec): they are "
-                              f"{q.dtype} with a non-zero zero point")
+            self.asymmetric.append((name, str(q.dtype)))
 
     def finish(self) -> tuple[onnx.ModelProto, Carried]:
+        if self.asymmetric:             # one note for all: quantize_dynamic's uint8 weights are every Conv's
+            names = [f"'{n}'" for n, _ in self.asymmetric]
+            more = f" and {len(names) - LIST_AT_MOST} more" if len(names) > LIST_AT_MOST else ""
+            kinds = "/".join(sorted({t for _, t in self.asymmetric}))
+            self.notes.append(f"weights {', '.join(names[:LIST_AT_MOST])}{more} are requantized to symmetric int8 "
+                              f"(the TFLite int8 spec): they are {kinds} with a non-zero zero point")
         return qfinish.finish(self)     # the second half: names, parameters, ties, the graph
 
 
