@@ -2,7 +2,8 @@
 
 * float sources (onnx.helper, seeded weights) that ONNX Runtime's own ``quantize_dynamic`` turns
   into its current forms (``tests/converters/prequant_models.py`` has the CNN and the MLP): recurrent
-  models (LSTM -> DynamicQuantizeLSTM; a GRU, which ONNX Runtime leaves float, before a MatMul);
+  models (LSTM -> DynamicQuantizeLSTM; a GRU, which ONNX Runtime leaves float, before a MatMul)
+  and attention scores (a MatMulInteger of two activations);
 * ``old_form``: the forms older quantizers wrote, by hand: the 2020 quantizer's run-time bias
   (``Cast(int32, Floor(b / (x_scale * w_scale))) -> Reshape -> Add`` on the int32 accumulator, as in
   ddddocr's common_old.onnx, uint8 weights with a zero point), and its activation quantizers
@@ -21,6 +22,7 @@ SEQ, FEATURES, HIDDEN = 6, 8, 12
 RNN_SHAPE = (SEQ, 1, FEATURES)
 OLD_SHAPE = (1, 3, 10, 10)
 FUSED_SHAPE = (1, 16)
+SCORES_SHAPE = (1, 8, 16)
 
 
 def _model(nodes, inits, in_shape, out_shape, opset: int = 13, ms: bool = False) -> onnx.ModelProto:
@@ -59,6 +61,18 @@ def float_rnn(op: str = "LSTM", direction: str = "forward", seed: int = 0) -> on
              helper.make_node("Reshape", ["t", "shape"], ["flat"], name="flat"),
              helper.make_node("MatMul", ["flat", "head"], ["y"], name="head")]
     return _model(nodes, inits, RNN_SHAPE, [SEQ, 5])
+
+
+def float_scores(seed: int = 0) -> onnx.ModelProto:
+    """Attention scores, q k^T of two projections of x [1, 8, 16]: a MatMul of two activations,
+    which quantize_dynamic quantizes on both sides unless MatMulConstBOnly (older versions did)."""
+    rng = np.random.default_rng(seed)
+    inits = [_c("wq", rng.normal(0, 0.3, (FEATURES * 2, 8))), _c("wk", rng.normal(0, 0.3, (FEATURES * 2, 8)))]
+    nodes = [helper.make_node("MatMul", [INPUT, "wq"], ["q"], name="q"),
+             helper.make_node("MatMul", [INPUT, "wk"], ["k"], name="k"),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1], name="kt"),
+             helper.make_node("MatMul", ["q", "kt"], ["y"], name="scores")]
+    return _model(nodes, inits, SCORES_SHAPE, [1, 8, 8])
 
 
 # --- the older forms, by hand --------------------------------------------------------------------

@@ -36,6 +36,8 @@ ORT_CASES = {
     "lstm-reverse-uint8": (lambda: dm.float_rnn("LSTM", "reverse"), dm.RNN_SHAPE,
                            {"weight_type": QuantType.QUInt8}, "DynamicQuantizeLSTM"),
     "gru-stays-float": (lambda: dm.float_rnn("GRU", "bidirectional"), dm.RNN_SHAPE, {}, "MatMulInteger"),
+    "activation-matmul": (dm.float_scores, dm.SCORES_SHAPE, {"extra_options": {"MatMulConstBOnly": False}},
+                          "MatMulInteger"),
 }
 INTEGER_OPS = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM", "QuantizeLinear",
                "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Cast", "Floor", "Div"}
