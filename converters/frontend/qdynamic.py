@@ -85,7 +85,7 @@ def prepare(reader) -> None:
             continue
         found = _rescale(reader, node, nodes, producers)
         if isinstance(found, str):
-            reader.problems.append(f"{node.name or node.output[0]} ({node.op_type}): {found}")
+            reader.problems.append(f"{_where(node)}: {found}")
             barriers.add(k)                      # listed once, not again at every reader downstream
             continue
         reader.rescales[node.output[0]] = found
@@ -151,9 +151,8 @@ def _check_leaks(reader, nodes, tainted: set[str], leaks: set[int]) -> None:
     for k in sorted(leaks):
         first = next((i for i in nodes[k].input if i in tainted and i not in leaked), None)
         if first is not None:
-            n = nodes[k]
-            reader.problems.append(f"{n.name or n.output[0]} ({n.op_type}): reads '{first}', a value computed from "
-                                   "run-time quantization scales (only a ConvInteger/MatMulInteger rescale may)")
+            reader.problems.append(f"{_where(nodes[k])}: reads '{first}', a value computed from run-time "
+                                   "quantization scales (only a ConvInteger/MatMulInteger rescale may)")
     for o in reader.model.graph.output:
         if o.name in tainted and o.name not in leaked:
             reader.problems.append(f"graph output '{o.name}' is computed from run-time quantization scales")
@@ -265,18 +264,26 @@ def run_time_quantize(reader, node) -> None:
     reader.union(node.input[0], node.output[0])
 
 
+def _where(node) -> str:
+    return f"{node.name or node.output[0]} ({node.op_type})"
+
+
 def _operand(reader, node, k: int, scale, zp_index: int, axis: int | None) -> str | None:
     """The float tensor an integer op's operand ``k`` stands for: x itself when quantized at run
-    time, else its dequantized constant (per channel along ``axis`` when the scale is a vector)."""
+    time, else its dequantized constant (per channel along ``axis`` when the scale is a vector);
+    None when it is neither (listed as a problem)."""
     name = node.input[k]
     if name in reader.run_time:
         return name
+    if name not in reader.consts or scale is None:
+        reader.problems.append(f"{_where(node)}: input '{name}' is neither quantized at run time nor a constant "
+                               "with a constant scale")
+        return None
     q = reader.consts[name]
     zp = reader.param(node, zp_index) if zp_index < len(node.input) and node.input[zp_index] else None
     per_channel = np.asarray(scale).size > 1
     if per_channel and axis is None:
-        reader.problems.append(f"{node.name or node.output[0]} ({node.op_type}): per-channel scales on input {k} "
-                               "run along an axis the op does not keep")
+        reader.problems.append(f"{_where(node)}: per-channel scales on input {k} run along an axis the op does not keep")
         return None
     out = fresh(reader, f"{name}_dequantized")
     reader.new_consts[out] = reader.consts[out] = dequantize_const(q, scale, zp, axis if per_channel else None)
@@ -284,14 +291,18 @@ def _operand(reader, node, k: int, scale, zp_index: int, axis: int | None) -> st
     return out
 
 
+def _last_axis(reader, name: str) -> int | None:
+    """The output-column axis of a MatMul's constant B (its per-column scales run along it)."""
+    return reader.consts[name].ndim - 1 if name in reader.consts else None
+
+
 def integer(reader, node) -> None:
     """ConvInteger / MatMulInteger and their rescale -> Conv / MatMul (+ bias)."""
     r = reader.rescales.get(node.output[0])
     if r is None:
         return                                           # already listed as a problem
-    w = node.input[1]
     is_conv = node.op_type == "ConvInteger"
-    axis = 0 if is_conv else (reader.consts[w].ndim - 1 if w in reader.consts else None)
+    axis = 0 if is_conv else _last_axis(reader, node.input[1])
     inputs = [_operand(reader, node, 0, r.scale, 2, None), _operand(reader, node, 1, r.scale, 3, axis)]
     if None not in inputs:
         _emit_with_bias(reader, node, "Conv" if is_conv else "MatMul", inputs, r.bias, r.out,
@@ -317,36 +328,32 @@ def _emit_with_bias(reader, node, op: str, inputs: list[str], bias, out: str, at
         reader.emit(add, int8=True)
 
 
+def _const_input(reader, node, index: int):
+    """A constant input's value, None when absent or computed (a computed one is not listed here:
+    ``_operand`` names the operand it belongs to)."""
+    name = node.input[index] if index < len(node.input) else ""
+    return reader.consts.get(name) if name else None
+
+
 def dynamic_quantize_matmul(reader, node) -> None:
     """com.microsoft.DynamicQuantizeMatMul(A, B, b_scale, b_zero_point, bias) -> MatMul (+ Add)."""
-    if node.input[1] not in reader.consts or reader.param(node, 2) is None:
-        reader.problems.append(f"{node.name or node.output[0]} ({node.op_type}): B and its scale must be constant")
-        return
-    b = _operand(reader, node, 1, reader.param(node, 2), 3, reader.consts[node.input[1]].ndim - 1)
-    bias = reader.param(node, 4) if len(node.input) > 4 and node.input[4] else None
+    b = _operand(reader, node, 1, _const_input(reader, node, 2), 3, _last_axis(reader, node.input[1]))
     if b is not None:
-        _emit_with_bias(reader, node, "MatMul", [node.input[0], b], bias, node.output[0])
+        _emit_with_bias(reader, node, "MatMul", [node.input[0], b], _const_input(reader, node, 4), node.output[0])
 
 
 def matmul_integer_to_float(reader, node) -> None:
-    """com.microsoft.MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias) -> MatMul (+ Add)."""
-    inputs = []
-    for k, (scale_index, zp_index) in enumerate(((2, 4), (3, 5))):
-        if node.input[k] not in reader.run_time and node.input[k] not in reader.consts:
-            reader.problems.append(f"{node.name or node.output[0]} ({node.op_type}): input '{node.input[k]}' is "
-                                   "neither quantized at run time nor a constant")
-            return
-        scale = None if node.input[k] in reader.run_time else reader.param(node, scale_index)
-        axis = reader.consts[node.input[k]].ndim - 1 if k == 1 and node.input[k] in reader.consts else None
-        inputs.append(node.input[k] if scale is None else _operand(reader, node, k, scale, zp_index, axis))
-    bias = reader.param(node, 6) if len(node.input) > 6 and node.input[6] else None
+    """com.microsoft.MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias) -> MatMul (+ Add);
+    a run-time quantized operand is its float tensor (its scale input is the run-time one)."""
+    inputs = [_operand(reader, node, 0, _const_input(reader, node, 2), 4, None),
+              _operand(reader, node, 1, _const_input(reader, node, 3), 5, _last_axis(reader, node.input[1]))]
     if None not in inputs:
-        _emit_with_bias(reader, node, "MatMul", inputs, bias, node.output[0])
+        _emit_with_bias(reader, node, "MatMul", inputs, _const_input(reader, node, 6), node.output[0])
 
 
 def dynamic_quantize_lstm(reader, node) -> None:
     """com.microsoft.DynamicQuantizeLSTM -> LSTM with W, R dequantized and back in ONNX's layout."""
-    where = f"{node.name or node.output[0]} ({node.op_type})"
+    where = _where(node)
     ins = list(node.input) + [""] * (12 - len(node.input))
     weights = []
     for k, scale_index in ((1, 8), (2, 10)):

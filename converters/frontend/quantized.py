@@ -44,6 +44,8 @@ from converters.frontend import qdynamic, qfinish, qoperator, shapes
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# ops that move integers without changing them: a per-tensor DequantizeLinear commutes with them
+MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 HANDLERS = {**qoperator.HANDLERS, **qdynamic.HANDLERS}
 DOMAINS = {**qoperator.DOMAINS, **qdynamic.DOMAINS}
 LIST_AT_MOST = 12
@@ -239,27 +241,36 @@ class _Reader:
 
     def _gathered_weights(self, node, scale, zp) -> bool:
         """``DequantizeLinear(Gather(int table, ids))`` with per-tensor parameters, as ONNX Runtime's
-        ``quantize_dynamic`` writes an embedding lookup: the same as ``Gather(float table, ids)``
-        (a per-tensor dequantization commutes with indexing). The Gather reads the dequantized
-        table and writes the DQ's output; its values lie on the table's grid (declared)."""
+        ``quantize_dynamic`` writes an embedding lookup, possibly through Transpose/Reshape/... that
+        move its integers (ONNX Runtime's Direct8BitOp): the same as ``Gather(float table, ids)``
+        and the same moves (a per-tensor dequantization commutes with indexing and moving). The
+        Gather reads the dequantized table, the last node writes the DQ's output; its values lie
+        on the table's grid (declared)."""
         x, out = node.input[0], node.output[0]
-        k = next((k for k, n in enumerate(self.nodes) if x in n.output), None)
+        producer = {o: k for k, n in enumerate(self.nodes) for o in n.output}
+        last = k = producer.get(x)
+        while k is not None and self.nodes[k].op_type in MOVES and self._only_reader(self.nodes[k].output[0]):
+            k = producer.get(self.nodes[k].input[0])
         gather = self.nodes[k] if k is not None else None
         if (gather is None or gather.op_type != "Gather" or gather.input[0] not in self.consts
-                or np.asarray(scale).size != 1 or len(self.consumers.get(x, ())) != 1):
+                or np.asarray(scale).size != 1 or not self._only_reader(gather.output[0])):
             return False
         table = gather.input[0]
         floats = f"{table}_dequantized"
         if floats not in self.consts:
             q = self.consts[table]
             self.consts[floats] = self.new_consts[floats] = dequantize_const(q, scale, zp, None)
-        copy = onnx.NodeProto()
-        copy.CopyFrom(gather)
-        copy.input[0], copy.output[0] = floats, out
-        self.nodes[k] = copy
+        for index, field, value in ((k, "input", floats), (last, "output", out)):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(self.nodes[index])
+            getattr(copy, field)[0] = value
+            self.nodes[index] = copy
         self.real.add(out)
         self.declare(out, scale, zp if zp is not None else 0, self.int_type(x, zp), node.name)
         return True
+
+    def _only_reader(self, name: str) -> bool:
+        return len(self.consumers.get(name, ())) == 1
 
     def record_grid(self, name: str, q: np.ndarray, scale, zp, axis) -> None:
         """Keep the grid of symmetric int8 weights; say why any other weights are requantized."""
