@@ -39,6 +39,8 @@ from converters.frontend.qoperator import dequantize_const, fresh
 
 MS = "com.microsoft"
 STD = ("", "ai.onnx")
+# ops that move integers without changing them: a per-tensor dequantization commutes with them
+MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 INTEGER_OPS = ("ConvInteger", "MatMulInteger")
 # the run-time bias chain, from the int32 Add back to the float bias: Reshape <- Cast <- Floor <- Div(b, s)
 BIAS_CHAIN = ("Reshape", "Cast", "Floor", "Round")
@@ -83,13 +85,15 @@ def prepare(reader) -> None:
     for k, node in enumerate(nodes):
         if node.op_type not in INTEGER_OPS or node.domain not in STD:
             continue
-        found = _rescale(reader, node, nodes, producers)
+        gathered = {i: g for i in node.input[:2] if (g := _gathered(reader, i, nodes, producers)) is not None}
+        found = _rescale(reader, node, nodes, producers, gathered)
         if isinstance(found, str):
             reader.problems.append(f"{_where(node)}: {found}")
             barriers.add(k)                      # listed once, not again at every reader downstream
             continue
         reader.rescales[node.output[0]] = found
-        if node.op_type == "ConvInteger" and found.bias is None:
+        _dequantize_gathered(reader, node, found, gathered, nodes)
+        if node.op_type == "ConvInteger" and found.bias is None and node.input[1] in reader.consts:
             found.chain |= _fold_float_bias(reader, found, reader.consts[node.input[1]].ndim, nodes, producers)
     sources = {t for r in reader.run_time.values() for t in (r.scale, r.zero_point) if t and t not in reader.consts}
     handled = {k for k, n in enumerate(nodes) if n.op_type in INTEGER_OPS and k not in barriers}
@@ -164,11 +168,11 @@ def _single(reader, name: str, op_type: str):
     return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
 
-def _rescale(reader, node, nodes, producers) -> Rescale | str:
+def _rescale(reader, node, nodes, producers, gathered: dict) -> Rescale | str:
     """The Rescale of an integer op, or why its output is not rescaled as quantize_dynamic writes it."""
     for i in node.input[:2]:
-        if i not in reader.run_time and i not in reader.consts:
-            return f"input '{i}' is neither quantized at run time nor a constant"
+        if i not in reader.run_time and i not in reader.consts and i not in gathered:
+            return f"input '{i}' is neither quantized at run time nor a constant (nor an embedding lookup)"
     if all(i in reader.consts for i in node.input[:2]):
         return "both inputs are constants"
     y, bias, chain = node.output[0], None, set()
@@ -188,13 +192,13 @@ def _rescale(reader, node, nodes, producers) -> Rescale | str:
         return "its float output is not multiplied by input_scale * weight_scale"
     chain |= {producers[t.output[0]] for t in (add, cast, mul) if t is not None}
     scale = _weight_scale(reader, node, mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0],
-                          dynamic, nodes, producers, chain)
+                          dynamic, nodes, producers, chain, gathered)
     if isinstance(scale, str):
         return scale
     return Rescale(mul.output[0], scale, bias, chain)
 
 
-def _weight_scale(reader, node, product: str, dynamic: set[str], nodes, producers, chain: set[int]):
+def _weight_scale(reader, node, product: str, dynamic: set[str], nodes, producers, chain: set[int], gathered):
     """The constant factor of the rescale ``product`` (x_scale * w_scale), or why there is none."""
     factors = _factors(reader, product, dynamic, nodes, producers, chain)
     if not dynamic <= set(factors):
@@ -205,8 +209,10 @@ def _weight_scale(reader, node, product: str, dynamic: set[str], nodes, producer
     scale = None
     for f in consts:
         scale = np.asarray(reader.consts[f], np.float64) * (1.0 if scale is None else scale)
-    if scale is None and any(i in reader.consts for i in node.input[:2]):
+    if scale is None and any(i in reader.consts or i in gathered for i in node.input[:2]):
         return "its rescale has no weight scale"
+    if scale is not None and not any(i in reader.consts or i in gathered for i in node.input[:2]):
+        return "its rescale multiplies by a constant, but both inputs are quantized at run time"
     if node.op_type == "ConvInteger" and scale is not None and scale.size > 1:
         return "per-channel weight scales on a ConvInteger (quantize_dynamic writes one scale per tensor)"
     return scale
@@ -232,6 +238,37 @@ def _run_time_bias(reader, name: str, dynamic, nodes, producers, chain: set[int]
     chain |= seen | {k}
     _factors(reader, nodes[k].input[1], dynamic, nodes, producers, chain)      # its scale product
     return np.asarray(reader.consts[nodes[k].input[0]], np.float32).reshape(-1)
+
+
+def _gathered(reader, name: str, nodes, producers) -> int | None:
+    """The position of ``Gather(constant integer table, ids)`` when ``name`` is its output, moved
+    only by Transpose/Reshape/... (quantize_dynamic feeds an embedding lookup to a MatMulInteger
+    this way, with the table's constant scale in the rescale product), else None."""
+    k = producers.get(name)
+    while (k is not None and nodes[k].op_type in MOVES and len(reader.consumers.get(nodes[k].output[0], ())) == 1):
+        k = producers.get(nodes[k].input[0])
+    if k is None or nodes[k].op_type != "Gather" or nodes[k].input[0] not in reader.consts \
+            or reader.consts[nodes[k].input[0]].dtype.kind not in "iu" \
+            or len(reader.consumers.get(nodes[k].output[0], ())) != 1 or len(reader.consumers.get(name, ())) != 1:
+        return None
+    return k
+
+
+def _dequantize_gathered(reader, node, r: Rescale, gathered: dict, nodes) -> None:
+    """The lookup reads a float table, ``(q - zp)`` times the rescale's constant factor when no
+    operand is a constant (the weights take it otherwise: the product is the same)."""
+    takes_scale = not any(i in reader.consts for i in node.input[:2])
+    for name, k in gathered.items():
+        operand = list(node.input[:2]).index(name)
+        zp = _const_input(reader, node, operand + 2)
+        table = nodes[k].input[0]
+        floats = fresh(reader, f"{table}_dequantized")
+        scale = r.scale if takes_scale and r.scale is not None else 1.0
+        reader.new_consts[floats] = reader.consts[floats] = dequantize_const(reader.consts[table], scale, zp, None)
+        lookup = helper.make_node("Gather", [floats, *nodes[k].input[1:]], list(nodes[k].output), name=nodes[k].name)
+        lookup.attribute.extend(nodes[k].attribute)
+        reader.replace[k] = lookup
+        reader.gathered.add(name)
 
 
 def _fold_float_bias(reader, r: Rescale, rank: int, nodes, producers) -> set[int]:
@@ -273,17 +310,18 @@ def _operand(reader, node, k: int, scale, zp_index: int, axis: int | None) -> st
     time, else its dequantized constant (per channel along ``axis`` when the scale is a vector);
     None when it is neither (listed as a problem)."""
     name = node.input[k]
-    if name in reader.run_time:
+    if name in reader.run_time or name in reader.gathered:
         return name
     if name not in reader.consts or scale is None:
         reader.problems.append(f"{_where(node)}: input '{name}' is neither quantized at run time nor a constant "
                                "with a constant scale")
         return None
     q = reader.consts[name]
-    zp = reader.param(node, zp_index) if zp_index < len(node.input) and node.input[zp_index] else None
+    zp = _const_input(reader, node, zp_index)
     per_channel = np.asarray(scale).size > 1
     if per_channel and axis is None:
-        reader.problems.append(f"{_where(node)}: per-channel scales on input {k} run along an axis the op does not keep")
+        reader.problems.append(f"{_where(node)}: per-channel scales on input {k} run along an axis the op "
+                               "does not keep")
         return None
     out = fresh(reader, f"{name}_dequantized")
     reader.new_consts[out] = reader.consts[out] = dequantize_const(q, scale, zp, axis if per_channel else None)

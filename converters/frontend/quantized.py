@@ -41,11 +41,10 @@ from onnx import helper, numpy_helper
 from converters.carried import ActParams, Carried, WeightGrid, warn
 from converters.errors import ConvertError, UnsupportedOpsError
 from converters.frontend import qdynamic, qfinish, qoperator, shapes
+from converters.frontend.qdynamic import MOVES
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# ops that move integers without changing them: a per-tensor DequantizeLinear commutes with them
-MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 HANDLERS = {**qoperator.HANDLERS, **qdynamic.HANDLERS}
 DOMAINS = {**qoperator.DOMAINS, **qdynamic.DOMAINS}
 LIST_AT_MOST = 12
@@ -132,6 +131,8 @@ class _Reader:
         self.skip: set[int] = set()          # positions of nodes a pattern absorbed (qdynamic.prepare)
         self.run_time: dict[str, qdynamic.RunTime] = {}   # tensors quantized at run time, by quantized name
         self.rescales: dict[str, qdynamic.Rescale] = {}   # integer op output -> its rescale
+        self.replace: dict[int, onnx.NodeProto] = {}      # position -> the node read instead (qdynamic)
+        self.gathered: set[str] = set()                   # integer operands that are float lookups now
 
     # --- union-find over names that hold one float value ------------------------------------
     def find(self, x: str) -> str:
@@ -158,6 +159,9 @@ class _Reader:
         qdynamic.prepare(self)
         for k, node in enumerate(self.model.graph.node):
             if k in self.skip:
+                continue
+            if k in self.replace:                 # an embedding lookup of a MatMulInteger, on its float table
+                self.emit(self.replace[k])
                 continue
             if node.op_type == "QuantizeLinear":
                 self._quantize(node)

@@ -75,6 +75,27 @@ def float_scores(seed: int = 0) -> onnx.ModelProto:
     return _model(nodes, inits, SCORES_SHAPE, [1, 8, 8])
 
 
+def float_lookup(moved: bool, seed: int = 0) -> onnx.ModelProto:
+    """ids [1, 6] -> Gather(table) [-> Transpose] -> MatMul: quantize_dynamic feeds the integer
+    lookup straight to a MatMulInteger (the table's scale joins the rescale product)."""
+    rng = np.random.default_rng(seed)
+    inits = [_c("table", rng.normal(0, 1, (50, FEATURES))), _c("w", rng.normal(0, 0.3, (FEATURES, 5)))]
+    move = [helper.make_node("Transpose", ["e0"], ["e"], perm=[1, 0, 2], name="move")] if moved else []
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e0" if moved else "e"], name="lookup"), *move,
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 5] if moved else [1, 6, 5])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def id_samples(count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"ids": rng.integers(0, 50, size=(1, 6)).astype(np.int64)} for _ in range(count)]
+
+
 # --- the older forms, by hand --------------------------------------------------------------------
 def _weights_uint8(w: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
     """Asymmetric uint8 weights over [min(w, 0), max(w, 0)], as quantize_dynamic's uint8 weights."""

@@ -20,9 +20,10 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from converters.errors import UnsupportedOpsError
 from converters.frontend import qdynamic, quantized
+from core.litert import make_interpreter
 from tests.converters import dynamic_models as dm
 from tests.converters import prequant_models as pm
-from tests.converters.frontend.test_prequantized import run_ort, run_tflite, save, sqnr_db, to_tflite
+from tests.converters.frontend.test_prequantized import run_ort, save, sqnr_db, to_tflite
 
 # name: (float source, input shape, quantize_dynamic arguments, the op it must write)
 ORT_CASES = {
@@ -43,25 +44,40 @@ INTEGER_OPS = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "Dynamic
                "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Cast", "Floor", "Div"}
 
 
-def sqnr_after_conversion(model_path, shape, tmp_path) -> float:
+def run_litert(flat: bytes, feeds: list[dict]) -> list[np.ndarray]:
+    interp = make_interpreter(flat)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
+    for feed in feeds:
+        interp.set_tensor(inp["index"], next(iter(feed.values())).astype(inp["dtype"]))
+        interp.invoke()
+        outputs.append(interp.get_tensor(out["index"]).copy())
+    return outputs
+
+
+def sqnr_after_conversion(model_path, make_samples, tmp_path) -> float:
     """SQNR (dB) of ``model_path`` converted to int8 (16 calibration samples) and run in LiteRT,
     against onnxruntime running ``model_path`` itself."""
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=np.stack([s[dm.INPUT] for s in dm.samples(shape, 16)]))
+    calib, samples = tmp_path / "calib.npz", make_samples(16)
+    np.savez(calib, **{name: np.stack([s[name] for s in samples]) for name in samples[0]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result, _ = to_tflite(model_path, tmp_path / f"{model_path.stem}.tflite", calib=calib)
-    feeds = dm.samples(shape, 12, seed=9)
-    return sqnr_db(run_ort(model_path, feeds), run_tflite(result.files["model.tflite"], feeds))
+    feeds = make_samples(12, seed=9)
+    return sqnr_db(run_ort(model_path, feeds), run_litert(result.files["model.tflite"], feeds))
 
 
-def converts_as_well_as(quantized_path, float_path, shape, tmp_path) -> None:
+def converts_as_well_as(quantized_path, float_path, make_samples, tmp_path) -> None:
     """The quantized model converts as faithfully as the float model it stands for: full int8 on
     these small random-weight graphs is 15-35 dB from float (an MLP's last layer is the weakest),
     so the bar is the float source's own figure (1 dB of slack), capped at 25 dB."""
-    ours = sqnr_after_conversion(quantized_path, shape, tmp_path)
-    reference = sqnr_after_conversion(float_path, shape, tmp_path)
+    ours = sqnr_after_conversion(quantized_path, make_samples, tmp_path)
+    reference = sqnr_after_conversion(float_path, make_samples, tmp_path)
     assert ours > min(25.0, reference - 1.0), (ours, reference)
+
+
+def floats(shape):
+    return lambda count, seed=1: dm.samples(shape, count, seed)
 
 
 def rewritten(model: onnx.ModelProto, tmp_path):
@@ -85,7 +101,7 @@ def test_quantize_dynamic_output_converts_to_int8(case, tmp_path):
     model = onnx.load(str(dst))
     assert op in {n.op_type for n in model.graph.node}
     assert not INTEGER_OPS & set(float_ops(model))
-    converts_as_well_as(dst, src, shape, tmp_path)
+    converts_as_well_as(dst, src, floats(shape), tmp_path)
 
 
 # (activation quantizer, bias, weights); the first is common_old.onnx's form
@@ -97,7 +113,7 @@ OLD_FORMS = [("dql", "int32", "uint8"), ("uint8", "int32", "uint8"), ("int8", "f
 def test_older_quantize_dynamic_forms_convert(form, bias, weights, tmp_path):
     model = dm.old_form(form, bias, weights)
     assert float_ops(model) == ["Conv", "Sigmoid", "Mul", "Conv", "Flatten", "MatMul", "Add"]
-    converts_as_well_as(save(model, tmp_path / "q.onnx"), rewritten(model, tmp_path), dm.OLD_SHAPE, tmp_path)
+    converts_as_well_as(save(model, tmp_path / "q.onnx"), rewritten(model, tmp_path), floats(dm.OLD_SHAPE), tmp_path)
 
 
 def test_a_run_time_int32_bias_becomes_the_float_convs_bias():
@@ -116,7 +132,19 @@ def test_a_run_time_int32_bias_becomes_the_float_convs_bias():
 def test_fused_dynamic_matmuls_convert(tmp_path):
     model = dm.fused_matmuls()
     assert float_ops(model) == ["MatMul", "Add", "Relu", "MatMul", "Add"]
-    converts_as_well_as(save(model, tmp_path / "q.onnx"), rewritten(model, tmp_path), dm.FUSED_SHAPE, tmp_path)
+    converts_as_well_as(save(model, tmp_path / "q.onnx"), rewritten(model, tmp_path), floats(dm.FUSED_SHAPE), tmp_path)
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_an_embedding_lookup_read_by_a_matmul_integer_converts(moved, tmp_path):
+    """quantize_dynamic feeds Gather(int8 table) [-> Transpose] straight to MatMulInteger, the table's
+    scale in the rescale product: the lookup reads a float table."""
+    src, dst = save(dm.float_lookup(moved), tmp_path / "f.onnx"), tmp_path / "q.onnx"
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    kinds = [n.op_type for n in onnx.load(str(dst)).graph.node]
+    assert "MatMulInteger" in kinds and "DequantizeLinear" not in kinds
+    assert float_ops(onnx.load(str(dst))) == ["Gather", *(["Transpose"] if moved else []), "MatMul"]
+    converts_as_well_as(dst, src, dm.id_samples, tmp_path)
 
 
 def test_dynamic_lstm_weights_go_back_to_onnx_layout():
