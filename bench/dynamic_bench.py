@@ -156,7 +156,7 @@ def main() -> None:
     key = next(k for k in row if k.startswith("text_equal_to_"))
     for name, share in row[key].items():
         if share is not None:
-            print(f"CTC text of {name} equal to {key[len('text_equal_to_'):]}'s: {share:.1%}")
+            print(f"decoded text (argmax, CTC) of {name} equal to {key[len('text_equal_to_'):]}'s: {share:.1%}")
     for name, share in (row["text_accuracy"] or {}).items():
         print(f"text accuracy of {name} on the labels: {share:.1%}")
     if args.json:
