@@ -147,6 +147,19 @@ def test_an_embedding_lookup_read_by_a_matmul_integer_converts(moved, tmp_path):
     converts_as_well_as(dst, src, dm.id_samples, tmp_path)
 
 
+def test_the_qdq_target_of_a_dynamic_model_runs_and_warns_of_no_scales_it_has_not(tmp_path):
+    """common_old.onnx's form to QDQ (tensorrt profile): no activation scales are carried, so none are
+    said to be replaced; the QDQ model runs in onnxruntime close to the quantized model."""
+    qpath, calib = save(dm.old_form("dql", "int32", "uint8"), tmp_path / "q.onnx"), tmp_path / "calib.npz"
+    np.savez(calib, x=np.stack([s[dm.INPUT] for s in dm.samples(dm.OLD_SHAPE, 16)]))
+    result, warned = to_tflite(qpath, tmp_path / "o.gpk", calib=calib, target="both")
+    assert not any("tensorrt QDQ profile" in w for w in warned)
+    qdq = tmp_path / "qdq.onnx"
+    qdq.write_bytes(result.files["model.qdq.onnx"])
+    feeds = dm.samples(dm.OLD_SHAPE, 12, seed=9)
+    assert sqnr_db(run_ort(qpath, feeds), run_ort(qdq, feeds)) > 20
+
+
 def test_dynamic_lstm_weights_go_back_to_onnx_layout():
     q = np.arange(2 * 3 * 8, dtype=np.int64).reshape(2, 3, 8).astype(np.int8)     # [D, input, 4H]
     per_direction = qdynamic.lstm_weights(q, np.float32([0.5, 2.0]), np.int8([1, 0]))
