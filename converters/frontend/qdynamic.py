@@ -8,7 +8,7 @@ and in shipped models:
 * activations: ``DynamicQuantizeLinear(x)`` (uint8), or ``QuantizeLinear(x, scale, zp)`` whose
   scale (and uint8 zero point) a chain computes from ``x`` at run time: ReduceMin/ReduceMax ->
   Sub -> Div (uint8; zero point Sub -> Div -> Floor -> Cast) or ReduceMin/ReduceMax -> Abs -> Max
-  -> Div (int8, zero point 0);
+  -> Div (int8, zero point 0); or with constant parameters (``quantize(static=True)`` of 2020);
 * ``ConvInteger`` / ``MatMulInteger`` on them, rescaled ``Cast(float) -> Mul(x_scale * w_scale)``.
   A Conv bias is added after the rescale in float (``Add(Reshape(b, [1, -1, 1, 1]))``, current
   versions; folded into the Conv here) or, in the 2020 quantizer (producer ``onnx.quantize``
@@ -54,7 +54,9 @@ REFUSED = {
 
 @dataclass(frozen=True)
 class RunTime:
-    """A tensor quantized at run time: ``x`` quantized with the computed ``scale`` / ``zero_point``."""
+    """A tensor quantized in front of integer ops: ``x`` with ``scale`` / ``zero_point`` computed at
+    run time, or constant (the 2020 quantizer's ``static=True`` IntegerOps form: the rescale
+    multiplies by it all the same; the model is calibrated like a dynamic one)."""
     x: str
     scale: str
     zero_point: str
@@ -109,10 +111,12 @@ def _run_time_quantized(reader, nodes) -> dict[str, RunTime]:
     for n in nodes:
         if n.op_type == "DynamicQuantizeLinear" and n.domain in STD:
             out[n.output[0]] = RunTime(n.input[0], n.output[1], n.output[2], computed=False)
-        elif (n.op_type == "QuantizeLinear" and n.domain in STD and len(n.input) > 1
-              and n.input[0] not in reader.consts and n.input[1] not in reader.consts):
-            zp = n.input[2] if len(n.input) > 2 else ""
-            out[n.output[0]] = RunTime(n.input[0], n.input[1], zp, computed=True)
+        elif n.op_type == "QuantizeLinear" and n.domain in STD and len(n.input) > 1 and n.input[0] not in reader.consts:
+            computed = n.input[1] not in reader.consts
+            readers = reader.consumers.get(n.output[0], [])
+            if computed or (readers and all(u.op_type in INTEGER_OPS for u in readers)):
+                zp = n.input[2] if len(n.input) > 2 else ""
+                out[n.output[0]] = RunTime(n.input[0], n.input[1], zp, computed=computed)
     return out
 
 

@@ -7,7 +7,8 @@
 * ``old_form``: the forms older quantizers wrote, by hand: the 2020 quantizer's run-time bias
   (``Cast(int32, Floor(b / (x_scale * w_scale))) -> Reshape -> Add`` on the int32 accumulator, as in
   ddddocr's common_old.onnx, uint8 weights with a zero point), and its activation quantizers
-  (DynamicQuantizeLinear, or a QuantizeLinear whose scale a ReduceMin/ReduceMax chain computes);
+  (DynamicQuantizeLinear, a QuantizeLinear whose scale a ReduceMin/ReduceMax chain computes, or one
+  with constant parameters);
 * ``fused_matmuls``: DynamicQuantizeMatMul and MatMulIntegerToFloat, which ONNX Runtime's
   optimizer writes.
 """
@@ -83,9 +84,8 @@ def float_lookup(moved: bool, seed: int = 0) -> onnx.ModelProto:
     move = [helper.make_node("Transpose", ["e0"], ["e"], perm=[1, 0, 2], name="move")] if moved else []
     nodes = [helper.make_node("Gather", ["table", "ids"], ["e0" if moved else "e"], name="lookup"), *move,
              helper.make_node("MatMul", ["e", "w"], ["y"], name="mm")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 5] if moved else [1, 6, 5])],
-                              inits)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1, 5] if moved else [1, 6, 5])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model
@@ -113,6 +113,9 @@ def _weights_int8(w: np.ndarray) -> tuple[np.ndarray, np.float32, np.int8]:
 def _quantize_activation(x: str, form: str) -> tuple[list, list, tuple[str, str, str]]:
     """(nodes, initializers, (quantized, scale, zero point)) that quantize ``x`` at run time."""
     q, s, z = f"{x}_q", f"{x}_scale", f"{x}_zp"
+    if form == "static":        # the 2020 quantizer's static=True: constant parameters (here +-6.4)
+        return ([helper.make_node("QuantizeLinear", [x, s, z], [q], name=f"{x}_quantize")],
+                [_c(s, 0.05), _c(z, 128, np.uint8)], (q, s, z))
     if form == "dql":
         return [helper.make_node("DynamicQuantizeLinear", [x], [q, s, z], name=f"{x}_dql")], [], (q, s, z)
     nodes = [helper.make_node("ReduceMin", [x], [f"{x}_min"], keepdims=0, name=f"{x}_min"),
@@ -166,7 +169,8 @@ def _conv_integer(x: str, out: str, w: np.ndarray, b: np.ndarray, form: str, bia
 
 def old_form(form: str = "dql", bias: str = "int32", weights: str = "uint8", seed: int = 0) -> onnx.ModelProto:
     """Conv (int8 path) -> SiLU -> Conv -> Flatten -> MatMulInteger (+ float bias): the CRNN front of
-    common_old.onnx in miniature, with the activation quantizer ``form`` ("dql", "uint8", "int8")."""
+    common_old.onnx in miniature, with the activation quantizer ``form`` ("dql", "uint8", "int8",
+    "static")."""
     rng = np.random.default_rng(seed)
     c1, c2 = rng.normal(0, 0.3, (6, 3, 3, 3)), rng.normal(0, 0.2, (4, 6, 3, 3))
     n1, i1 = _conv_integer(INPUT, "c1", c1.astype(np.float32), rng.normal(0, 0.3, 6), form, bias, weights)

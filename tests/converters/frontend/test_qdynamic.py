@@ -106,7 +106,7 @@ def test_quantize_dynamic_output_converts_to_int8(case, tmp_path):
 
 # (activation quantizer, bias, weights); the first is common_old.onnx's form
 OLD_FORMS = [("dql", "int32", "uint8"), ("uint8", "int32", "uint8"), ("int8", "float", "int8"),
-             ("dql", "float", "uint8")]
+             ("dql", "float", "uint8"), ("static", "float", "int8")]
 
 
 @pytest.mark.parametrize("form, bias, weights", OLD_FORMS)
