@@ -40,8 +40,8 @@ from onnx import helper, numpy_helper
 
 from converters.carried import ActParams, Carried, WeightGrid, warn
 from converters.errors import ConvertError, UnsupportedOpsError
-from converters.frontend import qdynamic, qfinish, qoperator, shapes
-from converters.frontend.qdynamic import MOVES
+from converters.frontend import qdynamic, qfinish, qoperator, qrescale, shapes
+from converters.frontend.qrescale import MOVES
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -128,10 +128,10 @@ class _Reader:
         self.notes: list[str] = []
         self.asymmetric: list[tuple[str, str]] = []   # (weights, dtype) requantized: one note in finish
         self.forms: set[str] = set()
-        self.skip: set[int] = set()          # positions of nodes a pattern absorbed (qdynamic.prepare)
-        self.run_time: dict[str, qdynamic.RunTime] = {}   # tensors quantized at run time, by quantized name
-        self.rescales: dict[str, qdynamic.Rescale] = {}   # integer op output -> its rescale
-        self.replace: dict[int, onnx.NodeProto] = {}      # position -> the node read instead (qdynamic)
+        self.skip: set[int] = set()          # positions of nodes a pattern absorbed (qrescale.prepare)
+        self.run_time: dict[str, qrescale.RunTime] = {}   # tensors quantized at run time, by quantized name
+        self.rescales: dict[str, qrescale.Rescale] = {}   # integer op output -> its rescale
+        self.replace: dict[int, onnx.NodeProto] = {}      # position -> the node read instead (qrescale)
         self.gathered: set[str] = set()                   # integer operands that are float lookups now
 
     # --- union-find over names that hold one float value ------------------------------------
@@ -156,7 +156,7 @@ class _Reader:
 
     # --- reading ----------------------------------------------------------------------------
     def read(self) -> None:
-        qdynamic.prepare(self)
+        qrescale.prepare(self)
         for k, node in enumerate(self.model.graph.node):
             if k in self.skip:
                 continue
