@@ -103,9 +103,10 @@ def _emit_with_bias(reader, node, op: str, inputs: list[str], bias, out: str, at
         reader.new_consts[b] = reader.consts[b] = np.asarray(bias, np.float32)
         if op == "Conv":
             inputs = [*inputs, b]
-        else:
+        else:                            # a Gemm once shapes are known (quantized.restore_gemms)
             written = f"{out}_before_bias"
             add = helper.make_node("Add", [written, b], [out], name=f"{name}_bias")
+            reader.split_gemms.append((name, add.name))
     float_node = helper.make_node(op, inputs, [written], name=name)
     float_node.attribute.extend(attributes)
     reader.forms.add("dynamic")

@@ -72,8 +72,9 @@ def prepare(reader) -> None:
             continue
         reader.rescales[node.output[0]] = found
         _dequantize_gathered(reader, node, found, gathered, nodes)
-        if node.op_type == "ConvInteger" and found.bias is None and node.input[1] in reader.consts:
-            found.chain |= _fold_float_bias(reader, found, reader.consts[node.input[1]].ndim, nodes, producers)
+        if found.bias is None and node.input[1] in reader.consts:
+            found.chain |= _fold_float_bias(reader, found, _bias_fits(node, reader.consts[node.input[1]]), nodes,
+                                            producers)
     sources = {t for r in reader.run_time.values() for t in (r.scale, r.zero_point) if t and t not in reader.consts}
     handled = {k for k, n in enumerate(nodes) if n.op_type in INTEGER_OPS and k not in barriers}
     sources |= {o for k in cone | handled for o in nodes[k].output}     # scales, int32 accumulators
@@ -252,9 +253,19 @@ def _dequantize_gathered(reader, node, r: Rescale, gathered: dict, nodes) -> Non
         reader.gathered.add(name)
 
 
-def _fold_float_bias(reader, r: Rescale, rank: int, nodes, producers) -> set[int]:
-    """Current quantize_dynamic adds a Conv's bias after the rescale: ``Add(y, Reshape(b, [1, -1, 1, 1]))``.
-    Fold it into the Conv (one int32 bias rather than an int8 Add); returns the nodes absorbed."""
+def _bias_fits(node, w: np.ndarray):
+    """Whether a constant added to the op's output is one value per output channel: along axis 1
+    of a Conv's output, along the last axis of a MatMul's (a Gemm's bias, which quantize_dynamic
+    splits off as an Add)."""
+    if node.op_type == "ConvInteger":
+        return lambda v: v.ndim <= w.ndim and ((1,) * (w.ndim - v.ndim) + v.shape)[1] == v.size == w.shape[0]
+    return lambda v: w.ndim == 2 and v.ndim <= 2 and v.shape[-1] == v.size == w.shape[-1]
+
+
+def _fold_float_bias(reader, r: Rescale, fits, nodes, producers) -> set[int]:
+    """The bias added after the rescale: ``Add(y, Reshape(b, [1, -1, 1, 1]))`` after a Conv (current
+    quantize_dynamic), ``Add(y, b)`` after a MatMul (a Gemm it split). It becomes the op's bias
+    (one int32 bias rather than an int8 Add); returns the nodes absorbed."""
     add = _single(reader, r.out, "Add")
     if add is None:
         return set()
@@ -268,8 +279,7 @@ def _fold_float_bias(reader, r: Rescale, rank: int, nodes, producers) -> set[int
         absorbed.add(k)
     else:
         return set()
-    shape = (1,) * (rank - value.ndim) + value.shape
-    if value.ndim > rank or shape[1] != value.size:
+    if value.dtype.kind != "f" or not fits(value):
         return set()                     # not one value per output channel: an ordinary Add
     r.bias, r.out = value.astype(np.float32).reshape(-1), add.output[0]
     return absorbed

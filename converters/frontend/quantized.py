@@ -88,7 +88,35 @@ def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]
         return model, None
     for note in carried.notes:
         warn(note)
-    return shapes.infer(model), carried
+    return restore_gemms(shapes.infer(model), carried.split_gemms), carried
+
+
+def restore_gemms(model: onnx.ModelProto, pairs) -> onnx.ModelProto:
+    """``MatMul(A, B) -> Add(b)`` pairs the reader wrote for a Gemm that ``quantize_dynamic`` split
+    (or a fused MatMul with a bias) become ``Gemm(A, B, b)`` where A is 2-D (known once shapes are
+    inferred; a Gemm takes nothing else): TFLite's FULLY_CONNECTED then adds the bias in int32
+    instead of an int8 ADD (+0.6 dB on common_old.onnx). In place; the model is returned."""
+    g = model.graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*g.input, *g.value_info]
+             if v.type.tensor_type.HasField("shape")}
+    weights = {i.name: len(i.dims) for i in g.initializer}
+    by_name = {n.name: n for n in g.node}
+    swap, drop = {}, set()
+    for mm_name, add_name in pairs:
+        mm, add = by_name.get(mm_name), by_name.get(add_name)
+        if mm is None or add is None or ranks.get(mm.input[0]) != 2 or weights.get(mm.input[1]) != 2:
+            continue
+        swap[mm_name] = helper.make_node("Gemm", [mm.input[0], mm.input[1], add.input[1]], list(add.output),
+                                         name=mm_name)
+        drop.add(add_name)
+    if swap:
+        gone = {by_name[name].output[0] for name in swap}
+        nodes = [swap.get(n.name, n) for n in g.node if n.name not in drop]
+        infos = [v for v in g.value_info if v.name not in gone]
+        del g.node[:], g.value_info[:]
+        g.node.extend(nodes)
+        g.value_info.extend(infos)
+    return model
 
 
 def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
@@ -133,6 +161,7 @@ class _Reader:
         self.rescales: dict[str, qrescale.Rescale] = {}   # integer op output -> its rescale
         self.replace: dict[int, onnx.NodeProto] = {}      # position -> the node read instead (qrescale)
         self.gathered: set[str] = set()                   # integer operands that are float lookups now
+        self.split_gemms: list[tuple[str, str]] = []      # (MatMul, Add) written for one Gemm: restore_gemms
 
     # --- union-find over names that hold one float value ------------------------------------
     def find(self, x: str) -> str:

@@ -190,9 +190,9 @@ def old_form(form: str = "dql", bias: str = "int32", weights: str = "uint8", see
     return _model(nodes, inits, OLD_SHAPE, [1, 5], opset=11)
 
 
-def fused_matmuls(seed: int = 0) -> onnx.ModelProto:
+def fused_matmuls(seed: int = 0, rows: int = 0) -> onnx.ModelProto:
     """x -> DynamicQuantizeMatMul (per-column int8 B, bias) -> Relu -> DynamicQuantizeLinear ->
-    MatMulIntegerToFloat (uint8 B with a zero point, bias) -> y."""
+    MatMulIntegerToFloat (uint8 B with a zero point, bias) -> y; x is [1, 16], or [1, rows, 16]."""
     rng = np.random.default_rng(seed)
     b1 = rng.normal(0, 0.3, (16, 12))
     s1 = (np.abs(b1).max(axis=0) / 127).astype(np.float32)
@@ -206,4 +206,5 @@ def fused_matmuls(seed: int = 0) -> onnx.ModelProto:
                               domain="com.microsoft", name="mmitf")]
     inits = [_c("q1", q1, np.int8), _c("s1", s1), _c("z1", np.zeros(12), np.int8), _c("bias1", rng.normal(0, 0.1, 12)),
              _c("q2", q2, np.uint8), _c("s2", s2), _c("z2", z2, np.uint8), _c("bias2", rng.normal(0, 0.1, 6))]
-    return _model(nodes, inits, FUSED_SHAPE, [1, 6], ms=True)
+    shape = (1, rows, FUSED_SHAPE[1]) if rows else FUSED_SHAPE
+    return _model(nodes, inits, shape, [*shape[:-1], 6], ms=True)

@@ -160,6 +160,20 @@ def test_the_qdq_target_of_a_dynamic_model_runs_and_warns_of_no_scales_it_has_no
     assert sqnr_db(run_ort(qpath, feeds), run_ort(qdq, feeds)) > 20
 
 
+@pytest.mark.parametrize("make, ops", [
+    (lambda: dm.old_form("dql", "int32", "uint8"), ["Conv", "Sigmoid", "Mul", "Conv", "Flatten", "Gemm"]),
+    (dm.fused_matmuls, ["Gemm", "Relu", "Gemm"]),
+    (lambda: dm.fused_matmuls(rows=4), ["MatMul", "Add", "Relu", "MatMul", "Add"]),    # a Gemm takes 2-D only
+])
+def test_a_gemm_the_quantizer_split_is_one_gemm_again(make, ops):
+    """quantize_dynamic writes Gemm as MatMulInteger + Add(bias): with a 2-D input it is read back as
+    a Gemm (its bias in int32 in FULLY_CONNECTED, not an int8 ADD)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = quantized.dequantize(make())
+    assert [n.op_type for n in model.graph.node] == ops
+
+
 def test_dynamic_lstm_weights_go_back_to_onnx_layout():
     q = np.arange(2 * 3 * 8, dtype=np.int64).reshape(2, 3, 8).astype(np.int8)     # [D, input, 4H]
     per_direction = qdynamic.lstm_weights(q, np.float32([0.5, 2.0]), np.int8([1, 0]))
