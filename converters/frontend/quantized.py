@@ -97,14 +97,12 @@ def restore_gemms(model: onnx.ModelProto, pairs) -> onnx.ModelProto:
     inferred; a Gemm takes nothing else): TFLite's FULLY_CONNECTED then adds the bias in int32
     instead of an int8 ADD (+0.6 dB on common_old.onnx). In place; the model is returned."""
     g = model.graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*g.input, *g.value_info]
-             if v.type.tensor_type.HasField("shape")}
     weights = {i.name: len(i.dims) for i in g.initializer}
     by_name = {n.name: n for n in g.node}
     swap, drop = {}, set()
     for mm_name, add_name in pairs:
         mm, add = by_name.get(mm_name), by_name.get(add_name)
-        if mm is None or add is None or ranks.get(mm.input[0]) != 2 or weights.get(mm.input[1]) != 2:
+        if mm is None or add is None or _rank(g, mm.input[0]) != 2 or weights.get(mm.input[1]) != 2:
             continue
         swap[mm_name] = helper.make_node("Gemm", [mm.input[0], mm.input[1], add.input[1]], list(add.output),
                                          name=mm_name)
@@ -117,6 +115,19 @@ def restore_gemms(model: onnx.ModelProto, pairs) -> onnx.ModelProto:
         g.node.extend(nodes)
         g.value_info.extend(infos)
     return model
+
+
+def _rank(g, name: str) -> int | None:
+    """The rank of tensor ``name``: inferred, else that of a Reshape's target (its shape input's
+    length; ONNX inference leaves a Reshape to a computed shape rankless), else None."""
+    infos = {v.name: v.type.tensor_type for v in [*g.input, *g.value_info]}
+    if name in infos and infos[name].HasField("shape"):
+        return len(infos[name].shape.dim)
+    producer = next((n for n in g.node if name in n.output), None)
+    if producer is None or producer.op_type != "Reshape" or producer.input[1] not in infos:
+        return None
+    dims = infos[producer.input[1]].shape.dim
+    return dims[0].dim_value if len(dims) == 1 and dims[0].HasField("dim_value") else None
 
 
 def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
