@@ -205,7 +205,8 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         elif cfg.float_head:
             head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
-        if carried is not None and cfg.qdq_flavour == "tensorrt":
+        # a dynamic (quantize_dynamic) model carries no activation scales to replace
+        if carried is not None and carried.activations and cfg.qdq_flavour == "tensorrt":
             warn_carried("the tensorrt QDQ profile writes symmetric activations (zero point 0), so the model's own "
                  "activation scales are replaced (its weights are kept); --qdq-profile onnxruntime writes them back")
         # carried weights have no rounding error for bias correction to undo

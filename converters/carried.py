@@ -97,6 +97,7 @@ class Carried:
     float_nodes: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list)
     unannotated: tuple[str, ...] = ()                  # tensors int8 nodes need, the model leaves bare
+    split_gemms: tuple[tuple[str, str], ...] = ()      # (MatMul, Add) node pairs the quantizer split from a Gemm
 
     @property
     def static(self) -> bool:

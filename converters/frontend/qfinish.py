@@ -55,7 +55,7 @@ def finish(r) -> tuple[onnx.ModelProto, Carried]:
     model = _model(r, g, nodes, set(known))
     carried = Carried(form="+".join(sorted(r.forms)) or "weights", activations=known,
                       weights=dict(r.grids), float_nodes=float_nodes, notes=r.notes,
-                      unannotated=tuple(missing))
+                      unannotated=tuple(missing), split_gemms=tuple(r.split_gemms))
     carried.node_weights.update(_node_weights(nodes, r.grids, r.notes))
     _check_biases(nodes, r.bias_scales, carried, r.notes)
     return model, carried

@@ -1,4 +1,4 @@
-"""QOperator and dynamic quantized ops -> float ops, for ``frontend.quantized``.
+"""QOperator quantized ops -> float ops, for ``frontend.quantized`` (dynamic forms: ``qdynamic``).
 
 Each handler replaces one quantized node by the float node it computes, dequantizes its constant
 operands (weights keep their int8 grid), and declares the (scale, zero point) its quantized inputs
@@ -8,17 +8,13 @@ them: ONNX QLinearConv / QLinearMatMul
 (https://github.com/microsoft/onnxruntime/blob/main/docs/ContribOperators.md: QLinearAdd, QLinearMul,
 QLinearConcat, QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu,
 QLinearSoftmax, QGemm).
-
-Dynamic quantization (``quantize_dynamic``) writes ``DynamicQuantizeLinear(x)`` and then
-``ConvInteger/MatMulInteger -> Cast(float) -> Mul(x_scale * w_scale)``: that chain is one float
-Conv/MatMul on ``x`` with weights ``(w - w_zp) * w_scale``; its activations carry no parameters.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
 
 MS = "com.microsoft"
 STD = ("", "ai.onnx")
@@ -99,7 +95,7 @@ def _weight_axis(node, w: np.ndarray) -> int:
 
 def _const_operand(reader, node, name: str, scale, zp, axis) -> str:
     q = reader.consts[name]
-    out = _fresh(reader, f"{name}_dequantized")
+    out = fresh(reader, f"{name}_dequantized")
     per_channel = np.asarray(scale).size > 1
     reader.new_consts[out] = reader.consts[out] = dequantize_const(q, scale, zp, axis if per_channel else None)
     if axis is not None:
@@ -112,7 +108,7 @@ def _bias(reader, node, name: str, scale: np.ndarray) -> str:
         reader.problems.append(f"{node.name} ({node.op_type}): bias '{name}' must be a constant")
         return name
     b = reader.consts[name]
-    out = _fresh(reader, f"{name}_dequantized")
+    out = fresh(reader, f"{name}_dequantized")
     scale = scale if scale.size > 1 else scale.reshape(())
     if b.dtype == np.int32:
         reader.new_consts[out] = reader.consts[out] = dequantize_const(b, scale, None, 0 if scale.ndim else None)
@@ -122,7 +118,7 @@ def _bias(reader, node, name: str, scale: np.ndarray) -> str:
     return out
 
 
-def _fresh(reader, base: str) -> str:
+def fresh(reader, base: str) -> str:
     name, k = base, 1
     while name in reader.consts:
         name, k = f"{base}_{k}", k + 1
@@ -145,83 +141,5 @@ def dequantize_const(q: np.ndarray, scale, zp, axis: int | None) -> np.ndarray:
     return ((q.astype(np.int64) - along(zp, axis, q.ndim)) * s).astype(np.float32)
 
 
-
-# --- dynamic quantization ----------------------------------------------------------------------
-def _dynamic_quantize(reader, node) -> None:
-    """y, y_scale, y_zp = DynamicQuantizeLinear(x): y is x (its scale only feeds the rescale)."""
-    reader.forms.add("dynamic")
-    reader.union(node.input[0], node.output[0])
-    reader.dyn_scale[node.output[1]] = node.input[0]
-
-
-def prepare_patterns(reader) -> None:
-    """Find each ConvInteger/MatMulInteger's Cast -> Mul rescale before reading (the scale Mul
-    comes first in graph order) and mark the absorbed nodes."""
-    reader.integer = {}
-    producers = {o: n for n in reader.model.graph.node for o in n.output}
-    for node in reader.model.graph.node:
-        if node.op_type in ("ConvInteger", "MatMulInteger"):
-            found = _rescale(reader, node, producers)
-            if found is None:
-                reader.problems.append(
-                    f"{node.name} ({node.op_type}): its int32 output is not rescaled the way quantize_dynamic "
-                    "writes it (Cast to float, then Mul by input_scale * weight_scale)")
-                continue
-            w_scale, out, absorbed = found
-            reader.integer[node.name] = (w_scale, out)
-            reader.skip.update(absorbed)
-
-
-def _only(reader, name: str, op_type: str):
-    users = reader.consumers.get(name, [])
-    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
-
-
-def _rescale(reader, node, producers):
-    cast = _only(reader, node.output[0], "Cast")
-    if cast is None or next((a.i for a in cast.attribute if a.name == "to"), 0) != TensorProto.FLOAT:
-        return None
-    mul = _only(reader, cast.output[0], "Mul")
-    if mul is None:
-        return None
-    other = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
-    scale_mul = producers.get(other)
-    x_source = producers.get(node.input[0])
-    if scale_mul is None or scale_mul.op_type != "Mul" or x_source is None \
-            or x_source.op_type != "DynamicQuantizeLinear":
-        return None
-    rest = [i for i in scale_mul.input if i != x_source.output[1]]
-    if len(rest) != 1 or rest[0] not in reader.consts:
-        return None
-    absorbed = {cast.name, mul.name}
-    if len(reader.consumers.get(other, [])) == 1:
-        absorbed.add(scale_mul.name)
-    return reader.consts[rest[0]], mul.output[0], absorbed
-
-
-def _integer(reader, node) -> None:
-    if node.name not in getattr(reader, "integer", {}):
-        return                                           # already listed as a problem
-    w_scale, out = reader.integer[node.name]
-    w_name = node.input[1]
-    if w_name not in reader.consts:
-        reader.problems.append(f"{node.name} ({node.op_type}): weights '{w_name}' must be constant")
-        return
-    q = reader.consts[w_name]
-    zp = reader.param(node, 3) if len(node.input) > 3 and node.input[3] else None
-    axis = 0 if node.op_type == "ConvInteger" else q.ndim - 1
-    per_channel = np.asarray(w_scale).size > 1
-    name = _fresh(reader, f"{w_name}_dequantized")
-    reader.new_consts[name] = reader.consts[name] = dequantize_const(q, w_scale, zp, axis if per_channel else None)
-    reader.record_grid(name, q, w_scale, zp, axis if per_channel else None)
-    float_op = "Conv" if node.op_type == "ConvInteger" else "MatMul"
-    float_node = helper.make_node(float_op, [node.input[0], name], [out], name=node.name)
-    float_node.attribute.extend(node.attribute)
-    reader.forms.add("dynamic")
-    reader.emit(float_node, int8=True)
-
-
-HANDLERS = {**{op: _spec_handler for op in SPECS}, "DynamicQuantizeLinear": _dynamic_quantize,
-            "ConvInteger": _integer, "MatMulInteger": _integer}
-DOMAINS = {**{op: spec.domains for op, spec in SPECS.items()}, "DynamicQuantizeLinear": STD,
-           "ConvInteger": STD, "MatMulInteger": STD}
+HANDLERS = {op: _spec_handler for op in SPECS}
+DOMAINS = {op: spec.domains for op, spec in SPECS.items()}

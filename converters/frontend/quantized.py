@@ -16,9 +16,11 @@ backends write them back:
 * ``DequantizeLinear(int8 initializer)``: a float initializer ``q * scale``; symmetric int8
   (zero point 0, |q| <= 127) keeps its scales as the weight's grid. ``QuantizeLinear(float
   initializer)`` (fake-quantized weights of QAT exports) is folded first.
-* QOperator and dynamic forms (``qoperator.py``): QLinearConv -> Conv with dequantized weights and
-  bias, QLinearAdd -> Add, ..., ConvInteger / MatMulInteger with their Cast -> Mul rescale -> Conv /
-  MatMul; their input and output scales become the tensors' parameters.
+* QOperator forms (``qoperator.py``): QLinearConv -> Conv with dequantized weights and bias,
+  QLinearAdd -> Add, ...; their input and output scales become the tensors' parameters.
+* Dynamic forms (``qdynamic.py``, every form ``quantize_dynamic`` has written): ConvInteger /
+  MatMulInteger with their rescale -> Conv / MatMul, DynamicQuantizeLSTM -> LSTM, ...; the
+  weights are dequantized and the activations carry no parameters.
 * ONNX Runtime drops a Relu in front of a Q whose zero point is the range floor (the clamp is in
   the Q). Such a Q after a Conv/Gemm/MatMul/Add/Sub/Mul/BatchNormalization gets its Relu back, so
   the float model computes what the quantized one does (the backends fuse it again).
@@ -38,15 +40,18 @@ from onnx import helper, numpy_helper
 
 from converters.carried import ActParams, Carried, WeightGrid, warn
 from converters.errors import ConvertError, UnsupportedOpsError
-from converters.frontend import qfinish, qoperator, shapes
+from converters.frontend import qdynamic, qfinish, qoperator, qrescale, shapes
+from converters.frontend.qrescale import MOVES
 from converters.frontend.qoperator import along, dequantize_const
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+HANDLERS = {**qoperator.HANDLERS, **qdynamic.HANDLERS}
+DOMAINS = {**qoperator.DOMAINS, **qdynamic.DOMAINS}
 LIST_AT_MOST = 12
 
 
 def _quant_op(node) -> bool:
-    return node.op_type in QDQ_OPS or node.op_type in qoperator.HANDLERS
+    return node.op_type in QDQ_OPS or node.op_type in HANDLERS
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -83,7 +88,46 @@ def dequantize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]
         return model, None
     for note in carried.notes:
         warn(note)
-    return shapes.infer(model), carried
+    return restore_gemms(shapes.infer(model), carried.split_gemms), carried
+
+
+def restore_gemms(model: onnx.ModelProto, pairs) -> onnx.ModelProto:
+    """``MatMul(A, B) -> Add(b)`` pairs the reader wrote for a Gemm that ``quantize_dynamic`` split
+    (or a fused MatMul with a bias) become ``Gemm(A, B, b)`` where A is 2-D (known once shapes are
+    inferred; a Gemm takes nothing else): TFLite's FULLY_CONNECTED then adds the bias in int32
+    instead of an int8 ADD (+0.6 dB on common_old.onnx). In place; the model is returned."""
+    g = model.graph
+    weights = {i.name: len(i.dims) for i in g.initializer}
+    by_name = {n.name: n for n in g.node}
+    swap, drop = {}, set()
+    for mm_name, add_name in pairs:
+        mm, add = by_name.get(mm_name), by_name.get(add_name)
+        if mm is None or add is None or _rank(g, mm.input[0]) != 2 or weights.get(mm.input[1]) != 2:
+            continue
+        swap[mm_name] = helper.make_node("Gemm", [mm.input[0], mm.input[1], add.input[1]], list(add.output),
+                                         name=mm_name)
+        drop.add(add_name)
+    if swap:
+        gone = {by_name[name].output[0] for name in swap}
+        nodes = [swap.get(n.name, n) for n in g.node if n.name not in drop]
+        infos = [v for v in g.value_info if v.name not in gone]
+        del g.node[:], g.value_info[:]
+        g.node.extend(nodes)
+        g.value_info.extend(infos)
+    return model
+
+
+def _rank(g, name: str) -> int | None:
+    """The rank of tensor ``name``: inferred, else that of a Reshape's target (its shape input's
+    length; ONNX inference leaves a Reshape to a computed shape rankless), else None."""
+    infos = {v.name: v.type.tensor_type for v in [*g.input, *g.value_info]}
+    if name in infos and infos[name].HasField("shape"):
+        return len(infos[name].shape.dim)
+    producer = next((n for n in g.node if name in n.output), None)
+    if producer is None or producer.op_type != "Reshape" or producer.input[1] not in infos:
+        return None
+    dims = infos[producer.input[1]].shape.dim
+    return dims[0].dim_value if len(dims) == 1 and dims[0].HasField("dim_value") else None
 
 
 def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Carried | None]:
@@ -121,9 +165,14 @@ class _Reader:
         self.int8_nodes: set[str] = set()
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.asymmetric: list[tuple[str, str]] = []   # (weights, dtype) requantized: one note in finish
         self.forms: set[str] = set()
-        self.dyn_scale: dict[str, str] = {}  # DynamicQuantizeLinear scale output -> its input
-        self.skip: set[str] = set()          # nodes a pattern absorbed (Cast/Mul after *Integer)
+        self.skip: set[int] = set()          # positions of nodes a pattern absorbed (qrescale.prepare)
+        self.run_time: dict[str, qrescale.RunTime] = {}   # tensors quantized at run time, by quantized name
+        self.rescales: dict[str, qrescale.Rescale] = {}   # integer op output -> its rescale
+        self.replace: dict[int, onnx.NodeProto] = {}      # position -> the node read instead (qrescale)
+        self.gathered: set[str] = set()                   # integer operands that are float lookups now
+        self.split_gemms: list[tuple[str, str]] = []      # (MatMul, Add) written for one Gemm: restore_gemms
 
     # --- union-find over names that hold one float value ------------------------------------
     def find(self, x: str) -> str:
@@ -147,16 +196,19 @@ class _Reader:
 
     # --- reading ----------------------------------------------------------------------------
     def read(self) -> None:
-        qoperator.prepare_patterns(self)
-        for node in self.model.graph.node:
-            if node.name in self.skip:
+        qrescale.prepare(self)
+        for k, node in enumerate(self.model.graph.node):
+            if k in self.skip:
+                continue
+            if k in self.replace:                 # an embedding lookup of a MatMulInteger, on its float table
+                self.emit(self.replace[k])
                 continue
             if node.op_type == "QuantizeLinear":
                 self._quantize(node)
             elif node.op_type == "DequantizeLinear":
                 self._dequantize(node)
-            elif node.op_type in qoperator.HANDLERS and node.domain in qoperator.DOMAINS[node.op_type]:
-                qoperator.HANDLERS[node.op_type](self, node)
+            elif node.op_type in HANDLERS and node.domain in DOMAINS[node.op_type]:
+                HANDLERS[node.op_type](self, node)
             elif node.domain not in ("", "ai.onnx"):
                 self.problems.append(f"{node.name} ({node.domain}.{node.op_type}): not a quantized op "
                                      "this converter reads")
@@ -199,6 +251,9 @@ class _Reader:
 
     def _quantize(self, node) -> None:
         x, out = node.input[0], node.output[0]
+        if out in self.run_time:                  # quantize_dynamic's QuantizeLinear on a computed scale
+            qdynamic.run_time_quantize(self, node)
+            return
         scale, zp = self.param(node, 1), self.param(node, 2)
         if scale is None or self._blocked(node):
             return
@@ -230,27 +285,36 @@ class _Reader:
 
     def _gathered_weights(self, node, scale, zp) -> bool:
         """``DequantizeLinear(Gather(int table, ids))`` with per-tensor parameters, as ONNX Runtime's
-        ``quantize_dynamic`` writes an embedding lookup: the same as ``Gather(float table, ids)``
-        (a per-tensor dequantization commutes with indexing). The Gather reads the dequantized
-        table and writes the DQ's output; its values lie on the table's grid (declared)."""
+        ``quantize_dynamic`` writes an embedding lookup, possibly through Transpose/Reshape/... that
+        move its integers (ONNX Runtime's Direct8BitOp): the same as ``Gather(float table, ids)``
+        and the same moves (a per-tensor dequantization commutes with indexing and moving). The
+        Gather reads the dequantized table, the last node writes the DQ's output; its values lie
+        on the table's grid (declared)."""
         x, out = node.input[0], node.output[0]
-        k = next((k for k, n in enumerate(self.nodes) if x in n.output), None)
+        producer = {o: k for k, n in enumerate(self.nodes) for o in n.output}
+        last = k = producer.get(x)
+        while k is not None and self.nodes[k].op_type in MOVES and self._only_reader(self.nodes[k].output[0]):
+            k = producer.get(self.nodes[k].input[0])
         gather = self.nodes[k] if k is not None else None
         if (gather is None or gather.op_type != "Gather" or gather.input[0] not in self.consts
-                or np.asarray(scale).size != 1 or len(self.consumers.get(x, ())) != 1):
+                or np.asarray(scale).size != 1 or not self._only_reader(gather.output[0])):
             return False
         table = gather.input[0]
         floats = f"{table}_dequantized"
         if floats not in self.consts:
             q = self.consts[table]
             self.consts[floats] = self.new_consts[floats] = dequantize_const(q, scale, zp, None)
-        copy = onnx.NodeProto()
-        copy.CopyFrom(gather)
-        copy.input[0], copy.output[0] = floats, out
-        self.nodes[k] = copy
+        for index, field, value in ((k, "input", floats), (last, "output", out)):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(self.nodes[index])
+            getattr(copy, field)[0] = value
+            self.nodes[index] = copy
         self.real.add(out)
         self.declare(out, scale, zp if zp is not None else 0, self.int_type(x, zp), node.name)
         return True
+
+    def _only_reader(self, name: str) -> bool:
+        return len(self.consumers.get(name, ())) == 1
 
     def record_grid(self, name: str, q: np.ndarray, scale, zp, axis) -> None:
         """Keep the grid of symmetric int8 weights; say why any other weights are requantized."""
@@ -265,10 +329,15 @@ class _Reader:
                 self.notes.append(f"weights '{name}': {clamped} value(s) of -128 become -127 (TFLite int8 weights are "
                                   "in [-127, 127]); the model's scales are kept")
         elif q.ndim >= 2:
-            self.notes.append(f"weights '{name}' are requantized to symmetric int8 (the TFLite int8 spec): they are "
-                              f"{q.dtype} with a non-zero zero point")
+            self.asymmetric.append((name, str(q.dtype)))
 
     def finish(self) -> tuple[onnx.ModelProto, Carried]:
+        if self.asymmetric:             # one note for all: quantize_dynamic's uint8 weights are every Conv's
+            names = [f"'{n}'" for n, _ in self.asymmetric]
+            more = f" and {len(names) - LIST_AT_MOST} more" if len(names) > LIST_AT_MOST else ""
+            kinds = "/".join(sorted({t for _, t in self.asymmetric}))
+            self.notes.append(f"weights {', '.join(names[:LIST_AT_MOST])}{more} are requantized to symmetric int8 "
+                              f"(the TFLite int8 spec): they are {kinds} with a non-zero zero point")
         return qfinish.finish(self)     # the second half: names, parameters, ties, the graph
 
 

@@ -543,16 +543,20 @@ def test_onnx_runtimes_output_of_an_ir3_model_loads(tmp_path):
                        output_step(onnx.load(str(qpath)))) <= 2.0
 
 
-def test_a_dynamic_embedding_lookup_reads_the_dequantized_table(tmp_path):
-    """quantize_dynamic writes Gather(int table, ids) -> DequantizeLinear: the lookup reads the
-    float table (once "Add B has inconsistent type" in shape inference)."""
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_dynamic_embedding_lookup_reads_the_dequantized_table(tmp_path, moved):
+    """quantize_dynamic writes Gather(int table, ids) [-> Transpose of the integers] -> DequantizeLinear:
+    the lookup reads the float table (once "Add B has inconsistent type" in shape inference; the
+    Transpose, as in a torch LSTM classifier's embedding, once an LSTM reading uint8)."""
     rng = np.random.default_rng(0)
+    shape = [6, 1, 8] if moved else [1, 6, 8]
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
     inits = [numpy_helper.from_array(rng.normal(size=(50, 8)).astype(np.float32), "table"),
-             numpy_helper.from_array(rng.normal(size=(1, 6, 8)).astype(np.float32), "pos"),
+             numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), "pos"),
              numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w")]
-    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="lookup"),
+    move = [helper.make_node("Transpose", ["e0"], ["e"], perm=[1, 0, 2], name="move")] if moved else []
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e0" if moved else "e"], name="lookup"), *move,
              helper.make_node("Add", ["e", "pos"], ["h"], name="add"),
              helper.make_node("MatMul", ["h", "w"], ["y"], name="mm")]
     src = save(helper.make_model(helper.make_graph(nodes, "g", [ids], [y], inits),
@@ -560,6 +564,7 @@ def test_a_dynamic_embedding_lookup_reads_the_dequantized_table(tmp_path):
     dyn = pm.ort_dynamic(src, tmp_path / "dyn.onnx")
     kinds = [n.op_type for n in onnx.load(str(dyn)).graph.node]
     assert "DequantizeLinear" in kinds and kinds.index("Gather") < kinds.index("DequantizeLinear")
+    assert not moved or kinds.index("Transpose") < kinds.index("DequantizeLinear")
     feeds = [{"ids": rng.integers(0, 50, size=(1, 6)).astype(np.int64)} for _ in range(16)]
     calib = tmp_path / "calib.npz"
     np.savez(calib, ids=np.concatenate([f["ids"] for f in feeds]))
