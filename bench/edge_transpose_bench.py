@@ -1,6 +1,7 @@
 """Which side of the float/int8 conversion a graph-edge TRANSPOSE should run on, by channel count.
 
-    .venv/bin/python bench/edge_transpose_bench.py [--threads 2] [--rounds 8] [--runs 50] [--json out.json]
+    .venv/bin/python bench/edge_transpose_bench.py [--threads 2] [--rounds 8] [--runs 100] [--clock wall|cpu]
+        [--json out.json]
 
 An NCHW float input reaches a channels-last int8 network through QUANTIZE and a TRANSPOSE; the
 TRANSPOSE can move int8 bytes (QUANTIZE first) or float bytes (TRANSPOSE first). Outputs mirror it
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from litert_latency_bench import measure  # noqa: E402  (after the path)
+from litert_latency_bench import CLOCKS, measure  # noqa: E402  (after the path)
 
 from converters.lower.context import options  # noqa: E402
 from converters.tflite.writer import serialize  # noqa: E402
@@ -63,7 +64,7 @@ def edge_model(edge: str, shape: tuple[int, ...], float_transpose: bool) -> byte
     return serialize(tg)
 
 
-def run(threads: int, rounds: int, runs: int) -> list[dict]:
+def run(threads: int, rounds: int, runs: int, clock: str = "wall") -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for edge, *shape in CASES:
@@ -71,7 +72,7 @@ def run(threads: int, rounds: int, runs: int) -> list[dict]:
             for kind in ("int8", "float"):
                 paths[kind] = Path(tmp) / f"{edge}_{'x'.join(map(str, shape))}_{kind}.tflite"
                 paths[kind].write_bytes(edge_model(edge, tuple(shape), kind == "float"))
-            result = measure(paths, threads, rounds, runs)
+            result = measure(paths, threads, rounds, runs, clock=clock)
             rows.append({"edge": edge, "shape_nchw": shape, "channels": shape[1],
                          "int8_ms": result["int8"]["median_ms"], "float_ms": result["float"]["median_ms"],
                          "int8_fast_ms": result["int8"]["fast_decile_ms"],
@@ -96,15 +97,16 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="as in litert_latency_bench.py")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    rows = run(args.threads, args.rounds, args.runs)
-    doc = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs,
+    rows = run(args.threads, args.rounds, args.runs, args.clock)
+    doc = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "clock": args.clock,
            "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "cases": rows}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
     print(table(rows))
-    print(f"{args.threads} threads; load average {doc['loadavg_1m']:.1f} on {doc['cpus']} CPUs")
+    print(f"{args.threads} threads, {args.clock} clock; load average {doc['loadavg_1m']:.1f} on {doc['cpus']} CPUs")
 
 
 if __name__ == "__main__":
