@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from litert_latency_bench import CLOCKS, measure  # noqa: E402  (after the path)
+from litert_latency_bench import measure, timing_options  # noqa: E402  (after the path)
 
 from converters.lower.context import options  # noqa: E402
 from converters.tflite.writer import serialize  # noqa: E402
@@ -94,11 +94,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="graph-edge TRANSPOSE: int8 or float side (module doc)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="as in litert_latency_bench.py")
-    p.add_argument("--json", type=Path)
+    timing_options(p, runs=100)
     args = p.parse_args(argv)
     rows = run(args.threads, args.rounds, args.runs, args.clock)
     doc = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "clock": args.clock,

@@ -110,15 +110,20 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def timing_options(p: argparse.ArgumentParser, runs: int = 50) -> None:
+    """The options of ``measure`` (shared with edge_transpose_bench.py), and --json."""
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--runs", type=int, default=runs)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (litert_latency_bench.py's doc)")
+    p.add_argument("--json", type=Path)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="interleaved LiteRT latency of .tflite files (module doc)")
     p.add_argument("models", nargs="+", help="NAME=PATH; the first is the reference of the ratios")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall: elapsed time; cpu: this process's CPU time (module doc)")
-    p.add_argument("--json", type=Path)
+    timing_options(p)
     args = p.parse_args(argv)
     models = dict((spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in args.models)
     result = measure(models, args.threads, args.rounds, args.runs, clock=args.clock)
