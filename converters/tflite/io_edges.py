@@ -25,14 +25,17 @@ NARROW = 16
 
 
 def float_input_transposes(tg: TGraph, int8_ops: set[int]) -> None:
-    """Leave float a TRANSPOSE that reads a float32 graph input and writes fewer than ``NARROW``
-    channels (innermost dim): the QUANTIZE then follows it. Moving float bytes is exact, so the
-    numbers are unchanged; only the kernel that moves them is. (Float I/O only: an int8 or uint8
-    input has no float side.)"""
+    """Leave float a channels-last TRANSPOSE (axis 1 to the end) of a float32 graph input with
+    fewer than ``NARROW`` channels: the QUANTIZE then follows it. Moving float bytes is exact, so
+    the numbers are unchanged; only the kernel that moves them is. (Float I/O only: an int8 or
+    uint8 input has no float side.)"""
     inputs = {i for i in tg.inputs if tg.tensors[i].dtype == "float32"}
     for op in tg.ops:
-        if op.opcode == "TRANSPOSE" and id(op) in int8_ops and op.inputs[0] in inputs \
-                and tg.tensors[op.outputs[0]].shape[-1] < NARROW:
+        if op.opcode != "TRANSPOSE" or id(op) not in int8_ops or op.inputs[0] not in inputs:
+            continue
+        src, perm = tg.tensors[op.inputs[0]], tg.tensors[op.inputs[1]].data
+        rank = len(src.shape)
+        if perm is not None and list(perm) == [0, *range(2, rank), 1] and src.shape[1] < NARROW:
             int8_ops.discard(id(op))
 
 

@@ -14,14 +14,16 @@ from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
 
-def conv_net(channels: int):
-    """Conv 3x3 (pad 1) -> Relu over an NCHW input of ``channels``: the stem of an image CNN."""
+def conv_net(channels: int, rank: int = 4):
+    """Conv 3x3 (pad 1) -> Relu over an NCHW input of ``channels``: the stem of an image CNN
+    (rank 3: a 1-D conv over NCL, the stem of an audio CNN)."""
     rng = np.random.default_rng(channels)
-    w = rng.normal(0, 0.5, (8, channels, 3, 3)).astype(np.float32)
+    spatial = rank - 2
+    w = rng.normal(0, 0.5, (8, channels, *[3] * spatial)).astype(np.float32)
     b = rng.normal(0, 0.1, 8).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * (2 * spatial)),
              helper.make_node("Relu", ["c"], ["y"])]
-    return H.model(nodes, {"x": [1, channels, 12, 12]}, ["y"], {"w": w, "b": b})
+    return H.model(nodes, {"x": [1, channels, *[12] * spatial]}, ["y"], {"w": w, "b": b})
 
 
 def _ops(q) -> list[tuple[str, str]]:
@@ -36,6 +38,12 @@ def _edge(q) -> list[tuple[str, str]]:
     """The ops before the first CONV_2D: the input edge."""
     ops = _ops(q)
     return ops[:[name for name, _ in ops].index("CONV_2D")]
+
+
+def test_ncl_input_of_a_1d_conv_moves_float_too():
+    m = conv_net(2, rank=3)
+    q = H.convert(m, "int8", samples=H.samples_for(m))
+    assert _edge(q)[:2] == [("TRANSPOSE", "float32"), ("QUANTIZE", "int8")], q.ops
 
 
 @pytest.mark.parametrize("channels,expect", [
