@@ -11,6 +11,11 @@ a load spike on this shared machine falls on all of them. Three ratios to the fi
 medians, of the means of the fastest tenth of the runs (the ones the machine's other tenants left
 alone: the closest to an idle device), and the median over steps of the paired per-step ratio.
 Listing the first model twice shows the noise floor of the run.
+
+``--clock cpu`` times each invocation by the CPU time of this process (``time.process_time``)
+instead of the wall clock: on a machine shared with other jobs, the time a model waits for a core
+is not counted, only the work it does. Use it with ``--threads 1`` (the work runs on the calling
+thread; with more threads the pool's spinning waits count as CPU time too).
 """
 from __future__ import annotations
 
@@ -54,9 +59,14 @@ def load(path: Path, threads: int):
                     "delegate_partitions": sum(op["op_name"] == "DELEGATE" for op in ops)}
 
 
-def measure(models: dict[str, Path], threads: int, rounds: int, runs: int, warmup: int = 10) -> dict:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def measure(models: dict[str, Path], threads: int, rounds: int, runs: int, warmup: int = 10,
+            clock: str = "wall") -> dict:
     """Each timed step invokes every model once, in an order that rotates each step, so the
     models of one step see the same load; a ratio is the median over steps of the paired ratio."""
+    now = CLOCKS[clock]
     rng = np.random.default_rng(0)
     loaded = {name: load(path, threads) for name, path in models.items()}
     interps = {name: interp for name, (interp, _) in loaded.items()}
@@ -70,9 +80,9 @@ def measure(models: dict[str, Path], threads: int, rounds: int, runs: int, warmu
     for step in range(rounds * runs):
         k = step % len(names)
         for name in names[k:] + names[:k]:
-            t0 = time.perf_counter()
+            t0 = now()
             interps[name].invoke()
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append((now() - t0) * 1e3)
     result = {}
     for name in names:
         ratios = [a / b for a, b in zip(times[name], times[names[0]])]
@@ -100,22 +110,29 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def timing_options(p: argparse.ArgumentParser, runs: int = 50) -> None:
+    """The options of ``measure`` (shared with edge_transpose_bench.py), and --json."""
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--runs", type=int, default=runs)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (litert_latency_bench.py's doc)")
+    p.add_argument("--json", type=Path)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="interleaved LiteRT latency of .tflite files (module doc)")
     p.add_argument("models", nargs="+", help="NAME=PATH; the first is the reference of the ratios")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--json", type=Path)
+    timing_options(p)
     args = p.parse_args(argv)
     models = dict((spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in args.models)
-    result = measure(models, args.threads, args.rounds, args.runs)
-    doc = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs,
+    result = measure(models, args.threads, args.rounds, args.runs, clock=args.clock)
+    doc = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "clock": args.clock,
            "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "models": result}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
     print(table(result))
-    print(f"{args.rounds} rounds x {args.runs} runs each, {args.threads} threads; "
+    print(f"{args.rounds} rounds x {args.runs} runs each, {args.threads} threads, {args.clock} clock; "
           f"load average {doc['loadavg_1m']:.1f} on {doc['cpus']} CPUs")
 
 

@@ -53,7 +53,7 @@ def build(cfg, model: onnx.ModelProto, built: dict, *, ranges=None, report=None,
         "source_model": _source(cfg.model, model),
         "inputs": inputs,
         "outputs": outputs,
-        "preprocessing": _preprocessing(cfg.preprocess),
+        "preprocessing": _preprocessing(cfg.preprocess, cfg.layout),
         "labels": _labels(cfg.labels),
         "quantization": {"mode": cfg.quantize, "io": cfg.io, "layout": cfg.layout,
                          "observer": cfg.observer if ranges is not None else None,
@@ -120,10 +120,16 @@ def _calibration(cfg) -> dict:
             "source_sha256": file_sha256(source) if source.is_file() else None}
 
 
-def _preprocessing(spec) -> dict | None:
+def _preprocessing(spec, layout: str = "onnx") -> dict | None:
+    """The spec as the device applies it. One that lays images out NCHW (the ONNX model's layout)
+    would feed a ``--layout nhwc`` TFLite model CHW frames: it says "auto" instead, which
+    edge.preprocess (and verify, for the NCHW reference) resolve from each model's input shape."""
     if spec is None:
         return None
-    return PreprocessSpec.parse(spec).to_dict()
+    out = PreprocessSpec.parse(spec).to_dict()
+    if layout == "nhwc" and out["layout"] == "NCHW":
+        out["layout"] = "auto"
+    return out
 
 
 def _labels(path) -> list[str] | None:

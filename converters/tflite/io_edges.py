@@ -5,12 +5,38 @@ Every float tensor has a *domain*: ``int8`` when an int8 op produces it, ``float
 other domain reads a converted copy (one per tensor, shared by all such consumers). Graph
 outputs keep their ONNX name and index, so ``tensor_map`` and the interpreter's output details
 stay stable whatever ``io`` is.
+
+A TRANSPOSE that reads a float graph input with few channels (an NCHW image's layout change) runs
+before the input's QUANTIZE, on float bytes (``float_input_transposes``).
 """
 from __future__ import annotations
 
 from converters.tflite.params import activation_params
 from converters.tflite.rules import data_inputs
 from converters.tgraph import QParams, TGraph, TOp, TTensor
+
+
+# XNNPACK's int8 transpose is slower than its float one when the channels it interleaves are few:
+# QUANTIZE -> int8 TRANSPOSE of a [1,3,224,224] float input took 0.110 ms, float TRANSPOSE ->
+# QUANTIZE 0.075 ms; float also won at 2 and 8 channels, lost at 16 and 32 (bench/edge_transpose_bench.py,
+# x86, 2 threads; docs/converter-internals.md "Against the TensorFlow route"). At an output edge the
+# int8 TRANSPOSE before DEQUANTIZE won or tied at every channel count measured (3 to 64), so it stays.
+NARROW = 16
+
+
+def float_input_transposes(tg: TGraph, int8_ops: set[int]) -> None:
+    """Leave float a channels-last TRANSPOSE (axis 1 to the end) of a float32 graph input with
+    fewer than ``NARROW`` channels: the QUANTIZE then follows it. Moving float bytes is exact, so
+    the numbers are unchanged; only the kernel that moves them is. (Float I/O only: an int8 or
+    uint8 input has no float side.)"""
+    inputs = {i for i in tg.inputs if tg.tensors[i].dtype == "float32"}
+    for op in tg.ops:
+        if op.opcode != "TRANSPOSE" or id(op) not in int8_ops or op.inputs[0] not in inputs:
+            continue
+        src, perm = tg.tensors[op.inputs[0]], tg.tensors[op.inputs[1]].data
+        rank = len(src.shape)
+        if perm is not None and list(perm) == [0, *range(2, rank), 1] and src.shape[1] < NARROW:
+            int8_ops.discard(id(op))
 
 
 def initial_domains(tg: TGraph, int8_ops: set[int], io: str) -> dict[int, str]:

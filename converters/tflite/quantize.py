@@ -52,6 +52,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
+        io_edges.float_input_transposes(tg, int8_ops)
     _demote_float_feeders(tg, int8_ops)
     _float_regions(tg, int8_ops, io)
     ranges = saturate.narrow(tg, ranges, int8_ops)      # steps only where readers see them
