@@ -27,6 +27,8 @@ Profiles (``PROFILES``):
 """
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +39,7 @@ from converters import tflite
 from converters.errors import ConvertError
 from converters.frontend.names import check_keep_float, name_nodes
 from converters.frontend.subgraphs import descendants, local_names
-from converters.qdq import amax, fold, ops, params, shared
+from converters.qdq import amax, emit, fold, ops, params, shared
 from converters.qdq.shared import Shared
 from core.errors import UsageError
 
@@ -64,26 +66,26 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
           weight_scales: dict | None = None, tflite=None) -> onnx.ModelProto:
     """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float.
 
-    The parameters are the TFLite build's (``shared.py``): ``tflite`` is that build's
-    ``TFLiteResult`` (same model, ranges, samples and keep_float), else it is built here. With
-    ``samples`` (the calibration feeds) that build measures its own temporaries and corrects the
-    biases of its layers for their weights' rounding; the QDQ model carries the corrected biases.
-    ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized model's weights
-    keep their own int8 values and scales."""
+    The graph is the converter's IR after the passes both targets share, written back as ONNX
+    (``emit.py``); the parameters are the TFLite build's (``shared.py``): ``tflite`` is that
+    build's ``TFLiteResult`` (same model, ranges, samples and keep_float), else it is built here.
+    With ``samples`` (the calibration feeds) that build measures its own temporaries and corrects
+    the biases of its layers for their weights' rounding; the QDQ model carries the corrected
+    biases. ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized
+    model's weights keep their own int8 values and scales. The model's metadata records which
+    graph was written (``ganglion.qdq.graph``: "ir", or "onnx: <why not the IR>")."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = check_keep_float(model, keep_float)
     source = _shared(model, ranges, keep, samples, tflite)
-    model, folded = _prepared(model)
-    # keeping a BatchNormalization float means keeping the Conv it was folded into float
-    keep = keep | {conv for bn, conv in folded.items() if bn in keep}
+    model, keep, graph_from = _float_graph(model, keep)
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep, source)
     writer.carried = dict(weight_scales or {})
     if PROFILES[profile].symmetric_activations and samples:
         writer.clip(amax.choose(model, sorted(writer.act), samples))
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                        "ganglion.qdq.profile": profile})
+                                        "ganglion.qdq.profile": profile, "ganglion.qdq.graph": graph_from})
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -103,8 +105,43 @@ def _shared(model, ranges, keep: frozenset, samples, result) -> Shared:
     return shared.read(result.flatbuffer, result.tensor_map, result.op_nodes)
 
 
+def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelProto, frozenset, str]:
+    """(the float graph the Q/DQ pairs go into, ``keep`` named in it, "ir" or "onnx: <why>").
+
+    The IR after the shared passes (``emit.py``), unless the frontend refuses the model or
+    control flow on data is left (the IR does not track what a subgraph reads): then the ONNX
+    graph itself, cleaned by ``fold.py``, with a warning that names the reason."""
+    try:
+        graph = emit.ir_graph(model)
+        why = emit.subgraph_nodes(graph)
+        why = f"control flow on data ({', '.join(why[:3])}) is written as the model has it" if why else None
+    except ConvertError as exc:
+        graph, why = None, f"the frontend did not take the model ({exc.code}: {exc.message})"
+    if why is not None:
+        warnings.warn(f"QDQ: the float graph is the ONNX model's own, not the converter's IR: {why}", stacklevel=3)
+        prepared, folded = _prepared(model)
+        # keeping a BatchNormalization float means keeping the Conv it was folded into float
+        return prepared, keep | {conv for bn, conv in folded.items() if bn in keep}, f"onnx: {why}"
+    written, origin = emit.emit(graph, model)
+    kept = _kept_ir_nodes(graph, keep)
+    return written, frozenset(name for name, ir in origin.items() if ir in kept), "ir"
+
+
+def _kept_ir_nodes(graph, keep: frozenset) -> set[str]:
+    """IR nodes that hold an ONNX node of ``keep``: the node itself, a fusion that absorbed it
+    (Conv+BN, GELU), or a node a pass or the frontend made from it ("<name>/MatMul__3" of an
+    Einsum, "<name>_mul"/"<name>_add" of a BatchNormalization, a legacy Softmax's Reshapes)."""
+    found = set()
+    for n in graph.nodes:
+        base = re.sub(r"_(mul|add|flatten__\d+|unflatten__\d+)$", "", n.name)
+        if {n.name, base, n.name.split("/")[0], *n.attrs.get("_absorbed", [])} & keep:
+            found.add(n.name)
+    return found
+
+
 def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A copy with every node named, opset >= 13, BatchNormalization folded, and inferred value types."""
+    """The fallback graph: a copy with every node named, opset >= 13, BatchNormalization folded,
+    and inferred value types."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     # every node by the name --keep-float takes (unnamed or repeated names too: frontend/names.py)
@@ -304,8 +341,9 @@ class _Writer:
         key = (name, axis)
         if key in self.weight_cache:          # a shared weight is dequantized once
             return self.weight_cache[key][0], []
-        # fold.py names a weight with a BatchNormalization folded in "<weight>_bn_folded"
-        grid = self.carried.get(name) or self.carried.get(name.removesuffix("_bn_folded"))
+        # a weight with a BatchNormalization folded in: "<weight>_bn__<k>" (passes/fuse_conv_bn.py),
+        # "<weight>_bn_folded" (fold.py)
+        grid = self.carried.get(name) or self.carried.get(re.sub(r"_bn(_folded|__\d+)$", "", name))
         kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
         layer = self.source.layers.get(owner)
         scales = layer.scales if layer is not None and params.fits(array, axis, layer.scales) else None
