@@ -129,13 +129,17 @@ def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelPro
 
 def _kept_ir_nodes(graph, keep: frozenset) -> set[str]:
     """IR nodes that hold an ONNX node of ``keep``: the node itself, a fusion that absorbed it
-    (Conv+BN, GELU), or a node a pass or the frontend made from it ("<name>/MatMul__3" of an
-    Einsum, "<name>_mul"/"<name>_add" of a BatchNormalization, a legacy Softmax's Reshapes)."""
+    (Conv+BN, GELU, and the Relu/Clip the TFLite build fuses into its producer: one TFLite op, so
+    keeping either keeps both, as there), or a node a pass or the frontend made from it
+    ("<name>/MatMul__3" of an Einsum, "<name>_mul"/"<name>_add" of a BatchNormalization, a
+    legacy Softmax's Reshapes)."""
+    fused = emit.fused_activations(graph)
     found = set()
     for n in graph.nodes:
         base = re.sub(r"_(mul|add|flatten__\d+|unflatten__\d+)$", "", n.name)
-        if {n.name, base, n.name.split("/")[0], *n.attrs.get("_absorbed", [])} & keep:
+        if {n.name, base, n.name.split("/")[0], *n.attrs.get("_absorbed", []), *fused.get(n.name, ())} & keep:
             found.add(n.name)
+            found.update(fused.get(n.name, ()))
     return found
 
 

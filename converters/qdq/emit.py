@@ -50,6 +50,16 @@ def ir_graph(model: onnx.ModelProto) -> Graph:
     return graph
 
 
+def fused_activations(graph: Graph) -> dict[str, list[str]]:
+    """{IR node: the Relu/Clip the TFLite build fuses into it} (``fuse_activation``, run on a
+    copy of the node list: the QDQ graph keeps both nodes, ``--keep-float`` treats them as one)."""
+    nodes = [Node(n.op, n.name, list(n.inputs), list(n.outputs), {**n.attrs, "_absorbed": []}, n.domain)
+             for n in graph.nodes]
+    copy = Graph(nodes, dict(graph.tensors), list(graph.inputs), list(graph.outputs), graph.opset, graph.name)
+    fuse_activation.run(copy)
+    return {n.name: n.attrs["_absorbed"] for n in copy.nodes if n.attrs["_absorbed"]}
+
+
 def subgraph_nodes(graph: Graph) -> list[str]:
     """Nodes that still hold a subgraph (If/Loop/Scan not expanded): ``emit`` cannot write them."""
     return [n.name for n in graph.nodes
