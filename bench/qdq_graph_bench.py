@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from converters import api, qdq, tflite  # noqa: E402
 from converters.calibrate import collect_ranges  # noqa: E402
+from converters.config import ConvertConfig  # noqa: E402
 from converters.qdq import emit  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
 
@@ -43,7 +44,10 @@ def run(model_bytes: bytes, samples: list[dict], output: str) -> np.ndarray:
 
 
 def one(path: Path, calib: Path, holdout: Path | None, shapes: dict, primary: str | None, num_calib: int | None) -> dict:
-    model = api.load_model(path, shapes or None)
+    cfg = ConvertConfig(model=path, output=Path("unused.onnx"), calib=calib, num_calib=num_calib, progress=False,
+                        input_shapes=tuple((k, tuple(v)) for k, v in shapes.items()))
+    # as `ganglion convert` does: inputs that only steer an If and hold one value in the data are frozen
+    _, model, _ = api.freeze_constant_controls(cfg, api.load_model(path, shapes or None), lambda m: None)
     samples = api.load_samples(calib, model, limit=num_calib)
     held = api.load_samples(holdout, model) if holdout else samples
     ranges = collect_ranges(model, samples, progress=False)

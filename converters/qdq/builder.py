@@ -1,7 +1,9 @@
 """Write an int8 QDQ ONNX model from a float ONNX model and calibration ranges.
 
-The float graph is kept as it is; quantization is expressed with ONNX QuantizeLinear /
-DequantizeLinear (opset >= 13, for per-channel scales):
+The float graph is the one the TFLite writer lowers: the converter's IR after the passes both
+targets share (BatchNormalization folded, Identity dropped, constants folded, ...), written back
+as ONNX by ``emit.py``. Quantization is expressed with ONNX QuantizeLinear / DequantizeLinear
+(opset >= 13, for per-channel scales):
 
     activation x read by a quantized op:  x -> QuantizeLinear -> DequantizeLinear -> op
     weight W of Conv/Gemm/MatMul:         DequantizeLinear(int8 initializer, per-channel scale) -> op
