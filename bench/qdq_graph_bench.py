@@ -48,8 +48,9 @@ def one(path: Path, calib: Path, holdout: Path | None, shapes: dict, primary: st
                         input_shapes=tuple((k, tuple(v)) for k, v in shapes.items()))
     # as `ganglion convert` does: inputs that only steer an If and hold one value in the data are frozen
     _, model, _ = api.freeze_constant_controls(cfg, api.load_model(path, shapes or None), lambda m: None)
-    samples = api.load_samples(calib, model, limit=num_calib)
-    held = api.load_samples(holdout, model) if holdout else samples
+    state = api.stream_state(calib, model)       # a streaming model's recording: state fed back
+    samples = api.load_samples(calib, model, limit=num_calib, state=state)
+    held = api.load_samples(holdout, model, state=state) if holdout else samples
     ranges = collect_ranges(model, samples, progress=False)
     output = primary or model.graph.output[0].name
     source = tflite.build(model, ranges, tflite.TFLiteOptions(), samples=samples)

@@ -129,17 +129,24 @@ def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelPro
     return written, frozenset(name for name, ir in origin.items() if ir in kept), "ir"
 
 
+# op -> the suffix a node of that op made from another gets (passes/fuse_conv_bn.py's BN as Mul + Add,
+# frontend/quirks.py's legacy Softmax Reshapes)
+_MADE_FROM = {"Mul": r"_mul$", "Add": r"_add$", "Reshape": r"_(un)?flatten__\d+$"}
+
+
 def _kept_ir_nodes(graph, keep: frozenset) -> set[str]:
     """IR nodes that hold an ONNX node of ``keep``: the node itself, a fusion that absorbed it
     (Conv+BN, GELU, and the Relu/Clip the TFLite build fuses into its producer: one TFLite op, so
     keeping either keeps both, as there), or a node a pass or the frontend made from it
-    ("<name>/MatMul__3" of an Einsum, "<name>_mul"/"<name>_add" of a BatchNormalization, a
-    legacy Softmax's Reshapes)."""
+    ("<name>/MatMul__3" of an Einsum, "<name>/then/..." of an inlined If, "<name>_mul"/"<name>_add"
+    of a BatchNormalization, a legacy Softmax's Reshapes)."""
     fused = emit.fused_activations(graph)
     found = set()
     for n in graph.nodes:
-        base = re.sub(r"_(mul|add|flatten__\d+|unflatten__\d+)$", "", n.name)
-        if {n.name, base, n.name.split("/")[0], *n.attrs.get("_absorbed", []), *fused.get(n.name, ())} & keep:
+        made = _MADE_FROM.get(n.op)
+        base = re.sub(made, "", n.name) if made else n.name
+        if ({n.name, base, *n.attrs.get("_absorbed", []), *fused.get(n.name, ())} & keep
+                or any(n.name.startswith(k + "/") for k in keep)):
             found.add(n.name)
             found.update(fused.get(n.name, ()))
     return found

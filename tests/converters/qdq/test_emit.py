@@ -208,3 +208,17 @@ def test_control_flow_on_data_falls_back_to_the_onnx_graph_and_says_why():
     graph_from = dict((p.key, p.value) for p in qdq.metadata_props)["ganglion.qdq.graph"]
     assert graph_from.startswith("onnx: control flow on data (if_data)")
     assert "If" in {node.op_type for node in qdq.graph.node}
+
+
+@pytest.mark.parametrize("keep", [(), ("ein",)])
+def test_keeping_an_einsum_float_keeps_the_nodes_it_was_decomposed_into(keep):
+    nodes = [n("Einsum", ["x", "W"], ["y"], name="ein", equation="bchw,wk->bchk")]
+    graph = helper.make_graph(nodes, "ein", [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 5])],
+                              [numpy_helper.from_array(w(6, 5), "W")])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    ranges, samples = calibration(model)
+    qdq = build(model, ranges, keep_float=keep, profile="onnxruntime", samples=samples)
+    ops = [node.op_type for node in qdq.graph.node]
+    assert "MatMul" in ops and "Einsum" not in ops
+    assert ("DequantizeLinear" in ops) == (not keep)
