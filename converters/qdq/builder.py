@@ -110,16 +110,14 @@ def _shared(model, ranges, keep: frozenset, samples, result) -> Shared:
 def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelProto, frozenset, str]:
     """(the float graph the Q/DQ pairs go into, ``keep`` named in it, "ir" or "onnx: <why>").
 
-    The IR after the shared passes (``emit.py``), unless the frontend refuses the model or
-    control flow on data is left (the IR does not track what a subgraph reads): then the ONNX
-    graph itself, cleaned by ``fold.py``, with a warning that names the reason."""
+    The IR after the shared passes (``emit.py``), unless the frontend refuses the model (only
+    when ``build`` is called on a model ``frontend.load_model`` did not prepare: a dynamic input
+    shape, an opset below 11): then the ONNX graph itself, cleaned by ``fold.py``, with a
+    warning that names the reason."""
     try:
         graph = emit.ir_graph(model)
-        why = emit.subgraph_nodes(graph)
-        why = f"control flow on data ({', '.join(why[:3])}) is written as the model has it" if why else None
     except ConvertError as exc:
-        graph, why = None, f"the frontend did not take the model ({exc.code}: {exc.message})"
-    if why is not None:
+        why = f"the frontend did not take the model ({exc.code}: {exc.message})"
         warnings.warn(f"QDQ: the float graph is the ONNX model's own, not the converter's IR: {why}", stacklevel=3)
         prepared, folded = _prepared(model)
         # keeping a BatchNormalization float means keeping the Conv it was folded into float

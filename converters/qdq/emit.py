@@ -18,9 +18,9 @@ opset has it (which also drops IR-private ``_...`` attributes). ``Gelu`` is an O
 from opset 20: below it, the erf form is written (https://onnx.ai/onnx/operators/onnx__Gelu.html).
 
 A node the frontend could not normalize (``_unresolved``: a data-dependent detector tail) keeps
-its own inputs. A graph with If/Loop/Scan left (control on data) is not written here: the IR does
-not track the outer names a subgraph reads (``subgraph_nodes``), so the builder says why and
-takes the ONNX graph as it is (``fold.py``).
+its own inputs. An If/Loop/Scan left in the IR (control on data) is written with its bodies as
+the model has them (float: the QDQ writer quantizes the outer graph); the outer names they read
+are kept alive and unrenamed through the passes (``ir_graph``) and never shadowed (``_Emitter``).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from converters.frontend import to_graph
+from converters.frontend.subgraphs import descendants, local_names
 from converters.ir import Graph, Node
 from converters.passes import PIPELINE, convert_layout, fuse_activation
 
@@ -43,11 +44,39 @@ INT64_FAR = -(2 ** 62)        # a Slice end "before index 0" for negative steps 
 
 
 def ir_graph(model: onnx.ModelProto) -> Graph:
-    """The IR of ``model`` after the passes both targets share."""
+    """The IR of ``model`` after the passes both targets share. Names that an If/Loop body reads
+    from the graph around it are held as graph outputs while the IR is built and the passes run,
+    so no pass drops or renames them (the IR sees a subgraph as one attribute, not its reads)."""
+    reads = outer_reads(model.graph)
+    if reads:
+        model = _with_outputs(model, reads)
     graph = to_graph(model)
     for p in SHARED_PASSES:
         p.run(graph)
+    graph.outputs = graph.outputs[:len(graph.outputs) - len(reads)]
     return graph
+
+
+def outer_reads(graph: onnx.GraphProto) -> list[str]:
+    """Names the subgraphs of ``graph``'s nodes read from ``graph`` (its inputs, initializers,
+    node outputs), in a stable order."""
+    own = set(local_names(graph))
+    found = {name for sub in descendants(graph) for node in sub.node for name in node.input}
+    return sorted(found & own - {o.name for o in graph.output})
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    types = {vi.name: vi.type for vi in [*model.graph.value_info, *model.graph.input]}
+    types.update({i.name: onnx.TypeProto(tensor_type=onnx.TypeProto.Tensor(elem_type=i.data_type))
+                  for i in model.graph.initializer})
+    for name in names:
+        vi = copy.graph.output.add()
+        vi.name = name
+        if name in types:
+            vi.type.CopyFrom(types[name])
+    return copy
 
 
 def fused_activations(graph: Graph) -> dict[str, list[str]]:
@@ -60,11 +89,15 @@ def fused_activations(graph: Graph) -> dict[str, list[str]]:
     return {n.name: n.attrs["_absorbed"] for n in copy.nodes if n.attrs["_absorbed"]}
 
 
-def subgraph_nodes(graph: Graph) -> list[str]:
-    """Nodes that still hold a subgraph (If/Loop/Scan not expanded): ``emit`` cannot write them."""
-    return [n.name for n in graph.nodes
-            if any(isinstance(v, onnx.GraphProto) or (isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto))
-                   for v in n.attrs.values())]
+def subgraphs(graph: Graph) -> list[onnx.GraphProto]:
+    """The bodies of the If/Loop/Scan nodes left in ``graph`` (control on data) and theirs."""
+    found = []
+    for n in graph.nodes:
+        for value in n.attrs.values():
+            for body in value if isinstance(value, list) else [value]:
+                if isinstance(body, onnx.GraphProto):
+                    found += [body, *descendants(body)]
+    return found
 
 
 def emit(graph: Graph, like: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
@@ -77,7 +110,10 @@ class _Emitter:
     def __init__(self, graph: Graph, like: onnx.ModelProto):
         self.graph, self.like = graph, like
         self.opset = max(graph.opset, MIN_OPSET)
-        self.names = set(graph.tensors) | {n.name for n in graph.nodes}
+        bodies = subgraphs(graph)
+        # a new name must not be one a body defines: ONNX forbids shadowing an outer name
+        self.names = set(graph.tensors) | {n.name for n in graph.nodes} | {x for b in bodies for x in local_names(b)}
+        self.body_reads = [name for b in bodies for node in b.node for name in node.input]
         self.inits: dict[str, onnx.TensorProto] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.origin: dict[str, str] = {}
@@ -92,7 +128,7 @@ class _Emitter:
                 writer(self, node)
             for proto in self.nodes[before:]:
                 self.origin[proto.name] = node.name
-        for name in [i for n in self.nodes for i in n.input] + list(self.graph.outputs):
+        for name in [i for n in self.nodes for i in n.input] + list(self.graph.outputs) + self.body_reads:
             value = self.graph.const(name)
             if value is not None and name not in self.inits:
                 self.inits[name] = numpy_helper.from_array(np.asarray(value), name)

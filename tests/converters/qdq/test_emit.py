@@ -192,22 +192,50 @@ def test_keeping_a_fused_node_float_keeps_its_conv_float(kept):
     assert producer[gemm.input[1]] == "DequantizeLinear"        # the rest is still quantized
 
 
-def test_control_flow_on_data_falls_back_to_the_onnx_graph_and_says_why():
-    then = helper.make_graph([n("Relu", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
-    other = helper.make_graph([n("Neg", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
-    nodes = [n("ReduceSum", ["x"], ["s"], name="sum", keepdims=0), n("Greater", ["s", "zero"], ["c"], name="gt"),
+def if_on_data_model() -> onnx.ModelProto:
+    """An If on data whose branches read outer names: a tensor behind an Identity (drop_identity
+    must not rename it) and an initializer nothing else reads (remove_unused must keep it)."""
+    then = helper.make_graph([n("Conv", ["xi", "Wb"], ["t"], name="branch_conv")], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    other = helper.make_graph([n("Neg", ["xi"], ["e"], name="branch_neg")], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [n("Identity", ["x"], ["xi"], name="ident"), n("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             n("Greater", ["s", "zero"], ["c"], name="gt"),
              n("If", ["c"], ["h"], name="if_data", then_branch=then, else_branch=other),
              n("Conv", ["h", "W"], ["y"], name="conv")]
     graph = helper.make_graph(nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(w(8, 4, 1, 1), "W")])
-    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(w(8, 4, 1, 1), "W"),
+                               numpy_helper.from_array(w(4, 4, 1, 1), "Wb")])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_control_flow_on_data_is_written_from_the_ir_with_the_names_its_branches_read(profile):
+    model = if_on_data_model()
     ranges, samples = calibration(model)
-    with pytest.warns(UserWarning, match="control flow on data \\(if_data\\)"):
+    qdq = build(model, ranges, profile=profile, samples=samples)
+    onnx.checker.check_model(qdq, full_check=True)
+    assert dict((p.key, p.value) for p in qdq.metadata_props)["ganglion.qdq.graph"] == "ir"
+    ops = [node.op_type for node in qdq.graph.node]
+    assert "If" in ops and "DequantizeLinear" in ops
+    assert "Wb" in {i.name for i in qdq.graph.initializer}
+    assert "xi" in {o for node in qdq.graph.node for o in node.output}
+    for sign in (1.0, -1.0):                                   # both branches
+        x = sign * np.abs(RNG.normal(size=X)).astype(np.float32)
+        want, got = run(model, x)[0], run(qdq, x)[0]
+        assert 10 * np.log10(np.sum(want ** 2) / np.sum((want - got) ** 2)) > 25
+
+
+def test_a_model_the_frontend_refuses_falls_back_to_its_onnx_graph_and_says_why():
+    model = conv_bn_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"     # a dynamic batch
+    ranges, samples = calibration(conv_bn_model())
+    with pytest.warns(UserWarning, match="frontend did not take the model"):
         qdq = build(model, ranges, profile="onnxruntime", samples=samples)
     graph_from = dict((p.key, p.value) for p in qdq.metadata_props)["ganglion.qdq.graph"]
-    assert graph_from.startswith("onnx: control flow on data (if_data)")
-    assert "If" in {node.op_type for node in qdq.graph.node}
+    assert graph_from.startswith("onnx: the frontend did not take the model (convert.shape")
+    assert "BatchNormalization" not in {node.op_type for node in qdq.graph.node}     # fold.py's
 
 
 @pytest.mark.parametrize("keep", [(), ("ein",)])
