@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from converters import api, qdq, tflite  # noqa: E402
 from converters.calibrate import collect_ranges  # noqa: E402
 from converters.config import ConvertConfig  # noqa: E402
+from converters.errors import ConvertError  # noqa: E402
 from converters.qdq import emit  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
 
@@ -61,8 +62,8 @@ def one(path: Path, calib: Path, holdout: Path | None, shapes: dict, primary: st
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if graph == "onnx":      # the fallback, forced: as if control flow were left
-                    with mock.patch.object(emit, "subgraph_nodes", return_value=["(forced by the bench)"]):
+                if graph == "onnx":      # the fallback, forced: as if the frontend refused the model
+                    with mock.patch.object(emit, "ir_graph", side_effect=ConvertError("forced by the bench")):
                         q = qdq.build(model, ranges, profile=profile, samples=samples, tflite=source)
                 else:
                     q = qdq.build(model, ranges, profile=profile, samples=samples, tflite=source)
