@@ -1,15 +1,15 @@
-"""QDQ fidelity by float graph: the converter's IR (``qdq/emit.py``) against the ONNX model's own
-graph cleaned by ``qdq/fold.py`` (the writer's fallback), both profiles, in one run.
+"""QDQ fidelity of both profiles, written from the converter's IR (``qdq/emit.py``), in one run.
 
     .venv/bin/python bench/qdq_graph_bench.py --zoo /work/zoo --models a,b [--num-calib N] [--json F]
     .venv/bin/python bench/qdq_graph_bench.py --model M.onnx --calib C.npz [--holdout H.npz] [--input-shape x=1,3,H,W]
 
 Per model: load and calibrate once (min/max, as ``ganglion convert``), build the TFLite source of
-the shared parameters once, then the QDQ model four ways (graph ir|onnx x profile tensorrt|
-onnxruntime) from the same ranges, samples and parameters; each runs in onnxruntime's CPU
-execution provider (TensorRT's is not installed here) against the float model on the holdout
-(the calibration data when there is none). Columns: SQNR (dB) of the primary output (meta.json,
-else the first), Q/DQ node counts, build seconds.
+the shared parameters once, then the QDQ model of each profile (tensorrt, onnxruntime) from the
+same ranges, samples and parameters; each runs in onnxruntime's CPU execution provider
+(TensorRT's is not installed here) against the float model on the holdout (the calibration data
+when there is none). Columns: SQNR (dB) of the primary output (meta.json, else the first), node
+count (Q/DQ included), build seconds. Before the fold.py graph was retired, this bench also built
+the QDQ model from that graph, side by side (figures: docs/quantization.md).
 """
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
@@ -30,12 +28,7 @@ sys.path.insert(0, str(ROOT))
 from converters import api, qdq, tflite  # noqa: E402
 from converters.calibrate import collect_ranges  # noqa: E402
 from converters.config import ConvertConfig  # noqa: E402
-from converters.errors import ConvertError  # noqa: E402
-from converters.qdq import emit  # noqa: E402
 from converters.verify.metrics import sqnr_db  # noqa: E402
-
-GRAPHS = ("ir", "onnx")
-
 
 def run(model_bytes: bytes, samples: list[dict], output: str) -> np.ndarray:
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -57,28 +50,19 @@ def one(path: Path, calib: Path, holdout: Path | None, shapes: dict, primary: st
     source = tflite.build(model, ranges, tflite.TFLiteOptions(), samples=samples)
     reference = run(model.SerializeToString(), held, output)
     row = {"model": path.parent.name if path.name == "model.onnx" else path.stem, "output": output}
-    for graph in GRAPHS:
-        for profile in sorted(qdq.PROFILES):
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if graph == "onnx":      # the fallback, forced: as if the frontend refused the model
-                    with mock.patch.object(emit, "ir_graph", side_effect=ConvertError("forced by the bench")):
-                        q = qdq.build(model, ranges, profile=profile, samples=samples, tflite=source)
-                else:
-                    q = qdq.build(model, ranges, profile=profile, samples=samples, tflite=source)
-            seconds = time.perf_counter() - t0
-            ops = [n.op_type for n in q.graph.node]
-            row[f"{graph}/{profile}"] = {
-                "sqnr_db": round(float(sqnr_db(reference, run(q.SerializeToString(), held, output))), 2),
-                "nodes": len(ops), "q": ops.count("QuantizeLinear"), "dq": ops.count("DequantizeLinear"),
-                "seconds": round(seconds, 1),
-                "graph": next(p.value for p in q.metadata_props if p.key == "ganglion.qdq.graph")}
+    for profile in sorted(qdq.PROFILES):
+        t0 = time.perf_counter()
+        q = qdq.build(model, ranges, profile=profile, samples=samples, tflite=source)
+        seconds = time.perf_counter() - t0
+        ops = [n.op_type for n in q.graph.node]
+        row[profile] = {"sqnr_db": round(float(sqnr_db(reference, run(q.SerializeToString(), held, output))), 2),
+                        "nodes": len(ops), "q": ops.count("QuantizeLinear"), "dq": ops.count("DequantizeLinear"),
+                        "seconds": round(seconds, 1)}
     return row
 
 
 def table(rows: list[dict]) -> str:
-    cols = [f"{g}/{p}" for p in sorted(qdq.PROFILES) for g in GRAPHS]
+    cols = sorted(qdq.PROFILES)
     lines = ["| model | " + " | ".join(f"{c} dB (nodes)" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         if "error" in r:

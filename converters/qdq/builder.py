@@ -30,23 +30,21 @@ Profiles (``PROFILES``):
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, version_converter
+from onnx import helper, numpy_helper
 
 from converters import tflite
 from converters.errors import ConvertError
-from converters.frontend.names import check_keep_float, name_nodes
+from converters.frontend.names import check_keep_float
 from converters.frontend.subgraphs import descendants, local_names
-from converters.qdq import amax, emit, fold, ops, params, shared
+from converters.qdq import amax, emit, ops, params, shared
 from converters.qdq.shared import Shared
 from core.errors import UsageError
 
 FLOAT = onnx.TensorProto.FLOAT
-MIN_OPSET = 13      # per-channel DequantizeLinear (axis attribute) needs opset 13
 
 
 @dataclass(frozen=True)
@@ -74,20 +72,19 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     With ``samples`` (the calibration feeds) that build measures its own temporaries and corrects
     the biases of its layers for their weights' rounding; the QDQ model carries the corrected
     biases. ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized
-    model's weights keep their own int8 values and scales. The model's metadata records which
-    graph was written (``ganglion.qdq.graph``: "ir", or "onnx: <why not the IR>")."""
+    model's weights keep their own int8 values and scales."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = check_keep_float(model, keep_float)
     source = _shared(model, ranges, keep, samples, tflite)
-    model, keep, graph_from = _float_graph(model, keep)
+    model, keep = _float_graph(model, keep)
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep, source)
     writer.carried = dict(weight_scales or {})
     if PROFILES[profile].symmetric_activations and samples:
         writer.clip(amax.choose(model, sorted(writer.act), samples))
     writer.rewrite()
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                        "ganglion.qdq.profile": profile, "ganglion.qdq.graph": graph_from})
+                                        "ganglion.qdq.profile": profile})
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -107,24 +104,15 @@ def _shared(model, ranges, keep: frozenset, samples, result) -> Shared:
     return shared.read(result.flatbuffer, result.tensor_map, result.op_nodes)
 
 
-def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelProto, frozenset, str]:
-    """(the float graph the Q/DQ pairs go into, ``keep`` named in it, "ir" or "onnx: <why>").
-
-    The IR after the shared passes (``emit.py``), unless the frontend refuses the model (only
-    when ``build`` is called on a model ``frontend.load_model`` did not prepare: a dynamic input
-    shape, an opset below 11): then the ONNX graph itself, cleaned by ``fold.py``, with a
-    warning that names the reason."""
-    try:
-        graph = emit.ir_graph(model)
-    except ConvertError as exc:
-        why = f"the frontend did not take the model ({exc.code}: {exc.message})"
-        warnings.warn(f"QDQ: the float graph is the ONNX model's own, not the converter's IR: {why}", stacklevel=3)
-        prepared, folded = _prepared(model)
-        # keeping a BatchNormalization float means keeping the Conv it was folded into float
-        return prepared, keep | {conv for bn, conv in folded.items() if bn in keep}, f"onnx: {why}"
+def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelProto, frozenset]:
+    """(the float graph the Q/DQ pairs go into: the IR after the shared passes, written back by
+    ``emit.py``; ``keep`` named in it). A model the frontend refuses (``build`` called on a model
+    ``frontend.load_model`` did not prepare: a dynamic input shape, an opset below 11) raises the
+    frontend's own error, as the TFLite target does."""
+    graph = emit.ir_graph(model)
     written, origin = emit.emit(graph, model)
     kept = _kept_ir_nodes(graph, keep)
-    return written, frozenset(name for name, ir in origin.items() if ir in kept), "ir"
+    return written, frozenset(name for name, ir in origin.items() if ir in kept)
 
 
 # op -> the suffix a node of that op made from another gets (passes/fuse_conv_bn.py's BN as Mul + Add,
@@ -148,25 +136,6 @@ def _kept_ir_nodes(graph, keep: frozenset) -> set[str]:
             found.add(n.name)
             found.update(fused.get(n.name, ()))
     return found
-
-
-def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """The fallback graph: a copy with every node named, opset >= 13, BatchNormalization folded,
-    and inferred value types."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    # every node by the name --keep-float takes (unnamed or repeated names too: frontend/names.py)
-    name_nodes(copy.graph)
-    opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
-    if opset < MIN_OPSET:
-        try:
-            copy = version_converter.convert_version(copy, MIN_OPSET)
-        except Exception as exc:  # the converter raises assorted internal errors
-            raise ConvertError(f"cannot raise opset {opset} to {MIN_OPSET} for QDQ: {exc}",
-                               code="convert.qdq", hint="export the model with opset >= 13") from exc
-    folded = fold.fold(copy.graph)
-    del copy.graph.value_info[:]          # re-inferred below for the folded graph
-    return onnx.shape_inference.infer_shapes(copy), folded
 
 
 def _propagate_same_scale(graph, ranges: dict, keep: frozenset) -> dict:
@@ -283,7 +252,7 @@ class _Writer:
         del self.graph.node[:]
         self.graph.node.extend(nodes)
         self.graph.initializer.extend(self.new_inits)
-        fold.drop_dead_initializers(self.graph)
+        _drop_dead_initializers(self.graph)
 
     def _unique(self, base: str) -> str:
         name, k = base, 1
@@ -352,9 +321,8 @@ class _Writer:
         key = (name, axis)
         if key in self.weight_cache:          # a shared weight is dequantized once
             return self.weight_cache[key][0], []
-        # a weight with a BatchNormalization folded in: "<weight>_bn__<k>" (passes/fuse_conv_bn.py),
-        # "<weight>_bn_folded" (fold.py)
-        grid = self.carried.get(name) or self.carried.get(re.sub(r"_bn(_folded|__\d+)$", "", name))
+        # a weight with a BatchNormalization folded in is "<weight>_bn__<k>" (passes/fuse_conv_bn.py)
+        grid = self.carried.get(name) or self.carried.get(re.sub(r"_bn__\d+$", "", name))
         kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
         layer = self.source.layers.get(owner)
         scales = layer.scales if layer is not None and params.fits(array, axis, layer.scales) else None
@@ -428,6 +396,16 @@ class _Writer:
             w_scale = np.tile(w_scale, b.size // w_scale.size)    # grouped ConvTranspose
         q, p = params.bias(b, float(self.act[node.input[0]].scale), w_scale)
         return self._dq_const(bias, q, p)
+
+
+def _drop_dead_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers no node (nor If/Loop body) reads and no graph output names: the float
+    weights the Q/DQ weights replaced."""
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    used |= {name for sub in descendants(graph) for node in sub.node for name in node.input}
+    live = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
 
 
 def _unit_gemm(node) -> bool:
