@@ -255,11 +255,7 @@ class _Writer:
         _drop_dead_initializers(self.graph)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return emit.unique_name(base, self.names)
 
     def _const(self, base: str, array: np.ndarray) -> str:
         name = self._unique(base)

@@ -106,6 +106,15 @@ def emit(graph: Graph, like: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str
     return _Emitter(graph, like).model()
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_<k>`` with the first k that is not ``taken``; added to ``taken``."""
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
 class _Emitter:
     def __init__(self, graph: Graph, like: onnx.ModelProto):
         self.graph, self.like = graph, like
@@ -144,11 +153,7 @@ class _Emitter:
 
     # --- pieces -------------------------------------------------------------------------------
     def unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def const(self, base: str, value) -> str:
         name = self.unique(base)
