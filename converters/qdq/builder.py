@@ -1,7 +1,9 @@
 """Write an int8 QDQ ONNX model from a float ONNX model and calibration ranges.
 
-The float graph is kept as it is; quantization is expressed with ONNX QuantizeLinear /
-DequantizeLinear (opset >= 13, for per-channel scales):
+The float graph is the one the TFLite writer lowers: the converter's IR after the passes both
+targets share (BatchNormalization folded, Identity dropped, constants folded, ...), written back
+as ONNX by ``emit.py``. Quantization is expressed with ONNX QuantizeLinear / DequantizeLinear
+(opset >= 13, for per-channel scales):
 
     activation x read by a quantized op:  x -> QuantizeLinear -> DequantizeLinear -> op
     weight W of Conv/Gemm/MatMul:         DequantizeLinear(int8 initializer, per-channel scale) -> op
@@ -27,22 +29,22 @@ Profiles (``PROFILES``):
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, version_converter
+from onnx import helper, numpy_helper
 
 from converters import tflite
 from converters.errors import ConvertError
-from converters.frontend.names import check_keep_float, name_nodes
+from converters.frontend.names import check_keep_float
 from converters.frontend.subgraphs import descendants, local_names
-from converters.qdq import amax, fold, ops, params, shared
+from converters.qdq import amax, emit, ops, params, shared
 from converters.qdq.shared import Shared
 from core.errors import UsageError
 
 FLOAT = onnx.TensorProto.FLOAT
-MIN_OPSET = 13      # per-channel DequantizeLinear (axis attribute) needs opset 13
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,18 @@ def build(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
           weight_scales: dict | None = None, tflite=None) -> onnx.ModelProto:
     """An int8 QDQ copy of ``model``; nodes named in ``keep_float`` stay float.
 
-    The parameters are the TFLite build's (``shared.py``): ``tflite`` is that build's
-    ``TFLiteResult`` (same model, ranges, samples and keep_float), else it is built here. With
-    ``samples`` (the calibration feeds) that build measures its own temporaries and corrects the
-    biases of its layers for their weights' rounding; the QDQ model carries the corrected biases.
-    ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized model's weights
-    keep their own int8 values and scales."""
+    The graph is the converter's IR after the passes both targets share, written back as ONNX
+    (``emit.py``); the parameters are the TFLite build's (``shared.py``): ``tflite`` is that
+    build's ``TFLiteResult`` (same model, ranges, samples and keep_float), else it is built here.
+    With ``samples`` (the calibration feeds) that build measures its own temporaries and corrects
+    the biases of its layers for their weights' rounding; the QDQ model carries the corrected
+    biases. ``weight_scales`` (initializer -> ``carried.WeightGrid``): an already-quantized
+    model's weights keep their own int8 values and scales."""
     if profile not in PROFILES:
         raise UsageError(f"unknown QDQ profile {profile!r}", hint=f"choose one of {sorted(PROFILES)}")
     keep = check_keep_float(model, keep_float)
     source = _shared(model, ranges, keep, samples, tflite)
-    model, folded = _prepared(model)
-    # keeping a BatchNormalization float means keeping the Conv it was folded into float
-    keep = keep | {conv for bn, conv in folded.items() if bn in keep}
+    model, keep = _float_graph(model, keep)
     writer = _Writer(model.graph, _propagate_same_scale(model.graph, ranges, keep), PROFILES[profile], keep, source)
     writer.carried = dict(weight_scales or {})
     if PROFILES[profile].symmetric_activations and samples:
@@ -103,22 +104,38 @@ def _shared(model, ranges, keep: frozenset, samples, result) -> Shared:
     return shared.read(result.flatbuffer, result.tensor_map, result.op_nodes)
 
 
-def _prepared(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A copy with every node named, opset >= 13, BatchNormalization folded, and inferred value types."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    # every node by the name --keep-float takes (unnamed or repeated names too: frontend/names.py)
-    name_nodes(copy.graph)
-    opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
-    if opset < MIN_OPSET:
-        try:
-            copy = version_converter.convert_version(copy, MIN_OPSET)
-        except Exception as exc:  # the converter raises assorted internal errors
-            raise ConvertError(f"cannot raise opset {opset} to {MIN_OPSET} for QDQ: {exc}",
-                               code="convert.qdq", hint="export the model with opset >= 13") from exc
-    folded = fold.fold(copy.graph)
-    del copy.graph.value_info[:]          # re-inferred below for the folded graph
-    return onnx.shape_inference.infer_shapes(copy), folded
+def _float_graph(model: onnx.ModelProto, keep: frozenset) -> tuple[onnx.ModelProto, frozenset]:
+    """(the float graph the Q/DQ pairs go into: the IR after the shared passes, written back by
+    ``emit.py``; ``keep`` named in it). A model the frontend refuses (``build`` called on a model
+    ``frontend.load_model`` did not prepare: a dynamic input shape, an opset below 11) raises the
+    frontend's own error, as the TFLite target does."""
+    graph = emit.ir_graph(model)
+    written, origin = emit.emit(graph, model)
+    kept = _kept_ir_nodes(graph, keep)
+    return written, frozenset(name for name, ir in origin.items() if ir in kept)
+
+
+# op -> the suffix a node of that op made from another gets (passes/fuse_conv_bn.py's BN as Mul + Add,
+# frontend/quirks.py's legacy Softmax Reshapes)
+_MADE_FROM = {"Mul": r"_mul$", "Add": r"_add$", "Reshape": r"_(un)?flatten__\d+$"}
+
+
+def _kept_ir_nodes(graph, keep: frozenset) -> set[str]:
+    """IR nodes that hold an ONNX node of ``keep``: the node itself, a fusion that absorbed it
+    (Conv+BN, GELU, and the Relu/Clip the TFLite build fuses into its producer: one TFLite op, so
+    keeping either keeps both, as there), or a node a pass or the frontend made from it
+    ("<name>/MatMul__3" of an Einsum, "<name>/then/..." of an inlined If, "<name>_mul"/"<name>_add"
+    of a BatchNormalization, a legacy Softmax's Reshapes)."""
+    fused = emit.fused_activations(graph)
+    found = set()
+    for n in graph.nodes:
+        made = _MADE_FROM.get(n.op)
+        base = re.sub(made, "", n.name) if made else n.name
+        if ({n.name, base, *n.attrs.get("_absorbed", []), *fused.get(n.name, ())} & keep
+                or any(n.name.startswith(k + "/") for k in keep)):
+            found.add(n.name)
+            found.update(fused.get(n.name, ()))
+    return found
 
 
 def _propagate_same_scale(graph, ranges: dict, keep: frozenset) -> dict:
@@ -235,14 +252,10 @@ class _Writer:
         del self.graph.node[:]
         self.graph.node.extend(nodes)
         self.graph.initializer.extend(self.new_inits)
-        fold.drop_dead_initializers(self.graph)
+        _drop_dead_initializers(self.graph)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return emit.unique_name(base, self.names)
 
     def _const(self, base: str, array: np.ndarray) -> str:
         name = self._unique(base)
@@ -279,9 +292,11 @@ class _Writer:
                     local[name], extra = self._dq(name)
                     before.extend(extra)
                 inputs[i] = local[name]
-            elif name in self.inits and self.types.get(name) == FLOAT and (i in data or i in weight_axes):
-                axis = weight_axes[i](node) if i in weight_axes else None
-                inputs[i], extra = self._weight(name, axis, node.name if i in weight_axes else "")
+            elif name in self.inits and self.types.get(name) == FLOAT and i in weight_axes:
+                inputs[i], extra = self._weight(name, weight_axes[i](node), node.name)
+                before.extend(extra)
+            elif name in self.inits and self.types.get(name) == FLOAT and i in data:
+                inputs[i], extra = self._operand(name)
                 before.extend(extra)
         bias_i = ops.BIAS_INPUT.get(node.op_type)
         if bias_i is not None:
@@ -304,13 +319,31 @@ class _Writer:
         key = (name, axis)
         if key in self.weight_cache:          # a shared weight is dequantized once
             return self.weight_cache[key][0], []
-        # fold.py names a weight with a BatchNormalization folded in "<weight>_bn_folded"
-        grid = self.carried.get(name) or self.carried.get(name.removesuffix("_bn_folded"))
+        # a weight with a BatchNormalization folded in is "<weight>_bn__<k>" (passes/fuse_conv_bn.py)
+        grid = self.carried.get(name) or self.carried.get(re.sub(r"_bn__\d+$", "", name))
         kept = params.carried_weight(array, axis, grid, name) if grid is not None else None
         layer = self.source.layers.get(owner)
         scales = layer.scales if layer is not None and params.fits(array, axis, layer.scales) else None
         q, p = kept or params.weight(array, axis, scales)
         out, nodes = self._dq_const(name, q, p)
+        self.weight_cache[key] = (out, p)
+        return out, nodes
+
+    def _operand(self, name: str) -> tuple[str, list]:
+        """A constant operand of an elementwise op or Concat (a folded anchor grid, a BatchNorm's
+        scale): on the grid the TFLite build gave that tensor, else an activation grid over its
+        own values, in the profile's form. (Weight-style symmetric int8 spent half its levels
+        on the sign a one-sided constant lacks: the anchors of nudenet's YOLOv8n, 27.6 dB -> 27.9.)"""
+        key = (name, "operand")
+        if key in self.weight_cache:
+            return self.weight_cache[key][0], []
+        value = numpy_helper.to_array(self.inits[name]).astype(np.float32)
+        grid = self.source.activations.get(name) or params.int8_grid(float(value.min(initial=0.0)),
+                                                                    float(value.max(initial=0.0)))
+        p = params.for_profile(*grid, symmetric=self.profile.symmetric_activations, dtype=self.profile.activation_dtype)
+        info = np.iinfo(np.asarray(p.zero_point).dtype)
+        q = np.clip(np.round(value / np.float32(p.scale)) + np.asarray(p.zero_point, np.int64), info.min, info.max)
+        out, nodes = self._dq_const(name, q.astype(np.asarray(p.zero_point).dtype), p)
         self.weight_cache[key] = (out, p)
         return out, nodes
 
@@ -379,6 +412,16 @@ class _Writer:
             w_scale = np.tile(w_scale, b.size // w_scale.size)    # grouped ConvTranspose
         q, p = params.bias(b, float(self.act[node.input[0]].scale), w_scale)
         return self._dq_const(bias, q, p)
+
+
+def _drop_dead_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers no node (nor If/Loop body) reads and no graph output names: the float
+    weights the Q/DQ weights replaced."""
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    used |= {name for sub in descendants(graph) for node in sub.node for name in node.input}
+    live = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
 
 
 def _unit_gemm(node) -> bool:

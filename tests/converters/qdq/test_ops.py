@@ -119,3 +119,25 @@ def test_op_quantizes_and_runs(name, profile):
     err = float(np.sum((ref - got) ** 2))
     sqnr = 10 * np.log10(float(np.sum(ref ** 2)) / max(err, 1e-30))
     assert sqnr >= 25.0, (name, profile, sqnr)
+
+
+def test_a_one_sided_constant_operand_gets_an_activation_grid_not_a_symmetric_one():
+    """A folded anchor grid (0.5 .. 39.5) read by a Sub: the onnxruntime profile stores it on a
+    uint8 grid over its own range, so it rounds by at most half of 39.5/255 (a symmetric int8
+    grid would round by up to half of 39.5/127)."""
+    anchors = np.linspace(0.5, 39.5, 36, dtype=np.float32).reshape(1, 1, 6, 6)
+    graph = helper.make_graph([helper.make_node("Sub", ["x", "anchors"], ["y"], name="sub")], "anchors",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, X)],
+                              [numpy_helper.from_array(anchors, "anchors")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    samples = [{"x": RNG.uniform(0, 40, X).astype(np.float32)} for _ in range(8)]
+    qdq = build(model, collect_ranges(model, samples, progress=False), profile="onnxruntime")
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    producer = {o: node for node in qdq.graph.node for o in node.output}
+    sub = next(node for node in qdq.graph.node if node.op_type == "Sub")
+    dq = producer[sub.input[1]]
+    q, scale, zero_point = (inits[name] for name in dq.input)
+    assert q.dtype == np.uint8 and zero_point.dtype == np.uint8
+    got = (q.astype(np.float32) - zero_point.astype(np.float32)) * scale
+    assert np.abs(got - anchors).max() <= 0.5 * 39.5 / 255 * 1.01
