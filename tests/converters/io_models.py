@@ -44,18 +44,22 @@ def stateful(path, *, seed: int = 0) -> str:
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 
-def int_input(path, dtype: str, shape: list[int]) -> str:
-    """ids (``dtype``, ``shape``) -> Cast -> float -> MatMul with a [last, 3] weight (a 0-d input: Mul)."""
+def int_input(path, dtype: str, shape: list[int], arith: bool = False) -> str:
+    """ids (``dtype``, ``shape``) -> Cast -> float -> MatMul with a [last, 3] weight (a 0-d input: Mul).
+    ``arith``: ids * 3 + 1 in the input's integer type first (silero VAD computes ``sr * 0``)."""
     elem = h.np_dtype_to_tensor_dtype(np.dtype(dtype))
     rng = np.random.default_rng(1)
     last = shape[-1] if shape else 1
-    nodes = [h.make_node("Cast", ["ids"], ["f"], to=T.FLOAT, name="cast"),
+    ints = [nh.from_array(np.array(3, dtype), "three"), nh.from_array(np.array(1, dtype), "one")] if arith else []
+    nodes = [h.make_node("Mul", ["ids", "three"], ["i3"], name="times3"),
+             h.make_node("Add", ["i3", "one"], ["i4"], name="plus1")] if arith else []
+    nodes += [h.make_node("Cast", ["i4" if arith else "ids"], ["f"], to=T.FLOAT, name="cast"),
              h.make_node("Mul", ["f", "scale"], ["g"], name="scale"),
              h.make_node("MatMul" if shape else "Mul", ["g", "W"], ["y"], name="proj")]
     weight = rng.normal(0, 1, (last, 3)) if shape else np.array(0.7)
     graph = h.make_graph(nodes, "ints", [h.make_tensor_value_info("ids", elem, shape)],
                          [h.make_tensor_value_info("y", T.FLOAT, [*shape[:-1], 3] if shape else [])],
-                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W")])
+                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W"), *ints])
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 
