@@ -2,6 +2,9 @@
 
     stateful(path)           x [1, 4] float, state [1, 8] float, sr int64 scalar ->
                              stateN = tanh((x * sr / 16000) W + state U), y = stateN V
+    stateful_dynamic(path, state)   silero VAD's dynamic dims: x [batch, sequence], state [2, ?, 8]
+                             (``state``: "named" 'batch', "fed" unnamed and broadcast into stateN,
+                             "summed" unnamed and reduced, so inference makes stateN static)
     int_input(path, dtype, shape)   an integer/bool input cast to float, then a MatMul
     recording(n)             a smooth sequence of x (and sr) samples: what a streaming model hears
 """
@@ -41,6 +44,30 @@ def stateful(path, *, seed: int = 0) -> str:
          h.make_tensor_value_info("sr", T.INT64, [])],
         [h.make_tensor_value_info("y", T.FLOAT, [1, 2]), h.make_tensor_value_info("stateN", T.FLOAT, [1, STATE])],
         [nh.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()])
+    return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+
+
+def stateful_dynamic(path, state: str) -> str:
+    rng = np.random.default_rng(2)
+    weights = {"W": rng.normal(0, .5, (4, STATE)), "U": rng.normal(0, .3, (STATE, STATE)),
+               "V": rng.normal(0, .5, (STATE, 2))}
+    recurrent = [h.make_node("MatMul", ["state", "U"], ["b"], name="rec_proj")]
+    if state == "summed":
+        recurrent = [h.make_node("ReduceSum", ["state", "axis1"], ["s1"], keepdims=1, name="sum_batch"),
+                     h.make_node("MatMul", ["s1", "U"], ["b"], name="rec_proj")]
+    nodes = [h.make_node("MatMul", ["x", "W"], ["a"], name="in_proj"), *recurrent,
+             h.make_node("Add", ["a", "b"], ["c"], name="sum"),
+             h.make_node("Tanh", ["c"], ["stateN"], name="tanh"),
+             h.make_node("ReduceMean", ["stateN"], ["m"], axes=[0], keepdims=0, name="mean"),
+             h.make_node("MatMul", ["m", "V"], ["y"], name="head")]
+    dim = "batch" if state == "named" else None
+    graph = h.make_graph(
+        nodes, "stateful_dynamic",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", "sequence"]),
+         h.make_tensor_value_info("state", T.FLOAT, [2, dim, STATE])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 2]), h.make_tensor_value_info("stateN", T.FLOAT, [2, dim, STATE])],
+        [nh.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
+        + [nh.from_array(np.array([1], np.int64), "axis1")])
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 
