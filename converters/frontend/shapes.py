@@ -52,7 +52,7 @@ def fix_input_shapes(model: onnx.ModelProto,
         for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 continue
-            size = named.get(dim.dim_param) if dim.dim_param else None
+            size = named.get(dim.dim_param)
             if size is None and axis == 0:
                 size = 1
             if size is None:
@@ -77,13 +77,14 @@ def _named_sizes(inputs: list[onnx.ValueInfoProto], overrides: Mapping) -> dict[
     """{dim_param: size}: from the overrides, then 1 for a batch axis (0) not pinned otherwise.
     ONNX gives one dim_param one size in a run, so two overrides that disagree are refused."""
     named: dict[str, int] = {}
+    shared = _shared_params(inputs)
     for vi in inputs:
         dims = vi.type.tensor_type.shape.dim
         shape = overrides.get(vi.name)
         if shape is None or len(shape) != len(dims):
             continue                  # (a rank mismatch is _apply_override's error)
         for dim, size in zip(dims, shape):
-            if not dim.dim_param:
+            if dim.dim_param not in shared:
                 continue
             if named.setdefault(dim.dim_param, int(size)) != int(size):
                 raise ShapeError(f"dimension '{dim.dim_param}' is pinned to both {named[dim.dim_param]} and "
@@ -92,9 +93,22 @@ def _named_sizes(inputs: list[onnx.ValueInfoProto], overrides: Mapping) -> dict[
                                       "--input-shape values agree")
     for vi in inputs:
         dims = vi.type.tensor_type.shape.dim
-        if vi.name not in overrides and dims and dims[0].dim_param and not dims[0].HasField("dim_value"):
+        if vi.name not in overrides and dims and dims[0].dim_param in shared:
             named.setdefault(dims[0].dim_param, 1)
     return named
+
+
+def _shared_params(inputs: list[onnx.ValueInfoProto]) -> set[str]:
+    """The dim_params that name one dimension: not an exporter's placeholder for "unknown" (paddle2onnx
+    writes '?' for every dynamic dim of ``x`` [?, 3, ?, ?]), i.e. not '?' and not repeated within
+    one input's shape."""
+    names: set[str] = set()
+    placeholders = {"?"}
+    for vi in inputs:
+        params = [d.dim_param for d in vi.type.tensor_type.shape.dim if d.dim_param and not d.HasField("dim_value")]
+        placeholders |= {p for p in params if params.count(p) > 1}
+        names |= set(params)
+    return names - placeholders
 
 
 def _pin_from_outputs(model: onnx.ModelProto, unresolved: list[tuple[onnx.ValueInfoProto, int]]) -> None:

@@ -81,3 +81,14 @@ def test_a_recording_alone_converts_a_dynamic_streaming_model(tmp_path, capsys, 
     code = main(["verify", str(out), "--reference", path, "--data", str(tmp_path / "rec.npz"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["outputs"]["y"]["sqnr_db"] > 25, report
+
+
+def test_a_placeholder_dim_param_is_not_one_shared_dimension():
+    """paddle2onnx writes '?' for every dynamic dim (PP-OCR's x [?, 3, ?, ?]): not one size."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["?", 3, "?", "?"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert _inputs(frontend.prepare(m, {"x": [1, 3, 48, 192]})) == {"x": (1, 3, 48, 192)}
+    with pytest.raises(ShapeError, match="input 'x' has a dynamic dimension at axis 2"):
+        frontend.prepare(m)
