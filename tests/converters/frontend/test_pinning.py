@@ -81,6 +81,7 @@ def test_a_recording_alone_converts_a_dynamic_streaming_model(tmp_path, capsys, 
     code = main(["verify", str(out), "--reference", path, "--data", str(tmp_path / "rec.npz"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["outputs"]["y"]["sqnr_db"] > 25, report
+    assert "top-1 n/a for stateN: a recurrent state (fed back as 'state'), not class scores" in report["notes"]
 
 
 def test_a_placeholder_dim_param_is_not_one_shared_dimension():
