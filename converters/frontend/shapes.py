@@ -8,9 +8,8 @@ override (``--input-shape name=1,3,224,224``, or calibration data that fixes it:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import warnings
+from collections.abc import Mapping, Sequence
 
 import onnx
 

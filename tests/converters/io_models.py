@@ -65,7 +65,8 @@ def stateful_dynamic(path, state: str) -> str:
         nodes, "stateful_dynamic",
         [h.make_tensor_value_info("x", T.FLOAT, ["batch", "sequence"]),
          h.make_tensor_value_info("state", T.FLOAT, [2, dim, STATE])],
-        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 2]), h.make_tensor_value_info("stateN", T.FLOAT, [2, dim, STATE])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 2]),
+         h.make_tensor_value_info("stateN", T.FLOAT, [2, dim, STATE])],
         [nh.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
         + [nh.from_array(np.array([1], np.int64), "axis1")])
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
@@ -86,7 +87,8 @@ def int_input(path, dtype: str, shape: list[int], arith: bool = False) -> str:
     weight = rng.normal(0, 1, (last, 3)) if shape else np.array(0.7)
     graph = h.make_graph(nodes, "ints", [h.make_tensor_value_info("ids", elem, shape)],
                          [h.make_tensor_value_info("y", T.FLOAT, [*shape[:-1], 3] if shape else [])],
-                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W"), *ints])
+                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W"),
+                          *ints])
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 

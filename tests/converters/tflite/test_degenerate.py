@@ -44,7 +44,8 @@ def denormal_channel_conv():
     w = W.copy()
     w[1] = np.float32(3e-39) * np.sign(w[1])
     w[2] = np.float32(1e-43)
-    return [helper.make_node("Conv", ["x", "w", "b"], ["y"])], {"w": w, "b": np.array([0.1, 0.2, -0.3, 0.0], np.float32)}
+    bias = np.array([0.1, 0.2, -0.3, 0.0], np.float32)
+    return [helper.make_node("Conv", ["x", "w", "b"], ["y"])], {"w": w, "b": bias}
 
 
 def denormal_depthwise():
