@@ -78,6 +78,8 @@ def test_a_recording_alone_converts_a_dynamic_streaming_model(tmp_path, capsys, 
     manifest = json.loads(zipfile.ZipFile(out).read("manifest.json"))
     assert manifest["input_shapes_from_data"] == {"x": [1, 4]}
     assert {i["name"]: i["shape"] for i in manifest["inputs"]} == {"x": [1, 4], "state": [2, 1, 8]}
+    assert main(["inspect", str(out)]) == 0
+    assert "input_shapes_from_data: x=[1, 4]" in capsys.readouterr().out
     code = main(["verify", str(out), "--reference", path, "--data", str(tmp_path / "rec.npz"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["outputs"]["y"]["sqnr_db"] > 25, report
