@@ -77,7 +77,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
     raw = read_model(cfg.model)         # what the data pins and freezes, before the checked load
-    cfg, from_data = shapes_from_data(cfg, raw, say)
+    cfg, from_data = shapes_from_data(cfg, raw)
     cfg, found = freeze_constant_controls(cfg, raw, say)
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
@@ -121,9 +121,9 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
 
-def shapes_from_data(cfg: ConvertConfig, model: onnx.ModelProto, say):
+def shapes_from_data(cfg: ConvertConfig, model: onnx.ModelProto):
     """(cfg, {input: shape}): dynamic dims the calibration data fixes (``data.shapes_from_data``)
-    pinned as --input-shape would, said on stderr and recorded in the manifest."""
+    pinned as --input-shape would, said in a warning and recorded in the manifest."""
     if cfg.calib is None:
         return cfg, {}
     found = data.shapes_from_data(cfg.calib, data.input_specs(model), cfg.shape_overrides)
@@ -132,7 +132,6 @@ def shapes_from_data(cfg: ConvertConfig, model: onnx.ModelProto, say):
     text = " ".join(f"{name}={','.join(map(str, shape))}" for name, shape in found.items())
     warnings.warn(f"dynamic input shape(s) pinned from the calibration data: --input-shape {text} "
                   "(pass --input-shape to choose others)", PinnedShapeWarning, stacklevel=2)
-    say(f"input shapes from the calibration data: {text}")
     return dataclasses.replace(cfg, input_shapes=(*cfg.input_shapes, *found.items())), \
         {name: list(shape) for name, shape in found.items()}
 

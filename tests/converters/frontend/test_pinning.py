@@ -4,12 +4,14 @@ that fixes a dim pins it (said on stderr, recorded in the manifest). silero VAD 
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+import converters.cli  # noqa: F401  (installs the one-line warning format)
 from converters import frontend
 from converters.calibrate.data import input_specs, shapes_from_data
 from converters.errors import ShapeError
@@ -71,10 +73,10 @@ def test_a_recording_alone_converts_a_dynamic_streaming_model(tmp_path, capsys, 
     rec = io_models.recording(64)
     np.savez(tmp_path / "rec.npz", x=rec["x"])                  # [64, 1, 4]: no state, no shapes
     out = tmp_path / "vad.gpk"
-    code = main(["convert", path, "--calib", str(tmp_path / "rec.npz"), "-o", str(out)])
+    with pytest.warns(PinnedShapeWarning, match="pinned from the calibration data: --input-shape x=1,4"):
+        code = main(["convert", path, "--calib", str(tmp_path / "rec.npz"), "-o", str(out)])
     _, err = capsys.readouterr()
     assert code == 0, err
-    assert "input shapes from the calibration data: x=1,4" in err
     manifest = json.loads(zipfile.ZipFile(out).read("manifest.json"))
     assert manifest["input_shapes_from_data"] == {"x": [1, 4]}
     assert {i["name"]: i["shape"] for i in manifest["inputs"]} == {"x": [1, 4], "state": [2, 1, 8]}
@@ -95,3 +97,9 @@ def test_a_placeholder_dim_param_is_not_one_shared_dimension():
     assert _inputs(frontend.prepare(m, {"x": [1, 3, 48, 192]})) == {"x": (1, 3, 48, 192)}
     with pytest.raises(ShapeError, match="input 'x' has a dynamic dimension at axis 2"):
         frontend.prepare(m)
+
+
+def test_the_cli_prints_a_converter_warning_as_one_line():
+    text = warnings.formatwarning("input 'state' is pinned to [2, 1, 8]", PinnedShapeWarning, "/x/shapes.py", 9, "code")
+    assert text == "warning: input 'state' is pinned to [2, 1, 8]\n"
+    assert "/x/a.py:9: UserWarning" in warnings.formatwarning("other", UserWarning, "/x/a.py", 9, "code")
