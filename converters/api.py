@@ -357,8 +357,11 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     keys = _public_keys(trusted_keys)
     kind, model_bytes, manifest = verifier.open_candidate(Path(source), fmt=fmt, trusted_keys=keys)
     manifest = manifest or {}
-    values = {**_frozen(manifest), **(input_values or {})}
-    shapes = pin(read_model(reference), candidate_shapes(kind, model_bytes, manifest), input_shapes)
+    raw, found = read_model(reference), candidate_shapes(kind, model_bytes, manifest)
+    # a bare .tflite records no frozen inputs: a control input it lacks takes the data's one value
+    lacked = {k: v for k, v in constant_controls(raw, data).items() if k not in found}
+    values = {**lacked, **_frozen(manifest), **(input_values or {})}
+    shapes = pin(raw, found, input_shapes)
     ref = load_model(reference, shapes, values, tuple(outputs or manifest.get("cut_outputs") or ()))
     if preprocess is None:
         preprocess = manifest.get("preprocessing")
