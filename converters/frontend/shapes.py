@@ -113,11 +113,11 @@ def _shared_params(inputs: list[onnx.ValueInfoProto]) -> set[str]:
 def _pin_from_outputs(model: onnx.ModelProto, unresolved: list[tuple[onnx.ValueInfoProto, int]]) -> None:
     """Pin the dims nothing names in a state input (silero VAD's ``state`` [2, ?, 128]), read off
     the graph output of its rank that it is fed back from (a ShapeError naming the input when
-    there is none, or several that disagree): that output's shape when shape inference makes it
-    static with everything else pinned, else -- one unknown dim, and an output of that rank
-    whose fixed dims agree -- the batch size the other inputs have (a recurrent state is
-    [layers, batch, hidden], https://onnx.ai/onnx/operators/onnx__LSTM.html; an If on the state's
-    shape, as silero's, stops inference). A PinnedShapeWarning says what was chosen."""
+    there is none, or several that disagree): for one unknown dim, that output's shape when
+    shape inference makes it static with everything else pinned; else, for a recurrent state
+    [layers, ?, hidden] (``_rnn_state``, https://onnx.ai/onnx/operators/onnx__LSTM.html) beside an
+    output of that rank whose fixed dims agree, the batch size the other inputs have (an If on
+    the state's shape, as silero's, stops inference). A PinnedShapeWarning says what was chosen."""
     outputs = _inferred_outputs(model)
     inputs = graph_inputs(model)
     for vi in {id(vi): vi for vi, _ in unresolved}.values():
@@ -128,9 +128,9 @@ def _pin_from_outputs(model: onnx.ModelProto, unresolved: list[tuple[onnx.ValueI
         static = {s for s in agree if None not in s}
         batch = {d[0].dim_value for d in (v.type.tensor_type.shape.dim for v in inputs if v is not vi)
                  if d and d[0].dim_value > 0}
-        if len(static) == 1:
+        if fixed.count(None) == 1 and len(static) == 1:
             shape = static.pop()
-        elif agree and not static and fixed.count(None) == 1 and len(batch) == 1:
+        elif agree and not static and _rnn_state(fixed) and len(batch) == 1:
             shape = tuple(batch.pop() if f is None else f for f in fixed)
         else:
             axis = fixed.index(None)
@@ -144,6 +144,12 @@ def _pin_from_outputs(model: onnx.ModelProto, unresolved: list[tuple[onnx.ValueI
         for dim, size in zip(dims, shape):
             dim.Clear()
             dim.dim_value = size
+
+
+def _rnn_state(fixed: list[int | None]) -> bool:
+    """[layers, ?, hidden]: the state layout of ONNX LSTM/GRU/RNN, its one unknown the batch. A
+    token input [1, ?] beside logits [1, ?] must not get this guess: its unknown is a length."""
+    return len(fixed) == 3 and fixed[1] is None and None not in (fixed[0], fixed[2])
 
 
 def _inferred_outputs(model: onnx.ModelProto) -> list[tuple[int | None, ...]]:

@@ -103,3 +103,14 @@ def test_the_cli_prints_a_converter_warning_as_one_line():
     text = warnings.formatwarning("input 'state' is pinned to [2, 1, 8]", PinnedShapeWarning, "/x/shapes.py", 9, "code")
     assert text == "warning: input 'state' is pinned to [2, 1, 8]\n"
     assert "/x/a.py:9: UserWarning" in warnings.formatwarning("other", UserWarning, "/x/a.py", 9, "code")
+
+
+def test_a_token_input_is_not_taken_for_a_state():
+    """ids [1, ?] beside logits [1, ?]: the unknown is a length, not a batch; it is asked for."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None]),
+                           helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ShapeError, match="input 'x' has a dynamic dimension at axis 1"):
+        frontend.prepare(m)
