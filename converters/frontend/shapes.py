@@ -54,6 +54,8 @@ def fix_input_shapes(model: onnx.ModelProto,
             size = named.get(dim.dim_param)
             if size is None and axis == 0:
                 size = 1
+            if size is None and dim.HasField("dim_value"):
+                raise _cannot_fix(vi, axis)     # an explicit 0 (an empty tensor) is no unknown to guess
             if size is None:
                 unresolved.append((vi, axis))
                 continue
@@ -133,17 +135,20 @@ def _pin_from_outputs(model: onnx.ModelProto, unresolved: list[tuple[onnx.ValueI
         elif agree and not static and _rnn_state(fixed) and len(batch) == 1:
             shape = tuple(batch.pop() if f is None else f for f in fixed)
         else:
-            axis = fixed.index(None)
-            example = ",".join("N" if d is None else str(d) for d in fixed)
-            raise ShapeError(
-                f"input '{vi.name}' has a dynamic dimension at axis {axis} "
-                f"('{dims[axis].dim_param or '?'}') that cannot be fixed automatically",
-                where=f"input '{vi.name}'", hint=SHAPE_HINT.format(name=vi.name, example=example))
+            raise _cannot_fix(vi, fixed.index(None))
         warnings.warn(f"input '{vi.name}' is pinned to {list(shape)}, like the output of its rank it is fed back "
                       "from (pass --input-shape to choose another)", PinnedShapeWarning, stacklevel=4)
         for dim, size in zip(dims, shape):
             dim.Clear()
             dim.dim_value = size
+
+
+def _cannot_fix(vi: onnx.ValueInfoProto, axis: int) -> ShapeError:
+    dims = vi.type.tensor_type.shape.dim
+    example = ",".join(str(d.dim_value) if d.dim_value > 0 else "N" for d in dims)
+    return ShapeError(f"input '{vi.name}' has a dynamic dimension at axis {axis} "
+                      f"('{dims[axis].dim_param or '?'}') that cannot be fixed automatically",
+                      where=f"input '{vi.name}'", hint=SHAPE_HINT.format(name=vi.name, example=example))
 
 
 def _rnn_state(fixed: list[int | None]) -> bool:
