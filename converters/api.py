@@ -33,6 +33,7 @@ from converters.frontend.inline_if import inline_constant_ifs
 from converters.frontend.load import read_model
 from converters.frontend.names import check_keep_float, node_names
 from converters.frontend.quantized import check_annotated
+from converters.frontend.shapes import PinnedShapeWarning
 from converters.lower import check_supported
 from converters.tflite import head_nodes
 from converters.verify import VerifyReport
@@ -75,8 +76,10 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     """
     say = log or (lambda message: None)
     key = _signing_key(cfg)             # a bad key fails now, not after minutes of calibration
+    raw = read_model(cfg.model)         # what the data pins and freezes, before the checked load
+    cfg, from_data = shapes_from_data(cfg, raw)
+    cfg, found = freeze_constant_controls(cfg, raw, say)
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
-    cfg, model, found = freeze_constant_controls(cfg, model, say)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
     if carried is not None:
@@ -110,25 +113,42 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     files = {manifest_mod.MODEL_ENTRIES[fmt][1]: data for fmt, (data, _) in built.items()}
     if found:
         man["frozen_inputs_found"] = sorted(found)
+    if from_data:
+        man["input_shapes_from_data"] = from_data
     if carried is not None:             # the model's own scales and what was kept
         man["quantization"]["carried"] = carried.summary()
     _write(cfg, man, files, key)
     return ConvertResult(cfg.output, man, files, report, sorted(keep))
 
 
+def shapes_from_data(cfg: ConvertConfig, model: onnx.ModelProto):
+    """(cfg, {input: shape}): dynamic dims the calibration data fixes (``data.shapes_from_data``)
+    pinned as --input-shape would, said in a warning and recorded in the manifest."""
+    if cfg.calib is None:
+        return cfg, {}
+    found = data.shapes_from_data(cfg.calib, data.input_specs(model), cfg.shape_overrides)
+    if not found:
+        return cfg, {}
+    text = " ".join(f"{name}={','.join(map(str, shape))}" for name, shape in found.items())
+    warnings.warn(f"dynamic input shape(s) pinned from the calibration data: --input-shape {text} "
+                  "(pass --input-shape to choose others)", PinnedShapeWarning, stacklevel=2)
+    return dataclasses.replace(cfg, input_shapes=(*cfg.input_shapes, *found.items())), \
+        {name: list(shape) for name, shape in found.items()}
+
+
 def freeze_constant_controls(cfg: ConvertConfig, model: onnx.ModelProto, say):
-    """(cfg, model, found): inputs that only steer control flow and hold one value in the whole
-    calibration data (``freeze.constant_controls``) frozen as --input-value would, with a warning."""
+    """(cfg, found): inputs of ``model`` (as read) that only steer control flow and hold one value
+    in the whole calibration data (``freeze.constant_controls``) frozen as --input-value would,
+    with a warning."""
     found = constant_controls(model, cfg.calib) if cfg.calib is not None else {}
     if not found:
-        return cfg, model, {}
+        return cfg, {}
     text = ", ".join(f"{name}={','.join(map(str, values))}" for name, values in found.items())
     warnings.warn(f"input(s) {text} only steer control flow (If/Loop) and hold one value in every calibration "
                   f"sample: the model is converted for that value (pass --input-value to choose another)",
                   FrozenInputWarning, stacklevel=2)
     say(f"frozen from the calibration data: {text}")
-    cfg = dataclasses.replace(cfg, input_values=(*cfg.input_values, *found.items()))
-    return cfg, load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs), found
+    return dataclasses.replace(cfg, input_values=(*cfg.input_values, *found.items())), found
 
 
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
@@ -338,8 +358,11 @@ def verify(source, reference, data, *, labels=None, per_layer=False, fmt=None, l
     keys = _public_keys(trusted_keys)
     kind, model_bytes, manifest = verifier.open_candidate(Path(source), fmt=fmt, trusted_keys=keys)
     manifest = manifest or {}
-    values = {**_frozen(manifest), **(input_values or {})}
-    shapes = pin(read_model(reference), candidate_shapes(kind, model_bytes, manifest), input_shapes)
+    raw, found = read_model(reference), candidate_shapes(kind, model_bytes, manifest)
+    # a bare .tflite records no frozen inputs: a control input it lacks takes the data's one value
+    lacked = {k: v for k, v in constant_controls(raw, data).items() if k not in found}
+    values = {**lacked, **_frozen(manifest), **(input_values or {})}
+    shapes = pin(raw, found, input_shapes)
     ref = load_model(reference, shapes, values, tuple(outputs or manifest.get("cut_outputs") or ()))
     if preprocess is None:
         preprocess = manifest.get("preprocessing")

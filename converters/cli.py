@@ -20,6 +20,18 @@ from core.vocab import signing_key
 # verify --per-layer and range measurement keep every LiteRT tensor on purpose; LiteRT warns about
 # that on each interpreter, which only confuses a command-line user.
 warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+_default_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """The converter's own warnings (pinned shapes, frozen inputs, degenerate ranges) as one line
+    for a command-line user: the file, line and source line Python adds name our code, not theirs."""
+    if category.__module__.startswith("converters."):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
 
 EXISTING = click.Path(exists=True, dir_okay=True, path_type=Path)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -209,7 +209,8 @@ def _gpk(data: bytes, where: str) -> dict:
                                          suffix=Path(name).suffix.lower())
     m = art.manifest
     summary = {k: m.get(k) for k in ("name", "version", "converter", "source_model", "quantization",
-                                      "calibration", "preprocessing", "inputs", "outputs", "frozen_inputs")
+                                      "calibration", "preprocessing", "inputs", "outputs", "frozen_inputs",
+                                      "input_shapes_from_data")
                if m.get(k) is not None}
     if m.get("state"):
         summary["state"] = ", ".join(f"{p.get('output')} -> {p.get('input')}" for p in m["state"]) + " (fed back per call)"

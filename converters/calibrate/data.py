@@ -74,6 +74,34 @@ def input_specs(model) -> list[TensorSpec]:
     return specs
 
 
+def shapes_from_data(path, inputs: list[TensorSpec], given=()) -> dict[str, tuple[int, ...]]:
+    """{input: shape} for the inputs with a dynamic dim past the batch axis (not in ``given``) that
+    the .npz/.npy at ``path`` fixes: a stack [N, *shape] whose every sample has one shape (recorded
+    audio frames of 512 values for silero VAD's ``input`` [batch, sequence]). An array of the
+    input's own rank is a stack of batch-1 samples (``samples.layout_of``). Image folders and arrays
+    that do not fit are left alone (loading reports them)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in (".npz", ".npy"):
+        return {}
+    found = {}
+    for spec in inputs:
+        if spec.name in given or None not in spec.shape[1:]:
+            continue
+        member = None if path.suffix.lower() == ".npy" else spec.name
+        if member is None and len(inputs) != 1:
+            continue
+        try:
+            shape = tuple(read_header(path, member)[0])
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+            continue
+        sample = shape[1:] if len(shape) == len(spec.shape) + 1 else None
+        if len(shape) == len(spec.shape):
+            sample = shape if spec.shape[0] is not None else (1, *shape[1:])
+        if sample is not None and 0 not in sample and spec.matches(sample):
+            found[spec.name] = sample
+    return found
+
+
 def load_dataset(path, inputs: list[TensorSpec], *, preprocess=None, limit: int | None = None,
                  min_samples: int = MIN_SAMPLES) -> Samples:
     """The samples of ``path`` as a lazy ``Samples`` sequence of ``{input name: array shaped and

@@ -86,8 +86,8 @@ def refusal(graph: Graph, problems: list[str]) -> DataDependentError | None:
     hint = ("export the model without its post-processing (score filtering, TopK, NMS) and run that "
             "in application code")
     cut = _cut(graph, [*found, *after])
-    steering = [c for c in cut if c in graph.inputs]
-    if steering and all(n.op in ("If", "Loop") for n in found):     # a mode/sample-rate input picks a branch
+    steering = _steering(graph, found)
+    if steering:                    # a mode/sample-rate input picks a branch
         values = " ".join(f"--input-value {name}=VALUE" for name in steering)
         hint = (f"input(s) {', '.join(map(repr, steering))} steer control flow: convert for one value with "
                 f"{values} (or calibrate with data that holds one value for it)")
@@ -136,6 +136,31 @@ def _cut(graph: Graph, region: list[Node]) -> list[str]:
         cut = step
         best = cut if len(cut) < len(best) else best
     return best
+
+
+def _steering(graph: Graph, found: list[Node]) -> list[str]:
+    """The graph inputs that alone decide every If/Loop in ``found``: each control operand's cone
+    reads only them, constants and weightless value ops (silero VAD's ``sr`` -> Reshape -> Gather
+    -> Equal -> If). [] when a node is not control flow, or a cone reaches a layer or a shape."""
+    producers = graph.producers()
+    names: list[str] = []
+    for node in found:
+        if node.op not in ("If", "Loop"):
+            return []
+        todo, seen = list(node.inputs[:1] if node.op == "If" else node.inputs[:2]), set()
+        while todo:
+            t = todo.pop()
+            if not t or t in seen or graph.const(t) is not None:
+                continue
+            seen.add(t)
+            if t in graph.inputs:
+                names.append(t)
+                continue
+            p = producers.get(t)
+            if p is None or p.op in LAYERS or p.op in ("Shape", "Size") or len(seen) > MAX_WALK:
+                return []
+            todo.extend(p.inputs)
+    return list(dict.fromkeys(names))
 
 
 def _source(node: Node | None, graph: Graph) -> str | None:

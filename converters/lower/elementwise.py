@@ -10,6 +10,7 @@ import numpy as np
 
 from converters.lower.context import LowerContext, options
 from converters.lower.registry import lowers
+from converters.tgraph import TTensor
 
 BINARY = {"Add": ("ADD", "AddOptions"), "Sub": ("SUB", "SubOptions"), "Mul": ("MUL", "MulOptions"),
           "Div": ("DIV", "DivOptions"), "Max": ("MAXIMUM", None), "Min": ("MINIMUM", None),
@@ -29,7 +30,18 @@ def _binary(ctx: LowerContext, node, op: str, a: int, b: int) -> None:
     if opts_name:
         kwargs = {"fusedActivationFunction": ctx.activation(node)} if op in WITH_ACTIVATION else {}
         opts = options(opts_name, **kwargs)
+    a, b = _int64_const(ctx, a, b), _int64_const(ctx, b, a)
     ctx.emit(opcode, [a, b], [ctx.output(node.outputs[0])], opts)
+
+
+def _int64_const(ctx: LowerContext, const: int, other: int) -> int:
+    """``const`` as int64 when the other operand is an int64 value: constants are narrowed to int32
+    (context._narrowed), but an int64 graph input (silero VAD's ``sr`` times 0) stays int64, and
+    TFLite's binary kernels take one type (tflite/kernels/mul.cc "input1->type != input2->type")."""
+    t, o = ctx.t.tensors[const], ctx.t.tensors[other]
+    if not t.is_const or t.dtype != "int32" or o.dtype != "int64":
+        return const
+    return ctx.t.add(TTensor(f"{t.name}/int64", t.shape, "int64", data=t.data.astype(np.int64)))
 
 
 def _lower_binary(ctx: LowerContext, node) -> None:

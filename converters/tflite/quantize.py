@@ -44,6 +44,8 @@ from converters.tgraph import QParams, TGraph, TOp, TTensor
 # DEPTHWISE_CONV_2D is left out: correcting it cost the zoo's depthwise nets held-out SQNR
 # (ocr_cls_mbv3 30.9 -> 28.9 dB, EfficientNet-B0 9.2 -> 8.7; docs/quantization.md "Bias correction")
 BIAS_CORRECTED = ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+PRODUCT_MIN = float(np.finfo(np.float32).tiny) * 2.0 ** 24   # input x weight scale: a normal float32, with room
+BIAS_INT_LIMIT = 2.0 ** 30      # int32 bias magnitude the floor allows (2^31 - 1, halved for bias correction)
 
 
 def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
@@ -258,7 +260,8 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
             w_float, w_scale = originals[op.inputs[w_i]], weights.quant.scale
         else:
             w_float = originals[op.inputs[w_i]] = weights.data   # the float32 array itself: no copy
-            w_scale = per_channel_int8(weights, axis, tg.carried.get(op.node), op.node)   # carried: kept ints
+            floor = weight_scale_floor(params[x].scale[0], _bias_values(tg, op, b_i), weights.shape[axis])
+            w_scale = per_channel_int8(weights, axis, tg.carried.get(op.node), op.node, floor)   # carried: kept ints
         correct = op.opcode in BIAS_CORRECTED and x in input_means
         if correct and (b_i >= len(op.inputs) or op.inputs[b_i] < 0):
             _add_zero_bias(tg, op, b_i, len(w_scale))        # TRANSPOSE_CONV may have none
@@ -282,6 +285,27 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
             q = activation_params(float(t.data.min()), float(t.data.max()))
         t.data = np.clip(np.round(t.data / q.scale[0]) + q.zero_point[0], -128, 127).astype(np.int8)
         t.dtype, t.quant = "int8", q
+
+
+def weight_scale_floor(input_scale: float, bias: np.ndarray | None, channels: int) -> np.ndarray:
+    """The smallest weight scale per output channel that keeps the int32 bias exact by construction.
+
+    The bias scale is input scale x weight scale, stored as float32 (``_bias``). For a dead channel
+    (weights ~1e-39, PP-OCRv4's recognizer has them) the product is a float32 subnormal: it loses
+    the precision LiteRT checks (bias scale = input x weight scale, tflite/kernels/kernel_util.cc)
+    or flushes to 0, and the channel's bias (its whole output) overflows int32 and is clipped.
+    So each channel's weight scale is at least what keeps the product a normal float
+    (``PRODUCT_MIN``) and its bias within int32 (with a margin for bias correction); weights below
+    the floor round to 0, which they are to within ~1e-38 of the output anyway."""
+    floor = np.full(channels, PRODUCT_MIN / float(input_scale))
+    if bias is not None and bias.shape == (channels,):
+        floor = np.maximum(floor, np.abs(bias.astype(np.float64)) / (BIAS_INT_LIMIT * float(input_scale)))
+    return floor
+
+
+def _bias_values(tg: TGraph, op: TOp, b_i: int) -> np.ndarray | None:
+    b = op.inputs[b_i] if b_i < len(op.inputs) else -1
+    return tg.tensors[b].data if b >= 0 and tg.tensors[b].is_const and tg.tensors[b].dtype == "float32" else None
 
 
 def _along(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:

@@ -42,16 +42,20 @@ def to_float16(tg: TGraph) -> None:
                 [o for o in new_ops if not (o.opcode == "DEQUANTIZE" and tg.tensors[o.inputs[0]].is_const)]
 
 
-def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np.ndarray:
+def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "", min_scale=0.0) -> np.ndarray:
     """Quantize the float weights ``t`` in place: per-channel (along ``axis``) symmetric int8 in
     [-127, 127], zero point 0. Returns the float32 scales (the int8 path needs them for the bias).
 
     ``carried``: the ``carried.ChannelGrid`` an already-quantized model stored these weights with
     (per output channel); its int8 values are kept while the weights are still on that grid (a
-    folded BatchNormalization rescales a channel's scale, see ``carried.on_grid``)."""
+    folded BatchNormalization rescales a channel's scale, see ``carried.on_grid``).
+
+    ``min_scale``: a floor per channel (or one for all), from ``quantize.weight_scale_floor``: a
+    dead channel's weights (~1e-39, float32 subnormals, in trained models) would otherwise get a
+    subnormal scale whose bias scale cannot be stored exactly."""
     if carried is not None:
         kept = on_grid(t.data, axis, carried)
-        if kept is not None:
+        if kept is not None and np.all(kept[1] >= min_scale):
             t.data, scale = kept
             t.dtype, t.quant = "int8", QParams(scale, np.zeros(len(scale), np.int64), axis)
             return scale
@@ -60,6 +64,7 @@ def per_channel_int8(t: TTensor, axis: int, carried=None, owner: str = "") -> np
     w = t.data
     scale = _absmax(w, axis).astype(np.float64) / 127.0
     scale = np.where(scale > 0, scale, 1.0 / 127.0)   # an all-zero channel: any scale is exact
+    scale = np.maximum(scale, np.asarray(min_scale, np.float64))
     t.data = _to_int8(w, axis, scale)
     t.dtype = "int8"
     t.quant = QParams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)

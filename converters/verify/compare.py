@@ -70,6 +70,9 @@ def verify(candidate, reference, samples: list[dict[str, np.ndarray]], *, fmt: s
     ref_run = OnnxRunner(ref_model)
     cand_run = _candidate_runner(kind, data, ref_run)
     axes = output_axes(ref_model, class_axes)
+    for out, inp in state:             # not a detector head, whatever node makes it
+        if out in axes and out not in (class_axes or {}):
+            axes[out] = (None, f"a recurrent state (fed back as '{inp}'), not class scores")
     first = _labelled_output(axes, ref_run.output_names, labels)
     acc, ref_logits, cand_logits = _run(ref_run, cand_run, samples, axes, first if labels is not None else None,
                                         state, progress)

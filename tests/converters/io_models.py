@@ -2,6 +2,9 @@
 
     stateful(path)           x [1, 4] float, state [1, 8] float, sr int64 scalar ->
                              stateN = tanh((x * sr / 16000) W + state U), y = stateN V
+    stateful_dynamic(path, state)   silero VAD's dynamic dims: x [batch, sequence], state [2, ?, 8]
+                             (``state``: "named" 'batch', "fed" unnamed and broadcast into stateN,
+                             "summed" unnamed and reduced, so inference makes stateN static)
     int_input(path, dtype, shape)   an integer/bool input cast to float, then a MatMul
     recording(n)             a smooth sequence of x (and sr) samples: what a streaming model hears
 """
@@ -44,18 +47,48 @@ def stateful(path, *, seed: int = 0) -> str:
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 
-def int_input(path, dtype: str, shape: list[int]) -> str:
-    """ids (``dtype``, ``shape``) -> Cast -> float -> MatMul with a [last, 3] weight (a 0-d input: Mul)."""
+def stateful_dynamic(path, state: str) -> str:
+    rng = np.random.default_rng(2)
+    weights = {"W": rng.normal(0, .5, (4, STATE)), "U": rng.normal(0, .3, (STATE, STATE)),
+               "V": rng.normal(0, .5, (STATE, 2))}
+    recurrent = [h.make_node("MatMul", ["state", "U"], ["b"], name="rec_proj")]
+    if state == "summed":
+        recurrent = [h.make_node("ReduceSum", ["state", "axis1"], ["s1"], keepdims=1, name="sum_batch"),
+                     h.make_node("MatMul", ["s1", "U"], ["b"], name="rec_proj")]
+    nodes = [h.make_node("MatMul", ["x", "W"], ["a"], name="in_proj"), *recurrent,
+             h.make_node("Add", ["a", "b"], ["c"], name="sum"),
+             h.make_node("Tanh", ["c"], ["stateN"], name="tanh"),
+             h.make_node("ReduceMean", ["stateN"], ["m"], axes=[0], keepdims=0, name="mean"),
+             h.make_node("MatMul", ["m", "V"], ["y"], name="head")]
+    dim = "batch" if state == "named" else None
+    graph = h.make_graph(
+        nodes, "stateful_dynamic",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", "sequence"]),
+         h.make_tensor_value_info("state", T.FLOAT, [2, dim, STATE])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 2]),
+         h.make_tensor_value_info("stateN", T.FLOAT, [2, dim, STATE])],
+        [nh.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
+        + [nh.from_array(np.array([1], np.int64), "axis1")])
+    return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+
+
+def int_input(path, dtype: str, shape: list[int], arith: bool = False) -> str:
+    """ids (``dtype``, ``shape``) -> Cast -> float -> MatMul with a [last, 3] weight (a 0-d input: Mul).
+    ``arith``: ids * 3 + 1 in the input's integer type first (silero VAD computes ``sr * 0``)."""
     elem = h.np_dtype_to_tensor_dtype(np.dtype(dtype))
     rng = np.random.default_rng(1)
     last = shape[-1] if shape else 1
-    nodes = [h.make_node("Cast", ["ids"], ["f"], to=T.FLOAT, name="cast"),
+    ints = [nh.from_array(np.array(3, dtype), "three"), nh.from_array(np.array(1, dtype), "one")] if arith else []
+    nodes = [h.make_node("Mul", ["ids", "three"], ["i3"], name="times3"),
+             h.make_node("Add", ["i3", "one"], ["i4"], name="plus1")] if arith else []
+    nodes += [h.make_node("Cast", ["i4" if arith else "ids"], ["f"], to=T.FLOAT, name="cast"),
              h.make_node("Mul", ["f", "scale"], ["g"], name="scale"),
              h.make_node("MatMul" if shape else "Mul", ["g", "W"], ["y"], name="proj")]
     weight = rng.normal(0, 1, (last, 3)) if shape else np.array(0.7)
     graph = h.make_graph(nodes, "ints", [h.make_tensor_value_info("ids", elem, shape)],
                          [h.make_tensor_value_info("y", T.FLOAT, [*shape[:-1], 3] if shape else [])],
-                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W")])
+                         [nh.from_array(np.float32(0.1), "scale"), nh.from_array(weight.astype(np.float32), "W"),
+                          *ints])
     return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
 
 

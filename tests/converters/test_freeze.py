@@ -178,3 +178,9 @@ def test_a_control_input_constant_in_the_calibration_data_is_frozen_with_a_warni
     # verify freezes the original from the manifest
     assert main(["verify", str(out), "--reference", path, "--data", str(tmp_path / "calib.npz"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outputs"]["y"]["sqnr_db"] > 30
+    # a bare .tflite records nothing: verify freezes the input it lacks from the data's one value
+    (tmp_path / "vad.tflite").write_bytes(zipfile.ZipFile(out).read("model.tflite"))
+    assert main(["verify", str(tmp_path / "vad.tflite"), "--reference", path, "--data", str(tmp_path / "calib.npz"),
+                 "--json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"]["y"]["sqnr_db"] > 30, report

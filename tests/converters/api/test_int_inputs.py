@@ -12,7 +12,8 @@ from converters.verify.metrics import sqnr_db
 from core.litert import make_interpreter
 from tests.converters import io_models
 
-CASES = [("int64", [1, 4]), ("int32", [1, 4]), ("bool", [1, 4]), ("int64", []), ("int32", [])]
+CASES = [("int64", [1, 4], False), ("int32", [1, 4], False), ("bool", [1, 4], False), ("int64", [], False),
+         ("int32", [], False), ("int64", [1, 4], True), ("int64", [], True), ("int32", [], True)]
 
 
 def _data(dtype: str, shape: list[int], n: int, seed: int) -> np.ndarray:
@@ -21,9 +22,9 @@ def _data(dtype: str, shape: list[int], n: int, seed: int) -> np.ndarray:
     return values.astype(dtype)
 
 
-@pytest.mark.parametrize("dtype, shape", CASES)
-def test_integer_inputs_stay_integer_and_match_onnxruntime(tmp_path, dtype, shape):
-    path = io_models.int_input(tmp_path / "ints.onnx", dtype, shape)
+@pytest.mark.parametrize("dtype, shape, arith", CASES)
+def test_integer_inputs_stay_integer_and_match_onnxruntime(tmp_path, dtype, shape, arith):
+    path = io_models.int_input(tmp_path / "ints.onnx", dtype, shape, arith)
     np.savez(tmp_path / "calib.npz", ids=_data(dtype, shape, 16, 0))
     np.savez(tmp_path / "held.npz", ids=_data(dtype, shape, 12, 1))
     result = api.convert(ConvertConfig(model=path, output=tmp_path / "ints.gpk", calib=tmp_path / "calib.npz",

@@ -14,6 +14,7 @@ import pytest
 
 from converters import api
 from converters.config import ConvertConfig
+from converters.frontend.shapes import PinnedShapeWarning
 from core import artifact
 from core.litert import make_interpreter
 from tests.fixtures.models import random_calibration
@@ -193,13 +194,17 @@ def test_dynamic_input_shape_override(tmp_path, digits_dir):
     dims[0].dim_param, dims[2].dim_param = "batch", "height"
     dynamic = tmp_path / "dyn.onnx"
     onnx.save(model, str(dynamic))
-    with pytest.raises(Exception) as err:          # axis 2 cannot be guessed
-        convert(tmp_path, dynamic, digits_dir / "calib.npz", "x.tflite")
+    with pytest.raises(Exception) as err:          # axis 2 cannot be guessed without data
+        convert(tmp_path, dynamic, None, "x.tflite", quantize="none")
     assert "height" in str(err.value) or "axis 2" in str(err.value)
     assert not (tmp_path / "x.tflite").exists()
     convert(tmp_path, dynamic, digits_dir / "calib.npz", "y.tflite", input_shapes=(("input", (1, 1, 8, 8)),))
     interp = make_interpreter((tmp_path / "y.tflite").read_bytes())
     assert list(interp.get_input_details()[0]["shape"]) == [1, 1, 8, 8]
+    # the calibration data fixes axis 2 itself (every sample is 8 x 8): pinned from it, said
+    with pytest.warns(PinnedShapeWarning, match="--input-shape input=1,1,8,8"):
+        result = convert(tmp_path, dynamic, digits_dir / "calib.npz", "z.gpk")
+    assert result.manifest["input_shapes_from_data"] == {"input": [1, 1, 8, 8]}
 
 
 def test_manifest_labels_preprocess_and_source_hash(tmp_path, digits_dir):

@@ -85,3 +85,32 @@ def test_per_class_filtering_is_grouped_and_cut_at_the_scores():
     assert e.problems[0] == "NonZero x5 ('filter0', 'filter1', 'filter2' and 2 more): " \
                             "its output size is the number of non-zero values"
     assert "before it are 'scores':" in e.hint
+
+
+def _if_on_sr(path: str):
+    """silero VAD's shape: a branch per sample rate, chosen by ``sr`` (0-d int64) directly or
+    through value glue (its opset-18 export: Reshape -> Gather -> Equal -> If)."""
+    then = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
+    inits = [const("two", np.float32(2)), const("rate", np.array(16000, I64)),
+             const("flat", np.array([1], I64)), const("first", np.array(0, I64))]
+    if path == "direct":
+        nodes = [helper.make_node("Equal", ["sr", "rate"], ["is16"])]
+    else:
+        nodes = [helper.make_node("Reshape", ["sr", "flat"], ["r"]),
+                 helper.make_node("Gather", ["r", "first"], ["g"], axis=0),
+                 helper.make_node("Equal", ["g", "rate"], ["is16"])]
+    nodes.append(helper.make_node("If", ["is16"], ["y"], then_branch=then, else_branch=other, name="by_rate"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                       helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("path", ["direct", "through_reshape_gather"])
+def test_an_if_on_a_sample_rate_input_hints_input_value_not_post_processing(path):
+    with pytest.raises(DataDependentError) as err:
+        tflite.build(frontend.prepare(_if_on_sr(path)), None, NONE)
+    assert "--input-value sr=VALUE" in err.value.hint and "post-processing" not in err.value.hint, err.value.hint
