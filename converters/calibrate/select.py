@@ -122,19 +122,30 @@ class Scorer:
         self.session = session_factory(fake_quant_model(model, names))
         self.runs = 0
 
-    def __call__(self, ranges: dict[str, tuple[float, float]]) -> np.ndarray:
-        """Noise power (sum of squared output error) of each sample, float64."""
-        params = {}
+    def __call__(self, ranges: dict[str, tuple]) -> np.ndarray:
+        """Noise power (sum of squared output error) of each sample, float64. ``ranges[t]``: one
+        (lo, hi), or one per fold (``observers.Auto.FOLDS``): sample k gets fold k % folds's."""
+        params = [{} for _ in range(max(map(_folds, ranges.values()), default=1))]
         for name in self.names:
-            scale, zero = int8_params(*ranges[name])
-            params[f"{name}::s"] = np.array(scale, np.float32)
-            params[f"{name}::z"] = np.array(zero, np.int8)
+            for fold, rng in enumerate(_per_fold(ranges[name], len(params))):
+                scale, zero = int8_params(*rng)
+                params[fold][f"{name}::s"] = np.array(scale, np.float32)
+                params[fold][f"{name}::z"] = np.array(zero, np.int8)
         noise = np.zeros(len(self.samples))
         for k, (sample, ref) in enumerate(zip(self.samples, self.references)):
-            outs = self.session.run(None, {**sample, **params})
+            outs = self.session.run(None, {**sample, **params[k % len(params)]})
             noise[k] = sum(float(np.sum((np.asarray(r, np.float64) - o) ** 2)) for r, o in zip(ref, outs))
         self.runs += 1
         return noise
+
+
+def _folds(rng: tuple) -> int:
+    """How many per-fold ranges ``rng`` holds (1: a plain (lo, hi))."""
+    return len(rng) if rng and isinstance(rng[0], tuple) else 1
+
+
+def _per_fold(rng: tuple, folds: int) -> tuple:
+    return tuple(rng) if _folds(rng) > 1 else (rng,) * folds
 
 
 def better(new: np.ndarray, old: np.ndarray) -> bool:
@@ -156,13 +167,15 @@ Z = 2.0
 
 
 def choose(candidates: dict[str, dict[str, tuple]], order: list[str], score,
-           max_runs: int = 1 << 30) -> tuple[dict, dict]:
+           max_runs: int = 1 << 30, final: dict | None = None) -> tuple[dict, dict]:
     """(range by tensor, chosen method by tensor) from ``candidates[method][tensor]``.
 
     ``order``: the tensors in graph order (groups are consecutive runs of it); ``score(ranges)``:
     per-sample noise, lower is better. The first method is the incumbent; another replaces it
     only when ``better``; then the same test per group of tensors (module doc, step 3), while
-    the scoring runs stay within ``max_runs`` (the uniform round always runs in full)."""
+    the scoring runs stay within ``max_runs`` (the uniform round always runs in full).
+    ``final``: the ranges returned for the chosen methods, same keys (default ``candidates``;
+    ``auto`` scores held-out ranges, ``Auto.heldout_candidates``, and returns the full ones)."""
     methods = list(candidates)
     best_method, best = methods[0], score(candidates[methods[0]])
     totals = {best_method: best.sum()}
@@ -184,7 +197,7 @@ def choose(candidates: dict[str, dict[str, tuple]], order: list[str], score,
             noise = score(_assemble(candidates, trial))
             if better(noise, best):
                 best, chosen = noise, trial
-    return _assemble(candidates, chosen), chosen
+    return _assemble(final or candidates, chosen), chosen
 
 
 def budget(calibration_samples: int, scoring_samples: int, methods: int) -> int:
@@ -192,6 +205,16 @@ def budget(calibration_samples: int, scoring_samples: int, methods: int) -> int:
     always (measured on a YOLO-style 640 detector, 100 samples: a full pass's worth doubled the
     conversion's CPU time, 34 s -> 66 s)."""
     return max(methods, calibration_samples // max(2 * scoring_samples, 1))
+
+
+def candidate_tables(found: dict) -> tuple[dict, dict]:
+    """(full ranges, held-out ranges), each ``[method][tensor]``, from ``observers.Auto``
+    observers by tensor: the ranges ``choose`` returns and the ones it scores."""
+    full = {n: obs.candidates() for n, obs in found.items()}
+    heldout = {n: obs.heldout_candidates() for n, obs in found.items()}
+    methods = next(iter(full.values())).keys() if full else ()
+    return ({m: {n: full[n][m] for n in found} for m in methods},
+            {m: {n: heldout[n][m] for n in found} for m in methods})
 
 
 def _assemble(candidates: dict, chosen: dict) -> dict:
