@@ -21,11 +21,24 @@ models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
             keeps fewer than 256/T steps for a typical weight. Measured: float attention
             softmaxes add 0.7 dB on the ViT of bench/fidelity_bench.py (197 tokens).
 
+    OUTPUT  a SOFTMAX that writes a graph output (directly or through RESHAPE / TRANSPOSE /
+    HEAD    SQUEEZE) and whose measured output range goes past the top of its fixed int8 grid
+            (``rules.FIXED_OUTPUT``: steps of 1/256 up to 255/256) by more than half a step. Such
+            values are clipped, so a confident probability of 0.9999 comes out as 0.996: that cap,
+            not the network, set a text-direction classifier's SQNR (PP-OCR mobile cls, 2
+            classes: 46.4 dB int8, 51.3 dB with its final Softmax float). In float the caller gets
+            the function of the int8 logits, for one DEQUANTIZE and a float softmax of the
+            output's values. Not LOGISTIC / TANH: an int8 reader lets ``saturate.py`` cut their
+            input range to [-7, 7] / [-3.5, 3.5], and a float one loses that (measured on a
+            2-class sigmoid head with logits to +-12: 42.3 dB int8, 40.4 dB float). A head that
+            joins a CONCATENATION keeps the int8 tie machinery (``ties.py``) as it is.
+
 The rules read the ranges the backend already has (calibration ranges of ONNX tensors, measured
 ranges of the lowering's temporaries: ``tflite/ranges.py``), so it costs nothing extra.
 """
 from __future__ import annotations
 
+from converters.tflite.rules import FIXED_OUTPUT
 from converters.tgraph import TGraph
 
 MAX_RELATIVE_ERROR = 1.0 / 64
@@ -42,12 +55,20 @@ def rsqrt_error(lo: float, hi: float) -> float:
     return step / (4.0 * lo)
 
 
+OUTPUT_HEADS = {"SOFTMAX"}
+TO_OUTPUT = {"RESHAPE", "TRANSPOSE", "SQUEEZE"}      # carry values to an output unchanged
+
+
 def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
     """IR node names whose ops int8 would wreck (see the module doc), given ranges by tensor."""
     found = set()
+    readers = tg.consumers_of()
     for op in tg.ops:
         if not op.node:
             continue
+        if op.opcode in OUTPUT_HEADS and _clipped(op, ranges) and _only_outputs(
+                op.outputs[0], readers, set(tg.outputs)):
+            found.add(op.node)
         if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
         if op.opcode != "RSQRT":
@@ -56,3 +77,20 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
         if rng is None or rsqrt_error(*rng) > MAX_RELATIVE_ERROR:
             found.add(op.node)
     return found
+
+
+def _clipped(op, ranges: dict) -> bool:
+    """True when ``op``'s measured output range passes its fixed int8 grid's top by > half a step."""
+    rng = ranges.get(op.outputs[0])
+    scale, zero = FIXED_OUTPUT[op.opcode]
+    return rng is not None and rng[1] > (127 - zero) * scale + scale / 2
+
+
+def _only_outputs(t: int, readers: dict, outputs: set[int]) -> bool:
+    """True when tensor ``t`` is a graph output, or read only by ``TO_OUTPUT`` ops whose outputs
+    are (recursively), so its values reach the caller and nothing else."""
+    ops = readers.get(t, [])
+    if not ops:
+        return t in outputs
+    return all(op.opcode in TO_OUTPUT and all(_only_outputs(o, readers, outputs) for o in op.outputs)
+               for op in ops)
