@@ -11,6 +11,7 @@ strategy's ranges follow:
 
     minmax      each tensor's min/max (the default observer)
     p99999      percentile:99.999 on every tensor ``auto`` may choose for
+    m:METHOD    METHOD (one of --methods) on every such tensor
     auto_in     ``select.choose`` scoring each method's ranges on the samples they came from
                 (the ``auto`` of the previous session)
     auto_kfold  ``select.choose`` scoring held-out ranges (``observers.Auto.heldout_candidates``:
@@ -49,13 +50,22 @@ def strategy_ranges(model, samples, methods: tuple[str, ...], strategies) -> tup
     full, heldout = select.candidate_tables({n: found[n] for n in choosable})
     scorer = select.Scorer(model, choosable, [f for f, _ in kept], [r for _, r in kept], runner.make_session)
     signal = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for _, refs in kept for r in refs)
-    out, notes = {}, {}
+    out, notes = {}, {"tests": {}}
+    for label, table in (("in", full), ("kfold", heldout)):     # the uniform round, with its paired test
+        noise = {m: scorer(table[m]) for m in methods}
+        for m in methods[1:]:
+            diff = noise[m] - noise[methods[0]]
+            z = diff.mean() / max(diff.std(ddof=1) / np.sqrt(len(diff)), 1e-30)
+            notes["tests"][f"{label}:{m}"] = {"gain_db": 10 * np.log10(noise[methods[0]].sum() / noise[m].sum()),
+                                             "z": float(z)}
     for name in strategies:
         chosen = None
         if name == "minmax":
             ranges = dict(base)
         elif name.startswith("p"):
             ranges = {**base, **full[next(m for m in methods if m.startswith("percentile"))]}
+        elif name.startswith("m:"):                    # one method of --methods on every tensor
+            ranges = {**base, **full[name[2:]]}
         else:
             table = full if name == "auto_in" else heldout
             picked, chosen = select.choose(table, choosable, scorer, final=full,
@@ -124,8 +134,11 @@ def main(argv=None) -> None:
         cells = "  ".join(f"{s} {row['sqnr'][s]:6.2f}" for s in strategies) if line else str(row["error"])
         print(f"{model:<32} {cells}", flush=True)
         if line:
+            tests = row["notes"]["tests"]
             print(" " * 33 + "  ".join(f"{s}: scored {n['scored_sqnr_db']:.2f} {n['methods'] or ''}"
-                                       for s, n in row["notes"].items()), flush=True)
+                                       for s, n in row["notes"].items() if s != "tests"), flush=True)
+            print(" " * 33 + "  ".join(f"{k} {v['gain_db']:+.2f} dB z={v['z']:.1f}" for k, v in tests.items()),
+                  flush=True)
         if a.json:
             a.json.write_text(json.dumps({"strategies": strategies, "methods": methods, "rows": rows}, indent=1))
 

@@ -110,16 +110,76 @@ def _round_weights(graph: onnx.GraphProto) -> None:
                                                    init.name))
 
 
+# Producers whose TFLite op absorbs a following BatchNormalization (passes/fuse_conv_bn.py) or
+# Relu/Clip (passes/fuse_activation.py): the tensor between them is never rounded in int8.
+BN_FOLDS_INTO = {"Conv", "ConvTranspose", "Gemm"}
+ACT_FUSES_INTO = {"Conv", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "Gemm", "MatMul",
+                  "BatchNormalization"}
+CLIP_FUSES = {(0.0, 6.0), (-1.0, 1.0)}
+
+
+def fused_away(model: onnx.ModelProto) -> set[str]:
+    """Tensors the TFLite build computes inside one op (a Conv's output before its folded
+    BatchNormalization or fused Relu/Clip), so the scorer does not round them: rounded, they
+    charged each method with error LiteRT never makes (three roundings per Conv -> BN ->
+    Relu block instead of one)."""
+    graph = model.graph
+    consts = {i.name for i in graph.initializer}
+    consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    found = set()
+    for node in graph.node:
+        if len(node.output) != 1 or node.domain not in ("", "ai.onnx"):
+            continue
+        t = node.output[0]
+        nxt = readers.get(t, [])
+        if t in outputs or len(nxt) != 1:
+            continue
+        reader = nxt[0]
+        if reader.op_type == "BatchNormalization" and node.op_type in BN_FOLDS_INTO and all(
+                i in consts for i in reader.input[1:5]):
+            found.add(t)
+        elif node.op_type in ACT_FUSES_INTO and _fusing_activation(reader, graph) and (
+                node.op_type not in ("MatMul", "Gemm") or node.input[1] in consts):   # FULLY_CONNECTED
+            found.add(t)
+    return found
+
+
+def _fusing_activation(node, graph) -> bool:
+    """A Relu, or a Clip to [0, 6] / [-1, 1] / [0, inf) with constant bounds."""
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip":
+        return False
+    if len(node.input) > 1:
+        values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name in node.input[1:]}
+        values.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                       if n.op_type == "Constant" and n.output[0] in node.input[1:] and n.attribute})
+        if any(i and i not in values for i in node.input[1:]):
+            return False
+        lo = float(values[node.input[1]]) if node.input[1] else -np.inf
+        hi = float(values[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.inf
+    else:
+        named = {a.name: a.f for a in node.attribute}
+        lo, hi = named.get("min", -np.inf), named.get("max", np.inf)
+    return (lo, hi) in CLIP_FUSES or (lo == 0.0 and hi == np.inf)
+
+
 class Scorer:
     """Per-sample output noise of a range assignment: the fake-quant model against the float
     reference outputs, over the scoring samples."""
 
     def __init__(self, model: onnx.ModelProto, names: list[str], samples: list[dict],
                  references: list[list[np.ndarray]], session_factory):
-        self.names = names
+        fused = fused_away(model)
+        self.names = [n for n in names if n not in fused]
         self.samples = samples
         self.references = references
-        self.session = session_factory(fake_quant_model(model, names))
+        self.session = session_factory(fake_quant_model(model, self.names))
         self.runs = 0
 
     def __call__(self, ranges: dict[str, tuple]) -> np.ndarray:

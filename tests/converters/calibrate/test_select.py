@@ -216,3 +216,26 @@ def test_auto_scores_ranges_on_samples_they_did_not_come_from():
         q = tflite.build(m, ranges, tflite.TFLiteOptions(quantize="int8"), samples=calib)
         return sqnr_db(ref, np.concatenate([H.tflite_run(q, s)[0] for s in holdout]))
     assert sqnr("auto") > sqnr("minmax") + 2.0          # measured: 22.4 vs 19.1 dB
+
+
+@pytest.mark.parametrize("clip, fused", [((0.0, 6.0), True), ((0.0, 4.0), False)])
+def test_the_scorer_skips_tensors_tflite_fuses_away(clip, fused):
+    """Conv -> BatchNormalization -> Clip is one CONV_2D in TFLite: only the Clip's output is
+    rounded. Clip(0, 4) is no fused activation (its own op): its input is rounded too."""
+    rng = np.random.default_rng(2)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32),
+             **{k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in ("g", "b", "m", "v")},
+             "lo": np.array(clip[0], np.float32), "hi": np.array(clip[1], np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]),
+             helper.make_node("Clip", ["n", "lo", "hi"], ["y"]),
+             helper.make_node("Conv", ["x", "w"], ["c2"]),               # read twice: stays
+             helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Add", ["c2", "c2"], ["z"])]
+    m = H.model(nodes, {"x": (1, 3, 6, 6)}, ["y", "r2", "z"], inits)
+    assert select.fused_away(m) == ({"c", "n"} if fused else {"c"})
+    sample = H.samples_for(m, 1)[0]
+    refs = H.ort_run(m, sample)
+    scorer = select.Scorer(m, ["x", "c", "n", "y", "c2", "r2", "z"], [sample], [refs], runner.make_session)
+    fine = {t: (-8.0, 8.0) for t in ["x", "c", "n", "y", "c2", "r2", "z"]}
+    coarse = dict(fine, n=(-1000.0, 1000.0))          # only the BN output's range changes
+    assert (scorer(coarse)[0] == scorer(fine)[0]) == fused
