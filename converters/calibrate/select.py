@@ -122,7 +122,9 @@ def fused_away(model: onnx.ModelProto) -> set[str]:
     """Tensors the TFLite build computes inside one op (a Conv's output before its folded
     BatchNormalization or fused Relu/Clip), so the scorer does not round them: rounded, they
     charged each method with error LiteRT never makes (three roundings per Conv -> BN ->
-    Relu block instead of one)."""
+    Relu block instead of one). Also a Softmax that only graph outputs read, which the TFLite
+    build keeps float when int8 would cap it (``tflite/precision.py``); int8, its fixed grid is
+    the same for every method, so leaving it out only removes noise common to all of them."""
     graph = model.graph
     consts = {i.name for i in graph.initializer}
     consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
@@ -137,6 +139,10 @@ def fused_away(model: onnx.ModelProto) -> set[str]:
             continue
         t = node.output[0]
         nxt = readers.get(t, [])
+        if node.op_type == "Softmax" and _reaches_output(t, readers, outputs):
+            found.add(t)                    # a float head (tflite/precision.py), its copies too
+            found.update(_chain_to_output(t, readers))
+            continue
         if t in outputs or len(nxt) != 1:
             continue
         reader = nxt[0]
@@ -147,6 +153,27 @@ def fused_away(model: onnx.ModelProto) -> set[str]:
                 node.op_type not in ("MatMul", "Gemm") or node.input[1] in consts):   # FULLY_CONNECTED
             found.add(t)
     return found
+
+
+COPIES = {"Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def _chain_to_output(t: str, readers: dict) -> list[str]:
+    """Tensors that ``COPIES`` ops make of ``t`` (transitively)."""
+    found = []
+    for node in readers.get(t, []):
+        if node.op_type in COPIES:
+            found.append(node.output[0])
+            found.extend(_chain_to_output(node.output[0], readers))
+    return found
+
+
+def _reaches_output(t: str, readers: dict, outputs: set) -> bool:
+    """True when ``t`` is a graph output or only ``COPIES`` ops read it, and their outputs are."""
+    nodes = readers.get(t, [])
+    if not nodes:
+        return t in outputs
+    return all(n.op_type in COPIES and _reaches_output(n.output[0], readers, outputs) for n in nodes)
 
 
 def _fusing_activation(node, graph) -> bool:
@@ -215,7 +242,9 @@ def better(new: np.ndarray, old: np.ndarray) -> bool:
     follow the typical sample and miss the few that clipping ruins). A handful of samples rank
     close candidates at random (measured: 8 samples put a clipping method 2 dB ahead of min/max
     on a MobileNetV3 where 16 held-out samples put it 1 dB behind), and a search that takes
-    every lucky draw overfits the scoring samples."""
+    every lucky draw overfits the scoring samples. ``auto`` scores held-out ranges (two folds,
+    ``observers.Auto``), which removes the optimism of in-sample scoring, so the bar is low
+    (``Z``)."""
     diff = np.asarray(new, np.float64) - np.asarray(old, np.float64)
     if not np.all(np.isfinite(diff)):
         return False
@@ -223,7 +252,10 @@ def better(new: np.ndarray, old: np.ndarray) -> bool:
     return float(diff.mean()) < -Z * spread and float(diff.mean()) < 0.0
 
 
-Z = 2.0
+# Measured (bench/range_sweep.py, held-out scores of percentile:99.999 against min/max): the
+# methods that won on holdout.npz scored z = -0.8 (YOLOv8n-320), -1.1 (PP-OCR cls), -1.4
+# (NudeNet YOLOv8n), the one that lost z = +0.3 (MobileNetV3-S); Z = 2 kept min/max on all four.
+Z = 0.5
 
 
 def choose(candidates: dict[str, dict[str, tuple]], order: list[str], score,

@@ -16,9 +16,9 @@ from tests.converters.ops import harness as H
 def test_better_needs_a_gain_beyond_sampling_noise():
     old = np.array([1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 1.0, 1.0])
     assert select.better(old * 0.8, old)                       # every sample gains
-    lucky = old.copy()
-    lucky[0] = 0.2                                             # one sample gains, the rest equal
-    assert not select.better(lucky, old)
+    swing = np.array([0.3, -0.3] * 4)
+    assert not select.better(old + swing - 0.01, old)         # lower sum, far within the spread
+    assert select.better(old + swing - 0.3, old)              # z = -2.6: a gain
     ruined = old * 0.7
     ruined[3] = 5.0                                            # most gain, one is ruined: the sum loses
     assert not select.better(ruined, old)
@@ -239,3 +239,10 @@ def test_the_scorer_skips_tensors_tflite_fuses_away(clip, fused):
     fine = {t: (-8.0, 8.0) for t in ["x", "c", "n", "y", "c2", "r2", "z"]}
     coarse = dict(fine, n=(-1000.0, 1000.0))          # only the BN output's range changes
     assert (scorer(coarse)[0] == scorer(fine)[0]) == fused
+
+
+def test_the_scorer_skips_a_softmax_head_and_its_copies():
+    nodes = [helper.make_node("Softmax", ["x"], ["p"]), helper.make_node("Identity", ["p"], ["y"]),
+             helper.make_node("Softmax", ["x"], ["q"]), helper.make_node("Relu", ["q"], ["z"])]
+    m = H.model(nodes, {"x": (2, 3)}, ["y", "z"])
+    assert select.fused_away(m) == {"p", "y"}                  # q feeds compute: rounded as in int8
