@@ -155,7 +155,7 @@ def fused_away(model: onnx.ModelProto) -> set[str]:
     return found
 
 
-COPIES = {"Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+COPIES = {"Identity"}      # dropped by the frontend: the Softmax still writes the output itself
 
 
 def _chain_to_output(t: str, readers: dict) -> list[str]:

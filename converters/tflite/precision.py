@@ -21,8 +21,9 @@ models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
             keeps fewer than 256/T steps for a typical weight. Measured: float attention
             softmaxes add 0.7 dB on the ViT of bench/fidelity_bench.py (197 tokens).
 
-    OUTPUT  a SOFTMAX that writes a graph output (directly or through RESHAPE / TRANSPOSE /
-    HEAD    SQUEEZE) and whose measured output range goes past the top of its fixed int8 grid
+    OUTPUT  a SOFTMAX that writes a graph output itself (an int8 copy after it, such as an NHWC
+    HEAD    layout TRANSPOSE, would round it again) and whose measured output range goes past the
+            top of its fixed int8 grid
             (``rules.FIXED_OUTPUT``: steps of 1/256 up to 255/256) by more than half a step. Such
             values are clipped, so a confident probability of 0.9999 comes out as 0.996: that cap,
             not the network, set a text-direction classifier's SQNR (PP-OCR mobile cls, 2
@@ -56,7 +57,6 @@ def rsqrt_error(lo: float, hi: float) -> float:
 
 
 OUTPUT_HEADS = {"SOFTMAX"}
-TO_OUTPUT = {"RESHAPE", "TRANSPOSE", "SQUEEZE"}      # carry values to an output unchanged
 
 
 def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
@@ -66,8 +66,8 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]]) -> set[str]:
     for op in tg.ops:
         if not op.node:
             continue
-        if op.opcode in OUTPUT_HEADS and _clipped(op, ranges) and _only_outputs(
-                op.outputs[0], readers, set(tg.outputs)):
+        if op.opcode in OUTPUT_HEADS and _clipped(op, ranges) and op.outputs[0] in tg.outputs \
+                and not readers.get(op.outputs[0]):
             found.add(op.node)
         if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
@@ -85,12 +85,3 @@ def _clipped(op, ranges: dict) -> bool:
     scale, zero = FIXED_OUTPUT[op.opcode]
     return rng is not None and rng[1] > (127 - zero) * scale + scale / 2
 
-
-def _only_outputs(t: int, readers: dict, outputs: set[int]) -> bool:
-    """True when tensor ``t`` is a graph output, or read only by ``TO_OUTPUT`` ops whose outputs
-    are (recursively), so its values reach the caller and nothing else."""
-    ops = readers.get(t, [])
-    if not ops:
-        return t in outputs
-    return all(op.opcode in TO_OUTPUT and all(_only_outputs(o, readers, outputs) for o in op.outputs)
-               for op in ops)
