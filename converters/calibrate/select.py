@@ -7,16 +7,19 @@ to min/max where large activations carry the signal). So ``auto`` measures inste
 1. one calibration pass fills a histogram per tensor (``observers.RunningHistogram``), from
    which every method's range follows (``observers.Auto.candidates``); the float outputs of the
    first ``EVAL_SAMPLES`` samples are kept as the reference;
-2. a *fake-quant* copy of the float model runs in onnxruntime: every float activation goes
+2. a *fake-quant* copy of the float model runs in onnxruntime: every float activation the
+   int8 TFLite model rounds (not those ``fused_away``) goes
    through QuantizeLinear -> DequantizeLinear whose scale and zero point are graph *inputs*, so
    one session evaluates any assignment of ranges (int8 per the TFLite spec: 255 steps over a
    range widened to contain 0); weights are rounded per channel as the int8 writer will round
    them, so each range is judged against the weight error it will meet;
 3. each method applied to all tensors is scored by the per-sample output noise on those
-   samples; min/max is the incumbent and another method replaces it only when it lowers the
+   samples, each sample meeting the ranges of the calibration samples outside its fold
+   (``observers.Auto.heldout_candidates``: held-out estimates, not in-sample ones, which
+   favoured min/max's exact cover of the scored samples' own outliers); min/max is the incumbent and another method replaces it only when it lowers the
    noise beyond sampling error (``better``, a paired test); then tensors are revisited in
-   groups (by depth, ``GROUPS`` of them) with the same test. No fixed method does measurably
-   better on the scoring samples than the result.
+   groups (by depth, ``GROUPS`` of them) with the same test. The chosen methods' ranges over all
+   samples are returned.
 
 Cost: at most (methods + GROUPS x GROUP_METHODS) runs of the fake-quant model on
 ``EVAL_SAMPLES`` samples, and in all no more model runs than half the calibration pass
