@@ -248,11 +248,10 @@ def _auto(model, found: dict, kept: list, names, types, count: int) -> dict[str,
     choosable = [n for n in ranges if types.get(n) == onnx.TensorProto.FLOAT and n in data]
     if not kept or not kept[0][1] or not choosable:
         return ranges
-    per_tensor = {n: found[n].candidates() for n in choosable}
-    candidates = {m: {n: per_tensor[n][m] for n in choosable} for m in observers.Auto.METHODS}
+    full, heldout = select.candidate_tables({n: found[n] for n in choosable})
     scorer = select.Scorer(model, choosable, [f for f, _ in kept], [r for _, r in kept], make_session)
-    chosen, _ = select.choose(candidates, choosable, scorer,
-                              max_runs=select.budget(count, len(kept), len(candidates)))
+    chosen, _ = select.choose(heldout, choosable, scorer, final=full,
+                              max_runs=select.budget(count, len(kept), len(full)))
     ranges.update(chosen)
     return ranges
 

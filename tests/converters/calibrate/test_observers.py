@@ -160,6 +160,41 @@ def test_auto_offers_every_method_from_one_histogram(laplace_with_outliers):
     assert auto.range() == observe("minmax", chunks)
 
 
+def test_auto_folds_give_each_sample_the_ranges_of_the_others():
+    # Sample k goes to fold k % 2; fold 0's samples are scored with fold 1's ranges and back.
+    rng = np.random.default_rng(4)
+    chunks = [rng.normal(0, 1, 5000).astype(np.float32) for _ in range(6)]
+    chunks[0][7] = 40.0                         # fold 0 only; it also doubles the grid twice
+    chunks[3][:100] = 0.0
+    auto = make("auto")
+    for chunk in chunks:
+        auto.update(chunk)
+    for k, fold in enumerate(auto.folds):       # the folds partition the full histogram
+        others = [c for j, c in enumerate(chunks) if j % 2 == k]
+        assert (fold.lo, fold.hi) == observe("minmax", others)
+        assert fold.exact_zeros == sum(int((c == 0).sum()) for c in others)
+    np.testing.assert_array_equal(auto.folds[0].counts + auto.folds[1].counts, auto.counts)
+    held = auto.heldout_candidates()
+    assert set(held) == set(observers.Auto.METHODS)
+    assert held["minmax"][0] == observe("minmax", chunks[1::2])     # fold 0 meets fold 1's range
+    assert held["minmax"][1] == observe("minmax", chunks[0::2])
+    assert held["minmax"][1][1] == 40.0 > held["minmax"][0][1]
+    p = held["percentile:99.999"][1]
+    assert p == pytest.approx(observe("percentile:99.999", chunks[0::2]), rel=1e-3)
+
+
+def test_auto_folds_with_one_sample_fall_back_to_the_full_range():
+    auto = make("auto")
+    auto.update(np.array([0.0, 0.0]))           # all-zero first: counted once the grid exists
+    auto.update(np.array([-1.0, 2.0]))
+    held = auto.heldout_candidates()
+    assert held["minmax"] == ((-1.0, 2.0), (0.0, 0.0))
+    assert auto.folds[0].counts.sum() == 2 and auto.folds[1].counts.sum() == 2
+    single = make("auto")
+    single.update(np.array([-1.0, 2.0]))
+    assert single.heldout_candidates()["minmax"] == ((-1.0, 2.0), (-1.0, 2.0))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=1, max_size=50),
                 min_size=1, max_size=6),
