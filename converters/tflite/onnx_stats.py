@@ -1,0 +1,99 @@
+"""What the TFLite build reads from the onnxruntime calibration pass instead of measuring it in LiteRT.
+
+``ranges.measure_stats`` runs the float TFLite model over every calibration sample for two things:
+the range of each tensor the lowering created (no ONNX tensor holds it), and the per-channel mean
+of each layer input (bias correction). That second float pass cost as much as the first one
+(a 640x640 detector, 100 samples: 21 of 44 s). Most of it is already known from the first pass
+(``calibrate.collect_stats``), because the lowering's own tensors are mostly the ONNX values moved
+around:
+
+    copied_ranges(tg, known, missing) -> {index: range}
+        a float tensor made by TRANSPOSE / RESHAPE / SQUEEZE / EXPAND_DIMS holds exactly its
+        input's values, so its range is its input's; zero PAD adds zeros: the input's range
+        with 0 (what LiteRT measured too: the int8 range contains 0 anyway)
+    layer_means(tg, layer_inputs, means) -> ({index: mean per channel}, unresolved)
+        a layer input named after an ONNX tensor takes that tensor's channel means (its channel
+        axis through the layout permutation ``TTensor.perm``); one made by a TRANSPOSE, a zero
+        PAD that leaves the channels alone (each channel's sum is unchanged, its count grows:
+        mean * in/out elements) or a RESHAPE that keeps the channel axis is followed back.
+
+Whatever is left (a range only an arithmetic op of the lowering produces, a mean behind a SLICE)
+is measured in LiteRT as before, for those tensors only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converters.tflite.ranges import union
+from converters.tgraph import TGraph
+
+COPIES = frozenset({"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+
+
+def copied_ranges(tg: TGraph, known: dict[int, tuple], missing) -> dict[int, tuple]:
+    """Ranges of the ``missing`` tensors that hold (padded) copies of tensors of ``known`` (module doc)."""
+    missing, found = set(missing), {}
+    for op in tg.ops:                         # graph order: a copy of a copy follows its source
+        if not op.outputs or op.outputs[0] not in missing or not op.inputs:
+            continue
+        source = found.get(op.inputs[0], known.get(op.inputs[0]))
+        if source is None:
+            continue
+        if op.opcode in COPIES:
+            found[op.outputs[0]] = source
+        elif op.opcode == "PAD":
+            pads = _paddings(tg, op)
+            if pads is not None:
+                found[op.outputs[0]] = union(source, (0.0, 0.0)) if pads.any() else source
+    return found
+
+
+def layer_means(tg: TGraph, layer_inputs, means: dict[tuple[str, int], np.ndarray]
+                ) -> tuple[dict[int, np.ndarray], set[int]]:
+    """({layer input: its channel means}, the layer inputs ``means`` cannot tell)."""
+    producer = {out: op for op in tg.ops for out in op.outputs}
+    found, unresolved = {}, set()
+    for i in layer_inputs:
+        mean = _follow(tg, producer, i, len(tg.tensors[i].shape) - 1, means)
+        if mean is None:
+            unresolved.add(i)
+        else:
+            found[i] = mean
+    return found, unresolved
+
+
+def _follow(tg: TGraph, producer: dict, i: int, axis: int, means: dict) -> np.ndarray | None:
+    """Channel means along ``axis`` of tensor ``i``, from the ONNX tensor it copies, or None."""
+    factor = 1.0
+    while axis >= 0:
+        t = tg.tensors[i]
+        mean = means.get((t.name, t.perm[axis] if t.perm else axis))
+        if mean is not None:
+            return mean * factor if len(mean) == t.shape[axis] else None
+        op = producer.get(i)
+        if op is None:
+            return None
+        source = tg.tensors[op.inputs[0]]
+        if op.opcode == "TRANSPOSE" and tg.tensors[op.inputs[1]].is_const:
+            axis = int(np.asarray(tg.tensors[op.inputs[1]].data).reshape(-1)[axis])
+        elif (op.opcode == "PAD" and (pads := _paddings(tg, op)) is not None and not pads[axis].any()
+              and _static(source.shape) and _static(t.shape)):
+            factor *= float(np.prod(source.shape)) / float(np.prod(t.shape))
+        elif (op.opcode == "RESHAPE" and axis == len(t.shape) - 1 and source.shape
+              and source.shape[-1] == t.shape[-1]):
+            axis = len(source.shape) - 1          # row-major: the last index of every value is kept
+        else:
+            return None
+        i = op.inputs[0]
+    return None
+
+
+def _paddings(tg: TGraph, op) -> np.ndarray | None:
+    """PAD's constant [rank, 2] paddings, or None when they are not a constant."""
+    if len(op.inputs) < 2 or op.inputs[1] < 0 or not tg.tensors[op.inputs[1]].is_const:
+        return None
+    return np.asarray(tg.tensors[op.inputs[1]].data).reshape(-1, 2)
+
+
+def _static(shape) -> bool:
+    return all(isinstance(d, (int, np.integer)) and d > 0 for d in shape)
