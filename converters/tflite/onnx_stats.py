@@ -9,8 +9,8 @@ around:
 
     copied_ranges(tg, known, missing) -> {index: range}
         a float tensor made by TRANSPOSE / RESHAPE / SQUEEZE / EXPAND_DIMS holds exactly its
-        input's values, so its range is its input's; zero PAD adds zeros: the input's range
-        with 0 (what LiteRT measured too: the int8 range contains 0 anyway)
+        input's values, so its range is its input's (and the input's is the output's); zero
+        PAD adds zeros: the input's range with 0 (what LiteRT measured too)
     layer_means(tg, layer_inputs, means) -> ({index: mean per channel}, unresolved)
         a layer input named after an ONNX tensor takes that tensor's channel means (its channel
         axis through the layout permutation ``TTensor.perm``); one made by a TRANSPOSE, a zero
@@ -31,10 +31,16 @@ COPIES = frozenset({"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 
 
 def copied_ranges(tg: TGraph, known: dict[int, tuple], missing) -> dict[int, tuple]:
-    """Ranges of the ``missing`` tensors that hold (padded) copies of tensors of ``known`` (module doc)."""
+    """Ranges of the ``missing`` tensors that hold (padded) copies of tensors of ``known``, or
+    whose copy is known (the NHWC result a layout TRANSPOSE turns into an ONNX output), module doc."""
     missing, found = set(missing), {}
-    for op in tg.ops:                         # graph order: a copy of a copy follows its source
-        if not op.outputs or op.outputs[0] not in missing or not op.inputs:
+    for op in reversed(tg.ops):               # backward: a copy's source holds the same values
+        if op.opcode in COPIES and op.inputs and op.inputs[0] in missing and op.outputs:
+            rng = found.get(op.outputs[0], known.get(op.outputs[0]))
+            if rng is not None:
+                found[op.inputs[0]] = rng
+    for op in tg.ops:                         # forward, in graph order: a copy of a copy follows its source
+        if not op.outputs or op.outputs[0] not in missing or op.outputs[0] in found or not op.inputs:
             continue
         source = found.get(op.inputs[0], known.get(op.inputs[0]))
         if source is None:
