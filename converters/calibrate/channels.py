@@ -8,7 +8,7 @@ from the onnxruntime pass that already runs for the ranges: a ``ReduceMean`` ove
 the channel axis, appended after the tensor's producer (``runner.expose``), hands back one small
 vector per tensor and sample.
 
-    channel_axes(model, types) -> {name: axis}   which tensors, and which ONNX axis is the channel
+    channel_axes(model, observed) -> {name: (axis, rank)}   which tensors, which ONNX axis is the channel
     ChannelMeans                                 the running mean of those vectors over samples
 
 The channel axis follows the ONNX op that reads the tensor (the TFLite layer it becomes reads
@@ -34,17 +34,21 @@ def ranks(model: onnx.ModelProto) -> dict[str, int]:
             if vi.type.tensor_type.HasField("shape")}
 
 
-def channel_axes(model: onnx.ModelProto, observed: set[str]) -> dict[str, int]:
-    """{tensor: channel axis (>= 0)} for the data inputs of the layers with weights (module doc)
-    among ``observed`` (the float tensors the pass runs over), when their rank is known."""
+def channel_axes(model: onnx.ModelProto, observed: set[str]) -> dict[str, tuple[int, int]]:
+    """{tensor: (channel axis >= 0, rank)} for the data inputs of the layers with weights (module doc)
+    among ``observed`` (the float tensors the pass runs over), when their rank is known (from
+    shape inference, else from the layer: Gemm reads a matrix, a Conv its weights' rank)."""
     rank = ranks(model)
+    weight_rank = {init.name: len(init.dims) for init in model.graph.initializer}
     found: dict[str, int] = {}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in LAYER_INPUTS:
             continue
         pos, axis = LAYER_INPUTS[node.op_type]
         name = node.input[pos] if len(node.input) > pos else ""
-        if name not in observed or rank.get(name, 0) < 1:
+        if name not in rank:
+            rank[name] = 2 if node.op_type == "Gemm" else weight_rank.get(node.input[1], 0) if node.op_type != "MatMul" else 0
+        if name not in observed or rank[name] < 1:
             continue
         if axis == "transA":
             trans = next((a.i for a in node.attribute if a.name == "transA"), 0)
@@ -52,7 +56,7 @@ def channel_axes(model: onnx.ModelProto, observed: set[str]) -> dict[str, int]:
         axis = axis % rank[name]
         if found.setdefault(name, axis) != axis:      # read along two axes: leave it to LiteRT
             found[name] = -1
-    return {name: axis for name, axis in found.items() if axis >= 0}
+    return {name: (axis, rank[name]) for name, axis in found.items() if axis >= 0}
 
 
 class ChannelMeans:
@@ -77,7 +81,8 @@ class ChannelMeans:
                 self.sums[name] = self.sums.get(name, 0.0) + value
         self.count += 1
 
-    def means(self, axes: dict[str, int]) -> dict[tuple[str, int], np.ndarray]:
-        """{(tensor, channel axis): mean per channel} over the samples seen."""
-        return {(name, axes[name]): total / self.count for name, total in self.sums.items()
+    def means(self, axes: dict[str, tuple[int, int]]) -> dict[tuple[str, int], np.ndarray]:
+        """{(tensor, channel axis): mean per channel} over the samples seen; ``axes`` as
+        ``channel_axes`` returns them."""
+        return {(name, axes[name][0]): total / self.count for name, total in self.sums.items()
                 if name not in self.bad}

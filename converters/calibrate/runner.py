@@ -19,7 +19,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from converters.calibrate import observers, select
-from converters.calibrate.channels import ChannelMeans, channel_axes, ranks
+from converters.calibrate.channels import ChannelMeans, channel_axes
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 
@@ -76,16 +76,15 @@ REDUCTIONS = (("ReduceMin", "::min"), ("ReduceMax", "::max"), ("ReduceSum", "::s
 
 
 def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None,
-           reduced=frozenset(), channels: dict[str, int] | None = None) -> onnx.ModelProto:
+           reduced=frozenset(), channels: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose graph outputs are exactly ``names`` (``types``: as in
     ``float_tensor_names``); a name in ``reduced`` (float32 tensors) is output as three scalars
     ``<name>::min``, ``<name>::max`` and ``<name>::sum`` instead (``REDUCTIONS``, ``Fetcher``).
-    ``channels`` {float32 name: axis}: each gets ``<name>::mean``, its mean over every axis but
-    ``axis`` (one value per channel, ``channels.py``; a name only there gets nothing else), which
+    ``channels`` {float32 name: (axis, rank)}: each gets ``<name>::mean``, its mean over every
+    axis but ``axis`` (one value per channel, ``channels.py``; a name only there gets nothing else), which
     stands in for ``::sum``: it is finite exactly when the sum is."""
     types = value_types(model) if types is None else types
     channels = channels or {}
-    rank = ranks(model) if channels else {}
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
@@ -103,7 +102,7 @@ def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | Non
                                                                name=f"ganglion_calib{suffix}_{len(after)}"))
             exposed.graph.output.append(helper.make_tensor_value_info(name + suffix, onnx.TensorProto.FLOAT, []))
         if name in channels:
-            after.setdefault(name, []).append(_channel_mean(exposed, name, channels[name], rank[name], len(after)))
+            after.setdefault(name, []).append(_channel_mean(exposed, name, *channels[name], len(after)))
             exposed.graph.output.append(helper.make_tensor_value_info(name + "::mean", onnx.TensorProto.FLOAT, None))
     if after:
         # each reduction right after its producer: onnxruntime runs nodes in this order and frees
@@ -228,7 +227,7 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
 def observe(model, samples, method, types, input_names, produced, progress, channels=None, means=None):
     """(observer by tensor after one streamed pass over ``samples``, [(feeds, float graph
     outputs)] of the first ``select.EVAL_SAMPLES`` samples when ``method`` is auto, else [],
-    the number of samples). ``channels`` {tensor: axis}: their channel means go to ``means``
+    the number of samples). ``channels`` {tensor: (axis, rank)}: their channel means go to ``means``
     (a ``ChannelMeans``). One sample's activations are alive at a time; each observer keeps a
     running summary."""
     channels = channels or {}
@@ -261,7 +260,7 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
 class Fetcher:
     """One sample's values of the tensors ``names``: each whole, or with ``reduce`` (the min/max
     observer, which needs nothing else) each float32 tensor as ``[min, max]`` computed inside
-    onnxruntime by ReduceMin/ReduceMax nodes appended to the graph. ``channels`` {tensor: axis}:
+    onnxruntime by ReduceMin/ReduceMax nodes appended to the graph. ``channels`` {tensor: (axis, rank)}:
     each of those tensors' channel means (``expose``) goes to ``means`` (a ``ChannelMeans``).
 
     Reduced, a 640x640 detector hands Python 2 floats per tensor instead of ~250 MB of copied
@@ -272,7 +271,7 @@ class Fetcher:
     always does."""
 
     def __init__(self, model: onnx.ModelProto, names: list[str], types: dict[str, int], reduce: bool,
-                 channels: dict[str, int] | None = None, means: ChannelMeans | None = None):
+                 channels: dict[str, tuple[int, int]] | None = None, means: ChannelMeans | None = None):
         self.names, self.types = names, types
         self.channels = dict(channels or {})
         self.means = ChannelMeans() if means is None else means

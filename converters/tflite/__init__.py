@@ -131,7 +131,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
-        by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, means)
+        by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, means, keep)
         keep |= precision.float_nodes(tg, by_index)      # int8 would wreck these (precision.py)
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
@@ -160,12 +160,13 @@ def _onnx_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, onnx_means: dict | None = None
-                  ) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, onnx_means: dict | None = None,
+                  kept=frozenset()) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
     """(range by tensor index, per-channel means of the inputs of layers with weights); the means
     (for bias correction) need ``samples`` and ``with_means``, without them the dict is empty.
     ``onnx_means``: the calibration pass's channel means; with them LiteRT measures only what
-    they and ``ranges`` leave unknown (``onnx_stats``), often nothing."""
+    they and ``ranges`` leave unknown (``onnx_stats``), often nothing. ``kept``: IR nodes that stay
+    float; nothing is measured for their ops alone (an LSTM's unrolled gates: ddddocr's OCR)."""
     known = {}
     for i, t in enumerate(tg.tensors):
         if not t.is_const and t.name in ranges:
@@ -178,10 +179,13 @@ def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, on
             known[i] = (lo, hi)
     means: dict[int, np.ndarray] = {}
     if samples:
-        layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in tg.ops
+        quantized = [op for op in tg.ops if op.node not in kept]
+        layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in quantized
                                  if op.opcode in BIAS_CORRECTED and with_means)
-        # Only tensors without a calibration range need measuring (the rest would be ignored).
-        missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known]
+        # Only tensors without a calibration range need measuring (the rest would be ignored), and
+        # only those an op that may become int8 reads or writes.
+        touched = {i for op in quantized for i in (*op.inputs, *op.outputs)} | set(tg.inputs) | set(tg.outputs)
+        missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known and i in touched]
         if onnx_means is not None:
             inputs = set(tg.inputs)
             missing = [i for i in missing if tg.tensors[i].dtype == "float32" and i not in inputs]

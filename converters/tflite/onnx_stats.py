@@ -10,7 +10,9 @@ around:
     copied_ranges(tg, known, missing) -> {index: range}
         a float tensor made by TRANSPOSE / RESHAPE / SQUEEZE / EXPAND_DIMS holds exactly its
         input's values, so its range is its input's (and the input's is the output's); zero
-        PAD adds zeros: the input's range with 0 (what LiteRT measured too)
+        PAD adds zeros: the input's range with 0 (what LiteRT measured too); MUL/ADD/SUB by a
+        constant holding one value (HardSigmoid's decomposition) maps the ends, then the fused
+        activation clamps them (both monotonic: the ends of the values are the values of the ends)
     layer_means(tg, layer_inputs, means) -> ({index: mean per channel}, unresolved)
         a layer input named after an ONNX tensor takes that tensor's channel means (its channel
         axis through the layout permutation ``TTensor.perm``); one made by a TRANSPOSE, a zero
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.tflite.ranges import union
+from converters.tflite.ranges import ACT_CLAMP, union
 from converters.tgraph import TGraph
 
 COPIES = frozenset({"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
@@ -51,7 +53,30 @@ def copied_ranges(tg: TGraph, known: dict[int, tuple], missing) -> dict[int, tup
             pads = _paddings(tg, op)
             if pads is not None:
                 found[op.outputs[0]] = union(source, (0.0, 0.0)) if pads.any() else source
+        elif (rng := _scalar_arithmetic(tg, op, lambda i: found.get(i, known.get(i)))) is not None:
+            found[op.outputs[0]] = rng
     return found
+
+
+def _scalar_arithmetic(tg: TGraph, op, range_of) -> tuple | None:
+    """The exact range of ``x (op) c`` for a constant ``c`` holding one value, in float32 as the
+    kernels compute it, with the fused activation's clamp; None for any other op."""
+    if op.opcode not in ("MUL", "ADD", "SUB") or len(op.inputs) != 2 or min(op.inputs) < 0:
+        return None
+    consts = [tg.tensors[i].data for i in op.inputs]
+    if [c is None for c in consts].count(True) != 1:
+        return None
+    k = 0 if consts[0] is not None else 1
+    c, rng = consts[k], range_of(op.inputs[1 - k])
+    if rng is None or not c.size or not np.issubdtype(c.dtype, np.floating) or c.min() != c.max():
+        return None
+    c, ends = np.float32(c.reshape(-1)[0]), np.array(rng, np.float32)
+    ends = {"MUL": ends * c, "ADD": ends + c, "SUB": ends - c if k == 1 else c - ends}[op.opcode]
+    act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
+    if act and act not in ACT_CLAMP:
+        return None
+    lo, hi = np.clip([ends.min(), ends.max()], *ACT_CLAMP[act]) if act else (ends.min(), ends.max())
+    return (float(lo), float(hi))
 
 
 def layer_means(tg: TGraph, layer_inputs, means: dict[tuple[str, int], np.ndarray]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 from onnx import helper
 
 from converters import tflite
@@ -13,6 +14,7 @@ from converters.tflite import ranges as ranges_mod
 from converters.tgraph import TGraph, TOp, TTensor
 from core.litert import make_interpreter
 from tests.converters.ops import harness as H
+from tests.converters.ops.test_recurrent import recurrent_model
 
 RNG = np.random.default_rng(7)
 
@@ -73,10 +75,12 @@ def _chain(opcodes_and_consts) -> TGraph:
     x = tg.add(TTensor("x", (1, 6, 6, 4), perm=(0, 2, 3, 1)))
     tg.inputs = [x]
     prev = x
-    for opcode, const, shape in opcodes_and_consts:
-        c = tg.add(TTensor(f"{opcode}_c", np.shape(const), "int32", data=np.asarray(const, np.int32)))
+    for opcode, const, shape, *options in opcodes_and_consts:
+        value = np.asarray(const)
+        value = value.astype(np.float32 if value.dtype.kind == "f" else np.int32)
+        c = tg.add(TTensor(f"{opcode}_c", value.shape, str(value.dtype), data=value))
         out = tg.add(TTensor(f"{opcode}_out", shape))
-        tg.ops.append(TOp(opcode, [prev, c], [out]))
+        tg.ops.append(TOp(opcode, [prev, c], [out], *options))
         prev = out
     return tg
 
@@ -99,9 +103,32 @@ def test_layer_means_follow_transposes_zero_pads_and_reshapes():
 
 
 def test_copied_ranges_only_for_exact_copies():
+    relu6 = schema.AddOptionsT()
+    relu6.fusedActivationFunction = 3
     tg = _chain([("TRANSPOSE", [0, 3, 1, 2], (1, 4, 6, 6)),
                  ("PAD", [[0, 0], [0, 0], [1, 1], [1, 1]], (1, 4, 8, 8)),
-                 ("MUL", [2], (1, 4, 8, 8)),
+                 ("MUL", [-2.0], (1, 4, 8, 8)),                      # one value: exact
+                 ("ADD", [5.0], (1, 4, 8, 8), relu6),                 # and the fused clamp
+                 ("MUL", [[[[1.0]], [[2.0]], [[1.0]], [[3.0]]]], (1, 4, 8, 8)),   # per channel: measured
                  ("RESHAPE", [4, 64], (4, 64))])
-    found = onnx_stats.copied_ranges(tg, {0: (0.5, 3.0)}, [2, 4, 6, 8])
-    assert found == {2: (0.5, 3.0), 4: (0.0, 3.0)}                    # MUL (and what follows) is measured
+    found = onnx_stats.copied_ranges(tg, {0: (0.5, 3.0)}, [2, 4, 6, 8, 10, 12])
+    assert found == {2: (0.5, 3.0), 4: (0.0, 3.0), 6: (-6.0, 0.0), 8: (0.0, 5.0)}
+    back = onnx_stats.copied_ranges(tg, {12: (1.0, 2.0)}, [2, 4, 6, 8, 10])     # a copy's source
+    assert back == {10: (1.0, 2.0)}
+
+
+@pytest.mark.parametrize("int8_recurrent", [False, True])
+def test_a_recurrence_kept_float_needs_no_float_pass(int8_recurrent, monkeypatch):
+    """The unrolled gates of an LSTM kept float (the default) need no ranges: nothing is measured,
+    and the model is the one the measured build writes. In int8 they are measured."""
+    m = recurrent_model("LSTM", outputs=("Y", "Y_h", ""))
+    data = H.samples_for(m, 6, seed=2)
+    stats = collect_stats(m, data, progress=False)
+    options = tflite.TFLiteOptions(int8_recurrent=int8_recurrent)
+    measured = tflite.build(m, stats.ranges, options, samples=data)
+    calls = []
+    original = ranges_mod.measure_stats
+    monkeypatch.setattr(ranges_mod, "measure_stats", lambda *a, **k: calls.append(k) or original(*a, **k))
+    from_onnx = tflite.build(m, stats.ranges, options, samples=data, means=stats.means)
+    assert bool(calls) == int8_recurrent
+    assert from_onnx.flatbuffer == measured.flatbuffer
