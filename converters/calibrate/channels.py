@@ -10,6 +10,13 @@ vector per tensor and sample.
 
     channel_axes(model, observed) -> {name: (axis, rank)}   which tensors, which ONNX axis is the channel
     ChannelMeans                                 the running mean of those vectors over samples
+    range_axes(model, observed) -> {name: (axis, rank)}     tensors whose range is kept per channel
+    ChannelRanges                                the running per-channel min and max
+
+A BatchNormalization that follows no layer becomes a per-channel MUL then ADD (``fuse_conv_bn``);
+the range of the MUL's output is exact from the input's per-channel min and max (each channel is
+scaled by one number), which the pass gets from ReduceMin/ReduceMax over every axis but the
+channel (the same work as over every axis): no LiteRT pass for PP-OCR's or DenseNet's BNs.
 
 The channel axis follows the ONNX op that reads the tensor (the TFLite layer it becomes reads
 the same values in channels-last order): ``Conv``/``ConvTranspose`` input 0 -> axis 1 (NCHW),
@@ -86,3 +93,35 @@ class ChannelMeans:
         ``channel_axes`` returns them."""
         return {(name, axes[name][0]): total / self.count for name, total in self.sums.items()
                 if name not in self.bad}
+
+
+def range_axes(model: onnx.ModelProto, observed: set[str]) -> dict[str, tuple[int, int]]:
+    """{tensor: (channel axis 1, rank)}: the inputs of BatchNormalization nodes among ``observed``."""
+    rank = ranks(model)
+    return {node.input[0]: (1, rank[node.input[0]]) for node in model.graph.node
+            if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx")
+            and node.input[0] in observed and rank.get(node.input[0], 0) >= 2}
+
+
+class ChannelRanges:
+    """Running per-channel (min, max) of each tensor, from one sample's vectors at a time; a
+    tensor with a non-finite value in some sample gets none (the whole tensor's range is then
+    computed by the exact path, ``runner.Fetcher``)."""
+
+    def __init__(self):
+        self.lo: dict[str, np.ndarray] = {}
+        self.hi: dict[str, np.ndarray] = {}
+        self.bad: set[str] = set()
+
+    def update(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        lo, hi = np.asarray(lo, np.float32).reshape(-1), np.asarray(hi, np.float32).reshape(-1)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or len(self.lo.get(name, lo)) != len(lo):
+            self.bad.add(name)
+        elif name in self.lo:
+            self.lo[name], self.hi[name] = np.minimum(self.lo[name], lo), np.maximum(self.hi[name], hi)
+        else:
+            self.lo[name], self.hi[name] = lo, hi
+
+    def ranges(self, axes: dict[str, tuple[int, int]]) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+        """{(tensor, channel axis): (min per channel, max per channel)}."""
+        return {(name, axes[name][0]): (self.lo[name], self.hi[name]) for name in self.lo if name not in self.bad}

@@ -1,12 +1,12 @@
 """The TFLite backend: ONNX model -> IR -> passes -> lowering -> (quantization) -> flatbuffer.
 
-    build(model, ranges, options, *, samples=None, means=None) -> TFLiteResult
+    build(model, ranges, options, *, samples=None, stats=None) -> TFLiteResult
 
 ``ranges`` maps ONNX tensor names to (min, max) from ``converters.calibrate.collect_ranges``;
 ``samples`` (optional, the same calibration feeds) lets the backend measure ranges of tensors its
-own lowering creates by running the float TFLite model (see ``ranges.py``); ``means`` (the
-channel means ``calibrate.collect_stats`` gathered in the same pass as the ranges) spares that
-float pass whatever they and the ranges already tell (``onnx_stats.py``).
+own lowering creates by running the float TFLite model (see ``ranges.py``); ``stats`` (the
+``CalibrationStats`` of ``calibrate.collect_stats``: channel means and ranges gathered in the same
+pass as the ranges) spares that float pass whatever they already tell (``onnx_stats.py``).
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
           *, samples: list[dict] | None = None, graph: Graph | None = None,
-          means: dict | None = None) -> TFLiteResult:
+          stats=None) -> TFLiteResult:
     """Lower, quantize and serialize ``model``. ``graph``: its ``ir_graph`` when the caller already
     built it for these options (``api.convert`` does, to check for unsupported ops before
     calibration); it is lowered in place, so it cannot be passed twice."""
@@ -131,7 +131,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
-        by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, means, keep)
+        by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, stats, keep)
         keep |= precision.float_nodes(tg, by_index)      # int8 would wreck these (precision.py)
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
@@ -160,11 +160,11 @@ def _onnx_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, onnx_means: dict | None = None,
+def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, stats=None,
                   kept=frozenset()) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
     """(range by tensor index, per-channel means of the inputs of layers with weights); the means
     (for bias correction) need ``samples`` and ``with_means``, without them the dict is empty.
-    ``onnx_means``: the calibration pass's channel means; with them LiteRT measures only what
+    ``stats``: the calibration pass's channel statistics; with them LiteRT measures only what
     they and ``ranges`` leave unknown (``onnx_stats``), often nothing. ``kept``: IR nodes that stay
     float; nothing is measured for their ops alone (an LSTM's unrolled gates: ddddocr's OCR)."""
     known = {}
@@ -186,13 +186,13 @@ def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, on
         # only those an op that may become int8 reads or writes.
         touched = {i for op in quantized for i in (*op.inputs, *op.outputs)} | set(tg.inputs) | set(tg.outputs)
         missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known and i in touched]
-        if onnx_means is not None:
+        if stats is not None:
             inputs = set(tg.inputs)
             missing = [i for i in missing if tg.tensors[i].dtype == "float32" and i not in inputs]
-            known.update(onnx_stats.copied_ranges(tg, known, missing))
+            known.update(onnx_stats.copied_ranges(tg, known, missing, stats.channel_ranges))
             missing = [i for i in missing if i not in known]
-            means, layer_inputs = onnx_stats.layer_means(tg, layer_inputs, onnx_means)
-        if missing or layer_inputs or onnx_means is None:
+            means, layer_inputs = onnx_stats.layer_means(tg, layer_inputs, stats.means)
+        if missing or layer_inputs or stats is None:
             measured, more = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,
                                                       tensors=missing)
             means.update(more)

@@ -12,7 +12,9 @@ around:
         input's values, so its range is its input's (and the input's is the output's); zero
         PAD adds zeros: the input's range with 0 (what LiteRT measured too); MUL/ADD/SUB by a
         constant holding one value (HardSigmoid's decomposition) maps the ends, then the fused
-        activation clamps them (both monotonic: the ends of the values are the values of the ends)
+        activation clamps them (both monotonic: the ends of the values are the values of the ends);
+        by a per-channel constant (a BatchNormalization no layer absorbed) the same per channel,
+        from the input's per-channel ranges (``channel_ranges``, ``calibrate/channels.py``)
     layer_means(tg, layer_inputs, means) -> ({index: mean per channel}, unresolved)
         a layer input named after an ONNX tensor takes that tensor's channel means (its channel
         axis through the layout permutation ``TTensor.perm``); one made by a TRANSPOSE, a zero
@@ -32,7 +34,7 @@ from converters.tgraph import TGraph
 COPIES = frozenset({"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 
 
-def copied_ranges(tg: TGraph, known: dict[int, tuple], missing) -> dict[int, tuple]:
+def copied_ranges(tg: TGraph, known: dict[int, tuple], missing, channel_ranges=None) -> dict[int, tuple]:
     """Ranges of the ``missing`` tensors that hold (padded) copies of tensors of ``known``, or
     whose copy is known (the NHWC result a layout TRANSPOSE turns into an ONNX output), module doc."""
     missing, found = set(missing), {}
@@ -53,13 +55,14 @@ def copied_ranges(tg: TGraph, known: dict[int, tuple], missing) -> dict[int, tup
             pads = _paddings(tg, op)
             if pads is not None:
                 found[op.outputs[0]] = union(source, (0.0, 0.0)) if pads.any() else source
-        elif (rng := _scalar_arithmetic(tg, op, lambda i: found.get(i, known.get(i)))) is not None:
+        elif (rng := _arithmetic(tg, op, lambda i: found.get(i, known.get(i)), channel_ranges or {})) is not None:
             found[op.outputs[0]] = rng
     return found
 
 
-def _scalar_arithmetic(tg: TGraph, op, range_of) -> tuple | None:
-    """The exact range of ``x (op) c`` for a constant ``c`` holding one value, in float32 as the
+def _arithmetic(tg: TGraph, op, range_of, channel_ranges: dict) -> tuple | None:
+    """The exact range of ``x (op) c`` for a constant ``c`` holding one value, or one per channel
+    of ``x`` along one axis when ``channel_ranges`` has ``x``'s along it, in float32 as the
     kernels compute it, with the fused activation's clamp; None for any other op."""
     if op.opcode not in ("MUL", "ADD", "SUB") or len(op.inputs) != 2 or min(op.inputs) < 0:
         return None
@@ -67,16 +70,36 @@ def _scalar_arithmetic(tg: TGraph, op, range_of) -> tuple | None:
     if [c is None for c in consts].count(True) != 1:
         return None
     k = 0 if consts[0] is not None else 1
-    c, rng = consts[k], range_of(op.inputs[1 - k])
-    if rng is None or not c.size or not np.issubdtype(c.dtype, np.floating) or c.min() != c.max():
+    c, x = consts[k], tg.tensors[op.inputs[1 - k]]
+    if not c.size or not np.issubdtype(c.dtype, np.floating):
         return None
-    c, ends = np.float32(c.reshape(-1)[0]), np.array(rng, np.float32)
+    if c.min() == c.max():
+        rng = range_of(op.inputs[1 - k])
+        c = np.float32(c.reshape(-1)[0])
+    elif (axis := _channel_axis(x.shape, c.shape)) is not None:         # one value per channel
+        rng = channel_ranges.get((x.name, x.perm[axis] if x.perm else axis))
+        c = c.reshape(-1).astype(np.float32)
+    else:
+        return None
+    if rng is None or np.size(rng[0]) not in (1, np.size(c)):
+        return None
+    ends = np.array(rng, np.float32)
     ends = {"MUL": ends * c, "ADD": ends + c, "SUB": ends - c if k == 1 else c - ends}[op.opcode]
     act = getattr(op.options, "fusedActivationFunction", 0) if op.options is not None else 0
     if act and act not in ACT_CLAMP:
         return None
     lo, hi = np.clip([ends.min(), ends.max()], *ACT_CLAMP[act]) if act else (ends.min(), ends.max())
     return (float(lo), float(hi))
+
+
+def _channel_axis(x_shape, c_shape) -> int | None:
+    """The axis of ``x`` along which a constant of ``c_shape`` (broadcast numpy-style) varies, when
+    it varies along exactly one, with one value per element of ``x`` there; else None."""
+    if len(c_shape) > len(x_shape):
+        return None
+    shape = (1,) * (len(x_shape) - len(c_shape)) + tuple(c_shape)
+    varying = [i for i, d in enumerate(shape) if d != 1]
+    return varying[0] if len(varying) == 1 and x_shape[varying[0]] == shape[varying[0]] else None
 
 
 def layer_means(tg: TGraph, layer_inputs, means: dict[tuple[str, int], np.ndarray]

@@ -7,7 +7,7 @@ import pytest
 from onnx import helper
 
 from converters.calibrate import collect_ranges
-from converters.calibrate.channels import ChannelMeans, channel_axes
+from converters.calibrate.channels import ChannelMeans, channel_axes, range_axes
 from converters.calibrate.runner import collect_stats
 from tests.converters.ops import harness as H
 
@@ -75,3 +75,20 @@ def test_running_means_average_samples_and_skip_changing_channel_counts():
     acc.update({"a": np.array([3.0, 6.0]), "b": np.array([1.0, 2.0])})
     assert set(acc.means({"a": (1, 2), "b": (0, 1)})) == {("a", 1)}
     np.testing.assert_array_equal(acc.means({"a": (1, 2)})[("a", 1)], [2.0, 4.0])
+
+
+def test_batchnorm_inputs_get_per_channel_ranges_with_minmax_only():
+    rng = np.random.default_rng(1)
+    bn = [rng.normal(0, 1, 4).astype(np.float32) for _ in range(3)] + [np.abs(rng.normal(1, 0.2, 4)).astype(np.float32)]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "s", "t", "mu", "var"], ["y"])]
+    m = H.model(nodes, {"x": (1, 4, 3, 3)}, ["y"], dict(zip(["s", "t", "mu", "var"], bn)))
+    assert range_axes(m, {"x", "r", "y"}) == {"r": (1, 4)}
+    samples = [{"x": rng.normal(i, 1, (1, 4, 3, 3)).astype(np.float32)} for i in range(5)]
+    stats = collect_stats(m, samples, progress=False)
+    r = np.maximum(np.concatenate([s["x"] for s in samples]), 0)
+    lo, hi = stats.channel_ranges[("r", 1)]
+    np.testing.assert_array_equal(lo, r.min(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(hi, r.max(axis=(0, 2, 3)))
+    assert stats.ranges == collect_ranges(m, samples, progress=False)      # the whole range is theirs
+    assert collect_stats(m, samples, method="percentile", progress=False).channel_ranges == {}

@@ -36,6 +36,12 @@ CASES = [
      {"x": (1, 5, 6)}, {"w": _w(6, 4), "b": _w(4)}),
     ("conv_transpose", [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2])],
      {"x": (1, 3, 4, 4)}, {"w": _w(3, 2, 2, 2), "b": _w(2)}),
+    # a BatchNormalization no layer absorbs: MUL by a per-channel scale, whose output no ONNX tensor holds
+    ("batchnorm_alone", [helper.make_node("Relu", ["x"], ["r"]),
+                         helper.make_node("BatchNormalization", ["r", "s", "t", "mu", "var"], ["n"]),
+                         helper.make_node("Conv", ["n", "w", "b"], ["y"])],
+     {"x": (1, 3, 5, 5)}, {"s": _w(3), "t": _w(3), "mu": _w(3), "var": np.abs(_w(3)) + 0.5,
+                           "w": _w(2, 3, 1, 1), "b": _w(2)}),
 ]
 
 
@@ -57,7 +63,7 @@ def test_calibration_means_replace_the_litert_pass(name, nodes, inputs, inits, m
     def no_float_pass(*args, **kwargs):
         raise AssertionError("the LiteRT float pass ran")
     monkeypatch.setattr(ranges_mod, "measure_stats", no_float_pass)
-    from_onnx = tflite.build(m, stats.ranges, tflite.TFLiteOptions(), samples=data[:6], means=stats.means)
+    from_onnx = tflite.build(m, stats.ranges, tflite.TFLiteOptions(), samples=data[:6], stats=stats)
     assert from_onnx.ops == measured.ops
     plain = tflite.build(m, stats.ranges, tflite.TFLiteOptions())          # no samples: no correction
     assert from_onnx.flatbuffer != plain.flatbuffer                        # the means were used
@@ -117,6 +123,14 @@ def test_copied_ranges_only_for_exact_copies():
     assert back == {10: (1.0, 2.0)}
 
 
+def test_per_channel_arithmetic_from_per_channel_ranges():
+    tg = _chain([("MUL", [1.0, -1.0, 2.0, 0.5], (1, 6, 6, 4))])          # along x's last axis: ONNX axis 1
+    per_channel = {("x", 1): (np.array([0.0, 1, 2, 3]), np.array([1.0, 2, 3, 4]))}
+    assert onnx_stats.copied_ranges(tg, {0: (0.0, 4.0)}, [2], per_channel) == {2: (-2.0, 6.0)}
+    assert onnx_stats.copied_ranges(tg, {0: (0.0, 4.0)}, [2], {("x", 3): per_channel[("x", 1)]}) == {}
+    assert onnx_stats.copied_ranges(tg, {0: (0.0, 4.0)}, [2]) == {}                 # no per-channel ranges
+
+
 @pytest.mark.parametrize("int8_recurrent", [False, True])
 def test_a_recurrence_kept_float_needs_no_float_pass(int8_recurrent, monkeypatch):
     """The unrolled gates of an LSTM kept float (the default) need no ranges: nothing is measured,
@@ -129,6 +143,6 @@ def test_a_recurrence_kept_float_needs_no_float_pass(int8_recurrent, monkeypatch
     calls = []
     original = ranges_mod.measure_stats
     monkeypatch.setattr(ranges_mod, "measure_stats", lambda *a, **k: calls.append(k) or original(*a, **k))
-    from_onnx = tflite.build(m, stats.ranges, options, samples=data, means=stats.means)
+    from_onnx = tflite.build(m, stats.ranges, options, samples=data, stats=stats)
     assert bool(calls) == int8_recurrent
     assert from_onnx.flatbuffer == measured.flatbuffer
