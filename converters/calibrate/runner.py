@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from converters.calibrate import observers, select
+from converters.calibrate import derive, observers, select
 from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
@@ -224,13 +224,18 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
     observed = {n for n in input_names + produced if types.get(n) == onnx.TensorProto.FLOAT}
     axes = channel_axes(model, observed) if means else {}
     per_channel = range_axes(model, observed) if means and method == "minmax" else {}
+    derived = {}
+    if method == "minmax":          # the other observers need every value
+        derived = derive.derivable(model, observed - set(input_names), set(input_names + produced), set(per_channel))
     channel_means, channel_ranges = ChannelMeans(), ChannelRanges()
-    found, kept, count = observe(model, samples, method, types, input_names, produced, progress,
-                                 channels=axes, means=channel_means, per_channel=per_channel, ranges=channel_ranges)
+    found, kept, count = observe(model, samples, method, types, input_names,
+                                 [p for p in produced if p not in derived], progress, channels=axes,
+                                 means=channel_means, per_channel=per_channel, ranges=channel_ranges)
+    derive.fill(found, derived)
     if method == "auto":
         ranges = _auto(model, found, kept, input_names + produced, types, count)
     else:
-        ranges = {name: obs.range() for name, obs in found.items() if obs.seen}
+        ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
     return CalibrationStats(ranges, channel_means.means(axes), count, channel_ranges.ranges(per_channel))
 
 
