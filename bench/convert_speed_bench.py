@@ -1,9 +1,10 @@
 """Conversion time and memory, this tree against a base revision, interleaved in one run.
 
     .venv/bin/python bench/convert_speed_bench.py --model-dir /work/zoo/yolov8n_640_ts \
-        [--calib /tmp/calib100.npz] [--base main] [--rounds 2] [--json out.json]
+        [--calib /tmp/calib100.npz] [--base main] [--this HEAD] [--rounds 2] [--json out.json]
 
-The base revision is exported with `git archive` into a temporary folder, and both trees convert
+The base revision (and ``--this``, default: the working tree) is exported with `git archive` into a
+temporary folder, and both trees convert
 the same model with the same calibration file, alternating (base, this, base, this, ...), each
 `ganglion convert` in a child (zoo_bench.convert: wall time, CPU time of all threads, peak RSS read
 by the child itself). On a shared machine wall time follows the load; CPU time and peak RSS are the
@@ -66,6 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--model-dir", type=Path, required=True, help="a zoo folder (model.onnx, holdout.npz, meta.json)")
     p.add_argument("--calib", type=Path, help="calibration file (default: the folder's calib.npz)")
     p.add_argument("--base", default="main", help="git revision to compare with")
+    p.add_argument("--this", help="git revision to measure (default: the working tree, as it is during the run)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--json", type=Path)
@@ -73,7 +75,8 @@ def main(argv=None) -> None:
     calib = (args.calib or args.model_dir / "calib.npz").resolve()
     work = Path(tempfile.mkdtemp(prefix="ganglion-speed-"))
     try:
-        trees = {"base": export_tree(args.base, work / "base"), "this": ROOT}
+        trees = {"base": export_tree(args.base, work / "base"),
+                 "this": export_tree(args.this, work / "this") if args.this else ROOT}
         runs = {name: [] for name in trees}
         for k in range(args.rounds):
             for name, tree in trees.items():
@@ -83,9 +86,11 @@ def main(argv=None) -> None:
                 runs[name].append(res)
                 print(f"round {k} {name}: {res['wall_s']} s wall, {res['cpu_s']} s CPU, {res['peak_rss_mb']} MB",
                       file=sys.stderr, flush=True)
-        doc = {"model_dir": str(args.model_dir), "calib": str(calib), "base": args.base, "rounds": args.rounds,
+        doc = {"model_dir": str(args.model_dir), "calib": str(calib), "base": args.base, "this": args.this or "worktree",
+           "rounds": args.rounds,
                "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "runs": runs,
-               "sqnr_db": {name: sqnr(args.model_dir, work / f"{name}0.tflite", work) for name in trees}}
+               "sqnr_db": {name: sqnr(args.model_dir, work / f"{name}0.tflite", work) for name in trees},
+               "same_bytes": (work / "base0.tflite").read_bytes() == (work / "this0.tflite").read_bytes()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     doc["median"] = {name: {key: statistics.median(r[key] for r in rs) for key in ("wall_s", "cpu_s", "peak_rss_mb")}
@@ -103,6 +108,7 @@ def table(doc: dict) -> str:
     for name, med in doc["median"].items():
         sq = ", ".join(f"{k} {v:.2f}" for k, v in doc["sqnr_db"][name].items())
         lines.append(f"{name:<6} {med['wall_s']:>8.1f} {med['cpu_s']:>8.1f} {med['peak_rss_mb']:>8.0f}  {sq}")
+    lines.append(f"outputs byte-identical: {doc['same_bytes']}")
     r = doc["ratio_this_to_base"]
     lines.append(f"this/base: wall {r['wall_s']:.2f}x, CPU {r['cpu_s']:.2f}x, peak RSS {r['peak_rss_mb']:.2f}x "
                  f"(medians of {doc['rounds']} interleaved rounds; load average {doc['loadavg_1m']:.1f} "

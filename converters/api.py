@@ -23,7 +23,8 @@ import onnx
 from converters import frontend, mixed, qdq, tflite
 from converters import manifest as manifest_mod
 from converters import verify as verifier
-from converters.calibrate import collect_ranges, data, stream
+from converters.calibrate import data, stream
+from converters.calibrate.runner import collect_stats
 from converters.carried import warn as warn_carried
 from converters.config import ConvertConfig
 from converters.errors import ConvertError
@@ -92,7 +93,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
-    ranges, calib = calibrate(model, cfg, state) if cfg.needs_calibration else (None, None)
+    stats, calib = calibrate_stats(model, cfg, state) if cfg.needs_calibration else (None, None)
+    ranges = stats.ranges if stats is not None else None
     if calib is not None:
         say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
     if carried is not None and cfg.quantize == "int8":
@@ -102,7 +104,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
         keep |= worst_nodes(model, ranges, calib, cfg, holdout or calib, keep)
         say(f"keeping in float: {', '.join(sorted(keep))}")
     say(f"building {' + '.join(cfg.formats)} ({cfg.quantize}, io {cfg.io}, layout {cfg.layout})")
-    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried, graph=graph)
+    built, head = build_models(model, ranges, calib, cfg, frozenset(keep), carried, graph=graph, stats=stats)
     ranges = ranges if calib is not None else None     # the manifest records a calibration only with data
     keep |= head
     if holdout is not None:
@@ -154,8 +156,15 @@ def freeze_constant_controls(cfg: ConvertConfig, model: onnx.ModelProto, say):
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     """(ranges by ONNX tensor name, the calibration samples) from ``cfg.calib``; ``state``: the
     (output, input) pairs a recorded sequence is unrolled with (``stream_state``)."""
+    stats, samples = calibrate_stats(model, cfg, state)
+    return stats.ranges, samples
+
+
+def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
+    """``calibrate``, with the ranges in a ``CalibrationStats`` that also holds the channel
+    statistics the TFLite build reads: one float pass over the samples instead of two."""
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
-    return collect_ranges(model, samples, method=cfg.observer, progress=cfg.progress), samples
+    return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress), samples
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
@@ -202,24 +211,25 @@ def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, m
 
 
 def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
-                 carried=None, graph=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
+                 carried=None, graph=None, stats=None) -> tuple[dict[str, tuple[bytes, object]], set[str]]:
     """({format: (bytes, build result)} for the formats ``cfg`` asks for, the ONNX nodes of the
     ``--float-head``). The TFLite build finds the head in its own lowering and is the source of
     the QDQ model's parameters; a QDQ-only conversion builds it too, without writing it
     (``qdq_source``; a "layer" is a TFLite op with weights: tflite/head.py).
     ``carried``: an already-quantized model's own weights, kept by both builds. ``graph``: the IR
-    ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place)."""
+    ``check_lowerable`` built, handed to ``tflite.build`` (which lowers it in place). ``stats``:
+    the calibration pass's ``CalibrationStats`` (``calibrate_stats``), for ``tflite.build``."""
     built, head, source = {}, set(), None
     if "tflite" in cfg.formats:
         options = tflite.TFLiteOptions(quantize=cfg.quantize, io=cfg.io, layout=cfg.layout, keep_float=keep,
                                        float_head=cfg.float_head, int8_recurrent=cfg.int8_recurrent,
                                        weight_scales=carried.node_weights if carried else {})
-        result = tflite.build(model, ranges, options, samples=calib, graph=graph)
+        result = tflite.build(model, ranges, options, samples=calib, graph=graph, stats=stats)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
         head, source = set(result.float_head), result
     else:           # QDQ only: its parameters (and the head) still come from a TFLite build
-        source = qdq_source(model, ranges, calib, cfg, keep, carried)
+        source = qdq_source(model, ranges, calib, cfg, keep, carried, stats)
         if source is not None:
             head = set(source.float_head)
         elif cfg.float_head:
@@ -238,14 +248,14 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
     return built, head
 
 
-def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None):
+def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None):
     """The TFLite build a QDQ-only conversion takes its parameters and ``--float-head`` from (not
     written), or None when the TFLite lowering refuses the model: ``qdq.build`` then applies the
     same parameter functions to the ranges itself."""
     options = tflite.TFLiteOptions(keep_float=keep, float_head=cfg.float_head,
                                    weight_scales=carried.node_weights if carried else {})
     try:
-        return tflite.build(model, ranges, options, samples=calib)
+        return tflite.build(model, ranges, options, samples=calib, stats=stats)
     except ConvertError:
         return None
 

@@ -3,19 +3,23 @@
 ``collect_ranges`` exposes each float intermediate as an extra graph output (so one run yields
 all activations of one sample), feeds the samples one at a time and hands each tensor to its
 observer, which keeps only a running summary: memory is one sample's activations plus one small
-histogram per tensor, whatever the number of samples.
+histogram per tensor, whatever the number of samples. ``collect_stats`` is the same pass, which
+also gathers what the later steps would otherwise run the samples again for: the per-channel
+means of the layer inputs that bias correction reads (``channels.py``).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from converters.calibrate import observers, select
+from converters.calibrate import derive, observers, select
+from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 
@@ -72,24 +76,41 @@ REDUCTIONS = (("ReduceMin", "::min"), ("ReduceMax", "::max"), ("ReduceSum", "::s
 
 
 def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None,
-           reduced=frozenset()) -> onnx.ModelProto:
+           reduced=frozenset(), channels: dict[str, tuple[int, int]] | None = None,
+           per_channel: dict[str, tuple[int, int]] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose graph outputs are exactly ``names`` (``types``: as in
     ``float_tensor_names``); a name in ``reduced`` (float32 tensors) is output as three scalars
-    ``<name>::min``, ``<name>::max`` and ``<name>::sum`` instead (``REDUCTIONS``, ``Fetcher``)."""
+    ``<name>::min``, ``<name>::max`` and ``<name>::sum`` instead (``REDUCTIONS``, ``Fetcher``).
+    ``channels`` {float32 name: (axis, rank)}: each gets ``<name>::mean``, its mean over every
+    axis but ``axis`` (one value per channel, ``channels.py``; a name only there gets nothing else), which
+    stands in for ``::sum``: it is finite exactly when the sum is. ``per_channel`` {reduced name:
+    (axis, rank)}: its ``::min`` and ``::max`` are vectors, one value per channel along ``axis``."""
     types = value_types(model) if types is None else types
+    channels, per_channel = channels or {}, per_channel or {}
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     after: dict[str, list] = {}
-    for name in names:
-        if name not in reduced:
+    named = set(names)
+    whole = named - set(reduced)
+    for name in list(names) + [n for n in channels if n not in named]:     # + the channels-only ones
+        if name in whole:
             exposed.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
-            continue
-        for op, suffix in REDUCTIONS:
-            # no axes: every axis, at every opset (opset 18 moved axes to an optional input)
-            after.setdefault(name, []).append(helper.make_node(op, [name], [name + suffix], keepdims=0,
-                                                               name=f"ganglion_calib{suffix}_{len(after)}"))
-            exposed.graph.output.append(helper.make_tensor_value_info(name + suffix, onnx.TensorProto.FLOAT, []))
+        for op, suffix in REDUCTIONS if name in reduced else ():
+            if suffix == "::sum" and name in channels:
+                continue
+            if name in per_channel and suffix != "::sum":
+                node = _reduce_over(exposed, op, name, suffix, *per_channel[name], len(after))
+            else:       # no axes: every axis, at every opset (opset 18 moved axes to an optional input)
+                node = helper.make_node(op, [name], [name + suffix], keepdims=0,
+                                        name=f"ganglion_calib{suffix}_{len(after)}")
+            after.setdefault(name, []).append(node)
+            exposed.graph.output.append(helper.make_tensor_value_info(
+                name + suffix, onnx.TensorProto.FLOAT, None if name in per_channel else []))
+        if name in channels:
+            after.setdefault(name, []).append(_reduce_over(exposed, "ReduceMean", name, "::mean", *channels[name],
+                                                           len(after)))
+            exposed.graph.output.append(helper.make_tensor_value_info(name + "::mean", onnx.TensorProto.FLOAT, None))
     if after:
         # each reduction right after its producer: onnxruntime runs nodes in this order and frees
         # a tensor after its last reader, so one reduced at the end would keep every activation alive
@@ -100,6 +121,22 @@ def expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | Non
             exposed.graph.node.append(node)
             exposed.graph.node.extend(n for out in node.output for n in after.get(out, []))
     return exposed
+
+
+def _reduce_over(exposed: onnx.ModelProto, op: str, name: str, suffix: str, axis: int, rank: int,
+                 k: int) -> onnx.NodeProto:
+    """``<name><suffix>``: ``op`` (ReduceMean/Min/Max) of ``name`` (of ``rank``) over every axis
+    but ``axis``. Opset 18 moved their axes from an attribute to an input."""
+    out, node_name = name + suffix, f"ganglion_calib{suffix}_{k}"
+    axes = [a for a in range(rank) if a != axis]
+    if not axes:                                     # a 1-D tensor is its own channel vector
+        return helper.make_node("Identity", [name], [out], name=node_name)
+    opset = next((o.version for o in exposed.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if opset < 18:
+        return helper.make_node(op, [name], [out], axes=axes, keepdims=0, name=node_name)
+    axes_name = f"ganglion_calib{suffix}_axes_{k}"
+    exposed.graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), axes_name))
+    return helper.make_node(op, [name, axes_name], [out], keepdims=0, name=node_name)
 
 
 def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True):
@@ -160,22 +197,59 @@ def collect_ranges(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarra
     group of tensors by output error, ``calibrate/select.py``; opt-in, see docs/quantization.md). Tensors that never
     held a finite value get no entry.
     """
+    return collect_stats(model, samples, method=method, progress=progress, means=False).ranges
+
+
+@dataclass
+class CalibrationStats:
+    """What the one float pass over the calibration samples found: ``ranges`` as
+    ``collect_ranges`` returns them; ``means`` {(ONNX tensor, channel axis): mean per channel} of
+    the layer inputs bias correction reads, ``channel_ranges`` {(ONNX tensor, channel axis): (min
+    per channel, max per channel)} of BatchNormalization inputs (``channels.py``); ``count``: the
+    samples seen."""
+    ranges: dict[str, tuple[float, float]]
+    means: dict[tuple[str, int], np.ndarray]
+    count: int
+    channel_ranges: dict = field(default_factory=dict)
+
+
+def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray]], *,
+                  method: str = "minmax", progress: bool = True, means: bool = True) -> CalibrationStats:
+    """``collect_ranges``' pass, which with ``means`` also gathers what the TFLite build would
+    otherwise run its own float pass for: each layer input's channel means and, with the min/max
+    observer, BatchNormalization inputs' per-channel ranges."""
     observers.make(method)              # fail fast on a bad method name, before any work
     types = value_types(model)
     input_names, produced = float_tensor_names(model, types)
-    found, kept, count = observe(model, samples, method, types, input_names, produced, progress)
+    observed = {n for n in input_names + produced if types.get(n) == onnx.TensorProto.FLOAT}
+    axes = channel_axes(model, observed) if means else {}
+    per_channel = range_axes(model, observed) if means and method == "minmax" else {}
+    derived = {}
+    if method == "minmax":          # the other observers need every value
+        derived = derive.derivable(model, observed - set(input_names), set(input_names + produced), set(per_channel))
+    channel_means, channel_ranges = ChannelMeans(), ChannelRanges()
+    found, kept, count = observe(model, samples, method, types, input_names,
+                                 [p for p in produced if p not in derived], progress, channels=axes,
+                                 means=channel_means, per_channel=per_channel, ranges=channel_ranges)
+    derive.fill(found, derived)
     if method == "auto":
-        return _auto(model, found, kept, input_names + produced, types, count)
-    return {name: obs.range() for name, obs in found.items() if obs.seen}
+        ranges = _auto(model, found, kept, input_names + produced, types, count)
+    else:
+        ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
+    return CalibrationStats(ranges, channel_means.means(axes), count, channel_ranges.ranges(per_channel))
 
 
-def observe(model, samples, method, types, input_names, produced, progress):
+def observe(model, samples, method, types, input_names, produced, progress, channels=None, means=None,
+            per_channel=None, ranges=None):
     """(observer by tensor after one streamed pass over ``samples``, [(feeds, float graph
     outputs)] of the first ``select.EVAL_SAMPLES`` samples when ``method`` is auto, else [],
-    the number of samples).
-    One sample's activations are alive at a time; each observer keeps a running summary."""
+    the number of samples). ``channels`` {tensor: (axis, rank)}: their channel means go to ``means``
+    (a ``ChannelMeans``); ``per_channel``, ``ranges``: as ``Fetcher`` takes them. One sample's
+    activations are alive at a time; each observer keeps a running summary."""
+    channels = channels or {}
     # a graph whose nodes make no float tensor still has float inputs to observe
-    fetch = Fetcher(model, produced, types, reduce=method == "minmax") if produced else None
+    fetch = (Fetcher(model, produced, types, reduce=method == "minmax", channels=channels, means=means,
+                     per_channel=per_channel, ranges=ranges) if produced or channels else None)
     session = fetch.session if fetch else None
     found = {name: observers.make(method) for name in input_names + produced}
     keep = select.EVAL_SAMPLES if method == "auto" else 0
@@ -202,33 +276,52 @@ def observe(model, samples, method, types, input_names, produced, progress):
 class Fetcher:
     """One sample's values of the tensors ``names``: each whole, or with ``reduce`` (the min/max
     observer, which needs nothing else) each float32 tensor as ``[min, max]`` computed inside
-    onnxruntime by ReduceMin/ReduceMax nodes appended to the graph.
+    onnxruntime by ReduceMin/ReduceMax nodes appended to the graph. ``channels`` {tensor: (axis, rank)}:
+    each of those tensors' channel means (``expose``) goes to ``means`` (a ``ChannelMeans``);
+    ``per_channel`` (likewise): those reduced tensors' per-channel min and max go to ``ranges``
+    (a ``ChannelRanges``), and their min and max are those vectors' (the same numbers).
 
     Reduced, a 640x640 detector hands Python 2 floats per tensor instead of ~250 MB of copied
     activations per sample, and onnxruntime reuses its buffers (280 MB peak instead of 890 MB with
     the whole data set loaded). The result is the same: min and max are exact in float32, and a
-    tensor holding any NaN or Inf (its sum is not finite) or no value at all is fetched whole again
-    for that sample, where the observer drops non-finite values as it always does."""
+    tensor holding any NaN or Inf (its sum, or its channel means, not finite) or no value at all
+    is fetched whole again for that sample, where the observer drops non-finite values as it
+    always does."""
 
-    def __init__(self, model: onnx.ModelProto, names: list[str], types: dict[str, int], reduce: bool):
+    def __init__(self, model: onnx.ModelProto, names: list[str], types: dict[str, int], reduce: bool,
+                 channels: dict[str, tuple[int, int]] | None = None, means: ChannelMeans | None = None,
+                 per_channel: dict[str, tuple[int, int]] | None = None, ranges: ChannelRanges | None = None):
         self.names, self.types = names, types
+        self.channels = dict(channels or {})
+        self.means = ChannelMeans() if means is None else means
         self.reduced = {n for n in names if reduce and types.get(n) == onnx.TensorProto.FLOAT}
-        self.outputs = [o for n in names for o in ([n + suffix for _, suffix in REDUCTIONS] if n in self.reduced
-                                                   else [n])]
+        self.per_channel = {n: v for n, v in (per_channel or {}).items() if n in self.reduced}
+        self.ranges = ChannelRanges() if ranges is None else ranges
+        self.outputs = [o for n in names for o in ([n + suffix for _, suffix in REDUCTIONS
+                                                    if suffix != "::sum" or n not in self.channels]
+                                                   if n in self.reduced else [n])]
+        self.outputs += [n + "::mean" for n in self.channels]
         self.model = model if self.reduced else None     # for the exact fallback session, built when needed
         self.exact = None
-        self.session = make_session(expose(model, names, types, reduced=self.reduced), in_order=True,
-                                    spin=False)
+        self.session = make_session(expose(model, names, types, reduced=self.reduced, channels=self.channels,
+                                           per_channel=self.per_channel), in_order=True, spin=False)
 
     def __call__(self, feeds: dict, index: int) -> list[np.ndarray]:
-        values = iter(_run(self.session, self.outputs, feeds, index))
+        values = _run(self.session, self.outputs, feeds, index)
+        means = dict(zip(self.channels, values[len(values) - len(self.channels):]))
+        self.means.update(means)
+        values = iter(values)
         found, retry = [], []
         for k, name in enumerate(self.names):
             if name not in self.reduced:
                 found.append(next(values))
                 continue
-            lo, hi, total = next(values), next(values), next(values)
-            if not np.isfinite([lo, hi, total]).all():
+            lo, hi = next(values), next(values)
+            check = means[name] if name in self.channels else next(values)
+            if name in self.per_channel:
+                self.ranges.update(name, lo, hi)
+                lo, hi = (lo.min(), hi.max()) if lo.size else (np.nan, np.nan)
+            if not (np.isfinite([lo, hi]).all() and np.isfinite(check).all()):
                 retry.append(k)
             found.append(np.array([lo, hi], np.float32))
         if retry:

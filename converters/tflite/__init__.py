@@ -1,10 +1,12 @@
 """The TFLite backend: ONNX model -> IR -> passes -> lowering -> (quantization) -> flatbuffer.
 
-    build(model, ranges, options, *, samples=None) -> TFLiteResult
+    build(model, ranges, options, *, samples=None, stats=None) -> TFLiteResult
 
 ``ranges`` maps ONNX tensor names to (min, max) from ``converters.calibrate.collect_ranges``;
 ``samples`` (optional, the same calibration feeds) lets the backend measure ranges of tensors its
-own lowering creates by running the float TFLite model (see ``ranges.py``).
+own lowering creates by running the float TFLite model (see ``ranges.py``); ``stats`` (the
+``CalibrationStats`` of ``calibrate.collect_stats``: channel means and ranges gathered in the same
+pass as the ranges) spares that float pass whatever they already tell (``onnx_stats.py``).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
 from converters.passes import run_pipeline
-from converters.tflite import precision
+from converters.tflite import onnx_stats, precision
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
@@ -105,7 +107,8 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
-          *, samples: list[dict] | None = None, graph: Graph | None = None) -> TFLiteResult:
+          *, samples: list[dict] | None = None, graph: Graph | None = None,
+          stats=None) -> TFLiteResult:
     """Lower, quantize and serialize ``model``. ``graph``: its ``ir_graph`` when the caller already
     built it for these options (``api.convert`` does, to check for unsupported ops before
     calibration); it is lowered in place, so it cannot be passed twice."""
@@ -128,10 +131,10 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
                                hint="pass --data with calibration samples, or --quantize float16")
-        by_index, means = _index_ranges(tg, ranges, samples, options.bias_correction)
+        by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, stats, keep)
         squares = frozenset(n.name for n in graph.nodes if n.op in ("Pow", "Mul"))
         keep |= precision.float_nodes(tg, by_index, squares)   # int8 would wreck these (precision.py)
-        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=means)
+        quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
         to_float16(tg)
     elif options.quantize == "dynamic":
@@ -158,10 +161,13 @@ def _onnx_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True
-                  ) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
+def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True, stats=None,
+                  kept=frozenset()) -> tuple[dict[int, tuple], dict[int, np.ndarray]]:
     """(range by tensor index, per-channel means of the inputs of layers with weights); the means
-    (for bias correction) need ``samples`` and ``with_means``, without them the dict is empty."""
+    (for bias correction) need ``samples`` and ``with_means``, without them the dict is empty.
+    ``stats``: the calibration pass's channel statistics; with them LiteRT measures only what
+    they and ``ranges`` leave unknown (``onnx_stats``), often nothing. ``kept``: IR nodes that stay
+    float; nothing is measured for their ops alone (an LSTM's unrolled gates: ddddocr's OCR)."""
     known = {}
     for i, t in enumerate(tg.tensors):
         if not t.is_const and t.name in ranges:
@@ -174,14 +180,25 @@ def _index_ranges(tg: TGraph, ranges: dict, samples, with_means: bool = True
             known[i] = (lo, hi)
     means: dict[int, np.ndarray] = {}
     if samples:
-        layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in tg.ops
+        quantized = [op for op in tg.ops if op.node not in kept]
+        layer_inputs = frozenset(op.inputs[data_inputs(op.opcode, op.inputs)[0]] for op in quantized
                                  if op.opcode in BIAS_CORRECTED and with_means)
-        # Only tensors without a calibration range need measuring (the rest would be ignored).
-        missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known]
-        measured, means = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,
-                                                   tensors=missing)
-        for i, rng in measured.items():
-            known.setdefault(i, rng)
+        # Only tensors without a calibration range need measuring (the rest would be ignored), and
+        # only those an op that may become int8 reads or writes.
+        touched = {i for op in quantized for i in (*op.inputs, *op.outputs)} | set(tg.inputs) | set(tg.outputs)
+        missing = [i for i, t in enumerate(tg.tensors) if not t.is_const and i not in known and i in touched]
+        if stats is not None:
+            inputs = set(tg.inputs)
+            missing = [i for i in missing if tg.tensors[i].dtype == "float32" and i not in inputs]
+            known.update(onnx_stats.copied_ranges(tg, known, missing, stats.channel_ranges))
+            missing = [i for i in missing if i not in known]
+            means, layer_inputs = onnx_stats.layer_means(tg, layer_inputs, stats.means)
+        if missing or layer_inputs or stats is None:
+            measured, more = ranges_mod.measure_stats(tg, samples, lambda s: _feeds(tg, s), layer_inputs,
+                                                      tensors=missing)
+            means.update(more)
+            for i, rng in measured.items():
+                known.setdefault(i, rng)
     return ranges_mod.derive(tg, known), means
 
 
