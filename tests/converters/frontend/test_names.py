@@ -108,10 +108,9 @@ def test_both_targets_refuse_the_same_names_with_the_same_error(case, bad):
 @pytest.mark.parametrize("keep, tflite_float, qdq_float", [
     ({"Conv_0"}, ["r0"], ["Conv_0"]),          # an unnamed node, by <OpType>_<index>
     # The first "act" / its repeat "act_1". TFLite fuses each Relu into its Conv, so the name keeps
-    # that one op float; QDQ keeps just the Relu float and its Conv int8 (what a fused
-    # activation's name covers differs between the targets; which names exist does not).
-    ({"act"}, ["r0"], []),
-    ({"act_1"}, ["r1"], []),
+    # that one op float; QDQ, written from the same IR, keeps the Relu's Conv float too.
+    ({"act"}, ["r0"], ["Conv_0"]),
+    ({"act_1"}, ["r1"], ["conv"]),
     ({"fc"}, ["y0"], ["fc"]),                  # the first "fc" only
     ({"fc_1"}, ["y"], ["fc_1"]),
 ])
