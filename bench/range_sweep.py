@@ -83,17 +83,20 @@ def run_model(model_dir: Path, strategies, methods) -> dict:
     """One model, every strategy (in this process)."""
     import converters.api as api
     from bench.zoo_steps import evaluate
+    from converters.calibrate.runner import CalibrationStats
     from converters.config import ConvertConfig
     meta = json.loads((model_dir / "meta.json").read_text())
     cache: dict = {}
     current = {"name": None}
 
-    def fake_collect(model, samples, method="minmax", progress=True):
+    def fake_collect(model, samples, method="minmax", progress=True, means=True):
+        samples = list(samples)
         if not cache:
-            ranges, notes = strategy_ranges(model, list(samples), methods, strategies)
+            ranges, notes = strategy_ranges(model, samples, methods, strategies)
             cache.update(ranges=ranges, notes=notes)
-        return cache["ranges"][current["name"]]
-    api.collect_ranges = fake_collect
+        # no channel means: the TFLite build measures what bias correction needs itself
+        return CalibrationStats(cache["ranges"][current["name"]], {}, len(samples))
+    api.collect_stats = fake_collect
     result = {"model": model_dir.name, "sqnr": {}, "notes": None}
     primary = meta.get("primary_output")
     with tempfile.TemporaryDirectory() as tmp:
