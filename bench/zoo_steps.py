@@ -14,7 +14,11 @@ ort-quantize   onnxruntime.quantization.quantize_static after ORT's recommended 
 evaluate       SQNR (dB) of every output of CANDIDATE (a .tflite in LiteRT, or an ONNX model in
                onnxruntime) against the folder's model.onnx in onnxruntime, over holdout.npz, the
                outputs of all samples pooled (converters.verify.metrics.sqnr_db); with --runs,
-               the median latency (ms) of the candidate on the first holdout sample.
+               the median latency (ms) of the candidate on the first holdout sample. A folder
+               whose meta.json has a `metric` (the third-party zoo, bench/zoo/third_party.py) also
+               gets its task figures (bench/zoo_tasks.py): the candidate's ("task") and the float
+               model's against the ground truth ("task_float"); a streaming model (VAD) is run
+               closed-loop for them, its own state fed back.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 from converters.verify.metrics import sqnr_db  # noqa: E402  (after the path: the one SQNR definition)
 from converters.verify.runners import OnnxRunner, TFLiteRunner, align  # noqa: E402
 from core.litert import make_interpreter  # noqa: E402
+
+import zoo_tasks  # noqa: E402  (bench/ is on sys.path: this script runs as bench/zoo_steps.py)
 
 CHUNK = 8
 
@@ -141,19 +147,50 @@ def evaluate(model_dir: Path, candidate: Path, kind: str, runs: int) -> dict:
     else:
         cand = OnnxRunner(onnx.load(str(candidate)))
     samples = load_samples(model_dir / "holdout.npz")
-    pairs: dict[str, tuple[list, list]] = {name: ([], []) for name in ref.output_names}
+    refs, cands = [], []
     for feeds in samples:
         want, got = ref.run(feeds), cand.run(feeds)
-        for name in ref.output_names:
-            pairs[name][0].append(want[name])
-            pairs[name][1].append(align(np.asarray(got[name]), want[name].shape))
+        refs.append(want)
+        cands.append({name: align(np.asarray(got[name]), want[name].shape) for name in ref.output_names})
     result = {"samples": len(samples),
-              "sqnr_db": {name: sqnr_db(np.concatenate([r.ravel() for r in refs]),
-                                        np.concatenate([c.ravel() for c in cands]))
-                          for name, (refs, cands) in pairs.items()}}
+              "sqnr_db": {name: sqnr_db(np.concatenate([r[name].ravel() for r in refs]),
+                                        np.concatenate([c[name].ravel() for c in cands]))
+                          for name in ref.output_names}}
+    meta = json.loads((model_dir / "meta.json").read_text())
+    if "metric" in meta:
+        result.update(task_figures(model_dir, meta, ref, cand, samples, refs, cands))
     if runs:
         result["latency_ms"] = _median_ms(lambda: cand.run(samples[0]), runs)
     return result
+
+
+def task_figures(model_dir: Path, meta: dict, ref, cand, samples, refs, cands) -> dict:
+    """bench/zoo_tasks.py's figures of the candidate ("task") and of the float model ("task_float",
+    against the ground truth in holdout_labels.json)."""
+    labels_path = model_dir / "holdout_labels.json"
+    labels = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    metric = meta["metric"]
+    if metric["kind"] == "vad_stream":
+        starts = set(labels.get("clip_starts", [0]))
+        ref_p, cand_p = stream(ref, samples, starts, metric), stream(cand, samples, starts, metric)
+        return {"task": zoo_tasks.vad_scores(ref_p, cand_p, labels, metric["threshold"]),
+                "task_float": zoo_tasks.vad_scores(ref_p, ref_p, labels, metric["threshold"])}
+    return {"task": zoo_tasks.score(meta, model_dir, refs, cands, labels, ref.output_names),
+            "task_float": zoo_tasks.score(meta, model_dir, refs, refs, labels, ref.output_names)}
+
+
+def stream(runner, samples: list[dict], starts: set[int], metric: dict) -> list[float]:
+    """A streaming model run closed-loop, as a device runs it: each state output fed back as the
+    next call's state input, zeros at each clip start; the output probability per call."""
+    (state_out, state_in), = metric["state"].items()
+    probs, state = [], None
+    for i, feeds in enumerate(samples):
+        if i in starts or state is None:
+            state = np.zeros_like(feeds[state_in])
+        out = runner.run({**feeds, state_in: state.astype(feeds[state_in].dtype)})
+        state = np.asarray(out[state_out]).reshape(feeds[state_in].shape)
+        probs.append(float(np.asarray(out[metric["output"]]).ravel()[0]))
+    return probs
 
 
 def _median_ms(call, runs: int, warmup: int = 3) -> float:
