@@ -145,15 +145,18 @@ def _union(parent: list[int], a: int, b: int) -> None:
     parent[max(ra, rb)] = min(ra, rb)
 
 
-def db_boxes(prob: np.ndarray, thresh: float, box_thresh: float, min_side: int = 3) -> np.ndarray:
-    """DBNet's post-processing without the polygon unclip (the same for every candidate)."""
+def db_boxes(prob: np.ndarray, thresh: float, box_thresh: float, unclip: float = 0.0, min_side: int = 3) -> np.ndarray:
+    """DBNet's post-processing on axis-aligned boxes: the network predicts shrunk text kernels;
+    each kept box grows by area * unclip / perimeter on every side (DB's polygon offset, for a
+    rectangle), as rapidocr's DBPostProcess does with unclip_ratio 1.6."""
     prob = prob.reshape(prob.shape[-2:])
     out = []
     for x0, y0, x1, y1, runs in component_boxes(prob > thresh):
         if min(x1 - x0, y1 - y0) < min_side:
             continue
         if np.mean(np.concatenate([prob[r, s:e] for r, s, e in runs])) >= box_thresh:
-            out.append((x0, y0, x1, y1))
+            d = (x1 - x0) * (y1 - y0) * unclip / (2 * (x1 - x0 + y1 - y0))
+            out.append((x0 - d, y0 - d, x1 + d, y1 + d))
     return np.array(out, float).reshape(-1, 4)
 
 
@@ -222,7 +225,7 @@ def detections(metric: dict, outputs: dict[str, np.ndarray], names: list[str]):
     if kind == "picodet":
         return decode_picodet([outputs[n] for n in names], metric["size"], metric["strides"], metric["conf"],
                               metric["iou"])
-    boxes = db_boxes(outputs[metric["output"]], metric["thresh"], metric["box_thresh"])
+    boxes = db_boxes(outputs[metric["output"]], metric["thresh"], metric["box_thresh"], metric.get("unclip_ratio", 0.0))
     return boxes, np.ones(len(boxes)), np.zeros(len(boxes), int)
 
 

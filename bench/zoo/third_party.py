@@ -44,7 +44,8 @@ DET_BOX = {"conf": 0.25, "iou": 0.45}
 MODELS = {
     "ppocr_det_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx", tp_makers.ocr_det, {
         "task": "text_detection", "input_shapes": {"x": [1, 3, 640, 640]},
-        "metric": {"kind": "db_boxes", "output": "sigmoid_0.tmp_0", "thresh": 0.3, "box_thresh": 0.5}}),
+        "metric": {"kind": "db_boxes", "output": "sigmoid_0.tmp_0", "thresh": 0.3, "box_thresh": 0.5,
+                   "unclip_ratio": 1.6}}),
     "ppocr_rec_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", tp_makers.ocr_rec, {
         "task": "text_recognition", "input_shapes": {"x": [1, 3, 48, 320]},
         "metric": {"kind": "ctc_text", "output": "softmax_11.tmp_0", "charset": "model:character",

@@ -82,6 +82,8 @@ def test_db_boxes_keeps_confident_components_of_a_minimum_size():
     prob[0, 0, 12:17, 2:12] = 0.35                          # above thresh, below box_thresh
     prob[0, 0, 18, 20:28] = 0.9                             # one pixel high: too thin
     np.testing.assert_array_equal(zt.db_boxes(prob, 0.3, 0.5), [[3, 2, 20, 8]])
+    d = 17 * 6 * 1.5 / (2 * (17 + 6))                      # unclip: area * ratio / perimeter
+    np.testing.assert_allclose(zt.db_boxes(prob, 0.3, 0.5, 1.5), [[3 - d, 2 - d, 20 + d, 8 + d]])
 
 
 def test_decode_yolov8_thresholds_and_suppresses():
