@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 from converters.verify.metrics import sqnr_db  # noqa: E402  (after the path: the one SQNR definition)
 from converters.verify.runners import OnnxRunner, TFLiteRunner, align  # noqa: E402
 from core.litert import make_interpreter  # noqa: E402
-
-import zoo_tasks  # noqa: E402  (bench/ is on sys.path: this script runs as bench/zoo_steps.py)
+from bench import zoo_tasks  # noqa: E402
 
 CHUNK = 8
 
