@@ -31,3 +31,10 @@ def test_stream_feeds_the_state_back_and_restarts_it_per_clip():
                for v in (1, 1, 1, 2, 2)]
     metric = {"state": {"stateN": "state"}, "output": "output"}
     assert zoo_steps.stream(runner, samples, {0, 3}, metric) == [1.0, 2.0, 3.0, 2.0, 4.0]
+
+
+def test_spread_puts_samples_from_across_the_set_in_every_chunk():
+    order = zoo_steps.spread(list(range(400)), 8)
+    assert sorted(order) == list(range(400))
+    assert order[:8] == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert zoo_steps.spread([5, 6, 7], 8) == [5, 6, 7]
