@@ -19,6 +19,11 @@ steps of a model sharing one --timeout budget:
     SQNR QDQ    our `--target qdq` model (default tensorrt profile) in onnxruntime
     gap         SQNR ours - SQNR ORT best (issue 8's bar: >= -0.5 dB)
 
+A folder whose meta.json has a `metric` (the third-party zoo, bench/zoo/third_party.py) also gets
+task figures per candidate (bench/zoo_tasks.py: OCR text CER and exact match, classification
+agreement, box F1 at IoU 0.5 after each package's decode + NMS, VAD decisions of a closed-loop
+stream), printed as a second table: float, ours, ours QDQ, the best ORT method on that figure.
+
 An already-quantized model (meta "prequantized") is its own reference and gets no ORT column; a model
 meta marks `expect: refuse` passes when it is refused with a typed error (not a crash).
 """
@@ -129,7 +134,9 @@ def bench_model(model_dir: Path, work: Path, args) -> dict:
     primary = meta.get("primary_output")
     row = {"model": model_dir.name, "task": meta.get("task"), "exporter": meta.get("exporter"),
            "opset": meta.get("opset"), "primary_output": primary, "expect": meta.get("expect", "convert"),
-           "prequantized": meta.get("prequantized", False)}
+           "prequantized": meta.get("prequantized", False),
+           "metric_kind": {"db_boxes": "boxes", "yolov8": "boxes", "yolox": "boxes", "picodet": "boxes"}.get(
+               meta.get("metric", {}).get("kind"), meta.get("metric", {}).get("kind"))}
     tfl = work / "ours.tflite"
     row["convert"] = convert(model_dir, meta, tfl, left(), args.num_calib)
     if row["expect"] == "refuse":
@@ -236,6 +243,36 @@ def table(rows: list[dict], runs: int) -> str:
     return "\n".join(text)
 
 
+# figure -> lower is better; the two headline figures of each task metric (bench/zoo_tasks.py)
+FIGURES = {"ctc_text": (("cer", True), ("exact_vs_float", False)),
+           "classify": (("accuracy", False), ("agree_vs_float", False)),
+           "boxes": (("f1_vs_float", False), ("f1_vs_truth", False)),
+           "vad_stream": (("agree_vs_float", False), ("accuracy", False))}
+
+
+def task_table(rows: list[dict]) -> str:
+    """One line per headline task figure: float, ours (TFLite), ours (QDQ), the best ORT method on that
+    figure (a method that left the model float does not count), and whether ours is at or above it."""
+    lines = [["model", "figure", "float", "ours", "ours QDQ", "ORT best", "method", "ours >= ORT"]]
+    for r in rows:
+        for fig, lower in FIGURES.get(r.get("metric_kind"), ()) if r.get("metric_kind") else ():
+            get = lambda res: (res or {}).get("task", {}).get(fig)       # noqa: E731
+            ort = {m: get(res) for m, res in r.get("ort", {}).items()
+                   if get(res) is not None and res.get("quantize_nodes", 1) > 0}
+            best = (min if lower else max)(ort, key=ort.get) if ort else None
+            float_ = ((r.get("ours") or r.get("ours_qdq") or {}).get("task_float") or {}).get(fig)
+            ours, qdq = get(r.get("ours")), get(r.get("ours_qdq"))
+            if all(c is None for c in (float_, ours, qdq, ort.get(best))):
+                continue
+            verdict = "-" if ours is None or best is None else \
+                ("yes" if (ours <= ort[best] if lower else ours >= ort[best]) else "NO")
+            lines.append([r["model"], fig, *(fmt(c, ".3f") for c in (float_, ours, qdq, ort.get(best))),
+                          best or "-", verdict])
+    widths = [max(len(str(l[i])) for l in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(l, widths)))
+                     for l in lines)
+
+
 def failures(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
@@ -308,6 +345,8 @@ def report(rows: list[dict], doc: dict, runs: int) -> None:
           f"gap = SQNR ours - ORT best (primary output, dB); {load}")
     for line in failures(rows):
         print("  " + line)
+    if any(r.get("metric_kind") for r in rows):
+        print("\ntask metrics on the holdout (bench/zoo_tasks.py; cer: lower is better)\n" + task_table(rows))
 
 
 if __name__ == "__main__":

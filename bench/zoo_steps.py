@@ -14,7 +14,11 @@ ort-quantize   onnxruntime.quantization.quantize_static after ORT's recommended 
 evaluate       SQNR (dB) of every output of CANDIDATE (a .tflite in LiteRT, or an ONNX model in
                onnxruntime) against the folder's model.onnx in onnxruntime, over holdout.npz, the
                outputs of all samples pooled (converters.verify.metrics.sqnr_db); with --runs,
-               the median latency (ms) of the candidate on the first holdout sample.
+               the median latency (ms) of the candidate on the first holdout sample. A folder
+               whose meta.json has a `metric` (the third-party zoo, bench/zoo/third_party.py) also
+               gets its task figures (bench/zoo_tasks.py): the candidate's ("task") and the float
+               model's against the ground truth ("task_float"); a streaming model (VAD) is run
+               closed-loop for them, its own state fed back.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from converters.verify.metrics import sqnr_db  # noqa: E402  (after the path: the one SQNR definition)
 from converters.verify.runners import OnnxRunner, TFLiteRunner, align  # noqa: E402
 from core.litert import make_interpreter  # noqa: E402
+from bench import zoo_tasks  # noqa: E402
 
 CHUNK = 8
 
@@ -103,6 +108,19 @@ def prepare(model_dir: Path, work: Path) -> tuple[Path, str]:
     return source, note + failed
 
 
+def spread(samples: list, chunk: int) -> list:
+    """The samples reordered so that every run of `chunk` holds samples from across the whole set
+    (0, m, 2m, ... then 1, m+1, ...). ORT's histogram calibrators fix their bin width on the first
+    chunk and add bins when a later chunk's range is wider: a first chunk of near-silence (a
+    recorded stream starts quietly) made ORT 1.32 grow millions of bins and Entropy run for 30
+    minutes on a small VAD. Applied to recorded streams only (task "vad"): on folders of
+    independent samples the chunk order changes ORT's bins too (ocr_cls_mbv3: Percentile 28.5 dB
+    in order, 34.2 spread, 28.4 unchunked), so they keep the order the baselines were measured
+    with. MinMax does not depend on the order."""
+    m = -(-len(samples) // chunk)
+    return [samples[i] for i in sorted(range(len(samples)), key=lambda i: (i % m, i))]
+
+
 def quantized_nodes(graph: onnx.GraphProto) -> int:
     """QuantizeLinear nodes in a graph and its subgraphs (0: the quantizer left the model float)."""
     count = 0
@@ -119,6 +137,8 @@ def ort_quantize(model_dir: Path, method: str, out: Path, num_calib: int | None)
     _chunked_histograms()
     source, note = prepare(model_dir, out.parent)
     feeds = load_samples(model_dir / "calib.npz", num_calib)
+    if json.loads((model_dir / "meta.json").read_text()).get("task") == "vad":     # a recorded stream
+        feeds = spread(feeds, CHUNK)
     start = time.perf_counter()
     q.quantize_static(str(source), str(out), ListReader(feeds), quant_format=q.QuantFormat.QDQ, per_channel=True,
                       activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
@@ -141,19 +161,50 @@ def evaluate(model_dir: Path, candidate: Path, kind: str, runs: int) -> dict:
     else:
         cand = OnnxRunner(onnx.load(str(candidate)))
     samples = load_samples(model_dir / "holdout.npz")
-    pairs: dict[str, tuple[list, list]] = {name: ([], []) for name in ref.output_names}
+    refs, cands = [], []
     for feeds in samples:
         want, got = ref.run(feeds), cand.run(feeds)
-        for name in ref.output_names:
-            pairs[name][0].append(want[name])
-            pairs[name][1].append(align(np.asarray(got[name]), want[name].shape))
+        refs.append(want)
+        cands.append({name: align(np.asarray(got[name]), want[name].shape) for name in ref.output_names})
     result = {"samples": len(samples),
-              "sqnr_db": {name: sqnr_db(np.concatenate([r.ravel() for r in refs]),
-                                        np.concatenate([c.ravel() for c in cands]))
-                          for name, (refs, cands) in pairs.items()}}
+              "sqnr_db": {name: sqnr_db(np.concatenate([r[name].ravel() for r in refs]),
+                                        np.concatenate([c[name].ravel() for c in cands]))
+                          for name in ref.output_names}}
+    meta = json.loads((model_dir / "meta.json").read_text())
+    if "metric" in meta:
+        result.update(task_figures(model_dir, meta, ref, cand, samples, refs, cands))
     if runs:
         result["latency_ms"] = _median_ms(lambda: cand.run(samples[0]), runs)
     return result
+
+
+def task_figures(model_dir: Path, meta: dict, ref, cand, samples, refs, cands) -> dict:
+    """bench/zoo_tasks.py's figures of the candidate ("task") and of the float model ("task_float",
+    against the ground truth in holdout_labels.json)."""
+    labels_path = model_dir / "holdout_labels.json"
+    labels = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    metric = meta["metric"]
+    if metric["kind"] == "vad_stream":
+        starts = set(labels.get("clip_starts", [0]))
+        ref_p, cand_p = stream(ref, samples, starts, metric), stream(cand, samples, starts, metric)
+        return {"task": zoo_tasks.vad_scores(ref_p, cand_p, labels, metric["threshold"]),
+                "task_float": zoo_tasks.vad_scores(ref_p, ref_p, labels, metric["threshold"])}
+    return {"task": zoo_tasks.score(meta, model_dir, refs, cands, labels, ref.output_names),
+            "task_float": zoo_tasks.score(meta, model_dir, refs, refs, labels, ref.output_names)}
+
+
+def stream(runner, samples: list[dict], starts: set[int], metric: dict) -> list[float]:
+    """A streaming model run closed-loop, as a device runs it: each state output fed back as the
+    next call's state input, zeros at each clip start; the output probability per call."""
+    (state_out, state_in), = metric["state"].items()
+    probs, state = [], None
+    for i, feeds in enumerate(samples):
+        if i in starts or state is None:
+            state = np.zeros_like(feeds[state_in])
+        out = runner.run({**feeds, state_in: state.astype(feeds[state_in].dtype)})
+        state = np.asarray(out[state_out]).reshape(feeds[state_in].shape)
+        probs.append(float(np.asarray(out[metric["output"]]).ravel()[0]))
+    return probs
 
 
 def _median_ms(call, runs: int, warmup: int = 3) -> float:

@@ -86,3 +86,15 @@ def test_an_ort_method_that_quantized_nothing_is_not_a_competitor():
                    "Percentile": {"ok": False, "error": "crash: ValueError"}}}
     zoo_bench.summarise(row)
     assert (row["ort_best_method"], row["sqnr_ort_best"], row["gap_db"]) == ("Entropy", 31.5, -1.5)
+
+
+def test_task_table_compares_with_the_best_quantizing_ort_method():
+    row = {"model": "rec", "metric_kind": "ctc_text",
+           "ours": {"task": {"cer": 0.05, "exact_vs_float": 0.9}, "task_float": {"cer": 0.04, "exact_vs_float": 1.0}},
+           "ours_qdq": {"task": {"cer": 0.06, "exact_vs_float": 0.8}},
+           "ort": {"MinMax": {"task": {"cer": 0.04, "exact_vs_float": 1.0}, "quantize_nodes": 0},   # left float
+                   "Entropy": {"task": {"cer": 0.07, "exact_vs_float": 0.95}, "quantize_nodes": 9},
+                   "Percentile": {"task": {"cer": 0.06, "exact_vs_float": 0.85}, "quantize_nodes": 9}}}
+    lines = {tuple(l.split()[:2]): l.split()[2:] for l in zoo_bench.task_table([row]).splitlines()[1:]}
+    assert lines[("rec", "cer")] == ["0.040", "0.050", "0.060", "0.060", "Percentile", "yes"]    # lower is better
+    assert lines[("rec", "exact_vs_float")] == ["1.000", "0.900", "0.800", "0.950", "Entropy", "NO"]

