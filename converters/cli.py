@@ -98,9 +98,10 @@ def _model_io_options(command):
 @click.option("--qdq-profile", type=click.Choice(QDQ_PROFILES), default=None,
               help="QDQ ONNX flavour: tensorrt (the default; Jetson: symmetric int8, float bias) or "
                    "onnxruntime (uint8 activations, int32 bias). Only with --target qdq|both.")
-@click.option("--observer", default="minmax", show_default=True,
-              help="Range observer: minmax, auto (chosen per tensor group by measured output error), "
-                   "percentile[:99.99], entropy or mse.")
+@click.option("--observer", default="auto", show_default=True,
+              help="Range observer: auto (min/max per tensor group unless another range scores better on "
+                   "calibration samples it was not fitted to), minmax (fastest), percentile[:99.99], "
+                   "entropy or mse.")
 @click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")
 @click.option("--preprocess", help="Preprocessing spec for image folders, recorded in the manifest.")
 @click.option("--holdout", type=EXISTING, help="Held-out data: verify the result and store the fidelity report.")

@@ -39,7 +39,7 @@ class ConvertConfig:
     io: str = "float32"                   # artifact I/O type; float32 keeps the ONNX signature
     layout: str = "onnx"                  # "nhwc": channels-last image inputs/outputs
     qdq_profile: str | None = None        # QDQ flavour: "tensorrt" (Jetson, the default) or "onnxruntime"
-    observer: str = "minmax"              # "auto": per tensor group by output error (opt-in); "percentile:99.99" passes an argument
+    observer: str = "auto"                # per tensor group, minmax unless another method wins on held-out samples; "percentile:99.99" passes an argument
     calib: Path | None = None             # .npy / .npz / image folder
     preprocess: str | None = None         # spec for image folders (see converters.calibrate.preprocess)
     num_calib: int | None = 100           # use at most this many calibration samples (None: all)

@@ -17,7 +17,7 @@ def cfg(**kw) -> ConvertConfig:
 
 def test_defaults_are_int8_tflite_with_onnx_signature():
     c = cfg()
-    assert (c.target, c.quantize, c.io, c.layout, c.observer) == ("tflite", "int8", "float32", "onnx", "minmax")
+    assert (c.target, c.quantize, c.io, c.layout, c.observer) == ("tflite", "int8", "float32", "onnx", "auto")
     assert c.formats == ("tflite",)
     assert c.output_kind == "gpk"
     assert c.artifact_name == "m"

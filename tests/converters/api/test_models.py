@@ -52,7 +52,7 @@ def test_mobilenet_v2_int8_gpk(tmp_path, mobilenet_v2_small_path, small_calib_pa
     assert ops.count("TRANSPOSE") <= 1 and "TRANSPOSE" not in ops[2:]
     assert sqnr(result) > 15
     m = art.manifest
-    assert m["quantization"]["mode"] == "int8" and m["calibration"]["method"] == "minmax"
+    assert m["quantization"]["mode"] == "int8" and m["calibration"]["method"] == "auto"
     assert m["inputs"][0]["shape"] == [1, 3, 96, 96] and m["inputs"][0]["dtype"] == "float32"
 
 

@@ -45,7 +45,7 @@ def test_convert_writes_a_signed_artifact_with_a_full_manifest(converted, digits
     assert m["name"] == "digits_cnn"
     assert m["source_model"]["sha256"] == artifact.sha256((digits_dir / "digits_cnn.onnx").read_bytes())
     assert m["labels"] == [str(i) for i in range(10)]
-    assert m["calibration"]["method"] == "minmax"
+    assert m["calibration"]["method"] == "auto"
     assert m["inputs"][0]["name"] == "input" and m["inputs"][0]["shape"] == [1, 1, 8, 8]
     assert m["outputs"][0]["name"] == "logits"
     assert "input" in m["tensor_map"] and "logits" in m["tensor_map"]
