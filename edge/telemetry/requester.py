@@ -139,31 +139,46 @@ class Requester:
         missing chunk read where it lies), so a firmware bundle never sits in memory whole.
         Raises CommandError when a step is refused, TransferError when the file cannot be read."""
         path = Path(path)
-        try:
-            with path.open("rb") as fh:
-                size, digest = file_digest(fh, chunk_size)
-                begin = self._ok(self.call(device, f"{verb}.begin", {
-                    "sha256": digest, "size": size, "chunk_size": chunk_size, "name": path.name,
-                    "meta": meta or {}}, key=key, timeout=timeout))
-                have = set(begin["have"])
-                for index in range(begin["chunks"]):
-                    if index not in have:
-                        fh.seek(index * chunk_size)
-                        piece = fh.read(chunk_size)
-                        self._ok(self.call(device, f"{verb}.chunk", {
-                            "transfer": digest, "index": index, "data": base64.b64encode(piece).decode(),
-                            "sha256": hashlib.sha256(piece).hexdigest()}, key=key, timeout=timeout))
-                    if progress:
-                        progress(index + 1, begin["chunks"])
-        except OSError as exc:
-            raise TransferError(f"cannot read {path}: {exc.strerror or exc}", where=str(path),
-                                code="transfer.file", hint="check the path and its permissions") from None
+        with _readable(path) as fh:
+            size, digest = _read(path, lambda: file_digest(fh, chunk_size))
+            begin = self._ok(self.call(device, f"{verb}.begin", {
+                "sha256": digest, "size": size, "chunk_size": chunk_size, "name": path.name,
+                "meta": meta or {}}, key=key, timeout=timeout))
+            have = set(begin["have"])
+            for index in range(begin["chunks"]):
+                if index not in have:
+                    piece = _read(path, lambda: _piece(fh, index, chunk_size))
+                    # broker and reply errors (a TimeoutError is an OSError too) pass through as
+                    # they are: only reading the file is a transfer.file error
+                    self._ok(self.call(device, f"{verb}.chunk", {
+                        "transfer": digest, "index": index, "data": base64.b64encode(piece).decode(),
+                        "sha256": hashlib.sha256(piece).hexdigest()}, key=key, timeout=timeout))
+                if progress:
+                    progress(index + 1, begin["chunks"])
         return self.call(device, f"{verb}.commit", {"transfer": digest, **(args or {})}, key=key, timeout=timeout)
 
     @staticmethod
     def _ok(reply: dict) -> dict:
         check_reply(reply)
         return reply["result"]
+
+
+def _readable(path: Path) -> BinaryIO:
+    return _read(path, lambda: path.open("rb"))
+
+
+def _piece(fh: BinaryIO, index: int, size: int) -> bytes:
+    fh.seek(index * size)
+    return fh.read(size)
+
+
+def _read(path: Path, step):
+    """``step()``, with an OSError from reading ``path`` as TransferError ``transfer.file``."""
+    try:
+        return step()
+    except OSError as exc:
+        raise TransferError(f"cannot read {path}: {exc.strerror or exc}", where=str(path),
+                            code="transfer.file", hint="check the path and its permissions") from None
 
 
 def file_digest(fh: BinaryIO, block: int) -> tuple[int, str]:
