@@ -21,7 +21,7 @@ from converters.ir import Graph, Node
 
 def run(graph: Graph) -> bool:
     changed = False
-    producers = graph.producers()
+    producers, consumers = graph.producers(), graph.consumers()     # made again after each fold
     for node in list(graph.nodes):
         if node.op != "Add" or node.domain or len(node.inputs) != 2:
             continue
@@ -29,19 +29,15 @@ def run(graph: Graph) -> bool:
             x, c = node.inputs[pos], node.inputs[1 - pos]
             op = producers.get(x)
             const = graph.const(c)
-            if op is None or const is None or not _single_use(graph, x):
+            if op is None or const is None or x in graph.outputs or len(consumers.get(x, [])) != 1:
                 continue
             if _fold(graph, op, node, const):
                 changed = True
-                producers = graph.producers()
+                producers, consumers = graph.producers(), graph.consumers()
                 break
     if changed:
         graph.remove_unused()
     return changed
-
-
-def _single_use(graph: Graph, t: str) -> bool:
-    return t not in graph.outputs and len(graph.consumers().get(t, [])) == 1
 
 
 def _fold(graph: Graph, op: Node, add: Node, const: np.ndarray) -> bool:
