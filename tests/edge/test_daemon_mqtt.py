@@ -29,13 +29,16 @@ DEV = "dev1"
 
 
 class Watcher:
-    """Collects every message under ganglion/v1/<device>/#, decoded."""
+    """Collects every message under ganglion/v1/<device>/# (or under ``levels`` of it only), decoded."""
 
-    def __init__(self, url, device=DEV):
+    def __init__(self, url, device=DEV, levels=("#",), qos=1):
         self.msgs, self.lock = [], threading.Lock()
         self.client = MqttClient(parse_broker_url(url), client_id=f"test-watcher-{uuid.uuid4().hex[:8]}")
-        self.client.subscribe(f"ganglion/v1/{device}/#", self._on)
+        for level in levels:
+            self.client.subscribe(f"ganglion/v1/{device}/{level}", self._on, qos=qos)
         self.client.connect()
+        for level in levels:            # a NATS node refuses QoS 1 subscriptions while JetStream re-forms
+            assert self.client.wait_granted(f"ganglion/v1/{device}/{level}", 30), level
 
     def _on(self, m):
         if m.topic.endswith("/in"):                              # our own inputs

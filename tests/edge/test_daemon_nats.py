@@ -7,6 +7,10 @@ record arrives (seq check; NATS is at least once, so duplicates are allowed and 
 signed commands with reply-to work from node 3 -- dotted verbs included (their topic levels,
 topics.py) -- the retained status is seen cluster-wide, and so is the Last Will when the daemon is
 killed. Timeouts are generous: on a loaded 2-core machine a JetStream R3 cluster stalls for seconds.
+
+The consumer watches the device's records only, never its input topic: on nats-server 2.9 a second
+QoS 1 subscription matching the inputs (``ganglion/v1/<dev>/#``) made NATS delete inputs the device
+had not received yet, under load (docs/cluster.md; measured in tests/edge/telemetry/test_nats_cluster.py).
 """
 import hashlib
 import json
@@ -27,6 +31,7 @@ from tests.edge.test_daemon_mqtt import GANGLION, Watcher, _gpk, _npy
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(300)]
 DEV = "clusterdev"
 N_INPUTS = 500
+RECORDS = ("status", "metrics", "events", "results/#")     # what a fleet consumer reads: not ../in
 
 
 def test_send_file_and_dotted_verbs_on_nats(nats_cluster, tmp_path):
@@ -58,7 +63,7 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
                              "--broker", node2, "--device-id", DEV, "--mqtt-input", f"ganglion/v1/{DEV}/in",
                              "--spool", str(tmp_path / "spool.db"), "--metrics-interval", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = Watcher(node3, device=DEV)
+    watcher = Watcher(node3, device=DEV, levels=RECORDS)
     feeder = Watcher(node2, device="nats-feeder")
     for client in (watcher.client, feeder.client):        # stopped even when the test fails
         request.addfinalizer(client.stop)
@@ -78,11 +83,13 @@ def test_daemon_fails_over_from_a_killed_node_losing_nothing(nats_cluster, tmp_p
         assert killed_at < N_INPUTS, "all inputs were answered before the kill: nothing was tested"
         _commands_from_node3(node3, priv)
         assert watcher.wait(lambda w: any(e["data"].get("event") == "broker_switch" for e in w.of("events")))
-        # a consumer that arrives on node 3 now still gets the retained status: online, via node 2
-        late = Watcher(node3, device=DEV)
+        # a consumer that arrives on node 3 now still gets the retained status: online, via node 2.
+        # QoS 0, as a dashboard would: NATS refuses QoS 1 subscriptions (each needs a JetStream
+        # consumer) for a while after the kill (10-15 s seen under load; the likely cause of this
+        # wait's earlier time-outs); a QoS 0 subscription needs no consumer
+        late = Watcher(node3, device=DEV, levels=("status",), qos=0)
         request.addfinalizer(late.client.stop)
-        # JetStream re-forms after the kill before it serves retained messages on node 3: slow under load
-        assert late.wait(lambda w: any(s["data"]["state"] == "online" for s in w.of("status")), timeout=90)
+        assert late.wait(lambda w: any(s["data"]["state"] == "online" for s in w.of("status")), timeout=60)
     finally:
         proc.kill()                                        # kill -9 the daemon: its Last Will must fire
         out, err = proc.communicate(timeout=60)
