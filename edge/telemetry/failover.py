@@ -108,10 +108,11 @@ def tcp_reachable(url: BrokerUrl, timeout: float = 2.0) -> bool:
 class Switching:
     """The acting half of failover, mixed into ``mqtt.MqttClient`` (kept here so the adapter stays
     small): count failed attempts, switch brokers, check for the way back, fall back to MQTT 3.1.1
-    (auto), and rebuild the paho client -- for a switch and for the fallback alike. Uses the client's ``brokers``
-    (a BrokerList), ``_client``, ``_make_paho()``, ``_start_loop()``, ``_run_lock``, ``_stopped``,
-    ``_switching``, ``_halt``, ``_connected``, ``acks``/``gate``, ``_hooks``, ``_call`` and, for the
-    fallback, ``mqtt_version``, ``protocol``, ``negotiated``, ``_fallback_reason``, ``_paho_args``."""
+    (auto), and rebuild the paho client -- for a switch and for the fallback alike. Uses the
+    client's ``brokers`` (a BrokerList), ``_client``, ``_make_paho()``, ``_start_loop()``,
+    ``_run_lock``, ``_stopped``, ``_switching``, ``_halt``, ``_connected``,
+    ``_inputs_disconnected()`` (inflow.py), ``_hooks``, ``_call`` and, for the fallback,
+    ``mqtt_version``, ``protocol``, ``negotiated``, ``_fallback_reason``, ``_paho_args``."""
 
     def _start_failback(self) -> None:
         if self.brokers.many:
@@ -156,8 +157,7 @@ class Switching:
                 self._client = self._make_paho()
                 self._client.connect_timeout = old.connect_timeout
                 self._connected.clear()
-                if self.acks is not None:   # unacked inputs come again from the new broker
-                    self.gate.disconnected(self.acks.reset_pending())
+                self._inputs_disconnected()     # unacked inputs come again from the new broker
                 if event is not None:
                     self._call(self._hooks[5], dict(event))
                 try:

@@ -1,5 +1,18 @@
 """Flow control for the input connection: a bound on inputs held unanswered in the device's
-memory that holds whatever the broker does (paho-free logic; ``edge.telemetry.mqtt`` wires it).
+memory that holds whatever the broker does. ``InputGate`` and ``AckWindow`` are the pure logic;
+``InputFlow`` is the acting half, mixed into ``edge.telemetry.mqtt.MqttClient`` (no paho import
+here: it acts through the client's paho handle, as failover.Switching does).
+
+Manual acknowledgement (``MqttClient(manual_ack=True)``, for input topics): a QoS 1 message is not
+PUBACKed when the callback returns but when the application calls ``message.ack()`` -- once the
+work it carries is safe. ``receive_maximum`` (an MQTT 5 CONNECT property) makes the broker stop
+sending once that many deliveries wait for their PUBACK: backpressure without ever blocking paho's
+thread. PUBACKs go out in the order the messages arrived, as MQTT 5 section 4.6 requires, so an
+``ack()`` may be held until every earlier message is acked too (``AckWindow``). Acks are bound to
+the connection that delivered the message: after a reconnect the broker resends what was not
+acked (persistent session) and packet ids may be reused, so a stale ``ack()`` is dropped. A
+broker that sends past the Receive Maximum is counted in ``over_receive_max``. ``on_flow(event)``
+reports each pause (``{"event": "input_paused", ...}``) on paho's thread.
 
 Why a client-side bound: the input connection asks for MQTT 5 Receive Maximum N, so the broker
 should stop delivering while N inputs await our PUBACK (sent only once an input is answered).
@@ -32,13 +45,19 @@ twice: delivery is at least once.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import threading
 from collections import deque
 from typing import Callable
 
+from edge.telemetry.errors import BrokerError
+from edge.telemetry.message import Message
+
 TAKE, ADOPTED, PAUSE, SHED = "take", "adopted", "pause", "shed"
 MIN_ORPHANS = 1024         # answered inputs awaiting their redelivery, kept at least (see connected)
+log = logging.getLogger("ganglion.telemetry.mqtt")
 
 
 def input_key(topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None) -> tuple:
@@ -247,3 +266,86 @@ class AckWindow:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+class InputFlow:
+    """The acting half of input flow control, mixed into ``mqtt.MqttClient``: every QoS 1
+    delivery goes through the gate (``_take``), a full gate closes the connection (``_pause``)
+    and an answered backlog reopens it (``_resume``). Uses the client's ``_client`` (paho),
+    ``protocol``, ``_receive_maximum``, ``_run_lock``, ``_stopped``, ``_start_loop()``,
+    ``_hooks`` and ``_call``."""
+
+    def _init_inflow(self, manual_ack: bool, max_held: int | None) -> None:
+        # the client-side bound on inputs held unanswered (the module docstring says why)
+        self.gate = InputGate(max_held, on_resume=self._resume_soon) if manual_ack else None
+        self.acks = AckWindow(self._send_ack, on_sent=self.gate.sent) if manual_ack else None
+        self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
+
+    def _take(self, message: Message) -> tuple[Message | None, Callable[[], None] | None]:
+        """Paho's thread: (the message to hand over, its ack function) -- (None, None) when the
+        gate does not take it; the ack function is None when acks are not manual."""
+        if self.acks is None or message.qos != 1:
+            return message, None
+        acker = self._admit(message)
+        if acker is None:
+            return None, None  # not taken (paused), or a redelivery of an input already held
+        return dataclasses.replace(message, _acker=acker), acker
+
+    def _admit(self, message: Message) -> Callable[[], None] | None:
+        """The input gate's verdict on a QoS 1 delivery; the ack function if taken."""
+        key = input_key(message.topic, message.payload, message.response_topic, message.correlation)
+        verdict, token = self.gate.admit(key, message.dup, lambda t: self.acks.add(message.mid, t))
+        if verdict == PAUSE:
+            self._pause()
+        if verdict != TAKE:
+            return None
+        if self.protocol == "5" and self._receive_maximum and len(self.acks) > self._receive_maximum:
+            # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
+            # (eclipse-mosquitto/mosquitto#2301); counted, and bounded by the gate instead.
+            self.over_receive_max += 1
+        return token.answer
+
+    def _pause(self) -> None:
+        """Paho's thread: the gate is full. Close the input connection (the broker keeps what we
+        did not take); ``_resume`` reconnects once the daemon has caught up."""
+        stats = self.gate.stats()
+        # info, not warning: under a long backlog this is routine, once per half-bound of inputs;
+        # the input_paused event (rate-limited by Telemetry) and inputs_pauses are what to watch
+        log.info("MQTT inputs paused: %d held unanswered (limit %d); reconnecting at %d",
+                 stats["held"], self.gate.limit, self.gate.resume_at)
+        self.gate.disconnected(self.acks.reset_pending())    # no PUBACK on a link we are closing
+        try:
+            self._client.disconnect()       # paho's thread ends after sending DISCONNECT
+        except (OSError, ValueError):
+            pass
+        self._call(self._hooks[3], {"event": "input_paused", "held": stats["held"], "limit": self.gate.limit,
+                                    "resume_at": self.gate.resume_at, "pauses": stats["pauses"]})
+
+    def _resume_soon(self) -> None:
+        # Called by whoever answered the input (maybe paho's own thread): join and restart the
+        # network thread from a thread of our own.
+        threading.Thread(target=self._resume, name="mqtt-input-resume", daemon=True).start()
+
+    def _resume(self) -> None:
+        with self._run_lock:
+            if self._stopped:
+                return
+            self._client.loop_stop()        # the thread our DISCONNECT ended
+            try:
+                self._start_loop()
+            except BrokerError as exc:
+                log.error("MQTT inputs cannot reconnect: %s", exc.message)
+
+    def _send_ack(self, mid: int) -> None:
+        self._client.ack(mid, 1)
+
+    def _inputs_reconnected(self) -> None:
+        """A new connection (CONNACK 0): unacked inputs wait for their redelivery."""
+        if self.acks is not None:
+            self.gate.disconnected(self.acks.reset_pending())
+            self.gate.connected()
+
+    def _inputs_disconnected(self) -> None:
+        """The link is gone (or being replaced): answers from now on wait for their redelivery."""
+        if self.acks is not None:
+            self.gate.disconnected(self.acks.reset_pending())

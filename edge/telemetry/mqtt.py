@@ -11,20 +11,11 @@ Ganglion a narrow surface and our own exceptions:
       .subscribe(filter, callback)     callback(Message); re-subscribed after every reconnect
       .stop()                          clean disconnect (the Last Will is NOT sent)
 
-Manual acknowledgement (``manual_ack=True``, for input topics): a QoS 1 message is not PUBACKed
-when the callback returns but when the application calls ``message.ack()`` -- once the work it
-carries is safe. ``receive_maximum`` (an MQTT 5 CONNECT property) makes the broker stop sending
-once that many deliveries wait for their PUBACK: backpressure without ever blocking paho's
-thread. PUBACKs go out in the order the messages arrived, as MQTT 5 section 4.6 requires, so an
-``ack()`` may be held until every earlier message is acked too (``AckWindow``). Acks are bound to
-the connection that delivered the message: after a reconnect the broker resends what was not
-acked (persistent session) and packet ids may be reused, so a stale ``ack()`` is dropped.
-A broker that sends past the Receive Maximum (mosquitto 2.0.11 does, eclipse-mosquitto#2301) is
-counted in ``over_receive_max``. What bounds memory is ``max_held`` (``InputGate``, inflow.py):
-at that many inputs held unanswered the client closes its connection -- the broker keeps the
-rest -- and reconnects once the application has answered half of them; a redelivery of an input
-already held or answered is acknowledged in turn instead of being handed over again.
-``on_flow(event)`` reports each pause (``{"event": "input_paused", ...}``) on paho's thread.
+Manual acknowledgement (``manual_ack=True``, for input topics; inflow.py, ``InputFlow`` mixed in
+here): a QoS 1 message is PUBACKed, in arrival order, when the application calls ``message.ack()``.
+``receive_maximum`` asks the broker for backpressure; what bounds memory is ``max_held``: at that
+many inputs held unanswered the client closes its connection -- the broker keeps the rest -- and
+reconnects once the application has answered half of them (``on_flow`` reports each pause).
 
 Protocol version (``mqtt_version``, issue 11): ``"5"``, ``"3.1.1"`` or ``"auto"`` (default).
 Auto speaks MQTT 5 first and falls back to 3.1.1 -- for the life of this client -- when the broker
@@ -49,7 +40,6 @@ allowed to kill that thread.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 import threading
@@ -65,7 +55,7 @@ from core.errors import UsageError
 from edge.telemetry.config import BrokerUrl
 from edge.telemetry.errors import BrokerError, PublishError
 from edge.telemetry.failover import FAILBACK_S, BrokerList, Switching
-from edge.telemetry.inflow import PAUSE, TAKE, AckWindow, InputGate, input_key  # noqa: F401 - AckWindow is API here too
+from edge.telemetry.inflow import AckWindow, InputFlow  # noqa: F401 - AckWindow is API here too
 from edge.telemetry.message import Message, Will  # noqa: F401 - API of this module too
 
 log = logging.getLogger("ganglion.telemetry.mqtt")
@@ -85,7 +75,7 @@ def check_mqtt_version(version: str, where: str = "mqtt_version") -> str:
     return version
 
 
-class MqttClient(Switching):
+class MqttClient(Switching, InputFlow):
     def __init__(self, url: BrokerUrl | Sequence[BrokerUrl], *, client_id: str, keepalive: int = 30,
                  username: str | None = None, password: str | None = None,
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
@@ -111,10 +101,7 @@ class MqttClient(Switching):
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._receive_maximum = receive_maximum
-        # the client-side bound on inputs held unanswered (inflow.py says why it is needed)
-        self.gate = InputGate(max_held, on_resume=self._resume_soon) if manual_ack else None
-        self.acks = AckWindow(self._send_ack, on_sent=self.gate.sent) if manual_ack else None
-        self.over_receive_max = 0       # deliveries past our Receive Maximum (a broker bug; counted)
+        self._init_inflow(manual_ack, max_held)          # gate, acks, over_receive_max
         self._hooks = (on_connect, on_disconnect, on_publish, on_flow, on_protocol, on_switch)
         self._run_lock = threading.Lock()      # start/stop vs. a resume after a pause
         self._stopped = False
@@ -344,9 +331,7 @@ class MqttClient(Switching):
         self.brokers.connected()
         if self.negotiated is None:
             self._announce_protocol()
-        if self.acks is not None:
-            self.gate.disconnected(self.acks.reset_pending())
-            self.gate.connected()
+        self._inputs_reconnected()
         with self._lock:
             subs = [(f, q) for f, (q, _) in self._subs.items()]
         if not subs:
@@ -409,8 +394,7 @@ class MqttClient(Switching):
             self._attempt_failed("closed before a CONNACK")
         was = self._connected.is_set()
         self._connected.clear()
-        if self.acks is not None:      # answers from now on wait for their redelivery
-            self.gate.disconnected(self.acks.reset_pending())
+        self._inputs_disconnected()
         if was:       # otherwise keep the reason the CONNACK gave (e.g. not authorized)
             self.last_error = f"disconnected: {reason_code}"
             self._call(self._hooks[1], str(reason_code))
@@ -433,12 +417,9 @@ class MqttClient(Switching):
                           response_topic=getattr(props, "ResponseTopic", None),
                           correlation=getattr(props, "CorrelationData", None),
                           mid=msg.mid, dup=bool(msg.dup))
-        acker = None
-        if self.acks is not None and msg.qos == 1:
-            acker = self._admit(message)
-            if acker is None:
-                return         # not taken (paused), or a redelivery of an input already held
-            message = dataclasses.replace(message, _acker=acker)
+        message, acker = self._take(message)
+        if message is None:
+            return             # not taken (paused), or a redelivery of an input already held
         with self._lock:
             targets = [cb for f, (_, cb) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
         if not targets and acker is not None:
@@ -450,54 +431,6 @@ class MqttClient(Switching):
         for callback in targets:
             if not self._call(callback, message) and acker is not None:
                 acker()          # the handler failed: it will not ack, and later PUBACKs wait on this one
-
-    def _admit(self, message: Message) -> Callable[[], None] | None:
-        """The input gate's verdict on a QoS 1 delivery (inflow.py); the ack function if taken."""
-        key = input_key(message.topic, message.payload, message.response_topic, message.correlation)
-        verdict, token = self.gate.admit(key, message.dup, lambda t: self.acks.add(message.mid, t))
-        if verdict == PAUSE:
-            self._pause()
-        if verdict != TAKE:
-            return None
-        if self.protocol == "5" and self._receive_maximum and len(self.acks) > self._receive_maximum:
-            # mosquitto 2.0.11 releases more than one send slot per in-order PUBACK
-            # (eclipse-mosquitto/mosquitto#2301); counted, and bounded by the gate instead.
-            self.over_receive_max += 1
-        return token.answer
-
-    def _pause(self) -> None:
-        """Paho's thread: the gate is full. Close the input connection (the broker keeps what we
-        did not take); ``_resume`` reconnects once the daemon has caught up."""
-        stats = self.gate.stats()
-        # info, not warning: under a long backlog this is routine, once per half-bound of inputs;
-        # the input_paused event (rate-limited by Telemetry) and inputs_pauses are what to watch
-        log.info("MQTT inputs paused: %d held unanswered (limit %d); reconnecting at %d",
-                 stats["held"], self.gate.limit, self.gate.resume_at)
-        self.gate.disconnected(self.acks.reset_pending())    # no PUBACK on a link we are closing
-        try:
-            self._client.disconnect()       # paho's thread ends after sending DISCONNECT
-        except (OSError, ValueError):
-            pass
-        self._call(self._hooks[3], {"event": "input_paused", "held": stats["held"], "limit": self.gate.limit,
-                                    "resume_at": self.gate.resume_at, "pauses": stats["pauses"]})
-
-    def _resume_soon(self) -> None:
-        # Called by whoever answered the input (maybe paho's own thread): join and restart the
-        # network thread from a thread of our own.
-        threading.Thread(target=self._resume, name="mqtt-input-resume", daemon=True).start()
-
-    def _resume(self) -> None:
-        with self._run_lock:
-            if self._stopped:
-                return
-            self._client.loop_stop()        # the thread our DISCONNECT ended
-            try:
-                self._start_loop()
-            except BrokerError as exc:
-                log.error("MQTT inputs cannot reconnect: %s", exc.message)
-
-    def _send_ack(self, mid: int) -> None:
-        self._client.ack(mid, 1)
 
     @staticmethod
     def _call(fn, *args) -> bool:
