@@ -75,7 +75,10 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
                         ca_file=ca_file, cert_file=cert_file, key_file=key_file, username=username,
                         password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
-        client.subscribe(topic, fleet.on_message)
+        # QoS 0: a live view needs no JetStream consumer on NATS, so it cannot take a record from
+        # another consumer's (the fleet hub's) the way tests/edge/telemetry/nats_scenarios.py
+        # shows for inputs, and it is granted while JetStream re-forms after a node loss
+        client.subscribe(topic, fleet.on_message, qos=0)
     client.connect()
     live = not once and not as_json and sys.stdout.isatty()
     try:
