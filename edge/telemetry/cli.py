@@ -76,7 +76,7 @@ def watch(broker, ca_file, cert_file, key_file, username, password, mqtt_version
                         password=password, mqtt_version=mqtt_version)
     for topic in SUBSCRIPTIONS:
         # QoS 0: a live view needs no JetStream consumer on NATS, so it cannot take a record from
-        # another consumer's (the fleet hub's) the way tests/edge/telemetry/nats_scenarios.py
+        # another consumer's (the fleet hub's) the way bench/nats_inputs_bench.py
         # shows for inputs, and it is granted while JetStream re-forms after a node loss
         client.subscribe(topic, fleet.on_message, qos=0)
     client.connect()

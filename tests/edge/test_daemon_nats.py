@@ -10,7 +10,7 @@ killed. Timeouts are generous: on a loaded 2-core machine a JetStream R3 cluster
 
 The consumer watches the device's records only, never its input topic: on nats-server 2.9 a second
 QoS 1 subscription matching the inputs (``ganglion/v1/<dev>/#``) made NATS delete inputs the device
-had not received yet, under load (docs/cluster.md; tests/edge/telemetry/nats_scenarios.py).
+had not received yet, under load (docs/cluster.md; bench/nats_inputs_bench.py).
 """
 import hashlib
 import json
