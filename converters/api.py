@@ -162,8 +162,9 @@ def equalize_activations(model: onnx.ModelProto, cfg: ConvertConfig, state, grap
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
     model, sites = act_equalize.equalize(model, samples)
     if sites:
-        say(f"equalized {len(sites)} layer output(s) whose channels span "
-            f"{min(s.spread for s in sites):.0f}-{max(s.spread for s in sites):.0f}x the median")
+        gains = [s.gain for s in sites]
+        say(f"equalized {len(sites)} layer output(s) with outlier channels (int8 rounding noise at "
+            f"their consumers {min(gains):.0f}-{max(gains):.0f} dB lower)")
         graph = check_lowerable(model, cfg) if graph is not None else None
     return model, graph
 
