@@ -93,7 +93,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
-    if cfg.needs_calibration and carried is None:
+    if cfg.equalize and cfg.needs_calibration and carried is None:
         model, graph = equalize_activations(model, cfg, state, graph, say)
     stats, calib = calibrate_stats(model, cfg, state) if cfg.needs_calibration else (None, None)
     ranges = stats.ranges if stats is not None else None
