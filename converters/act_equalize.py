@@ -334,7 +334,9 @@ class _Rewriter:
 
     def _const(self, base: str, value: np.ndarray) -> str:
         name = self._fresh(base + "_eq")
-        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        tensor = numpy_helper.from_array(np.asarray(value, np.float32), name)
+        self.model.graph.initializer.append(tensor)
+        self.g.init[name] = tensor         # a later site may scale it again (a Conv between two sites)
         return name
 
     def _fresh(self, base: str) -> str:

@@ -91,3 +91,26 @@ def test_a_graph_output_between_is_left_alone():
     m, calib, _ = _model("hswish")
     m.graph.output.append(helper.make_tensor_value_info("y", 1, None))
     assert act_equalize.find_sites(m) == []
+
+
+def test_a_conv_between_two_sites_is_scaled_on_both_sides():
+    """conv1 -> Relu -> conv2 -> Relu -> conv3, no BatchNormalization: conv2's weights take the
+    first site's input scaling and the second site's output scaling, both exact in float."""
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(0, 1, (C, 4, 1, 1)).astype(np.float32)
+    w1[0] *= 80.0                                            # the outlier channel of site 1
+    w2 = rng.normal(0, 0.3, (C, 1, 3, 3)).astype(np.float32)
+    w2[3] *= 60.0                                            # ... and of site 2 (depthwise)
+    w3 = rng.normal(0, 0.3, (C, 1, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=C, name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["out"], pads=[1, 1, 1, 1], group=C, name="conv3")]
+    inits = {"w1": w1, "b1": np.full(C, 0.5, np.float32), "w2": w2, "b2": np.full(C, 0.2, np.float32), "w3": w3}
+    m = H.model(nodes, {"x": (1, 4, 10, 10)}, ["out"], inits)
+    data = [{"x": rng.uniform(-1, 1, (1, 4, 10, 10)).astype(np.float32)} for _ in range(12)]
+    eq, sites = act_equalize.equalize(m, data)
+    assert sorted(s.u for s in sites) == ["c1", "c2"]
+    for s in data[:3]:
+        np.testing.assert_allclose(H.ort_run(eq, s)[0], H.ort_run(m, s)[0], rtol=1e-4, atol=1e-3)
