@@ -72,7 +72,7 @@ def test_the_harder_clip_needs_a_clear_win():
     candidates = {m: {"t0": (float(k), float(k))} for k, m in enumerate(["minmax", soft, hard])}
     base = np.random.default_rng(3).uniform(0.9, 1.1, 16)
     swing = 0.3 * np.sin(np.arange(16))
-    for edge, taken in ((0.06, False), (0.4, True)):      # z about -1 (a win at Z = 0.5), then -7
+    for edge, taken in ((0.15, False), (0.4, True)):      # z -2.1 (a win at Z = 0.5), then -6.8
         noise = {0.0: base, 1.0: base * 0.8, 2.0: base * 0.8 - edge + swing}
         _, chosen = select.choose(candidates, order, lambda r: noise[r["t0"][0]], max_runs=3)
         assert chosen["t0"] == (hard if taken else soft), edge
