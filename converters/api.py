@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from converters import frontend, mixed, qdq, tflite
+from converters import act_equalize, frontend, mixed, qdq, tflite
 from converters import manifest as manifest_mod
 from converters import verify as verifier
 from converters.calibrate import data, stream
@@ -93,6 +93,8 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
+    if cfg.equalize and cfg.needs_calibration and carried is None:
+        model, graph = equalize_activations(model, cfg, state, graph, say)
     stats, calib = calibrate_stats(model, cfg, state) if cfg.needs_calibration else (None, None)
     ranges = stats.ranges if stats is not None else None
     if calib is not None:
@@ -151,6 +153,20 @@ def freeze_constant_controls(cfg: ConvertConfig, model: onnx.ModelProto, say):
                   FrozenInputWarning, stacklevel=2)
     say(f"frozen from the calibration data: {text}")
     return dataclasses.replace(cfg, input_values=(*cfg.input_values, *found.items())), found
+
+
+def equalize_activations(model: onnx.ModelProto, cfg: ConvertConfig, state, graph, say):
+    """(model, IR): layer outputs with outlier channels rescaled into the weights around them,
+    exactly in float (``act_equalize``), measured on a few calibration samples; the IR that
+    ``check_lowerable`` built is rebuilt when the model changed."""
+    samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
+    model, sites = act_equalize.equalize(model, samples)
+    if sites:
+        gains = [s.gain for s in sites]
+        say(f"equalized {len(sites)} layer output(s) with outlier channels (int8 rounding noise at "
+            f"their consumers {min(gains):.0f}-{max(gains):.0f} dB lower)")
+        graph = check_lowerable(model, cfg) if graph is not None else None
+    return model, graph
 
 
 def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):

@@ -117,6 +117,9 @@ def _model_io_options(command):
 @click.option("--int8-recurrent", is_flag=True,
               help="Quantize LSTM/GRU/RNN layers to int8 too (1.4-7x faster, ~30 dB; default: they stay "
                    "float in the int8 TFLite, as in onnxruntime's quantizer).")
+@click.option("--no-equalize", "no_equalize", is_flag=True,
+              help="Do not rescale layer outputs whose channels differ widely in range into the weights "
+                   "around them (exact in float; on by default for int8).")
 @signing_key("ed25519 private key (ganglion keys generate) that signs the .gpk.")
 @_model_io_options
 @click.option("--name", help="Artifact name in the manifest [default: MODEL's stem].")
@@ -124,8 +127,8 @@ def _model_io_options(command):
 @click.option("--json", "as_json", is_flag=True, help="Print the result (manifest summary) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile, observer, num_calib, preprocess,
-            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, int8_recurrent, signing_key, input_shapes,
-            input_values, state, class_axes, outputs, name, version, as_json, quiet):
+            holdout, holdout_labels, labels, keep_float, auto_keep_float, float_head, int8_recurrent, no_equalize, signing_key,
+            input_shapes, input_values, state, class_axes, outputs, name, version, as_json, quiet):
     """Compile an ONNX MODEL into an int8 TFLite and/or QDQ ONNX artifact.
 
     \b
@@ -152,6 +155,7 @@ def convert(model, output, calib, target, quantize, io_type, layout, qdq_profile
         num_calib=num_calib,
         holdout=holdout, holdout_labels=holdout_labels, labels=labels, keep_float=frozenset(keep_float),
         auto_keep_float=auto_keep_float, float_head=float_head, int8_recurrent=int8_recurrent, key=signing_key,
+        equalize=not no_equalize,
         input_shapes=input_shapes, input_values=input_values, state=state, class_axes=class_axes, outputs=outputs,
         name=name,
         version=version,

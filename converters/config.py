@@ -50,6 +50,7 @@ class ConvertConfig:
     auto_keep_float: int = 0              # up to N greedy measured keep-float steps (converters/mixed.py)
     float_head: int = 0                   # keep the first N layers float (converters/tflite/head.py)
     int8_recurrent: bool = False          # LSTM/GRU/RNN in int8 too (default: float, as ORT's quantizer)
+    equalize: bool = True                 # outlier channels rescaled into the weights around them (act_equalize.py)
     key: Path | None = None               # ed25519 private key: sign the .gpk manifest
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()   # inputs frozen to constants (freeze.py)
