@@ -43,6 +43,7 @@ SATURATES = {
     "RELU": (0.0, INF), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0),
 }
 PASS_THROUGH = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "CONCATENATION", "MAX_POOL_2D"}
+ZERO_FLOOR = {act for act, (lo, _) in ACT_CLAMP.items() if lo == 0.0}     # fused RELU, RELU6
 
 
 def narrow(tg: TGraph, ranges: dict[int, tuple], int8_ops: set[int]) -> dict[int, tuple]:
@@ -84,12 +85,13 @@ def _reader_bound(tg: TGraph, op: TOp, t: int, int8_ops: set[int], need, produce
         return SATURATES[op.opcode]
     if op.opcode in PASS_THROUGH:
         return need(op.outputs[0])
-    if op.opcode == "MUL" and len(op.inputs) == 2 and not tg.tensors[op.inputs[1 - op.inputs.index(t)]].is_const:
-        floor = _gate_zero_below(tg, producer, op.inputs[1 - op.inputs.index(t)], t)
+    if op.opcode not in ("ADD", "MUL") or len(op.inputs) != 2:
+        return None
+    other = op.inputs[1 - op.inputs.index(t)]
+    if op.opcode == "MUL" and not tg.tensors[other].is_const:
+        floor = _gate_zero_below(tg, producer, other, t)
         return None if floor is None else (floor, INF)
-    if op.opcode in ("ADD", "MUL") and len(op.inputs) == 2:
-        return _through_constant(tg, op, t, need)
-    return None
+    return _through_constant(tg, op, t, need)
 
 
 def _scalar(tg: TGraph, i: int) -> float | None:
@@ -120,8 +122,8 @@ def _gate_zero_below(tg: TGraph, producer: dict, gate: int, x: int) -> float | N
     while (scaled := _scaled_by(tg, producer, gate)) is not None:
         gate = scaled[0]                       # k * relu(..) is 0 where relu(..) is
     add = producer.get(gate)
-    if add is None or add.opcode != "ADD" or len(add.inputs) != 2 or _act(add) not in (1, 3):
-        return None                            # ActivationFunctionType RELU = 1, RELU6 = 3
+    if add is None or add.opcode != "ADD" or len(add.inputs) != 2 or _act(add) not in ZERO_FLOOR:
+        return None
     for pos in (1, 0):
         c, t = _scalar(tg, add.inputs[pos]), add.inputs[1 - pos]
         if c is None:
@@ -141,10 +143,9 @@ def _act(op: TOp) -> int:
 def _through_constant(tg: TGraph, op: TOp, t: int, need) -> tuple | None:
     """ADD/MUL of ``t`` and a scalar constant: the output's bound (fused clamp, readers) moved
     back through the constant."""
-    other = tg.tensors[op.inputs[1 - op.inputs.index(t)]]
-    if not other.is_const or other.data is None or other.data.size != 1:
+    c = _scalar(tg, op.inputs[1 - op.inputs.index(t)])
+    if c is None:
         return None
-    c = float(other.data.reshape(-1)[0])
     out = need(op.outputs[0])
     act = _act(op)
     if act in ACT_CLAMP:
@@ -154,7 +155,7 @@ def _through_constant(tg: TGraph, op: TOp, t: int, need) -> tuple | None:
         return None
     if op.opcode == "ADD":
         return (out[0] - c, out[1] - c)
-    if c == 0.0 or not math.isfinite(c):
+    if c == 0.0:
         return None
     ends = (out[0] / c, out[1] / c)
     return (min(ends), max(ends))
