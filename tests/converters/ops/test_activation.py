@@ -67,3 +67,10 @@ def test_clip_with_only_max_input_opset11():
     """Clip's optional min omitted as an empty input name (opset 11 style)."""
     m = H.one_node("Clip", X, {"hi": F32(0.5)}, opset=11, input_names=["x", "", "hi"])
     H.check(m, expect=["MINIMUM"], steps=2)
+
+
+def test_int8_hardswish_runs_as_add_and_muls():
+    """XNNPACK has no int8 HARD_SWISH: in int8 the op is x * relu6(x + 3) / 6 (float keeps it)."""
+    m = H.one_node("HardSwish", X)
+    res, q = H.check(m, expect=["HARD_SWISH"], steps=2)
+    assert "HARD_SWISH" not in q.ops and q.ops.count("MUL") == 2 and "ADD" in q.ops
