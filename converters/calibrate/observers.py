@@ -377,9 +377,9 @@ class Auto(RunningHistogram):
     # held-out data (docs/quantization.md): percentile:99.999 on DBNet, the ViT and YOLOv8n
     # (+0.4 to +1.3 dB), min/max elsewhere. percentile:99.99 lost up to 3.5 dB (EfficientNet-B0),
     # mse never beat percentile:99.999; entropy's KL search costs more than the rest together.
-    # magnitude:99.999 is the better fixed cut on 5 of 7 zoo models but is not offered: the
-    # held-out scorer ranks it against percentile opposite to holdout.npz on 4 of them (docs,
-    # "Magnitude cut"); as a third candidate it would be picked only where it loses.
+    # magnitude:99.999 is the better fixed cut on 6 of 8 zoo models (PP-OCRv4 det +2.5 dB) but is
+    # not offered: the held-out scorer ranks it against percentile opposite to holdout.npz on 4 of
+    # them, and offered it loses ddddocr's CRNN 1.3 dB and PP-OCR cls 1.9 (docs, "Magnitude cut").
     METHODS = ("minmax", "percentile:99.999")
     FOLDS = 2
 
