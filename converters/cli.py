@@ -101,7 +101,7 @@ def _model_io_options(command):
 @click.option("--observer", default="auto", show_default=True,
               help="Range observer: auto (min/max per tensor group unless another range scores better on "
                    "calibration samples it was not fitted to), minmax (fastest), percentile[:99.99], "
-                   "entropy or mse.")
+                   "magnitude[:99.999] (one |x| cut: the shorter tail kept), entropy or mse.")
 @click.option("--num-calib", type=int, default=100, show_default=True, help="Use at most N calibration samples.")
 @click.option("--preprocess", help="Preprocessing spec for image folders, recorded in the manifest.")
 @click.option("--holdout", type=EXISTING, help="Held-out data: verify the result and store the fidelity report.")

@@ -25,7 +25,7 @@ TARGETS = ("tflite", "qdq", "both")
 QUANTIZE = ("int8", "float16", "dynamic", "none")
 IO_TYPES = values(IoType)
 LAYOUTS = ("onnx", "nhwc")
-OBSERVERS = ("auto", "minmax", "percentile", "entropy", "mse")
+OBSERVERS = ("auto", "minmax", "percentile", "magnitude", "entropy", "mse")
 QDQ_PROFILES = ("tensorrt", "onnxruntime")           # converters.qdq.PROFILES (not imported: onnx-free)
 SUFFIX_TARGET = {".tflite": "tflite", ".onnx": "qdq"}     # bare model files; .gpk holds any target
 

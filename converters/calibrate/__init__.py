@@ -2,7 +2,7 @@
 
     data.py        load_dataset (.npy / .npz / image folder) and TensorSpec
     preprocess.py  PreprocessSpec: how images become input tensors (recorded in the manifest)
-    observers.py   auto, minmax, percentile, entropy (KL), mse -- registered in OBSERVERS
+    observers.py   auto, minmax, percentile, magnitude, entropy (KL), mse -- registered in OBSERVERS
     runner.py      collect_ranges: onnxruntime with every float intermediate exposed, streamed
     select.py      auto: every method's range scored by output error on a fake-quant model
 """

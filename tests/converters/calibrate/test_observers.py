@@ -98,6 +98,28 @@ def test_percentile_matches_numpy_quantiles():
     assert hi == pytest.approx(np.quantile(data, 0.99), abs=0.01)
 
 
+def skewed(seed: int = 5) -> np.ndarray:
+    """A two-sided tensor with a long negative tail and a short positive one (a conv output)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([-rng.exponential(1.0, 300_000), rng.exponential(0.3, 300_000)]).astype(np.float32)
+
+
+def test_magnitude_cuts_only_the_longer_tail():
+    data = skewed()
+    lo, hi = observe("magnitude:99.99", np.array_split(data, 8))
+    assert hi == pytest.approx(data.max(), abs=1e-3)                    # the short tail keeps its bound
+    assert lo == pytest.approx(-np.quantile(np.abs(data), 0.9999), abs=0.02)
+    assert data.min() < lo
+    p_lo, p_hi = observe("percentile:99.99", np.array_split(data, 8))
+    assert p_hi < hi - 0.5 and p_lo == pytest.approx(lo, abs=0.1)       # percentile clips both sides
+
+
+def test_magnitude_keeps_a_one_sided_tensor_one_sided():
+    relu = np.maximum(skewed(6), 0.0)
+    lo, hi = observe("magnitude:99.9", [relu])
+    assert lo == 0.0 and hi == pytest.approx(np.quantile(relu, 0.999), abs=0.01)
+
+
 def test_histogram_growth_is_exact():
     # Radius doubling merges bins pairwise; the result equals filling at the final radius.
     rng = np.random.default_rng(4)
@@ -124,9 +146,10 @@ def test_non_finite_values_are_ignored_and_zeros_handled():
 
 
 def test_registry_and_arguments():
-    assert set(OBSERVERS) == {"auto", "minmax", "percentile", "entropy", "mse"}
+    assert set(OBSERVERS) == {"auto", "minmax", "percentile", "magnitude", "entropy", "mse"}
     assert make("percentile:99.9").percentile == 99.9
-    for bad in ("nope", "minmax:3", "percentile:abc", "percentile:20"):
+    assert make("magnitude").percentile == 99.999
+    for bad in ("nope", "minmax:3", "percentile:abc", "percentile:20", "magnitude:20"):
         with pytest.raises(UsageError):
             make(bad)
 
