@@ -208,7 +208,7 @@ def _channel_ranges(model, names: list[str], samples, limit: int):
 
 def _alpha(g: _Graph, site: Site, lo: np.ndarray, hi: np.ndarray):
     """(a per channel, gain in dB), or (None, gain) when the site is not worth a rewrite."""
-    extent = np.maximum(np.abs(lo), np.abs(hi))
+    extent = _output_extent(site.kind, lo, hi)
     if not np.all(np.isfinite(extent)) or extent.max() <= 0:
         return None, 0.0
     extent = np.maximum(extent, extent.max() * FLOOR)
@@ -227,6 +227,18 @@ def _alpha(g: _Graph, site: Site, lo: np.ndarray, hi: np.ndarray):
     alpha = alpha / np.median(alpha)
     gain = _noise_gain_db(extent, energy, alpha)
     return (alpha if gain >= (HARD_SWISH_GAIN_DB if site.kind == "HardSwish" else GAIN_DB) else None), gain
+
+
+def _output_extent(kind: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per channel, the largest |y| of the activation's output for inputs in [lo, hi]: what the
+    consumers read and what the int8 step of ``y`` follows. Relu drops the negative side and
+    HardSwish maps it into [-3/8, 0], so a channel whose outlier is a negative input is not wide
+    where it matters (its input's negative tail is cut by tflite/saturate.py instead)."""
+    if kind == "none":
+        return np.maximum(np.abs(lo), np.abs(hi))
+    if kind == "Relu":
+        return np.maximum(hi, 0.0)
+    return np.maximum(hi, np.where(lo < 0, 0.375, 0.0))      # min of x * relu6(x + 3) / 6 is -3/8
 
 
 def _noise_gain_db(extent: np.ndarray, energy: np.ndarray, alpha: np.ndarray) -> float:

@@ -90,6 +90,20 @@ def test_no_outlier_channel_no_rewrite():
     assert eq is m and sites == []
 
 
+@pytest.mark.parametrize("kind,rewritten", [("Relu", False), ("hswish", False), ("none", True)])
+def test_a_channel_wide_only_below_zero_is_judged_by_what_the_activation_outputs(kind, rewritten):
+    """Channel 0 spans [-2 spread, 0]: Relu outputs 0 there and HardSwish at most 3/8 in
+    magnitude, so the consumers read no wide channel (tflite/saturate.py cuts the input's
+    negative tail instead); with no activation the channel is as wide as it was."""
+    m, calib, _ = _model(kind, narrow=1.0, jitter=1.2)
+    beta = next(i for i in m.graph.initializer if i.name == "b")
+    b = onnx.numpy_helper.to_array(beta).copy()
+    b[0] = -60.0
+    beta.CopyFrom(onnx.numpy_helper.from_array(b, "b"))
+    _, sites = act_equalize.equalize(m, calib)
+    assert bool(sites) is rewritten, [(s.kind, s.gain) for s in sites]
+
+
 def test_a_graph_output_between_is_left_alone():
     m, calib, _ = _model("hswish")
     m.graph.output.append(helper.make_tensor_value_info("y", 1, None))
