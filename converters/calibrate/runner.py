@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,7 @@ from onnx import helper
 
 from converters.calibrate import derive, observers, select
 from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
+from converters.calibrate.stages import Staged
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 
@@ -140,13 +141,15 @@ def _reduce_over(exposed: onnx.ModelProto, op: str, name: str, suffix: str, axis
     return helper.make_node(op, [name, axes_name], [out], keepdims=0, name=node_name)
 
 
-def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True):
+def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True, arena: bool = True):
     """An onnxruntime CPU session; load failures become ModelLoadError. ``in_order``: run the nodes
     in the graph's own order (onnxruntime's default order may defer a node that only feeds a graph
     output, such as ``Fetcher``'s reductions, and so keep every activation alive until the end:
     measured 700 MB instead of 280 MB on a 640x640 detector). ``spin=False``: idle intra-op
     threads sleep instead of spinning; a graph of many small single-threaded nodes (reductions)
-    otherwise burns a second core waiting (measured: half the CPU time of a ReLU + min/max)."""
+    otherwise burns a second core waiting (measured: half the CPU time of a ReLU + min/max).
+    ``arena=False``: memory goes back to the system when a run's tensors die, where an arena would
+    keep its peak for the session's life (each of ``stages.Staged``'s sessions would hold one)."""
     options = ort.SessionOptions()
     # Basic optimisations only: constant folding is harmless, but fusions could change values
     # we are about to observe, and every tensor is a graph output anyway.
@@ -156,6 +159,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = arena
     try:
         return ort.InferenceSession(model.SerializeToString(), options,
                                     providers=["CPUExecutionProvider"])
@@ -167,7 +171,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
             retry = onnx.ModelProto()
             retry.CopyFrom(model)
             retry.ir_version = older
-            return make_session(retry, in_order=in_order, spin=spin)
+            return make_session(retry, in_order=in_order, spin=spin, arena=arena)
         raise ModelLoadError(f"onnxruntime cannot load the model for calibration: {exc}",
                              hint="check the model with 'ganglion inspect'; it must run in onnxruntime") from exc
 
@@ -253,25 +257,26 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
     # a graph whose nodes make no float tensor still has float inputs to observe
     fetch = (Fetcher(model, produced, types, reduce=method == "minmax", channels=channels, means=means,
                      per_channel=per_channel, ranges=ranges) if produced or channels else None)
-    session = fetch.session if fetch else None
+    wanted = fetch.input_names if fetch else list(input_names)
     found = {name: observers.make(method) for name in input_names + produced}
     keep = select.EVAL_SAMPLES if method == "auto" else 0
-    out_pos = [produced.index(o.name) for o in model.graph.output if o.name in produced]
+    finals = [o.name for o in model.graph.output if o.name in set(produced)]
     # A re-iterable source (calibrate/samples.py) is read again when the scorer runs, instead of
     # holding its first samples: 32 inputs of a 640x640 detector are 157 MB.
     lazy = isinstance(samples, Sequence)
-    wanted = [i.name for i in session.get_inputs()] if session is not None else list(input_names)
     kept, count = Kept(_Feeds(samples[:keep], wanted) if lazy else [], []), 0
     with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):
-            feeds = check_feeds(sample, session, index, input_names)
-            outputs = fetch(feeds, index) if fetch else []
+            feeds = check_feeds(sample, None, index, wanted)
             for name in input_names:
                 found[name].update(feeds[name])
-            for name, value in zip(produced, outputs):
+            outputs = {}
+            for name, value in fetch.items(feeds, index) if fetch else ():
                 found[name].update(value)
+                if index < keep and name in finals:
+                    outputs[name] = value
             if index < keep:
-                kept.references.append([outputs[k].copy() for k in out_pos])
+                kept.references.append([outputs[name] for name in finals])
                 if not lazy:
                     kept.feeds.append(feeds)
             del outputs
@@ -346,8 +351,27 @@ class Fetcher:
         self.outputs += [n + "::mean" for n in self.channels]
         self.model = model if self.reduced else None     # for the exact fallback session, built when needed
         self.exact = None
-        self.session = make_session(expose(model, names, types, reduced=self.reduced, channels=self.channels,
-                                           per_channel=self.per_channel), in_order=True, spin=False)
+        exposed = expose(model, names, types, reduced=self.reduced, channels=self.channels,
+                         per_channel=self.per_channel)
+        self.input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        # whole tensors (histograms) are fetched stage by stage, so they are not all alive at once
+        self.staged = None if self.reduced else Staged(exposed, functools.partial(
+            make_session, in_order=True, spin=False, arena=False))
+        self.session = make_session(exposed, in_order=True, spin=False) if self.reduced else None
+
+    def items(self, feeds: dict, index: int) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, value) of each tensor of ``names`` for one sample, as ``__call__`` gives them,
+        one stage's at a time when the tensors are whole (``stages.py``)."""
+        if self.staged is None:
+            yield from zip(self.names, self(feeds, index))
+            return
+        wanted, means = set(self.names), {}
+        for name, value in self.staged.stream(feeds, lambda session, names, f: _run(session, names, f, index)):
+            if name in wanted:
+                yield name, value
+            elif name.endswith("::mean") and name[:-len("::mean")] in self.channels:
+                means[name[:-len("::mean")]] = value
+        self.means.update(means)
 
     def __call__(self, feeds: dict, index: int) -> list[np.ndarray]:
         values = _run(self.session, self.outputs, feeds, index)

@@ -243,7 +243,9 @@ def test_binning_without_the_clip_pass_counts_as_clipping_did(values, dtype):
     if amax == 0.0:
         return
     h = RunningHistogram(bins=64)
-    for radius in (amax, amax * 2.0, float(np.nextafter(np.float32(amax), np.float32(np.inf)))):
+    amax = max(amax, RunningHistogram.MIN_RADIUS)        # the floor update() puts under the radius
+    above = float(np.nextafter(np.float32(amax), np.float32(np.inf)))     # inf past float32's max
+    for radius in (amax, amax * 2.0) + ((above,) if np.isfinite(above) else ()):
         h.radius = radius                   # the grid is any radius >= max |x|, the edge included
         edges = np.concatenate([data, np.array([radius, -radius], dtype)]).astype(dtype)
         edges = edges[np.isfinite(edges) & (np.abs(edges.astype(np.float64)) <= radius)]
