@@ -113,8 +113,8 @@ def _specs(model: onnx.ModelProto, ranges: list[tuple[int, int]]) -> list[tuple]
 class Staged:
     """The stages of ``model`` (``cuts``), each an onnxruntime session from ``make_session``."""
 
-    def __init__(self, model: onnx.ModelProto, make_session, budget: int = BUDGET):
-        specs = _specs(model, cuts(model, budget))
+    def __init__(self, model: onnx.ModelProto, make_session, budget: int | None = None):
+        specs = _specs(model, cuts(model, BUDGET if budget is None else budget))
         if specs is None:                          # one stage: the model itself, every feed
             outs = [o.name for o in model.graph.output]
             self.stages = [(make_session(model), None, outs, set())]
