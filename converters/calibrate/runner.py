@@ -21,6 +21,7 @@ from onnx import helper
 
 from converters.calibrate import derive, observers, select
 from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
+from converters.calibrate.samples import Spill
 from converters.calibrate.stages import Staged
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
@@ -242,6 +243,7 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
     found.update({name: found[source] for name, source in same.items()})
     if method == "auto":
         ranges = _auto(model, found, kept, input_names + produced, types, count)
+        kept.close()
     else:
         ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
     return CalibrationStats(ranges, channel_means.means(axes), count, channel_ranges.ranges(per_channel))
@@ -264,7 +266,7 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
     # A re-iterable source (calibrate/samples.py) is read again when the scorer runs, instead of
     # holding its first samples: 32 inputs of a 640x640 detector are 157 MB.
     lazy = isinstance(samples, Sequence)
-    kept, count = Kept(_Feeds(samples[:keep], wanted) if lazy else [], []), 0
+    kept, count = Kept(_Feeds(samples[:keep], wanted) if lazy else [], Spill() if keep else []), 0
     with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):
             feeds = check_feeds(sample, None, index, wanted)
@@ -290,7 +292,8 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
 @dataclass
 class Kept:
     """What ``auto`` scores on: the feeds of the first samples (a lazy view of a re-iterable
-    source, else a list) and their float graph outputs; iterates as (feeds, outputs) pairs."""
+    source, else a list) and their float graph outputs (in a ``samples.Spill``, read back when
+    scored); iterates as (feeds, outputs) pairs."""
     feeds: Sequence
     references: list
 
@@ -299,6 +302,10 @@ class Kept:
 
     def __len__(self) -> int:
         return len(self.references)
+
+    def close(self) -> None:
+        if isinstance(self.references, Spill):
+            self.references.close()
 
 
 class _Feeds(Sequence):
