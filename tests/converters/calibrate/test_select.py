@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -247,39 +246,3 @@ def test_the_scorer_skips_a_softmax_head_and_its_copies():
              helper.make_node("Softmax", ["x"], ["q"]), helper.make_node("Relu", ["q"], ["z"])]
     m = H.model(nodes, {"x": (2, 3)}, ["y", "z"])
     assert select.fused_away(m) == {"p", "y"}                  # q feeds compute: rounded as in int8
-
-
-class _Lazy(Sequence):
-    """A re-iterable source that counts its reads, as calibrate/samples.py's Samples is."""
-
-    def __init__(self, items, reads):
-        self.items, self.reads = items, reads
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return _Lazy(self.items[index], self.reads)
-        return self.items[index]
-
-    def __iter__(self):
-        for item in self.items:
-            self.reads.append(1)
-            yield dict(item)
-
-
-def test_auto_reads_its_scoring_feeds_again_from_a_lazy_source():
-    m = mlp(rows=256)
-    calib = outlier_batches(40, 6, True)
-    reads = []
-    types = runner.value_types(m)
-    inputs, produced = runner.float_tensor_names(m, types)
-    _, kept, _ = runner.observe(m, _Lazy(calib, reads), "auto", types, inputs, produced, False)
-    assert len(reads) == 40 and len(kept) == select.EVAL_SAMPLES
-    assert not isinstance(kept.feeds, list)                 # a view, not the arrays
-    feeds = [f for f, _ in kept]
-    assert len(reads) == 40 + select.EVAL_SAMPLES
-    assert all(np.array_equal(f["x"], c["x"]) for f, c in zip(feeds, calib))
-    assert collect_ranges(m, _Lazy(calib, []), method="auto", progress=False) == \
-        collect_ranges(m, calib, method="auto", progress=False)
