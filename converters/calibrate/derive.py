@@ -12,7 +12,9 @@ extremes follow exactly from their inputs', because they hold the same float val
 so with the min/max observer their ranges are computed from their sources' after the pass
 (``derivable`` picks them, ``fill`` computes them), bit for bit what a reduction would find
 (NaN and Inf are dropped by the observers either way). A YOLOv8n's C2f Concats alone are 15% of
-its activation bytes. Other observers need every value (histograms), so they reduce everything.
+its activation bytes. Other observers need every value (histograms), so they reduce everything
+but the outputs of the copies that hold each value of their input once (``copies``): a copy's
+histogram is its source's, so the two tensors share one observer.
 """
 from __future__ import annotations
 
@@ -43,6 +45,26 @@ def derivable(model: onnx.ModelProto, reduced: set[str], sources: set[str], keep
             continue
         if all(s in sources for s in inputs):
             found[out] = (node.op_type, inputs)
+    return found
+
+
+# Ops whose output holds exactly the values of their input, each as often (``COPIES`` but Expand,
+# which repeats them): every per-sample summary of the two, a histogram included, is the same.
+SAME_VALUES = COPIES - {"Expand"}
+
+
+def copies(model: onnx.ModelProto, observed: set[str], sources: set[str], keep=frozenset()) -> dict[str, str]:
+    """{tensor: the tensor whose values it holds} for the ``observed`` tensors made by a
+    ``SAME_VALUES`` op from one of ``sources`` (followed back through copies of copies), but
+    those of ``keep`` (graph outputs, whose values the caller reads). A histogram observer of the
+    source serves the copy too: the copy need not leave onnxruntime or be binned again."""
+    found: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or node.op_type not in SAME_VALUES:
+            continue
+        out, source = node.output[0], node.input[0]
+        if out in observed and out not in keep and (source in sources or source in found):
+            found[out] = found.get(source, source)
     return found
 
 

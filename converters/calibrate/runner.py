@@ -9,8 +9,9 @@ means of the layer inputs that bias correction reads (``channels.py``).
 """
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,8 @@ from onnx import helper
 
 from converters.calibrate import derive, observers, select
 from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
+from converters.calibrate.samples import Spill
+from converters.calibrate.stages import Staged
 from converters.errors import CalibrationDataError, ModelLoadError
 from converters.progress import bar
 
@@ -139,13 +142,15 @@ def _reduce_over(exposed: onnx.ModelProto, op: str, name: str, suffix: str, axis
     return helper.make_node(op, [name, axes_name], [out], keepdims=0, name=node_name)
 
 
-def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True):
+def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True, arena: bool = True):
     """An onnxruntime CPU session; load failures become ModelLoadError. ``in_order``: run the nodes
     in the graph's own order (onnxruntime's default order may defer a node that only feeds a graph
     output, such as ``Fetcher``'s reductions, and so keep every activation alive until the end:
     measured 700 MB instead of 280 MB on a 640x640 detector). ``spin=False``: idle intra-op
     threads sleep instead of spinning; a graph of many small single-threaded nodes (reductions)
-    otherwise burns a second core waiting (measured: half the CPU time of a ReLU + min/max)."""
+    otherwise burns a second core waiting (measured: half the CPU time of a ReLU + min/max).
+    ``arena=False``: memory goes back to the system when a run's tensors die, where an arena would
+    keep its peak for the session's life (each of ``stages.Staged``'s sessions would hold one)."""
     options = ort.SessionOptions()
     # Basic optimisations only: constant folding is harmless, but fusions could change values
     # we are about to observe, and every tensor is a graph output anyway.
@@ -155,6 +160,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = arena
     try:
         return ort.InferenceSession(model.SerializeToString(), options,
                                     providers=["CPUExecutionProvider"])
@@ -166,7 +172,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
             retry = onnx.ModelProto()
             retry.CopyFrom(model)
             retry.ir_version = older
-            return make_session(retry, in_order=in_order, spin=spin)
+            return make_session(retry, in_order=in_order, spin=spin, arena=arena)
         raise ModelLoadError(f"onnxruntime cannot load the model for calibration: {exc}",
                              hint="check the model with 'ganglion inspect'; it must run in onnxruntime") from exc
 
@@ -224,16 +230,20 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
     observed = {n for n in input_names + produced if types.get(n) == onnx.TensorProto.FLOAT}
     axes = channel_axes(model, observed) if means else {}
     per_channel = range_axes(model, observed) if means and method == "minmax" else {}
-    derived = {}
+    derived, same = {}, {}
     if method == "minmax":          # the other observers need every value
         derived = derive.derivable(model, observed - set(input_names), set(input_names + produced), set(per_channel))
+    else:                           # ... but a copy's are its source's
+        same = derive.copies(model, set(produced), set(input_names + produced), {o.name for o in model.graph.output})
     channel_means, channel_ranges = ChannelMeans(), ChannelRanges()
     found, kept, count = observe(model, samples, method, types, input_names,
-                                 [p for p in produced if p not in derived], progress, channels=axes,
-                                 means=channel_means, per_channel=per_channel, ranges=channel_ranges)
+                                 [p for p in produced if p not in derived and p not in same], progress,
+                                 channels=axes, means=channel_means, per_channel=per_channel, ranges=channel_ranges)
     derive.fill(found, derived)
+    found.update({name: found[source] for name, source in same.items()})
     if method == "auto":
         ranges = _auto(model, found, kept, input_names + produced, types, count)
+        kept.close()
     else:
         ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
     return CalibrationStats(ranges, channel_means.means(axes), count, channel_ranges.ranges(per_channel))
@@ -241,36 +251,81 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
 
 def observe(model, samples, method, types, input_names, produced, progress, channels=None, means=None,
             per_channel=None, ranges=None):
-    """(observer by tensor after one streamed pass over ``samples``, [(feeds, float graph
-    outputs)] of the first ``select.EVAL_SAMPLES`` samples when ``method`` is auto, else [],
-    the number of samples). ``channels`` {tensor: (axis, rank)}: their channel means go to ``means``
+    """(observer by tensor after one streamed pass over ``samples``, a ``Kept`` of the first
+    ``select.EVAL_SAMPLES`` samples when ``method`` is auto (else empty), the number of samples). ``channels`` {tensor: (axis, rank)}: their channel means go to ``means``
     (a ``ChannelMeans``); ``per_channel``, ``ranges``: as ``Fetcher`` takes them. One sample's
     activations are alive at a time; each observer keeps a running summary."""
     channels = channels or {}
     # a graph whose nodes make no float tensor still has float inputs to observe
     fetch = (Fetcher(model, produced, types, reduce=method == "minmax", channels=channels, means=means,
                      per_channel=per_channel, ranges=ranges) if produced or channels else None)
-    session = fetch.session if fetch else None
+    wanted = fetch.input_names if fetch else list(input_names)
     found = {name: observers.make(method) for name in input_names + produced}
     keep = select.EVAL_SAMPLES if method == "auto" else 0
-    out_pos = [produced.index(o.name) for o in model.graph.output if o.name in produced]
-    kept, count = [], 0
+    finals = [o.name for o in model.graph.output if o.name in set(produced)]
+    # A re-iterable source (calibrate/samples.py) is read again when the scorer runs, instead of
+    # holding its first samples: 32 inputs of a 640x640 detector are 157 MB.
+    lazy = isinstance(samples, Sequence)
+    kept, count = Kept(_Feeds(samples[:keep], wanted) if lazy else [], Spill() if keep else []), 0
     with bar(samples, progress, "calibrating", show_pos=True, show_eta=True) as items:
         for index, sample in enumerate(items):
-            feeds = check_feeds(sample, session, index, input_names)
-            outputs = fetch(feeds, index) if fetch else []
+            feeds = check_feeds(sample, None, index, wanted)
             for name in input_names:
                 found[name].update(feeds[name])
-            for name, value in zip(produced, outputs):
+            outputs = {}
+            for name, value in fetch.items(feeds, index) if fetch else ():
                 found[name].update(value)
+                if index < keep and name in finals:
+                    outputs[name] = value
             if index < keep:
-                kept.append((feeds, [outputs[k].copy() for k in out_pos]))
+                kept.references.append([outputs[name] for name in finals])
+                if not lazy:
+                    kept.feeds.append(feeds)
             del outputs
             count += 1
     if not count:
         raise CalibrationDataError("no calibration samples were given",
                                    hint="pass a .npy/.npz file or an image folder with --calib")
     return found, kept, count
+
+
+@dataclass
+class Kept:
+    """What ``auto`` scores on: the feeds of the first samples (a lazy view of a re-iterable
+    source, else a list) and their float graph outputs (in a ``samples.Spill``, read back when
+    scored); iterates as (feeds, outputs) pairs."""
+    feeds: Sequence
+    references: list
+
+    def __iter__(self):
+        return zip(self.feeds, self.references)
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def close(self) -> None:
+        if isinstance(self.references, Spill):
+            self.references.close()
+
+
+class _Feeds(Sequence):
+    """The arrays of inputs ``names`` of each sample of ``samples``, read when reached (``Kept``;
+    names, not the calibration session, which would keep its buffers alive)."""
+
+    def __init__(self, samples: Sequence, names: list[str]):
+        self.samples, self.names = samples, names
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return check_feeds(self.samples[index], None, index, self.names)
+
+    def __iter__(self):
+        for index, sample in enumerate(self.samples):
+            yield check_feeds(sample, None, index, self.names)
 
 
 class Fetcher:
@@ -303,8 +358,27 @@ class Fetcher:
         self.outputs += [n + "::mean" for n in self.channels]
         self.model = model if self.reduced else None     # for the exact fallback session, built when needed
         self.exact = None
-        self.session = make_session(expose(model, names, types, reduced=self.reduced, channels=self.channels,
-                                           per_channel=self.per_channel), in_order=True, spin=False)
+        exposed = expose(model, names, types, reduced=self.reduced, channels=self.channels,
+                         per_channel=self.per_channel)
+        self.input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        # whole tensors (histograms) are fetched stage by stage, so they are not all alive at once
+        self.staged = None if self.reduced else Staged(exposed, functools.partial(
+            make_session, in_order=True, spin=False, arena=False))
+        self.session = make_session(exposed, in_order=True, spin=False) if self.reduced else None
+
+    def items(self, feeds: dict, index: int) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, value) of each tensor of ``names`` for one sample, as ``__call__`` gives them,
+        one stage's at a time when the tensors are whole (``stages.py``)."""
+        if self.staged is None:
+            yield from zip(self.names, self(feeds, index))
+            return
+        wanted, means = set(self.names), {}
+        for name, value in self.staged.stream(feeds, lambda session, names, f: _run(session, names, f, index)):
+            if name in wanted:
+                yield name, value
+            elif name.endswith("::mean") and name[:-len("::mean")] in self.channels:
+                means[name[:-len("::mean")]] = value
+        self.means.update(means)
 
     def __call__(self, feeds: dict, index: int) -> list[np.ndarray]:
         values = _run(self.session, self.outputs, feeds, index)
@@ -333,16 +407,19 @@ class Fetcher:
         return found
 
 
-def _auto(model, found: dict, kept: list, names, types, count: int) -> dict[str, tuple[float, float]]:
+def _auto(model, found: dict, kept: Kept, names, types, count: int) -> dict[str, tuple[float, float]]:
     """Ranges chosen by ``select.choose`` among every method's range of each float32 tensor
     (other float types keep min/max: QuantizeLinear's scale would have to match their type)."""
     ranges = {n: found[n].range() for n in names if found[n].seen}
     data = activations(model)
     choosable = [n for n in ranges if types.get(n) == onnx.TensorProto.FLOAT and n in data]
-    if not kept or not kept[0][1] or not choosable:
+    if not kept or not kept.references[0] or not choosable:
         return ranges
     full, heldout = select.candidate_tables({n: found[n] for n in choosable})
-    scorer = select.Scorer(model, choosable, [f for f, _ in kept], [r for _, r in kept], make_session)
+    # nodes in graph order, idle threads asleep: the same outputs for half the CPU time of
+    # onnxruntime's default (measured on YOLOv8n-640's fake-quant graph: 0.24 s instead of 0.55 s)
+    scorer = select.Scorer(model, choosable, kept.feeds, kept.references,
+                           functools.partial(make_session, in_order=True, spin=False))
     chosen, _ = select.choose(heldout, choosable, scorer, final=full,
                               max_runs=select.budget(count, len(kept), len(full)))
     ranges.update(chosen)

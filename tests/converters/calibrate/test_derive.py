@@ -53,3 +53,24 @@ def test_derived_ranges_equal_the_reduced_ones(shift, monkeypatch):
     monkeypatch.setattr(derive, "derivable", lambda *args, **kwargs: {})
     reduced = collect_ranges(m, data, progress=False)
     assert derived == reduced and list(derived) == list(reduced)
+
+
+def test_copies_share_their_sources_histograms():
+    # Reshape/Transpose/Flatten/Identity hold each value of their input once: one observer serves both
+    m = copies_model()
+    observed = {"cat", "flat", "t", "r", "fa", "ia", "s", "mixed"}
+    found = derive.copies(m, observed, observed | {"a", "b"}, keep={"r"})
+    assert found == {"flat": "cat", "t": "cat", "fa": "a", "ia": "a"}       # followed back to the source
+    assert "ia" not in derive.copies(m, observed, observed | {"a", "b"}, keep={"ia"})     # a graph output
+
+
+@pytest.mark.parametrize("method", ["auto", "percentile:99.9"])
+def test_shared_histograms_give_the_ranges_observed_ones_do(method, monkeypatch):
+    m = copies_model()
+    rng = np.random.default_rng(7)
+    data = [{"a": rng.laplace(0, 1, (1, 2, 3)).astype(np.float32),
+             "b": rng.laplace(0, 3, (1, 4, 3)).astype(np.float32)} for _ in range(6)]
+    shared = collect_ranges(m, data, method=method, progress=False)
+    monkeypatch.setattr(derive, "copies", lambda *args, **kwargs: {})
+    observed = collect_ranges(m, data, method=method, progress=False)
+    assert shared == observed and shared["flat"] == shared["cat"]

@@ -195,7 +195,6 @@ def test_auto_folds_give_each_sample_the_ranges_of_the_others():
     for k, fold in enumerate(auto.folds):       # the folds partition the full histogram
         others = [c for j, c in enumerate(chunks) if j % 2 == k]
         assert (fold.lo, fold.hi) == observe("minmax", others)
-        assert fold.exact_zeros == sum(int((c == 0).sum()) for c in others)
     np.testing.assert_array_equal(auto.folds[0].counts + auto.folds[1].counts, auto.counts)
     held = auto.heldout_candidates()
     assert set(held) == set(observers.Auto.METHODS)
@@ -229,3 +228,48 @@ def test_any_data_any_observer_gives_a_range_inside_minmax(chunks, method):
     assert data.min() <= lo <= hi <= data.max() or (lo, hi) == (0.0, 0.0) == (data.min(), data.max())
     if method == "minmax":
         assert (lo, hi) == (data.min(), data.max())
+
+
+class _AutoWithEntropy(observers.Auto):
+    METHODS = ("minmax", "entropy")
+
+
+@pytest.mark.parametrize("cls, counts", [(observers.Auto, False), (_AutoWithEntropy, True),
+                                         (observers.Entropy, True), (observers.Percentile, False)])
+def test_exact_zeros_are_counted_only_for_the_entropy_range(cls, counts):
+    # Counting is a full pass over the values; only entropy_range reads the count.
+    chunks = [np.array([0.0, 1.0, -2.0, 0.0], np.float32), np.array([0.0, 3.0], np.float32)]
+    obs = cls()
+    for chunk in chunks:
+        obs.update(chunk)
+    assert obs.exact_zeros == (3 if counts else 0)
+    for k, fold in enumerate(getattr(obs, "folds", ())):
+        assert fold.exact_zeros == ((2, 1)[k] if counts else 0)
+
+
+def _binned_by_clipping(values: np.ndarray, radius: float, bins: int) -> np.ndarray:
+    """The bin counts as RunningHistogram computed them before it dropped the clip pass."""
+    scale = bins / (2.0 * radius)
+    pos = values.astype(np.float32) * np.float32(scale)
+    pos += np.float32(radius * scale)
+    np.clip(pos, 0, bins - 1, out=pos)
+    return np.bincount(pos.astype(np.intp), minlength=bins)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=40),
+       st.sampled_from([np.float32, np.float64, np.float16]))
+def test_binning_without_the_clip_pass_counts_as_clipping_did(values, dtype):
+    data = np.array(values, np.float32).astype(dtype)
+    data = data[np.isfinite(data)]
+    amax = float(np.abs(data).max()) if data.size else 0.0
+    if amax == 0.0:
+        return
+    h = RunningHistogram(bins=64)
+    amax = max(amax, RunningHistogram.MIN_RADIUS)        # the floor update() puts under the radius
+    above = float(np.nextafter(np.float32(amax), np.float32(np.inf)))     # inf past float32's max
+    for radius in (amax, amax * 2.0) + ((above,) if np.isfinite(above) else ()):
+        h.radius = radius                   # the grid is any radius >= max |x|, the edge included
+        edges = np.concatenate([data, np.array([radius, -radius], dtype)]).astype(dtype)
+        edges = edges[np.isfinite(edges) & (np.abs(edges.astype(np.float64)) <= radius)]
+        np.testing.assert_array_equal(h._binned(edges), _binned_by_clipping(edges, radius, 64))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from converters.calibrate.data import TensorSpec, load_dataset
-from converters.calibrate.samples import Samples
+from converters.calibrate.samples import Samples, Spill
 from converters.errors import CalibrationDataError
 
 IMAGE = [TensorSpec("image", (1, 3, 16, 16))]
@@ -80,3 +80,22 @@ def test_a_file_truncated_after_loading_fails_with_the_sample(tmp_path):
         f.truncate(size - 3 * 16 * 16 * 4)
     with pytest.raises(CalibrationDataError, match="before sample 9"):
         list(samples)
+
+
+def test_spilled_arrays_come_back_as_they_went_in():
+    spill = Spill()
+    rng = np.random.default_rng(3)
+    items = [[rng.normal(size=(2, 3)).astype(np.float32), np.arange(5, dtype=np.int64)[::2]],
+             [np.array(7.5, np.float32), np.zeros((0, 4), np.float32)],
+             []]
+    for arrays in items:
+        spill.append(arrays)
+    assert len(spill) == 3 and spill.end == 24 + 24 + 4
+    for got, want in zip(spill, items):                     # read back one sample at a time
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(spill[-3][1], [0, 2, 4])
+    assert [len(a) for a in spill[1:]] == [2, 0]
+    spill.close()
