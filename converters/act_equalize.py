@@ -81,6 +81,11 @@ class _Graph:
                       if vi.type.tensor_type.HasField("shape")}
 
     def const(self, name: str):
+        """The value of a constant tensor: an initializer, a Constant node's output, or an
+        Identity of one (PyTorch's TorchScript exporter writes a shared parameter that way)."""
+        while name not in self.init and (node := self.producer.get(name)) is not None \
+                and node.op_type == "Identity":
+            name = node.input[0]
         if name in self.init:
             return numpy_helper.to_array(self.init[name])
         node = self.constant.get(name)
@@ -107,7 +112,7 @@ def find_sites(model: onnx.ModelProto) -> list[Site]:
     """Every Conv(+BN) -> activation -> Conv-only chain the rewrite handles (module doc)."""
     g, sites = _Graph(model), []
     for conv in model.graph.node:
-        if conv.op_type != "Conv" or len(conv.input) < 2 or g.const(conv.input[1]) is None:
+        if conv.op_type != "Conv" or any(g.const(x) is None for x in conv.input[1:] if x):
             continue
         scaled, u = conv, conv.output[0]
         bn = g.only(u)

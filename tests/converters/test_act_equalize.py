@@ -104,6 +104,28 @@ def test_a_channel_wide_only_below_zero_is_judged_by_what_the_activation_outputs
     assert bool(sites) is rewritten, [(s.kind, s.gain) for s in sites]
 
 
+def test_parameters_behind_an_identity_are_constants():
+    """PyTorch's TorchScript exporter writes a shared parameter as Identity(initializer) (the SE
+    blocks of torchvision's MobileNetV3): the producer's bias read through it is scaled like any
+    other (this crashed convert with a TypeError)."""
+    m, calib, held = _model("Relu")
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
+    m.graph.node.remove(bn)                     # folded by hand: conv1 writes u, its bias shared
+    conv1 = next(n for n in m.graph.node if n.name == "conv1")
+    conv1.output[0] = "u"
+    gain = init["g"] / np.sqrt(init["v"] + 1e-5)
+    w1 = next(t for t in m.graph.initializer if t.name == "w1")
+    w1.CopyFrom(onnx.numpy_helper.from_array((init["w1"] * gain[:, None, None, None]).astype(np.float32), "w1"))
+    m.graph.initializer.append(onnx.numpy_helper.from_array(init["b"] - init["m"] * gain, "b1"))
+    m.graph.node.insert(0, helper.make_node("Identity", ["b1"], ["b1_shared"], name="shared"))
+    conv1.input.append("b1_shared")
+    eq, sites = act_equalize.equalize(m, calib)
+    assert [s.kind for s in sites] == ["Relu"]
+    for s in held[:4]:
+        np.testing.assert_allclose(H.ort_run(eq, s)[0], H.ort_run(m, s)[0], rtol=1e-4, atol=1e-4)
+
+
 def test_a_graph_output_between_is_left_alone():
     m, calib, _ = _model("hswish")
     m.graph.output.append(helper.make_tensor_value_info("y", 1, None))
