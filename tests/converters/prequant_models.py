@@ -1,4 +1,4 @@
-"""Small already-quantized ONNX models for tests/converters/frontend/test_prequantized.py, made at test time.
+"""Small already-quantized ONNX models for tests/converters/frontend/test_prequantized*.py, made at test time.
 
 * ``float_cnn`` / ``float_mlp``: float graphs made with onnx.helper (seeded weights), the sources;
 * ``ort_static`` / ``ort_dynamic``: ONNX Runtime's own quantizer (quantize_static in QDQ or

@@ -23,7 +23,7 @@ from converters.frontend import qdynamic, quantized
 from core.litert import make_interpreter
 from tests.converters import dynamic_models as dm
 from tests.converters import prequant_models as pm
-from tests.converters.frontend.test_prequantized import run_ort, save, sqnr_db, to_tflite
+from tests.converters.frontend.prequant_check import run_ort, save, sqnr_db, to_tflite
 
 # name: (float source, input shape, quantize_dynamic arguments, the op it must write)
 ORT_CASES = {
