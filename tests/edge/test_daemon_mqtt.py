@@ -22,6 +22,7 @@ from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from edge.telemetry.requester import Requester
 from tests.edge import models
+from tests.fixtures import logged
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(180)]
 GANGLION = str(Path(sys.executable).parent / "ganglion")
@@ -74,12 +75,13 @@ def _gpk(path, seed):
 def test_daemon_over_mqtt_results_commands_reload_and_deploy(mosquitto, tmp_path):
     model = _gpk(tmp_path / "dense.gpk", seed=0)
     watcher = Watcher(mosquitto.url)
-    proc = subprocess.Popen([GANGLION, "run", "--model", str(model), "--broker", mosquitto.url, "--device-id", DEV,
-                             "--mqtt-input", f"ganglion/v1/{DEV}/in", "--spool", str(tmp_path / "spool.db"),
-                             "--metrics-interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "daemon.log"
+    proc = logged.spawn([GANGLION, "run", "--model", str(model), "--broker", mosquitto.url, "--device-id", DEV,
+                         "--mqtt-input", f"ganglion/v1/{DEV}/in", "--spool", str(tmp_path / "spool.db"),
+                         "--metrics-interval", "0.5"], log)
     try:
         assert watcher.wait(lambda w: any(s["data"].get("state") == "online" and s["data"].get("model")
-                                          for s in w.of("status"))), proc.stderr
+                                          for s in w.of("status"))), logged.tail(log)
         xs = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
         for x in xs:
             watcher.client.publish_wait(f"ganglion/v1/{DEV}/in", _npy(x[None]))
@@ -125,8 +127,8 @@ def test_daemon_over_mqtt_results_commands_reload_and_deploy(mosquitto, tmp_path
         assert metric["model"] == "dense" and "latency_p95_ms" in metric and metric["rss_mb"] > 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        proc.wait(30)
+    assert proc.returncode == 0, logged.tail(log)
     assert watcher.wait(lambda w: w.of("status")[-1]["data"]["state"] == "offline", timeout=10)
     events = [e["data"]["event"] for e in watcher.of("events")]
     assert "reload" in events and "deploy" in events
