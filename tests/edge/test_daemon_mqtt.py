@@ -7,7 +7,6 @@ daemon's commands (ping, config.get/set, reload, deploy) through the telemetry R
 import io
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time

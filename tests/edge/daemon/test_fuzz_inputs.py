@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -31,6 +30,7 @@ from edge.telemetry.config import parse_broker_url
 from edge.telemetry.mqtt import MqttClient
 from tests.edge.daemon import hostile
 from tests.edge.daemon.helpers import sigterm, wait_for
+from tests.fixtures import logged
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(300)]
 GANGLION = str(Path(sys.executable).parent / "ganglion")
@@ -121,10 +121,10 @@ def test_hostile_files_and_payloads_are_each_answered_once_and_the_daemon_never_
         dense_tflite, mosquitto, tmp_path):
     inbox, out, secret = tmp_path / "in", tmp_path / "results.jsonl", tmp_path / "secret.json"
     secret.write_text('{"inputs": {"x": [[1, 2, 3, 4]]}}')
-    proc = subprocess.Popen([GANGLION, "run", "--model", str(dense_tflite), "--watch", str(inbox),
-                             "--broker", mosquitto.url, "--device-id", "fuzz", "--mqtt-input", TOPIC,
-                             "--jsonl", str(out), "--spool", str(tmp_path / "spool.db")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "daemon.log"                      # a file: an unread pipe would block the daemon
+    proc = logged.spawn([GANGLION, "run", "--model", str(dense_tflite), "--watch", str(inbox),
+                         "--broker", mosquitto.url, "--device-id", "fuzz", "--mqtt-input", TOPIC,
+                         "--jsonl", str(out), "--spool", str(tmp_path / "spool.db")], log)
     sender = MqttClient(parse_broker_url(mosquitto.url), client_id=f"fuzz-{uuid.uuid4().hex[:8]}").connect(10)
     sent_files, sent_payloads, skipped, counter = [], Counter(), [], itertools.count()
 
@@ -159,7 +159,7 @@ def test_hostile_files_and_payloads_are_each_answered_once_and_the_daemon_never_
             missing = {k: n for k, n in sent_payloads.items() if by_sha[k] < n}
             pytest.fail(f"unanswered files {sorted(want_files - set(by_file))}, payloads {missing}, "
                         f"inbox {sorted(os.listdir(inbox))}, processing {os.listdir(inbox / 'processing')}")
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc.poll() is None, logged.tail(log, 3000)
 
     try:
         wait_for(lambda: inbox.exists(), timeout=30)
@@ -168,7 +168,8 @@ def test_hostile_files_and_payloads_are_each_answered_once_and_the_daemon_never_
         assert proc.poll() is None
     finally:
         sender.stop()
-        err = sigterm(proc)
+        sigterm(proc)
+        err = logged.tail(log, 10**8)
     assert proc.returncode == 0, err[-3000:]
     by_file, by_sha = answered()
     assert by_file == Counter(sent_files), "a file was answered twice or never"
