@@ -142,6 +142,14 @@ def _reduce_over(exposed: onnx.ModelProto, op: str, name: str, suffix: str, axis
     return helper.make_node(op, [name, axes_name], [out], keepdims=0, name=node_name)
 
 
+# Basic-level onnxruntime rewrites that change values. WeightBiasQuantization (onnxruntime >= 1.21)
+# quantizes a float Conv/Gemm weight read after a DequantizeLinear to *per-tensor* int8 and its bias
+# to int32: in ``select``'s fake-quant graph every layer then met per-tensor weight rounding, which
+# the per-channel int8 TFLite never makes (silero VAD: the scorer's model at 8 dB, the TFLite's 24).
+# Unknown names are ignored, so older onnxruntime versions take the list as it is.
+EXACT_REWRITES_OFF = ("WeightBiasQuantization",)
+
+
 def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True, arena: bool = True):
     """An onnxruntime CPU session; load failures become ModelLoadError. ``in_order``: run the nodes
     in the graph's own order (onnxruntime's default order may defer a node that only feeds a graph
@@ -153,7 +161,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
     keep its peak for the session's life (each of ``stages.Staged``'s sessions would hold one)."""
     options = ort.SessionOptions()
     # Basic optimisations only: constant folding is harmless, but fusions could change values
-    # we are about to observe, and every tensor is a graph output anyway.
+    # we are about to observe, and every tensor is a graph output anyway (``EXACT_REWRITES_OFF``).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3
     if in_order:
@@ -162,8 +170,8 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_cpu_mem_arena = arena
     try:
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(EXACT_REWRITES_OFF))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         older = _supported_ir_version(str(exc))
         if older is not None and older < model.ir_version:
