@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from converters.calibrate import binning
 from core.errors import UsageError
 
 
@@ -81,6 +82,10 @@ class RunningHistogram(MinMax):
     # Whether ``exact_zeros`` is counted: only the entropy range reads it, and counting is a full
     # pass over the values (a sixth of an update on a 640x640 detector).
     COUNT_ZEROS = False
+    # Values binned per update in the bulk at most once ``FULL_UPDATES`` updates binned all of
+    # theirs (``binning.py``: the tails stay exact; a few samples still count every value).
+    BIN_LIMIT = 1 << 17
+    FULL_UPDATES = 8
 
     def __init__(self, bins: int = 8192):
         super().__init__()
@@ -89,6 +94,7 @@ class RunningHistogram(MinMax):
         self.radius = 0.0
         self.pending_zeros = 0      # all-zero samples seen before any non-zero value set a radius
         self.exact_zeros = 0        # values exactly 0 (ReLU floors, padding): int8 keeps them exact
+        self.calls = 0              # updates with values (``binning.sampled_counts``' offset)
 
     def update(self, values: np.ndarray) -> None:
         flat, lo, hi = _finite(values)
@@ -107,7 +113,11 @@ class RunningHistogram(MinMax):
             self._add_pending()
         while amax > self.radius:
             self._double()
-        self._add(self._binned(flat))
+        if self.calls >= self.FULL_UPDATES and flat.size > 2 * self.BIN_LIMIT:
+            self._add(binning.sampled_counts(self, flat, self.BIN_LIMIT, self.calls))
+        else:
+            self._add(self._binned(flat))
+        self.calls += 1
 
     def _binned(self, flat: np.ndarray) -> np.ndarray:
         """Counts of ``flat`` (finite, |x| <= radius) per bin.
