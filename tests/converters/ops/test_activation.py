@@ -45,6 +45,13 @@ def test_erf_float_and_int8_island():
     assert "EXP" in res.ops and "DIV" in res.ops
 
 
+def test_reciprocal_is_a_float_division_island():
+    """Reciprocal (tf2onnx writes Rsqrt as Sqrt + Reciprocal) has no builtin: DIV(1, x)."""
+    m = H.one_node("Reciprocal", X)
+    res, _ = H.check(m, islands=1, steps=3, samples=H.samples_for(m, low=0.5, high=2.0))
+    assert "DIV" in res.ops
+
+
 def test_exported_erf_gelu_becomes_one_gelu():
     k = np.float32(np.sqrt(2.0))
     nodes = [helper.make_node("Div", ["x", "k"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
