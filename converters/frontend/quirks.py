@@ -121,6 +121,7 @@ def _clip_by_tensors(node: Node, graph: Graph) -> None:
     torchlibrosa's export) becomes Max(x, min) then Min(., max): ONNX Clip is exactly
     ``min(max(x, lo), hi)``, also when lo > hi (https://onnx.ai/onnx/operators/onnx__Clip.html)."""
     x, lo, hi = node.inputs[0], node.input(1), node.input(2)
+    lo, hi = ("" if _unbounded(graph, b) else b for b in (lo, hi))     # torch writes clamp(min=t) with max=inf
     out = node.outputs[0]
     steps, cur = [], x
     for op, bound in (("Max", lo), ("Min", hi)):
@@ -134,6 +135,11 @@ def _clip_by_tensors(node: Node, graph: Graph) -> None:
         cur = dest
     at = graph.nodes.index(node)
     graph.nodes[at:at + 1] = steps
+
+
+def _unbounded(graph: Graph, name: str) -> bool:
+    value = graph.const(name) if name else None
+    return value is not None and value.size == 1 and math.isinf(float(value.reshape(-1)[0]))
 
 
 @quirk("Squeeze", "Unsqueeze")

@@ -45,16 +45,18 @@ def test_erf_float_and_int8_island():
     assert "EXP" in res.ops and "DIV" in res.ops
 
 
-@pytest.mark.parametrize("bounds", ["min", "max", "both"])
+@pytest.mark.parametrize("bounds", ["min", "max", "both", "min_and_inf"])
 def test_clip_by_computed_bounds(bounds):
-    """Clip(x, ReduceMax(x) - 3) (power_to_db's top_db floor) and a computed max: MAXIMUM/MINIMUM."""
+    """Clip(x, ReduceMax(x) - 3) (power_to_db's top_db floor) and a computed max: MAXIMUM/MINIMUM;
+    a constant infinite max (torch's clamp(min=t) export) is no MINIMUM."""
+    hi = {"min": "", "max": "ceil", "both": "ceil", "min_and_inf": "inf"}[bounds]
     nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
              helper.make_node("Sub", ["top", "db"], ["floor"]), helper.make_node("Add", ["top", "db"], ["ceil"]),
-             helper.make_node("Clip", ["x", "floor" if bounds != "max" else "", "" if bounds == "min" else "ceil"],
-                              ["y"])]
-    m = H.model(nodes, X, ["y"], {"db": F32(3.0) if bounds != "both" else F32(-0.5)})   # both: min > max
+             helper.make_node("Clip", ["x", "floor" if bounds != "max" else "", hi], ["y"])]
+    inits = {"db": F32(3.0) if bounds != "both" else F32(-0.5), "inf": F32(np.inf)}    # both: min > max
+    m = H.model(nodes, X, ["y"], inits)
     res, _ = H.check(m, steps=2, samples=H.samples_for(m, low=-4.0, high=4.0))
-    assert ("MAXIMUM" in res.ops) == (bounds != "max") and ("MINIMUM" in res.ops) == (bounds != "min")
+    assert ("MAXIMUM" in res.ops) == (bounds != "max") and ("MINIMUM" in res.ops) == (hi == "ceil"), res.ops
 
 
 def test_reciprocal_is_a_float_division_island():
