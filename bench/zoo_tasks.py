@@ -5,7 +5,7 @@ meta.json's `metric` names the decoder; `score(meta, folder, refs, cands, labels
 figures for one candidate (ours int8, ORT int8) against the float model's outputs on the holdout
 and against the ground truth the zoo recorded (bench/zoo/third_party.py):
 
-    ctc_text    CTC greedy decode (argmax per step, merge repeats, drop blank 0) with the charset
+    ctc_text    CTC greedy decode (argmax per step, merge repeats, drop blank: 0 or metric `blank`) with the charset
                 of the model's metadata `character` (PP-OCR: blank first, space last) or the
                 folder's charset.json (ddddocr); CER vs the rendered text, exact match vs float
     classify    top-1 agreement with float; accuracy vs the labels
@@ -61,9 +61,9 @@ def charset(meta: dict, folder: Path) -> list[str]:
     return json.loads((folder / source).read_text())
 
 
-def text_of(output: np.ndarray, layout: str, chars: list[str]) -> str:
+def text_of(output: np.ndarray, layout: str, chars: list[str], blank: int = 0) -> str:
     steps = output[:, 0] if layout == "TNC" else output[0]
-    return "".join(chars[i] if i < len(chars) else "?" for i in ctc_greedy(steps))
+    return "".join(chars[i] if i < len(chars) else "?" for i in ctc_greedy(steps, blank))
 
 
 # --- boxes --------------------------------------------------------------------------------------
@@ -237,8 +237,9 @@ def score(meta: dict, folder: Path, refs: list[dict], cands: list[dict], labels:
     kind = metric["kind"]
     if kind == "ctc_text":
         chars = charset(meta, folder)
-        ref_t = [text_of(r[metric["output"]], metric["layout"], chars) for r in refs]
-        got_t = [text_of(c[metric["output"]], metric["layout"], chars) for c in cands]
+        blank = metric.get("blank", 0)         # captcha-whisperer puts the CTC blank last
+        ref_t = [text_of(r[metric["output"]], metric["layout"], chars, blank) for r in refs]
+        got_t = [text_of(c[metric["output"]], metric["layout"], chars, blank) for c in cands]
         out = {"exact_vs_float": float(np.mean([a == b for a, b in zip(ref_t, got_t)])),
                "cer_vs_float": cer(ref_t, got_t)}
         if "texts" in labels:

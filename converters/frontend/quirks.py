@@ -105,12 +105,41 @@ def _transpose_pads(node, x, y, k, s, d, pads, auto):
 
 @quirk("Clip")
 def _clip(node: Node, graph: Graph) -> None:
+    if any(name and graph.const(name) is None for name in node.inputs[1:3]):
+        _clip_by_tensors(node, graph)
+        return
     found_lo, lo = _const_input(node, graph, 1, "Clip min")
     found_hi, hi = _const_input(node, graph, 2, "Clip max")
     node.attrs["min"] = float(lo) if found_lo else node.attrs.get("min", -math.inf)
     node.attrs["max"] = float(hi) if found_hi else node.attrs.get("max", math.inf)
     if "_unresolved" not in node.attrs:
         node.inputs = node.inputs[:1]
+
+
+def _clip_by_tensors(node: Node, graph: Graph) -> None:
+    """A Clip bound computed at run time (librosa's power_to_db floor ``max(x, x.max() - top_db)``,
+    torchlibrosa's export) becomes Max(x, min) then Min(., max): ONNX Clip is exactly
+    ``min(max(x, lo), hi)``, also when lo > hi (https://onnx.ai/onnx/operators/onnx__Clip.html)."""
+    x, lo, hi = node.inputs[0], node.input(1), node.input(2)
+    lo, hi = ("" if _unbounded(graph, b) else b for b in (lo, hi))     # torch writes clamp(min=t) with max=inf
+    out = node.outputs[0]
+    steps, cur = [], x
+    for op, bound in (("Max", lo), ("Min", hi)):
+        if not bound:
+            continue
+        is_last = op == "Min" or not hi
+        dest = out if is_last else graph.fresh(f"{node.name}/max")
+        if not is_last:
+            graph.tensors[dest] = Tensor(dest, graph.tensors[out].shape, graph.tensors[out].dtype)
+        steps.append(Node(op, f"{node.name}/{op.lower()}", [cur, bound], [dest]))
+        cur = dest
+    at = graph.nodes.index(node)
+    graph.nodes[at:at + 1] = steps
+
+
+def _unbounded(graph: Graph, name: str) -> bool:
+    value = graph.const(name) if name else None
+    return value is not None and value.size == 1 and math.isinf(float(value.reshape(-1)[0]))
 
 
 @quirk("Squeeze", "Unsqueeze")

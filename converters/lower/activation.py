@@ -1,5 +1,5 @@
 """Activations: Relu, Clip, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Gelu, Erf,
-Softmax/LogSoftmax and the simple unary math ops.
+Softmax/LogSoftmax, Reciprocal and the simple unary math ops.
 
 Clip maps onto RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1 when its bounds allow (each has an int8
 kernel), otherwise MAXIMUM + MINIMUM. HardSigmoid is ``relu6(6a*x + 6b) / 6`` (three int8-capable
@@ -134,6 +134,13 @@ def log_softmax(ctx: LowerContext, node) -> None:
 # Abramowitz & Stegun 7.1.26 coefficients.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+@lowers("Reciprocal", since=1)
+def reciprocal(ctx: LowerContext, node) -> None:
+    """1 / x as DIV (no RECIPROCAL builtin; in int8 a float island, as DIV has no int8 kernel)."""
+    ctx.emit("DIV", [ctx.const(np.array(1.0, np.float32), "one"), ctx.value(node.inputs[0])],
+             [ctx.output(node.outputs[0])], options("DivOptions"))
 
 
 @lowers("Erf", since=9)

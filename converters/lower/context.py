@@ -51,6 +51,7 @@ class LowerContext:
         self.t = TGraph()
         self.ids: dict[str, int] = {}
         self.node: Node | None = None   # the node being lowered (for op provenance)
+        self.shared: dict[tuple, int] = {}   # (initializer, transform) -> the one constant made from it
 
     # -- layout helpers ---------------------------------------------------------------------------
     def perm(self, name: str) -> tuple[int, ...] | None:

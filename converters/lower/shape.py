@@ -1,5 +1,5 @@
 """Data-movement ops: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad,
-Identity, and the ``LayoutTranspose`` that the convert_layout pass inserts.
+Identity, Expand, and the ``LayoutTranspose`` that the convert_layout pass inserts.
 
 Axes and pads are ONNX axes; ``ctx.axis`` maps them into the stored layout. Reshape-like ops always
 produce ONNX layout; their input may be stored permuted when the permutation only moves size-1
@@ -20,6 +20,25 @@ def _reshape(ctx: LowerContext, node) -> None:
 
 for _op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"):
     lowers(_op, since=1)(_reshape)
+
+
+def _check_expand(node, graph):
+    if graph.const(node.inputs[1]) is None:
+        return "the target shape is computed at run time"
+    return None
+
+
+@lowers("Expand", since=8, check=_check_expand)
+def expand(ctx: LowerContext, node) -> None:
+    """Expand to the (folded) output shape: a copy when it only adds leading 1s or changes nothing
+    (TF/JAX exporters write ``BroadcastTo`` to a shape the value already has), else BROADCAST_TO,
+    which moves bytes and so keeps int8 parameters (``rules.SAME_PARAMS``).
+    https://onnx.ai/onnx/operators/onnx__Expand.html"""
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
+    if int(np.prod(ctx.shape_of(x))) == int(np.prod(ctx.shape_of(y))):
+        ctx.reshape(x, ctx.shape_of(y), out=y, hint="copy")
+        return
+    ctx.emit("BROADCAST_TO", [x, ctx.const(np.array(ctx.shape_of(y), np.int32), "shape")], [y])
 
 
 def _transpose(ctx: LowerContext, src: int, perm, out: int) -> None:

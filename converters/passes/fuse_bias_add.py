@@ -1,4 +1,5 @@
-"""Fold a per-channel constant Add into the Conv (or Gemm) in front of it, as the op's bias.
+"""Fold a per-channel constant Add into the Conv (or Gemm) in front of it, as the op's bias, and
+a per-channel constant Mul into its weights and bias.
 
 Some exporters write a convolution's bias as a separate node: paddle2onnx's ``Conv`` (no bias)
 then ``Add(conv, Reshape(bias, [1, C, 1, 1]))``. Left as two ops, int8 quantizes the Conv's
@@ -11,6 +12,14 @@ scale = input scale x weight scale), and only the result is rounded.
 The constant must broadcast along the channel axis only: for a Conv output [N, C, *spatial]
 that is a scalar or a shape whose only non-1 dimension lines up with C; for a 2-D Gemm output
 [N, M] the last axis. Anything else (a per-position constant) is left alone.
+
+A BatchNorm exported as ``Mul(conv, scale) + shift`` (captcha-whisperer's CRNN, every Conv) is
+the same story one op earlier: int8 rounds the Conv's output, the Mul's and the Add's. The Mul
+folds into the weights (``W[c] *= scale[c]``, ``b[c] *= scale[c]``: exact in float), then the Add
+into the bias, leaving one Conv whose output is the only rounding; measured on that CRNN's stem,
+the model's output 27.6 -> 30.4 dB (ORT's QDQ, which keeps the three ops: 30.4). Only per-channel
+scales fold: a scalar one loses nothing to int8 but a rounding, and PP-OCR's scalar
+learnable-affine blocks stay as they were measured.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ def run(graph: Graph) -> bool:
     changed = False
     producers, consumers = graph.producers(), graph.consumers()     # made again after each fold
     for node in list(graph.nodes):
-        if node.op != "Add" or node.domain or len(node.inputs) != 2:
+        if node.op not in ("Add", "Mul") or node.domain or len(node.inputs) != 2:
             continue
         for pos in (0, 1):
             x, c = node.inputs[pos], node.inputs[1 - pos]
@@ -31,7 +40,7 @@ def run(graph: Graph) -> bool:
             const = graph.const(c)
             if op is None or const is None or x in graph.outputs or len(consumers.get(x, [])) != 1:
                 continue
-            if _fold(graph, op, node, const):
+            if (_fold if node.op == "Add" else _fold_scale)(graph, op, node, const):
                 changed = True
                 producers, consumers = graph.producers(), graph.consumers()
                 break
@@ -62,6 +71,24 @@ def _fold(graph: Graph, op: Node, add: Node, const: np.ndarray) -> bool:
     op.outputs = [add.outputs[0]]
     op.attrs.setdefault("_absorbed", []).append(add.name)
     graph.nodes.remove(add)
+    return True
+
+
+def _fold_scale(graph: Graph, op: Node, mul: Node, const: np.ndarray) -> bool:
+    """Conv(x, W, b) * s[c] -> Conv(x, W * s[c], b * s[c]); new constants (W may be shared)."""
+    w = graph.const(op.inputs[1]) if op.op == "Conv" and op.domain == "" else None
+    if w is None or const.size == 1 or graph.tensors[mul.outputs[0]].shape != graph.tensors[op.outputs[0]].shape:
+        return False       # a scalar scale (PP-OCR's learnable affine blocks) costs int8 one rounding only
+    scale = _per_channel(const, w.shape[0], graph.tensors[mul.outputs[0]].rank, 1)
+    old = None if scale is None else _current_bias(graph, op, 2, w.shape[0])
+    if old is None:
+        return False
+    scaled = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    op.inputs = [op.inputs[0], graph.add_const(mul.name + "_weight", scaled),
+                 graph.add_const(mul.name + "_bias", (old * scale).astype(w.dtype))]
+    op.outputs = [mul.outputs[0]]
+    op.attrs.setdefault("_absorbed", []).append(mul.name)
+    graph.nodes.remove(mul)
     return True
 
 

@@ -26,14 +26,15 @@ input TRANSPOSE and PAD in front of a stem convolution kept in float). Two more 
 values float where they already are (``_float_regions``): data movement of a float tensor that a
 float op reads too (a recurrent layer's new state, read by the next layer and written to the state
 output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose producers and readers are all float ops (a
-spectrogram's ``re^2 + im^2`` between float squares and a float SQRT).
+spectrogram's ``re^2 + im^2`` between float squares and a float SQRT). The linear DSP from the graph
+input to a LOG (a log-mel front end) is float too (``log_domain``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from converters.errors import ConvertError
-from converters.tflite import io_edges, saturate, ties
+from converters.tflite import io_edges, log_domain, saturate, ties
 from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
 from converters.tflite.params import assign as assign_params
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
@@ -52,6 +53,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
                   keep_float: frozenset = frozenset(), input_means: dict | None = None) -> None:
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
+    log_domain.float_front_ends(tg, int8_ops)          # a log-spectrogram's DSP stays float
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
         io_edges.float_input_transposes(tg, int8_ops)

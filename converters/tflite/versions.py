@@ -36,6 +36,8 @@ RESIZE = {"RESIZE_BILINEAR": ("halfPixelCenters",),                # coordinate 
 def op_version(tg: TGraph, op: TOp) -> int:
     """The version ``op`` declares (module doc)."""
     dtype = _dtype(tg, op.inputs, DATA_INPUT.get(op.opcode, 0))
+    if op.opcode == "BROADCAST_TO":
+        return 2                         # version 1 was TF's custom op: the builtin starts at 2, any type
     if op.opcode in RANK5 and _rank(tg, op.inputs[0]) > 4:
         return RANK5[op.opcode]
     if op.opcode == "FULLY_CONNECTED" and dtype in ("int8", "float32") and dtype == _dtype(tg, op.inputs, 1):

@@ -45,6 +45,27 @@ def test_erf_float_and_int8_island():
     assert "EXP" in res.ops and "DIV" in res.ops
 
 
+@pytest.mark.parametrize("bounds", ["min", "max", "both", "min_and_inf"])
+def test_clip_by_computed_bounds(bounds):
+    """Clip(x, ReduceMax(x) - 3) (power_to_db's top_db floor) and a computed max: MAXIMUM/MINIMUM;
+    a constant infinite max (torch's clamp(min=t) export) is no MINIMUM."""
+    hi = {"min": "", "max": "ceil", "both": "ceil", "min_and_inf": "inf"}[bounds]
+    nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+             helper.make_node("Sub", ["top", "db"], ["floor"]), helper.make_node("Add", ["top", "db"], ["ceil"]),
+             helper.make_node("Clip", ["x", "floor" if bounds != "max" else "", hi], ["y"])]
+    inits = {"db": F32(3.0) if bounds != "both" else F32(-0.5), "inf": F32(np.inf)}    # both: min > max
+    m = H.model(nodes, X, ["y"], inits)
+    res, _ = H.check(m, steps=2, samples=H.samples_for(m, low=-4.0, high=4.0))
+    assert ("MAXIMUM" in res.ops) == (bounds != "max") and ("MINIMUM" in res.ops) == (hi == "ceil"), res.ops
+
+
+def test_reciprocal_is_a_float_division_island():
+    """Reciprocal (tf2onnx writes Rsqrt as Sqrt + Reciprocal) has no builtin: DIV(1, x)."""
+    m = H.one_node("Reciprocal", X)
+    res, _ = H.check(m, islands=1, steps=3, samples=H.samples_for(m, low=0.5, high=2.0))
+    assert "DIV" in res.ops
+
+
 def test_exported_erf_gelu_becomes_one_gelu():
     k = np.float32(np.sqrt(2.0))
     nodes = [helper.make_node("Div", ["x", "k"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),

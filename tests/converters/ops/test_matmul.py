@@ -1,6 +1,9 @@
 """Gemm / MatMul: FULLY_CONNECTED for constant weights, BATCH_MATMUL otherwise."""
 import numpy as np
 import pytest
+from onnx import helper
+
+from core.litert import make_interpreter
 
 from tests.converters.ops import harness as H
 
@@ -118,3 +121,21 @@ def test_einsum_with_a_diagonal_is_refused_with_the_reason():
     m = H.one_node("Einsum", {"a": (3, 3)}, equation="ii->i")
     with pytest.raises(UnsupportedOpsError, match="diagonal"):
         H.convert(m, "none")
+
+
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+def test_a_weight_read_by_several_layers_is_stored_once(op):
+    """A hand-unrolled recurrent layer: every step's Gemm/MatMul reads the same initializer W
+    (captcha-whisperer's LSTM). One weight tensor in float and in int8, not one per step."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 0.3, (16, 16)).astype(np.float32)
+    nodes, x = [], "x"
+    for step in range(4):
+        nodes += [helper.make_node(op, [x, "w"], [f"m{step}"]), helper.make_node("Tanh", [f"m{step}"], [f"h{step}"])]
+        x = f"h{step}"
+    m = H.model(nodes, {"x": (2, 16)}, [x], {"w": w})
+    res, q = H.check(m, steps=6)         # four int8 layers in a row: their roundings add up
+    for result in (res, q):
+        details = make_interpreter(result.flatbuffer).get_tensor_details()
+        weights = [t["name"] for t in details if tuple(t["shape"]) == (16, 16)]
+        assert len(weights) == 1, weights

@@ -1,4 +1,5 @@
-"""Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad, Gather."""
+"""Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Pad, Gather,
+Expand."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -35,6 +36,9 @@ CASES = {
     "pad_reflect": ("Pad", X, {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], I64)}, dict(mode="reflect"),
                     "MIRROR_PAD", 17),
     "gather": ("Gather", X, {"i": np.array([3, 0, -1], I64)}, dict(axis=2), "GATHER", 17),
+    "expand_broadcast": ("Expand", {"x": (2, 1, 5)}, {"s": np.array([2, 4, 5], I64)}, {}, "BROADCAST_TO", 17),
+    "expand_rank": ("Expand", {"x": (3, 5)}, {"s": np.array([2, 1, 5], I64)}, {}, "BROADCAST_TO", 17),
+    "expand_to_own_shape": ("Expand", {"x": (2, 3, 1)}, {"s": np.array([1, 1, 1], I64)}, {}, "RESHAPE", 17),
 }
 
 
