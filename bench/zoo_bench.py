@@ -243,8 +243,8 @@ def table(rows: list[dict], runs: int) -> str:
     return "\n".join(text)
 
 
-# figure -> lower is better; the two headline figures of each task metric (bench/zoo_tasks.py)
-FIGURES = {"ctc_text": (("cer", True), ("exact_vs_float", False)),
+# figure -> lower is better; the headline figures of each task metric (bench/zoo_tasks.py)
+FIGURES = {"ctc_text": (("cer", True), ("exact_vs_float", False), ("steps_vs_float", False)),
            "classify": (("accuracy", False), ("agree_vs_float", False)),
            "boxes": (("f1_vs_float", False), ("f1_vs_truth", False)),
            "vad_stream": (("agree_vs_float", False), ("accuracy", False))}

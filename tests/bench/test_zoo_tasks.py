@@ -44,6 +44,17 @@ def test_text_of_reads_both_layouts(tmp_path):
     assert zt.charset({"metric": {"charset": "charset.json"}}, tmp_path) == chars
 
 
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_step_agreement_counts_time_steps_not_lines(layout):
+    """One changed step of ten in one line of two: exact-text agreement drops to 1/2, the step
+    figure to 19/20."""
+    ref = [_onehot([1, 0, 2, 2, 3, 0, 1, 1, 0, 3], 4)[None] for _ in range(2)]
+    cand = [ref[0], _onehot([1, 0, 2, 3, 3, 0, 1, 1, 0, 3], 4)[None]]
+    if layout == "TNC":
+        ref, cand = [r.transpose(1, 0, 2) for r in ref], [c.transpose(1, 0, 2) for c in cand]
+    assert zt.step_agreement(ref, cand, layout) == pytest.approx(19 / 20)
+
+
 def test_iou_matrix():
     a = np.array([[0, 0, 10, 10]])
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
