@@ -58,8 +58,20 @@ def int8_params(lo: float, hi: float) -> tuple[float, int]:
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo < 1e-8:
         hi = lo + 1e-8
-    scale = (hi - lo) / 255.0
+    scale = float(np.float32((hi - lo) / 255.0))     # float32 first, as the writer's: same zero point
     return scale, int(np.clip(np.round(-128 - lo / scale), -128, 127))
+
+
+def cut(rng: tuple, bound: tuple | None) -> tuple:
+    """The range int8 gives a tensor calibrated to ``rng`` whose readers tell apart only values
+    in ``bound`` (``tflite.saturate.bounds``; None: all): ``rng`` cut to ``bound``, or ``rng`` when
+    they do not overlap. The TFLite writer (``saturate.narrow``) and the ``auto`` scorer
+    (``Scorer``) both take a tensor's final range from here, so each candidate is scored on the
+    range the int8 model will have."""
+    if bound is None:
+        return rng
+    lo, hi = max(rng[0], bound[0]), min(rng[1], bound[1])
+    return (lo, hi) if lo < hi else rng
 
 
 def fake_quant_model(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -211,11 +223,15 @@ def _fusing_activation(node, graph) -> bool:
 
 class Scorer:
     """Per-sample output noise of a range assignment: the fake-quant model against the float
-    reference outputs, over the scoring samples."""
+    reference outputs, over the scoring samples. ``bounds``: by tensor, what its int8 readers can
+    tell apart (``tflite.saturate.bounds_by_name``); each candidate range is ``cut`` to it, as the
+    TFLite writer will cut it (a clipping method scored on the uncut range was charged with
+    steps the writer never spends)."""
 
     def __init__(self, model: onnx.ModelProto, names: list[str], samples: list[dict],
-                 references: list[list[np.ndarray]], session_factory):
+                 references: list[list[np.ndarray]], session_factory, bounds: dict | None = None):
         fused = fused_away(model)
+        self.bounds = bounds or {}
         self.names = [n for n in names if n not in fused]
         self.samples = samples
         self.references = references
@@ -228,7 +244,7 @@ class Scorer:
         params = [{} for _ in range(max(map(_folds, ranges.values()), default=1))]
         for name in self.names:
             for fold, rng in enumerate(_per_fold(ranges[name], len(params))):
-                scale, zero = int8_params(*rng)
+                scale, zero = int8_params(*cut(rng, self.bounds.get(name)))
                 params[fold][f"{name}::s"] = np.array(scale, np.float32)
                 params[fold][f"{name}::z"] = np.array(zero, np.int8)
         noise = np.zeros(len(self.samples))

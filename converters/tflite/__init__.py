@@ -10,6 +10,7 @@ pass as the ranges) spares that float pass whatever they already tell (``onnx_st
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
 from converters.passes import run_pipeline
-from converters.tflite import onnx_stats, precision
+from converters.tflite import onnx_stats, precision, saturate
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
@@ -104,6 +105,12 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
     graph = to_graph(model)
     graph.io_layout, graph.quantize = options.layout, options.quantize
     return run_pipeline(graph)
+
+
+def saturation_bounds(graph: Graph) -> dict[str, tuple]:
+    """``saturate.bounds_by_name`` of ``graph`` (an ``ir_graph``) lowered: by ONNX tensor name, the
+    values its int8 readers tell apart. Lowers a copy; ``graph`` stays for ``build``."""
+    return saturate.bounds_by_name(lowering.lower(copy.deepcopy(graph)))
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
