@@ -181,9 +181,8 @@ def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=(), graph=
     statistics the TFLite build reads: one float pass over the samples instead of two. ``graph``:
     the IR ``check_lowerable`` built; ``auto`` scores each range as the int8 TFLite model cuts it."""
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
-    bounds = (tflite.saturation_bounds(graph)
-              if graph is not None and cfg.observer == "auto" and cfg.quantize == "int8" else None)
-    return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress, bounds=bounds), samples
+    view = tflite.int8_view(graph) if graph is not None and cfg.observer == "auto" and cfg.quantize == "int8" else None
+    return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress, view=view), samples
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:

@@ -28,6 +28,8 @@ outputs of those samples.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -221,18 +223,31 @@ def _fusing_activation(node, graph) -> bool:
     return (lo, hi) in CLIP_FUSES or (lo == 0.0 and hi == np.inf)
 
 
+@dataclass(frozen=True)
+class Int8View:
+    """What the int8 TFLite build does to the ONNX tensors, read off a lowered copy of the model
+    before calibration (``tflite.int8_view``), so the scorer rounds what LiteRT rounds, as it
+    rounds it. ``tensors``: the names the lowered graph holds as tensors; the others are computed
+    inside one op and never rounded (a fused GELU's Div, Erf, Add and Mul: rounded, they charged
+    the ViT's candidates with four roundings per block LiteRT never makes). ``bounds``: by name,
+    the values the tensor's int8 readers tell apart (``tflite.saturate.bounds``); each candidate
+    is ``cut`` to it as the writer cuts it (a range scored uncut was charged with steps the
+    writer never spends: the gate input of a written-out HardSwish, cut at -3)."""
+    tensors: frozenset
+    bounds: dict
+
+
 class Scorer:
     """Per-sample output noise of a range assignment: the fake-quant model against the float
-    reference outputs, over the scoring samples. ``bounds``: by tensor, what its int8 readers can
-    tell apart (``tflite.saturate.bounds_by_name``); each candidate range is ``cut`` to it, as the
-    TFLite writer will cut it (a clipping method scored on the uncut range was charged with
-    steps the writer never spends)."""
+    reference outputs, over the scoring samples. ``view``: the int8 TFLite model's tensors and
+    bounds (``Int8View``); without it every tensor of ``names`` not ``fused_away`` is rounded
+    over its whole range."""
 
     def __init__(self, model: onnx.ModelProto, names: list[str], samples: list[dict],
-                 references: list[list[np.ndarray]], session_factory, bounds: dict | None = None):
+                 references: list[list[np.ndarray]], session_factory, view: Int8View | None = None):
         fused = fused_away(model)
-        self.bounds = bounds or {}
-        self.names = [n for n in names if n not in fused]
+        self.bounds = view.bounds if view is not None else {}
+        self.names = [n for n in names if n not in fused and (view is None or n in view.tensors)]
         self.samples = samples
         self.references = references
         self.session = session_factory(fake_quant_model(model, self.names))

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from converters import lower as lowering     # called as lowering.lower: one patchable door
+from converters.calibrate.select import Int8View
 from converters.errors import ConvertError
 from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
@@ -107,10 +108,14 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
     return run_pipeline(graph)
 
 
-def saturation_bounds(graph: Graph) -> dict[str, tuple]:
-    """``saturate.bounds_by_name`` of ``graph`` (an ``ir_graph``) lowered: by ONNX tensor name, the
-    values its int8 readers tell apart. Lowers a copy; ``graph`` stays for ``build``."""
-    return saturate.bounds_by_name(lowering.lower(copy.deepcopy(graph)))
+def int8_view(graph: Graph) -> Int8View:
+    """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
+    ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds and their
+    ``saturate`` bounds, every op with an int8 kernel taken as int8 (which stay float is decided
+    later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
+    tg = lowering.lower(copy.deepcopy(graph))
+    return Int8View(frozenset(t.name for t in tg.tensors if t.name and not t.is_const),
+                    saturate.bounds_by_name(tg))
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),
