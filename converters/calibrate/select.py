@@ -8,10 +8,12 @@ to min/max where large activations carry the signal). So ``auto`` measures inste
    which every method's range follows (``observers.Auto.candidates``); the float outputs of the
    first ``EVAL_SAMPLES`` samples are kept as the reference;
 2. a *fake-quant* copy of the float model runs in onnxruntime: every float activation the
-   int8 TFLite model rounds (not those ``fused_away``) goes
-   through QuantizeLinear -> DequantizeLinear whose scale and zero point are graph *inputs*, so
-   one session evaluates any assignment of ranges (int8 per the TFLite spec: 255 steps over a
-   range widened to contain 0); weights are rounded per channel as the int8 writer will round
+   int8 TFLite model rounds (not those ``fused_away``, nor those the lowered graph does not
+   hold: ``Int8View``) goes through QuantizeLinear -> DequantizeLinear whose scale and zero
+   point are graph *inputs*, so one session evaluates any assignment of ranges (int8 per the
+   TFLite spec: 255 steps over a range widened to contain 0), each candidate range first made
+   the one the int8 model will hold (``Int8View.final``: cut where every reader saturates, a
+   fixed output grid); weights are rounded per channel as the int8 writer will round
    them, so each range is judged against the weight error it will meet;
 3. each method applied to all tensors is scored by the per-sample output noise on those
    samples, each sample meeting the ranges of the calibration samples outside its fold
