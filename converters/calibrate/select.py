@@ -30,7 +30,7 @@ outputs of those samples.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -236,16 +236,9 @@ class Int8View:
     the ViT's candidates with four roundings per block LiteRT never makes). ``bounds``: by name,
     the values the tensor's int8 readers tell apart (``tflite.saturate.bounds``); each candidate
     is ``cut`` to it as the writer cuts it (a range scored uncut was charged with steps the
-    writer never spends: the gate input of a written-out HardSwish, cut at -3). ``fixed``: by
-    name, the range of an op whose int8 output grid is fixed (a SiLU's sigmoid: [0, 255/256]
-    whatever was calibrated), used instead of every candidate's."""
+    writer never spends: the gate input of a written-out HardSwish, cut at -3)."""
     tensors: frozenset
     bounds: dict
-    fixed: dict = field(default_factory=dict)
-
-    def final(self, name: str, rng: tuple) -> tuple:
-        """The range the int8 model gives tensor ``name`` calibrated to ``rng``."""
-        return self.fixed.get(name) or cut(rng, self.bounds.get(name))
 
 
 class Scorer:
@@ -257,7 +250,7 @@ class Scorer:
     def __init__(self, model: onnx.ModelProto, names: list[str], samples: list[dict],
                  references: list[list[np.ndarray]], session_factory, view: Int8View | None = None):
         fused = fused_away(model)
-        self.view = view
+        self.bounds = view.bounds if view is not None else {}
         self.names = [n for n in names if n not in fused and (view is None or n in view.tensors)]
         self.samples = samples
         self.references = references
@@ -270,7 +263,7 @@ class Scorer:
         params = [{} for _ in range(max(map(_folds, ranges.values()), default=1))]
         for name in self.names:
             for fold, rng in enumerate(_per_fold(ranges[name], len(params))):
-                scale, zero = int8_params(*(self.view.final(name, rng) if self.view else rng))
+                scale, zero = int8_params(*cut(rng, self.bounds.get(name)))
                 params[fold][f"{name}::s"] = np.array(scale, np.float32)
                 params[fold][f"{name}::z"] = np.array(zero, np.int8)
         noise = np.zeros(len(self.samples))

@@ -27,7 +27,7 @@ from converters.tflite import onnx_stats, precision, saturate
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
-from converters.tflite.rules import FIXED_OUTPUT, data_inputs
+from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
 from converters.tgraph import TGraph
@@ -111,17 +111,11 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
 def int8_view(graph: Graph) -> Int8View:
     """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
     ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds and their
-    ``saturate`` bounds, the fixed output grids of LOGISTIC, TANH and SOFTMAX (``rules.FIXED_OUTPUT``),
-    every op with an int8 kernel taken as int8 (which stay float is decided later, from the
-    ranges). Lowers a copy; ``graph`` stays for ``build``."""
+    ``saturate`` bounds, every op with an int8 kernel taken as int8 (which stay float is decided
+    later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
     tg = lowering.lower(copy.deepcopy(graph))
-    fixed = {}
-    for op in tg.ops:
-        if op.opcode in FIXED_OUTPUT and not precision.long_softmax(tg, op):
-            scale, zero = FIXED_OUTPUT[op.opcode]
-            fixed[tg.tensors[op.outputs[0]].name] = ((-128 - zero) * scale, (127 - zero) * scale)
     return Int8View(frozenset(t.name for t in tg.tensors if t.name and not t.is_const),
-                    saturate.bounds_by_name(tg), fixed)
+                    saturate.bounds_by_name(tg))
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),

@@ -80,7 +80,7 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]],
         if op.opcode in OUTPUT_HEADS and _clipped(op, ranges) and op.outputs[0] in tg.outputs \
                 and not readers.get(op.outputs[0]):
             found.add(op.node)
-        if long_softmax(tg, op):
+        if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
         if op.opcode != "RSQRT":
             continue
@@ -88,11 +88,6 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]],
         if rng is None or rsqrt_error(*rng) > MAX_RELATIVE_ERROR:
             found.add(op.node)
     return found
-
-
-def long_softmax(tg: TGraph, op) -> bool:
-    """A SOFTMAX over rows of ``SOFTMAX_FLOAT_FROM`` or more, which stays float (module doc)."""
-    return op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM
 
 
 def _clipped(op, ranges: dict) -> bool:

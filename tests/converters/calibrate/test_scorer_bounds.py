@@ -52,7 +52,7 @@ def test_the_scorer_quantizes_over_the_range_the_tflite_model_holds(kind, bound)
     names = sorted(n for n in ranges if n in runner.activations(m))
     scored = select.Scorer(m, names, calib, refs, runner.make_session, view)
     plain = select.Scorer(m, names, calib, refs, runner.make_session)
-    cut = {n: view.final(n, ranges[n]) for n in names}
+    cut = {n: select.cut(ranges[n], view.bounds.get(n)) for n in names}
     np.testing.assert_array_equal(scored(ranges), plain(cut))
     assert scored(ranges).sum() < 0.8 * plain(ranges).sum()     # the uncut range overstated the noise
 
@@ -89,23 +89,3 @@ def test_the_scorer_leaves_alone_what_one_tflite_op_computes():
     assert scorer.names == ["x", "h", "y"]
     fine = {n: (-8.0, 8.0) for n in names}
     np.testing.assert_array_equal(scorer(fine), scorer(dict(fine, e=(-1000.0, 1000.0))))
-
-
-def test_the_scorer_rounds_a_fixed_grid_output_on_its_grid():
-    """SiLU ``h * sigmoid(h)``: LOGISTIC's int8 output is fixed at steps of 1/256 over [0, 1),
-    whatever range a candidate gives the sigmoid's output."""
-    rng = np.random.default_rng(7)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sigmoid", ["h"], ["s"]),
-             helper.make_node("Mul", ["h", "s"], ["y"])]
-    m = H.model(nodes, {"x": (4, 16)}, ["y"], {"w": rng.normal(0, 0.5, (16, 8)).astype(np.float32)})
-    calib = H.samples_for(m, 4)
-    view = tflite.int8_view(tflite.ir_graph(m, tflite.TFLiteOptions()))
-    result = tflite.build(m, collect_ranges(m, calib, method="minmax", progress=False), tflite.TFLiteOptions(),
-                          samples=calib)
-    detail = make_interpreter(result.flatbuffer).get_tensor_details()[result.tensor_map["s"]["index"]]
-    assert select.int8_params(*view.fixed["s"]) == (pytest.approx(detail["quantization"][0]),
-                                                    detail["quantization"][1])
-    scorer = select.Scorer(m, ["x", "h", "s", "y"], calib, [H.ort_run(m, s) for s in calib],
-                           runner.make_session, view)
-    ranges = {n: (-8.0, 8.0) for n in ["x", "h", "y"]}
-    np.testing.assert_array_equal(scorer(dict(ranges, s=(0.0, 0.5))), scorer(dict(ranges, s=(0.0, 1.0))))
