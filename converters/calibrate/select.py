@@ -12,8 +12,8 @@ to min/max where large activations carry the signal). So ``auto`` measures inste
    hold: ``Int8View``) goes through QuantizeLinear -> DequantizeLinear whose scale and zero
    point are graph *inputs*, so one session evaluates any assignment of ranges (int8 per the
    TFLite spec: 255 steps over a range widened to contain 0), each candidate range first made
-   the one the int8 model will hold (``Int8View.final``: cut where every reader saturates, a
-   fixed output grid); weights are rounded per channel as the int8 writer will round
+   the one the int8 model will hold (``cut`` where every reader saturates, ``Int8View``);
+   weights are rounded per channel as the int8 writer will round
    them, so each range is judged against the weight error it will meet;
 3. each method applied to all tensors is scored by the per-sample output noise on those
    samples, each sample meeting the ranges of the calibration samples outside its fold
