@@ -95,7 +95,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
     if cfg.equalize and cfg.needs_calibration and carried is None:
         model, graph = equalize_activations(model, cfg, state, graph, say)
-    stats, calib = calibrate_stats(model, cfg, state) if cfg.needs_calibration else (None, None)
+    stats, calib = calibrate_stats(model, cfg, state, graph) if cfg.needs_calibration else (None, None)
     ranges = stats.ranges if stats is not None else None
     if calib is not None:
         say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
@@ -176,11 +176,13 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     return stats.ranges, samples
 
 
-def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
+def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=(), graph=None):
     """``calibrate``, with the ranges in a ``CalibrationStats`` that also holds the channel
-    statistics the TFLite build reads: one float pass over the samples instead of two."""
+    statistics the TFLite build reads: one float pass over the samples instead of two. ``graph``:
+    the IR ``check_lowerable`` built; ``auto`` scores each range as the int8 TFLite model cuts it."""
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
-    return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress), samples
+    view = tflite.int8_view(graph) if graph is not None and cfg.observer == "auto" and cfg.quantize == "int8" else None
+    return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress, view=view), samples
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:

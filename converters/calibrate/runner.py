@@ -228,10 +228,12 @@ class CalibrationStats:
 
 
 def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray]], *,
-                  method: str = "minmax", progress: bool = True, means: bool = True) -> CalibrationStats:
+                  method: str = "minmax", progress: bool = True, means: bool = True,
+                  view: select.Int8View | None = None) -> CalibrationStats:
     """``collect_ranges``' pass, which with ``means`` also gathers what the TFLite build would
     otherwise run its own float pass for: each layer input's channel means and, with the min/max
-    observer, BatchNormalization inputs' per-channel ranges."""
+    observer, BatchNormalization inputs' per-channel ranges. ``view``: for ``auto``'s scorer
+    (``select.Scorer``)."""
     observers.make(method)              # fail fast on a bad method name, before any work
     types = value_types(model)
     input_names, produced = float_tensor_names(model, types)
@@ -250,7 +252,7 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
     derive.fill(found, derived)
     found.update({name: found[source] for name, source in same.items()})
     if method == "auto":
-        ranges = _auto(model, found, kept, input_names + produced, types, count)
+        ranges = _auto(model, found, kept, input_names + produced, types, count, view)
         kept.close()
     else:
         ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
@@ -415,7 +417,7 @@ class Fetcher:
         return found
 
 
-def _auto(model, found: dict, kept: Kept, names, types, count: int) -> dict[str, tuple[float, float]]:
+def _auto(model, found: dict, kept: Kept, names, types, count: int, view=None) -> dict[str, tuple[float, float]]:
     """Ranges chosen by ``select.choose`` among every method's range of each float32 tensor
     (other float types keep min/max: QuantizeLinear's scale would have to match their type)."""
     ranges = {n: found[n].range() for n in names if found[n].seen}
@@ -427,7 +429,7 @@ def _auto(model, found: dict, kept: Kept, names, types, count: int) -> dict[str,
     # nodes in graph order, idle threads asleep: the same outputs for half the CPU time of
     # onnxruntime's default (measured on YOLOv8n-640's fake-quant graph: 0.24 s instead of 0.55 s)
     scorer = select.Scorer(model, choosable, kept.feeds, kept.references,
-                           functools.partial(make_session, in_order=True, spin=False))
+                           functools.partial(make_session, in_order=True, spin=False), view)
     chosen, _ = select.choose(heldout, choosable, scorer, final=full,
                               max_runs=select.budget(count, len(kept), len(full)))
     ranges.update(chosen)

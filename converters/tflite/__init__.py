@@ -10,18 +10,20 @@ pass as the ranges) spares that float pass whatever they already tell (``onnx_st
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from converters import lower as lowering     # called as lowering.lower: one patchable door
+from converters.calibrate.select import Int8View
 from converters.errors import ConvertError
 from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
 from converters.passes import run_pipeline
-from converters.tflite import onnx_stats, precision
+from converters.tflite import onnx_stats, precision, saturate
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
@@ -104,6 +106,16 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
     graph = to_graph(model)
     graph.io_layout, graph.quantize = options.layout, options.quantize
     return run_pipeline(graph)
+
+
+def int8_view(graph: Graph) -> Int8View:
+    """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
+    ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds and their
+    ``saturate`` bounds, every op with an int8 kernel taken as int8 (which stay float is decided
+    later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
+    tg = lowering.lower(copy.deepcopy(graph))
+    return Int8View(frozenset(t.name for t in tg.tensors if t.name and not t.is_const),
+                    saturate.bounds_by_name(tg))
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import math
 
-from converters.tgraph import TGraph, TOp
+from converters.calibrate.select import cut
 from converters.tflite.ranges import ACT_CLAMP
+from converters.tflite.rules import INT8_OPS
+from converters.tgraph import TGraph, TOp
 
 INF = math.inf
 SATURATES = {
@@ -49,6 +51,13 @@ ZERO_FLOOR = {act for act, (lo, _) in ACT_CLAMP.items() if lo == 0.0}     # fuse
 def narrow(tg: TGraph, ranges: dict[int, tuple], int8_ops: set[int]) -> dict[int, tuple]:
     """``ranges`` (by tensor index) with each tensor cut to the bound its readers can tell apart
     (module doc); ``int8_ops``: ``id()`` of the ops that run in int8. A new dict."""
+    found = bounds(tg, int8_ops)
+    return {t: cut(rng, found.get(t)) for t, rng in ranges.items()}
+
+
+def bounds(tg: TGraph, int8_ops: set[int]) -> dict[int, tuple]:
+    """(lo, hi) by tensor index outside which no reader of the tensor can tell values apart, for
+    the tensors that have such a bound (module doc)."""
     readers = tg.consumers_of()
     producer = {o: op for op in tg.ops for o in op.outputs}
     outputs = set(tg.outputs)
@@ -60,21 +69,22 @@ def narrow(tg: TGraph, ranges: dict[int, tuple], int8_ops: set[int]) -> dict[int
             memo[t] = None                      # guards a cycle (none in a lowered graph)
             found = None
             if t not in outputs and readers.get(t):
-                bounds = [_reader_bound(tg, op, t, int8_ops, need, producer) for op in readers[t]]
-                if all(b is not None for b in bounds):
-                    found = (min(b[0] for b in bounds), max(b[1] for b in bounds))
+                found_bounds = [_reader_bound(tg, op, t, int8_ops, need, producer) for op in readers[t]]
+                if all(b is not None for b in found_bounds):
+                    found = (min(b[0] for b in found_bounds), max(b[1] for b in found_bounds))
             memo[t] = found
         return memo[t]
 
-    narrowed = dict(ranges)
-    for t, (lo, hi) in ranges.items():
-        bound = need(t)
-        if bound is None:
-            continue
-        new = (max(lo, bound[0]), min(hi, bound[1]))
-        if new[0] < new[1] and new != (lo, hi):
-            narrowed[t] = new
-    return narrowed
+    return {t: b for t in range(len(tg.tensors)) if not tg.tensors[t].is_const and (b := need(t)) is not None}
+
+
+def bounds_by_name(tg: TGraph) -> dict[str, tuple]:
+    """``bounds`` by tensor name, every op that has an int8 kernel taken as int8: what the
+    calibration's ``auto`` scorer cuts each candidate range to (``calibrate.select.Scorer``),
+    before the build knows which ops stay float (a float reader keeps its input's full range,
+    so the scorer may cut a little more than the writer there)."""
+    int8_ops = {id(op) for op in tg.ops if op.opcode in INT8_OPS}
+    return {tg.tensors[t].name: b for t, b in bounds(tg, int8_ops).items() if tg.tensors[t].name}
 
 
 def _reader_bound(tg: TGraph, op: TOp, t: int, int8_ops: set[int], need, producer: dict) -> tuple | None:

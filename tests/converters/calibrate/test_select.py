@@ -47,7 +47,8 @@ def test_choose_keeps_minmax_unless_beaten_and_switches_single_groups():
 
 
 @pytest.mark.parametrize("first_wins", [True, False])
-def test_the_harder_clip_is_scored_only_after_the_softer_one_won(first_wins):
+def test_the_harder_clip_is_scored_whether_or_not_the_softer_one_won(first_wins):
+    """The ViT: percentile:99.999 loses to min/max in held-out scoring, 99.99 wins clearly."""
     order = ["t0", "t1"]
     soft, hard = select.LADDER
     candidates = {m: {t: (float(k), float(k)) for t in order} for k, m in enumerate(["minmax", soft, hard])}
@@ -60,10 +61,7 @@ def test_the_harder_clip_is_scored_only_after_the_softer_one_won(first_wins):
         scored.append(lo)
         return base * factor[lo] + (0.3 * np.sin(np.arange(16)) if lo == 2.0 else 0.0)
     _, chosen = select.choose(candidates, order, score, max_runs=3)
-    if first_wins:      # the harder clip wins too: taken
-        assert chosen == {t: hard for t in order} and scored == [0.0, 1.0, 2.0]
-    else:               # the softer clip lost: the harder one is never scored, though it would win
-        assert chosen == {t: "minmax" for t in order} and scored == [0.0, 1.0]
+    assert chosen == {t: hard for t in order} and scored == [0.0, 1.0, 2.0]
 
 
 def test_the_harder_clip_needs_a_clear_win():
