@@ -27,7 +27,7 @@ from converters.calibrate import data, stream
 from converters.calibrate.runner import collect_stats
 from converters.carried import warn as warn_carried
 from converters.config import ConvertConfig
-from converters.errors import ConvertError
+from converters.errors import ConvertError, UnsupportedOpsError
 from converters.freeze import FrozenInputWarning, constant_controls, freeze_inputs
 from converters.frontend.cut import cut_outputs
 from converters.frontend.inline_if import inline_constant_ifs
@@ -181,8 +181,20 @@ def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=(), graph=
     statistics the TFLite build reads: one float pass over the samples instead of two. ``graph``:
     the IR ``check_lowerable`` built; ``auto`` scores each range as the int8 TFLite model cuts it."""
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
-    view = tflite.int8_view(graph) if graph is not None and cfg.observer == "auto" and cfg.quantize == "int8" else None
+    view = _int8_view(model, cfg, graph) if cfg.observer == "auto" and cfg.quantize == "int8" else None
     return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress, view=view), samples
+
+
+def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph):
+    """The int8 TFLite model's view of the tensors, from ``graph`` or an IR built here, so every
+    target (``qdq`` alone too) and ``calibrate`` get the ranges ``convert --target tflite`` gets.
+    A model the TFLite lowering refuses (a ``qdq``-only conversion) is scored without it."""
+    if graph is None:
+        try:
+            graph = check_lowerable(model, cfg)
+        except UnsupportedOpsError:
+            return None
+    return tflite.int8_view(graph)
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:

@@ -150,7 +150,8 @@ def _reduce_over(exposed: onnx.ModelProto, op: str, name: str, suffix: str, axis
 EXACT_REWRITES_OFF = ("WeightBiasQuantization",)
 
 
-def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True, arena: bool = True):
+def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool = True, arena: bool = True,
+                 qdq: bool = False):
     """An onnxruntime CPU session; load failures become ModelLoadError. ``in_order``: run the nodes
     in the graph's own order (onnxruntime's default order may defer a node that only feeds a graph
     output, such as ``Fetcher``'s reductions, and so keep every activation alive until the end:
@@ -158,7 +159,9 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
     threads sleep instead of spinning; a graph of many small single-threaded nodes (reductions)
     otherwise burns a second core waiting (measured: half the CPU time of a ReLU + min/max).
     ``arena=False``: memory goes back to the system when a run's tensors die, where an arena would
-    keep its peak for the session's life (each of ``stages.Staged``'s sessions would hold one)."""
+    keep its peak for the session's life (each of ``stages.Staged``'s sessions would hold one).
+    ``qdq=True``: a fake-quant graph (``select``'s scorer), run without ``EXACT_REWRITES_OFF``; the
+    float passes keep onnxruntime's defaults (the rewrites concern Q/DQ graphs only)."""
     options = ort.SessionOptions()
     # Basic optimisations only: constant folding is harmless, but fusions could change values
     # we are about to observe, and every tensor is a graph output anyway (``EXACT_REWRITES_OFF``).
@@ -171,7 +174,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
     options.enable_cpu_mem_arena = arena
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=list(EXACT_REWRITES_OFF))
+                                    disabled_optimizers=list(EXACT_REWRITES_OFF) if qdq else None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         older = _supported_ir_version(str(exc))
         if older is not None and older < model.ir_version:
@@ -180,7 +183,7 @@ def make_session(model: onnx.ModelProto, *, in_order: bool = False, spin: bool =
             retry = onnx.ModelProto()
             retry.CopyFrom(model)
             retry.ir_version = older
-            return make_session(retry, in_order=in_order, spin=spin, arena=arena)
+            return make_session(retry, in_order=in_order, spin=spin, arena=arena, qdq=qdq)
         raise ModelLoadError(f"onnxruntime cannot load the model for calibration: {exc}",
                              hint="check the model with 'ganglion inspect'; it must run in onnxruntime") from exc
 
@@ -429,7 +432,7 @@ def _auto(model, found: dict, kept: Kept, names, types, count: int, view=None) -
     # nodes in graph order, idle threads asleep: the same outputs for half the CPU time of
     # onnxruntime's default (measured on YOLOv8n-640's fake-quant graph: 0.24 s instead of 0.55 s)
     scorer = select.Scorer(model, choosable, kept.feeds, kept.references,
-                           functools.partial(make_session, in_order=True, spin=False), view)
+                           functools.partial(make_session, in_order=True, spin=False, qdq=True), view)
     chosen, _ = select.choose(heldout, choosable, scorer, final=full,
                               max_runs=select.budget(count, len(kept), len(full)))
     ranges.update(chosen)

@@ -82,7 +82,7 @@ def test_the_fake_quant_session_rounds_weights_per_channel(op):
     re-quantized a weight behind a DequantizeLinear per tensor: the small channel's output was
     its bias alone, and ``auto`` scored a model LiteRT never runs (silero VAD: 8 dB, not 24)."""
     m = _wide_channel_layer(op)
-    fq = runner.make_session(select.fake_quant_model(m, ["x", "y"]))
+    fq = runner.make_session(select.fake_quant_model(m, ["x", "y"]), qdq=True)
     # the rewrite needs the layer between two Q/DQ pairs; y's range fits the small channel (the
     # large one clips, in both): per-tensor weights would cost it ~40 of y's steps
     ranges = {"x": (-2.0, 2.0), "y": (-1.0, 1.0)}

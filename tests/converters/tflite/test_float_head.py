@@ -192,12 +192,12 @@ def test_build_reports_its_head_as_head_nodes_does(small):
     assert tflite.build(m, ranges, tflite.TFLiteOptions()).float_head == []
 
 
-@pytest.mark.parametrize("target, lowerings", [("tflite", 2), ("both", 2), ("qdq", 1)])
+@pytest.mark.parametrize("target, lowerings", [("tflite", 2), ("both", 2), ("qdq", 2)])
 def test_convert_with_a_float_head_lowers_the_model_once(tmp_path, small, monkeypatch, target, lowerings):
     """A spy around the real lowering counts calls: the head comes from the TFLite build's own
-    lowering, and only a QDQ-only conversion lowers (once) just to find it. (The other lowering
-    with a TFLite target is the ``auto`` observer's view of the int8 model, ``tflite.int8_view``,
-    made before calibration.)"""
+    lowering, and only a QDQ-only conversion lowers just to find it. (The other lowering is the
+    ``auto`` observer's view of the int8 model, ``tflite.int8_view``, made before calibration
+    for every target, so ``qdq`` alone gets the ranges ``both`` gets.)"""
     import onnx
 
     import converters.lower
