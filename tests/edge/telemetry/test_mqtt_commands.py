@@ -163,7 +163,7 @@ def test_chunked_transfer_end_to_end_with_resume(device, requester, tmp_path):
 
 def test_send_file_streams_a_file_many_chunks_long(device, requester, tmp_path):
     """3 MB in 64 KiB chunks (the last one short): the device assembles the exact bytes, and the
-    sender's traced memory peak stays far below the file's size (it never reads it whole)."""
+    traced memory peak stays well below the file's size (it never reads it whole)."""
     tm = device(command_max_bytes=256 * 1024)
     got = {}
 
@@ -185,7 +185,10 @@ def test_send_file_streams_a_file_many_chunks_long(device, requester, tmp_path):
         tracemalloc.stop()
     assert reply["ok"] and reply["result"] == {"size": size}
     assert got == {"size": size, "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
-    assert peak < 1_000_000, f"send_file held {peak} bytes at once"
+    # tracemalloc sees every thread of this process, the in-process device's receive buffers and
+    # paho's queues included (about 1 MB in all, 0.95-1.01 MB measured): reading the 3 MB file whole
+    # would add at least its size on top
+    assert peak < size / 2, f"send_file held {peak} bytes at once"
 
 
 def test_send_file_of_a_missing_file_is_a_typed_error(requester, tmp_path):
