@@ -1,4 +1,6 @@
-"""LayerNormalization and InstanceNormalization as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL (/ MUL scale / ADD bias).
+"""LayerNormalization, InstanceNormalization and ganglion::Normalize (a normalization found written
+out op by op, ``passes/fuse_normalization``) as MEAN / SUB / MUL / MEAN / ADD / RSQRT / MUL
+(/ MUL scale / ADD bias).
 
 TFLite has no layer-norm builtin; every op of this decomposition has float and int8 kernels (the
 int8 graph needs measured ranges for its temporaries, see tflite/ranges.py). (BatchNormalization never reaches lowering: the
@@ -66,14 +68,35 @@ def _affine(ctx: LowerContext, x: int, y: int, centered: int, inv: int, scale, b
         cur = out
 
 
-def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int]) -> tuple[int, int]:
-    """(x - mean, 1 / sqrt(var + eps)) over ``stored_axes``, both as TFLite tensors."""
+def _check_normalize(node, graph):
+    if graph.tensors[node.inputs[0]].dtype != np.float32:
+        return "Normalize needs a float32 input"
+    return None
+
+
+@lowers("Normalize", since=1, check=_check_normalize, domain="ganglion")
+def normalize(ctx: LowerContext, node) -> None:
+    """(x [- mean]) / sqrt(mean of its square + eps) over ``axes``: a LayerNorm / InstanceNorm /
+    GroupNorm (``center``) or an RMSNorm that ``passes/fuse_normalization`` found written out."""
+    name = node.inputs[0]
+    x, y = ctx.value(name), ctx.output(node.outputs[0])
+    stored = sorted(ctx.axis(name, a) for a in node.attrs["axes"])
+    centered, inv = _statistics(ctx, node, x, stored, center=bool(node.attrs["center"]))
+    ctx.emit("MUL", [centered, inv], [y], options("MulOptions"))
+
+
+def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int],
+                center: bool = True) -> tuple[int, int]:
+    """(x - mean, 1 / sqrt(var + eps)) over ``stored_axes``, both as TFLite tensors; without
+    ``center`` (RMSNorm) x itself and 1 / sqrt(mean(x^2) + eps)."""
     shape = ctx.shape_of(x)
     axes = ctx.const(np.array(stored_axes, np.int32), "axes")
     kept = [1 if i in stored_axes else s for i, s in enumerate(shape)]
     op = ctx.emit_new
-    mean = op("MEAN", [x, axes], kept, options("ReducerOptions", keepDims=True), "mean")
-    centered = op("SUB", [x, mean], shape, options("SubOptions"), "centered")
+    centered = x
+    if center:
+        mean = op("MEAN", [x, axes], kept, options("ReducerOptions", keepDims=True), "mean")
+        centered = op("SUB", [x, mean], shape, options("SubOptions"), "centered")
     square = op("MUL", [centered, centered], shape, options("MulOptions"), "square")
     var = op("MEAN", [square, axes], kept, options("ReducerOptions", keepDims=True), "var")
     eps = ctx.const(np.array(node.attrs.get("epsilon", 1e-5), np.float32), "epsilon")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from converters.ir import Graph
 from converters.passes import (convert_layout, decompose_einsum, drop_identity, fold_constants,
-                               fuse_activation, fuse_bias_add, fuse_conv_bn, fuse_gelu, onehot_gather)
+                               fuse_activation, fuse_bias_add, fuse_conv_bn, fuse_gelu, fuse_normalization,
+                               onehot_gather)
 
 PIPELINE = (
     decompose_einsum,  # Einsum -> Transpose/Reshape/MatMul (TFLite has no einsum)
@@ -18,6 +19,7 @@ PIPELINE = (
     fuse_conv_bn,      # BN into Conv/Gemm weights, else Mul + Add
     fuse_bias_add,     # Conv/Gemm + Add(per-channel constant) -> the op's bias
     fuse_gelu,         # x * 0.5 * (1 + erf(x / sqrt 2)) -> Gelu (one TFLite GELU op)
+    fuse_normalization,  # written-out LayerNorm / RMSNorm / GroupNorm statistics -> ganglion::Normalize
     fuse_activation,   # Relu / Clip(0,6) / Clip(-1,1) into the producer's fused activation
     convert_layout,    # NCHW -> NHWC once; transposes only at graph I/O
 )

@@ -112,7 +112,7 @@ def run(graph: Graph) -> bool:
         if graph.io_layout == "nhwc" and t.shape is not None and len(t.shape) == 4:
             t.perm = channels_last(4)
     for node in graph.nodes:
-        if node.domain == LAYOUT_DOMAIN or any(graph.tensors[i].shape is None for i in node.inputs if i):
+        if (node.domain, node.op) == (LAYOUT_DOMAIN, LAYOUT_OP) or any(graph.tensors[i].shape is None for i in node.inputs if i):
             sweep.out_nodes.append(node)
             continue
         RULES.get(node.op, _onnx_layout)(sweep, node)
@@ -222,7 +222,8 @@ def _takes_flat_input(g: Graph, user: Node, name: str) -> bool:
 RULES = {**{op: _spatial for op in SPATIAL}, **{op: _elementwise for op in ELEMENTWISE},
          **{op: _keep_layout for op in KEEP_LAYOUT}, **{op: _reduce for op in REDUCE},
          **{op: _reshape_like for op in RESHAPE_LIKE},
-         "Softmax": _softmax, "LogSoftmax": _softmax, "Transpose": _transpose}
+         "Softmax": _softmax, "LogSoftmax": _softmax, "Transpose": _transpose,
+         "Normalize": _keep_layout}   # ganglion::Normalize (fuse_normalization): its lowering maps axes
 
 
 def _fix_outputs(graph: Graph) -> None:

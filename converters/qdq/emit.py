@@ -37,6 +37,7 @@ from converters.passes import PIPELINE, convert_layout, fuse_activation
 
 MIN_OPSET = 13
 GELU_OPSET = 20
+LAYER_NORM_OPSET = 17
 # TFLite-specific: fused activations are a TFLite op field, NHWC is TFLite's layout
 TFLITE_ONLY = (fuse_activation, convert_layout)
 SHARED_PASSES = tuple(p for p in PIPELINE if p not in TFLITE_ONLY)
@@ -129,7 +130,8 @@ class _Emitter:
 
     def model(self) -> tuple[onnx.ModelProto, dict[str, str]]:
         for node in self.graph.nodes:
-            writer = WRITERS.get(node.op) if not node.domain and "_unresolved" not in node.attrs else None
+            key = f"{node.domain}::{node.op}" if node.domain else node.op
+            writer = WRITERS.get(key) if "_unresolved" not in node.attrs else None
             before = len(self.nodes)
             if writer is None:
                 self.add(node.op, list(node.inputs), node.outputs, node.name, self.attributes(node), node.domain)
@@ -314,3 +316,33 @@ def _gelu(e: _Emitter, node: Node) -> None:
              ("Mul", [mid[3], e.const(f"{node.name}/half", np.asarray(0.5, dtype))], node.outputs[0])]
     for op, inputs, out in steps:
         e.add(op, inputs, [out], e.unique(f"{node.name}/{op}"))
+
+
+@writes("ganglion::Normalize")
+def _normalize(e: _Emitter, node: Node) -> None:
+    """``passes/fuse_normalization``'s node: LayerNormalization (unit scale) where the opset has it
+    and the axes are trailing, else the centered form ``d / sqrt(mean(d * d) + eps)``,
+    ``d = x - mean(x)`` (or ``x`` without ``center``), which is exact in float."""
+    x, dtype = node.inputs[0], e.graph.tensors[node.inputs[0]].dtype
+    shape, axes = e.graph.tensors[x].shape, [int(a) for a in node.attrs["axes"]]
+    eps = float(node.attrs["epsilon"])
+    trailing = axes == list(range(axes[0], len(shape)))
+    if node.attrs["center"] and trailing and e.opset >= LAYER_NORM_OPSET:
+        ones = e.const(f"{node.name}/scale", np.ones(shape[axes[0]:], dtype))
+        e.add("LayerNormalization", [x, ones], node.outputs, node.name,
+              [helper.make_attribute("axis", axes[0]), helper.make_attribute("epsilon", eps)])
+        return
+    mid = {k: e.unique(f"{node.name}/{k}") for k in ("mean", "centered", "square", "var", "var_eps", "std")}
+    d = x
+    if node.attrs["center"]:
+        _reduce(e, Node("ReduceMean", e.unique(f"{node.name}/ReduceMean"), [x], [mid["mean"]],
+                        {"axes": axes, "keepdims": 1}))
+        e.add("Sub", [x, mid["mean"]], [mid["centered"]], e.unique(f"{node.name}/Sub"))
+        d = mid["centered"]
+    e.add("Mul", [d, d], [mid["square"]], e.unique(f"{node.name}/Mul"))
+    _reduce(e, Node("ReduceMean", e.unique(f"{node.name}/ReduceMean"), [mid["square"]], [mid["var"]],
+                    {"axes": axes, "keepdims": 1}))
+    e.add("Add", [mid["var"], e.const(f"{node.name}/epsilon", np.asarray(eps, dtype))], [mid["var_eps"]],
+          e.unique(f"{node.name}/Add"))
+    e.add("Sqrt", [mid["var_eps"]], [mid["std"]], e.unique(f"{node.name}/Sqrt"))
+    e.add("Div", [d, mid["std"]], node.outputs, e.unique(f"{node.name}/Div"))
