@@ -9,7 +9,7 @@ from __future__ import annotations
 from converters.ir import Graph
 from converters.passes import (convert_layout, decompose_einsum, drop_identity, fold_constants,
                                fuse_activation, fuse_bias_add, fuse_conv_bn, fuse_gelu, fuse_normalization,
-                               onehot_gather)
+                               fuse_softmax, onehot_gather)
 
 PIPELINE = (
     decompose_einsum,  # Einsum -> Transpose/Reshape/MatMul (TFLite has no einsum)
@@ -20,6 +20,7 @@ PIPELINE = (
     fuse_bias_add,     # Conv/Gemm + Add(per-channel constant) -> the op's bias
     fuse_gelu,         # x * 0.5 * (1 + erf(x / sqrt 2)) -> Gelu (one TFLite GELU op)
     fuse_normalization,  # written-out LayerNorm / RMSNorm / GroupNorm statistics -> ganglion::Normalize
+    fuse_softmax,      # Exp(x - max) / ReduceSum(Exp(x - max)) -> Softmax
     fuse_activation,   # Relu / Clip(0,6) / Clip(-1,1) into the producer's fused activation
     convert_layout,    # NCHW -> NHWC once; transposes only at graph I/O
 )
