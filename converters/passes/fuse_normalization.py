@@ -43,15 +43,16 @@ def run(graph: Graph) -> bool:
             continue
         for out_node, gamma in m.outputs(root, found):
             if out_node in graph.nodes:
-                _replace(graph, out_node, found, gamma)
+                _replace(graph, out_node, found, gamma, root.name)
                 changed = True
     if changed:
         graph.remove_unused()
     return changed
 
 
-def _replace(graph: Graph, out_node: Node, stat: Stat, gamma: str | None) -> None:
-    """``out_node``'s output := Normalize(x) [* gamma], in ``out_node``'s place."""
+def _replace(graph: Graph, out_node: Node, stat: Stat, gamma: str | None, root: str) -> None:
+    """``out_node``'s output := Normalize(x) [* gamma], in ``out_node``'s place. ``--keep-float``
+    of the output node or of the Sqrt (``root``) keeps the Normalize float."""
     out = out_node.outputs[0]
     x = graph.tensors[stat.x]
     norm_out = out
@@ -61,7 +62,7 @@ def _replace(graph: Graph, out_node: Node, stat: Stat, gamma: str | None) -> Non
     name = graph.fresh(out_node.name + "/normalize")
     new = [Node(OP, name, [stat.x], [norm_out],
                 {"axes": list(stat.axes), "epsilon": float(stat.eps), "center": int(stat.center),
-                 "_absorbed": [out_node.name]}, DOMAIN)]
+                 "_absorbed": [out_node.name, root]}, DOMAIN)]
     if gamma is not None:
         new.append(Node("Mul", out_node.name, [norm_out, gamma], [out]))
     at = graph.nodes.index(out_node)

@@ -217,3 +217,18 @@ def test_qdq_writer_writes_normalize_as_onnx(name, opset):
     assert "Reciprocal" not in ops and "Max" not in ops, ops
     feeds = rows(name, 1, 2)[0]
     np.testing.assert_allclose(H.ort_run(written, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kept", ["Sqrt_3", "Mul_5"])
+def test_keeping_the_sqrt_or_the_output_node_float_keeps_the_normalization_float(kept):
+    # rows of one scale: the rsqrt input spans < 16x, so by default the statistics run int8
+    m = build("rms_reciprocal")
+    assert {node.name for node in m.graph.node} >= {kept}
+    samples = [{"x": s["x"] / s["x"].std(axis=-1, keepdims=True)} for s in rows("rms_reciprocal", 8, 0)]
+    ranges = H.collect_ranges(m, samples, method="minmax", progress=False)
+    default = H.tflite.build(m, ranges, H.tflite.TFLiteOptions(quantize="int8"), samples=samples)
+    float_norm = H.tflite.build(m, ranges, H.tflite.TFLiteOptions(quantize="int8", keep_float=frozenset({kept})),
+                                samples=samples)
+    statistics = ["MUL", "MEAN", "ADD", "RSQRT", "MUL"]
+    assert default.ops[:6] == ["QUANTIZE", *statistics], default.ops           # int8 from the input on
+    assert float_norm.ops[:6] == [*statistics, "QUANTIZE"], float_norm.ops     # float, then int8 gamma
