@@ -158,7 +158,8 @@ def _squeeze(node: Node, graph: Graph) -> None:
     node.inputs = node.inputs[:1]
 
 
-@quirk("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
+@quirk("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2",
+       "ReduceL1")
 def _reduce(node: Node, graph: Graph) -> None:
     found, axes = _const_input(node, graph, 1, "axes")
     if "_unresolved" in node.attrs:

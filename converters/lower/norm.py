@@ -77,18 +77,21 @@ def _check_normalize(node, graph):
 @lowers("Normalize", since=1, check=_check_normalize, domain="ganglion")
 def normalize(ctx: LowerContext, node) -> None:
     """(x [- mean]) / sqrt(mean of its square + eps) over ``axes``: a LayerNorm / InstanceNorm /
-    GroupNorm (``center``) or an RMSNorm that ``passes/fuse_normalization`` found written out."""
+    GroupNorm (``center``) or an RMSNorm that ``passes/fuse_normalization`` found written out;
+    with ``l2``, x / max(||x||_2, eps) = x * rsqrt(max(sum of x^2, eps^2)) (F.normalize)."""
     name = node.inputs[0]
     x, y = ctx.value(name), ctx.output(node.outputs[0])
     stored = sorted(ctx.axis(name, a) for a in node.attrs["axes"])
-    centered, inv = _statistics(ctx, node, x, stored, center=bool(node.attrs["center"]))
+    centered, inv = _statistics(ctx, node, x, stored, center=bool(node.attrs["center"]),
+                                l2=bool(node.attrs.get("l2", 0)))
     ctx.emit("MUL", [centered, inv], [y], options("MulOptions"))
 
 
 def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int],
-                center: bool = True) -> tuple[int, int]:
+                center: bool = True, l2: bool = False) -> tuple[int, int]:
     """(x - mean, 1 / sqrt(var + eps)) over ``stored_axes``, both as TFLite tensors; without
-    ``center`` (RMSNorm) x itself and 1 / sqrt(mean(x^2) + eps)."""
+    ``center`` (RMSNorm) x itself and 1 / sqrt(mean(x^2) + eps); with ``l2`` x itself and
+    1 / sqrt(max(sum(x^2), eps^2))."""
     shape = ctx.shape_of(x)
     axes = ctx.const(np.array(stored_axes, np.int32), "axes")
     kept = [1 if i in stored_axes else s for i, s in enumerate(shape)]
@@ -98,8 +101,14 @@ def _statistics(ctx: LowerContext, node, x: int, stored_axes: list[int],
         mean = op("MEAN", [x, axes], kept, options("ReducerOptions", keepDims=True), "mean")
         centered = op("SUB", [x, mean], shape, options("SubOptions"), "centered")
     square = op("MUL", [centered, centered], shape, options("MulOptions"), "square")
+    eps = node.attrs.get("epsilon", 1e-5)
+    if l2:
+        total = op("SUM", [square, axes], kept, options("ReducerOptions", keepDims=True), "sum_sq")
+        floor = ctx.const(np.array(eps * eps, np.float32), "epsilon_sq")
+        var_eps = op("MAXIMUM", [total, floor], kept, None, "sum_sq_floor")
+        return centered, op("RSQRT", [var_eps], kept, None, "inv_norm")
     var = op("MEAN", [square, axes], kept, options("ReducerOptions", keepDims=True), "var")
-    eps = ctx.const(np.array(node.attrs.get("epsilon", 1e-5), np.float32), "epsilon")
+    eps = ctx.const(np.array(eps, np.float32), "epsilon")
     var_eps = op("ADD", [var, eps], kept, options("AddOptions"), "var_eps")
     return centered, op("RSQRT", [var_eps], kept, None, "inv_std")
 

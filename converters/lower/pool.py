@@ -1,4 +1,5 @@
-"""Pooling and reductions: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Reduce*.
+"""Pooling and reductions: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Reduce*
+(ReduceSumSquare / ReduceL2 / ReduceL1 as an elementwise op, SUM, [SQRT]: TFLite has no norms).
 
 Pools run channels-last (1-D pools as 2-D with height 1). ``ceil_mode`` extends the end padding.
 ONNX pads that are zero or equal TFLite's SAME map onto VALID / SAME. Other pads:
@@ -192,3 +193,27 @@ def _reducer(ctx, node):
 
 for _op in REDUCERS:
     lowers(_op, since=1)(_reducer)
+
+
+# ReduceX(x) = post(SUM(pre(x))): F.normalize exports ReduceL2 (https://onnx.ai/onnx/operators/onnx__ReduceL2.html)
+NORMS = {"ReduceSumSquare": ("square", None), "ReduceL2": ("square", "SQRT"), "ReduceL1": ("ABS", None)}
+
+
+@lowers("ReduceSumSquare", since=1)
+@lowers("ReduceL2", since=1)
+@lowers("ReduceL1", since=1)
+def norm_reducer(ctx: LowerContext, node) -> None:
+    name = node.inputs[0]
+    x, y = ctx.value(name), ctx.output(node.outputs[0])
+    pre, post = NORMS[node.op]
+    shape = ctx.shape_of(x)
+    if pre == "square":
+        terms = ctx.emit_new("MUL", [x, x], shape, options("MulOptions"), "square")
+    else:
+        terms = ctx.emit_new(pre, [x], shape, None, "abs")
+    axes = sorted(ctx.axis(name, a) for a in node.attrs["axes"])
+    total = y if post is None else ctx.temp(ctx.shape_of(y), "sum")
+    ctx.emit("SUM", [terms, ctx.const(np.array(axes, np.int32), "axes")], [total],
+             options("ReducerOptions", keepDims=bool(node.attrs.get("keepdims", 1))))
+    if post is not None:
+        ctx.emit(post, [total], [y])

@@ -29,7 +29,8 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Relu", "Clip", 
                "Abs", "Neg", "Identity", "Dropout", "Reciprocal", "Elu", "Softplus", "Floor", "Ceil",
                "Cast", "Sum"}
 KEEP_LAYOUT = {"Concat", "Split", "Slice", "Pad"}
-REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd"}
+REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2",
+          "ReduceL1"}
 RESHAPE_LIKE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 LAYOUT_OP, LAYOUT_DOMAIN = "LayoutTranspose", "ganglion"
 

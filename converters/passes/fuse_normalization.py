@@ -13,9 +13,11 @@ that int8 cannot hold:
               mean(sq(x)) | ReduceSumSquare(x) / N   no centering (RMSNorm)
     radicand  variance [Max(., c <= 0)] [+ eps] (Reshape/Expand/Squeeze/Unsqueeze in between)
     output    num * Reciprocal(Sqrt(r)) | num / Sqrt(r) | num * Pow(r, -0.5)
-              | num * (Reciprocal(Sqrt(r)) * gamma), with num = x - mean(x) (or x: RMSNorm)
+              | num * (Reciprocal(Sqrt(r)) * gamma), with num = x - mean(x) (or x: RMSNorm),
+              possibly gamma * num (PyTorch's hand-written LayerNorm: w * (x - u) / sqrt(...))
+    L2        x / Clip(ReduceL2(x), min=eps) | x / Max(ReduceL2(x), eps)   (F.normalize)
 
-The output node is replaced by ``Normalize(x; axes, epsilon, center)`` (then ``Mul(., gamma)``
+The output node is replaced by ``Normalize(x; axes, epsilon, center, l2)`` (then ``Mul(., gamma)``
 when a constant gamma sat on the inverse deviation); the statistics nodes fall away unless
 something else reads them. The lowering (``lower/norm.py``) computes the centered variance, exact
 in float, with measured ranges for its temporaries, and ``tflite/precision.py``'s RSQRT rule keeps
@@ -45,6 +47,11 @@ def run(graph: Graph) -> bool:
             if out_node in graph.nodes:
                 _replace(graph, out_node, found, gamma, root.name)
                 changed = True
+    for div in [n for n in graph.nodes if n.op == "Div"]:
+        found = Matcher(graph).l2_division(div) if div in graph.nodes else None
+        if found is not None:
+            _replace(graph, div, found, None, div.name)
+            changed = True
     if changed:
         graph.remove_unused()
     return changed
@@ -61,7 +68,7 @@ def _replace(graph: Graph, out_node: Node, stat: Stat, gamma: str | None, root: 
         graph.tensors[norm_out] = Tensor(norm_out, tuple(x.shape), x.dtype)
     name = graph.fresh(out_node.name + "/normalize")
     new = [Node(OP, name, [stat.x], [norm_out],
-                {"axes": list(stat.axes), "epsilon": float(stat.eps), "center": int(stat.center),
+                {"axes": list(stat.axes), "epsilon": float(stat.eps), "center": int(stat.center), "l2": int(stat.l2),
                  "_absorbed": [out_node.name, root]}, DOMAIN)]
     if gamma is not None:
         new.append(Node("Mul", out_node.name, [norm_out, gamma], [out]))

@@ -27,6 +27,7 @@ class Stat:
     eps: float
     center: bool
     centered: str | None = None     # the tensor x - mean(x) the variance squares (centered form)
+    l2: bool = False                # x / max(||x||_2, eps) (F.normalize) instead of a variance
 
 
 def _squeezed(shape) -> tuple[int, ...]:
@@ -215,7 +216,22 @@ class Matcher:
                     continue
                 ends += [(c2, c2.inputs[1] if c2.inputs[0] == c.outputs[0] else c2.inputs[0], other)
                          for c2 in self.cons.get(c.outputs[0], []) if c2.op == "Mul"]
-        return [(n, gamma) for n, num, gamma in ends if self._fits(n, num, gamma, stat)]
+        found = []
+        for n, num, gamma in ends:
+            if gamma is None and not self._fits(n, num, gamma, stat):
+                num, gamma = self._gamma_on(num)       # w * (x - u) / sqrt(...): PyTorch's own LN
+            if self._fits(n, num, gamma, stat):
+                found.append((n, gamma))
+        return found
+
+    def _gamma_on(self, t: str) -> tuple[str, str | None]:
+        """(y, gamma) when ``t = y * gamma`` with a constant gamma, else (t, None)."""
+        n = self.prod.get(t)
+        if n is not None and n.op == "Mul":
+            for a, b in (n.inputs, n.inputs[::-1]):
+                if self.g.const(b) is not None and self.g.const(a) is None:
+                    return a, b
+        return t, None
 
     def _fits(self, n: Node, numerator: str, gamma: str | None, stat: Stat) -> bool:
         xs = tuple(self.shape(stat.x))
@@ -230,3 +246,26 @@ class Matcher:
         d = self.prod.get(numerator)
         return d is not None and d.op == "Sub" and d.inputs[0] == stat.x \
             and self.is_mean_of(d.inputs[1], stat.x, stat.axes)
+
+    # --- x / max(||x||, eps) ----------------------------------------------------------------------
+    def l2_division(self, div: Node) -> Stat | None:
+        """The statistics of ``div`` when it is ``x / Clip(ReduceL2(x), min=eps)`` (or ``Max``)."""
+        if div.op != "Div":
+            return None
+        x, den = div.inputs
+        guard = self.prod.get(self.peel(den))
+        eps = None
+        if guard is not None and guard.op == "Clip" and guard.attrs.get("max", np.inf) == np.inf:
+            eps, norm = guard.attrs.get("min", -np.inf), guard.inputs[0]
+        elif guard is not None and guard.op == "Max" and len(guard.inputs) == 2:
+            consts = [self.scalar(i) for i in guard.inputs]
+            k = next((k for k, c in enumerate(consts) if c is not None), None)
+            eps, norm = (consts[k], guard.inputs[1 - k]) if k is not None else (None, None)
+        if eps is None or not eps >= 0.0:
+            return None
+        red = self.prod.get(self.peel(norm))
+        found = self._axes(red) if red is not None and red.op == "ReduceL2" else None
+        if found is None or found[0] != x or not self.aligned(den, x, found[1]) \
+                or self.shape(div.outputs[0]) != self.shape(x) or self.g.tensors[x].dtype != np.float32:
+            return None
+        return Stat(x, found[1], float(eps), False, l2=True)

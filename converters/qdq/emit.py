@@ -240,7 +240,7 @@ def _squeeze(e: _Emitter, node: Node) -> None:
     e.add(node.op, [node.inputs[0], axes], node.outputs, node.name)
 
 
-@writes("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
+@writes("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2", "ReduceL1")
 def _reduce(e: _Emitter, node: Node) -> None:
     # axes is an input of ReduceSum since opset 13, of the others since 18
     if node.op == "ReduceSum" or e.opset >= 18:
@@ -332,6 +332,9 @@ def _normalize(e: _Emitter, node: Node) -> None:
         e.add("LayerNormalization", [x, ones], node.outputs, node.name,
               [helper.make_attribute("axis", axes[0]), helper.make_attribute("epsilon", eps)])
         return
+    if node.attrs.get("l2"):
+        _l2_normalize(e, node, x, axes, eps)
+        return
     mid = {k: e.unique(f"{node.name}/{k}") for k in ("mean", "centered", "square", "var", "var_eps", "std")}
     d = x
     if node.attrs["center"]:
@@ -346,3 +349,12 @@ def _normalize(e: _Emitter, node: Node) -> None:
           e.unique(f"{node.name}/Add"))
     e.add("Sqrt", [mid["var_eps"]], [mid["std"]], e.unique(f"{node.name}/Sqrt"))
     e.add("Div", [d, mid["std"]], node.outputs, e.unique(f"{node.name}/Div"))
+
+
+def _l2_normalize(e: _Emitter, node: Node, x: str, axes: list[int], eps: float) -> None:
+    """x / max(ReduceL2(x), eps): the form F.normalize exports."""
+    norm, floor = e.unique(f"{node.name}/norm"), e.unique(f"{node.name}/floor")
+    _reduce(e, Node("ReduceL2", e.unique(f"{node.name}/ReduceL2"), [x], [norm], {"axes": axes, "keepdims": 1}))
+    dtype = e.graph.tensors[x].dtype
+    e.add("Max", [norm, e.const(f"{node.name}/epsilon", np.asarray(eps, dtype))], [floor], e.unique(f"{node.name}/Max"))
+    e.add("Div", [x, floor], node.outputs, e.unique(f"{node.name}/Div"))

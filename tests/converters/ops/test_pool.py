@@ -1,4 +1,5 @@
 """Pools and reductions (channels-last; explicit and SAME padding; ceil_mode; 1-D)."""
+import numpy as np
 import pytest
 
 from tests.converters.ops import harness as H
@@ -54,8 +55,28 @@ def test_reduce(case):
     H.check(H.one_node(op, X, opset=opset, **attrs), expect=[opcode], steps=2)
 
 
+NORM_REDUCE = {   # op, attrs, opcodes of its lowering, opset (18: axes is an input)
+    "sum_square_c": ("ReduceSumSquare", dict(axes=[1], keepdims=0), ["MUL", "SUM"], 17),
+    "l2_hw": ("ReduceL2", dict(axes=[2, 3], keepdims=1), ["MUL", "SUM", "SQRT"], 17),
+    "l1_last": ("ReduceL1", dict(axes=[-1], keepdims=1), ["ABS", "SUM"], 17),
+    "l2_c_opset18": ("ReduceL2", dict(axes=[1], keepdims=0), ["MUL", "SUM", "SQRT"], 18),
+    "sum_square_all_opset18": ("ReduceSumSquare", dict(keepdims=1), ["MUL", "SUM"], 18),
+}
+
+
+@pytest.mark.parametrize("case", NORM_REDUCE, ids=list(NORM_REDUCE))
+def test_norm_reductions(case):
+    # no TFLite builtin: elementwise op, SUM, [SQRT] (float only in LiteRT: an island)
+    op, attrs, opcodes, opset = NORM_REDUCE[case]
+    inits = {}
+    if opset >= 18 and "axes" in attrs:
+        inits["axes"] = np.array(attrs.pop("axes"), np.int64)
+    m = H.one_node(op, X, inits, opset=opset, **attrs)
+    res, _ = H.check(m, expect=opcodes, steps=3, islands=1 if "SQRT" in opcodes else 0)
+    assert res.ops == opcodes or res.ops[1:-1] == opcodes, res.ops     # layout transposes at most
+
+
 def test_reduce_mean_axes_as_input_opset18():
-    import numpy as np
     m = H.one_node("ReduceMean", X, {"axes": np.array([2, 3], np.int64)}, opset=18, keepdims=1)
     H.check(m, expect=["MEAN"], steps=2)
 

@@ -78,6 +78,25 @@ def centered_pow_div(rng, d=32):
     return nodes + more, {"two": _c(2.0), "eps": EPS, **inits}, (1, 24, d), 1
 
 
+def torch_hand_ln(rng, d=32):
+    """The same as both torch.onnx exporters write it: w * (x - u) / sqrt(v + eps) + b (gamma on
+    the numerator)."""
+    nodes = [n("ReduceMean", ["x"], "m", axes=[-1]), n("Sub", ["x", "m"], "dx"), n("Pow", ["dx", "two"], "sq"),
+             n("ReduceMean", ["sq"], "v", axes=[-1]), n("Mul", ["gamma", "dx"], "gdx"), n("Add", ["v", "eps"], "ve"),
+             n("Sqrt", ["ve"], "sd"), n("Div", ["gdx", "sd"], "nx"), n("Add", ["nx", "beta"], "y")]
+    inits = {"two": _c(2.0), "eps": EPS, "gamma": rng.uniform(0.5, 1.5, d).astype(np.float32),
+             "beta": rng.normal(0, 0.1, d).astype(np.float32)}
+    return nodes, inits, (1, 24, d), 1
+
+
+def l2_normalize(rng, d=32):
+    """F.normalize(x, dim=-1) as both torch.onnx exporters write it: x / Expand(Clip(ReduceL2(x), eps))."""
+    nodes = [n("ReduceL2", ["x"], "l2", axes=[-1]), n("Clip", ["l2", "eps"], "lc"),
+             n("Expand", ["lc", "xshape"], "le"), n("Div", ["x", "le"], "nx")]
+    more, inits = affine(rng, "nx", d, beta=False)
+    return nodes + more, {"eps": _c(1e-12), "xshape": _i(1, 24, d), **inits}, (1, 24, d), 1
+
+
 def rms_reciprocal(rng, d=32):
     """T5 / LLaMA RMSNorm: x * rsqrt(mean(x^2) + eps) * w (written as Reciprocal(Sqrt))."""
     nodes = [n("Pow", ["x", "two"], "sq"), n("ReduceMean", ["sq"], "v", axes=[-1]), n("Add", ["eps", "v"], "ve"),
@@ -115,12 +134,13 @@ def conv_instance_norm(rng, c=8):
     return nodes, {"w": w.astype(np.float32), "eps": EPS, "minus_half": _c(-0.5)}, (1, 3, 8, 8), None
 
 
-CASES = {f.__name__: f for f in (moments_sum, moments_axis1, centered_pow_div, rms_reciprocal,
-                                  rms_sum_square_div, group_norm, conv_instance_norm)}
+CASES = {f.__name__: f for f in (moments_sum, moments_axis1, centered_pow_div, torch_hand_ln, rms_reciprocal,
+                                  rms_sum_square_div, l2_normalize, group_norm, conv_instance_norm)}
 # int8 holdout SQNR (dB) each case must reach. Without the pass (the op-by-op int8 graph) they
-# measured: moments_sum -2.8, moments_axis1 -2.6, centered_pow_div 12.2, rms_reciprocal 12.9,
-# group_norm 12.4, conv_instance_norm 24.8 (its per-tensor int8 Conv output bounds it), and
-# ReduceSumSquare did not convert; with it 35.2, 140 (all float), 35.2, 38.0, 31.7, 27.5, 38.0.
+# measured: moments_sum -2.8, moments_axis1 -2.6, centered_pow_div 12.2, torch_hand_ln 10.3,
+# rms_reciprocal 12.9, rms_sum_square_div -4.3, l2_normalize -4.3, group_norm 12.4,
+# conv_instance_norm 24.8 (its per-tensor int8 Conv output bounds it); with it 35.2, 140 (all
+# float), 35.2, 35.2, 38.0, 38.0, 38.0, 31.7, 27.5.
 BOUND = {"conv_instance_norm": 26.5}
 
 
@@ -130,15 +150,15 @@ def build(name: str, opset: int = 17) -> onnx.ModelProto:
 
 
 def at_opset(nodes, inits: dict, opset: int) -> list:
-    """ReduceMean's axes attribute is an input from opset 18 on."""
+    """ReduceMean's (ReduceL2's, ReduceSumSquare's) axes attribute is an input from opset 18 on."""
     if opset < 18:
         return nodes
     out = []
     for node in nodes:
-        if node.op_type == "ReduceMean":
+        if node.op_type in ("ReduceMean", "ReduceL2", "ReduceSumSquare"):
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             inits[node.output[0] + "_axes"] = _i(*attrs.pop("axes"))
-            node = n("ReduceMean", [node.input[0], node.output[0] + "_axes"], node.output[0], **attrs)
+            node = n(node.op_type, [node.input[0], node.output[0] + "_axes"], node.output[0], **attrs)
         out.append(node)
     return out
 
@@ -205,7 +225,8 @@ def test_lookalikes_are_left_as_written(make):
 
 
 @pytest.mark.parametrize("opset", [15, 17, 18])
-@pytest.mark.parametrize("name", ["moments_sum", "moments_axis1", "rms_reciprocal", "conv_instance_norm"])
+@pytest.mark.parametrize("name", ["moments_sum", "moments_axis1", "rms_reciprocal", "l2_normalize",
+                                  "conv_instance_norm"])
 def test_qdq_writer_writes_normalize_as_onnx(name, opset):
     # LayerNormalization where the opset has it and the axes are trailing, else the centered form
     m = build(name, opset)
@@ -213,8 +234,8 @@ def test_qdq_writer_writes_normalize_as_onnx(name, opset):
     onnx.checker.check_model(written, full_check=True)
     ops = [node.op_type for node in written.graph.node]
     trailing_ln = name in ("moments_sum", "conv_instance_norm") and opset >= emit.LAYER_NORM_OPSET
-    assert ("LayerNormalization" in ops) == trailing_ln and ("Sqrt" in ops) != trailing_ln, ops
-    assert "Reciprocal" not in ops and "Max" not in ops, ops
+    assert ("LayerNormalization" in ops) == trailing_ln and ("Sqrt" in ops or "ReduceL2" in ops) != trailing_ln, ops
+    assert "Reciprocal" not in ops and ("Max" in ops) == (name == "l2_normalize"), ops   # the l2 floor
     feeds = rows(name, 1, 2)[0]
     np.testing.assert_allclose(H.ort_run(written, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-4, rtol=1e-4)
 
