@@ -177,24 +177,32 @@ def rows(name: str, count: int, seed: int) -> list[dict]:
     return out
 
 
+def float_build(m: onnx.ModelProto, feeds: dict, atol: float = 1e-4, rtol: float = 1e-4):
+    """The float TFLite build of ``m``, checked against onnxruntime on ``feeds``."""
+    res = H.convert(m)
+    np.testing.assert_allclose(H.tflite_run(res, feeds)[0], H.ort_run(m, feeds)[0], atol=atol, rtol=rtol)
+    return res
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_written_out_normalization_is_one_rsqrt_and_exact_in_float(name):
-    m = build(name)
-    feeds = rows(name, 1, 0)[0]
-    res = H.convert(m)
-    np.testing.assert_allclose(H.tflite_run(res, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-4, rtol=1e-4)
+    res = float_build(build(name), rows(name, 1, 0)[0])
     assert res.ops.count("RSQRT") == 1 and "SQRT" not in res.ops and "DIV" not in res.ops, res.ops
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_written_out_normalization_holds_int8_fidelity(name):
-    m = build(name)
-    calib, holdout = rows(name, 16, 0), rows(name, 4, 1)
+def int8_sqnr(m: onnx.ModelProto, calib: list[dict], holdout: list[dict]):
+    """(holdout SQNR of the int8 TFLite model calibrated min/max on ``calib``, its build)."""
     ranges = H.collect_ranges(m, calib, method="minmax", progress=False)
     q = H.tflite.build(m, ranges, H.tflite.TFLiteOptions(quantize="int8"), samples=calib)
     ref = np.concatenate([H.ort_run(m, s)[0] for s in holdout])
     got = np.concatenate([H.tflite_run(q, s)[0] for s in holdout])
-    assert H.sqnr_db(ref, got) > BOUND.get(name, 30.0), q.ops
+    return H.sqnr_db(ref, got), q
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_written_out_normalization_holds_int8_fidelity(name):
+    sqnr, q = int8_sqnr(build(name), rows(name, 16, 0), rows(name, 4, 1))
+    assert sqnr > BOUND.get(name, 30.0), q.ops
 
 
 def unbiased_variance():
@@ -218,9 +226,7 @@ def misaligned_statistic():
 def test_lookalikes_are_left_as_written(make):
     nodes, inits, shape, _ = make()
     m = H.model(nodes, {"x": shape}, ["y"], inits)
-    feeds = {"x": np.random.default_rng(8).normal(0.3, 1.0, shape).astype(np.float32)}
-    res = H.convert(m)
-    np.testing.assert_allclose(H.tflite_run(res, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-4, rtol=1e-4)
+    res = float_build(m, {"x": np.random.default_rng(8).normal(0.3, 1.0, shape).astype(np.float32)})
     assert "RSQRT" not in res.ops and "SQRT" in res.ops, res.ops
 
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from tests.converters.ops import harness as H
-from tests.converters.passes.test_fuse_normalization import _c, _i, n
+from tests.converters.passes.test_fuse_normalization import _c, _i, float_build, int8_sqnr, n
 
 
 def jax_softmax():
@@ -64,10 +64,7 @@ def logits(name: str, count: int, seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_written_out_softmax_is_one_softmax(name):
-    m = build(name)
-    feeds = logits(name, 1, 0)[0]
-    res = H.convert(m)
-    np.testing.assert_allclose(H.tflite_run(res, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-6, rtol=2e-4)
+    res = float_build(build(name), logits(name, 1, 0)[0], atol=1e-6, rtol=2e-4)
     assert "SOFTMAX" in res.ops and "EXP" not in res.ops, res.ops
 
 
@@ -75,20 +72,13 @@ def test_written_out_softmax_is_one_softmax(name):
 def test_written_out_softmax_holds_int8_fidelity(name):
     # Op by op (EXP of int8 logits, int8 sum, DIV) these measured jax 0.1, keepdims 25.4,
     # middle 26.8, unshifted 0.0 dB; fused 26.3, 26.3, 28.9, 26.3 (the int8 logits bound them)
-    m = build(name)
-    calib, holdout = logits(name, 16, 0), logits(name, 4, 1)
-    ranges = H.collect_ranges(m, calib, method="minmax", progress=False)
-    q = H.tflite.build(m, ranges, H.tflite.TFLiteOptions(quantize="int8"), samples=calib)
-    ref = np.concatenate([H.ort_run(m, s)[0] for s in holdout])
-    got = np.concatenate([H.tflite_run(q, s)[0] for s in holdout])
-    assert H.sqnr_db(ref, got) > 25.8 and "EXP" not in q.ops, q.ops
+    sqnr, q = int8_sqnr(build(name), logits(name, 16, 0), logits(name, 4, 1))
+    assert sqnr > 25.8 and "EXP" not in q.ops, q.ops
 
 
 def test_a_sum_broadcast_along_another_axis_is_left_as_written():
     # e / sum over the last axis, keepdims=0, broadcast along the rows: not a softmax
     nodes = [n("Exp", ["x"], "e"), n("ReduceSum", ["e", "ax"], "s", keepdims=0), n("Div", ["e", "s"], "y")]
     m = H.model(nodes, {"x": (6, 6)}, ["y"], {"ax": _i(-1)})
-    feeds = {"x": np.random.default_rng(3).normal(0, 2.0, (6, 6)).astype(np.float32)}
-    res = H.convert(m)
-    np.testing.assert_allclose(H.tflite_run(res, feeds)[0], H.ort_run(m, feeds)[0], atol=1e-6, rtol=1e-4)
+    res = float_build(m, {"x": np.random.default_rng(3).normal(0, 2.0, (6, 6)).astype(np.float32)}, atol=1e-6)
     assert "SOFTMAX" not in res.ops, res.ops
