@@ -247,7 +247,9 @@ def table(rows: list[dict], runs: int) -> str:
 FIGURES = {"ctc_text": (("cer", True), ("exact_vs_float", False), ("steps_vs_float", False)),
            "classify": (("accuracy", False), ("agree_vs_float", False)),
            "boxes": (("f1_vs_float", False), ("f1_vs_truth", False)),
-           "vad_stream": (("agree_vs_float", False), ("accuracy", False))}
+           "vad_stream": (("agree_vs_float", False), ("accuracy", False)),
+           "frame_speech": (("agree_vs_float", False), ("accuracy", False)),
+           "tokens": (("agree_vs_float", False),)}
 
 
 def task_table(rows: list[dict]) -> str:

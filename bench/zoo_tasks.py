@@ -265,7 +265,35 @@ def score(meta: dict, folder: Path, refs: list[dict], cands: list[dict], labels:
         if "classes" in labels:
             out["accuracy"] = float(np.mean([a == b for a, b in zip(labels["classes"], got_c)]))
         return out
+    if kind == "tokens":
+        return token_scores(metric, refs, cands, labels)
+    if kind == "frame_speech":
+        return frame_speech_scores(metric, refs, cands, labels)
     return _box_scores(metric, refs, cands, labels, names)
+
+
+def token_scores(metric: dict, refs, cands, labels: dict) -> dict:
+    """Per-position argmax agreement of a tagger ([1, T, tags]); only the first labels['lengths'][i]
+    positions of sample i when the inputs were padded."""
+    lengths = labels.get("lengths")
+    agree = []
+    for i, (r, c) in enumerate(zip(refs, cands)):
+        a, b = np.argmax(r[metric["output"]], -1).ravel(), np.argmax(c[metric["output"]], -1).ravel()
+        n = lengths[i] if lengths else len(a)
+        agree.append(a[:n] == b[:n])
+    return {"agree_vs_float": float(np.mean(np.concatenate(agree)))}
+
+
+def frame_speech_scores(metric: dict, refs, cands, labels: dict) -> dict:
+    """A frame-level VAD's speech decisions (1 - p[silence] >= threshold) against float's and the
+    truth (labels['speech_frames'])."""
+    def decisions(outs):
+        return np.concatenate([1 - o[metric["output"]][0, :, metric["silence"]] >= metric["threshold"] for o in outs])
+    ref, got = decisions(refs), decisions(cands)
+    out = {"agree_vs_float": float(np.mean(ref == got)), "speech_frac": float(got.mean())}
+    if "speech_frames" in labels:
+        out["accuracy"] = float(np.mean(np.concatenate(labels["speech_frames"]).astype(bool) == got))
+    return out
 
 
 def _box_scores(metric: dict, refs, cands, labels: dict, names: list[str]) -> dict:

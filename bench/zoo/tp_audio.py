@@ -88,3 +88,30 @@ def clip(rng: np.random.Generator, seconds: float, snr_db: float) -> tuple[np.nd
     mixed = speech + noise(rng, len(speech)) * np.sqrt(power / 10 ** (snr_db / 10))
     peak = np.abs(mixed).max()
     return (mixed / peak * min(peak, 0.95)).astype(np.float32), label
+
+
+def fbank(audio: np.ndarray, n_mels: int = 80, frame: int = 400, shift: int = 160) -> np.ndarray:
+    """Kaldi-style log mel filterbank [frames, n_mels] of 16 kHz audio scaled to int16 range, as
+    FunASR's WavFrontend computes it: DC removed per frame, pre-emphasis 0.97, Hamming window,
+    512-point power spectrum, mel = 1127 ln(1 + f / 700) triangles from 20 Hz to Nyquist."""
+    x = audio.astype(np.float64) * 32768.0
+    count = 1 + (len(x) - frame) // shift
+    frames = np.stack([x[i * shift:i * shift + frame] for i in range(count)])
+    frames -= frames.mean(axis=1, keepdims=True)
+    frames[:, 1:] -= 0.97 * frames[:, :-1]
+    frames[:, 0] *= 0.03
+    power = np.abs(np.fft.rfft(frames * np.hamming(frame), 512)) ** 2
+    mel = lambda f: 1127.0 * np.log(1.0 + f / 700.0)       # noqa: E731
+    edges = np.linspace(mel(20.0), mel(SR / 2), n_mels + 2)
+    bins = mel(np.arange(257) * SR / 512)
+    weights = np.maximum(0, np.minimum((bins[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None]),
+                                       (edges[2:, None] - bins[None]) / (edges[2:, None] - edges[1:-1, None])))
+    return np.log(np.maximum(power @ weights.T, np.finfo(np.float32).eps)).astype(np.float32)
+
+
+def lfr(feats: np.ndarray, m: int = 5) -> np.ndarray:
+    """Low frame rate stacking (FunASR lfr_m=m, lfr_n=1): each frame with the next m - 1, the first
+    frame repeated (m - 1) // 2 times in front and the last at the end."""
+    pad = (m - 1) // 2
+    padded = np.concatenate([np.repeat(feats[:1], pad, 0), feats, np.repeat(feats[-1:], m, 0)])
+    return np.stack([padded[i:i + m].reshape(-1) for i in range(len(feats))])

@@ -1,6 +1,7 @@
 """The converter's front door: load and check ONNX, make shapes static, build the IR.
 
     load_model(path, input_shapes=None) -> onnx.ModelProto   checked, opset 11-21 (7-10 raised), static shapes,
+                                                               float16 compute raised to float32 (half.py),
                                                                every node named (names.py)
     to_graph(model) -> converters.ir.Graph                    defaults filled, folded to a fixed
                                                                point (shapes, constants, If/Loop
@@ -20,6 +21,7 @@ import onnx
 from onnx.inliner import inline_local_functions
 
 from converters.frontend import dynamic, fold, quirks, shapes, subgraphs
+from converters.frontend.half import raise_float16
 from converters.frontend.load import check, default_opset, read_model, upgrade_opset
 from converters.frontend.names import name_nodes
 from converters.frontend.quantized import dequantize, with_ir4   # already-quantized models
@@ -44,6 +46,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     model = with_ir4(model)   # ONNX Runtime's quantizer output of an IR-3 model
     check(model, where)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never edit the caller's proto
+    raise_float16(model)   # mixed-precision exports compute in float32 here (half.py)
     if model.functions:  # exporters (torch.onnx dynamo) wrap modules in local functions
         model = inline_local_functions(model)
     # unnamed and repeated node names get the names --keep-float takes (onnxruntime refuses repeats)

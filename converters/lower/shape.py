@@ -108,8 +108,8 @@ def slice_(ctx: LowerContext, node) -> None:
 
 
 def _check_pad(node, graph):
-    if node.attrs.get("mode", "constant") not in ("constant", "reflect"):
-        return f"Pad mode '{node.attrs.get('mode')}' is not supported (constant, reflect are)"
+    if node.attrs.get("mode", "constant") not in ("constant", "reflect", "edge"):
+        return f"Pad mode '{node.attrs.get('mode')}' is not supported (constant, reflect, edge are)"
     if any(p < 0 for p in node.attrs.get("pads", [])):
         return "negative pads are not supported"
     return None
@@ -127,12 +127,28 @@ def pad(ctx: LowerContext, node) -> None:
     if mode == "reflect":
         ctx.emit("MIRROR_PAD", [x, ctx.const(table, "paddings")], [y],
                  options("MirrorPadOptions", mode=0))   # MirrorPadMode.REFLECT
+    elif mode == "edge":
+        _edge_pad(ctx, x, y, table)
     elif value == 0.0:
         ctx.emit("PAD", [x, ctx.const(table, "paddings")], [y], options("PadOptions"))
     else:
         ctx.emit("PADV2", [x, ctx.const(table, "paddings"),
                            ctx.const(np.array(value, np.float32), "value")], [y],
                  options("PadV2Options"))
+
+
+def _edge_pad(ctx: LowerContext, x: int, y: int, table: np.ndarray) -> None:
+    """ONNX ``edge`` (repeat the border value) as MIRROR_PAD SYMMETRIC steps of at most one element
+    per side: a symmetric pad of width 1 copies the border, so k steps repeat it k times (TFLite has
+    no edge mode; Caffe ports pad this way before ceil-mode pools)."""
+    cur, left = x, table.copy()
+    while left.any():
+        step = np.minimum(left, 1)
+        left -= step
+        out = y if not left.any() else ctx.temp(np.add(ctx.shape_of(cur), step.sum(axis=1)), "edge_padded")
+        ctx.emit("MIRROR_PAD", [cur, ctx.const(step, "paddings")], [out],
+                 options("MirrorPadOptions", mode=1))   # MirrorPadMode.SYMMETRIC
+        cur = out
 
 
 def _check_cast(node, graph):

@@ -7,15 +7,17 @@ nodes, then the layout decision on the final set of nodes.
 from __future__ import annotations
 
 from converters.ir import Graph
-from converters.passes import (convert_layout, decompose_einsum, drop_identity, fold_constants,
-                               fuse_activation, fuse_bias_add, fuse_conv_bn, fuse_gelu, fuse_normalization,
-                               fuse_softmax, onehot_gather)
+from converters.passes import (additive_mask, convert_layout, decompose_einsum, drop_identity,
+                               fold_constants, fuse_activation, fuse_bias_add, fuse_conv_bn, fuse_gelu,
+                               fuse_normalization, fuse_softmax, onehot_gather, sink_views)
 
 PIPELINE = (
     decompose_einsum,  # Einsum -> Transpose/Reshape/MatMul (TFLite has no einsum)
     fold_constants,    # Shape/Gather/Concat chains, weight preprocessing -> constants
     drop_identity,     # Identity / Dropout are no-ops at inference
     onehot_gather,     # MatMul(Cast(Equal(ids, arange K)), table) -> Gather(table, ids)
+    additive_mask,     # scores + Where(pad, -inf, 0) -> Where(pad, -inf, scores)
+    sink_views,        # Add(Squeeze(conv), b) / Relu(Squeeze(.)) -> Squeeze(...): the bias meets its Conv
     fuse_conv_bn,      # BN into Conv/Gemm weights, else Mul + Add
     fuse_bias_add,     # Conv/Gemm + Add(per-channel constant) -> the op's bias
     fuse_gelu,         # x * 0.5 * (1 + erf(x / sqrt 2)) -> Gelu (one TFLite GELU op)

@@ -35,6 +35,10 @@ CASES = {
                   "PADV2", 17),
     "pad_reflect": ("Pad", X, {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], I64)}, dict(mode="reflect"),
                     "MIRROR_PAD", 17),
+    # edge: one MIRROR_PAD SYMMETRIC per repeated element (Caffe ports pad before ceil-mode pools)
+    "pad_edge": ("Pad", X, {"p": np.array([0, 0, 1, 0, 0, 0, 1, 1], I64)}, dict(mode="edge"), "MIRROR_PAD", 17),
+    "pad_edge_wide": ("Pad", X, {"p": np.array([0, 1, 3, 0, 0, 0, 2, 4], I64)}, dict(mode="edge"),
+                      "MIRROR_PAD", 17),
     "gather": ("Gather", X, {"i": np.array([3, 0, -1], I64)}, dict(axis=2), "GATHER", 17),
     "expand_broadcast": ("Expand", {"x": (2, 1, 5)}, {"s": np.array([2, 4, 5], I64)}, {}, "BROADCAST_TO", 17),
     "expand_rank": ("Expand", {"x": (3, 5)}, {"s": np.array([2, 1, 5], I64)}, {}, "BROADCAST_TO", 17),
