@@ -194,7 +194,7 @@ def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph):
             graph = check_lowerable(model, cfg)
         except UnsupportedOpsError:
             return None
-    return tflite.int8_view(graph)
+    return tflite.int8_view(graph, int8_recurrent=cfg.int8_recurrent)
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:

@@ -78,6 +78,29 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     io_edges.finish_io(tg, io, ranges)
 
 
+def rounded_tensors(tg: TGraph, keep_float: frozenset, named: set[str]) -> set[int]:
+    """Tensors of ``tg`` (a lowered copy: constants are cloned) whose values int8 rounds whatever
+    the ranges, for ``auto``'s scorer (``tflite.int8_view``), which must not round what LiteRT keeps
+    float: ``quantize_int8``'s float islands that follow from the ops alone (ops without an int8
+    kernel, ``keep_float``, log front ends, ``_float_regions``) are left out, every tensor taken as
+    calibrated. A lowering temporary an int8 op writes (a Conv1d's 2-D output) passes its rounding
+    on through float data movement to the first tensor in ``named`` (the ONNX one the scorer
+    rounds). Rounding what LiteRT keeps float charged every candidate with noise the model never
+    has: silero VAD's LSTM state (fed back call after call) and its float squares."""
+    _clone_shared_constants(tg)
+    everything = dict.fromkeys(range(len(tg.tensors)), (0.0, 1.0))
+    int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, everything, keep_float)}
+    log_domain.float_front_ends(tg, int8_ops)
+    _demote_float_feeders(tg, int8_ops)
+    _float_regions(tg, int8_ops, "float32")
+    found = {t for op in tg.ops if id(op) in int8_ops for t in (*op.inputs, *op.outputs) if t >= 0}
+    for op in tg.ops:
+        if id(op) not in int8_ops and op.opcode in MOVEMENT and op.inputs and op.inputs[0] in found \
+                and tg.tensors[op.inputs[0]].name not in named:
+            found.update(op.outputs)
+    return found
+
+
 def _through_conversions(tg: TGraph, means: dict) -> dict:
     """``means`` also under the int8 copy a QUANTIZE makes of a measured float tensor: a layer
     that reads the float graph input reads that copy, and its bias is corrected too."""
