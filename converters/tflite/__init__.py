@@ -108,14 +108,16 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
     return run_pipeline(graph)
 
 
-def int8_view(graph: Graph, int8_recurrent: bool = False) -> Int8View:
+def int8_view(graph: Graph, int8_recurrent: bool = False, keep_float: frozenset = frozenset()) -> Int8View:
     """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
     ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds, less those ``build``
-    keeps float whatever the ranges (recurrent layers unless ``int8_recurrent``, squares, and the
-    float regions around them: ``quantize.rounded_tensors``), and their ``saturate`` bounds (which
+    keeps float whatever the ranges (the ONNX nodes ``keep_float``, recurrent layers unless
+    ``int8_recurrent``, squares, and the float regions around them: ``quantize.rounded_tensors``),
+    and their ``saturate`` bounds (which
     else stay float, RSQRT and Softmax, is decided later, from the ranges). Lowers a copy;
     ``graph`` stays for ``build``."""
-    keep = set() if int8_recurrent else {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
+    keep = _kept_ir_nodes(graph, keep_float)
+    keep |= set() if int8_recurrent else {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
     squares = {n.name for n in graph.nodes if n.op in ("Pow", "Mul")}
     tg = lowering.lower(copy.deepcopy(graph))
     keep |= {op.node for op in tg.ops if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]}

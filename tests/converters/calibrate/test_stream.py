@@ -208,3 +208,63 @@ def test_auto_rounds_no_recurrent_state_that_the_int8_model_keeps_float(int8_rec
     details = make_interpreter(built.flatbuffer).get_tensor_details()
     dtypes = {name: details[entry["index"]]["dtype"] for name, entry in built.tensor_map.items()}
     assert all(dtypes[n] == np.float32 for n in ("h0", "c0", "hN", "cN")) and dtypes["a"] == np.int8
+
+
+def test_a_recording_that_holds_the_float_states_is_found(vad):
+    """A recording may carry the float model's own states (a zoo's calib.npz): the pair is found
+    by running the float model over its first steps; zero states (restarts, or a naive .npz) and
+    states of another model are not taken for it."""
+    _, path = vad
+    model = load_model(path)
+    rec = io_models.recording(12)
+    steps = stream.unroll(model, [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])} for i in range(12)],
+                          [("stateN", "state")])
+    candidates = stream.candidate_pairs(model, input_specs(model))
+    assert candidates == [("stateN", "state")]
+    assert stream.recorded_pairs(model, steps, candidates) == [("stateN", "state")]
+    restarted = steps[:4] + [dict(steps[4], state=np.zeros_like(steps[4]["state"]))] + steps[5:]
+    assert stream.recorded_pairs(model, restarted, candidates) == [("stateN", "state")]
+    zeros = [dict(s, state=np.zeros_like(s["state"])) for s in steps]
+    assert stream.recorded_pairs(model, zeros, candidates) == []
+    other = [dict(s, state=s["state"] * 0.5 + 0.1) for s in steps]
+    assert stream.recorded_pairs(model, other, candidates) == []
+    assert stream.recurrence(model, [("stateN", "state")]) == {"rec_proj", "sum", "tanh"}
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["recording", "recorded_states"])
+def test_a_written_out_recurrence_stays_float_in_closed_loop(vad, capsys, with_state):
+    """The recurrence ``tanh(x W + state U)`` written out as nodes (as silero VAD's op18 export
+    writes its LSTM cell) stays float like an ONNX RNN, whether the recording leaves the state out
+    or holds the float model's own states; ``--int8-recurrent`` rounds it. LiteRT closed loop
+    against onnxruntime closed loop on a sequence neither saw (this cell forgets fast, so int8
+    costs it ~2 dB; silero's op18 export lost 16.5 dB)."""
+    folder, path = vad
+    calib = folder / "rec.npz"
+    if with_state:          # each step's state: the float model's previous stateN
+        rec = io_models.recording(160)
+        steps = stream.unroll(load_model(path), [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])}
+                                                 for i in range(160)], [("stateN", "state")])
+        calib = folder / "rec_states.npz"
+        np.savez(calib, **rec, state=np.stack([s["state"] for s in steps]))
+    session = ort.InferenceSession(path, providers=CPU)
+    held = io_models.recording(80, seed=5)
+    ref = _closed_loop(lambda x, sr, s: session.run(["y", "stateN"], {"x": x, "sr": sr, "state": s}), held)
+    sqnr, keep = {}, {}
+    for flags in ((), ("--int8-recurrent",)):
+        out = folder / f"loop{len(flags)}{with_state}.gpk"
+        assert main(["convert", path, "--calib", str(calib), "-o", str(out), "-q", *flags]) == 0, capsys.readouterr()
+        capsys.readouterr()
+        keep[flags] = json.loads(zipfile.ZipFile(out).read("manifest.json"))["quantization"]["keep_float"]
+        interp = make_interpreter(zipfile.ZipFile(out).read("model.tflite"))
+        ins = {d["name"]: d["index"] for d in interp.get_input_details()}
+        outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+
+        def lite(x, sr, state, interp=interp, ins=ins, outs=outs):
+            for name, value in (("x", x), ("sr", sr), ("state", state)):
+                if name in ins:
+                    interp.set_tensor(ins[name], value)
+            interp.invoke()
+            return interp.get_tensor(outs["y"]), interp.get_tensor(outs["stateN"])
+        sqnr[flags] = sqnr_db(ref, _closed_loop(lite, held))
+    assert set(keep[()]) == {"rec_proj", "sum", "tanh"} and keep[("--int8-recurrent",)] == []
+    assert sqnr[()] > 38.0 and sqnr[()] > sqnr[("--int8-recurrent",)] + 1.5, sqnr
