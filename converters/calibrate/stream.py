@@ -162,22 +162,27 @@ def candidate_pairs(model: onnx.ModelProto, specs: Sequence[TensorSpec],
 def recorded_pairs(model: onnx.ModelProto, steps: Sequence[dict[str, np.ndarray]],
                    candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The ``candidates`` (``candidate_pairs``) whose input, in the consecutive ``steps`` (the
-    first ``RECORDED_STEPS`` are run), holds the output's float value of the step before: a
-    recording of the float model's own states. An all-zero state is a restart (a new clip) and is
-    not counted."""
+    first ``RECORDED_STEPS``), holds the output's float value of the step before: a recording of
+    the float model's own states. An all-zero state is a restart (a new clip) and is not counted.
+    The model runs step by step and stops when every candidate has missed twice (an image model
+    whose output merely has its input's shape costs two or three runs)."""
     steps = list(steps[:RECORDED_STEPS])
     if len(steps) < 3 or not candidates:
         return []
     session = runner.make_session(model)
     wanted = sorted({o for o, _ in candidates})
-    previous = [dict(zip(wanted, session.run(wanted, runner.check_feeds(step, session, k))))
-                for k, step in enumerate(steps[:-1])]
+    hits = {pair: [] for pair in candidates}
+    for k, (step, after) in enumerate(zip(steps, steps[1:])):
+        made = dict(zip(wanted, session.run(wanted, runner.check_feeds(step, session, k))))
+        for (out, inp), seen in hits.items():
+            if np.any(after[inp]):
+                seen.append(_same(after[inp], made[out]))
+        if all(seen.count(False) >= 2 for seen in hits.values()):
+            break
     pairs: list[tuple[str, str]] = []
-    for out, inp in candidates:
-        if out in {o for o, _ in pairs} or inp in {i for _, i in pairs}:
-            continue
-        checked = [_same(step[inp], prev[out]) for prev, step in zip(previous, steps[1:]) if np.any(step[inp])]
-        if len(checked) >= 2 and np.mean(checked) >= FOLLOWS:
+    for (out, inp), seen in hits.items():
+        if len(seen) >= 2 and np.mean(seen) >= FOLLOWS and out not in {o for o, _ in pairs} \
+                and inp not in {i for _, i in pairs}:
             pairs.append((out, inp))
     return pairs
 
