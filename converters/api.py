@@ -241,8 +241,8 @@ def recurrence(cfg: ConvertConfig, model: onnx.ModelProto, state, say) -> set[st
         pairs = stream.recorded_pairs(model, steps, candidates)
     nodes = stream.recurrence(model, pairs)
     if nodes:
-        say(f"recurrent state {', '.join(f'{i} -> {o}' for o, i in pairs)}: its {len(nodes)} node(s) stay float "
-            "(as LSTM/GRU/RNN; --int8-recurrent to round them)")
+        say(f"recurrence {', '.join(f'{i} -> {o}' for o, i in pairs)}: {len(nodes)} node(s) kept float "
+            "(as LSTM/GRU/RNN; --int8-recurrent rounds them)")
     return nodes
 
 
