@@ -18,9 +18,10 @@ nothing), and no range method repairs it (entropy's or percentile:99.9's cut on 
 export and not the others). The cost is float32 weights for the STFT basis and the first layer
 (silero: 736 KB -> 1,077 KB) and their float kernels (about 0.5 M multiply-adds per call there).
 
-A front end here is: a SQRT whose input is computed from a graph input by linear DSP only
-(``log_domain.DSP``: a fixed filter, squares, sums, data movement) that holds both a square
-(``MUL(x, x)``) and a filter (a CONV_2D / FULLY_CONNECTED / BATCH_MATMUL with constant weights).
+A front end here is: a SQRT of ``re^2 + im^2`` (an ADD of two ``MUL(x, x)``; a normalization's
+``sqrt(mean(x^2) + eps)`` is not one) computed from a graph input by linear DSP only
+(``log_domain.DSP``: a fixed filter, squares, sums, data movement) that holds a filter (a
+CONV_2D / FULLY_CONNECTED / BATCH_MATMUL with constant weights).
 The SQRT, that cone, and the first weighted layers that read the SQRT (through data movement)
 leave ``int8_ops``; what follows the layer is int8 again.
 
@@ -41,7 +42,7 @@ def float_magnitudes(tg: TGraph, int8_ops: set[int]) -> int:
     readers = tg.consumers_of()
     moved = 0
     for op in tg.ops:
-        if op.opcode != "SQRT":
+        if op.opcode != "SQRT" or not _is_magnitude(op.inputs[0], producer):
             continue
         ops = cone(tg, op.inputs[0], producer)
         if not ops or not _is_spectrum(tg, ops):
@@ -51,6 +52,16 @@ def float_magnitudes(tg: TGraph, int8_ops: set[int]) -> int:
                 int8_ops.discard(id(member))
                 moved += 1
     return moved
+
+
+def _is_magnitude(t: int, producer: dict) -> bool:
+    """``t`` is ``re^2 + im^2``: an ADD of two squares (not a norm's ``mean(x^2) + eps``, nor the
+    sum of squares over a vector of an L2 normalization)."""
+    add = producer.get(t)
+    if add is None or add.opcode != "ADD" or len(add.inputs) != 2:
+        return False
+    squares = [producer.get(i) for i in add.inputs]
+    return all(sq is not None and sq.opcode == "MUL" and sq.inputs[0] == sq.inputs[1] for sq in squares)
 
 
 def _is_spectrum(tg: TGraph, ops: list[TOp]) -> bool:

@@ -18,11 +18,12 @@ LOUD = 8                                            # the loud tone's bin
 QUIET = (np.abs(np.arange(BINS) - LOUD) > 3).astype(np.float32)      # the bins the learned layer reads
 
 
-def _vad_front(stft: bool = True):
+def _vad_front(stft="magnitude"):
     """silero VAD's shape: audio (1, N) -> Unsqueeze -> Conv([cos; sin] basis) -> Slice re, im ->
     Pow 2, Pow 2 -> Add -> Sqrt -> Conv (learned, k=3) + Relu -> Conv (learned, k=1). The learned
-    Conv ignores the bins around the loud tone (``LOUD``): what it reads is 40-60 dB down. With
-    ``stft=False``: Sqrt of a Relu of the filter bank (no squares: not a magnitude)."""
+    Conv ignores the bins around the loud tone (``LOUD``): what it reads is 40-60 dB down. Not
+    magnitudes: ``stft="relu"``, Sqrt of a Relu of the filter bank; ``"norm"``, the filter bank
+    divided by its RMS over bins, then a Sqrt of a Relu."""
     t = np.arange(WIN)
     freqs = np.arange(BINS)[:, None] * t[None] / WIN * 2 * np.pi
     window = np.hanning(WIN)
@@ -35,14 +36,21 @@ def _vad_front(stft: bool = True):
              "w2": RNG.normal(0, 0.3, (4, CH, 1)).astype(np.float32)}
     nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
              helper.make_node("Conv", ["u", "basis"], ["spec"], strides=[HOP])]
-    if stft:
-        nodes += [helper.make_node("Slice", ["spec", "s0", "s1", "a1"], ["re"]),
-                  helper.make_node("Slice", ["spec", "s1", "s2", "a1"], ["im"]),
-                  helper.make_node("Pow", ["re", "two"], ["re2"]), helper.make_node("Pow", ["im", "two"], ["im2"]),
+    nodes += [helper.make_node("Slice", ["spec", "s0", "s1", "a1"], ["re"]),
+              helper.make_node("Slice", ["spec", "s1", "s2", "a1"], ["im"])]
+    if stft == "magnitude":
+        nodes += [helper.make_node("Pow", ["re", "two"], ["re2"]), helper.make_node("Pow", ["im", "two"], ["im2"]),
                   helper.make_node("Add", ["re2", "im2"], ["power"])]
+    elif stft == "norm":            # sqrt(mean(x^2) + eps): a normalization, not a magnitude
+        inits["eps"] = np.float32(1e-3)
+        nodes += [helper.make_node("Mul", ["re", "re"], ["re2"]),
+                  helper.make_node("ReduceMean", ["re2"], ["ms"], axes=[1], keepdims=1),
+                  helper.make_node("Add", ["ms", "eps"], ["ms_eps"]),
+                  helper.make_node("Sqrt", ["ms_eps"], ["rms"]),
+                  helper.make_node("Div", ["re", "rms"], ["normed"]),
+                  helper.make_node("Relu", ["normed"], ["power"])]
     else:
-        nodes += [helper.make_node("Slice", ["spec", "s0", "s1", "a1"], ["re"]),
-                  helper.make_node("Relu", ["re"], ["power"])]
+        nodes += [helper.make_node("Relu", ["re"], ["power"])]
     nodes += [helper.make_node("Sqrt", ["power"], ["mag"]),
               helper.make_node("Conv", ["mag", "w1", "b1"], ["h"], pads=[1, 1]),
               helper.make_node("Relu", ["h"], ["r"]),
@@ -87,14 +95,15 @@ def test_magnitude_spectrum_and_its_reader_stay_float(monkeypatch):
     assert plain.ops.index("QUANTIZE") < plain.ops.index("CONV_2D"), plain.ops
 
 
-def test_a_sqrt_of_no_spectrum_is_left_alone(monkeypatch):
-    m = _vad_front(stft=False)
+@pytest.mark.parametrize("stft", ["relu", "norm"])
+def test_a_sqrt_of_no_magnitude_is_left_alone(monkeypatch, stft):
+    m = _vad_front(stft)
     kept, plain = _build_both(m, _tones(8), monkeypatch)
     assert kept.ops == plain.ops
     assert kept.flatbuffer == plain.flatbuffer
 
 
-@pytest.mark.parametrize("stft, rounded", [(True, False), (False, True)])
+@pytest.mark.parametrize("stft, rounded", [("magnitude", False), ("relu", True)])
 def test_the_scorer_does_not_round_the_float_front_end(stft, rounded):
     """``auto``'s view of the int8 model (``tflite.int8_view``) leaves out what stays float."""
     view = tflite.int8_view(tflite.ir_graph(_vad_front(stft), tflite.TFLiteOptions()))
