@@ -91,11 +91,13 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else None
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
+    if cfg.quantize == "int8" and not cfg.int8_recurrent:
+        keep |= recurrence(cfg, model, state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
     labels = load_labels(cfg.holdout_labels) if cfg.holdout_labels else None
     if cfg.equalize and cfg.needs_calibration and carried is None:
         model, graph = equalize_activations(model, cfg, state, graph, say)
-    stats, calib = calibrate_stats(model, cfg, state, graph) if cfg.needs_calibration else (None, None)
+    stats, calib = calibrate_stats(model, cfg, state, graph, keep) if cfg.needs_calibration else (None, None)
     ranges = stats.ranges if stats is not None else None
     if calib is not None:
         say(f"calibrated {len(ranges)} tensors on {len(calib)} samples ({cfg.observer})")
@@ -176,16 +178,17 @@ def calibrate(model: onnx.ModelProto, cfg: ConvertConfig, state=()):
     return stats.ranges, samples
 
 
-def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=(), graph=None):
+def calibrate_stats(model: onnx.ModelProto, cfg: ConvertConfig, state=(), graph=None, keep=frozenset()):
     """``calibrate``, with the ranges in a ``CalibrationStats`` that also holds the channel
     statistics the TFLite build reads: one float pass over the samples instead of two. ``graph``:
-    the IR ``check_lowerable`` built; ``auto`` scores each range as the int8 TFLite model cuts it."""
+    the IR ``check_lowerable`` built; ``auto`` scores each range as the int8 TFLite model cuts it,
+    ``keep`` (ONNX nodes) float."""
     samples = load_samples(cfg.calib, model, cfg.preprocess, limit=cfg.num_calib, state=state)
-    view = _int8_view(model, cfg, graph) if cfg.observer == "auto" and cfg.quantize == "int8" else None
+    view = _int8_view(model, cfg, graph, keep) if cfg.observer == "auto" and cfg.quantize == "int8" else None
     return collect_stats(model, samples, method=cfg.observer, progress=cfg.progress, view=view), samples
 
 
-def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph):
+def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph, keep=frozenset()):
     """The int8 TFLite model's view of the tensors, from ``graph`` or an IR built here, so every
     target (``qdq`` alone too) and ``calibrate`` get the ranges ``convert --target tflite`` gets.
     A model the TFLite lowering refuses (a ``qdq``-only conversion) is scored without it."""
@@ -194,7 +197,7 @@ def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph):
             graph = check_lowerable(model, cfg)
         except UnsupportedOpsError:
             return None
-    return tflite.int8_view(graph)
+    return tflite.int8_view(graph, int8_recurrent=cfg.int8_recurrent, keep_float=frozenset(keep))
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
@@ -225,6 +228,22 @@ def stream_state(path, model: onnx.ModelProto, explicit=(), say=None) -> list[tu
         say("streaming: " + ", ".join(f"{o} -> {i}" for o, i in pairs) + " fed back step by step"
             + ("" if len(pairs) == len(explicit) else " (found by name/shape; --state OUT=IN to choose)"))
     return pairs
+
+
+def recurrence(cfg: ConvertConfig, model: onnx.ModelProto, state, say) -> set[str]:
+    """ONNX nodes from each state input to its state output (calibrate.stream.recurrence), kept
+    float as an LSTM is: the ``state`` pairs, or those a recording of the float model's own
+    states shows (calibrate.stream.recorded_pairs; only when an output fits an input)."""
+    pairs = list(state)
+    candidates = stream.candidate_pairs(model, data.input_specs(model)) if not pairs and cfg.calib else []
+    if candidates:
+        steps = load_samples(cfg.calib, model, cfg.preprocess, limit=stream.RECORDED_STEPS)
+        pairs = stream.recorded_pairs(model, steps, candidates)
+    nodes = stream.recurrence(model, pairs)
+    if nodes:
+        say(f"recurrence {', '.join(f'{i} -> {o}' for o, i in pairs)}: {len(nodes)} node(s) kept float "
+            "(as LSTM/GRU/RNN; --int8-recurrent rounds them)")
+    return nodes
 
 
 def load_samples(path, model: onnx.ModelProto, preprocess=None, *, limit=None, min_samples=None, state=()):

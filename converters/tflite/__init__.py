@@ -26,7 +26,7 @@ from converters.passes import run_pipeline
 from converters.tflite import onnx_stats, precision, saturate
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
-from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8
+from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8, rounded_tensors
 from converters.tflite.rules import data_inputs
 from converters.tflite.weights import to_dynamic, to_float16
 from converters.tflite.writer import serialize
@@ -108,14 +108,23 @@ def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
     return run_pipeline(graph)
 
 
-def int8_view(graph: Graph) -> Int8View:
+def int8_view(graph: Graph, int8_recurrent: bool = False, keep_float: frozenset = frozenset()) -> Int8View:
     """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
-    ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds and their
-    ``saturate`` bounds, every op with an int8 kernel taken as int8 (which stay float is decided
-    later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
+    ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds, less those ``build``
+    keeps float whatever the ranges (the ONNX nodes ``keep_float``, recurrent layers unless
+    ``int8_recurrent``, squares, and the float regions around them: ``quantize.rounded_tensors``),
+    and their ``saturate`` bounds (which
+    else stay float, RSQRT and Softmax, is decided later, from the ranges). Lowers a copy;
+    ``graph`` stays for ``build``."""
+    keep = _kept_ir_nodes(graph, keep_float)
+    keep |= set() if int8_recurrent else {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
+    squares = {n.name for n in graph.nodes if n.op in ("Pow", "Mul")}
     tg = lowering.lower(copy.deepcopy(graph))
-    return Int8View(frozenset(t.name for t in tg.tensors if t.name and not t.is_const),
-                    saturate.bounds_by_name(tg))
+    keep |= {op.node for op in tg.ops if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]}
+    bounds = saturate.bounds_by_name(tg)
+    rounded = rounded_tensors(tg, frozenset(keep), set(graph.tensors) | set(graph.inputs))
+    return Int8View(frozenset(tg.tensors[i].name for i in rounded if tg.tensors[i].name and not tg.tensors[i].is_const),
+                    bounds)
 
 
 def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = TFLiteOptions(),

@@ -25,7 +25,7 @@ DSP = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD",
        "PAD", "PADV2", "MIRROR_PAD", "CONCATENATION", "BROADCAST_TO", "GATHER"}
 
 
-def _cone(tg: TGraph, start: int, producer: dict) -> list | None:
+def cone(tg: TGraph, start: int, producer: dict) -> list | None:
     """The ops that compute tensor ``start`` from the graph inputs, or None when one is not DSP
     (or the cone reaches no graph input: a constant-only subgraph is not a front end)."""
     seen, ops, todo, reaches_input = set(), [], [start], False
@@ -52,8 +52,8 @@ def float_front_ends(tg: TGraph, int8_ops: set[int]) -> int:
     for op in tg.ops:
         if op.opcode != "LOG":
             continue
-        cone = _cone(tg, op.inputs[0], producer)
-        for member in cone or ():
+        cone_ops = cone(tg, op.inputs[0], producer)
+        for member in cone_ops or ():
             if id(member) in int8_ops:
                 int8_ops.discard(id(member))
                 moved += 1

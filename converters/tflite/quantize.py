@@ -27,14 +27,15 @@ values float where they already are (``_float_regions``): data movement of a flo
 float op reads too (a recurrent layer's new state, read by the next layer and written to the state
 output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose producers and readers are all float ops (a
 spectrogram's ``re^2 + im^2`` between float squares and a float SQRT). The linear DSP from the graph
-input to a LOG (a log-mel front end) is float too (``log_domain``).
+input to a LOG (a log-mel front end) is float too (``log_domain``), and so are a magnitude spectrum's
+STFT, its ``sqrt(re^2 + im^2)`` and the layer that reads it (``spectrum``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from converters.errors import ConvertError
-from converters.tflite import io_edges, log_domain, saturate, ties
+from converters.tflite import io_edges, log_domain, saturate, spectrum, ties
 from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
 from converters.tflite.params import assign as assign_params
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
@@ -54,6 +55,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     log_domain.float_front_ends(tg, int8_ops)          # a log-spectrogram's DSP stays float
+    spectrum.float_magnitudes(tg, int8_ops)            # so does a magnitude spectrum and its reader
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
         io_edges.float_input_transposes(tg, int8_ops)
@@ -76,6 +78,30 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
         if id(op) in int8_ops:
             _quantize_constants(tg, op, params, means, originals)
     io_edges.finish_io(tg, io, ranges)
+
+
+def rounded_tensors(tg: TGraph, keep_float: frozenset, named: set[str]) -> set[int]:
+    """Tensors of ``tg`` (a lowered copy: constants are cloned) whose values int8 rounds whatever
+    the ranges, for ``auto``'s scorer (``tflite.int8_view``), which must not round what LiteRT keeps
+    float: ``quantize_int8``'s float islands that follow from the ops alone (ops without an int8
+    kernel, ``keep_float``, log front ends, ``_float_regions``) are left out, every tensor taken as
+    calibrated. A lowering temporary an int8 op writes (a Conv1d's 2-D output) passes its rounding
+    on through float data movement to the first tensor in ``named`` (the ONNX one the scorer
+    rounds). Rounding what LiteRT keeps float charged every candidate with noise the model never
+    has: silero VAD's LSTM state (fed back call after call) and its float STFT magnitude."""
+    _clone_shared_constants(tg)
+    everything = dict.fromkeys(range(len(tg.tensors)), (0.0, 1.0))
+    int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, everything, keep_float)}
+    log_domain.float_front_ends(tg, int8_ops)
+    spectrum.float_magnitudes(tg, int8_ops)
+    _demote_float_feeders(tg, int8_ops)
+    _float_regions(tg, int8_ops, "float32")
+    found = {t for op in tg.ops if id(op) in int8_ops for t in (*op.inputs, *op.outputs) if t >= 0}
+    for op in tg.ops:
+        if id(op) not in int8_ops and op.opcode in MOVEMENT and op.inputs and op.inputs[0] in found \
+                and tg.tensors[op.inputs[0]].name not in named:
+            found.update(op.outputs)
+    return found
 
 
 def _through_conversions(tg: TGraph, means: dict) -> dict:

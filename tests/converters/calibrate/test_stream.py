@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from converters.calibrate import stream
+from converters import tflite
+from converters.calibrate import collect_ranges, stream
 from converters.calibrate.data import input_specs
 from converters.errors import CalibrationDataError
 from converters.frontend import load_model
@@ -167,3 +168,103 @@ def test_a_recording_calibrates_the_state_better_than_zero_states(vad, capsys):
                      "--state", "stateN=state", "--json"]) == 0
         sqnr[name] = json.loads(capsys.readouterr().out)["outputs"]["y"]["sqnr_db"]
     assert sqnr["rec"] > 30 and sqnr["rec"] > sqnr["zeros"] + 10
+
+
+def _lstm_stream() -> onnx.ModelProto:
+    """x -> MatMul -> LSTM(initial h, c = the state inputs) -> MatMul head; h_n, c_n are fed back."""
+    rng = np.random.default_rng(3)
+    hidden = 8
+    inits = {"P": rng.normal(0, .5, (4, 6)), "W": rng.normal(0, .4, (1, 4 * hidden, 6)),
+             "R": rng.normal(0, .4, (1, 4 * hidden, hidden)), "V": rng.normal(0, .5, (hidden, 2))}
+    nodes = [h.make_node("MatMul", ["x", "P"], ["a"]),
+             h.make_node("LSTM", ["a", "W", "R", "", "", "h0", "c0"], ["seq", "hN", "cN"], hidden_size=hidden),
+             h.make_node("MatMul", ["hN", "V"], ["y"])]
+    graph = h.make_graph(
+        nodes, "lstm_stream",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 4]), h.make_tensor_value_info("h0", T.FLOAT, [1, 1, hidden]),
+         h.make_tensor_value_info("c0", T.FLOAT, [1, 1, hidden])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 1, 2]), h.make_tensor_value_info("hN", T.FLOAT, [1, 1, hidden]),
+         h.make_tensor_value_info("cN", T.FLOAT, [1, 1, hidden])],
+        [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("int8_recurrent", [False, True])
+def test_auto_rounds_no_recurrent_state_that_the_int8_model_keeps_float(int8_recurrent):
+    """``auto``'s view of the int8 model (``tflite.int8_view``) leaves out the state path an LSTM
+    kept float holds (the state inputs, the cell state): a rounded state, fed back call after call,
+    charged every candidate with drift that LiteRT's model never has. h_n stays in: the int8 head
+    reads a rounded copy. With ``--int8-recurrent`` the state is int8, and the view rounds it."""
+    m = _lstm_stream()
+    options = tflite.TFLiteOptions(int8_recurrent=int8_recurrent)
+    view = tflite.int8_view(tflite.ir_graph(m, options), int8_recurrent=int8_recurrent)
+    assert {"h0", "c0", "cN"}.isdisjoint(view.tensors) != int8_recurrent
+    assert {"x", "a", "hN", "y"} <= view.tensors
+    if int8_recurrent:
+        return
+    steps = [{"x": x[None], "h0": np.zeros((1, 1, 8), np.float32), "c0": np.zeros((1, 1, 8), np.float32)}
+             for x in io_models.recording(12)["x"]]
+    built = tflite.build(m, collect_ranges(m, steps, method="minmax", progress=False), options, samples=steps)
+    details = make_interpreter(built.flatbuffer).get_tensor_details()
+    dtypes = {name: details[entry["index"]]["dtype"] for name, entry in built.tensor_map.items()}
+    assert all(dtypes[n] == np.float32 for n in ("h0", "c0", "hN", "cN")) and dtypes["a"] == np.int8
+
+
+def test_a_recording_that_holds_the_float_states_is_found(vad):
+    """A recording may carry the float model's own states (a zoo's calib.npz): the pair is found
+    by running the float model over its first steps; zero states (restarts, or a naive .npz) and
+    states of another model are not taken for it."""
+    _, path = vad
+    model = load_model(path)
+    rec = io_models.recording(12)
+    steps = stream.unroll(model, [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])} for i in range(12)],
+                          [("stateN", "state")])
+    candidates = stream.candidate_pairs(model, input_specs(model))
+    assert candidates == [("stateN", "state")]
+    assert stream.recorded_pairs(model, steps, candidates) == [("stateN", "state")]
+    restarted = steps[:4] + [dict(steps[4], state=np.zeros_like(steps[4]["state"]))] + steps[5:]
+    assert stream.recorded_pairs(model, restarted, candidates) == [("stateN", "state")]
+    zeros = [dict(s, state=np.zeros_like(s["state"])) for s in steps]
+    assert stream.recorded_pairs(model, zeros, candidates) == []
+    other = [dict(s, state=s["state"] * 0.5 + 0.1) for s in steps]
+    assert stream.recorded_pairs(model, other, candidates) == []
+    assert stream.recurrence(model, [("stateN", "state")]) == {"rec_proj", "sum", "tanh"}
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["recording", "recorded_states"])
+def test_a_written_out_recurrence_stays_float_in_closed_loop(vad, capsys, with_state):
+    """The recurrence ``tanh(x W + state U)`` written out as nodes (as silero VAD's op18 export
+    writes its LSTM cell) stays float like an ONNX RNN, whether the recording leaves the state out
+    or holds the float model's own states; ``--int8-recurrent`` rounds it. LiteRT closed loop
+    against onnxruntime closed loop on a sequence neither saw (this cell forgets fast, so int8
+    costs it ~2 dB; silero's op18 export lost 16.5 dB)."""
+    folder, path = vad
+    calib = folder / "rec.npz"
+    if with_state:          # each step's state: the float model's previous stateN
+        rec = io_models.recording(160)
+        steps = stream.unroll(load_model(path), [{"x": rec["x"][i], "sr": np.asarray(rec["sr"][i])}
+                                                 for i in range(160)], [("stateN", "state")])
+        calib = folder / "rec_states.npz"
+        np.savez(calib, **rec, state=np.stack([s["state"] for s in steps]))
+    session = ort.InferenceSession(path, providers=CPU)
+    held = io_models.recording(80, seed=5)
+    ref = _closed_loop(lambda x, sr, s: session.run(["y", "stateN"], {"x": x, "sr": sr, "state": s}), held)
+    sqnr, keep = {}, {}
+    for flags in ((), ("--int8-recurrent",)):
+        out = folder / f"loop{len(flags)}{with_state}.gpk"
+        assert main(["convert", path, "--calib", str(calib), "-o", str(out), "-q", *flags]) == 0, capsys.readouterr()
+        capsys.readouterr()
+        keep[flags] = json.loads(zipfile.ZipFile(out).read("manifest.json"))["quantization"]["keep_float"]
+        interp = make_interpreter(zipfile.ZipFile(out).read("model.tflite"))
+        ins = {d["name"]: d["index"] for d in interp.get_input_details()}
+        outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+
+        def lite(x, sr, state, interp=interp, ins=ins, outs=outs):
+            for name, value in (("x", x), ("sr", sr), ("state", state)):
+                if name in ins:
+                    interp.set_tensor(ins[name], value)
+            interp.invoke()
+            return interp.get_tensor(outs["y"]), interp.get_tensor(outs["stateN"])
+        sqnr[flags] = sqnr_db(ref, _closed_loop(lite, held))
+    assert set(keep[()]) == {"rec_proj", "sum", "tanh"} and keep[("--int8-recurrent",)] == []
+    assert sqnr[()] > 38.0 and sqnr[()] > sqnr[("--int8-recurrent",)] + 1.5, sqnr

@@ -8,7 +8,7 @@ from onnx import helper
 
 from converters import tflite
 from converters.calibrate import collect_ranges
-from converters.tflite import precision, quantize
+from converters.tflite import precision, quantize, spectrum
 from core.litert import make_interpreter
 from tests.converters.ops import harness as H
 
@@ -58,8 +58,10 @@ def _frame(n: int) -> dict:
 
 
 def _without_rules(monkeypatch):
-    """The same build with both rules switched off: squares int8, no float regions."""
+    """The same build with the rules switched off: squares int8, no float regions (nor a float
+    magnitude spectrum, ``spectrum.py``, which holds the squares too)."""
     monkeypatch.setattr(quantize, "_float_regions", lambda tg, int8_ops, io: None)
+    monkeypatch.setattr(spectrum, "float_magnitudes", lambda tg, int8_ops: 0)
     real = precision.float_nodes
     monkeypatch.setattr(precision, "float_nodes", lambda tg, ranges, squares=frozenset(): real(tg, ranges))
 
@@ -69,7 +71,9 @@ def test_squares_and_their_sum_stay_float_and_keep_the_small_bins(monkeypatch):
     result = _build(m, calib)
     for name in ("re2", "im2", "power", "mag"):
         assert _dtype(result, name) == "float32", name
-    assert _dtype(result, "spec") == "int8"        # the DFT layer itself is still int8
+    # the DFT (a fixed filter bank under a magnitude) is float too, with the Gemm that reads the
+    # magnitude (tflite/spectrum.py; tests/converters/tflite/test_spectrum.py)
+    assert _dtype(result, "spec") == "float32"
     kept = _sqnr(m, result, held, output=1)
     _without_rules(monkeypatch)
     plain = _build(m, calib)
