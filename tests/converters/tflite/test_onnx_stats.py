@@ -42,6 +42,18 @@ CASES = [
                          helper.make_node("Conv", ["n", "w", "b"], ["y"])],
      {"x": (1, 3, 5, 5)}, {"s": _w(3), "t": _w(3), "mu": _w(3), "var": np.abs(_w(3)) + 0.5,
                            "w": _w(2, 3, 1, 1), "b": _w(2)}),
+    # an Identity in front of the layer (Paddle exports): the frontend drops it, and the layer reads
+    # the Identity's input, whose statistics the pass must gather under that name
+    ("identity_conv", [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["i"]),
+                       helper.make_node("Identity", ["i"], ["i2"]),
+                       helper.make_node("Conv", ["i2", "w", "b"], ["y"])],
+     {"x": (1, 3, 5, 5)}, {"w": _w(2, 3, 1, 1), "b": _w(2)}),
+    ("identity_batchnorm", [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["i"]),
+                            helper.make_node("BatchNormalization", ["i", "s", "t", "mu", "var"], ["n"]),
+                            helper.make_node("Identity", ["n"], ["n2"]),
+                            helper.make_node("Conv", ["n2", "w", "b"], ["y"])],
+     {"x": (1, 3, 5, 5)}, {"s": _w(3), "t": _w(3), "mu": _w(3), "var": np.abs(_w(3)) + 0.5,
+                           "w": _w(2, 3, 1, 1), "b": _w(2)}),
 ]
 
 
