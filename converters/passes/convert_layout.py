@@ -113,7 +113,8 @@ def run(graph: Graph) -> bool:
         if graph.io_layout == "nhwc" and t.shape is not None and len(t.shape) == 4:
             t.perm = channels_last(4)
     for node in graph.nodes:
-        if (node.domain, node.op) == (LAYOUT_DOMAIN, LAYOUT_OP) or any(graph.tensors[i].shape is None for i in node.inputs if i):
+        inserted = (node.domain, node.op) == (LAYOUT_DOMAIN, LAYOUT_OP)
+        if inserted or any(graph.tensors[i].shape is None for i in node.inputs if i):
             sweep.out_nodes.append(node)
             continue
         RULES.get(node.op, _onnx_layout)(sweep, node)

@@ -40,7 +40,7 @@ def _match(m: Matcher, exp: Node):
     for s in m.cons.get(e, []):
         if s.op != "ReduceSum" or s.inputs[0] != e:
             continue
-        found = m._axes(s)
+        found = m.axes_of(s)
         if found is None or len(found[1]) != 1:
             continue
         axis = found[1][0]

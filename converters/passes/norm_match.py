@@ -93,7 +93,7 @@ class Matcher:
         return all(s in (1, d) if i in axes else (s == d or d == 1) for i, (s, d) in enumerate(zip(ss, xs)))
 
     # --- reductions ------------------------------------------------------------------------------
-    def _axes(self, n: Node) -> tuple[str, tuple[int, ...]] | None:
+    def axes_of(self, n: Node) -> tuple[str, tuple[int, ...]] | None:
         y = n.inputs[0]
         rank = len(self.shape(y))
         axes = n.attrs.get("axes")
@@ -110,7 +110,7 @@ class Matcher:
             c, s = self.scalar(n.inputs[b]), self.prod.get(n.inputs[a])
             if c is None or c == 0.0 or s is None or s.op not in ("ReduceSum", "ReduceSumSquare"):
                 continue
-            found = self._axes(s)
+            found = self.axes_of(s)
             if found is None:
                 continue
             count = math.prod(self.shape(found[0])[i] for i in found[1])
@@ -124,7 +124,7 @@ class Matcher:
         if n is None:
             return None
         if n.op == "ReduceMean":
-            return self._axes(n)
+            return self.axes_of(n)
         found = self._sum_scaled(n)
         return None if found is None or found[0].op != "ReduceSum" else found[1:]
 
@@ -264,7 +264,7 @@ class Matcher:
         if eps is None or not eps >= 0.0:
             return None
         red = self.prod.get(self.peel(norm))
-        found = self._axes(red) if red is not None and red.op == "ReduceL2" else None
+        found = self.axes_of(red) if red is not None and red.op == "ReduceL2" else None
         if found is None or found[0] != x or not self.aligned(den, x, found[1]) \
                 or self.shape(div.outputs[0]) != self.shape(x) or self.g.tensors[x].dtype != np.float32:
             return None
