@@ -276,11 +276,11 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         result = tflite.build(model, ranges, options, samples=calib, graph=graph, stats=stats)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
-        head, source = set(result.float_head), result
+        head, source = set(result.float_head) | set(result.float_front), result   # the same float nodes in QDQ
     else:           # QDQ only: its parameters (and the head) still come from a TFLite build
         source = qdq_source(model, ranges, calib, cfg, keep, carried, stats)
         if source is not None:
-            head = set(source.float_head)
+            head = set(source.float_head) | set(source.float_front)
         elif cfg.float_head:
             head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:

@@ -23,7 +23,7 @@ from converters.frontend import to_graph
 from converters.frontend.names import check_keep_float, node_names
 from converters.ir import Graph
 from converters.passes import run_pipeline
-from converters.tflite import onnx_stats, precision, saturate
+from converters.tflite import onnx_stats, precision, saturate, spectrum
 from converters.tflite import ranges as ranges_mod
 from converters.tflite.head import head_nodes, head_of  # noqa: F401  (head_nodes: for api.py)
 from converters.tflite.quantize import BIAS_CORRECTED, quantize_int8, rounded_tensors
@@ -98,6 +98,7 @@ class TFLiteResult:
     ops: list[str]                    # emitted opcodes in order (for reports and tests)
     float_head: list[str] = field(default_factory=list)   # ONNX nodes --float-head kept float, sorted
     op_nodes: list[str] = field(default_factory=list)     # the ONNX node each op came from (op index order)
+    float_front: list[str] = field(default_factory=list)  # ONNX nodes of a magnitude spectrum kept float, sorted
 
 
 def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
@@ -121,6 +122,7 @@ def int8_view(graph: Graph, int8_recurrent: bool = False, keep_float: frozenset 
     squares = {n.name for n in graph.nodes if n.op in ("Pow", "Mul")}
     tg = lowering.lower(copy.deepcopy(graph))
     keep |= {op.node for op in tg.ops if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]}
+    keep |= spectrum.magnitude_nodes(tg)
     bounds = saturate.bounds_by_name(tg)
     rounded = rounded_tensors(tg, frozenset(keep), set(graph.tensors) | set(graph.inputs))
     return Int8View(frozenset(tg.tensors[i].name for i in rounded if tg.tensors[i].name and not tg.tensors[i].is_const),
@@ -148,6 +150,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     # can keep the same nodes float in the QDQ model and list them in the manifest.
     head = sorted(head_of(tg, options.float_head) & set(node_names(model)))
     keep |= _kept_ir_nodes(graph, head)
+    front = spectrum.magnitude_nodes(tg) if options.quantize == "int8" else set()
+    keep |= front                       # a magnitude spectrum int8 cannot hold (spectrum.py)
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
@@ -165,7 +169,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     tensor_map = {t.name: {"index": i, "perm": list(t.perm) if t.perm else None}
                   for i, t in enumerate(tg.tensors) if t.name in names}
     return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
-                        [op.opcode for op in tg.ops], head, [op.node for op in tg.ops])
+                        [op.opcode for op in tg.ops], head, [op.node for op in tg.ops],
+                        sorted(_onnx_nodes(graph, front) & set(node_names(model))))
 
 
 def _kept_ir_nodes(graph, names) -> set[str]:
@@ -173,6 +178,11 @@ def _kept_ir_nodes(graph, names) -> set[str]:
     TFLite op: naming any of its ONNX nodes keeps it float."""
     names = set(names)
     return {n.name for n in graph.nodes if {n.name, *n.attrs.get("_absorbed", [])} & names}
+
+
+def _onnx_nodes(graph, ir_nodes) -> set[str]:
+    """The ONNX nodes behind IR nodes ``ir_nodes`` (a fused one stands for those it absorbed)."""
+    return {name for n in graph.nodes if n.name in ir_nodes for name in (n.name, *n.attrs.get("_absorbed", []))}
 
 
 def _onnx_names(model: onnx.ModelProto) -> set[str]:

@@ -27,15 +27,15 @@ values float where they already are (``_float_regions``): data movement of a flo
 float op reads too (a recurrent layer's new state, read by the next layer and written to the state
 output), and cheap arithmetic (ADD, MUL, MEAN, ...) whose producers and readers are all float ops (a
 spectrogram's ``re^2 + im^2`` between float squares and a float SQRT). The linear DSP from the graph
-input to a LOG (a log-mel front end) is float too (``log_domain``), and so are a magnitude spectrum's
-STFT, its ``sqrt(re^2 + im^2)`` and the layer that reads it (``spectrum``).
+input to a LOG (a log-mel front end) is float too (``log_domain``); a magnitude spectrum's STFT,
+``sqrt(re^2 + im^2)`` and the layer that reads it come in ``keep_float`` (``spectrum.py``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from converters.errors import ConvertError
-from converters.tflite import io_edges, log_domain, saturate, spectrum, ties
+from converters.tflite import io_edges, log_domain, saturate, ties
 from converters.tflite.params import activation_params  # noqa: F401  (the public name, re-exported)
 from converters.tflite.params import assign as assign_params
 from converters.tflite.rules import FIXED_OUTPUT, INT8_OPS, SAME_PARAMS, WEIGHTS, data_inputs
@@ -55,7 +55,6 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     _clone_shared_constants(tg)
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, ranges, keep_float)}
     log_domain.float_front_ends(tg, int8_ops)          # a log-spectrogram's DSP stays float
-    spectrum.float_magnitudes(tg, int8_ops)            # so does a magnitude spectrum and its reader
     if io == "float32":
         _float_output_joins(tg, int8_ops, ranges)
         io_edges.float_input_transposes(tg, int8_ops)
@@ -93,7 +92,6 @@ def rounded_tensors(tg: TGraph, keep_float: frozenset, named: set[str]) -> set[i
     everything = dict.fromkeys(range(len(tg.tensors)), (0.0, 1.0))
     int8_ops = {id(op) for op in tg.ops if _can_be_int8(tg, op, everything, keep_float)}
     log_domain.float_front_ends(tg, int8_ops)
-    spectrum.float_magnitudes(tg, int8_ops)
     _demote_float_feeders(tg, int8_ops)
     _float_regions(tg, int8_ops, "float32")
     found = {t for op in tg.ops if id(op) in int8_ops for t in (*op.inputs, *op.outputs) if t >= 0}

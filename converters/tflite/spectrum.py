@@ -23,9 +23,10 @@ A front end here is: a SQRT of ``re^2 + im^2`` (an ADD of two ``MUL(x, x)``; a n
 (``log_domain.DSP``: a fixed filter, squares, sums, data movement) that holds a filter (a
 CONV_2D / FULLY_CONNECTED / BATCH_MATMUL with constant weights).
 The SQRT, that cone, and the first weighted layers that read the SQRT (through data movement)
-leave ``int8_ops``; what follows the layer is int8 again.
+stay float (``build`` adds their nodes to the kept ones, and the QDQ target keeps the same ONNX
+nodes float); what follows the layer is int8 again.
 
-    float_magnitudes(tg, int8_ops) -> int   # ops taken out of int8_ops
+    magnitude_nodes(tg) -> {IR node}
 """
 from __future__ import annotations
 
@@ -37,21 +38,19 @@ LAYERS = FILTERS | {"TRANSPOSE_CONV"}
 MOVES = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE", "PAD", "PADV2"}
 
 
-def float_magnitudes(tg: TGraph, int8_ops: set[int]) -> int:
+def magnitude_nodes(tg: TGraph) -> set[str]:
+    """IR nodes of every magnitude-spectrum front end of ``tg`` (the module doc): ``build`` keeps
+    them float, and names their ONNX nodes so that the QDQ model keeps the same ones."""
     producer = {o: op for op in tg.ops for o in op.outputs}
     readers = tg.consumers_of()
-    moved = 0
+    found: set[str] = set()
     for op in tg.ops:
         if op.opcode != "SQRT" or not _is_magnitude(op.inputs[0], producer):
             continue
         ops = cone(tg, op.inputs[0], producer)
-        if not ops or not _is_spectrum(tg, ops):
-            continue
-        for member in (*ops, op, *_first_layers(op.outputs[0], readers)):
-            if id(member) in int8_ops:
-                int8_ops.discard(id(member))
-                moved += 1
-    return moved
+        if ops and _is_spectrum(tg, ops):
+            found |= {member.node for member in (*ops, op, *_first_layers(op.outputs[0], readers)) if member.node}
+    return found
 
 
 def _is_magnitude(t: int, producer: dict) -> bool:

@@ -61,7 +61,7 @@ def _without_rules(monkeypatch):
     """The same build with the rules switched off: squares int8, no float regions (nor a float
     magnitude spectrum, ``spectrum.py``, which holds the squares too)."""
     monkeypatch.setattr(quantize, "_float_regions", lambda tg, int8_ops, io: None)
-    monkeypatch.setattr(spectrum, "float_magnitudes", lambda tg, int8_ops: 0)
+    monkeypatch.setattr(spectrum, "magnitude_nodes", lambda tg: set())
     real = precision.float_nodes
     monkeypatch.setattr(precision, "float_nodes", lambda tg, ranges, squares=frozenset(): real(tg, ranges))
 

@@ -3,13 +3,18 @@ reads it) keeps the STFT, the magnitude and that first layer float in int8
 (converters/tflite/spectrum.py): the spectrum's quiet bins, 40-60 dB under the loud ones, keep a
 step or two in int8. LiteRT against onnxruntime on tones whose amplitudes span three decades;
 the layer after the first one stays int8, and a Sqrt of something else is left alone."""
+import json
+import zipfile
+
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
 from converters import tflite
 from converters.calibrate import collect_ranges
 from converters.tflite import spectrum
+from edge.cli import main
 from tests.converters.ops import harness as H
 
 N, WIN, HOP, BINS, CH = 576, 64, 32, 33, 16
@@ -73,7 +78,7 @@ def _build_both(m, calib, monkeypatch):
     ranges = collect_ranges(m, calib, method="minmax", progress=False)
     kept = tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib)
     with monkeypatch.context() as patch:
-        patch.setattr(spectrum, "float_magnitudes", lambda tg, int8_ops: 0)
+        patch.setattr(spectrum, "magnitude_nodes", lambda tg: set())
         plain = tflite.build(m, ranges, tflite.TFLiteOptions(), samples=calib)
     return kept, plain
 
@@ -108,3 +113,21 @@ def test_the_scorer_does_not_round_the_float_front_end(stft, rounded):
     """``auto``'s view of the int8 model (``tflite.int8_view``) leaves out what stays float."""
     view = tflite.int8_view(tflite.ir_graph(_vad_front(stft), tflite.TFLiteOptions()))
     assert ("mag" in view.tensors) == rounded and ("r" in view.tensors)
+
+
+def test_the_qdq_model_keeps_the_same_front_end_float(tmp_path, capsys):
+    """One compiler: the QDQ target keeps the ONNX nodes the TFLite build kept float (listed in
+    the manifest's keep_float), and quantizes the layer after them."""
+    m = _vad_front()
+    onnx.save(m, str(tmp_path / "front.onnx"))
+    np.savez(tmp_path / "calib.npz", x=np.stack([s["x"] for s in _tones(16)]))
+    out = tmp_path / "front.gpk"
+    assert main(["convert", str(tmp_path / "front.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "--target", "both", "-o", str(out), "-q"]) == 0, capsys.readouterr()
+    with zipfile.ZipFile(out) as z:
+        kept = json.loads(z.read("manifest.json"))["quantization"]["keep_float"]
+        qdq = onnx.load_from_string(z.read("model.qdq.onnx"))
+    assert {"Conv_1", "Sqrt_7", "Conv_8"} <= set(kept), kept
+    dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    weights = {n.input[1]: n.input[1] in dequantized for n in qdq.graph.node if n.op_type == "Conv"}
+    assert sorted(weights.values()) == [False, False, True], weights     # STFT and first layer float
