@@ -86,6 +86,9 @@ class RunningHistogram(MinMax):
     # theirs (``binning.py``: the tails stay exact; a few samples still count every value).
     BIN_LIMIT = 1 << 17
     FULL_UPDATES = 8
+    # Values binned at once: the positions (float32) and their indices (int64) of a chunk stay in
+    # the cache, and a large tensor's whole-size temporaries (12 bytes a value) are never made.
+    CHUNK = 1 << 16
 
     def __init__(self, bins: int = 8192):
         super().__init__()
@@ -116,29 +119,19 @@ class RunningHistogram(MinMax):
         if self.calls >= self.FULL_UPDATES and flat.size > 2 * self.BIN_LIMIT:
             self._add(binning.sampled_counts(self, flat, self.BIN_LIMIT, self.calls))
         else:
-            self._add(self._binned(flat))
+            self._add(self.binned(flat))
         self.calls += 1
 
-    def _binned(self, flat: np.ndarray) -> np.ndarray:
-        """Counts of ``flat`` (finite, |x| <= radius) per bin.
-
-        float32 arithmetic is 3x faster than float64 here; it can move a value sitting on a bin
-        edge to the neighbouring bin (~3 in 10^4), far below what any observer can notice. No
-        clip pass: |x| <= radius puts x * scale + bins/2 within float32 rounding of [0, bins],
-        which truncates to 0..bins, so only the top edge (x == radius) needs folding into the
-        last bin; the same counts as clipping to [0, bins - 1] first, one pass fewer."""
-        scale = self.bins / (2.0 * self.radius)
-        pos = np.multiply(flat, np.float32(scale), dtype=np.float32)
-        pos += np.float32(self.radius * scale)
-        try:
-            binned = np.bincount(pos.astype(np.intp), minlength=self.bins + 1)
-        except ValueError:                   # a negative position: not reachable by the bound above
-            binned = None
-        if binned is None or binned.size > self.bins + 1:
-            np.clip(pos, 0, self.bins - 1, out=pos)
-            return np.bincount(pos.astype(np.intp), minlength=self.bins)
-        binned[self.bins - 1] += binned[self.bins]
-        return binned[:self.bins]
+    def binned(self, flat: np.ndarray) -> np.ndarray:
+        """Counts of ``flat`` (finite, |x| <= radius) per bin, ``CHUNK`` values at a time
+        (``_bin_chunk``): 25% less CPU than whole-tensor temporaries on PP-OCRv6 det's pass, and
+        a 13 MB activation no longer makes 39 MB of them (bench/convert_speed_bench.py)."""
+        if flat.size <= self.CHUNK:
+            return _bin_chunk(flat, self.radius, self.bins)
+        counts = np.zeros(self.bins, np.int64)
+        for k in range(0, flat.size, self.CHUNK):
+            counts += _bin_chunk(flat[k:k + self.CHUNK], self.radius, self.bins)
+        return counts
 
     def _add(self, binned: np.ndarray) -> None:
         self.counts += binned
@@ -179,6 +172,28 @@ class RunningHistogram(MinMax):
         """Histogram of |x| over [0, radius] (bins/2 bins) and its bin width."""
         half = self.bins // 2
         return self.counts[half:] + self.counts[:half][::-1], self.radius / half
+
+
+def _bin_chunk(flat: np.ndarray, radius: float, bins: int) -> np.ndarray:
+    """Counts of ``flat`` (finite, |x| <= radius) per bin of ``bins`` over [-radius, radius].
+
+    float32 arithmetic is 3x faster than float64 here; it can move a value sitting on a bin
+    edge to the neighbouring bin (~3 in 10^4), far below what any observer can notice. No
+    clip pass: |x| <= radius puts x * scale + bins/2 within float32 rounding of [0, bins],
+    which truncates to 0..bins, so only the top edge (x == radius) needs folding into the
+    last bin; the same counts as clipping to [0, bins - 1] first, one pass fewer."""
+    scale = bins / (2.0 * radius)
+    pos = np.multiply(flat, np.float32(scale), dtype=np.float32)
+    pos += np.float32(radius * scale)
+    try:
+        binned = np.bincount(pos.astype(np.intp), minlength=bins + 1)
+    except ValueError:                   # a negative position: not reachable by the bound above
+        binned = None
+    if binned is None or binned.size > bins + 1:
+        np.clip(pos, 0, bins - 1, out=pos)
+        return np.bincount(pos.astype(np.intp), minlength=bins)
+    binned[bins - 1] += binned[bins]
+    return binned[:bins]
 
 
 def _merged_pairs(counts: np.ndarray) -> np.ndarray:
