@@ -80,6 +80,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     raw = read_model(cfg.model)         # what the data pins and freezes, before the checked load
     cfg, from_data = shapes_from_data(cfg, raw)
     cfg, found = freeze_constant_controls(cfg, raw, say)
+    del raw                             # a second copy of every weight (ConvNeXt-T: 110 MB) for the whole run
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
