@@ -89,7 +89,9 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
             f"{len(carried.weights)} weights keep its own scales")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     # every unsupported node at once, before calibration; the IR it built is lowered later
-    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else None
+    # a QDQ-only conversion takes its parameters from a TFLite build too (``qdq_source``): one IR for
+    # that build and auto's int8 view, or None when the TFLite lowering refuses the model
+    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else _lowerable_or_none(model, cfg)
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     holdout = load_samples(cfg.holdout, model, cfg.preprocess, min_samples=1, state=state) if cfg.holdout else None
@@ -190,12 +192,16 @@ def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph):
     """The int8 TFLite model's view of the tensors, from ``graph`` or an IR built here, so every
     target (``qdq`` alone too) and ``calibrate`` get the ranges ``convert --target tflite`` gets.
     A model the TFLite lowering refuses (a ``qdq``-only conversion) is scored without it."""
-    if graph is None:
-        try:
-            graph = check_lowerable(model, cfg)
-        except UnsupportedOpsError:
-            return None
-    return tflite.int8_view(graph)
+    graph = _lowerable_or_none(model, cfg) if graph is None else graph
+    return None if graph is None else tflite.int8_view(graph)
+
+
+def _lowerable_or_none(model: onnx.ModelProto, cfg: ConvertConfig):
+    """``check_lowerable``'s IR, or None when the TFLite lowering refuses the model."""
+    try:
+        return check_lowerable(model, cfg)
+    except UnsupportedOpsError:
+        return None
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
@@ -260,7 +266,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         built["tflite"] = (result.flatbuffer, result)
         head, source = set(result.float_head), result
     else:           # QDQ only: its parameters (and the head) still come from a TFLite build
-        source = qdq_source(model, ranges, calib, cfg, keep, carried, stats)
+        source = qdq_source(model, ranges, calib, cfg, keep, carried, stats, graph)
         if source is not None:
             head = set(source.float_head)
         elif cfg.float_head:
@@ -279,14 +285,16 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
     return built, head
 
 
-def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None):
+def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None,
+               graph=None):
     """The TFLite build a QDQ-only conversion takes its parameters and ``--float-head`` from (not
     written), or None when the TFLite lowering refuses the model: ``qdq.build`` then applies the
-    same parameter functions to the ranges itself."""
+    same parameter functions to the ranges itself. ``graph``: ``check_lowerable``'s IR, lowered
+    here instead of built again."""
     options = tflite.TFLiteOptions(keep_float=keep, float_head=cfg.float_head,
                                    weight_scales=carried.node_weights if carried else {})
     try:
-        return tflite.build(model, ranges, options, samples=calib, stats=stats)
+        return tflite.build(model, ranges, options, samples=calib, stats=stats, graph=graph)
     except ConvertError:
         return None
 
