@@ -21,7 +21,7 @@ TAIL = 1e-3        # each side's share of the counts so far that is binned exact
 
 
 def sampled_counts(h, flat: np.ndarray, limit: int, call: int) -> np.ndarray:
-    """Counts per bin of ``h`` (a ``observers.RunningHistogram`` whose grid covers ``flat``) for
+    """Counts per bin of ``h`` (a ``histogram.RunningHistogram`` whose grid covers ``flat``) for
     ``flat``: the bulk from about ``limit`` values, the tails (``tail_bins``) exact."""
     stride = prime_at_least(-(-flat.size // limit))
     counts = h.binned(flat[call % stride::stride]) * stride
