@@ -80,6 +80,7 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
     raw = read_model(cfg.model)         # what the data pins and freezes, before the checked load
     cfg, from_data = shapes_from_data(cfg, raw)
     cfg, found = freeze_constant_controls(cfg, raw, say)
+    del raw                             # a second copy of every weight (ConvNeXt-T: 110 MB) for the whole run
     model = load_model(cfg.model, cfg.shape_overrides, cfg.frozen_values, cfg.outputs)
     say(f"loaded {cfg.model.name}: opset {manifest_mod.opset_of(model)}, {len(model.graph.node)} nodes")
     model, carried = frontend.dequantize(model)     # an already-quantized model: its float graph + scales
@@ -88,7 +89,9 @@ def convert(cfg: ConvertConfig, log=None) -> ConvertResult:
             f"{len(carried.weights)} weights keep its own scales")
     keep = set(check_keep_float(model, cfg.keep_float))    # before the slow steps
     # every unsupported node at once, before calibration; the IR it built is lowered later
-    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else None
+    # a QDQ-only conversion takes its parameters from a TFLite build too (``qdq_source``): one IR for
+    # that build and auto's int8 view, or None when the TFLite lowering refuses the model
+    graph = check_lowerable(model, cfg) if "tflite" in cfg.formats else _lowerable_or_none(model, cfg)
     # Holdout data and labels are read before calibration, the slow step, so their errors come first.
     state = stream_state(cfg.calib or cfg.holdout, model, cfg.state, say)
     if cfg.quantize == "int8" and not cfg.int8_recurrent:
@@ -192,12 +195,18 @@ def _int8_view(model: onnx.ModelProto, cfg: ConvertConfig, graph, keep=frozenset
     """The int8 TFLite model's view of the tensors, from ``graph`` or an IR built here, so every
     target (``qdq`` alone too) and ``calibrate`` get the ranges ``convert --target tflite`` gets.
     A model the TFLite lowering refuses (a ``qdq``-only conversion) is scored without it."""
+    graph = _lowerable_or_none(model, cfg) if graph is None else graph
     if graph is None:
-        try:
-            graph = check_lowerable(model, cfg)
-        except UnsupportedOpsError:
-            return None
+        return None
     return tflite.int8_view(graph, int8_recurrent=cfg.int8_recurrent, keep_float=frozenset(keep))
+
+
+def _lowerable_or_none(model: onnx.ModelProto, cfg: ConvertConfig):
+    """``check_lowerable``'s IR, or None when the TFLite lowering refuses the model."""
+    try:
+        return check_lowerable(model, cfg)
+    except UnsupportedOpsError:
+        return None
 
 
 def load_model(path, shapes=None, values=None, outputs=()) -> onnx.ModelProto:
@@ -278,7 +287,7 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         built["tflite"] = (result.flatbuffer, result)
         head, source = set(result.float_head) | set(result.float_front), result   # the same float nodes in QDQ
     else:           # QDQ only: its parameters (and the head) still come from a TFLite build
-        source = qdq_source(model, ranges, calib, cfg, keep, carried, stats)
+        source = qdq_source(model, ranges, calib, cfg, keep, carried, stats, graph)
         if source is not None:
             head = set(source.float_head) | set(source.float_front)
         elif cfg.float_head:
@@ -297,14 +306,16 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
     return built, head
 
 
-def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None):
+def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None,
+               graph=None):
     """The TFLite build a QDQ-only conversion takes its parameters and ``--float-head`` from (not
     written), or None when the TFLite lowering refuses the model: ``qdq.build`` then applies the
-    same parameter functions to the ranges itself."""
+    same parameter functions to the ranges itself. ``graph``: ``check_lowerable``'s IR, lowered
+    here instead of built again."""
     options = tflite.TFLiteOptions(keep_float=keep, float_head=cfg.float_head,
                                    weight_scales=carried.node_weights if carried else {})
     try:
-        return tflite.build(model, ranges, options, samples=calib, stats=stats)
+        return tflite.build(model, ranges, options, samples=calib, stats=stats, graph=graph)
     except ConvertError:
         return None
 

@@ -21,10 +21,10 @@ TAIL = 1e-3        # each side's share of the counts so far that is binned exact
 
 
 def sampled_counts(h, flat: np.ndarray, limit: int, call: int) -> np.ndarray:
-    """Counts per bin of ``h`` (a ``observers.RunningHistogram`` whose grid covers ``flat``) for
+    """Counts per bin of ``h`` (a ``histogram.RunningHistogram`` whose grid covers ``flat``) for
     ``flat``: the bulk from about ``limit`` values, the tails (``tail_bins``) exact."""
     stride = prime_at_least(-(-flat.size // limit))
-    counts = h._binned(flat[call % stride::stride]) * stride
+    counts = h.binned(flat[call % stride::stride]) * stride
     first, last = tail_bins(h.counts)
     counts[:first] = 0
     counts[last:] = 0
@@ -32,7 +32,7 @@ def sampled_counts(h, flat: np.ndarray, limit: int, call: int) -> np.ndarray:
     below, above = -h.radius + (first + 1) * width, -h.radius + (last - 1) * width    # a bin's margin
     picked = flat[(flat < below) | (flat > above)]
     if picked.size:
-        tails = h._binned(picked)
+        tails = h.binned(picked)
         counts[:first] += tails[:first]
         counts[last:] += tails[last:]
     return counts

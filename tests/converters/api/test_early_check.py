@@ -41,9 +41,10 @@ def test_unsupported_ops_fail_before_calibration(capsys, tmp_path, monkeypatch):
     assert "error[convert.data_dependent]" in err and not out.exists()
 
 
-@pytest.mark.parametrize("target", ["tflite", "both"])
+@pytest.mark.parametrize("target", ["tflite", "both", "qdq"])
 def test_the_checked_ir_is_lowered_not_built_again(tmp_path, digits_dir, monkeypatch, target):
-    """api.convert builds the IR once (check, then lower): same bytes as a build from scratch."""
+    """api.convert builds the IR once (check, then lower; a QDQ-only conversion's parameter
+    source too): same bytes as a build from scratch."""
     from converters import tflite
     from converters.config import ConvertConfig
     built = []
@@ -55,9 +56,11 @@ def test_the_checked_ir_is_lowered_not_built_again(tmp_path, digits_dir, monkeyp
     assert len(built) == 1
     model = api.load_model(cfg.model)
     stats, calib = api.calibrate_stats(model, cfg)
-    fresh = tflite.build(model, stats.ranges, tflite.TFLiteOptions(), samples=calib, stats=stats)
-    # from scratch: calibrate builds one for auto's int8 view, build another
-    assert result.files["model.tflite"] == fresh.flatbuffer and len(built) == 3
+    fresh, _ = api.build_models(model, stats.ranges, calib, cfg, frozenset(), stats=stats)
+    # from scratch: calibrate builds one for auto's int8 view, the (written or QDQ-source) build another
+    assert len(built) == 3
+    for fmt, (data, _) in fresh.items():
+        assert result.files[api.manifest_mod.MODEL_ENTRIES[fmt][1]] == data, fmt
 
 
 def test_an_ir_built_for_other_options_is_not_reused(digits_dir):

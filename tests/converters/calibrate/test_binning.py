@@ -9,12 +9,12 @@ from converters.calibrate.observers import RunningHistogram
 
 
 class _Counting(RunningHistogram):
-    """Counts the values handed to ``_binned``."""
+    """Counts the values handed to ``binned``."""
     binned_values = 0
 
-    def _binned(self, flat):
+    def binned(self, flat):
         type(self).binned_values += flat.size
-        return super()._binned(flat)
+        return super().binned(flat)
 
 
 def _samples(n: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -272,4 +272,15 @@ def test_binning_without_the_clip_pass_counts_as_clipping_did(values, dtype):
         h.radius = radius                   # the grid is any radius >= max |x|, the edge included
         edges = np.concatenate([data, np.array([radius, -radius], dtype)]).astype(dtype)
         edges = edges[np.isfinite(edges) & (np.abs(edges.astype(np.float64)) <= radius)]
-        np.testing.assert_array_equal(h._binned(edges), _binned_by_clipping(edges, radius, 64))
+        np.testing.assert_array_equal(h.binned(edges), _binned_by_clipping(edges, radius, 64))
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1000])
+def test_binning_in_chunks_counts_as_binning_at_once(size):
+    values = np.random.default_rng(size).laplace(0.0, 1.0, size * 13 + 5).astype(np.float32)
+    h = RunningHistogram(bins=256)
+    h.radius = float(np.abs(values).max())
+    whole = h.binned(values)
+    h.CHUNK = size                      # chunks of ``size`` values, the last one shorter
+    np.testing.assert_array_equal(h.binned(values), whole)
+    assert whole.sum() == values.size

@@ -52,17 +52,22 @@ def exposed(m):
 
 
 def make(model):
-    return runner.make_session(model, in_order=True, spin=False, arena=False)
+    return runner.make_session(model, in_order=True, spin=False, arena="shared")
 
 
+@pytest.mark.parametrize("arena", ["shared", False])
 @pytest.mark.parametrize("build, feeds", [
     (skip_model, {"x": np.random.default_rng(1).normal(size=(1, 2, 6, 6)).astype(np.float32)}),
     (if_model, {"x": np.random.default_rng(2).normal(size=(2, 3)).astype(np.float32), "flag": np.array(True)}),
     (if_model, {"x": np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32), "flag": np.array(False)}),
 ])
-def test_every_stage_split_gives_the_values_of_one_run(build, feeds):
+def test_every_stage_split_gives_the_values_of_one_run(build, feeds, arena):
+    """Every value is kept here while later stages run: with the shared arena (the runner's
+    choice), an output's memory stays its own while other sessions allocate from the arena."""
+    assert runner.shared_arena()
     model, produced = exposed(build())
-    whole = dict(zip(produced, make(model).run(produced, feeds)))
+    make = functools.partial(runner.make_session, in_order=True, spin=False, arena=arena)
+    whole = dict(zip(produced, runner.make_session(model).run(produced, feeds)))
     one = stages.Staged(model, make, budget=1 << 40)
     split = stages.Staged(model, make, budget=1)           # a cut after every node
     assert len(one.stages) == 1 and len(split.stages) == len(model.graph.node)
