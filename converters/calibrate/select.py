@@ -21,9 +21,10 @@ to min/max where large activations carry the signal). So ``auto`` measures inste
    favoured min/max's exact cover of the scored samples' own outliers); min/max is the incumbent and another method replaces it only when it lowers the
    noise beyond sampling error (``better``, a paired test); then tensors are revisited in
    groups (by depth, ``GROUPS`` of them) with the same test. The chosen methods' ranges over all
-   samples are returned.
+   samples are returned, and each sample is charged with the worse of the held-out ranges' noise
+   and the returned ranges' (``_judge``: half the samples' extremes are narrower than all).
 
-Cost: at most (methods + GROUPS x GROUP_METHODS) runs of the fake-quant model on
+Cost: at most 2 x (methods + GROUPS x GROUP_METHODS) runs of the fake-quant model on
 ``EVAL_SAMPLES`` samples, and in all no more model runs than half the calibration pass
 (``budget``), the uniform round always. Memory: the feeds and the reference
 outputs of those samples.
