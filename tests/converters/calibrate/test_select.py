@@ -210,8 +210,33 @@ def test_choose_returns_the_final_ranges_of_the_methods_it_scored():
               "p": {t: ((0.0, 1.0), (0.0, 1.0)) for t in order}}
     final = {"minmax": {t: (0.0, 10.0) for t in order}, "p": {t: (0.0, 2.0) for t in order}}
     base = np.linspace(1.0, 2.0, 12)
-    ranges, chosen = select.choose(scored, order, lambda r: base * r["a"][0][1], final=final)
+    ranges, chosen = select.choose(scored, order, lambda r: base * _top(r["a"]), final=final)
     assert chosen == {"a": "p", "b": "p"} and ranges == {"a": (0.0, 2.0), "b": (0.0, 2.0)}
+
+
+def _top(rng):
+    """The upper end of a plain range or of fold 0's."""
+    return rng[0][1] if isinstance(rng[0], tuple) else rng[1]
+
+
+def test_choose_charges_each_method_with_the_range_it_returns():
+    """Min/max of half the samples (held out) is narrower than of all of them, the range returned:
+    scored held out only, min/max looked best (PP-OCRv6 rec) though its returned range is the
+    noisiest. Each sample is charged with the worse of its held-out and returned ranges' noise."""
+    order = ["a"]
+    scored = {"minmax": {"a": ((0.0, 4.0), (0.0, 4.0))}, "p": {"a": ((0.0, 5.0), (0.0, 5.0))}}
+    final = {"minmax": {"a": (0.0, 9.0)}, "p": {"a": (0.0, 5.5)}}
+    calls = []
+
+    def score(ranges):          # noise grows with the step: a wider grid rounds coarser
+        calls.append(ranges)
+        return np.linspace(1.0, 1.2, 16) * _top(ranges["a"])
+
+    ranges, chosen = select.choose(scored, order, score, final=final, max_runs=5)
+    assert chosen == {"a": "p"} and ranges == {"a": (0.0, 5.5)}
+    assert len(calls) == 4      # both methods, held out and as returned; a group trial needs 2 more
+    _, alone = select.choose(scored, order, score)
+    assert alone == {"a": "minmax"}     # the held-out ranges alone
 
 
 def outlier_batches(n, seed, outlier):
