@@ -143,3 +143,20 @@ def test_box_scores_compare_with_float_and_truth():
 def test_vad_scores():
     got = zt.vad_scores([0.1, 0.9, 0.6, 0.2], [0.2, 0.8, 0.4, 0.1], {"speech": [0, 1, 1, 1]}, 0.5)
     assert got == {"agree_vs_float": 0.75, "speech_frac": 0.25, "accuracy": 0.5}
+
+
+def test_token_scores_count_only_the_unpadded_positions():
+    ref = [{"y": np.eye(3)[[0, 1, 2, 0]][None]}]            # argmax 0 1 2 0
+    got = [{"y": np.eye(3)[[0, 2, 2, 1]][None]}]            # argmax 0 2 2 1
+    meta = {"metric": {"kind": "tokens", "output": "y"}}
+    assert zt.score(meta, None, ref, got, {}, ["y"])["agree_vs_float"] == pytest.approx(0.5)
+    assert zt.score(meta, None, ref, got, {"lengths": [3]}, ["y"])["agree_vs_float"] == pytest.approx(2 / 3)
+
+
+def test_frame_speech_scores_read_one_minus_silence():
+    probs = lambda sil: {"logits": np.stack([sil, 1 - sil], -1)[None]}      # noqa: E731
+    ref, got = [probs(np.array([0.9, 0.2, 0.1]))], [probs(np.array([0.9, 0.6, 0.1]))]
+    meta = {"metric": {"kind": "frame_speech", "output": "logits", "silence": 0, "threshold": 0.5}}
+    out = zt.score(meta, None, ref, got, {"speech_frames": [[0, 1, 1]]}, ["logits"])
+    assert out["agree_vs_float"] == pytest.approx(2 / 3)
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["speech_frac"] == pytest.approx(1 / 3)
