@@ -37,6 +37,14 @@ CLASSIFIERS = {
     "efficientnet_v2_s_dynamo": (torchvision.models.efficientnet_v2_s, 192, "dynamo", 20),
     "maxvit_t_ts": (torchvision.models.maxvit_t, 224, "ts", None),
     "mobilenet_v3_large_ts13": (torchvision.models.mobilenet_v3_large, 224, "ts", 13),
+    # session 9: more of what users bring -- Swin V2's cosine attention and log-spaced position MLP,
+    # Inception v3's asymmetric kernels, the dynamo exporter at opset 18 on the common ResNet-50
+    "swin_v2_t_ts": (torchvision.models.swin_v2_t, 256, "ts", None),
+    "inception_v3_ts": (lambda: torchvision.models.inception_v3(aux_logits=False, init_weights=True), 224, "ts", None),
+    "resnet50_dynamo": (torchvision.models.resnet50, 192, "dynamo", 18),
+    "mobilenet_v3_large_dynamo": (torchvision.models.mobilenet_v3_large, 224, "dynamo", None),
+    "efficientnet_b1_ts": (torchvision.models.efficientnet_b1, 224, "ts", None),
+    "regnet_x_400mf_ts": (torchvision.models.regnet_x_400mf, 224, "ts", None),
 }
 
 
