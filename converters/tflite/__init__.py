@@ -99,6 +99,7 @@ class TFLiteResult:
     float_head: list[str] = field(default_factory=list)   # ONNX nodes --float-head kept float, sorted
     op_nodes: list[str] = field(default_factory=list)     # the ONNX node each op came from (op index order)
     float_front: list[str] = field(default_factory=list)  # ONNX nodes of a magnitude spectrum kept float, sorted
+    float_norms: list[str] = field(default_factory=list)  # ONNX nodes of normalizations kept float (precision.py), sorted
 
 
 def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
@@ -113,16 +114,15 @@ def int8_view(graph: Graph, int8_recurrent: bool = False, keep_float: frozenset 
     """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
     ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds, less those ``build``
     keeps float whatever the ranges (the ONNX nodes ``keep_float``, recurrent layers unless
-    ``int8_recurrent``, squares, and the float regions around them: ``quantize.rounded_tensors``),
-    and their ``saturate`` bounds (which
-    else stay float, RSQRT and Softmax, is decided later, from the ranges). Lowers a copy;
-    ``graph`` stays for ``build``."""
+    ``int8_recurrent``, squares, normalizations, and the float regions around them:
+    ``quantize.rounded_tensors``), and their ``saturate`` bounds (which Softmax else stays float
+    is decided later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
     keep = _kept_ir_nodes(graph, keep_float)
     keep |= set() if int8_recurrent else {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
     squares = {n.name for n in graph.nodes if n.op in ("Pow", "Mul")}
     tg = lowering.lower(copy.deepcopy(graph))
     keep |= {op.node for op in tg.ops if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]}
-    keep |= spectrum.magnitude_nodes(tg)
+    keep |= spectrum.magnitude_nodes(tg) | precision.normalizations(tg)
     bounds = saturate.bounds_by_name(tg)
     rounded = rounded_tensors(tg, frozenset(keep), set(graph.tensors) | set(graph.inputs))
     return Int8View(frozenset(tg.tensors[i].name for i in rounded if tg.tensors[i].name and not tg.tensors[i].is_const),
@@ -152,6 +152,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     keep |= _kept_ir_nodes(graph, head)
     front = spectrum.magnitude_nodes(tg) if options.quantize == "int8" else set()
     keep |= front                       # a magnitude spectrum int8 cannot hold (spectrum.py)
+    norms = set()
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
@@ -159,6 +160,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, stats, keep)
         squares = frozenset(n.name for n in graph.nodes if n.op in ("Pow", "Mul"))
         keep |= precision.float_nodes(tg, by_index, squares)   # int8 would wreck these (precision.py)
+        norms = precision.normalizations(tg)                   # float between int8 neighbours, as ORT's
+        keep |= norms
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
         to_float16(tg)
@@ -170,7 +173,8 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
                   for i, t in enumerate(tg.tensors) if t.name in names}
     return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
                         [op.opcode for op in tg.ops], head, [op.node for op in tg.ops],
-                        sorted(_onnx_nodes(graph, front) & set(node_names(model))))
+                        sorted(_onnx_nodes(graph, front) & set(node_names(model))),
+                        sorted(_onnx_nodes(graph, norms) & set(node_names(model))))
 
 
 def _kept_ir_nodes(graph, names) -> set[str]:

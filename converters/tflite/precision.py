@@ -74,12 +74,13 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]],
             found.add(op.node)
         if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
-    return found | normalizations(tg, readers)
+    return found
 
 
-def normalizations(tg: TGraph, readers: dict) -> set[str]:
+def normalizations(tg: TGraph, readers: dict | None = None) -> set[str]:
     """The NORM rule: nodes with an RSQRT (only ``lower/norm.py`` emits one) and the constant
     affine steps that follow a node's output, each the only reader of the value before it."""
+    readers = tg.consumers_of() if readers is None else readers
     last = {op.node: op for op in tg.ops if op.node}       # a node's last op writes its output
     found = set()
     for op in tg.ops:
