@@ -1,15 +1,10 @@
 """BatchNormalization (folded or Mul+Add) and LayerNormalization."""
-import json
-import zipfile
-
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 
 from converters.errors import UnsupportedOpsError
 from converters.tflite import precision
-from edge.cli import main
 from tests.converters.ops import harness as H
 
 RNG = np.random.default_rng(4)
@@ -144,21 +139,14 @@ def test_layer_norm_runs_float_between_int8_neighbours(form, tail, monkeypatch):
     assert sqnr > chained + 2.0, (sqnr, chained)
 
 
-def test_the_qdq_model_keeps_the_same_normalization_float(tmp_path, capsys):
+def test_the_qdq_model_keeps_the_same_normalization_float(tmp_path):
     """One compiler: the QDQ target keeps the written-out LayerNorm's affine float as the TFLite
     build does (the manifest lists the nodes), instead of rounding ``* gamma`` and ``+ beta``
     (measured on this block: 32.8 dB with them int8, 35.9 float)."""
     m = outlier_block("written", False)
     rng = np.random.default_rng(0)
     calib, holdout = ([rng.normal(0, 1, (1, 24, 64)).astype(np.float32) for _ in range(n)] for n in (16, 8))
-    onnx.save(m, str(tmp_path / "ln.onnx"))
-    np.savez(tmp_path / "calib.npz", x=np.stack(calib))
-    out = tmp_path / "ln.gpk"
-    assert main(["convert", str(tmp_path / "ln.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "--target", "both", "-o", str(out), "-q"]) == 0, capsys.readouterr()
-    with zipfile.ZipFile(out) as z:
-        kept = json.loads(z.read("manifest.json"))["quantization"]["keep_float"]
-        qdq = onnx.load_from_string(z.read("model.qdq.onnx"))
+    kept, qdq = H.convert_both(tmp_path, m, {"x": np.stack(calib)})
     assert {"Div_7", "Mul_8", "Add_9"} <= set(kept), kept
     quantized = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
     assert not quantized & {"nd", "ns"}, quantized                  # no rounding inside the affine
