@@ -107,7 +107,7 @@ def builds(m: onnx.ModelProto, calib: list[dict]) -> dict:
     options = tflite.TFLiteOptions(quantize="int8")
     out = {"float": tflite.build(m, ranges, options, samples=calib)}
     rule = precision.normalizations
-    precision.normalizations = lambda tg, readers=None: set()
+    precision.normalizations = lambda tg: set()
     try:
         out["int8"] = tflite.build(m, ranges, options, samples=calib)
     finally:

@@ -285,11 +285,11 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
         result = tflite.build(model, ranges, options, samples=calib, graph=graph, stats=stats)
         self_check(result.flatbuffer, result, model)
         built["tflite"] = (result.flatbuffer, result)
-        head, source = float_nodes(result), result      # the same float nodes in QDQ
+        head, source = set(result.float_head) | set(result.float_front), result   # the same float nodes in QDQ
     else:           # QDQ only: its parameters (and the head) still come from a TFLite build
         source = qdq_source(model, ranges, calib, cfg, keep, carried, stats, graph)
         if source is not None:
-            head = float_nodes(source)
+            head = set(source.float_head) | set(source.float_front)
         elif cfg.float_head:
             head = set(head_nodes(model, cfg.float_head))
     if "qdq" in cfg.formats:
@@ -304,12 +304,6 @@ def build_models(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str],
                            tflite=source)
         built["qdq"] = (qmodel.SerializeToString(), qmodel)
     return built, head
-
-
-def float_nodes(result) -> set[str]:
-    """The ONNX nodes a TFLite build kept float on its own (head, magnitude front, normalizations):
-    the QDQ model keeps them float too."""
-    return set(result.float_head) | set(result.float_front) | set(result.float_norms)
 
 
 def qdq_source(model, ranges, calib, cfg: ConvertConfig, keep: frozenset[str], carried=None, stats=None,

@@ -99,7 +99,6 @@ class TFLiteResult:
     float_head: list[str] = field(default_factory=list)   # ONNX nodes --float-head kept float, sorted
     op_nodes: list[str] = field(default_factory=list)     # the ONNX node each op came from (op index order)
     float_front: list[str] = field(default_factory=list)  # ONNX nodes of a magnitude spectrum kept float, sorted
-    float_norms: list[str] = field(default_factory=list)  # ONNX nodes of normalizations kept float (precision.py), sorted
 
 
 def ir_graph(model: onnx.ModelProto, options: TFLiteOptions) -> Graph:
@@ -152,7 +151,6 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
     keep |= _kept_ir_nodes(graph, head)
     front = spectrum.magnitude_nodes(tg) if options.quantize == "int8" else set()
     keep |= front                       # a magnitude spectrum int8 cannot hold (spectrum.py)
-    norms = set()
     if options.quantize == "int8":
         if not ranges:
             raise ConvertError("int8 quantization needs calibration ranges", code="convert.no_ranges",
@@ -160,8 +158,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, stats, keep)
         squares = frozenset(n.name for n in graph.nodes if n.op in ("Pow", "Mul"))
         keep |= precision.float_nodes(tg, by_index, squares)   # int8 would wreck these (precision.py)
-        norms = precision.normalizations(tg)                   # float between int8 neighbours, as ORT's
-        keep |= norms
+        keep |= precision.normalizations(tg)                   # float between int8 neighbours, as ORT's
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
         to_float16(tg)
@@ -173,8 +170,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
                   for i, t in enumerate(tg.tensors) if t.name in names}
     return TFLiteResult(flat, tensor_map, _specs(tg, tg.inputs), _specs(tg, tg.outputs),
                         [op.opcode for op in tg.ops], head, [op.node for op in tg.ops],
-                        sorted(_onnx_nodes(graph, front) & set(node_names(model))),
-                        sorted(_onnx_nodes(graph, norms) & set(node_names(model))))
+                        sorted(_onnx_nodes(graph, front) & set(node_names(model))))
 
 
 def _kept_ir_nodes(graph, names) -> set[str]:

@@ -260,7 +260,7 @@ def test_qdq_writer_writes_normalize_as_onnx(name, opset):
 def test_keeping_the_sqrt_or_the_output_node_float_keeps_the_normalization_float(kept, monkeypatch):
     # tflite/precision.py's NORM rule keeps every normalization float by default; with the rule off
     # the statistics run int8, and --keep-float of either absorbed node still keeps them float
-    monkeypatch.setattr(precision, "normalizations", lambda tg, readers=None: set())
+    monkeypatch.setattr(precision, "normalizations", lambda tg: set())
     m = build("rms_reciprocal")
     assert {node.name for node in m.graph.node} >= {kept}
     samples = [{"x": s["x"] / s["x"].std(axis=-1, keepdims=True)} for s in rows("rms_reciprocal", 8, 0)]
