@@ -42,6 +42,8 @@ def random_inputs(interp, rng) -> list[tuple[int, np.ndarray]]:
         shape = tuple(detail["shape"])
         if dtype.kind == "f":
             value = rng.uniform(-1.0, 1.0, shape).astype(dtype)
+        elif dtype.kind == "b":                      # a mask input (a transformer's padding mask)
+            value = rng.integers(0, 2, shape).astype(dtype)
         else:
             info = np.iinfo(dtype)
             value = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)

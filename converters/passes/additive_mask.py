@@ -49,9 +49,10 @@ def _trace(graph: Graph, name: str, producers) -> tuple[Node, list[Node]] | None
 def _rewrite(graph: Graph, add: Node, scores: str, where: Node, chain: list[Node]) -> list[Node]:
     cond, nodes = where.inputs[0], []
     for step in chain:                      # the condition takes the mask's reshapes
+        # a fresh name for the node too: layers that share one mask each rewrite its chain
         out = graph.fresh(f"{step.name}/cond")
         graph.tensors[out] = Tensor(out, graph.tensors[step.outputs[0]].shape, np.dtype(np.bool_))
-        nodes.append(Node(step.op, f"{step.name}/cond", [cond, *step.inputs[1:]], [out], dict(step.attrs)))
+        nodes.append(Node(step.op, out, [cond, *step.inputs[1:]], [out], dict(step.attrs)))
         cond = out
     fill = where.inputs[_fill_side(graph, where)]
     picks = [fill, scores] if _fill_side(graph, where) == 1 else [scores, fill]

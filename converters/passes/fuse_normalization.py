@@ -20,8 +20,8 @@ that int8 cannot hold:
 The output node is replaced by ``Normalize(x; axes, epsilon, center, l2)`` (then ``Mul(., gamma)``
 when a constant gamma sat on the inverse deviation); the statistics nodes fall away unless
 something else reads them. The lowering (``lower/norm.py``) computes the centered variance, exact
-in float, with measured ranges for its temporaries, and ``tflite/precision.py``'s RSQRT rule keeps
-the node float when int8 would lose the inverse deviation: the LayerNormalization path. A
+in float, and ``tflite/precision.py``'s NORM rule keeps the node float between int8 neighbours:
+the LayerNormalization path. A
 ``Max(var, 0)`` guard only clamps the negative rounding of the moment form, which the centered
 form never produces, so it is dropped; any other guard stops the match.
 """

@@ -113,16 +113,15 @@ def int8_view(graph: Graph, int8_recurrent: bool = False, keep_float: frozenset 
     """What int8 does to ``graph``'s (an ``ir_graph``'s) tensors, by ONNX name, for calibration's
     ``auto`` scorer (``select.Int8View``): the tensors the lowered graph holds, less those ``build``
     keeps float whatever the ranges (the ONNX nodes ``keep_float``, recurrent layers unless
-    ``int8_recurrent``, squares, and the float regions around them: ``quantize.rounded_tensors``),
-    and their ``saturate`` bounds (which
-    else stay float, RSQRT and Softmax, is decided later, from the ranges). Lowers a copy;
-    ``graph`` stays for ``build``."""
+    ``int8_recurrent``, squares, normalizations, and the float regions around them:
+    ``quantize.rounded_tensors``), and their ``saturate`` bounds (which Softmax else stays float
+    is decided later, from the ranges). Lowers a copy; ``graph`` stays for ``build``."""
     keep = _kept_ir_nodes(graph, keep_float)
     keep |= set() if int8_recurrent else {n.name for n in graph.nodes if n.op in RECURRENT_OPS and not n.domain}
     squares = {n.name for n in graph.nodes if n.op in ("Pow", "Mul")}
     tg = lowering.lower(copy.deepcopy(graph))
     keep |= {op.node for op in tg.ops if op.opcode == "MUL" and op.node in squares and op.inputs[0] == op.inputs[1]}
-    keep |= spectrum.magnitude_nodes(tg)
+    keep |= spectrum.magnitude_nodes(tg) | precision.normalizations(tg)
     bounds = saturate.bounds_by_name(tg)
     rounded = rounded_tensors(tg, frozenset(keep), set(graph.tensors) | set(graph.inputs))
     return Int8View(frozenset(tg.tensors[i].name for i in rounded if tg.tensors[i].name and not tg.tensors[i].is_const),
@@ -159,6 +158,7 @@ def build(model: onnx.ModelProto, ranges: dict | None, options: TFLiteOptions = 
         by_index, layer_means = _index_ranges(tg, ranges, samples, options.bias_correction, stats, keep)
         squares = frozenset(n.name for n in graph.nodes if n.op in ("Pow", "Mul"))
         keep |= precision.float_nodes(tg, by_index, squares)   # int8 would wreck these (precision.py)
+        keep |= precision.normalizations(tg)                   # float between int8 neighbours, as ORT's
         quantize_int8(tg, by_index, io=options.io, keep_float=frozenset(keep), input_means=layer_means)
     elif options.quantize == "float16":
         to_float16(tg)

@@ -5,16 +5,19 @@ ops amplify it without bound instead; for those the quantizer keeps the ONNX nod
 in float (DEQUANTIZE before, QUANTIZE after: a float island), which is what ONNX Runtime's QDQ
 models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
 
-    RSQRT   the inverse standard deviation of a LayerNormalization / InstanceNormalization (or any
-            ``1/sqrt``). Its int8 input steps are ``(hi - lo) / 255``, the same for every token, so
-            a token whose variance sits near the bottom of the measured range loses most of its
-            bits: the relative error of rsqrt at the smallest input ``lo`` is ``step / (4 lo)``.
-            Measured on torchvision exports (bench/fidelity_bench.py): per-token variances span
-            ranges of 10^2-10^4, and the int8 chain cost ConvNeXt-T ~12 dB and a small ViT ~3 dB;
-            float LayerNorms recover ONNX Runtime's figure. The node stays float when that error
-            exceeds ``MAX_RELATIVE_ERROR`` (1/64: noise at -36 dB, the level of int8 rounding
-            of a typical activation), i.e. when the measured input range spans more than a
-            factor 16 (or reaches zero).
+    NORM    every normalization (LayerNormalization, InstanceNormalization, ``ganglion::Normalize``:
+            the nodes whose lowering has an RSQRT). Its int8 lowering rounds three to five
+            full-size temporaries (``x - mean``, the normalized value, ``* gamma``, ``+ beta``),
+            each about as coarse as the output's own int8 step, where ONNX Runtime's QDQ model
+            rounds only the input and the output (its LayerNormalization runs float between
+            them). Measured on khmer_segmenter's six post-norm LayerNorms (narrow variance ranges,
+            so the statistics themselves held in int8): 33.6 dB per LayerNorm output int8, 37.7
+            float; the mean, variance and rsqrt roundings cost < 0.1 dB, the full-size ones ~1
+            dB each. A wide variance range costs more (the inverse deviation of a token at the
+            bottom of the range loses its bits: ConvNeXt-T 12 dB, a small ViT 3 dB). Float is
+            not slower in LiteRT (XNNPACK runs the float chain; int8 MEAN/RSQRT split it): see
+            docs/quantization.md. A written-out LayerNorm's own ``Mul`` gamma / ``Add`` beta stay
+            int8 ops (floating them too measured -0.54 dB on PP-OCRv6's recognizer).
 
     SOFTMAX the int8 output is fixed at steps of 1/256 (TFLite int8 spec); over T positions the
             average probability is 1/T, so attention over T >= ``SOFTMAX_FLOAT_FROM`` tokens
@@ -26,7 +29,7 @@ models compute too (a DequantizeLinear -> float op -> QuantizeLinear sandwich).
             step or two. A spectrogram's ``re^2 + im^2`` is mostly such values: silero VAD's STFT
             power lost 12-17 dB per square in int8. ONNX Runtime's quantizer never quantizes Pow
             either. Only whole ONNX square nodes are meant (not the variance inside a lowered
-            LayerNormalization, which the RSQRT rule covers).
+            LayerNormalization, which the NORM rule covers).
 
     OUTPUT  a SOFTMAX that writes a graph output itself (an int8 copy after it, such as an NHWC
     HEAD    layout TRANSPOSE, would round it again) and whose measured output range goes past the
@@ -49,20 +52,7 @@ from __future__ import annotations
 from converters.tflite.rules import FIXED_OUTPUT
 from converters.tgraph import TGraph
 
-MAX_RELATIVE_ERROR = 1.0 / 64
 SOFTMAX_FLOAT_FROM = 64
-
-
-def rsqrt_error(lo: float, hi: float) -> float:
-    """Worst relative error of ``1/sqrt(x)`` on int8 ``x`` quantized over [min(lo,0), max(hi,0)]
-    (the rounding error at the smallest input, ``lo``); infinite when ``lo <= 0``."""
-    if lo <= 0.0:
-        return float("inf")
-    step = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
-    # d(x^-1/2)/x^-1/2 = -dx / (2x); the rounding error dx is at most step / 2
-    return step / (4.0 * lo)
-
-
 OUTPUT_HEADS = {"SOFTMAX"}
 
 
@@ -82,12 +72,12 @@ def float_nodes(tg: TGraph, ranges: dict[int, tuple[float, float]],
             found.add(op.node)
         if op.opcode == "SOFTMAX" and tg.tensors[op.inputs[0]].shape[-1] >= SOFTMAX_FLOAT_FROM:
             found.add(op.node)
-        if op.opcode != "RSQRT":
-            continue
-        rng = ranges.get(op.inputs[0])
-        if rng is None or rsqrt_error(*rng) > MAX_RELATIVE_ERROR:
-            found.add(op.node)
     return found
+
+
+def normalizations(tg: TGraph) -> set[str]:
+    """The NORM rule: the nodes with an RSQRT (only ``lower/norm.py`` emits one)."""
+    return {op.node for op in tg.ops if op.opcode == "RSQRT" and op.node}
 
 
 def _clipped(op, ranges: dict) -> bool:
@@ -95,4 +85,3 @@ def _clipped(op, ranges: dict) -> bool:
     rng = ranges.get(op.outputs[0])
     scale, zero = FIXED_OUTPUT[op.opcode]
     return rng is not None and rng[1] > (127 - zero) * scale + scale / 2
-

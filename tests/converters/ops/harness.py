@@ -6,6 +6,9 @@ the float graph in onnxruntime over the same samples, exactly as ``ganglion conv
 """
 from __future__ import annotations
 
+import json
+import zipfile
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -14,6 +17,7 @@ from converters import frontend, tflite
 from converters.calibrate import collect_ranges
 from converters.verify.metrics import sqnr_db  # noqa: F401  (tests use H.sqnr_db: the one definition)
 from core.litert import make_interpreter
+from edge.cli import main
 
 
 def model(nodes, inputs: dict, outputs: list[str], inits: dict | None = None, opset: int = 17):
@@ -129,3 +133,16 @@ def one_node(op: str, inputs: dict, inits: dict | None = None, n_out: int = 1, o
     outs = ["y"] if n_out == 1 else [f"y{i}" for i in range(n_out)]
     node = helper.make_node(op, names, outs, **attrs)
     return model([node], inputs, outs, inits, opset=opset)
+
+
+def convert_both(tmp_path, m: onnx.ModelProto, calib: dict) -> tuple[list[str], onnx.ModelProto]:
+    """``ganglion convert --target both`` of ``m`` with ``calib`` ({input name: stacked samples}):
+    the manifest's keep_float and the QDQ model."""
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", **calib)
+    out = tmp_path / "m.gpk"
+    assert main(["convert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "--target", "both", "-o", str(out), "-q"]) == 0
+    with zipfile.ZipFile(out) as z:
+        return (json.loads(z.read("manifest.json"))["quantization"]["keep_float"],
+                onnx.load_from_string(z.read("model.qdq.onnx")))

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from converters import frontend
+from converters.qdq import emit
 from tests.converters.ops import harness as H
 
 COMPARE = ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"]
@@ -95,8 +96,9 @@ def test_negative_token_ids(quantize):
         np.testing.assert_allclose(got, ref, atol=tol)
 
 
-def _masked_attention(fill: float):
-    """torch's padded attention: scores + Reshape(Where(Not(mask), fill, 0)) -> Softmax."""
+def _masked_attention(fill: float, layers: int = 1):
+    """torch's padded attention: scores + Reshape(Where(Not(mask), fill, 0)) -> Softmax; with
+    ``layers`` 2 a second layer adds the same reshaped mask to its own scores (output y1)."""
     inits = [numpy_helper.from_array(np.float32(fill), "fill"),
              numpy_helper.from_array(np.zeros((1, 6), np.float32), "zeros"),
              numpy_helper.from_array(np.array([1, 1, 1, 6], np.int64), "shape")]
@@ -105,13 +107,29 @@ def _masked_attention(fill: float):
              helper.make_node("Reshape", ["masked", "shape"], ["bias"]),
              helper.make_node("Add", ["scores", "bias"], ["s"]),
              helper.make_node("Softmax", ["s"], ["y"], axis=-1)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if layers == 2:
+        nodes += [helper.make_node("Add", ["y", "bias"], ["s1"]), helper.make_node("Softmax", ["s1"], ["y1"], axis=-1)]
+        outputs.append(helper.make_tensor_value_info("y1", TensorProto.FLOAT, None))
     graph = helper.make_graph(
         nodes, "attn", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 6, 6]),
-                        helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+                        helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 6])], outputs, inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return frontend.prepare(onnx.shape_inference.infer_shapes(m))
+
+
+def test_a_mask_shared_by_two_layers_is_written_back_as_valid_onnx():
+    """Each layer's selection reshapes the condition itself: those nodes need their own names
+    (khmersm's segmenter: its three layers' ``node_view_33/cond`` made the QDQ target fail to load)."""
+    m = _masked_attention(-np.inf, layers=2)
+    written, _ = emit.emit(emit.ir_graph(m), m)
+    names = [n.name for n in written.graph.node]
+    assert len(names) == len(set(names)), names
+    feeds = {"scores": np.random.default_rng(0).normal(0, 2, (1, 2, 6, 6)).astype(np.float32),
+             "mask": np.array([[True] * 4 + [False] * 2])}
+    for got, ref in zip(H.ort_run(written, feeds), H.ort_run(m, feeds)):
+        np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
 def test_padded_attention_mask_in_int8():

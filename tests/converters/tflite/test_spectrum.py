@@ -3,18 +3,13 @@ reads it) keeps the STFT, the magnitude and that first layer float in int8
 (converters/tflite/spectrum.py): the spectrum's quiet bins, 40-60 dB under the loud ones, keep a
 step or two in int8. LiteRT against onnxruntime on tones whose amplitudes span three decades;
 the layer after the first one stays int8, and a Sqrt of something else is left alone."""
-import json
-import zipfile
-
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 
 from converters import tflite
 from converters.calibrate import collect_ranges
 from converters.tflite import spectrum
-from edge.cli import main
 from tests.converters.ops import harness as H
 
 N, WIN, HOP, BINS, CH = 576, 64, 32, 33, 16
@@ -115,18 +110,11 @@ def test_the_scorer_does_not_round_the_float_front_end(stft, rounded):
     assert ("mag" in view.tensors) == rounded and ("r" in view.tensors)
 
 
-def test_the_qdq_model_keeps_the_same_front_end_float(tmp_path, capsys):
+def test_the_qdq_model_keeps_the_same_front_end_float(tmp_path):
     """One compiler: the QDQ target keeps the ONNX nodes the TFLite build kept float (listed in
     the manifest's keep_float), and quantizes the layer after them."""
     m = _vad_front()
-    onnx.save(m, str(tmp_path / "front.onnx"))
-    np.savez(tmp_path / "calib.npz", x=np.stack([s["x"] for s in _tones(16)]))
-    out = tmp_path / "front.gpk"
-    assert main(["convert", str(tmp_path / "front.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "--target", "both", "-o", str(out), "-q"]) == 0, capsys.readouterr()
-    with zipfile.ZipFile(out) as z:
-        kept = json.loads(z.read("manifest.json"))["quantization"]["keep_float"]
-        qdq = onnx.load_from_string(z.read("model.qdq.onnx"))
+    kept, qdq = H.convert_both(tmp_path, m, {"x": np.stack([s["x"] for s in _tones(16)])})
     assert {"Conv_1", "Sqrt_7", "Conv_8"} <= set(kept), kept
     dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
     weights = {n.input[1]: n.input[1] in dequantized for n in qdq.graph.node if n.op_type == "Conv"}
