@@ -5,6 +5,7 @@
     observers.py   auto, minmax, percentile, magnitude, entropy (KL), mse -- registered in OBSERVERS
     runner.py      collect_ranges: onnxruntime with every float intermediate exposed, streamed
     select.py      auto: every method's range scored by output error on a fake-quant model
+    masks.py       attention-mask fills before a Softmax, observed as int8 saturates them
 """
 from converters.calibrate.data import TensorSpec, load_dataset
 from converters.calibrate.observers import OBSERVERS

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from converters.calibrate import derive, observers, select
+from converters.calibrate import derive, masks, observers, select
 from converters.calibrate.channels import ChannelMeans, ChannelRanges, channel_axes, range_axes
 from converters.calibrate.samples import Spill
 from converters.calibrate.stages import Staged
@@ -278,6 +278,7 @@ def collect_stats(model: onnx.ModelProto, samples: Iterable[dict[str, np.ndarray
         kept.close()
     else:
         ranges = {name: found[name].range() for name in input_names + produced if found[name].seen}
+    masks.clip_addends(model, ranges)
     return CalibrationStats(ranges, channel_means.means(axes), count, channel_ranges.ranges(per_channel))
 
 
@@ -288,9 +289,11 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
     (a ``ChannelMeans``); ``per_channel``, ``ranges``: as ``Fetcher`` takes them. One sample's
     activations are alive at a time; each observer keeps a running summary."""
     channels = channels or {}
+    masked = masks.softmax_inputs(model)    # their fills are seen as int8 holds them (masks.py)
     # a graph whose nodes make no float tensor still has float inputs to observe
     fetch = (Fetcher(model, produced, types, reduce=method == "minmax", channels=channels, means=means,
-                     per_channel=per_channel, ranges=ranges) if produced or channels else None)
+                     per_channel=per_channel, ranges=ranges, whole=set(masked))
+             if produced or channels else None)
     wanted = fetch.input_names if fetch else list(input_names)
     found = {name: observers.make(method) for name in input_names + produced}
     keep = select.EVAL_SAMPLES if method == "auto" else 0
@@ -303,10 +306,10 @@ def observe(model, samples, method, types, input_names, produced, progress, chan
         for index, sample in enumerate(items):
             feeds = check_feeds(sample, None, index, wanted)
             for name in input_names:
-                found[name].update(feeds[name])
+                found[name].update(masks.saturate(feeds[name], *masked[name]) if name in masked else feeds[name])
             outputs = {}
             for name, value in fetch.items(feeds, index) if fetch else ():
-                found[name].update(value)
+                found[name].update(masks.saturate(value, *masked[name]) if name in masked else value)
                 if index < keep and name in finals:
                     outputs[name] = value
             if index < keep:
@@ -366,7 +369,8 @@ class Fetcher:
     onnxruntime by ReduceMin/ReduceMax nodes appended to the graph. ``channels`` {tensor: (axis, rank)}:
     each of those tensors' channel means (``expose``) goes to ``means`` (a ``ChannelMeans``);
     ``per_channel`` (likewise): those reduced tensors' per-channel min and max go to ``ranges``
-    (a ``ChannelRanges``), and their min and max are those vectors' (the same numbers).
+    (a ``ChannelRanges``), and their min and max are those vectors' (the same numbers). ``whole``:
+    tensors fetched whole even so (a Softmax's input, whose mask fills ``masks.saturate`` reads).
 
     Reduced, a 640x640 detector hands Python 2 floats per tensor instead of ~250 MB of copied
     activations per sample, and onnxruntime reuses its buffers (280 MB peak instead of 890 MB with
@@ -377,11 +381,12 @@ class Fetcher:
 
     def __init__(self, model: onnx.ModelProto, names: list[str], types: dict[str, int], reduce: bool,
                  channels: dict[str, tuple[int, int]] | None = None, means: ChannelMeans | None = None,
-                 per_channel: dict[str, tuple[int, int]] | None = None, ranges: ChannelRanges | None = None):
+                 per_channel: dict[str, tuple[int, int]] | None = None, ranges: ChannelRanges | None = None,
+                 whole: set[str] = frozenset()):
         self.names, self.types = names, types
         self.channels = dict(channels or {})
         self.means = ChannelMeans() if means is None else means
-        self.reduced = {n for n in names if reduce and types.get(n) == onnx.TensorProto.FLOAT}
+        self.reduced = {n for n in names if reduce and types.get(n) == onnx.TensorProto.FLOAT and n not in whole}
         self.per_channel = {n: v for n, v in (per_channel or {}).items() if n in self.reduced}
         self.ranges = ChannelRanges() if ranges is None else ranges
         self.outputs = [o for n in names for o in ([n + suffix for _, suffix in REDUCTIONS

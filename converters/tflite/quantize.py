@@ -67,6 +67,7 @@ def quantize_int8(tg: TGraph, ranges: dict[int, tuple], *, io: str = "float32",
     requants = {id(op) for op in tg.ops if op.opcode == "QUANTIZE" and op.inputs[0] in domain
                 and domain[op.inputs[0]] == "int8"}
     int8_ops |= requants          # int8 -> int8 requantizes: producers for the degenerate floors
+    _saturate_addends(tg, int8_ops, ranges)
     params = _assign(tg, int8_ops, domain, ranges, ties.tie_groups(tg, int8_ops, domain))
     originals: dict[int, np.ndarray] = {}     # float weights, by tensor, for shared weights
     for index, q in params.items():
@@ -311,6 +312,25 @@ def _quantize_constants(tg: TGraph, op: TOp, params: dict[int, QParams], input_m
             q = activation_params(float(t.data.min()), float(t.data.max()))
         t.data = np.clip(np.round(t.data / q.scale[0]) + q.zero_point[0], -128, 127).astype(np.int8)
         t.dtype, t.quant = "int8", q
+
+
+def _saturate_addends(tg: TGraph, int8_ops: set[int], ranges: dict[int, tuple]) -> None:
+    """Clip each float constant an int8 ADD adds to what can move its output: beyond
+    [out low - other high, out high - other low] the sum saturates whatever the other addend is,
+    so the int8 output is the same, and a fill (an attention mask's -1e9, -3.4e38 or -inf,
+    ``calibrate/masks.py``) no longer sets the ADD's common input scale (at -1e9 it rounded the
+    scores away; at -3.4e38 LiteRT aborted on the model)."""
+    for op in tg.ops:
+        if id(op) not in int8_ops or op.opcode != "ADD" or len(op.inputs) != 2:
+            continue
+        for pos, i in enumerate(op.inputs):
+            t, other = tg.tensors[i], op.inputs[1 - pos]
+            if not t.is_const or t.dtype != "float32" or ranges.get(other) is None \
+                    or ranges.get(op.outputs[0]) is None:
+                continue
+            (out_lo, out_hi), (lo, hi) = ranges[op.outputs[0]], ranges[other]
+            out_lo, out_hi, lo, hi = min(out_lo, 0.0), max(out_hi, 0.0), min(lo, 0.0), max(hi, 0.0)
+            t.data = np.clip(np.nan_to_num(t.data, nan=0.0), out_lo - hi, out_hi - lo).astype(np.float32)
 
 
 def weight_scale_floor(input_scale: float, bias: np.ndarray | None, channels: int) -> np.ndarray:
