@@ -2,8 +2,9 @@
 
     lower(graph) -> TGraph       check everything first (one UnsupportedOpsError), then emit
 
-Families: conv, matmul, elementwise, logic, activation, pool, shape, scatter, norm, resize, recurrent. Importing them fills
-``registry.LOWERINGS``; adding an op is one decorated function in the right family module.
+Families: conv, matmul, elementwise, logic, activation, pool, shape, scatter, norm, resize, recurrent.
+Importing them fills ``registry.LOWERINGS``; adding an op is one decorated function in the right
+family module.
 """
 from __future__ import annotations
 
