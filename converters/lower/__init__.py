@@ -2,15 +2,16 @@
 
     lower(graph) -> TGraph       check everything first (one UnsupportedOpsError), then emit
 
-Families: conv, matmul, elementwise, logic, activation, pool, shape, norm, resize, recurrent. Importing them fills
-``registry.LOWERINGS``; adding an op is one decorated function in the right family module.
+Families: conv, matmul, elementwise, logic, activation, pool, shape, scatter, norm, resize, recurrent.
+Importing them fills ``registry.LOWERINGS``; adding an op is one decorated function in the right
+family module.
 """
 from __future__ import annotations
 
 from converters.errors import ConvertError
 from converters.ir import Graph
 from converters.lower import (activation, conv, elementwise, logic, matmul, norm, pool,  # noqa: F401
-                              recurrent, resize, shape)
+                              recurrent, resize, scatter, shape)
 from converters.lower.context import LowerContext
 from converters.lower.registry import LOWERINGS, check_supported, find, lowers, problems_of
 from converters.tgraph import TGraph

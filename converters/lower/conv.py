@@ -3,7 +3,9 @@
 ONNX weights are [O, I/g, kH, kW]; TFLite wants CONV_2D [O, kH, kW, I] and DEPTHWISE_CONV_2D
 [1, kH, kW, C*m]. 1-D convolutions run as 2-D ones with a height of 1 (RESHAPE around). Grouped
 convolutions that are not depthwise run as SPLIT -> one CONV_2D per group -> CONCATENATION, the
-form every TFLite kernel (and XNNPACK) accepts.
+form every TFLite kernel (and XNNPACK) accepts. A stride-1 ConvTranspose (streaming decoders
+write depthwise, dilated ones: GTCRN) is lowered as the Conv it equals; a strided grouped one as
+one TRANSPOSE_CONV per group.
 """
 from __future__ import annotations
 
@@ -33,10 +35,17 @@ def _as_2d(node) -> tuple[list[int], list[int], list[int], list[int]]:
 
 @lowers("Conv", since=1, check=_check_conv)
 def conv(ctx: LowerContext, node) -> None:
-    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     w = ctx.g.const(node.inputs[1]).astype(np.float32)
     bias = (ctx.g.const(node.input(2)).astype(np.float32) if node.input(2)
             else np.zeros(w.shape[0], np.float32))
+    k, s, d, pads = _as_2d(node)
+    _convolve(ctx, node, w, bias, (s, d, pads), node.attrs.get("group", 1))
+
+
+def _convolve(ctx: LowerContext, node, w, bias, geometry, group: int) -> None:
+    """``node``'s input convolved with ONNX-layout weights ``w`` [O, I/g, (kH,) kW];
+    ``geometry``: 2-D (strides, dilations, pads)."""
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     one_d = w.ndim == 3
     if one_d:
         w = w[:, :, None, :]
@@ -45,12 +54,12 @@ def conv(ctx: LowerContext, node) -> None:
         y2d = ctx.temp([out_n, 1, out_l, out_c], "out_2d")
     else:
         y2d = y
-    k, s, d, pads = _as_2d(node)
+    s, d, pads = geometry
     spatial = list(ctx.shape_of(x)[1:3])
-    mode, explicit = padding.choose(spatial, k, s, d, pads)
+    mode, explicit = padding.choose(spatial, list(w.shape[2:]), s, d, pads)
     if explicit:
         x = padding.emit_pad(ctx, x, explicit)
-    group, cin = node.attrs.get("group", 1), ctx.shape_of(x)[3]
+    cin = ctx.shape_of(x)[3]
     act = ctx.activation(node)
     if group == 1:
         _conv2d(ctx, x, y2d, w, bias, s, d, mode, act)
@@ -95,37 +104,86 @@ def _check_conv_transpose(node, graph):
     problem = _check_conv(node, graph)
     if problem:
         return problem
-    if node.attrs.get("group", 1) != 1:
-        return "grouped ConvTranspose is not supported"
-    if any(v != 1 for v in node.attrs["dilations"]):
-        return "dilated ConvTranspose is not supported (TRANSPOSE_CONV has no dilation)"
+    if any(v != 1 for v in node.attrs["dilations"]) and _as_conv(node, graph.const(node.inputs[1])) is None:
+        return "dilated ConvTranspose with a stride is not supported (TRANSPOSE_CONV has no dilation)"
     return None
+
+
+def _as_conv(node, w: np.ndarray):
+    """(weights, 2-D pads) of the Conv that equals a stride-1 ConvTranspose, or None.
+
+    With stride 1 a transposed convolution is a convolution with each group's kernel flipped
+    and its in/out axes swapped, padded by ``d*(k-1) - p`` per side
+    (https://onnx.ai/onnx/operators/onnx__ConvTranspose.html). Conv then covers what
+    TRANSPOSE_CONV cannot: groups (depthwise), dilations; and no crop is needed."""
+    k, s, d, pads = _as_2d(node)
+    if any(v != 1 for v in s) or any(node.attrs.get("output_padding") or []):
+        return None
+    n = len(k)
+    conv_pads = [d[i % n] * (k[i % n] - 1) - pads[i] for i in range(2 * n)]
+    if any(p < 0 for p in conv_pads):
+        return None
+    group = node.attrs.get("group", 1)
+    cin, per = w.shape[:2]
+    wg = w.reshape(group, cin // group, per, *w.shape[2:]).swapaxes(1, 2)      # [g, O/g, I/g, k...]
+    flipped = np.flip(wg, axis=tuple(range(3, wg.ndim)))
+    return np.ascontiguousarray(flipped.reshape(group * per, cin // group, *w.shape[2:])), conv_pads
 
 
 @lowers("ConvTranspose", since=1, check=_check_conv_transpose)
 def conv_transpose(ctx: LowerContext, node) -> None:
-    """TRANSPOSE_CONV with VALID padding gives the full output; ONNX pads are then cropped."""
-    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
-    w = ctx.g.const(node.inputs[1]).astype(np.float32)       # [I, O, kH(, kW)]
+    """Stride 1: the equal Conv (``_as_conv``). Else TRANSPOSE_CONV with VALID padding, which gives
+    the full output, ONNX pads cropped after; groups run as SPLIT -> one per group -> CONCATENATION."""
+    w = ctx.g.const(node.inputs[1]).astype(np.float32)       # [I, O/g, kH(, kW)]
     bias = ctx.g.const(node.input(2)).astype(np.float32) if node.input(2) else None
+    group = node.attrs.get("group", 1)
+    as_conv = _as_conv(node, w)
+    if as_conv is not None:
+        _, s, d, _ = _as_2d(node)
+        conv_w, pads = as_conv
+        full_bias = bias if bias is not None else np.zeros(conv_w.shape[0], np.float32)
+        _convolve(ctx, node, conv_w, full_bias, (s, d, pads), group)
+        return
+    x, y = ctx.value(node.inputs[0]), ctx.output(node.outputs[0])
     one_d = w.ndim == 3
     if one_d:
         w = w[:, :, None, :]
         x = ctx.as_2d(x)
+    n, h, wd, cin = ctx.shape_of(x)
     k, s, _, pads = _as_2d(node)
     outpad = list(node.attrs.get("output_padding") or [0, 0])
     outpad = [0, outpad[0]] if one_d else outpad
-    n, h, wd, _ = ctx.shape_of(x)
     full = [(h - 1) * s[0] + k[0], (wd - 1) * s[1] + k[1]]
     out_hw = [full[i] + outpad[i] - pads[i] - pads[2 + i] for i in range(2)]
+    target = ctx.temp([n, *out_hw, w.shape[1] * group], "out_2d") if one_d else y
+    geometry = (k, s, pads, outpad, full, out_hw)
+    if group == 1:
+        _transpose_conv(ctx, x, target, w, bias, geometry)
+    else:
+        parts = [ctx.temp([n, h, wd, cin // group], f"group{i}") for i in range(group)]
+        ctx.emit("SPLIT", [ctx.const(np.array(3, np.int32), "axis"), x], parts,
+                 options("SplitOptions", numSplits=group))
+        per, outs = w.shape[1], []
+        for i, part in enumerate(parts):
+            outs.append(ctx.temp([n, *out_hw, per], f"group{i}_out"))
+            _transpose_conv(ctx, part, outs[-1], w[i * (cin // group):(i + 1) * (cin // group)],
+                            None if bias is None else bias[i * per:(i + 1) * per], geometry)
+        ctx.emit("CONCATENATION", outs, [target], options("ConcatenationOptions", axis=3))
+    if one_d:
+        ctx.reshape(target, ctx.shape_of(y), out=y)
+
+
+def _transpose_conv(ctx, x, target, w, bias, geometry) -> None:
+    """One TRANSPOSE_CONV of NHWC ``x`` into ``target`` with weights ``w`` [I, O, kH, kW]."""
+    k, s, pads, outpad, full, out_hw = geometry
+    n, c_out = ctx.shape_of(x)[0], w.shape[1]
     # Output padding that reaches past the full output is zero-extended, and ONNX adds the bias
     # there too: then the bias is added after the crop instead of inside TRANSPOSE_CONV.
     extra = [max(0, pads[i] + out_hw[i] - full[i]) for i in range(2)]
     late_bias = bias is not None and any(extra)
-    target = ctx.temp([n, *out_hw, w.shape[1]], "out_2d") if one_d else y
     exact = not any(pads) and not any(extra)
-    full_t = target if exact else ctx.temp([n, *full, w.shape[1]], "full")
-    inputs = [ctx.const(np.array([n, *full, w.shape[1]], np.int32), "output_shape"),
+    full_t = target if exact else ctx.temp([n, *full, c_out], "full")
+    inputs = [ctx.const(np.array([n, *full, c_out], np.int32), "output_shape"),
               ctx.const(w.transpose(1, 2, 3, 0), "filter"), x,
               ctx.const(bias, "bias") if bias is not None and not late_bias else -1]
     ctx.emit("TRANSPOSE_CONV", inputs, [full_t],
@@ -133,8 +191,6 @@ def conv_transpose(ctx: LowerContext, node) -> None:
                      strideH=s[0], strideW=s[1]))
     if not exact:
         _crop(ctx, full_t, pads, extra, out_hw, bias if late_bias else None, target)
-    if one_d:
-        ctx.reshape(target, ctx.shape_of(y), out=y)
 
 
 def _crop(ctx, cur, pads, extra, out_hw, bias, target):

@@ -55,23 +55,37 @@ def test_conv_without_bias_and_fused_relu6():
         assert conv.builtinOptions.fusedActivationFunction == schema.ActivationFunctionType.RELU6
 
 
+T = "TRANSPOSE_CONV"
 CONV_T_CASES = {
-    "k3_s2": ((1, 4, 5, 5), (4, 6, 3, 3), dict(strides=[2, 2])),
-    "k4_s2_pad1": ((1, 4, 5, 5), (4, 3, 4, 4), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
-    "outpad": ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
-    "k2_s2": ((1, 8, 6, 6), (8, 4, 2, 2), dict(strides=[2, 2])),
-    "1d": ((1, 4, 7), (4, 3, 3), dict(strides=[2])),
-    "same_upper": ((1, 3, 5, 5), (3, 2, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
-    "output_shape": ((1, 3, 4, 4), (3, 2, 3, 3), dict(strides=[3, 3], output_shape=[12, 13])),
+    # id: (x shape, weight shape [I, O/g, k...], attrs, expected opcode)
+    "k3_s2": ((1, 4, 5, 5), (4, 6, 3, 3), dict(strides=[2, 2]), T),
+    "k4_s2_pad1": ((1, 4, 5, 5), (4, 3, 4, 4), dict(strides=[2, 2], pads=[1, 1, 1, 1]), T),
+    "outpad": ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]), T),
+    "k2_s2": ((1, 8, 6, 6), (8, 4, 2, 2), dict(strides=[2, 2]), T),
+    "1d": ((1, 4, 7), (4, 3, 3), dict(strides=[2]), T),
+    "same_upper": ((1, 3, 5, 5), (3, 2, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER"), T),
+    "output_shape": ((1, 3, 4, 4), (3, 2, 3, 3), dict(strides=[3, 3], output_shape=[12, 13]), T),
+    # stride 1: the Conv it equals, which also takes groups and dilations (GTCRN's streaming decoder)
+    "s1_pointwise": ((1, 8, 1, 9), (8, 5, 1, 1), {}, "CONV_2D"),
+    "s1_pad1": ((1, 3, 6, 7), (3, 4, 3, 3), dict(pads=[1, 1, 1, 1]), "CONV_2D"),
+    "s1_depthwise_dilated": ((1, 6, 11, 9), (6, 1, 3, 3), dict(group=6, dilations=[5, 1], pads=[10, 1, 10, 1]),
+                             "DEPTHWISE_CONV_2D"),
+    "s1_groups2_dilated": ((1, 8, 7, 7), (8, 3, 3, 3), dict(group=2, dilations=[2, 2], pads=[1, 2, 3, 0]), "SPLIT"),
+    "s1_1d_dilated": ((1, 4, 12), (4, 3, 3), dict(dilations=[3], pads=[1, 2]), "CONV_2D"),
+    # strided and grouped: one TRANSPOSE_CONV per group
+    "s2_groups2": ((1, 8, 1, 9), (8, 4, 1, 5), dict(group=2, strides=[1, 2], pads=[0, 2, 0, 2]), "SPLIT"),
+    "s2_groups3_outpad_1d": ((1, 6, 5), (6, 2, 3), dict(group=3, strides=[2], pads=[1, 0], output_padding=[1]),
+                             "SPLIT"),
 }
 
 
 @pytest.mark.parametrize("case", CONV_T_CASES, ids=list(CONV_T_CASES))
 def test_conv_transpose(case):
-    x_shape, w_shape, attrs = CONV_T_CASES[case]
+    x_shape, w_shape, attrs, opcode = CONV_T_CASES[case]
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
-    m = H.model([node], {"x": x_shape}, ["y"], {"w": w(*w_shape), "b": w(w_shape[1], s=0.1)})
-    H.check(m, expect=["TRANSPOSE_CONV"], steps=3)
+    bias = w(w_shape[1] * attrs.get("group", 1), s=0.1)
+    m = H.model([node], {"x": x_shape}, ["y"], {"w": w(*w_shape), "b": bias})
+    H.check(m, expect=[opcode], steps=3)
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -24,6 +24,19 @@ def test_bn_folds_into_conv():
     assert res.ops == ["TRANSPOSE", "CONV_2D", "TRANSPOSE"]
 
 
+@pytest.mark.parametrize("attrs", [{"strides": [2, 2], "pads": [1, 1, 1, 1]}, {"group": 2, "strides": [1, 2]},
+                                   {"group": 2, "dilations": [2, 1], "pads": [2, 1, 2, 1]}])
+def test_bn_folds_into_conv_transpose(attrs):
+    """A decoder's ConvTranspose -> BN (GTCRN, U-Nets): folded per output channel and group."""
+    group = attrs.get("group", 1)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], **attrs),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    m = H.model(nodes, {"x": (1, 4, 5, 6)}, ["y"], {"w": RNG.normal(0, 0.3, (4, 6 // group, 3, 3)).astype(np.float32),
+                                                    **bn_params(6)})
+    res, _ = H.check(m, steps=3)
+    assert "MUL" not in res.ops and "ADD" not in res.ops, res.ops
+
+
 def test_bn_folds_into_gemm():
     nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["z"], transB=1),
              helper.make_node("BatchNormalization", ["z", "g", "b", "m", "v"], ["y"])]

@@ -69,8 +69,6 @@ EXCLUDED: list[tuple[str, str, str]] = [
     (r"test_(averagepool|maxpool)_3d_.*", REFUSED, "3-D (volumetric) pooling: TFLite has no 3-D pool builtin"),
     (r"test_convtranspose_3d", REFUSED, "3-D transposed convolution: TFLite has no 3-D TRANSPOSE_CONV"),
     (r"test_(averagepool|maxpool)_2d_dilations", REFUSED, "dilated pooling: TFLite pools have no dilation"),
-    (r"test_convtranspose_dilations", REFUSED, "dilated ConvTranspose: TRANSPOSE_CONV has no dilation"),
-    (r"test_convtranspose_group_2(_image_3)?", REFUSED, "grouped ConvTranspose: TRANSPOSE_CONV has no groups"),
     (r"test_batchnorm_(example|epsilon)_training_mode", REFUSED,
      "training-mode BatchNormalization (batch statistics, running-stat outputs): inference only"),
     (r"test_resize_.*cubic.*", REFUSED, "cubic Resize: TFLite has nearest and bilinear only"),

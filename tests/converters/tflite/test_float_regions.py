@@ -111,3 +111,36 @@ def test_a_float_value_read_by_a_float_output_is_not_rounded_through_int8(monkey
     # without the rule the state output is an int8 copy of the Sqrt's value: one more rounding
     assert _dtype(plain, "s3") == "int8"
     assert kept - _sqnr(m, plain, held, output=1) > 3.0
+
+
+def _packed_states():
+    """One [1, 2, 16, 2] state input holding a hidden state in [-1, 1] (last index 0) and a cell
+    state up to +-150 (index 1), as DTLN packs its LSTM states; each part feeds its own Gemm."""
+    nodes, inits = [], {}
+    for part in (0, 1):
+        inits[f"start{part}"] = np.array([0, 0, 0, part], np.int64)
+        inits[f"end{part}"] = np.array([1, 2, 16, part + 1], np.int64)
+        inits[f"w{part}"] = RNG.normal(0, 0.3, (4, 32)).astype(np.float32)
+        nodes += [helper.make_node("Slice", ["state", f"start{part}", f"end{part}"], [f"s{part}"]),
+                  helper.make_node("Reshape", [f"s{part}", "flat"], [f"f{part}"]),
+                  helper.make_node("Gemm", [f"f{part}", f"w{part}"], [f"y{part}"], transB=1)]
+    inits["flat"] = np.array([1, 32], np.int64)
+    m = H.model(nodes, {"state": (1, 2, 16, 2)}, ["y0", "y1"], inits)
+
+    def sample():
+        s = np.empty((1, 2, 16, 2), np.float32)
+        s[..., 0] = np.tanh(RNG.normal(0, 1, (1, 2, 16)))
+        s[..., 1] = RNG.normal(0, 50, (1, 2, 16)).clip(-150, 150)
+        return {"state": s}
+    return m, [sample() for _ in range(32)], [sample() for _ in range(16)]
+
+
+def test_a_packed_state_input_is_cut_in_float_and_each_part_quantized_alone(monkeypatch):
+    m, calib, held = _packed_states()
+    res = _build(m, calib, quantize="int8")
+    narrow = _sqnr(m, res, held, output=0)
+    assert narrow > 35, narrow                    # the hidden state's own scale: 1/127 steps
+    assert _sqnr(m, res, held, output=1) > 25       # the wide part: as before
+    monkeypatch.setattr(quantize, "_float_input_slices", lambda tg, int8_ops, ranges: None)
+    shared = _sqnr(m, _build(m, calib, quantize="int8"), held, output=0)
+    assert shared < narrow - 20, (shared, narrow)   # one scale for both: steps of ~1.2 on [-1, 1]
