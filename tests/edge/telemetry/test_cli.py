@@ -74,7 +74,7 @@ def test_watch_once_json_and_table(mosquitto, device):
                               "--once", "--json", "--wait", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     try:
-        time.sleep(1.5)
+        mosquitto.wait_subscribed("ganglion-watch-", "ganglion/v1/+/metrics")
         # the daemon's metric names (edge/daemon/metrics.py)
         device.record("metrics", {"latency_p50_ms": 1.0, "latency_p95_ms": 2.5, "throughput": 480.0,
                                   "errors": 0, "total_errors": 3})
