@@ -7,7 +7,8 @@ same pinning; the shapes are read from the candidate instead of asking the user 
     .gpk       the manifest's ``inputs`` (ONNX order; an ``nhwc`` entry is turned back to NCHW)
     .tflite    the interpreter's input details (by name; a 4-D NHWC shape is turned back when
                the reference's fixed dims say so)
-    QDQ .onnx  the candidate graph's inputs
+    QDQ .onnx  the candidate graph's inputs (a dimension it leaves dynamic too pins nothing: the
+               reference then runs at the data's shape, as the candidate does)
 
 ``pin(reference, candidate_shapes, given)`` -> {input: shape} for the reference inputs that have
 a dynamic dimension, ``given`` (``--input-shape``) first.
@@ -58,6 +59,8 @@ def pin(reference: onnx.ModelProto, found: dict[str, tuple[list[int], bool]],
         shape, maybe_nhwc = found[vi.name]
         options = [shape] + ([[shape[i] for i in NHWC_TO_NCHW]] if maybe_nhwc and len(shape) == 4 else [])
         for option in options:
+            if any(s <= 0 for s in option):   # dynamic in the candidate too (a QDQ .onnx): nothing to pin from
+                continue
             if len(option) == len(dims) and all(d is None or d == s for d, s in zip(dims, option)):
                 pinned[vi.name] = option
                 break

@@ -6,6 +6,7 @@ and data are the committed files made by examples/models/digits_cnn.py.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -132,3 +133,21 @@ def test_every_observer_keeps_accuracy(tmp_path, digits_dir, holdout, float_accu
     assert result.manifest["calibration"]["method"] == observer
     fid = result.report["tflite"]
     assert fid["accuracy"]["candidate"] >= float_accuracy - 0.01
+
+
+def test_verify_a_dynamic_onnx_candidate_against_a_dynamic_reference(tmp_path, digits_dir, holdout):
+    """A QDQ .onnx keeps the float model's dynamic batch: its dim is 0 in the graph, which must not be
+    pinned onto the reference (ORT-quantized models crashed verify with a 'non-positive dims' error)."""
+    model = onnx.load(str(digits_dir / "digits_cnn.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    dynamic = tmp_path / "dyn.onnx"
+    onnx.save(model, str(dynamic))
+    candidate = tmp_path / "dyn.qdq.onnx"
+    api.convert(ConvertConfig(model=dynamic, calib=digits_dir / "calib.npz", output=candidate, target="qdq",
+                              progress=False))
+    qdq = onnx.load(str(candidate))               # ONNX Runtime's quantizer keeps the batch dynamic; ours pins it
+    qdq.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(qdq, str(candidate))
+    np.savez(tmp_path / "few.npz", input=holdout[0][:20])
+    report = api.verify(candidate, dynamic, tmp_path / "few.npz", progress=False)
+    assert report.candidate == "onnx" and report.summary["sqnr_db"] > 25.0
