@@ -67,14 +67,20 @@ def ocr_cls(rng, count, ctx):
     return {"x": np.stack(xs)}, {"classes": angles}
 
 
+def photo_page(rng, w, h, ctx, with_photo: float):
+    """(page image, text line boxes): a rendered page of ``ctx``'s charset, holding a crop of one of
+    ``ctx``'s photos with probability ``with_photo``."""
+    photo = tp_images.random_crop(rng, ctx["photos"][int(rng.integers(len(ctx["photos"])))]) \
+        if rng.random() < with_photo else None
+    return tp_text.page(rng, w, h, ctx["rec_charset"], ctx["cjk"], photo)
+
+
 def ocr_det(rng, count, ctx):
     xs, boxes = [], []
     for _ in range(count):
         w = int(rng.integers(560, 900))
         h = int(w * rng.uniform(0.85, 1.15))
-        photo = tp_images.random_crop(rng, ctx["photos"][int(rng.integers(len(ctx["photos"])))]) \
-            if rng.random() < 0.3 else None
-        page, lines = tp_text.page(rng, w, h, ctx["rec_charset"], ctx["cjk"], photo)
+        page, lines = photo_page(rng, w, h, ctx, 0.3)
         xs.append(ppocr_norm(bgr_chw(page.resize((640, 640), Image.Resampling.BILINEAR)))[None])
         sx, sy = 640 / w, 640 / h
         boxes.append([[x0 * sx, y0 * sy, x1 * sx, y1 * sy] for x0, y0, x1, y1 in lines])

@@ -261,9 +261,7 @@ def craft(rng, count, ctx):
     for _ in range(count):
         w = int(rng.integers(500, 900))
         h = int(w * rng.uniform(0.7, 1.4))
-        photo = tp_images.random_crop(rng, ctx["photos"][int(rng.integers(len(ctx["photos"])))]) \
-            if rng.random() < 0.4 else None
-        page, _ = tp_text.page(rng, w, h, ctx["rec_charset"], ctx["cjk"], photo)
+        page, _ = tp_makers.photo_page(rng, w, h, ctx, 0.4)
         ratio = CRAFT_SIZE / max(w, h)
         small = np.asarray(page.convert("RGB").resize((int(w * ratio), int(h * ratio)), Image.BILINEAR), np.float32)
         canvas = np.zeros((CRAFT_SIZE, CRAFT_SIZE, 3), np.float32)     # black padding, normalized with it
